@@ -1,0 +1,173 @@
+//! The admin API (`/v1/*`): JSON over HTTP, `Authorization: Bearer <api key>`.
+//! A missing or wrong key gets 401 (admins are not devices).
+
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::http::App;
+use crate::service::enqueue::EnqueueError;
+use crate::service::{now, ServiceError};
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/commands", axum::routing::post(post_command))
+        .route("/v1/commands/{uuid}", get(get_command))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}", get(get_device))
+        .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
+        .route("/v1/stats", get(stats))
+        .route("/v1/info", get(info))
+}
+
+pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let ok = !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer <key>)");
+    }
+    next.run(req).await
+}
+
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API storage failure");
+    error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+}
+
+#[derive(Deserialize)]
+struct EnqueueBody {
+    targets: Vec<String>,
+    command: serde_json::Value,
+}
+
+async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let req: EnqueueBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...], \"command\": {{...}}}}: {e}")),
+    };
+    if req.targets.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
+    }
+    match app.mdm.enqueue_json(&req.command, req.targets).await {
+        Ok((uuid, out)) => Json(json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown})).into_response(),
+        Err(EnqueueError::Invalid(e)) => error(StatusCode::BAD_REQUEST, format!("invalid command: {e}")),
+        Err(EnqueueError::Service(e)) => store_error(e),
+    }
+}
+
+async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> Response {
+    match app.mdm.store.command(&uuid).await {
+        Ok(Some((rec, deliveries))) => Json(views::command(&rec, &deliveries)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no command {uuid}")),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Response {
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    match app.mdm.store.enrollments(p.after, limit).await {
+        Ok(list) => {
+            let next = if list.len() == limit { list.last().map(|e| e.id.clone()) } else { None };
+            let devices: Vec<_> = list.iter().map(|e| views::enrollment(e, None)).collect();
+            Json(json!({"devices": devices, "next": next})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.mdm.store.enrollment(&id).await {
+        Ok(Some(e)) => {
+            let pending = match app.mdm.store.device_commands(&id, usize::MAX).await {
+                Ok(c) => c.iter().filter(|c| c.delivery.status.is_pending()).count(),
+                Err(e) => return store_error(e),
+            };
+            Json(views::enrollment(&e, Some(pending))).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.mdm.store.enrollment(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
+        Err(e) => return store_error(e),
+    }
+    match app.mdm.store.device_commands(&id, 1000).await {
+        Ok(list) => Json(json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.mdm.store.enrollment(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
+        Err(e) => return store_error(e),
+    }
+    match app.mdm.store.clear_queue(&id, now()).await {
+        Ok(n) => Json(json!({"enrollment": id, "cleared": n})).into_response(),
+        Err(e) => store_error(ServiceError::from(e)),
+    }
+}
+
+async fn info(State(app): State<Arc<App>>) -> Response {
+    Json(json!({"topic": app.mdm.topic, "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+/// Process accounting, so load tests can measure the server's own CPU per request.
+async fn stats(State(app): State<Arc<App>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (user, sys) = cpu_time();
+    Json(json!({
+        "cpu_user_seconds": user,
+        "cpu_system_seconds": sys,
+        "checkins": app.stats.checkins.load(Relaxed),
+        "connects": app.stats.connects.load(Relaxed),
+        "rejected": app.stats.rejected.load(Relaxed),
+    }))
+    .into_response()
+}
+
+/// User and system CPU seconds of this process, from /proc/self/stat
+/// (clock ticks of 1/100 s, the Linux USER_HZ).
+pub fn cpu_time() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return (0.0, 0.0) };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (tick(11), tick(12))
+}

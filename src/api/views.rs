@@ -1,0 +1,94 @@
+//! JSON views of stored records. Secrets (unlock and bootstrap tokens) are
+//! shown only as present or absent.
+
+use serde_json::{json, Value};
+
+use crate::protocol::json::plist_to_json;
+use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
+
+pub fn time(t: i64) -> Value {
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => d.format(&time::format_description::well_known::Rfc3339).map(Value::String).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+fn opt_time(t: Option<i64>) -> Value {
+    t.map(time).unwrap_or(Value::Null)
+}
+
+pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "device": e.device,
+        "kind": e.kind,
+        "udid": e.udid,
+        "user_enrollment_id": e.user_enrollment_id,
+        "user_short_name": e.user_short_name,
+        "topic": e.topic,
+        "info": e.info,
+        "active": e.active,
+        "checked_out": e.checked_out_at.is_some(),
+        "push_token_present": e.push.is_some(),
+        "unlock_token_escrowed": e.unlock_token.is_some(),
+        "bootstrap_token_escrowed": e.bootstrap_token.is_some(),
+        "awaiting_configuration": e.awaiting_configuration,
+        "identity_certificate_sha256": e.cert_hash,
+        "enrolled_at": time(e.enrolled_at),
+        "authenticated_at": time(e.authenticated_at),
+        "token_updated_at": opt_time(e.token_updated_at),
+        "checked_out_at": opt_time(e.checked_out_at),
+        "last_checkin_at": time(e.last_checkin_at),
+        "last_seen_at": time(e.last_seen_at),
+    });
+    if let (Some(p), Some(o)) = (pending, v.as_object_mut()) {
+        o.insert("pending_commands".into(), json!(p));
+    }
+    v
+}
+
+fn result_json(d: &Delivery) -> Value {
+    match &d.result {
+        Some(raw) => match plist::Value::from_reader(std::io::Cursor::new(raw)) {
+            Ok(v) => plist_to_json(&v),
+            Err(_) => Value::Null,
+        },
+        None => Value::Null,
+    }
+}
+
+pub fn delivery(d: &Delivery) -> Value {
+    json!({
+        "enrollment": d.enrollment,
+        "status": d.status,
+        "queued_at": time(d.queued_at),
+        "updated_at": time(d.updated_at),
+        "not_now_count": d.not_now_count,
+        "error_chain": d.error_chain,
+        "result": result_json(d),
+    })
+}
+
+pub fn device_command(c: &DeviceCommand) -> Value {
+    let mut v = delivery(&c.delivery);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("command_uuid".into(), json!(c.command_uuid));
+        o.insert("request_type".into(), json!(c.request_type));
+    }
+    v
+}
+
+pub fn command(rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
+    let command = match plist::Value::from_reader(std::io::Cursor::new(&rec.body)) {
+        Ok(plist::Value::Dictionary(d)) => d.get("Command").map(plist_to_json).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    json!({
+        "command_uuid": rec.uuid,
+        "request_type": rec.request_type,
+        "created_at": time(rec.created_at),
+        "command": command,
+        "targets": rec.targets,
+        "deliveries": deliveries.iter().map(delivery).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,46 @@
+//! Thin HTTP handlers: body limits, status codes, content types. The rules
+//! live in `service`; the admin API's handlers live in `api`.
+
+pub mod mdm;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::put;
+use axum::Router;
+
+use crate::service::Mdm;
+
+#[derive(Default)]
+pub struct Stats {
+    pub checkins: AtomicU64,
+    pub connects: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct App {
+    pub mdm: Arc<Mdm>,
+    pub api_key: String,
+    pub stats: Stats,
+    pub max_body: usize,
+    pub max_api_body: usize,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let device = Router::new()
+        .route("/mdm/checkin", put(mdm::put))
+        .route("/mdm/connect", put(mdm::put))
+        .route("/mdm", put(mdm::put))
+        .layer(DefaultBodyLimit::max(app.max_body));
+    let api = crate::api::router()
+        .layer(DefaultBodyLimit::max(app.max_api_body))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth));
+    device.merge(api).with_state(app)
+}

@@ -1,0 +1,79 @@
+//! Pure protocol types: check-in messages, command reports, commands, and the
+//! schema table generated from Apple's device-management YAML. No I/O here.
+
+pub mod checkin;
+pub mod command;
+pub mod ids;
+pub mod json;
+pub mod schema;
+
+pub use checkin::{CheckinMessage, CheckinRequest};
+pub use command::{Command, CommandReport, ErrorChainItem, Status};
+pub use ids::{EnrollmentId, EnrollmentKind, Ids};
+
+use thiserror::Error;
+
+/// Everything that can be wrong with a device's request body.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("body is not a property list: {0}")]
+    NotAPlist(String),
+    #[error("property list root is not a dictionary")]
+    NotADictionary,
+    #[error("missing required key {0}")]
+    MissingKey(&'static str),
+    #[error("key {key} has the wrong type: {detail}")]
+    BadKey { key: String, detail: String },
+    #[error("unknown MessageType {0:?}")]
+    UnknownMessageType(String),
+    #[error("unknown Status {0:?}")]
+    UnknownStatus(String),
+    #[error("no enrollment identifier (UDID or EnrollmentID) in request")]
+    NoIdentifier,
+    #[error("enrollment identifier is not valid: {0}")]
+    BadIdentifier(String),
+}
+
+/// Parse a request body (XML or binary plist) into its root dictionary.
+pub fn parse_dict(body: &[u8]) -> Result<plist::Dictionary, ProtocolError> {
+    let value = plist::Value::from_reader(std::io::Cursor::new(body))
+        .map_err(|e| ProtocolError::NotAPlist(e.to_string()))?;
+    match value {
+        plist::Value::Dictionary(d) => Ok(d),
+        _ => Err(ProtocolError::NotADictionary),
+    }
+}
+
+/// Serialise a dictionary as an XML plist document.
+pub fn to_xml(dict: &plist::Dictionary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    // Writing to a Vec cannot fail for a well-formed in-memory Value.
+    if plist::Value::Dictionary(dict.clone()).to_writer_xml(&mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+pub(crate) fn get_str<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a str>, ProtocolError> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(plist::Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected string".into() }),
+    }
+}
+
+pub(crate) fn get_data<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a [u8]>, ProtocolError> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(plist::Value::Data(b)) => Ok(Some(b.as_slice())),
+        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected data".into() }),
+    }
+}
+
+pub(crate) fn get_bool(d: &plist::Dictionary, key: &'static str) -> Result<Option<bool>, ProtocolError> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(plist::Value::Boolean(b)) => Ok(Some(*b)),
+        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected boolean".into() }),
+    }
+}

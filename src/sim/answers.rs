@@ -1,0 +1,244 @@
+//! Realistic command responses of an iPhone on iOS 18. Values for
+//! DeviceInformation queries come from a table of typical answers, and the
+//! type of any other query from Apple's response schema.
+
+use plist::{Dictionary, Value};
+
+use super::SimDevice;
+use crate::protocol::schema::{KeySpec, Schema};
+use crate::protocol::{Command, Status};
+
+fn d(pairs: Vec<(&str, Value)>) -> Dictionary {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn error_chain(code: i64, domain: &str, text: &str) -> Value {
+    Value::Array(vec![Value::Dictionary(d(vec![
+        ("ErrorCode", code.into()),
+        ("ErrorDomain", domain.into()),
+        ("LocalizedDescription", text.into()),
+        ("USEnglishDescription", text.into()),
+    ]))])
+}
+
+fn default_for(spec: &KeySpec) -> Value {
+    match spec.ty.as_str() {
+        "s" => Value::String(String::new()),
+        "i" => 0.into(),
+        "r" => Value::Real(0.0),
+        "b" => false.into(),
+        "d" => Value::Data(Vec::new()),
+        "t" => Value::Date(std::time::SystemTime::now().into()),
+        "a" => Value::Array(Vec::new()),
+        _ => Value::Dictionary(Dictionary::new()),
+    }
+}
+
+fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
+    Some(match q {
+        "UDID" => dev.udid.clone().into(),
+        "DeviceName" => dev.name.clone().into(),
+        "OSVersion" => dev.os_version.clone().into(),
+        "BuildVersion" => dev.build_version.clone().into(),
+        "ProductName" => dev.product_name.clone().into(),
+        "ModelName" => "iPhone".into(),
+        "Model" => "MTLT3LL/A".into(),
+        "ModelNumber" => "MTLT3".into(),
+        "SerialNumber" => dev.serial.clone().into(),
+        "IMEI" => "35 661206 023489 1".into(),
+        "MEID" => "35661206023489".into(),
+        "DeviceCapacity" => Value::Real(119.1),
+        "AvailableDeviceCapacity" => Value::Real(61.3),
+        "BatteryLevel" => Value::Real(0.82),
+        "CellularTechnology" => 3.into(),
+        "ModemFirmwareVersion" => "2.10.03".into(),
+        "IsSupervised" | "IsMultiUser" | "IsActivationLockEnabled" | "IsDoNotDisturbInEffect" | "IsMDMLostModeEnabled" | "IsRoaming"
+        | "AwaitingConfiguration" | "DataRoamingEnabled" | "PersonalHotspotEnabled" => false.into(),
+        "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => true.into(),
+        "WiFiMAC" => "f0:5c:77:1a:2b:3c".into(),
+        "BluetoothMAC" => "f0:5c:77:1a:2b:3d".into(),
+        "ICCID" => "8901 4104 2712 3456 7890".into(),
+        "PhoneNumber" => "+1 555 0100".into(),
+        "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => "Carrier".into(),
+        "CarrierSettingsVersion" => "60.0".into(),
+        "SubscriberMCC" | "CurrentMCC" => "310".into(),
+        "SubscriberMNC" | "CurrentMNC" => "410".into(),
+        "TimeZone" => "Europe/Berlin".into(),
+        "PushToken" => Value::Data(dev.token.clone()),
+        "EASDeviceIdentifier" => format!("EAS{}", &dev.serial).into(),
+        _ => return None,
+    })
+}
+
+fn device_information(dev: &SimDevice, cmd: &Command) -> Dictionary {
+    let specs = Schema::get().command("DeviceInformation").map(|c| c.resp.clone()).unwrap_or_default();
+    let qr_spec: Vec<KeySpec> = specs.iter().find(|s| s.name == "QueryResponses").map(|s| s.sub.clone()).unwrap_or_default();
+    let mut out = Dictionary::new();
+    if let Some(Value::Array(qs)) = cmd.command.get("Queries") {
+        for q in qs.iter().filter_map(Value::as_string) {
+            let v = match (query_value(dev, q), qr_spec.iter().find(|s| s.name == q)) {
+                (Some(v), _) => v,
+                // Known to the schema but not to our table: a typed empty value.
+                (None, Some(spec)) if spec.sub.is_empty() => default_for(spec),
+                // Unknown queries (and structured ones we do not model) are skipped, as devices do.
+                _ => continue,
+            };
+            out.insert(q.to_owned(), v);
+        }
+    }
+    d(vec![("QueryResponses", Value::Dictionary(out))])
+}
+
+fn security_info() -> Dictionary {
+    d(vec![(
+        "SecurityInfo",
+        Value::Dictionary(d(vec![
+            ("HardwareEncryptionCaps", 3.into()),
+            ("PasscodePresent", true.into()),
+            ("PasscodeCompliant", true.into()),
+            ("PasscodeCompliantWithProfiles", true.into()),
+            ("PasscodeLockGracePeriodEnforced", 0.into()),
+            ("AutoLockTime", 30.into()),
+            ("ManagementStatus", Value::Dictionary(d(vec![("EnrolledViaDEP", false.into()), ("IsUserEnrollment", false.into())]))),
+        ])),
+    )])
+}
+
+fn profile_entry(identifier: &str, uuid: &str, name: &str) -> Value {
+    Value::Dictionary(d(vec![
+        ("PayloadIdentifier", identifier.into()),
+        ("PayloadUUID", uuid.into()),
+        ("PayloadVersion", 1.into()),
+        ("PayloadDisplayName", name.into()),
+        ("PayloadOrganization", "mdmd".into()),
+        ("PayloadRemovalDisallowed", false.into()),
+        ("HasRemovalPasscode", false.into()),
+        ("IsEncrypted", false.into()),
+        ("IsManaged", true.into()),
+        ("PayloadContent", Value::Array(Vec::new())),
+    ]))
+}
+
+fn apps() -> Value {
+    let app = |id: &str, name: &str, v: &str, size: i64| {
+        Value::Dictionary(d(vec![
+            ("Identifier", id.into()),
+            ("Name", name.into()),
+            ("Version", v.into()),
+            ("ShortVersion", v.into()),
+            ("BundleSize", size.into()),
+            ("DynamicSize", (size / 4).into()),
+            ("Installing", false.into()),
+            ("IsValidated", true.into()),
+            ("AppStoreVendable", true.into()),
+            ("DeviceBasedVPP", false.into()),
+            ("BetaApp", false.into()),
+            ("AdHocCodeSigned", false.into()),
+            ("HasUpdateAvailable", false.into()),
+        ]))
+    };
+    Value::Array(vec![
+        app("com.microsoft.Office.Outlook", "Outlook", "4.2445.0", 245_000_000),
+        app("com.cisco.anyconnect", "Cisco Secure Client", "5.1.4", 61_000_000),
+        app("com.apple.Keynote", "Keynote", "14.2", 612_000_000),
+    ])
+}
+
+/// Answer a command like an iPhone: Ok(response keys) for Acknowledged, or
+/// Err((status, ErrorChain)).
+pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status, Value)> {
+    let c = &cmd.command;
+    Ok(match cmd.request_type.as_str() {
+        "DeviceInformation" => device_information(dev, cmd),
+        "SecurityInfo" => security_info(),
+        "ProfileList" => {
+            let mut list = vec![profile_entry("com.mdmd.enrollment", "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11", "MDM enrollment")];
+            list.extend(dev.profiles.iter().map(|(id, (uuid, name))| profile_entry(id, uuid, name)));
+            d(vec![("ProfileList", Value::Array(list))])
+        }
+        "InstallProfile" => {
+            let payload = match c.get("Payload") {
+                Some(Value::Data(b)) => b.clone(),
+                _ => return Err((Status::CommandFormatError, error_chain(12021, "MCMDMErrorDomain", "Payload missing"))),
+            };
+            match crate::profiles::peek(&payload) {
+                Some((id, uuid, name)) => {
+                    dev.profiles.insert(id, (uuid, name));
+                    Dictionary::new()
+                }
+                None => return Err((Status::Error, error_chain(1000, "MCProfileErrorDomain", "The profile could not be read."))),
+            }
+        }
+        "RemoveProfile" => {
+            let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
+            if dev.profiles.remove(id).is_none() {
+                return Err((Status::Error, error_chain(1003, "MCProfileErrorDomain", "The profile is not installed.")));
+            }
+            Dictionary::new()
+        }
+        "CertificateList" => d(vec![(
+            "CertificateList",
+            Value::Array(vec![Value::Dictionary(d(vec![
+                ("CommonName", format!("mdm identity {}", dev.udid).into()),
+                ("IsIdentity", true.into()),
+                ("Data", Value::Data(Vec::new())),
+            ]))]),
+        )]),
+        "InstalledApplicationList" => d(vec![("InstalledApplicationList", apps())]),
+        "ManagedApplicationList" => d(vec![("ManagedApplicationList", Value::Dictionary(Dictionary::new()))]),
+        "ProvisioningProfileList" => d(vec![("ProvisioningProfileList", Value::Array(Vec::new()))]),
+        "Restrictions" => d(vec![(
+            "GlobalRestrictions",
+            Value::Dictionary(d(vec![
+                ("restrictedBool", Value::Dictionary(Dictionary::new())),
+                ("restrictedValue", Value::Dictionary(Dictionary::new())),
+                ("intersection", Value::Dictionary(Dictionary::new())),
+                ("union", Value::Dictionary(Dictionary::new())),
+            ])),
+        )]),
+        "DeviceLock" => {
+            if c.contains_key("Message") || c.contains_key("PhoneNumber") {
+                d(vec![("MessageResult", "Success".into())])
+            } else {
+                Dictionary::new()
+            }
+        }
+        "InstallApplication" => {
+            let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("com.example.app").to_owned();
+            d(vec![("Identifier", id.into()), ("State", "Queued".into())])
+        }
+        "ClearPasscode" => {
+            if c.get("UnlockToken").and_then(Value::as_data) != Some(dev.unlock_token.as_slice()) {
+                return Err((Status::Error, error_chain(12076, "MCMDMErrorDomain", "The unlock token is invalid.")));
+            }
+            Dictionary::new()
+        }
+        "EraseDevice" => {
+            dev.erased = true;
+            Dictionary::new()
+        }
+        "Settings" => {
+            // Devices answer with an array of per-item results (the YAML says dictionary).
+            let items = match c.get("Settings") {
+                Some(Value::Array(a)) => a.clone(),
+                _ => Vec::new(),
+            };
+            let results = items
+                .iter()
+                .map(|i| {
+                    let item = i.as_dictionary().and_then(|x| x.get("Item")).and_then(Value::as_string).unwrap_or("");
+                    Value::Dictionary(d(vec![("Item", item.into()), ("Status", "Acknowledged".into())]))
+                })
+                .collect();
+            d(vec![("Settings", Value::Array(results))])
+        }
+        "RemoveApplication" | "DeviceConfigured" | "RestartDevice" | "ShutDownDevice" | "InstallProvisioningProfile"
+        | "RemoveProvisioningProfile" | "EnableLostMode" | "DisableLostMode" | "PlayLostModeSound" | "ClearRestrictionsPassword"
+        | "ScheduleOSUpdateScan" => Dictionary::new(),
+        other => match Schema::get().command(other) {
+            Some(s) if s.ios && s.resp.iter().all(|k| k.required == 0) => Dictionary::new(),
+            Some(_) => return Err((Status::Error, error_chain(12021, "MCMDMErrorDomain", "The command is not supported on this device."))),
+            None => return Err((Status::CommandFormatError, error_chain(12021, "MCMDMErrorDomain", "Unknown request type."))),
+        },
+    })
+}

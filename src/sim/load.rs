@@ -1,0 +1,154 @@
+//! The load generator: many simulated devices, real HTTP, bounded in count
+//! and time. Reports connect round trips per second and the server's own CPU
+//! time per request (from the server's process accounting via `/v1/stats`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::{http_client, SimDevice};
+use crate::protocol::Status;
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub server: String,
+    pub api_key: String,
+    pub devices: usize,
+    pub rounds: usize,
+    pub concurrency: usize,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub devices: usize,
+    pub rounds: usize,
+    pub round_trips: u64,
+    pub requests: u64,
+    pub seconds: f64,
+    pub round_trips_per_second: f64,
+    pub requests_per_second: f64,
+    pub server_cpu_seconds: f64,
+    pub server_cpu_ms_per_request: f64,
+    pub enroll_seconds: f64,
+}
+
+pub struct Admin {
+    pub base: String,
+    pub key: String,
+    pub client: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+        Ok(Admin { base: base.trim_end_matches('/').to_owned(), key: key.to_owned(), client: http_client()? })
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        match self.call(reqwest::Method::GET, path, None).await? {
+            (200, v) => Ok(v),
+            (s, v) => bail!("GET {path}: HTTP {s}: {v}"),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        match self.call(reqwest::Method::POST, path, Some(body)).await? {
+            (200, v) => Ok(v),
+            (s, v) => bail!("POST {path}: HTTP {s}: {v}"),
+        }
+    }
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
+    let admin = Admin::new(&cfg.server, &cfg.api_key)?;
+    let info = admin.get("/v1/info").await?;
+    let topic = info.get("topic").and_then(Value::as_str).context("server did not say its topic")?.to_owned();
+    let client = http_client()?;
+    let started = Instant::now();
+    let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.devices {
+        let dev = SimDevice::new(&cfg.server, &topic, client.clone());
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await;
+            dev.enroll().await.map(|_| dev)
+        }));
+    }
+    let mut devices = Vec::with_capacity(cfg.devices);
+    for t in tasks {
+        devices.push(t.await??);
+    }
+    let enroll_seconds = started.elapsed().as_secs_f64();
+    let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
+    let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices.into_iter().map(|d| Arc::new(tokio::sync::Mutex::new(d))).collect();
+
+    let before = admin.get("/v1/stats").await?;
+    let t0 = Instant::now();
+    let mut round_trips = 0u64;
+    let mut rounds = 0;
+    for _ in 0..cfg.rounds {
+        if t0.elapsed() > cfg.deadline {
+            break;
+        }
+        let q = admin
+            .post("/v1/commands", json!({"targets": ids, "command": {"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber", "BatteryLevel"]}}))
+            .await?;
+        if q.get("queued").and_then(Value::as_u64) != Some(ids.len() as u64) {
+            bail!("enqueue did not reach every device: {q}");
+        }
+        let mut tasks = Vec::new();
+        for d in &devices {
+            let d = d.clone();
+            let sem = sem.clone();
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire().await;
+                let mut d = d.lock().await;
+                d.session().await
+            }));
+        }
+        for t in tasks {
+            let handled = t.await??;
+            if handled.len() != 1 || handled[0].status != Status::Acknowledged {
+                bail!("unexpected session: {handled:?}");
+            }
+            round_trips += 1;
+        }
+        rounds += 1;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let after = admin.get("/v1/stats").await?;
+    let requests = (num(&after, "connects") - num(&before, "connects")) as u64;
+    let cpu = (num(&after, "cpu_user_seconds") + num(&after, "cpu_system_seconds")) - (num(&before, "cpu_user_seconds") + num(&before, "cpu_system_seconds"));
+    Ok(LoadReport {
+        devices: cfg.devices,
+        rounds,
+        round_trips,
+        requests,
+        seconds,
+        round_trips_per_second: round_trips as f64 / seconds,
+        requests_per_second: requests as f64 / seconds,
+        server_cpu_seconds: cpu,
+        server_cpu_ms_per_request: if requests > 0 { cpu * 1000.0 / requests as f64 } else { 0.0 },
+        enroll_seconds,
+    })
+}

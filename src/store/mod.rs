@@ -1,0 +1,78 @@
+//! Storage: small role traits (check-in state, command queue, certificates)
+//! and their embedded redb implementation. Every trait method is one
+//! transaction; nothing relies on in-process locks for queue order, so a
+//! networked SQL backend can implement the same traits.
+
+pub mod model;
+pub mod redb;
+
+pub use model::*;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store is shutting down")]
+    Closed,
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(::redb::Error, ::redb::DatabaseError, ::redb::TransactionError, ::redb::TableError, ::redb::StorageError, ::redb::CommitError);
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Enrollment lifecycle: Authenticate, TokenUpdate, CheckOut, bootstrap token.
+#[async_trait]
+pub trait CheckinStore: Send + Sync {
+    /// Create or reset an enrollment. Unless `keep_queue`, pending commands of
+    /// the device and all of its user channels are cleared.
+    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<()>;
+    /// Store push info and mark the channel active. Returns whether commands are pending.
+    /// A device channel must exist (Authenticate first); a user channel is created.
+    async fn token_update(&self, id: &str, parent: &str, update: TokenUpdateRecord) -> Result<Option<bool>>;
+    /// Mark the enrollment (and its user channels) checked out. Returns false if unknown.
+    async fn checkout(&self, id: &str, now: i64) -> Result<bool>;
+    /// Escrow (or with `None` delete) the bootstrap token. Returns false if unknown.
+    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool>;
+    /// Record a check-in that changes nothing else (last check-in time).
+    async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()>;
+    async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>>;
+    /// Enrollments ordered by id, strictly after `after`.
+    async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>>;
+}
+
+/// The per-enrollment command queue and results.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Store one command and queue it for every known target, in one transaction.
+    async fn enqueue(&self, cmd: CommandRecord, targets: Vec<String>) -> Result<EnqueueOutcome>;
+    /// The first pending command; with `skip_not_now`, commands that got NotNow are skipped.
+    async fn next_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>;
+    /// Apply a device's report and return the next command (NotNow'ed ones skipped), in one transaction.
+    async fn report(&self, id: &str, report: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)>;
+    /// Clear pending commands of one enrollment. Returns how many.
+    async fn clear_queue(&self, id: &str, now: i64) -> Result<u64>;
+    async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>>;
+    async fn command(&self, uuid: &str) -> Result<Option<(CommandRecord, Vec<Delivery>)>>;
+}
+
+/// Everything mdmd needs from storage.
+pub trait Store: CheckinStore + QueueStore {}
+impl<T: CheckinStore + QueueStore> Store for T {}

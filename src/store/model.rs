@@ -1,0 +1,198 @@
+//! Records kept by the store. Serialised as JSON inside the embedded store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{EnrollmentKind, ErrorChainItem};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imei: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushInfo {
+    /// Hex of the raw APNs token.
+    pub token: String,
+    pub push_magic: String,
+    pub topic: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub id: String,
+    /// The device channel this belongs to (== id for a device channel).
+    pub device: String,
+    pub kind: EnrollmentKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_enrollment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_short_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_long_name: Option<String>,
+    pub topic: String,
+    #[serde(default)]
+    pub info: DeviceInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushInfo>,
+    /// Base64 of the UnlockToken (device channel, for ClearPasscode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token: Option<String>,
+    /// TokenUpdate received and not checked out: may be pushed to.
+    pub active: bool,
+    #[serde(default)]
+    pub awaiting_configuration: bool,
+    /// SHA-256 (hex) of the identity certificate bound at Authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_hash: Option<String>,
+    pub enrolled_at: i64,
+    pub authenticated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_updated_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_out_at: Option<i64>,
+    pub last_checkin_at: i64,
+    pub last_seen_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenUpdateRecord {
+    pub push: PushInfo,
+    pub unlock_token: Option<String>,
+    pub awaiting_configuration: bool,
+    pub user_short_name: Option<String>,
+    pub user_long_name: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub uuid: String,
+    pub request_type: String,
+    pub created_at: i64,
+    /// The exact XML body handed to devices.
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    #[serde(default)]
+    pub targets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedCommand {
+    pub uuid: String,
+    pub request_type: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Pending,
+    NotNow,
+    Acknowledged,
+    Error,
+    CommandFormatError,
+    /// Removed from the queue by an admin or by re-enrollment.
+    Cleared,
+}
+
+impl DeliveryStatus {
+    pub fn is_pending(self) -> bool {
+        matches!(self, DeliveryStatus::Pending | DeliveryStatus::NotNow)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub enrollment: String,
+    pub seq: u64,
+    pub status: DeliveryStatus,
+    pub queued_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub not_now_count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_chain: Vec<ErrorChainItem>,
+    /// The device's full report (XML plist), for final statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub result: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCommand {
+    pub command_uuid: String,
+    pub request_type: String,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRecord {
+    pub command_uuid: String,
+    pub status: DeliveryStatus,
+    pub error_chain: Vec<ErrorChainItem>,
+    pub raw: Vec<u8>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Finished,
+    NotNowRecorded,
+    /// Unknown, another enrollment's, or already finished: nothing changed.
+    NotPending,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    pub queued: u64,
+    pub unknown: Vec<String>,
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => base64::engine::general_purpose::STANDARD.decode(s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The embedded store on redb, with group commit.
+//!
+//! One writer thread owns all write transactions. Requests hand it jobs; it
+//! runs every job that is waiting in one transaction, commits once (one fsync,
+//! `Durability::Immediate`) and only then answers each job. So nothing is
+//! acknowledged before it is on disk, and under load one fsync serves many
+//! requests. Jobs validate before they write, so a job's "no" writes nothing;
+//! a storage error aborts the whole batch and every job in it gets the error.
+//! Reads use their own read transactions and never wait for the writer.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+use super::*;
+
+const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
+/// (enrollment, seq) -> [not_now flag] ++ command uuid; pending commands only.
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// (enrollment, seq) -> command uuid; every command ever queued to the enrollment.
+const HISTORY: TableDefinition<(&str, u64), &str> = TableDefinition::new("history");
+/// (command uuid, enrollment) -> Delivery (JSON).
+const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
+const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const MAX_BATCH: usize = 512;
+
+type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction) -> std::result::Result<Finisher, StoreError> + Send>;
+
+pub struct RedbStore {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Arc::new(Database::create(path)?);
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(ENROLLMENTS)?;
+            txn.open_table(QUEUE)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(DELIVERIES)?;
+            txn.open_table(COMMANDS)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("mdmd-store-writer".into())
+            .spawn(move || writer(wdb, rx))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(RedbStore { db, jobs: tx })
+    }
+
+    /// Run `f` in the next group-commit transaction; resolves after the commit.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |txn| {
+            let r = f(txn)?;
+            Ok(Box::new(move |commit_err: Option<&StoreError>| {
+                let _ = tx.send(match commit_err {
+                    None => Ok(r),
+                    Some(e) => Err(StoreError::Db(e.to_string())),
+                });
+            }))
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&::redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read()?;
+        f(&txn)
+    }
+}
+
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&db, batch);
+    }
+}
+
+fn run_batch(db: &Database, batch: Vec<Job>) {
+    let n = batch.len();
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "cannot begin write transaction");
+            // Jobs never ran: dropping them drops their senders and callers see Closed.
+            drop(batch);
+            let _ = e;
+            return;
+        }
+    };
+    let mut finishers = Vec::with_capacity(n);
+    let mut failure: Option<StoreError> = None;
+    for job in batch {
+        if failure.is_some() {
+            break; // remaining jobs are dropped: their callers see an error
+        }
+        match job(&txn) {
+            Ok(f) => finishers.push(f),
+            Err(e) => failure = Some(e),
+        }
+    }
+    let result = match failure {
+        Some(e) => {
+            let _ = txn.abort();
+            Some(e)
+        }
+        None => txn.commit().err().map(StoreError::from),
+    };
+    if let Some(e) = &result {
+        tracing::error!(error = %e, jobs = n, "write batch failed");
+    }
+    for f in finishers {
+        f(result.as_ref());
+    }
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(v)?)
+}
+
+fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(b)?)
+}
+
+fn queue_value(not_now: bool, uuid: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(uuid.len() + 1);
+    v.push(not_now as u8);
+    v.extend_from_slice(uuid.as_bytes());
+    v
+}
+
+fn split_queue_value(v: &[u8]) -> (bool, &str) {
+    match v.split_first() {
+        Some((flag, rest)) => (*flag == 1, std::str::from_utf8(rest).unwrap_or("")),
+        None => (false, ""),
+    }
+}
+
+/// Upper bound of a prefix range over `id:` user channels.
+fn user_channel_range(device: &str) -> (String, String) {
+    (format!("{device}:"), format!("{device};"))
+}
+
+fn load_command<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, uuid: &str) -> Result<Option<CommandRecord>> {
+    match t.get(uuid)? {
+        Some(v) => Ok(Some(dec(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn first_pending<Q, C>(queue: &Q, commands: &C, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>
+where
+    Q: ReadableTable<(&'static str, u64), &'static [u8]>,
+    C: ReadableTable<&'static str, &'static [u8]>,
+{
+    for item in queue.range((id, 0u64)..=(id, u64::MAX))? {
+        let (_, v) = item?;
+        let (not_now, uuid) = split_queue_value(v.value());
+        if skip_not_now && not_now {
+            continue;
+        }
+        if let Some(c) = load_command(commands, uuid)? {
+            return Ok(Some(QueuedCommand { uuid: c.uuid, request_type: c.request_type, body: c.body }));
+        }
+    }
+    Ok(None)
+}
+
+/// Clear the pending queue of one enrollment inside a write transaction.
+fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut deliveries = txn.open_table(DELIVERIES)?;
+    let mut n = 0;
+    let drained: Vec<(u64, String)> = queue
+        .range((id, 0u64)..=(id, u64::MAX))?
+        .map(|r| r.map(|(k, v)| (k.value().1, split_queue_value(v.value()).1.to_owned())))
+        .collect::<std::result::Result<_, _>>()?;
+    for (seq, uuid) in drained {
+        queue.remove((id, seq))?;
+        let updated = match deliveries.get((uuid.as_str(), id))? {
+            Some(v) => {
+                let mut d: Delivery = dec(v.value())?;
+                d.status = DeliveryStatus::Cleared;
+                d.updated_at = now;
+                Some(enc(&d)?)
+            }
+            None => None,
+        };
+        if let Some(b) = updated {
+            deliveries.insert((uuid.as_str(), id), b.as_slice())?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn get_enrollment(txn: &WriteTransaction, id: &str) -> Result<Option<Enrollment>> {
+    let t = txn.open_table(ENROLLMENTS)?;
+    let r = match t.get(id)? {
+        Some(v) => Some(dec(v.value())?),
+        None => None,
+    };
+    Ok(r)
+}
+
+fn put_enrollment(txn: &WriteTransaction, e: &Enrollment) -> Result<()> {
+    let mut t = txn.open_table(ENROLLMENTS)?;
+    t.insert(e.id.as_str(), enc(e)?.as_slice())?;
+    Ok(())
+}
+
+#[async_trait]
+impl CheckinStore for RedbStore {
+    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<()> {
+        self.write(move |txn| {
+            let now = rec.authenticated_at;
+            let rec = match get_enrollment(txn, &rec.id)? {
+                Some(old) => Enrollment { enrolled_at: old.enrolled_at, ..rec },
+                None => rec,
+            };
+            if !keep_queue {
+                clear_pending(txn, &rec.id, now)?;
+                let (lo, hi) = user_channel_range(&rec.id);
+                let users: Vec<String> = {
+                    let t = txn.open_table(ENROLLMENTS)?;
+                    let v = t.range(lo.as_str()..hi.as_str())?.map(|r| r.map(|(k, _)| k.value().to_owned())).collect::<std::result::Result<_, _>>()?;
+                    v
+                };
+                for u in users {
+                    clear_pending(txn, &u, now)?;
+                    if let Some(mut ue) = get_enrollment(txn, &u)? {
+                        ue.active = false;
+                        put_enrollment(txn, &ue)?;
+                    }
+                }
+            }
+            put_enrollment(txn, &rec)
+        })
+        .await
+    }
+
+    async fn token_update(&self, id: &str, parent: &str, u: TokenUpdateRecord) -> Result<Option<bool>> {
+        let (id, parent) = (id.to_owned(), parent.to_owned());
+        self.write(move |txn| {
+            let mut e = match get_enrollment(txn, &id)? {
+                Some(e) => e,
+                None if id != parent => {
+                    // First TokenUpdate of a user channel creates it, under an existing device.
+                    let Some(dev) = get_enrollment(txn, &parent)? else { return Ok(None) };
+                    Enrollment {
+                        id: id.clone(),
+                        device: parent.clone(),
+                        kind: crate::protocol::EnrollmentKind::User,
+                        udid: dev.udid.clone(),
+                        user_enrollment_id: None,
+                        user_short_name: None,
+                        user_long_name: None,
+                        topic: u.push.topic.clone(),
+                        info: DeviceInfo::default(),
+                        push: None,
+                        unlock_token: None,
+                        bootstrap_token: None,
+                        active: false,
+                        awaiting_configuration: false,
+                        cert_hash: dev.cert_hash.clone(),
+                        enrolled_at: u.now,
+                        authenticated_at: u.now,
+                        token_updated_at: None,
+                        checked_out_at: None,
+                        last_checkin_at: u.now,
+                        last_seen_at: u.now,
+                    }
+                }
+                None => return Ok(None),
+            };
+            e.topic = u.push.topic.clone();
+            e.push = Some(u.push);
+            if u.unlock_token.is_some() {
+                e.unlock_token = u.unlock_token;
+            }
+            e.awaiting_configuration = u.awaiting_configuration;
+            if u.user_short_name.is_some() {
+                e.user_short_name = u.user_short_name;
+            }
+            if u.user_long_name.is_some() {
+                e.user_long_name = u.user_long_name;
+            }
+            e.active = true;
+            e.checked_out_at = None;
+            e.token_updated_at = Some(u.now);
+            e.last_checkin_at = u.now;
+            e.last_seen_at = u.now;
+            put_enrollment(txn, &e)?;
+            let queue = txn.open_table(QUEUE)?;
+            let pending = queue.range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?.next().is_some();
+            Ok(Some(pending))
+        })
+        .await
+    }
+
+    async fn checkout(&self, id: &str, now: i64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let Some(mut e) = get_enrollment(txn, &id)? else { return Ok(false) };
+            let (lo, hi) = user_channel_range(&id);
+            let users: Vec<Enrollment> = {
+                let t = txn.open_table(ENROLLMENTS)?;
+                let v = t.range(lo.as_str()..hi.as_str())?.map(|r| r.map(|(_, v)| v.value().to_vec())).collect::<std::result::Result<Vec<_>, _>>()?;
+                v.iter().map(|b| dec(b)).collect::<Result<_>>()?
+            };
+            for mut u in users {
+                u.active = false;
+                u.checked_out_at = Some(now);
+                put_enrollment(txn, &u)?;
+            }
+            e.active = false;
+            e.checked_out_at = Some(now);
+            e.last_checkin_at = now;
+            e.last_seen_at = now;
+            put_enrollment(txn, &e)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool> {
+        use base64::Engine as _;
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let Some(mut e) = get_enrollment(txn, &id)? else { return Ok(false) };
+            e.bootstrap_token = token.map(|t| base64::engine::general_purpose::STANDARD.encode(t));
+            e.last_checkin_at = now;
+            e.last_seen_at = now;
+            put_enrollment(txn, &e)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()> {
+        self.write(move |txn| {
+            for (id, at) in seen {
+                if let Some(mut e) = get_enrollment(txn, &id)? {
+                    if at > e.last_seen_at {
+                        e.last_seen_at = at;
+                        put_enrollment(txn, &e)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>> {
+        self.read(|txn| {
+            let t = txn.open_table(ENROLLMENTS)?;
+            let r = match t.get(id)? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
+            Ok(r)
+        })
+    }
+
+    async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>> {
+        self.read(|txn| {
+            let t = txn.open_table(ENROLLMENTS)?;
+            let mut out = Vec::new();
+            let iter = match &after {
+                Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))?,
+                None => t.range::<&str>(..)?,
+            };
+            for item in iter.take(limit) {
+                let (_, v) = item?;
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedbStore {
+    async fn enqueue(&self, cmd: CommandRecord, targets: Vec<String>) -> Result<EnqueueOutcome> {
+        self.write(move |txn| {
+            let enrollments = txn.open_table(ENROLLMENTS)?;
+            let mut known = Vec::with_capacity(targets.len());
+            let mut unknown = Vec::new();
+            for t in &targets {
+                if enrollments.get(t.as_str())?.is_some() {
+                    known.push(t.as_str());
+                } else {
+                    unknown.push(t.clone());
+                }
+            }
+            drop(enrollments);
+            known.sort_unstable();
+            known.dedup();
+            let mut meta = txn.open_table(META)?;
+            let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
+            meta.insert("seq", seq)?;
+            let mut rec = cmd;
+            rec.targets = known.len() as u64;
+            txn.open_table(COMMANDS)?.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut history = txn.open_table(HISTORY)?;
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            let qv = queue_value(false, &rec.uuid);
+            for id in &known {
+                let d = Delivery {
+                    enrollment: (*id).to_owned(),
+                    seq,
+                    status: DeliveryStatus::Pending,
+                    queued_at: rec.created_at,
+                    updated_at: rec.created_at,
+                    not_now_count: 0,
+                    error_chain: Vec::new(),
+                    result: None,
+                };
+                queue.insert((*id, seq), qv.as_slice())?;
+                history.insert((*id, seq), rec.uuid.as_str())?;
+                deliveries.insert((rec.uuid.as_str(), *id), enc(&d)?.as_slice())?;
+            }
+            Ok(EnqueueOutcome { queued: known.len() as u64, unknown })
+        })
+        .await
+    }
+
+    async fn next_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>> {
+        self.read(|txn| {
+            let queue = txn.open_table(QUEUE)?;
+            let commands = txn.open_table(COMMANDS)?;
+            first_pending(&queue, &commands, id, skip_not_now)
+        })
+    }
+
+    async fn report(&self, id: &str, r: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            let current: Option<Delivery> = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
+            let outcome = match current {
+                Some(mut d) if d.status.is_pending() => {
+                    let mut queue = txn.open_table(QUEUE)?;
+                    d.updated_at = r.now;
+                    if r.status == DeliveryStatus::NotNow {
+                        d.status = DeliveryStatus::NotNow;
+                        d.not_now_count += 1;
+                        queue.insert((id.as_str(), d.seq), queue_value(true, &r.command_uuid).as_slice())?;
+                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        ReportOutcome::NotNowRecorded
+                    } else {
+                        d.status = r.status;
+                        d.error_chain = r.error_chain;
+                        d.result = Some(r.raw);
+                        queue.remove((id.as_str(), d.seq))?;
+                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        ReportOutcome::Finished
+                    }
+                }
+                _ => ReportOutcome::NotPending,
+            };
+            drop(deliveries);
+            let queue = txn.open_table(QUEUE)?;
+            let commands = txn.open_table(COMMANDS)?;
+            let next = first_pending(&queue, &commands, &id, true)?;
+            Ok((outcome, next))
+        })
+        .await
+    }
+
+    async fn clear_queue(&self, id: &str, now: i64) -> Result<u64> {
+        let id = id.to_owned();
+        self.write(move |txn| clear_pending(txn, &id, now)).await
+    }
+
+    async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>> {
+        self.read(|txn| {
+            let history = txn.open_table(HISTORY)?;
+            let deliveries = txn.open_table(DELIVERIES)?;
+            let commands = txn.open_table(COMMANDS)?;
+            let mut out = Vec::new();
+            for item in history.range((id, 0u64)..=(id, u64::MAX))?.rev().take(limit) {
+                let (_, uuid) = item?;
+                let uuid = uuid.value();
+                let Some(d) = deliveries.get((uuid, id))? else { continue };
+                let delivery: Delivery = dec(d.value())?;
+                let request_type = load_command(&commands, uuid)?.map(|c| c.request_type).unwrap_or_default();
+                out.push(DeviceCommand { command_uuid: uuid.to_owned(), request_type, delivery });
+            }
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    async fn command(&self, uuid: &str) -> Result<Option<(CommandRecord, Vec<Delivery>)>> {
+        self.read(|txn| {
+            let commands = txn.open_table(COMMANDS)?;
+            let Some(rec) = load_command(&commands, uuid)? else { return Ok(None) };
+            let deliveries = txn.open_table(DELIVERIES)?;
+            let mut out = Vec::new();
+            for item in deliveries.range((uuid, "")..)? {
+                let (k, v) = item?;
+                if k.value().0 != uuid {
+                    break;
+                }
+                out.push(dec(v.value())?);
+            }
+            Ok(Some((rec, out)))
+        })
+    }
+}
