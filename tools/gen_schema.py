@@ -25,7 +25,9 @@ TYPES = {
 def keys(items):
     out = []
     for k in items or []:
-        e = {"n": k["key"], "t": TYPES.get(k.get("type", "<any>"), "*")}
+        # "ANY", "ANY app identifier", …: a wildcard for any key name.
+        name = "ANY" if k["key"].startswith("ANY") else k["key"]
+        e = {"n": name, "t": TYPES.get(k.get("type", "<any>"), "*")}
         if k.get("presence") == "required":
             e["r"] = 1
         rl = k.get("rangelist")

@@ -185,7 +185,19 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             ]))]),
         )]),
         "InstalledApplicationList" => d(vec![("InstalledApplicationList", apps())]),
-        "ManagedApplicationList" => d(vec![("ManagedApplicationList", Value::Dictionary(Dictionary::new()))]),
+        "ManagedApplicationList" => d(vec![(
+            "ManagedApplicationList",
+            Value::Dictionary(d(vec![(
+                "com.cisco.anyconnect",
+                Value::Dictionary(d(vec![
+                    ("Status", "Managed".into()),
+                    ("ManagementFlags", 1.into()),
+                    ("HasConfiguration", false.into()),
+                    ("HasFeedback", false.into()),
+                    ("IsValidated", true.into()),
+                ])),
+            )])),
+        )]),
         "ProvisioningProfileList" => d(vec![("ProvisioningProfileList", Value::Array(Vec::new()))]),
         "Restrictions" => d(vec![(
             "GlobalRestrictions",

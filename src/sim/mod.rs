@@ -97,14 +97,23 @@ impl SimDevice {
 
     /// PUT a body; returns (status, body).
     pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
-        let resp = self
-            .client
-            .put(format!("{}{}", self.base, path))
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("PUT {path}"))?;
+        let send = || {
+            self.client
+                .put(format!("{}{}", self.base, path))
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone())
+                .send()
+        };
+        // A pooled connection may have died with a restarted server: like a
+        // device, try once more on a fresh connection.
+        let resp = match send().await {
+            Ok(r) => r,
+            Err(e) if e.is_request() || e.is_connect() => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                send().await.with_context(|| format!("PUT {path}"))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("PUT {path}")),
+        };
         let status = resp.status().as_u16();
         Ok((status, resp.bytes().await?.to_vec()))
     }
