@@ -1,1 +1,88 @@
-fn main(){}
+//! Queue operations on the redb store: enqueue fan-out, report + next, reads.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use mdmd::protocol::EnrollmentKind;
+use mdmd::store::redb::RedbStore;
+use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord};
+
+fn enrollment(id: &str) -> Enrollment {
+    Enrollment {
+        id: id.into(),
+        device: id.into(),
+        kind: EnrollmentKind::Device,
+        udid: Some(id.into()),
+        user_enrollment_id: None,
+        user_short_name: None,
+        user_long_name: None,
+        topic: "com.apple.mgmt.External.bench".into(),
+        info: DeviceInfo::default(),
+        push: None,
+        unlock_token: None,
+        bootstrap_token: None,
+        active: true,
+        awaiting_configuration: false,
+        cert_hash: None,
+        enrolled_at: 0,
+        authenticated_at: 0,
+        token_updated_at: None,
+        checked_out_at: None,
+        last_checkin_at: 0,
+        last_seen_at: 0,
+    }
+}
+
+fn command() -> CommandRecord {
+    let mut d = plist::Dictionary::new();
+    d.insert("RequestType".into(), "SecurityInfo".into());
+    let c = mdmd::protocol::Command::new(d).expect("command");
+    CommandRecord { uuid: c.uuid.clone(), request_type: c.request_type.clone(), created_at: 0, body: c.to_xml(), targets: 0 }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).expect("open"));
+    let n = 100_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("00008101-{i:016X}")).collect();
+    rt.block_on(async {
+        // Seed 100,000 enrollments concurrently: group commit batches them.
+        let mut tasks = Vec::new();
+        for chunk in ids.chunks(n / 64) {
+            let s = store.clone();
+            let chunk = chunk.to_vec();
+            tasks.push(tokio::spawn(async move {
+                for id in chunk {
+                    s.authenticate(enrollment(&id), false).await.expect("seed");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join");
+        }
+    });
+    let mut g = c.benchmark_group("queue");
+    g.sample_size(10);
+    g.bench_function("enqueue one command to 100,000 enrollments", |b| {
+        b.iter(|| rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue"))
+    });
+    g.finish();
+    let one = vec![ids[0].clone()];
+    c.bench_function("enqueue + report + next (one enrollment, fsync each)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let cmd = command();
+                let uuid = cmd.uuid.clone();
+                store.enqueue(cmd, one.clone()).await.expect("enqueue");
+                let rec = ReportRecord { command_uuid: uuid, status: DeliveryStatus::Acknowledged, error_chain: vec![], raw: b"<plist/>".to_vec(), now: 0 };
+                store.report(&one[0], rec).await.expect("report")
+            })
+        })
+    });
+    c.bench_function("next_command (read)", |b| b.iter(|| rt.block_on(store.next_command(&ids[1], false)).expect("next")));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

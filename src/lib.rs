@@ -9,3 +9,4 @@ pub mod service;
 pub mod server;
 pub mod profiles;
 pub mod sim;
+pub mod pki;

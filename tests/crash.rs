@@ -48,7 +48,7 @@ async fn kill9_between_enqueue_and_delivery_and_between_result_and_next_poll() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_concurrent_load_keeps_every_acknowledged_result() {
     let mut srv = Server::start();
     let admin = srv.admin();
@@ -66,14 +66,23 @@ async fn kill9_under_concurrent_load_keeps_every_acknowledged_result() {
         let cmd = d.connect(&d.idle_report()).await.unwrap().unwrap();
         reports.push(d.answer(&cmd).1);
     }
+    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (d, r) in devices.into_iter().zip(reports) {
+        let counter = acked_so_far.clone();
         tasks.push(tokio::spawn(async move {
             let ok = matches!(d.connect(&r).await, Ok(None));
+            if ok {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             (d.udid.clone(), ok)
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    // Kill as soon as some results were answered 200 while others are in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while acked_so_far.load(std::sync::atomic::Ordering::SeqCst) < 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
     srv.kill9();
     let mut acked = HashSet::new();
     for t in tasks {
@@ -93,4 +102,5 @@ async fn kill9_under_concurrent_load_keeps_every_acknowledged_result() {
         }
     }
     eprintln!("{} of 40 results were acknowledged before the kill", acked.len());
+    assert!(acked.len() >= 8, "the kill came too early to test anything");
 }

@@ -1,0 +1,34 @@
+# mdmd — common tasks. `make run` serves with embedded defaults; `make test` runs everything CI runs.
+CARGO ?= cargo
+
+.PHONY: run build release test unit bench load schema fuzz clean
+
+run:
+	$(CARGO) run --release -- serve
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+test:
+	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --doc
+
+bench:
+	$(CARGO) bench
+
+# Load test against a throwaway server on 127.0.0.1 (see docs/performance.md).
+load: release
+	bash tools/load.sh
+
+# Regenerate src/protocol/schema.json from ../shared/apple-device-management (needs python3-yaml).
+schema:
+	python3 tools/gen_schema.py
+
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run checkin -- -max_total_time=60
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,297 @@
+//! The certificate authority: created on first start in the certs dir (or
+//! supplied by the admin), plus the TLS server certificate and the
+//! profile-signing identity it issues.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, PKeyRef, Private, Public};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509Ref, X509};
+
+use super::{asn1_unix, PkiError};
+
+/// Where certificates come from: generated defaults, or files the admin supplies.
+#[derive(Debug, Clone, Default)]
+pub struct CaConfig {
+    pub certs_dir: PathBuf,
+    /// Host name or address of the public URL (goes into the TLS certificate).
+    pub public_host: String,
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub signer_cert: Option<PathBuf>,
+    pub signer_key: Option<PathBuf>,
+    pub organization: String,
+}
+
+/// A certificate with its private key (and any intermediates, for TLS).
+pub struct KeyPair {
+    pub cert: X509,
+    pub key: PKey<Private>,
+    pub chain: Vec<X509>,
+}
+
+pub struct Pki {
+    pub ca: KeyPair,
+    pub tls: KeyPair,
+    pub signer: KeyPair,
+    trust: X509Store,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+    std::fs::read(path).map_err(|e| PkiError::Io(format!("reading {}: {e}", path.display())))
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<KeyPair, PkiError> {
+    let mut certs = X509::stack_from_pem(&read(cert)?)?;
+    if certs.is_empty() {
+        return Err(PkiError::Io(format!("{}: no certificate", cert.display())));
+    }
+    let leaf = certs.remove(0);
+    let key = PKey::private_key_from_pem(&read(key)?)?;
+    if !leaf.public_key()?.public_eq(&key) {
+        return Err(PkiError::Io(format!("{} does not match {}", key_display(key.id()), cert.display())));
+    }
+    Ok(KeyPair { cert: leaf, key, chain: certs })
+}
+
+fn key_display(id: openssl::pkey::Id) -> String {
+    format!("{id:?} key")
+}
+
+fn save_pair(dir: &Path, name: &str, pair: &KeyPair) -> Result<(), PkiError> {
+    let key_path = dir.join(format!("{name}.key"));
+    let _ = std::fs::remove_file(&key_path);
+    crate::server::write_secret(&key_path, &pair.key.private_key_to_pem_pkcs8()?)?;
+    std::fs::write(dir.join(format!("{name}.pem")), pair.cert.to_pem()?)?;
+    Ok(())
+}
+
+pub fn random_serial() -> Result<Asn1Integer, PkiError> {
+    let mut bn = BigNum::new()?;
+    // 127 random bits, top bit clear: a positive 16-byte serial.
+    bn.rand(127, openssl::bn::MsbOption::MAYBE_ZERO, false)?;
+    Ok(bn.to_asn1_integer()?)
+}
+
+fn name(cn: &str, org: &str) -> Result<openssl::x509::X509Name, PkiError> {
+    let mut n = X509NameBuilder::new()?;
+    if !org.is_empty() {
+        n.append_entry_by_text("O", org)?;
+    }
+    n.append_entry_by_text("CN", cn)?;
+    Ok(n.build())
+}
+
+fn new_rsa(bits: u32) -> Result<PKey<Private>, PkiError> {
+    Ok(PKey::from_rsa(Rsa::generate(bits)?)?)
+}
+
+/// Common builder: serial, validity, subject, issuer, key.
+fn builder(subject: &X509NameRef, issuer: &X509NameRef, pubkey: &PKeyRef<Public>, days: u32, backdate_secs: i64) -> Result<X509Builder, PkiError> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(issuer)?;
+    b.set_pubkey(pubkey)?;
+    let now = crate::service::now();
+    let not_before = Asn1Time::from_unix(now - backdate_secs)?;
+    let not_after = Asn1Time::from_unix(now + days as i64 * 86_400)?;
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    Ok(b)
+}
+
+fn public(key: &PKeyRef<Private>) -> Result<PKey<Public>, PkiError> {
+    Ok(PKey::public_key_from_der(&key.public_key_to_der()?)?)
+}
+
+impl Pki {
+    /// Load what exists, create what does not. Keys are written 0600.
+    pub fn load_or_create(cfg: &CaConfig) -> Result<Pki, PkiError> {
+        super::ossl::load_providers();
+        let dir = &cfg.certs_dir;
+        let org = if cfg.organization.is_empty() { "mdmd" } else { cfg.organization.as_str() };
+        let ca = match (&cfg.ca_cert, &cfg.ca_key) {
+            (Some(c), Some(k)) => load_pair(c, k)?,
+            _ if dir.join("ca.pem").exists() => load_pair(&dir.join("ca.pem"), &dir.join("ca.key"))?,
+            _ => {
+                let pair = create_ca(org)?;
+                save_pair(dir, "ca", &pair)?;
+                tracing::info!(path = %dir.join("ca.pem").display(), "created certificate authority");
+                pair
+            }
+        };
+        let mut ts = X509StoreBuilder::new()?;
+        ts.add_cert(ca.cert.clone())?;
+        let trust = ts.build();
+        let mut pki = Pki { tls: placeholder(&ca)?, signer: placeholder(&ca)?, ca, trust };
+        pki.tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => load_pair(c, k)?,
+            _ => {
+                let (c, k) = (dir.join("tls.pem"), dir.join("tls.key"));
+                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
+                match existing {
+                    Some(p) if covers(&p.cert, &cfg.public_host) && p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
+                    _ => {
+                        let p = pki.issue_tls(&cfg.public_host)?;
+                        save_pair(dir, "tls", &p)?;
+                        tracing::info!(host = %cfg.public_host, "issued TLS server certificate");
+                        p
+                    }
+                }
+            }
+        };
+        pki.signer = match (&cfg.signer_cert, &cfg.signer_key) {
+            (Some(c), Some(k)) => load_pair(c, k)?,
+            _ => {
+                let (c, k) = (dir.join("signer.pem"), dir.join("signer.key"));
+                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
+                match existing {
+                    Some(p) if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
+                    _ => {
+                        let p = pki.issue_signer(org)?;
+                        save_pair(dir, "signer", &p)?;
+                        tracing::info!("issued profile-signing certificate");
+                        p
+                    }
+                }
+            }
+        };
+        Ok(pki)
+    }
+
+    pub fn trust(&self) -> &X509Store {
+        &self.trust
+    }
+
+    fn issue_tls(&self, host: &str) -> Result<KeyPair, PkiError> {
+        let key = new_rsa(2048)?;
+        let subject = name(host, "")?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 397, 3600)?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        let mut san = SubjectAlternativeName::new();
+        let mut hosts = vec![host.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+        hosts.dedup();
+        for h in &hosts {
+            if h.parse::<IpAddr>().is_ok() {
+                san.ip(h);
+            } else {
+                san.dns(h);
+            }
+        }
+        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
+        let ext = san.build(&ctx)?;
+        b.append_extension(ext)?;
+        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
+        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
+        b.append_extension(ski)?;
+        b.append_extension(aki)?;
+        b.sign(&self.ca.key, MessageDigest::sha256())?;
+        Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+    }
+
+    fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
+        let key = new_rsa(2048)?;
+        let subject = name(&format!("{org} profile signing"), org)?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 730, 3600)?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().email_protection().code_signing().build()?)?;
+        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
+        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
+        b.append_extension(aki)?;
+        b.sign(&self.ca.key, MessageDigest::sha256())?;
+        Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+    }
+
+    /// Issue a device identity (SCEP): subject from the CSR, our policy for the rest.
+    pub fn issue_identity(&self, pubkey: &PKeyRef<Public>, subject: &X509NameRef, days: u32) -> Result<X509, PkiError> {
+        let mut b = builder(subject, self.ca.cert.subject_name(), pubkey, days, 300)?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
+        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
+        b.append_extension(ski)?;
+        b.append_extension(aki)?;
+        b.sign(&self.ca.key, MessageDigest::sha256())?;
+        Ok(b.build())
+    }
+
+    /// Does `cert` chain to our CA (signature and validity window)?
+    pub fn verify_chain(&self, cert: &X509Ref) -> Result<(), PkiError> {
+        let mut ctx = openssl::x509::X509StoreContext::new()?;
+        let chain = openssl::stack::Stack::new()?;
+        let (ok, err) = ctx.init(&self.trust, cert, &chain, |c| {
+            let ok = c.verify_cert()?;
+            Ok((ok, c.error().error_string().to_owned()))
+        })?;
+        if ok { Ok(()) } else { Err(PkiError::BadCertificate(err)) }
+    }
+}
+
+fn placeholder(ca: &KeyPair) -> Result<KeyPair, PkiError> {
+    Ok(KeyPair { cert: ca.cert.clone(), key: ca.key.clone(), chain: vec![] })
+}
+
+fn create_ca(org: &str) -> Result<KeyPair, PkiError> {
+    let key = new_rsa(2048)?;
+    let subject = name(&format!("{org} MDM CA"), org)?;
+    let mut b = builder(&subject, &subject, &public(&key)?.as_ref(), 3650, 3600)?;
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    // keyEncipherment + digitalSignature too: the CA also decrypts SCEP
+    // requests and signs CertReps (RFC 8894 §2.1.2).
+    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().key_encipherment().build()?)?;
+    let ctx = b.x509v3_context(None, None);
+    let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+    b.append_extension(ski)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+}
+
+fn covers(cert: &X509Ref, host: &str) -> bool {
+    cert.subject_alt_names().is_some_and(|names| {
+        names.iter().any(|n| {
+            n.dnsname() == Some(host)
+                || n.ipaddress().is_some_and(|ip| match host.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(a)) => ip == a.octets(),
+                    Ok(IpAddr::V6(a)) => ip == a.octets(),
+                    Err(_) => false,
+                })
+        })
+    })
+}
+
+fn not_expiring(cert: &X509Ref) -> bool {
+    asn1_unix(cert.not_after()) > crate::service::now() + 30 * 86_400
+}
+
+/// One line about a certificate, for `mdmd ca show`.
+pub fn describe(cert: &X509Ref) -> serde_json::Value {
+    let subject: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .map(|e| format!("{}={}", e.object().nid().short_name().unwrap_or("?"), String::from_utf8_lossy(e.data().as_slice())))
+        .collect();
+    serde_json::json!({
+        "subject": subject.join(", "),
+        "serial": cert.serial_number().to_bn().ok().and_then(|b| b.to_hex_str().ok()).map(|s| s.to_string()),
+        "not_before": cert.not_before().to_string(),
+        "not_after": cert.not_after().to_string(),
+        "sha256": super::cert_sha256(&cert.to_der().unwrap_or_default()),
+    })
+}
