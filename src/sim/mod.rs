@@ -5,6 +5,7 @@
 
 pub mod answers;
 pub mod load;
+pub mod pki;
 
 use std::collections::{BTreeMap, HashSet};
 

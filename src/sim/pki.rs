@@ -1,0 +1,224 @@
+//! The device side of enrollment: verify the enrollment profile, generate a
+//! key, run SCEP like an iPhone (GetCACaps, GetCACert, PKIOperation), and
+//! sign every message with the issued identity.
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use openssl::hash::MessageDigest;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::{X509Builder, X509Name, X509NameRef, X509};
+
+use crate::pki::scep;
+
+/// A device identity: the key and the certificate SCEP issued for it.
+#[derive(Clone)]
+pub struct SimIdentity {
+    pub key: PKey<Private>,
+    pub cert: X509,
+}
+
+impl SimIdentity {
+    /// The `Mdm-Signature` header value for a body.
+    pub fn sign(&self, body: &[u8]) -> anyhow::Result<String> {
+        let der = crate::pki::cms::sign_detached(&self.cert, &self.key, body)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(der))
+    }
+}
+
+/// What an iPhone takes from an enrollment profile.
+#[derive(Debug, Clone)]
+pub struct EnrollmentProfile {
+    pub identifier: String,
+    pub ca: X509,
+    pub scep_url: String,
+    pub challenge: String,
+    pub subject: Vec<(String, String)>,
+    pub key_size: u32,
+    pub server_url: String,
+    pub checkin_url: String,
+    pub topic: String,
+    pub sign_message: bool,
+    pub access_rights: i64,
+}
+
+pub fn self_signed(key: &PKey<Private>, name: &X509NameRef) -> anyhow::Result<X509> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = crate::pki::ca::random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(name)?;
+    b.set_issuer_name(name)?;
+    b.set_pubkey(key)?;
+    b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0)?)?;
+    b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(1)?)?;
+    b.sign(key, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+fn der_utf8(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = vec![0x0c];
+    if b.len() < 128 {
+        out.push(b.len() as u8);
+    } else {
+        let len = (b.len() as u32).to_be_bytes();
+        let skip = len.iter().take_while(|x| **x == 0).count();
+        out.push(0x80 | (4 - skip) as u8);
+        out.extend_from_slice(&len[skip..]);
+    }
+    out.extend_from_slice(b);
+    out
+}
+
+/// A PKCS#10 request with subject and PKCS#9 challengePassword (rcgen; the
+/// openssl crate cannot add CSR attributes).
+pub fn csr(key: &PKey<Private>, subject: &[(String, String)], challenge: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let pem = String::from_utf8(key.private_key_to_pem_pkcs8()?)?;
+    let kp = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    for (k, v) in subject {
+        let ty = match k.as_str() {
+            "CN" => rcgen::DnType::CommonName,
+            "O" => rcgen::DnType::OrganizationName,
+            "OU" => rcgen::DnType::OrganizationalUnitName,
+            "C" => rcgen::DnType::CountryName,
+            "L" => rcgen::DnType::LocalityName,
+            "ST" => rcgen::DnType::StateOrProvinceName,
+            _ => continue,
+        };
+        dn.push(ty, v.as_str());
+    }
+    params.distinguished_name = dn;
+    const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
+    let attrs = match challenge {
+        Some(c) => vec![rcgen::Attribute { oid: CHALLENGE_PASSWORD, values: der_utf8(c) }],
+        None => vec![],
+    };
+    Ok(params.serialize_request_with_attributes(&kp, attrs)?.der().to_vec())
+}
+
+fn name_of(subject: &[(String, String)]) -> anyhow::Result<X509Name> {
+    let mut n = openssl::x509::X509NameBuilder::new()?;
+    for (k, v) in subject {
+        n.append_entry_by_text(k, v)?;
+    }
+    if subject.is_empty() {
+        n.append_entry_by_text("CN", "device")?;
+    }
+    Ok(n.build())
+}
+
+/// Run SCEP against `url` and return the issued identity.
+/// With `renew`, send a RenewalReq signed by the existing identity instead.
+pub async fn scep_enroll(
+    client: &reqwest::Client,
+    url: &str,
+    expected_ca: Option<&X509>,
+    key: PKey<Private>,
+    subject: &[(String, String)],
+    challenge: Option<&str>,
+    renew: Option<&SimIdentity>,
+) -> anyhow::Result<Result<SimIdentity, String>> {
+    let caps = client.get(format!("{url}?operation=GetCACaps")).send().await?.error_for_status()?.text().await?;
+    if !caps.lines().any(|l| matches!(l.trim(), "SHA-256" | "SHA-1" | "SHA-512")) {
+        bail!("the SCEP server does not have the required capability (no SHA-x)");
+    }
+    let cipher = if caps.lines().any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard") { Cipher::aes_128_cbc() } else { Cipher::des_ede3_cbc() };
+    let ca_der = client.get(format!("{url}?operation=GetCACert")).send().await?.error_for_status()?.bytes().await?;
+    let ca = match X509::from_der(&ca_der) {
+        Ok(c) => c,
+        Err(_) => {
+            let p7 = Pkcs7::from_der(&ca_der).context("GetCACert: neither a certificate nor a PKCS#7")?;
+            p7.signed().and_then(|s| s.certificates()).and_then(|c| c.iter().next().map(|c| c.to_owned())).context("GetCACert: no certificate")?
+        }
+    };
+    if let Some(e) = expected_ca {
+        if e.to_der()? != ca.to_der()? {
+            bail!("GetCACert returned a CA other than the profile's");
+        }
+    }
+    let csr_der = csr(&key, subject, challenge)?;
+    let transient;
+    let (signer_cert, signer_key) = match renew {
+        Some(old) => (&old.cert, &old.key),
+        None => {
+            let n = name_of(subject)?;
+            transient = self_signed(&key, &n)?;
+            (&transient, &key)
+        }
+    };
+    let (msg, _txid, _nonce) = scep::client_request(&ca, signer_cert, signer_key, &csr_der, renew.is_some(), cipher)?;
+    let resp = if caps.lines().any(|l| l.trim() == "POSTPKIOperation") {
+        client.post(format!("{url}?operation=PKIOperation")).header("Content-Type", "application/x-pki-message").body(msg).send().await?
+    } else {
+        let m = urlencoding::encode(&base64::engine::general_purpose::STANDARD.encode(&msg)).into_owned();
+        client.get(format!("{url}?operation=PKIOperation&message={m}")).send().await?
+    };
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        bail!("PKIOperation: HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let (pki_status, fail, cert) = scep::client_read_rep(&body, &ca, signer_cert, signer_key)?;
+    match cert {
+        Some(cert) => Ok(Ok(SimIdentity { key, cert })),
+        None => Ok(Err(format!("pkiStatus {pki_status}, failInfo {}", fail.unwrap_or_default()))),
+    }
+}
+
+/// Verify a downloaded enrollment profile (CMS-signed, chain to the CA it
+/// carries) and read what the device needs from it.
+pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
+    let content = crate::profiles::signed_content(der).context("the profile is not CMS-signed")?;
+    let v = plist::Value::from_reader(std::io::Cursor::new(&content))?;
+    let top = v.as_dictionary().context("profile is not a dictionary")?;
+    let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
+    let by_type = |t: &str| payloads.iter().filter_map(|p| p.as_dictionary()).find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some(t));
+    let root = by_type("com.apple.security.root").context("no root certificate payload")?;
+    let ca = X509::from_der(root.get("PayloadContent").and_then(|c| c.as_data()).context("root payload without data")?)?;
+    // The signature must verify and chain to the CA the profile installs.
+    let p7 = Pkcs7::from_der(der)?;
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    store.add_cert(ca.clone())?;
+    store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+    let store = store.build();
+    let mut out = Vec::new();
+    let no_certs: Stack<X509> = Stack::new()?;
+    p7.verify(&no_certs, &store, None, Some(&mut out), Pkcs7Flags::BINARY).context("profile signature does not verify against its CA")?;
+    let scep = by_type("com.apple.security.scep").context("no SCEP payload")?;
+    let scep_uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default();
+    let sc = scep.get("PayloadContent").and_then(|c| c.as_dictionary()).context("SCEP settings must be in the nested PayloadContent")?;
+    let s = |d: &plist::Dictionary, k: &str| d.get(k).and_then(|x| x.as_string()).map(str::to_owned);
+    let mut subject = Vec::new();
+    if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
+        for rdn in rdns.iter().filter_map(|r| r.as_array()) {
+            for pair in rdn.iter().filter_map(|p| p.as_array()) {
+                if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
+                    subject.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+    }
+    let mdm = by_type("com.apple.mdm").context("no MDM payload")?;
+    if s(mdm, "IdentityCertificateUUID").as_deref() != Some(scep_uuid) {
+        bail!("IdentityCertificateUUID does not name the SCEP payload");
+    }
+    let server_url = s(mdm, "ServerURL").context("no ServerURL")?;
+    Ok(EnrollmentProfile {
+        identifier: s(top, "PayloadIdentifier").unwrap_or_default(),
+        ca,
+        scep_url: s(sc, "URL").context("no SCEP URL")?,
+        challenge: s(sc, "Challenge").unwrap_or_default(),
+        subject,
+        key_size: sc.get("Keysize").and_then(|x| x.as_unsigned_integer()).unwrap_or(1024) as u32,
+        checkin_url: s(mdm, "CheckInURL").unwrap_or_else(|| server_url.clone()),
+        server_url,
+        topic: s(mdm, "Topic").context("no Topic")?,
+        sign_message: mdm.get("SignMessage").and_then(|x| x.as_boolean()).unwrap_or(false),
+        access_rights: mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0),
+    })
+}
