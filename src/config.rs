@@ -30,6 +30,48 @@ pub struct ServeConfig {
     /// Largest accepted device request body, in bytes.
     #[arg(long, env = "MDMD_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     pub max_body: usize,
+    /// Serve plain HTTP: only behind a TLS-terminating proxy, which must pass
+    /// the device's client certificate in an RFC 9440 `Client-Cert` header
+    /// (or leave authentication to `Mdm-Signature`).
+    #[arg(long, env = "MDMD_PLAIN_HTTP")]
+    pub plain_http: bool,
+    /// Use this CA certificate (PEM) instead of the generated one (with --ca-key).
+    #[arg(long, env = "MDMD_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    #[arg(long, env = "MDMD_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Use this TLS certificate chain (PEM, e.g. from a public CA) instead of one from our CA.
+    #[arg(long, env = "MDMD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "MDMD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Sign profiles with this identity (PEM) instead of one from our CA.
+    #[arg(long, env = "MDMD_SIGNER_CERT", requires = "signer_key")]
+    pub signer_cert: Option<PathBuf>,
+    #[arg(long, env = "MDMD_SIGNER_KEY", requires = "signer_cert")]
+    pub signer_key: Option<PathBuf>,
+    /// Organisation name shown in profiles and certificates.
+    #[arg(long, env = "MDMD_ORGANIZATION", default_value = "mdmd")]
+    pub organization: String,
+    /// Validity of issued device identities, in days.
+    #[arg(long, env = "MDMD_IDENTITY_DAYS", default_value_t = 365)]
+    pub identity_days: u32,
+    /// Renew a device identity (re-send the enrollment profile) this many days before it expires.
+    #[arg(long, env = "MDMD_RENEW_BEFORE_DAYS", default_value_t = 60)]
+    pub renew_before_days: i64,
+    /// How often to look for identities to renew, in seconds.
+    #[arg(long, env = "MDMD_RENEW_INTERVAL", default_value_t = 6 * 3600)]
+    pub renew_interval: u64,
+    /// Lifetime of the single-use SCEP challenge in a downloaded profile, in seconds.
+    #[arg(long, env = "MDMD_CHALLENGE_TTL", default_value_t = 3600)]
+    pub challenge_ttl: i64,
+    /// A static SCEP challenge accepted in addition to the single-use ones (optional).
+    #[arg(long, env = "MDMD_SCEP_CHALLENGE", hide_env_values = true)]
+    pub scep_challenge: Option<String>,
+    /// Who may download the enrollment profile with HTTP basic auth: USER:PASSWORD
+    /// (repeat the flag, or comma-separate in MDMD_ENROLL_USERS).
+    #[arg(long = "enroll-user", env = "MDMD_ENROLL_USERS", value_delimiter = ',', hide_env_values = true)]
+    pub enroll_users: Vec<String>,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,
@@ -41,6 +83,18 @@ impl ServeConfig {
     }
 
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", self.port())).trim_end_matches('/').to_owned()
+        let scheme = if self.plain_http { "http" } else { "https" };
+        self.public_url.clone().unwrap_or_else(|| format!("{scheme}://localhost:{}", self.port())).trim_end_matches('/').to_owned()
+    }
+
+    /// The host part of the public URL (for the TLS certificate).
+    pub fn public_host(&self) -> String {
+        let url = self.public_url();
+        let rest = url.split("://").nth(1).unwrap_or(&url);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        if let Some(v6) = hostport.strip_prefix('[') {
+            return v6.split(']').next().unwrap_or(v6).to_owned();
+        }
+        hostport.split(':').next().unwrap_or(hostport).to_owned()
     }
 }

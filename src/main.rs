@@ -21,14 +21,26 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ClientOpts {
     /// URL of a running mdmd.
-    #[arg(long, env = "MDMD_SERVER", default_value = "http://127.0.0.1:8443", global = true)]
+    #[arg(long, env = "MDMD_SERVER", default_value = "https://localhost:8443", global = true)]
     server: String,
     /// Admin API key (default: contents of ./data/api-key).
     #[arg(long, env = "MDMD_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
+    /// Also trust this CA (PEM) for the server's TLS certificate (default: ./certs/ca.pem if present).
+    #[arg(long, env = "MDMD_TRUST_CA", global = true)]
+    trust_ca: Option<std::path::PathBuf>,
 }
 
 impl ClientOpts {
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let path = self.trust_ca.clone().or_else(|| Some(std::path::PathBuf::from("certs/ca.pem")).filter(|p| p.exists()));
+        let pem = match path {
+            Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        mdmd::sim::http_client_trusting(pem.as_deref())
+    }
+
     fn admin(&self) -> anyhow::Result<Admin> {
         let key = match &self.api_key {
             Some(k) => k.clone(),
@@ -36,8 +48,12 @@ impl ClientOpts {
                 .map(|s| s.trim().to_owned())
                 .context("no API key: pass --api-key or set MDMD_API_KEY (or run where ./data/api-key exists)")?,
         };
-        Admin::new(&self.server, &key)
+        Ok(Admin::new(&self.server, &key, self.client()?))
     }
+}
+
+fn parse_user(s: &str) -> anyhow::Result<(String, String)> {
+    s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())).context("expected USER:PASSWORD")
 }
 
 #[derive(Subcommand)]
@@ -55,6 +71,32 @@ enum Cmd {
     Cmd {
         #[command(subcommand)]
         what: CmdCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The certificate authority: what is in use, issued certificates, revocation.
+    Ca {
+        #[command(subcommand)]
+        what: CaCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Create a single-use enrollment invitation (URL and QR code).
+    Invite {
+        /// Seconds until the invitation expires.
+        #[arg(long, default_value_t = 7 * 86_400)]
+        expires_in: i64,
+        /// Write the QR code as PNG here.
+        #[arg(long)]
+        png: Option<std::path::PathBuf>,
+        /// Write the QR code as SVG here.
+        #[arg(long)]
+        svg: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Write the signed enrollment profile to stdout (`mdmd enroll-profile > enroll.mobileconfig`).
+    EnrollProfile {
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -99,11 +141,43 @@ enum CmdCmd {
 }
 
 #[derive(Subcommand)]
+enum CaCmd {
+    /// The CA, TLS and profile-signing certificates in use, with expiry dates.
+    Show,
+    /// Certificates issued to devices.
+    Certs,
+    /// Revoke an issued certificate by serial (hex): its device is refused from then on.
+    Revoke { serial: String },
+    /// Ask every device whose identity expires soon to renew it now.
+    Renew,
+}
+
+#[derive(Subcommand)]
 enum SimCmd {
-    /// Enroll N simulated devices and answer their queued commands once.
+    /// Enroll N simulated devices (profile, SCEP, Authenticate, TokenUpdate) and answer their queued commands once.
     Enroll {
         #[arg(short = 'n', long, default_value_t = 1)]
         devices: usize,
+        /// Enrollment credentials USER:PASSWORD (see `serve --enroll-user`).
+        #[arg(long)]
+        user: Option<String>,
+        /// Or an invitation URL (from `mdmd invite`); good for one device.
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// SCEP issuance benchmark against any SCEP URL (mdmd's /scep or a peer) with a static challenge.
+    ScepBench {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        challenge: String,
+        #[arg(short = 'n', long, default_value_t = 200)]
+        requests: usize,
+        #[arg(short, long, default_value_t = 8)]
+        concurrency: usize,
+        /// Report this process's CPU time (e.g. the SCEP server's pid) per issuance.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Load test: N devices, R rounds of (enqueue to all → every device runs Idle → command → Acknowledged → empty).
     Load {
@@ -116,6 +190,9 @@ enum SimCmd {
         /// Stop starting new rounds after this many seconds.
         #[arg(long, default_value_t = 120)]
         max_seconds: u64,
+        /// Enrollment credentials USER:PASSWORD.
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -156,23 +233,79 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 CmdCmd::Show { uuid } => print(&a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?),
             }
         }
+        Cmd::Ca { what, client } => {
+            let a = client.admin()?;
+            let v = match what {
+                CaCmd::Show => a.get("/v1/ca").await?,
+                CaCmd::Certs => a.get("/v1/certificates?limit=1000").await?,
+                CaCmd::Revoke { serial } => a.post(&format!("/v1/certificates/{}/revoke", urlencoding::encode(&serial)), json!({})).await?,
+                CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
+            };
+            print(&v);
+        }
+        Cmd::Invite { expires_in, png, svg, client } => {
+            let a = client.admin()?;
+            let v = a.post("/v1/enrollments/invitations", json!({"expires_in": expires_in})).await?;
+            if let Some(p) = png {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
+                std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Some(p) = svg {
+                std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default()).with_context(|| format!("writing {}", p.display()))?;
+            }
+            println!("{}\nexpires {}", v["url"].as_str().unwrap_or_default(), v["expires_at"].as_str().unwrap_or_default());
+        }
+        Cmd::EnrollProfile { client } => {
+            let a = client.admin()?;
+            let resp = a.client.get(format!("{}/v1/enrollments/profile", a.base)).bearer_auth(&a.key).send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            if !status.is_success() {
+                anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+            }
+            use std::io::Write as _;
+            std::io::stdout().write_all(&body)?;
+        }
         Cmd::Sim { what, client } => match what {
-            SimCmd::Enroll { devices } => {
-                let a = client.admin()?;
-                let topic = a.get("/v1/info").await?["topic"].as_str().unwrap_or_default().to_owned();
-                let http = mdmd::sim::http_client()?;
-                for _ in 0..devices.min(10_000) {
-                    let mut d = mdmd::sim::SimDevice::new(&client.server, &topic, http.clone());
+            SimCmd::Enroll { devices, user, invite } => {
+                let http = client.client()?;
+                let n = if invite.is_some() { 1 } else { devices.min(10_000) };
+                let creds = match &user {
+                    Some(u) => Some(parse_user(u)?),
+                    None => None,
+                };
+                for _ in 0..n {
+                    let der = match (&invite, &creds) {
+                        (Some(url), _) => mdmd::sim::download_profile(&http, url, None).await?,
+                        (None, Some((u, p))) => mdmd::sim::download_profile(&http, &format!("{}/mdm/enroll", client.server), Some((u, p))).await?,
+                        (None, None) => anyhow::bail!("pass --user USER:PASSWORD or --invite URL"),
+                    };
+                    let mut d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
                     d.enroll().await?;
                     let handled = d.session().await?;
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
                 }
             }
-            SimCmd::Load { devices, rounds, concurrency, max_seconds } => {
+            SimCmd::ScepBench { url, challenge, requests, concurrency, pid } => {
+                let cpu = |pid: Option<u32>| pid.map(|p| proc_cpu(p)).unwrap_or(0.0);
+                let c0 = cpu(pid);
+                let (ok, secs) = mdmd::sim::load::scep_bench(client.client()?, &url, &challenge, requests, concurrency).await?;
+                let c1 = cpu(pid);
+                print(&json!({
+                    "issued": ok,
+                    "seconds": secs,
+                    "issuances_per_second": ok as f64 / secs,
+                    "server_cpu_ms_per_issuance": pid.map(|_| (c1 - c0) * 1000.0 / ok.max(1) as f64),
+                }));
+            }
+            SimCmd::Load { devices, rounds, concurrency, max_seconds, user } => {
                 let a = client.admin()?;
                 let r = mdmd::sim::load::run(LoadConfig {
                     server: client.server.clone(),
                     api_key: a.key.clone(),
+                    client: client.client()?,
+                    enroll_user: parse_user(&user)?,
                     devices: devices.min(100_000),
                     rounds,
                     concurrency,
@@ -184,6 +317,15 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// CPU seconds (user + system) of a process, from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    t(11) + t(12)
 }
 
 fn main() -> std::process::ExitCode {

@@ -10,6 +10,8 @@ use rand::RngCore as _;
 
 use crate::config::ServeConfig;
 use crate::http::{App, Stats};
+use crate::pki::{CaConfig, Pki};
+use crate::service::enroll::{EnrollConfig, Enroller};
 use crate::service::{Mdm, NoPush};
 use crate::store::redb::RedbStore;
 
@@ -52,7 +54,14 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    if cfg.public_url.is_none() {
+        // Default: this host on the port actually bound (also when --listen used port 0).
+        let scheme = if cfg.plain_http { "http" } else { "https" };
+        cfg.public_url = Some(format!("{scheme}://localhost:{}", addr.port()));
+    }
     ensure_dir(&cfg.data_dir)?;
     ensure_dir(&cfg.certs_dir)?;
     let api_key = match cfg.api_key.clone() {
@@ -73,21 +82,84 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     if !topic.starts_with("com.apple.mgmt.") {
         anyhow::bail!("topic {topic:?} must start with com.apple.mgmt.");
     }
-    let store = Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
-    let mdm = Arc::new(Mdm::new(store, topic.clone(), Arc::new(NoPush)));
+    let ca_cfg = CaConfig {
+        certs_dir: cfg.certs_dir.clone(),
+        public_host: cfg.public_host(),
+        ca_cert: cfg.ca_cert.clone(),
+        ca_key: cfg.ca_key.clone(),
+        tls_cert: cfg.tls_cert.clone(),
+        tls_key: cfg.tls_key.clone(),
+        signer_cert: cfg.signer_cert.clone(),
+        signer_key: cfg.signer_key.clone(),
+        organization: cfg.organization.clone(),
+    };
+    let pki = Arc::new(tokio::task::spawn_blocking(move || Pki::load_or_create(&ca_cfg)).await?.context("setting up the CA")?);
+    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
+    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush)));
     mdm.spawn_seen_flusher();
-    let app = Arc::new(App { mdm: mdm.clone(), api_key, stats: Stats::default(), max_body: cfg.max_body, max_api_body: cfg.max_api_body });
+    let enroll_cfg = EnrollConfig {
+        public_url: cfg.public_url(),
+        organization: cfg.organization.clone(),
+        identity_days: cfg.identity_days.max(1),
+        challenge_ttl: cfg.challenge_ttl.max(60),
+        static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
+        renew_before_days: cfg.renew_before_days,
+    };
+    let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, topic.clone()));
+    spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60));
+    let mut enroll_users = Vec::new();
+    for u in &cfg.enroll_users {
+        match u.split_once(':') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => enroll_users.push((n.to_owned(), p.to_owned())),
+            _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
+        }
+    }
+    let app = Arc::new(App {
+        mdm: mdm.clone(),
+        pki: pki.clone(),
+        enroller,
+        plain_http: cfg.plain_http,
+        enroll_users,
+        api_key,
+        stats: Stats::default(),
+        max_body: cfg.max_body,
+        max_api_body: cfg.max_api_body,
+    });
     let router = crate::http::router(app);
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
+    let tls = if cfg.plain_http { None } else { Some(crate::http::listener::acceptor(&pki)?) };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
-    println!("mdmd listening on http://{addr}");
+    println!("mdmd listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
     mdm.flush_seen().await.ok();
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        loop {
+            tick.tick().await;
+            if let Err(e) = enroller.renewal_sweep(&mdm).await {
+                tracing::warn!(error = %e, "identity renewal sweep failed");
+            }
+        }
+    });
 }

@@ -256,7 +256,7 @@ async fn admin_api_needs_the_key_and_validates_commands() {
     let srv = Server::start();
     let a = srv.device().await;
     a.enroll().await.unwrap();
-    let client = reqwest::Client::new();
+    let client = srv.client();
     for (key, want) in [(None, 401), (Some("wrong"), 401), (Some(common::API_KEY), 200)] {
         let mut r = client.get(format!("{}/v1/devices", srv.base));
         if let Some(k) = key {

@@ -1,6 +1,7 @@
 //! The admin API (`/v1/*`): JSON over HTTP, `Authorization: Bearer <api key>`.
 //! A missing or wrong key gets 401 (admins are not devices).
 
+mod pki;
 mod views;
 
 use std::sync::Arc;
@@ -28,6 +29,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
+        .route("/v1/ca", get(pki::ca_show))
+        .route("/v1/certificates", get(pki::list_certs))
+        .route("/v1/certificates/{serial}", get(pki::get_cert))
+        .route("/v1/certificates/{serial}/revoke", axum::routing::post(pki::revoke))
+        .route("/v1/enrollments/profile", get(pki::enrollment_profile))
+        .route("/v1/enrollments/invitations", axum::routing::post(pki::invite))
+        .route("/v1/identities/renew", axum::routing::post(pki::renew_now))
 }
 
 pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -52,7 +60,7 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
 }
 
-fn store_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "admin API storage failure");
     error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
 }

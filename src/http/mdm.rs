@@ -4,17 +4,19 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::listener::PeerCert;
 use super::{App, Stats};
+use crate::pki::Identity;
 use crate::protocol::checkin::{is_checkin, CheckinRequest};
 use crate::protocol::{parse_dict, CommandReport, ProtocolError};
 use crate::service::checkin::Caller;
 use crate::service::{CheckinReply, ServiceError};
 
-fn text(status: StatusCode, msg: String) -> Response {
+pub fn text(status: StatusCode, msg: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
 }
 
@@ -42,12 +44,44 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
     }
 }
 
-pub async fn put(State(app): State<Arc<App>>, body: Bytes) -> Response {
+/// Establish the device identity: `Mdm-Signature` over the raw body, else the
+/// TLS client certificate, else (plain HTTP behind a proxy) RFC 9440 `Client-Cert`.
+/// A signature or certificate that fails to verify is a 400/403, never 401.
+fn identify(app: &App, headers: &HeaderMap, peer: &PeerCert, body: &[u8]) -> Result<Caller, Response> {
+    let ident = if let Some(sig) = headers.get("Mdm-Signature") {
+        let sig = sig.to_str().map_err(|_| text(StatusCode::BAD_REQUEST, "Mdm-Signature is not ASCII\n".into()))?;
+        Identity::from_signature(&app.pki, sig, body).map_err(|e| {
+            Stats::inc(&app.stats.rejected);
+            tracing::warn!(error = %e, "Mdm-Signature rejected");
+            text(StatusCode::BAD_REQUEST, format!("Mdm-Signature rejected: {e}\n"))
+        })?
+    } else if let Some(cert) = &peer.0 {
+        Identity::from_cert(&app.pki, (**cert).clone()).map_err(|e| {
+            Stats::inc(&app.stats.rejected);
+            tracing::warn!(error = %e, "client certificate rejected");
+            text(StatusCode::FORBIDDEN, format!("client certificate rejected: {e}\n"))
+        })?
+    } else if let (true, Some(h)) = (app.plain_http, headers.get("Client-Cert")) {
+        let h = h.to_str().unwrap_or("");
+        Identity::from_client_cert_header(&app.pki, h).map_err(|e| {
+            Stats::inc(&app.stats.rejected);
+            text(StatusCode::FORBIDDEN, format!("Client-Cert rejected: {e}\n"))
+        })?
+    } else {
+        return Ok(Caller::default());
+    };
+    Ok(Caller { cert_hash: Some(ident.hash), serial: Some(ident.serial), not_after: Some(ident.not_after) })
+}
+
+pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCert>, headers: HeaderMap, body: Bytes) -> Response {
     let dict = match parse_dict(&body) {
         Ok(d) => d,
         Err(e) => return protocol_error(&app, e),
     };
-    let caller = Caller::default();
+    let caller = match identify(&app, &headers, &peer, &body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if is_checkin(&dict) {
         Stats::inc(&app.stats.checkins);
         let req = match CheckinRequest::from_dict(&dict) {
@@ -68,7 +102,7 @@ pub async fn put(State(app): State<Arc<App>>, body: Bytes) -> Response {
             Ok(r) => r,
             Err(e) => return protocol_error(&app, e),
         };
-        match app.mdm.connect(report, &body).await {
+        match app.mdm.connect(report, &body, &caller).await {
             Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
             Ok(None) => StatusCode::OK.into_response(),
             Err(e) => service_error(&app, e),

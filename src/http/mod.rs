@@ -1,13 +1,16 @@
 //! Thin HTTP handlers: body limits, status codes, content types. The rules
 //! live in `service`; the admin API's handlers live in `api`.
 
+pub mod enroll;
+pub mod listener;
 pub mod mdm;
+pub mod scep;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::put;
+use axum::routing::{get, put};
 use axum::Router;
 
 use crate::service::Mdm;
@@ -27,6 +30,12 @@ impl Stats {
 
 pub struct App {
     pub mdm: Arc<Mdm>,
+    pub pki: Arc<crate::pki::Pki>,
+    pub enroller: Arc<crate::service::enroll::Enroller>,
+    /// Behind a TLS-terminating proxy: trust its `Client-Cert` header.
+    pub plain_http: bool,
+    /// Basic-auth users allowed to download the enrollment profile.
+    pub enroll_users: Vec<(String, String)>,
     pub api_key: String,
     pub stats: Stats,
     pub max_body: usize,
@@ -38,6 +47,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/mdm/checkin", put(mdm::put))
         .route("/mdm/connect", put(mdm::put))
         .route("/mdm", put(mdm::put))
+        .route("/scep", get(scep::get).post(scep::post))
+        .route("/mdm/enroll", get(enroll::get))
         .layer(DefaultBodyLimit::max(app.max_body));
     let api = crate::api::router()
         .layer(DefaultBodyLimit::max(app.max_api_body))

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use super::{now, Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
-use crate::store::{DeviceInfo, Enrollment, PushInfo, TokenUpdateRecord};
+use crate::store::{AuthOutcome, DeviceInfo, Enrollment, PushInfo, TokenUpdateRecord};
 
 /// What to answer a device's check-in with.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,13 +22,14 @@ pub enum CheckinReply {
     Unsupported(String),
 }
 
-/// What the caller established about the request's identity (see `pki`).
+/// The device identity a request was made with, already verified to chain
+/// to our CA (see `pki::Identity`); `None` if it presented none.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// SHA-256 (hex) of the device identity certificate, once identities are checked.
+    /// SHA-256 (hex) of the identity certificate.
     pub cert_hash: Option<String>,
-    /// Authenticate is renewing an active enrollment's identity: keep its queue.
-    pub renewal: bool,
+    pub serial: Option<String>,
+    pub not_after: Option<i64>,
 }
 
 fn b64(b: &[u8]) -> String {
@@ -47,10 +48,19 @@ impl Mdm {
     pub async fn checkin(&self, req: CheckinRequest, caller: &Caller) -> Result<CheckinReply, ServiceError> {
         let id = req.enrollment.id.clone();
         let t = now();
+        let hash = self.check_identity(caller).await?;
+        if !matches!(req.message, CheckinMessage::Authenticate(_)) {
+            self.check_binding(&req.enrollment.device, &hash).await?;
+        }
         match req.message {
             CheckinMessage::Authenticate(f) => {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let old = self.store.enrollment(&id).await?;
+                if let Some(o) = &old {
+                    if req.enrollment.kind == EnrollmentKind::User && o.cert_hash.as_deref() != Some(hash.as_str()) {
+                        return Err(ServiceError::Forbidden(format!("{id}: certificate is not the device's identity")));
+                    }
+                }
                 let info = DeviceInfo {
                     serial_number: f.serial_number,
                     product_name: f.product_name,
@@ -62,7 +72,11 @@ impl Mdm {
                     model: f.model,
                     model_name: f.model_name,
                 };
-                let keep = caller.renewal && old.as_ref().is_some_and(|o| o.active);
+                // Our own identity renewal (we re-sent the profile): same enrollment, new
+                // certificate; keep the queue and history. Anything else re-enrolls.
+                let keep = old.as_ref().is_some_and(|o| {
+                    o.active && o.checked_out_at.is_none() && o.renewal_requested_at.is_some() && o.cert_hash.as_deref() != Some(hash.as_str())
+                });
                 let rec = Enrollment {
                     id: id.clone(),
                     device: req.enrollment.device.clone(),
@@ -79,7 +93,9 @@ impl Mdm {
                     bootstrap_token: old.as_ref().and_then(|o| o.bootstrap_token.clone()),
                     active: keep,
                     awaiting_configuration: false,
-                    cert_hash: caller.cert_hash.clone().or_else(|| old.as_ref().and_then(|o| o.cert_hash.clone())),
+                    cert_hash: Some(hash.clone()),
+                    identity_not_after: caller.not_after,
+                    renewal_requested_at: None,
                     enrolled_at: t,
                     authenticated_at: t,
                     token_updated_at: if keep { old.as_ref().and_then(|o| o.token_updated_at) } else { None },
@@ -87,7 +103,9 @@ impl Mdm {
                     last_checkin_at: t,
                     last_seen_at: t,
                 };
-                self.store.authenticate(rec, keep).await?;
+                if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
+                    return Err(ServiceError::Forbidden(format!("certificate {hash} is bound to another enrollment")));
+                }
                 tracing::info!(enrollment = %id, renewal = keep, "Authenticate");
                 Ok(CheckinReply::Empty)
             }
@@ -163,6 +181,31 @@ impl Mdm {
                 d.insert("ReturnToService".into(), plist::Value::Dictionary(inner));
                 Ok(CheckinReply::Plist(crate::protocol::to_xml(&d)))
             }
+        }
+    }
+
+    /// The request must carry an identity that our CA issued and has not revoked.
+    pub(crate) async fn check_identity(&self, caller: &Caller) -> Result<String, ServiceError> {
+        let Some(hash) = caller.cert_hash.clone() else {
+            return Err(ServiceError::Forbidden("no device identity: Mdm-Signature or TLS client certificate required".into()));
+        };
+        if caller.not_after.is_some_and(|na| na < now()) {
+            return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
+        }
+        if let Some(c) = self.store.cert_by_hash(&hash).await? {
+            if c.revoked_at.is_some() {
+                return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
+            }
+        }
+        Ok(hash)
+    }
+
+    /// The identity must be the one bound to the device channel at Authenticate.
+    pub(crate) async fn check_binding(&self, device: &str, hash: &str) -> Result<(), ServiceError> {
+        match self.store.enrollment(device).await? {
+            Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(()),
+            Some(_) => Err(ServiceError::Forbidden(format!("certificate {hash} does not belong to enrollment {device}"))),
+            None => Err(ServiceError::Rejected(format!("unknown enrollment {device}"))),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod checkin;
 pub mod connect;
 pub mod enqueue;
+pub mod enroll;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -195,6 +195,8 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     ("HasConfiguration", false.into()),
                     ("HasFeedback", false.into()),
                     ("IsValidated", true.into()),
+                    ("UnusedRedemptionCode", "".into()),
+                    ("ExternalVersionIdentifier", 862_512_042.into()),
                 ])),
             )])),
         )]),

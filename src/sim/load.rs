@@ -9,13 +9,17 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::{http_client, SimDevice};
+use super::SimDevice;
 use crate::protocol::Status;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub server: String,
     pub api_key: String,
+    /// A client that trusts the server's TLS certificate.
+    pub client: reqwest::Client,
+    /// Basic-auth credentials for the enrollment profile.
+    pub enroll_user: (String, String),
     pub devices: usize,
     pub rounds: usize,
     pub concurrency: usize,
@@ -34,6 +38,9 @@ pub struct LoadReport {
     pub server_cpu_seconds: f64,
     pub server_cpu_ms_per_request: f64,
     pub enroll_seconds: f64,
+    /// Enrollments (profile + SCEP + Authenticate + TokenUpdate) per second.
+    pub enrollments_per_second: f64,
+    pub server_cpu_ms_per_enrollment: f64,
 }
 
 pub struct Admin {
@@ -43,8 +50,8 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(base: &str, key: &str) -> anyhow::Result<Self> {
-        Ok(Admin { base: base.trim_end_matches('/').to_owned(), key: key.to_owned(), client: http_client()? })
+    pub fn new(base: &str, key: &str, client: reqwest::Client) -> Self {
+        Admin { base: base.trim_end_matches('/').to_owned(), key: key.to_owned(), client }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
@@ -78,20 +85,36 @@ fn num(v: &Value, k: &str) -> f64 {
     v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
+fn cpu(v: &Value) -> f64 {
+    num(v, "cpu_user_seconds") + num(v, "cpu_system_seconds")
+}
+
+/// A few RSA keys shared by simulated devices: key generation is the client's
+/// cost, not the server's, and each device still gets its own certificate.
+pub fn key_pool(n: usize) -> anyhow::Result<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> {
+    (0..n.max(1)).map(|_| Ok(openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?)).collect()
+}
+
 pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
-    let admin = Admin::new(&cfg.server, &cfg.api_key)?;
-    let info = admin.get("/v1/info").await?;
-    let topic = info.get("topic").and_then(Value::as_str).context("server did not say its topic")?.to_owned();
-    let client = http_client()?;
+    let admin = Admin::new(&cfg.server, &cfg.api_key, cfg.client.clone());
+    let keys = Arc::new(key_pool(8)?);
+    let profile_url = format!("{}/mdm/enroll", cfg.server.trim_end_matches('/'));
+    let s0 = admin.get("/v1/stats").await?;
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = Vec::new();
-    for _ in 0..cfg.devices {
-        let dev = SimDevice::new(&cfg.server, &topic, client.clone());
+    for i in 0..cfg.devices {
         let sem = sem.clone();
+        let client = cfg.client.clone();
+        let keys = keys.clone();
+        let url = profile_url.clone();
+        let (u, p) = cfg.enroll_user.clone();
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            dev.enroll().await.map(|_| dev)
+            let der = super::download_profile(&client, &url, Some((&u, &p))).await?;
+            let dev = SimDevice::from_profile(client, &der, Some(keys[i % keys.len()].clone())).await?;
+            dev.enroll().await?;
+            anyhow::Ok(dev)
         }));
     }
     let mut devices = Vec::with_capacity(cfg.devices);
@@ -99,6 +122,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         devices.push(t.await??);
     }
     let enroll_seconds = started.elapsed().as_secs_f64();
+    let s1 = admin.get("/v1/stats").await?;
+    let enroll_cpu = cpu(&s1) - cpu(&s0);
     let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
     let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices.into_iter().map(|d| Arc::new(tokio::sync::Mutex::new(d))).collect();
 
@@ -138,7 +163,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let seconds = t0.elapsed().as_secs_f64();
     let after = admin.get("/v1/stats").await?;
     let requests = (num(&after, "connects") - num(&before, "connects")) as u64;
-    let cpu = (num(&after, "cpu_user_seconds") + num(&after, "cpu_system_seconds")) - (num(&before, "cpu_user_seconds") + num(&before, "cpu_system_seconds"));
+    let cpu = cpu(&after) - cpu(&before);
     Ok(LoadReport {
         devices: cfg.devices,
         rounds,
@@ -150,5 +175,32 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         server_cpu_seconds: cpu,
         server_cpu_ms_per_request: if requests > 0 { cpu * 1000.0 / requests as f64 } else { 0.0 },
         enroll_seconds,
+        enrollments_per_second: cfg.devices as f64 / enroll_seconds,
+        server_cpu_ms_per_enrollment: enroll_cpu * 1000.0 / cfg.devices.max(1) as f64,
     })
+}
+
+/// SCEP issuance benchmark against any SCEP server (mdmd or a peer such as
+/// Debian's scepserver): N PKCSReq enrollments with a static challenge.
+pub async fn scep_bench(client: reqwest::Client, url: &str, challenge: &str, n: usize, concurrency: usize) -> anyhow::Result<(usize, f64)> {
+    let keys = Arc::new(key_pool(8)?);
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (sem, client, keys, url, challenge) = (sem.clone(), client.clone(), keys.clone(), url.to_owned(), challenge.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await;
+            let subject = vec![("CN".to_owned(), format!("bench-{i}")), ("O".to_owned(), "mdmd-bench".to_owned())];
+            super::pki::scep_enroll(&client, &url, None, keys[i % keys.len()].clone(), &subject, Some(&challenge), None).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await?? {
+            Ok(_) => ok += 1,
+            Err(e) => bail!("SCEP refused: {e}"),
+        }
+    }
+    Ok((ok, t0.elapsed().as_secs_f64()))
 }

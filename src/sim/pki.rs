@@ -59,8 +59,11 @@ pub fn self_signed(key: &PKey<Private>, name: &X509NameRef) -> anyhow::Result<X5
 }
 
 fn der_utf8(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = vec![0x0c];
+    der_tlv(0x0c, s.as_bytes())
+}
+
+fn der_tlv(tag: u8, b: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
     if b.len() < 128 {
         out.push(b.len() as u8);
     } else {
@@ -95,7 +98,7 @@ pub fn csr(key: &PKey<Private>, subject: &[(String, String)], challenge: Option<
     params.distinguished_name = dn;
     const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
     let attrs = match challenge {
-        Some(c) => vec![rcgen::Attribute { oid: CHALLENGE_PASSWORD, values: der_utf8(c) }],
+        Some(c) => vec![rcgen::Attribute { oid: CHALLENGE_PASSWORD, values: der_tlv(0x31, &der_utf8(c)) }],
         None => vec![],
     };
     Ok(params.serialize_request_with_attributes(&kp, attrs)?.der().to_vec())

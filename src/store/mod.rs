@@ -43,7 +43,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait CheckinStore: Send + Sync {
     /// Create or reset an enrollment. Unless `keep_queue`, pending commands of
     /// the device and all of its user channels are cleared.
-    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<()>;
+    /// If `rec.cert_hash` is set, the certificate is bound to this enrollment in
+    /// the same transaction, unless it is bound to another one already.
+    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<AuthOutcome>;
+    /// Note that the enrollment profile was re-sent to renew the identity.
+    async fn mark_renewal(&self, id: &str, now: i64) -> Result<()>;
     /// Store push info and mark the channel active. Returns whether commands are pending.
     /// A device channel must exist (Authenticate first); a user channel is created.
     async fn token_update(&self, id: &str, parent: &str, update: TokenUpdateRecord) -> Result<Option<bool>>;
@@ -73,6 +77,21 @@ pub trait QueueStore: Send + Sync {
     async fn command(&self, uuid: &str) -> Result<Option<(CommandRecord, Vec<Delivery>)>>;
 }
 
+/// Issued certificates, SCEP challenges and enrollment invitations.
+#[async_trait]
+pub trait PkiStore: Send + Sync {
+    async fn record_cert(&self, cert: IssuedCert) -> Result<()>;
+    async fn cert_by_hash(&self, sha256: &str) -> Result<Option<IssuedCert>>;
+    async fn cert_by_serial(&self, serial: &str) -> Result<Option<IssuedCert>>;
+    async fn certs(&self, after: Option<String>, limit: usize) -> Result<Vec<IssuedCert>>;
+    /// Returns false if no such certificate.
+    async fn revoke_cert(&self, serial: &str, now: i64) -> Result<bool>;
+    /// Store a single-use secret by the SHA-256 of its value.
+    async fn add_secret(&self, kind: SecretKind, hash: &str, rec: OneTimeSecret) -> Result<()>;
+    /// Use a secret once: durable before it returns `Ok`.
+    async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
+}
+
 /// Everything mdmd needs from storage.
-pub trait Store: CheckinStore + QueueStore {}
-impl<T: CheckinStore + QueueStore> Store for T {}
+pub trait Store: CheckinStore + QueueStore + PkiStore {}
+impl<T: CheckinStore + QueueStore + PkiStore> Store for T {}

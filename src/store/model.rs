@@ -66,6 +66,13 @@ pub struct Enrollment {
     /// SHA-256 (hex) of the identity certificate bound at Authenticate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_hash: Option<String>,
+    /// Expiry of the bound identity certificate (for renewal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_not_after: Option<i64>,
+    /// We re-sent the enrollment profile to renew the identity; the next
+    /// Authenticate with a new certificate is a renewal, not a re-enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_requested_at: Option<i64>,
     pub enrolled_at: i64,
     pub authenticated_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,4 +202,53 @@ mod opt_b64 {
             None => Ok(None),
         }
     }
+}
+
+/// A certificate our CA issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// Hex serial number.
+    pub serial: String,
+    pub sha256: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    /// The enrollment (device channel) it was bound to at Authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+/// A single-use secret: a SCEP challenge or an enrollment invitation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OneTimeSecret {
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// What it was issued for (e.g. "enroll-profile", "renewal:UDID", "invitation").
+    pub purpose: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    Challenge,
+    Invitation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Consumed {
+    Ok(OneTimeSecret),
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Stored,
+    /// The certificate is already bound to another enrollment.
+    CertBoundElsewhere,
 }

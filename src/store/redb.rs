@@ -27,6 +27,12 @@ const HISTORY: TableDefinition<(&str, u64), &str> = TableDefinition::new("histor
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// sha256 -> IssuedCert (JSON).
+const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("certs");
+/// serial (hex) -> sha256.
+const CERT_SERIALS: TableDefinition<&str, &str> = TableDefinition::new("cert_serials");
+/// (kind, sha256 of the secret) -> OneTimeSecret (JSON).
+const SECRETS: TableDefinition<(u8, &str), &[u8]> = TableDefinition::new("secrets");
 
 const MAX_BATCH: usize = 512;
 
@@ -49,6 +55,9 @@ impl RedbStore {
             txn.open_table(DELIVERIES)?;
             txn.open_table(COMMANDS)?;
             txn.open_table(META)?;
+            txn.open_table(CERTS)?;
+            txn.open_table(CERT_SERIALS)?;
+            txn.open_table(SECRETS)?;
             txn.commit()?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -234,9 +243,26 @@ fn put_enrollment(txn: &WriteTransaction, e: &Enrollment) -> Result<()> {
 
 #[async_trait]
 impl CheckinStore for RedbStore {
-    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<()> {
+    async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<AuthOutcome> {
         self.write(move |txn| {
             let now = rec.authenticated_at;
+            if let Some(h) = &rec.cert_hash {
+                let mut certs = txn.open_table(CERTS)?;
+                let existing: Option<IssuedCert> = match certs.get(h.as_str())? {
+                    Some(v) => Some(dec(v.value())?),
+                    None => None,
+                };
+                if let Some(mut c) = existing {
+                    match &c.enrollment {
+                        Some(other) if other != &rec.device => return Ok(AuthOutcome::CertBoundElsewhere),
+                        Some(_) => {}
+                        None => {
+                            c.enrollment = Some(rec.device.clone());
+                            certs.insert(h.as_str(), enc(&c)?.as_slice())?;
+                        }
+                    }
+                }
+            }
             let rec = match get_enrollment(txn, &rec.id)? {
                 Some(old) => Enrollment { enrolled_at: old.enrolled_at, ..rec },
                 None => rec,
@@ -257,7 +283,20 @@ impl CheckinStore for RedbStore {
                     }
                 }
             }
-            put_enrollment(txn, &rec)
+            put_enrollment(txn, &rec)?;
+            Ok(AuthOutcome::Stored)
+        })
+        .await
+    }
+
+    async fn mark_renewal(&self, id: &str, now: i64) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            if let Some(mut e) = get_enrollment(txn, &id)? {
+                e.renewal_requested_at = Some(now);
+                put_enrollment(txn, &e)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -286,6 +325,8 @@ impl CheckinStore for RedbStore {
                         active: false,
                         awaiting_configuration: false,
                         cert_hash: dev.cert_hash.clone(),
+                        identity_not_after: dev.identity_not_after,
+                        renewal_requested_at: None,
                         enrolled_at: u.now,
                         authenticated_at: u.now,
                         token_updated_at: None,
@@ -535,5 +576,104 @@ impl QueueStore for RedbStore {
             }
             Ok(Some((rec, out)))
         })
+    }
+}
+
+#[async_trait]
+impl PkiStore for RedbStore {
+    async fn record_cert(&self, cert: IssuedCert) -> Result<()> {
+        self.write(move |txn| {
+            txn.open_table(CERTS)?.insert(cert.sha256.as_str(), enc(&cert)?.as_slice())?;
+            txn.open_table(CERT_SERIALS)?.insert(cert.serial.as_str(), cert.sha256.as_str())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cert_by_hash(&self, sha256: &str) -> Result<Option<IssuedCert>> {
+        self.read(|txn| {
+            let t = txn.open_table(CERTS)?;
+            let r = match t.get(sha256)? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
+            Ok(r)
+        })
+    }
+
+    async fn cert_by_serial(&self, serial: &str) -> Result<Option<IssuedCert>> {
+        let hash = self.read(|txn| Ok(txn.open_table(CERT_SERIALS)?.get(serial)?.map(|v| v.value().to_owned())))?;
+        match hash {
+            Some(h) => self.cert_by_hash(&h).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn certs(&self, after: Option<String>, limit: usize) -> Result<Vec<IssuedCert>> {
+        let hashes: Vec<String> = self.read(|txn| {
+            let t = txn.open_table(CERT_SERIALS)?;
+            let iter = match &after {
+                Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))?,
+                None => t.range::<&str>(..)?,
+            };
+            iter.take(limit).map(|r| r.map(|(_, v)| v.value().to_owned()).map_err(StoreError::from)).collect()
+        })?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            if let Some(c) = self.cert_by_hash(&h).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke_cert(&self, serial: &str, now: i64) -> Result<bool> {
+        let serial = serial.to_owned();
+        self.write(move |txn| {
+            let Some(hash) = txn.open_table(CERT_SERIALS)?.get(serial.as_str())?.map(|v| v.value().to_owned()) else { return Ok(false) };
+            let mut certs = txn.open_table(CERTS)?;
+            let cur: Option<IssuedCert> = match certs.get(hash.as_str())? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
+            let Some(mut c) = cur else { return Ok(false) };
+            if c.revoked_at.is_none() {
+                c.revoked_at = Some(now);
+                certs.insert(hash.as_str(), enc(&c)?.as_slice())?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_secret(&self, kind: SecretKind, hash: &str, rec: OneTimeSecret) -> Result<()> {
+        let hash = hash.to_owned();
+        self.write(move |txn| {
+            txn.open_table(SECRETS)?.insert((kind as u8, hash.as_str()), enc(&rec)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
+        let hash = hash.to_owned();
+        self.write(move |txn| {
+            let mut t = txn.open_table(SECRETS)?;
+            let cur: Option<OneTimeSecret> = match t.get((kind as u8, hash.as_str()))? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
+            Ok(match cur {
+                None => Consumed::Unknown,
+                Some(s) if s.used_at.is_some() => Consumed::AlreadyUsed,
+                Some(s) if s.expires_at < now => Consumed::Expired,
+                Some(mut s) => {
+                    s.used_at = Some(now);
+                    t.insert((kind as u8, hash.as_str()), enc(&s)?.as_slice())?;
+                    Consumed::Ok(s)
+                }
+            })
+        })
+        .await
     }
 }

@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const API_KEY: &str = "test-admin-key-0123456789";
+pub const ENROLL_USER: (&str, &str) = ("tester", "enroll-pw");
+
+/// RSA keys shared by the simulated devices of a test process (keygen is slow;
+/// every device still gets its own certificate from SCEP).
+pub fn pool_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static KEYS: std::sync::OnceLock<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> = std::sync::OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let keys = KEYS.get_or_init(|| mdmd::sim::load::key_pool(4).expect("keys"));
+    keys[NEXT.fetch_add(1, Ordering::Relaxed) % keys.len()].clone()
+}
 
 pub struct Server {
     child: Option<Child>,
@@ -50,8 +61,10 @@ impl Server {
             .arg(self.certs_dir())
             .arg("--api-key")
             .arg(API_KEY)
+            .arg("--enroll-user")
+            .arg(format!("{}:{}", ENROLL_USER.0, ENROLL_USER.1))
             .args(&self.extra)
-            .env("MDMD_LOG", "error")
+            .env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn mdmd");
@@ -90,16 +103,29 @@ impl Server {
         self.spawn();
     }
 
+    /// An HTTPS client that trusts the server's CA (as an admin would after `mdmd ca show`).
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.certs_dir().join("ca.pem")).expect("ca.pem");
+        mdmd::sim::http_client_trusting(Some(&pem)).expect("client")
+    }
+
     pub fn admin(&self) -> mdmd::sim::load::Admin {
-        mdmd::sim::load::Admin::new(&self.base, API_KEY).expect("admin client")
+        mdmd::sim::load::Admin::new(&self.base, API_KEY, self.client())
     }
 
     pub async fn topic(&self) -> String {
         self.admin().get("/v1/info").await.expect("info")["topic"].as_str().expect("topic").to_owned()
     }
 
+    pub async fn profile(&self) -> Vec<u8> {
+        mdmd::sim::download_profile(&self.client(), &format!("{}/mdm/enroll", self.base), Some(ENROLL_USER)).await.expect("profile")
+    }
+
+    /// A simulated iPhone that has installed the enrollment profile and has its
+    /// SCEP identity (call `enroll()` for Authenticate + TokenUpdate).
     pub async fn device(&self) -> mdmd::sim::SimDevice {
-        mdmd::sim::SimDevice::new(&self.base, &self.topic().await, mdmd::sim::http_client().expect("client"))
+        let der = self.profile().await;
+        mdmd::sim::SimDevice::from_profile(self.client(), &der, Some(pool_key())).await.expect("SCEP enrollment")
     }
 }
 

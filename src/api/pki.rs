@@ -1,0 +1,131 @@
+//! Admin API for the CA: what is in use, issued certificates, revocation,
+//! enrollment profiles and invitations, identity renewal.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error, store_error, views};
+use crate::http::App;
+use crate::pki::ca::describe;
+use crate::service::now;
+use crate::store::{IssuedCert, SecretKind};
+
+fn cert_view(c: &IssuedCert) -> serde_json::Value {
+    json!({
+        "serial": c.serial,
+        "sha256": c.sha256,
+        "subject": c.subject,
+        "not_before": views::time(c.not_before),
+        "not_after": views::time(c.not_after),
+        "issued_at": views::time(c.issued_at),
+        "enrollment": c.enrollment,
+        "revoked": c.revoked_at.is_some(),
+        "revoked_at": c.revoked_at.map(views::time),
+    })
+}
+
+pub async fn ca_show(State(app): State<Arc<App>>) -> Response {
+    Json(json!({
+        "ca": describe(&app.pki.ca.cert),
+        "tls": describe(&app.pki.tls.cert),
+        "signer": describe(&app.pki.signer.cert),
+        "public_url": app.enroller.cfg.public_url,
+        "identity_days": app.enroller.cfg.identity_days,
+        "renew_before_days": app.enroller.cfg.renew_before_days,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Response {
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    match app.mdm.store.certs(p.after, limit).await {
+        Ok(list) => {
+            let next = if list.len() == limit { list.last().map(|c| c.serial.clone()) } else { None };
+            Json(json!({"certificates": list.iter().map(cert_view).collect::<Vec<_>>(), "next": next})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
+    match app.mdm.store.cert_by_serial(&serial.to_uppercase()).await {
+        Ok(Some(c)) => Json(cert_view(&c)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
+    let serial = serial.to_uppercase();
+    match app.mdm.store.revoke_cert(&serial, now()).await {
+        Ok(true) => {
+            tracing::info!(%serial, "certificate revoked");
+            Json(json!({"serial": serial, "revoked": true})).into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn enrollment_profile(State(app): State<Arc<App>>) -> Response {
+    match app.enroller.signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400)).await {
+        Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct InviteBody {
+    /// Seconds until the invitation expires (default 7 days).
+    expires_in: Option<i64>,
+}
+
+pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>) -> Response {
+    let ttl = body.map(|b| b.0).unwrap_or_default().expires_in.unwrap_or(7 * 86_400).clamp(60, 90 * 86_400);
+    let (token, expires) = match app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
+    let url = format!("{}/mdm/enroll?invite={token}", app.enroller.cfg.public_url);
+    let (svg, png) = match qr(&url) {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("QR code: {e}")),
+    };
+    Json(json!({
+        "url": url,
+        "expires_at": views::time(expires),
+        "qr_svg": svg,
+        "qr_png_base64": base64::engine::general_purpose::STANDARD.encode(png),
+    }))
+    .into_response()
+}
+
+/// The invitation URL as a QR code: SVG text and PNG bytes.
+pub fn qr(url: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let code = qrcode::QrCode::new(url.as_bytes())?;
+    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(256, 256).build();
+    let img = code.render::<image::Luma<u8>>().min_dimensions(256, 256).build();
+    let mut png = Vec::new();
+    image::DynamicImage::ImageLuma8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok((svg, png))
+}
+
+pub async fn renew_now(State(app): State<Arc<App>>) -> Response {
+    match app.enroller.renewal_sweep(&app.mdm).await {
+        Ok(ids) => Json(json!({"renewal_requested": ids})).into_response(),
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,60 @@
+//! `GET /mdm/enroll`: the signed enrollment profile, only with valid
+//! enrollment credentials (HTTP basic) or a single-use invitation. This is a
+//! person in a browser, not an enrolled device, so 401 here is the normal
+//! way to ask for credentials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use subtle::ConstantTimeEq;
+
+use super::mdm::{service_error, text};
+use super::App;
+
+fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) else { return false };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(v.trim()) else { return false };
+    let Ok(s) = String::from_utf8(raw) else { return false };
+    let Some((user, pass)) = s.split_once(':') else { return false };
+    // Compare every entry so timing does not tell which user exists.
+    app.enroll_users.iter().fold(false, |found, (u, p)| {
+        found | (bool::from(u.as_bytes().ct_eq(user.as_bytes())) & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
+    })
+}
+
+pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let ttl = app.enroller.cfg.challenge_ttl;
+    if let Some(token) = q.get("invite") {
+        match app.enroller.use_invitation(token).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return text(StatusCode::FORBIDDEN, format!("{why}\n")),
+            Err(e) => return service_error(&app, e),
+        }
+        return profile(&app, "invitation", ttl).await;
+    }
+    if basic_ok(&app, &headers) {
+        return profile(&app, "enroll-user", ttl).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"mdmd enrollment\", charset=\"UTF-8\""), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Enrollment needs your enrollment credentials or an invitation link.\n",
+    )
+        .into_response()
+}
+
+async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
+    match app.enroller.signed_profile(purpose, ttl).await {
+        Ok(der) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-apple-aspen-config"), (header::CONTENT_DISPOSITION, "attachment; filename=\"enroll.mobileconfig\"")],
+            der,
+        )
+            .into_response(),
+        Err(e) => service_error(app, e),
+    }
+}

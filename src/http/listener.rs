@@ -1,0 +1,93 @@
+//! The one listener: TLS 1.2+ (OpenSSL) by default, or plain HTTP behind a
+//! TLS-terminating proxy. TLS asks for (but does not require) a client
+//! certificate; the handlers check it against our CA, so SCEP and profile
+//! download work without one.
+
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use tokio::net::TcpListener;
+
+use crate::pki::Pki;
+
+/// The TLS client certificate of the connection, if any (request extension).
+#[derive(Clone, Default)]
+pub struct PeerCert(pub Option<Arc<X509>>);
+
+pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_private_key(&pki.tls.key)?;
+    b.set_certificate(&pki.tls.cert)?;
+    for c in &pki.tls.chain {
+        b.add_extra_chain_cert(c.clone())?;
+    }
+    b.check_private_key()?;
+    // Request a client certificate, accept the handshake either way: the MDM
+    // handlers decide (and never with a 401).
+    b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    b.set_session_id_context(b"mdmd")?;
+    b.set_alpn_select_callback(|_, client| openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client).ok_or(openssl::ssl::AlpnError::NOACK));
+    Ok(Arc::new(b.build()))
+}
+
+pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcceptor>>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let ssl = match openssl::ssl::Ssl::new(acceptor.context()) {
+                        Ok(s) => s,
+                        Err(e) => return tracing::warn!(error = %e, "TLS setup failed"),
+                    };
+                    let mut stream = match tokio_openssl::SslStream::new(ssl, tcp) {
+                        Ok(s) => s,
+                        Err(e) => return tracing::warn!(error = %e, "TLS setup failed"),
+                    };
+                    if let Err(e) = std::pin::Pin::new(&mut stream).accept().await {
+                        return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    let cert = PeerCert(stream.ssl().peer_certificate().map(Arc::new));
+                    serve_conn(TokioIo::new(stream), router, cert).await
+                }
+                None => serve_conn(TokioIo::new(tcp), router, PeerCert(None)).await,
+            }
+        });
+    }
+}
+
+async fn serve_conn<I>(io: I, router: Router, cert: PeerCert)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = tower::ServiceBuilder::new()
+        .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(cert.clone());
+            req
+        })
+        .service(router);
+    let svc = TowerToHyperService::new(svc);
+    if let Err(e) = Builder::new(TokioExecutor::new()).serve_connection(io, svc).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
