@@ -6,7 +6,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use mdmd::protocol::EnrollmentKind;
 use mdmd::store::redb::RedbStore;
-use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord};
+use mdmd::store::{
+    CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord,
+};
 
 fn enrollment(id: &str) -> Enrollment {
     Enrollment {
@@ -38,7 +40,13 @@ fn command() -> CommandRecord {
     let mut d = plist::Dictionary::new();
     d.insert("RequestType".into(), "SecurityInfo".into());
     let c = mdmd::protocol::Command::new(d).expect("command");
-    CommandRecord { uuid: c.uuid.clone(), request_type: c.request_type.clone(), created_at: 0, body: c.to_xml(), targets: 0 }
+    CommandRecord {
+        uuid: c.uuid.clone(),
+        request_type: c.request_type.clone(),
+        created_at: 0,
+        body: c.to_xml(),
+        targets: 0,
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -66,22 +74,39 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");
     g.sample_size(10);
     g.bench_function("enqueue one command to 100,000 enrollments", |b| {
-        b.iter(|| rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue"))
+        b.iter(|| {
+            rt.block_on(store.enqueue(command(), ids.clone()))
+                .expect("enqueue")
+        })
     });
     g.finish();
     let one = vec![ids[0].clone()];
-    c.bench_function("enqueue + report + next (one enrollment, fsync each)", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let cmd = command();
-                let uuid = cmd.uuid.clone();
-                store.enqueue(cmd, one.clone()).await.expect("enqueue");
-                let rec = ReportRecord { command_uuid: uuid, status: DeliveryStatus::Acknowledged, error_chain: vec![], raw: b"<plist/>".to_vec(), now: 0 };
-                store.report(&one[0], rec).await.expect("report")
+    c.bench_function(
+        "enqueue + report + next (one enrollment, fsync each)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let cmd = command();
+                    let uuid = cmd.uuid.clone();
+                    store.enqueue(cmd, one.clone()).await.expect("enqueue");
+                    let rec = ReportRecord {
+                        command_uuid: uuid,
+                        status: DeliveryStatus::Acknowledged,
+                        error_chain: vec![],
+                        raw: b"<plist/>".to_vec(),
+                        now: 0,
+                    };
+                    store.report(&one[0], rec).await.expect("report")
+                })
             })
+        },
+    );
+    c.bench_function("next_command (read)", |b| {
+        b.iter(|| {
+            rt.block_on(store.next_command(&ids[1], false))
+                .expect("next")
         })
     });
-    c.bench_function("next_command (read)", |b| b.iter(|| rt.block_on(store.next_command(&ids[1], false)).expect("next")));
 }
 
 criterion_group!(benches, bench);

@@ -11,8 +11,12 @@ use mdmd::config::ServeConfig;
 use mdmd::sim::load::{Admin, LoadConfig};
 
 #[derive(Parser)]
-#[command(name = "mdmd", version, about = "An Apple MDM server: enrollment, SCEP CA, check-in, durable command queue.",
-    long_about = "An Apple MDM server.\n\n`mdmd serve` runs the server (state in ./data, certificates in ./certs, both created on first start).\nEvery other subcommand is a client of a running server's admin API: point it at one with --server/MDMD_SERVER\nand authenticate with --api-key/MDMD_API_KEY (by default read from ./data/api-key).")]
+#[command(
+    name = "mdmd",
+    version,
+    about = "An Apple MDM server: enrollment, SCEP CA, check-in, durable command queue.",
+    long_about = "An Apple MDM server.\n\n`mdmd serve` runs the server (state in ./data, certificates in ./certs, both created on first start).\nEvery other subcommand is a client of a running server's admin API: point it at one with --server/MDMD_SERVER\nand authenticate with --api-key/MDMD_API_KEY (by default read from ./data/api-key)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -21,7 +25,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ClientOpts {
     /// URL of a running mdmd.
-    #[arg(long, env = "MDMD_SERVER", default_value = "https://localhost:8443", global = true)]
+    #[arg(
+        long,
+        env = "MDMD_SERVER",
+        default_value = "https://localhost:8443",
+        global = true
+    )]
     server: String,
     /// Admin API key (default: contents of ./data/api-key).
     #[arg(long, env = "MDMD_API_KEY", hide_env_values = true, global = true)]
@@ -33,7 +42,10 @@ struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let path = self.trust_ca.clone().or_else(|| Some(std::path::PathBuf::from("certs/ca.pem")).filter(|p| p.exists()));
+        let path = self
+            .trust_ca
+            .clone()
+            .or_else(|| Some(std::path::PathBuf::from("certs/ca.pem")).filter(|p| p.exists()));
         let pem = match path {
             Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
             None => None,
@@ -53,7 +65,9 @@ impl ClientOpts {
 }
 
 fn parse_user(s: &str) -> anyhow::Result<(String, String)> {
-    s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())).context("expected USER:PASSWORD")
+    s.split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .context("expected USER:PASSWORD")
 }
 
 #[derive(Subcommand)]
@@ -197,7 +211,10 @@ enum SimCmd {
 }
 
 fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
 }
 
 async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
@@ -205,7 +222,10 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Serve(_) => unreachable!("handled in main"),
         Cmd::Devices { what, client } => {
             let a = client.admin()?;
-            let v = match what.unwrap_or(DevicesCmd::List { after: None, limit: 100 }) {
+            let v = match what.unwrap_or(DevicesCmd::List {
+                after: None,
+                limit: 100,
+            }) {
                 DevicesCmd::List { after, limit } => {
                     let mut path = format!("/v1/devices?limit={limit}");
                     if let Some(a) = after {
@@ -213,9 +233,25 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     }
                     a.get(&path).await?
                 }
-                DevicesCmd::Show { id } => a.get(&format!("/v1/devices/{}", urlencoding::encode(&id))).await?,
-                DevicesCmd::Commands { id } => a.get(&format!("/v1/devices/{}/commands", urlencoding::encode(&id))).await?,
-                DevicesCmd::Clear { id } => match a.call(reqwest::Method::DELETE, &format!("/v1/devices/{}/commands", urlencoding::encode(&id)), None).await? {
+                DevicesCmd::Show { id } => {
+                    a.get(&format!("/v1/devices/{}", urlencoding::encode(&id)))
+                        .await?
+                }
+                DevicesCmd::Commands { id } => {
+                    a.get(&format!(
+                        "/v1/devices/{}/commands",
+                        urlencoding::encode(&id)
+                    ))
+                    .await?
+                }
+                DevicesCmd::Clear { id } => match a
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/v1/devices/{}/commands", urlencoding::encode(&id)),
+                        None,
+                    )
+                    .await?
+                {
                     (200, v) => v,
                     (s, v) => anyhow::bail!("HTTP {s}: {v}"),
                 },
@@ -226,11 +262,22 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             let a = client.admin()?;
             match what {
                 CmdCmd::Send { targets, command } => {
-                    let text = if command == "-" { std::io::read_to_string(std::io::stdin())? } else { command };
-                    let cmd: Value = serde_json::from_str(&text).context("the command must be JSON")?;
-                    print(&a.post("/v1/commands", json!({"targets": targets, "command": cmd})).await?);
+                    let text = if command == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        command
+                    };
+                    let cmd: Value =
+                        serde_json::from_str(&text).context("the command must be JSON")?;
+                    print(
+                        &a.post("/v1/commands", json!({"targets": targets, "command": cmd}))
+                            .await?,
+                    );
                 }
-                CmdCmd::Show { uuid } => print(&a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?),
+                CmdCmd::Show { uuid } => print(
+                    &a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid)))
+                        .await?,
+                ),
             }
         }
         Cmd::Ca { what, client } => {
@@ -238,27 +285,54 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             let v = match what {
                 CaCmd::Show => a.get("/v1/ca").await?,
                 CaCmd::Certs => a.get("/v1/certificates?limit=1000").await?,
-                CaCmd::Revoke { serial } => a.post(&format!("/v1/certificates/{}/revoke", urlencoding::encode(&serial)), json!({})).await?,
+                CaCmd::Revoke { serial } => {
+                    a.post(
+                        &format!("/v1/certificates/{}/revoke", urlencoding::encode(&serial)),
+                        json!({}),
+                    )
+                    .await?
+                }
                 CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
             };
             print(&v);
         }
-        Cmd::Invite { expires_in, png, svg, client } => {
+        Cmd::Invite {
+            expires_in,
+            png,
+            svg,
+            client,
+        } => {
             let a = client.admin()?;
-            let v = a.post("/v1/enrollments/invitations", json!({"expires_in": expires_in})).await?;
+            let v = a
+                .post(
+                    "/v1/enrollments/invitations",
+                    json!({"expires_in": expires_in}),
+                )
+                .await?;
             if let Some(p) = png {
                 use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
                 std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
             }
             if let Some(p) = svg {
-                std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default()).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default())
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
-            println!("{}\nexpires {}", v["url"].as_str().unwrap_or_default(), v["expires_at"].as_str().unwrap_or_default());
+            println!(
+                "{}\nexpires {}",
+                v["url"].as_str().unwrap_or_default(),
+                v["expires_at"].as_str().unwrap_or_default()
+            );
         }
         Cmd::EnrollProfile { client } => {
             let a = client.admin()?;
-            let resp = a.client.get(format!("{}/v1/enrollments/profile", a.base)).bearer_auth(&a.key).send().await?;
+            let resp = a
+                .client
+                .get(format!("{}/v1/enrollments/profile", a.base))
+                .bearer_auth(&a.key)
+                .send()
+                .await?;
             let status = resp.status();
             let body = resp.bytes().await?;
             if !status.is_success() {
@@ -268,9 +342,17 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             std::io::stdout().write_all(&body)?;
         }
         Cmd::Sim { what, client } => match what {
-            SimCmd::Enroll { devices, user, invite } => {
+            SimCmd::Enroll {
+                devices,
+                user,
+                invite,
+            } => {
                 let http = client.client()?;
-                let n = if invite.is_some() { 1 } else { devices.min(10_000) };
+                let n = if invite.is_some() {
+                    1
+                } else {
+                    devices.min(10_000)
+                };
                 let creds = match &user {
                     Some(u) => Some(parse_user(u)?),
                     None => None,
@@ -278,19 +360,40 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 for _ in 0..n {
                     let der = match (&invite, &creds) {
                         (Some(url), _) => mdmd::sim::download_profile(&http, url, None).await?,
-                        (None, Some((u, p))) => mdmd::sim::download_profile(&http, &format!("{}/mdm/enroll", client.server), Some((u, p))).await?,
+                        (None, Some((u, p))) => {
+                            mdmd::sim::download_profile(
+                                &http,
+                                &format!("{}/mdm/enroll", client.server),
+                                Some((u, p)),
+                            )
+                            .await?
+                        }
                         (None, None) => anyhow::bail!("pass --user USER:PASSWORD or --invite URL"),
                     };
-                    let mut d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
+                    let mut d =
+                        mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
                     d.enroll().await?;
                     let handled = d.session().await?;
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
                 }
             }
-            SimCmd::ScepBench { url, challenge, requests, concurrency, pid } => {
+            SimCmd::ScepBench {
+                url,
+                challenge,
+                requests,
+                concurrency,
+                pid,
+            } => {
                 let cpu = |pid: Option<u32>| pid.map(|p| proc_cpu(p)).unwrap_or(0.0);
                 let c0 = cpu(pid);
-                let (ok, secs) = mdmd::sim::load::scep_bench(client.client()?, &url, &challenge, requests, concurrency).await?;
+                let (ok, secs) = mdmd::sim::load::scep_bench(
+                    client.client()?,
+                    &url,
+                    &challenge,
+                    requests,
+                    concurrency,
+                )
+                .await?;
                 let c1 = cpu(pid);
                 print(&json!({
                     "issued": ok,
@@ -299,7 +402,13 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     "server_cpu_ms_per_issuance": pid.map(|_| (c1 - c0) * 1000.0 / ok.max(1) as f64),
                 }));
             }
-            SimCmd::Load { devices, rounds, concurrency, max_seconds, user } => {
+            SimCmd::Load {
+                devices,
+                rounds,
+                concurrency,
+                max_seconds,
+                user,
+            } => {
                 let a = client.admin()?;
                 let r = mdmd::sim::load::run(LoadConfig {
                     server: client.server.clone(),
@@ -321,7 +430,9 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
 
 /// CPU seconds (user + system) of a process, from /proc/PID/stat.
 fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
@@ -341,10 +452,15 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.cmd {
         Cmd::Serve(cfg) => rt.block_on(mdmd::server::run(cfg)),
         other => rt.block_on(client_main(other)),

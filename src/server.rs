@@ -17,7 +17,11 @@ use crate::store::redb::RedbStore;
 
 /// Write a secret file readable only by its owner (0600), failing if it exists.
 pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents)?;
     f.sync_all()
 }
@@ -35,7 +39,8 @@ fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let v = make();
-            write_secret(path, format!("{v}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            write_secret(path, format!("{v}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok((v, true))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -50,12 +55,15 @@ pub fn random_token(bytes: usize) -> String {
 
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))?;
     Ok(())
 }
 
 pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     if cfg.public_url.is_none() {
         // Default: this host on the port actually bound (also when --listen used port 0).
@@ -70,14 +78,22 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
             let path = cfg.data_dir.join("api-key");
             let (k, generated) = load_or_create(&path, || random_token(24))?;
             if generated {
-                println!("Generated admin API key (stored 0600 in {}): {k}", path.display());
+                println!(
+                    "Generated admin API key (stored 0600 in {}): {k}",
+                    path.display()
+                );
             }
             k
         }
     };
     let topic = match cfg.topic.clone() {
         Some(t) => t,
-        None => load_or_create(&cfg.data_dir.join("topic"), || format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4()))?.0,
+        None => {
+            load_or_create(&cfg.data_dir.join("topic"), || {
+                format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4())
+            })?
+            .0
+        }
     };
     if !topic.starts_with("com.apple.mgmt.") {
         anyhow::bail!("topic {topic:?} must start with com.apple.mgmt.");
@@ -93,8 +109,13 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         signer_key: cfg.signer_key.clone(),
         organization: cfg.organization.clone(),
     };
-    let pki = Arc::new(tokio::task::spawn_blocking(move || Pki::load_or_create(&ca_cfg)).await?.context("setting up the CA")?);
-    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
+    let pki = Arc::new(
+        tokio::task::spawn_blocking(move || Pki::load_or_create(&ca_cfg))
+            .await?
+            .context("setting up the CA")?,
+    );
+    let store: Arc<RedbStore> =
+        Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
     let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush)));
     mdm.spawn_seen_flusher();
     let enroll_cfg = EnrollConfig {
@@ -110,7 +131,9 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => enroll_users.push((n.to_owned(), p.to_owned())),
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => {
+                enroll_users.push((n.to_owned(), p.to_owned()))
+            }
             _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
         }
     }
@@ -126,7 +149,11 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         max_api_body: cfg.max_api_body,
     });
     let router = crate::http::router(app);
-    let tls = if cfg.plain_http { None } else { Some(crate::http::listener::acceptor(&pki)?) };
+    let tls = if cfg.plain_http {
+        None
+    } else {
+        Some(crate::http::listener::acceptor(&pki)?)
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");

@@ -26,15 +26,24 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/commands/{uuid}", get(get_command))
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
-        .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
+        .route(
+            "/v1/devices/{id}/commands",
+            get(device_commands).delete(clear_device_commands),
+        )
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))
         .route("/v1/certificates", get(pki::list_certs))
         .route("/v1/certificates/{serial}", get(pki::get_cert))
-        .route("/v1/certificates/{serial}/revoke", axum::routing::post(pki::revoke))
+        .route(
+            "/v1/certificates/{serial}/revoke",
+            axum::routing::post(pki::revoke),
+        )
         .route("/v1/enrollments/profile", get(pki::enrollment_profile))
-        .route("/v1/enrollments/invitations", axum::routing::post(pki::invite))
+        .route(
+            "/v1/enrollments/invitations",
+            axum::routing::post(pki::invite),
+        )
         .route("/v1/identities/renew", axum::routing::post(pki::renew_now))
 }
 
@@ -49,9 +58,13 @@ pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    let ok = !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
+    let ok =
+        !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
     if !ok {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer <key>)");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API key (Authorization: Bearer <key>)",
+        );
     }
     next.run(req).await
 }
@@ -74,14 +87,27 @@ struct EnqueueBody {
 async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
     let req: EnqueueBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...], \"command\": {{...}}}}: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"targets\": [...], \"command\": {{...}}}}: {e}"),
+            )
+        }
     };
     if req.targets.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "targets: at least one enrollment id is required",
+        );
     }
     match app.mdm.enqueue_json(&req.command, req.targets).await {
-        Ok((uuid, out)) => Json(json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown})).into_response(),
-        Err(EnqueueError::Invalid(e)) => error(StatusCode::BAD_REQUEST, format!("invalid command: {e}")),
+        Ok((uuid, out)) => Json(
+            json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown}),
+        )
+        .into_response(),
+        Err(EnqueueError::Invalid(e)) => {
+            error(StatusCode::BAD_REQUEST, format!("invalid command: {e}"))
+        }
         Err(EnqueueError::Service(e)) => store_error(e),
     }
 }
@@ -104,7 +130,11 @@ async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Res
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     match app.mdm.store.enrollments(p.after, limit).await {
         Ok(list) => {
-            let next = if list.len() == limit { list.last().map(|e| e.id.clone()) } else { None };
+            let next = if list.len() == limit {
+                list.last().map(|e| e.id.clone())
+            } else {
+                None
+            };
             let devices: Vec<_> = list.iter().map(|e| views::enrollment(e, None)).collect();
             Json(json!({"devices": devices, "next": next})).into_response()
         }
@@ -171,7 +201,9 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
 /// User and system CPU seconds of this process, from /proc/self/stat
 /// (clock ticks of 1/100 s, the Linux USER_HZ).
 pub fn cpu_time() -> (f64, f64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return (0.0, 0.0) };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -53,7 +53,11 @@ pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> R
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     match app.mdm.store.certs(p.after, limit).await {
         Ok(list) => {
-            let next = if list.len() == limit { list.last().map(|c| c.serial.clone()) } else { None };
+            let next = if list.len() == limit {
+                list.last().map(|c| c.serial.clone())
+            } else {
+                None
+            };
             Json(json!({"certificates": list.iter().map(cert_view).collect::<Vec<_>>(), "next": next})).into_response()
         }
         Err(e) => store_error(e),
@@ -63,7 +67,10 @@ pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> R
 pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
     match app.mdm.store.cert_by_serial(&serial.to_uppercase()).await {
         Ok(Some(c)) => Json(cert_view(&c)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no certificate with serial {serial}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -75,14 +82,29 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
             tracing::info!(%serial, "certificate revoked");
             Json(json!({"serial": serial, "revoked": true})).into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no certificate with serial {serial}"),
+        ),
         Err(e) => store_error(e),
     }
 }
 
 pub async fn enrollment_profile(State(app): State<Arc<App>>) -> Response {
-    match app.enroller.signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400)).await {
-        Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response(),
+    match app
+        .enroller
+        .signed_profile(
+            "admin-download",
+            app.enroller.cfg.challenge_ttl.max(7 * 86_400),
+        )
+        .await
+    {
+        Ok(der) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],
+            der,
+        )
+            .into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -94,8 +116,17 @@ pub struct InviteBody {
 }
 
 pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>) -> Response {
-    let ttl = body.map(|b| b.0).unwrap_or_default().expires_in.unwrap_or(7 * 86_400).clamp(60, 90 * 86_400);
-    let (token, expires) = match app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await {
+    let ttl = body
+        .map(|b| b.0)
+        .unwrap_or_default()
+        .expires_in
+        .unwrap_or(7 * 86_400)
+        .clamp(60, 90 * 86_400);
+    let (token, expires) = match app
+        .enroller
+        .new_secret(SecretKind::Invitation, "invitation", ttl)
+        .await
+    {
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
@@ -116,10 +147,17 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
 /// The invitation URL as a QR code: SVG text and PNG bytes.
 pub fn qr(url: &str) -> anyhow::Result<(String, Vec<u8>)> {
     let code = qrcode::QrCode::new(url.as_bytes())?;
-    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(256, 256).build();
-    let img = code.render::<image::Luma<u8>>().min_dimensions(256, 256).build();
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(256, 256)
+        .build();
+    let img = code
+        .render::<image::Luma<u8>>()
+        .min_dimensions(256, 256)
+        .build();
     let mut png = Vec::new();
-    image::DynamicImage::ImageLuma8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok((svg, png))
 }
 

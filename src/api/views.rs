@@ -8,7 +8,10 @@ use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
 
 pub fn time(t: i64) -> Value {
     match time::OffsetDateTime::from_unix_timestamp(t) {
-        Ok(d) => d.format(&time::format_description::well_known::Rfc3339).map(Value::String).unwrap_or(Value::Null),
+        Ok(d) => d
+            .format(&time::format_description::well_known::Rfc3339)
+            .map(Value::String)
+            .unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
 }
@@ -80,7 +83,9 @@ pub fn device_command(c: &DeviceCommand) -> Value {
 
 pub fn command(rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
     let command = match plist::Value::from_reader(std::io::Cursor::new(&rec.body)) {
-        Ok(plist::Value::Dictionary(d)) => d.get("Command").map(plist_to_json).unwrap_or(Value::Null),
+        Ok(plist::Value::Dictionary(d)) => {
+            d.get("Command").map(plist_to_json).unwrap_or(Value::Null)
+        }
         _ => Value::Null,
     };
     json!({

@@ -16,17 +16,35 @@ use super::mdm::{service_error, text};
 use super::App;
 
 fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) else { return false };
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(v.trim()) else { return false };
-    let Ok(s) = String::from_utf8(raw) else { return false };
-    let Some((user, pass)) = s.split_once(':') else { return false };
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(v.trim()) else {
+        return false;
+    };
+    let Ok(s) = String::from_utf8(raw) else {
+        return false;
+    };
+    let Some((user, pass)) = s.split_once(':') else {
+        return false;
+    };
     // Compare every entry so timing does not tell which user exists.
     app.enroll_users.iter().fold(false, |found, (u, p)| {
-        found | (bool::from(u.as_bytes().ct_eq(user.as_bytes())) & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
+        found
+            | (bool::from(u.as_bytes().ct_eq(user.as_bytes()))
+                & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
     })
 }
 
-pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let ttl = app.enroller.cfg.challenge_ttl;
     if let Some(token) = q.get("invite") {
         match app.enroller.use_invitation(token).await {
@@ -41,7 +59,13 @@ pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, St
     }
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"mdmd enrollment\", charset=\"UTF-8\""), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"mdmd enrollment\", charset=\"UTF-8\"",
+            ),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
         "Enrollment needs your enrollment credentials or an invitation link.\n",
     )
         .into_response()
@@ -51,7 +75,13 @@ async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
     match app.enroller.signed_profile(purpose, ttl).await {
         Ok(der) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-apple-aspen-config"), (header::CONTENT_DISPOSITION, "attachment; filename=\"enroll.mobileconfig\"")],
+            [
+                (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"enroll.mobileconfig\"",
+                ),
+            ],
             der,
         )
             .into_response(),

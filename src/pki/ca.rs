@@ -10,7 +10,10 @@ use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, PKeyRef, Private, Public};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
+};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509Ref, X509};
 
@@ -57,9 +60,17 @@ fn load_pair(cert: &Path, key: &Path) -> Result<KeyPair, PkiError> {
     let leaf = certs.remove(0);
     let key = PKey::private_key_from_pem(&read(key)?)?;
     if !leaf.public_key()?.public_eq(&key) {
-        return Err(PkiError::Io(format!("{} does not match {}", key_display(key.id()), cert.display())));
+        return Err(PkiError::Io(format!(
+            "{} does not match {}",
+            key_display(key.id()),
+            cert.display()
+        )));
     }
-    Ok(KeyPair { cert: leaf, key, chain: certs })
+    Ok(KeyPair {
+        cert: leaf,
+        key,
+        chain: certs,
+    })
 }
 
 fn key_display(id: openssl::pkey::Id) -> String {
@@ -95,7 +106,13 @@ fn new_rsa(bits: u32) -> Result<PKey<Private>, PkiError> {
 }
 
 /// Common builder: serial, validity, subject, issuer, key.
-fn builder(subject: &X509NameRef, issuer: &X509NameRef, pubkey: &PKeyRef<Public>, days: u32, backdate_secs: i64) -> Result<X509Builder, PkiError> {
+fn builder(
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    pubkey: &PKeyRef<Public>,
+    days: u32,
+    backdate_secs: i64,
+) -> Result<X509Builder, PkiError> {
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let serial = random_serial()?;
@@ -120,10 +137,16 @@ impl Pki {
     pub fn load_or_create(cfg: &CaConfig) -> Result<Pki, PkiError> {
         super::ossl::load_providers();
         let dir = &cfg.certs_dir;
-        let org = if cfg.organization.is_empty() { "mdmd" } else { cfg.organization.as_str() };
+        let org = if cfg.organization.is_empty() {
+            "mdmd"
+        } else {
+            cfg.organization.as_str()
+        };
         let ca = match (&cfg.ca_cert, &cfg.ca_key) {
             (Some(c), Some(k)) => load_pair(c, k)?,
-            _ if dir.join("ca.pem").exists() => load_pair(&dir.join("ca.pem"), &dir.join("ca.key"))?,
+            _ if dir.join("ca.pem").exists() => {
+                load_pair(&dir.join("ca.pem"), &dir.join("ca.key"))?
+            }
             _ => {
                 let pair = create_ca(org)?;
                 save_pair(dir, "ca", &pair)?;
@@ -134,14 +157,29 @@ impl Pki {
         let mut ts = X509StoreBuilder::new()?;
         ts.add_cert(ca.cert.clone())?;
         let trust = ts.build();
-        let mut pki = Pki { tls: placeholder(&ca)?, signer: placeholder(&ca)?, ca, trust };
+        let mut pki = Pki {
+            tls: placeholder(&ca)?,
+            signer: placeholder(&ca)?,
+            ca,
+            trust,
+        };
         pki.tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => load_pair(c, k)?,
             _ => {
                 let (c, k) = (dir.join("tls.pem"), dir.join("tls.key"));
-                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
+                let existing = if c.exists() {
+                    Some(load_pair(&c, &k)?)
+                } else {
+                    None
+                };
                 match existing {
-                    Some(p) if covers(&p.cert, &cfg.public_host) && p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
+                    Some(p)
+                        if covers(&p.cert, &cfg.public_host)
+                            && p.cert.verify(&pki.ca.key).unwrap_or(false)
+                            && not_expiring(&p.cert) =>
+                    {
+                        p
+                    }
                     _ => {
                         let p = pki.issue_tls(&cfg.public_host)?;
                         save_pair(dir, "tls", &p)?;
@@ -155,9 +193,17 @@ impl Pki {
             (Some(c), Some(k)) => load_pair(c, k)?,
             _ => {
                 let (c, k) = (dir.join("signer.pem"), dir.join("signer.key"));
-                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
+                let existing = if c.exists() {
+                    Some(load_pair(&c, &k)?)
+                } else {
+                    None
+                };
                 match existing {
-                    Some(p) if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
+                    Some(p)
+                        if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) =>
+                    {
+                        p
+                    }
                     _ => {
                         let p = pki.issue_signer(org)?;
                         save_pair(dir, "signer", &p)?;
@@ -177,12 +223,29 @@ impl Pki {
     fn issue_tls(&self, host: &str) -> Result<KeyPair, PkiError> {
         let key = new_rsa(2048)?;
         let subject = name(host, "")?;
-        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 397, 3600)?;
+        let mut b = builder(
+            &subject,
+            self.ca.cert.subject_name(),
+            &public(&key)?.as_ref(),
+            397,
+            3600,
+        )?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_encipherment()
+                .build()?,
+        )?;
         b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
         let mut san = SubjectAlternativeName::new();
-        let mut hosts = vec![host.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+        let mut hosts = vec![
+            host.to_owned(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ];
         hosts.dedup();
         for h in &hosts {
             if h.parse::<IpAddr>().is_ok() {
@@ -200,28 +263,58 @@ impl Pki {
         b.append_extension(ski)?;
         b.append_extension(aki)?;
         b.sign(&self.ca.key, MessageDigest::sha256())?;
-        Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+        Ok(KeyPair {
+            cert: b.build(),
+            key,
+            chain: vec![],
+        })
     }
 
     fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
         let key = new_rsa(2048)?;
         let subject = name(&format!("{org} profile signing"), org)?;
-        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 730, 3600)?;
+        let mut b = builder(
+            &subject,
+            self.ca.cert.subject_name(),
+            &public(&key)?.as_ref(),
+            730,
+            3600,
+        )?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-        b.append_extension(ExtendedKeyUsage::new().email_protection().code_signing().build()?)?;
+        b.append_extension(
+            ExtendedKeyUsage::new()
+                .email_protection()
+                .code_signing()
+                .build()?,
+        )?;
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
         b.append_extension(aki)?;
         b.sign(&self.ca.key, MessageDigest::sha256())?;
-        Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+        Ok(KeyPair {
+            cert: b.build(),
+            key,
+            chain: vec![],
+        })
     }
 
     /// Issue a device identity (SCEP): subject from the CSR, our policy for the rest.
-    pub fn issue_identity(&self, pubkey: &PKeyRef<Public>, subject: &X509NameRef, days: u32) -> Result<X509, PkiError> {
+    pub fn issue_identity(
+        &self,
+        pubkey: &PKeyRef<Public>,
+        subject: &X509NameRef,
+        days: u32,
+    ) -> Result<X509, PkiError> {
         let mut b = builder(subject, self.ca.cert.subject_name(), pubkey, days, 300)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_encipherment()
+                .build()?,
+        )?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let ski = SubjectKeyIdentifier::new().build(&ctx)?;
@@ -240,12 +333,20 @@ impl Pki {
             let ok = c.verify_cert()?;
             Ok((ok, c.error().error_string().to_owned()))
         })?;
-        if ok { Ok(()) } else { Err(PkiError::BadCertificate(err)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(PkiError::BadCertificate(err))
+        }
     }
 }
 
 fn placeholder(ca: &KeyPair) -> Result<KeyPair, PkiError> {
-    Ok(KeyPair { cert: ca.cert.clone(), key: ca.key.clone(), chain: vec![] })
+    Ok(KeyPair {
+        cert: ca.cert.clone(),
+        key: ca.key.clone(),
+        chain: vec![],
+    })
 }
 
 fn create_ca(org: &str) -> Result<KeyPair, PkiError> {
@@ -255,23 +356,36 @@ fn create_ca(org: &str) -> Result<KeyPair, PkiError> {
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
     // keyEncipherment + digitalSignature too: the CA also decrypts SCEP
     // requests and signs CertReps (RFC 8894 §2.1.2).
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().key_encipherment().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .digital_signature()
+            .key_encipherment()
+            .build()?,
+    )?;
     let ctx = b.x509v3_context(None, None);
     let ski = SubjectKeyIdentifier::new().build(&ctx)?;
     b.append_extension(ski)?;
     b.sign(&key, MessageDigest::sha256())?;
-    Ok(KeyPair { cert: b.build(), key, chain: vec![] })
+    Ok(KeyPair {
+        cert: b.build(),
+        key,
+        chain: vec![],
+    })
 }
 
 fn covers(cert: &X509Ref, host: &str) -> bool {
     cert.subject_alt_names().is_some_and(|names| {
         names.iter().any(|n| {
             n.dnsname() == Some(host)
-                || n.ipaddress().is_some_and(|ip| match host.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(a)) => ip == a.octets(),
-                    Ok(IpAddr::V6(a)) => ip == a.octets(),
-                    Err(_) => false,
-                })
+                || n.ipaddress()
+                    .is_some_and(|ip| match host.parse::<IpAddr>() {
+                        Ok(IpAddr::V4(a)) => ip == a.octets(),
+                        Ok(IpAddr::V6(a)) => ip == a.octets(),
+                        Err(_) => false,
+                    })
         })
     })
 }
@@ -285,7 +399,13 @@ pub fn describe(cert: &X509Ref) -> serde_json::Value {
     let subject: Vec<String> = cert
         .subject_name()
         .entries()
-        .map(|e| format!("{}={}", e.object().nid().short_name().unwrap_or("?"), String::from_utf8_lossy(e.data().as_slice())))
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                String::from_utf8_lossy(e.data().as_slice())
+            )
+        })
         .collect();
     serde_json::json!({
         "subject": subject.join(", "),

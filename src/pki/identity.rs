@@ -22,7 +22,12 @@ impl Identity {
         pki.verify_chain(&cert)?;
         let der = cert.to_der()?;
         let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
-        Ok(Identity { hash: cert_sha256(&der), serial, not_after: asn1_unix(cert.not_after()), cert })
+        Ok(Identity {
+            hash: cert_sha256(&der),
+            serial,
+            not_after: asn1_unix(cert.not_after()),
+            cert,
+        })
     }
 
     /// `Mdm-Signature`: base64 DER PKCS#7, detached, over the exact body bytes.
@@ -37,8 +42,11 @@ impl Identity {
     /// RFC 9440 `Client-Cert: :<base64 DER>:`.
     pub fn from_client_cert_header(pki: &Pki, header: &str) -> Result<Identity, PkiError> {
         let v = header.trim().trim_matches(':');
-        let der = base64::engine::general_purpose::STANDARD.decode(v).map_err(|e| PkiError::BadMessage(format!("Client-Cert is not base64: {e}")))?;
-        let cert = X509::from_der(&der).map_err(|e| PkiError::BadMessage(format!("Client-Cert is not a certificate: {e}")))?;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|e| PkiError::BadMessage(format!("Client-Cert is not base64: {e}")))?;
+        let cert = X509::from_der(&der)
+            .map_err(|e| PkiError::BadMessage(format!("Client-Cert is not a certificate: {e}")))?;
         Self::from_cert(pki, cert)
     }
 }

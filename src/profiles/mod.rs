@@ -11,15 +11,29 @@ pub fn peek(bytes: &[u8]) -> Option<(String, String, String)> {
         }
     };
     let d = plain.as_dictionary()?;
-    let s = |k: &str| d.get(k).and_then(plist::Value::as_string).map(str::to_owned);
-    Some((s("PayloadIdentifier")?, s("PayloadUUID")?, s("PayloadDisplayName").unwrap_or_default()))
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(plist::Value::as_string)
+            .map(str::to_owned)
+    };
+    Some((
+        s("PayloadIdentifier")?,
+        s("PayloadUUID")?,
+        s("PayloadDisplayName").unwrap_or_default(),
+    ))
 }
 
 /// The content of a CMS SignedData, without checking the signature.
 pub fn signed_content(der: &[u8]) -> Option<Vec<u8>> {
     let mut cms = openssl::cms::CmsContentInfo::from_der(der).ok()?;
     let mut out = Vec::new();
-    cms.verify(None, None, None, Some(&mut out), openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY | openssl::cms::CMSOptions::BINARY)
-        .ok()?;
+    cms.verify(
+        None,
+        None,
+        None,
+        Some(&mut out),
+        openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY | openssl::cms::CMSOptions::BINARY,
+    )
+    .ok()?;
     Some(out)
 }

@@ -20,13 +20,20 @@ impl Status {
             "Error" => Status::Error,
             "CommandFormatError" => Status::CommandFormatError,
             "NotNow" => Status::NotNow,
-            other => return Err(ProtocolError::UnknownStatus(other.chars().take(64).collect())),
+            other => {
+                return Err(ProtocolError::UnknownStatus(
+                    other.chars().take(64).collect(),
+                ))
+            }
         })
     }
 
     /// Final statuses finish a command; NotNow and Idle do not.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Acknowledged | Status::Error | Status::CommandFormatError)
+        matches!(
+            self,
+            Status::Acknowledged | Status::Error | Status::CommandFormatError
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -48,7 +55,11 @@ pub struct ErrorChainItem {
     pub domain: String,
     #[serde(rename = "LocalizedDescription", default)]
     pub localized_description: String,
-    #[serde(rename = "USEnglishDescription", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "USEnglishDescription",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub us_english_description: Option<String>,
 }
 
@@ -68,23 +79,35 @@ impl CommandReport {
     }
 
     pub fn from_dict(d: &plist::Dictionary) -> Result<Self, ProtocolError> {
-        let status = Status::parse(get_str(d, "Status")?.ok_or(ProtocolError::MissingKey("Status"))?)?;
+        let status =
+            Status::parse(get_str(d, "Status")?.ok_or(ProtocolError::MissingKey("Status"))?)?;
         let command_uuid = get_str(d, "CommandUUID")?.map(str::to_owned);
         if status != Status::Idle && command_uuid.as_deref().map_or(true, str::is_empty) {
             return Err(ProtocolError::MissingKey("CommandUUID"));
         }
         if let Some(u) = &command_uuid {
             if u.len() > 128 {
-                return Err(ProtocolError::BadKey { key: "CommandUUID".into(), detail: "too long".into() });
+                return Err(ProtocolError::BadKey {
+                    key: "CommandUUID".into(),
+                    detail: "too long".into(),
+                });
             }
         }
         let error_chain = match d.get("ErrorChain") {
             None => Vec::new(),
-            Some(v) => plist::from_value(v)
-                .map_err(|e| ProtocolError::BadKey { key: "ErrorChain".into(), detail: e.to_string() })?,
+            Some(v) => plist::from_value(v).map_err(|e| ProtocolError::BadKey {
+                key: "ErrorChain".into(),
+                detail: e.to_string(),
+            })?,
         };
         let ids = Ids::from_dict(d)?;
-        Ok(CommandReport { enrollment: ids.enrollment()?, ids, status, command_uuid, error_chain })
+        Ok(CommandReport {
+            enrollment: ids.enrollment()?,
+            ids,
+            status,
+            command_uuid,
+            error_chain,
+        })
     }
 }
 
@@ -98,29 +121,54 @@ pub struct Command {
 
 impl Command {
     pub fn new(command: plist::Dictionary) -> Result<Self, ProtocolError> {
-        let rt = get_str(&command, "RequestType")?.ok_or(ProtocolError::MissingKey("RequestType"))?.to_owned();
-        Ok(Command { uuid: uuid::Uuid::new_v4().to_string().to_uppercase(), request_type: rt, command })
+        let rt = get_str(&command, "RequestType")?
+            .ok_or(ProtocolError::MissingKey("RequestType"))?
+            .to_owned();
+        Ok(Command {
+            uuid: uuid::Uuid::new_v4().to_string().to_uppercase(),
+            request_type: rt,
+            command,
+        })
     }
 
     /// The XML body sent to the device.
     pub fn to_xml(&self) -> Vec<u8> {
         let mut d = plist::Dictionary::new();
-        d.insert("CommandUUID".into(), plist::Value::String(self.uuid.clone()));
-        d.insert("Command".into(), plist::Value::Dictionary(self.command.clone()));
+        d.insert(
+            "CommandUUID".into(),
+            plist::Value::String(self.uuid.clone()),
+        );
+        d.insert(
+            "Command".into(),
+            plist::Value::Dictionary(self.command.clone()),
+        );
         super::to_xml(&d)
     }
 
     /// Parse a command body as a device receives it.
     pub fn from_xml(body: &[u8]) -> Result<Self, ProtocolError> {
         let d = parse_dict(body)?;
-        let uuid = get_str(&d, "CommandUUID")?.ok_or(ProtocolError::MissingKey("CommandUUID"))?.to_owned();
+        let uuid = get_str(&d, "CommandUUID")?
+            .ok_or(ProtocolError::MissingKey("CommandUUID"))?
+            .to_owned();
         let command = match d.get("Command") {
             Some(plist::Value::Dictionary(c)) => c.clone(),
-            Some(_) => return Err(ProtocolError::BadKey { key: "Command".into(), detail: "expected dictionary".into() }),
+            Some(_) => {
+                return Err(ProtocolError::BadKey {
+                    key: "Command".into(),
+                    detail: "expected dictionary".into(),
+                })
+            }
             None => return Err(ProtocolError::MissingKey("Command")),
         };
-        let request_type = get_str(&command, "RequestType")?.ok_or(ProtocolError::MissingKey("RequestType"))?.to_owned();
-        Ok(Command { uuid, request_type, command })
+        let request_type = get_str(&command, "RequestType")?
+            .ok_or(ProtocolError::MissingKey("RequestType"))?
+            .to_owned();
+        Ok(Command {
+            uuid,
+            request_type,
+            command,
+        })
     }
 }
 
@@ -130,10 +178,17 @@ mod tests {
 
     #[test]
     fn real_report() {
-        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/nanomdm-device-captures/DeviceInformation.1.plist")).unwrap();
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/nanomdm-device-captures/DeviceInformation.1.plist"
+        ))
+        .unwrap();
         let r = CommandReport::parse(&body).unwrap();
         assert_eq!(r.status, Status::Acknowledged);
-        assert_eq!(r.command_uuid.as_deref(), Some("76eda240-5488-4989-8339-f2ae160113c4"));
+        assert_eq!(
+            r.command_uuid.as_deref(),
+            Some("76eda240-5488-4989-8339-f2ae160113c4")
+        );
         assert_eq!(r.enrollment.id, "66ADE930-5FDF-5EC4-8429-15640684C489");
     }
 
@@ -145,9 +200,15 @@ mod tests {
         let r = CommandReport::parse(body).unwrap();
         assert_eq!(r.error_chain[0].code, 12021);
         let bad = b"<plist><dict><key>UDID</key><string>D</string><key>Status</key><string>Maybe</string></dict></plist>";
-        assert!(matches!(CommandReport::parse(bad), Err(ProtocolError::UnknownStatus(_))));
+        assert!(matches!(
+            CommandReport::parse(bad),
+            Err(ProtocolError::UnknownStatus(_))
+        ));
         let no_uuid = b"<plist><dict><key>UDID</key><string>D</string><key>Status</key><string>Acknowledged</string></dict></plist>";
-        assert_eq!(CommandReport::parse(no_uuid).unwrap_err(), ProtocolError::MissingKey("CommandUUID"));
+        assert_eq!(
+            CommandReport::parse(no_uuid).unwrap_err(),
+            ProtocolError::MissingKey("CommandUUID")
+        );
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub struct EnrollmentId {
 }
 
 fn valid_part(s: &str) -> Result<&str, ProtocolError> {
-    if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    {
         return Err(ProtocolError::BadIdentifier(s.chars().take(64).collect()));
     }
     Ok(s)
@@ -64,7 +69,9 @@ impl Ids {
         };
         let user = if self.udid.is_some() {
             match (&self.user_id, &self.user_short_name) {
-                (Some(uid), Some(short)) if uid.eq_ignore_ascii_case(SHARED_IPAD_USER_ID) => Some(valid_part(short)?.to_owned()),
+                (Some(uid), Some(short)) if uid.eq_ignore_ascii_case(SHARED_IPAD_USER_ID) => {
+                    Some(valid_part(short)?.to_owned())
+                }
                 (Some(uid), _) => Some(valid_part(uid)?.to_owned()),
                 _ => None,
             }
@@ -75,8 +82,16 @@ impl Ids {
             }
         };
         Ok(match user {
-            None => EnrollmentId { id: device.clone(), device, kind: EnrollmentKind::Device },
-            Some(u) => EnrollmentId { id: format!("{device}:{u}"), device, kind: EnrollmentKind::User },
+            None => EnrollmentId {
+                id: device.clone(),
+                device,
+                kind: EnrollmentKind::Device,
+            },
+            Some(u) => EnrollmentId {
+                id: format!("{device}:{u}"),
+                device,
+                kind: EnrollmentKind::User,
+            },
         })
     }
 }
@@ -85,11 +100,19 @@ impl EnrollmentId {
     /// Parse an id as the admin API names it (`UDID` or `UDID:User`).
     pub fn parse(s: &str) -> Result<Self, ProtocolError> {
         match s.split_once(':') {
-            None => Ok(EnrollmentId { id: valid_part(s)?.to_owned(), device: s.to_owned(), kind: EnrollmentKind::Device }),
+            None => Ok(EnrollmentId {
+                id: valid_part(s)?.to_owned(),
+                device: s.to_owned(),
+                kind: EnrollmentKind::Device,
+            }),
             Some((d, u)) => {
                 valid_part(d)?;
                 valid_part(u)?;
-                Ok(EnrollmentId { id: s.to_owned(), device: d.to_owned(), kind: EnrollmentKind::User })
+                Ok(EnrollmentId {
+                    id: s.to_owned(),
+                    device: d.to_owned(),
+                    kind: EnrollmentKind::User,
+                })
             }
         }
     }
@@ -116,11 +139,30 @@ mod tests {
     #[test]
     fn channels() {
         assert_eq!(ids(&[("UDID", "abc")]).enrollment().unwrap().id, "abc");
-        assert_eq!(ids(&[("UDID", "abc"), ("UserID", "u1")]).enrollment().unwrap().id, "abc:u1");
-        let shared = ids(&[("UDID", "abc"), ("UserID", SHARED_IPAD_USER_ID), ("UserShortName", "jo@x.org")]);
+        assert_eq!(
+            ids(&[("UDID", "abc"), ("UserID", "u1")])
+                .enrollment()
+                .unwrap()
+                .id,
+            "abc:u1"
+        );
+        let shared = ids(&[
+            ("UDID", "abc"),
+            ("UserID", SHARED_IPAD_USER_ID),
+            ("UserShortName", "jo@x.org"),
+        ]);
         assert_eq!(shared.enrollment().unwrap().id, "abc:jo@x.org");
-        assert_eq!(ids(&[("EnrollmentID", "E1")]).enrollment().unwrap().kind, EnrollmentKind::Device);
-        assert_eq!(ids(&[("EnrollmentID", "E1"), ("EnrollmentUserID", "U")]).enrollment().unwrap().id, "E1:U");
+        assert_eq!(
+            ids(&[("EnrollmentID", "E1")]).enrollment().unwrap().kind,
+            EnrollmentKind::Device
+        );
+        assert_eq!(
+            ids(&[("EnrollmentID", "E1"), ("EnrollmentUserID", "U")])
+                .enrollment()
+                .unwrap()
+                .id,
+            "E1:U"
+        );
         assert_eq!(ids(&[]).enrollment(), Err(ProtocolError::NoIdentifier));
         assert!(ids(&[("UDID", "a/b")]).enrollment().is_err());
         assert!(ids(&[("UDID", "")]).enrollment().is_err());

@@ -48,32 +48,53 @@ pub fn parse_dict(body: &[u8]) -> Result<plist::Dictionary, ProtocolError> {
 pub fn to_xml(dict: &plist::Dictionary) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     // Writing to a Vec cannot fail for a well-formed in-memory Value.
-    if plist::Value::Dictionary(dict.clone()).to_writer_xml(&mut out).is_err() {
+    if plist::Value::Dictionary(dict.clone())
+        .to_writer_xml(&mut out)
+        .is_err()
+    {
         out.clear();
     }
     out
 }
 
-pub(crate) fn get_str<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a str>, ProtocolError> {
+pub(crate) fn get_str<'a>(
+    d: &'a plist::Dictionary,
+    key: &'static str,
+) -> Result<Option<&'a str>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected string".into() }),
+        Some(_) => Err(ProtocolError::BadKey {
+            key: key.into(),
+            detail: "expected string".into(),
+        }),
     }
 }
 
-pub(crate) fn get_data<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a [u8]>, ProtocolError> {
+pub(crate) fn get_data<'a>(
+    d: &'a plist::Dictionary,
+    key: &'static str,
+) -> Result<Option<&'a [u8]>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::Data(b)) => Ok(Some(b.as_slice())),
-        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected data".into() }),
+        Some(_) => Err(ProtocolError::BadKey {
+            key: key.into(),
+            detail: "expected data".into(),
+        }),
     }
 }
 
-pub(crate) fn get_bool(d: &plist::Dictionary, key: &'static str) -> Result<Option<bool>, ProtocolError> {
+pub(crate) fn get_bool(
+    d: &plist::Dictionary,
+    key: &'static str,
+) -> Result<Option<bool>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::Boolean(b)) => Ok(Some(*b)),
-        Some(_) => Err(ProtocolError::BadKey { key: key.into(), detail: "expected boolean".into() }),
+        Some(_) => Err(ProtocolError::BadKey {
+            key: key.into(),
+            detail: "expected boolean".into(),
+        }),
     }
 }

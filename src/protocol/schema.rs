@@ -62,14 +62,20 @@ pub struct SchemaError {
 }
 
 fn err(path: &str, problem: impl Into<String>) -> SchemaError {
-    SchemaError { path: path.to_owned(), problem: problem.into() }
+    SchemaError {
+        path: path.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 impl Schema {
     pub fn get() -> &'static Schema {
         static S: OnceLock<Schema> = OnceLock::new();
         // The table is generated and compiled in; a unit test checks that it parses.
-        S.get_or_init(|| serde_json::from_str(TABLE).unwrap_or_else(|e| panic!("embedded schema.json is corrupt: {e}")))
+        S.get_or_init(|| {
+            serde_json::from_str(TABLE)
+                .unwrap_or_else(|e| panic!("embedded schema.json is corrupt: {e}"))
+        })
     }
 
     pub fn command(&self, request_type: &str) -> Option<&CommandSchema> {
@@ -79,16 +85,24 @@ impl Schema {
     /// Convert an admin's JSON command to a plist dictionary, validating it
     /// against the schema of its RequestType.
     pub fn json_to_command(&self, json: &Json) -> Result<plist::Dictionary, SchemaError> {
-        let obj = json.as_object().ok_or_else(|| err("command", "must be a JSON object"))?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| err("command", "must be a JSON object"))?;
         let rt = match obj.get("RequestType") {
             Some(Json::String(s)) => s.as_str(),
             Some(_) => return Err(err("RequestType", "must be a string")),
             None => return Err(err("RequestType", "is required")),
         };
-        let cs = self.command(rt).ok_or_else(|| err("RequestType", format!("unknown request type {rt:?}")))?;
+        let cs = self
+            .command(rt)
+            .ok_or_else(|| err("RequestType", format!("unknown request type {rt:?}")))?;
         let mut out = plist::Dictionary::new();
         out.insert("RequestType".into(), plist::Value::String(rt.to_owned()));
-        let rest: serde_json::Map<String, Json> = obj.iter().filter(|(k, _)| k.as_str() != "RequestType").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let rest: serde_json::Map<String, Json> = obj
+            .iter()
+            .filter(|(k, _)| k.as_str() != "RequestType")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let plist::Value::Dictionary(d) = convert_dict(&cs.req, &rest, "")? {
             out.extend(d);
         }
@@ -97,10 +111,18 @@ impl Schema {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
-fn convert_dict(specs: &[KeySpec], obj: &serde_json::Map<String, Json>, path: &str) -> Result<plist::Value, SchemaError> {
+fn convert_dict(
+    specs: &[KeySpec],
+    obj: &serde_json::Map<String, Json>,
+    path: &str,
+) -> Result<plist::Value, SchemaError> {
     let mut out = plist::Dictionary::new();
     let any_spec = specs.iter().find(|s| s.name == "ANY");
     for (k, v) in obj {
@@ -126,7 +148,10 @@ fn check_values(spec: &KeySpec, v: &Json, path: &str) -> Result<(), SchemaError>
         return Ok(());
     }
     let allowed: Vec<String> = spec.values.iter().map(|x| x.to_string()).collect();
-    Err(err(path, format!("value {v} is not one of {}", allowed.join(", "))))
+    Err(err(
+        path,
+        format!("value {v} is not one of {}", allowed.join(", ")),
+    ))
 }
 
 fn convert(spec: &KeySpec, v: &Json, path: &str) -> Result<plist::Value, SchemaError> {
@@ -212,7 +237,12 @@ fn convert_any(v: &Json, path: &str) -> Result<plist::Value, SchemaError> {
             None => P::Real(n.as_f64().unwrap_or_default()),
         },
         Json::String(s) => P::String(s.clone()),
-        Json::Array(a) => P::Array(a.iter().enumerate().map(|(i, x)| convert_any(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?),
+        Json::Array(a) => P::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| convert_any(x, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
         Json::Object(o) => {
             let mut d = plist::Dictionary::new();
             for (k, x) in o {
@@ -226,7 +256,12 @@ fn convert_any(v: &Json, path: &str) -> Result<plist::Value, SchemaError> {
 /// Check a plist dictionary (e.g. a device's response) against key specs:
 /// required keys present and known keys of the right type. Unknown keys are
 /// reported only when `strict`.
-pub fn validate_plist(specs: &[KeySpec], d: &plist::Dictionary, path: &str, strict: bool) -> Result<(), SchemaError> {
+pub fn validate_plist(
+    specs: &[KeySpec],
+    d: &plist::Dictionary,
+    path: &str,
+    strict: bool,
+) -> Result<(), SchemaError> {
     let any_spec = specs.iter().find(|s| s.name == "ANY");
     for s in specs {
         if s.required == 1 && s.name != "ANY" && !d.contains_key(&s.name) {
@@ -244,10 +279,19 @@ pub fn validate_plist(specs: &[KeySpec], d: &plist::Dictionary, path: &str, stri
     Ok(())
 }
 
-fn validate_value(spec: &KeySpec, v: &plist::Value, path: &str, strict: bool) -> Result<(), SchemaError> {
+fn validate_value(
+    spec: &KeySpec,
+    v: &plist::Value,
+    path: &str,
+    strict: bool,
+) -> Result<(), SchemaError> {
     use plist::Value as P;
     let ok = match (spec.ty.as_str(), v) {
-        ("s", P::String(_)) | ("b", P::Boolean(_)) | ("d", P::Data(_)) | ("t", P::Date(_)) | ("*", _) => true,
+        ("s", P::String(_))
+        | ("b", P::Boolean(_))
+        | ("d", P::Data(_))
+        | ("t", P::Date(_))
+        | ("*", _) => true,
         ("i", P::Integer(_)) | ("r", P::Real(_)) | ("r", P::Integer(_)) => true,
         ("a", P::Array(items)) => {
             if let Some(s) = spec.sub.first() {
@@ -263,7 +307,11 @@ fn validate_value(spec: &KeySpec, v: &plist::Value, path: &str, strict: bool) ->
         }
         _ => false,
     };
-    if ok { Ok(()) } else { Err(err(path, format!("expected type {}", spec.ty))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(err(path, format!("expected type {}", spec.ty)))
+    }
 }
 
 #[cfg(test)]
@@ -274,9 +322,23 @@ mod tests {
     #[test]
     fn table_parses_and_covers_the_deployment_guide() {
         let s = Schema::get();
-        for rt in ["DeviceInformation", "SecurityInfo", "ProfileList", "InstallProfile", "RemoveProfile", "CertificateList",
-            "InstalledApplicationList", "DeviceLock", "EraseDevice", "ClearPasscode", "Settings", "Restrictions",
-            "InstallApplication", "ManagedApplicationList", "ProvisioningProfileList"] {
+        for rt in [
+            "DeviceInformation",
+            "SecurityInfo",
+            "ProfileList",
+            "InstallProfile",
+            "RemoveProfile",
+            "CertificateList",
+            "InstalledApplicationList",
+            "DeviceLock",
+            "EraseDevice",
+            "ClearPasscode",
+            "Settings",
+            "Restrictions",
+            "InstallApplication",
+            "ManagedApplicationList",
+            "ProvisioningProfileList",
+        ] {
             assert!(s.command(rt).is_some(), "{rt}");
         }
         assert_eq!(s.checkin.len(), 9);
@@ -287,19 +349,36 @@ mod tests {
         let s = Schema::get();
         let d = s.json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber"]})).unwrap();
         assert!(matches!(d.get("Queries"), Some(plist::Value::Array(a)) if a.len() == 2));
-        let e = s.json_to_command(&json!({"RequestType": "DeviceInformation"})).unwrap_err();
+        let e = s
+            .json_to_command(&json!({"RequestType": "DeviceInformation"}))
+            .unwrap_err();
         assert_eq!(e.path, "Queries");
-        let e = s.json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": "OSVersion"})).unwrap_err();
+        let e = s
+            .json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": "OSVersion"}))
+            .unwrap_err();
         assert!(e.problem.contains("expected array"), "{e}");
-        let e = s.json_to_command(&json!({"RequestType": "NoSuchThing"})).unwrap_err();
+        let e = s
+            .json_to_command(&json!({"RequestType": "NoSuchThing"}))
+            .unwrap_err();
         assert_eq!(e.path, "RequestType");
-        let e = s.json_to_command(&json!({"RequestType": "ProfileList", "Bogus": 1})).unwrap_err();
+        let e = s
+            .json_to_command(&json!({"RequestType": "ProfileList", "Bogus": 1}))
+            .unwrap_err();
         assert_eq!(e.path, "Bogus");
-        let d = s.json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "aGVsbG8="})).unwrap();
-        assert_eq!(d.get("Payload"), Some(&plist::Value::Data(b"hello".to_vec())));
-        let e = s.json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "%%%"})).unwrap_err();
+        let d = s
+            .json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "aGVsbG8="}))
+            .unwrap();
+        assert_eq!(
+            d.get("Payload"),
+            Some(&plist::Value::Data(b"hello".to_vec()))
+        );
+        let e = s
+            .json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "%%%"}))
+            .unwrap_err();
         assert!(e.problem.contains("base64"));
-        let e = s.json_to_command(&json!({"RequestType": "DeviceLock", "Message": 5})).unwrap_err();
+        let e = s
+            .json_to_command(&json!({"RequestType": "DeviceLock", "Message": 5}))
+            .unwrap_err();
         assert_eq!(e.path, "Message");
     }
 }

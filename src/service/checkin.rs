@@ -40,12 +40,18 @@ impl Mdm {
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {
         match topic {
             Some(t) if t == self.topic => Ok(t.to_owned()),
-            Some(t) => Err(ServiceError::Rejected(format!("topic {t:?} is not this server's push topic"))),
+            Some(t) => Err(ServiceError::Rejected(format!(
+                "topic {t:?} is not this server's push topic"
+            ))),
             None => Err(ServiceError::Rejected("missing Topic".into())),
         }
     }
 
-    pub async fn checkin(&self, req: CheckinRequest, caller: &Caller) -> Result<CheckinReply, ServiceError> {
+    pub async fn checkin(
+        &self,
+        req: CheckinRequest,
+        caller: &Caller,
+    ) -> Result<CheckinReply, ServiceError> {
         let id = req.enrollment.id.clone();
         let t = now();
         let hash = self.check_identity(caller).await?;
@@ -57,8 +63,12 @@ impl Mdm {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let old = self.store.enrollment(&id).await?;
                 if let Some(o) = &old {
-                    if req.enrollment.kind == EnrollmentKind::User && o.cert_hash.as_deref() != Some(hash.as_str()) {
-                        return Err(ServiceError::Forbidden(format!("{id}: certificate is not the device's identity")));
+                    if req.enrollment.kind == EnrollmentKind::User
+                        && o.cert_hash.as_deref() != Some(hash.as_str())
+                    {
+                        return Err(ServiceError::Forbidden(format!(
+                            "{id}: certificate is not the device's identity"
+                        )));
                     }
                 }
                 let info = DeviceInfo {
@@ -75,21 +85,36 @@ impl Mdm {
                 // Our own identity renewal (we re-sent the profile): same enrollment, new
                 // certificate; keep the queue and history. Anything else re-enrolls.
                 let keep = old.as_ref().is_some_and(|o| {
-                    o.active && o.checked_out_at.is_none() && o.renewal_requested_at.is_some() && o.cert_hash.as_deref() != Some(hash.as_str())
+                    o.active
+                        && o.checked_out_at.is_none()
+                        && o.renewal_requested_at.is_some()
+                        && o.cert_hash.as_deref() != Some(hash.as_str())
                 });
                 let rec = Enrollment {
                     id: id.clone(),
                     device: req.enrollment.device.clone(),
                     kind: req.enrollment.kind,
                     udid: req.ids.udid.clone(),
-                    user_enrollment_id: if req.ids.udid.is_none() { req.ids.enrollment_id.clone() } else { None },
+                    user_enrollment_id: if req.ids.udid.is_none() {
+                        req.ids.enrollment_id.clone()
+                    } else {
+                        None
+                    },
                     user_short_name: req.ids.user_short_name.clone(),
                     user_long_name: req.ids.user_long_name.clone(),
                     topic,
                     info,
                     // A renewal keeps the channel live; a (re-)enrollment waits for TokenUpdate.
-                    push: if keep { old.as_ref().and_then(|o| o.push.clone()) } else { None },
-                    unlock_token: if keep { old.as_ref().and_then(|o| o.unlock_token.clone()) } else { None },
+                    push: if keep {
+                        old.as_ref().and_then(|o| o.push.clone())
+                    } else {
+                        None
+                    },
+                    unlock_token: if keep {
+                        old.as_ref().and_then(|o| o.unlock_token.clone())
+                    } else {
+                        None
+                    },
                     bootstrap_token: old.as_ref().and_then(|o| o.bootstrap_token.clone()),
                     active: keep,
                     awaiting_configuration: false,
@@ -98,29 +123,53 @@ impl Mdm {
                     renewal_requested_at: None,
                     enrolled_at: t,
                     authenticated_at: t,
-                    token_updated_at: if keep { old.as_ref().and_then(|o| o.token_updated_at) } else { None },
+                    token_updated_at: if keep {
+                        old.as_ref().and_then(|o| o.token_updated_at)
+                    } else {
+                        None
+                    },
                     checked_out_at: None,
                     last_checkin_at: t,
                     last_seen_at: t,
                 };
                 if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
-                    return Err(ServiceError::Forbidden(format!("certificate {hash} is bound to another enrollment")));
+                    return Err(ServiceError::Forbidden(format!(
+                        "certificate {hash} is bound to another enrollment"
+                    )));
                 }
                 tracing::info!(enrollment = %id, renewal = keep, "Authenticate");
                 Ok(CheckinReply::Empty)
             }
-            CheckinMessage::TokenUpdate { token, push_magic, unlock_token, awaiting_configuration } => {
+            CheckinMessage::TokenUpdate {
+                token,
+                push_magic,
+                unlock_token,
+                awaiting_configuration,
+            } => {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let rec = TokenUpdateRecord {
-                    push: PushInfo { token: hex::encode(&token), push_magic, topic, updated_at: t },
-                    unlock_token: unlock_token.filter(|_| req.enrollment.kind == EnrollmentKind::Device).map(|u| b64(&u)),
+                    push: PushInfo {
+                        token: hex::encode(&token),
+                        push_magic,
+                        topic,
+                        updated_at: t,
+                    },
+                    unlock_token: unlock_token
+                        .filter(|_| req.enrollment.kind == EnrollmentKind::Device)
+                        .map(|u| b64(&u)),
                     awaiting_configuration,
                     user_short_name: req.ids.user_short_name.clone(),
                     user_long_name: req.ids.user_long_name.clone(),
                     now: t,
                 };
-                match self.store.token_update(&id, &req.enrollment.device, rec).await? {
-                    None => Err(ServiceError::Rejected(format!("TokenUpdate for unknown enrollment {id} (Authenticate first)"))),
+                match self
+                    .store
+                    .token_update(&id, &req.enrollment.device, rec)
+                    .await?
+                {
+                    None => Err(ServiceError::Rejected(format!(
+                        "TokenUpdate for unknown enrollment {id} (Authenticate first)"
+                    ))),
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
                         if pending {
@@ -132,7 +181,9 @@ impl Mdm {
             }
             CheckinMessage::CheckOut => {
                 if !self.store.checkout(&id, t).await? {
-                    return Err(ServiceError::Rejected(format!("CheckOut for unknown enrollment {id}")));
+                    return Err(ServiceError::Rejected(format!(
+                        "CheckOut for unknown enrollment {id}"
+                    )));
                 }
                 tracing::info!(enrollment = %id, "CheckOut");
                 Ok(CheckinReply::Empty)
@@ -141,12 +192,18 @@ impl Mdm {
                 // We do not manage network users: decline on the first message (410),
                 // as the protocol allows; a second message (with a digest) is acknowledged.
                 self.require_known(&req.enrollment.device).await?;
-                Ok(if digest_response.is_none() { CheckinReply::Gone } else { CheckinReply::Empty })
+                Ok(if digest_response.is_none() {
+                    CheckinReply::Gone
+                } else {
+                    CheckinReply::Empty
+                })
             }
             CheckinMessage::SetBootstrapToken { token } => {
                 let escrowed = token.is_some();
                 if !self.store.set_bootstrap_token(&id, token, t).await? {
-                    return Err(ServiceError::Rejected(format!("SetBootstrapToken for unknown enrollment {id}")));
+                    return Err(ServiceError::Rejected(format!(
+                        "SetBootstrapToken for unknown enrollment {id}"
+                    )));
                 }
                 tracing::info!(enrollment = %id, escrowed, "SetBootstrapToken");
                 Ok(CheckinReply::Empty)
@@ -166,7 +223,9 @@ impl Mdm {
             }
             CheckinMessage::GetToken { service_type } => {
                 self.require_known(&id).await?;
-                Ok(CheckinReply::Unsupported(format!("GetToken service {service_type:?} is not offered by this server")))
+                Ok(CheckinReply::Unsupported(format!(
+                    "GetToken service {service_type:?} is not offered by this server"
+                )))
             }
             CheckinMessage::DeclarativeManagement { endpoint, .. } => {
                 self.require_known(&id).await?;
@@ -187,14 +246,21 @@ impl Mdm {
     /// The request must carry an identity that our CA issued and has not revoked.
     pub(crate) async fn check_identity(&self, caller: &Caller) -> Result<String, ServiceError> {
         let Some(hash) = caller.cert_hash.clone() else {
-            return Err(ServiceError::Forbidden("no device identity: Mdm-Signature or TLS client certificate required".into()));
+            return Err(ServiceError::Forbidden(
+                "no device identity: Mdm-Signature or TLS client certificate required".into(),
+            ));
         };
         if caller.not_after.is_some_and(|na| na < now()) {
-            return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
+            return Err(ServiceError::Forbidden(format!(
+                "identity {hash} has expired"
+            )));
         }
         if let Some(c) = self.store.cert_by_hash(&hash).await? {
             if c.revoked_at.is_some() {
-                return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
+                return Err(ServiceError::Forbidden(format!(
+                    "identity serial {} is revoked",
+                    c.serial
+                )));
             }
         }
         Ok(hash)
@@ -204,15 +270,21 @@ impl Mdm {
     pub(crate) async fn check_binding(&self, device: &str, hash: &str) -> Result<(), ServiceError> {
         match self.store.enrollment(device).await? {
             Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(()),
-            Some(_) => Err(ServiceError::Forbidden(format!("certificate {hash} does not belong to enrollment {device}"))),
-            None => Err(ServiceError::Rejected(format!("unknown enrollment {device}"))),
+            Some(_) => Err(ServiceError::Forbidden(format!(
+                "certificate {hash} does not belong to enrollment {device}"
+            ))),
+            None => Err(ServiceError::Rejected(format!(
+                "unknown enrollment {device}"
+            ))),
         }
     }
 
     pub(crate) async fn require_known(&self, id: &str) -> Result<Enrollment, ServiceError> {
         match self.store.enrollment(id).await? {
             Some(e) if e.checked_out_at.is_none() => Ok(e),
-            Some(_) => Err(ServiceError::Rejected(format!("enrollment {id} has checked out"))),
+            Some(_) => Err(ServiceError::Rejected(format!(
+                "enrollment {id} has checked out"
+            ))),
             None => Err(ServiceError::Rejected(format!("unknown enrollment {id}"))),
         }
     }
@@ -226,16 +298,24 @@ impl Mdm {
 fn declarative(endpoint: &str) -> Result<CheckinReply, ServiceError> {
     const TOKEN: &str = "mdmd-empty-0";
     let body = match endpoint {
-        "tokens" => serde_json::json!({"SyncTokens": {"DeclarationsToken": TOKEN, "Timestamp": "2026-01-01T00:00:00Z"}}),
+        "tokens" => {
+            serde_json::json!({"SyncTokens": {"DeclarationsToken": TOKEN, "Timestamp": "2026-01-01T00:00:00Z"}})
+        }
         "declaration-items" => serde_json::json!({
             "Declarations": {"Activations": [], "Assets": [], "Configurations": [], "Management": []},
             "DeclarationsToken": TOKEN
         }),
         "status" => return Ok(CheckinReply::Empty),
         other if other.starts_with("declaration/") => {
-            return Ok(CheckinReply::Unsupported(format!("no declaration {other:?}")));
+            return Ok(CheckinReply::Unsupported(format!(
+                "no declaration {other:?}"
+            )));
         }
-        other => return Ok(CheckinReply::Unsupported(format!("unknown declarative endpoint {other:?}"))),
+        other => {
+            return Ok(CheckinReply::Unsupported(format!(
+                "unknown declarative endpoint {other:?}"
+            )))
+        }
     };
     Ok(CheckinReply::Json(body.to_string().into_bytes()))
 }

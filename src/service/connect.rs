@@ -7,7 +7,12 @@ use crate::store::{DeliveryStatus, ReportOutcome, ReportRecord};
 
 impl Mdm {
     /// Apply a report and return the next command body, or `None` for "no more commands".
-    pub async fn connect(&self, report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
+    pub async fn connect(
+        &self,
+        report: CommandReport,
+        raw: &[u8],
+        caller: &Caller,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
         let id = report.enrollment.id.as_str();
         let hash = self.check_identity(caller).await?;
         self.check_binding(&report.enrollment.device, &hash).await?;
@@ -33,8 +38,12 @@ impl Mdm {
                     ReportOutcome::NotPending => {
                         tracing::warn!(enrollment = %id, command = %uuid, status = status.as_str(), "report for a command that is not pending: ignored")
                     }
-                    ReportOutcome::NotNowRecorded => tracing::debug!(enrollment = %id, command = %uuid, "NotNow"),
-                    ReportOutcome::Finished => tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished"),
+                    ReportOutcome::NotNowRecorded => {
+                        tracing::debug!(enrollment = %id, command = %uuid, "NotNow")
+                    }
+                    ReportOutcome::Finished => {
+                        tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished")
+                    }
                 }
                 next
             }

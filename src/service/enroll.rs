@@ -44,7 +44,10 @@ fn stable_uuid(name: &str) -> String {
     let h = sha2::Sha256::digest(name.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string().to_uppercase()
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .to_string()
+        .to_uppercase()
 }
 
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
@@ -67,11 +70,24 @@ pub enum ScepReply {
 
 impl Enroller {
     pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: String) -> Self {
-        Enroller { pki, store, cfg, topic }
+        Enroller {
+            pki,
+            store,
+            cfg,
+            topic,
+        }
     }
 
     fn host(&self) -> String {
-        self.cfg.public_url.split("://").nth(1).unwrap_or("mdmd").split(['/', ':']).next().unwrap_or("mdmd").to_owned()
+        self.cfg
+            .public_url
+            .split("://")
+            .nth(1)
+            .unwrap_or("mdmd")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("mdmd")
+            .to_owned()
     }
 
     pub fn profile_identifier(&self) -> String {
@@ -79,11 +95,23 @@ impl Enroller {
     }
 
     /// Create a single-use secret of `kind`, valid for `ttl` seconds.
-    pub async fn new_secret(&self, kind: SecretKind, purpose: &str, ttl: i64) -> Result<(String, i64), ServiceError> {
+    pub async fn new_secret(
+        &self,
+        kind: SecretKind,
+        purpose: &str,
+        ttl: i64,
+    ) -> Result<(String, i64), ServiceError> {
         let token = crate::server::random_token(20);
         let t = now();
-        let rec = OneTimeSecret { created_at: t, expires_at: t + ttl, purpose: purpose.to_owned(), used_at: None };
-        self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
+        let rec = OneTimeSecret {
+            created_at: t,
+            expires_at: t + ttl,
+            purpose: purpose.to_owned(),
+            used_at: None,
+        };
+        self.store
+            .add_secret(kind, &sha256_hex(&token), rec)
+            .await?;
         Ok((token, t + ttl))
     }
 
@@ -92,11 +120,24 @@ impl Enroller {
         let id = self.profile_identifier();
         let org = self.cfg.organization.clone();
         let url = &self.cfg.public_url;
-        let mut root = payload("com.apple.security.root", &format!("{id}.ca"), &stable_uuid(&format!("{id}.ca.{}", self.topic)), &format!("{org} CA"));
-        root.insert("PayloadContent".into(), Value::Data(self.pki.ca.cert.to_der()?));
+        let mut root = payload(
+            "com.apple.security.root",
+            &format!("{id}.ca"),
+            &stable_uuid(&format!("{id}.ca.{}", self.topic)),
+            &format!("{org} CA"),
+        );
+        root.insert(
+            "PayloadContent".into(),
+            Value::Data(self.pki.ca.cert.to_der()?),
+        );
         root.insert("PayloadCertificateFileName".into(), "ca.cer".into());
 
-        let mut scep = payload("com.apple.security.scep", &format!("{id}.scep"), scep_uuid, "Device identity");
+        let mut scep = payload(
+            "com.apple.security.scep",
+            &format!("{id}.scep"),
+            scep_uuid,
+            "Device identity",
+        );
         let mut sc = Dictionary::new();
         sc.insert("URL".into(), format!("{url}/scep").into());
         sc.insert("Challenge".into(), challenge.into());
@@ -104,10 +145,21 @@ impl Enroller {
         sc.insert("Key Type".into(), "RSA".into());
         sc.insert("Key Usage".into(), 5.into());
         let rdn = |k: &str, v: &str| Value::Array(vec![Value::Array(vec![k.into(), v.into()])]);
-        sc.insert("Subject".into(), Value::Array(vec![rdn("O", &org), rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4()))]));
+        sc.insert(
+            "Subject".into(),
+            Value::Array(vec![
+                rdn("O", &org),
+                rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4())),
+            ]),
+        );
         scep.insert("PayloadContent".into(), Value::Dictionary(sc));
 
-        let mut mdm = payload("com.apple.mdm", &format!("{id}.mdm"), &stable_uuid(&format!("{id}.mdm.{}", self.topic)), "Device management");
+        let mut mdm = payload(
+            "com.apple.mdm",
+            &format!("{id}.mdm"),
+            &stable_uuid(&format!("{id}.mdm.{}", self.topic)),
+            "Device management",
+        );
         mdm.insert("ServerURL".into(), format!("{url}/mdm/connect").into());
         mdm.insert("CheckInURL".into(), format!("{url}/mdm/checkin").into());
         mdm.insert("Topic".into(), self.topic.clone().into());
@@ -115,36 +167,71 @@ impl Enroller {
         mdm.insert("AccessRights".into(), 8191.into());
         mdm.insert("SignMessage".into(), true.into());
         mdm.insert("CheckOutWhenRemoved".into(), true.into());
-        mdm.insert("ServerCapabilities".into(), Value::Array(vec!["com.apple.mdm.per-user-connections".into(), "com.apple.mdm.bootstraptoken".into()]));
+        mdm.insert(
+            "ServerCapabilities".into(),
+            Value::Array(vec![
+                "com.apple.mdm.per-user-connections".into(),
+                "com.apple.mdm.bootstraptoken".into(),
+            ]),
+        );
 
         let mut top = Dictionary::new();
         top.insert("PayloadType".into(), "Configuration".into());
         top.insert("PayloadVersion".into(), 1.into());
         top.insert("PayloadIdentifier".into(), id.clone().into());
-        top.insert("PayloadUUID".into(), uuid::Uuid::new_v4().to_string().to_uppercase().into());
-        top.insert("PayloadDisplayName".into(), format!("{org} device management").into());
+        top.insert(
+            "PayloadUUID".into(),
+            uuid::Uuid::new_v4().to_string().to_uppercase().into(),
+        );
+        top.insert(
+            "PayloadDisplayName".into(),
+            format!("{org} device management").into(),
+        );
         top.insert("PayloadOrganization".into(), org.clone().into());
-        top.insert("PayloadDescription".into(), "Installs the certificates and settings that let your organisation manage this device.".into());
+        top.insert(
+            "PayloadDescription".into(),
+            "Installs the certificates and settings that let your organisation manage this device."
+                .into(),
+        );
         top.insert("TargetDeviceType".into(), 1.into());
-        top.insert("PayloadContent".into(), Value::Array(vec![Value::Dictionary(root), Value::Dictionary(scep), Value::Dictionary(mdm)]));
+        top.insert(
+            "PayloadContent".into(),
+            Value::Array(vec![
+                Value::Dictionary(root),
+                Value::Dictionary(scep),
+                Value::Dictionary(mdm),
+            ]),
+        );
         Ok(crate::protocol::to_xml(&top))
     }
 
     /// A signed enrollment profile with a fresh single-use challenge.
     pub async fn signed_profile(&self, purpose: &str, ttl: i64) -> Result<Vec<u8>, ServiceError> {
         let (challenge, _) = self.new_secret(SecretKind::Challenge, purpose, ttl).await?;
-        let plist = self.profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase()).map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        cms::sign_profile(&self.pki, &plist).map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
+        let plist = self
+            .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
+            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        cms::sign_profile(&self.pki, &plist)
+            .map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
     }
 
     /// Use an invitation token once.
-    pub async fn use_invitation(&self, token: &str) -> Result<Result<(), &'static str>, ServiceError> {
-        Ok(match self.store.consume_secret(SecretKind::Invitation, &sha256_hex(token), now()).await? {
-            Consumed::Ok(_) => Ok(()),
-            Consumed::Unknown => Err("unknown invitation"),
-            Consumed::AlreadyUsed => Err("this invitation has already been used"),
-            Consumed::Expired => Err("this invitation has expired"),
-        })
+    pub async fn use_invitation(
+        &self,
+        token: &str,
+    ) -> Result<Result<(), &'static str>, ServiceError> {
+        Ok(
+            match self
+                .store
+                .consume_secret(SecretKind::Invitation, &sha256_hex(token), now())
+                .await?
+            {
+                Consumed::Ok(_) => Ok(()),
+                Consumed::Unknown => Err("unknown invitation"),
+                Consumed::AlreadyUsed => Err("this invitation has already been used"),
+                Consumed::Expired => Err("this invitation has expired"),
+            },
+        )
     }
 
     /// Handle a PKIOperation message.
@@ -161,11 +248,15 @@ impl Enroller {
                 Err(fail)
             }
         };
-        let rep = scep::cert_rep(&self.pki, &req, issued.as_ref().map_err(|f| *f)).map_err(|e| ServiceError::Rejected(format!("building CertRep: {e}")))?;
+        let rep = scep::cert_rep(&self.pki, &req, issued.as_ref().map_err(|f| *f))
+            .map_err(|e| ServiceError::Rejected(format!("building CertRep: {e}")))?;
         Ok(ScepReply::CertRep(rep))
     }
 
-    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<X509, (FailInfo, String)>, ServiceError> {
+    async fn decide(
+        &self,
+        req: &scep::ScepRequest,
+    ) -> Result<Result<X509, (FailInfo, String)>, ServiceError> {
         let csr = match &req.csr {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.clone())),
@@ -184,22 +275,47 @@ impl Enroller {
                 // Signed by an identity we issued that is still valid and not revoked.
                 let old = match Identity::from_cert(&self.pki, req.signer.clone()) {
                     Ok(i) => i,
-                    Err(e) => return Ok(Err((FailInfo::BadMessageCheck, format!("renewal signer: {e}")))),
+                    Err(e) => {
+                        return Ok(Err((
+                            FailInfo::BadMessageCheck,
+                            format!("renewal signer: {e}"),
+                        )))
+                    }
                 };
                 match self.store.cert_by_hash(&old.hash).await? {
                     Some(c) if c.revoked_at.is_none() => enrollment = c.enrollment,
-                    Some(_) => return Ok(Err((FailInfo::BadCertId, "renewal signer is revoked".into()))),
-                    None => return Ok(Err((FailInfo::BadCertId, "renewal signer was not issued by this CA".into()))),
+                    Some(_) => {
+                        return Ok(Err((
+                            FailInfo::BadCertId,
+                            "renewal signer is revoked".into(),
+                        )))
+                    }
+                    None => {
+                        return Ok(Err((
+                            FailInfo::BadCertId,
+                            "renewal signer was not issued by this CA".into(),
+                        )))
+                    }
                 }
             }
-            _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
+            _ => {
+                return Ok(Err((
+                    FailInfo::BadRequest,
+                    "only PKCSReq and RenewalReq are supported".into(),
+                )))
+            }
         }
         let key = match csr.req.public_key() {
             Ok(k) => k,
             Err(e) => return Ok(Err((FailInfo::BadRequest, e.to_string()))),
         };
-        let cert = self.pki.issue_identity(&key, csr.req.subject_name(), self.cfg.identity_days).map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        let der = cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        let cert = self
+            .pki
+            .issue_identity(&key, csr.req.subject_name(), self.cfg.identity_days)
+            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        let der = cert
+            .to_der()
+            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
         let desc = crate::pki::ca::describe(&cert);
         let rec = IssuedCert {
             serial: desc["serial"].as_str().unwrap_or_default().to_owned(),
@@ -217,19 +333,30 @@ impl Enroller {
         Ok(Ok(cert))
     }
 
-    async fn check_challenge(&self, presented: Option<&str>) -> Result<Result<(), &'static str>, ServiceError> {
-        let Some(c) = presented.filter(|c| !c.is_empty()) else { return Ok(Err("no challenge password")) };
+    async fn check_challenge(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<Result<(), &'static str>, ServiceError> {
+        let Some(c) = presented.filter(|c| !c.is_empty()) else {
+            return Ok(Err("no challenge password"));
+        };
         if let Some(s) = &self.cfg.static_challenge {
             if bool::from(s.as_bytes().ct_eq(c.as_bytes())) {
                 return Ok(Ok(()));
             }
         }
-        Ok(match self.store.consume_secret(SecretKind::Challenge, &sha256_hex(c), now()).await? {
-            Consumed::Ok(_) => Ok(()),
-            Consumed::Unknown => Err("wrong challenge password"),
-            Consumed::AlreadyUsed => Err("challenge password already used"),
-            Consumed::Expired => Err("challenge password expired"),
-        })
+        Ok(
+            match self
+                .store
+                .consume_secret(SecretKind::Challenge, &sha256_hex(c), now())
+                .await?
+            {
+                Consumed::Ok(_) => Ok(()),
+                Consumed::Unknown => Err("wrong challenge password"),
+                Consumed::AlreadyUsed => Err("challenge password already used"),
+                Consumed::Expired => Err("challenge password expired"),
+            },
+        )
     }
 
     /// Re-send the enrollment profile (InstallProfile) to every active device
@@ -243,11 +370,19 @@ impl Enroller {
             let page = self.store.enrollments(after.clone(), 500).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
-            for e in page.iter().filter(|e| e.kind == crate::protocol::EnrollmentKind::Device && e.active && e.renewal_requested_at.is_none()) {
+            for e in page.iter().filter(|e| {
+                e.kind == crate::protocol::EnrollmentKind::Device
+                    && e.active
+                    && e.renewal_requested_at.is_none()
+            }) {
                 if e.identity_not_after.is_some_and(|na| na < horizon) {
-                    let profile = self.signed_profile(&format!("renewal:{}", e.id), 30 * 86_400).await?;
+                    let profile = self
+                        .signed_profile(&format!("renewal:{}", e.id), 30 * 86_400)
+                        .await?;
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
-                    mdm.enqueue_json(&cmd, vec![e.id.clone()]).await.map_err(|e| ServiceError::Rejected(format!("{e:?}")))?;
+                    mdm.enqueue_json(&cmd, vec![e.id.clone()])
+                        .await
+                        .map_err(|e| ServiceError::Rejected(format!("{e:?}")))?;
                     self.store.mark_renewal(&e.id, now()).await?;
                     asked.push(e.id.clone());
                 }

@@ -37,7 +37,10 @@ pub trait Waker: Send + Sync {
 pub struct NoPush;
 impl Waker for NoPush {
     fn wake(&self, ids: Vec<String>) {
-        tracing::debug!(count = ids.len(), "no push certificate configured: devices are not woken");
+        tracing::debug!(
+            count = ids.len(),
+            "no push certificate configured: devices are not woken"
+        );
     }
 }
 
@@ -51,12 +54,20 @@ pub struct Mdm {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Mdm {
     pub fn new(store: Arc<dyn Store>, topic: String, waker: Arc<dyn Waker>) -> Self {
-        Mdm { store, topic, waker, seen: Mutex::new(HashMap::new()) }
+        Mdm {
+            store,
+            topic,
+            waker,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     fn mark_seen(&self, id: &str) {

@@ -52,14 +52,25 @@ fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
         "BatteryLevel" => Value::Real(0.82),
         "CellularTechnology" => 3.into(),
         "ModemFirmwareVersion" => "2.10.03".into(),
-        "IsSupervised" | "IsMultiUser" | "IsActivationLockEnabled" | "IsDoNotDisturbInEffect" | "IsMDMLostModeEnabled" | "IsRoaming"
-        | "AwaitingConfiguration" | "DataRoamingEnabled" | "PersonalHotspotEnabled" => false.into(),
-        "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => true.into(),
+        "IsSupervised"
+        | "IsMultiUser"
+        | "IsActivationLockEnabled"
+        | "IsDoNotDisturbInEffect"
+        | "IsMDMLostModeEnabled"
+        | "IsRoaming"
+        | "AwaitingConfiguration"
+        | "DataRoamingEnabled"
+        | "PersonalHotspotEnabled" => false.into(),
+        "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => {
+            true.into()
+        }
         "WiFiMAC" => "f0:5c:77:1a:2b:3c".into(),
         "BluetoothMAC" => "f0:5c:77:1a:2b:3d".into(),
         "ICCID" => "8901 4104 2712 3456 7890".into(),
         "PhoneNumber" => "+1 555 0100".into(),
-        "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => "Carrier".into(),
+        "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => {
+            "Carrier".into()
+        }
         "CarrierSettingsVersion" => "60.0".into(),
         "SubscriberMCC" | "CurrentMCC" => "310".into(),
         "SubscriberMNC" | "CurrentMNC" => "410".into(),
@@ -71,8 +82,15 @@ fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
 }
 
 fn device_information(dev: &SimDevice, cmd: &Command) -> Dictionary {
-    let specs = Schema::get().command("DeviceInformation").map(|c| c.resp.clone()).unwrap_or_default();
-    let qr_spec: Vec<KeySpec> = specs.iter().find(|s| s.name == "QueryResponses").map(|s| s.sub.clone()).unwrap_or_default();
+    let specs = Schema::get()
+        .command("DeviceInformation")
+        .map(|c| c.resp.clone())
+        .unwrap_or_default();
+    let qr_spec: Vec<KeySpec> = specs
+        .iter()
+        .find(|s| s.name == "QueryResponses")
+        .map(|s| s.sub.clone())
+        .unwrap_or_default();
     let mut out = Dictionary::new();
     if let Some(Value::Array(qs)) = cmd.command.get("Queries") {
         for q in qs.iter().filter_map(Value::as_string) {
@@ -99,7 +117,13 @@ fn security_info() -> Dictionary {
             ("PasscodeCompliantWithProfiles", true.into()),
             ("PasscodeLockGracePeriodEnforced", 0.into()),
             ("AutoLockTime", 30.into()),
-            ("ManagementStatus", Value::Dictionary(d(vec![("EnrolledViaDEP", false.into()), ("IsUserEnrollment", false.into())]))),
+            (
+                "ManagementStatus",
+                Value::Dictionary(d(vec![
+                    ("EnrolledViaDEP", false.into()),
+                    ("IsUserEnrollment", false.into()),
+                ])),
+            ),
         ])),
     )])
 }
@@ -138,8 +162,18 @@ fn apps() -> Value {
         ]))
     };
     Value::Array(vec![
-        app("com.microsoft.Office.Outlook", "Outlook", "4.2445.0", 245_000_000),
-        app("com.cisco.anyconnect", "Cisco Secure Client", "5.1.4", 61_000_000),
+        app(
+            "com.microsoft.Office.Outlook",
+            "Outlook",
+            "4.2445.0",
+            245_000_000,
+        ),
+        app(
+            "com.cisco.anyconnect",
+            "Cisco Secure Client",
+            "5.1.4",
+            61_000_000,
+        ),
         app("com.apple.Keynote", "Keynote", "14.2", 612_000_000),
     ])
 }
@@ -152,27 +186,56 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         "DeviceInformation" => device_information(dev, cmd),
         "SecurityInfo" => security_info(),
         "ProfileList" => {
-            let mut list = vec![profile_entry("com.mdmd.enrollment", "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11", "MDM enrollment")];
-            list.extend(dev.profiles.iter().map(|(id, (uuid, name))| profile_entry(id, uuid, name)));
+            let mut list = vec![profile_entry(
+                "com.mdmd.enrollment",
+                "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11",
+                "MDM enrollment",
+            )];
+            list.extend(
+                dev.profiles
+                    .iter()
+                    .map(|(id, (uuid, name))| profile_entry(id, uuid, name)),
+            );
             d(vec![("ProfileList", Value::Array(list))])
         }
         "InstallProfile" => {
             let payload = match c.get("Payload") {
                 Some(Value::Data(b)) => b.clone(),
-                _ => return Err((Status::CommandFormatError, error_chain(12021, "MCMDMErrorDomain", "Payload missing"))),
+                _ => {
+                    return Err((
+                        Status::CommandFormatError,
+                        error_chain(12021, "MCMDMErrorDomain", "Payload missing"),
+                    ))
+                }
             };
             match crate::profiles::peek(&payload) {
                 Some((id, uuid, name)) => {
                     dev.profiles.insert(id, (uuid, name));
                     Dictionary::new()
                 }
-                None => return Err((Status::Error, error_chain(1000, "MCProfileErrorDomain", "The profile could not be read."))),
+                None => {
+                    return Err((
+                        Status::Error,
+                        error_chain(
+                            1000,
+                            "MCProfileErrorDomain",
+                            "The profile could not be read.",
+                        ),
+                    ))
+                }
             }
         }
         "RemoveProfile" => {
             let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
             if dev.profiles.remove(id).is_none() {
-                return Err((Status::Error, error_chain(1003, "MCProfileErrorDomain", "The profile is not installed.")));
+                return Err((
+                    Status::Error,
+                    error_chain(
+                        1003,
+                        "MCProfileErrorDomain",
+                        "The profile is not installed.",
+                    ),
+                ));
             }
             Dictionary::new()
         }
@@ -201,15 +264,18 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             )])),
         )]),
         "ProvisioningProfileList" => d(vec![("ProvisioningProfileList", Value::Array(Vec::new()))]),
-        "Restrictions" => d(vec![(
-            "GlobalRestrictions",
-            Value::Dictionary(d(vec![
-                ("restrictedBool", Value::Dictionary(Dictionary::new())),
-                ("restrictedValue", Value::Dictionary(Dictionary::new())),
-                ("intersection", Value::Dictionary(Dictionary::new())),
-                ("union", Value::Dictionary(Dictionary::new())),
-            ])),
-        )]),
+        "Restrictions" => d(vec![
+            ("ProfileRestrictions", Value::Dictionary(Dictionary::new())),
+            (
+                "GlobalRestrictions",
+                Value::Dictionary(d(vec![
+                    ("restrictedBool", Value::Dictionary(Dictionary::new())),
+                    ("restrictedValue", Value::Dictionary(Dictionary::new())),
+                    ("intersection", Value::Dictionary(Dictionary::new())),
+                    ("union", Value::Dictionary(Dictionary::new())),
+                ])),
+            ),
+        ]),
         "DeviceLock" => {
             if c.contains_key("Message") || c.contains_key("PhoneNumber") {
                 d(vec![("MessageResult", "Success".into())])
@@ -218,12 +284,19 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             }
         }
         "InstallApplication" => {
-            let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("com.example.app").to_owned();
+            let id = c
+                .get("Identifier")
+                .and_then(Value::as_string)
+                .unwrap_or("com.example.app")
+                .to_owned();
             d(vec![("Identifier", id.into()), ("State", "Queued".into())])
         }
         "ClearPasscode" => {
             if c.get("UnlockToken").and_then(Value::as_data) != Some(dev.unlock_token.as_slice()) {
-                return Err((Status::Error, error_chain(12076, "MCMDMErrorDomain", "The unlock token is invalid.")));
+                return Err((
+                    Status::Error,
+                    error_chain(12076, "MCMDMErrorDomain", "The unlock token is invalid."),
+                ));
             }
             Dictionary::new()
         }
@@ -240,19 +313,48 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             let results = items
                 .iter()
                 .map(|i| {
-                    let item = i.as_dictionary().and_then(|x| x.get("Item")).and_then(Value::as_string).unwrap_or("");
-                    Value::Dictionary(d(vec![("Item", item.into()), ("Status", "Acknowledged".into())]))
+                    let item = i
+                        .as_dictionary()
+                        .and_then(|x| x.get("Item"))
+                        .and_then(Value::as_string)
+                        .unwrap_or("");
+                    Value::Dictionary(d(vec![
+                        ("Item", item.into()),
+                        ("Status", "Acknowledged".into()),
+                    ]))
                 })
                 .collect();
             d(vec![("Settings", Value::Array(results))])
         }
-        "RemoveApplication" | "DeviceConfigured" | "RestartDevice" | "ShutDownDevice" | "InstallProvisioningProfile"
-        | "RemoveProvisioningProfile" | "EnableLostMode" | "DisableLostMode" | "PlayLostModeSound" | "ClearRestrictionsPassword"
+        "RemoveApplication"
+        | "DeviceConfigured"
+        | "RestartDevice"
+        | "ShutDownDevice"
+        | "InstallProvisioningProfile"
+        | "RemoveProvisioningProfile"
+        | "EnableLostMode"
+        | "DisableLostMode"
+        | "PlayLostModeSound"
+        | "ClearRestrictionsPassword"
         | "ScheduleOSUpdateScan" => Dictionary::new(),
         other => match Schema::get().command(other) {
             Some(s) if s.ios && s.resp.iter().all(|k| k.required == 0) => Dictionary::new(),
-            Some(_) => return Err((Status::Error, error_chain(12021, "MCMDMErrorDomain", "The command is not supported on this device."))),
-            None => return Err((Status::CommandFormatError, error_chain(12021, "MCMDMErrorDomain", "Unknown request type."))),
+            Some(_) => {
+                return Err((
+                    Status::Error,
+                    error_chain(
+                        12021,
+                        "MCMDMErrorDomain",
+                        "The command is not supported on this device.",
+                    ),
+                ))
+            }
+            None => {
+                return Err((
+                    Status::CommandFormatError,
+                    error_chain(12021, "MCMDMErrorDomain", "Unknown request type."),
+                ))
+            }
         },
     })
 }

@@ -70,7 +70,9 @@ pub fn random_udid() -> String {
 fn random_serial() -> String {
     const A: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
     let mut r = rand::thread_rng();
-    (0..12).map(|_| A[r.gen_range(0..A.len())] as char).collect()
+    (0..12)
+        .map(|_| A[r.gen_range(0..A.len())] as char)
+        .collect()
 }
 
 /// An HTTP client for talking to mdmd from simulated devices and the CLI.
@@ -80,7 +82,10 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// An HTTP client that also trusts `ca_pem` (our CA, for the TLS certificate it issued).
 pub fn http_client_trusting(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().user_agent("MDM/1.0 mdmd-sim").pool_max_idle_per_host(4).timeout(std::time::Duration::from_secs(30));
+    let mut b = reqwest::Client::builder()
+        .user_agent("MDM/1.0 mdmd-sim")
+        .pool_max_idle_per_host(4)
+        .timeout(std::time::Duration::from_secs(30));
     if let Some(pem) = ca_pem {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
     }
@@ -88,17 +93,29 @@ pub fn http_client_trusting(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Cl
 }
 
 /// Download the enrollment profile as a person would (basic auth or invitation URL).
-pub async fn download_profile(client: &reqwest::Client, url: &str, basic: Option<(&str, &str)>) -> anyhow::Result<Vec<u8>> {
+pub async fn download_profile(
+    client: &reqwest::Client,
+    url: &str,
+    basic: Option<(&str, &str)>,
+) -> anyhow::Result<Vec<u8>> {
     let mut r = client.get(url);
     if let Some((u, p)) = basic {
         r = r.basic_auth(u, Some(p));
     }
     let resp = r.send().await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
-    let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let ct = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let body = resp.bytes().await?.to_vec();
     if !status.is_success() {
-        bail!("profile download: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        bail!(
+            "profile download: HTTP {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     if ct != "application/x-apple-aspen-config" {
         bail!("profile download: unexpected content type {ct:?}");
@@ -137,7 +154,11 @@ impl SimDevice {
     /// Enroll like an iPhone from a downloaded enrollment profile: verify it,
     /// trust its CA, generate (or take) a key, run SCEP, keep the identity.
     /// Authenticate and TokenUpdate follow with `enroll()`.
-    pub async fn from_profile(client: reqwest::Client, profile_der: &[u8], key: Option<openssl::pkey::PKey<openssl::pkey::Private>>) -> anyhow::Result<Self> {
+    pub async fn from_profile(
+        client: reqwest::Client,
+        profile_der: &[u8],
+        key: Option<openssl::pkey::PKey<openssl::pkey::Private>>,
+    ) -> anyhow::Result<Self> {
         let p = pki::read_profile(profile_der)?;
         let origin = origin(&p.server_url);
         let mut dev = SimDevice::new(&origin, &p.topic, client);
@@ -145,11 +166,21 @@ impl SimDevice {
         dev.server_url = p.server_url.clone();
         let key = match key {
             Some(k) => k,
-            None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?,
+            None => {
+                openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?
+            }
         };
-        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
-            .await?
-            .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
+        let ident = pki::scep_enroll(
+            &dev.client,
+            &p.scep_url,
+            Some(&p.ca),
+            key,
+            &p.subject,
+            Some(&p.challenge),
+            None,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         dev.identity = Some(ident);
         dev.profile = Some(p);
         Ok(dev)
@@ -166,9 +197,17 @@ impl SimDevice {
             Some(i) => i.key.clone(),
             None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?,
         };
-        let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
-            .await?
-            .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
+        let ident = pki::scep_enroll(
+            &self.client,
+            &p.scep_url,
+            Some(&p.ca),
+            key,
+            &p.subject,
+            Some(&p.challenge),
+            None,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         self.identity = Some(ident);
         self.profile = Some(p);
         self.enroll().await?;
@@ -187,19 +226,39 @@ impl SimDevice {
 
     /// PUT a body to a path (or full URL), signed with `Mdm-Signature` when the
     /// device has an identity; returns (status, body).
-    pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub async fn put_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let sig = match &self.identity {
             Some(i) => Some(i.sign(&body)?),
             None => None,
         };
-        self.put_signed(path, content_type, body, sig.as_deref()).await
+        self.put_signed(path, content_type, body, sig.as_deref())
+            .await
     }
 
     /// PUT with an explicit `Mdm-Signature` header value (or none).
-    pub async fn put_signed(&self, path: &str, content_type: &str, body: Vec<u8>, sig: Option<&str>) -> anyhow::Result<(u16, Vec<u8>)> {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{}", self.base, path) };
+    pub async fn put_signed(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        sig: Option<&str>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        };
         let send = || {
-            let mut r = self.client.put(&url).header(reqwest::header::CONTENT_TYPE, content_type).body(body.clone());
+            let mut r = self
+                .client
+                .put(&url)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone());
             if let Some(s) = sig {
                 r = r.header("Mdm-Signature", s);
             }
@@ -219,16 +278,31 @@ impl SimDevice {
         Ok((status, resp.bytes().await?.to_vec()))
     }
 
-    async fn put_ok(&self, path: &str, content_type: &str, d: &plist::Dictionary) -> anyhow::Result<Vec<u8>> {
-        let (status, body) = self.put_raw(path, content_type, crate::protocol::to_xml(d)).await?;
+    async fn put_ok(
+        &self,
+        path: &str,
+        content_type: &str,
+        d: &plist::Dictionary,
+    ) -> anyhow::Result<Vec<u8>> {
+        let (status, body) = self
+            .put_raw(path, content_type, crate::protocol::to_xml(d))
+            .await?;
         if status != 200 {
-            bail!("{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+            bail!(
+                "{path} answered HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
         }
         Ok(body)
     }
 
     pub async fn checkin(&self, d: &plist::Dictionary) -> anyhow::Result<Vec<u8>> {
-        self.put_ok(&self.checkin_url.clone(), "application/x-apple-aspen-mdm-checkin", d).await
+        self.put_ok(
+            &self.checkin_url.clone(),
+            "application/x-apple-aspen-mdm-checkin",
+            d,
+        )
+        .await
     }
 
     pub fn authenticate_message(&self) -> plist::Dictionary {
@@ -268,7 +342,10 @@ impl SimDevice {
     }
 
     pub async fn checkout(&self) -> anyhow::Result<()> {
-        let d = self.dict(vec![("MessageType", "CheckOut".into()), ("Topic", self.topic.clone().into())]);
+        let d = self.dict(vec![
+            ("MessageType", "CheckOut".into()),
+            ("Topic", self.topic.clone().into()),
+        ]);
         self.checkin(&d).await.map(drop)
     }
 
@@ -278,11 +355,19 @@ impl SimDevice {
 
     /// One PUT to the command endpoint; `None` when the server says "no more commands".
     pub async fn connect(&self, report: &plist::Dictionary) -> anyhow::Result<Option<Command>> {
-        let body = self.put_ok(&self.server_url.clone(), "application/x-apple-aspen-mdm", report).await?;
+        let body = self
+            .put_ok(
+                &self.server_url.clone(),
+                "application/x-apple-aspen-mdm",
+                report,
+            )
+            .await?;
         if body.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Command::from_xml(&body).context("server sent a malformed command")?))
+        Ok(Some(
+            Command::from_xml(&body).context("server sent a malformed command")?,
+        ))
     }
 
     /// A full session: Idle, then answer every command until the empty body.
@@ -299,7 +384,11 @@ impl SimDevice {
                 self.reinstall_profile(&payload).await?;
             }
             let (status, r) = self.answer(&cmd);
-            handled.push(Handled { command_uuid: cmd.uuid.clone(), request_type: cmd.request_type.clone(), status });
+            handled.push(Handled {
+                command_uuid: cmd.uuid.clone(),
+                request_type: cmd.request_type.clone(),
+                status,
+            });
             report = r;
             if self.erased {
                 // The report is sent, then the device wipes itself.

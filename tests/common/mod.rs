@@ -16,7 +16,8 @@ pub const ENROLL_USER: (&str, &str) = ("tester", "enroll-pw");
 /// every device still gets its own certificate from SCEP).
 pub fn pool_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    static KEYS: std::sync::OnceLock<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> = std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> =
+        std::sync::OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let keys = KEYS.get_or_init(|| mdmd::sim::load::key_pool(4).expect("keys"));
     keys[NEXT.fetch_add(1, Ordering::Relaxed) % keys.len()].clone()
@@ -37,7 +38,13 @@ impl Server {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { child: None, dir, addr: "127.0.0.1:0".into(), base: String::new(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            child: None,
+            dir,
+            addr: "127.0.0.1:0".into(),
+            base: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -64,7 +71,10 @@ impl Server {
             .arg("--enroll-user")
             .arg(format!("{}:{}", ENROLL_USER.0, ENROLL_USER.1))
             .args(&self.extra)
-            .env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
+            .env(
+                "MDMD_LOG",
+                std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn mdmd");
@@ -114,18 +124,29 @@ impl Server {
     }
 
     pub async fn topic(&self) -> String {
-        self.admin().get("/v1/info").await.expect("info")["topic"].as_str().expect("topic").to_owned()
+        self.admin().get("/v1/info").await.expect("info")["topic"]
+            .as_str()
+            .expect("topic")
+            .to_owned()
     }
 
     pub async fn profile(&self) -> Vec<u8> {
-        mdmd::sim::download_profile(&self.client(), &format!("{}/mdm/enroll", self.base), Some(ENROLL_USER)).await.expect("profile")
+        mdmd::sim::download_profile(
+            &self.client(),
+            &format!("{}/mdm/enroll", self.base),
+            Some(ENROLL_USER),
+        )
+        .await
+        .expect("profile")
     }
 
     /// A simulated iPhone that has installed the enrollment profile and has its
     /// SCEP identity (call `enroll()` for Authenticate + TokenUpdate).
     pub async fn device(&self) -> mdmd::sim::SimDevice {
         let der = self.profile().await;
-        mdmd::sim::SimDevice::from_profile(self.client(), &der, Some(pool_key())).await.expect("SCEP enrollment")
+        mdmd::sim::SimDevice::from_profile(self.client(), &der, Some(pool_key()))
+            .await
+            .expect("SCEP enrollment")
     }
 }
 
@@ -136,6 +157,12 @@ impl Drop for Server {
 }
 
 pub async fn enqueue(admin: &mdmd::sim::load::Admin, targets: &[&str], command: Value) -> String {
-    let v = admin.post("/v1/commands", serde_json::json!({"targets": targets, "command": command})).await.expect("enqueue");
+    let v = admin
+        .post(
+            "/v1/commands",
+            serde_json::json!({"targets": targets, "command": command}),
+        )
+        .await
+        .expect("enqueue");
     v["command_uuid"].as_str().expect("uuid").to_owned()
 }
