@@ -8,11 +8,7 @@ use mdmd::protocol::schema::Schema;
 use mdmd::protocol::{Command, CommandReport};
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/fixtures/nanomdm-device-captures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
+    std::fs::read(format!("{}/fixtures/nanomdm-device-captures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
 fn bench(c: &mut Criterion) {
@@ -31,11 +27,7 @@ fn bench(c: &mut Criterion) {
     let json = serde_json::json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber", "BatteryLevel", "WiFiMAC"]});
     Schema::get();
     c.bench_function("validate DeviceInformation command", |b| {
-        b.iter(|| {
-            Schema::get()
-                .json_to_command(black_box(&json))
-                .expect("valid")
-        })
+        b.iter(|| Schema::get().json_to_command(black_box(&json)).expect("valid"))
     });
     let dict = Schema::get().json_to_command(&json).expect("valid");
     let cmd = Command::new(dict).expect("command");

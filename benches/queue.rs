@@ -6,9 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use mdmd::protocol::EnrollmentKind;
 use mdmd::store::redb::RedbStore;
-use mdmd::store::{
-    CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord,
-};
+use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord};
 
 fn enrollment(id: &str) -> Enrollment {
     Enrollment {
@@ -74,38 +72,29 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");
     g.sample_size(10);
     g.bench_function("enqueue one command to 100,000 enrollments", |b| {
-        b.iter(|| {
-            rt.block_on(store.enqueue(command(), ids.clone()))
-                .expect("enqueue")
-        })
+        b.iter(|| rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue"))
     });
     g.finish();
     let one = vec![ids[0].clone()];
-    c.bench_function(
-        "enqueue + report + next (one enrollment, fsync each)",
-        |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let cmd = command();
-                    let uuid = cmd.uuid.clone();
-                    store.enqueue(cmd, one.clone()).await.expect("enqueue");
-                    let rec = ReportRecord {
-                        command_uuid: uuid,
-                        status: DeliveryStatus::Acknowledged,
-                        error_chain: vec![],
-                        raw: b"<plist/>".to_vec(),
-                        now: 0,
-                    };
-                    store.report(&one[0], rec).await.expect("report")
-                })
-            })
-        },
-    );
-    c.bench_function("next_command (read)", |b| {
+    c.bench_function("enqueue + report + next (one enrollment, fsync each)", |b| {
         b.iter(|| {
-            rt.block_on(store.next_command(&ids[1], false))
-                .expect("next")
+            rt.block_on(async {
+                let cmd = command();
+                let uuid = cmd.uuid.clone();
+                store.enqueue(cmd, one.clone()).await.expect("enqueue");
+                let rec = ReportRecord {
+                    command_uuid: uuid,
+                    status: DeliveryStatus::Acknowledged,
+                    error_chain: vec![],
+                    raw: b"<plist/>".to_vec(),
+                    now: 0,
+                };
+                store.report(&one[0], rec).await.expect("report")
+            })
         })
+    });
+    c.bench_function("next_command (read)", |b| {
+        b.iter(|| rt.block_on(store.next_command(&ids[1], false)).expect("next"))
     });
 }
 

@@ -70,12 +70,7 @@ pub struct ServeConfig {
     pub scep_challenge: Option<String>,
     /// Who may download the enrollment profile with HTTP basic auth: USER:PASSWORD
     /// (repeat the flag, or comma-separate in MDMD_ENROLL_USERS).
-    #[arg(
-        long = "enroll-user",
-        env = "MDMD_ENROLL_USERS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = "enroll-user", env = "MDMD_ENROLL_USERS", value_delimiter = ',', hide_env_values = true)]
     pub enroll_users: Vec<String>,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
@@ -84,11 +79,7 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn port(&self) -> u16 {
-        self.listen
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(8443)
+        self.listen.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8443)
     }
 
     pub fn public_url(&self) -> String {

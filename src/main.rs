@@ -25,12 +25,7 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ClientOpts {
     /// URL of a running mdmd.
-    #[arg(
-        long,
-        env = "MDMD_SERVER",
-        default_value = "https://localhost:8443",
-        global = true
-    )]
+    #[arg(long, env = "MDMD_SERVER", default_value = "https://localhost:8443", global = true)]
     server: String,
     /// Admin API key (default: contents of ./data/api-key).
     #[arg(long, env = "MDMD_API_KEY", hide_env_values = true, global = true)]
@@ -211,10 +206,7 @@ enum SimCmd {
 }
 
 fn print(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
 async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
@@ -222,10 +214,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Serve(_) => unreachable!("handled in main"),
         Cmd::Devices { what, client } => {
             let a = client.admin()?;
-            let v = match what.unwrap_or(DevicesCmd::List {
-                after: None,
-                limit: 100,
-            }) {
+            let v = match what.unwrap_or(DevicesCmd::List { after: None, limit: 100 }) {
                 DevicesCmd::List { after, limit } => {
                     let mut path = format!("/v1/devices?limit={limit}");
                     if let Some(a) = after {
@@ -233,17 +222,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     }
                     a.get(&path).await?
                 }
-                DevicesCmd::Show { id } => {
-                    a.get(&format!("/v1/devices/{}", urlencoding::encode(&id)))
-                        .await?
-                }
-                DevicesCmd::Commands { id } => {
-                    a.get(&format!(
-                        "/v1/devices/{}/commands",
-                        urlencoding::encode(&id)
-                    ))
-                    .await?
-                }
+                DevicesCmd::Show { id } => a.get(&format!("/v1/devices/{}", urlencoding::encode(&id))).await?,
+                DevicesCmd::Commands { id } => a.get(&format!("/v1/devices/{}/commands", urlencoding::encode(&id))).await?,
                 DevicesCmd::Clear { id } => match a
                     .call(
                         reqwest::Method::DELETE,
@@ -267,17 +247,10 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     } else {
                         command
                     };
-                    let cmd: Value =
-                        serde_json::from_str(&text).context("the command must be JSON")?;
-                    print(
-                        &a.post("/v1/commands", json!({"targets": targets, "command": cmd}))
-                            .await?,
-                    );
+                    let cmd: Value = serde_json::from_str(&text).context("the command must be JSON")?;
+                    print(&a.post("/v1/commands", json!({"targets": targets, "command": cmd})).await?);
                 }
-                CmdCmd::Show { uuid } => print(
-                    &a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid)))
-                        .await?,
-                ),
+                CmdCmd::Show { uuid } => print(&a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?),
             }
         }
         Cmd::Ca { what, client } => {
@@ -286,11 +259,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 CaCmd::Show => a.get("/v1/ca").await?,
                 CaCmd::Certs => a.get("/v1/certificates?limit=1000").await?,
                 CaCmd::Revoke { serial } => {
-                    a.post(
-                        &format!("/v1/certificates/{}/revoke", urlencoding::encode(&serial)),
-                        json!({}),
-                    )
-                    .await?
+                    a.post(&format!("/v1/certificates/{}/revoke", urlencoding::encode(&serial)), json!({}))
+                        .await?
                 }
                 CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
             };
@@ -303,21 +273,14 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             client,
         } => {
             let a = client.admin()?;
-            let v = a
-                .post(
-                    "/v1/enrollments/invitations",
-                    json!({"expires_in": expires_in}),
-                )
-                .await?;
+            let v = a.post("/v1/enrollments/invitations", json!({"expires_in": expires_in})).await?;
             if let Some(p) = png {
                 use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
                 std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
             }
             if let Some(p) = svg {
-                std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default())
-                    .with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default()).with_context(|| format!("writing {}", p.display()))?;
             }
             println!(
                 "{}\nexpires {}",
@@ -342,17 +305,9 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             std::io::stdout().write_all(&body)?;
         }
         Cmd::Sim { what, client } => match what {
-            SimCmd::Enroll {
-                devices,
-                user,
-                invite,
-            } => {
+            SimCmd::Enroll { devices, user, invite } => {
                 let http = client.client()?;
-                let n = if invite.is_some() {
-                    1
-                } else {
-                    devices.min(10_000)
-                };
+                let n = if invite.is_some() { 1 } else { devices.min(10_000) };
                 let creds = match &user {
                     Some(u) => Some(parse_user(u)?),
                     None => None,
@@ -361,17 +316,11 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     let der = match (&invite, &creds) {
                         (Some(url), _) => mdmd::sim::download_profile(&http, url, None).await?,
                         (None, Some((u, p))) => {
-                            mdmd::sim::download_profile(
-                                &http,
-                                &format!("{}/mdm/enroll", client.server),
-                                Some((u, p)),
-                            )
-                            .await?
+                            mdmd::sim::download_profile(&http, &format!("{}/mdm/enroll", client.server), Some((u, p))).await?
                         }
                         (None, None) => anyhow::bail!("pass --user USER:PASSWORD or --invite URL"),
                     };
-                    let mut d =
-                        mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
+                    let mut d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
                     d.enroll().await?;
                     let handled = d.session().await?;
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
@@ -386,14 +335,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             } => {
                 let cpu = |pid: Option<u32>| pid.map(|p| proc_cpu(p)).unwrap_or(0.0);
                 let c0 = cpu(pid);
-                let (ok, secs) = mdmd::sim::load::scep_bench(
-                    client.client()?,
-                    &url,
-                    &challenge,
-                    requests,
-                    concurrency,
-                )
-                .await?;
+                let (ok, secs) = mdmd::sim::load::scep_bench(client.client()?, &url, &challenge, requests, concurrency).await?;
                 let c1 = cpu(pid);
                 print(&json!({
                     "issued": ok,
@@ -452,15 +394,10 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Serve(cfg) => rt.block_on(mdmd::server::run(cfg)),
         other => rt.block_on(client_main(other)),

@@ -17,11 +17,7 @@ use crate::store::redb::RedbStore;
 
 /// Write a secret file readable only by its owner (0600), failing if it exists.
 pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(contents)?;
     f.sync_all()
 }
@@ -39,8 +35,7 @@ fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let v = make();
-            write_secret(path, format!("{v}\n").as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+            write_secret(path, format!("{v}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             Ok((v, true))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -55,8 +50,7 @@ pub fn random_token(bytes: usize) -> String {
 
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))?;
     Ok(())
 }
 
@@ -78,10 +72,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
             let path = cfg.data_dir.join("api-key");
             let (k, generated) = load_or_create(&path, || random_token(24))?;
             if generated {
-                println!(
-                    "Generated admin API key (stored 0600 in {}): {k}",
-                    path.display()
-                );
+                println!("Generated admin API key (stored 0600 in {}): {k}", path.display());
             }
             k
         }
@@ -114,8 +105,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
             .await?
             .context("setting up the CA")?,
     );
-    let store: Arc<RedbStore> =
-        Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
+    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
     let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush)));
     mdm.spawn_seen_flusher();
     let enroll_cfg = EnrollConfig {
@@ -131,9 +121,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => {
-                enroll_users.push((n.to_owned(), p.to_owned()))
-            }
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => enroll_users.push((n.to_owned(), p.to_owned())),
             _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
         }
     }

@@ -33,11 +33,7 @@ async fn kill9_between_enqueue_and_delivery_and_between_result_and_next_poll() {
     let mut delivered = Vec::new();
     let mut next = a.connect(&a.idle_report()).await.unwrap();
     while let Some(cmd) = next {
-        assert!(
-            !done.contains(&cmd.uuid),
-            "finished command {} delivered again",
-            cmd.uuid
-        );
+        assert!(!done.contains(&cmd.uuid), "finished command {} delivered again", cmd.uuid);
         delivered.push(cmd.uuid.clone());
         let (status, report) = a.answer(&cmd);
         assert_eq!(status, Status::Acknowledged);
@@ -88,9 +84,7 @@ async fn kill9_under_concurrent_load_keeps_every_acknowledged_result() {
     }
     // Kill as soon as some results were answered 200 while others are in flight.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while acked_so_far.load(std::sync::atomic::Ordering::SeqCst) < 8
-        && std::time::Instant::now() < deadline
-    {
+    while acked_so_far.load(std::sync::atomic::Ordering::SeqCst) < 8 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
     srv.kill9();
@@ -106,20 +100,11 @@ async fn kill9_under_concurrent_load_keeps_every_acknowledged_result() {
     for d in c["deliveries"].as_array().unwrap() {
         let id = d["enrollment"].as_str().unwrap();
         if acked.contains(id) {
-            assert_eq!(
-                d["status"], "Acknowledged",
-                "{id} got 200 but its result was lost"
-            );
+            assert_eq!(d["status"], "Acknowledged", "{id} got 200 but its result was lost");
         } else {
-            assert!(
-                d["status"] == "Acknowledged" || d["status"] == "Pending",
-                "{d}"
-            );
+            assert!(d["status"] == "Acknowledged" || d["status"] == "Pending", "{d}");
         }
     }
-    eprintln!(
-        "{} of 40 results were acknowledged before the kill",
-        acked.len()
-    );
+    eprintln!("{} of 40 results were acknowledged before the kill", acked.len());
     assert!(acked.len() >= 8, "the kill came too early to test anything");
 }

@@ -30,17 +30,10 @@ async fn enroll_and_fifo_command_loop() {
 
     let handled = a.session().await.unwrap();
     let order: Vec<&str> = handled.iter().map(|h| h.command_uuid.as_str()).collect();
-    assert_eq!(
-        order,
-        vec![info.as_str(), list.as_str(), sec.as_str()],
-        "FIFO per enrollment"
-    );
+    assert_eq!(order, vec![info.as_str(), list.as_str(), sec.as_str()], "FIFO per enrollment");
     assert!(handled.iter().all(|h| h.status == Status::Acknowledged));
     assert_eq!(b.session().await.unwrap().len(), 1);
-    assert!(
-        a.session().await.unwrap().is_empty(),
-        "finished commands are not delivered again"
-    );
+    assert!(a.session().await.unwrap().is_empty(), "finished commands are not delivered again");
 
     let c = admin.get(&format!("/v1/commands/{info}")).await.unwrap();
     assert_eq!(c["request_type"], "DeviceInformation");
@@ -57,10 +50,7 @@ async fn enroll_and_fifo_command_loop() {
     assert_eq!(dev["push_token_present"], true);
     assert_eq!(dev["pending_commands"], 0);
     assert_eq!(dev["info"]["serial_number"], a.serial);
-    let cmds = admin
-        .get(&format!("/v1/devices/{}/commands", a.udid))
-        .await
-        .unwrap();
+    let cmds = admin.get(&format!("/v1/devices/{}/commands", a.udid)).await.unwrap();
     assert_eq!(cmds["commands"].as_array().unwrap().len(), 3);
 }
 
@@ -70,12 +60,7 @@ async fn not_now_is_skipped_for_the_session_and_redelivered_on_idle() {
     let admin = srv.admin();
     let mut a = srv.device().await;
     a.enroll().await.unwrap();
-    let apps = enqueue(
-        &admin,
-        &[&a.udid],
-        json!({"RequestType": "InstalledApplicationList"}),
-    )
-    .await;
+    let apps = enqueue(&admin, &[&a.udid], json!({"RequestType": "InstalledApplicationList"})).await;
     let sec = enqueue(&admin, &[&a.udid], json!({"RequestType": "SecurityInfo"})).await;
     a.not_now.insert("InstalledApplicationList".into());
 
@@ -152,10 +137,7 @@ async fn duplicate_foreign_and_unknown_results_change_nothing() {
     let mut err = report.clone();
     err.insert("Status".into(), "Error".into());
     assert!(a.connect(&err).await.unwrap().is_none());
-    assert_eq!(
-        admin.get(&format!("/v1/commands/{x}")).await.unwrap(),
-        before
-    );
+    assert_eq!(admin.get(&format!("/v1/commands/{x}")).await.unwrap(), before);
 
     // A reports a result for B's command: nothing changes for B, A gets its own next (none).
     let mut foreign = a.idle_report();
@@ -165,10 +147,7 @@ async fn duplicate_foreign_and_unknown_results_change_nothing() {
     let yv = admin.get(&format!("/v1/commands/{y}")).await.unwrap();
     assert_eq!(yv["deliveries"][0]["status"], "Pending");
     // Unknown UUID: ignored.
-    foreign.insert(
-        "CommandUUID".into(),
-        "00000000-0000-0000-0000-000000000000".into(),
-    );
+    foreign.insert("CommandUUID".into(), "00000000-0000-0000-0000-000000000000".into());
     assert!(a.connect(&foreign).await.unwrap().is_none());
     // B still gets and finishes its command.
     let h = b.session().await.unwrap();
@@ -186,10 +165,7 @@ async fn bad_device_input_gets_4xx_and_changes_nothing() {
     let snapshot = || async {
         (
             admin.get("/v1/devices").await.unwrap(),
-            admin
-                .get(&format!("/v1/devices/{}/commands", a.udid))
-                .await
-                .unwrap(),
+            admin.get(&format!("/v1/devices/{}/commands", a.udid)).await.unwrap(),
         )
     };
     let before = snapshot().await;
@@ -214,12 +190,7 @@ async fn bad_device_input_gets_4xx_and_changes_nothing() {
                 .put_raw(path, "application/x-apple-aspen-mdm-checkin", body.clone())
                 .await
                 .unwrap();
-            assert_eq!(
-                status,
-                want,
-                "{name} on {path}: {}",
-                String::from_utf8_lossy(&text)
-            );
+            assert_eq!(status, want, "{name} on {path}: {}", String::from_utf8_lossy(&text));
             assert_ne!(status, 401);
         }
     }
@@ -244,8 +215,7 @@ async fn checkin_messages() {
     };
     // Bootstrap token escrow.
     let get = msg(vec![("MessageType", "GetBootstrapToken".into())]);
-    let empty =
-        plist::Value::from_reader(std::io::Cursor::new(a.checkin(&get).await.unwrap())).unwrap();
+    let empty = plist::Value::from_reader(std::io::Cursor::new(a.checkin(&get).await.unwrap())).unwrap();
     assert_eq!(
         empty.as_dictionary().unwrap().get("BootstrapToken"),
         Some(&plist::Value::Data(vec![]))
@@ -256,28 +226,21 @@ async fn checkin_messages() {
     ]))
     .await
     .unwrap();
-    let got =
-        plist::Value::from_reader(std::io::Cursor::new(a.checkin(&get).await.unwrap())).unwrap();
+    let got = plist::Value::from_reader(std::io::Cursor::new(a.checkin(&get).await.unwrap())).unwrap();
     assert_eq!(
         got.as_dictionary().unwrap().get("BootstrapToken"),
         Some(&plist::Value::Data(b"secret-bt".to_vec()))
     );
     let dev = admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap();
     assert_eq!(dev["bootstrap_token_escrowed"], true);
-    assert!(
-        !dev.to_string().contains("c2VjcmV0LWJ0"),
-        "the token itself is never shown"
-    );
+    assert!(!dev.to_string().contains("c2VjcmV0LWJ0"), "the token itself is never shown");
 
     // UserAuthenticate: declined with 410 on the first message.
     let (s, _) = a
         .put_raw(
             "/mdm/checkin",
             "x",
-            mdmd::protocol::to_xml(&msg(vec![
-                ("MessageType", "UserAuthenticate".into()),
-                ("UserID", "U1".into()),
-            ])),
+            mdmd::protocol::to_xml(&msg(vec![("MessageType", "UserAuthenticate".into()), ("UserID", "U1".into())])),
         )
         .await
         .unwrap();
@@ -293,10 +256,7 @@ async fn checkin_messages() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(v["SyncTokens"]["DeclarationsToken"].is_string());
     // ReturnToService: not enabled.
-    let body = a
-        .checkin(&msg(vec![("MessageType", "ReturnToService".into())]))
-        .await
-        .unwrap();
+    let body = a.checkin(&msg(vec![("MessageType", "ReturnToService".into())])).await.unwrap();
     let v = plist::Value::from_reader(std::io::Cursor::new(body)).unwrap();
     assert_eq!(
         v.as_dictionary()
@@ -342,10 +302,7 @@ async fn checkin_messages() {
     let dev = admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap();
     assert_eq!(dev["active"], false, "not pushable until TokenUpdate");
     assert_eq!(dev["pending_commands"], 0);
-    assert_eq!(
-        admin.get(&format!("/v1/devices/{user_id}")).await.unwrap()["pending_commands"],
-        0
-    );
+    assert_eq!(admin.get(&format!("/v1/devices/{user_id}")).await.unwrap()["pending_commands"], 0);
     a.token_update().await.unwrap();
     assert!(a.session().await.unwrap().is_empty());
 
@@ -354,16 +311,9 @@ async fn checkin_messages() {
     let dev = admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap();
     assert_eq!(dev["checked_out"], true);
     assert_eq!(dev["active"], false);
-    assert_eq!(
-        admin.get(&format!("/v1/devices/{user_id}")).await.unwrap()["active"],
-        false
-    );
+    assert_eq!(admin.get(&format!("/v1/devices/{user_id}")).await.unwrap()["active"], false);
     let (s, _) = a
-        .put_raw(
-            "/mdm/connect",
-            "x",
-            mdmd::protocol::to_xml(&a.idle_report()),
-        )
+        .put_raw("/mdm/connect", "x", mdmd::protocol::to_xml(&a.idle_report()))
         .await
         .unwrap();
     assert_eq!(s, 400);
@@ -375,11 +325,7 @@ async fn admin_api_needs_the_key_and_validates_commands() {
     let a = srv.device().await;
     a.enroll().await.unwrap();
     let client = srv.client();
-    for (key, want) in [
-        (None, 401),
-        (Some("wrong"), 401),
-        (Some(common::API_KEY), 200),
-    ] {
+    for (key, want) in [(None, 401), (Some("wrong"), 401), (Some(common::API_KEY), 200)] {
         let mut r = client.get(format!("{}/v1/devices", srv.base));
         if let Some(k) = key {
             r = r.bearer_auth(k);
@@ -389,14 +335,8 @@ async fn admin_api_needs_the_key_and_validates_commands() {
     let admin = srv.admin();
     let bad = [
         (json!({"RequestType": "DeviceInformation"}), "Queries"),
-        (
-            json!({"RequestType": "DeviceInformation", "Queries": [1]}),
-            "Queries[0]",
-        ),
-        (
-            json!({"RequestType": "InstallProfile", "Payload": "not base64!"}),
-            "Payload",
-        ),
+        (json!({"RequestType": "DeviceInformation", "Queries": [1]}), "Queries[0]"),
+        (json!({"RequestType": "InstallProfile", "Payload": "not base64!"}), "Payload"),
         (
             json!({"RequestType": "Settings", "Settings": [{"Item": "NoSuchItem"}]}),
             "Settings[0].Item",
@@ -417,21 +357,11 @@ async fn admin_api_needs_the_key_and_validates_commands() {
         assert_eq!(s, 400, "{cmd}: {v}");
         assert!(v["error"].as_str().unwrap().contains(key), "{cmd}: {v}");
     }
-    assert_eq!(
-        admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap()["pending_commands"],
-        0
-    );
-    let (s, _) = admin
-        .call(reqwest::Method::GET, "/v1/commands/nope", None)
-        .await
-        .unwrap();
+    assert_eq!(admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap()["pending_commands"], 0);
+    let (s, _) = admin.call(reqwest::Method::GET, "/v1/commands/nope", None).await.unwrap();
     assert_eq!(s, 404);
     let (s, _) = admin
-        .call(
-            reqwest::Method::POST,
-            "/v1/commands",
-            Some(json!({"targets": []})),
-        )
+        .call(reqwest::Method::POST, "/v1/commands", Some(json!({"targets": []})))
         .await
         .unwrap();
     assert_eq!(s, 400);
@@ -440,24 +370,13 @@ async fn admin_api_needs_the_key_and_validates_commands() {
     enqueue(&admin, &[&a.udid], json!({"RequestType": "ProfileList"})).await;
     enqueue(&admin, &[&a.udid], json!({"RequestType": "SecurityInfo"})).await;
     let (s, v) = admin
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/devices/{}/commands", a.udid),
-            None,
-        )
+        .call(reqwest::Method::DELETE, &format!("/v1/devices/{}/commands", a.udid), None)
         .await
         .unwrap();
     assert_eq!((s, v["cleared"].as_u64()), (200, Some(2)));
     assert!(a.connect(&a.idle_report()).await.unwrap().is_none());
-    let cmds = admin
-        .get(&format!("/v1/devices/{}/commands", a.udid))
-        .await
-        .unwrap();
-    assert!(cmds["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["status"] == "Cleared"));
+    let cmds = admin.get(&format!("/v1/devices/{}/commands", a.udid)).await.unwrap();
+    assert!(cmds["commands"].as_array().unwrap().iter().all(|c| c["status"] == "Cleared"));
 }
 
 #[tokio::test]
@@ -526,8 +445,7 @@ async fn simulated_answers_are_valid_against_apple_schemas() {
         for k in ["UDID", "Status", "CommandUUID"] {
             keys.remove(k);
         }
-        validate_plist(spec, &keys, "", false)
-            .unwrap_or_else(|e| panic!("{}: {e}", cmd.request_type));
+        validate_plist(spec, &keys, "", false).unwrap_or_else(|e| panic!("{}: {e}", cmd.request_type));
         if !spec.is_empty() {
             assert!(!keys.is_empty(), "{}: no response keys", cmd.request_type);
         }
@@ -535,10 +453,7 @@ async fn simulated_answers_are_valid_against_apple_schemas() {
         n += 1;
     }
     assert_eq!(n, commands.len());
-    let list = admin
-        .get(&format!("/v1/devices/{}/commands", a.udid))
-        .await
-        .unwrap();
+    let list = admin.get(&format!("/v1/devices/{}/commands", a.udid)).await.unwrap();
     assert!(list["commands"]
         .as_array()
         .unwrap()

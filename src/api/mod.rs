@@ -26,24 +26,15 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/commands/{uuid}", get(get_command))
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
-        .route(
-            "/v1/devices/{id}/commands",
-            get(device_commands).delete(clear_device_commands),
-        )
+        .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))
         .route("/v1/certificates", get(pki::list_certs))
         .route("/v1/certificates/{serial}", get(pki::get_cert))
-        .route(
-            "/v1/certificates/{serial}/revoke",
-            axum::routing::post(pki::revoke),
-        )
+        .route("/v1/certificates/{serial}/revoke", axum::routing::post(pki::revoke))
         .route("/v1/enrollments/profile", get(pki::enrollment_profile))
-        .route(
-            "/v1/enrollments/invitations",
-            axum::routing::post(pki::invite),
-        )
+        .route("/v1/enrollments/invitations", axum::routing::post(pki::invite))
         .route("/v1/identities/renew", axum::routing::post(pki::renew_now))
 }
 
@@ -58,13 +49,9 @@ pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    let ok =
-        !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
+    let ok = !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
     if !ok {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API key (Authorization: Bearer <key>)",
-        );
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer <key>)");
     }
     next.run(req).await
 }
@@ -95,19 +82,11 @@ async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> R
         }
     };
     if req.targets.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "targets: at least one enrollment id is required",
-        );
+        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
     }
     match app.mdm.enqueue_json(&req.command, req.targets).await {
-        Ok((uuid, out)) => Json(
-            json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown}),
-        )
-        .into_response(),
-        Err(EnqueueError::Invalid(e)) => {
-            error(StatusCode::BAD_REQUEST, format!("invalid command: {e}"))
-        }
+        Ok((uuid, out)) => Json(json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown})).into_response(),
+        Err(EnqueueError::Invalid(e)) => error(StatusCode::BAD_REQUEST, format!("invalid command: {e}")),
         Err(EnqueueError::Service(e)) => store_error(e),
     }
 }

@@ -67,10 +67,7 @@ pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> R
 pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
     match app.mdm.store.cert_by_serial(&serial.to_uppercase()).await {
         Ok(Some(c)) => Json(cert_view(&c)).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no certificate with serial {serial}"),
-        ),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
         Err(e) => store_error(e),
     }
 }
@@ -82,10 +79,7 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
             tracing::info!(%serial, "certificate revoked");
             Json(json!({"serial": serial, "revoked": true})).into_response()
         }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("no certificate with serial {serial}"),
-        ),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
         Err(e) => store_error(e),
     }
 }
@@ -93,18 +87,10 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
 pub async fn enrollment_profile(State(app): State<Arc<App>>) -> Response {
     match app
         .enroller
-        .signed_profile(
-            "admin-download",
-            app.enroller.cfg.challenge_ttl.max(7 * 86_400),
-        )
+        .signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400))
         .await
     {
-        Ok(der) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-apple-aspen-config")],
-            der,
-        )
-            .into_response(),
+        Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -122,11 +108,7 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
         .expires_in
         .unwrap_or(7 * 86_400)
         .clamp(60, 90 * 86_400);
-    let (token, expires) = match app
-        .enroller
-        .new_secret(SecretKind::Invitation, "invitation", ttl)
-        .await
-    {
+    let (token, expires) = match app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await {
         Ok(x) => x,
         Err(e) => return store_error(e),
     };
@@ -147,17 +129,10 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
 /// The invitation URL as a QR code: SVG text and PNG bytes.
 pub fn qr(url: &str) -> anyhow::Result<(String, Vec<u8>)> {
     let code = qrcode::QrCode::new(url.as_bytes())?;
-    let svg = code
-        .render::<qrcode::render::svg::Color>()
-        .min_dimensions(256, 256)
-        .build();
-    let img = code
-        .render::<image::Luma<u8>>()
-        .min_dimensions(256, 256)
-        .build();
+    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(256, 256).build();
+    let img = code.render::<image::Luma<u8>>().min_dimensions(256, 256).build();
     let mut png = Vec::new();
-    image::DynamicImage::ImageLuma8(img)
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    image::DynamicImage::ImageLuma8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok((svg, png))
 }
 

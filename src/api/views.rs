@@ -83,9 +83,7 @@ pub fn device_command(c: &DeviceCommand) -> Value {
 
 pub fn command(rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
     let command = match plist::Value::from_reader(std::io::Cursor::new(&rec.body)) {
-        Ok(plist::Value::Dictionary(d)) => {
-            d.get("Command").map(plist_to_json).unwrap_or(Value::Null)
-        }
+        Ok(plist::Value::Dictionary(d)) => d.get("Command").map(plist_to_json).unwrap_or(Value::Null),
         _ => Value::Null,
     };
     json!({

@@ -34,17 +34,11 @@ fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
     };
     // Compare every entry so timing does not tell which user exists.
     app.enroll_users.iter().fold(false, |found, (u, p)| {
-        found
-            | (bool::from(u.as_bytes().ct_eq(user.as_bytes()))
-                & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
+        found | (bool::from(u.as_bytes().ct_eq(user.as_bytes())) & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
     })
 }
 
-pub async fn get(
-    State(app): State<Arc<App>>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
     let ttl = app.enroller.cfg.challenge_ttl;
     if let Some(token) = q.get("invite") {
         match app.enroller.use_invitation(token).await {
@@ -60,10 +54,7 @@ pub async fn get(
     (
         StatusCode::UNAUTHORIZED,
         [
-            (
-                header::WWW_AUTHENTICATE,
-                "Basic realm=\"mdmd enrollment\", charset=\"UTF-8\"",
-            ),
+            (header::WWW_AUTHENTICATE, "Basic realm=\"mdmd enrollment\", charset=\"UTF-8\""),
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
         ],
         "Enrollment needs your enrollment credentials or an invitation link.\n",
@@ -77,10 +68,7 @@ async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"enroll.mobileconfig\"",
-                ),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"enroll.mobileconfig\""),
             ],
             der,
         )

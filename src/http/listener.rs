@@ -33,18 +33,12 @@ pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
     b.set_session_id_context(b"mdmd")?;
     b.set_alpn_select_callback(|_, client| {
-        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
-            .ok_or(openssl::ssl::AlpnError::NOACK)
+        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client).ok_or(openssl::ssl::AlpnError::NOACK)
     });
     Ok(Arc::new(b.build()))
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<SslAcceptor>>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcceptor>>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -95,10 +89,7 @@ where
         })
         .service(router);
     let svc = TowerToHyperService::new(svc);
-    if let Err(e) = Builder::new(TokioExecutor::new())
-        .serve_connection(io, svc)
-        .await
-    {
+    if let Err(e) = Builder::new(TokioExecutor::new()).serve_connection(io, svc).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -17,12 +17,7 @@ use crate::service::checkin::Caller;
 use crate::service::{CheckinReply, ServiceError};
 
 pub fn text(status: StatusCode, msg: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
 }
 
 fn protocol_error(app: &App, e: ProtocolError) -> Response {
@@ -44,10 +39,7 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
         }
         ServiceError::Store(e) => {
             tracing::error!(error = %e, "storage failure");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily unavailable\n".into(),
-            )
+            text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n".into())
         }
     }
 }
@@ -55,44 +47,32 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
 /// Establish the device identity: `Mdm-Signature` over the raw body, else the
 /// TLS client certificate, else (plain HTTP behind a proxy) RFC 9440 `Client-Cert`.
 /// A signature or certificate that fails to verify is a 400/403, never 401.
-fn identify(
-    app: &App,
-    headers: &HeaderMap,
-    peer: &PeerCert,
-    body: &[u8],
-) -> Result<Caller, Response> {
+fn identify(app: &App, headers: &HeaderMap, peer: &PeerCert, body: &[u8]) -> Result<Caller, Response> {
     let ident = if let Some(sig) = headers.get("Mdm-Signature") {
-        let sig = sig.to_str().map_err(|_| {
-            text(
-                StatusCode::BAD_REQUEST,
-                "Mdm-Signature is not ASCII\n".into(),
-            )
-        })?;
+        let sig = sig
+            .to_str()
+            .map_err(|_| text(StatusCode::BAD_REQUEST, "Mdm-Signature is not ASCII\n".into()))?;
         Identity::from_signature(&app.pki, sig, body).map_err(|e| {
             Stats::inc(&app.stats.rejected);
             tracing::warn!(error = %e, "Mdm-Signature rejected");
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("Mdm-Signature rejected: {e}\n"),
-            )
+            // A valid signature by a certificate we do not accept is a 403; a broken one a 400.
+            let status = match e {
+                crate::pki::PkiError::BadCertificate(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            text(status, format!("Mdm-Signature rejected: {e}\n"))
         })?
     } else if let Some(cert) = &peer.0 {
         Identity::from_cert(&app.pki, (**cert).clone()).map_err(|e| {
             Stats::inc(&app.stats.rejected);
             tracing::warn!(error = %e, "client certificate rejected");
-            text(
-                StatusCode::FORBIDDEN,
-                format!("client certificate rejected: {e}\n"),
-            )
+            text(StatusCode::FORBIDDEN, format!("client certificate rejected: {e}\n"))
         })?
     } else if let (true, Some(h)) = (app.plain_http, headers.get("Client-Cert")) {
         let h = h.to_str().unwrap_or("");
         Identity::from_client_cert_header(&app.pki, h).map_err(|e| {
             Stats::inc(&app.stats.rejected);
-            text(
-                StatusCode::FORBIDDEN,
-                format!("Client-Cert rejected: {e}\n"),
-            )
+            text(StatusCode::FORBIDDEN, format!("Client-Cert rejected: {e}\n"))
         })?
     } else {
         return Ok(Caller::default());
@@ -104,12 +84,7 @@ fn identify(
     })
 }
 
-pub async fn put(
-    State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCert>, headers: HeaderMap, body: Bytes) -> Response {
     let dict = match parse_dict(&body) {
         Ok(d) => d,
         Err(e) => return protocol_error(&app, e),
@@ -126,22 +101,10 @@ pub async fn put(
         };
         match app.mdm.checkin(req, &caller).await {
             Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
-            Ok(CheckinReply::Plist(b)) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/xml")],
-                b,
-            )
-                .into_response(),
-            Ok(CheckinReply::Json(b)) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                b,
-            )
-                .into_response(),
+            Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
+            Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
             Ok(CheckinReply::Gone) => StatusCode::GONE.into_response(),
-            Ok(CheckinReply::Unsupported(m)) => {
-                text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n"))
-            }
+            Ok(CheckinReply::Unsupported(m)) => text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n")),
             Err(e) => service_error(&app, e),
         }
     } else {
@@ -151,12 +114,7 @@ pub async fn put(
             Err(e) => return protocol_error(&app, e),
         };
         match app.mdm.connect(report, &body, &caller).await {
-            Ok(Some(cmd)) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/xml")],
-                cmd,
-            )
-                .into_response(),
+            Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
             Ok(None) => StatusCode::OK.into_response(),
             Err(e) => service_error(&app, e),
         }

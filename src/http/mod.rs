@@ -52,9 +52,6 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(app.max_body));
     let api = crate::api::router()
         .layer(DefaultBodyLimit::max(app.max_api_body))
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::api::auth,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth));
     device.merge(api).with_state(app)
 }

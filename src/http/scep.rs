@@ -18,18 +18,10 @@ use crate::service::enroll::ScepReply;
 
 async fn operation(app: &App, der: &[u8]) -> Response {
     match app.enroller.pki_operation(der).await {
-        Ok(ScepReply::CertRep(b)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-pki-message")],
-            b,
-        )
-            .into_response(),
+        Ok(ScepReply::CertRep(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pki-message")], b).into_response(),
         Ok(ScepReply::Unparsable(why)) => {
             tracing::warn!(reason = %why, "unreadable SCEP message");
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("bad SCEP message: {why}\n"),
-            )
+            text(StatusCode::BAD_REQUEST, format!("bad SCEP message: {why}\n"))
         }
         Err(e) => service_error(app, e),
     }
@@ -37,72 +29,36 @@ async fn operation(app: &App, der: &[u8]) -> Response {
 
 /// The GET form's message: base64, maybe URL-encoded, maybe with '+' turned into ' '.
 fn decode_message(m: &str) -> Option<Vec<u8>> {
-    let cleaned: String = m
-        .trim()
-        .replace(' ', "+")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let cleaned: String = m.trim().replace(' ', "+").chars().filter(|c| !c.is_whitespace()).collect();
     let e = base64::engine::general_purpose::STANDARD;
-    e.decode(&cleaned).ok().or_else(|| {
-        urlencoding::decode(&cleaned)
-            .ok()
-            .and_then(|u| e.decode(u.as_bytes()).ok())
-    })
+    e.decode(&cleaned)
+        .ok()
+        .or_else(|| urlencoding::decode(&cleaned).ok().and_then(|u| e.decode(u.as_bytes()).ok()))
 }
 
-pub async fn get(
-    State(app): State<Arc<App>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
     match q.get("operation").map(String::as_str) {
-        Some("GetCACaps") => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain")],
-            CAPABILITIES,
-        )
-            .into_response(),
+        Some("GetCACaps") => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], CAPABILITIES).into_response(),
         Some("GetCACert") => match app.pki.ca.cert.to_der() {
-            Ok(der) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/x-x509-ca-cert")],
-                der,
-            )
-                .into_response(),
+            Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response(),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         },
         Some("PKIOperation") => match q.get("message").and_then(|m| decode_message(m)) {
             Some(der) => operation(&app, &der).await,
-            None => text(
-                StatusCode::BAD_REQUEST,
-                "PKIOperation needs a base64 message parameter\n".into(),
-            ),
+            None => text(StatusCode::BAD_REQUEST, "PKIOperation needs a base64 message parameter\n".into()),
         },
         Some(other) => text(
             StatusCode::BAD_REQUEST,
-            format!(
-                "unsupported SCEP operation {:?}\n",
-                other.chars().take(40).collect::<String>()
-            ),
+            format!("unsupported SCEP operation {:?}\n", other.chars().take(40).collect::<String>()),
         ),
-        None => text(
-            StatusCode::BAD_REQUEST,
-            "missing operation parameter\n".into(),
-        ),
+        None => text(StatusCode::BAD_REQUEST, "missing operation parameter\n".into()),
     }
 }
 
-pub async fn post(
-    State(app): State<Arc<App>>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
+pub async fn post(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> Response {
     match q.get("operation").map(String::as_str) {
         Some("PKIOperation") => operation(&app, &body).await,
-        _ => text(
-            StatusCode::BAD_REQUEST,
-            "POST supports operation=PKIOperation only\n".into(),
-        ),
+        _ => text(StatusCode::BAD_REQUEST, "POST supports operation=PKIOperation only\n".into()),
     }
 }
 
@@ -111,14 +67,8 @@ mod tests {
     #[test]
     fn get_message_forms() {
         let b64 = "MIIB+/A=";
-        assert_eq!(
-            super::decode_message(b64),
-            super::decode_message("MIIB%2B%2FA%3D")
-        );
-        assert_eq!(
-            super::decode_message(b64),
-            super::decode_message("MIIB /A=")
-        );
+        assert_eq!(super::decode_message(b64), super::decode_message("MIIB%2B%2FA%3D"));
+        assert_eq!(super::decode_message(b64), super::decode_message("MIIB /A="));
         assert!(super::decode_message("***").is_none());
     }
 }

@@ -11,8 +11,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, PKeyRef, Private, Public};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509Ref, X509};
@@ -60,11 +59,7 @@ fn load_pair(cert: &Path, key: &Path) -> Result<KeyPair, PkiError> {
     let leaf = certs.remove(0);
     let key = PKey::private_key_from_pem(&read(key)?)?;
     if !leaf.public_key()?.public_eq(&key) {
-        return Err(PkiError::Io(format!(
-            "{} does not match {}",
-            key_display(key.id()),
-            cert.display()
-        )));
+        return Err(PkiError::Io(format!("{} does not match {}", key_display(key.id()), cert.display())));
     }
     Ok(KeyPair {
         cert: leaf,
@@ -144,9 +139,7 @@ impl Pki {
         };
         let ca = match (&cfg.ca_cert, &cfg.ca_key) {
             (Some(c), Some(k)) => load_pair(c, k)?,
-            _ if dir.join("ca.pem").exists() => {
-                load_pair(&dir.join("ca.pem"), &dir.join("ca.key"))?
-            }
+            _ if dir.join("ca.pem").exists() => load_pair(&dir.join("ca.pem"), &dir.join("ca.key"))?,
             _ => {
                 let pair = create_ca(org)?;
                 save_pair(dir, "ca", &pair)?;
@@ -167,16 +160,10 @@ impl Pki {
             (Some(c), Some(k)) => load_pair(c, k)?,
             _ => {
                 let (c, k) = (dir.join("tls.pem"), dir.join("tls.key"));
-                let existing = if c.exists() {
-                    Some(load_pair(&c, &k)?)
-                } else {
-                    None
-                };
+                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
                 match existing {
                     Some(p)
-                        if covers(&p.cert, &cfg.public_host)
-                            && p.cert.verify(&pki.ca.key).unwrap_or(false)
-                            && not_expiring(&p.cert) =>
+                        if covers(&p.cert, &cfg.public_host) && p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) =>
                     {
                         p
                     }
@@ -193,17 +180,9 @@ impl Pki {
             (Some(c), Some(k)) => load_pair(c, k)?,
             _ => {
                 let (c, k) = (dir.join("signer.pem"), dir.join("signer.key"));
-                let existing = if c.exists() {
-                    Some(load_pair(&c, &k)?)
-                } else {
-                    None
-                };
+                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
                 match existing {
-                    Some(p)
-                        if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) =>
-                    {
-                        p
-                    }
+                    Some(p) if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
                     _ => {
                         let p = pki.issue_signer(org)?;
                         save_pair(dir, "signer", &p)?;
@@ -223,29 +202,12 @@ impl Pki {
     fn issue_tls(&self, host: &str) -> Result<KeyPair, PkiError> {
         let key = new_rsa(2048)?;
         let subject = name(host, "")?;
-        let mut b = builder(
-            &subject,
-            self.ca.cert.subject_name(),
-            &public(&key)?.as_ref(),
-            397,
-            3600,
-        )?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 397, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
         let mut san = SubjectAlternativeName::new();
-        let mut hosts = vec![
-            host.to_owned(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-            "::1".into(),
-        ];
+        let mut hosts = vec![host.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
         hosts.dedup();
         for h in &hosts {
             if h.parse::<IpAddr>().is_ok() {
@@ -273,21 +235,10 @@ impl Pki {
     fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
         let key = new_rsa(2048)?;
         let subject = name(&format!("{org} profile signing"), org)?;
-        let mut b = builder(
-            &subject,
-            self.ca.cert.subject_name(),
-            &public(&key)?.as_ref(),
-            730,
-            3600,
-        )?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 730, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-        b.append_extension(
-            ExtendedKeyUsage::new()
-                .email_protection()
-                .code_signing()
-                .build()?,
-        )?;
+        b.append_extension(ExtendedKeyUsage::new().email_protection().code_signing().build()?)?;
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
         b.append_extension(aki)?;
@@ -300,21 +251,10 @@ impl Pki {
     }
 
     /// Issue a device identity (SCEP): subject from the CSR, our policy for the rest.
-    pub fn issue_identity(
-        &self,
-        pubkey: &PKeyRef<Public>,
-        subject: &X509NameRef,
-        days: u32,
-    ) -> Result<X509, PkiError> {
+    pub fn issue_identity(&self, pubkey: &PKeyRef<Public>, subject: &X509NameRef, days: u32) -> Result<X509, PkiError> {
         let mut b = builder(subject, self.ca.cert.subject_name(), pubkey, days, 300)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let ski = SubjectKeyIdentifier::new().build(&ctx)?;
@@ -380,12 +320,11 @@ fn covers(cert: &X509Ref, host: &str) -> bool {
     cert.subject_alt_names().is_some_and(|names| {
         names.iter().any(|n| {
             n.dnsname() == Some(host)
-                || n.ipaddress()
-                    .is_some_and(|ip| match host.parse::<IpAddr>() {
-                        Ok(IpAddr::V4(a)) => ip == a.octets(),
-                        Ok(IpAddr::V6(a)) => ip == a.octets(),
-                        Err(_) => false,
-                    })
+                || n.ipaddress().is_some_and(|ip| match host.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(a)) => ip == a.octets(),
+                    Ok(IpAddr::V6(a)) => ip == a.octets(),
+                    Err(_) => false,
+                })
         })
     })
 }

@@ -16,21 +16,14 @@ pub fn sign_profile(pki: &Pki, profile: &[u8]) -> Result<Vec<u8>, PkiError> {
         certs.push(c.clone())?;
     }
     // BINARY: never touch line endings, or the signature no longer matches the bytes.
-    let p7 = Pkcs7::sign(
-        &pki.signer.cert,
-        &pki.signer.key,
-        &certs,
-        profile,
-        Pkcs7Flags::BINARY,
-    )?;
+    let p7 = Pkcs7::sign(&pki.signer.cert, &pki.signer.key, &certs, profile, Pkcs7Flags::BINARY)?;
     Ok(p7.to_der()?)
 }
 
 /// Verify a detached signature over `content` and return the signer certificate.
 /// Only the signature is checked here; the caller checks the chain and binding.
 pub fn verify_detached(sig_der: &[u8], content: &[u8]) -> Result<X509, PkiError> {
-    let p7 = Pkcs7::from_der(sig_der)
-        .map_err(|e| PkiError::BadMessage(format!("signature is not PKCS#7: {e}")))?;
+    let p7 = Pkcs7::from_der(sig_der).map_err(|e| PkiError::BadMessage(format!("signature is not PKCS#7: {e}")))?;
     let none = Stack::new()?;
     let signers = p7
         .signers(&none, Pkcs7Flags::empty())
@@ -41,31 +34,15 @@ pub fn verify_detached(sig_der: &[u8], content: &[u8]) -> Result<X509, PkiError>
         .ok_or_else(|| PkiError::BadSignature("no signer".into()))?
         .to_owned();
     let store = openssl::x509::store::X509StoreBuilder::new()?.build();
-    p7.verify(
-        &none,
-        &store,
-        Some(content),
-        None,
-        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-    )
-    .map_err(|e| PkiError::BadSignature(e.to_string()))?;
+    p7.verify(&none, &store, Some(content), None, Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY)
+        .map_err(|e| PkiError::BadSignature(e.to_string()))?;
     Ok(signer)
 }
 
 /// Sign `content` detached (what a device does for `Mdm-Signature`).
-pub fn sign_detached(
-    cert: &X509Ref,
-    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
-    content: &[u8],
-) -> Result<Vec<u8>, PkiError> {
+pub fn sign_detached(cert: &X509Ref, key: &openssl::pkey::PKeyRef<openssl::pkey::Private>, content: &[u8]) -> Result<Vec<u8>, PkiError> {
     let certs = Stack::new()?;
-    let p7 = Pkcs7::sign(
-        cert,
-        key,
-        &certs,
-        content,
-        Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED,
-    )?;
+    let p7 = Pkcs7::sign(cert, key, &certs, content, Pkcs7Flags::BINARY | Pkcs7Flags::DETACHED)?;
     Ok(p7.to_der()?)
 }
 

@@ -45,8 +45,7 @@ impl Identity {
         let der = base64::engine::general_purpose::STANDARD
             .decode(v)
             .map_err(|e| PkiError::BadMessage(format!("Client-Cert is not base64: {e}")))?;
-        let cert = X509::from_der(&der)
-            .map_err(|e| PkiError::BadMessage(format!("Client-Cert is not a certificate: {e}")))?;
+        let cert = X509::from_der(&der).map_err(|e| PkiError::BadMessage(format!("Client-Cert is not a certificate: {e}")))?;
         Self::from_cert(pki, cert)
     }
 }

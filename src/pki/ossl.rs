@@ -118,9 +118,7 @@ pub fn signed_attribute(p7: &Pkcs7Ref, nid: Nid) -> Option<AttrValue> {
         let bytes = std::slice::from_raw_parts(data, len as usize).to_vec();
         match ty {
             ffi::V_ASN1_OCTET_STRING => Some(AttrValue::Octets(bytes)),
-            _ => Some(AttrValue::Printable(
-                String::from_utf8_lossy(&bytes).into_owned(),
-            )),
+            _ => Some(AttrValue::Printable(String::from_utf8_lossy(&bytes).into_owned())),
         }
     }
 }
@@ -139,12 +137,7 @@ pub fn envelope_cipher(p7: &Pkcs7Ref) -> Option<Cipher> {
             return None;
         }
         let mut obj: *const ffi::ASN1_OBJECT = ptr::null();
-        ffi::X509_ALGOR_get0(
-            &mut obj,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            (*(*env).enc_data).algorithm,
-        );
+        ffi::X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), (*(*env).enc_data).algorithm);
         if obj.is_null() {
             return None;
         }
@@ -164,10 +157,7 @@ fn check(ok: bool, what: &str) -> Result<(), PkiError> {
     if ok {
         Ok(())
     } else {
-        Err(PkiError::Crypto(format!(
-            "{what}: {}",
-            openssl::error::ErrorStack::get()
-        )))
+        Err(PkiError::Crypto(format!("{what}: {}", openssl::error::ErrorStack::get())))
     }
 }
 
@@ -185,19 +175,10 @@ pub fn degenerate(certs: &[&X509Ref]) -> Result<Vec<u8>, PkiError> {
     unsafe {
         let p7 = Owned(ffi::PKCS7_new());
         check(!p7.0.is_null(), "PKCS7_new")?;
-        check(
-            ffi::PKCS7_set_type(p7.0, Nid::PKCS7_SIGNED.as_raw()) == 1,
-            "PKCS7_set_type",
-        )?;
-        check(
-            ffi::PKCS7_content_new(p7.0, Nid::PKCS7_DATA.as_raw()) == 1,
-            "PKCS7_content_new",
-        )?;
+        check(ffi::PKCS7_set_type(p7.0, Nid::PKCS7_SIGNED.as_raw()) == 1, "PKCS7_set_type")?;
+        check(ffi::PKCS7_content_new(p7.0, Nid::PKCS7_DATA.as_raw()) == 1, "PKCS7_content_new")?;
         for c in certs {
-            check(
-                ffi::PKCS7_add_certificate(p7.0, c.as_ptr()) == 1,
-                "PKCS7_add_certificate",
-            )?;
+            check(ffi::PKCS7_add_certificate(p7.0, c.as_ptr()) == 1, "PKCS7_add_certificate")?;
         }
         to_der(&p7)
     }
@@ -218,24 +199,13 @@ pub fn sign_with_attributes(
     unsafe {
         let p7 = Owned(ffi::PKCS7_new());
         check(!p7.0.is_null(), "PKCS7_new")?;
-        check(
-            ffi::PKCS7_set_type(p7.0, Nid::PKCS7_SIGNED.as_raw()) == 1,
-            "PKCS7_set_type",
-        )?;
+        check(ffi::PKCS7_set_type(p7.0, Nid::PKCS7_SIGNED.as_raw()) == 1, "PKCS7_set_type")?;
         let si = ffi::PKCS7_add_signature(p7.0, cert.as_ptr(), key.as_ptr(), md.as_ptr());
         check(!si.is_null(), "PKCS7_add_signature")?;
-        check(
-            ffi::PKCS7_add_certificate(p7.0, cert.as_ptr()) == 1,
-            "PKCS7_add_certificate",
-        )?;
+        check(ffi::PKCS7_add_certificate(p7.0, cert.as_ptr()) == 1, "PKCS7_add_certificate")?;
         let ct = ffi::OBJ_nid2obj(Nid::PKCS7_DATA.as_raw());
         check(
-            ffi::PKCS7_add_signed_attribute(
-                si,
-                Nid::PKCS9_CONTENTTYPE.as_raw(),
-                ffi::V_ASN1_OBJECT,
-                ct as *mut c_void,
-            ) == 1,
+            ffi::PKCS7_add_signed_attribute(si, Nid::PKCS9_CONTENTTYPE.as_raw(), ffi::V_ASN1_OBJECT, ct as *mut c_void) == 1,
             "contentType",
         )?;
         for (nid, v) in attrs {
@@ -255,20 +225,13 @@ pub fn sign_with_attributes(
                 )));
             }
         }
-        check(
-            ffi::PKCS7_content_new(p7.0, Nid::PKCS7_DATA.as_raw()) == 1,
-            "PKCS7_content_new",
-        )?;
+        check(ffi::PKCS7_content_new(p7.0, Nid::PKCS7_DATA.as_raw()) == 1, "PKCS7_content_new")?;
         let bio = ffi::PKCS7_dataInit(p7.0, ptr::null_mut());
         check(!bio.is_null(), "PKCS7_dataInit")?;
         let written = if content.is_empty() {
             0
         } else {
-            ffi::BIO_write(
-                bio,
-                content.as_ptr() as *const c_void,
-                content.len() as c_int,
-            )
+            ffi::BIO_write(bio, content.as_ptr() as *const c_void, content.len() as c_int)
         };
         let finished = written == content.len() as c_int && ffi::PKCS7_dataFinal(p7.0, bio) == 1;
         ffi::BIO_free_all(bio);

@@ -12,8 +12,7 @@ use openssl::x509::{X509Req, X509};
 use super::ossl::{self, AttrValue};
 use super::{Pki, PkiError};
 
-pub const CAPABILITIES: &str =
-    "POSTPKIOperation\nSHA-256\nSHA-1\nAES\nDES3\nSCEPStandard\nRenewal\n";
+pub const CAPABILITIES: &str = "POSTPKIOperation\nSHA-256\nSHA-1\nAES\nDES3\nSCEPStandard\nRenewal\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -53,17 +52,11 @@ pub struct Csr {
 impl Csr {
     /// Our key policy: RSA of at least 2048 bits (the SCEP payload asks for 2048).
     pub fn check_key(&self) -> Result<(), (FailInfo, String)> {
-        let key = self
-            .req
-            .public_key()
-            .map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
+        let key = self.req.public_key().map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
         if key.rsa().is_err() || key.bits() < 2048 {
             return Err((
                 FailInfo::BadRequest,
-                format!(
-                    "key must be RSA of at least 2048 bits (got {} bits)",
-                    key.bits()
-                ),
+                format!("key must be RSA of at least 2048 bits (got {} bits)", key.bits()),
             ));
         }
         Ok(())
@@ -74,8 +67,7 @@ impl Csr {
 /// (not PKCS#7, no transaction id or nonce, no signer): answer HTTP 400.
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     ossl::load_providers();
-    let p7 = Pkcs7::from_der(der)
-        .map_err(|e| PkiError::BadMessage(format!("not a PKCS#7 message: {e}")))?;
+    let p7 = Pkcs7::from_der(der).map_err(|e| PkiError::BadMessage(format!("not a PKCS#7 message: {e}")))?;
     let n = ossl::nids();
     let printable = |nid| match ossl::signed_attribute(&p7, nid) {
         Some(AttrValue::Printable(s)) => Some(s),
@@ -88,8 +80,7 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
         Some(Ok(o)) => MessageType::Other(o),
         _ => return Err(PkiError::BadMessage("no SCEP messageType attribute".into())),
     };
-    let transaction_id = printable(n.transaction_id)
-        .ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
+    let transaction_id = printable(n.transaction_id).ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
     let sender_nonce = match ossl::signed_attribute(&p7, n.sender_nonce) {
         Some(AttrValue::Octets(b)) => b,
         _ => return Err(PkiError::BadMessage("no senderNonce".into())),
@@ -118,47 +109,20 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
         .build();
     let none = Stack::new().map_err(|e| (FailInfo::BadMessageCheck, e.to_string()))?;
     let mut content = Vec::new();
-    p7.verify(
-        &none,
-        &store,
-        None,
-        Some(&mut content),
-        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-    )
-    .map_err(|e| {
+    p7.verify(&none, &store, None, Some(&mut content), Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY)
+        .map_err(|e| (FailInfo::BadMessageCheck, format!("signature does not verify: {e}")))?;
+    let env = Pkcs7::from_der(&content).map_err(|e| (FailInfo::BadMessageCheck, format!("content is not an EnvelopedData: {e}")))?;
+    *cipher = ossl::envelope_cipher(&env).ok_or((FailInfo::BadAlg, "unsupported content encryption".to_owned()))?;
+    let csr_der = env.decrypt(&pki.ca.key, &pki.ca.cert, Pkcs7Flags::BINARY).map_err(|e| {
         (
             FailInfo::BadMessageCheck,
-            format!("signature does not verify: {e}"),
+            format!("cannot decrypt (not encrypted to this CA?): {e}"),
         )
     })?;
-    let env = Pkcs7::from_der(&content).map_err(|e| {
-        (
-            FailInfo::BadMessageCheck,
-            format!("content is not an EnvelopedData: {e}"),
-        )
-    })?;
-    *cipher = ossl::envelope_cipher(&env).ok_or((
-        FailInfo::BadAlg,
-        "unsupported content encryption".to_owned(),
-    ))?;
-    let csr_der = env
-        .decrypt(&pki.ca.key, &pki.ca.cert, Pkcs7Flags::BINARY)
-        .map_err(|e| {
-            (
-                FailInfo::BadMessageCheck,
-                format!("cannot decrypt (not encrypted to this CA?): {e}"),
-            )
-        })?;
-    let req = X509Req::from_der(&csr_der)
-        .map_err(|e| (FailInfo::BadRequest, format!("not a PKCS#10 request: {e}")))?;
-    let key = req
-        .public_key()
-        .map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
+    let req = X509Req::from_der(&csr_der).map_err(|e| (FailInfo::BadRequest, format!("not a PKCS#10 request: {e}")))?;
+    let key = req.public_key().map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
     if !req.verify(&key).unwrap_or(false) {
-        return Err((
-            FailInfo::BadMessageCheck,
-            "CSR self-signature does not verify".into(),
-        ));
+        return Err((FailInfo::BadMessageCheck, "CSR self-signature does not verify".into()));
     }
     Ok(Csr {
         challenge: challenge_password(&csr_der),
@@ -170,8 +134,7 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
 fn challenge_password(csr_der: &[u8]) -> Option<String> {
     use x509_parser::cri_attributes::ParsedCriAttribute;
     use x509_parser::prelude::FromDer as _;
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
     let found = csr
         .certification_request_info
         .iter_attributes()
@@ -190,23 +153,13 @@ fn nonce() -> Result<Vec<u8>, PkiError> {
 
 /// Build a CertRep: SUCCESS with the issued certificate (encrypted to the
 /// request's signer with the request's cipher), or FAILURE with failInfo.
-pub fn cert_rep(
-    pki: &Pki,
-    req: &ScepRequest,
-    result: Result<&X509, FailInfo>,
-) -> Result<Vec<u8>, PkiError> {
+pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&X509, FailInfo>) -> Result<Vec<u8>, PkiError> {
     let n = ossl::nids();
     let mut attrs = vec![
-        (
-            n.transaction_id,
-            AttrValue::Printable(req.transaction_id.clone()),
-        ),
+        (n.transaction_id, AttrValue::Printable(req.transaction_id.clone())),
         (n.message_type, AttrValue::Printable("3".into())),
         (n.sender_nonce, AttrValue::Octets(nonce()?)),
-        (
-            n.recipient_nonce,
-            AttrValue::Octets(req.sender_nonce.clone()),
-        ),
+        (n.recipient_nonce, AttrValue::Octets(req.sender_nonce.clone())),
     ];
     let content = match result {
         Ok(cert) => {
@@ -222,13 +175,7 @@ pub fn cert_rep(
             Vec::new()
         }
     };
-    ossl::sign_with_attributes(
-        &content,
-        &pki.ca.cert,
-        &pki.ca.key,
-        MessageDigest::sha256(),
-        &attrs,
-    )
+    ossl::sign_with_attributes(&content, &pki.ca.cert, &pki.ca.key, MessageDigest::sha256(), &attrs)
 }
 
 /// What a SCEP client does: build a PKCSReq (or RenewalReq) for `csr`,
@@ -246,20 +193,14 @@ pub fn client_request(
     to.push(ca.clone())?;
     let env = Pkcs7::encrypt(&to, csr_der, cipher, Pkcs7Flags::BINARY)?.to_der()?;
     let n = ossl::nids();
-    let txid = hex::encode(openssl::sha::sha256(
-        &signer.public_key()?.public_key_to_der()?,
-    ));
+    let txid = hex::encode(openssl::sha::sha256(&signer.public_key()?.public_key_to_der()?));
     let sender_nonce = nonce()?;
     let attrs = vec![
         (n.transaction_id, AttrValue::Printable(txid.clone())),
-        (
-            n.message_type,
-            AttrValue::Printable(if renewal { "17" } else { "19" }.into()),
-        ),
+        (n.message_type, AttrValue::Printable(if renewal { "17" } else { "19" }.into())),
         (n.sender_nonce, AttrValue::Octets(sender_nonce.clone())),
     ];
-    let msg =
-        ossl::sign_with_attributes(&env, signer, signer_key, MessageDigest::sha256(), &attrs)?;
+    let msg = ossl::sign_with_attributes(&env, signer, signer_key, MessageDigest::sha256(), &attrs)?;
     Ok((msg, txid, sender_nonce))
 }
 
@@ -275,14 +216,8 @@ pub fn client_read_rep(
     certs.push(ca.clone())?;
     let store = openssl::x509::store::X509StoreBuilder::new()?.build();
     let mut content = Vec::new();
-    p7.verify(
-        &certs,
-        &store,
-        None,
-        Some(&mut content),
-        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-    )
-    .map_err(|e| PkiError::BadSignature(e.to_string()))?;
+    p7.verify(&certs, &store, None, Some(&mut content), Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY)
+        .map_err(|e| PkiError::BadSignature(e.to_string()))?;
     let n = ossl::nids();
     let status = match ossl::signed_attribute(&p7, n.pki_status) {
         Some(AttrValue::Printable(s)) => s,
@@ -317,17 +252,9 @@ mod tests {
     fn fixture_pki() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let cert = X509::from_pem(&std::fs::read(format!("{FIX}/ca.pem")).unwrap()).unwrap();
-        let key = PKey::private_key_from_pem_passphrase(
-            &std::fs::read(format!("{FIX}/ca.key")).unwrap(),
-            b"",
-        )
-        .unwrap();
+        let key = PKey::private_key_from_pem_passphrase(&std::fs::read(format!("{FIX}/ca.key")).unwrap(), b"").unwrap();
         std::fs::write(dir.path().join("ca.pem"), cert.to_pem().unwrap()).unwrap();
-        std::fs::write(
-            dir.path().join("ca.key"),
-            key.private_key_to_pem_pkcs8().unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("ca.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
         let cfg = super::super::CaConfig {
             certs_dir: dir.path().to_owned(),
             public_host: "127.0.0.1".into(),
@@ -345,11 +272,7 @@ mod tests {
         let req = parse_request(&pki, &der).unwrap();
         assert_eq!(req.message_type, MessageType::PkcsReq);
         assert!(!req.sender_nonce.is_empty());
-        assert_eq!(
-            req.cipher.nid(),
-            Cipher::des_ede3_cbc().nid(),
-            "the Apple request uses 3DES"
-        );
+        assert_eq!(req.cipher.nid(), Cipher::des_ede3_cbc().nid(), "the Apple request uses 3DES");
         let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
         let cn = csr
             .req
@@ -360,9 +283,7 @@ mod tests {
             .data()
             .as_slice()
             .to_vec();
-        assert!(String::from_utf8(cn)
-            .unwrap()
-            .starts_with("com.apple.security.scep."));
+        assert!(String::from_utf8(cn).unwrap().starts_with("com.apple.security.scep."));
         // This old capture uses the profile default Keysize of 1024: our policy refuses it.
         assert_eq!(csr.check_key().unwrap_err().0, FailInfo::BadRequest);
         let issued = pki
@@ -371,14 +292,8 @@ mod tests {
         let rep = cert_rep(&pki, &req, Ok(&issued)).unwrap();
         let p7 = Pkcs7::from_der(&rep).unwrap();
         let n = ossl::nids();
-        assert_eq!(
-            ossl::signed_attribute(&p7, n.message_type),
-            Some(AttrValue::Printable("3".into()))
-        );
-        assert_eq!(
-            ossl::signed_attribute(&p7, n.pki_status),
-            Some(AttrValue::Printable("0".into()))
-        );
+        assert_eq!(ossl::signed_attribute(&p7, n.message_type), Some(AttrValue::Printable("3".into())));
+        assert_eq!(ossl::signed_attribute(&p7, n.pki_status), Some(AttrValue::Printable("0".into())));
         assert_eq!(
             ossl::signed_attribute(&p7, n.recipient_nonce),
             Some(AttrValue::Octets(req.sender_nonce.clone()))
@@ -389,14 +304,8 @@ mod tests {
         );
         let fail = cert_rep(&pki, &req, Err(FailInfo::BadRequest)).unwrap();
         let p7 = Pkcs7::from_der(&fail).unwrap();
-        assert_eq!(
-            ossl::signed_attribute(&p7, n.pki_status),
-            Some(AttrValue::Printable("2".into()))
-        );
-        assert_eq!(
-            ossl::signed_attribute(&p7, n.fail_info),
-            Some(AttrValue::Printable("2".into()))
-        );
+        assert_eq!(ossl::signed_attribute(&p7, n.pki_status), Some(AttrValue::Printable("2".into())));
+        assert_eq!(ossl::signed_attribute(&p7, n.fail_info), Some(AttrValue::Printable("2".into())));
     }
 
     #[test]
@@ -424,15 +333,7 @@ mod tests {
             rb.sign(&key, MessageDigest::sha256()).unwrap();
             let csr = rb.build();
             let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
-            let (msg, _, _) = client_request(
-                &pki.ca.cert,
-                &selfsigned,
-                &key,
-                &csr.to_der().unwrap(),
-                false,
-                cipher,
-            )
-            .unwrap();
+            let (msg, _, _) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
             let req = parse_request(&pki, &msg).unwrap();
             assert_eq!(req.cipher.nid(), cipher.nid());
             let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();

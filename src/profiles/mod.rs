@@ -11,11 +11,7 @@ pub fn peek(bytes: &[u8]) -> Option<(String, String, String)> {
         }
     };
     let d = plain.as_dictionary()?;
-    let s = |k: &str| {
-        d.get(k)
-            .and_then(plist::Value::as_string)
-            .map(str::to_owned)
-    };
+    let s = |k: &str| d.get(k).and_then(plist::Value::as_string).map(str::to_owned);
     Some((
         s("PayloadIdentifier")?,
         s("PayloadUUID")?,

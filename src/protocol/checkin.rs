@@ -94,9 +94,7 @@ impl CheckinRequest {
                 model_name: s("ModelName")?,
             }),
             "TokenUpdate" => CheckinMessage::TokenUpdate {
-                token: get_data(d, "Token")?
-                    .ok_or(ProtocolError::MissingKey("Token"))?
-                    .to_vec(),
+                token: get_data(d, "Token")?.ok_or(ProtocolError::MissingKey("Token"))?.to_vec(),
                 push_magic: s("PushMagic")?.ok_or(ProtocolError::MissingKey("PushMagic"))?,
                 unlock_token: get_data(d, "UnlockToken")?.map(<[u8]>::to_vec),
                 awaiting_configuration: get_bool(d, "AwaitingConfiguration")?.unwrap_or(false),
@@ -106,25 +104,18 @@ impl CheckinRequest {
                 digest_response: s("DigestResponse")?,
             },
             "SetBootstrapToken" => CheckinMessage::SetBootstrapToken {
-                token: get_data(d, "BootstrapToken")?
-                    .filter(|b| !b.is_empty())
-                    .map(<[u8]>::to_vec),
+                token: get_data(d, "BootstrapToken")?.filter(|b| !b.is_empty()).map(<[u8]>::to_vec),
             },
             "GetBootstrapToken" => CheckinMessage::GetBootstrapToken,
             "GetToken" => CheckinMessage::GetToken {
-                service_type: s("TokenServiceType")?
-                    .ok_or(ProtocolError::MissingKey("TokenServiceType"))?,
+                service_type: s("TokenServiceType")?.ok_or(ProtocolError::MissingKey("TokenServiceType"))?,
             },
             "DeclarativeManagement" => CheckinMessage::DeclarativeManagement {
                 endpoint: s("Endpoint")?.ok_or(ProtocolError::MissingKey("Endpoint"))?,
                 data: get_data(d, "Data")?.map(<[u8]>::to_vec),
             },
             "ReturnToService" => CheckinMessage::ReturnToService,
-            other => {
-                return Err(ProtocolError::UnknownMessageType(
-                    other.chars().take(64).collect(),
-                ))
-            }
+            other => return Err(ProtocolError::UnknownMessageType(other.chars().take(64).collect())),
         };
         let enrollment = ids.enrollment()?;
         Ok(CheckinRequest {
@@ -140,10 +131,7 @@ impl CheckinRequest {
 mod tests {
     use super::*;
 
-    const CAPTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/nanomdm-device-captures"
-    );
+    const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/nanomdm-device-captures");
 
     fn capture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{CAPTURES}/{name}")).unwrap()
@@ -169,9 +157,7 @@ mod tests {
         for f in ["TokenUpdate.1.plist", "TokenUpdate.2.plist"] {
             let r = CheckinRequest::parse(&capture(f)).unwrap();
             match r.message {
-                CheckinMessage::TokenUpdate {
-                    token, push_magic, ..
-                } => {
+                CheckinMessage::TokenUpdate { token, push_magic, .. } => {
                     assert_eq!(token.len(), 32);
                     assert!(!push_magic.is_empty());
                 }
@@ -187,29 +173,14 @@ mod tests {
             Err(ProtocolError::NotAPlist(_))
         ));
         let no_mt = b"<plist><dict><key>UDID</key><string>x</string></dict></plist>";
-        assert_eq!(
-            CheckinRequest::parse(no_mt).unwrap_err(),
-            ProtocolError::MissingKey("MessageType")
-        );
+        assert_eq!(CheckinRequest::parse(no_mt).unwrap_err(), ProtocolError::MissingKey("MessageType"));
         let unknown = b"<plist><dict><key>MessageType</key><string>Bogus</string><key>UDID</key><string>x</string></dict></plist>";
-        assert!(matches!(
-            CheckinRequest::parse(unknown),
-            Err(ProtocolError::UnknownMessageType(_))
-        ));
+        assert!(matches!(CheckinRequest::parse(unknown), Err(ProtocolError::UnknownMessageType(_))));
         let no_id = b"<plist><dict><key>MessageType</key><string>CheckOut</string></dict></plist>";
-        assert_eq!(
-            CheckinRequest::parse(no_id).unwrap_err(),
-            ProtocolError::NoIdentifier
-        );
+        assert_eq!(CheckinRequest::parse(no_id).unwrap_err(), ProtocolError::NoIdentifier);
         let arr = b"<plist><array/></plist>";
-        assert_eq!(
-            CheckinRequest::parse(arr).unwrap_err(),
-            ProtocolError::NotADictionary
-        );
+        assert_eq!(CheckinRequest::parse(arr).unwrap_err(), ProtocolError::NotADictionary);
         let tu = b"<plist><dict><key>MessageType</key><string>TokenUpdate</string><key>UDID</key><string>x</string><key>Token</key><string>notdata</string></dict></plist>";
-        assert!(matches!(
-            CheckinRequest::parse(tu),
-            Err(ProtocolError::BadKey { .. })
-        ));
+        assert!(matches!(CheckinRequest::parse(tu), Err(ProtocolError::BadKey { .. })));
     }
 }

@@ -20,20 +20,13 @@ impl Status {
             "Error" => Status::Error,
             "CommandFormatError" => Status::CommandFormatError,
             "NotNow" => Status::NotNow,
-            other => {
-                return Err(ProtocolError::UnknownStatus(
-                    other.chars().take(64).collect(),
-                ))
-            }
+            other => return Err(ProtocolError::UnknownStatus(other.chars().take(64).collect())),
         })
     }
 
     /// Final statuses finish a command; NotNow and Idle do not.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Status::Acknowledged | Status::Error | Status::CommandFormatError
-        )
+        matches!(self, Status::Acknowledged | Status::Error | Status::CommandFormatError)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -55,11 +48,7 @@ pub struct ErrorChainItem {
     pub domain: String,
     #[serde(rename = "LocalizedDescription", default)]
     pub localized_description: String,
-    #[serde(
-        rename = "USEnglishDescription",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "USEnglishDescription", default, skip_serializing_if = "Option::is_none")]
     pub us_english_description: Option<String>,
 }
 
@@ -79,8 +68,7 @@ impl CommandReport {
     }
 
     pub fn from_dict(d: &plist::Dictionary) -> Result<Self, ProtocolError> {
-        let status =
-            Status::parse(get_str(d, "Status")?.ok_or(ProtocolError::MissingKey("Status"))?)?;
+        let status = Status::parse(get_str(d, "Status")?.ok_or(ProtocolError::MissingKey("Status"))?)?;
         let command_uuid = get_str(d, "CommandUUID")?.map(str::to_owned);
         if status != Status::Idle && command_uuid.as_deref().map_or(true, str::is_empty) {
             return Err(ProtocolError::MissingKey("CommandUUID"));
@@ -134,14 +122,8 @@ impl Command {
     /// The XML body sent to the device.
     pub fn to_xml(&self) -> Vec<u8> {
         let mut d = plist::Dictionary::new();
-        d.insert(
-            "CommandUUID".into(),
-            plist::Value::String(self.uuid.clone()),
-        );
-        d.insert(
-            "Command".into(),
-            plist::Value::Dictionary(self.command.clone()),
-        );
+        d.insert("CommandUUID".into(), plist::Value::String(self.uuid.clone()));
+        d.insert("Command".into(), plist::Value::Dictionary(self.command.clone()));
         super::to_xml(&d)
     }
 
@@ -185,10 +167,7 @@ mod tests {
         .unwrap();
         let r = CommandReport::parse(&body).unwrap();
         assert_eq!(r.status, Status::Acknowledged);
-        assert_eq!(
-            r.command_uuid.as_deref(),
-            Some("76eda240-5488-4989-8339-f2ae160113c4")
-        );
+        assert_eq!(r.command_uuid.as_deref(), Some("76eda240-5488-4989-8339-f2ae160113c4"));
         assert_eq!(r.enrollment.id, "66ADE930-5FDF-5EC4-8429-15640684C489");
     }
 
@@ -200,15 +179,9 @@ mod tests {
         let r = CommandReport::parse(body).unwrap();
         assert_eq!(r.error_chain[0].code, 12021);
         let bad = b"<plist><dict><key>UDID</key><string>D</string><key>Status</key><string>Maybe</string></dict></plist>";
-        assert!(matches!(
-            CommandReport::parse(bad),
-            Err(ProtocolError::UnknownStatus(_))
-        ));
+        assert!(matches!(CommandReport::parse(bad), Err(ProtocolError::UnknownStatus(_))));
         let no_uuid = b"<plist><dict><key>UDID</key><string>D</string><key>Status</key><string>Acknowledged</string></dict></plist>";
-        assert_eq!(
-            CommandReport::parse(no_uuid).unwrap_err(),
-            ProtocolError::MissingKey("CommandUUID")
-        );
+        assert_eq!(CommandReport::parse(no_uuid).unwrap_err(), ProtocolError::MissingKey("CommandUUID"));
     }
 
     #[test]

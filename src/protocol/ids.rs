@@ -36,12 +36,7 @@ pub struct EnrollmentId {
 }
 
 fn valid_part(s: &str) -> Result<&str, ProtocolError> {
-    if s.is_empty()
-        || s.len() > 128
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-    {
+    if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) {
         return Err(ProtocolError::BadIdentifier(s.chars().take(64).collect()));
     }
     Ok(s)
@@ -69,9 +64,7 @@ impl Ids {
         };
         let user = if self.udid.is_some() {
             match (&self.user_id, &self.user_short_name) {
-                (Some(uid), Some(short)) if uid.eq_ignore_ascii_case(SHARED_IPAD_USER_ID) => {
-                    Some(valid_part(short)?.to_owned())
-                }
+                (Some(uid), Some(short)) if uid.eq_ignore_ascii_case(SHARED_IPAD_USER_ID) => Some(valid_part(short)?.to_owned()),
                 (Some(uid), _) => Some(valid_part(uid)?.to_owned()),
                 _ => None,
             }
@@ -139,28 +132,12 @@ mod tests {
     #[test]
     fn channels() {
         assert_eq!(ids(&[("UDID", "abc")]).enrollment().unwrap().id, "abc");
-        assert_eq!(
-            ids(&[("UDID", "abc"), ("UserID", "u1")])
-                .enrollment()
-                .unwrap()
-                .id,
-            "abc:u1"
-        );
-        let shared = ids(&[
-            ("UDID", "abc"),
-            ("UserID", SHARED_IPAD_USER_ID),
-            ("UserShortName", "jo@x.org"),
-        ]);
+        assert_eq!(ids(&[("UDID", "abc"), ("UserID", "u1")]).enrollment().unwrap().id, "abc:u1");
+        let shared = ids(&[("UDID", "abc"), ("UserID", SHARED_IPAD_USER_ID), ("UserShortName", "jo@x.org")]);
         assert_eq!(shared.enrollment().unwrap().id, "abc:jo@x.org");
+        assert_eq!(ids(&[("EnrollmentID", "E1")]).enrollment().unwrap().kind, EnrollmentKind::Device);
         assert_eq!(
-            ids(&[("EnrollmentID", "E1")]).enrollment().unwrap().kind,
-            EnrollmentKind::Device
-        );
-        assert_eq!(
-            ids(&[("EnrollmentID", "E1"), ("EnrollmentUserID", "U")])
-                .enrollment()
-                .unwrap()
-                .id,
+            ids(&[("EnrollmentID", "E1"), ("EnrollmentUserID", "U")]).enrollment().unwrap().id,
             "E1:U"
         );
         assert_eq!(ids(&[]).enrollment(), Err(ProtocolError::NoIdentifier));

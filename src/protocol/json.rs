@@ -12,17 +12,11 @@ pub fn plist_to_json(v: &plist::Value) -> Json {
             Some(s) => Json::from(s),
             None => Json::from(i.as_unsigned().unwrap_or_default()),
         },
-        P::Real(r) => serde_json::Number::from_f64(*r)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
+        P::Real(r) => serde_json::Number::from_f64(*r).map(Json::Number).unwrap_or(Json::Null),
         P::Data(d) => Json::String(base64::engine::general_purpose::STANDARD.encode(d)),
         P::Date(d) => Json::String(d.to_xml_format()),
         P::Array(a) => Json::Array(a.iter().map(plist_to_json).collect()),
-        P::Dictionary(d) => Json::Object(
-            d.iter()
-                .map(|(k, v)| (k.clone(), plist_to_json(v)))
-                .collect(),
-        ),
+        P::Dictionary(d) => Json::Object(d.iter().map(|(k, v)| (k.clone(), plist_to_json(v))).collect()),
         P::Uid(u) => Json::from(u.get()),
         _ => Json::Null,
     }

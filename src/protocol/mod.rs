@@ -36,8 +36,7 @@ pub enum ProtocolError {
 
 /// Parse a request body (XML or binary plist) into its root dictionary.
 pub fn parse_dict(body: &[u8]) -> Result<plist::Dictionary, ProtocolError> {
-    let value = plist::Value::from_reader(std::io::Cursor::new(body))
-        .map_err(|e| ProtocolError::NotAPlist(e.to_string()))?;
+    let value = plist::Value::from_reader(std::io::Cursor::new(body)).map_err(|e| ProtocolError::NotAPlist(e.to_string()))?;
     match value {
         plist::Value::Dictionary(d) => Ok(d),
         _ => Err(ProtocolError::NotADictionary),
@@ -48,19 +47,13 @@ pub fn parse_dict(body: &[u8]) -> Result<plist::Dictionary, ProtocolError> {
 pub fn to_xml(dict: &plist::Dictionary) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     // Writing to a Vec cannot fail for a well-formed in-memory Value.
-    if plist::Value::Dictionary(dict.clone())
-        .to_writer_xml(&mut out)
-        .is_err()
-    {
+    if plist::Value::Dictionary(dict.clone()).to_writer_xml(&mut out).is_err() {
         out.clear();
     }
     out
 }
 
-pub(crate) fn get_str<'a>(
-    d: &'a plist::Dictionary,
-    key: &'static str,
-) -> Result<Option<&'a str>, ProtocolError> {
+pub(crate) fn get_str<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a str>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::String(s)) => Ok(Some(s.as_str())),
@@ -71,10 +64,7 @@ pub(crate) fn get_str<'a>(
     }
 }
 
-pub(crate) fn get_data<'a>(
-    d: &'a plist::Dictionary,
-    key: &'static str,
-) -> Result<Option<&'a [u8]>, ProtocolError> {
+pub(crate) fn get_data<'a>(d: &'a plist::Dictionary, key: &'static str) -> Result<Option<&'a [u8]>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::Data(b)) => Ok(Some(b.as_slice())),
@@ -85,10 +75,7 @@ pub(crate) fn get_data<'a>(
     }
 }
 
-pub(crate) fn get_bool(
-    d: &plist::Dictionary,
-    key: &'static str,
-) -> Result<Option<bool>, ProtocolError> {
+pub(crate) fn get_bool(d: &plist::Dictionary, key: &'static str) -> Result<Option<bool>, ProtocolError> {
     match d.get(key) {
         None => Ok(None),
         Some(plist::Value::Boolean(b)) => Ok(Some(*b)),

@@ -72,10 +72,7 @@ impl Schema {
     pub fn get() -> &'static Schema {
         static S: OnceLock<Schema> = OnceLock::new();
         // The table is generated and compiled in; a unit test checks that it parses.
-        S.get_or_init(|| {
-            serde_json::from_str(TABLE)
-                .unwrap_or_else(|e| panic!("embedded schema.json is corrupt: {e}"))
-        })
+        S.get_or_init(|| serde_json::from_str(TABLE).unwrap_or_else(|e| panic!("embedded schema.json is corrupt: {e}")))
     }
 
     pub fn command(&self, request_type: &str) -> Option<&CommandSchema> {
@@ -85,9 +82,7 @@ impl Schema {
     /// Convert an admin's JSON command to a plist dictionary, validating it
     /// against the schema of its RequestType.
     pub fn json_to_command(&self, json: &Json) -> Result<plist::Dictionary, SchemaError> {
-        let obj = json
-            .as_object()
-            .ok_or_else(|| err("command", "must be a JSON object"))?;
+        let obj = json.as_object().ok_or_else(|| err("command", "must be a JSON object"))?;
         let rt = match obj.get("RequestType") {
             Some(Json::String(s)) => s.as_str(),
             Some(_) => return Err(err("RequestType", "must be a string")),
@@ -118,11 +113,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn convert_dict(
-    specs: &[KeySpec],
-    obj: &serde_json::Map<String, Json>,
-    path: &str,
-) -> Result<plist::Value, SchemaError> {
+fn convert_dict(specs: &[KeySpec], obj: &serde_json::Map<String, Json>, path: &str) -> Result<plist::Value, SchemaError> {
     let mut out = plist::Dictionary::new();
     let any_spec = specs.iter().find(|s| s.name == "ANY");
     for (k, v) in obj {
@@ -148,10 +139,7 @@ fn check_values(spec: &KeySpec, v: &Json, path: &str) -> Result<(), SchemaError>
         return Ok(());
     }
     let allowed: Vec<String> = spec.values.iter().map(|x| x.to_string()).collect();
-    Err(err(
-        path,
-        format!("value {v} is not one of {}", allowed.join(", ")),
-    ))
+    Err(err(path, format!("value {v} is not one of {}", allowed.join(", "))))
 }
 
 fn convert(spec: &KeySpec, v: &Json, path: &str) -> Result<plist::Value, SchemaError> {
@@ -256,12 +244,7 @@ fn convert_any(v: &Json, path: &str) -> Result<plist::Value, SchemaError> {
 /// Check a plist dictionary (e.g. a device's response) against key specs:
 /// required keys present and known keys of the right type. Unknown keys are
 /// reported only when `strict`.
-pub fn validate_plist(
-    specs: &[KeySpec],
-    d: &plist::Dictionary,
-    path: &str,
-    strict: bool,
-) -> Result<(), SchemaError> {
+pub fn validate_plist(specs: &[KeySpec], d: &plist::Dictionary, path: &str, strict: bool) -> Result<(), SchemaError> {
     let any_spec = specs.iter().find(|s| s.name == "ANY");
     for s in specs {
         if s.required == 1 && s.name != "ANY" && !d.contains_key(&s.name) {
@@ -279,19 +262,10 @@ pub fn validate_plist(
     Ok(())
 }
 
-fn validate_value(
-    spec: &KeySpec,
-    v: &plist::Value,
-    path: &str,
-    strict: bool,
-) -> Result<(), SchemaError> {
+fn validate_value(spec: &KeySpec, v: &plist::Value, path: &str, strict: bool) -> Result<(), SchemaError> {
     use plist::Value as P;
     let ok = match (spec.ty.as_str(), v) {
-        ("s", P::String(_))
-        | ("b", P::Boolean(_))
-        | ("d", P::Data(_))
-        | ("t", P::Date(_))
-        | ("*", _) => true,
+        ("s", P::String(_)) | ("b", P::Boolean(_)) | ("d", P::Data(_)) | ("t", P::Date(_)) | ("*", _) => true,
         ("i", P::Integer(_)) | ("r", P::Real(_)) | ("r", P::Integer(_)) => true,
         ("a", P::Array(items)) => {
             if let Some(s) = spec.sub.first() {
@@ -347,38 +321,29 @@ mod tests {
     #[test]
     fn validates_and_converts() {
         let s = Schema::get();
-        let d = s.json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber"]})).unwrap();
+        let d = s
+            .json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber"]}))
+            .unwrap();
         assert!(matches!(d.get("Queries"), Some(plist::Value::Array(a)) if a.len() == 2));
-        let e = s
-            .json_to_command(&json!({"RequestType": "DeviceInformation"}))
-            .unwrap_err();
+        let e = s.json_to_command(&json!({"RequestType": "DeviceInformation"})).unwrap_err();
         assert_eq!(e.path, "Queries");
         let e = s
             .json_to_command(&json!({"RequestType": "DeviceInformation", "Queries": "OSVersion"}))
             .unwrap_err();
         assert!(e.problem.contains("expected array"), "{e}");
-        let e = s
-            .json_to_command(&json!({"RequestType": "NoSuchThing"}))
-            .unwrap_err();
+        let e = s.json_to_command(&json!({"RequestType": "NoSuchThing"})).unwrap_err();
         assert_eq!(e.path, "RequestType");
-        let e = s
-            .json_to_command(&json!({"RequestType": "ProfileList", "Bogus": 1}))
-            .unwrap_err();
+        let e = s.json_to_command(&json!({"RequestType": "ProfileList", "Bogus": 1})).unwrap_err();
         assert_eq!(e.path, "Bogus");
         let d = s
             .json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "aGVsbG8="}))
             .unwrap();
-        assert_eq!(
-            d.get("Payload"),
-            Some(&plist::Value::Data(b"hello".to_vec()))
-        );
+        assert_eq!(d.get("Payload"), Some(&plist::Value::Data(b"hello".to_vec())));
         let e = s
             .json_to_command(&json!({"RequestType": "InstallProfile", "Payload": "%%%"}))
             .unwrap_err();
         assert!(e.problem.contains("base64"));
-        let e = s
-            .json_to_command(&json!({"RequestType": "DeviceLock", "Message": 5}))
-            .unwrap_err();
+        let e = s.json_to_command(&json!({"RequestType": "DeviceLock", "Message": 5})).unwrap_err();
         assert_eq!(e.path, "Message");
     }
 }

@@ -40,18 +40,12 @@ impl Mdm {
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {
         match topic {
             Some(t) if t == self.topic => Ok(t.to_owned()),
-            Some(t) => Err(ServiceError::Rejected(format!(
-                "topic {t:?} is not this server's push topic"
-            ))),
+            Some(t) => Err(ServiceError::Rejected(format!("topic {t:?} is not this server's push topic"))),
             None => Err(ServiceError::Rejected("missing Topic".into())),
         }
     }
 
-    pub async fn checkin(
-        &self,
-        req: CheckinRequest,
-        caller: &Caller,
-    ) -> Result<CheckinReply, ServiceError> {
+    pub async fn checkin(&self, req: CheckinRequest, caller: &Caller) -> Result<CheckinReply, ServiceError> {
         let id = req.enrollment.id.clone();
         let t = now();
         let hash = self.check_identity(caller).await?;
@@ -63,12 +57,8 @@ impl Mdm {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let old = self.store.enrollment(&id).await?;
                 if let Some(o) = &old {
-                    if req.enrollment.kind == EnrollmentKind::User
-                        && o.cert_hash.as_deref() != Some(hash.as_str())
-                    {
-                        return Err(ServiceError::Forbidden(format!(
-                            "{id}: certificate is not the device's identity"
-                        )));
+                    if req.enrollment.kind == EnrollmentKind::User && o.cert_hash.as_deref() != Some(hash.as_str()) {
+                        return Err(ServiceError::Forbidden(format!("{id}: certificate is not the device's identity")));
                     }
                 }
                 let info = DeviceInfo {
@@ -105,11 +95,7 @@ impl Mdm {
                     topic,
                     info,
                     // A renewal keeps the channel live; a (re-)enrollment waits for TokenUpdate.
-                    push: if keep {
-                        old.as_ref().and_then(|o| o.push.clone())
-                    } else {
-                        None
-                    },
+                    push: if keep { old.as_ref().and_then(|o| o.push.clone()) } else { None },
                     unlock_token: if keep {
                         old.as_ref().and_then(|o| o.unlock_token.clone())
                     } else {
@@ -162,11 +148,7 @@ impl Mdm {
                     user_long_name: req.ids.user_long_name.clone(),
                     now: t,
                 };
-                match self
-                    .store
-                    .token_update(&id, &req.enrollment.device, rec)
-                    .await?
-                {
+                match self.store.token_update(&id, &req.enrollment.device, rec).await? {
                     None => Err(ServiceError::Rejected(format!(
                         "TokenUpdate for unknown enrollment {id} (Authenticate first)"
                     ))),
@@ -181,9 +163,7 @@ impl Mdm {
             }
             CheckinMessage::CheckOut => {
                 if !self.store.checkout(&id, t).await? {
-                    return Err(ServiceError::Rejected(format!(
-                        "CheckOut for unknown enrollment {id}"
-                    )));
+                    return Err(ServiceError::Rejected(format!("CheckOut for unknown enrollment {id}")));
                 }
                 tracing::info!(enrollment = %id, "CheckOut");
                 Ok(CheckinReply::Empty)
@@ -201,9 +181,7 @@ impl Mdm {
             CheckinMessage::SetBootstrapToken { token } => {
                 let escrowed = token.is_some();
                 if !self.store.set_bootstrap_token(&id, token, t).await? {
-                    return Err(ServiceError::Rejected(format!(
-                        "SetBootstrapToken for unknown enrollment {id}"
-                    )));
+                    return Err(ServiceError::Rejected(format!("SetBootstrapToken for unknown enrollment {id}")));
                 }
                 tracing::info!(enrollment = %id, escrowed, "SetBootstrapToken");
                 Ok(CheckinReply::Empty)
@@ -251,16 +229,11 @@ impl Mdm {
             ));
         };
         if caller.not_after.is_some_and(|na| na < now()) {
-            return Err(ServiceError::Forbidden(format!(
-                "identity {hash} has expired"
-            )));
+            return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
         }
         if let Some(c) = self.store.cert_by_hash(&hash).await? {
             if c.revoked_at.is_some() {
-                return Err(ServiceError::Forbidden(format!(
-                    "identity serial {} is revoked",
-                    c.serial
-                )));
+                return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
             }
         }
         Ok(hash)
@@ -273,18 +246,14 @@ impl Mdm {
             Some(_) => Err(ServiceError::Forbidden(format!(
                 "certificate {hash} does not belong to enrollment {device}"
             ))),
-            None => Err(ServiceError::Rejected(format!(
-                "unknown enrollment {device}"
-            ))),
+            None => Err(ServiceError::Rejected(format!("unknown enrollment {device}"))),
         }
     }
 
     pub(crate) async fn require_known(&self, id: &str) -> Result<Enrollment, ServiceError> {
         match self.store.enrollment(id).await? {
             Some(e) if e.checked_out_at.is_none() => Ok(e),
-            Some(_) => Err(ServiceError::Rejected(format!(
-                "enrollment {id} has checked out"
-            ))),
+            Some(_) => Err(ServiceError::Rejected(format!("enrollment {id} has checked out"))),
             None => Err(ServiceError::Rejected(format!("unknown enrollment {id}"))),
         }
     }
@@ -307,15 +276,9 @@ fn declarative(endpoint: &str) -> Result<CheckinReply, ServiceError> {
         }),
         "status" => return Ok(CheckinReply::Empty),
         other if other.starts_with("declaration/") => {
-            return Ok(CheckinReply::Unsupported(format!(
-                "no declaration {other:?}"
-            )));
+            return Ok(CheckinReply::Unsupported(format!("no declaration {other:?}")));
         }
-        other => {
-            return Ok(CheckinReply::Unsupported(format!(
-                "unknown declarative endpoint {other:?}"
-            )))
-        }
+        other => return Ok(CheckinReply::Unsupported(format!("unknown declarative endpoint {other:?}"))),
     };
     Ok(CheckinReply::Json(body.to_string().into_bytes()))
 }

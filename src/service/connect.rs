@@ -7,12 +7,7 @@ use crate::store::{DeliveryStatus, ReportOutcome, ReportRecord};
 
 impl Mdm {
     /// Apply a report and return the next command body, or `None` for "no more commands".
-    pub async fn connect(
-        &self,
-        report: CommandReport,
-        raw: &[u8],
-        caller: &Caller,
-    ) -> Result<Option<Vec<u8>>, ServiceError> {
+    pub async fn connect(&self, report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
         let id = report.enrollment.id.as_str();
         let hash = self.check_identity(caller).await?;
         self.check_binding(&report.enrollment.device, &hash).await?;

@@ -44,10 +44,7 @@ fn stable_uuid(name: &str) -> String {
     let h = sha2::Sha256::digest(name.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
-    uuid::Builder::from_random_bytes(b)
-        .into_uuid()
-        .to_string()
-        .to_uppercase()
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string().to_uppercase()
 }
 
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
@@ -70,12 +67,7 @@ pub enum ScepReply {
 
 impl Enroller {
     pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: String) -> Self {
-        Enroller {
-            pki,
-            store,
-            cfg,
-            topic,
-        }
+        Enroller { pki, store, cfg, topic }
     }
 
     fn host(&self) -> String {
@@ -95,12 +87,7 @@ impl Enroller {
     }
 
     /// Create a single-use secret of `kind`, valid for `ttl` seconds.
-    pub async fn new_secret(
-        &self,
-        kind: SecretKind,
-        purpose: &str,
-        ttl: i64,
-    ) -> Result<(String, i64), ServiceError> {
+    pub async fn new_secret(&self, kind: SecretKind, purpose: &str, ttl: i64) -> Result<(String, i64), ServiceError> {
         let token = crate::server::random_token(20);
         let t = now();
         let rec = OneTimeSecret {
@@ -109,9 +96,7 @@ impl Enroller {
             purpose: purpose.to_owned(),
             used_at: None,
         };
-        self.store
-            .add_secret(kind, &sha256_hex(&token), rec)
-            .await?;
+        self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
     }
 
@@ -126,18 +111,10 @@ impl Enroller {
             &stable_uuid(&format!("{id}.ca.{}", self.topic)),
             &format!("{org} CA"),
         );
-        root.insert(
-            "PayloadContent".into(),
-            Value::Data(self.pki.ca.cert.to_der()?),
-        );
+        root.insert("PayloadContent".into(), Value::Data(self.pki.ca.cert.to_der()?));
         root.insert("PayloadCertificateFileName".into(), "ca.cer".into());
 
-        let mut scep = payload(
-            "com.apple.security.scep",
-            &format!("{id}.scep"),
-            scep_uuid,
-            "Device identity",
-        );
+        let mut scep = payload("com.apple.security.scep", &format!("{id}.scep"), scep_uuid, "Device identity");
         let mut sc = Dictionary::new();
         sc.insert("URL".into(), format!("{url}/scep").into());
         sc.insert("Challenge".into(), challenge.into());
@@ -147,10 +124,7 @@ impl Enroller {
         let rdn = |k: &str, v: &str| Value::Array(vec![Value::Array(vec![k.into(), v.into()])]);
         sc.insert(
             "Subject".into(),
-            Value::Array(vec![
-                rdn("O", &org),
-                rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4())),
-            ]),
+            Value::Array(vec![rdn("O", &org), rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4()))]),
         );
         scep.insert("PayloadContent".into(), Value::Dictionary(sc));
 
@@ -179,28 +153,17 @@ impl Enroller {
         top.insert("PayloadType".into(), "Configuration".into());
         top.insert("PayloadVersion".into(), 1.into());
         top.insert("PayloadIdentifier".into(), id.clone().into());
-        top.insert(
-            "PayloadUUID".into(),
-            uuid::Uuid::new_v4().to_string().to_uppercase().into(),
-        );
-        top.insert(
-            "PayloadDisplayName".into(),
-            format!("{org} device management").into(),
-        );
+        top.insert("PayloadUUID".into(), uuid::Uuid::new_v4().to_string().to_uppercase().into());
+        top.insert("PayloadDisplayName".into(), format!("{org} device management").into());
         top.insert("PayloadOrganization".into(), org.clone().into());
         top.insert(
             "PayloadDescription".into(),
-            "Installs the certificates and settings that let your organisation manage this device."
-                .into(),
+            "Installs the certificates and settings that let your organisation manage this device.".into(),
         );
         top.insert("TargetDeviceType".into(), 1.into());
         top.insert(
             "PayloadContent".into(),
-            Value::Array(vec![
-                Value::Dictionary(root),
-                Value::Dictionary(scep),
-                Value::Dictionary(mdm),
-            ]),
+            Value::Array(vec![Value::Dictionary(root), Value::Dictionary(scep), Value::Dictionary(mdm)]),
         );
         Ok(crate::protocol::to_xml(&top))
     }
@@ -211,21 +174,13 @@ impl Enroller {
         let plist = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        cms::sign_profile(&self.pki, &plist)
-            .map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
+        cms::sign_profile(&self.pki, &plist).map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
     }
 
     /// Use an invitation token once.
-    pub async fn use_invitation(
-        &self,
-        token: &str,
-    ) -> Result<Result<(), &'static str>, ServiceError> {
+    pub async fn use_invitation(&self, token: &str) -> Result<Result<(), &'static str>, ServiceError> {
         Ok(
-            match self
-                .store
-                .consume_secret(SecretKind::Invitation, &sha256_hex(token), now())
-                .await?
-            {
+            match self.store.consume_secret(SecretKind::Invitation, &sha256_hex(token), now()).await? {
                 Consumed::Ok(_) => Ok(()),
                 Consumed::Unknown => Err("unknown invitation"),
                 Consumed::AlreadyUsed => Err("this invitation has already been used"),
@@ -253,10 +208,7 @@ impl Enroller {
         Ok(ScepReply::CertRep(rep))
     }
 
-    async fn decide(
-        &self,
-        req: &scep::ScepRequest,
-    ) -> Result<Result<X509, (FailInfo, String)>, ServiceError> {
+    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<X509, (FailInfo, String)>, ServiceError> {
         let csr = match &req.csr {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.clone())),
@@ -275,35 +227,15 @@ impl Enroller {
                 // Signed by an identity we issued that is still valid and not revoked.
                 let old = match Identity::from_cert(&self.pki, req.signer.clone()) {
                     Ok(i) => i,
-                    Err(e) => {
-                        return Ok(Err((
-                            FailInfo::BadMessageCheck,
-                            format!("renewal signer: {e}"),
-                        )))
-                    }
+                    Err(e) => return Ok(Err((FailInfo::BadMessageCheck, format!("renewal signer: {e}")))),
                 };
                 match self.store.cert_by_hash(&old.hash).await? {
                     Some(c) if c.revoked_at.is_none() => enrollment = c.enrollment,
-                    Some(_) => {
-                        return Ok(Err((
-                            FailInfo::BadCertId,
-                            "renewal signer is revoked".into(),
-                        )))
-                    }
-                    None => {
-                        return Ok(Err((
-                            FailInfo::BadCertId,
-                            "renewal signer was not issued by this CA".into(),
-                        )))
-                    }
+                    Some(_) => return Ok(Err((FailInfo::BadCertId, "renewal signer is revoked".into()))),
+                    None => return Ok(Err((FailInfo::BadCertId, "renewal signer was not issued by this CA".into()))),
                 }
             }
-            _ => {
-                return Ok(Err((
-                    FailInfo::BadRequest,
-                    "only PKCSReq and RenewalReq are supported".into(),
-                )))
-            }
+            _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
         }
         let key = match csr.req.public_key() {
             Ok(k) => k,
@@ -313,9 +245,7 @@ impl Enroller {
             .pki
             .issue_identity(&key, csr.req.subject_name(), self.cfg.identity_days)
             .map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        let der = cert
-            .to_der()
-            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        let der = cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?;
         let desc = crate::pki::ca::describe(&cert);
         let rec = IssuedCert {
             serial: desc["serial"].as_str().unwrap_or_default().to_owned(),
@@ -333,10 +263,7 @@ impl Enroller {
         Ok(Ok(cert))
     }
 
-    async fn check_challenge(
-        &self,
-        presented: Option<&str>,
-    ) -> Result<Result<(), &'static str>, ServiceError> {
+    async fn check_challenge(&self, presented: Option<&str>) -> Result<Result<(), &'static str>, ServiceError> {
         let Some(c) = presented.filter(|c| !c.is_empty()) else {
             return Ok(Err("no challenge password"));
         };
@@ -346,11 +273,7 @@ impl Enroller {
             }
         }
         Ok(
-            match self
-                .store
-                .consume_secret(SecretKind::Challenge, &sha256_hex(c), now())
-                .await?
-            {
+            match self.store.consume_secret(SecretKind::Challenge, &sha256_hex(c), now()).await? {
                 Consumed::Ok(_) => Ok(()),
                 Consumed::Unknown => Err("wrong challenge password"),
                 Consumed::AlreadyUsed => Err("challenge password already used"),
@@ -370,15 +293,12 @@ impl Enroller {
             let page = self.store.enrollments(after.clone(), 500).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
-            for e in page.iter().filter(|e| {
-                e.kind == crate::protocol::EnrollmentKind::Device
-                    && e.active
-                    && e.renewal_requested_at.is_none()
-            }) {
+            for e in page
+                .iter()
+                .filter(|e| e.kind == crate::protocol::EnrollmentKind::Device && e.active && e.renewal_requested_at.is_none())
+            {
                 if e.identity_not_after.is_some_and(|na| na < horizon) {
-                    let profile = self
-                        .signed_profile(&format!("renewal:{}", e.id), 30 * 86_400)
-                        .await?;
+                    let profile = self.signed_profile(&format!("renewal:{}", e.id), 30 * 86_400).await?;
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
                     mdm.enqueue_json(&cmd, vec![e.id.clone()])
                         .await

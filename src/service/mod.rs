@@ -37,10 +37,7 @@ pub trait Waker: Send + Sync {
 pub struct NoPush;
 impl Waker for NoPush {
     fn wake(&self, ids: Vec<String>) {
-        tracing::debug!(
-            count = ids.len(),
-            "no push certificate configured: devices are not woken"
-        );
+        tracing::debug!(count = ids.len(), "no push certificate configured: devices are not woken");
     }
 }
 

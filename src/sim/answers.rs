@@ -61,16 +61,12 @@ fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
         | "AwaitingConfiguration"
         | "DataRoamingEnabled"
         | "PersonalHotspotEnabled" => false.into(),
-        "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => {
-            true.into()
-        }
+        "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => true.into(),
         "WiFiMAC" => "f0:5c:77:1a:2b:3c".into(),
         "BluetoothMAC" => "f0:5c:77:1a:2b:3d".into(),
         "ICCID" => "8901 4104 2712 3456 7890".into(),
         "PhoneNumber" => "+1 555 0100".into(),
-        "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => {
-            "Carrier".into()
-        }
+        "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => "Carrier".into(),
         "CarrierSettingsVersion" => "60.0".into(),
         "SubscriberMCC" | "CurrentMCC" => "310".into(),
         "SubscriberMNC" | "CurrentMNC" => "410".into(),
@@ -119,10 +115,7 @@ fn security_info() -> Dictionary {
             ("AutoLockTime", 30.into()),
             (
                 "ManagementStatus",
-                Value::Dictionary(d(vec![
-                    ("EnrolledViaDEP", false.into()),
-                    ("IsUserEnrollment", false.into()),
-                ])),
+                Value::Dictionary(d(vec![("EnrolledViaDEP", false.into()), ("IsUserEnrollment", false.into())])),
             ),
         ])),
     )])
@@ -162,18 +155,8 @@ fn apps() -> Value {
         ]))
     };
     Value::Array(vec![
-        app(
-            "com.microsoft.Office.Outlook",
-            "Outlook",
-            "4.2445.0",
-            245_000_000,
-        ),
-        app(
-            "com.cisco.anyconnect",
-            "Cisco Secure Client",
-            "5.1.4",
-            61_000_000,
-        ),
+        app("com.microsoft.Office.Outlook", "Outlook", "4.2445.0", 245_000_000),
+        app("com.cisco.anyconnect", "Cisco Secure Client", "5.1.4", 61_000_000),
         app("com.apple.Keynote", "Keynote", "14.2", 612_000_000),
     ])
 }
@@ -191,11 +174,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11",
                 "MDM enrollment",
             )];
-            list.extend(
-                dev.profiles
-                    .iter()
-                    .map(|(id, (uuid, name))| profile_entry(id, uuid, name)),
-            );
+            list.extend(dev.profiles.iter().map(|(id, (uuid, name))| profile_entry(id, uuid, name)));
             d(vec![("ProfileList", Value::Array(list))])
         }
         "InstallProfile" => {
@@ -216,11 +195,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 None => {
                     return Err((
                         Status::Error,
-                        error_chain(
-                            1000,
-                            "MCProfileErrorDomain",
-                            "The profile could not be read.",
-                        ),
+                        error_chain(1000, "MCProfileErrorDomain", "The profile could not be read."),
                     ))
                 }
             }
@@ -230,11 +205,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             if dev.profiles.remove(id).is_none() {
                 return Err((
                     Status::Error,
-                    error_chain(
-                        1003,
-                        "MCProfileErrorDomain",
-                        "The profile is not installed.",
-                    ),
+                    error_chain(1003, "MCProfileErrorDomain", "The profile is not installed."),
                 ));
             }
             Dictionary::new()
@@ -318,10 +289,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                         .and_then(|x| x.get("Item"))
                         .and_then(Value::as_string)
                         .unwrap_or("");
-                    Value::Dictionary(d(vec![
-                        ("Item", item.into()),
-                        ("Status", "Acknowledged".into()),
-                    ]))
+                    Value::Dictionary(d(vec![("Item", item.into()), ("Status", "Acknowledged".into())]))
                 })
                 .collect();
             d(vec![("Settings", Value::Array(results))])
@@ -342,11 +310,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             Some(_) => {
                 return Err((
                     Status::Error,
-                    error_chain(
-                        12021,
-                        "MCMDMErrorDomain",
-                        "The command is not supported on this device.",
-                    ),
+                    error_chain(12021, "MCMDMErrorDomain", "The command is not supported on this device."),
                 ))
             }
             None => {

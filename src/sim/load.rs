@@ -58,23 +58,12 @@ impl Admin {
         }
     }
 
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path))
-            .bearer_auth(&self.key);
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.key);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {path}"))?;
+        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -108,11 +97,7 @@ fn cpu(v: &Value) -> f64 {
 /// cost, not the server's, and each device still gets its own certificate.
 pub fn key_pool(n: usize) -> anyhow::Result<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> {
     (0..n.max(1))
-        .map(|_| {
-            Ok(openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(
-                2048,
-            )?)?)
-        })
+        .map(|_| Ok(openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?))
         .collect()
 }
 
@@ -133,8 +118,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
             let der = super::download_profile(&client, &url, Some((&u, &p))).await?;
-            let dev =
-                SimDevice::from_profile(client, &der, Some(keys[i % keys.len()].clone())).await?;
+            let dev = SimDevice::from_profile(client, &der, Some(keys[i % keys.len()].clone())).await?;
             dev.enroll().await?;
             anyhow::Ok(dev)
         }));
@@ -147,10 +131,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let s1 = admin.get("/v1/stats").await?;
     let enroll_cpu = cpu(&s1) - cpu(&s0);
     let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
-    let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices
-        .into_iter()
-        .map(|d| Arc::new(tokio::sync::Mutex::new(d)))
-        .collect();
+    let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices.into_iter().map(|d| Arc::new(tokio::sync::Mutex::new(d))).collect();
 
     let before = admin.get("/v1/stats").await?;
     let t0 = Instant::now();
@@ -198,11 +179,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         round_trips_per_second: round_trips as f64 / seconds,
         requests_per_second: requests as f64 / seconds,
         server_cpu_seconds: cpu,
-        server_cpu_ms_per_request: if requests > 0 {
-            cpu * 1000.0 / requests as f64
-        } else {
-            0.0
-        },
+        server_cpu_ms_per_request: if requests > 0 { cpu * 1000.0 / requests as f64 } else { 0.0 },
         enroll_seconds,
         enrollments_per_second: cfg.devices as f64 / enroll_seconds,
         server_cpu_ms_per_enrollment: enroll_cpu * 1000.0 / cfg.devices.max(1) as f64,
@@ -211,41 +188,17 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
 
 /// SCEP issuance benchmark against any SCEP server (mdmd or a peer such as
 /// Debian's scepserver): N PKCSReq enrollments with a static challenge.
-pub async fn scep_bench(
-    client: reqwest::Client,
-    url: &str,
-    challenge: &str,
-    n: usize,
-    concurrency: usize,
-) -> anyhow::Result<(usize, f64)> {
+pub async fn scep_bench(client: reqwest::Client, url: &str, challenge: &str, n: usize, concurrency: usize) -> anyhow::Result<(usize, f64)> {
     let keys = Arc::new(key_pool(8)?);
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (sem, client, keys, url, challenge) = (
-            sem.clone(),
-            client.clone(),
-            keys.clone(),
-            url.to_owned(),
-            challenge.to_owned(),
-        );
+        let (sem, client, keys, url, challenge) = (sem.clone(), client.clone(), keys.clone(), url.to_owned(), challenge.to_owned());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            let subject = vec![
-                ("CN".to_owned(), format!("bench-{i}")),
-                ("O".to_owned(), "mdmd-bench".to_owned()),
-            ];
-            super::pki::scep_enroll(
-                &client,
-                &url,
-                None,
-                keys[i % keys.len()].clone(),
-                &subject,
-                Some(&challenge),
-                None,
-            )
-            .await
+            let subject = vec![("CN".to_owned(), format!("bench-{i}")), ("O".to_owned(), "mdmd-bench".to_owned())];
+            super::pki::scep_enroll(&client, &url, None, keys[i % keys.len()].clone(), &subject, Some(&challenge), None).await
         }));
     }
     let mut ok = 0;

@@ -70,9 +70,7 @@ pub fn random_udid() -> String {
 fn random_serial() -> String {
     const A: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
     let mut r = rand::thread_rng();
-    (0..12)
-        .map(|_| A[r.gen_range(0..A.len())] as char)
-        .collect()
+    (0..12).map(|_| A[r.gen_range(0..A.len())] as char).collect()
 }
 
 /// An HTTP client for talking to mdmd from simulated devices and the CLI.
@@ -93,11 +91,7 @@ pub fn http_client_trusting(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Cl
 }
 
 /// Download the enrollment profile as a person would (basic auth or invitation URL).
-pub async fn download_profile(
-    client: &reqwest::Client,
-    url: &str,
-    basic: Option<(&str, &str)>,
-) -> anyhow::Result<Vec<u8>> {
+pub async fn download_profile(client: &reqwest::Client, url: &str, basic: Option<(&str, &str)>) -> anyhow::Result<Vec<u8>> {
     let mut r = client.get(url);
     if let Some((u, p)) = basic {
         r = r.basic_auth(u, Some(p));
@@ -112,10 +106,7 @@ pub async fn download_profile(
         .to_owned();
     let body = resp.bytes().await?.to_vec();
     if !status.is_success() {
-        bail!(
-            "profile download: HTTP {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        );
+        bail!("profile download: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
     }
     if ct != "application/x-apple-aspen-config" {
         bail!("profile download: unexpected content type {ct:?}");
@@ -166,21 +157,11 @@ impl SimDevice {
         dev.server_url = p.server_url.clone();
         let key = match key {
             Some(k) => k,
-            None => {
-                openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?
-            }
+            None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?,
         };
-        let ident = pki::scep_enroll(
-            &dev.client,
-            &p.scep_url,
-            Some(&p.ca),
-            key,
-            &p.subject,
-            Some(&p.challenge),
-            None,
-        )
-        .await?
-        .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
+        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+            .await?
+            .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         dev.identity = Some(ident);
         dev.profile = Some(p);
         Ok(dev)
@@ -197,17 +178,9 @@ impl SimDevice {
             Some(i) => i.key.clone(),
             None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?,
         };
-        let ident = pki::scep_enroll(
-            &self.client,
-            &p.scep_url,
-            Some(&p.ca),
-            key,
-            &p.subject,
-            Some(&p.challenge),
-            None,
-        )
-        .await?
-        .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
+        let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+            .await?
+            .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         self.identity = Some(ident);
         self.profile = Some(p);
         self.enroll().await?;
@@ -226,28 +199,16 @@ impl SimDevice {
 
     /// PUT a body to a path (or full URL), signed with `Mdm-Signature` when the
     /// device has an identity; returns (status, body).
-    pub async fn put_raw(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
         let sig = match &self.identity {
             Some(i) => Some(i.sign(&body)?),
             None => None,
         };
-        self.put_signed(path, content_type, body, sig.as_deref())
-            .await
+        self.put_signed(path, content_type, body, sig.as_deref()).await
     }
 
     /// PUT with an explicit `Mdm-Signature` header value (or none).
-    pub async fn put_signed(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-        sig: Option<&str>,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub async fn put_signed(&self, path: &str, content_type: &str, body: Vec<u8>, sig: Option<&str>) -> anyhow::Result<(u16, Vec<u8>)> {
         let url = if path.starts_with("http") {
             path.to_owned()
         } else {
@@ -278,31 +239,17 @@ impl SimDevice {
         Ok((status, resp.bytes().await?.to_vec()))
     }
 
-    async fn put_ok(
-        &self,
-        path: &str,
-        content_type: &str,
-        d: &plist::Dictionary,
-    ) -> anyhow::Result<Vec<u8>> {
-        let (status, body) = self
-            .put_raw(path, content_type, crate::protocol::to_xml(d))
-            .await?;
+    async fn put_ok(&self, path: &str, content_type: &str, d: &plist::Dictionary) -> anyhow::Result<Vec<u8>> {
+        let (status, body) = self.put_raw(path, content_type, crate::protocol::to_xml(d)).await?;
         if status != 200 {
-            bail!(
-                "{path} answered HTTP {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            );
+            bail!("{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
         }
         Ok(body)
     }
 
     pub async fn checkin(&self, d: &plist::Dictionary) -> anyhow::Result<Vec<u8>> {
-        self.put_ok(
-            &self.checkin_url.clone(),
-            "application/x-apple-aspen-mdm-checkin",
-            d,
-        )
-        .await
+        self.put_ok(&self.checkin_url.clone(), "application/x-apple-aspen-mdm-checkin", d)
+            .await
     }
 
     pub fn authenticate_message(&self) -> plist::Dictionary {
@@ -342,10 +289,7 @@ impl SimDevice {
     }
 
     pub async fn checkout(&self) -> anyhow::Result<()> {
-        let d = self.dict(vec![
-            ("MessageType", "CheckOut".into()),
-            ("Topic", self.topic.clone().into()),
-        ]);
+        let d = self.dict(vec![("MessageType", "CheckOut".into()), ("Topic", self.topic.clone().into())]);
         self.checkin(&d).await.map(drop)
     }
 
@@ -356,18 +300,12 @@ impl SimDevice {
     /// One PUT to the command endpoint; `None` when the server says "no more commands".
     pub async fn connect(&self, report: &plist::Dictionary) -> anyhow::Result<Option<Command>> {
         let body = self
-            .put_ok(
-                &self.server_url.clone(),
-                "application/x-apple-aspen-mdm",
-                report,
-            )
+            .put_ok(&self.server_url.clone(), "application/x-apple-aspen-mdm", report)
             .await?;
         if body.is_empty() {
             return Ok(None);
         }
-        Ok(Some(
-            Command::from_xml(&body).context("server sent a malformed command")?,
-        ))
+        Ok(Some(Command::from_xml(&body).context("server sent a malformed command")?))
     }
 
     /// A full session: Idle, then answer every command until the empty body.

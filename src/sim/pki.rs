@@ -78,11 +78,7 @@ fn der_tlv(tag: u8, b: &[u8]) -> Vec<u8> {
 
 /// A PKCS#10 request with subject and PKCS#9 challengePassword (rcgen; the
 /// openssl crate cannot add CSR attributes).
-pub fn csr(
-    key: &PKey<Private>,
-    subject: &[(String, String)],
-    challenge: Option<&str>,
-) -> anyhow::Result<Vec<u8>> {
+pub fn csr(key: &PKey<Private>, subject: &[(String, String)], challenge: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let pem = String::from_utf8(key.private_key_to_pem_pkcs8()?)?;
     let kp = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
@@ -108,10 +104,7 @@ pub fn csr(
         }],
         None => vec![],
     };
-    Ok(params
-        .serialize_request_with_attributes(&kp, attrs)?
-        .der()
-        .to_vec())
+    Ok(params.serialize_request_with_attributes(&kp, attrs)?.der().to_vec())
 }
 
 fn name_of(subject: &[(String, String)]) -> anyhow::Result<X509Name> {
@@ -143,16 +136,10 @@ pub async fn scep_enroll(
         .error_for_status()?
         .text()
         .await?;
-    if !caps
-        .lines()
-        .any(|l| matches!(l.trim(), "SHA-256" | "SHA-1" | "SHA-512"))
-    {
+    if !caps.lines().any(|l| matches!(l.trim(), "SHA-256" | "SHA-1" | "SHA-512")) {
         bail!("the SCEP server does not have the required capability (no SHA-x)");
     }
-    let cipher = if caps
-        .lines()
-        .any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard")
-    {
+    let cipher = if caps.lines().any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard") {
         Cipher::aes_128_cbc()
     } else {
         Cipher::des_ede3_cbc()
@@ -167,8 +154,7 @@ pub async fn scep_enroll(
     let ca = match X509::from_der(&ca_der) {
         Ok(c) => c,
         Err(_) => {
-            let p7 = Pkcs7::from_der(&ca_der)
-                .context("GetCACert: neither a certificate nor a PKCS#7")?;
+            let p7 = Pkcs7::from_der(&ca_der).context("GetCACert: neither a certificate nor a PKCS#7")?;
             p7.signed()
                 .and_then(|s| s.certificates())
                 .and_then(|c| c.iter().next().map(|c| c.to_owned()))
@@ -190,14 +176,7 @@ pub async fn scep_enroll(
             (&transient, &key)
         }
     };
-    let (msg, _txid, _nonce) = scep::client_request(
-        &ca,
-        signer_cert,
-        signer_key,
-        &csr_der,
-        renew.is_some(),
-        cipher,
-    )?;
+    let (msg, _txid, _nonce) = scep::client_request(&ca, signer_cert, signer_key, &csr_der, renew.is_some(), cipher)?;
     let resp = if caps.lines().any(|l| l.trim() == "POSTPKIOperation") {
         client
             .post(format!("{url}?operation=PKIOperation"))
@@ -206,28 +185,18 @@ pub async fn scep_enroll(
             .send()
             .await?
     } else {
-        let m = urlencoding::encode(&base64::engine::general_purpose::STANDARD.encode(&msg))
-            .into_owned();
-        client
-            .get(format!("{url}?operation=PKIOperation&message={m}"))
-            .send()
-            .await?
+        let m = urlencoding::encode(&base64::engine::general_purpose::STANDARD.encode(&msg)).into_owned();
+        client.get(format!("{url}?operation=PKIOperation&message={m}")).send().await?
     };
     let status = resp.status();
     let body = resp.bytes().await?;
     if !status.is_success() {
-        bail!(
-            "PKIOperation: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        bail!("PKIOperation: HTTP {status}: {}", String::from_utf8_lossy(&body));
     }
     let (pki_status, fail, cert) = scep::client_read_rep(&body, &ca, signer_cert, signer_key)?;
     match cert {
         Some(cert) => Ok(Ok(SimIdentity { key, cert })),
-        None => Ok(Err(format!(
-            "pkiStatus {pki_status}, failInfo {}",
-            fail.unwrap_or_default()
-        ))),
+        None => Ok(Err(format!("pkiStatus {pki_status}, failInfo {}", fail.unwrap_or_default()))),
     }
 }
 
@@ -237,10 +206,7 @@ pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
     let content = crate::profiles::signed_content(der).context("the profile is not CMS-signed")?;
     let v = plist::Value::from_reader(std::io::Cursor::new(&content))?;
     let top = v.as_dictionary().context("profile is not a dictionary")?;
-    let payloads = top
-        .get("PayloadContent")
-        .and_then(|p| p.as_array())
-        .context("no PayloadContent")?;
+    let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
     let by_type = |t: &str| {
         payloads
             .iter()
@@ -264,24 +230,17 @@ pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
     p7.verify(&no_certs, &store, None, Some(&mut out), Pkcs7Flags::BINARY)
         .context("profile signature does not verify against its CA")?;
     let scep = by_type("com.apple.security.scep").context("no SCEP payload")?;
-    let scep_uuid = scep
-        .get("PayloadUUID")
-        .and_then(|x| x.as_string())
-        .unwrap_or_default();
+    let scep_uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default();
     let sc = scep
         .get("PayloadContent")
         .and_then(|c| c.as_dictionary())
         .context("SCEP settings must be in the nested PayloadContent")?;
-    let s =
-        |d: &plist::Dictionary, k: &str| d.get(k).and_then(|x| x.as_string()).map(str::to_owned);
+    let s = |d: &plist::Dictionary, k: &str| d.get(k).and_then(|x| x.as_string()).map(str::to_owned);
     let mut subject = Vec::new();
     if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
         for rdn in rdns.iter().filter_map(|r| r.as_array()) {
             for pair in rdn.iter().filter_map(|p| p.as_array()) {
-                if let (Some(k), Some(v)) = (
-                    pair.first().and_then(|x| x.as_string()),
-                    pair.get(1).and_then(|x| x.as_string()),
-                ) {
+                if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
                     subject.push((k.to_owned(), v.to_owned()));
                 }
             }
@@ -298,20 +257,11 @@ pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
         scep_url: s(sc, "URL").context("no SCEP URL")?,
         challenge: s(sc, "Challenge").unwrap_or_default(),
         subject,
-        key_size: sc
-            .get("Keysize")
-            .and_then(|x| x.as_unsigned_integer())
-            .unwrap_or(1024) as u32,
+        key_size: sc.get("Keysize").and_then(|x| x.as_unsigned_integer()).unwrap_or(1024) as u32,
         checkin_url: s(mdm, "CheckInURL").unwrap_or_else(|| server_url.clone()),
         server_url,
         topic: s(mdm, "Topic").context("no Topic")?,
-        sign_message: mdm
-            .get("SignMessage")
-            .and_then(|x| x.as_boolean())
-            .unwrap_or(false),
-        access_rights: mdm
-            .get("AccessRights")
-            .and_then(|x| x.as_signed_integer())
-            .unwrap_or(0),
+        sign_message: mdm.get("SignMessage").and_then(|x| x.as_boolean()).unwrap_or(false),
+        access_rights: mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0),
     })
 }

@@ -57,17 +57,11 @@ pub trait CheckinStore: Send + Sync {
     async fn mark_renewal(&self, id: &str, now: i64) -> Result<()>;
     /// Store push info and mark the channel active. Returns whether commands are pending.
     /// A device channel must exist (Authenticate first); a user channel is created.
-    async fn token_update(
-        &self,
-        id: &str,
-        parent: &str,
-        update: TokenUpdateRecord,
-    ) -> Result<Option<bool>>;
+    async fn token_update(&self, id: &str, parent: &str, update: TokenUpdateRecord) -> Result<Option<bool>>;
     /// Mark the enrollment (and its user channels) checked out. Returns false if unknown.
     async fn checkout(&self, id: &str, now: i64) -> Result<bool>;
     /// Escrow (or with `None` delete) the bootstrap token. Returns false if unknown.
-    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64)
-        -> Result<bool>;
+    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool>;
     /// Record a check-in that changes nothing else (last check-in time).
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()>;
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>>;
@@ -83,11 +77,7 @@ pub trait QueueStore: Send + Sync {
     /// The first pending command; with `skip_not_now`, commands that got NotNow are skipped.
     async fn next_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>;
     /// Apply a device's report and return the next command (NotNow'ed ones skipped), in one transaction.
-    async fn report(
-        &self,
-        id: &str,
-        report: ReportRecord,
-    ) -> Result<(ReportOutcome, Option<QueuedCommand>)>;
+    async fn report(&self, id: &str, report: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)>;
     /// Clear pending commands of one enrollment. Returns how many.
     async fn clear_queue(&self, id: &str, now: i64) -> Result<u64>;
     async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>>;

@@ -70,10 +70,7 @@ impl RedbStore {
     }
 
     /// Run `f` in the next group-commit transaction; resolves after the commit.
-    pub async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |txn| {
             let r = f(txn)?;
@@ -173,22 +170,14 @@ fn user_channel_range(device: &str) -> (String, String) {
     (format!("{device}:"), format!("{device};"))
 }
 
-fn load_command<T: ReadableTable<&'static str, &'static [u8]>>(
-    t: &T,
-    uuid: &str,
-) -> Result<Option<CommandRecord>> {
+fn load_command<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, uuid: &str) -> Result<Option<CommandRecord>> {
     match t.get(uuid)? {
         Some(v) => Ok(Some(dec(v.value())?)),
         None => Ok(None),
     }
 }
 
-fn first_pending<Q, C>(
-    queue: &Q,
-    commands: &C,
-    id: &str,
-    skip_not_now: bool,
-) -> Result<Option<QueuedCommand>>
+fn first_pending<Q, C>(queue: &Q, commands: &C, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>
 where
     Q: ReadableTable<(&'static str, u64), &'static [u8]>,
     C: ReadableTable<&'static str, &'static [u8]>,
@@ -266,9 +255,7 @@ impl CheckinStore for RedbStore {
                 };
                 if let Some(mut c) = existing {
                     match &c.enrollment {
-                        Some(other) if other != &rec.device => {
-                            return Ok(AuthOutcome::CertBoundElsewhere)
-                        }
+                        Some(other) if other != &rec.device => return Ok(AuthOutcome::CertBoundElsewhere),
                         Some(_) => {}
                         None => {
                             c.enrollment = Some(rec.device.clone());
@@ -321,12 +308,7 @@ impl CheckinStore for RedbStore {
         .await
     }
 
-    async fn token_update(
-        &self,
-        id: &str,
-        parent: &str,
-        u: TokenUpdateRecord,
-    ) -> Result<Option<bool>> {
+    async fn token_update(&self, id: &str, parent: &str, u: TokenUpdateRecord) -> Result<Option<bool>> {
         let (id, parent) = (id.to_owned(), parent.to_owned());
         self.write(move |txn| {
             let mut e = match get_enrollment(txn, &id)? {
@@ -383,10 +365,7 @@ impl CheckinStore for RedbStore {
             e.last_seen_at = u.now;
             put_enrollment(txn, &e)?;
             let queue = txn.open_table(QUEUE)?;
-            let pending = queue
-                .range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?
-                .next()
-                .is_some();
+            let pending = queue.range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?.next().is_some();
             Ok(Some(pending))
         })
         .await
@@ -422,12 +401,7 @@ impl CheckinStore for RedbStore {
         .await
     }
 
-    async fn set_bootstrap_token(
-        &self,
-        id: &str,
-        token: Option<Vec<u8>>,
-        now: i64,
-    ) -> Result<bool> {
+    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool> {
         use base64::Engine as _;
         let id = id.to_owned();
         self.write(move |txn| {
@@ -474,10 +448,7 @@ impl CheckinStore for RedbStore {
             let t = txn.open_table(ENROLLMENTS)?;
             let mut out = Vec::new();
             let iter = match &after {
-                Some(a) => t.range::<&str>((
-                    std::ops::Bound::Excluded(a.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))?,
+                Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))?,
                 None => t.range::<&str>(..)?,
             };
             for item in iter.take(limit) {
@@ -511,8 +482,7 @@ impl QueueStore for RedbStore {
             meta.insert("seq", seq)?;
             let mut rec = cmd;
             rec.targets = known.len() as u64;
-            txn.open_table(COMMANDS)?
-                .insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
+            txn.open_table(COMMANDS)?.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
             let mut queue = txn.open_table(QUEUE)?;
             let mut history = txn.open_table(HISTORY)?;
             let mut deliveries = txn.open_table(DELIVERIES)?;
@@ -548,19 +518,14 @@ impl QueueStore for RedbStore {
         })
     }
 
-    async fn report(
-        &self,
-        id: &str,
-        r: ReportRecord,
-    ) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
+    async fn report(&self, id: &str, r: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
         let id = id.to_owned();
         self.write(move |txn| {
             let mut deliveries = txn.open_table(DELIVERIES)?;
-            let current: Option<Delivery> =
-                match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
-                    Some(v) => Some(dec(v.value())?),
-                    None => None,
-                };
+            let current: Option<Delivery> = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
+                Some(v) => Some(dec(v.value())?),
+                None => None,
+            };
             let outcome = match current {
                 Some(mut d) if d.status.is_pending() => {
                     let mut queue = txn.open_table(QUEUE)?;
@@ -568,20 +533,15 @@ impl QueueStore for RedbStore {
                     if r.status == DeliveryStatus::NotNow {
                         d.status = DeliveryStatus::NotNow;
                         d.not_now_count += 1;
-                        queue.insert(
-                            (id.as_str(), d.seq),
-                            queue_value(true, &r.command_uuid).as_slice(),
-                        )?;
-                        deliveries
-                            .insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        queue.insert((id.as_str(), d.seq), queue_value(true, &r.command_uuid).as_slice())?;
+                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
                         ReportOutcome::NotNowRecorded
                     } else {
                         d.status = r.status;
                         d.error_chain = r.error_chain;
                         d.result = Some(r.raw);
                         queue.remove((id.as_str(), d.seq))?;
-                        deliveries
-                            .insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
                         ReportOutcome::Finished
                     }
                 }
@@ -607,20 +567,14 @@ impl QueueStore for RedbStore {
             let deliveries = txn.open_table(DELIVERIES)?;
             let commands = txn.open_table(COMMANDS)?;
             let mut out = Vec::new();
-            for item in history
-                .range((id, 0u64)..=(id, u64::MAX))?
-                .rev()
-                .take(limit)
-            {
+            for item in history.range((id, 0u64)..=(id, u64::MAX))?.rev().take(limit) {
                 let (_, uuid) = item?;
                 let uuid = uuid.value();
                 let Some(d) = deliveries.get((uuid, id))? else {
                     continue;
                 };
                 let delivery: Delivery = dec(d.value())?;
-                let request_type = load_command(&commands, uuid)?
-                    .map(|c| c.request_type)
-                    .unwrap_or_default();
+                let request_type = load_command(&commands, uuid)?.map(|c| c.request_type).unwrap_or_default();
                 out.push(DeviceCommand {
                     command_uuid: uuid.to_owned(),
                     request_type,
@@ -656,10 +610,8 @@ impl QueueStore for RedbStore {
 impl PkiStore for RedbStore {
     async fn record_cert(&self, cert: IssuedCert) -> Result<()> {
         self.write(move |txn| {
-            txn.open_table(CERTS)?
-                .insert(cert.sha256.as_str(), enc(&cert)?.as_slice())?;
-            txn.open_table(CERT_SERIALS)?
-                .insert(cert.serial.as_str(), cert.sha256.as_str())?;
+            txn.open_table(CERTS)?.insert(cert.sha256.as_str(), enc(&cert)?.as_slice())?;
+            txn.open_table(CERT_SERIALS)?.insert(cert.serial.as_str(), cert.sha256.as_str())?;
             Ok(())
         })
         .await
@@ -677,12 +629,7 @@ impl PkiStore for RedbStore {
     }
 
     async fn cert_by_serial(&self, serial: &str) -> Result<Option<IssuedCert>> {
-        let hash = self.read(|txn| {
-            Ok(txn
-                .open_table(CERT_SERIALS)?
-                .get(serial)?
-                .map(|v| v.value().to_owned()))
-        })?;
+        let hash = self.read(|txn| Ok(txn.open_table(CERT_SERIALS)?.get(serial)?.map(|v| v.value().to_owned())))?;
         match hash {
             Some(h) => self.cert_by_hash(&h).await,
             None => Ok(None),
@@ -693,17 +640,11 @@ impl PkiStore for RedbStore {
         let hashes: Vec<String> = self.read(|txn| {
             let t = txn.open_table(CERT_SERIALS)?;
             let iter = match &after {
-                Some(a) => t.range::<&str>((
-                    std::ops::Bound::Excluded(a.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))?,
+                Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))?,
                 None => t.range::<&str>(..)?,
             };
             iter.take(limit)
-                .map(|r| {
-                    r.map(|(_, v)| v.value().to_owned())
-                        .map_err(StoreError::from)
-                })
+                .map(|r| r.map(|(_, v)| v.value().to_owned()).map_err(StoreError::from))
                 .collect()
         })?;
         let mut out = Vec::with_capacity(hashes.len());
@@ -718,11 +659,7 @@ impl PkiStore for RedbStore {
     async fn revoke_cert(&self, serial: &str, now: i64) -> Result<bool> {
         let serial = serial.to_owned();
         self.write(move |txn| {
-            let Some(hash) = txn
-                .open_table(CERT_SERIALS)?
-                .get(serial.as_str())?
-                .map(|v| v.value().to_owned())
-            else {
+            let Some(hash) = txn.open_table(CERT_SERIALS)?.get(serial.as_str())?.map(|v| v.value().to_owned()) else {
                 return Ok(false);
             };
             let mut certs = txn.open_table(CERTS)?;

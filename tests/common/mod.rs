@@ -16,8 +16,7 @@ pub const ENROLL_USER: (&str, &str) = ("tester", "enroll-pw");
 /// every device still gets its own certificate from SCEP).
 pub fn pool_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    static KEYS: std::sync::OnceLock<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> =
-        std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<Vec<openssl::pkey::PKey<openssl::pkey::Private>>> = std::sync::OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let keys = KEYS.get_or_init(|| mdmd::sim::load::key_pool(4).expect("keys"));
     keys[NEXT.fetch_add(1, Ordering::Relaxed) % keys.len()].clone()
@@ -71,10 +70,7 @@ impl Server {
             .arg("--enroll-user")
             .arg(format!("{}:{}", ENROLL_USER.0, ENROLL_USER.1))
             .args(&self.extra)
-            .env(
-                "MDMD_LOG",
-                std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()),
-            )
+            .env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn mdmd");
@@ -131,13 +127,9 @@ impl Server {
     }
 
     pub async fn profile(&self) -> Vec<u8> {
-        mdmd::sim::download_profile(
-            &self.client(),
-            &format!("{}/mdm/enroll", self.base),
-            Some(ENROLL_USER),
-        )
-        .await
-        .expect("profile")
+        mdmd::sim::download_profile(&self.client(), &format!("{}/mdm/enroll", self.base), Some(ENROLL_USER))
+            .await
+            .expect("profile")
     }
 
     /// A simulated iPhone that has installed the enrollment profile and has its
@@ -158,10 +150,7 @@ impl Drop for Server {
 
 pub async fn enqueue(admin: &mdmd::sim::load::Admin, targets: &[&str], command: Value) -> String {
     let v = admin
-        .post(
-            "/v1/commands",
-            serde_json::json!({"targets": targets, "command": command}),
-        )
+        .post("/v1/commands", serde_json::json!({"targets": targets, "command": command}))
         .await
         .expect("enqueue");
     v["command_uuid"].as_str().expect("uuid").to_owned()

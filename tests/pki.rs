@@ -1,0 +1,525 @@
+//! PKI and enrollment end to end: the signed profile, SCEP with our own
+//! client and Debian's `scepclient`, device identity on every request,
+//! revocation, renewal.
+
+mod common;
+
+use std::process::Command;
+
+use common::{enqueue, Server};
+use mdmd::sim::pki::SimIdentity;
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use serde_json::json;
+
+fn ca_pem(srv: &Server) -> std::path::PathBuf {
+    srv.certs_dir().join("ca.pem")
+}
+
+#[tokio::test]
+async fn enrollment_profile_is_signed_complete_and_guarded() {
+    let srv = Server::start();
+    let client = srv.client();
+    let url = format!("{}/mdm/enroll", srv.base);
+    // Not open to the world.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let r = client.get(&url).basic_auth("tester", Some("wrong")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let der = srv.profile().await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("enroll.mobileconfig");
+    std::fs::write(&f, &der).unwrap();
+    // Verifiable with the openssl CLI against the CA.
+    let out = Command::new("openssl")
+        .args(["smime", "-verify", "-inform", "der", "-in"])
+        .arg(&f)
+        .arg("-CAfile")
+        .arg(ca_pem(&srv))
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl smime -verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = plist::Value::from_reader(std::io::Cursor::new(&out.stdout)).unwrap();
+    let top = profile.as_dictionary().unwrap();
+    let payloads = top.get("PayloadContent").unwrap().as_array().unwrap();
+    let get = |t: &str| {
+        payloads
+            .iter()
+            .map(|p| p.as_dictionary().unwrap())
+            .find(|p| p.get("PayloadType").unwrap().as_string() == Some(t))
+            .unwrap()
+            .clone()
+    };
+    let root = get("com.apple.security.root");
+    assert_eq!(
+        root.get("PayloadContent").unwrap().as_data().unwrap(),
+        X509::from_pem(&std::fs::read(ca_pem(&srv)).unwrap()).unwrap().to_der().unwrap()
+    );
+    let scep = get("com.apple.security.scep");
+    let sc = scep.get("PayloadContent").unwrap().as_dictionary().unwrap();
+    assert_eq!(sc.get("Keysize").unwrap().as_signed_integer(), Some(2048));
+    assert_eq!(sc.get("Key Type").unwrap().as_string(), Some("RSA"));
+    assert!(sc.get("URL").unwrap().as_string().unwrap().ends_with("/scep"));
+    assert!(sc.get("Challenge").unwrap().as_string().unwrap().len() >= 20);
+    let mdm = get("com.apple.mdm");
+    assert_eq!(mdm.get("IdentityCertificateUUID"), scep.get("PayloadUUID"));
+    assert_eq!(mdm.get("SignMessage"), Some(&true.into()));
+    assert_eq!(mdm.get("CheckOutWhenRemoved"), Some(&true.into()));
+    assert_eq!(mdm.get("AccessRights").unwrap().as_signed_integer(), Some(8191));
+    assert_eq!(mdm.get("Topic").unwrap().as_string(), Some(srv.topic().await.as_str()));
+    assert!(mdm.get("ServerCapabilities").unwrap().as_array().is_some());
+    // Two downloads, two different single-use challenges.
+    let p2 = mdmd::sim::pki::read_profile(&srv.profile().await).unwrap();
+    let p1 = mdmd::sim::pki::read_profile(&der).unwrap();
+    assert_ne!(p1.challenge, p2.challenge);
+    assert_ne!(p1.subject, p2.subject, "a unique subject per profile");
+
+    // Invitations: single use, with a QR code.
+    let inv = srv
+        .admin()
+        .post("/v1/enrollments/invitations", json!({"expires_in": 3600}))
+        .await
+        .unwrap();
+    let inv_url = inv["url"].as_str().unwrap().replace("https://localhost:", "https://127.0.0.1:");
+    assert!(inv["qr_svg"].as_str().unwrap().contains("<svg"));
+    assert!(inv["qr_png_base64"].as_str().unwrap().starts_with("iVBORw0KGgo"), "PNG signature");
+    assert!(mdmd::sim::download_profile(&client, &inv_url, None).await.is_ok());
+    let again = client.get(&inv_url).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 403, "an invitation works once");
+    let bogus = client.get(format!("{}/mdm/enroll?invite=nope", srv.base)).send().await.unwrap();
+    assert_eq!(bogus.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn scep_challenges_are_single_use_and_refusals_are_certreps() {
+    let srv = Server::start();
+    let client = srv.client();
+    let p = mdmd::sim::pki::read_profile(&srv.profile().await).unwrap();
+    let key = common::pool_key();
+    let subject = vec![("CN".to_owned(), "dev".to_owned())];
+    let first = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some(&p.challenge), None)
+        .await
+        .unwrap();
+    assert!(first.is_ok());
+    let reused = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some(&p.challenge), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        reused.err().as_deref(),
+        Some("pkiStatus 2, failInfo 2"),
+        "reused challenge: FAILURE badRequest"
+    );
+    let wrong = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some("guess"), None)
+        .await
+        .unwrap();
+    assert_eq!(wrong.err().as_deref(), Some("pkiStatus 2, failInfo 2"));
+    let none = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key, &subject, None, None)
+        .await
+        .unwrap();
+    assert!(none.is_err());
+    // Unreadable messages: HTTP 400, not 500.
+    let r = client
+        .post(format!("{}?operation=PKIOperation", p.scep_url))
+        .body("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client
+        .get(format!("{}?operation=PKIOperation&message=%%%", p.scep_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let caps = client
+        .get(format!("{}?operation=GetCACaps", p.scep_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for c in ["POSTPKIOperation", "SHA-256", "AES", "SCEPStandard", "Renewal"] {
+        assert!(caps.lines().any(|l| l == c), "{c} in {caps:?}");
+    }
+    // Issued certificates are recorded.
+    let certs = srv.admin().get("/v1/certificates").await.unwrap();
+    assert_eq!(certs["certificates"].as_array().unwrap().len(), 1);
+}
+
+fn scepclient() -> &'static str {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg("command -v scepclient")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "Debian's `scep` package (scepclient) is required: apt-get install scep (.ci/run does)"
+    );
+    "scepclient"
+}
+
+#[tokio::test]
+async fn debian_scepclient_obtains_and_renews_a_certificate() {
+    let srv = Server::start_with(&["--scep-challenge", "static-secret-for-scepclient"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}/scep", srv.base);
+    // scepclient keeps its CSR (csr.pem) and transient certificate beside the key.
+    let run_in = |dir: &std::path::Path, challenge: &str| {
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        Command::new(scepclient())
+            .args([
+                "-server-url",
+                &url,
+                "-challenge",
+                challenge,
+                "-cn",
+                "scepclient-device",
+                "-organization",
+                "mdmd-test",
+            ])
+            .arg("-private-key")
+            .arg(&key)
+            .arg("-certificate")
+            .arg(&cert)
+            .env("SSL_CERT_FILE", ca_pem(&srv))
+            .output()
+            .expect("scepclient")
+    };
+    let run = |challenge: &str| run_in(dir.path(), challenge);
+    let cert = dir.path().join("cert.pem");
+    let out = run("static-secret-for-scepclient");
+    assert!(
+        out.status.success(),
+        "scepclient: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca_pem(&srv))
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let first = std::fs::read(&cert).unwrap();
+    // Renewal: with the key and certificate in place, scepclient sends a RenewalReq signed by the old certificate.
+    let out = run("");
+    assert!(
+        out.status.success(),
+        "renewal: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = std::fs::read(&cert).unwrap();
+    assert_ne!(first, second, "a new certificate was issued");
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca_pem(&srv))
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+    let certs = srv.admin().get("/v1/certificates").await.unwrap();
+    assert_eq!(certs["certificates"].as_array().unwrap().len(), 2);
+    // A wrong challenge is refused (scepclient fails on the FAILURE CertRep).
+    let fresh = tempfile::tempdir().unwrap();
+    let out = run_in(fresh.path(), "wrong");
+    assert!(
+        !out.status.success(),
+        "wrong challenge accepted: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An identity our CA never issued (self-signed), or one issued but expired.
+fn forged_identity(ca: Option<(&X509, &PKey<openssl::pkey::Private>)>, expired: bool) -> SimIdentity {
+    let key = common::pool_key();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", "forged").unwrap();
+    let n = n.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&*mdmd::pki::ca::random_serial().unwrap()).unwrap();
+    b.set_subject_name(&n).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let now = mdmd::service::now();
+    let (nb, na) = if expired {
+        (now - 10 * 86400, now - 86400)
+    } else {
+        (now - 3600, now + 86400)
+    };
+    b.set_not_before(&*Asn1Time::from_unix(nb).unwrap()).unwrap();
+    b.set_not_after(&*Asn1Time::from_unix(na).unwrap()).unwrap();
+    match ca {
+        Some((c, k)) => {
+            b.set_issuer_name(c.subject_name()).unwrap();
+            b.sign(k, MessageDigest::sha256()).unwrap();
+        }
+        None => {
+            b.set_issuer_name(&n).unwrap();
+            b.sign(&key, MessageDigest::sha256()).unwrap();
+        }
+    }
+    SimIdentity { key, cert: b.build() }
+}
+
+#[tokio::test]
+async fn every_request_is_tied_to_the_device_identity() {
+    let srv = Server::start();
+    let admin = srv.admin();
+    let mut a = srv.device().await;
+    let mut b = srv.device().await;
+    a.enroll().await.unwrap();
+    b.enroll().await.unwrap();
+    let cmd_b = enqueue(&admin, &[&b.udid], json!({"RequestType": "ProfileList"})).await;
+    let idle_a = mdmd::protocol::to_xml(&a.idle_report());
+    let mut idle_b_dict = a.idle_report();
+    idle_b_dict.insert("UDID".into(), b.udid.clone().into());
+    let idle_b = mdmd::protocol::to_xml(&idle_b_dict);
+    let ia = a.identity.clone().unwrap();
+
+    // No identity at all.
+    let (s, _) = a.put_signed("/mdm/connect", "x", idle_a.clone(), None).await.unwrap();
+    assert_eq!(s, 403);
+    // A tampered body: the signature no longer matches.
+    let sig = ia.sign(&idle_a).unwrap();
+    let mut tampered = idle_a.clone();
+    let at = tampered.len() - 20;
+    tampered[at] ^= 1;
+    let (s, _) = a.put_signed("/mdm/connect", "x", tampered, Some(&sig)).await.unwrap();
+    assert_eq!(s, 400);
+    // A signature that is not base64 / not CMS.
+    let (s, _) = a.put_signed("/mdm/connect", "x", idle_a.clone(), Some("@@@")).await.unwrap();
+    assert_eq!(s, 400);
+    // A certificate from another CA.
+    let other = forged_identity(None, false);
+    let (s, _) = a
+        .put_signed("/mdm/connect", "x", idle_a.clone(), Some(&other.sign(&idle_a).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    // A's certificate with B's UDID: refused, and B's command is untouched.
+    let (s, body) = a
+        .put_signed("/mdm/connect", "x", idle_b.clone(), Some(&ia.sign(&idle_b).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    let mut ack = idle_b_dict.clone();
+    ack.insert("Status".into(), "Acknowledged".into());
+    ack.insert("CommandUUID".into(), cmd_b.clone().into());
+    let ack = mdmd::protocol::to_xml(&ack);
+    let (s, _) = a
+        .put_signed("/mdm/connect", "x", ack.clone(), Some(&ia.sign(&ack).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    let mut co = b.authenticate_message();
+    co.insert("MessageType".into(), "CheckOut".into());
+    let co = mdmd::protocol::to_xml(&co);
+    let (s, _) = a
+        .put_signed("/mdm/checkin", "x", co.clone(), Some(&ia.sign(&co).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403, "A cannot check B out");
+    // A's certificate cannot re-Authenticate as B (it is bound to A).
+    let auth_b = mdmd::protocol::to_xml(&b.authenticate_message());
+    let (s, _) = a
+        .put_signed("/mdm/checkin", "x", auth_b.clone(), Some(&ia.sign(&auth_b).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    assert_eq!(
+        admin.get(&format!("/v1/commands/{cmd_b}")).await.unwrap()["deliveries"][0]["status"],
+        "Pending"
+    );
+    assert_eq!(admin.get(&format!("/v1/devices/{}", b.udid)).await.unwrap()["checked_out"], false);
+    assert_eq!(b.session().await.unwrap().len(), 1);
+
+    // An expired identity issued by our own CA.
+    let ca = X509::from_pem(&std::fs::read(ca_pem(&srv)).unwrap()).unwrap();
+    let ca_key = PKey::private_key_from_pem(&std::fs::read(srv.certs_dir().join("ca.key")).unwrap()).unwrap();
+    let expired = forged_identity(Some((&ca, &ca_key)), true);
+    let (s, _) = a
+        .put_signed("/mdm/connect", "x", idle_a.clone(), Some(&expired.sign(&idle_a).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+
+    // Revocation: A is refused from then on.
+    assert!(a.session().await.unwrap().is_empty());
+    let serial = ia.cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let c = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
+    assert_eq!(c["enrollment"], a.udid, "the certificate is recorded with its enrollment");
+    admin.post(&format!("/v1/certificates/{serial}/revoke"), json!({})).await.unwrap();
+    let (s, _) = a.put_raw("/mdm/connect", "x", idle_a.clone()).await.unwrap();
+    assert_eq!(s, 403);
+    // Never 401 to a device in any of the above.
+}
+
+#[tokio::test]
+async fn tls_client_certificate_identifies_the_device_without_a_signature() {
+    let srv = Server::start();
+    let mut a = srv.device().await;
+    a.enroll().await.unwrap();
+    let ident = a.identity.clone().unwrap();
+    let pem = [ident.cert.to_pem().unwrap(), ident.key.private_key_to_pem_pkcs8().unwrap()].concat();
+    let tls_identity =
+        reqwest::Identity::from_pkcs8_pem(&ident.cert.to_pem().unwrap(), &ident.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let _ = pem;
+    let ca = std::fs::read(ca_pem(&srv)).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(tls_identity)
+        .build()
+        .unwrap();
+    let body = mdmd::protocol::to_xml(&a.idle_report());
+    let r = client
+        .put(format!("{}/mdm/connect", srv.base))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The same client certificate with another UDID is refused.
+    let mut other = a.idle_report();
+    other.insert("UDID".into(), "00008101-0000000000000000".into());
+    let r = client
+        .put(format!("{}/mdm/connect", srv.base))
+        .body(mdmd::protocol::to_xml(&other))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 400 | 403));
+}
+
+#[tokio::test]
+async fn plain_http_behind_a_proxy_takes_the_client_cert_header() {
+    let srv = Server::start_with(&["--plain-http"]);
+    assert!(srv.base.starts_with("http://"));
+    let mut a = srv.device().await;
+    a.enroll().await.unwrap(); // signed messages work over plain HTTP too
+    let ident = a.identity.clone().unwrap();
+    use base64::Engine as _;
+    let header = format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(ident.cert.to_der().unwrap())
+    );
+    let body = mdmd::protocol::to_xml(&a.idle_report());
+    let r = srv
+        .client()
+        .put(format!("{}/mdm/connect", srv.base))
+        .header("Client-Cert", &header)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = srv
+        .client()
+        .put(format!("{}/mdm/connect", srv.base))
+        .header("Client-Cert", ":bm90IGEgY2VydA==:")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn identity_renewal_keeps_the_enrollment_and_its_queue() {
+    // Identities valid 30 days, renewed 60 days ahead: due at once.
+    let srv = Server::start_with(&["--identity-days", "30", "--renew-before-days", "60"]);
+    let admin = srv.admin();
+    let mut a = srv.device().await;
+    a.enroll().await.unwrap();
+    let old = a.identity.clone().unwrap();
+    let old_hash = mdmd::pki::cert_sha256(&old.cert.to_der().unwrap());
+    let v = admin.post("/v1/identities/renew", json!({})).await.unwrap();
+    assert_eq!(v["renewal_requested"], json!([a.udid]));
+    let queued_after = enqueue(&admin, &[&a.udid], json!({"RequestType": "SecurityInfo"})).await;
+    // Asked once: a second sweep does not queue another renewal.
+    assert_eq!(
+        admin.post("/v1/identities/renew", json!({})).await.unwrap()["renewal_requested"],
+        json!([])
+    );
+
+    let handled = a.session().await.unwrap();
+    assert_eq!(a.renewals, 1);
+    let types: Vec<&str> = handled.iter().map(|h| h.request_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["InstallProfile", "SecurityInfo"],
+        "the queue survives the renewal's Authenticate"
+    );
+    let c = admin.get(&format!("/v1/commands/{queued_after}")).await.unwrap();
+    assert_eq!(c["deliveries"][0]["status"], "Acknowledged");
+    let dev = admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap();
+    assert_eq!(dev["active"], true);
+    assert_ne!(dev["identity_certificate_sha256"].as_str().unwrap(), old_hash);
+    // The old identity no longer speaks for the device.
+    let idle = mdmd::protocol::to_xml(&a.idle_report());
+    let (s, _) = a
+        .put_signed("/mdm/connect", "x", idle.clone(), Some(&old.sign(&idle).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    assert!(a.session().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ca_show_and_enroll_profile_commands() {
+    let srv = Server::start();
+    let bin = env!("CARGO_BIN_EXE_mdmd");
+    let base = ["--server", &srv.base, "--api-key", common::API_KEY];
+    let out = Command::new(bin)
+        .args(["ca", "show"])
+        .args(base)
+        .arg("--trust-ca")
+        .arg(ca_pem(&srv))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["ca", "tls", "signer"] {
+        assert!(v[k]["not_after"].as_str().is_some_and(|s| !s.is_empty()), "{k}: {v}");
+    }
+    let out = Command::new(bin)
+        .args(["enroll-profile"])
+        .args(base)
+        .arg("--trust-ca")
+        .arg(ca_pem(&srv))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(mdmd::sim::pki::read_profile(&out.stdout).is_ok());
+    let out = Command::new(bin)
+        .args(["devices"])
+        .args(base)
+        .arg("--trust-ca")
+        .arg(ca_pem(&srv))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Keys on disk are 0600.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.key", "tls.key", "signer.key"] {
+        let mode = std::fs::metadata(srv.certs_dir().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+}
