@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::listener::PeerCert;
 use super::{App, Stats};
 use crate::pki::Identity;
-use crate::protocol::checkin::{is_checkin, CheckinRequest};
-use crate::protocol::{parse_dict, CommandReport, ProtocolError};
+use crate::protocol::{parse_request, ProtocolError, Request};
 use crate::service::checkin::Caller;
 use crate::service::{CheckinReply, ServiceError};
 
@@ -85,38 +84,34 @@ fn identify(app: &App, headers: &HeaderMap, peer: &PeerCert, body: &[u8]) -> Res
 }
 
 pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCert>, headers: HeaderMap, body: Bytes) -> Response {
-    let dict = match parse_dict(&body) {
-        Ok(d) => d,
+    // Parse first (cheap), then verify the identity over the same raw bytes.
+    let request = match parse_request(&body) {
+        Ok(r) => r,
         Err(e) => return protocol_error(&app, e),
     };
     let caller = match identify(&app, &headers, &peer, &body) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if is_checkin(&dict) {
-        Stats::inc(&app.stats.checkins);
-        let req = match CheckinRequest::from_dict(&dict) {
-            Ok(r) => r,
-            Err(e) => return protocol_error(&app, e),
-        };
-        match app.mdm.checkin(req, &caller).await {
-            Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
-            Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
-            Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
-            Ok(CheckinReply::Gone) => StatusCode::GONE.into_response(),
-            Ok(CheckinReply::Unsupported(m)) => text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n")),
-            Err(e) => service_error(&app, e),
+    match request {
+        Request::Checkin(req) => {
+            Stats::inc(&app.stats.checkins);
+            match app.mdm.checkin(req, &caller).await {
+                Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
+                Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
+                Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
+                Ok(CheckinReply::Gone) => StatusCode::GONE.into_response(),
+                Ok(CheckinReply::Unsupported(m)) => text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n")),
+                Err(e) => service_error(&app, e),
+            }
         }
-    } else {
-        Stats::inc(&app.stats.connects);
-        let report = match CommandReport::from_dict(&dict) {
-            Ok(r) => r,
-            Err(e) => return protocol_error(&app, e),
-        };
-        match app.mdm.connect(report, &body, &caller).await {
-            Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
-            Ok(None) => StatusCode::OK.into_response(),
-            Err(e) => service_error(&app, e),
+        Request::Report(report) => {
+            Stats::inc(&app.stats.connects);
+            match app.mdm.connect(report, &body, &caller).await {
+                Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
+                Ok(None) => StatusCode::OK.into_response(),
+                Err(e) => service_error(&app, e),
+            }
         }
     }
 }

@@ -45,6 +45,12 @@ pub struct Pki {
     pub tls: KeyPair,
     pub signer: KeyPair,
     trust: X509Store,
+    /// Signer public keys for the Mdm-Signature fast path.
+    pub keys: super::fastcms::KeyCache,
+    /// Certificates (by SHA-256) already found to chain to our CA: chain
+    /// verification is costly and immutable per certificate. Validity dates
+    /// and revocation are still checked on every request.
+    chained: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
@@ -155,44 +161,39 @@ impl Pki {
             signer: placeholder(&ca)?,
             ca,
             trust,
+            keys: Default::default(),
+            chained: Default::default(),
         };
-        pki.tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => load_pair(c, k)?,
-            _ => {
-                let (c, k) = (dir.join("tls.pem"), dir.join("tls.key"));
-                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
-                match existing {
-                    Some(p)
-                        if covers(&p.cert, &cfg.public_host) && p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) =>
-                    {
-                        p
-                    }
-                    _ => {
-                        let p = pki.issue_tls(&cfg.public_host)?;
-                        save_pair(dir, "tls", &p)?;
-                        tracing::info!(host = %cfg.public_host, "issued TLS server certificate");
-                        p
-                    }
-                }
-            }
-        };
-        pki.signer = match (&cfg.signer_cert, &cfg.signer_key) {
-            (Some(c), Some(k)) => load_pair(c, k)?,
-            _ => {
-                let (c, k) = (dir.join("signer.pem"), dir.join("signer.key"));
-                let existing = if c.exists() { Some(load_pair(&c, &k)?) } else { None };
-                match existing {
-                    Some(p) if p.cert.verify(&pki.ca.key).unwrap_or(false) && not_expiring(&p.cert) => p,
-                    _ => {
-                        let p = pki.issue_signer(org)?;
-                        save_pair(dir, "signer", &p)?;
-                        tracing::info!("issued profile-signing certificate");
-                        p
-                    }
-                }
-            }
-        };
+        let host = cfg.public_host.clone();
+        pki.tls = pki.supplied_or_issued((&cfg.tls_cert, &cfg.tls_key), dir, "tls", |p| covers(&p.cert, &host), |pki| pki.issue_tls(&host))?;
+        pki.signer = pki.supplied_or_issued((&cfg.signer_cert, &cfg.signer_key), dir, "signer", |_| true, |pki| pki.issue_signer(org))?;
         Ok(pki)
+    }
+
+    /// The admin's files if given; else ours from the certs dir if still good
+    /// (issued by this CA, not expiring within 30 days, `fits`); else a new one.
+    fn supplied_or_issued(
+        &self,
+        supplied: (&Option<PathBuf>, &Option<PathBuf>),
+        dir: &Path,
+        name: &str,
+        fits: impl Fn(&KeyPair) -> bool,
+        issue: impl FnOnce(&Pki) -> Result<KeyPair, PkiError>,
+    ) -> Result<KeyPair, PkiError> {
+        if let (Some(c), Some(k)) = supplied {
+            return load_pair(c, k);
+        }
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        if c.exists() {
+            let p = load_pair(&c, &k)?;
+            if fits(&p) && p.cert.verify(&self.ca.key).unwrap_or(false) && not_expiring(&p.cert) {
+                return Ok(p);
+            }
+        }
+        let p = issue(self)?;
+        save_pair(dir, name, &p)?;
+        tracing::info!(certificate = name, "issued certificate");
+        Ok(p)
     }
 
     pub fn trust(&self) -> &X509Store {
@@ -263,6 +264,29 @@ impl Pki {
         b.append_extension(aki)?;
         b.sign(&self.ca.key, MessageDigest::sha256())?;
         Ok(b.build())
+    }
+
+    /// Does `cert` (whose SHA-256 is `hash`) chain to our CA and is it within
+    /// its validity window now? The chain result is cached; the dates are not.
+    pub fn verify_chain_cached(&self, cert: &X509Ref, hash: &str) -> Result<(), PkiError> {
+        let now = crate::service::now();
+        if asn1_unix(cert.not_after()) < now {
+            return Err(PkiError::BadCertificate("certificate has expired".into()));
+        }
+        if asn1_unix(cert.not_before()) > now + 300 {
+            return Err(PkiError::BadCertificate("certificate is not yet valid".into()));
+        }
+        if self.chained.lock().map(|s| s.contains(hash)).unwrap_or(false) {
+            return Ok(());
+        }
+        self.verify_chain(cert)?;
+        if let Ok(mut s) = self.chained.lock() {
+            if s.len() >= 200_000 {
+                s.clear();
+            }
+            s.insert(hash.to_owned());
+        }
+        Ok(())
     }
 
     /// Does `cert` chain to our CA (signature and validity window)?

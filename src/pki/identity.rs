@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use openssl::x509::X509;
 
+use super::fastcms::{self, Fast};
 use super::{asn1_unix, cert_sha256, cms, Pki, PkiError};
 
 #[derive(Debug, Clone)]
@@ -35,7 +36,14 @@ impl Identity {
         let der = base64::engine::general_purpose::STANDARD
             .decode(header.trim())
             .map_err(|e| PkiError::BadMessage(format!("Mdm-Signature is not base64: {e}")))?;
-        let signer = cms::verify_detached(&der, body)?;
+        let signer = match fastcms::verify_detached(&pki.keys, &der, body) {
+            Fast::Verified(c) => {
+                pki.verify_chain_cached(&c.cert, &c.hash)?;
+                return Ok(Identity { cert: c.cert.clone(), hash: c.hash.clone(), serial: c.serial.clone(), not_after: c.not_after });
+            }
+            // Unusual shapes, and any "no", get OpenSSL's full verification.
+            Fast::Unsupported | Fast::Invalid(_) => cms::verify_detached(&der, body)?,
+        };
         Self::from_cert(pki, signer)
     }
 

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod cms;
+pub mod fastcms;
 pub mod identity;
 pub mod ossl;
 pub mod scep;

@@ -1,0 +1,214 @@
+//! A fast path for `Mdm-Signature`: the same checks as OpenSSL's PKCS#7
+//! verify, on a structure parsed with the RustCrypto `cms` crate, with the
+//! signer certificate parsed and chain-checked once and cached by its hash.
+//!
+//! Why: with OpenSSL 3.0 (Debian 12), `d2i_PKCS7` of a one-certificate
+//! signature costs ~0.4 ms of CPU, almost all of it in the provider decoder
+//! framework's locks while decoding the embedded certificate's public key
+//! (see benches/identity.rs). That alone was over the budget for a whole
+//! request. Here a request costs one DER parse, one digest and one RSA/ECDSA
+//! verify with a cached key (OpenSSL does the crypto).
+//!
+//! Anything unusual (BER encoding, no signed attributes, several signers,
+//! unknown algorithms) is `Unsupported`, and the caller falls back to
+//! OpenSSL's full verification; so does a "does not verify" answer, so this
+//! path can only ever make a valid request cheaper, never accept more.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cms::content_info::ContentInfo;
+use cms::signed_data::SignedData;
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
+use openssl::x509::X509;
+
+pub enum Fast {
+    /// Verified: the signer certificate.
+    Verified(Arc<CachedCert>),
+    /// Well-formed but does not verify.
+    Invalid(String),
+    /// Not a shape this path handles: use OpenSSL.
+    Unsupported,
+}
+
+const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+
+fn digest_for(oid: &ObjectIdentifier) -> Option<MessageDigest> {
+    Some(match oid.to_string().as_str() {
+        "1.3.14.3.2.26" => MessageDigest::sha1(),
+        "2.16.840.1.101.3.4.2.1" => MessageDigest::sha256(),
+        "2.16.840.1.101.3.4.2.2" => MessageDigest::sha384(),
+        "2.16.840.1.101.3.4.2.3" => MessageDigest::sha512(),
+        _ => return None,
+    })
+}
+
+fn signature_alg_ok(oid: &ObjectIdentifier) -> bool {
+    matches!(
+        oid.to_string().as_str(),
+        // rsaEncryption, sha{1,256,384,512}WithRSAEncryption, ecdsa-with-SHA{1,256,384,512}
+        "1.2.840.113549.1.1.1"
+            | "1.2.840.113549.1.1.5"
+            | "1.2.840.113549.1.1.11"
+            | "1.2.840.113549.1.1.12"
+            | "1.2.840.113549.1.1.13"
+            | "1.2.840.10045.4.1"
+            | "1.2.840.10045.4.3.2"
+            | "1.2.840.10045.4.3.3"
+            | "1.2.840.10045.4.3.4"
+    )
+}
+
+/// A signer certificate parsed once.
+pub struct CachedCert {
+    pub cert: X509,
+    pub key: PKey<Public>,
+    /// SHA-256 of the DER, hex.
+    pub hash: String,
+    pub serial: String,
+    pub not_after: i64,
+}
+
+/// Signer certificates by DER, parsed once (bounded).
+#[derive(Default)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<Vec<u8>, Arc<CachedCert>>>,
+}
+
+const MAX_CACHED: usize = 200_000;
+
+impl KeyCache {
+    fn key(&self, cert_der: &[u8]) -> Option<Arc<CachedCert>> {
+        if let Some(k) = self.keys.lock().ok()?.get(cert_der) {
+            return Some(k.clone());
+        }
+        let cert = X509::from_der(cert_der).ok()?;
+        let k = Arc::new(CachedCert {
+            key: cert.public_key().ok()?,
+            hash: super::cert_sha256(cert_der),
+            serial: cert.serial_number().to_bn().ok()?.to_hex_str().ok()?.to_string(),
+            not_after: super::asn1_unix(cert.not_after()),
+            cert,
+        });
+        let mut m = self.keys.lock().ok()?;
+        if m.len() >= MAX_CACHED {
+            m.clear();
+        }
+        m.insert(cert_der.to_vec(), k.clone());
+        Some(k)
+    }
+}
+
+/// Verify a detached signature over `content`.
+pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast {
+    let Ok(ci) = ContentInfo::from_der(sig_der) else { return Fast::Unsupported };
+    if ci.content_type != ID_SIGNED_DATA {
+        return Fast::Unsupported;
+    }
+    let Ok(sd) = ci.content.decode_as::<SignedData>() else { return Fast::Unsupported };
+    if sd.encap_content_info.econtent.is_some() || sd.encap_content_info.econtent_type != ID_DATA {
+        return Fast::Unsupported; // not detached over id-data
+    }
+    let mut signers = sd.signer_infos.0.iter();
+    let (Some(si), None) = (signers.next(), signers.next()) else { return Fast::Unsupported };
+    let Some(certs) = &sd.certificates else { return Fast::Unsupported };
+    let mut cert_ders = Vec::new();
+    for c in certs.0.iter() {
+        if let cms::cert::CertificateChoices::Certificate(c) = c {
+            let matches = match &si.sid {
+                cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(ias) => {
+                    c.tbs_certificate.serial_number == ias.serial_number && c.tbs_certificate.issuer == ias.issuer
+                }
+                cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(_) => false,
+            };
+            if matches {
+                if let Ok(d) = c.to_der() {
+                    cert_ders.push(d);
+                }
+            }
+        }
+    }
+    let (Some(cert_der), None) = (cert_ders.pop(), cert_ders.pop()) else { return Fast::Unsupported };
+    let Some(md) = digest_for(&si.digest_alg.oid) else { return Fast::Unsupported };
+    if !signature_alg_ok(&si.signature_algorithm.oid) {
+        return Fast::Unsupported;
+    }
+    let Some(attrs) = &si.signed_attrs else { return Fast::Unsupported };
+    let mut message_digest = None;
+    for a in attrs.iter() {
+        if a.oid == ID_MESSAGE_DIGEST {
+            message_digest = a.values.iter().next().and_then(|v| v.decode_as::<der::asn1::OctetString>().ok());
+        } else if a.oid == ID_CONTENT_TYPE {
+            let ok = a.values.iter().next().and_then(|v| v.decode_as::<ObjectIdentifier>().ok()) == Some(ID_DATA);
+            if !ok {
+                return Fast::Invalid("contentType attribute is not id-data".into());
+            }
+        }
+    }
+    let Some(message_digest) = message_digest else { return Fast::Unsupported };
+    let Ok(body_digest) = openssl::hash::hash(md, content) else { return Fast::Unsupported };
+    if message_digest.as_bytes() != &body_digest[..] {
+        return Fast::Invalid("messageDigest does not match the body".into());
+    }
+    let Ok(signed) = attrs.to_der() else { return Fast::Unsupported };
+    let Some(key) = cache.key(&cert_der) else { return Fast::Unsupported };
+    let verified = openssl::sign::Verifier::new(md, &key.key)
+        .and_then(|mut v| {
+            v.update(&signed)?;
+            v.verify(si.signature.as_bytes())
+        })
+        .unwrap_or(false);
+    if verified {
+        Fast::Verified(key)
+    } else {
+        Fast::Invalid("signature does not verify".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> (X509, openssl::pkey::PKey<openssl::pkey::Private>) {
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", "device").unwrap();
+        let n = n.build();
+        (crate::sim::pki::self_signed(&key, &n).unwrap(), key)
+    }
+
+    #[test]
+    fn agrees_with_openssl() {
+        let (cert, key) = signer();
+        let cache = KeyCache::default();
+        let body = b"<plist><dict><key>Status</key><string>Idle</string></dict></plist>";
+        let sig = crate::pki::cms::sign_detached(&cert, &key, body).unwrap();
+        match verify_detached(&cache, &sig, body) {
+            Fast::Verified(c) => assert_eq!(c.cert.to_der().unwrap(), cert.to_der().unwrap()),
+            _ => panic!("a valid signature must verify"),
+        }
+        assert!(crate::pki::cms::verify_detached(&sig, body).is_ok());
+        // Cached the second time, same answer.
+        assert!(matches!(verify_detached(&cache, &sig, body), Fast::Verified(_)));
+        let mut other = body.to_vec();
+        other[10] ^= 1;
+        assert!(matches!(verify_detached(&cache, &sig, &other), Fast::Invalid(_)));
+        assert!(crate::pki::cms::verify_detached(&sig, &other).is_err());
+        // A signature from another key with this certificate's identity.
+        let (_, key2) = signer();
+        let forged = crate::pki::cms::sign_detached(&cert, &key2, body);
+        if let Ok(f) = forged {
+            assert!(!matches!(verify_detached(&cache, &f, body), Fast::Verified(_)));
+        }
+        assert!(matches!(verify_detached(&cache, b"garbage", body), Fast::Unsupported));
+        // An attached (non-detached) signature is left to OpenSSL.
+        let attached = openssl::pkcs7::Pkcs7::sign(&cert, &key, &openssl::stack::Stack::new().unwrap(), body, openssl::pkcs7::Pkcs7Flags::BINARY).unwrap();
+        assert!(matches!(verify_detached(&cache, &attached.to_der().unwrap(), body), Fast::Unsupported));
+    }
+}
