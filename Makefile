@@ -13,8 +13,9 @@ release:
 	$(CARGO) build --release
 
 test:
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
 	$(CARGO) test --doc
+	$(CARGO) check --benches
 
 bench:
 	$(CARGO) bench

@@ -25,6 +25,8 @@ fn enrollment(id: &str) -> Enrollment {
         active: true,
         awaiting_configuration: false,
         cert_hash: None,
+        identity_not_after: None,
+        renewal_requested_at: None,
         enrolled_at: 0,
         authenticated_at: 0,
         token_updated_at: None,

@@ -173,6 +173,8 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         "checkins": app.stats.checkins.load(Relaxed),
         "connects": app.stats.connects.load(Relaxed),
         "rejected": app.stats.rejected.load(Relaxed),
+        "connections": crate::http::listener::CONNECTIONS.load(Relaxed),
+        "tls_handshakes": crate::http::listener::HANDSHAKES.load(Relaxed),
     }))
     .into_response()
 }

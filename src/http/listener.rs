@@ -15,6 +15,10 @@ use tokio::net::TcpListener;
 
 use crate::pki::Pki;
 
+/// Connections accepted and TLS handshakes completed, for `/v1/stats`.
+pub static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static HANDSHAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The TLS client certificate of the connection, if any (request extension).
 #[derive(Clone, Default)]
 pub struct PeerCert(pub Option<Arc<X509>>);
@@ -53,6 +57,7 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcc
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -69,6 +74,7 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcc
                     if let Err(e) = std::pin::Pin::new(&mut stream).accept().await {
                         return tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     }
+                    HANDSHAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let cert = PeerCert(stream.ssl().peer_certificate().map(Arc::new));
                     serve_conn(TokioIo::new(stream), router, cert).await
                 }

@@ -240,9 +240,9 @@ impl Mdm {
     }
 
     /// The identity must be the one bound to the device channel at Authenticate.
-    pub(crate) async fn check_binding(&self, device: &str, hash: &str) -> Result<(), ServiceError> {
+    pub(crate) async fn check_binding(&self, device: &str, hash: &str) -> Result<Enrollment, ServiceError> {
         match self.store.enrollment(device).await? {
-            Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(()),
+            Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(e),
             Some(_) => Err(ServiceError::Forbidden(format!(
                 "certificate {hash} does not belong to enrollment {device}"
             ))),
@@ -251,11 +251,7 @@ impl Mdm {
     }
 
     pub(crate) async fn require_known(&self, id: &str) -> Result<Enrollment, ServiceError> {
-        match self.store.enrollment(id).await? {
-            Some(e) if e.checked_out_at.is_none() => Ok(e),
-            Some(_) => Err(ServiceError::Rejected(format!("enrollment {id} has checked out"))),
-            None => Err(ServiceError::Rejected(format!("unknown enrollment {id}"))),
-        }
+        active_or_rejected(id, self.store.enrollment(id).await?)
     }
 
     pub(crate) fn wake(&self, ids: Vec<String>) {
@@ -281,4 +277,13 @@ fn declarative(endpoint: &str) -> Result<CheckinReply, ServiceError> {
         other => return Ok(CheckinReply::Unsupported(format!("unknown declarative endpoint {other:?}"))),
     };
     Ok(CheckinReply::Json(body.to_string().into_bytes()))
+}
+
+/// An enrollment that exists and has not checked out.
+pub(crate) fn active_or_rejected(id: &str, e: Option<Enrollment>) -> Result<Enrollment, ServiceError> {
+    match e {
+        Some(e) if e.checked_out_at.is_none() => Ok(e),
+        Some(_) => Err(ServiceError::Rejected(format!("enrollment {id} has checked out"))),
+        None => Err(ServiceError::Rejected(format!("unknown enrollment {id}"))),
+    }
 }

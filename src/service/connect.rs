@@ -10,8 +10,12 @@ impl Mdm {
     pub async fn connect(&self, report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
         let id = report.enrollment.id.as_str();
         let hash = self.check_identity(caller).await?;
-        self.check_binding(&report.enrollment.device, &hash).await?;
-        self.require_known(id).await?;
+        let device = self.check_binding(&report.enrollment.device, &hash).await?;
+        if id == device.id {
+            super::checkin::active_or_rejected(id, Some(device))?;
+        } else {
+            self.require_known(id).await?;
+        }
         self.mark_seen(id);
         let next = match (report.status, report.command_uuid) {
             (Status::Idle, _) => self.store.next_command(id, false).await?,

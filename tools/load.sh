@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Measure mdmd on this machine (see docs/performance.md). Loopback only, bounded in count and time.
+#  1. connect round trips with N simulated devices over HTTPS with signed messages;
+#  2. SCEP issuance side by side with Debian's scepserver, same client, same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release/mdmd
+DEVICES=${DEVICES:-1000}
+ROUNDS=${ROUNDS:-5}
+SCEP_N=${SCEP_N:-300}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+
+echo "== connect round trips: $DEVICES devices x $ROUNDS rounds (HTTPS, Mdm-Signature on every message)"
+MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18601 --data-dir "$work/d1" --certs-dir "$work/c1" --api-key bench --enroll-user sim:sim >/dev/null 2>&1 &
+pids+=($!); wait_port 18601
+$BIN sim load --server https://127.0.0.1:18601 --api-key bench --trust-ca "$work/c1/ca.pem" --user sim:sim -n "$DEVICES" -r "$ROUNDS" -c 64
+
+echo "== SCEP issuance, $SCEP_N requests, 8 concurrent, same client: mdmd (plain HTTP) vs Debian scepserver"
+MDMD_LOG=warn $BIN serve --plain-http --listen 127.0.0.1:18602 --data-dir "$work/d2" --certs-dir "$work/c2" --api-key bench --scep-challenge bench >/dev/null 2>&1 &
+p=$!; pids+=($p); wait_port 18602
+echo "mdmd:"; $BIN sim scep-bench --url http://127.0.0.1:18602/scep --challenge bench -n "$SCEP_N" -c 8 --pid "$p"
+if command -v scepserver >/dev/null; then
+  (cd "$work" && scepserver ca -init >/dev/null 2>&1)
+  (cd "$work" && exec scepserver -port 18603 -challenge bench -depot depot >/dev/null 2>&1) &
+  p=$!; pids+=($p); wait_port 18603
+  echo "scepserver:"; $BIN sim scep-bench --url http://127.0.0.1:18603/scep --challenge bench -n "$SCEP_N" -c 8 --pid "$p"
+else
+  echo "scepserver not installed (apt-get install scep): comparison skipped"
+fi
