@@ -13,9 +13,8 @@ release:
 	$(CARGO) build --release
 
 test:
-	$(CARGO) test --lib --bins --tests -- --test-threads=2
-	$(CARGO) test --doc
 	$(CARGO) check --benches
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
 bench:
 	$(CARGO) bench

@@ -191,13 +191,15 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
 pub async fn scep_bench(client: reqwest::Client, url: &str, challenge: &str, n: usize, concurrency: usize) -> anyhow::Result<(usize, f64)> {
     let keys = Arc::new(key_pool(8)?);
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
+        let run = run.clone();
         let (sem, client, keys, url, challenge) = (sem.clone(), client.clone(), keys.clone(), url.to_owned(), challenge.to_owned());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            let subject = vec![("CN".to_owned(), format!("bench-{i}")), ("O".to_owned(), "mdmd-bench".to_owned())];
+            let subject = vec![("CN".to_owned(), format!("bench-{}-{i}", &run[..8])), ("O".to_owned(), "mdmd-bench".to_owned())];
             super::pki::scep_enroll(&client, &url, None, keys[i % keys.len()].clone(), &subject, Some(&challenge), None).await
         }));
     }
