@@ -28,7 +28,8 @@ schema:
 	python3 tools/gen_schema.py
 
 fuzz:
-	cd fuzz && $(CARGO) +nightly fuzz run checkin -- -max_total_time=60
+	# cargo-fuzz wants nightly; RUSTC_BOOTSTRAP lets the stable toolchain build it (cargo install cargo-fuzz).
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run checkin -- -max_total_time=60
 
 clean:
 	$(CARGO) clean

@@ -131,6 +131,8 @@ impl DeliveryStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
+    /// Filled from the key on read; not stored in the value.
+    #[serde(default, skip_serializing)]
     pub enrollment: String,
     pub seq: u64,
     pub status: DeliveryStatus,

@@ -463,6 +463,10 @@ impl CheckinStore for RedbStore {
 #[async_trait]
 impl QueueStore for RedbStore {
     async fn enqueue(&self, cmd: CommandRecord, targets: Vec<String>) -> Result<EnqueueOutcome> {
+        let mut targets = targets;
+        // Sorted: B-tree lookups and inserts walk the trees in order.
+        targets.sort_unstable();
+        targets.dedup();
         self.write(move |txn| {
             let enrollments = txn.open_table(ENROLLMENTS)?;
             let mut known = Vec::with_capacity(targets.len());
@@ -475,8 +479,6 @@ impl QueueStore for RedbStore {
                 }
             }
             drop(enrollments);
-            known.sort_unstable();
-            known.dedup();
             let mut meta = txn.open_table(META)?;
             let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
             meta.insert("seq", seq)?;
@@ -487,20 +489,21 @@ impl QueueStore for RedbStore {
             let mut history = txn.open_table(HISTORY)?;
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let qv = queue_value(false, &rec.uuid);
+            // Every target's delivery record is the same (the enrollment is in the key).
+            let pending = enc(&Delivery {
+                enrollment: String::new(),
+                seq,
+                status: DeliveryStatus::Pending,
+                queued_at: rec.created_at,
+                updated_at: rec.created_at,
+                not_now_count: 0,
+                error_chain: Vec::new(),
+                result: None,
+            })?;
             for id in &known {
-                let d = Delivery {
-                    enrollment: (*id).to_owned(),
-                    seq,
-                    status: DeliveryStatus::Pending,
-                    queued_at: rec.created_at,
-                    updated_at: rec.created_at,
-                    not_now_count: 0,
-                    error_chain: Vec::new(),
-                    result: None,
-                };
                 queue.insert((*id, seq), qv.as_slice())?;
                 history.insert((*id, seq), rec.uuid.as_str())?;
-                deliveries.insert((rec.uuid.as_str(), *id), enc(&d)?.as_slice())?;
+                deliveries.insert((rec.uuid.as_str(), *id), pending.as_slice())?;
             }
             Ok(EnqueueOutcome {
                 queued: known.len() as u64,
@@ -573,7 +576,8 @@ impl QueueStore for RedbStore {
                 let Some(d) = deliveries.get((uuid, id))? else {
                     continue;
                 };
-                let delivery: Delivery = dec(d.value())?;
+                let mut delivery: Delivery = dec(d.value())?;
+                delivery.enrollment = id.to_owned();
                 let request_type = load_command(&commands, uuid)?.map(|c| c.request_type).unwrap_or_default();
                 out.push(DeviceCommand {
                     command_uuid: uuid.to_owned(),
@@ -599,7 +603,9 @@ impl QueueStore for RedbStore {
                 if k.value().0 != uuid {
                     break;
                 }
-                out.push(dec(v.value())?);
+                let mut d: Delivery = dec(v.value())?;
+                d.enrollment = k.value().1.to_owned();
+                out.push(d);
             }
             Ok(Some((rec, out)))
         })
