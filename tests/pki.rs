@@ -531,22 +531,90 @@ async fn an_admin_supplied_ca_and_tls_certificate_are_used() {
         let out = Command::new("openssl").args(args).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    sh(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("myca.key"), "-out", &p("myca.pem"), "-days", "30", "-subj", "/O=Example Corp/CN=Example Corp MDM CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment"]);
-    sh(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("tls.key"), "-out", &p("tls.csr"), "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
-    sh(&["x509", "-req", "-in", &p("tls.csr"), "-CA", &p("myca.pem"), "-CAkey", &p("myca.key"), "-CAcreateserial", "-out", &p("tls.pem"), "-days", "30", "-extfile", &p("ext.cnf")]);
-    let srv = Server::start_with(&["--ca-cert", &p("myca.pem"), "--ca-key", &p("myca.key"), "--tls-cert", &p("tls.pem"), "--tls-key", &p("tls.key")]);
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p("myca.key"),
+        "-out",
+        &p("myca.pem"),
+        "-days",
+        "30",
+        "-subj",
+        "/O=Example Corp/CN=Example Corp MDM CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p("tls.key"),
+        "-out",
+        &p("tls.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("tls.csr"),
+        "-CA",
+        &p("myca.pem"),
+        "-CAkey",
+        &p("myca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("tls.pem"),
+        "-days",
+        "30",
+        "-extfile",
+        &p("ext.cnf"),
+    ]);
+    let srv = Server::start_with(&[
+        "--ca-cert",
+        &p("myca.pem"),
+        "--ca-key",
+        &p("myca.key"),
+        "--tls-cert",
+        &p("tls.pem"),
+        "--tls-key",
+        &p("tls.key"),
+    ]);
     // The server's CA file is not ours any more: trust the supplied one.
     let client = mdmd::sim::http_client_trusting(Some(&std::fs::read(p("myca.pem")).unwrap())).unwrap();
-    let der = mdmd::sim::download_profile(&client, &format!("{}/mdm/enroll", srv.base), Some(common::ENROLL_USER)).await.unwrap();
+    let der = mdmd::sim::download_profile(&client, &format!("{}/mdm/enroll", srv.base), Some(common::ENROLL_USER))
+        .await
+        .unwrap();
     let profile = mdmd::sim::pki::read_profile(&der).unwrap();
-    assert_eq!(profile.ca.to_pem().unwrap(), X509::from_pem(&std::fs::read(p("myca.pem")).unwrap()).unwrap().to_pem().unwrap());
-    let mut dev = mdmd::sim::SimDevice::from_profile(client.clone(), &der, Some(common::pool_key())).await.unwrap();
+    assert_eq!(
+        profile.ca.to_pem().unwrap(),
+        X509::from_pem(&std::fs::read(p("myca.pem")).unwrap()).unwrap().to_pem().unwrap()
+    );
+    let mut dev = mdmd::sim::SimDevice::from_profile(client.clone(), &der, Some(common::pool_key()))
+        .await
+        .unwrap();
     dev.enroll().await.unwrap();
     assert!(dev.session().await.unwrap().is_empty());
     let issued = dir.path().join("device.pem");
     std::fs::write(&issued, dev.identity.as_ref().unwrap().cert.to_pem().unwrap()).unwrap();
-    let out = Command::new("openssl").args(["verify", "-CAfile", &p("myca.pem")]).arg(&issued).output().unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", &p("myca.pem")])
+        .arg(&issued)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "device identity chains to the supplied CA");
 }

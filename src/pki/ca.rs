@@ -165,8 +165,20 @@ impl Pki {
             chained: Default::default(),
         };
         let host = cfg.public_host.clone();
-        pki.tls = pki.supplied_or_issued((&cfg.tls_cert, &cfg.tls_key), dir, "tls", |p| covers(&p.cert, &host), |pki| pki.issue_tls(&host))?;
-        pki.signer = pki.supplied_or_issued((&cfg.signer_cert, &cfg.signer_key), dir, "signer", |_| true, |pki| pki.issue_signer(org))?;
+        pki.tls = pki.supplied_or_issued(
+            (&cfg.tls_cert, &cfg.tls_key),
+            dir,
+            "tls",
+            |p| covers(&p.cert, &host),
+            |pki| pki.issue_tls(&host),
+        )?;
+        pki.signer = pki.supplied_or_issued(
+            (&cfg.signer_cert, &cfg.signer_key),
+            dir,
+            "signer",
+            |_| true,
+            |pki| pki.issue_signer(org),
+        )?;
         Ok(pki)
     }
 

@@ -107,16 +107,22 @@ impl KeyCache {
 
 /// Verify a detached signature over `content`.
 pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast {
-    let Ok(ci) = ContentInfo::from_der(sig_der) else { return Fast::Unsupported };
+    let Ok(ci) = ContentInfo::from_der(sig_der) else {
+        return Fast::Unsupported;
+    };
     if ci.content_type != ID_SIGNED_DATA {
         return Fast::Unsupported;
     }
-    let Ok(sd) = ci.content.decode_as::<SignedData>() else { return Fast::Unsupported };
+    let Ok(sd) = ci.content.decode_as::<SignedData>() else {
+        return Fast::Unsupported;
+    };
     if sd.encap_content_info.econtent.is_some() || sd.encap_content_info.econtent_type != ID_DATA {
         return Fast::Unsupported; // not detached over id-data
     }
     let mut signers = sd.signer_infos.0.iter();
-    let (Some(si), None) = (signers.next(), signers.next()) else { return Fast::Unsupported };
+    let (Some(si), None) = (signers.next(), signers.next()) else {
+        return Fast::Unsupported;
+    };
     let Some(certs) = &sd.certificates else { return Fast::Unsupported };
     let mut cert_ders = Vec::new();
     for c in certs.0.iter() {
@@ -134,8 +140,12 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
             }
         }
     }
-    let (Some(cert_der), None) = (cert_ders.pop(), cert_ders.pop()) else { return Fast::Unsupported };
-    let Some(md) = digest_for(&si.digest_alg.oid) else { return Fast::Unsupported };
+    let (Some(cert_der), None) = (cert_ders.pop(), cert_ders.pop()) else {
+        return Fast::Unsupported;
+    };
+    let Some(md) = digest_for(&si.digest_alg.oid) else {
+        return Fast::Unsupported;
+    };
     if !signature_alg_ok(&si.signature_algorithm.oid) {
         return Fast::Unsupported;
     }
@@ -151,13 +161,19 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
             }
         }
     }
-    let Some(message_digest) = message_digest else { return Fast::Unsupported };
-    let Ok(body_digest) = openssl::hash::hash(md, content) else { return Fast::Unsupported };
+    let Some(message_digest) = message_digest else {
+        return Fast::Unsupported;
+    };
+    let Ok(body_digest) = openssl::hash::hash(md, content) else {
+        return Fast::Unsupported;
+    };
     if message_digest.as_bytes() != &body_digest[..] {
         return Fast::Invalid("messageDigest does not match the body".into());
     }
     let Ok(signed) = attrs.to_der() else { return Fast::Unsupported };
-    let Some(key) = cache.key(&cert_der) else { return Fast::Unsupported };
+    let Some(key) = cache.key(&cert_der) else {
+        return Fast::Unsupported;
+    };
     let verified = openssl::sign::Verifier::new(md, &key.key)
         .and_then(|mut v| {
             v.update(&signed)?;
@@ -208,7 +224,17 @@ mod tests {
         }
         assert!(matches!(verify_detached(&cache, b"garbage", body), Fast::Unsupported));
         // An attached (non-detached) signature is left to OpenSSL.
-        let attached = openssl::pkcs7::Pkcs7::sign(&cert, &key, &openssl::stack::Stack::new().unwrap(), body, openssl::pkcs7::Pkcs7Flags::BINARY).unwrap();
-        assert!(matches!(verify_detached(&cache, &attached.to_der().unwrap(), body), Fast::Unsupported));
+        let attached = openssl::pkcs7::Pkcs7::sign(
+            &cert,
+            &key,
+            &openssl::stack::Stack::new().unwrap(),
+            body,
+            openssl::pkcs7::Pkcs7Flags::BINARY,
+        )
+        .unwrap();
+        assert!(matches!(
+            verify_detached(&cache, &attached.to_der().unwrap(), body),
+            Fast::Unsupported
+        ));
     }
 }

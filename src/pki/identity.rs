@@ -39,7 +39,12 @@ impl Identity {
         let signer = match fastcms::verify_detached(&pki.keys, &der, body) {
             Fast::Verified(c) => {
                 pki.verify_chain_cached(&c.cert, &c.hash)?;
-                return Ok(Identity { cert: c.cert.clone(), hash: c.hash.clone(), serial: c.serial.clone(), not_after: c.not_after });
+                return Ok(Identity {
+                    cert: c.cert.clone(),
+                    hash: c.hash.clone(),
+                    serial: c.serial.clone(),
+                    not_after: c.not_after,
+                });
             }
             // Unusual shapes, and any "no", get OpenSSL's full verification.
             Fast::Unsupported | Fast::Invalid(_) => cms::verify_detached(&der, body)?,

@@ -28,6 +28,7 @@ impl Mdm {
             created_at: now(),
             body: cmd.to_xml(),
             targets: 0,
+            seq: 0,
         };
         let out = self
             .store

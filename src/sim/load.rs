@@ -199,7 +199,10 @@ pub async fn scep_bench(client: reqwest::Client, url: &str, challenge: &str, n: 
         let (sem, client, keys, url, challenge) = (sem.clone(), client.clone(), keys.clone(), url.to_owned(), challenge.to_owned());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            let subject = vec![("CN".to_owned(), format!("bench-{}-{i}", &run[..8])), ("O".to_owned(), "mdmd-bench".to_owned())];
+            let subject = vec![
+                ("CN".to_owned(), format!("bench-{}-{i}", &run[..8])),
+                ("O".to_owned(), "mdmd-bench".to_owned()),
+            ];
             super::pki::scep_enroll(&client, &url, None, keys[i % keys.len()].clone(), &subject, Some(&challenge), None).await
         }));
     }

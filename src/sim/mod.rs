@@ -82,7 +82,6 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 pub fn http_client_trusting(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent("MDM/1.0 mdmd-sim")
-        
         .timeout(std::time::Duration::from_secs(30));
     if let Some(pem) = ca_pem {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);

@@ -103,6 +103,9 @@ pub struct CommandRecord {
     pub body: Vec<u8>,
     #[serde(default)]
     pub targets: u64,
+    /// Queue position, the same for every target.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

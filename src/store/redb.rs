@@ -23,7 +23,8 @@ const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollme
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// (enrollment, seq) -> command uuid; every command ever queued to the enrollment.
 const HISTORY: TableDefinition<(&str, u64), &str> = TableDefinition::new("history");
-/// (command uuid, enrollment) -> Delivery (JSON).
+/// (command uuid, enrollment) -> Delivery (JSON), or empty while untouched
+/// since enqueue (then everything is in the command record: seq, time).
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -143,6 +144,24 @@ fn run_batch(db: &Database, batch: Vec<Job>) {
     }
 }
 
+/// A delivery record; an empty value is a pending delivery as enqueued.
+fn delivery_from(bytes: &[u8], cmd: Option<&CommandRecord>) -> Result<Delivery> {
+    if !bytes.is_empty() {
+        return dec(bytes);
+    }
+    let c = cmd.ok_or_else(|| StoreError::Corrupt("pending delivery without its command".into()))?;
+    Ok(Delivery {
+        enrollment: String::new(),
+        seq: c.seq,
+        status: DeliveryStatus::Pending,
+        queued_at: c.created_at,
+        updated_at: c.created_at,
+        not_now_count: 0,
+        error_chain: Vec::new(),
+        result: None,
+    })
+}
+
 fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
 }
@@ -203,6 +222,7 @@ where
 fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
     let mut queue = txn.open_table(QUEUE)?;
     let mut deliveries = txn.open_table(DELIVERIES)?;
+    let commands = txn.open_table(COMMANDS)?;
     let mut n = 0;
     let drained: Vec<(u64, String)> = queue
         .range((id, 0u64)..=(id, u64::MAX))?
@@ -212,7 +232,7 @@ fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
         queue.remove((id, seq))?;
         let updated = match deliveries.get((uuid.as_str(), id))? {
             Some(v) => {
-                let mut d: Delivery = dec(v.value())?;
+                let mut d = delivery_from(v.value(), load_command(&commands, &uuid)?.as_ref())?;
                 d.status = DeliveryStatus::Cleared;
                 d.updated_at = now;
                 Some(enc(&d)?)
@@ -484,26 +504,17 @@ impl QueueStore for RedbStore {
             meta.insert("seq", seq)?;
             let mut rec = cmd;
             rec.targets = known.len() as u64;
+            rec.seq = seq;
             txn.open_table(COMMANDS)?.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
             let mut queue = txn.open_table(QUEUE)?;
             let mut history = txn.open_table(HISTORY)?;
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let qv = queue_value(false, &rec.uuid);
-            // Every target's delivery record is the same (the enrollment is in the key).
-            let pending = enc(&Delivery {
-                enrollment: String::new(),
-                seq,
-                status: DeliveryStatus::Pending,
-                queued_at: rec.created_at,
-                updated_at: rec.created_at,
-                not_now_count: 0,
-                error_chain: Vec::new(),
-                result: None,
-            })?;
             for id in &known {
                 queue.insert((*id, seq), qv.as_slice())?;
                 history.insert((*id, seq), rec.uuid.as_str())?;
-                deliveries.insert((rec.uuid.as_str(), *id), pending.as_slice())?;
+                // Empty: pending as enqueued (see `delivery_from`).
+                deliveries.insert((rec.uuid.as_str(), *id), &[][..])?;
             }
             Ok(EnqueueOutcome {
                 queued: known.len() as u64,
@@ -526,7 +537,10 @@ impl QueueStore for RedbStore {
         self.write(move |txn| {
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let current: Option<Delivery> = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
-                Some(v) => Some(dec(v.value())?),
+                Some(v) => {
+                    let cmd = load_command(&txn.open_table(COMMANDS)?, &r.command_uuid)?;
+                    Some(delivery_from(v.value(), cmd.as_ref())?)
+                }
                 None => None,
             };
             let outcome = match current {
@@ -576,9 +590,10 @@ impl QueueStore for RedbStore {
                 let Some(d) = deliveries.get((uuid, id))? else {
                     continue;
                 };
-                let mut delivery: Delivery = dec(d.value())?;
+                let cmd = load_command(&commands, uuid)?;
+                let mut delivery = delivery_from(d.value(), cmd.as_ref())?;
                 delivery.enrollment = id.to_owned();
-                let request_type = load_command(&commands, uuid)?.map(|c| c.request_type).unwrap_or_default();
+                let request_type = cmd.map(|c| c.request_type).unwrap_or_default();
                 out.push(DeviceCommand {
                     command_uuid: uuid.to_owned(),
                     request_type,
@@ -603,7 +618,7 @@ impl QueueStore for RedbStore {
                 if k.value().0 != uuid {
                     break;
                 }
-                let mut d: Delivery = dec(v.value())?;
+                let mut d = delivery_from(v.value(), Some(&rec))?;
                 d.enrollment = k.value().1.to_owned();
                 out.push(d);
             }
