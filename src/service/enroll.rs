@@ -293,10 +293,13 @@ impl Enroller {
             let page = self.store.enrollments(after.clone(), 500).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
-            for e in page
-                .iter()
-                .filter(|e| e.kind == crate::protocol::EnrollmentKind::Device && e.active && e.renewal_requested_at.is_none())
-            {
+            // Not yet asked, or asked over a week ago and still not renewed (the
+            // InstallProfile failed or the device was away): ask again.
+            let retry_before = now() - 7 * 86_400;
+            let due = |e: &&crate::store::Enrollment| {
+                e.kind == crate::protocol::EnrollmentKind::Device && e.active && e.renewal_requested_at.is_none_or(|t| t < retry_before)
+            };
+            for e in page.iter().filter(due) {
                 if e.identity_not_after.is_some_and(|na| na < horizon) {
                     let profile = self.signed_profile(&format!("renewal:{}", e.id), 30 * 86_400).await?;
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
