@@ -77,7 +77,10 @@ fn bench(c: &mut Criterion) {
         let t = std::time::Instant::now();
         let out = rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue");
         assert_eq!(out.queued, n as u64);
-        eprintln!("enqueue #{i} of one command to {n} enrollments (one transaction, fsync): {:.3} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "enqueue #{i} of one command to {n} enrollments (one transaction, fsync): {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let mut g = c.benchmark_group("queue");
     g.sample_size(10);

@@ -232,17 +232,22 @@ impl Pki {
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let ext = san.build(&ctx)?;
         b.append_extension(ext)?;
+        Ok(KeyPair {
+            cert: self.sign(b)?,
+            key,
+            chain: vec![],
+        })
+    }
+
+    /// Add the key identifiers and sign with the CA.
+    fn sign(&self, mut b: X509Builder) -> Result<X509, PkiError> {
         let ctx = b.x509v3_context(Some(&self.ca.cert), None);
         let ski = SubjectKeyIdentifier::new().build(&ctx)?;
         let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
         b.append_extension(ski)?;
         b.append_extension(aki)?;
         b.sign(&self.ca.key, MessageDigest::sha256())?;
-        Ok(KeyPair {
-            cert: b.build(),
-            key,
-            chain: vec![],
-        })
+        Ok(b.build())
     }
 
     fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
@@ -252,12 +257,8 @@ impl Pki {
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().email_protection().code_signing().build()?)?;
-        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
-        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
-        b.append_extension(aki)?;
-        b.sign(&self.ca.key, MessageDigest::sha256())?;
         Ok(KeyPair {
-            cert: b.build(),
+            cert: self.sign(b)?,
             key,
             chain: vec![],
         })
@@ -269,13 +270,7 @@ impl Pki {
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
-        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
-        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
-        b.append_extension(ski)?;
-        b.append_extension(aki)?;
-        b.sign(&self.ca.key, MessageDigest::sha256())?;
-        Ok(b.build())
+        self.sign(b)
     }
 
     /// Does `cert` (whose SHA-256 is `hash`) chain to our CA and is it within

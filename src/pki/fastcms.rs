@@ -21,7 +21,6 @@ use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
 
@@ -41,15 +40,48 @@ const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 
 /// The digest algorithm, and the body's digest computed in Rust (no OpenSSL
 /// algorithm fetch, whose locks are a visible cost per request on OpenSSL 3.0).
-fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(MessageDigest, Vec<u8>)> {
+fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     use sha2::Digest as _;
     Some(match oid.to_string().as_str() {
-        "1.3.14.3.2.26" => (MessageDigest::sha1(), sha1::Sha1::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.1" => (MessageDigest::sha256(), sha2::Sha256::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.2" => (MessageDigest::sha384(), sha2::Sha384::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.3" => (MessageDigest::sha512(), sha2::Sha512::digest(content).to_vec()),
+        "1.3.14.3.2.26" => ("sha1", sha1::Sha1::digest(content).to_vec()),
+        "2.16.840.1.101.3.4.2.1" => ("sha256", sha2::Sha256::digest(content).to_vec()),
+        "2.16.840.1.101.3.4.2.2" => ("sha384", sha2::Sha384::digest(content).to_vec()),
+        "2.16.840.1.101.3.4.2.3" => ("sha512", sha2::Sha512::digest(content).to_vec()),
         _ => return None,
     })
+}
+
+fn md_named(name: &str) -> Option<&'static openssl::md::MdRef> {
+    Some(match name {
+        "sha1" => openssl::md::Md::sha1(),
+        "sha256" => openssl::md::Md::sha256(),
+        "sha384" => openssl::md::Md::sha384(),
+        "sha512" => openssl::md::Md::sha512(),
+        _ => return None,
+    })
+}
+
+impl CachedCert {
+    /// Verify `sig` over data whose digest (by `md`) is `digest`.
+    fn verify_digest(&self, md: &'static str, digest: &[u8], sig: &[u8]) -> bool {
+        let Ok(mut slot) = self.ctx.lock() else { return false };
+        if slot.as_ref().map(|(m, _)| *m) != Some(md) {
+            let made = (|| {
+                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&self.key).ok()?;
+                ctx.verify_init().ok()?;
+                ctx.set_signature_md(md_named(md)?).ok()?;
+                Some(ctx)
+            })();
+            match made {
+                Some(ctx) => *slot = Some((md, ctx)),
+                None => return false,
+            }
+        }
+        match slot.as_mut() {
+            Some((_, ctx)) => ctx.verify(digest, sig).unwrap_or(false),
+            None => false,
+        }
+    }
 }
 
 fn signature_alg_ok(oid: &ObjectIdentifier) -> bool {
@@ -72,6 +104,9 @@ fn signature_alg_ok(oid: &ObjectIdentifier) -> bool {
 pub struct CachedCert {
     pub cert: X509,
     pub key: PKey<Public>,
+    /// A verify context kept ready per digest, so a request costs one public-key
+    /// operation and no OpenSSL algorithm fetch.
+    ctx: Mutex<Option<(&'static str, openssl::pkey_ctx::PkeyCtx<Public>)>>,
     /// SHA-256 of the DER, hex.
     pub hash: String,
     pub serial: String,
@@ -94,6 +129,7 @@ impl KeyCache {
         let cert = X509::from_der(cert_der).ok()?;
         let k = Arc::new(CachedCert {
             key: cert.public_key().ok()?,
+            ctx: Mutex::new(None),
             hash: super::cert_sha256(cert_der),
             serial: cert.serial_number().to_bn().ok()?.to_hex_str().ok()?.to_string(),
             not_after: super::asn1_unix(cert.not_after()),
@@ -174,12 +210,8 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
     let Some(key) = cache.key(&cert_der) else {
         return Fast::Unsupported;
     };
-    let verified = openssl::sign::Verifier::new(md, &key.key)
-        .and_then(|mut v| {
-            v.update(&signed)?;
-            v.verify(si.signature.as_bytes())
-        })
-        .unwrap_or(false);
+    let Some((_, signed_digest)) = digest_for(&si.digest_alg.oid, &signed) else { return Fast::Unsupported };
+    let verified = key.verify_digest(md, &signed_digest, si.signature.as_bytes());
     if verified {
         Fast::Verified(key)
     } else {

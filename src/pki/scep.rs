@@ -265,6 +265,17 @@ mod tests {
         pki
     }
 
+    fn fresh_pki() -> (tempfile::TempDir, Pki) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = super::super::CaConfig {
+            certs_dir: dir.path().to_owned(),
+            public_host: "localhost".into(),
+            ..Default::default()
+        };
+        let pki = Pki::load_or_create(&cfg).unwrap();
+        (dir, pki)
+    }
+
     #[test]
     fn parses_a_real_apple_pkcsreq_and_answers_it() {
         let pki = fixture_pki();
@@ -310,13 +321,7 @@ mod tests {
 
     #[test]
     fn round_trip_with_our_client_for_every_cipher() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::load_or_create(&super::super::CaConfig {
-            certs_dir: dir.path().to_owned(),
-            public_host: "localhost".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let (_dir, pki) = fresh_pki();
         for cipher in [
             Cipher::aes_128_cbc(),
             Cipher::aes_256_cbc(),
@@ -349,13 +354,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::load_or_create(&super::super::CaConfig {
-            certs_dir: dir.path().to_owned(),
-            public_host: "localhost".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let (_dir, pki) = fresh_pki();
         assert!(parse_request(&pki, b"garbage").is_err());
         assert!(parse_request(&pki, &[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
         let degenerate = ossl::degenerate(&[&pki.ca.cert]).unwrap();
