@@ -105,7 +105,10 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
             .await?
             .context("setting up the CA")?,
     );
-    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&cfg.data_dir.join("mdmd.redb")).context("opening the database")?);
+    let db_path = cfg.data_dir.join("mdmd.redb");
+    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&db_path).context("opening the database")?);
+    // The database holds escrowed tokens: owner only.
+    std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", db_path.display()))?;
     let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush)));
     mdm.spawn_seen_flusher();
     let enroll_cfg = EnrollConfig {
