@@ -64,6 +64,26 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         let scheme = if cfg.plain_http { "http" } else { "https" };
         cfg.public_url = Some(format!("{scheme}://localhost:{}", addr.port()));
     }
+    let app = build(&cfg).await?;
+    let (mdm, pki, topic) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.clone());
+    let router = crate::http::router(app);
+    let tls = if cfg.plain_http {
+        None
+    } else {
+        Some(crate::http::listener::acceptor(&pki)?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
+    println!("mdmd listening on {scheme}://{addr}");
+    let _ = std::io::stdout().flush();
+    crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
+    mdm.flush_seen().await.ok();
+    Ok(())
+}
+
+/// Everything but the listener: secrets, CA, store, services and background
+/// tasks, as the app the HTTP layer serves (also used by benches).
+pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     ensure_dir(&cfg.data_dir)?;
     ensure_dir(&cfg.certs_dir)?;
     let api_key = match cfg.api_key.clone() {
@@ -139,19 +159,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,
     });
-    let router = crate::http::router(app);
-    let tls = if cfg.plain_http {
-        None
-    } else {
-        Some(crate::http::listener::acceptor(&pki)?)
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
-    println!("mdmd listening on {scheme}://{addr}");
-    let _ = std::io::stdout().flush();
-    crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
-    mdm.flush_seen().await.ok();
-    Ok(())
+    Ok(app)
 }
 
 async fn shutdown_signal() {

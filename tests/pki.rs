@@ -516,7 +516,12 @@ async fn ca_show_and_enroll_profile_commands() {
     assert!(out.status.success());
     // Keys on disk are 0600.
     use std::os::unix::fs::PermissionsExt;
-    for f in [srv.certs_dir().join("ca.key"), srv.certs_dir().join("tls.key"), srv.certs_dir().join("signer.key"), srv.data_dir().join("mdmd.redb")] {
+    for f in [
+        srv.certs_dir().join("ca.key"),
+        srv.certs_dir().join("tls.key"),
+        srv.certs_dir().join("signer.key"),
+        srv.data_dir().join("mdmd.redb"),
+    ] {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
     }

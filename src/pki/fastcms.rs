@@ -210,7 +210,9 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
     let Some(key) = cache.key(&cert_der) else {
         return Fast::Unsupported;
     };
-    let Some((_, signed_digest)) = digest_for(&si.digest_alg.oid, &signed) else { return Fast::Unsupported };
+    let Some((_, signed_digest)) = digest_for(&si.digest_alg.oid, &signed) else {
+        return Fast::Unsupported;
+    };
     let verified = key.verify_digest(md, &signed_digest, si.signature.as_bytes());
     if verified {
         Fast::Verified(key)
