@@ -23,8 +23,8 @@ pub struct ServeConfig {
     /// in the data dir as `api-key`, and printed once.
     #[arg(long, env = "MDMD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// APNs topic devices enroll with. Default: from the push certificate, or
-    /// a generated `com.apple.mgmt.External.<uuid>` kept in the data dir.
+    /// APNs topic devices enroll with: the UID of your MDM push certificate.
+    /// Default: a generated `com.apple.mgmt.External.<uuid>` kept in the data dir.
     #[arg(long, env = "MDMD_TOPIC")]
     pub topic: Option<String>,
     /// Largest accepted device request body, in bytes.
@@ -38,16 +38,19 @@ pub struct ServeConfig {
     /// Use this CA certificate (PEM) instead of the generated one (with --ca-key).
     #[arg(long, env = "MDMD_CA_CERT", requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
+    /// Private key (PEM) of --ca-cert.
     #[arg(long, env = "MDMD_CA_KEY", requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
     /// Use this TLS certificate chain (PEM, e.g. from a public CA) instead of one from our CA.
     #[arg(long, env = "MDMD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "MDMD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Sign profiles with this identity (PEM) instead of one from our CA.
     #[arg(long, env = "MDMD_SIGNER_CERT", requires = "signer_key")]
     pub signer_cert: Option<PathBuf>,
+    /// Private key (PEM) of --signer-cert.
     #[arg(long, env = "MDMD_SIGNER_KEY", requires = "signer_cert")]
     pub signer_key: Option<PathBuf>,
     /// Organisation name shown in profiles and certificates.
