@@ -103,6 +103,14 @@ fn device_information(dev: &SimDevice, cmd: &Command) -> Dictionary {
     d(vec![("QueryResponses", Value::Dictionary(out))])
 }
 
+fn cn(cert: &openssl::x509::X509) -> String {
+    cert.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        .unwrap_or_default()
+}
+
 fn security_info() -> Dictionary {
     d(vec![(
         "SecurityInfo",
@@ -210,14 +218,25 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             }
             Dictionary::new()
         }
-        "CertificateList" => d(vec![(
-            "CertificateList",
-            Value::Array(vec![Value::Dictionary(d(vec![
-                ("CommonName", format!("mdm identity {}", dev.udid).into()),
-                ("IsIdentity", true.into()),
-                ("Data", Value::Data(Vec::new())),
-            ]))]),
-        )]),
+        "CertificateList" => {
+            // The device's MDM identity and the CA that the enrollment profile installed.
+            let mut list = Vec::new();
+            if let Some(i) = &dev.identity {
+                list.push(Value::Dictionary(d(vec![
+                    ("CommonName", cn(&i.cert).into()),
+                    ("IsIdentity", true.into()),
+                    ("Data", Value::Data(i.cert.to_der().unwrap_or_default())),
+                ])));
+            }
+            if let Some(p) = &dev.profile {
+                list.push(Value::Dictionary(d(vec![
+                    ("CommonName", cn(&p.ca).into()),
+                    ("IsIdentity", false.into()),
+                    ("Data", Value::Data(p.ca.to_der().unwrap_or_default())),
+                ])));
+            }
+            d(vec![("CertificateList", Value::Array(list))])
+        }
         "InstalledApplicationList" => d(vec![("InstalledApplicationList", apps())]),
         "ManagedApplicationList" => d(vec![(
             "ManagedApplicationList",
