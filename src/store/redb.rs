@@ -162,6 +162,11 @@ fn delivery_from(bytes: &[u8], cmd: Option<&CommandRecord>) -> Result<Delivery> 
     })
 }
 
+/// Decode an optional stored JSON value.
+fn dec_opt<T: serde::de::DeserializeOwned>(v: Option<::redb::AccessGuard<'_, &[u8]>>) -> Result<Option<T>> {
+    v.map(|v| dec(v.value())).transpose()
+}
+
 fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
 }
@@ -249,10 +254,7 @@ fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
 
 fn get_enrollment(txn: &WriteTransaction, id: &str) -> Result<Option<Enrollment>> {
     let t = txn.open_table(ENROLLMENTS)?;
-    let r = match t.get(id)? {
-        Some(v) => Some(dec(v.value())?),
-        None => None,
-    };
+    let r = dec_opt(t.get(id)?)?;
     Ok(r)
 }
 
@@ -269,10 +271,7 @@ impl CheckinStore for RedbStore {
             let now = rec.authenticated_at;
             if let Some(h) = &rec.cert_hash {
                 let mut certs = txn.open_table(CERTS)?;
-                let existing: Option<IssuedCert> = match certs.get(h.as_str())? {
-                    Some(v) => Some(dec(v.value())?),
-                    None => None,
-                };
+                let existing: Option<IssuedCert> = dec_opt(certs.get(h.as_str())?)?;
                 if let Some(mut c) = existing {
                     match &c.enrollment {
                         Some(other) if other != &rec.device => return Ok(AuthOutcome::CertBoundElsewhere),
@@ -455,10 +454,7 @@ impl CheckinStore for RedbStore {
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>> {
         self.read(|txn| {
             let t = txn.open_table(ENROLLMENTS)?;
-            let r = match t.get(id)? {
-                Some(v) => Some(dec(v.value())?),
-                None => None,
-            };
+            let r = dec_opt(t.get(id)?)?;
             Ok(r)
         })
     }
@@ -641,10 +637,7 @@ impl PkiStore for RedbStore {
     async fn cert_by_hash(&self, sha256: &str) -> Result<Option<IssuedCert>> {
         self.read(|txn| {
             let t = txn.open_table(CERTS)?;
-            let r = match t.get(sha256)? {
-                Some(v) => Some(dec(v.value())?),
-                None => None,
-            };
+            let r = dec_opt(t.get(sha256)?)?;
             Ok(r)
         })
     }
@@ -684,10 +677,7 @@ impl PkiStore for RedbStore {
                 return Ok(false);
             };
             let mut certs = txn.open_table(CERTS)?;
-            let cur: Option<IssuedCert> = match certs.get(hash.as_str())? {
-                Some(v) => Some(dec(v.value())?),
-                None => None,
-            };
+            let cur: Option<IssuedCert> = dec_opt(certs.get(hash.as_str())?)?;
             let Some(mut c) = cur else { return Ok(false) };
             if c.revoked_at.is_none() {
                 c.revoked_at = Some(now);
@@ -712,10 +702,7 @@ impl PkiStore for RedbStore {
         let hash = hash.to_owned();
         self.write(move |txn| {
             let mut t = txn.open_table(SECRETS)?;
-            let cur: Option<OneTimeSecret> = match t.get((kind as u8, hash.as_str()))? {
-                Some(v) => Some(dec(v.value())?),
-                None => None,
-            };
+            let cur: Option<OneTimeSecret> = dec_opt(t.get((kind as u8, hash.as_str()))?)?;
             Ok(match cur {
                 None => Consumed::Unknown,
                 Some(s) if s.used_at.is_some() => Consumed::AlreadyUsed,
