@@ -75,6 +75,14 @@ pub struct ServeConfig {
     /// (repeat the flag, or comma-separate in MDMD_ENROLL_USERS).
     #[arg(long = "enroll-user", env = "MDMD_ENROLL_USERS", value_delimiter = ',', hide_env_values = true)]
     pub enroll_users: Vec<String>,
+    /// Load every `*.mobileconfig` in this folder as a profile template at
+    /// start (validated; an invalid file is logged and skipped). Empty: none.
+    #[arg(long, env = "MDMD_PROFILES_DIR", default_value = "./profiles")]
+    pub profiles_dir: Option<PathBuf>,
+    /// Encrypt every profile's payloads to its device's identity certificate
+    /// (EncryptedPayloadContent). `--encrypt-profiles false` sends them signed only.
+    #[arg(long, env = "MDMD_ENCRYPT_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub encrypt_profiles: bool,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,

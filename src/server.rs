@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rand::RngCore as _;
 
 use crate::config::ServeConfig;
 use crate::http::{App, Stats};
 use crate::pki::{CaConfig, Pki};
 use crate::service::enroll::{EnrollConfig, Enroller};
+use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::{Mdm, NoPush};
 use crate::store::redb::RedbStore;
 
@@ -42,11 +42,7 @@ fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<
     }
 }
 
-pub fn random_token(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
+pub use crate::pki::random_token;
 
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -129,8 +125,17 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     let store: Arc<RedbStore> = Arc::new(RedbStore::open(&db_path).context("opening the database")?);
     // The database holds escrowed tokens: owner only.
     std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", db_path.display()))?;
-    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush)));
+    let secrets = Arc::new(
+        crate::pki::secrets::SecretBox::load_or_create(&cfg.certs_dir.join("secrets.keys")).context("loading the secrets keyring")?,
+    );
+    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush), secrets));
     mdm.spawn_seen_flusher();
+    // Tokens stored before sealing (or under a rotated-out key) are resealed now.
+    match mdm.reseal_all().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(enrollments = n, "stored tokens resealed under the current key"),
+        Err(e) => tracing::warn!(error = %e, "could not reseal stored tokens"),
+    }
     let enroll_cfg = EnrollConfig {
         public_url: cfg.public_url(),
         organization: cfg.organization.clone(),
@@ -148,10 +153,25 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
         }
     }
+    let commander = Arc::new(Commander::new(
+        mdm.clone(),
+        pki.clone(),
+        CommanderConfig {
+            public_url: cfg.public_url(),
+            encrypt_profiles: cfg.encrypt_profiles,
+        },
+    ));
+    if let Some(dir) = &cfg.profiles_dir {
+        let (ok, bad) = commander.load_dir(dir).await;
+        if ok + bad > 0 {
+            tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "profile templates loaded");
+        }
+    }
     let app = Arc::new(App {
         mdm: mdm.clone(),
         pki: pki.clone(),
         enroller,
+        commander,
         plain_http: cfg.plain_http,
         enroll_users,
         api_key,

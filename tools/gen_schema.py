@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Generate mdmd's compact schema table from Apple's device-management YAML.
 
-Reads ../shared/apple-device-management/mdm/{commands,checkin} and writes
-src/protocol/schema.json: for every command (by RequestType) its request and
-response key trees, and for every check-in MessageType its key tree. Only
+Reads ../shared/apple-device-management/mdm/{commands,checkin,profiles} and
+writes src/protocol/schema.json: for every command (by RequestType) its request
+and response key trees, for every check-in MessageType its key tree, and for
+every configuration-profile PayloadType its key tree (plus the profile's top
+level and the keys common to every payload). Only
 facts are kept (key name, type, required-ness, allowed values); no description
 text is copied.
 
@@ -22,7 +24,14 @@ TYPES = {
 }
 
 
-def keys(items):
+MAX_DEPTH = 10
+
+
+def keys(items, depth=0):
+    # Some schemas are recursive (YAML anchors): below MAX_DEPTH a key keeps its
+    # type but its subkeys are not described (anything is accepted there).
+    if depth > MAX_DEPTH:
+        return []
     out = []
     for k in items or []:
         # "ANY", "ANY app identifier", …: a wildcard for any key name.
@@ -33,7 +42,12 @@ def keys(items):
         rl = k.get("rangelist")
         if rl and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in rl):
             e["v"] = rl
-        sub = keys(k.get("subkeys"))
+        rng = k.get("range") or {}
+        if isinstance(rng.get("min"), (int, float)) and not isinstance(rng.get("min"), bool):
+            e["min"] = rng["min"]
+        if isinstance(rng.get("max"), (int, float)) and not isinstance(rng.get("max"), bool):
+            e["max"] = rng["max"]
+        sub = keys(k.get("subkeys"), depth + 1)
         if sub:
             e["s"] = sub
         out.append(e)
@@ -44,7 +58,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "shared", "apple-device-management")
     dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "src", "protocol", "schema.json")
-    table = {"commands": {}, "checkin": {}}
+    table = {"commands": {}, "checkin": {}, "profiles": {}, "profile_top": [], "profile_common": []}
     cdir = os.path.join(src, "mdm", "commands")
     for name in sorted(os.listdir(cdir)):
         if not name.endswith(".yaml"):
@@ -76,10 +90,41 @@ def main():
         if not mt:
             mt = doc.get("payload", {}).get("requesttype") or os.path.splitext(name)[0]
         table["checkin"][mt] = {"file": name, "keys": keys(doc.get("payloadkeys"))}
+    pdir = os.path.join(src, "mdm", "profiles")
+    for name in sorted(os.listdir(pdir)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(pdir, name)) as f:
+            doc = yaml.safe_load(f)
+        payload = doc.get("payload", {})
+        pt = payload.get("payloadtype")
+        if not pt:
+            continue
+        ks = keys(doc.get("payloadkeys"))
+        if pt == "TopLevel":
+            table["profile_top"] = ks
+            continue
+        if pt == "CommonPayloadKeys":
+            table["profile_common"] = ks
+            continue
+        ios = payload.get("supportedOS", {}).get("iOS", {})
+        entry = table["profiles"].get(pt)
+        if entry is None:
+            table["profiles"][pt] = {
+                "file": name,
+                "ios": ios.get("introduced", "n/a") != "n/a",
+                "multiple": bool(ios.get("multiple", True)),
+                "keys": ks,
+            }
+        else:
+            # Several files describe one payload type (com.apple.MCX …): union of their keys.
+            have = {k["n"] for k in entry["keys"]}
+            entry["keys"].extend(k for k in ks if k["n"] not in have)
+            entry["ios"] = entry["ios"] or ios.get("introduced", "n/a") != "n/a"
     with open(dst, "w") as f:
         json.dump(table, f, separators=(",", ":"), sort_keys=True)
         f.write("\n")
-    print(f"wrote {dst}: {len(table['commands'])} commands, {len(table['checkin'])} check-in messages")
+    print(f"wrote {dst}: {len(table['commands'])} commands, {len(table['checkin'])} check-in messages, {len(table['profiles'])} payload types")
 
 
 if __name__ == "__main__":

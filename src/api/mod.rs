@@ -2,6 +2,7 @@
 //! A missing or wrong key gets 401 (admins are not devices).
 
 mod pki;
+mod profiles;
 mod views;
 
 use std::sync::Arc;
@@ -17,12 +18,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::http::App;
-use crate::service::enqueue::EnqueueError;
 use crate::service::{now, ServiceError};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
-        .route("/v1/commands", axum::routing::post(post_command))
+        .route("/v1/commands", axum::routing::post(profiles::post_command))
         .route("/v1/commands/{uuid}", get(get_command))
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
@@ -36,6 +36,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/enrollments/profile", get(pki::enrollment_profile))
         .route("/v1/enrollments/invitations", axum::routing::post(pki::invite))
         .route("/v1/identities/renew", axum::routing::post(pki::renew_now))
+        .route("/v1/profiles", get(profiles::list).post(profiles::upload))
+        .route("/v1/profiles/{id}", get(profiles::show).delete(profiles::delete))
+        .route("/v1/profiles/{id}/install", axum::routing::post(profiles::install))
+        .route("/v1/profiles/{id}/remove", axum::routing::post(profiles::remove))
+        .route("/v1/devices/{id}/profiles", get(profiles::device_profiles))
+        .route("/v1/devices/{id}/attributes", axum::routing::put(profiles::set_attributes))
+        .route("/v1/secrets/rotate", axum::routing::post(profiles::rotate_secrets))
 }
 
 pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -63,32 +70,6 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "admin API storage failure");
     error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
-}
-
-#[derive(Deserialize)]
-struct EnqueueBody {
-    targets: Vec<String>,
-    command: serde_json::Value,
-}
-
-async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
-    let req: EnqueueBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"targets\": [...], \"command\": {{...}}}}: {e}"),
-            )
-        }
-    };
-    if req.targets.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
-    }
-    match app.mdm.enqueue_json(&req.command, req.targets).await {
-        Ok((uuid, out)) => Json(json!({"command_uuid": uuid, "queued": out.queued, "unknown_targets": out.unknown})).into_response(),
-        Err(EnqueueError::Invalid(e)) => error(StatusCode::BAD_REQUEST, format!("invalid command: {e}")),
-        Err(EnqueueError::Service(e)) => store_error(e),
-    }
 }
 
 async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> Response {

@@ -26,6 +26,7 @@ fn cert_view(c: &IssuedCert) -> serde_json::Value {
         "not_after": views::time(c.not_after),
         "issued_at": views::time(c.issued_at),
         "enrollment": c.enrollment,
+        "purpose": c.purpose.as_deref().unwrap_or("mdm"),
         "revoked": c.revoked_at.is_some(),
         "revoked_at": c.revoked_at.map(views::time),
     })

@@ -30,6 +30,7 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
         "user_short_name": e.user_short_name,
         "topic": e.topic,
         "info": e.info,
+        "attributes": e.attributes,
         "active": e.active,
         "checked_out": e.checked_out_at.is_some(),
         "push_token_present": e.push.is_some(),

@@ -32,6 +32,8 @@ pub struct App {
     pub mdm: Arc<Mdm>,
     pub pki: Arc<crate::pki::Pki>,
     pub enroller: Arc<crate::service::enroll::Enroller>,
+    /// Admin commands and profiles (validation, per-device copies).
+    pub commander: Arc<crate::service::commands::Commander>,
     /// Behind a TLS-terminating proxy: trust its `Client-Cert` header.
     pub plain_http: bool,
     /// Basic-auth users allowed to download the enrollment profile.

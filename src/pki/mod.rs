@@ -9,6 +9,7 @@ pub mod fastcms;
 pub mod identity;
 pub mod ossl;
 pub mod scep;
+pub mod secrets;
 
 pub use ca::{CaConfig, Pki};
 pub use identity::Identity;
@@ -57,4 +58,12 @@ pub fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> i64 {
         Ok(d) => d.days as i64 * 86_400 + d.secs as i64,
         Err(_) => 0,
     }
+}
+
+/// A random secret as hex (`bytes` random bytes).
+pub fn random_token(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
 }

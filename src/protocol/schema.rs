@@ -27,6 +27,11 @@ pub struct KeySpec {
     pub values: Vec<Json>,
     #[serde(rename = "s", default)]
     pub sub: Vec<KeySpec>,
+    /// Inclusive numeric range, where the schema gives one.
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
 }
 
 fn any() -> String {
@@ -47,10 +52,26 @@ pub struct CheckinSchema {
     pub keys: Vec<KeySpec>,
 }
 
+/// A configuration-profile payload type (`com.apple.wifi.managed` …).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayloadSchema {
+    pub file: String,
+    pub ios: bool,
+    /// More than one payload of this type may be installed.
+    pub multiple: bool,
+    pub keys: Vec<KeySpec>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Schema {
     pub commands: BTreeMap<String, CommandSchema>,
     pub checkin: BTreeMap<String, CheckinSchema>,
+    /// Payload types of configuration profiles, by PayloadType.
+    pub profiles: BTreeMap<String, PayloadSchema>,
+    /// The keys of a profile's outer dictionary.
+    pub profile_top: Vec<KeySpec>,
+    /// The keys every payload has (PayloadType, PayloadUUID …).
+    pub profile_common: Vec<KeySpec>,
 }
 
 /// A key that is missing, unknown, or of the wrong type, with its path.
@@ -77,6 +98,10 @@ impl Schema {
 
     pub fn command(&self, request_type: &str) -> Option<&CommandSchema> {
         self.commands.get(request_type)
+    }
+
+    pub fn payload(&self, payload_type: &str) -> Option<&PayloadSchema> {
+        self.profiles.get(payload_type)
     }
 
     /// Convert an admin's JSON command to a plist dictionary, validating it
@@ -173,6 +198,29 @@ fn convert(spec: &KeySpec, v: &Json, path: &str) -> Result<plist::Value, SchemaE
             for (i, item) in items.iter().enumerate() {
                 let p = format!("{path}[{i}]");
                 out.push(match spec.sub.first() {
+                    // Several item specs (Settings): alternatives, chosen by what fits.
+                    Some(_) if spec.sub.len() > 1 && spec.sub.iter().all(|s| s.ty == "D") => {
+                        let mut first_err = None;
+                        let mut found = None;
+                        for alt in &spec.sub {
+                            match convert(alt, item, &p) {
+                                Ok(v) => {
+                                    found = Some(v);
+                                    break;
+                                }
+                                Err(e) => {
+                                    let named = item.get("Item").and_then(Json::as_str) == Some(alt.name.as_str());
+                                    if named || first_err.is_none() {
+                                        first_err = Some(e);
+                                    }
+                                }
+                            }
+                        }
+                        match found {
+                            Some(v) => v,
+                            None => return Err(first_err.unwrap_or_else(|| err(&p, "matches no allowed item"))),
+                        }
+                    }
                     Some(s) if !(s.ty == "s" && !s.sub.is_empty()) => convert(s, item, &p)?,
                     // An item spec whose subkeys are value names (DeviceInformation
                     // queries): unknown names are allowed, devices skip them.
@@ -288,6 +336,198 @@ fn validate_value(spec: &KeySpec, v: &plist::Value, path: &str, strict: bool) ->
     }
 }
 
+/// One problem found in a document, with the key path where it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything wrong (errors) and everything doubtful (warnings) in a plist
+/// checked against key specs. Unlike `validate_plist`, it does not stop at
+/// the first problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Findings {
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+/// A string that uses a `$VARIABLE` is checked for its type only: its value
+/// is known per device.
+fn templated(v: &plist::Value) -> bool {
+    matches!(v, plist::Value::String(s) if s.contains('$'))
+}
+
+impl Findings {
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Check a dictionary: required keys, known keys' types, values and
+    /// ranges (errors); keys the schema does not know (warnings, since Apple
+    /// adds keys). `skip` names keys checked elsewhere.
+    pub fn check_dict(&mut self, specs: &[KeySpec], d: &plist::Dictionary, path: &str, skip: &[&str]) {
+        if specs.is_empty() {
+            return; // a free-form dictionary
+        }
+        let any_spec = specs.iter().find(|s| s.name == "ANY");
+        for s in specs {
+            if s.required == 1 && s.name != "ANY" && !d.contains_key(&s.name) && !skip.contains(&s.name.as_str()) {
+                self.error(&join(path, &s.name), "is required");
+            }
+        }
+        for (k, v) in d {
+            if skip.contains(&k.as_str()) {
+                continue;
+            }
+            let p = join(path, k);
+            match specs.iter().find(|s| &s.name == k).or(any_spec) {
+                Some(s) => self.check_value(s, v, &p),
+                None => self.warn(&p, "key not in Apple's schema (ignored by devices that do not know it)"),
+            }
+        }
+    }
+
+    pub fn check_value(&mut self, spec: &KeySpec, v: &plist::Value, path: &str) {
+        use plist::Value as P;
+        let ok = match (spec.ty.as_str(), v) {
+            ("*", _) => true,
+            ("s", P::String(_)) | ("b", P::Boolean(_)) | ("d", P::Data(_)) | ("t", P::Date(_)) => true,
+            ("i", P::Integer(_)) | ("r", P::Real(_)) | ("r", P::Integer(_)) => true,
+            ("a", P::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if spec.sub.len() > 1 && spec.sub.iter().all(|s| s.ty == "D") {
+                        // Alternatives (Settings items): the first that fits without errors.
+                        let tries: Vec<Findings> = spec
+                            .sub
+                            .iter()
+                            .map(|alt| {
+                                let mut f = Findings::default();
+                                f.check_value(alt, item, &p);
+                                f
+                            })
+                            .collect();
+                        let best = tries
+                            .iter()
+                            .position(|f| f.errors.is_empty())
+                            .unwrap_or_else(|| tries.iter().enumerate().min_by_key(|(_, f)| f.errors.len()).map(|(i, _)| i).unwrap_or(0));
+                        let f = &tries[best];
+                        self.errors.extend(f.errors.iter().cloned());
+                        self.warnings.extend(f.warnings.iter().cloned());
+                    } else if let Some(s) = spec.sub.first() {
+                        self.check_value(s, item, &p);
+                    }
+                }
+                true
+            }
+            ("D", P::Dictionary(d)) => {
+                self.check_dict(&spec.sub, d, path, &[]);
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            self.error(path, format!("expected {}, got {}", type_name(&spec.ty), plist_kind(v)));
+            return;
+        }
+        if templated(v) {
+            return;
+        }
+        if !spec.values.is_empty() {
+            let as_json = match v {
+                P::String(s) => Some(Json::String(s.clone())),
+                P::Integer(i) => i.as_signed().map(|i| Json::from(i)),
+                _ => None,
+            };
+            if let Some(j) = as_json {
+                if !spec.values.contains(&j) {
+                    let allowed: Vec<String> = spec.values.iter().map(|x| x.to_string()).collect();
+                    self.error(path, format!("value {j} is not one of {}", allowed.join(", ")));
+                }
+            }
+        }
+        let n = match v {
+            P::Integer(i) => i.as_signed().map(|i| i as f64),
+            P::Real(r) => Some(*r),
+            _ => None,
+        };
+        if let Some(n) = n {
+            if spec.min.is_some_and(|m| n < m) || spec.max.is_some_and(|m| n > m) {
+                let lo = spec.min.map(|m| m.to_string()).unwrap_or_else(|| "-inf".into());
+                let hi = spec.max.map(|m| m.to_string()).unwrap_or_else(|| "inf".into());
+                self.error(path, format!("value {n} is outside {lo}..={hi}"));
+            }
+        }
+    }
+}
+
+pub fn type_name(t: &str) -> &'static str {
+    match t {
+        "s" => "string",
+        "i" => "integer",
+        "r" => "real",
+        "b" => "boolean",
+        "d" => "data",
+        "t" => "date",
+        "a" => "array",
+        "D" => "dictionary",
+        _ => "value",
+    }
+}
+
+pub fn plist_kind(v: &plist::Value) -> &'static str {
+    use plist::Value as P;
+    match v {
+        P::String(_) => "string",
+        P::Integer(_) => "integer",
+        P::Real(_) => "real",
+        P::Boolean(_) => "boolean",
+        P::Data(_) => "data",
+        P::Date(_) => "date",
+        P::Array(_) => "array",
+        P::Dictionary(_) => "dictionary",
+        _ => "unknown value",
+    }
+}
+
+impl Schema {
+    /// Check a command given as a plist dictionary (`{RequestType, …}`) against
+    /// its request schema: every problem, not just the first.
+    pub fn check_command_plist(&self, d: &plist::Dictionary) -> Findings {
+        let mut f = Findings::default();
+        match d.get("RequestType") {
+            Some(plist::Value::String(rt)) => match self.command(rt) {
+                Some(cs) => f.check_dict(&cs.req, d, "", &["RequestType"]),
+                None => f.error("RequestType", format!("unknown request type {rt:?}")),
+            },
+            Some(_) => f.error("RequestType", "must be a string"),
+            None => f.error("RequestType", "is required"),
+        }
+        f
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +585,19 @@ mod tests {
         assert!(e.problem.contains("base64"));
         let e = s.json_to_command(&json!({"RequestType": "DeviceLock", "Message": 5})).unwrap_err();
         assert_eq!(e.path, "Message");
+        // Settings items are alternatives, chosen by what fits.
+        let d = s
+            .json_to_command(&json!({"RequestType": "Settings", "Settings": [
+                {"Item": "DataRoaming", "Enabled": false},
+                {"Item": "ApplicationConfiguration", "Identifier": "com.example.app", "Configuration": {"k": "v"}}
+            ]}))
+            .unwrap();
+        assert!(matches!(d.get("Settings"), Some(plist::Value::Array(a)) if a.len() == 2));
+        let e = s
+            .json_to_command(&json!({"RequestType": "Settings", "Settings": [{"Item": "DataRoaming", "Enabled": "no"}]}))
+            .unwrap_err();
+        assert_eq!(e.path, "Settings[0].Enabled", "{e}");
+        let f = s.check_command_plist(&d);
+        assert!(f.errors.is_empty(), "{f:?}");
     }
 }

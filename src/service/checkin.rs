@@ -1,7 +1,5 @@
 //! Check-in messages: Authenticate, TokenUpdate, CheckOut and the rest.
 
-use base64::Engine as _;
-
 use super::{now, Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
@@ -32,11 +30,13 @@ pub struct Caller {
     pub not_after: Option<i64>,
 }
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
 impl Mdm {
+    fn seal(&self, id: &str, field: &str, plain: &[u8]) -> Result<String, ServiceError> {
+        self.secrets
+            .seal(plain, &crate::pki::secrets::aad(id, field))
+            .map_err(|e| ServiceError::Rejected(format!("sealing the {field} token: {e}")))
+    }
+
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {
         match topic {
             Some(t) if t == self.topic => Ok(t.to_owned()),
@@ -71,6 +71,15 @@ impl Mdm {
                     device_name: f.device_name,
                     model: f.model,
                     model_name: f.model_name,
+                    ..DeviceInfo::default()
+                };
+                let info = match &old {
+                    Some(o) => {
+                        let mut merged = o.info.clone();
+                        merged.merge(info);
+                        merged
+                    }
+                    None => info,
                 };
                 // Our own identity renewal (we re-sent the profile): same enrollment, new
                 // certificate; keep the queue and history. Anything else re-enrolls.
@@ -102,6 +111,7 @@ impl Mdm {
                         None
                     },
                     bootstrap_token: old.as_ref().and_then(|o| o.bootstrap_token.clone()),
+                    attributes: old.as_ref().map(|o| o.attributes.clone()).unwrap_or_default(),
                     active: keep,
                     awaiting_configuration: false,
                     cert_hash: Some(hash.clone()),
@@ -140,9 +150,10 @@ impl Mdm {
                         topic,
                         updated_at: t,
                     },
-                    unlock_token: unlock_token
-                        .filter(|_| req.enrollment.kind == EnrollmentKind::Device)
-                        .map(|u| b64(&u)),
+                    unlock_token: match unlock_token.filter(|_| req.enrollment.kind == EnrollmentKind::Device) {
+                        Some(u) => Some(self.seal(&id, "unlock", &u)?),
+                        None => None,
+                    },
                     awaiting_configuration,
                     user_short_name: req.ids.user_short_name.clone(),
                     user_long_name: req.ids.user_long_name.clone(),
@@ -180,7 +191,11 @@ impl Mdm {
             }
             CheckinMessage::SetBootstrapToken { token } => {
                 let escrowed = token.is_some();
-                if !self.store.set_bootstrap_token(&id, token, t).await? {
+                let sealed = match token {
+                    Some(tok) => Some(self.seal(&id, "bootstrap", &tok)?),
+                    None => None,
+                };
+                if !self.store.set_bootstrap_token(&id, sealed, t).await? {
                     return Err(ServiceError::Rejected(format!("SetBootstrapToken for unknown enrollment {id}")));
                 }
                 tracing::info!(enrollment = %id, escrowed, "SetBootstrapToken");
@@ -189,10 +204,11 @@ impl Mdm {
             CheckinMessage::GetBootstrapToken => {
                 let e = self.require_known(&id).await?;
                 self.mark_seen(&id);
-                let token = match e.bootstrap_token {
-                    Some(t) => base64::engine::general_purpose::STANDARD
-                        .decode(t)
-                        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
+                let token = match &e.bootstrap_token {
+                    Some(t) => self
+                        .secrets
+                        .open(t, &crate::pki::secrets::aad(&id, "bootstrap"))
+                        .map_err(|e| crate::store::StoreError::Corrupt(format!("bootstrap token: {e}")))?,
                     None => Vec::new(),
                 };
                 let mut d = plist::Dictionary::new();
@@ -234,6 +250,12 @@ impl Mdm {
         if let Some(c) = self.store.cert_by_hash(&hash).await? {
             if c.revoked_at.is_some() {
                 return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
+            }
+            if let Some(p) = &c.purpose {
+                return Err(ServiceError::Forbidden(format!(
+                    "certificate serial {} was issued for {p}, not as an MDM identity",
+                    c.serial
+                )));
             }
         }
         Ok(hash)

@@ -40,8 +40,11 @@ impl Mdm {
                     ReportOutcome::NotNowRecorded => {
                         tracing::debug!(enrollment = %id, command = %uuid, "NotNow")
                     }
-                    ReportOutcome::Finished => {
-                        tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished")
+                    ReportOutcome::Finished { request_type } => {
+                        tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished");
+                        if status == Status::Acknowledged {
+                            self.learn(id, &request_type, raw).await;
+                        }
                     }
                 }
                 next
@@ -49,5 +52,71 @@ impl Mdm {
             (_, None) => return Err(ServiceError::Rejected("report without CommandUUID".into())),
         };
         Ok(next.map(|c| c.body))
+    }
+}
+
+impl Mdm {
+    /// What a finished command's answer teaches us about the device: the
+    /// facts in DeviceInformation (used by profile variables) and the
+    /// profiles in ProfileList (reconciled with what we installed). Failing
+    /// here never fails the device's request: the result itself is stored.
+    async fn learn(&self, id: &str, request_type: &str, raw: &[u8]) {
+        let r = match request_type {
+            "DeviceInformation" => match crate::protocol::parse_dict(raw) {
+                Ok(d) => {
+                    let info = facts(&d);
+                    self.store.update_info(id, info).await.map(drop)
+                }
+                Err(_) => Ok(()),
+            },
+            "ProfileList" => match crate::protocol::parse_dict(raw) {
+                Ok(d) => {
+                    let installed = match d.get("ProfileList") {
+                        Some(plist::Value::Array(a)) => a
+                            .iter()
+                            .filter_map(|p| p.as_dictionary()?.get("PayloadIdentifier")?.as_string().map(str::to_owned))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    match self.store.reconcile_profiles(id, installed, now()).await {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(enrollment = %id, changed = n, "ProfileList reconciled");
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
+                }
+                Err(_) => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(enrollment = %id, request_type, error = %e, "could not record what the answer reported");
+        }
+    }
+}
+
+/// Device facts from a DeviceInformation answer.
+fn facts(d: &plist::Dictionary) -> crate::store::DeviceInfo {
+    let q = d.get("QueryResponses").and_then(plist::Value::as_dictionary);
+    let s = |k: &str| {
+        q.and_then(|q| q.get(k))
+            .and_then(plist::Value::as_string)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    crate::store::DeviceInfo {
+        serial_number: s("SerialNumber"),
+        product_name: s("ProductName"),
+        os_version: s("OSVersion"),
+        build_version: s("BuildVersion"),
+        imei: s("IMEI"),
+        meid: s("MEID"),
+        device_name: s("DeviceName"),
+        model: s("Model"),
+        model_name: s("ModelName"),
+        wifi_mac: s("WiFiMAC"),
+        bluetooth_mac: s("BluetoothMAC"),
+        phone_number: s("PhoneNumber"),
     }
 }

@@ -1,4 +1,5 @@
-//! Queueing commands from the admin API.
+//! Queueing one command as given to every target (internal uses such as
+//! identity renewal; admins go through `commands::Commander`).
 
 use super::{now, Mdm, ServiceError};
 use crate::protocol::schema::{Schema, SchemaError};
@@ -29,6 +30,7 @@ impl Mdm {
             body: cmd.to_xml(),
             targets: 0,
             seq: 0,
+            profile: None,
         };
         let out = self
             .store

@@ -88,13 +88,14 @@ impl Enroller {
 
     /// Create a single-use secret of `kind`, valid for `ttl` seconds.
     pub async fn new_secret(&self, kind: SecretKind, purpose: &str, ttl: i64) -> Result<(String, i64), ServiceError> {
-        let token = crate::server::random_token(20);
+        let token = crate::pki::random_token(20);
         let t = now();
         let rec = OneTimeSecret {
             created_at: t,
             expires_at: t + ttl,
             purpose: purpose.to_owned(),
             used_at: None,
+            enrollment: None,
         };
         self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
@@ -177,6 +178,28 @@ impl Enroller {
         cms::sign_profile(&self.pki, &plist).map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
     }
 
+    /// The enrollment profile for an identity renewal, its payloads encrypted
+    /// to the device's current identity (it holds a fresh SCEP challenge).
+    async fn renewal_profile(&self, e: &crate::store::Enrollment) -> Result<Vec<u8>, ServiceError> {
+        let cert = match &e.cert_hash {
+            Some(h) => self.store.cert_by_hash(h).await?.and_then(|c| c.der),
+            None => None,
+        };
+        let cert = cert
+            .and_then(|d| X509::from_der(&d).ok())
+            .ok_or_else(|| ServiceError::Rejected("no identity certificate on record to encrypt to".into()))?;
+        let (challenge, _) = self
+            .new_secret(SecretKind::Challenge, &format!("renewal:{}", e.id), 30 * 86_400)
+            .await?;
+        let xml = self
+            .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
+            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::Rejected(e.to_string()))?;
+        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top))
+            .map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
+    }
+
     /// Use an invitation token once.
     pub async fn use_invitation(&self, token: &str) -> Result<Result<(), &'static str>, ServiceError> {
         Ok(
@@ -217,12 +240,18 @@ impl Enroller {
             return Ok(Err(e));
         }
         let mut enrollment = None;
+        let mut purpose = None;
         match req.message_type {
-            MessageType::PkcsReq => {
-                if let Err(e) = self.check_challenge(csr.challenge.as_deref()).await? {
-                    return Ok(Err((FailInfo::BadRequest, e.into())));
+            MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref()).await? {
+                Err(e) => return Ok(Err((FailInfo::BadRequest, e.into()))),
+                // A challenge from a per-device profile (Wi-Fi, VPN … identity):
+                // the certificate is for that purpose and that device.
+                Ok(Some(secret)) if secret.purpose.starts_with("profile:") => {
+                    purpose = Some(secret.purpose);
+                    enrollment = secret.enrollment;
                 }
-            }
+                Ok(_) => {}
+            },
             MessageType::RenewalReq => {
                 // Signed by an identity we issued that is still valid and not revoked.
                 let old = match Identity::from_cert(&self.pki, req.signer.clone()) {
@@ -256,25 +285,28 @@ impl Enroller {
             issued_at: now(),
             enrollment,
             revoked_at: None,
+            purpose,
+            der: Some(der.clone()),
         };
         // Recorded durably before the certificate leaves the server.
         self.store.record_cert(rec.clone()).await?;
-        tracing::info!(serial = %rec.serial, subject = %rec.subject, "issued device identity");
+        tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or("mdm"), "issued device identity");
         Ok(Ok(cert))
     }
 
-    async fn check_challenge(&self, presented: Option<&str>) -> Result<Result<(), &'static str>, ServiceError> {
+    /// Check a challenge; a single-use one is consumed and returned.
+    async fn check_challenge(&self, presented: Option<&str>) -> Result<Result<Option<OneTimeSecret>, &'static str>, ServiceError> {
         let Some(c) = presented.filter(|c| !c.is_empty()) else {
             return Ok(Err("no challenge password"));
         };
         if let Some(s) = &self.cfg.static_challenge {
             if bool::from(s.as_bytes().ct_eq(c.as_bytes())) {
-                return Ok(Ok(()));
+                return Ok(Ok(None));
             }
         }
         Ok(
             match self.store.consume_secret(SecretKind::Challenge, &sha256_hex(c), now()).await? {
-                Consumed::Ok(_) => Ok(()),
+                Consumed::Ok(s) => Ok(Some(s)),
                 Consumed::Unknown => Err("wrong challenge password"),
                 Consumed::AlreadyUsed => Err("challenge password already used"),
                 Consumed::Expired => Err("challenge password expired"),
@@ -301,7 +333,13 @@ impl Enroller {
             };
             for e in page.iter().filter(due) {
                 if e.identity_not_after.is_some_and(|na| na < horizon) {
-                    let profile = self.signed_profile(&format!("renewal:{}", e.id), 30 * 86_400).await?;
+                    let profile = match self.renewal_profile(e).await {
+                        Ok(p) => p,
+                        Err(err) => {
+                            tracing::warn!(enrollment = %e.id, error = %err, "cannot build the renewal profile");
+                            continue;
+                        }
+                    };
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
                     mdm.enqueue_json(&cmd, vec![e.id.clone()])
                         .await

@@ -3,6 +3,7 @@
 //! parsed request and get back what to answer.
 
 pub mod checkin;
+pub mod commands;
 pub mod connect;
 pub mod enqueue;
 pub mod enroll;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
+use crate::pki::secrets::SecretBox;
 use crate::store::{Store, StoreError};
 
 pub use checkin::CheckinReply;
@@ -46,6 +48,8 @@ pub struct Mdm {
     /// The APNs topic devices must name (from the push certificate or configuration).
     pub topic: String,
     waker: Arc<dyn Waker>,
+    /// Seals UnlockToken and BootstrapToken before they are stored.
+    pub secrets: Arc<SecretBox>,
     /// Last-seen times, flushed to the store in the background (not worth an fsync per poll).
     seen: Mutex<HashMap<String, i64>>,
 }
@@ -58,11 +62,12 @@ pub fn now() -> i64 {
 }
 
 impl Mdm {
-    pub fn new(store: Arc<dyn Store>, topic: String, waker: Arc<dyn Waker>) -> Self {
+    pub fn new(store: Arc<dyn Store>, topic: String, waker: Arc<dyn Waker>, secrets: Arc<SecretBox>) -> Self {
         Mdm {
             store,
             topic,
             waker,
+            secrets,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +88,52 @@ impl Mdm {
             return Ok(());
         }
         self.store.touch(batch).await
+    }
+
+    /// Reseal every stored token that is not sealed under the current key
+    /// (after a rotation, and legacy plain records). Returns how many
+    /// enrollments changed.
+    pub async fn reseal_all(&self) -> Result<u64, ServiceError> {
+        use crate::pki::secrets::aad;
+        let mut after = None;
+        let mut total = 0;
+        loop {
+            let page = self.store.enrollments(after.clone(), 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let mut updates = Vec::new();
+            for e in &page {
+                let redo = |v: &Option<String>, field: &str| -> Option<(String, String)> {
+                    let old = v.as_ref().filter(|s| self.secrets.needs_reseal(s))?;
+                    let plain = self.secrets.open(old, &aad(&e.id, field)).ok()?;
+                    Some((old.clone(), self.secrets.seal(&plain, &aad(&e.id, field)).ok()?))
+                };
+                let u = crate::store::Reseal {
+                    id: e.id.clone(),
+                    unlock_token: redo(&e.unlock_token, "unlock"),
+                    bootstrap_token: redo(&e.bootstrap_token, "bootstrap"),
+                };
+                if u.unlock_token.is_some() || u.bootstrap_token.is_some() {
+                    updates.push(u);
+                }
+            }
+            if !updates.is_empty() {
+                total += self.store.reseal_tokens(updates).await?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The device's UnlockToken, opened (for ClearPasscode).
+    pub fn unlock_token(&self, e: &crate::store::Enrollment) -> Option<Vec<u8>> {
+        let sealed = e.unlock_token.as_ref()?;
+        match self.secrets.open(sealed, &crate::pki::secrets::aad(&e.id, "unlock")) {
+            Ok(t) => Some(t),
+            Err(err) => {
+                tracing::error!(enrollment = %e.id, error = %err, "stored UnlockToken does not open");
+                None
+            }
+        }
     }
 
     pub fn spawn_seen_flusher(self: &Arc<Self>) {

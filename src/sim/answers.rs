@@ -12,7 +12,7 @@ fn d(pairs: Vec<(&str, Value)>) -> Dictionary {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-fn error_chain(code: i64, domain: &str, text: &str) -> Value {
+pub fn error_chain(code: i64, domain: &str, text: &str) -> Value {
     Value::Array(vec![Value::Dictionary(d(vec![
         ("ErrorCode", code.into()),
         ("ErrorDomain", domain.into()),
@@ -129,7 +129,19 @@ fn security_info() -> Dictionary {
     )])
 }
 
-fn profile_entry(identifier: &str, uuid: &str, name: &str) -> Value {
+fn profile_entry(identifier: &str, uuid: &str, name: &str, encrypted: bool, payloads: &[Dictionary]) -> Value {
+    let content = payloads
+        .iter()
+        .map(|p| {
+            let mut item = Dictionary::new();
+            for k in ["PayloadType", "PayloadVersion", "PayloadIdentifier", "PayloadUUID", "PayloadDisplayName"] {
+                if let Some(v) = p.get(k) {
+                    item.insert(k.into(), v.clone());
+                }
+            }
+            Value::Dictionary(item)
+        })
+        .collect();
     Value::Dictionary(d(vec![
         ("PayloadIdentifier", identifier.into()),
         ("PayloadUUID", uuid.into()),
@@ -138,9 +150,9 @@ fn profile_entry(identifier: &str, uuid: &str, name: &str) -> Value {
         ("PayloadOrganization", "mdmd".into()),
         ("PayloadRemovalDisallowed", false.into()),
         ("HasRemovalPasscode", false.into()),
-        ("IsEncrypted", false.into()),
+        ("IsEncrypted", encrypted.into()),
         ("IsManaged", true.into()),
-        ("PayloadContent", Value::Array(Vec::new())),
+        ("PayloadContent", Value::Array(content)),
     ]))
 }
 
@@ -177,15 +189,20 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         "DeviceInformation" => device_information(dev, cmd),
         "SecurityInfo" => security_info(),
         "ProfileList" => {
-            let mut list = vec![profile_entry(
-                "com.mdmd.enrollment",
-                "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11",
-                "MDM enrollment",
-            )];
-            list.extend(dev.profiles.iter().map(|(id, (uuid, name))| profile_entry(id, uuid, name)));
+            let mut list = Vec::new();
+            if let Some(p) = &dev.profile {
+                list.push(profile_entry(&p.identifier, "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11", "Device management", false, &[]));
+            }
+            list.extend(
+                dev.profiles
+                    .iter()
+                    .map(|(id, p)| profile_entry(id, &p.uuid, &p.display_name, p.encrypted, &p.payloads)),
+            );
             d(vec![("ProfileList", Value::Array(list))])
         }
         "InstallProfile" => {
+            // Without the network (see `SimDevice::install_profile` for the
+            // full path with SCEP): verify, decrypt and record.
             let payload = match c.get("Payload") {
                 Some(Value::Data(b)) => b.clone(),
                 _ => {
@@ -195,15 +212,31 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     ))
                 }
             };
-            match crate::profiles::peek(&payload) {
-                Some((id, uuid, name)) => {
-                    dev.profiles.insert(id, (uuid, name));
+            let trust = dev.profile.as_ref().map(|p| p.ca.clone());
+            match super::pki::open_profile(&payload, trust.as_ref(), dev.identity.as_ref()) {
+                Ok((top, encrypted)) => {
+                    let s = |k: &str| top.get(k).and_then(Value::as_string).unwrap_or_default().to_owned();
+                    let payloads = top
+                        .get("PayloadContent")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|p| p.as_dictionary().cloned()).collect())
+                        .unwrap_or_default();
+                    dev.profiles.insert(
+                        s("PayloadIdentifier"),
+                        super::InstalledProfile {
+                            uuid: s("PayloadUUID"),
+                            display_name: s("PayloadDisplayName"),
+                            encrypted,
+                            payloads,
+                            identities: Vec::new(),
+                        },
+                    );
                     Dictionary::new()
                 }
-                None => {
+                Err(e) => {
                     return Err((
                         Status::Error,
-                        error_chain(1000, "MCProfileErrorDomain", "The profile could not be read."),
+                        error_chain(1000, "MCProfileErrorDomain", &format!("The profile could not be installed: {e:#}")),
                     ))
                 }
             }
@@ -228,6 +261,13 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     ("Data", Value::Data(i.cert.to_der().unwrap_or_default())),
                 ])));
             }
+            for (_, i) in dev.profiles.values().flat_map(|p| p.identities.iter()) {
+                list.push(Value::Dictionary(d(vec![
+                    ("CommonName", cn(&i.cert).into()),
+                    ("IsIdentity", true.into()),
+                    ("Data", Value::Data(i.cert.to_der().unwrap_or_default())),
+                ])));
+            }
             if let Some(p) = &dev.profile {
                 list.push(Value::Dictionary(d(vec![
                     ("CommonName", cn(&p.ca).into()),
@@ -238,22 +278,100 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             d(vec![("CertificateList", Value::Array(list))])
         }
         "InstalledApplicationList" => d(vec![("InstalledApplicationList", apps())]),
-        "ManagedApplicationList" => d(vec![(
-            "ManagedApplicationList",
-            Value::Dictionary(d(vec![(
-                "com.cisco.anyconnect",
-                Value::Dictionary(d(vec![
-                    ("Status", "Managed".into()),
-                    ("ManagementFlags", 1.into()),
-                    ("HasConfiguration", false.into()),
-                    ("HasFeedback", false.into()),
-                    ("IsValidated", true.into()),
-                    ("UnusedRedemptionCode", "".into()),
-                    ("ExternalVersionIdentifier", 862_512_042.into()),
-                ])),
-            )])),
+        "ManagedApplicationList" => {
+            let wanted: Option<Vec<&str>> = c
+                .get("Identifiers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_string).collect());
+            let mut list = Dictionary::new();
+            for (id, config) in &dev.apps {
+                if wanted.as_ref().is_some_and(|w| !w.contains(&id.as_str())) {
+                    continue;
+                }
+                list.insert(
+                    id.clone(),
+                    Value::Dictionary(d(vec![
+                        ("Status", "Managed".into()),
+                        ("ManagementFlags", 1.into()),
+                        ("HasConfiguration", config.is_some().into()),
+                        ("HasFeedback", false.into()),
+                        ("IsValidated", true.into()),
+                        ("UnusedRedemptionCode", "".into()),
+                        ("ExternalVersionIdentifier", 862_512_042.into()),
+                    ])),
+                );
+            }
+            d(vec![("ManagedApplicationList", Value::Dictionary(list))])
+        }
+        "ManagedApplicationConfiguration" => {
+            let ids: Vec<String> = c
+                .get("Identifiers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_string).map(str::to_owned).collect())
+                .unwrap_or_default();
+            let items = ids
+                .iter()
+                .filter_map(|id| {
+                    let config = dev.apps.get(id)?.clone()?;
+                    Some(Value::Dictionary(d(vec![
+                        ("Identifier", id.clone().into()),
+                        ("Configuration", Value::Dictionary(config)),
+                    ])))
+                })
+                .collect();
+            d(vec![("ApplicationConfigurations", Value::Array(items))])
+        }
+        "InstallProvisioningProfile" => {
+            let data = c.get("ProvisioningProfile").and_then(Value::as_data).unwrap_or_default();
+            let parsed = crate::profiles::signed_content(data)
+                .and_then(|b| plist::from_bytes::<Dictionary>(&b).ok())
+                .and_then(|p| {
+                    let uuid = p.get("UUID")?.as_string()?.to_owned();
+                    let name = p.get("Name").and_then(Value::as_string).unwrap_or_default().to_owned();
+                    Some((uuid, name, p.get("ExpirationDate").and_then(Value::as_date)))
+                });
+            match parsed {
+                Some((uuid, name, exp)) => {
+                    dev.provisioning.insert(uuid, (name, exp));
+                    Dictionary::new()
+                }
+                None => {
+                    return Err((
+                        Status::Error,
+                        error_chain(
+                            1000,
+                            "MCProvisioningProfileErrorDomain",
+                            "The provisioning profile is not valid.",
+                        ),
+                    ))
+                }
+            }
+        }
+        "RemoveProvisioningProfile" => {
+            let uuid = c.get("UUID").and_then(Value::as_string).unwrap_or("");
+            if dev.provisioning.remove(uuid).is_none() {
+                return Err((
+                    Status::Error,
+                    error_chain(1003, "MCProvisioningProfileErrorDomain", "The provisioning profile is not installed."),
+                ));
+            }
+            Dictionary::new()
+        }
+        "ProvisioningProfileList" => d(vec![(
+            "ProvisioningProfileList",
+            Value::Array(
+                dev.provisioning
+                    .iter()
+                    .map(|(uuid, (name, exp))| {
+                        let mut item = d(vec![("UUID", uuid.clone().into()), ("Name", name.clone().into())]);
+                        if let Some(e) = exp {
+                            item.insert("ExpiryDate".into(), Value::Date(*e));
+                        }
+                        Value::Dictionary(item)
+                    })
+                    .collect(),
+            ),
         )]),
-        "ProvisioningProfileList" => d(vec![("ProvisioningProfileList", Value::Array(Vec::new()))]),
         "Restrictions" => d(vec![
             ("ProfileRestrictions", Value::Dictionary(Dictionary::new())),
             (
@@ -274,12 +392,31 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             }
         }
         "InstallApplication" => {
-            let id = c
-                .get("Identifier")
-                .and_then(Value::as_string)
-                .unwrap_or("com.example.app")
-                .to_owned();
+            // By bundle id, App Store id or manifest URL (a store id stands for its app).
+            let id = match (c.get("Identifier"), c.get("iTunesStoreID"), c.get("ManifestURL")) {
+                (Some(Value::String(id)), _, _) => id.clone(),
+                (_, Some(Value::Integer(n)), _) => format!("store.{n}"),
+                (_, _, Some(Value::String(u))) => format!("manifest.{}", u.rsplit('/').next().unwrap_or("app")),
+                _ => {
+                    return Err((
+                        Status::Error,
+                        error_chain(12021, "MCMDMErrorDomain", "No app to install."),
+                    ))
+                }
+            };
+            let config = c.get("Configuration").and_then(Value::as_dictionary).cloned();
+            dev.apps.insert(id.clone(), config);
             d(vec![("Identifier", id.into()), ("State", "Queued".into())])
+        }
+        "RemoveApplication" => {
+            let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
+            if dev.apps.remove(id).is_none() {
+                return Err((
+                    Status::Error,
+                    error_chain(12029, "MCMDMErrorDomain", "The app is not managed."),
+                ));
+            }
+            Dictionary::new()
         }
         "ClearPasscode" => {
             if c.get("UnlockToken").and_then(Value::as_data) != Some(dev.unlock_token.as_slice()) {
@@ -303,22 +440,23 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             let results = items
                 .iter()
                 .map(|i| {
-                    let item = i
-                        .as_dictionary()
-                        .and_then(|x| x.get("Item"))
-                        .and_then(Value::as_string)
-                        .unwrap_or("");
+                    let x = i.as_dictionary();
+                    let item = x.and_then(|x| x.get("Item")).and_then(Value::as_string).unwrap_or("");
+                    if item == "ApplicationConfiguration" {
+                        let id = x.and_then(|x| x.get("Identifier")).and_then(Value::as_string).unwrap_or("");
+                        let config = x.and_then(|x| x.get("Configuration")).and_then(Value::as_dictionary).cloned();
+                        if let Some(slot) = dev.apps.get_mut(id) {
+                            *slot = config;
+                        }
+                    }
                     Value::Dictionary(d(vec![("Item", item.into()), ("Status", "Acknowledged".into())]))
                 })
                 .collect();
             d(vec![("Settings", Value::Array(results))])
         }
-        "RemoveApplication"
-        | "DeviceConfigured"
+        "DeviceConfigured"
         | "RestartDevice"
         | "ShutDownDevice"
-        | "InstallProvisioningProfile"
-        | "RemoveProvisioningProfile"
         | "EnableLostMode"
         | "DisableLostMode"
         | "PlayLostModeSound"

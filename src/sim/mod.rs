@@ -28,8 +28,12 @@ pub struct SimDevice {
     pub product_name: String,
     /// Request types this device answers with NotNow (e.g. while "locked").
     pub not_now: HashSet<String>,
-    /// Profiles installed through InstallProfile: identifier -> (uuid, display name).
-    pub profiles: BTreeMap<String, (String, String)>,
+    /// Profiles installed through InstallProfile, by PayloadIdentifier.
+    pub profiles: BTreeMap<String, InstalledProfile>,
+    /// Provisioning profiles: UUID -> (name, expiry).
+    pub provisioning: BTreeMap<String, (String, Option<plist::Date>)>,
+    /// Managed apps: bundle id -> managed app configuration.
+    pub apps: BTreeMap<String, Option<plist::Dictionary>>,
     /// Set when an EraseDevice was acknowledged: the device goes quiet.
     pub erased: bool,
     /// The SCEP-issued identity that signs every message (`Mdm-Signature`).
@@ -42,6 +46,17 @@ pub struct SimDevice {
     pub server_url: String,
     base: String,
     client: reqwest::Client,
+}
+
+/// A configuration profile as the device holds it (decrypted).
+#[derive(Clone)]
+pub struct InstalledProfile {
+    pub uuid: String,
+    pub display_name: String,
+    pub encrypted: bool,
+    pub payloads: Vec<plist::Dictionary>,
+    /// Identities its SCEP payloads obtained: (payload UUID, identity).
+    pub identities: Vec<(String, pki::SimIdentity)>,
 }
 
 /// What one connect session did.
@@ -130,6 +145,8 @@ impl SimDevice {
             product_name: "iPhone16,1".into(),
             not_now: HashSet::new(),
             profiles: BTreeMap::new(),
+            provisioning: BTreeMap::new(),
+            apps: BTreeMap::new(),
             erased: false,
             identity: None,
             profile: None,
@@ -169,7 +186,7 @@ impl SimDevice {
     /// Re-install the enrollment profile (identity renewal): new SCEP identity,
     /// then Authenticate and TokenUpdate with it, as iOS does.
     pub async fn reinstall_profile(&mut self, profile_der: &[u8]) -> anyhow::Result<()> {
-        let p = pki::read_profile(profile_der)?;
+        let p = pki::read_profile_as(profile_der, self.identity.as_ref())?;
         if p.topic != self.topic || p.server_url != self.server_url {
             bail!("MDM payload changed: refused");
         }
@@ -315,12 +332,11 @@ impl SimDevice {
             if handled.len() > 10_000 {
                 bail!("server keeps sending commands (loop?)");
             }
-            // Our own enrollment profile coming back is an identity renewal:
-            // the device re-runs SCEP, Authenticate and TokenUpdate while installing it.
-            if let Some(payload) = self.renewal_payload(&cmd) {
-                self.reinstall_profile(&payload).await?;
-            }
-            let (status, r) = self.answer(&cmd);
+            let (status, r) = if cmd.request_type == "InstallProfile" && !self.not_now.contains("InstallProfile") {
+                self.install_profile(&cmd).await?
+            } else {
+                self.answer(&cmd)
+            };
             handled.push(Handled {
                 command_uuid: cmd.uuid.clone(),
                 request_type: cmd.request_type.clone(),
@@ -336,13 +352,93 @@ impl SimDevice {
         Ok(handled)
     }
 
-    fn renewal_payload(&self, cmd: &Command) -> Option<Vec<u8>> {
-        if cmd.request_type != "InstallProfile" || self.not_now.contains("InstallProfile") {
-            return None;
+    /// InstallProfile as iOS does it: the signature must chain to the CA the
+    /// device trusts, encrypted payloads must decrypt with its own key, SCEP
+    /// payloads run SCEP for an identity; our own enrollment profile coming
+    /// back is an identity renewal (SCEP, Authenticate, TokenUpdate again).
+    pub async fn install_profile(&mut self, cmd: &Command) -> anyhow::Result<(Status, plist::Dictionary)> {
+        let mut d = self.dict(vec![("CommandUUID", cmd.uuid.clone().into())]);
+        let result = self.try_install(cmd).await;
+        let status = match result {
+            Ok(()) => Status::Acknowledged,
+            Err((status, chain)) => {
+                d.insert("ErrorChain".into(), chain);
+                status
+            }
+        };
+        d.insert("Status".into(), status.as_str().into());
+        Ok((status, d))
+    }
+
+    async fn try_install(&mut self, cmd: &Command) -> Result<(), (Status, plist::Value)> {
+        let Some(data) = cmd.command.get("Payload").and_then(plist::Value::as_data) else {
+            return Err((Status::CommandFormatError, answers::error_chain(12021, "MCMDMErrorDomain", "Payload missing")));
+        };
+        let fail = |code: i64, text: String| (Status::Error, answers::error_chain(code, "MCProfileErrorDomain", &text));
+        let trust = self.profile.as_ref().map(|p| p.ca.clone());
+        let (top, encrypted) = pki::open_profile(data, trust.as_ref(), self.identity.as_ref())
+            .map_err(|e| fail(1000, format!("The profile could not be installed: {e:#}")))?;
+        let ident = top.get("PayloadIdentifier").and_then(plist::Value::as_string).unwrap_or_default().to_owned();
+        if Some(&ident) == self.profile.as_ref().map(|p| &p.identifier) {
+            let der = data.to_vec();
+            return self
+                .reinstall_profile(&der)
+                .await
+                .map_err(|e| fail(1001, format!("Identity renewal failed: {e:#}")));
         }
-        let data = cmd.command.get("Payload")?.as_data()?;
-        let p = pki::read_profile(data).ok()?;
-        (Some(&p.identifier) == self.profile.as_ref().map(|x| &x.identifier)).then(|| data.to_vec())
+        let payloads: Vec<plist::Dictionary> = top
+            .get("PayloadContent")
+            .and_then(plist::Value::as_array)
+            .map(|a| a.iter().filter_map(|p| p.as_dictionary().cloned()).collect())
+            .unwrap_or_default();
+        let mut identities = Vec::new();
+        for p in &payloads {
+            if p.get("PayloadType").and_then(plist::Value::as_string) != Some("com.apple.security.scep") {
+                continue;
+            }
+            let uuid = p.get("PayloadUUID").and_then(plist::Value::as_string).unwrap_or_default().to_owned();
+            let sc = p.get("PayloadContent").and_then(plist::Value::as_dictionary);
+            let s = |k: &str| sc.and_then(|d| d.get(k)).and_then(plist::Value::as_string).map(str::to_owned);
+            let url = s("URL").ok_or_else(|| fail(1002, "SCEP payload without URL".into()))?;
+            let mut subject = Vec::new();
+            if let Some(rdns) = sc.and_then(|d| d.get("Subject")).and_then(plist::Value::as_array) {
+                for pair in rdns.iter().filter_map(|r| r.as_array()).flatten().filter_map(|p| p.as_array()) {
+                    if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
+                        subject.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+            }
+            // A fresh key for every identity, as iOS generates one per SCEP payload.
+            let bits = sc.and_then(|d| d.get("Keysize")).and_then(plist::Value::as_unsigned_integer).unwrap_or(2048).max(2048) as u32;
+            let key = openssl::rsa::Rsa::generate(bits)
+                .and_then(openssl::pkey::PKey::from_rsa)
+                .map_err(|e| fail(1002, format!("key generation: {e}")))?;
+            let got = pki::scep_enroll(&self.client, &url, trust.as_ref(), key, &subject, s("Challenge").as_deref(), None)
+                .await
+                .map_err(|e| fail(1002, format!("SCEP: {e:#}")))?
+                .map_err(|e| fail(1002, format!("The SCEP server refused the request: {e}")))?;
+            identities.push((uuid, got));
+        }
+        self.profiles.insert(
+            ident,
+            InstalledProfile {
+                uuid: top.get("PayloadUUID").and_then(plist::Value::as_string).unwrap_or_default().to_owned(),
+                display_name: top
+                    .get("PayloadDisplayName")
+                    .and_then(plist::Value::as_string)
+                    .unwrap_or_default()
+                    .to_owned(),
+                encrypted,
+                payloads,
+                identities,
+            },
+        );
+        Ok(())
+    }
+
+    /// The user removes a profile in Settings (no message to the server).
+    pub fn user_removes_profile(&mut self, identifier: &str) -> bool {
+        self.profiles.remove(identifier).is_some()
     }
 
     /// The report a device sends for a command.

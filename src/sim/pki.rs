@@ -200,12 +200,69 @@ pub async fn scep_enroll(
     }
 }
 
+/// Open a signed profile as a device does: the signature must verify and
+/// chain to `trust` (None: to the CA the profile itself installs, as for the
+/// enrollment profile); EncryptedPayloadContent is decrypted with the
+/// device's identity. Returns the outer dictionary with PayloadContent in
+/// place, and whether it was encrypted.
+pub fn open_profile(der: &[u8], trust: Option<&X509>, identity: Option<&SimIdentity>) -> anyhow::Result<(plist::Dictionary, bool)> {
+    let content = crate::profiles::signed_content(der).context("the profile is not CMS-signed")?;
+    let v = plist::Value::from_reader(std::io::Cursor::new(&content))?;
+    let mut top = v.into_dictionary().context("profile is not a dictionary")?;
+    let encrypted = top.contains_key("EncryptedPayloadContent");
+    if let Some(enc) = top.remove("EncryptedPayloadContent") {
+        let enc = enc.as_data().context("EncryptedPayloadContent is not data")?;
+        let id = identity.context("the profile is encrypted and this device has no identity")?;
+        let cms = openssl::cms::CmsContentInfo::from_der(enc).context("EncryptedPayloadContent is not CMS")?;
+        let plain = cms
+            .decrypt(&id.key, &id.cert)
+            .context("EncryptedPayloadContent does not decrypt with this device's key")?;
+        let inner = plist::Value::from_reader(std::io::Cursor::new(&plain)).context("decrypted content is not a plist")?;
+        if inner.as_array().is_none() {
+            bail!("decrypted content is not the PayloadContent array");
+        }
+        top.insert("PayloadContent".into(), inner);
+    }
+    let ca = match trust {
+        Some(c) => c.clone(),
+        None => {
+            let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
+            let root = payloads
+                .iter()
+                .filter_map(|p| p.as_dictionary())
+                .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some("com.apple.security.root"))
+                .context("no root certificate payload")?;
+            X509::from_der(
+                root.get("PayloadContent")
+                    .and_then(|c| c.as_data())
+                    .context("root payload without data")?,
+            )?
+        }
+    };
+    // The signature must verify and chain to the trusted CA.
+    let p7 = Pkcs7::from_der(der)?;
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    store.add_cert(ca)?;
+    store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+    let store = store.build();
+    let mut out = Vec::new();
+    let no_certs: Stack<X509> = Stack::new()?;
+    p7.verify(&no_certs, &store, None, Some(&mut out), Pkcs7Flags::BINARY)
+        .context("profile signature does not verify against its CA")?;
+    Ok((top, encrypted))
+}
+
 /// Verify a downloaded enrollment profile (CMS-signed, chain to the CA it
 /// carries) and read what the device needs from it.
 pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
-    let content = crate::profiles::signed_content(der).context("the profile is not CMS-signed")?;
-    let v = plist::Value::from_reader(std::io::Cursor::new(&content))?;
-    let top = v.as_dictionary().context("profile is not a dictionary")?;
+    read_profile_as(der, None)
+}
+
+/// `read_profile` for a device that already has an identity (the renewal
+/// profile is encrypted to it).
+pub fn read_profile_as(der: &[u8], identity: Option<&SimIdentity>) -> anyhow::Result<EnrollmentProfile> {
+    let (top, _) = open_profile(der, None, identity)?;
+    let top = &top;
     let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
     let by_type = |t: &str| {
         payloads
@@ -219,16 +276,6 @@ pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
             .and_then(|c| c.as_data())
             .context("root payload without data")?,
     )?;
-    // The signature must verify and chain to the CA the profile installs.
-    let p7 = Pkcs7::from_der(der)?;
-    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
-    store.add_cert(ca.clone())?;
-    store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
-    let store = store.build();
-    let mut out = Vec::new();
-    let no_certs: Stack<X509> = Stack::new()?;
-    p7.verify(&no_certs, &store, None, Some(&mut out), Pkcs7Flags::BINARY)
-        .context("profile signature does not verify against its CA")?;
     let scep = by_type("com.apple.security.scep").context("no SCEP payload")?;
     let scep_uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default();
     let sc = scep

@@ -60,8 +60,18 @@ pub trait CheckinStore: Send + Sync {
     async fn token_update(&self, id: &str, parent: &str, update: TokenUpdateRecord) -> Result<Option<bool>>;
     /// Mark the enrollment (and its user channels) checked out. Returns false if unknown.
     async fn checkout(&self, id: &str, now: i64) -> Result<bool>;
-    /// Escrow (or with `None` delete) the bootstrap token. Returns false if unknown.
-    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool>;
+    /// Escrow (or with `None` delete) the bootstrap token (already sealed). Returns false if unknown.
+    async fn set_bootstrap_token(&self, id: &str, sealed: Option<String>, now: i64) -> Result<bool>;
+    /// Merge facts a device reported (DeviceInformation). Returns false if unknown.
+    async fn update_info(&self, id: &str, info: DeviceInfo) -> Result<bool>;
+    /// Set (or with an empty value remove) admin attributes. Returns the result, or None if unknown.
+    async fn set_attributes(
+        &self,
+        id: &str,
+        attrs: std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>>;
+    /// Replace sealed tokens where they still hold the old value. Returns how many changed.
+    async fn reseal_tokens(&self, updates: Vec<Reseal>) -> Result<u64>;
     /// Record a check-in that changes nothing else (last check-in time).
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()>;
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>>;
@@ -73,7 +83,12 @@ pub trait CheckinStore: Send + Sync {
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     /// Store one command and queue it for every known target, in one transaction.
+    /// A command with a profile tag supersedes a still-pending command of the
+    /// same profile on each target and records the profile as pending there.
     async fn enqueue(&self, cmd: CommandRecord, targets: Vec<String>) -> Result<EnqueueOutcome>;
+    /// Store per-device commands (each for its one target) and the single-use
+    /// secrets they carry, all in one transaction, with the same profile rules.
+    async fn enqueue_each(&self, items: Vec<(CommandRecord, String)>, secrets: Vec<(SecretKind, String, OneTimeSecret)>) -> Result<EnqueueOutcome>;
     /// The first pending command; with `skip_not_now`, commands that got NotNow are skipped.
     async fn next_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>;
     /// Apply a device's report and return the next command (NotNow'ed ones skipped), in one transaction.
@@ -99,6 +114,27 @@ pub trait PkiStore: Send + Sync {
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
 }
 
+/// Profile templates and the state of each profile on each enrollment.
+/// (State changes from command results happen inside `QueueStore::report`,
+/// in the same transaction as the result.)
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    /// Store (or replace) a template by identifier; returns the previous one.
+    async fn put_template(&self, t: ProfileTemplate) -> Result<Option<ProfileTemplate>>;
+    async fn template(&self, identifier: &str) -> Result<Option<ProfileTemplate>>;
+    async fn templates(&self) -> Result<Vec<ProfileTemplate>>;
+    /// Returns false if no such template.
+    async fn delete_template(&self, identifier: &str) -> Result<bool>;
+    /// Every profile mdmd tracks on one enrollment.
+    async fn device_profiles(&self, enrollment: &str) -> Result<Vec<DeviceProfile>>;
+    /// Every enrollment a profile is tracked on.
+    async fn profile_devices(&self, identifier: &str) -> Result<Vec<DeviceProfile>>;
+    /// Apply a device's ProfileList (the identifiers it has installed):
+    /// installed profiles it no longer has become Missing, missing ones it has
+    /// again become Installed. Returns how many changed.
+    async fn reconcile_profiles(&self, enrollment: &str, installed: Vec<String>, now: i64) -> Result<u64>;
+}
+
 /// Everything mdmd needs from storage.
-pub trait Store: CheckinStore + QueueStore + PkiStore {}
-impl<T: CheckinStore + QueueStore + PkiStore> Store for T {}
+pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore {}
+impl<T: CheckinStore + QueueStore + PkiStore + ProfileStore> Store for T {}

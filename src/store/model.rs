@@ -24,6 +24,22 @@ pub struct DeviceInfo {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bluetooth_mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+}
+
+impl DeviceInfo {
+    /// Take every fact `newer` has, keep the rest.
+    pub fn merge(&mut self, newer: DeviceInfo) {
+        macro_rules! take {
+            ($($f:ident),*) => {$( if newer.$f.is_some() { self.$f = newer.$f; } )*};
+        }
+        take!(serial_number, product_name, os_version, build_version, imei, meid, device_name, model, model_name, wifi_mac, bluetooth_mac, phone_number);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,11 +70,16 @@ pub struct Enrollment {
     pub info: DeviceInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushInfo>,
-    /// Base64 of the UnlockToken (device channel, for ClearPasscode).
+    /// The UnlockToken (device channel, for ClearPasscode), sealed by
+    /// `pki::secrets` (legacy records: plain base64, resealed at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlock_token: Option<String>,
+    /// The escrowed bootstrap token, sealed like `unlock_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_token: Option<String>,
+    /// Admin-set attributes (USERNAME, EMAIL, …) used by profile variables.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// TokenUpdate received and not checked out: may be pushed to.
     pub active: bool,
     #[serde(default)]
@@ -106,6 +127,95 @@ pub struct CommandRecord {
     /// Queue position, the same for every target.
     #[serde(default)]
     pub seq: u64,
+    /// Set on InstallProfile/RemoveProfile commands: the profile whose state
+    /// on each target this command changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileTag>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProfileAction {
+    Install,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileTag {
+    /// The profile's PayloadIdentifier.
+    pub identifier: String,
+    pub action: ProfileAction,
+    /// The template version (SHA-256) being installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A profile template uploaded by an admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileTemplate {
+    pub identifier: String,
+    pub uuid: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub payload_types: Vec<String>,
+    #[serde(default)]
+    pub variables: Vec<String>,
+    /// The template as XML (unsigned, variables unfilled).
+    #[serde(with = "b64")]
+    pub xml: Vec<u8>,
+    pub sha256: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// "api" or the file it was loaded from.
+    pub source: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Where a profile stands on one enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileState {
+    /// InstallProfile queued.
+    Pending,
+    Installed,
+    /// The device refused InstallProfile (see error_chain).
+    Failed,
+    /// RemoveProfile queued.
+    RemovePending,
+    Removed,
+    RemoveFailed,
+    /// We installed it, but the device's ProfileList no longer shows it (the user removed it).
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    /// Filled from the key on read.
+    #[serde(default, skip_serializing)]
+    pub enrollment: String,
+    /// Filled from the key on read.
+    #[serde(default, skip_serializing)]
+    pub identifier: String,
+    pub state: ProfileState,
+    /// The last InstallProfile/RemoveProfile for this profile on this enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_uuid: Option<String>,
+    /// Template version of that command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_chain: Vec<ErrorChainItem>,
+}
+
+/// Replace sealed tokens (key rotation, legacy records), only where the
+/// stored value is still `old`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reseal {
+    pub id: String,
+    pub unlock_token: Option<(String, String)>,
+    pub bootstrap_token: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +234,8 @@ pub enum DeliveryStatus {
     CommandFormatError,
     /// Removed from the queue by an admin or by re-enrollment.
     Cleared,
+    /// Replaced by a newer InstallProfile/RemoveProfile of the same profile before delivery.
+    Superseded,
 }
 
 impl DeliveryStatus {
@@ -166,9 +278,10 @@ pub struct ReportRecord {
     pub now: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
-    Finished,
+    /// The command (of this RequestType) finished.
+    Finished { request_type: String },
     NotNowRecorded,
     /// Unknown, another enrollment's, or already finished: nothing changed.
     NotPending,
@@ -229,6 +342,13 @@ pub struct IssuedCert {
     pub enrollment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// What it is for: `None` for an MDM identity; otherwise e.g.
+    /// `profile:<identifier>/<payload identifier>` (Wi-Fi, VPN … identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The certificate (DER), to encrypt profiles to its device.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    pub der: Option<Vec<u8>>,
 }
 
 /// A single-use secret: a SCEP challenge or an enrollment invitation.
@@ -240,6 +360,9 @@ pub struct OneTimeSecret {
     pub purpose: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_at: Option<i64>,
+    /// The enrollment it was made for (challenges in per-device profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

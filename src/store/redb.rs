@@ -34,6 +34,12 @@ const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("certs");
 const CERT_SERIALS: TableDefinition<&str, &str> = TableDefinition::new("cert_serials");
 /// (kind, sha256 of the secret) -> OneTimeSecret (JSON).
 const SECRETS: TableDefinition<(u8, &str), &[u8]> = TableDefinition::new("secrets");
+/// identifier -> ProfileTemplate (JSON).
+const TEMPLATES: TableDefinition<&str, &[u8]> = TableDefinition::new("templates");
+/// (enrollment, profile identifier) -> DeviceProfile (JSON).
+const DEVICE_PROFILES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("device_profiles");
+/// (profile identifier, enrollment) -> (): the index by profile.
+const PROFILE_DEVICES: TableDefinition<(&str, &str), ()> = TableDefinition::new("profile_devices");
 
 const MAX_BATCH: usize = 512;
 
@@ -59,6 +65,9 @@ impl RedbStore {
             txn.open_table(CERTS)?;
             txn.open_table(CERT_SERIALS)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(TEMPLATES)?;
+            txn.open_table(DEVICE_PROFILES)?;
+            txn.open_table(PROFILE_DEVICES)?;
             txn.commit()?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -252,6 +261,128 @@ fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
     Ok(n)
 }
 
+
+/// Split targets into known enrollments and unknown ids.
+fn split_known(txn: &WriteTransaction, targets: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
+    let enrollments = txn.open_table(ENROLLMENTS)?;
+    let mut known = Vec::with_capacity(targets.len());
+    let mut unknown = Vec::new();
+    for t in targets {
+        if enrollments.get(t.as_str())?.is_some() {
+            known.push(t);
+        } else {
+            unknown.push(t);
+        }
+    }
+    Ok((known, unknown))
+}
+
+/// The tables one enqueue writes, opened once per transaction.
+struct QueueTables<'t> {
+    meta: ::redb::Table<'t, &'static str, u64>,
+    commands: ::redb::Table<'t, &'static str, &'static [u8]>,
+    queue: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    history: ::redb::Table<'t, (&'static str, u64), &'static str>,
+    deliveries: ::redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    device_profiles: ::redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    profile_devices: ::redb::Table<'t, (&'static str, &'static str), ()>,
+}
+
+impl<'t> QueueTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(QueueTables {
+            meta: txn.open_table(META)?,
+            commands: txn.open_table(COMMANDS)?,
+            queue: txn.open_table(QUEUE)?,
+            history: txn.open_table(HISTORY)?,
+            deliveries: txn.open_table(DELIVERIES)?,
+            device_profiles: txn.open_table(DEVICE_PROFILES)?,
+            profile_devices: txn.open_table(PROFILE_DEVICES)?,
+        })
+    }
+
+    fn next_seq(&mut self) -> Result<u64> {
+        let seq = self.meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
+        self.meta.insert("seq", seq)?;
+        Ok(seq)
+    }
+
+    /// Queue a stored command for one known enrollment.
+    fn queue_one(&mut self, rec: &CommandRecord, id: &str) -> Result<()> {
+        if let Some(tag) = &rec.profile {
+            self.track_profile(rec, tag, id)?;
+        }
+        self.queue.insert((id, rec.seq), queue_value(false, &rec.uuid).as_slice())?;
+        self.history.insert((id, rec.seq), rec.uuid.as_str())?;
+        // Empty: pending as enqueued (see `delivery_from`).
+        self.deliveries.insert((rec.uuid.as_str(), id), &[][..])?;
+        Ok(())
+    }
+
+    /// A newer command for a profile supersedes the pending one, and the
+    /// profile is pending (install or removal) on the enrollment.
+    fn track_profile(&mut self, rec: &CommandRecord, tag: &ProfileTag, id: &str) -> Result<()> {
+        let key = (id, tag.identifier.as_str());
+        let old: Option<DeviceProfile> = dec_opt(self.device_profiles.get(key)?)?;
+        if let Some(old_uuid) = old.as_ref().and_then(|o| o.command_uuid.clone()) {
+            let pending = {
+                match self.deliveries.get((old_uuid.as_str(), id))? {
+                    Some(v) => {
+                        let cmd = load_command(&self.commands, &old_uuid)?;
+                        Some(delivery_from(v.value(), cmd.as_ref())?).filter(|d| d.status.is_pending())
+                    }
+                    None => None,
+                }
+            };
+            if let Some(mut d) = pending {
+                self.queue.remove((id, d.seq))?;
+                d.status = DeliveryStatus::Superseded;
+                d.updated_at = rec.created_at;
+                self.deliveries.insert((old_uuid.as_str(), id), enc(&d)?.as_slice())?;
+            }
+        }
+        let state = match tag.action {
+            ProfileAction::Install => ProfileState::Pending,
+            ProfileAction::Remove => ProfileState::RemovePending,
+        };
+        let dp = DeviceProfile {
+            enrollment: String::new(),
+            identifier: String::new(),
+            state,
+            command_uuid: Some(rec.uuid.clone()),
+            sha256: tag.sha256.clone().or_else(|| old.and_then(|o| o.sha256)),
+            updated_at: rec.created_at,
+            error_chain: Vec::new(),
+        };
+        self.device_profiles.insert(key, enc(&dp)?.as_slice())?;
+        self.profile_devices.insert((tag.identifier.as_str(), id), ())?;
+        Ok(())
+    }
+}
+
+/// A profile command finished: record the profile's new state, unless a
+/// newer command for the profile was queued since.
+fn profile_result(txn: &WriteTransaction, id: &str, tag: &ProfileTag, uuid: &str, d: &Delivery) -> Result<()> {
+    let mut t = txn.open_table(DEVICE_PROFILES)?;
+    let key = (id, tag.identifier.as_str());
+    let cur: Option<DeviceProfile> = dec_opt(t.get(key)?)?;
+    let Some(mut dp) = cur else { return Ok(()) };
+    if dp.command_uuid.as_deref() != Some(uuid) {
+        return Ok(());
+    }
+    let ok = d.status == DeliveryStatus::Acknowledged;
+    dp.state = match (tag.action, ok) {
+        (ProfileAction::Install, true) => ProfileState::Installed,
+        (ProfileAction::Install, false) => ProfileState::Failed,
+        (ProfileAction::Remove, true) => ProfileState::Removed,
+        (ProfileAction::Remove, false) => ProfileState::RemoveFailed,
+    };
+    dp.error_chain = d.error_chain.clone();
+    dp.updated_at = d.updated_at;
+    t.insert(key, enc(&dp)?.as_slice())?;
+    Ok(())
+}
+
 fn get_enrollment(txn: &WriteTransaction, id: &str) -> Result<Option<Enrollment>> {
     let t = txn.open_table(ENROLLMENTS)?;
     let r = dec_opt(t.get(id)?)?;
@@ -350,6 +481,7 @@ impl CheckinStore for RedbStore {
                         push: None,
                         unlock_token: None,
                         bootstrap_token: None,
+                        attributes: Default::default(),
                         active: false,
                         awaiting_configuration: false,
                         cert_hash: dev.cert_hash.clone(),
@@ -420,18 +552,81 @@ impl CheckinStore for RedbStore {
         .await
     }
 
-    async fn set_bootstrap_token(&self, id: &str, token: Option<Vec<u8>>, now: i64) -> Result<bool> {
-        use base64::Engine as _;
+    async fn set_bootstrap_token(&self, id: &str, sealed: Option<String>, now: i64) -> Result<bool> {
         let id = id.to_owned();
         self.write(move |txn| {
             let Some(mut e) = get_enrollment(txn, &id)? else {
                 return Ok(false);
             };
-            e.bootstrap_token = token.map(|t| base64::engine::general_purpose::STANDARD.encode(t));
+            e.bootstrap_token = sealed;
             e.last_checkin_at = now;
             e.last_seen_at = now;
             put_enrollment(txn, &e)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn update_info(&self, id: &str, info: DeviceInfo) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let Some(mut e) = get_enrollment(txn, &id)? else {
+                return Ok(false);
+            };
+            e.info.merge(info);
+            put_enrollment(txn, &e)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_attributes(
+        &self,
+        id: &str,
+        attrs: std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let Some(mut e) = get_enrollment(txn, &id)? else {
+                return Ok(None);
+            };
+            for (k, v) in attrs {
+                if v.is_empty() {
+                    e.attributes.remove(&k);
+                } else {
+                    e.attributes.insert(k, v);
+                }
+            }
+            put_enrollment(txn, &e)?;
+            Ok(Some(e.attributes))
+        })
+        .await
+    }
+
+    async fn reseal_tokens(&self, updates: Vec<Reseal>) -> Result<u64> {
+        self.write(move |txn| {
+            let mut n = 0;
+            for u in updates {
+                let Some(mut e) = get_enrollment(txn, &u.id)? else { continue };
+                let mut changed = false;
+                if let Some((old, new)) = u.unlock_token {
+                    if e.unlock_token.as_deref() == Some(old.as_str()) {
+                        e.unlock_token = Some(new);
+                        changed = true;
+                    }
+                }
+                if let Some((old, new)) = u.bootstrap_token {
+                    if e.bootstrap_token.as_deref() == Some(old.as_str()) {
+                        e.bootstrap_token = Some(new);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    put_enrollment(txn, &e)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
         .await
     }
@@ -484,38 +679,50 @@ impl QueueStore for RedbStore {
         targets.sort_unstable();
         targets.dedup();
         self.write(move |txn| {
-            let enrollments = txn.open_table(ENROLLMENTS)?;
-            let mut known = Vec::with_capacity(targets.len());
-            let mut unknown = Vec::new();
-            for t in &targets {
-                if enrollments.get(t.as_str())?.is_some() {
-                    known.push(t.as_str());
-                } else {
-                    unknown.push(t.clone());
-                }
-            }
-            drop(enrollments);
-            let mut meta = txn.open_table(META)?;
-            let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
-            meta.insert("seq", seq)?;
+            let (known, unknown) = split_known(txn, targets)?;
+            let mut t = QueueTables::open(txn)?;
             let mut rec = cmd;
             rec.targets = known.len() as u64;
-            rec.seq = seq;
-            txn.open_table(COMMANDS)?.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut history = txn.open_table(HISTORY)?;
-            let mut deliveries = txn.open_table(DELIVERIES)?;
-            let qv = queue_value(false, &rec.uuid);
+            rec.seq = t.next_seq()?;
+            t.commands.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
             for id in &known {
-                queue.insert((*id, seq), qv.as_slice())?;
-                history.insert((*id, seq), rec.uuid.as_str())?;
-                // Empty: pending as enqueued (see `delivery_from`).
-                deliveries.insert((rec.uuid.as_str(), *id), &[][..])?;
+                t.queue_one(&rec, id)?;
             }
             Ok(EnqueueOutcome {
                 queued: known.len() as u64,
                 unknown,
             })
+        })
+        .await
+    }
+
+    async fn enqueue_each(&self, items: Vec<(CommandRecord, String)>, secrets: Vec<(SecretKind, String, OneTimeSecret)>) -> Result<EnqueueOutcome> {
+        let mut items = items;
+        items.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        self.write(move |txn| {
+            let (known, unknown) = split_known(txn, items.iter().map(|(_, t)| t.clone()).collect())?;
+            let known: std::collections::HashSet<String> = known.into_iter().collect();
+            {
+                let mut st = txn.open_table(SECRETS)?;
+                for (kind, hash, rec) in &secrets {
+                    if rec.enrollment.as_ref().is_none_or(|e| known.contains(e)) {
+                        st.insert((*kind as u8, hash.as_str()), enc(rec)?.as_slice())?;
+                    }
+                }
+            }
+            let mut t = QueueTables::open(txn)?;
+            let mut queued = 0;
+            for (mut rec, target) in items {
+                if !known.contains(&target) {
+                    continue;
+                }
+                rec.targets = 1;
+                rec.seq = t.next_seq()?;
+                t.commands.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
+                t.queue_one(&rec, &target)?;
+                queued += 1;
+            }
+            Ok(EnqueueOutcome { queued, unknown })
         })
         .await
     }
@@ -532,16 +739,18 @@ impl QueueStore for RedbStore {
         let id = id.to_owned();
         self.write(move |txn| {
             let mut deliveries = txn.open_table(DELIVERIES)?;
-            let current: Option<Delivery> = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
+            let commands = txn.open_table(COMMANDS)?;
+            let mut queue = txn.open_table(QUEUE)?;
+            let current = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
                 Some(v) => {
-                    let cmd = load_command(&txn.open_table(COMMANDS)?, &r.command_uuid)?;
-                    Some(delivery_from(v.value(), cmd.as_ref())?)
+                    let cmd = load_command(&commands, &r.command_uuid)?;
+                    let d = delivery_from(v.value(), cmd.as_ref())?;
+                    Some((d, cmd))
                 }
                 None => None,
             };
             let outcome = match current {
-                Some(mut d) if d.status.is_pending() => {
-                    let mut queue = txn.open_table(QUEUE)?;
+                Some((mut d, cmd)) if d.status.is_pending() => {
                     d.updated_at = r.now;
                     if r.status == DeliveryStatus::NotNow {
                         d.status = DeliveryStatus::NotNow;
@@ -555,14 +764,16 @@ impl QueueStore for RedbStore {
                         d.result = Some(r.raw);
                         queue.remove((id.as_str(), d.seq))?;
                         deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
-                        ReportOutcome::Finished
+                        if let Some(tag) = cmd.as_ref().and_then(|c| c.profile.as_ref()) {
+                            profile_result(txn, &id, tag, &r.command_uuid, &d)?;
+                        }
+                        ReportOutcome::Finished {
+                            request_type: cmd.map(|c| c.request_type).unwrap_or_default(),
+                        }
                     }
                 }
                 _ => ReportOutcome::NotPending,
             };
-            drop(deliveries);
-            let queue = txn.open_table(QUEUE)?;
-            let commands = txn.open_table(COMMANDS)?;
             let next = first_pending(&queue, &commands, &id, true)?;
             Ok((outcome, next))
         })
@@ -713,6 +924,123 @@ impl PkiStore for RedbStore {
                     Consumed::Ok(s)
                 }
             })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ProfileStore for RedbStore {
+    async fn put_template(&self, t: ProfileTemplate) -> Result<Option<ProfileTemplate>> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(TEMPLATES)?;
+            let old: Option<ProfileTemplate> = dec_opt(table.get(t.identifier.as_str())?)?;
+            let t = ProfileTemplate {
+                created_at: old.as_ref().map_or(t.created_at, |o| o.created_at),
+                ..t
+            };
+            table.insert(t.identifier.as_str(), enc(&t)?.as_slice())?;
+            Ok(old)
+        })
+        .await
+    }
+
+    async fn template(&self, identifier: &str) -> Result<Option<ProfileTemplate>> {
+        self.read(|txn| {
+            let t = txn.open_table(TEMPLATES)?;
+            let r = dec_opt(t.get(identifier)?)?;
+            Ok(r)
+        })
+    }
+
+    async fn templates(&self) -> Result<Vec<ProfileTemplate>> {
+        self.read(|txn| {
+            let t = txn.open_table(TEMPLATES)?;
+            let mut out = Vec::new();
+            for item in t.range::<&str>(..)? {
+                let (_, v) = item?;
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn delete_template(&self, identifier: &str) -> Result<bool> {
+        let identifier = identifier.to_owned();
+        self.write(move |txn| Ok(txn.open_table(TEMPLATES)?.remove(identifier.as_str())?.is_some()))
+            .await
+    }
+
+    async fn device_profiles(&self, enrollment: &str) -> Result<Vec<DeviceProfile>> {
+        self.read(|txn| {
+            let t = txn.open_table(DEVICE_PROFILES)?;
+            let mut out = Vec::new();
+            for item in t.range((enrollment, "")..)? {
+                let (k, v) = item?;
+                let (e, ident) = k.value();
+                if e != enrollment {
+                    break;
+                }
+                let mut dp: DeviceProfile = dec(v.value())?;
+                dp.enrollment = e.to_owned();
+                dp.identifier = ident.to_owned();
+                out.push(dp);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn profile_devices(&self, identifier: &str) -> Result<Vec<DeviceProfile>> {
+        self.read(|txn| {
+            let index = txn.open_table(PROFILE_DEVICES)?;
+            let t = txn.open_table(DEVICE_PROFILES)?;
+            let mut out = Vec::new();
+            for item in index.range((identifier, "")..)? {
+                let (k, _) = item?;
+                let (ident, e) = k.value();
+                if ident != identifier {
+                    break;
+                }
+                if let Some(v) = t.get((e, ident))? {
+                    let mut dp: DeviceProfile = dec(v.value())?;
+                    dp.enrollment = e.to_owned();
+                    dp.identifier = ident.to_owned();
+                    out.push(dp);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn reconcile_profiles(&self, enrollment: &str, installed: Vec<String>, now: i64) -> Result<u64> {
+        let enrollment = enrollment.to_owned();
+        self.write(move |txn| {
+            let mut t = txn.open_table(DEVICE_PROFILES)?;
+            let current: Vec<(String, DeviceProfile)> = t
+                .range((enrollment.as_str(), "")..)?
+                .map(|r| r.map(|(k, v)| (k.value().0.to_owned(), k.value().1.to_owned(), v.value().to_vec())))
+                .take_while(|r| r.as_ref().map_or(true, |(e, _, _)| e == &enrollment))
+                .map(|r| -> Result<(String, DeviceProfile)> {
+                    let (_, ident, v) = r?;
+                    Ok((ident, dec(&v)?))
+                })
+                .collect::<Result<_>>()?;
+            let mut n = 0;
+            for (ident, mut dp) in current {
+                let has = installed.contains(&ident);
+                let state = match (dp.state, has) {
+                    (ProfileState::Installed, false) => ProfileState::Missing,
+                    (ProfileState::Missing, true) | (ProfileState::Removed, true) => ProfileState::Installed,
+                    (s, _) => s,
+                };
+                if state != dp.state {
+                    dp.state = state;
+                    dp.updated_at = now;
+                    t.insert((enrollment.as_str(), ident.as_str()), enc(&dp)?.as_slice())?;
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
         .await
     }

@@ -1,0 +1,293 @@
+//! Validation of configuration profiles against Apple's schemas (the table
+//! `tools/gen_schema.py` generates from the device-management YAML): the
+//! outer keys, every payload's keys, types, required keys, allowed values and
+//! ranges, unique PayloadUUIDs, and certificate references that resolve
+//! inside the profile. Every problem is reported with its key path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use plist::{Dictionary, Value};
+
+use super::vars;
+use crate::protocol::schema::{Findings, Schema};
+
+/// Payload types that provide an identity (certificate with private key).
+pub const IDENTITY_TYPES: &[&str] = &[
+    "com.apple.security.scep",
+    "com.apple.security.pkcs12",
+    "com.apple.security.acme",
+    "com.apple.ADCertificate.managed",
+];
+
+/// Payload types that provide a certificate (trust anchors).
+pub const CERTIFICATE_TYPES: &[&str] = &[
+    "com.apple.security.root",
+    "com.apple.security.pkcs1",
+    "com.apple.security.pem",
+    "com.apple.security.pkcs12",
+];
+
+/// Keys whose value names another payload's PayloadUUID: (key, wants an identity).
+const REFERENCES: &[(&str, bool)] = &[
+    ("PayloadCertificateUUID", true),
+    ("IdentityCertificateUUID", true),
+    ("SMIMESigningCertificateUUID", true),
+    ("SMIMEEncryptionCertificateUUID", true),
+    ("PayloadCertificateAnchorUUID", false),
+    ("ServerURLPinningCertificateUUIDs", false),
+    ("CheckInURLPinningCertificateUUIDs", false),
+];
+
+/// Validate a profile's outer dictionary. `Findings::errors` empty means it
+/// may be installed; warnings are worth showing the admin.
+pub fn validate(top: &Dictionary) -> Findings {
+    let schema = Schema::get();
+    let mut f = Findings::default();
+    f.check_dict(&schema.profile_top, top, "", &["PayloadContent"]);
+    if top.contains_key("EncryptedPayloadContent") {
+        f.error(
+            "EncryptedPayloadContent",
+            "upload the template unencrypted: mdmd encrypts each copy to its device",
+        );
+    }
+    let items = match top.get("PayloadContent") {
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(other) => {
+            f.error(
+                "PayloadContent",
+                format!("expected array, got {}", crate::protocol::schema::plist_kind(other)),
+            );
+            &[]
+        }
+        None => {
+            f.error("PayloadContent", "is required");
+            &[]
+        }
+    };
+    let mut uuids: BTreeMap<String, (String, String)> = BTreeMap::new(); // uuid -> (path, type)
+    if let Some(Value::String(u)) = top.get("PayloadUUID") {
+        uuids.insert(u.clone(), ("PayloadUUID".into(), "Configuration".into()));
+    }
+    let mut types_seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("PayloadContent[{i}]");
+        let Some(d) = item.as_dictionary() else {
+            f.error(&path, "expected dictionary (a payload)");
+            continue;
+        };
+        let ty = match d.get("PayloadType") {
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => {
+                f.error(&format!("{path}.PayloadType"), "expected string");
+                continue;
+            }
+            None => {
+                f.error(&format!("{path}.PayloadType"), "is required");
+                continue;
+            }
+        };
+        *types_seen.entry(ty.clone()).or_default() += 1;
+        match schema.payload(&ty) {
+            Some(ps) => {
+                // The common keys and the payload's own, in one pass (some
+                // payload files repeat common keys: the common spec wins).
+                let common = &schema.profile_common;
+                let mut specs = common.clone();
+                specs.extend(ps.keys.iter().filter(|k| !common.iter().any(|c| c.name == k.name)).cloned());
+                f.check_dict(&specs, d, &path, &[]);
+                if !ps.ios {
+                    f.warn(&format!("{path}.PayloadType"), format!("{ty} is not supported on iOS"));
+                }
+                if ps.ios && !ps.multiple && types_seen[&ty] == 2 {
+                    f.error(&format!("{path}.PayloadType"), format!("only one {ty} payload is allowed"));
+                }
+            }
+            None => {
+                // Only the common keys can be checked.
+                let common: Vec<&str> = schema.profile_common.iter().map(|k| k.name.as_str()).collect();
+                let other: Vec<&str> = d.keys().map(String::as_str).filter(|k| !common.contains(k)).collect();
+                f.check_dict(&schema.profile_common, d, &path, &other);
+                f.warn(
+                    &format!("{path}.PayloadType"),
+                    format!("unknown payload type {ty:?} (not in Apple's schema): accepted as is"),
+                );
+            }
+        }
+        if let Some(Value::String(u)) = d.get("PayloadUUID") {
+            if let Some((other, _)) = uuids.get(u) {
+                f.error(&format!("{path}.PayloadUUID"), format!("{u} is also the PayloadUUID of {other}"));
+            } else {
+                uuids.insert(u.clone(), (format!("{path}"), ty.clone()));
+            }
+        }
+        check_scep_challenge(&mut f, &ty, item, &path);
+    }
+    // References, after every UUID is known.
+    for (i, item) in items.iter().enumerate() {
+        let mut refs = Vec::new();
+        collect_refs(item, &format!("PayloadContent[{i}]"), &mut refs);
+        for (path, uuid, identity) in refs {
+            if uuid.contains('$') {
+                continue;
+            }
+            match uuids.get(&uuid) {
+                None => f.error(&path, format!("{uuid} is not the PayloadUUID of any payload in this profile")),
+                Some((_, ty)) => {
+                    let ok = if identity {
+                        IDENTITY_TYPES.contains(&ty.as_str())
+                    } else {
+                        CERTIFICATE_TYPES.contains(&ty.as_str())
+                    };
+                    if !ok {
+                        let want = if identity { "an identity payload (SCEP, PKCS#12, ACME)" } else { "a certificate payload" };
+                        f.error(&path, format!("{uuid} is a {ty} payload, expected {want}"));
+                    }
+                }
+            }
+        }
+    }
+    let mut used = BTreeSet::new();
+    vars::used(&Value::Dictionary(top.clone()), &mut used);
+    if used.contains("SCEP_CHALLENGE") && !types_seen.contains_key("com.apple.security.scep") {
+        f.error("PayloadContent", "$SCEP_CHALLENGE is used but the profile has no SCEP payload");
+    }
+    f
+}
+
+/// `$SCEP_CHALLENGE` belongs in a SCEP payload's `PayloadContent.Challenge` only.
+fn check_scep_challenge(f: &mut Findings, ty: &str, item: &Value, path: &str) {
+    let mut found = Vec::new();
+    find_var(item, path, "SCEP_CHALLENGE", &mut found);
+    for p in found {
+        let allowed = ty == "com.apple.security.scep" && p == format!("{path}.PayloadContent.Challenge");
+        if !allowed {
+            f.error(&p, "$SCEP_CHALLENGE may only be the Challenge of a SCEP payload");
+        }
+    }
+}
+
+fn find_var(v: &Value, path: &str, name: &str, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if vars::in_str(s).iter().any(|n| n == name) => out.push(path.to_owned()),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| find_var(x, &format!("{path}[{i}]"), name, out)),
+        Value::Dictionary(d) => d.iter().for_each(|(k, x)| find_var(x, &format!("{path}.{k}"), name, out)),
+        _ => {}
+    }
+}
+
+/// Every (path, referenced uuid, wants identity) below a payload.
+fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {
+    let Value::Dictionary(d) = v else {
+        if let Value::Array(a) = v {
+            for (i, x) in a.iter().enumerate() {
+                collect_refs(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        return;
+    };
+    for (k, x) in d {
+        let p = format!("{path}.{k}");
+        match REFERENCES.iter().find(|(name, _)| name == k) {
+            Some((_, identity)) => match x {
+                Value::String(u) => out.push((p, u.clone(), *identity)),
+                Value::Array(a) => {
+                    for (i, u) in a.iter().enumerate() {
+                        if let Value::String(u) = u {
+                            out.push((format!("{p}[{i}]"), u.clone(), *identity));
+                        }
+                    }
+                }
+                _ => {}
+            },
+            None => collect_refs(x, &p, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Dictionary {
+        plist::from_bytes(xml.as_bytes()).unwrap()
+    }
+
+    fn wrap(payloads: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
+<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
+<key>PayloadIdentifier</key><string>com.example.p</string><key>PayloadUUID</key><string>TOP</string>
+<key>PayloadContent</key><array>{payloads}</array></dict></plist>"#
+        )
+    }
+
+    fn payload(ty: &str, uuid: &str, extra: &str) -> String {
+        format!(
+            "<dict><key>PayloadType</key><string>{ty}</string><key>PayloadVersion</key><integer>1</integer>\
+<key>PayloadIdentifier</key><string>com.example.p.{uuid}</string><key>PayloadUUID</key><string>{uuid}</string>{extra}</dict>"
+        )
+    }
+
+    #[test]
+    fn a_good_profile_passes() {
+        let p = wrap(&payload(
+            "com.apple.mobiledevice.passwordpolicy",
+            "A",
+            "<key>minLength</key><integer>6</integer><key>forcePIN</key><true/>",
+        ));
+        let f = validate(&parse(&p));
+        assert!(f.is_ok(), "{f:?}");
+        assert!(f.warnings.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let p = wrap(&[
+            payload(
+                "com.apple.mobiledevice.passwordpolicy",
+                "A",
+                "<key>minLength</key><string>six</string><key>maxFailedAttempts</key><integer>50</integer>",
+            ),
+            payload("com.apple.webClip.managed", "A", "<key>Label</key><string>x</string>"),
+            payload(
+                "com.apple.wifi.managed",
+                "W",
+                "<key>SSID_STR</key><string>corp</string><key>EncryptionType</key><string>WPA9</string>\
+<key>PayloadCertificateUUID</key><string>NOPE</string>",
+            ),
+            payload("com.example.future", "F", ""),
+        ]
+        .concat());
+        let f = validate(&parse(&p));
+        let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
+        let has = |s: &str| errs.iter().any(|e| e.contains(s));
+        assert!(has("PayloadContent[0].minLength: expected integer, got string"), "{errs:#?}");
+        assert!(has("PayloadContent[0].maxFailedAttempts: value 50 is outside"), "{errs:#?}");
+        assert!(has("PayloadContent[1].URL: is required"), "{errs:#?}");
+        assert!(has("PayloadContent[1].PayloadUUID: A is also the PayloadUUID of PayloadContent[0]"), "{errs:#?}");
+        assert!(has("PayloadContent[2].EncryptionType: value \"WPA9\""), "{errs:#?}");
+        assert!(has("PayloadContent[2].PayloadCertificateUUID: NOPE is not the PayloadUUID"), "{errs:#?}");
+        assert!(f.warnings.iter().any(|w| w.path == "PayloadContent[3].PayloadType"), "{f:?}");
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn references_must_point_at_the_right_kind_and_challenge_only_in_scep() {
+        let p = wrap(&[
+            payload("com.apple.webClip.managed", "C", "<key>URL</key><string>https://x</string><key>Label</key><string>$SCEP_CHALLENGE</string>"),
+            payload(
+                "com.apple.wifi.managed",
+                "W",
+                "<key>SSID_STR</key><string>corp</string><key>PayloadCertificateUUID</key><string>C</string>",
+            ),
+        ]
+        .concat());
+        let f = validate(&parse(&p));
+        let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
+        assert!(errs.iter().any(|e| e.contains("PayloadCertificateUUID: C is a com.apple.webClip.managed payload")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.contains("PayloadContent[0].Label: $SCEP_CHALLENGE may only be")), "{errs:#?}");
+    }
+}

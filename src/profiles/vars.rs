@@ -1,0 +1,191 @@
+//! Per-device variables in profile templates and managed app configurations.
+//!
+//! A string value may use `$NAME` or `${NAME}` for any name in [`VARIABLES`];
+//! other `$` text is left alone (passwords may contain dollars). Values are
+//! substituted inside parsed plist strings, never in the XML text, so a value
+//! can never change the document's structure. A variable with no value for a
+//! device is an error for that device: it is never replaced by "".
+
+use std::collections::BTreeSet;
+
+use plist::Value;
+
+/// The variables, with what they are filled from.
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("UDID", "the device's UDID"),
+    ("SERIAL_NUMBER", "serial number (Authenticate or DeviceInformation)"),
+    ("DEVICE_NAME", "device name (Authenticate or DeviceInformation)"),
+    ("PRODUCT_NAME", "product name, e.g. iPhone16,1"),
+    ("MODEL", "model, e.g. MTLT3LL/A"),
+    ("OS_VERSION", "OS version"),
+    ("IMEI", "IMEI (cellular devices)"),
+    ("MEID", "MEID (CDMA devices)"),
+    ("WIFI_MAC", "Wi-Fi MAC address (DeviceInformation WiFiMAC)"),
+    ("BLUETOOTH_MAC", "Bluetooth MAC address (DeviceInformation BluetoothMAC)"),
+    ("PHONE_NUMBER", "phone number (DeviceInformation PhoneNumber)"),
+    ("ENROLLMENT_ID", "the enrollment id mdmd uses for the channel (UDID, or UDID:user)"),
+    ("USERNAME", "the device's assigned user (admin-set attribute), else the user channel's short name"),
+    ("EMAIL", "the device's assigned user's email (admin-set attribute)"),
+    ("SCEP_CHALLENGE", "a fresh single-use SCEP challenge for this device and payload (SCEP payloads only)"),
+    ("SCEP_URL", "this server's SCEP URL"),
+    ("SERVER_URL", "this server's public URL"),
+];
+
+pub fn is_variable(name: &str) -> bool {
+    VARIABLES.iter().any(|(n, _)| *n == name)
+}
+
+/// One variable reference found in a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ref {
+    start: usize,
+    end: usize,
+    name: String,
+}
+
+fn name_char(c: u8) -> bool {
+    c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_'
+}
+
+fn refs(s: &str) -> Vec<Ref> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'{') {
+            if let Some(close) = s[i + 2..].find('}') {
+                let name = &s[i + 2..i + 2 + close];
+                if is_variable(name) {
+                    out.push(Ref {
+                        start: i,
+                        end: i + 3 + close,
+                        name: name.to_owned(),
+                    });
+                    i += 3 + close;
+                    continue;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && name_char(b[j]) {
+            j += 1;
+        }
+        let name = &s[i + 1..j];
+        if is_variable(name) {
+            out.push(Ref {
+                start: i,
+                end: j,
+                name: name.to_owned(),
+            });
+        }
+        i = j.max(i + 1);
+    }
+    out
+}
+
+/// The variables a string uses.
+pub fn in_str(s: &str) -> Vec<String> {
+    refs(s).into_iter().map(|r| r.name).collect()
+}
+
+/// Every variable used anywhere in a plist value (strings and dictionary values).
+pub fn used(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::String(s) => out.extend(in_str(s)),
+        Value::Array(a) => a.iter().for_each(|x| used(x, out)),
+        Value::Dictionary(d) => d.values().for_each(|x| used(x, out)),
+        _ => {}
+    }
+}
+
+/// A variable that has no value for this device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("${name} (at {path}) has no value for this device")]
+pub struct Missing {
+    pub name: String,
+    pub path: String,
+}
+
+/// Replace every variable in the strings of `v`; `lookup(name, path)` gives
+/// a value or `None` (then the whole substitution fails).
+pub fn fill(v: &mut Value, path: &str, lookup: &mut dyn FnMut(&str, &str) -> Option<String>) -> Result<(), Missing> {
+    match v {
+        Value::String(s) => {
+            let rs = refs(s);
+            if rs.is_empty() {
+                return Ok(());
+            }
+            let mut out = String::with_capacity(s.len());
+            let mut at = 0;
+            for r in rs {
+                out.push_str(&s[at..r.start]);
+                match lookup(&r.name, path) {
+                    Some(val) => out.push_str(&val),
+                    None => {
+                        return Err(Missing {
+                            name: r.name,
+                            path: path.to_owned(),
+                        })
+                    }
+                }
+                at = r.end;
+            }
+            out.push_str(&s[at..]);
+            *s = out;
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                fill(x, &format!("{path}[{i}]"), lookup)?;
+            }
+        }
+        Value::Dictionary(d) => {
+            for (k, x) in d.iter_mut() {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                fill(x, &p, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_known_names_only() {
+        assert_eq!(in_str("user-$UDID@corp"), vec!["UDID"]);
+        assert_eq!(in_str("${SERIAL_NUMBER}x$EMAIL"), vec!["SERIAL_NUMBER", "EMAIL"]);
+        assert!(in_str("pa$$word $HOME ${NOPE} $").is_empty());
+        // A longer unknown name is not a shorter known one.
+        assert!(in_str("$UDIDS").is_empty());
+    }
+
+    #[test]
+    fn fills_or_names_what_is_missing() {
+        let mut v = Value::Dictionary(
+            [("A".to_owned(), Value::String("cn=$UDID, ${DEVICE_NAME}!".into()))]
+                .into_iter()
+                .collect(),
+        );
+        let mut look = |n: &str, _: &str| match n {
+            "UDID" => Some("U1".to_owned()),
+            "DEVICE_NAME" => Some("Ann's $UDID".to_owned()),
+            _ => None,
+        };
+        fill(&mut v, "", &mut look).unwrap();
+        // A value is not expanded again.
+        assert_eq!(v.as_dictionary().unwrap()["A"], Value::String("cn=U1, Ann's $UDID!".into()));
+        let mut w = Value::Array(vec![Value::String("$EMAIL".into())]);
+        let e = fill(&mut w, "P", &mut look).unwrap_err();
+        assert_eq!(e.name, "EMAIL");
+        assert_eq!(e.path, "P[0]");
+    }
+}

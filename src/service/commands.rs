@@ -1,0 +1,540 @@
+//! Queueing commands for admins: validation against Apple's schemas, and
+//! commands that differ per device. A command that is the same for every
+//! target is stored once and queued to all (`QueueStore::enqueue`). A command
+//! that uses `$VARIABLES`, a ClearPasscode without an UnlockToken (filled from
+//! the escrowed one), and every InstallProfile (filled, encrypted to the
+//! device, signed) is built per device and queued with
+//! `QueueStore::enqueue_each`, together with any single-use SCEP challenges
+//! it carries, in one transaction. A target whose copy cannot be built (a
+//! variable without a value, no identity certificate to encrypt to) gets a
+//! clear error and nothing is queued for it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openssl::x509::X509;
+use plist::{Dictionary, Value};
+use serde::Serialize;
+
+use super::enroll::sha256_hex;
+use super::{now, Mdm, ServiceError};
+use crate::pki::Pki;
+use crate::profiles::{self, vars, Template, TemplateError};
+use crate::protocol::schema::{Problem, Schema};
+use crate::protocol::Command;
+use crate::store::{
+    CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind,
+};
+
+/// How long a SCEP challenge inside a queued profile stays valid: the
+/// device may be away for a while before it installs the profile.
+pub const PROFILE_CHALLENGE_TTL: i64 = 30 * 86_400;
+
+#[derive(Debug, Clone)]
+pub struct CommanderConfig {
+    pub public_url: String,
+    /// Encrypt every profile's payloads to its device (EncryptedPayloadContent).
+    pub encrypt_profiles: bool,
+}
+
+pub struct Commander {
+    pub mdm: Arc<Mdm>,
+    pki: Arc<Pki>,
+    pub cfg: CommanderConfig,
+}
+
+/// A command as an admin sends it.
+pub enum CommandInput {
+    /// JSON (data as base64, dates as RFC 3339), converted by the schema.
+    Json(serde_json::Value),
+    /// A plist dictionary `{RequestType, …}`, checked against the schema.
+    Plist(Dictionary),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failed {
+    pub target: String,
+    pub error: String,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Default, Serialize)]
+pub struct Batch {
+    /// The command, when one command serves every target; with per-device
+    /// commands, the first target's.
+    pub command_uuid: Option<String>,
+    /// Per-device commands: target -> command uuid.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, String>,
+    pub queued: u64,
+    pub unknown_targets: Vec<String>,
+    /// Targets whose copy could not be built; nothing was queued for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Failed>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<crate::store::StoreError> for CommandError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CommandError::Service(e.into())
+    }
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> CommandError {
+    CommandError::Invalid(vec![Problem {
+        path: path.into(),
+        message: message.into(),
+    }])
+}
+
+/// How each target's copy is made.
+enum PerDevice {
+    /// Fill the variables of a command (and the UnlockToken when asked).
+    Fill { command: Dictionary, unlock_token: bool },
+    /// Render a profile: fill, encrypt, sign, wrap in InstallProfile.
+    Profile {
+        template: Dictionary,
+        identifier: String,
+        /// PayloadIdentifier of each payload, by index (for challenge purposes).
+        payload_ids: Vec<String>,
+    },
+}
+
+/// One target's built command and the secrets it carries.
+type Built = (CommandRecord, Vec<(SecretKind, String, OneTimeSecret)>);
+
+/// The value of a variable for an enrollment (None: no value; never "").
+pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String> {
+    let i = &e.info;
+    let v = match name {
+        "UDID" => e.udid.clone(),
+        "SERIAL_NUMBER" => i.serial_number.clone(),
+        "DEVICE_NAME" => i.device_name.clone(),
+        "PRODUCT_NAME" => i.product_name.clone(),
+        "MODEL" => i.model.clone(),
+        "OS_VERSION" => i.os_version.clone(),
+        "IMEI" => i.imei.clone(),
+        "MEID" => i.meid.clone(),
+        "WIFI_MAC" => i.wifi_mac.clone(),
+        "BLUETOOTH_MAC" => i.bluetooth_mac.clone(),
+        "PHONE_NUMBER" => i.phone_number.clone(),
+        "ENROLLMENT_ID" => Some(e.id.clone()),
+        "USERNAME" => e.attributes.get("USERNAME").cloned().or_else(|| e.user_short_name.clone()),
+        "EMAIL" => e.attributes.get("EMAIL").cloned(),
+        "SCEP_URL" => Some(format!("{public_url}/scep")),
+        "SERVER_URL" => Some(public_url.to_owned()),
+        _ => None,
+    };
+    v.filter(|s| !s.trim().is_empty())
+}
+
+impl Commander {
+    pub fn new(mdm: Arc<Mdm>, pki: Arc<Pki>, cfg: CommanderConfig) -> Self {
+        Commander { mdm, pki, cfg }
+    }
+
+    /// Validate and queue a command for `targets`.
+    pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>) -> Result<Batch, CommandError> {
+        let (command, unlock_token) = self.validated(input)?;
+        let rt = command
+            .get("RequestType")
+            .and_then(Value::as_string)
+            .unwrap_or_default()
+            .to_owned();
+        match rt.as_str() {
+            "InstallProfile" => {
+                let payload = match command.get("Payload") {
+                    Some(Value::Data(d)) => d.clone(),
+                    _ => return Err(invalid("Payload", "is required (the .mobileconfig)")),
+                };
+                let t = Template::parse(&payload).map_err(template_error)?;
+                let dict = profiles::parse_stored(&t.xml).map_err(|e| invalid("Payload", e.to_string()))?;
+                let mut b = self.install(&t.identifier, Some(t.sha256.clone()), dict, targets).await?;
+                b.warnings = t.warnings;
+                Ok(b)
+            }
+            "RemoveProfile" => {
+                let id = command.get("Identifier").and_then(Value::as_string).unwrap_or_default().to_owned();
+                self.queue_same(command, targets, Some(remove_tag(&id))).await
+            }
+            _ => {
+                let mut used = std::collections::BTreeSet::new();
+                vars::used(&Value::Dictionary(command.clone()), &mut used);
+                if used.contains("SCEP_CHALLENGE") {
+                    return Err(invalid("", "$SCEP_CHALLENGE belongs in a profile's SCEP payload"));
+                }
+                if used.is_empty() && !unlock_token {
+                    self.queue_same(command, targets, None).await
+                } else {
+                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None).await
+                }
+            }
+        }
+    }
+
+    /// Queue InstallProfile of a stored template.
+    pub async fn install_template(&self, identifier: &str, targets: Vec<String>) -> Result<Batch, CommandError> {
+        let t = self
+            .mdm
+            .store
+            .template(identifier)
+            .await?
+            .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
+        let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
+        self.install(identifier, Some(t.sha256.clone()), dict, targets).await
+    }
+
+    /// Queue RemoveProfile of a profile identifier.
+    pub async fn remove_profile(&self, identifier: &str, targets: Vec<String>) -> Result<Batch, CommandError> {
+        let mut d = Dictionary::new();
+        d.insert("RequestType".into(), "RemoveProfile".into());
+        d.insert("Identifier".into(), identifier.into());
+        self.queue_same(d, targets, Some(remove_tag(identifier))).await
+    }
+
+    /// Store a template (validated); with `reinstall`, queue it again to every
+    /// enrollment that has it installed or pending when its content changed.
+    pub async fn upload(&self, bytes: &[u8], source: &str, reinstall: bool) -> Result<(ProfileTemplate, bool, Option<Batch>), CommandError> {
+        let t = Template::parse(bytes).map_err(template_error)?;
+        let rec = ProfileTemplate {
+            identifier: t.identifier.clone(),
+            uuid: t.uuid.clone(),
+            display_name: t.display_name.clone(),
+            payload_types: t.payload_types.clone(),
+            variables: t.variables.iter().cloned().collect(),
+            xml: t.xml.clone(),
+            sha256: t.sha256.clone(),
+            warnings: t.warnings.iter().map(|w| w.to_string()).collect(),
+            source: source.to_owned(),
+            created_at: now(),
+            updated_at: now(),
+        };
+        let old = self.mdm.store.put_template(rec.clone()).await?;
+        let changed = old.as_ref().is_none_or(|o| o.sha256 != rec.sha256);
+        tracing::info!(profile = %rec.identifier, changed, source, "profile template stored");
+        let mut batch = None;
+        if reinstall && changed && old.is_some() {
+            let targets: Vec<String> = self
+                .mdm
+                .store
+                .profile_devices(&rec.identifier)
+                .await?
+                .into_iter()
+                .filter(|d| matches!(d.state, ProfileState::Installed | ProfileState::Pending))
+                .map(|d| d.enrollment)
+                .collect();
+            if !targets.is_empty() {
+                batch = Some(self.install_template(&rec.identifier, targets).await?);
+            }
+        }
+        Ok((rec, changed, batch))
+    }
+
+    /// Load every `*.mobileconfig` in a folder as templates. Invalid files are
+    /// logged and skipped. Returns (loaded, skipped).
+    pub async fn load_dir(&self, dir: &std::path::Path) -> (usize, usize) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            tracing::debug!(dir = %dir.display(), "no profiles folder");
+            return (0, 0);
+        };
+        let mut files: Vec<_> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "mobileconfig"))
+            .collect();
+        files.sort();
+        let (mut ok, mut bad) = (0, 0);
+        for p in files {
+            let source = format!("file:{}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            let r = match std::fs::read(&p) {
+                Ok(bytes) => self.upload(&bytes, &source, false).await.map(drop),
+                Err(e) => Err(invalid("", e.to_string())),
+            };
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    bad += 1;
+                    tracing::error!(file = %p.display(), error = %e, "profile not loaded");
+                }
+            }
+        }
+        (ok, bad)
+    }
+
+    /// Schema-check an admin's command. Returns the plist command and whether
+    /// the UnlockToken is to be filled from escrow.
+    fn validated(&self, input: CommandInput) -> Result<(Dictionary, bool), CommandError> {
+        let schema = Schema::get();
+        match input {
+            CommandInput::Json(mut j) => {
+                let fill = j.get("RequestType").and_then(|v| v.as_str()) == Some("ClearPasscode")
+                    && j.get("UnlockToken").is_none_or(|v| v.is_null());
+                if fill {
+                    if let Some(o) = j.as_object_mut() {
+                        o.insert("UnlockToken".into(), serde_json::Value::String(String::new()));
+                    }
+                }
+                let d = schema.json_to_command(&j).map_err(|e| invalid(&e.path, e.problem))?;
+                Ok((d, fill))
+            }
+            CommandInput::Plist(mut d) => {
+                let fill = d.get("RequestType").and_then(Value::as_string) == Some("ClearPasscode")
+                    && !d.contains_key("UnlockToken");
+                if fill {
+                    d.insert("UnlockToken".into(), Value::Data(Vec::new()));
+                }
+                let f = schema.check_command_plist(&d);
+                // Unknown keys in a command are mistakes, not Apple's future.
+                let problems: Vec<Problem> = f.errors.into_iter().chain(f.warnings).collect();
+                if !problems.is_empty() {
+                    return Err(CommandError::Invalid(problems));
+                }
+                Ok((d, fill))
+            }
+        }
+    }
+
+    async fn queue_same(&self, command: Dictionary, targets: Vec<String>, tag: Option<ProfileTag>) -> Result<Batch, CommandError> {
+        let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
+        let rec = CommandRecord {
+            uuid: cmd.uuid.clone(),
+            request_type: cmd.request_type.clone(),
+            created_at: now(),
+            body: cmd.to_xml(),
+            targets: 0,
+            seq: 0,
+            profile: tag,
+        };
+        let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
+        let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
+        self.mdm
+            .wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
+        tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
+        Ok(Batch {
+            command_uuid: Some(cmd.uuid),
+            queued: out.queued,
+            unknown_targets: out.unknown,
+            ..Batch::default()
+        })
+    }
+
+    async fn install(&self, identifier: &str, sha256: Option<String>, template: Dictionary, targets: Vec<String>) -> Result<Batch, CommandError> {
+        let payload_ids = match template.get("PayloadContent") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|p| {
+                    p.as_dictionary()
+                        .and_then(|d| d.get("PayloadIdentifier"))
+                        .and_then(Value::as_string)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let tag = ProfileTag {
+            identifier: identifier.to_owned(),
+            action: ProfileAction::Install,
+            sha256,
+        };
+        let job = PerDevice::Profile {
+            template,
+            identifier: identifier.to_owned(),
+            payload_ids,
+        };
+        self.queue_each(job, targets, Some(tag)).await
+    }
+
+    async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>) -> Result<Batch, CommandError> {
+        let mut targets = targets;
+        targets.sort_unstable();
+        targets.dedup();
+        let need_cert = matches!(job, PerDevice::Profile { .. }) && self.cfg.encrypt_profiles;
+        let mut batch = Batch::default();
+        let mut ctx = Vec::with_capacity(targets.len());
+        for t in targets {
+            let Some(e) = self.mdm.store.enrollment(&t).await? else {
+                batch.unknown_targets.push(t);
+                continue;
+            };
+            let cert = if need_cert { self.identity_cert(&e).await? } else { None };
+            ctx.push((e, cert));
+        }
+        let job = Arc::new(job);
+        let me = Arc::new(Renderer {
+            pki: self.pki.clone(),
+            public_url: self.cfg.public_url.clone(),
+            encrypt: self.cfg.encrypt_profiles,
+            unlock: ctx
+                .iter()
+                .filter(|_| matches!(*job, PerDevice::Fill { unlock_token: true, .. }))
+                .map(|(e, _)| (e.id.clone(), self.mdm.unlock_token(e)))
+                .collect(),
+            tag,
+        });
+        let results = tokio::task::spawn_blocking(move || me.render_all(&job, ctx))
+            .await
+            .map_err(|e| ServiceError::Rejected(format!("rendering: {e}")))?;
+        let mut items = Vec::with_capacity(results.len());
+        let mut secrets = Vec::new();
+        for (target, r) in results {
+            match r {
+                Ok((rec, s)) => {
+                    batch.commands.insert(target.clone(), rec.uuid.clone());
+                    secrets.extend(s);
+                    items.push((rec, target));
+                }
+                Err(error) => batch.failed.push(Failed { target, error }),
+            }
+        }
+        if items.is_empty() {
+            return Ok(batch);
+        }
+        let woken: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
+        let request_type = items[0].0.request_type.clone();
+        let out = self.mdm.store.enqueue_each(items, secrets).await?;
+        batch.queued = out.queued;
+        for u in out.unknown {
+            // Unenrolled between the read and the write.
+            batch.commands.remove(&u);
+            batch.unknown_targets.push(u);
+        }
+        batch.command_uuid = batch.commands.values().next().cloned();
+        self.mdm.wake(woken);
+        tracing::info!(%request_type, queued = batch.queued, failed = batch.failed.len(), unknown = batch.unknown_targets.len(), "per-device commands queued");
+        Ok(batch)
+    }
+
+    /// The enrollment's identity certificate, to encrypt to.
+    async fn identity_cert(&self, e: &Enrollment) -> Result<Option<X509>, CommandError> {
+        let Some(h) = &e.cert_hash else { return Ok(None) };
+        let Some(c) = self.mdm.store.cert_by_hash(h).await? else { return Ok(None) };
+        Ok(c.der.and_then(|d| X509::from_der(&d).ok()))
+    }
+}
+
+fn remove_tag(identifier: &str) -> ProfileTag {
+    ProfileTag {
+        identifier: identifier.to_owned(),
+        action: ProfileAction::Remove,
+        sha256: None,
+    }
+}
+
+fn template_error(e: TemplateError) -> CommandError {
+    match e {
+        TemplateError::NotAProfile(m) => invalid("", m),
+        TemplateError::Invalid(f) => CommandError::Invalid(f.errors),
+    }
+}
+
+/// Builds per-device copies on the blocking pool, spread over the cores.
+struct Renderer {
+    pki: Arc<Pki>,
+    public_url: String,
+    encrypt: bool,
+    unlock: BTreeMap<String, Option<Vec<u8>>>,
+    tag: Option<ProfileTag>,
+}
+
+impl Renderer {
+    fn render_all(&self, job: &PerDevice, ctx: Vec<(Enrollment, Option<X509>)>) -> Vec<(String, Result<Built, String>)> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+        if ctx.len() < 16 || threads == 1 {
+            return ctx.iter().map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref()))).collect();
+        }
+        let chunk = ctx.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ctx
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref()))).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    fn render_one(&self, job: &PerDevice, e: &Enrollment, cert: Option<&X509>) -> Result<Built, String> {
+        let t = now();
+        let mut secrets = Vec::new();
+        let command = match job {
+            PerDevice::Fill { command, unlock_token } => {
+                let mut v = Value::Dictionary(command.clone());
+                vars::fill(&mut v, "", &mut |name, _| var_value(e, name, &self.public_url)).map_err(|m| m.to_string())?;
+                let Value::Dictionary(mut d) = v else { return Err("not a dictionary".into()) };
+                if *unlock_token {
+                    match self.unlock.get(&e.id).cloned().flatten() {
+                        Some(tok) => {
+                            d.insert("UnlockToken".into(), Value::Data(tok));
+                        }
+                        None => return Err("no UnlockToken escrowed for this device (it sends one in TokenUpdate once it has a passcode)".into()),
+                    }
+                }
+                d
+            }
+            PerDevice::Profile {
+                template,
+                identifier,
+                payload_ids,
+            } => {
+                if self.encrypt && cert.is_none() {
+                    return Err("no identity certificate on record to encrypt the profile to (re-enroll the device, or serve with --encrypt-profiles false)".into());
+                }
+                let mut lookup = |name: &str, path: &str| {
+                    if name == "SCEP_CHALLENGE" {
+                        let idx: Option<usize> = path
+                            .strip_prefix("PayloadContent[")
+                            .and_then(|r| r.split(']').next())
+                            .and_then(|n| n.parse().ok());
+                        let payload = idx.and_then(|i| payload_ids.get(i)).cloned().unwrap_or_default();
+                        let token = crate::pki::random_token(20);
+                        secrets.push((
+                            SecretKind::Challenge,
+                            sha256_hex(&token),
+                            OneTimeSecret {
+                                created_at: t,
+                                expires_at: t + PROFILE_CHALLENGE_TTL,
+                                purpose: format!("profile:{identifier}/{payload}"),
+                                used_at: None,
+                                enrollment: Some(e.id.clone()),
+                            },
+                        ));
+                        return Some(token);
+                    }
+                    var_value(e, name, &self.public_url)
+                };
+                let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
+                    .map_err(|err| err.to_string())?;
+                let mut d = Dictionary::new();
+                d.insert("RequestType".into(), "InstallProfile".into());
+                d.insert("Payload".into(), Value::Data(signed));
+                d
+            }
+        };
+        let cmd = Command::new(command).map_err(|e| e.to_string())?;
+        Ok((
+            CommandRecord {
+                uuid: cmd.uuid.clone(),
+                request_type: cmd.request_type.clone(),
+                created_at: t,
+                body: cmd.to_xml(),
+                targets: 1,
+                seq: 0,
+                profile: self.tag.clone(),
+            },
+            secrets,
+        ))
+    }
+}
