@@ -90,6 +90,20 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Configuration profile templates: add, list, show, remove, install on devices.
+    Profiles {
+        #[command(subcommand)]
+        what: ProfilesCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The keyring that seals escrowed device tokens at rest.
+    Secrets {
+        #[command(subcommand)]
+        what: SecretsCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Create a single-use enrollment invitation (URL and QR code).
     Invite {
         /// Seconds until the invitation expires.
@@ -133,6 +147,72 @@ enum DevicesCmd {
     Commands { id: String },
     /// Clear an enrollment's pending commands.
     Clear { id: String },
+    /// The profiles mdmd tracks on an enrollment (pending, installed, failed, removed, missing).
+    Profiles { id: String },
+    /// Set attributes used by profile variables, e.g. `USERNAME=alice EMAIL=alice@example.com`
+    /// (an empty value removes one).
+    Set {
+        id: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        attributes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCmd {
+    /// Upload a .mobileconfig (plain or signed); it is validated against Apple's schemas.
+    Add {
+        file: std::path::PathBuf,
+        /// If the profile changed, queue the new version to every device that has it.
+        #[arg(long)]
+        reinstall: bool,
+    },
+    /// List templates.
+    List,
+    /// Show a template, its XML and its state on every device.
+    Show { identifier: String },
+    /// Delete a template.
+    Rm {
+        identifier: String,
+        /// Also queue RemoveProfile to every device that has it.
+        #[arg(long)]
+        remove_from_devices: bool,
+    },
+    /// Queue InstallProfile (filled in, encrypted and signed per device).
+    Install {
+        identifier: String,
+        #[arg(short, long = "target", required = true, value_delimiter = ',')]
+        targets: Vec<String>,
+    },
+    /// Queue RemoveProfile.
+    Remove {
+        identifier: String,
+        #[arg(short, long = "target", required = true, value_delimiter = ',')]
+        targets: Vec<String>,
+    },
+    /// The variables templates may use (no server needed).
+    Vars,
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Add a new current key and reseal every stored UnlockToken and BootstrapToken.
+    Rotate,
+}
+
+#[derive(Args)]
+struct Targets {
+    /// Target enrollment ids (UDIDs; repeat or comma-separate).
+    #[arg(required = true, value_delimiter = ',')]
+    targets: Vec<String>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -147,6 +227,285 @@ enum CmdCmd {
     },
     /// Show a command's status per target, with results.
     Show { uuid: String },
+    /// Queue a command given as a plist file (`{RequestType, …}`), validated like JSON.
+    SendPlist {
+        #[arg(short, long = "target", required = true, value_delimiter = ',')]
+        targets: Vec<String>,
+        file: std::path::PathBuf,
+    },
+    /// DeviceLock: lock the screen now, optionally with a message and phone number.
+    Lock {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// Find My PIN (macOS only).
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// EraseDevice: wipe the device.
+    Erase {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        pin: Option<String>,
+        #[arg(long)]
+        preserve_data_plan: bool,
+        #[arg(long)]
+        disallow_proximity_setup: bool,
+    },
+    /// ClearPasscode: the escrowed UnlockToken is filled in by the server.
+    ClearPasscode {
+        #[command(flatten)]
+        t: Targets,
+    },
+    /// DeviceInformation: the queries named (repeat --query), or every query key.
+    DeviceInfo {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long = "query")]
+        queries: Vec<String>,
+    },
+    /// SecurityInfo: passcode compliance, encryption, management status.
+    SecurityInfo {
+        #[command(flatten)]
+        t: Targets,
+    },
+    /// CertificateList: certificates and identities on the device.
+    CertificateList {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        managed_only: bool,
+    },
+    /// ProfileList: installed configuration profiles (reconciled with mdmd's records).
+    ProfileList {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        managed_only: bool,
+    },
+    /// InstallProfile of a .mobileconfig file (for a stored template: `mdmd profiles install`).
+    InstallProfile {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// RemoveProfile by PayloadIdentifier.
+    RemoveProfile {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        identifier: String,
+    },
+    /// ProvisioningProfileList.
+    ProvisioningProfileList {
+        #[command(flatten)]
+        t: Targets,
+    },
+    /// InstallProvisioningProfile from a .mobileprovision file.
+    InstallProvisioningProfile {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// RemoveProvisioningProfile by UUID.
+    RemoveProvisioningProfile {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        uuid: String,
+    },
+    /// InstallApplication by App Store id, manifest URL or bundle id, with managed app configuration.
+    InstallApp {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long, conflicts_with_all = ["manifest_url", "identifier"])]
+        itunes_id: Option<i64>,
+        #[arg(long, conflicts_with = "identifier")]
+        manifest_url: Option<String>,
+        #[arg(long)]
+        identifier: Option<String>,
+        /// 1 remove with MDM profile, 4 prevent data backup, 5 both.
+        #[arg(long)]
+        management_flags: Option<i64>,
+        /// Managed app configuration: a JSON object file (values may use $VARIABLES).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// RemoveApplication.
+    RemoveApp {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        identifier: String,
+    },
+    /// InstalledApplicationList.
+    InstalledApps {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long = "identifier")]
+        identifiers: Vec<String>,
+        #[arg(long)]
+        managed_only: bool,
+    },
+    /// ManagedApplicationList.
+    ManagedApps {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long = "identifier")]
+        identifiers: Vec<String>,
+    },
+    /// ManagedApplicationConfiguration: the configuration of managed apps.
+    AppConfig {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long = "identifier", required = true)]
+        identifiers: Vec<String>,
+    },
+    /// Restrictions: the effective restrictions.
+    Restrictions {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long)]
+        profile_restrictions: bool,
+    },
+    /// Settings: data/voice roaming, managed app configuration.
+    Settings {
+        #[command(flatten)]
+        t: Targets,
+        #[arg(long, value_parser = on_off, value_name = "on|off")]
+        data_roaming: Option<bool>,
+        #[arg(long, value_parser = on_off, value_name = "on|off")]
+        voice_roaming: Option<bool>,
+        /// BUNDLE_ID=FILE: a JSON object file as the app's managed configuration.
+        #[arg(long, value_name = "BUNDLE_ID=FILE")]
+        app_config: Vec<String>,
+    },
+}
+
+fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    match serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))? {
+        Value::Object(o) => Ok(o),
+        _ => anyhow::bail!("{}: expected a JSON object", p.display()),
+    }
+}
+
+/// A typed command from the CLI, and its targets.
+fn typed_command(c: CmdCmd) -> anyhow::Result<(mdmd::protocol::builders::CommandSpec, Vec<String>)> {
+    use mdmd::protocol::builders::{AppSource, CommandSpec as S, Setting};
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(match c {
+        CmdCmd::Lock { t, message, phone, pin } => (
+            S::DeviceLock {
+                pin,
+                message,
+                phone_number: phone,
+            },
+            t.targets,
+        ),
+        CmdCmd::Erase {
+            t,
+            pin,
+            preserve_data_plan,
+            disallow_proximity_setup,
+        } => (
+            S::EraseDevice {
+                pin,
+                preserve_data_plan,
+                disallow_proximity_setup,
+            },
+            t.targets,
+        ),
+        CmdCmd::ClearPasscode { t } => (S::ClearPasscode, t.targets),
+        CmdCmd::DeviceInfo { t, queries } => (S::DeviceInformation { queries }, t.targets),
+        CmdCmd::SecurityInfo { t } => (S::SecurityInfo, t.targets),
+        CmdCmd::CertificateList { t, managed_only } => (S::CertificateList { managed_only }, t.targets),
+        CmdCmd::ProfileList { t, managed_only } => (S::ProfileList { managed_only }, t.targets),
+        CmdCmd::InstallProfile { t, file } => (
+            S::InstallProfile {
+                mobileconfig: read(&file)?,
+            },
+            t.targets,
+        ),
+        CmdCmd::RemoveProfile { t, identifier } => (S::RemoveProfile { identifier }, t.targets),
+        CmdCmd::ProvisioningProfileList { t } => (S::ProvisioningProfileList { managed_only: false }, t.targets),
+        CmdCmd::InstallProvisioningProfile { t, file } => (S::InstallProvisioningProfile { profile: read(&file)? }, t.targets),
+        CmdCmd::RemoveProvisioningProfile { t, uuid } => (S::RemoveProvisioningProfile { uuid }, t.targets),
+        CmdCmd::InstallApp {
+            t,
+            itunes_id,
+            manifest_url,
+            identifier,
+            management_flags,
+            config,
+        } => {
+            let app = match (itunes_id, manifest_url, identifier) {
+                (Some(n), _, _) => AppSource::ITunesStoreId(n),
+                (_, Some(u), _) => AppSource::ManifestUrl(u),
+                (_, _, Some(i)) => AppSource::Identifier(i),
+                _ => anyhow::bail!("name the app: --itunes-id, --manifest-url or --identifier"),
+            };
+            let configuration = match config {
+                Some(p) => Some(read_json_object(&p)?),
+                None => None,
+            };
+            (
+                S::InstallApplication {
+                    app,
+                    management_flags,
+                    configuration,
+                },
+                t.targets,
+            )
+        }
+        CmdCmd::RemoveApp { t, identifier } => (S::RemoveApplication { identifier }, t.targets),
+        CmdCmd::InstalledApps {
+            t,
+            identifiers,
+            managed_only,
+        } => (
+            S::InstalledApplicationList {
+                identifiers,
+                managed_apps_only: managed_only,
+            },
+            t.targets,
+        ),
+        CmdCmd::ManagedApps { t, identifiers } => (S::ManagedApplicationList { identifiers }, t.targets),
+        CmdCmd::AppConfig { t, identifiers } => (S::ManagedApplicationConfiguration { identifiers }, t.targets),
+        CmdCmd::Restrictions { t, profile_restrictions } => (S::Restrictions { profile_restrictions }, t.targets),
+        CmdCmd::Settings {
+            t,
+            data_roaming,
+            voice_roaming,
+            app_config,
+        } => {
+            let mut items = Vec::new();
+            if let Some(b) = data_roaming {
+                items.push(Setting::DataRoaming(b));
+            }
+            if let Some(b) = voice_roaming {
+                items.push(Setting::VoiceRoaming(b));
+            }
+            for a in app_config {
+                let (id, file) = a.split_once('=').context("--app-config takes BUNDLE_ID=FILE")?;
+                items.push(Setting::ApplicationConfiguration {
+                    identifier: id.to_owned(),
+                    configuration: read_json_object(std::path::Path::new(file))?,
+                });
+            }
+            if items.is_empty() {
+                anyhow::bail!("name at least one setting");
+            }
+            (S::Settings(items), t.targets)
+        }
+        CmdCmd::Send { .. } | CmdCmd::Show { .. } | CmdCmd::SendPlist { .. } => anyhow::bail!("not a typed command"),
+    })
 }
 
 #[derive(Subcommand)]
@@ -224,6 +583,25 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 DevicesCmd::Show { id } => a.get(&format!("/v1/devices/{}", urlencoding::encode(&id))).await?,
                 DevicesCmd::Commands { id } => a.get(&format!("/v1/devices/{}/commands", urlencoding::encode(&id))).await?,
+                DevicesCmd::Profiles { id } => a.get(&format!("/v1/devices/{}/profiles", urlencoding::encode(&id))).await?,
+                DevicesCmd::Set { id, attributes } => {
+                    let mut m = serde_json::Map::new();
+                    for kv in attributes {
+                        let (k, v) = kv.split_once('=').context("attributes are KEY=VALUE")?;
+                        m.insert(k.to_owned(), Value::String(v.to_owned()));
+                    }
+                    match a
+                        .call(
+                            reqwest::Method::PUT,
+                            &format!("/v1/devices/{}/attributes", urlencoding::encode(&id)),
+                            Some(Value::Object(m)),
+                        )
+                        .await?
+                    {
+                        (200, v) => v,
+                        (s, v) => anyhow::bail!("HTTP {s}: {v}"),
+                    }
+                }
                 DevicesCmd::Clear { id } => match a
                     .call(
                         reqwest::Method::DELETE,
@@ -251,6 +629,65 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     print(&a.post("/v1/commands", json!({"targets": targets, "command": cmd})).await?);
                 }
                 CmdCmd::Show { uuid } => print(&a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?),
+                CmdCmd::SendPlist { targets, file } => {
+                    let xml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    print(&a.post("/v1/commands", json!({"targets": targets, "command": xml})).await?);
+                }
+                typed => {
+                    let (spec, targets) = typed_command(typed)?;
+                    print(
+                        &a.post("/v1/commands", json!({"targets": targets, "command": spec.to_json()}))
+                            .await?,
+                    );
+                }
+            }
+        }
+        Cmd::Profiles { what, client } => {
+            if let ProfilesCmd::Vars = what {
+                for (name, what) in mdmd::profiles::vars::VARIABLES {
+                    println!("${name:<16} {what}");
+                }
+                return Ok(());
+            }
+            let a = client.admin()?;
+            let enc = |s: &str| urlencoding::encode(s).into_owned();
+            let v = match what {
+                ProfilesCmd::Add { file, reinstall } => {
+                    let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let q = if reinstall { "?reinstall=true" } else { "" };
+                    a.post_bytes(&format!("/v1/profiles{q}"), body).await?
+                }
+                ProfilesCmd::List => a.get("/v1/profiles").await?,
+                ProfilesCmd::Show { identifier } => a.get(&format!("/v1/profiles/{}", enc(&identifier))).await?,
+                ProfilesCmd::Rm {
+                    identifier,
+                    remove_from_devices,
+                } => {
+                    let q = if remove_from_devices { "?remove=true" } else { "" };
+                    match a
+                        .call(reqwest::Method::DELETE, &format!("/v1/profiles/{}{q}", enc(&identifier)), None)
+                        .await?
+                    {
+                        (200, v) => v,
+                        (s, v) => anyhow::bail!("HTTP {s}: {v}"),
+                    }
+                }
+                ProfilesCmd::Install { identifier, targets } => {
+                    a.post(&format!("/v1/profiles/{}/install", enc(&identifier)), json!({"targets": targets}))
+                        .await?
+                }
+                ProfilesCmd::Remove { identifier, targets } => {
+                    a.post(&format!("/v1/profiles/{}/remove", enc(&identifier)), json!({"targets": targets}))
+                        .await?
+                }
+                ProfilesCmd::Vars => unreachable!("handled above"),
+            };
+            print(&v);
+        }
+        Cmd::Secrets { what, client } => {
+            let a = client.admin()?;
+            match what {
+                SecretsCmd::Rotate => print(&a.post("/v1/secrets/rotate", json!({})).await?),
             }
         }
         Cmd::Ca { what, client } => {

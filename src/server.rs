@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use crate::config::ServeConfig;
 use crate::http::{App, Stats};
 use crate::pki::{CaConfig, Pki};
-use crate::service::enroll::{EnrollConfig, Enroller};
 use crate::service::commands::{Commander, CommanderConfig};
+use crate::service::enroll::{EnrollConfig, Enroller};
 use crate::service::{Mdm, NoPush};
 use crate::store::redb::RedbStore;
 

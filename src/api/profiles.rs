@@ -149,7 +149,9 @@ pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, b
                 o.insert("changed".into(), json!(changed));
                 o.insert(
                     "reinstall".into(),
-                    reinstalled.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)).unwrap_or(Value::Null),
+                    reinstalled
+                        .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
+                        .unwrap_or(Value::Null),
                 );
             }
             (StatusCode::CREATED, Json(v)).into_response()

@@ -58,7 +58,10 @@ fn new_key() -> Key {
     rand::thread_rng().fill_bytes(&mut bytes);
     let mut id = [0u8; 4];
     rand::thread_rng().fill_bytes(&mut id);
-    Key { id: hex::encode(id), bytes }
+    Key {
+        id: hex::encode(id),
+        bytes,
+    }
 }
 
 fn write_keyring(path: &Path, keys: &[Key]) -> Result<(), PkiError> {
@@ -129,23 +132,23 @@ impl SecretBox {
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ct);
         blob.extend_from_slice(&tag);
-        Ok(format!("{PREFIX}{}:{}", k.id, base64::engine::general_purpose::STANDARD.encode(blob)))
+        Ok(format!(
+            "{PREFIX}{}:{}",
+            k.id,
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        ))
     }
 
     pub fn open(&self, sealed: &str, aad: &str) -> Result<Vec<u8>, PkiError> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some(rest) = sealed.strip_prefix(PREFIX) else {
             // Legacy: stored before sealing, plain base64.
-            return b64
-                .decode(sealed)
-                .map_err(|e| PkiError::BadMessage(format!("stored token: {e}")));
+            return b64.decode(sealed).map_err(|e| PkiError::BadMessage(format!("stored token: {e}")));
         };
         let (id, data) = rest
             .split_once(':')
             .ok_or_else(|| PkiError::BadMessage("sealed value without key id".into()))?;
-        let blob = b64
-            .decode(data)
-            .map_err(|e| PkiError::BadMessage(format!("sealed value: {e}")))?;
+        let blob = b64.decode(data).map_err(|e| PkiError::BadMessage(format!("sealed value: {e}")))?;
         if blob.len() < 28 {
             return Err(PkiError::BadMessage("sealed value too short".into()));
         }
@@ -174,7 +177,13 @@ impl SecretBox {
         let mut keys = self.keys.write().map_err(|_| PkiError::Crypto("keyring lock poisoned".into()))?;
         let k = new_key();
         let id = k.id.clone();
-        let mut all: Vec<Key> = keys.iter().map(|k| Key { id: k.id.clone(), bytes: k.bytes }).collect();
+        let mut all: Vec<Key> = keys
+            .iter()
+            .map(|k| Key {
+                id: k.id.clone(),
+                bytes: k.bytes,
+            })
+            .collect();
         all.push(k);
         if !self.path.as_os_str().is_empty() {
             write_keyring(&self.path, &all)?;

@@ -59,8 +59,8 @@ pub fn parse_any(bytes: &[u8]) -> Result<Dictionary, TemplateError> {
     let plain = match plist::Value::from_reader(std::io::Cursor::new(bytes)) {
         Ok(v) => v,
         Err(e) => {
-            let content = signed_content(bytes)
-                .ok_or_else(|| TemplateError::NotAProfile(format!("neither a plist ({e}) nor CMS-signed data")))?;
+            let content =
+                signed_content(bytes).ok_or_else(|| TemplateError::NotAProfile(format!("neither a plist ({e}) nor CMS-signed data")))?;
             plist::Value::from_reader(std::io::Cursor::new(content))
                 .map_err(|e| TemplateError::NotAProfile(format!("signed content is not a plist: {e}")))?
         }

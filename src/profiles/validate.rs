@@ -139,7 +139,11 @@ pub fn validate(top: &Dictionary) -> Findings {
                         CERTIFICATE_TYPES.contains(&ty.as_str())
                     };
                     if !ok {
-                        let want = if identity { "an identity payload (SCEP, PKCS#12, ACME)" } else { "a certificate payload" };
+                        let want = if identity {
+                            "an identity payload (SCEP, PKCS#12, ACME)"
+                        } else {
+                            "a certificate payload"
+                        };
                         f.error(&path, format!("{uuid} is a {ty} payload, expected {want}"));
                     }
                 }
@@ -245,49 +249,90 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_with_its_path() {
-        let p = wrap(&[
-            payload(
-                "com.apple.mobiledevice.passwordpolicy",
-                "A",
-                "<key>minLength</key><string>six</string><key>maxFailedAttempts</key><integer>50</integer>",
-            ),
-            payload("com.apple.webClip.managed", "A", "<key>Label</key><string>x</string>"),
-            payload(
-                "com.apple.wifi.managed",
-                "W",
-                "<key>SSID_STR</key><string>corp</string><key>EncryptionType</key><string>WPA9</string>\
+        let p = wrap(
+            &[
+                payload(
+                    "com.apple.mobiledevice.passwordpolicy",
+                    "A",
+                    "<key>minLength</key><string>six</string><key>maxFailedAttempts</key><integer>50</integer>",
+                ),
+                payload("com.apple.webClip.managed", "A", "<key>Label</key><string>x</string>"),
+                payload(
+                    "com.apple.wifi.managed",
+                    "W",
+                    "<key>SSID_STR</key><string>corp</string><key>EncryptionType</key><string>WPA9</string>\
 <key>PayloadCertificateUUID</key><string>NOPE</string>",
-            ),
-            payload("com.example.future", "F", ""),
-        ]
-        .concat());
+                ),
+                payload("com.example.future", "F", ""),
+            ]
+            .concat(),
+        );
         let f = validate(&parse(&p));
         let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
         let has = |s: &str| errs.iter().any(|e| e.contains(s));
         assert!(has("PayloadContent[0].minLength: expected integer, got string"), "{errs:#?}");
         assert!(has("PayloadContent[0].maxFailedAttempts: value 50 is outside"), "{errs:#?}");
         assert!(has("PayloadContent[1].URL: is required"), "{errs:#?}");
-        assert!(has("PayloadContent[1].PayloadUUID: A is also the PayloadUUID of PayloadContent[0]"), "{errs:#?}");
+        assert!(
+            has("PayloadContent[1].PayloadUUID: A is also the PayloadUUID of PayloadContent[0]"),
+            "{errs:#?}"
+        );
         assert!(has("PayloadContent[2].EncryptionType: value \"WPA9\""), "{errs:#?}");
-        assert!(has("PayloadContent[2].PayloadCertificateUUID: NOPE is not the PayloadUUID"), "{errs:#?}");
+        assert!(
+            has("PayloadContent[2].PayloadCertificateUUID: NOPE is not the PayloadUUID"),
+            "{errs:#?}"
+        );
         assert!(f.warnings.iter().any(|w| w.path == "PayloadContent[3].PayloadType"), "{f:?}");
         assert_eq!(errs.len(), 6, "{errs:#?}");
     }
 
     #[test]
     fn references_must_point_at_the_right_kind_and_challenge_only_in_scep() {
-        let p = wrap(&[
-            payload("com.apple.webClip.managed", "C", "<key>URL</key><string>https://x</string><key>Label</key><string>$SCEP_CHALLENGE</string>"),
-            payload(
-                "com.apple.wifi.managed",
-                "W",
-                "<key>SSID_STR</key><string>corp</string><key>PayloadCertificateUUID</key><string>C</string>",
-            ),
-        ]
-        .concat());
+        let p = wrap(
+            &[
+                payload(
+                    "com.apple.webClip.managed",
+                    "C",
+                    "<key>URL</key><string>https://x</string><key>Label</key><string>$SCEP_CHALLENGE</string>",
+                ),
+                payload(
+                    "com.apple.wifi.managed",
+                    "W",
+                    "<key>SSID_STR</key><string>corp</string><key>PayloadCertificateUUID</key><string>C</string>",
+                ),
+            ]
+            .concat(),
+        );
         let f = validate(&parse(&p));
         let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
-        assert!(errs.iter().any(|e| e.contains("PayloadCertificateUUID: C is a com.apple.webClip.managed payload")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.contains("PayloadContent[0].Label: $SCEP_CHALLENGE may only be")), "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("PayloadCertificateUUID: C is a com.apple.webClip.managed payload")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("PayloadContent[0].Label: $SCEP_CHALLENGE may only be")),
+            "{errs:#?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    /// The examples in `profiles/` are valid and warning-free.
+    #[test]
+    fn shipped_examples_validate_cleanly() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "mobileconfig") {
+                let t = crate::profiles::Template::parse(&std::fs::read(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(t.warnings.is_empty(), "{}: {:?}", p.display(), t.warnings);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 5);
     }
 }

@@ -24,9 +24,15 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("BLUETOOTH_MAC", "Bluetooth MAC address (DeviceInformation BluetoothMAC)"),
     ("PHONE_NUMBER", "phone number (DeviceInformation PhoneNumber)"),
     ("ENROLLMENT_ID", "the enrollment id mdmd uses for the channel (UDID, or UDID:user)"),
-    ("USERNAME", "the device's assigned user (admin-set attribute), else the user channel's short name"),
+    (
+        "USERNAME",
+        "the device's assigned user (admin-set attribute), else the user channel's short name",
+    ),
     ("EMAIL", "the device's assigned user's email (admin-set attribute)"),
-    ("SCEP_CHALLENGE", "a fresh single-use SCEP challenge for this device and payload (SCEP payloads only)"),
+    (
+        "SCEP_CHALLENGE",
+        "a fresh single-use SCEP challenge for this device and payload (SCEP payloads only)",
+    ),
     ("SCEP_URL", "this server's SCEP URL"),
     ("SERVER_URL", "this server's public URL"),
 ];

@@ -428,10 +428,14 @@ impl Findings {
                                 f
                             })
                             .collect();
-                        let best = tries
-                            .iter()
-                            .position(|f| f.errors.is_empty())
-                            .unwrap_or_else(|| tries.iter().enumerate().min_by_key(|(_, f)| f.errors.len()).map(|(i, _)| i).unwrap_or(0));
+                        let best = tries.iter().position(|f| f.errors.is_empty()).unwrap_or_else(|| {
+                            tries
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, f)| f.errors.len())
+                                .map(|(i, _)| i)
+                                .unwrap_or(0)
+                        });
                         let f = &tries[best];
                         self.errors.extend(f.errors.iter().cloned());
                         self.warnings.extend(f.warnings.iter().cloned());

@@ -22,9 +22,7 @@ use crate::pki::Pki;
 use crate::profiles::{self, vars, Template, TemplateError};
 use crate::protocol::schema::{Problem, Schema};
 use crate::protocol::Command;
-use crate::store::{
-    CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind,
-};
+use crate::store::{CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind};
 
 /// How long a SCEP challenge inside a queued profile stays valid: the
 /// device may be away for a while before it installs the profile.
@@ -147,11 +145,7 @@ impl Commander {
     /// Validate and queue a command for `targets`.
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>) -> Result<Batch, CommandError> {
         let (command, unlock_token) = self.validated(input)?;
-        let rt = command
-            .get("RequestType")
-            .and_then(Value::as_string)
-            .unwrap_or_default()
-            .to_owned();
+        let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
         match rt.as_str() {
             "InstallProfile" => {
                 let payload = match command.get("Payload") {
@@ -205,7 +199,12 @@ impl Commander {
 
     /// Store a template (validated); with `reinstall`, queue it again to every
     /// enrollment that has it installed or pending when its content changed.
-    pub async fn upload(&self, bytes: &[u8], source: &str, reinstall: bool) -> Result<(ProfileTemplate, bool, Option<Batch>), CommandError> {
+    pub async fn upload(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        reinstall: bool,
+    ) -> Result<(ProfileTemplate, bool, Option<Batch>), CommandError> {
         let t = Template::parse(bytes).map_err(template_error)?;
         let rec = ProfileTemplate {
             identifier: t.identifier.clone(),
@@ -255,7 +254,10 @@ impl Commander {
         files.sort();
         let (mut ok, mut bad) = (0, 0);
         for p in files {
-            let source = format!("file:{}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            let source = format!(
+                "file:{}",
+                p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            );
             let r = match std::fs::read(&p) {
                 Ok(bytes) => self.upload(&bytes, &source, false).await.map(drop),
                 Err(e) => Err(invalid("", e.to_string())),
@@ -288,8 +290,7 @@ impl Commander {
                 Ok((d, fill))
             }
             CommandInput::Plist(mut d) => {
-                let fill = d.get("RequestType").and_then(Value::as_string) == Some("ClearPasscode")
-                    && !d.contains_key("UnlockToken");
+                let fill = d.get("RequestType").and_then(Value::as_string) == Some("ClearPasscode") && !d.contains_key("UnlockToken");
                 if fill {
                     d.insert("UnlockToken".into(), Value::Data(Vec::new()));
                 }
@@ -317,8 +318,7 @@ impl Commander {
         };
         let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
         let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
-        self.mdm
-            .wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
+        self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
         tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
         Ok(Batch {
             command_uuid: Some(cmd.uuid),
@@ -328,7 +328,13 @@ impl Commander {
         })
     }
 
-    async fn install(&self, identifier: &str, sha256: Option<String>, template: Dictionary, targets: Vec<String>) -> Result<Batch, CommandError> {
+    async fn install(
+        &self,
+        identifier: &str,
+        sha256: Option<String>,
+        template: Dictionary,
+        targets: Vec<String>,
+    ) -> Result<Batch, CommandError> {
         let payload_ids = match template.get("PayloadContent") {
             Some(Value::Array(a)) => a
                 .iter()
@@ -418,7 +424,9 @@ impl Commander {
     /// The enrollment's identity certificate, to encrypt to.
     async fn identity_cert(&self, e: &Enrollment) -> Result<Option<X509>, CommandError> {
         let Some(h) = &e.cert_hash else { return Ok(None) };
-        let Some(c) = self.mdm.store.cert_by_hash(h).await? else { return Ok(None) };
+        let Some(c) = self.mdm.store.cert_by_hash(h).await? else {
+            return Ok(None);
+        };
         Ok(c.der.and_then(|d| X509::from_der(&d).ok()))
     }
 }
@@ -451,18 +459,24 @@ impl Renderer {
     fn render_all(&self, job: &PerDevice, ctx: Vec<(Enrollment, Option<X509>)>) -> Vec<(String, Result<Built, String>)> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
         if ctx.len() < 16 || threads == 1 {
-            return ctx.iter().map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref()))).collect();
+            return ctx
+                .iter()
+                .map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref())))
+                .collect();
         }
         let chunk = ctx.len().div_ceil(threads);
         std::thread::scope(|s| {
             let handles: Vec<_> = ctx
                 .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref()))).collect::<Vec<_>>()))
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|(e, c)| (e.id.clone(), self.render_one(job, e, c.as_ref())))
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         })
     }
 
@@ -473,13 +487,19 @@ impl Renderer {
             PerDevice::Fill { command, unlock_token } => {
                 let mut v = Value::Dictionary(command.clone());
                 vars::fill(&mut v, "", &mut |name, _| var_value(e, name, &self.public_url)).map_err(|m| m.to_string())?;
-                let Value::Dictionary(mut d) = v else { return Err("not a dictionary".into()) };
+                let Value::Dictionary(mut d) = v else {
+                    return Err("not a dictionary".into());
+                };
                 if *unlock_token {
                     match self.unlock.get(&e.id).cloned().flatten() {
                         Some(tok) => {
                             d.insert("UnlockToken".into(), Value::Data(tok));
                         }
-                        None => return Err("no UnlockToken escrowed for this device (it sends one in TokenUpdate once it has a passcode)".into()),
+                        None => {
+                            return Err(
+                                "no UnlockToken escrowed for this device (it sends one in TokenUpdate once it has a passcode)".into(),
+                            )
+                        }
                     }
                 }
                 d

@@ -134,7 +134,13 @@ fn profile_entry(identifier: &str, uuid: &str, name: &str, encrypted: bool, payl
         .iter()
         .map(|p| {
             let mut item = Dictionary::new();
-            for k in ["PayloadType", "PayloadVersion", "PayloadIdentifier", "PayloadUUID", "PayloadDisplayName"] {
+            for k in [
+                "PayloadType",
+                "PayloadVersion",
+                "PayloadIdentifier",
+                "PayloadUUID",
+                "PayloadDisplayName",
+            ] {
                 if let Some(v) = p.get(k) {
                     item.insert(k.into(), v.clone());
                 }
@@ -191,7 +197,13 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         "ProfileList" => {
             let mut list = Vec::new();
             if let Some(p) = &dev.profile {
-                list.push(profile_entry(&p.identifier, "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11", "Device management", false, &[]));
+                list.push(profile_entry(
+                    &p.identifier,
+                    "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11",
+                    "Device management",
+                    false,
+                    &[],
+                ));
             }
             list.extend(
                 dev.profiles
@@ -338,11 +350,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 None => {
                     return Err((
                         Status::Error,
-                        error_chain(
-                            1000,
-                            "MCProvisioningProfileErrorDomain",
-                            "The provisioning profile is not valid.",
-                        ),
+                        error_chain(1000, "MCProvisioningProfileErrorDomain", "The provisioning profile is not valid."),
                     ))
                 }
             }
@@ -352,7 +360,11 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             if dev.provisioning.remove(uuid).is_none() {
                 return Err((
                     Status::Error,
-                    error_chain(1003, "MCProvisioningProfileErrorDomain", "The provisioning profile is not installed."),
+                    error_chain(
+                        1003,
+                        "MCProvisioningProfileErrorDomain",
+                        "The provisioning profile is not installed.",
+                    ),
                 ));
             }
             Dictionary::new()
@@ -397,12 +409,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 (Some(Value::String(id)), _, _) => id.clone(),
                 (_, Some(Value::Integer(n)), _) => format!("store.{n}"),
                 (_, _, Some(Value::String(u))) => format!("manifest.{}", u.rsplit('/').next().unwrap_or("app")),
-                _ => {
-                    return Err((
-                        Status::Error,
-                        error_chain(12021, "MCMDMErrorDomain", "No app to install."),
-                    ))
-                }
+                _ => return Err((Status::Error, error_chain(12021, "MCMDMErrorDomain", "No app to install."))),
             };
             let config = c.get("Configuration").and_then(Value::as_dictionary).cloned();
             dev.apps.insert(id.clone(), config);
@@ -411,10 +418,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         "RemoveApplication" => {
             let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
             if dev.apps.remove(id).is_none() {
-                return Err((
-                    Status::Error,
-                    error_chain(12029, "MCMDMErrorDomain", "The app is not managed."),
-                ));
+                return Err((Status::Error, error_chain(12029, "MCMDMErrorDomain", "The app is not managed.")));
             }
             Dictionary::new()
         }

@@ -70,6 +70,29 @@ impl Admin {
         Ok((status, v))
     }
 
+    /// POST a raw body (e.g. a .mobileconfig); returns (status, JSON).
+    pub async fn call_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-apple-aspen-config")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        match self.call_bytes(path, body).await? {
+            (200 | 201, v) => Ok(v),
+            (s, v) => bail!("POST {path}: HTTP {s}: {v}"),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         match self.call(reqwest::Method::GET, path, None).await? {
             (200, v) => Ok(v),

@@ -272,6 +272,9 @@ impl SimDevice {
         self.dict(vec![
             ("MessageType", "Authenticate".into()),
             ("Topic", self.topic.clone().into()),
+            ("DeviceName", self.name.clone().into()),
+            ("Model", "MTLT3LL/A".into()),
+            ("ModelName", "iPhone".into()),
             ("OSVersion", self.os_version.clone().into()),
             ("BuildVersion", self.build_version.clone().into()),
             ("ProductName", self.product_name.clone().into()),
@@ -372,13 +375,20 @@ impl SimDevice {
 
     async fn try_install(&mut self, cmd: &Command) -> Result<(), (Status, plist::Value)> {
         let Some(data) = cmd.command.get("Payload").and_then(plist::Value::as_data) else {
-            return Err((Status::CommandFormatError, answers::error_chain(12021, "MCMDMErrorDomain", "Payload missing")));
+            return Err((
+                Status::CommandFormatError,
+                answers::error_chain(12021, "MCMDMErrorDomain", "Payload missing"),
+            ));
         };
         let fail = |code: i64, text: String| (Status::Error, answers::error_chain(code, "MCProfileErrorDomain", &text));
         let trust = self.profile.as_ref().map(|p| p.ca.clone());
         let (top, encrypted) = pki::open_profile(data, trust.as_ref(), self.identity.as_ref())
             .map_err(|e| fail(1000, format!("The profile could not be installed: {e:#}")))?;
-        let ident = top.get("PayloadIdentifier").and_then(plist::Value::as_string).unwrap_or_default().to_owned();
+        let ident = top
+            .get("PayloadIdentifier")
+            .and_then(plist::Value::as_string)
+            .unwrap_or_default()
+            .to_owned();
         if Some(&ident) == self.profile.as_ref().map(|p| &p.identifier) {
             let der = data.to_vec();
             return self
@@ -396,7 +406,11 @@ impl SimDevice {
             if p.get("PayloadType").and_then(plist::Value::as_string) != Some("com.apple.security.scep") {
                 continue;
             }
-            let uuid = p.get("PayloadUUID").and_then(plist::Value::as_string).unwrap_or_default().to_owned();
+            let uuid = p
+                .get("PayloadUUID")
+                .and_then(plist::Value::as_string)
+                .unwrap_or_default()
+                .to_owned();
             let sc = p.get("PayloadContent").and_then(plist::Value::as_dictionary);
             let s = |k: &str| sc.and_then(|d| d.get(k)).and_then(plist::Value::as_string).map(str::to_owned);
             let url = s("URL").ok_or_else(|| fail(1002, "SCEP payload without URL".into()))?;
@@ -409,7 +423,11 @@ impl SimDevice {
                 }
             }
             // A fresh key for every identity, as iOS generates one per SCEP payload.
-            let bits = sc.and_then(|d| d.get("Keysize")).and_then(plist::Value::as_unsigned_integer).unwrap_or(2048).max(2048) as u32;
+            let bits = sc
+                .and_then(|d| d.get("Keysize"))
+                .and_then(plist::Value::as_unsigned_integer)
+                .unwrap_or(2048)
+                .max(2048) as u32;
             let key = openssl::rsa::Rsa::generate(bits)
                 .and_then(openssl::pkey::PKey::from_rsa)
                 .map_err(|e| fail(1002, format!("key generation: {e}")))?;
@@ -422,7 +440,11 @@ impl SimDevice {
         self.profiles.insert(
             ident,
             InstalledProfile {
-                uuid: top.get("PayloadUUID").and_then(plist::Value::as_string).unwrap_or_default().to_owned(),
+                uuid: top
+                    .get("PayloadUUID")
+                    .and_then(plist::Value::as_string)
+                    .unwrap_or_default()
+                    .to_owned(),
                 display_name: top
                     .get("PayloadDisplayName")
                     .and_then(plist::Value::as_string)

@@ -88,7 +88,11 @@ pub trait QueueStore: Send + Sync {
     async fn enqueue(&self, cmd: CommandRecord, targets: Vec<String>) -> Result<EnqueueOutcome>;
     /// Store per-device commands (each for its one target) and the single-use
     /// secrets they carry, all in one transaction, with the same profile rules.
-    async fn enqueue_each(&self, items: Vec<(CommandRecord, String)>, secrets: Vec<(SecretKind, String, OneTimeSecret)>) -> Result<EnqueueOutcome>;
+    async fn enqueue_each(
+        &self,
+        items: Vec<(CommandRecord, String)>,
+        secrets: Vec<(SecretKind, String, OneTimeSecret)>,
+    ) -> Result<EnqueueOutcome>;
     /// The first pending command; with `skip_not_now`, commands that got NotNow are skipped.
     async fn next_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>;
     /// Apply a device's report and return the next command (NotNow'ed ones skipped), in one transaction.

@@ -38,7 +38,20 @@ impl DeviceInfo {
         macro_rules! take {
             ($($f:ident),*) => {$( if newer.$f.is_some() { self.$f = newer.$f; } )*};
         }
-        take!(serial_number, product_name, os_version, build_version, imei, meid, device_name, model, model_name, wifi_mac, bluetooth_mac, phone_number);
+        take!(
+            serial_number,
+            product_name,
+            os_version,
+            build_version,
+            imei,
+            meid,
+            device_name,
+            model,
+            model_name,
+            wifi_mac,
+            bluetooth_mac,
+            phone_number
+        );
     }
 }
 
@@ -281,7 +294,9 @@ pub struct ReportRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
     /// The command (of this RequestType) finished.
-    Finished { request_type: String },
+    Finished {
+        request_type: String,
+    },
     NotNowRecorded,
     /// Unknown, another enrollment's, or already finished: nothing changed.
     NotPending,

@@ -261,7 +261,6 @@ fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
     Ok(n)
 }
 
-
 /// Split targets into known enrollments and unknown ids.
 fn split_known(txn: &WriteTransaction, targets: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
     let enrollments = txn.open_table(ENROLLMENTS)?;
@@ -696,7 +695,11 @@ impl QueueStore for RedbStore {
         .await
     }
 
-    async fn enqueue_each(&self, items: Vec<(CommandRecord, String)>, secrets: Vec<(SecretKind, String, OneTimeSecret)>) -> Result<EnqueueOutcome> {
+    async fn enqueue_each(
+        &self,
+        items: Vec<(CommandRecord, String)>,
+        secrets: Vec<(SecretKind, String, OneTimeSecret)>,
+    ) -> Result<EnqueueOutcome> {
         let mut items = items;
         items.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         self.write(move |txn| {

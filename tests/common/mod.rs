@@ -155,3 +155,38 @@ pub async fn enqueue(admin: &mdmd::sim::load::Admin, targets: &[&str], command: 
         .expect("enqueue");
     v["command_uuid"].as_str().expect("uuid").to_owned()
 }
+
+impl Server {
+    /// Run an admin subcommand of the real binary against this server;
+    /// returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_mdmd"))
+            .args(args)
+            .arg("--server")
+            .arg(&self.base)
+            .arg("--api-key")
+            .arg(API_KEY)
+            .arg("--trust-ca")
+            .arg(self.certs_dir().join("ca.pem"))
+            .env("MDMD_LOG", "error")
+            .output()
+            .expect("run mdmd");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `cli` whose stdout is JSON; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let (ok, out, err) = self.cli(args);
+        assert!(ok, "mdmd {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("mdmd {args:?}: not JSON ({e}): {out}"))
+    }
+}
+
+/// The path of a file shipped in the repository.
+pub fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
