@@ -375,7 +375,7 @@ async fn every_request_is_tied_to_the_device_identity() {
 #[tokio::test]
 async fn tls_client_certificate_identifies_the_device_without_a_signature() {
     let srv = Server::start();
-    let mut a = srv.device().await;
+    let a = srv.device().await;
     a.enroll().await.unwrap();
     let ident = a.identity.clone().unwrap();
     let tls_identity =
@@ -410,7 +410,7 @@ async fn tls_client_certificate_identifies_the_device_without_a_signature() {
 async fn plain_http_behind_a_proxy_takes_the_client_cert_header() {
     let srv = Server::start_with(&["--plain-http"]);
     assert!(srv.base.starts_with("http://"));
-    let mut a = srv.device().await;
+    let a = srv.device().await;
     a.enroll().await.unwrap(); // signed messages work over plain HTTP too
     let ident = a.identity.clone().unwrap();
     use base64::Engine as _;
@@ -450,6 +450,16 @@ async fn identity_renewal_keeps_the_enrollment_and_its_queue() {
     let old_hash = mdmd::pki::cert_sha256(&old.cert.to_der().unwrap());
     let v = admin.post("/v1/identities/renew", json!({})).await.unwrap();
     assert_eq!(v["renewal_requested"], json!([a.udid]));
+    // The renewal profile carries a fresh SCEP challenge: encrypted to the device.
+    let cmds = admin.get(&format!("/v1/devices/{}/commands", a.udid)).await.unwrap();
+    let renewal = cmds["commands"][0]["command_uuid"].as_str().unwrap().to_owned();
+    let c = admin.get(&format!("/v1/commands/{renewal}")).await.unwrap();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(c["command"]["Payload"].as_str().unwrap())
+        .unwrap();
+    let top: plist::Dictionary = plist::from_bytes(&mdmd::profiles::signed_content(&der).unwrap()).unwrap();
+    assert!(top.contains_key("EncryptedPayloadContent") && !top.contains_key("PayloadContent"));
     let queued_after = enqueue(&admin, &[&a.udid], json!({"RequestType": "SecurityInfo"})).await;
     // Asked once: a second sweep does not queue another renewal.
     assert_eq!(

@@ -464,10 +464,15 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         | "EnableLostMode"
         | "DisableLostMode"
         | "PlayLostModeSound"
-        | "ClearRestrictionsPassword"
-        | "ScheduleOSUpdateScan" => Dictionary::new(),
+        | "ClearRestrictionsPassword" => Dictionary::new(),
         other => match Schema::get().command(other) {
-            Some(s) if s.ios && s.resp.iter().all(|k| k.required == 0) => Dictionary::new(),
+            // Anything else an iPhone supports: its required response keys, typed.
+            Some(s) if s.ios => s
+                .resp
+                .iter()
+                .filter(|k| k.required == 1 && k.name != "ANY")
+                .map(|k| (k.name.clone(), default_for(k)))
+                .collect(),
             Some(_) => {
                 return Err((
                     Status::Error,
