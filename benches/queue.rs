@@ -6,33 +6,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use mdmd::protocol::EnrollmentKind;
 use mdmd::store::redb::RedbStore;
-use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, DeviceInfo, Enrollment, QueueStore, ReportRecord};
+use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, Enrollment, QueueStore, ReportRecord};
 
 fn enrollment(id: &str) -> Enrollment {
     Enrollment {
-        id: id.into(),
-        device: id.into(),
-        kind: EnrollmentKind::Device,
         udid: Some(id.into()),
-        user_enrollment_id: None,
-        user_short_name: None,
-        user_long_name: None,
-        topic: "com.apple.mgmt.External.bench".into(),
-        info: DeviceInfo::default(),
-        push: None,
-        unlock_token: None,
-        bootstrap_token: None,
         active: true,
-        awaiting_configuration: false,
-        cert_hash: None,
-        identity_not_after: None,
-        renewal_requested_at: None,
-        enrolled_at: 0,
-        authenticated_at: 0,
-        token_updated_at: None,
-        checked_out_at: None,
-        last_checkin_at: 0,
-        last_seen_at: 0,
+        ..Enrollment::blank(id, id, EnrollmentKind::Device, "com.apple.mgmt.External.bench", 0)
     }
 }
 
@@ -47,6 +27,7 @@ fn command() -> CommandRecord {
         body: c.to_xml(),
         targets: 0,
         seq: 0,
+        profile: None,
     }
 }
 

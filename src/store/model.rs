@@ -117,6 +117,38 @@ pub struct Enrollment {
     pub last_seen_at: i64,
 }
 
+impl Enrollment {
+    /// A fresh, inactive enrollment with no facts, tokens or identity.
+    pub fn blank(id: &str, device: &str, kind: EnrollmentKind, topic: &str, now: i64) -> Enrollment {
+        Enrollment {
+            id: id.to_owned(),
+            device: device.to_owned(),
+            kind,
+            udid: None,
+            user_enrollment_id: None,
+            user_short_name: None,
+            user_long_name: None,
+            topic: topic.to_owned(),
+            info: DeviceInfo::default(),
+            push: None,
+            unlock_token: None,
+            bootstrap_token: None,
+            attributes: Default::default(),
+            active: false,
+            awaiting_configuration: false,
+            cert_hash: None,
+            identity_not_after: None,
+            renewal_requested_at: None,
+            enrolled_at: now,
+            authenticated_at: now,
+            token_updated_at: None,
+            checked_out_at: None,
+            last_checkin_at: now,
+            last_seen_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenUpdateRecord {
     pub push: PushInfo,

@@ -468,30 +468,10 @@ impl CheckinStore for RedbStore {
                         return Ok(None);
                     };
                     Enrollment {
-                        id: id.clone(),
-                        device: parent.clone(),
-                        kind: crate::protocol::EnrollmentKind::User,
                         udid: dev.udid.clone(),
-                        user_enrollment_id: None,
-                        user_short_name: None,
-                        user_long_name: None,
-                        topic: u.push.topic.clone(),
-                        info: DeviceInfo::default(),
-                        push: None,
-                        unlock_token: None,
-                        bootstrap_token: None,
-                        attributes: Default::default(),
-                        active: false,
-                        awaiting_configuration: false,
                         cert_hash: dev.cert_hash.clone(),
                         identity_not_after: dev.identity_not_after,
-                        renewal_requested_at: None,
-                        enrolled_at: u.now,
-                        authenticated_at: u.now,
-                        token_updated_at: None,
-                        checked_out_at: None,
-                        last_checkin_at: u.now,
-                        last_seen_at: u.now,
+                        ..Enrollment::blank(&id, &parent, crate::protocol::EnrollmentKind::User, &u.push.topic, u.now)
                     }
                 }
                 None => return Ok(None),
