@@ -461,7 +461,6 @@ async fn lifecycle_supersede_reconcile_reinstall_remove() {
     let dp = device_profile(&srv, &udid, id).await;
     assert_eq!(dp["sha256"], v["sha256"]);
 
-    // A device that refuses (cannot decrypt) leaves it failed, with its ErrorChain.
     // Removal, then the state is removed.
     let v = admin
         .post(&format!("/v1/profiles/{id}/remove"), json!({"targets": [udid]}))
@@ -543,4 +542,40 @@ async fn raw_install_profile_commands_are_validated_and_encrypted_too() {
     assert!(top.contains_key("PayloadContent") && !top.contains_key("EncryptedPayloadContent"));
     dev.session().await.unwrap();
     assert!(!dev.profiles["com.example.raw"].encrypted);
+}
+
+#[tokio::test]
+async fn a_profile_the_device_cannot_decrypt_is_failed_with_its_error_chain() {
+    // Identities due for renewal at once.
+    let mut args = profiles_dir_args();
+    args.extend(["--identity-days", "30", "--renew-before-days", "60"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start_with(&refs);
+    let admin = srv.admin();
+    let mut dev = srv.device().await;
+    dev.enroll().await.unwrap();
+    let udid = dev.udid.clone();
+    // The renewal is queued first; the Wi-Fi profile is encrypted to the
+    // identity the device has now, which the renewal replaces (new key).
+    let v = admin.post("/v1/identities/renew", json!({})).await.unwrap();
+    assert_eq!(v["renewal_requested"], json!([udid]));
+    let v = admin
+        .post("/v1/profiles/com.example.mdmd.webclip/install", json!({"targets": [udid]}))
+        .await
+        .unwrap();
+    assert_eq!(v["queued"], 1);
+    let handled = dev.session().await.unwrap();
+    assert_eq!(dev.renewals, 1);
+    assert_eq!(handled[1].status, mdmd::protocol::Status::Error, "{handled:?}");
+    let dp = device_profile(&srv, &udid, "com.example.mdmd.webclip").await;
+    assert_eq!(dp["state"], "failed", "{dp}");
+    assert_eq!(dp["error_chain"][0]["ErrorDomain"], "MCProfileErrorDomain");
+    assert!(dp["error_chain"][0]["LocalizedDescription"].as_str().unwrap().contains("decrypt"), "{dp}");
+    // Installed again, it is encrypted to the new identity and installs.
+    admin
+        .post("/v1/profiles/com.example.mdmd.webclip/install", json!({"targets": [udid]}))
+        .await
+        .unwrap();
+    dev.session().await.unwrap();
+    assert_eq!(device_profile(&srv, &udid, "com.example.mdmd.webclip").await["state"], "installed");
 }

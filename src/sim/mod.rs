@@ -190,10 +190,8 @@ impl SimDevice {
         if p.topic != self.topic || p.server_url != self.server_url {
             bail!("MDM payload changed: refused");
         }
-        let key = match &self.identity {
-            Some(i) => i.key.clone(),
-            None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?,
-        };
+        // A new key pair, as iOS makes for every SCEP enrollment.
+        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?;
         let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
