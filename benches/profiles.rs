@@ -128,7 +128,12 @@ fn bench(c: &mut Criterion) {
             t.await.expect("join");
         }
     });
-    let mdm = Arc::new(Mdm::new(store.clone(), "com.apple.mgmt.External.bench".into(), Arc::new(NoPush), Arc::new(SecretBox::ephemeral())));
+    let mdm = Arc::new(Mdm::new(
+        store.clone(),
+        "com.apple.mgmt.External.bench".into(),
+        Arc::new(NoPush),
+        Arc::new(SecretBox::ephemeral()),
+    ));
     let commander = Commander::new(
         mdm,
         pki.clone(),

@@ -161,6 +161,8 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             encrypt_profiles: cfg.encrypt_profiles,
         },
     ));
+    let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
+    mdm.set_identity_hook(Arc::downgrade(&hook));
     if let Some(dir) = &cfg.profiles_dir {
         let (ok, bad) = commander.load_dir(dir).await;
         if ok + bad > 0 {

@@ -545,7 +545,7 @@ async fn raw_install_profile_commands_are_validated_and_encrypted_too() {
 }
 
 #[tokio::test]
-async fn a_profile_the_device_cannot_decrypt_is_failed_with_its_error_chain() {
+async fn pending_profiles_follow_an_identity_renewal_and_undecryptable_ones_fail() {
     // Identities due for renewal at once.
     let mut args = profiles_dir_args();
     args.extend(["--identity-days", "30", "--renew-before-days", "60"].map(String::from));
@@ -555,8 +555,9 @@ async fn a_profile_the_device_cannot_decrypt_is_failed_with_its_error_chain() {
     let mut dev = srv.device().await;
     dev.enroll().await.unwrap();
     let udid = dev.udid.clone();
-    // The renewal is queued first; the Wi-Fi profile is encrypted to the
-    // identity the device has now, which the renewal replaces (new key).
+    // The renewal is queued first; then a template install and a raw profile,
+    // both encrypted to the identity the device has now, which the renewal
+    // replaces (a new key).
     let v = admin.post("/v1/identities/renew", json!({})).await.unwrap();
     assert_eq!(v["renewal_requested"], json!([udid]));
     let v = admin
@@ -564,18 +565,38 @@ async fn a_profile_the_device_cannot_decrypt_is_failed_with_its_error_chain() {
         .await
         .unwrap();
     assert_eq!(v["queued"], 1);
+    let stale = v["command_uuid"].as_str().unwrap().to_owned();
+    let raw = template("com.example.raw-stale", &webclip("RS1", "https://raw.example"));
+    enqueue(
+        &admin,
+        &[&udid],
+        json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(&raw)}),
+    )
+    .await;
     let handled = dev.session().await.unwrap();
     assert_eq!(dev.renewals, 1);
-    assert_eq!(handled[1].status, mdmd::protocol::Status::Error, "{handled:?}");
-    let dp = device_profile(&srv, &udid, "com.example.mdmd.webclip").await;
+    let summary: Vec<(&str, mdmd::protocol::Status)> = handled.iter().map(|h| (h.request_type.as_str(), h.status)).collect();
+    use mdmd::protocol::Status::*;
+    // Renewal; the raw profile cannot be decrypted; the template install was
+    // rebuilt for the new identity at the renewal's Authenticate and installs.
+    assert_eq!(
+        summary,
+        vec![
+            ("InstallProfile", Acknowledged),
+            ("InstallProfile", Error),
+            ("InstallProfile", Acknowledged)
+        ],
+        "{handled:?}"
+    );
+    let c = admin.get(&format!("/v1/commands/{stale}")).await.unwrap();
+    assert_eq!(c["deliveries"][0]["status"], "Superseded");
+    assert_eq!(device_profile(&srv, &udid, "com.example.mdmd.webclip").await["state"], "installed");
+    assert!(dev.profiles.contains_key("com.example.mdmd.webclip"));
+    let dp = device_profile(&srv, &udid, "com.example.raw-stale").await;
     assert_eq!(dp["state"], "failed", "{dp}");
     assert_eq!(dp["error_chain"][0]["ErrorDomain"], "MCProfileErrorDomain");
-    assert!(dp["error_chain"][0]["LocalizedDescription"].as_str().unwrap().contains("decrypt"), "{dp}");
-    // Installed again, it is encrypted to the new identity and installs.
-    admin
-        .post("/v1/profiles/com.example.mdmd.webclip/install", json!({"targets": [udid]}))
-        .await
-        .unwrap();
-    dev.session().await.unwrap();
-    assert_eq!(device_profile(&srv, &udid, "com.example.mdmd.webclip").await["state"], "installed");
+    assert!(
+        dp["error_chain"][0]["LocalizedDescription"].as_str().unwrap().contains("decrypt"),
+        "{dp}"
+    );
 }

@@ -134,6 +134,10 @@ impl Mdm {
                     )));
                 }
                 tracing::info!(enrollment = %id, renewal = keep, "Authenticate");
+                if keep {
+                    // Before the device hears back: it asks for its next command right after.
+                    self.identity_changed(&id).await;
+                }
                 Ok(CheckinReply::Empty)
             }
             CheckinMessage::TokenUpdate {

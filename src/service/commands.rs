@@ -565,3 +565,36 @@ impl Renderer {
         ))
     }
 }
+
+#[async_trait::async_trait]
+impl super::IdentityHook for Commander {
+    /// Profile installs still pending on the device were encrypted to its old
+    /// identity: build them again for the new one (the new commands supersede
+    /// the old). Profiles sent as raw commands, not templates, cannot be
+    /// rebuilt; the device will refuse them and they show as failed.
+    async fn identity_changed(&self, enrollment: &str) {
+        if !self.cfg.encrypt_profiles {
+            return;
+        }
+        let pending = match self.mdm.store.device_profiles(enrollment).await {
+            Ok(list) => list.into_iter().filter(|d| d.state == ProfileState::Pending),
+            Err(e) => {
+                tracing::warn!(%enrollment, error = %e, "cannot re-encrypt pending profiles");
+                return;
+            }
+        };
+        for d in pending {
+            match self.mdm.store.template(&d.identifier).await {
+                Ok(Some(_)) => match self.install_template(&d.identifier, vec![enrollment.to_owned()]).await {
+                    Ok(b) if b.queued == 1 => {
+                        tracing::info!(%enrollment, profile = %d.identifier, "pending profile re-encrypted to the renewed identity")
+                    }
+                    Ok(b) => tracing::warn!(%enrollment, profile = %d.identifier, failed = ?b.failed, "pending profile not rebuilt"),
+                    Err(e) => tracing::warn!(%enrollment, profile = %d.identifier, error = %e, "pending profile not rebuilt"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%enrollment, error = %e, "cannot re-encrypt pending profiles"),
+            }
+        }
+    }
+}

@@ -35,6 +35,14 @@ pub trait Waker: Send + Sync {
     fn wake(&self, enrollment_ids: Vec<String>);
 }
 
+/// Told when a device's identity certificate changed (identity renewal):
+/// whatever was encrypted to the old certificate and is still queued must be
+/// built again for the new one.
+#[async_trait::async_trait]
+pub trait IdentityHook: Send + Sync {
+    async fn identity_changed(&self, enrollment: &str);
+}
+
 /// A waker that only logs: used until a push certificate is configured.
 pub struct NoPush;
 impl Waker for NoPush {
@@ -50,6 +58,8 @@ pub struct Mdm {
     waker: Arc<dyn Waker>,
     /// Seals UnlockToken and BootstrapToken before they are stored.
     pub secrets: Arc<SecretBox>,
+    /// Set once at start (weak: the hook owns this `Mdm`).
+    identity_hook: std::sync::OnceLock<std::sync::Weak<dyn IdentityHook>>,
     /// Last-seen times, flushed to the store in the background (not worth an fsync per poll).
     seen: Mutex<HashMap<String, i64>>,
 }
@@ -68,7 +78,18 @@ impl Mdm {
             topic,
             waker,
             secrets,
+            identity_hook: std::sync::OnceLock::new(),
             seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn set_identity_hook(&self, hook: std::sync::Weak<dyn IdentityHook>) {
+        let _ = self.identity_hook.set(hook);
+    }
+
+    pub(crate) async fn identity_changed(&self, id: &str) {
+        if let Some(h) = self.identity_hook.get().and_then(std::sync::Weak::upgrade) {
+            h.identity_changed(id).await;
         }
     }
 
