@@ -50,6 +50,15 @@ fn enrollment(id: &str, hash: &str) -> Enrollment {
     e
 }
 
+/// Variables as the service fills them (a fresh challenge for SCEP payloads).
+fn lookup(e: &Enrollment, name: &str) -> Option<String> {
+    if name == "SCEP_CHALLENGE" {
+        Some(mdmd::pki::random_token(20))
+    } else {
+        var_value(e, name, URL)
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Arc::new(pki(dir.path()));
@@ -62,25 +71,13 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("profiles");
     g.bench_function("fill + encrypt + sign one Wi-Fi profile (SCEP payload)", |b| {
         b.iter(|| {
-            let mut look = |n: &str, _: &str| {
-                if n == "SCEP_CHALLENGE" {
-                    Some(mdmd::pki::random_token(20))
-                } else {
-                    var_value(&e, n, URL)
-                }
-            };
+            let mut look = |n: &str, _: &str| lookup(&e, n);
             mdmd::profiles::render(&pki, &dict, &mut look, Some(&cert)).expect("render")
         })
     });
     g.bench_function("fill + sign, not encrypted", |b| {
         b.iter(|| {
-            let mut look = |n: &str, _: &str| {
-                if n == "SCEP_CHALLENGE" {
-                    Some(mdmd::pki::random_token(20))
-                } else {
-                    var_value(&e, n, URL)
-                }
-            };
+            let mut look = |n: &str, _: &str| lookup(&e, n);
             mdmd::profiles::render(&pki, &dict, &mut look, None).expect("render")
         })
     });

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{enqueue, Server};
 use mdmd::protocol::schema::{validate_plist, Schema};
 use mdmd::protocol::Status;
@@ -81,41 +79,7 @@ async fn the_full_command_set_from_the_cli_gets_schema_valid_answers() {
         br#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>Name</key><string>Example In-House</string>
 <key>UUID</key><string>5A5A5A5A-1111-4222-8333-444455556666</string><key>ExpirationDate</key><date>2030-01-01T00:00:00Z</date></dict></plist>"#,
     );
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(d).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "k.pem",
-        "-out",
-        "c.pem",
-        "-subj",
-        "/CN=Apple Distribution",
-        "-days",
-        "1",
-    ]);
-    run(&[
-        "smime",
-        "-sign",
-        "-nodetach",
-        "-binary",
-        "-outform",
-        "der",
-        "-signer",
-        "c.pem",
-        "-inkey",
-        "k.pem",
-        "-in",
-        "pp.plist",
-        "-out",
-        "pp.mobileprovision",
-    ]);
+    common::sign_with_throwaway(d, "Apple Distribution", "pp.plist", "pp.mobileprovision");
     let pp = d.join("pp.mobileprovision").display().to_string();
     let cfg = write(
         d,

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{enqueue, repo_file, Server};
+use common::{enqueue, openssl, repo_file, Server};
 use serde_json::{json, Value};
 
 fn profiles_dir_args() -> Vec<String> {
@@ -32,12 +32,6 @@ async fn payload_of(srv: &Server, uuid: &str) -> Vec<u8> {
     let c = srv.admin().get(&format!("/v1/commands/{uuid}")).await.unwrap();
     assert_eq!(c["request_type"], "InstallProfile");
     b64d(&c["command"]["Payload"])
-}
-
-fn openssl(args: &[&str], dir: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl CLI");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
 }
 
 fn template(identifier: &str, payloads: &str) -> Vec<u8> {
@@ -151,43 +145,7 @@ async fn templates_are_validated_stored_and_loaded_from_the_folder() {
         template("com.example.signed", &webclip("S1", "https://x.example")),
     )
     .unwrap();
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "c.pem",
-            "-subj",
-            "/CN=admin",
-            "-days",
-            "1",
-        ],
-        dir.path(),
-    );
-    openssl(
-        &[
-            "smime",
-            "-sign",
-            "-nodetach",
-            "-binary",
-            "-outform",
-            "der",
-            "-signer",
-            "c.pem",
-            "-inkey",
-            "k.pem",
-            "-in",
-            "t.mobileconfig",
-            "-out",
-            "t.signed",
-        ],
-        dir.path(),
-    );
+    common::sign_with_throwaway(dir.path(), "admin", "t.mobileconfig", "t.signed");
     // Through the CLI, like an admin.
     let p = dir.path().join("t.signed");
     let v = srv.cli_json(&["profiles", "add", p.to_str().unwrap()]);

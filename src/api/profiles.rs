@@ -203,31 +203,31 @@ pub struct Targets {
     targets: Vec<String>,
 }
 
-pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let t: Targets = match serde_json::from_slice(&body) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")),
-    };
+/// `{"targets": [...]}` with at least one target, or the 400 to answer.
+fn targets(body: &[u8]) -> Result<Vec<String>, Response> {
+    let t: Targets =
+        serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
+        return Err(error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required"));
     }
-    match app.commander.install_template(&id, t.targets).await {
-        Ok(b) => batch(&b),
-        Err(e) => command_error(e),
+    Ok(t.targets)
+}
+
+pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    match targets(&body) {
+        Ok(t) => app
+            .commander
+            .install_template(&id, t)
+            .await
+            .map_or_else(command_error, |b| batch(&b)),
+        Err(r) => r,
     }
 }
 
 pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let t: Targets = match serde_json::from_slice(&body) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")),
-    };
-    if t.targets.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
-    }
-    match app.commander.remove_profile(&id, t.targets).await {
-        Ok(b) => batch(&b),
-        Err(e) => command_error(e),
+    match targets(&body) {
+        Ok(t) => app.commander.remove_profile(&id, t).await.map_or_else(command_error, |b| batch(&b)),
+        Err(r) => r,
     }
 }
 

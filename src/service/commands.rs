@@ -307,15 +307,7 @@ impl Commander {
 
     async fn queue_same(&self, command: Dictionary, targets: Vec<String>, tag: Option<ProfileTag>) -> Result<Batch, CommandError> {
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
-        let rec = CommandRecord {
-            uuid: cmd.uuid.clone(),
-            request_type: cmd.request_type.clone(),
-            created_at: now(),
-            body: cmd.to_xml(),
-            targets: 0,
-            seq: 0,
-            profile: tag,
-        };
+        let rec = CommandRecord::new(&cmd, now(), tag);
         let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
         let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
         self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
@@ -553,13 +545,8 @@ impl Renderer {
         let cmd = Command::new(command).map_err(|e| e.to_string())?;
         Ok((
             CommandRecord {
-                uuid: cmd.uuid.clone(),
-                request_type: cmd.request_type.clone(),
-                created_at: t,
-                body: cmd.to_xml(),
                 targets: 1,
-                seq: 0,
-                profile: self.tag.clone(),
+                ..CommandRecord::new(&cmd, t, self.tag.clone())
             },
             secrets,
         ))

@@ -23,15 +23,7 @@ impl Mdm {
                 problem: e.to_string(),
             })
         })?;
-        let rec = CommandRecord {
-            uuid: cmd.uuid.clone(),
-            request_type: cmd.request_type.clone(),
-            created_at: now(),
-            body: cmd.to_xml(),
-            targets: 0,
-            seq: 0,
-            profile: None,
-        };
+        let rec = CommandRecord::new(&cmd, now(), None);
         let out = self
             .store
             .enqueue(rec, targets.clone())

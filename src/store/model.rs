@@ -178,6 +178,21 @@ pub struct CommandRecord {
     pub profile: Option<ProfileTag>,
 }
 
+impl CommandRecord {
+    /// The record of a command about to be queued (`targets` and `seq` are set by the store).
+    pub fn new(cmd: &crate::protocol::Command, created_at: i64, profile: Option<ProfileTag>) -> CommandRecord {
+        CommandRecord {
+            uuid: cmd.uuid.clone(),
+            request_type: cmd.request_type.clone(),
+            created_at,
+            body: cmd.to_xml(),
+            targets: 0,
+            seq: 0,
+            profile,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProfileAction {
     Install,

@@ -190,3 +190,41 @@ impl Server {
 pub fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// Run the `openssl` CLI in `dir`; panics with its stderr on failure.
+pub fn openssl(args: &[&str], dir: &std::path::Path) -> Vec<u8> {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl CLI");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Sign `input` (attached, DER) with a throwaway self-signed identity named
+/// `cn`, as Apple Configurator or Apple's provisioning service would: `out`.
+pub fn sign_with_throwaway(dir: &std::path::Path, cn: &str, input: &str, out: &str) {
+    let subj = format!("/CN={cn}");
+    openssl(
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tk.pem", "-out", "tc.pem", "-subj", &subj, "-days", "1",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "smime",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-outform",
+            "der",
+            "-signer",
+            "tc.pem",
+            "-inkey",
+            "tk.pem",
+            "-in",
+            input,
+            "-out",
+            out,
+        ],
+        dir,
+    );
+}
