@@ -236,6 +236,15 @@ async fn a_profile_is_filled_encrypted_signed_and_installed_with_its_own_identit
     assert!(challenge.len() >= 32 && !challenge.contains('$'), "{challenge}");
     let subject = format!("{:?}", scep["Subject"]);
     assert!(subject.contains(&format!("wifi {udid}")), "{subject}");
+    // Exactly the template's payloads with this device's values in place of the variables.
+    let url = format!("https://localhost:{port}/scep");
+    let filled = String::from_utf8(std::fs::read(repo_file("profiles/wifi-eap-tls.mobileconfig")).unwrap())
+        .unwrap()
+        .replace("$SCEP_URL", &url)
+        .replace("$SCEP_CHALLENGE", challenge)
+        .replace("$UDID", &udid);
+    let expected: plist::Dictionary = plist::from_bytes(filled.as_bytes()).unwrap();
+    assert_eq!(&payloads, expected["PayloadContent"].as_array().unwrap());
     let wifi = payloads[1].as_dictionary().unwrap();
     assert_eq!(
         wifi["EAPClientConfiguration"].as_dictionary().unwrap()["UserName"].as_string(),
