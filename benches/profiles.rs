@@ -144,7 +144,7 @@ fn bench(c: &mut Criterion) {
         let cpu0 = mdmd_cpu();
         let t0 = std::time::Instant::now();
         let b = rt
-            .block_on(commander.install_template("com.example.mdmd.wifi", ids.clone()))
+            .block_on(commander.install_template("com.example.mdmd.wifi", ids.clone(), false))
             .expect("install");
         let secs = t0.elapsed().as_secs_f64();
         let cpu = mdmd_cpu() - cpu0;

@@ -83,6 +83,37 @@ pub struct ServeConfig {
     /// (EncryptedPayloadContent). `--encrypt-profiles false` sends them signed only.
     #[arg(long, env = "MDMD_ENCRYPT_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
     pub encrypt_profiles: bool,
+    /// APNs base URL. Default: Apple's production host (`--apns-sandbox` for the sandbox);
+    /// a local APNs stand-in for tests.
+    #[arg(long, env = "MDMD_APNS_URL")]
+    pub apns_url: Option<String>,
+    /// Use Apple's sandbox APNs host (development devices only).
+    #[arg(long, env = "MDMD_APNS_SANDBOX")]
+    pub apns_sandbox: bool,
+    /// Also trust this CA (PEM) for the APNs server's certificate (a local stand-in).
+    #[arg(long, env = "MDMD_APNS_CA")]
+    pub apns_ca: Option<PathBuf>,
+    /// `apns-expiration`: seconds APNs may hold a push for an offline device (0: try once).
+    #[arg(long, env = "MDMD_APNS_EXPIRATION", default_value_t = 86_400)]
+    pub apns_expiration: i64,
+    /// Wake-ups for one device within this many milliseconds become one push.
+    #[arg(long, env = "MDMD_PUSH_COALESCE_MS", default_value_t = 200)]
+    pub push_coalesce_ms: u64,
+    /// Attempts per push for retryable failures (429, 5xx, network), with exponential backoff and jitter.
+    #[arg(long, env = "MDMD_PUSH_MAX_ATTEMPTS", default_value_t = 5)]
+    pub push_max_attempts: u32,
+    /// First retry delay in milliseconds (doubles per attempt).
+    #[arg(long, env = "MDMD_PUSH_BACKOFF_MS", default_value_t = 1000)]
+    pub push_backoff_ms: u64,
+    /// Pushes in flight at once (HTTP/2 streams).
+    #[arg(long, env = "MDMD_PUSH_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub push_max_in_flight: usize,
+    /// Push again a device that has commands waiting and has not checked in for this many seconds (0: never).
+    #[arg(long, env = "MDMD_REPUSH_AFTER", default_value_t = 3600)]
+    pub repush_after: i64,
+    /// How often to look for such devices, in seconds.
+    #[arg(long, env = "MDMD_REPUSH_INTERVAL", default_value_t = 900)]
+    pub repush_interval: u64,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,

@@ -6,6 +6,7 @@ pub mod http;
 pub mod pki;
 pub mod profiles;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod service;
 pub mod sim;

@@ -12,7 +12,7 @@ use crate::http::{App, Stats};
 use crate::pki::{CaConfig, Pki};
 use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::enroll::{EnrollConfig, Enroller};
-use crate::service::{Mdm, NoPush};
+use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 
 /// Write a secret file readable only by its owner (0600), failing if it exists.
@@ -61,7 +61,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.public_url = Some(format!("{scheme}://localhost:{}", addr.port()));
     }
     let app = build(&cfg).await?;
-    let (mdm, pki, topic) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.clone());
+    let (mdm, pki, topic) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get());
     let router = crate::http::router(app);
     let tls = if cfg.plain_http {
         None
@@ -128,7 +128,46 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     let secrets = Arc::new(
         crate::pki::secrets::SecretBox::load_or_create(&cfg.certs_dir.join("secrets.keys")).context("loading the secrets keyring")?,
     );
-    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), Arc::new(NoPush), secrets));
+    let topic = crate::service::Topic::new(topic);
+    let apns = crate::push::client::ApnsClient::new(crate::push::client::ApnsConfig {
+        base_url: cfg.apns_url.clone().unwrap_or_else(|| {
+            if cfg.apns_sandbox {
+                crate::push::client::SANDBOX.into()
+            } else {
+                crate::push::client::PRODUCTION.into()
+            }
+        }),
+        extra_ca: cfg.apns_ca.clone(),
+        expiration_secs: cfg.apns_expiration,
+        timeout: std::time::Duration::from_secs(15),
+    })?;
+    let pusher = crate::push::Pusher::new(
+        apns,
+        store.clone(),
+        topic.clone(),
+        crate::push::cert::PushCertFiles::in_dir(&cfg.certs_dir),
+        crate::push::PushConfig {
+            coalesce: std::time::Duration::from_millis(cfg.push_coalesce_ms),
+            max_attempts: cfg.push_max_attempts.max(1),
+            backoff_base: std::time::Duration::from_millis(cfg.push_backoff_ms.max(1)),
+            max_in_flight: cfg.push_max_in_flight.max(1),
+            repush_after: cfg.repush_after,
+            repush_every: std::time::Duration::from_secs(cfg.repush_interval.max(1)),
+        },
+    );
+    match pusher.start().context("loading the push certificate")? {
+        Some(t) => {
+            if cfg.topic.as_ref().is_some_and(|flag| *flag != t) {
+                anyhow::bail!("--topic {:?} differs from the push certificate's topic {t:?}", cfg.topic.clone().unwrap_or_default());
+            }
+            topic.set(t);
+        }
+        None => tracing::warn!(
+            topic = %topic.get(),
+            "no push certificate (mdmd push-cert set): devices cannot be woken, and devices enrolled now use this placeholder topic and will have to re-enroll once a certificate is set"
+        ),
+    }
+    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets));
     mdm.spawn_seen_flusher();
     // Tokens stored before sealing (or under a rotated-out key) are resealed now.
     match mdm.reseal_all().await {
@@ -144,7 +183,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
         renew_before_days: cfg.renew_before_days,
     };
-    let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, topic.clone()));
+    let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
     spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60));
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
@@ -174,6 +213,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         pki: pki.clone(),
         enroller,
         commander,
+        pusher,
         plain_http: cfg.plain_http,
         enroll_users,
         api_key,

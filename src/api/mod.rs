@@ -3,6 +3,7 @@
 
 mod pki;
 mod profiles;
+mod push;
 mod views;
 
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/devices/{id}/profiles", get(profiles::device_profiles))
         .route("/v1/devices/{id}/attributes", axum::routing::put(profiles::set_attributes))
         .route("/v1/secrets/rotate", axum::routing::post(profiles::rotate_secrets))
+        .route("/v1/push-cert", get(push::show).put(push::set))
+        .route("/v1/push", axum::routing::post(push::push))
+        .route("/health", get(push::health))
 }
 
 pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -109,7 +113,15 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
                 Ok(c) => c.iter().filter(|c| c.delivery.status.is_pending()).count(),
                 Err(e) => return store_error(e),
             };
-            Json(views::enrollment(&e, Some(pending))).into_response()
+            let mut v = views::enrollment(&e, Some(pending));
+            // The latest push may not be flushed to the store yet.
+            if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {
+                if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {
+                    p.insert("last_push_at".into(), views::time(s.at));
+                    p.insert("last_push_outcome".into(), json!(s.outcome));
+                }
+            }
+            Json(v).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
         Err(e) => store_error(e),
@@ -141,7 +153,14 @@ async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<Strin
 }
 
 async fn info(State(app): State<Arc<App>>) -> Response {
-    Json(json!({"topic": app.mdm.topic, "version": env!("CARGO_PKG_VERSION")})).into_response()
+    let push = app.pusher.health();
+    Json(json!({
+        "topic": app.mdm.topic.get(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "push_configured": push["configured"],
+        "push_warning": push.get("warning").cloned().unwrap_or(serde_json::Value::Null),
+    }))
+    .into_response()
 }
 
 /// Process accounting, so load tests can measure the server's own CPU per request.
@@ -156,6 +175,7 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         "rejected": app.stats.rejected.load(Relaxed),
         "connections": crate::http::listener::CONNECTIONS.load(Relaxed),
         "tls_handshakes": crate::http::listener::HANDSHAKES.load(Relaxed),
+        "push": app.pusher.counters(),
     }))
     .into_response()
 }

@@ -35,10 +35,17 @@ fn batch(b: &Batch) -> Response {
     Json(serde_json::to_value(b).unwrap_or(Value::Null)).into_response()
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[derive(Deserialize)]
 struct EnqueueBody {
     targets: Vec<String>,
     command: Value,
+    /// Wake the targets (APNs) once queued; `false` leaves them to check in.
+    #[serde(default = "yes")]
+    push: bool,
 }
 
 /// `{"targets": [...], "command": {JSON command} | "<plist XML>"}`.
@@ -62,7 +69,7 @@ pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) 
         },
         v => CommandInput::Json(v),
     };
-    match app.commander.enqueue(input, req.targets).await {
+    match app.commander.enqueue(input, req.targets, req.push).await {
         Ok(b) => batch(&b),
         Err(e) => command_error(e),
     }
@@ -183,7 +190,7 @@ pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q
         if targets.is_empty() {
             None
         } else {
-            match app.commander.remove_profile(&id, targets).await {
+            match app.commander.remove_profile(&id, targets, true).await {
                 Ok(b) => Some(b),
                 Err(e) => return command_error(e),
             }
@@ -201,23 +208,25 @@ pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q
 #[derive(Deserialize)]
 pub struct Targets {
     targets: Vec<String>,
+    #[serde(default = "yes")]
+    push: bool,
 }
 
 /// `{"targets": [...]}` with at least one target, or the 400 to answer.
-fn targets(body: &[u8]) -> Result<Vec<String>, Response> {
+fn targets(body: &[u8]) -> Result<(Vec<String>, bool), Response> {
     let t: Targets =
         serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required"));
     }
-    Ok(t.targets)
+    Ok((t.targets, t.push))
 }
 
 pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     match targets(&body) {
-        Ok(t) => app
+        Ok((t, push)) => app
             .commander
-            .install_template(&id, t)
+            .install_template(&id, t, push)
             .await
             .map_or_else(command_error, |b| batch(&b)),
         Err(r) => r,
@@ -226,7 +235,7 @@ pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: 
 
 pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     match targets(&body) {
-        Ok(t) => app.commander.remove_profile(&id, t).await.map_or_else(command_error, |b| batch(&b)),
+        Ok((t, push)) => app.commander.remove_profile(&id, t, push).await.map_or_else(command_error, |b| batch(&b)),
         Err(r) => r,
     }
 }

@@ -34,6 +34,12 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
         "active": e.active,
         "checked_out": e.checked_out_at.is_some(),
         "push_token_present": e.push.is_some(),
+        "push": e.push.as_ref().map(|p| json!({
+            "token_updated_at": time(p.updated_at),
+            "last_push_at": opt_time(p.last_push_at),
+            "last_push_outcome": p.last_push_outcome,
+            "disabled": p.disabled,
+        })),
         "unlock_token_escrowed": e.unlock_token.is_some(),
         "bootstrap_token_escrowed": e.bootstrap_token.is_some(),
         "awaiting_configuration": e.awaiting_configuration,

@@ -39,7 +39,7 @@ impl Mdm {
 
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {
         match topic {
-            Some(t) if t == self.topic => Ok(t.to_owned()),
+            Some(t) if *t == *self.topic.get() => Ok(t.to_owned()),
             Some(t) => Err(ServiceError::Rejected(format!("topic {t:?} is not this server's push topic"))),
             None => Err(ServiceError::Rejected("missing Topic".into())),
         }
@@ -148,12 +148,7 @@ impl Mdm {
             } => {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let rec = TokenUpdateRecord {
-                    push: PushInfo {
-                        token: hex::encode(&token),
-                        push_magic,
-                        topic,
-                        updated_at: t,
-                    },
+                    push: PushInfo::new(hex::encode(&token), push_magic, topic, t),
                     unlock_token: match unlock_token.filter(|_| req.enrollment.kind == EnrollmentKind::Device) {
                         Some(u) => Some(self.seal(&id, "unlock", &u)?),
                         None => None,

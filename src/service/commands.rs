@@ -143,7 +143,8 @@ impl Commander {
     }
 
     /// Validate and queue a command for `targets`.
-    pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>) -> Result<Batch, CommandError> {
+    /// With `push`, the targets are woken (APNs) once it is queued.
+    pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let (command, unlock_token) = self.validated(input)?;
         let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
         match rt.as_str() {
@@ -154,13 +155,13 @@ impl Commander {
                 };
                 let t = Template::parse(&payload).map_err(template_error)?;
                 let dict = profiles::parse_stored(&t.xml).map_err(|e| invalid("Payload", e.to_string()))?;
-                let mut b = self.install(&t.identifier, Some(t.sha256.clone()), dict, targets).await?;
+                let mut b = self.install(&t.identifier, Some(t.sha256.clone()), dict, targets, push).await?;
                 b.warnings = t.warnings;
                 Ok(b)
             }
             "RemoveProfile" => {
                 let id = command.get("Identifier").and_then(Value::as_string).unwrap_or_default().to_owned();
-                self.queue_same(command, targets, Some(remove_tag(&id))).await
+                self.queue_same(command, targets, Some(remove_tag(&id)), push).await
             }
             _ => {
                 let mut used = std::collections::BTreeSet::new();
@@ -169,16 +170,16 @@ impl Commander {
                     return Err(invalid("", "$SCEP_CHALLENGE belongs in a profile's SCEP payload"));
                 }
                 if used.is_empty() && !unlock_token {
-                    self.queue_same(command, targets, None).await
+                    self.queue_same(command, targets, None, push).await
                 } else {
-                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None).await
+                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push).await
                 }
             }
         }
     }
 
     /// Queue InstallProfile of a stored template.
-    pub async fn install_template(&self, identifier: &str, targets: Vec<String>) -> Result<Batch, CommandError> {
+    pub async fn install_template(&self, identifier: &str, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let t = self
             .mdm
             .store
@@ -186,15 +187,15 @@ impl Commander {
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
         let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
-        self.install(identifier, Some(t.sha256.clone()), dict, targets).await
+        self.install(identifier, Some(t.sha256.clone()), dict, targets, push).await
     }
 
     /// Queue RemoveProfile of a profile identifier.
-    pub async fn remove_profile(&self, identifier: &str, targets: Vec<String>) -> Result<Batch, CommandError> {
+    pub async fn remove_profile(&self, identifier: &str, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let mut d = Dictionary::new();
         d.insert("RequestType".into(), "RemoveProfile".into());
         d.insert("Identifier".into(), identifier.into());
-        self.queue_same(d, targets, Some(remove_tag(identifier))).await
+        self.queue_same(d, targets, Some(remove_tag(identifier)), push).await
     }
 
     /// Store a template (validated); with `reinstall`, queue it again to every
@@ -234,7 +235,7 @@ impl Commander {
                 .map(|d| d.enrollment)
                 .collect();
             if !targets.is_empty() {
-                batch = Some(self.install_template(&rec.identifier, targets).await?);
+                batch = Some(self.install_template(&rec.identifier, targets, true).await?);
             }
         }
         Ok((rec, changed, batch))
@@ -305,12 +306,15 @@ impl Commander {
         }
     }
 
-    async fn queue_same(&self, command: Dictionary, targets: Vec<String>, tag: Option<ProfileTag>) -> Result<Batch, CommandError> {
+    async fn queue_same(&self, command: Dictionary, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
         let rec = CommandRecord::new(&cmd, now(), tag);
         let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
-        let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
-        self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
+        if push {
+            let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
+            self.mdm
+                .wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
+        }
         tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
         Ok(Batch {
             command_uuid: Some(cmd.uuid),
@@ -326,6 +330,7 @@ impl Commander {
         sha256: Option<String>,
         template: Dictionary,
         targets: Vec<String>,
+        push: bool,
     ) -> Result<Batch, CommandError> {
         let payload_ids = match template.get("PayloadContent") {
             Some(Value::Array(a)) => a
@@ -350,10 +355,10 @@ impl Commander {
             identifier: identifier.to_owned(),
             payload_ids,
         };
-        self.queue_each(job, targets, Some(tag)).await
+        self.queue_each(job, targets, Some(tag), push).await
     }
 
-    async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>) -> Result<Batch, CommandError> {
+    async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
         let mut targets = targets;
         targets.sort_unstable();
         targets.dedup();
@@ -408,7 +413,9 @@ impl Commander {
             batch.unknown_targets.push(u);
         }
         batch.command_uuid = batch.commands.values().next().cloned();
-        self.mdm.wake(woken);
+        if push {
+            self.mdm.wake(woken);
+        }
         tracing::info!(%request_type, queued = batch.queued, failed = batch.failed.len(), unknown = batch.unknown_targets.len(), "per-device commands queued");
         Ok(batch)
     }
@@ -572,7 +579,7 @@ impl super::IdentityHook for Commander {
         };
         for d in pending {
             match self.mdm.store.template(&d.identifier).await {
-                Ok(Some(_)) => match self.install_template(&d.identifier, vec![enrollment.to_owned()]).await {
+                Ok(Some(_)) => match self.install_template(&d.identifier, vec![enrollment.to_owned()], false).await {
                     Ok(b) if b.queued == 1 => {
                         tracing::info!(%enrollment, profile = %d.identifier, "pending profile re-encrypted to the renewed identity")
                     }

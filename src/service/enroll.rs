@@ -32,7 +32,7 @@ pub struct Enroller {
     pub pki: Arc<Pki>,
     store: Arc<dyn Store>,
     pub cfg: EnrollConfig,
-    topic: String,
+    topic: Arc<super::Topic>,
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -66,7 +66,7 @@ pub enum ScepReply {
 }
 
 impl Enroller {
-    pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: String) -> Self {
+    pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: Arc<super::Topic>) -> Self {
         Enroller { pki, store, cfg, topic }
     }
 
@@ -104,12 +104,13 @@ impl Enroller {
     /// The enrollment profile (unsigned plist) with a given challenge.
     pub fn profile_plist(&self, challenge: &str, scep_uuid: &str) -> Result<Vec<u8>, PkiError> {
         let id = self.profile_identifier();
+        let topic = self.topic.get();
         let org = self.cfg.organization.clone();
         let url = &self.cfg.public_url;
         let mut root = payload(
             "com.apple.security.root",
             &format!("{id}.ca"),
-            &stable_uuid(&format!("{id}.ca.{}", self.topic)),
+            &stable_uuid(&format!("{id}.ca.{topic}")),
             &format!("{org} CA"),
         );
         root.insert("PayloadContent".into(), Value::Data(self.pki.ca.cert.to_der()?));
@@ -132,12 +133,12 @@ impl Enroller {
         let mut mdm = payload(
             "com.apple.mdm",
             &format!("{id}.mdm"),
-            &stable_uuid(&format!("{id}.mdm.{}", self.topic)),
+            &stable_uuid(&format!("{id}.mdm.{topic}")),
             "Device management",
         );
         mdm.insert("ServerURL".into(), format!("{url}/mdm/connect").into());
         mdm.insert("CheckInURL".into(), format!("{url}/mdm/checkin").into());
-        mdm.insert("Topic".into(), self.topic.clone().into());
+        mdm.insert("Topic".into(), topic.into());
         mdm.insert("IdentityCertificateUUID".into(), scep_uuid.into());
         mdm.insert("AccessRights".into(), 8191.into());
         mdm.insert("SignMessage".into(), true.into());

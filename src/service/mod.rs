@@ -51,10 +51,31 @@ impl Waker for NoPush {
     }
 }
 
+/// The APNs topic devices enroll with: the push certificate's UID (or the
+/// placeholder until one is set). Changes at run time when an admin sets a
+/// certificate with another topic (forced).
+pub struct Topic(std::sync::RwLock<String>);
+
+impl Topic {
+    pub fn new(t: String) -> Arc<Topic> {
+        Arc::new(Topic(std::sync::RwLock::new(t)))
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub fn set(&self, t: String) {
+        if let Ok(mut g) = self.0.write() {
+            *g = t;
+        }
+    }
+}
+
 pub struct Mdm {
     pub store: Arc<dyn Store>,
     /// The APNs topic devices must name (from the push certificate or configuration).
-    pub topic: String,
+    pub topic: Arc<Topic>,
     waker: Arc<dyn Waker>,
     /// Seals UnlockToken and BootstrapToken before they are stored.
     pub secrets: Arc<SecretBox>,
@@ -72,7 +93,7 @@ pub fn now() -> i64 {
 }
 
 impl Mdm {
-    pub fn new(store: Arc<dyn Store>, topic: String, waker: Arc<dyn Waker>, secrets: Arc<SecretBox>) -> Self {
+    pub fn new(store: Arc<dyn Store>, topic: Arc<Topic>, waker: Arc<dyn Waker>, secrets: Arc<SecretBox>) -> Self {
         Mdm {
             store,
             topic,

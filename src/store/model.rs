@@ -61,7 +61,43 @@ pub struct PushInfo {
     pub token: String,
     pub push_magic: String,
     pub topic: String,
+    /// When the TokenUpdate that brought this token arrived.
     pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_at: Option<i64>,
+    /// `accepted`, or what APNs (or the network) said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_outcome: Option<String>,
+    /// Pushes to this token stopped (Unregistered, BadDeviceToken,
+    /// DeviceTokenNotForTopic) until a newer TokenUpdate replaces this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+}
+
+impl PushInfo {
+    pub fn new(token: String, push_magic: String, topic: String, updated_at: i64) -> PushInfo {
+        PushInfo {
+            token,
+            push_magic,
+            topic,
+            updated_at,
+            last_push_at: None,
+            last_push_outcome: None,
+            disabled: None,
+        }
+    }
+}
+
+/// The outcome of a push to an enrollment's token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushRecord {
+    pub id: String,
+    /// The token pushed to: nothing is recorded if the enrollment has another by now.
+    pub token: String,
+    pub at: i64,
+    pub outcome: String,
+    /// Stop pushing to this token until a newer TokenUpdate.
+    pub disable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -610,6 +610,23 @@ impl CheckinStore for RedbStore {
         .await
     }
 
+    async fn record_pushes(&self, records: Vec<PushRecord>) -> Result<()> {
+        self.write(move |txn| {
+            for r in records {
+                let Some(mut e) = get_enrollment(txn, &r.id)? else { continue };
+                let Some(p) = e.push.as_mut().filter(|p| p.token == r.token) else { continue };
+                p.last_push_at = Some(r.at);
+                p.last_push_outcome = Some(r.outcome.clone());
+                if r.disable {
+                    p.disabled = Some(r.outcome);
+                }
+                put_enrollment(txn, &e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()> {
         self.write(move |txn| {
             for (id, at) in seen {

@@ -1,0 +1,118 @@
+//! Admin API for APNs: the push certificate and pushing on demand; the
+//! public health endpoint.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error, store_error};
+use crate::http::App;
+use crate::push::cert::PushCert;
+use crate::push::PushError;
+
+#[derive(Deserialize)]
+pub struct SetQuery {
+    /// Accept a certificate whose topic strands enrolled devices.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `PUT /v1/push-cert`: PEM certificate + key (`application/x-pem-file`), or
+/// PKCS#12 (`application/x-pkcs12`) with the password in `X-Password`.
+pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let password = headers.get("x-password").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let parsed = match ct.as_str() {
+        "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
+        "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
+        other => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {other:?}: send application/x-pem-file (certificate and key) or application/x-pkcs12 (with X-Password)"),
+            )
+        }
+    };
+    let pc = match parsed {
+        Ok(pc) => pc,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match app.pusher.set_certificate(pc, q.force).await {
+        Ok((topic, stranded)) => Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response(),
+        Err(e @ PushError::TopicChange { .. }) => {
+            let stranded = match &e {
+                PushError::TopicChange { stranded, .. } => *stranded,
+                _ => 0,
+            };
+            (StatusCode::CONFLICT, Json(json!({"error": e.to_string(), "stranded_devices": stranded}))).into_response()
+        }
+        Err(PushError::Store(e)) => store_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub async fn show(State(app): State<Arc<App>>) -> Response {
+    Json(app.pusher.health()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Targets {
+    targets: Vec<String>,
+}
+
+/// `POST /v1/push`: push these enrollments now; the answer says what APNs said.
+pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let t: Targets = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")),
+    };
+    if t.targets.is_empty() || t.targets.len() > 10_000 {
+        return error(StatusCode::BAD_REQUEST, "targets: 1 to 10,000 enrollment ids");
+    }
+    let results = app.pusher.push_now(t.targets).await;
+    let map: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(id, s)| (id, serde_json::to_value(s).unwrap_or_default()))
+        .collect();
+    Json(json!({"results": map})).into_response()
+}
+
+/// `GET /health` (no key): for load balancers and monitoring. 200 with
+/// `status: ok` or `warning` (push certificate missing, expiring within 30
+/// days, or refused by APNs); no secrets.
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    let push = app.pusher.health();
+    let mut warnings: Vec<String> = push["warnings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if let Some(w) = push["warning"].as_str() {
+        warnings.push(w.to_owned());
+    }
+    let status = if warnings.is_empty() { "ok" } else { "warning" };
+    Json(json!({
+        "status": status,
+        "warnings": warnings,
+        "push": {
+            "configured": push["configured"],
+            "topic": push["topic"],
+            "not_after": push["not_after"],
+            "days_left": push["days_left"],
+            "expiring_soon": push["expiring_soon"],
+            "certificate_error": push["certificate_error"],
+        },
+    }))
+    .into_response()
+}
