@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
     });
     let mdm = Arc::new(Mdm::new(
         store.clone(),
-        "com.apple.mgmt.External.bench".into(),
+        mdmd::service::Topic::new("com.apple.mgmt.External.bench".into()),
         Arc::new(NoPush),
         Arc::new(SecretBox::ephemeral()),
     ));
