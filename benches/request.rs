@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
         key,
     };
     let udid = "00008101-0000000000BE7C11";
-    let topic = app.mdm.topic.clone();
+    let topic = app.mdm.topic.get();
     rt.block_on(async {
         let auth = dict(&[
             ("MessageType", "Authenticate".into()),
