@@ -97,6 +97,20 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// The MDM push certificate: request one from Apple, set it, show it.
+    PushCert {
+        #[command(subcommand)]
+        what: PushCertCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Push (wake) enrollments now and show what APNs said.
+    Push {
+        #[arg(required = true, value_delimiter = ',')]
+        targets: Vec<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// The keyring that seals escrowed device tokens at rest.
     Secrets {
         #[command(subcommand)]
@@ -192,6 +206,43 @@ enum ProfilesCmd {
     },
     /// The variables templates may use (no server needed).
     Vars,
+}
+
+#[derive(Subcommand)]
+enum PushCertCmd {
+    /// Make the push key (0600) and CSR, and with your MDM vendor certificate the signed request
+    /// file to upload at Apple's Push Certificates Portal (no server needed).
+    Request {
+        /// The MDM vendor certificate (PEM; Apple's intermediates may follow in the same file).
+        #[arg(long)]
+        vendor_cert: std::path::PathBuf,
+        /// The MDM vendor certificate's private key (PEM).
+        #[arg(long)]
+        vendor_key: std::path::PathBuf,
+        /// Password of an encrypted vendor key.
+        #[arg(long, env = "MDMD_VENDOR_KEY_PASSWORD", hide_env_values = true)]
+        vendor_key_password: Option<String>,
+        /// Where to write the push key, CSR and request.
+        #[arg(long, default_value = ".")]
+        out_dir: std::path::PathBuf,
+        #[arg(long, default_value = "mdmd")]
+        organization: String,
+    },
+    /// Set the push certificate: PEM (with --key, or key in the same file) or PKCS#12 (.p12/.pfx, --password).
+    Set {
+        file: std::path::PathBuf,
+        /// The private key (PEM), e.g. push-request.key from `push-cert request`.
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        /// PKCS#12 or encrypted-key password.
+        #[arg(long, env = "MDMD_PUSH_CERT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Accept a certificate with another topic even though enrolled devices would be stranded.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Topic, expiry and health of the push certificate in use.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -533,6 +584,28 @@ enum SimCmd {
         #[arg(long)]
         invite: Option<String>,
     },
+    /// A long-running fleet woken by push: an APNs stand-in (HTTP/2, TLS, client certificate
+    /// required) and N enrolled devices that answer when pushed. Start mdmd with
+    /// `--apns-url` (printed) and `--apns-ca FILE` (written here).
+    Fleet {
+        #[arg(short = 'n', long, default_value_t = 10)]
+        devices: usize,
+        /// Enrollment credentials USER:PASSWORD.
+        #[arg(long)]
+        user: String,
+        /// Where the stand-in listens (loopback).
+        #[arg(long, default_value = "127.0.0.1:2197")]
+        apns_listen: String,
+        /// CA (PEM) that issued the push certificate: clients must present a certificate from it.
+        #[arg(long)]
+        push_ca: std::path::PathBuf,
+        /// Write the stand-in's TLS certificate here (mdmd's --apns-ca).
+        #[arg(long)]
+        write_apns_ca: std::path::PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// SCEP issuance benchmark against any SCEP URL (mdmd's /scep or a peer) with a static challenge.
     ScepBench {
         #[arg(long)]
@@ -684,6 +757,53 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             };
             print(&v);
         }
+        Cmd::PushCert { what, client } => match what {
+            PushCertCmd::Request {
+                vendor_cert,
+                vendor_key,
+                vendor_key_password,
+                out_dir,
+                organization,
+            } => push_cert_request(&client, &vendor_cert, &vendor_key, vendor_key_password.as_deref(), &out_dir, &organization).await?,
+            PushCertCmd::Set {
+                file,
+                key,
+                password,
+                force,
+            } => {
+                let a = client.admin()?;
+                let mut body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let p12 = file
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| x.eq_ignore_ascii_case("p12") || x.eq_ignore_ascii_case("pfx"));
+                if let Some(k) = key {
+                    body.push(b'\n');
+                    body.extend(std::fs::read(&k).with_context(|| format!("reading {}", k.display()))?);
+                }
+                let mut req = a
+                    .client
+                    .put(format!("{}/v1/push-cert{}", a.base, if force { "?force=true" } else { "" }))
+                    .bearer_auth(&a.key)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        if p12 { "application/x-pkcs12" } else { "application/x-pem-file" },
+                    )
+                    .body(body);
+                if let Some(p) = password {
+                    req = req.header("X-Password", p);
+                }
+                let resp = req.send().await?;
+                let status = resp.status();
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                if !status.is_success() {
+                    anyhow::bail!("HTTP {status}: {}", v["error"].as_str().unwrap_or(&v.to_string()));
+                }
+                print(&v);
+            }
+            PushCertCmd::Show => print(&client.admin()?.get("/v1/push-cert").await?),
+        },
+        Cmd::Push { targets, client } => print(&client.admin()?.post("/v1/push", json!({"targets": targets})).await?),
         Cmd::Secrets { what, client } => {
             let a = client.admin()?;
             match what {
@@ -763,6 +883,42 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
                 }
             }
+            SimCmd::Fleet {
+                devices,
+                user,
+                apns_listen,
+                push_ca,
+                write_apns_ca,
+                seconds,
+            } => {
+                let http = client.client()?;
+                let cas = openssl::x509::X509::stack_from_pem(&std::fs::read(&push_ca).with_context(|| format!("reading {}", push_ca.display()))?)?;
+                let standin = mdmd::sim::apns::StandIn::start(&apns_listen, cas).await?;
+                std::fs::write(&write_apns_ca, standin.server_cert.to_pem()?)?;
+                eprintln!("APNs stand-in on {} (mdmd --apns-url {} --apns-ca {})", standin.addr, standin.url(), write_apns_ca.display());
+                let (u, p) = parse_user(&user)?;
+                let stats = std::sync::Arc::new(mdmd::sim::fleet::FleetStats::default());
+                let keys = mdmd::sim::load::key_pool(8)?;
+                let mut handles = Vec::new();
+                for i in 0..devices.min(100_000) {
+                    let der = mdmd::sim::download_profile(&http, &format!("{}/mdm/enroll", client.server), Some((&u, &p))).await?;
+                    let d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, Some(keys[i % keys.len()].clone())).await?;
+                    d.enroll().await?;
+                    handles.push(mdmd::sim::fleet::serve(&standin, d, stats.clone()));
+                }
+                eprintln!("{} devices enrolled and listening for pushes", handles.len());
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                            eprintln!("{}", serde_json::to_string(&stats.report(handles.len(), &standin))?);
+                        }
+                    }
+                }
+                print(&serde_json::to_value(stats.report(handles.len(), &standin))?);
+            }
             SimCmd::ScepBench {
                 url,
                 challenge,
@@ -804,6 +960,55 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             }
         },
     }
+    Ok(())
+}
+
+/// `mdmd push-cert request`: push key (0600), CSR, and the vendor-signed request file.
+async fn push_cert_request(
+    client: &ClientOpts,
+    vendor_cert: &std::path::Path,
+    vendor_key: &std::path::Path,
+    password: Option<&str>,
+    out_dir: &std::path::Path,
+    organization: &str,
+) -> anyhow::Result<()> {
+    use mdmd::push::cert;
+    let chain = openssl::x509::X509::stack_from_pem(&std::fs::read(vendor_cert).with_context(|| format!("reading {}", vendor_cert.display()))?)
+        .context("--vendor-cert: not PEM certificates")?;
+    let kpem = std::fs::read(vendor_key).with_context(|| format!("reading {}", vendor_key.display()))?;
+    let vkey = match password {
+        Some(p) => openssl::pkey::PKey::private_key_from_pem_passphrase(&kpem, p.as_bytes()),
+        None => openssl::pkey::PKey::private_key_from_pem(&kpem),
+    }
+    .context("--vendor-key: not a PEM private key (encrypted? pass --vendor-key-password)")?;
+    std::fs::create_dir_all(out_dir)?;
+    let key_path = out_dir.join("push-request.key");
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+    mdmd::server::write_secret(&key_path, &key.private_key_to_pem_pkcs8()?)
+        .with_context(|| format!("writing {} (it must not exist yet)", key_path.display()))?;
+    let csr = cert::csr(&key, organization)?;
+    std::fs::write(out_dir.join("push-request.csr"), csr.to_pem()?)?;
+    let req = cert::vendor_signed_request(&csr, &vkey, &chain)?;
+    let req_path = out_dir.join("push-request.b64");
+    std::fs::write(&req_path, &req)?;
+    // Renewal: the topic of the certificate in use, if a server answers.
+    let current = match client.admin() {
+        Ok(a) => a.get("/v1/push-cert").await.ok().filter(|v| v["configured"] == true),
+        Err(_) => None,
+    };
+    println!("Wrote {} (0600), {} and {}.", key_path.display(), out_dir.join("push-request.csr").display(), req_path.display());
+    println!("1. Sign in at https://identity.apple.com/pushcert with your organisation's Apple Account.");
+    match &current {
+        Some(v) => println!(
+            "2. RENEWAL: choose \"Renew\" next to the certificate with topic {} (expires in {} days) and upload {}.\n   Renewing keeps the topic: enrolled devices keep working. \"Create a Certificate\" would give a NEW topic and every enrolled device would have to re-enroll.",
+            v["topic"].as_str().unwrap_or("?"),
+            v["days_left"],
+            req_path.display()
+        ),
+        None => println!("2. Choose \"Create a Certificate\" and upload {} (for a renewal choose \"Renew\" on the existing certificate instead: same topic).", req_path.display()),
+    }
+    println!("3. Download the certificate (MDM_…_Certificate.pem), then:");
+    println!("   mdmd push-cert set MDM_Certificate.pem --key {}", key_path.display());
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 //! by the load generator (`mdmd sim load`).
 
 pub mod answers;
+pub mod apns;
+pub mod fleet;
 pub mod load;
 pub mod pki;
 
