@@ -764,7 +764,17 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 vendor_key_password,
                 out_dir,
                 organization,
-            } => push_cert_request(&client, &vendor_cert, &vendor_key, vendor_key_password.as_deref(), &out_dir, &organization).await?,
+            } => {
+                push_cert_request(
+                    &client,
+                    &vendor_cert,
+                    &vendor_key,
+                    vendor_key_password.as_deref(),
+                    &out_dir,
+                    &organization,
+                )
+                .await?
+            }
             PushCertCmd::Set {
                 file,
                 key,
@@ -892,10 +902,17 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 seconds,
             } => {
                 let http = client.client()?;
-                let cas = openssl::x509::X509::stack_from_pem(&std::fs::read(&push_ca).with_context(|| format!("reading {}", push_ca.display()))?)?;
+                let cas = openssl::x509::X509::stack_from_pem(
+                    &std::fs::read(&push_ca).with_context(|| format!("reading {}", push_ca.display()))?,
+                )?;
                 let standin = mdmd::sim::apns::StandIn::start(&apns_listen, cas).await?;
                 std::fs::write(&write_apns_ca, standin.server_cert.to_pem()?)?;
-                eprintln!("APNs stand-in on {} (mdmd --apns-url {} --apns-ca {})", standin.addr, standin.url(), write_apns_ca.display());
+                eprintln!(
+                    "APNs stand-in on {} (mdmd --apns-url {} --apns-ca {})",
+                    standin.addr,
+                    standin.url(),
+                    write_apns_ca.display()
+                );
                 let (u, p) = parse_user(&user)?;
                 let stats = std::sync::Arc::new(mdmd::sim::fleet::FleetStats::default());
                 let keys = mdmd::sim::load::key_pool(8)?;
@@ -973,8 +990,9 @@ async fn push_cert_request(
     organization: &str,
 ) -> anyhow::Result<()> {
     use mdmd::push::cert;
-    let chain = openssl::x509::X509::stack_from_pem(&std::fs::read(vendor_cert).with_context(|| format!("reading {}", vendor_cert.display()))?)
-        .context("--vendor-cert: not PEM certificates")?;
+    let chain =
+        openssl::x509::X509::stack_from_pem(&std::fs::read(vendor_cert).with_context(|| format!("reading {}", vendor_cert.display()))?)
+            .context("--vendor-cert: not PEM certificates")?;
     let kpem = std::fs::read(vendor_key).with_context(|| format!("reading {}", vendor_key.display()))?;
     let vkey = match password {
         Some(p) => openssl::pkey::PKey::private_key_from_pem_passphrase(&kpem, p.as_bytes()),
@@ -996,7 +1014,12 @@ async fn push_cert_request(
         Ok(a) => a.get("/v1/push-cert").await.ok().filter(|v| v["configured"] == true),
         Err(_) => None,
     };
-    println!("Wrote {} (0600), {} and {}.", key_path.display(), out_dir.join("push-request.csr").display(), req_path.display());
+    println!(
+        "Wrote {} (0600), {} and {}.",
+        key_path.display(),
+        out_dir.join("push-request.csr").display(),
+        req_path.display()
+    );
     println!("1. Sign in at https://identity.apple.com/pushcert with your organisation's Apple Account.");
     match &current {
         Some(v) => println!(

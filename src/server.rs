@@ -158,7 +158,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     match pusher.start().context("loading the push certificate")? {
         Some(t) => {
             if cfg.topic.as_ref().is_some_and(|flag| *flag != t) {
-                anyhow::bail!("--topic {:?} differs from the push certificate's topic {t:?}", cfg.topic.clone().unwrap_or_default());
+                anyhow::bail!(
+                    "--topic {:?} differs from the push certificate's topic {t:?}",
+                    cfg.topic.clone().unwrap_or_default()
+                );
             }
             topic.set(t);
         }

@@ -119,6 +119,9 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
                 if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {
                     p.insert("last_push_at".into(), views::time(s.at));
                     p.insert("last_push_outcome".into(), json!(s.outcome));
+                    if s.token_disabled {
+                        p.insert("disabled".into(), json!(s.outcome));
+                    }
                 }
             }
             Json(v).into_response()

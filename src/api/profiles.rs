@@ -235,7 +235,11 @@ pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: 
 
 pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     match targets(&body) {
-        Ok((t, push)) => app.commander.remove_profile(&id, t, push).await.map_or_else(command_error, |b| batch(&b)),
+        Ok((t, push)) => app
+            .commander
+            .remove_profile(&id, t, push)
+            .await
+            .map_or_else(command_error, |b| batch(&b)),
         Err(r) => r,
     }
 }

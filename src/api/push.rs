@@ -35,16 +35,17 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
         .trim()
         .to_ascii_lowercase();
     let password = headers.get("x-password").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let parsed = match ct.as_str() {
-        "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
-        "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
-        other => {
-            return error(
+    let parsed =
+        match ct.as_str() {
+            "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
+            "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
+            other => return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Type {other:?}: send application/x-pem-file (certificate and key) or application/x-pkcs12 (with X-Password)"),
-            )
-        }
-    };
+                format!(
+                    "Content-Type {other:?}: send application/x-pem-file (certificate and key) or application/x-pkcs12 (with X-Password)"
+                ),
+            ),
+        };
     let pc = match parsed {
         Ok(pc) => pc,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -56,7 +57,11 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
                 PushError::TopicChange { stranded, .. } => *stranded,
                 _ => 0,
             };
-            (StatusCode::CONFLICT, Json(json!({"error": e.to_string(), "stranded_devices": stranded}))).into_response()
+            (
+                StatusCode::CONFLICT,
+                Json(json!({"error": e.to_string(), "stranded_devices": stranded})),
+            )
+                .into_response()
         }
         Err(PushError::Store(e)) => store_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

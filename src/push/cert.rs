@@ -78,8 +78,12 @@ impl PushCert {
         let parsed = p12
             .parse2(password)
             .map_err(|e| PushError::Certificate(format!("cannot open the PKCS#12 (wrong password?): {e}")))?;
-        let cert = parsed.cert.ok_or_else(|| PushError::Certificate("the PKCS#12 has no certificate".into()))?;
-        let key = parsed.pkey.ok_or_else(|| PushError::Certificate("the PKCS#12 has no private key".into()))?;
+        let cert = parsed
+            .cert
+            .ok_or_else(|| PushError::Certificate("the PKCS#12 has no certificate".into()))?;
+        let key = parsed
+            .pkey
+            .ok_or_else(|| PushError::Certificate("the PKCS#12 has no private key".into()))?;
         let chain = parsed.ca.map(|s| s.into_iter().collect()).unwrap_or_default();
         PushCert::new(cert, key, chain)
     }
@@ -90,9 +94,7 @@ impl PushCert {
         crate::pki::ossl::load_providers();
         let certs = X509::stack_from_pem(pem).map_err(|e| PushError::Certificate(format!("no PEM certificate: {e}")))?;
         let mut certs = certs.into_iter();
-        let cert = certs
-            .next()
-            .ok_or_else(|| PushError::Certificate("no PEM certificate".into()))?;
+        let cert = certs.next().ok_or_else(|| PushError::Certificate("no PEM certificate".into()))?;
         let key = match password {
             Some(p) => PKey::private_key_from_pem_passphrase(pem, p.as_bytes()),
             None => PKey::private_key_from_pem(pem),
@@ -119,7 +121,10 @@ impl PushCert {
     }
 
     pub fn subject(&self) -> String {
-        crate::pki::ca::describe(&self.cert)["subject"].as_str().unwrap_or_default().to_owned()
+        crate::pki::ca::describe(&self.cert)["subject"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -204,7 +209,9 @@ pub fn vendor_signed_request(csr: &X509Req, vendor_key: &PKey<Private>, vendor_c
         .first()
         .ok_or_else(|| PushError::Certificate("no vendor certificate".into()))?;
     if !vendor.public_key().map_err(e)?.public_eq(vendor_key) {
-        return Err(PushError::Certificate("the vendor key does not belong to the vendor certificate".into()));
+        return Err(PushError::Certificate(
+            "the vendor key does not belong to the vendor certificate".into(),
+        ));
     }
     let csr_der = csr.to_der().map_err(e)?;
     let mut signer = Signer::new(MessageDigest::sha256(), vendor_key).map_err(e)?;

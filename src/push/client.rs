@@ -88,9 +88,10 @@ fn split_url(url: &str) -> Result<(String, String, u16), PushError> {
         .ok_or_else(|| PushError::Config(format!("APNs URL {url:?} must be https://host[:port]")))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            (h.trim_matches(['[', ']']).to_owned(), p.parse().map_err(|_| PushError::Config(format!("bad port in {url:?}")))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_owned(),
+            p.parse().map_err(|_| PushError::Config(format!("bad port in {url:?}")))?,
+        ),
         _ => (hostport.to_owned(), 443),
     };
     Ok((format!("https://{hostport}"), host, port))
@@ -244,11 +245,7 @@ impl ApnsClient {
             }
         };
         let status = resp.status().as_u16();
-        let apns_id = resp
-            .headers()
-            .get("apns-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let apns_id = resp.headers().get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let reason = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -295,7 +292,10 @@ mod tests {
         assert!(matches!(classify(410, "".into(), None), PushResult::Unregistered { .. }));
         assert!(matches!(classify(400, "BadDeviceToken".into(), None), PushResult::BadToken { .. }));
         assert!(matches!(classify(400, "BadTopic".into(), None), PushResult::Failed { .. }));
-        assert!(matches!(classify(403, "BadCertificate".into(), None), PushResult::Certificate { .. }));
+        assert!(matches!(
+            classify(403, "BadCertificate".into(), None),
+            PushResult::Certificate { .. }
+        ));
         assert!(matches!(classify(429, "TooManyRequests".into(), None), PushResult::Retry { .. }));
         assert!(matches!(classify(503, "".into(), None), PushResult::Retry { .. }));
     }

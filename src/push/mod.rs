@@ -61,6 +61,9 @@ pub struct PushStatus {
     pub outcome: String,
     /// The push reached APNs and was accepted.
     pub accepted: bool,
+    /// APNs said the token is dead: no pushes to it until a newer TokenUpdate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub token_disabled: bool,
 }
 
 /// Counters for `/v1/stats` and load tests.
@@ -178,10 +181,7 @@ impl Pusher {
                 let page = self.store.enrollments(after.clone(), 1000).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id.clone());
-                stranded += page
-                    .iter()
-                    .filter(|e| e.checked_out_at.is_none() && e.topic != pc.topic)
-                    .count() as u64;
+                stranded += page.iter().filter(|e| e.checked_out_at.is_none() && e.topic != pc.topic).count() as u64;
             }
             if stranded > 0 && !force {
                 return Err(PushError::TopicChange {
@@ -213,10 +213,14 @@ impl Pusher {
                 let days = (pc.not_after - now()) / 86_400;
                 let mut warnings = Vec::new();
                 if days < 30 {
-                    warnings.push(format!("the push certificate expires in {days} day(s): renew it in Apple's portal (same topic)"));
+                    warnings.push(format!(
+                        "the push certificate expires in {days} day(s): renew it in Apple's portal (same topic)"
+                    ));
                 }
                 if let Some((at, reason)) = &cert_error {
-                    warnings.push(format!("APNs refused the certificate ({reason}) at {at}: pushes stopped until a certificate is set"));
+                    warnings.push(format!(
+                        "APNs refused the certificate ({reason}) at {at}: pushes stopped until a certificate is set"
+                    ));
                 }
                 serde_json::json!({
                     "configured": true,
@@ -299,6 +303,7 @@ impl Pusher {
                 at: now(),
                 outcome: format!("not pushed: {why}"),
                 accepted: false,
+                token_disabled: false,
             }
         };
         if !self.configured() {
@@ -362,6 +367,7 @@ impl Pusher {
             at,
             outcome: result.label(),
             accepted,
+            token_disabled: disable,
         };
         lock(&self.latest).insert(id.to_owned(), status.clone());
         lock(&self.unflushed).push(PushRecord {
@@ -399,7 +405,11 @@ impl Pusher {
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for e in page {
-                if e.active && e.checked_out_at.is_none() && e.push.as_ref().is_some_and(|p| p.disabled.is_none()) && e.last_seen_at < horizon {
+                if e.active
+                    && e.checked_out_at.is_none()
+                    && e.push.as_ref().is_some_and(|p| p.disabled.is_none())
+                    && e.last_seen_at < horizon
+                {
                     if self.store.next_command(&e.id, false).await?.is_some() {
                         due.push(e.id);
                     }

@@ -172,7 +172,8 @@ impl Commander {
                 if used.is_empty() && !unlock_token {
                     self.queue_same(command, targets, None, push).await
                 } else {
-                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push).await
+                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
+                        .await
                 }
             }
         }
@@ -306,14 +307,19 @@ impl Commander {
         }
     }
 
-    async fn queue_same(&self, command: Dictionary, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
+    async fn queue_same(
+        &self,
+        command: Dictionary,
+        targets: Vec<String>,
+        tag: Option<ProfileTag>,
+        push: bool,
+    ) -> Result<Batch, CommandError> {
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
         let rec = CommandRecord::new(&cmd, now(), tag);
         let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
         if push {
             let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
-            self.mdm
-                .wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
+            self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
         }
         tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
         Ok(Batch {

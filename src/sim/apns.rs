@@ -108,8 +108,12 @@ impl StandIn {
                 st.connections.fetch_add(1, Relaxed);
                 let (acceptor, st, dv) = (acceptor.clone(), st.clone(), dv.clone());
                 tokio::spawn(async move {
-                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else { return };
-                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                        return;
+                    };
+                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                        return;
+                    };
                     if std::pin::Pin::new(&mut tls).accept().await.is_err() {
                         return;
                     }
@@ -185,7 +189,11 @@ async fn handle(
     }
 }
 
-async fn check(req: Request<hyper::body::Incoming>, cert_topic: &str, devices: &Mutex<HashMap<String, Registration>>) -> Result<(), (u16, &'static str)> {
+async fn check(
+    req: Request<hyper::body::Incoming>,
+    cert_topic: &str,
+    devices: &Mutex<HashMap<String, Registration>>,
+) -> Result<(), (u16, &'static str)> {
     if req.method() != hyper::Method::POST {
         return Err((405, "MethodNotAllowed"));
     }

@@ -614,7 +614,9 @@ impl CheckinStore for RedbStore {
         self.write(move |txn| {
             for r in records {
                 let Some(mut e) = get_enrollment(txn, &r.id)? else { continue };
-                let Some(p) = e.push.as_mut().filter(|p| p.token == r.token) else { continue };
+                let Some(p) = e.push.as_mut().filter(|p| p.token == r.token) else {
+                    continue;
+                };
                 p.last_push_at = Some(r.at);
                 p.last_push_outcome = Some(r.outcome.clone());
                 if r.disable {

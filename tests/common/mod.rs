@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod push;
+
 use serde_json::Value;
 
 pub const API_KEY: &str = "test-admin-key-0123456789";
