@@ -605,6 +605,13 @@ enum SimCmd {
         /// Stop after this many seconds.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
+        /// Measure: this many rounds of one command to one device, then to every device
+        /// (POST /v1/commands → push → the device's result stored), median and p99; then exit.
+        #[arg(long)]
+        measure_rounds: Option<usize>,
+        /// Devices enrolled at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
     },
     /// SCEP issuance benchmark against any SCEP URL (mdmd's /scep or a peer) with a static challenge.
     ScepBench {
@@ -900,6 +907,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 push_ca,
                 write_apns_ca,
                 seconds,
+                measure_rounds,
+                concurrency,
             } => {
                 let http = client.client()?;
                 let cas = openssl::x509::X509::stack_from_pem(
@@ -916,14 +925,35 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 let (u, p) = parse_user(&user)?;
                 let stats = std::sync::Arc::new(mdmd::sim::fleet::FleetStats::default());
                 let keys = mdmd::sim::load::key_pool(8)?;
-                let mut handles = Vec::new();
+                let standin = std::sync::Arc::new(standin);
+                let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+                let mut joins = Vec::new();
                 for i in 0..devices.min(100_000) {
-                    let der = mdmd::sim::download_profile(&http, &format!("{}/mdm/enroll", client.server), Some((&u, &p))).await?;
-                    let d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, Some(keys[i % keys.len()].clone())).await?;
-                    d.enroll().await?;
-                    handles.push(mdmd::sim::fleet::serve(&standin, d, stats.clone()));
+                    let (http, standin, stats, sem, key) = (http.clone(), standin.clone(), stats.clone(), sem.clone(), keys[i % keys.len()].clone());
+                    let (url, u, p) = (format!("{}/mdm/enroll", client.server), u.clone(), p.clone());
+                    joins.push(tokio::spawn(async move {
+                        let _permit = sem.acquire_owned().await?;
+                        let der = mdmd::sim::download_profile(&http, &url, Some((&u, &p))).await?;
+                        let d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, Some(key)).await?;
+                        d.enroll().await?;
+                        let udid = d.udid.clone();
+                        mdmd::sim::fleet::serve(&standin, d, stats);
+                        anyhow::Ok(udid)
+                    }));
+                }
+                let mut handles = Vec::new();
+                for j in joins {
+                    handles.push(j.await??);
                 }
                 eprintln!("{} devices enrolled and listening for pushes", handles.len());
+                if let Some(rounds) = measure_rounds {
+                    let a = client.admin()?;
+                    let within = Duration::from_secs(seconds);
+                    let one = mdmd::sim::fleet::measure(&a, &stats, &handles[..1], rounds, within).await?;
+                    let all = mdmd::sim::fleet::measure(&a, &stats, &handles, rounds.min(3), within).await?;
+                    print(&json!({"one_target": one, "all_targets": all, "fleet": stats.report(handles.len(), &standin)}));
+                    return Ok(());
+                }
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
                 loop {
                     tokio::select! {

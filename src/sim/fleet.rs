@@ -18,6 +18,8 @@ pub struct FleetStats {
     pub sessions: AtomicU64,
     pub commands: AtomicU64,
     pub errors: AtomicU64,
+    /// When each session that answered commands finished (for latency figures).
+    pub finished: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +70,11 @@ async fn run(mut dev: SimDevice, mut wakes: mpsc::UnboundedReceiver<String>, sta
             Ok(h) => {
                 stats.sessions.fetch_add(1, Relaxed);
                 stats.commands.fetch_add(h.len() as u64, Relaxed);
+                if !h.is_empty() {
+                    if let Ok(mut f) = stats.finished.lock() {
+                        f.push(std::time::Instant::now());
+                    }
+                }
             }
             Err(e) => {
                 stats.errors.fetch_add(1, Relaxed);
@@ -76,4 +83,47 @@ async fn run(mut dev: SimDevice, mut wakes: mpsc::UnboundedReceiver<String>, sta
         }
     }
     dev
+}
+
+/// Median and 99th percentile of the time from queueing a command (through
+/// the admin API, pushed) to each target's result being stored, over
+/// `rounds` rounds to `targets`.
+pub async fn measure(
+    admin: &super::load::Admin,
+    stats: &FleetStats,
+    targets: &[String],
+    rounds: usize,
+    within: std::time::Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let mut lat = Vec::new();
+    for _ in 0..rounds {
+        if let Ok(mut f) = stats.finished.lock() {
+            f.clear();
+        }
+        let t0 = std::time::Instant::now();
+        admin
+            .post("/v1/commands", serde_json::json!({"targets": targets, "command": {"RequestType": "SecurityInfo"}}))
+            .await?;
+        loop {
+            let n = stats.finished.lock().map(|f| f.len()).unwrap_or(0);
+            if n >= targets.len() || t0.elapsed() > within {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        if let Ok(f) = stats.finished.lock() {
+            lat.extend(f.iter().map(|t| t.duration_since(t0).as_secs_f64() * 1000.0));
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+    Ok(serde_json::json!({
+        "targets": targets.len(),
+        "rounds": rounds,
+        "results": lat.len(),
+        "expected": targets.len() * rounds,
+        "median_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "max_ms": lat.last().copied().unwrap_or(f64::NAN),
+    }))
 }
