@@ -1,7 +1,7 @@
 # mdmd — common tasks. `make run` serves with embedded defaults; `make test` runs everything CI runs.
 CARGO ?= cargo
 
-.PHONY: run build release test unit bench load schema fuzz clean
+.PHONY: run build release test unit bench load push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -22,6 +22,10 @@ bench:
 # Load test against a throwaway server on 127.0.0.1 (see docs/performance.md).
 load: release
 	bash tools/load.sh
+
+# Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
+push-latency: release
+	bash tools/push-latency.sh
 
 # Regenerate src/protocol/schema.json from ../shared/apple-device-management (needs python3-yaml).
 schema:

@@ -27,7 +27,8 @@ fn ca() -> (openssl::x509::X509, openssl::pkey::PKey<openssl::pkey::Private>) {
     b.set_pubkey(&key).unwrap();
     b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
     b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(2).unwrap()).unwrap();
-    b.append_extension(openssl::x509::extension::BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+    b.append_extension(openssl::x509::extension::BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
     b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
     (b.build(), key)
 }

@@ -929,7 +929,13 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
                 let mut joins = Vec::new();
                 for i in 0..devices.min(100_000) {
-                    let (http, standin, stats, sem, key) = (http.clone(), standin.clone(), stats.clone(), sem.clone(), keys[i % keys.len()].clone());
+                    let (http, standin, stats, sem, key) = (
+                        http.clone(),
+                        standin.clone(),
+                        stats.clone(),
+                        sem.clone(),
+                        keys[i % keys.len()].clone(),
+                    );
                     let (url, u, p) = (format!("{}/mdm/enroll", client.server), u.clone(), p.clone());
                     joins.push(tokio::spawn(async move {
                         let _permit = sem.acquire_owned().await?;

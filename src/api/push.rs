@@ -35,17 +35,18 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
         .trim()
         .to_ascii_lowercase();
     let password = headers.get("x-password").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let parsed =
-        match ct.as_str() {
-            "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
-            "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
-            other => return error(
+    let parsed = match ct.as_str() {
+        "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
+        "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
+        other => {
+            return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type {other:?}: send application/x-pem-file (certificate and key) or application/x-pkcs12 (with X-Password)"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let pc = match parsed {
         Ok(pc) => pc,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -130,6 +130,7 @@ impl Pusher {
             }
             None => None,
         };
+        self.check_expiry();
         let me = self.clone();
         tokio::spawn(async move { me.dispatch_loop().await });
         let me = Arc::downgrade(self);

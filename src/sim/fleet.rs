@@ -102,7 +102,10 @@ pub async fn measure(
         }
         let t0 = std::time::Instant::now();
         admin
-            .post("/v1/commands", serde_json::json!({"targets": targets, "command": {"RequestType": "SecurityInfo"}}))
+            .post(
+                "/v1/commands",
+                serde_json::json!({"targets": targets, "command": {"RequestType": "SecurityInfo"}}),
+            )
             .await?;
         loop {
             let n = stats.finished.lock().map(|f| f.len()).unwrap_or(0);
@@ -116,7 +119,11 @@ pub async fn measure(
         }
     }
     lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok(serde_json::json!({
         "targets": targets.len(),
         "rounds": rounds,
