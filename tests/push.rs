@@ -35,6 +35,18 @@ async fn set_cert(srv: &Server, ca: &TestCa, topic: &str) -> openssl::x509::X509
     c
 }
 
+/// `GET /health`, which needs no key.
+async fn health(srv: &Server) -> Value {
+    srv.client()
+        .get(format!("{}/health", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn shared(rel: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures-from-peers")
@@ -48,15 +60,7 @@ async fn the_push_certificate_is_read_checked_kept_and_requested() {
     let info = admin.get("/v1/info").await.unwrap();
     assert_eq!(info["push_configured"], false);
     assert!(info["push_warning"].as_str().unwrap().contains("re-enroll"), "{info}");
-    let h: Value = srv
-        .client()
-        .get(format!("{}/health", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = health(&srv).await;
     assert_eq!(h["status"], "warning", "{h}");
 
     // Not push certificates, or not readable: 400, nothing changes.
@@ -165,15 +169,7 @@ async fn the_push_certificate_is_read_checked_kept_and_requested() {
     ]);
     assert_eq!(v["stranded_devices"], 1);
     // Expiring within 30 days: warned on health.
-    let h: Value = srv
-        .client()
-        .get(format!("{}/health", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = health(&srv).await;
     assert_eq!(h["status"], "warning");
     assert_eq!(h["push"]["expiring_soon"], true);
     assert!(h["warnings"][0].as_str().unwrap().contains("expires in"), "{h}");
@@ -395,15 +391,7 @@ async fn pushes_are_exact_coalesced_and_every_apns_answer_is_handled() {
     rec.script(&tok(a), vec![Answer::Status(403, Some("BadCertificate"))]);
     let v = admin.post("/v1/push", json!({"targets": [id(a)]})).await.unwrap();
     assert_eq!(v["results"][id(a)]["outcome"], "BadCertificate");
-    let h: Value = srv
-        .client()
-        .get(format!("{}/health", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = health(&srv).await;
     assert_eq!(h["push"]["certificate_error"], "BadCertificate", "{h}");
     let before = rec.seen_for(&tok(e)).len();
     let v = admin.post("/v1/push", json!({"targets": [id(e)]})).await.unwrap();
