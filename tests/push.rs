@@ -47,10 +47,9 @@ async fn health(srv: &Server) -> Value {
         .unwrap()
 }
 
+/// Peer fixtures kept in the repository (`fixtures/`, with their LICENSE).
 fn shared(rel: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures-from-peers")
-        .join(rel)
+    common::repo_file("fixtures").join(rel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
