@@ -114,6 +114,12 @@ pub struct ServeConfig {
     /// How often to look for such devices, in seconds.
     #[arg(long, env = "MDMD_REPUSH_INTERVAL", default_value_t = 900)]
     pub repush_interval: u64,
+    /// Re-enrollment of an active device by another identity: `strict` (default) accepts it only
+    /// after the device checked out, through an attested (profile-service) enrollment or our own
+    /// renewal, or with an admin's approval (`mdmd devices approve-reenroll`); `open` accepts any
+    /// identity our CA issued (labs only: anyone with an enrollment profile can take over a device).
+    #[arg(long, env = "MDMD_REENROLL_POLICY", default_value = "strict", value_parser = ["strict", "open"])]
+    pub reenroll_policy: String,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,

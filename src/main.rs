@@ -163,6 +163,13 @@ enum DevicesCmd {
     Clear { id: String },
     /// The profiles mdmd tracks on an enrollment (pending, installed, failed, removed, missing).
     Profiles { id: String },
+    /// Allow the next enrollment of this device with a new identity (a wiped or replaced phone)
+    /// to take over its active enrollment: once, within --expires-in seconds.
+    ApproveReenroll {
+        id: String,
+        #[arg(long, default_value_t = 3600)]
+        expires_in: i64,
+    },
     /// Set attributes used by profile variables, e.g. `USERNAME=alice EMAIL=alice@example.com`
     /// (an empty value removes one).
     Set {
@@ -664,6 +671,13 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 DevicesCmd::Show { id } => a.get(&format!("/v1/devices/{}", urlencoding::encode(&id))).await?,
                 DevicesCmd::Commands { id } => a.get(&format!("/v1/devices/{}/commands", urlencoding::encode(&id))).await?,
                 DevicesCmd::Profiles { id } => a.get(&format!("/v1/devices/{}/profiles", urlencoding::encode(&id))).await?,
+                DevicesCmd::ApproveReenroll { id, expires_in } => {
+                    a.post(
+                        &format!("/v1/devices/{}/approve-reenroll", urlencoding::encode(&id)),
+                        json!({"expires_in": expires_in}),
+                    )
+                    .await?
+                }
                 DevicesCmd::Set { id, attributes } => {
                     let mut m = serde_json::Map::new();
                     for kv in attributes {

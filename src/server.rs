@@ -170,7 +170,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             "no push certificate (mdmd push-cert set): devices cannot be woken, and devices enrolled now use this placeholder topic and will have to re-enroll once a certificate is set"
         ),
     }
-    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets));
+    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets).with_reenroll_policy(cfg.reenroll_policy != "open"));
+    if cfg.reenroll_policy == "open" {
+        tracing::warn!("--reenroll-policy open: any identity from this CA may take over an enrolled device (labs only)");
+    }
     mdm.spawn_seen_flusher();
     // Tokens stored before sealing (or under a rotated-out key) are resealed now.
     match mdm.reseal_all().await {

@@ -43,6 +43,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/profiles/{id}/remove", axum::routing::post(profiles::remove))
         .route("/v1/devices/{id}/profiles", get(profiles::device_profiles))
         .route("/v1/devices/{id}/attributes", axum::routing::put(profiles::set_attributes))
+        .route("/v1/devices/{id}/approve-reenroll", axum::routing::post(approve_reenroll))
         .route("/v1/secrets/rotate", axum::routing::post(profiles::rotate_secrets))
         .route("/v1/push-cert", get(push::show).put(push::set))
         .route("/v1/push", axum::routing::post(push::push))
@@ -152,6 +153,53 @@ async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<Strin
     match app.mdm.store.clear_queue(&id, now()).await {
         Ok(n) => Json(json!({"enrollment": id, "cleared": n})).into_response(),
         Err(e) => store_error(ServiceError::from(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Approve {
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+/// Let the next Authenticate of this device with a new identity re-enroll it
+/// (once, within `expires_in` seconds, default one hour).
+async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let a: Approve = if body.is_empty() {
+        Approve { expires_in: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"expires_in\": seconds}}: {e}")),
+        }
+    };
+    match app.mdm.store.enrollment(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
+        Err(e) => return store_error(e),
+    }
+    let ttl = a.expires_in.unwrap_or(3600).clamp(60, 7 * 86_400);
+    let t = now();
+    let rec = crate::store::OneTimeSecret {
+        created_at: t,
+        expires_at: t + ttl,
+        purpose: "reenroll-approval".into(),
+        used_at: None,
+        enrollment: Some(id.clone()),
+        vouched: false,
+    };
+    let hash = crate::service::enroll::sha256_hex(&id);
+    match app
+        .mdm
+        .store
+        .add_secret(crate::store::SecretKind::ReenrollApproval, &hash, rec)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(enrollment = %id, ttl, "re-enrollment approved");
+            Json(json!({"enrollment": id, "approved_until": views::time(t + ttl)})).into_response()
+        }
+        Err(e) => store_error(e),
     }
 }
 

@@ -50,6 +50,8 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
         "checked_out_at": opt_time(e.checked_out_at),
         "last_checkin_at": time(e.last_checkin_at),
         "last_seen_at": time(e.last_seen_at),
+        "refused_reenroll_count": e.refused_reenroll_count,
+        "refused_reenroll_at": opt_time(e.refused_reenroll_at),
     });
     if let (Some(p), Some(o)) = (pending, v.as_object_mut()) {
         o.insert("pending_commands".into(), json!(p));

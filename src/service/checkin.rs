@@ -81,14 +81,7 @@ impl Mdm {
                     }
                     None => info,
                 };
-                // Our own identity renewal (we re-sent the profile): same enrollment, new
-                // certificate; keep the queue and history. Anything else re-enrolls.
-                let keep = old.as_ref().is_some_and(|o| {
-                    o.active
-                        && o.checked_out_at.is_none()
-                        && o.renewal_requested_at.is_some()
-                        && o.cert_hash.as_deref() != Some(hash.as_str())
-                });
+                let keep = self.admit(&id, &req.ids, old.as_ref(), &hash).await?;
                 let rec = Enrollment {
                     id: id.clone(),
                     device: req.enrollment.device.clone(),
@@ -127,6 +120,8 @@ impl Mdm {
                     checked_out_at: None,
                     last_checkin_at: t,
                     last_seen_at: t,
+                    refused_reenroll_at: old.as_ref().and_then(|o| o.refused_reenroll_at),
+                    refused_reenroll_count: old.as_ref().map_or(0, |o| o.refused_reenroll_count),
                 };
                 if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
                     return Err(ServiceError::Forbidden(format!(
@@ -234,6 +229,52 @@ impl Mdm {
                 Ok(CheckinReply::Plist(crate::protocol::to_xml(&d)))
             }
         }
+    }
+
+    /// May this identity (`hash`) Authenticate as `id`? Returns whether it is
+    /// our own identity renewal (keep the queue and history), or refuses.
+    ///
+    /// An identity issued for a device (bound at issuance) must name that
+    /// device. A new identity for an enrollment that is active under another
+    /// identity is a re-enrollment, accepted only when the identity was vouched
+    /// for (attested profile-service enrollment, our encrypted renewal profile,
+    /// SCEP renewal signed by the current identity), or an admin approved it;
+    /// otherwise refused (403, never 401), the attempt noted, and the enrolled
+    /// device keeps working. A checked-out or new enrollment is open.
+    async fn admit(&self, id: &str, ids: &crate::protocol::Ids, old: Option<&Enrollment>, hash: &str) -> Result<bool, ServiceError> {
+        let cert = self.store.cert_by_hash(hash).await?;
+        let bound = cert.as_ref().and_then(|c| c.udid.clone());
+        if let (Some(b), Some(u)) = (&bound, &ids.udid) {
+            if b != u {
+                return Err(ServiceError::Forbidden(format!("this identity was issued for device {b}, not {u}")));
+            }
+        }
+        let vouched = cert.as_ref().is_some_and(|c| c.vouched) && bound.as_deref() == Some(id);
+        let Some(o) = old.filter(|o| o.active && o.checked_out_at.is_none() && o.cert_hash.as_deref() != Some(hash)) else {
+            return Ok(false);
+        };
+        // Our own identity renewal (we re-sent the profile, encrypted to the device).
+        if o.renewal_requested_at.is_some() && vouched {
+            return Ok(true);
+        }
+        if !self.strict_reenroll || vouched {
+            tracing::info!(enrollment = %id, vouched, "re-enrollment with a new identity");
+            return Ok(false);
+        }
+        use crate::store::{Consumed, SecretKind};
+        let approval = self
+            .store
+            .consume_secret(SecretKind::ReenrollApproval, &super::enroll::sha256_hex(id), now())
+            .await?;
+        if let Consumed::Ok(_) = approval {
+            tracing::info!(enrollment = %id, "re-enrollment approved by an admin");
+            return Ok(false);
+        }
+        self.store.note_refused_reenroll(id, now()).await?;
+        tracing::warn!(enrollment = %id, "re-enrollment with another identity refused: the device is enrolled and active (approve with `mdmd devices approve-reenroll`)");
+        Err(ServiceError::Forbidden(format!(
+            "{id} is enrolled under another identity: re-enrollment needs the device's check-out, an attested enrollment or an admin's approval"
+        )))
     }
 
     /// The request must carry an identity that our CA issued and has not revoked.

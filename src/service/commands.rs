@@ -541,6 +541,7 @@ impl Renderer {
                                 purpose: format!("profile:{identifier}/{payload}"),
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
+                                vouched: false,
                             },
                         ));
                         return Some(token);

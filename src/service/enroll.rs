@@ -88,6 +88,18 @@ impl Enroller {
 
     /// Create a single-use secret of `kind`, valid for `ttl` seconds.
     pub async fn new_secret(&self, kind: SecretKind, purpose: &str, ttl: i64) -> Result<(String, i64), ServiceError> {
+        self.new_secret_for(kind, purpose, ttl, None, false).await
+    }
+
+    /// A single-use secret for one device (`vouched`: it reaches only that device).
+    pub async fn new_secret_for(
+        &self,
+        kind: SecretKind,
+        purpose: &str,
+        ttl: i64,
+        enrollment: Option<String>,
+        vouched: bool,
+    ) -> Result<(String, i64), ServiceError> {
         let token = crate::pki::random_token(20);
         let t = now();
         let rec = OneTimeSecret {
@@ -95,7 +107,8 @@ impl Enroller {
             expires_at: t + ttl,
             purpose: purpose.to_owned(),
             used_at: None,
-            enrollment: None,
+            enrollment,
+            vouched,
         };
         self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
@@ -189,8 +202,15 @@ impl Enroller {
         let cert = cert
             .and_then(|d| X509::from_der(&d).ok())
             .ok_or_else(|| ServiceError::Rejected("no identity certificate on record to encrypt to".into()))?;
+        // The challenge reaches only this device (encrypted to it): vouched.
         let (challenge, _) = self
-            .new_secret(SecretKind::Challenge, &format!("renewal:{}", e.id), 30 * 86_400)
+            .new_secret_for(
+                SecretKind::Challenge,
+                &format!("renewal:{}", e.id),
+                30 * 86_400,
+                Some(e.id.clone()),
+                true,
+            )
             .await?;
         let xml = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
@@ -242,6 +262,7 @@ impl Enroller {
         }
         let mut enrollment = None;
         let mut purpose = None;
+        let (mut udid, mut vouched) = (None, false);
         match req.message_type {
             MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref()).await? {
                 Err(e) => return Ok(Err((FailInfo::BadRequest, e.into()))),
@@ -250,6 +271,11 @@ impl Enroller {
                 Ok(Some(secret)) if secret.purpose.starts_with("profile:") => {
                     purpose = Some(secret.purpose);
                     enrollment = secret.enrollment;
+                }
+                // A challenge made for one device: the identity is that device's.
+                Ok(Some(secret)) if secret.enrollment.is_some() => {
+                    udid = secret.enrollment;
+                    vouched = secret.vouched;
                 }
                 Ok(_) => {}
             },
@@ -260,6 +286,12 @@ impl Enroller {
                     Err(e) => return Ok(Err((FailInfo::BadMessageCheck, format!("renewal signer: {e}")))),
                 };
                 match self.store.cert_by_hash(&old.hash).await? {
+                    Some(c) if c.revoked_at.is_none() && c.purpose.is_none() => {
+                        // Signed by the device's current identity: the new one is vouched for.
+                        udid = c.udid.clone().or_else(|| c.enrollment.clone());
+                        vouched = udid.is_some();
+                        enrollment = c.enrollment;
+                    }
                     Some(c) if c.revoked_at.is_none() => enrollment = c.enrollment,
                     Some(_) => return Ok(Err((FailInfo::BadCertId, "renewal signer is revoked".into()))),
                     None => return Ok(Err((FailInfo::BadCertId, "renewal signer was not issued by this CA".into()))),
@@ -288,6 +320,8 @@ impl Enroller {
             revoked_at: None,
             purpose,
             der: Some(der.clone()),
+            udid,
+            vouched,
         };
         // Recorded durably before the certificate leaves the server.
         self.store.record_cert(rec.clone()).await?;

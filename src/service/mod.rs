@@ -79,6 +79,9 @@ pub struct Mdm {
     waker: Arc<dyn Waker>,
     /// Seals UnlockToken and BootstrapToken before they are stored.
     pub secrets: Arc<SecretBox>,
+    /// Refuse re-enrollment of an active device by another identity unless
+    /// vouched for or approved (`--reenroll-policy strict`, the default).
+    pub strict_reenroll: bool,
     /// Set once at start (weak: the hook owns this `Mdm`).
     identity_hook: std::sync::OnceLock<std::sync::Weak<dyn IdentityHook>>,
     /// Last-seen times, flushed to the store in the background (not worth an fsync per poll).
@@ -99,9 +102,15 @@ impl Mdm {
             topic,
             waker,
             secrets,
+            strict_reenroll: true,
             identity_hook: std::sync::OnceLock::new(),
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn with_reenroll_policy(mut self, strict: bool) -> Self {
+        self.strict_reenroll = strict;
+        self
     }
 
     pub fn set_identity_hook(&self, hook: std::sync::Weak<dyn IdentityHook>) {

@@ -72,6 +72,8 @@ pub trait CheckinStore: Send + Sync {
     ) -> Result<Option<std::collections::BTreeMap<String, String>>>;
     /// Replace sealed tokens where they still hold the old value. Returns how many changed.
     async fn reseal_tokens(&self, updates: Vec<Reseal>) -> Result<u64>;
+    /// Note a refused attempt to re-enroll the device with another identity.
+    async fn note_refused_reenroll(&self, id: &str, now: i64) -> Result<()>;
     /// Record push outcomes (batched), each only where the token is still current.
     async fn record_pushes(&self, records: Vec<PushRecord>) -> Result<()>;
     /// Record a check-in that changes nothing else (last check-in time).

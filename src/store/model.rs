@@ -151,6 +151,11 @@ pub struct Enrollment {
     pub checked_out_at: Option<i64>,
     pub last_checkin_at: i64,
     pub last_seen_at: i64,
+    /// Refused attempts to re-enroll this device with another identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_reenroll_at: Option<i64>,
+    #[serde(default)]
+    pub refused_reenroll_count: u32,
 }
 
 impl Enrollment {
@@ -181,6 +186,8 @@ impl Enrollment {
             checked_out_at: None,
             last_checkin_at: now,
             last_seen_at: now,
+            refused_reenroll_at: None,
+            refused_reenroll_count: 0,
         }
     }
 }
@@ -447,6 +454,16 @@ pub struct IssuedCert {
     /// The certificate (DER), to encrypt profiles to its device.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
     pub der: Option<Vec<u8>>,
+    /// The device (UDID / enrollment id) it was issued for, when known at
+    /// issuance: `Authenticate` must name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udid: Option<String>,
+    /// Issued through a path that proves the device is that device: an
+    /// attested profile-service phase 1, a renewal profile encrypted to its
+    /// current identity, or a SCEP RenewalReq signed by it. Such an identity
+    /// may replace an active enrollment's identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vouched: bool,
 }
 
 /// A single-use secret: a SCEP challenge or an enrollment invitation.
@@ -461,12 +478,19 @@ pub struct OneTimeSecret {
     /// The enrollment it was made for (challenges in per-device profiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment: Option<String>,
+    /// The challenge went only to that device (see `IssuedCert::vouched`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vouched: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
     Challenge,
     Invitation,
+    /// An admin's approval to re-enroll a device (keyed by the SHA-256 of its id).
+    ReenrollApproval,
+    /// The challenge of a profile-service (phase 1) request.
+    ProfileService,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -610,6 +610,19 @@ impl CheckinStore for RedbStore {
         .await
     }
 
+    async fn note_refused_reenroll(&self, id: &str, now: i64) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            if let Some(mut e) = get_enrollment(txn, &id)? {
+                e.refused_reenroll_at = Some(now);
+                e.refused_reenroll_count += 1;
+                put_enrollment(txn, &e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_pushes(&self, records: Vec<PushRecord>) -> Result<()> {
         self.write(move |txn| {
             for r in records {
