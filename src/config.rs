@@ -114,6 +114,15 @@ pub struct ServeConfig {
     /// How often to look for such devices, in seconds.
     #[arg(long, env = "MDMD_REPUSH_INTERVAL", default_value_t = 900)]
     pub repush_interval: u64,
+    /// What `GET /mdm/enroll` serves: `three-phase` (Apple's profile service: the device identifies
+    /// itself, then gets its SCEP identity, then the MDM profile encrypted to it) or `single` (one
+    /// profile with CA, SCEP and MDM payloads; also what `mdmd enroll-profile` gives).
+    #[arg(long, env = "MDMD_ENROLL_FLOW", default_value = "three-phase", value_parser = ["three-phase", "single"])]
+    pub enroll_flow: String,
+    /// Apple's device CA certificates (PEM): a phase-1 request must be signed by a device
+    /// certificate from them, and only such attested devices may re-enroll over an active enrollment.
+    #[arg(long, env = "MDMD_DEVICE_ATTESTATION_CA")]
+    pub device_attestation_ca: Option<PathBuf>,
     /// Re-enrollment of an active device by another identity: `strict` (default) accepts it only
     /// after the device checked out, through an attested (profile-service) enrollment or our own
     /// renewal, or with an admin's approval (`mdmd devices approve-reenroll`); `open` accepts any

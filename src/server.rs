@@ -188,6 +188,19 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         challenge_ttl: cfg.challenge_ttl.max(60),
         static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
         renew_before_days: cfg.renew_before_days,
+        three_phase: cfg.enroll_flow != "single",
+        device_attestation_ca: match &cfg.device_attestation_ca {
+            Some(p) => {
+                let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let mut b = openssl::x509::store::X509StoreBuilder::new()?;
+                for c in openssl::x509::X509::stack_from_pem(&pem).with_context(|| format!("{}: not PEM certificates", p.display()))? {
+                    b.add_cert(c)?;
+                }
+                b.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+                Some(Arc::new(b.build()))
+            }
+            None => None,
+        },
     };
     let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
     spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60));

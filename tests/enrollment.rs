@@ -7,15 +7,29 @@ mod common;
 use common::{enqueue, Server};
 use serde_json::json;
 
+/// A device that enrolls through the profile service claiming `udid`
+/// (unattested: no device attestation CA configured).
+async fn claiming(srv: &Server, udid: &str) -> mdmd::sim::SimDevice {
+    let der = srv.profile().await;
+    mdmd::sim::SimDevice::from_profile_service(srv.client(), &der, common::pool_key(), None, Some(udid))
+        .await
+        .expect("three-phase enrollment")
+}
+
 #[tokio::test]
 async fn another_identity_cannot_take_over_an_active_enrollment() {
     let srv = Server::start();
     let admin = srv.admin();
     let mut victim = srv.device().await;
     victim.enroll().await.unwrap();
-    // Anyone with an enrollment profile: a fresh SCEP identity, claiming the victim's UDID.
-    let mut thief = srv.device().await;
-    thief.udid = victim.udid.clone();
+    // An identity issued for one device cannot speak for another.
+    let mut other = srv.device().await;
+    other.udid = victim.udid.clone();
+    let err = other.authenticate().await.unwrap_err().to_string();
+    assert!(err.contains("403") && err.contains("issued for device"), "{err}");
+    // Anyone with an enrollment profile can claim the victim's UDID in phase 1 and get an
+    // identity for it: without attestation it cannot take over the active enrollment.
+    let mut thief = claiming(&srv, &victim.udid).await;
     let err = thief.authenticate().await.unwrap_err().to_string();
     assert!(err.contains("403"), "{err}");
     let err = thief.token_update().await.unwrap_err().to_string();
@@ -35,8 +49,7 @@ async fn another_identity_cannot_take_over_an_active_enrollment() {
     let srv = Server::start_with(&["--reenroll-policy", "open"]);
     let victim = srv.device().await;
     victim.enroll().await.unwrap();
-    let mut other = srv.device().await;
-    other.udid = victim.udid.clone();
+    let other = claiming(&srv, &victim.udid).await;
     other.enroll().await.unwrap();
 }
 
@@ -51,8 +64,7 @@ async fn approved_and_checked_out_re_enrollments_are_accepted() {
     // The phone was wiped: an admin approves its re-enrollment (CLI).
     let v = srv.cli_json(&["devices", "approve-reenroll", &udid, "--expires-in", "600"]);
     assert!(v["approved_until"].is_string(), "{v}");
-    let mut fresh = srv.device().await;
-    fresh.udid = udid.clone();
+    let mut fresh = claiming(&srv, &udid).await;
     fresh.enroll().await.unwrap();
     // Apple's rule: a new enrollment starts with an empty queue.
     let c = admin.get(&format!("/v1/commands/{stale}")).await.unwrap();
@@ -69,8 +81,7 @@ async fn approved_and_checked_out_re_enrollments_are_accepted() {
         .await
         .unwrap();
     assert_eq!(s, 403);
-    let mut again = srv.device().await;
-    again.udid = udid.clone();
+    let again = claiming(&srv, &udid).await;
     assert!(again.authenticate().await.unwrap_err().to_string().contains("403"));
     // Unknown device: 404.
     let (s, _) = admin
@@ -81,8 +92,7 @@ async fn approved_and_checked_out_re_enrollments_are_accepted() {
 
     // A device that checked out re-enrolls freely.
     fresh.checkout().await.unwrap();
-    let mut back = srv.device().await;
-    back.udid = udid.clone();
+    let mut back = claiming(&srv, &udid).await;
     back.enroll().await.unwrap();
     enqueue(&admin, &[&udid], json!({"RequestType": "SecurityInfo"})).await;
     assert_eq!(back.session().await.unwrap().len(), 1);

@@ -20,7 +20,7 @@ fn ca_pem(srv: &Server) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn enrollment_profile_is_signed_complete_and_guarded() {
-    let srv = Server::start();
+    let srv = Server::start_with(&["--enroll-flow", "single"]);
     let client = srv.client();
     let url = format!("{}/mdm/enroll", srv.base);
     // Not open to the world.
@@ -100,7 +100,7 @@ async fn enrollment_profile_is_signed_complete_and_guarded() {
 
 #[tokio::test]
 async fn scep_challenges_are_single_use_and_refusals_are_certreps() {
-    let srv = Server::start();
+    let srv = Server::start_with(&["--enroll-flow", "single"]);
     let client = srv.client();
     let p = mdmd::sim::pki::read_profile(&srv.profile().await).unwrap();
     let key = common::pool_key();
@@ -600,6 +600,8 @@ async fn an_admin_supplied_ca_and_tls_certificate_are_used() {
         &p("ext.cnf"),
     ]);
     let srv = Server::start_with(&[
+        "--enroll-flow",
+        "single",
         "--ca-cert",
         &p("myca.pem"),
         "--ca-key",

@@ -63,7 +63,16 @@ pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, St
 }
 
 async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
-    match app.enroller.signed_profile(purpose, ttl).await {
+    let made = if app.enroller.cfg.three_phase {
+        app.enroller.profile_service_profile(purpose, ttl).await
+    } else {
+        app.enroller.signed_profile(purpose, ttl).await
+    };
+    aspen_config(app, made)
+}
+
+fn aspen_config(app: &App, made: Result<Vec<u8>, crate::service::ServiceError>) -> Response {
+    match made {
         Ok(der) => (
             StatusCode::OK,
             [
@@ -75,4 +84,14 @@ async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
             .into_response(),
         Err(e) => service_error(app, e),
     }
+}
+
+/// `POST /mdm/profile-service`: the device's signed attributes (phase 1 or
+/// phase 3 of over-the-air enrollment); answered with the next profile.
+pub async fn profile_service(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    if body.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "expected the device attributes as CMS SignedData\n".into());
+    }
+    let made = app.enroller.profile_service(&body).await;
+    aspen_config(&app, made)
 }

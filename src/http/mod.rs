@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/mdm", put(mdm::put))
         .route("/scep", get(scep::get).post(scep::post))
         .route("/mdm/enroll", get(enroll::get))
+        .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
         .layer(DefaultBodyLimit::max(app.max_body));
     let api = crate::api::router()
         .layer(DefaultBodyLimit::max(app.max_api_body))

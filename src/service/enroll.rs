@@ -14,7 +14,7 @@ use crate::pki::scep::{self, FailInfo, MessageType};
 use crate::pki::{cms, Identity, Pki, PkiError};
 use crate::store::{Consumed, IssuedCert, OneTimeSecret, SecretKind, Store};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EnrollConfig {
     pub public_url: String,
     pub organization: String,
@@ -26,11 +26,15 @@ pub struct EnrollConfig {
     pub static_challenge: Option<String>,
     /// Re-send the enrollment profile this many days before the identity expires.
     pub renew_before_days: i64,
+    /// What `GET /mdm/enroll` serves: Apple's three-phase profile service, or the single profile.
+    pub three_phase: bool,
+    /// Apple's device CA certificates: phase-1 signers must chain to them.
+    pub device_attestation_ca: Option<std::sync::Arc<openssl::x509::store::X509Store>>,
 }
 
 pub struct Enroller {
     pub pki: Arc<Pki>,
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     pub cfg: EnrollConfig,
     topic: Arc<super::Topic>,
 }

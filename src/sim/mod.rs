@@ -162,27 +162,115 @@ impl SimDevice {
 
     /// Enroll like an iPhone from a downloaded enrollment profile: verify it,
     /// trust its CA, generate (or take) a key, run SCEP, keep the identity.
+    /// A profile-service profile runs Apple's three phases first (see
+    /// `from_profile_service`; the device certificate is then self-signed).
     /// Authenticate and TokenUpdate follow with `enroll()`.
     pub async fn from_profile(
         client: reqwest::Client,
         profile_der: &[u8],
         key: Option<openssl::pkey::PKey<openssl::pkey::Private>>,
     ) -> anyhow::Result<Self> {
+        let key = match key {
+            Some(k) => k,
+            None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?,
+        };
+        if pki::is_profile_service(profile_der) {
+            return Self::from_profile_service(client, profile_der, key, None, None).await;
+        }
         let p = pki::read_profile(profile_der)?;
         let origin = origin(&p.server_url);
         let mut dev = SimDevice::new(&origin, &p.topic, client);
         dev.checkin_url = p.checkin_url.clone();
         dev.server_url = p.server_url.clone();
-        let key = match key {
-            Some(k) => k,
-            None => openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?,
-        };
         let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         dev.identity = Some(ident);
         dev.profile = Some(p);
         Ok(dev)
+    }
+
+    /// Over-the-air enrollment in Apple's three phases: (1) POST the device
+    /// attributes signed by the device's own certificate (`device_cert`, as
+    /// Apple's device CA would issue it; self-signed if none), get the SCEP
+    /// profile; run SCEP; (3) POST the attributes again signed by that
+    /// identity, get the MDM profile (encrypted to it), run its SCEP for the
+    /// MDM identity. `udid` overrides the device's random UDID (re-enrollment).
+    pub async fn from_profile_service(
+        client: reqwest::Client,
+        profile_der: &[u8],
+        key: openssl::pkey::PKey<openssl::pkey::Private>,
+        device_cert: Option<&pki::SimIdentity>,
+        udid: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let (url, challenge) = pki::read_profile_service(profile_der)?;
+        let mut dev = SimDevice::new(&origin(&url), "", client);
+        if let Some(u) = udid {
+            dev.udid = u.to_owned();
+        }
+        let device_cert = match device_cert {
+            Some(c) => c.clone(),
+            None => {
+                let mut n = openssl::x509::X509NameBuilder::new()?;
+                n.append_entry_by_text("CN", &dev.udid)?;
+                pki::SimIdentity {
+                    cert: pki::self_signed(&key, &n.build())?,
+                    key: key.clone(),
+                }
+            }
+        };
+        let mut attrs = dev.dict(vec![
+            ("SERIAL", dev.serial.clone().into()),
+            ("PRODUCT", dev.product_name.clone().into()),
+            ("VERSION", dev.build_version.clone().into()),
+        ]);
+        attrs.insert("CHALLENGE".into(), challenge.into());
+        let phase2 = dev
+            .post_attributes(&url, &attrs, &device_cert)
+            .await
+            .context("profile service phase 1")?;
+        let scep = pki::read_scep_profile(&phase2)?;
+        let first = pki::scep_enroll(
+            &dev.client,
+            &scep.scep_url,
+            Some(&scep.ca),
+            key.clone(),
+            &scep.subject,
+            Some(&scep.challenge),
+            None,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("SCEP refused (phase 2): {e}"))?;
+        attrs.remove("CHALLENGE");
+        let last = dev.post_attributes(&url, &attrs, &first).await.context("profile service phase 3")?;
+        let p = pki::read_profile_as(&last, Some(&first)).context("the MDM profile (phase 3)")?;
+        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+            .await?
+            .map_err(|e| anyhow::anyhow!("SCEP refused (MDM identity): {e}"))?;
+        dev.topic = p.topic.clone();
+        dev.checkin_url = p.checkin_url.clone();
+        dev.server_url = p.server_url.clone();
+        dev.identity = Some(ident);
+        dev.profile = Some(p);
+        Ok(dev)
+    }
+
+    /// POST device attributes as CMS SignedData signed by `by`; the profile answered.
+    pub async fn post_attributes(&self, url: &str, attrs: &plist::Dictionary, by: &pki::SimIdentity) -> anyhow::Result<Vec<u8>> {
+        let signed = pki::sign_attached(by, &crate::protocol::to_xml(attrs))?;
+        let resp = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/pkcs7-signature")
+            .body(signed)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?.to_vec();
+        if !status.is_success() {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        Ok(body)
     }
 
     /// Re-install the enrollment profile (identity renewal): new SCEP identity,

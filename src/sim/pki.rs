@@ -312,3 +312,80 @@ pub fn read_profile_as(der: &[u8], identity: Option<&SimIdentity>) -> anyhow::Re
         access_rights: mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0),
     })
 }
+
+/// CMS SignedData with `content` attached, signed by `by` (what a device
+/// POSTs to a profile service).
+pub fn sign_attached(by: &SimIdentity, content: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let certs: Stack<X509> = Stack::new()?;
+    let p7 = Pkcs7::sign(&by.cert, &by.key, &certs, content, Pkcs7Flags::BINARY)?;
+    Ok(p7.to_der()?)
+}
+
+/// Is this a (signed) profile-service profile?
+pub fn is_profile_service(der: &[u8]) -> bool {
+    crate::profiles::parse_any(der)
+        .ok()
+        .is_some_and(|d| d.get("PayloadType").and_then(|t| t.as_string()) == Some("Profile Service"))
+}
+
+/// The URL and challenge of a profile-service profile.
+pub fn read_profile_service(der: &[u8]) -> anyhow::Result<(String, String)> {
+    let top = crate::profiles::parse_any(der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if top.get("PayloadType").and_then(|t| t.as_string()) != Some("Profile Service") {
+        bail!("not a profile-service profile");
+    }
+    let c = top
+        .get("PayloadContent")
+        .and_then(|c| c.as_dictionary())
+        .context("no PayloadContent")?;
+    let s = |k: &str| c.get(k).and_then(|v| v.as_string()).map(str::to_owned);
+    Ok((s("URL").context("no URL")?, s("Challenge").unwrap_or_default()))
+}
+
+/// The CA and SCEP settings of a profile (phase 2: no MDM payload).
+pub fn read_scep_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
+    let (top, _) = open_profile(der, None, None)?;
+    let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
+    let by_type = |t: &str| {
+        payloads
+            .iter()
+            .filter_map(|p| p.as_dictionary())
+            .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some(t))
+    };
+    let root = by_type("com.apple.security.root").context("no root certificate payload")?;
+    let ca = X509::from_der(
+        root.get("PayloadContent")
+            .and_then(|c| c.as_data())
+            .context("root payload without data")?,
+    )?;
+    let sc = by_type("com.apple.security.scep")
+        .and_then(|p| p.get("PayloadContent"))
+        .and_then(|c| c.as_dictionary())
+        .context("no SCEP payload")?;
+    let s = |k: &str| sc.get(k).and_then(|x| x.as_string()).map(str::to_owned);
+    let mut subject = Vec::new();
+    if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
+        for pair in rdns.iter().filter_map(|r| r.as_array()).flatten().filter_map(|p| p.as_array()) {
+            if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
+                subject.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    Ok(EnrollmentProfile {
+        identifier: top
+            .get("PayloadIdentifier")
+            .and_then(|x| x.as_string())
+            .unwrap_or_default()
+            .to_owned(),
+        ca,
+        scep_url: s("URL").context("no SCEP URL")?,
+        challenge: s("Challenge").unwrap_or_default(),
+        subject,
+        key_size: sc.get("Keysize").and_then(|x| x.as_unsigned_integer()).unwrap_or(2048) as u32,
+        server_url: String::new(),
+        checkin_url: String::new(),
+        topic: String::new(),
+        sign_message: false,
+        access_rights: 0,
+    })
+}
