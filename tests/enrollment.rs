@@ -97,3 +97,153 @@ async fn approved_and_checked_out_re_enrollments_are_accepted() {
     enqueue(&admin, &[&udid], json!({"RequestType": "SecurityInfo"})).await;
     assert_eq!(back.session().await.unwrap().len(), 1);
 }
+
+/// Apple's device CA stands in here as a test CA; devices carry certificates
+/// from it named by their UDID.
+struct DeviceCa(common::push::TestCa);
+
+impl DeviceCa {
+    fn device_cert(&self, udid: &str) -> mdmd::sim::pki::SimIdentity {
+        use openssl::asn1::Asn1Time;
+        let key = common::pool_key();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", udid).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&mdmd::pki::ca::random_serial().unwrap()).unwrap();
+        b.set_subject_name(&n.build()).unwrap();
+        b.set_issuer_name(self.0.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+        b.sign(&self.0.key, openssl::hash::MessageDigest::sha256()).unwrap();
+        mdmd::sim::pki::SimIdentity { cert: b.build(), key }
+    }
+}
+
+#[tokio::test]
+async fn three_phase_enrollment_is_attested_and_guarded() {
+    let ca = DeviceCa(common::push::TestCa::new("Test Apple iPhone Device CA"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("device-ca.pem");
+    std::fs::write(&ca_file, ca.0.cert.to_pem().unwrap()).unwrap();
+    let srv = Server::start_with(&["--device-attestation-ca", ca_file.to_str().unwrap()]);
+    let admin = srv.admin();
+    let udid = mdmd::sim::random_udid();
+    let device_cert = ca.device_cert(&udid);
+
+    // Attested: the phone's own certificate from the device CA, naming its UDID.
+    let der = srv.profile().await;
+    assert!(mdmd::sim::pki::is_profile_service(&der));
+    let mut phone = mdmd::sim::SimDevice::from_profile_service(srv.client(), &der, common::pool_key(), Some(&device_cert), Some(&udid))
+        .await
+        .unwrap();
+    phone.enroll().await.unwrap();
+    let serial = phone
+        .identity
+        .as_ref()
+        .unwrap()
+        .cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let c = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
+    assert_eq!(c["udid"], udid.as_str());
+    assert_eq!(c["vouched"], true, "{c}");
+
+    // Phase 1 by hand: the device attributes, signed.
+    let (url, challenge) = mdmd::sim::pki::read_profile_service(&srv.profile().await).unwrap();
+    let post = |body: Vec<u8>| {
+        let (client, url) = (srv.client(), url.clone());
+        async move {
+            let r = client.post(&url).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let attrs = |u: &str, ch: Option<&str>| {
+        let mut d = plist::Dictionary::new();
+        d.insert("UDID".into(), u.into());
+        d.insert("PRODUCT".into(), "iPhone16,1".into());
+        if let Some(c) = ch {
+            d.insert("CHALLENGE".into(), c.into());
+        }
+        mdmd::protocol::to_xml(&d)
+    };
+    let other_udid = mdmd::sim::random_udid();
+    let other_cert = ca.device_cert(&other_udid);
+    // A forged signature: the signed bytes altered after signing.
+    let mut forged = mdmd::sim::pki::sign_attached(&other_cert, &attrs(&other_udid, Some(&challenge))).unwrap();
+    let at = forged.windows(8).position(|w| w == b"iPhone16").unwrap();
+    forged[at] = b'X';
+    assert_eq!(post(forged).await.0, 403);
+    // Not a device certificate from the attestation CA.
+    let self_signed = {
+        let key = common::pool_key();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", &other_udid).unwrap();
+        mdmd::sim::pki::SimIdentity {
+            cert: mdmd::sim::pki::self_signed(&key, &n.build()).unwrap(),
+            key,
+        }
+    };
+    let (s, _) = post(mdmd::sim::pki::sign_attached(&self_signed, &attrs(&other_udid, Some(&challenge))).unwrap()).await;
+    assert_eq!(s, 403);
+    // A device certificate claiming another device's UDID (the victim's): refused.
+    let (s, body) = post(mdmd::sim::pki::sign_attached(&other_cert, &attrs(&udid, Some(&challenge))).unwrap()).await;
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    // The real thing, once; the challenge cannot be replayed.
+    let signed = mdmd::sim::pki::sign_attached(&other_cert, &attrs(&other_udid, Some(&challenge))).unwrap();
+    let (s, phase2) = post(signed.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(post(signed).await.0, 403, "replayed challenge");
+    // Phase 3 signed by an identity issued for another device (the phone's), naming this UDID: refused.
+    let (s, _) = post(mdmd::sim::pki::sign_attached(phone.identity.as_ref().unwrap(), &attrs(&other_udid, None)).unwrap()).await;
+    assert_eq!(s, 403);
+    // Phase 3 naming another UDID than its identity was issued for: refused.
+    let scep = mdmd::sim::pki::read_scep_profile(&phase2).unwrap();
+    let first = mdmd::sim::pki::scep_enroll(
+        &srv.client(),
+        &scep.scep_url,
+        Some(&scep.ca),
+        common::pool_key(),
+        &scep.subject,
+        Some(&scep.challenge),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (s, _) = post(mdmd::sim::pki::sign_attached(&first, &attrs(&udid, None)).unwrap()).await;
+    assert_eq!(s, 403);
+    let (s, last) = post(mdmd::sim::pki::sign_attached(&first, &attrs(&other_udid, None)).unwrap()).await;
+    assert_eq!(s, 200);
+    // The MDM profile is encrypted to that identity.
+    let top: plist::Dictionary = plist::from_bytes(&mdmd::profiles::signed_content(&last).unwrap()).unwrap();
+    assert!(top.contains_key("EncryptedPayloadContent") && !top.contains_key("PayloadContent"));
+    assert!(mdmd::sim::pki::read_profile_as(&last, Some(&first)).is_ok());
+    assert!(mdmd::sim::pki::read_profile_as(&last, Some(phone.identity.as_ref().unwrap())).is_err());
+
+    // The phone is wiped and enrolls again through an attested phase 1: accepted,
+    // the old enrollment's queue cleared, the old identity out.
+    let stale = enqueue(&admin, &[&udid], json!({"RequestType": "SecurityInfo"})).await;
+    let mut again = mdmd::sim::SimDevice::from_profile_service(
+        srv.client(),
+        &srv.profile().await,
+        common::pool_key(),
+        Some(&device_cert),
+        Some(&udid),
+    )
+    .await
+    .unwrap();
+    again.enroll().await.unwrap();
+    let c = admin.get(&format!("/v1/commands/{stale}")).await.unwrap();
+    assert_eq!(c["deliveries"][0]["status"], "Cleared");
+    enqueue(&admin, &[&udid], json!({"RequestType": "ProfileList"})).await;
+    assert_eq!(again.session().await.unwrap().len(), 1);
+    assert!(phone.session().await.is_err());
+    let d = admin.get(&format!("/v1/devices/{udid}")).await.unwrap();
+    assert_eq!(d["refused_reenroll_count"], 0);
+}

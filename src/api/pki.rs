@@ -27,6 +27,8 @@ fn cert_view(c: &IssuedCert) -> serde_json::Value {
         "issued_at": views::time(c.issued_at),
         "enrollment": c.enrollment,
         "purpose": c.purpose.as_deref().unwrap_or("mdm"),
+        "udid": c.udid,
+        "vouched": c.vouched,
         "revoked": c.revoked_at.is_some(),
         "revoked_at": c.revoked_at.map(views::time),
     })

@@ -6,7 +6,7 @@
 //! 2. The device POSTs those attributes as a CMS SignedData, signed by its own
 //!    Apple-issued certificate. We verify the signature, consume the
 //!    challenge, and (with `--device-attestation-ca`) check the signer chains
-//!    to Apple's device CA. We answer with our CA and a SCEP payload whose
+//!    to Apple's device CA and names the UDID claimed. We answer with our CA and a SCEP payload whose
 //!    challenge is bound to the UDID the device stated: the certificate SCEP
 //!    issues records that UDID, and is vouched for only if the device was
 //!    attested.
@@ -86,6 +86,18 @@ impl Enroller {
                         "phase 1: the signer is not a device certificate from the attestation CA: {e}"
                     ))
                 })?;
+                // The device certificate names the device: it must be the UDID claimed.
+                let cn = signer
+                    .subject_name()
+                    .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                    .next()
+                    .and_then(|e| e.data().to_string().ok())
+                    .unwrap_or_default();
+                if cn != udid {
+                    return Err(ServiceError::Forbidden(format!(
+                        "phase 1: the device certificate is for {cn:?}, not for the UDID claimed ({udid})"
+                    )));
+                }
                 true
             }
             None => false,
