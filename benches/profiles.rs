@@ -114,6 +114,8 @@ fn bench(c: &mut Criterion) {
                         revoked_at: None,
                         purpose: None,
                         der: Some(der.clone()),
+                        udid: Some(id.clone()),
+                        vouched: false,
                     })
                     .await
                     .expect("cert");
