@@ -172,8 +172,16 @@ async fn three_phase_enrollment_is_attested_and_guarded() {
         }
         mdmd::protocol::to_xml(&d)
     };
+    // Garbage, or nothing: 400, never 401.
+    assert_eq!(post(b"\x30\x82 not cms".to_vec()).await.0, 400);
+    assert_eq!(post(Vec::new()).await.0, 400);
     let other_udid = mdmd::sim::random_udid();
     let other_cert = ca.device_cert(&other_udid);
+    // Signed, but not a plist.
+    assert_eq!(
+        post(mdmd::sim::pki::sign_attached(&other_cert, b"not a plist").unwrap()).await.0,
+        400
+    );
     // A forged signature: the signed bytes altered after signing.
     let mut forged = mdmd::sim::pki::sign_attached(&other_cert, &attrs(&other_udid, Some(&challenge))).unwrap();
     let at = forged.windows(8).position(|w| w == b"iPhone16").unwrap();
