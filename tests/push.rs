@@ -135,7 +135,7 @@ async fn the_push_certificate_is_read_checked_kept_and_requested() {
     );
 
     // Devices enrolled under t1: a certificate with another topic strands them.
-    let mut d = srv.device().await;
+    let d = srv.device().await;
     d.enroll().await.unwrap();
     assert_eq!(d.topic, t1);
     let t2 = new_topic();

@@ -502,14 +502,7 @@ impl SimDevice {
             let sc = p.get("PayloadContent").and_then(plist::Value::as_dictionary);
             let s = |k: &str| sc.and_then(|d| d.get(k)).and_then(plist::Value::as_string).map(str::to_owned);
             let url = s("URL").ok_or_else(|| fail(1002, "SCEP payload without URL".into()))?;
-            let mut subject = Vec::new();
-            if let Some(rdns) = sc.and_then(|d| d.get("Subject")).and_then(plist::Value::as_array) {
-                for pair in rdns.iter().filter_map(|r| r.as_array()).flatten().filter_map(|p| p.as_array()) {
-                    if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
-                        subject.push((k.to_owned(), v.to_owned()));
-                    }
-                }
-            }
+            let subject = sc.map(pki::scep_subject).unwrap_or_default();
             // A fresh key for every identity, as iOS generates one per SCEP payload.
             let bits = sc
                 .and_then(|d| d.get("Keysize"))

@@ -262,8 +262,46 @@ pub fn read_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
 /// profile is encrypted to it).
 pub fn read_profile_as(der: &[u8], identity: Option<&SimIdentity>) -> anyhow::Result<EnrollmentProfile> {
     let (top, _) = open_profile(der, None, identity)?;
-    let top = &top;
-    let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
+    let (mut p, scep_uuid) = scep_part(&top)?;
+    let s = |d: &plist::Dictionary, k: &str| d.get(k).and_then(|x| x.as_string()).map(str::to_owned);
+    let mdm = payloads_of(&top)?
+        .iter()
+        .filter_map(|p| p.as_dictionary())
+        .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some("com.apple.mdm"))
+        .context("no MDM payload")?;
+    if s(mdm, "IdentityCertificateUUID") != Some(scep_uuid) {
+        bail!("IdentityCertificateUUID does not name the SCEP payload");
+    }
+    let server_url = s(mdm, "ServerURL").context("no ServerURL")?;
+    p.checkin_url = s(mdm, "CheckInURL").unwrap_or_else(|| server_url.clone());
+    p.server_url = server_url;
+    p.topic = s(mdm, "Topic").context("no Topic")?;
+    p.sign_message = mdm.get("SignMessage").and_then(|x| x.as_boolean()).unwrap_or(false);
+    p.access_rights = mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0);
+    Ok(p)
+}
+
+fn payloads_of(top: &plist::Dictionary) -> anyhow::Result<&Vec<plist::Value>> {
+    top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")
+}
+
+/// The SCEP payload's `Subject` as (name, value) pairs.
+pub fn scep_subject(sc: &plist::Dictionary) -> Vec<(String, String)> {
+    let mut subject = Vec::new();
+    if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
+        for pair in rdns.iter().filter_map(|r| r.as_array()).flatten().filter_map(|p| p.as_array()) {
+            if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
+                subject.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    subject
+}
+
+/// The CA and SCEP settings of an opened profile, and the SCEP payload's UUID
+/// (the MDM fields are left empty).
+fn scep_part(top: &plist::Dictionary) -> anyhow::Result<(EnrollmentProfile, String)> {
+    let payloads = payloads_of(top)?;
     let by_type = |t: &str| {
         payloads
             .iter()
@@ -277,40 +315,30 @@ pub fn read_profile_as(der: &[u8], identity: Option<&SimIdentity>) -> anyhow::Re
             .context("root payload without data")?,
     )?;
     let scep = by_type("com.apple.security.scep").context("no SCEP payload")?;
-    let scep_uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default();
     let sc = scep
         .get("PayloadContent")
         .and_then(|c| c.as_dictionary())
         .context("SCEP settings must be in the nested PayloadContent")?;
-    let s = |d: &plist::Dictionary, k: &str| d.get(k).and_then(|x| x.as_string()).map(str::to_owned);
-    let mut subject = Vec::new();
-    if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
-        for rdn in rdns.iter().filter_map(|r| r.as_array()) {
-            for pair in rdn.iter().filter_map(|p| p.as_array()) {
-                if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
-                    subject.push((k.to_owned(), v.to_owned()));
-                }
-            }
-        }
-    }
-    let mdm = by_type("com.apple.mdm").context("no MDM payload")?;
-    if s(mdm, "IdentityCertificateUUID").as_deref() != Some(scep_uuid) {
-        bail!("IdentityCertificateUUID does not name the SCEP payload");
-    }
-    let server_url = s(mdm, "ServerURL").context("no ServerURL")?;
-    Ok(EnrollmentProfile {
-        identifier: s(top, "PayloadIdentifier").unwrap_or_default(),
+    let s = |k: &str| sc.get(k).and_then(|x| x.as_string()).map(str::to_owned);
+    let p = EnrollmentProfile {
+        identifier: top
+            .get("PayloadIdentifier")
+            .and_then(|x| x.as_string())
+            .unwrap_or_default()
+            .to_owned(),
         ca,
-        scep_url: s(sc, "URL").context("no SCEP URL")?,
-        challenge: s(sc, "Challenge").unwrap_or_default(),
-        subject,
+        scep_url: s("URL").context("no SCEP URL")?,
+        challenge: s("Challenge").unwrap_or_default(),
+        subject: scep_subject(sc),
         key_size: sc.get("Keysize").and_then(|x| x.as_unsigned_integer()).unwrap_or(1024) as u32,
-        checkin_url: s(mdm, "CheckInURL").unwrap_or_else(|| server_url.clone()),
-        server_url,
-        topic: s(mdm, "Topic").context("no Topic")?,
-        sign_message: mdm.get("SignMessage").and_then(|x| x.as_boolean()).unwrap_or(false),
-        access_rights: mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0),
-    })
+        server_url: String::new(),
+        checkin_url: String::new(),
+        topic: String::new(),
+        sign_message: false,
+        access_rights: 0,
+    };
+    let uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default().to_owned();
+    Ok((p, uuid))
 }
 
 /// CMS SignedData with `content` attached, signed by `by` (what a device
@@ -345,47 +373,5 @@ pub fn read_profile_service(der: &[u8]) -> anyhow::Result<(String, String)> {
 /// The CA and SCEP settings of a profile (phase 2: no MDM payload).
 pub fn read_scep_profile(der: &[u8]) -> anyhow::Result<EnrollmentProfile> {
     let (top, _) = open_profile(der, None, None)?;
-    let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
-    let by_type = |t: &str| {
-        payloads
-            .iter()
-            .filter_map(|p| p.as_dictionary())
-            .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some(t))
-    };
-    let root = by_type("com.apple.security.root").context("no root certificate payload")?;
-    let ca = X509::from_der(
-        root.get("PayloadContent")
-            .and_then(|c| c.as_data())
-            .context("root payload without data")?,
-    )?;
-    let sc = by_type("com.apple.security.scep")
-        .and_then(|p| p.get("PayloadContent"))
-        .and_then(|c| c.as_dictionary())
-        .context("no SCEP payload")?;
-    let s = |k: &str| sc.get(k).and_then(|x| x.as_string()).map(str::to_owned);
-    let mut subject = Vec::new();
-    if let Some(rdns) = sc.get("Subject").and_then(|x| x.as_array()) {
-        for pair in rdns.iter().filter_map(|r| r.as_array()).flatten().filter_map(|p| p.as_array()) {
-            if let (Some(k), Some(v)) = (pair.first().and_then(|x| x.as_string()), pair.get(1).and_then(|x| x.as_string())) {
-                subject.push((k.to_owned(), v.to_owned()));
-            }
-        }
-    }
-    Ok(EnrollmentProfile {
-        identifier: top
-            .get("PayloadIdentifier")
-            .and_then(|x| x.as_string())
-            .unwrap_or_default()
-            .to_owned(),
-        ca,
-        scep_url: s("URL").context("no SCEP URL")?,
-        challenge: s("Challenge").unwrap_or_default(),
-        subject,
-        key_size: sc.get("Keysize").and_then(|x| x.as_unsigned_integer()).unwrap_or(2048) as u32,
-        server_url: String::new(),
-        checkin_url: String::new(),
-        topic: String::new(),
-        sign_message: false,
-        access_rights: 0,
-    })
+    Ok(scep_part(&top)?.0)
 }
