@@ -1,0 +1,388 @@
+//! The store's behavioural contract, written once against the role traits
+//! (`Arc<dyn Store>`) so every backend runs the same suite: redb today; a
+//! PostgreSQL backend adds one `#[tokio::test]` that calls `conformance`.
+
+use std::sync::Arc;
+
+use mdmd::protocol::EnrollmentKind;
+use mdmd::store::redb::RedbStore;
+use mdmd::store::*;
+
+fn enrollment(id: &str, cert: Option<&str>) -> Enrollment {
+    Enrollment {
+        udid: Some(id.into()),
+        cert_hash: cert.map(str::to_owned),
+        ..Enrollment::blank(id, id, EnrollmentKind::Device, "com.apple.mgmt.External.t", 100)
+    }
+}
+
+fn command(rt: &str, profile: Option<ProfileTag>) -> CommandRecord {
+    let mut d = plist::Dictionary::new();
+    d.insert("RequestType".into(), rt.into());
+    let c = mdmd::protocol::Command::new(d).unwrap();
+    CommandRecord::new(&c, 100, profile)
+}
+
+fn report(uuid: &str, status: DeliveryStatus) -> ReportRecord {
+    ReportRecord {
+        command_uuid: uuid.into(),
+        status,
+        error_chain: vec![],
+        raw: b"<plist/>".to_vec(),
+        now: 200,
+    }
+}
+
+fn token(id: &str, tok: &str, now: i64) -> TokenUpdateRecord {
+    TokenUpdateRecord {
+        push: PushInfo::new(tok.into(), format!("magic-{id}"), "com.apple.mgmt.External.t".into(), now),
+        unlock_token: Some("sealed".into()),
+        awaiting_configuration: false,
+        user_short_name: None,
+        user_long_name: None,
+        now,
+    }
+}
+
+fn cert(serial: &str, hash: &str) -> IssuedCert {
+    IssuedCert {
+        serial: serial.into(),
+        sha256: hash.into(),
+        subject: "CN=x".into(),
+        not_before: 0,
+        not_after: 1000,
+        issued_at: 1,
+        enrollment: None,
+        revoked_at: None,
+        purpose: None,
+        der: None,
+        udid: None,
+        vouched: false,
+    }
+}
+
+fn secret(expires_at: i64) -> OneTimeSecret {
+    OneTimeSecret {
+        created_at: 0,
+        expires_at,
+        purpose: "t".into(),
+        used_at: None,
+        enrollment: None,
+        vouched: false,
+    }
+}
+
+async fn checkin(s: &Arc<dyn Store>) {
+    s.record_cert(cert("01", "h1")).await.unwrap();
+    s.record_cert(cert("02", "h2")).await.unwrap();
+    assert_eq!(
+        s.authenticate(enrollment("D1", Some("h1")), false).await.unwrap(),
+        AuthOutcome::Stored
+    );
+    assert_eq!(s.cert_by_hash("h1").await.unwrap().unwrap().enrollment.as_deref(), Some("D1"));
+    // A certificate bound to D1 cannot be bound to D2.
+    assert_eq!(
+        s.authenticate(enrollment("D2", Some("h1")), false).await.unwrap(),
+        AuthOutcome::CertBoundElsewhere
+    );
+    assert!(s.enrollment("D2").await.unwrap().is_none(), "a refused authenticate writes nothing");
+    // TokenUpdate makes it active; a user channel is created under a known device only.
+    assert_eq!(s.token_update("D1", "D1", token("D1", "aa", 110)).await.unwrap(), Some(false));
+    assert_eq!(s.token_update("NOPE", "NOPE", token("NOPE", "bb", 110)).await.unwrap(), None);
+    assert_eq!(s.token_update("D1:U1", "D1", token("D1:U1", "cc", 111)).await.unwrap(), Some(false));
+    let u = s.enrollment("D1:U1").await.unwrap().unwrap();
+    assert_eq!((u.kind, u.device.as_str(), u.active), (EnrollmentKind::User, "D1", true));
+    let e = s.enrollment("D1").await.unwrap().unwrap();
+    assert!(e.active && e.push.as_ref().unwrap().token == "aa" && e.unlock_token.as_deref() == Some("sealed"));
+    // Facts merge; attributes set and removed.
+    let info = DeviceInfo {
+        wifi_mac: Some("m".into()),
+        ..DeviceInfo::default()
+    };
+    assert!(s.update_info("D1", info).await.unwrap());
+    assert!(!s.update_info("NOPE", DeviceInfo::default()).await.unwrap());
+    assert_eq!(s.enrollment("D1").await.unwrap().unwrap().info.wifi_mac.as_deref(), Some("m"));
+    let a = s
+        .set_attributes(
+            "D1",
+            [("EMAIL".to_owned(), "a@x".to_owned()), ("USERNAME".into(), "a".into())].into(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    let a = s
+        .set_attributes("D1", [("USERNAME".to_owned(), String::new())].into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.keys().collect::<Vec<_>>(), vec!["EMAIL"]);
+    assert!(s.set_attributes("NOPE", Default::default()).await.unwrap().is_none());
+    // Resealing only replaces what is still the old value.
+    let n = s
+        .reseal_tokens(vec![
+            Reseal {
+                id: "D1".into(),
+                unlock_token: Some(("sealed".into(), "sealed2".into())),
+                bootstrap_token: None,
+            },
+            Reseal {
+                id: "D1:U1".into(),
+                unlock_token: Some(("other".into(), "x".into())),
+                bootstrap_token: None,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(s.enrollment("D1").await.unwrap().unwrap().unlock_token.as_deref(), Some("sealed2"));
+    assert!(s.set_bootstrap_token("D1", Some("bt".into()), 120).await.unwrap());
+    assert!(!s.set_bootstrap_token("NOPE", None, 120).await.unwrap());
+    // Push outcomes land only on the token they were for.
+    s.record_pushes(vec![
+        PushRecord {
+            id: "D1".into(),
+            token: "aa".into(),
+            at: 130,
+            outcome: "Unregistered".into(),
+            disable: true,
+        },
+        PushRecord {
+            id: "D1:U1".into(),
+            token: "stale".into(),
+            at: 130,
+            outcome: "accepted".into(),
+            disable: false,
+        },
+    ])
+    .await
+    .unwrap();
+    let p = s.enrollment("D1").await.unwrap().unwrap().push.unwrap();
+    assert_eq!((p.last_push_at, p.disabled.as_deref()), (Some(130), Some("Unregistered")));
+    assert!(s.enrollment("D1:U1").await.unwrap().unwrap().push.unwrap().last_push_at.is_none());
+    s.note_refused_reenroll("D1", 140).await.unwrap();
+    s.note_refused_reenroll("D1", 141).await.unwrap();
+    let e = s.enrollment("D1").await.unwrap().unwrap();
+    assert_eq!((e.refused_reenroll_count, e.refused_reenroll_at), (2, Some(141)));
+    s.touch(vec![("D1".into(), 150), ("NOPE".into(), 150)]).await.unwrap();
+    assert_eq!(s.enrollment("D1").await.unwrap().unwrap().last_seen_at, 150);
+    // CheckOut takes its user channels with it.
+    assert!(s.checkout("D1", 160).await.unwrap());
+    assert!(!s.checkout("NOPE", 160).await.unwrap());
+    for id in ["D1", "D1:U1"] {
+        let e = s.enrollment(id).await.unwrap().unwrap();
+        assert!(!e.active && e.checked_out_at == Some(160), "{id}");
+    }
+    // Listing is ordered and paged.
+    let all = s.enrollments(None, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec!["D1", "D1:U1"]);
+    assert_eq!(s.enrollments(Some("D1".into()), 10).await.unwrap().len(), 1);
+}
+
+async fn queue(s: &Arc<dyn Store>) {
+    for id in ["Q1", "Q2"] {
+        s.authenticate(enrollment(id, None), false).await.unwrap();
+    }
+    let a = command("SecurityInfo", None);
+    let out = s.enqueue(a.clone(), vec!["Q1".into(), "Q2".into(), "GONE".into()]).await.unwrap();
+    assert_eq!((out.queued, out.unknown.clone()), (2, vec!["GONE".to_owned()]));
+    let b = command("ProfileList", None);
+    s.enqueue(b.clone(), vec!["Q1".into()]).await.unwrap();
+    // FIFO; NotNow is skipped for the session, redelivered on Idle.
+    assert_eq!(s.next_command("Q1", false).await.unwrap().unwrap().uuid, a.uuid);
+    let (o, next) = s.report("Q1", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    assert_eq!(o, ReportOutcome::NotNowRecorded);
+    assert_eq!(next.unwrap().uuid, b.uuid);
+    assert_eq!(s.next_command("Q1", false).await.unwrap().unwrap().uuid, a.uuid);
+    assert_eq!(s.next_command("Q1", true).await.unwrap().unwrap().uuid, b.uuid);
+    let (o, _) = s.report("Q1", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(
+        o,
+        ReportOutcome::Finished {
+            request_type: "ProfileList".into()
+        }
+    );
+    // Again, a foreign command, an unknown one: nothing changes.
+    for (id, u) in [("Q1", b.uuid.as_str()), ("Q2", b.uuid.as_str()), ("Q1", "nope")] {
+        assert_eq!(
+            s.report(id, report(u, DeliveryStatus::Error)).await.unwrap().0,
+            ReportOutcome::NotPending
+        );
+    }
+    let hist = s.device_commands("Q1", 10).await.unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!(hist[1].delivery.status, DeliveryStatus::Acknowledged);
+    assert_eq!(hist[0].delivery.not_now_count, 1);
+    let (rec, deliveries) = s.command(&a.uuid).await.unwrap().unwrap();
+    assert_eq!((rec.targets, deliveries.len()), (2, 2));
+    assert_eq!(s.clear_queue("Q1", 300).await.unwrap(), 1);
+    assert!(s.next_command("Q1", false).await.unwrap().is_none());
+    assert_eq!(
+        s.command(&a.uuid)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .iter()
+            .find(|d| d.enrollment == "Q1")
+            .unwrap()
+            .status,
+        DeliveryStatus::Cleared
+    );
+    // Authenticate without keep_queue clears the queue; with it, keeps it.
+    s.authenticate(enrollment("Q2", None), true).await.unwrap();
+    assert!(s.next_command("Q2", false).await.unwrap().is_some());
+    s.authenticate(enrollment("Q2", None), false).await.unwrap();
+    assert!(s.next_command("Q2", false).await.unwrap().is_none());
+
+    // Per-device commands and their secrets commit together; unknown targets get nothing.
+    let c1 = command("DeviceLock", None);
+    let c2 = command("DeviceLock", None);
+    let mut sec = secret(10_000);
+    sec.enrollment = Some("GONE".into());
+    let out = s
+        .enqueue_each(
+            vec![(c1.clone(), "Q1".into()), (c2.clone(), "GONE".into())],
+            vec![
+                (SecretKind::Challenge, "sq1".into(), secret(10_000)),
+                (SecretKind::Challenge, "sgone".into(), sec),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.queued, out.unknown), (1, vec!["GONE".to_owned()]));
+    assert!(matches!(
+        s.consume_secret(SecretKind::Challenge, "sq1", 1).await.unwrap(),
+        Consumed::Ok(_)
+    ));
+    assert_eq!(
+        s.consume_secret(SecretKind::Challenge, "sgone", 1).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.command(&c2.uuid).await.unwrap().is_none() || s.command(&c2.uuid).await.unwrap().unwrap().1.is_empty());
+    s.report("Q1", report(&c1.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+}
+
+async fn profiles(s: &Arc<dyn Store>) {
+    s.authenticate(enrollment("P1", None), false).await.unwrap();
+    let tag = |action| ProfileTag {
+        identifier: "com.x".into(),
+        action,
+        sha256: Some("v1".into()),
+    };
+    let i1 = command("InstallProfile", Some(tag(ProfileAction::Install)));
+    let i2 = command("InstallProfile", Some(tag(ProfileAction::Install)));
+    s.enqueue_each(vec![(i1.clone(), "P1".into())], vec![]).await.unwrap();
+    s.enqueue(i2.clone(), vec!["P1".into()]).await.unwrap();
+    // The newer supersedes the pending older one.
+    assert_eq!(s.command(&i1.uuid).await.unwrap().unwrap().1[0].status, DeliveryStatus::Superseded);
+    assert_eq!(s.next_command("P1", false).await.unwrap().unwrap().uuid, i2.uuid);
+    let dp = &s.device_profiles("P1").await.unwrap()[0];
+    assert_eq!(
+        (dp.state, dp.command_uuid.as_deref()),
+        (ProfileState::Pending, Some(i2.uuid.as_str()))
+    );
+    // The result updates the profile's state in the same transaction.
+    let mut r = report(&i2.uuid, DeliveryStatus::Error);
+    r.error_chain = vec![mdmd::protocol::ErrorChainItem {
+        code: 1000,
+        domain: "MCProfileErrorDomain".into(),
+        localized_description: "no".into(),
+        us_english_description: None,
+    }];
+    s.report("P1", r).await.unwrap();
+    let dp = &s.profile_devices("com.x").await.unwrap()[0];
+    assert_eq!(
+        (dp.state, dp.enrollment.as_str(), dp.error_chain.len()),
+        (ProfileState::Failed, "P1", 1)
+    );
+    let i3 = command("InstallProfile", Some(tag(ProfileAction::Install)));
+    s.enqueue(i3.clone(), vec!["P1".into()]).await.unwrap();
+    s.report("P1", report(&i3.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Installed);
+    // ProfileList reconciliation: missing, then back.
+    assert_eq!(s.reconcile_profiles("P1", vec!["other".into()], 300).await.unwrap(), 1);
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Missing);
+    assert_eq!(s.reconcile_profiles("P1", vec!["com.x".into()], 301).await.unwrap(), 1);
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Installed);
+    let rm = command("RemoveProfile", Some(tag(ProfileAction::Remove)));
+    s.enqueue(rm.clone(), vec!["P1".into()]).await.unwrap();
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::RemovePending);
+    s.report("P1", report(&rm.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Removed);
+    // Templates.
+    let t = ProfileTemplate {
+        identifier: "com.x".into(),
+        uuid: "U".into(),
+        display_name: "X".into(),
+        payload_types: vec![],
+        variables: vec![],
+        xml: b"<plist/>".to_vec(),
+        sha256: "v1".into(),
+        warnings: vec![],
+        source: "api".into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    assert!(s.put_template(t.clone()).await.unwrap().is_none());
+    let old = s
+        .put_template(ProfileTemplate {
+            sha256: "v2".into(),
+            created_at: 5,
+            updated_at: 5,
+            ..t.clone()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.sha256, "v1");
+    let now = s.template("com.x").await.unwrap().unwrap();
+    assert_eq!((now.sha256.as_str(), now.created_at), ("v2", 1), "created_at is kept");
+    assert_eq!(s.templates().await.unwrap().len(), 1);
+    assert!(s.delete_template("com.x").await.unwrap());
+    assert!(!s.delete_template("com.x").await.unwrap());
+}
+
+async fn pki(s: &Arc<dyn Store>) {
+    for i in 0..5 {
+        s.record_cert(cert(&format!("A{i}"), &format!("ha{i}"))).await.unwrap();
+    }
+    assert_eq!(s.cert_by_serial("A3").await.unwrap().unwrap().sha256, "ha3");
+    assert!(s.cert_by_serial("ZZ").await.unwrap().is_none());
+    let page = s.certs(None, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let rest = s.certs(Some(page[1].serial.clone()), 100).await.unwrap();
+    assert!(rest.iter().all(|c| c.serial > page[1].serial));
+    assert!(s.revoke_cert("A1", 9).await.unwrap());
+    assert!(!s.revoke_cert("ZZ", 9).await.unwrap());
+    assert_eq!(s.cert_by_hash("ha1").await.unwrap().unwrap().revoked_at, Some(9));
+    // Single-use secrets: once, not after expiry, kinds apart.
+    s.add_secret(SecretKind::Invitation, "i", secret(100)).await.unwrap();
+    s.add_secret(SecretKind::Challenge, "old", secret(10)).await.unwrap();
+    assert_eq!(s.consume_secret(SecretKind::Challenge, "i", 50).await.unwrap(), Consumed::Unknown);
+    assert!(matches!(
+        s.consume_secret(SecretKind::Invitation, "i", 50).await.unwrap(),
+        Consumed::Ok(_)
+    ));
+    assert_eq!(
+        s.consume_secret(SecretKind::Invitation, "i", 51).await.unwrap(),
+        Consumed::AlreadyUsed
+    );
+    assert_eq!(s.consume_secret(SecretKind::Challenge, "old", 50).await.unwrap(), Consumed::Expired);
+}
+
+/// Everything a backend must do, on a fresh store.
+async fn conformance(s: Arc<dyn Store>) {
+    checkin(&s).await;
+    queue(&s).await;
+    profiles(&s).await;
+    pki(&s).await;
+}
+
+#[tokio::test]
+async fn redb_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
+    conformance(s).await;
+}
