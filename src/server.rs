@@ -61,7 +61,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.public_url = Some(format!("{scheme}://localhost:{}", addr.port()));
     }
     let app = build(&cfg).await?;
-    let (mdm, pki, topic) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get());
+    let (mdm, pki, topic, pusher) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get(), app.pusher.clone());
     let router = crate::http::router(app);
     let tls = if cfg.plain_http {
         None
@@ -74,6 +74,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
     mdm.flush_seen().await.ok();
+    pusher.flush().await;
     Ok(())
 }
 
