@@ -54,17 +54,21 @@ def keys(items, depth=0):
     return out
 
 
+def yaml_docs(src, sub):
+    """(file name, parsed YAML) for every .yaml in src/mdm/<sub>, in name order."""
+    d = os.path.join(src, "mdm", sub)
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".yaml"):
+            with open(os.path.join(d, name)) as f:
+                yield name, yaml.safe_load(f)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "shared", "apple-device-management")
     dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "src", "protocol", "schema.json")
     table = {"commands": {}, "checkin": {}, "profiles": {}, "profile_top": [], "profile_common": []}
-    cdir = os.path.join(src, "mdm", "commands")
-    for name in sorted(os.listdir(cdir)):
-        if not name.endswith(".yaml"):
-            continue
-        with open(os.path.join(cdir, name)) as f:
-            doc = yaml.safe_load(f)
+    for name, doc in yaml_docs(src, "commands"):
         payload = doc.get("payload", {})
         rt = payload.get("requesttype")
         if not rt:
@@ -76,12 +80,7 @@ def main():
             "req": keys(doc.get("payloadkeys")),
             "resp": keys(doc.get("responsekeys")),
         }
-    kdir = os.path.join(src, "mdm", "checkin")
-    for name in sorted(os.listdir(kdir)):
-        if not name.endswith(".yaml"):
-            continue
-        with open(os.path.join(kdir, name)) as f:
-            doc = yaml.safe_load(f)
+    for name, doc in yaml_docs(src, "checkin"):
         mt = None
         for k in doc.get("payloadkeys") or []:
             if k["key"] == "MessageType":
@@ -90,12 +89,7 @@ def main():
         if not mt:
             mt = doc.get("payload", {}).get("requesttype") or os.path.splitext(name)[0]
         table["checkin"][mt] = {"file": name, "keys": keys(doc.get("payloadkeys"))}
-    pdir = os.path.join(src, "mdm", "profiles")
-    for name in sorted(os.listdir(pdir)):
-        if not name.endswith(".yaml"):
-            continue
-        with open(os.path.join(pdir, name)) as f:
-            doc = yaml.safe_load(f)
+    for name, doc in yaml_docs(src, "profiles"):
         payload = doc.get("payload", {})
         pt = payload.get("payloadtype")
         if not pt:
