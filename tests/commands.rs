@@ -56,8 +56,7 @@ fn write(dir: &std::path::Path, name: &str, body: &[u8]) -> String {
 #[tokio::test]
 async fn the_full_command_set_from_the_cli_gets_schema_valid_answers() {
     let srv = Server::start();
-    let mut a = srv.device().await;
-    a.enroll().await.unwrap();
+    let mut a = srv.enrolled().await;
     let u = a.udid.clone();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -206,8 +205,7 @@ async fn the_full_command_set_from_the_cli_gets_schema_valid_answers() {
 async fn raw_commands_are_validated_the_same_way() {
     let srv = Server::start();
     let admin = srv.admin();
-    let mut a = srv.device().await;
-    a.enroll().await.unwrap();
+    let mut a = srv.enrolled().await;
     // Any RequestType in Apple's schema, as JSON or plist.
     enqueue(&admin, &[&a.udid], json!({"RequestType": "ScheduleOSUpdateScan", "Force": true})).await;
     let plist = r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>RequestType</key><string>EnableLostMode</string>
@@ -261,8 +259,7 @@ async fn raw_commands_are_validated_the_same_way() {
 #[tokio::test]
 async fn tokens_are_sealed_at_rest_and_clear_passcode_uses_escrow() {
     let mut srv = Server::start();
-    let mut a = srv.device().await;
-    a.enroll().await.unwrap();
+    let mut a = srv.enrolled().await;
     let u = a.udid.clone();
     // SetBootstrapToken escrows another secret.
     let bootstrap = b"bootstrap-token-0123456789abcdef".to_vec();

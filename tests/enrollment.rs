@@ -20,8 +20,7 @@ async fn claiming(srv: &Server, udid: &str) -> mdmd::sim::SimDevice {
 async fn another_identity_cannot_take_over_an_active_enrollment() {
     let srv = Server::start();
     let admin = srv.admin();
-    let mut victim = srv.device().await;
-    victim.enroll().await.unwrap();
+    let mut victim = srv.enrolled().await;
     // An identity issued for one device cannot speak for another.
     let mut other = srv.device().await;
     other.udid = victim.udid.clone();
@@ -47,8 +46,7 @@ async fn another_identity_cannot_take_over_an_active_enrollment() {
     // The open policy (labs) lets it through, as before.
     drop(srv);
     let srv = Server::start_with(&["--reenroll-policy", "open"]);
-    let victim = srv.device().await;
-    victim.enroll().await.unwrap();
+    let victim = srv.enrolled().await;
     let other = claiming(&srv, &victim.udid).await;
     other.enroll().await.unwrap();
 }
@@ -57,8 +55,7 @@ async fn another_identity_cannot_take_over_an_active_enrollment() {
 async fn approved_and_checked_out_re_enrollments_are_accepted() {
     let srv = Server::start();
     let admin = srv.admin();
-    let old = srv.device().await;
-    old.enroll().await.unwrap();
+    let old = srv.enrolled().await;
     let udid = old.udid.clone();
     let stale = enqueue(&admin, &[&udid], json!({"RequestType": "SecurityInfo"})).await;
     // The phone was wiped: an admin approves its re-enrollment (CLI).

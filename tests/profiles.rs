@@ -173,8 +173,7 @@ async fn templates_are_validated_stored_and_loaded_from_the_folder() {
 async fn a_profile_is_filled_encrypted_signed_and_installed_with_its_own_identity() {
     let srv = start_with_profiles().await;
     let admin = srv.admin();
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let udid = dev.udid.clone();
 
     let v = admin
@@ -317,8 +316,7 @@ async fn a_profile_is_filled_encrypted_signed_and_installed_with_its_own_identit
 async fn variables_without_a_value_stop_that_install_and_attributes_fill_them() {
     let srv = Server::start();
     let admin = srv.admin();
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let udid = dev.udid.clone();
     let t = template(
         "com.example.mail-clip",
@@ -377,8 +375,7 @@ async fn variables_without_a_value_stop_that_install_and_attributes_fill_them() 
 async fn lifecycle_supersede_reconcile_reinstall_remove() {
     let srv = start_with_profiles().await;
     let admin = srv.admin();
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let udid = dev.udid.clone();
     let id = "com.example.mdmd.passcode";
 
@@ -453,8 +450,7 @@ async fn lifecycle_supersede_reconcile_reinstall_remove() {
 async fn raw_install_profile_commands_are_validated_and_encrypted_too() {
     let srv = Server::start();
     let admin = srv.admin();
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let udid = dev.udid.clone();
     let clip = template("com.example.raw", &webclip("R1", "https://raw.example/$UDID"));
     let uuid = enqueue(
@@ -497,8 +493,7 @@ async fn raw_install_profile_commands_are_validated_and_encrypted_too() {
     // With encryption off the profile is signed only.
     drop(srv);
     let srv = Server::start_with(&["--encrypt-profiles", "false"]);
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let uuid = enqueue(
         &srv.admin(),
         &[&dev.udid],
@@ -519,8 +514,7 @@ async fn pending_profiles_follow_an_identity_renewal_and_undecryptable_ones_fail
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let srv = Server::start_with(&refs);
     let admin = srv.admin();
-    let mut dev = srv.device().await;
-    dev.enroll().await.unwrap();
+    let mut dev = srv.enrolled().await;
     let udid = dev.udid.clone();
     // The renewal is queued first; then a template install and a raw profile,
     // both encrypted to the identity the device has now, which the renewal

@@ -135,8 +135,7 @@ async fn the_push_certificate_is_read_checked_kept_and_requested() {
     );
 
     // Devices enrolled under t1: a certificate with another topic strands them.
-    let d = srv.device().await;
-    d.enroll().await.unwrap();
+    let d = srv.enrolled().await;
     assert_eq!(d.topic, t1);
     let t2 = new_topic();
     let (c3, k3) = ca.push_cert(&t2, 10);
@@ -264,8 +263,7 @@ async fn pushes_are_exact_coalesced_and_every_apns_answer_is_handled() {
     let cert = set_cert(&srv, &ca, &topic).await;
     let mut devs = Vec::new();
     for _ in 0..7 {
-        let d = srv.device().await;
-        d.enroll().await.unwrap();
+        let d = srv.enrolled().await;
         devs.push(d);
     }
     let tok = |i: usize| hex::encode(&devs[i].token);
@@ -431,8 +429,7 @@ async fn simulated_devices_are_woken_through_the_apns_stand_in() {
     let mut ids = Vec::new();
     let mut tokens = Vec::new();
     for _ in 0..3 {
-        let d = srv.device().await;
-        d.enroll().await.unwrap();
+        let d = srv.enrolled().await;
         ids.push(d.udid.clone());
         tokens.push(hex::encode(&d.token));
         mdmd::sim::fleet::serve(&standin, d, stats.clone());

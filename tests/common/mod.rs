@@ -144,6 +144,15 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A simulated iPhone that has enrolled (Authenticate + TokenUpdate).
+    pub async fn enrolled(&self) -> mdmd::sim::SimDevice {
+        let d = self.device().await;
+        d.enroll().await.expect("Authenticate + TokenUpdate");
+        d
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
