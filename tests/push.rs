@@ -477,3 +477,49 @@ async fn simulated_devices_are_woken_through_the_apns_stand_in() {
     let v = admin.post("/v1/push", json!({"targets": [ids[2]]})).await.unwrap();
     assert!(v["results"][&ids[2]]["outcome"].as_str().unwrap().starts_with("not pushed"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
+    // A free loopback port for the stand-in that `mdmd sim fleet` will run.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let standin_ca = dir.path().join("standin.pem");
+    let ca = TestCa::new("Test Apple Push CA");
+    let push_ca = dir.path().join("push-ca.pem");
+    std::fs::write(&push_ca, ca.cert.to_pem().unwrap()).unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    // mdmd reads --apns-ca when it connects: the fleet writes it after mdmd starts.
+    let srv = Server::start_with(&[
+        "--apns-url",
+        &url,
+        "--apns-ca",
+        standin_ca.to_str().unwrap(),
+        "--push-coalesce-ms",
+        "20",
+    ]);
+    set_cert(&srv, &ca, &new_topic()).await;
+    let listen = format!("127.0.0.1:{port}");
+    let user = format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1);
+    let v = srv.cli_json(&[
+        "sim",
+        "fleet",
+        "-n",
+        "3",
+        "--user",
+        &user,
+        "--apns-listen",
+        &listen,
+        "--push-ca",
+        push_ca.to_str().unwrap(),
+        "--write-apns-ca",
+        standin_ca.to_str().unwrap(),
+        "--measure-rounds",
+        "2",
+        "--seconds",
+        "60",
+    ]);
+    assert_eq!(v["one_target"]["results"], 2, "{v}");
+    assert_eq!(v["all_targets"]["results"], 6, "{v}");
+    assert_eq!(v["fleet"]["standin_rejected"], 0, "{v}");
+    assert_eq!(v["fleet"]["errors"], 0, "{v}");
+}
