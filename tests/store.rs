@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use mdmd::protocol::EnrollmentKind;
 use mdmd::store::redb::RedbStore;
 use mdmd::store::*;
@@ -372,12 +374,97 @@ async fn pki(s: &Arc<dyn Store>) {
     assert_eq!(s.consume_secret(SecretKind::Challenge, "old", 50).await.unwrap(), Consumed::Expired);
 }
 
+async fn leases(s: &Arc<dyn Store>) {
+    // Free: taken; held by another: refused; by the holder: extended; expired: taken over.
+    assert!(s.acquire_lease("sweep", "a", 1_000, 500).await.unwrap());
+    assert!(!s.acquire_lease("sweep", "b", 1_200, 500).await.unwrap());
+    assert!(s.acquire_lease("sweep", "a", 1_400, 500).await.unwrap());
+    assert!(!s.acquire_lease("sweep", "b", 1_800, 500).await.unwrap(), "extended to 1900");
+    assert!(s.acquire_lease("sweep", "b", 1_900, 500).await.unwrap());
+    assert!(s.acquire_lease("other", "a", 1_900, 500).await.unwrap(), "leases are independent");
+    // Release only by the holder.
+    s.release_lease("sweep", "a").await.unwrap();
+    assert!(!s.acquire_lease("sweep", "a", 2_000, 500).await.unwrap());
+    s.release_lease("sweep", "b").await.unwrap();
+    assert!(s.acquire_lease("sweep", "a", 2_000, 500).await.unwrap());
+}
+
+async fn settings(s: &Arc<dyn Store>) {
+    assert!(s.setting("push").await.unwrap().is_none());
+    assert_eq!(s.put_setting("push", b"one".to_vec(), 10).await.unwrap(), 1);
+    assert_eq!(s.put_setting("push", b"two".to_vec(), 11).await.unwrap(), 2);
+    let v = s.setting("push").await.unwrap().unwrap();
+    assert_eq!((v.value.as_slice(), v.updated_at, v.version), (&b"two"[..], 11, 2));
+    // First writer wins: every instance agrees on one value.
+    assert_eq!(s.setting_or_insert("topic", b"t1".to_vec(), 12).await.unwrap().value, b"t1");
+    assert_eq!(s.setting_or_insert("topic", b"t2".to_vec(), 13).await.unwrap().value, b"t1");
+}
+
+/// Concurrent writers: every result lands, each device's queue stays FIFO.
+async fn concurrency(s: &Arc<dyn Store>) {
+    let ids: Vec<String> = (0..20).map(|i| format!("C{i:02}")).collect();
+    for id in &ids {
+        s.authenticate(enrollment(id, None), false).await.unwrap();
+    }
+    let cmds: Vec<CommandRecord> = (0..5).map(|_| command("DeviceInformation", None)).collect();
+    for c in &cmds {
+        s.enqueue(c.clone(), ids.clone()).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let s = s.clone();
+        let want: Vec<String> = cmds.iter().map(|c| c.uuid.clone()).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut next = s.next_command(&id, true).await.unwrap();
+            while let Some(c) = next {
+                got.push(c.uuid.clone());
+                let (o, n) = s.report(&id, report(&c.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+                assert!(matches!(o, ReportOutcome::Finished { .. }));
+                next = n;
+            }
+            assert_eq!(got, want, "{id}: FIFO, each once");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, ds) = s.command(&cmds[4].uuid).await.unwrap().unwrap();
+    assert_eq!(ds.len(), 20);
+    assert!(ds.iter().all(|d| d.status == DeliveryStatus::Acknowledged));
+}
+
 /// Everything a backend must do, on a fresh store.
 async fn conformance(s: Arc<dyn Store>) {
     checkin(&s).await;
     queue(&s).await;
     profiles(&s).await;
     pki(&s).await;
+    leases(&s).await;
+    settings(&s).await;
+    concurrency(&s).await;
+}
+
+/// A populated store for copying: the conformance data plus a pending queue.
+async fn populated(s: Arc<dyn Store>) -> CommandRecord {
+    conformance(s.clone()).await;
+    s.authenticate(enrollment("M1", None), false).await.unwrap();
+    let a = command("DeviceLock", None);
+    let b = command("ProfileList", None);
+    s.enqueue(a.clone(), vec!["M1".into()]).await.unwrap();
+    s.enqueue(b.clone(), vec!["M1".into()]).await.unwrap();
+    s.report("M1", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    a
+}
+
+/// After a copy the target serves the same queue and keeps FIFO for new commands.
+async fn serves_copied_queue(t: &Arc<dyn Store>, first: &CommandRecord) {
+    assert_eq!(t.next_command("M1", false).await.unwrap().unwrap().uuid, first.uuid);
+    let c = command("SecurityInfo", None);
+    t.enqueue(c.clone(), vec!["M1".into()]).await.unwrap();
+    let hist = t.device_commands("M1", 10).await.unwrap();
+    assert_eq!(hist.last().unwrap().command_uuid, c.uuid, "new commands queue after copied ones");
+    assert_eq!(hist[0].delivery.status, DeliveryStatus::NotNow);
 }
 
 #[tokio::test]
@@ -385,4 +472,51 @@ async fn redb_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let s: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
     conformance(s).await;
+}
+
+#[tokio::test]
+async fn redb_copy_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("a.redb")).unwrap());
+    let first = populated(a.clone()).await;
+    let b: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("b.redb")).unwrap());
+    let rep = mdmd::store::copy::copy_all(&*a, &*b).await.unwrap();
+    assert!(rep.verified(), "{rep:?}");
+    assert!(rep.tables["deliveries"].0.rows > 100);
+    serves_copied_queue(&b, &first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    let s = mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&db.url))
+        .await
+        .unwrap();
+    // Migrations are idempotent.
+    assert!(s.migrate().await.unwrap().is_empty());
+    conformance(Arc::new(s)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_redb_to_postgres_and_back() {
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("a.redb")).unwrap());
+    let first = populated(a.clone()).await;
+    let pg: Arc<dyn Store> = Arc::new(
+        mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&db.url))
+            .await
+            .unwrap(),
+    );
+    let rep = mdmd::store::copy::copy_all(&*a, &*pg).await.unwrap();
+    assert!(rep.verified(), "{rep:?}");
+    let back: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("back.redb")).unwrap());
+    let rep2 = mdmd::store::copy::copy_all(&*pg, &*back).await.unwrap();
+    assert!(rep2.verified(), "{rep2:?}");
+    // The same content all the way: redb -> PostgreSQL -> redb.
+    for (t, (src, _)) in &rep.tables {
+        assert_eq!(rep2.tables[t].0, *src, "{t}");
+    }
+    serves_copied_queue(&pg, &first).await;
+    serves_copied_queue(&back, &first).await;
 }

@@ -3,7 +3,9 @@
 //! transaction; nothing relies on in-process locks for queue order, so a
 //! networked SQL backend can implement the same traits.
 
+pub mod copy;
 pub mod model;
+pub mod postgres;
 pub mod redb;
 
 pub use model::*;
@@ -143,6 +145,40 @@ pub trait ProfileStore: Send + Sync {
     async fn reconcile_profiles(&self, enrollment: &str, installed: Vec<String>, now: i64) -> Result<u64>;
 }
 
+/// Leases: background work (renewal sweep, re-push) runs on one instance at
+/// a time, and moves to another when the holder stops renewing.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Take or extend the lease `name` for `holder` until `now_ms + ttl_ms`.
+    /// True if `holder` holds it now (it was free, expired, or already its own).
+    async fn acquire_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+    /// Give the lease up early (only if `holder` holds it).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+}
+
+/// Small shared settings (push certificate, topic), the same on every instance.
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    async fn setting(&self, name: &str) -> Result<Option<Setting>>;
+    /// Store a value; returns its new version.
+    async fn put_setting(&self, name: &str, value: Vec<u8>, now: i64) -> Result<u64>;
+    /// Store `value` unless the setting exists; returns what is stored.
+    async fn setting_or_insert(&self, name: &str, value: Vec<u8>, now: i64) -> Result<Setting>;
+}
+
+/// Moving an installation between backends (`mdmd db copy`).
+#[async_trait]
+pub trait CopyStore: Send + Sync {
+    /// Up to `limit` rows of `table` whose cursor (`Row::cursor`) sorts after
+    /// `after` (byte order), in that order.
+    async fn export(&self, table: Table, after: Option<String>, limit: usize) -> Result<Vec<Row>>;
+    /// Write rows exactly as exported, in one transaction (queues, indexes and
+    /// sequences follow). Meant for an empty target.
+    async fn import(&self, rows: Vec<Row>) -> Result<()>;
+    /// Which backend this is, for messages.
+    fn describe(&self) -> String;
+}
+
 /// Everything mdmd needs from storage.
-pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore {}
-impl<T: CheckinStore + QueueStore + PkiStore + ProfileStore> Store for T {}
+pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + CopyStore {}
+impl<T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + CopyStore> Store for T {}

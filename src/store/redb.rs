@@ -41,6 +41,11 @@ const DEVICE_PROFILES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 /// (profile identifier, enrollment) -> (): the index by profile.
 const PROFILE_DEVICES: TableDefinition<(&str, &str), ()> = TableDefinition::new("profile_devices");
 
+/// name -> Setting (JSON).
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// name -> (holder, expires at ms) as JSON.
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+
 const MAX_BATCH: usize = 512;
 
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -68,6 +73,8 @@ impl RedbStore {
             txn.open_table(TEMPLATES)?;
             txn.open_table(DEVICE_PROFILES)?;
             txn.open_table(PROFILE_DEVICES)?;
+            txn.open_table(SETTINGS)?;
+            txn.open_table(LEASES)?;
             txn.commit()?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -1058,5 +1065,264 @@ impl ProfileStore for RedbStore {
             Ok(n)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for RedbStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |txn| {
+            let mut t = txn.open_table(LEASES)?;
+            let cur: Option<(String, i64)> = dec_opt(t.get(name.as_str())?)?;
+            let free = match &cur {
+                None => true,
+                Some((h, exp)) => h == &holder || *exp <= now_ms,
+            };
+            if free {
+                t.insert(name.as_str(), enc(&(holder.as_str(), now_ms + ttl_ms))?.as_slice())?;
+            }
+            Ok(free)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |txn| {
+            let mut t = txn.open_table(LEASES)?;
+            let cur: Option<(String, i64)> = dec_opt(t.get(name.as_str())?)?;
+            if cur.is_some_and(|(h, _)| h == holder) {
+                t.remove(name.as_str())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SettingsStore for RedbStore {
+    async fn setting(&self, name: &str) -> Result<Option<Setting>> {
+        self.read(|txn| {
+            let t = txn.open_table(SETTINGS)?;
+            let r = dec_opt(t.get(name)?)?;
+            Ok(r)
+        })
+    }
+
+    async fn put_setting(&self, name: &str, value: Vec<u8>, now: i64) -> Result<u64> {
+        let name = name.to_owned();
+        self.write(move |txn| {
+            let mut t = txn.open_table(SETTINGS)?;
+            let cur: Option<Setting> = dec_opt(t.get(name.as_str())?)?;
+            let version = cur.map_or(0, |c| c.version) + 1;
+            let s = Setting {
+                value,
+                updated_at: now,
+                version,
+            };
+            t.insert(name.as_str(), enc(&s)?.as_slice())?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn setting_or_insert(&self, name: &str, value: Vec<u8>, now: i64) -> Result<Setting> {
+        let name = name.to_owned();
+        self.write(move |txn| {
+            let mut t = txn.open_table(SETTINGS)?;
+            let cur: Option<Setting> = dec_opt(t.get(name.as_str())?)?;
+            if let Some(c) = cur {
+                return Ok(c);
+            }
+            let s = Setting {
+                value,
+                updated_at: now,
+                version: 1,
+            };
+            t.insert(name.as_str(), enc(&s)?.as_slice())?;
+            Ok(s)
+        })
+        .await
+    }
+}
+
+/// `(lower bound, skip-equal)` for a paged scan over string keys.
+fn after_bound(after: &Option<String>) -> std::ops::Bound<&str> {
+    match after {
+        Some(a) => std::ops::Bound::Excluded(a.as_str()),
+        None => std::ops::Bound::Unbounded,
+    }
+}
+
+#[async_trait]
+impl CopyStore for RedbStore {
+    async fn export(&self, table: Table, after: Option<String>, limit: usize) -> Result<Vec<Row>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            // Tables keyed by one string.
+            let simple = |def: TableDefinition<&str, &[u8]>, out: &mut Vec<Row>, f: &dyn Fn(&str, &[u8]) -> Result<Row>| -> Result<()> {
+                let t = txn.open_table(def)?;
+                for item in t.range::<&str>((after_bound(&after), std::ops::Bound::Unbounded))?.take(limit) {
+                    let (k, v) = item?;
+                    out.push(f(k.value(), v.value())?);
+                }
+                Ok(())
+            };
+            match table {
+                Table::Settings => simple(SETTINGS, &mut out, &|k, v| {
+                    Ok(Row::Setting {
+                        name: k.to_owned(),
+                        setting: dec(v)?,
+                    })
+                })?,
+                Table::Certs => simple(CERTS, &mut out, &|_, v| Ok(Row::Cert(dec(v)?)))?,
+                Table::Enrollments => simple(ENROLLMENTS, &mut out, &|_, v| Ok(Row::Enrollment(dec(v)?)))?,
+                Table::Templates => simple(TEMPLATES, &mut out, &|_, v| Ok(Row::Template(dec(v)?)))?,
+                Table::Commands => simple(COMMANDS, &mut out, &|_, v| Ok(Row::Command(dec(v)?)))?,
+                Table::Secrets => {
+                    let t = txn.open_table(SECRETS)?;
+                    let start: (u8, String) = match &after {
+                        Some(a) => {
+                            let (k, h) = split_cursor(a);
+                            (k.parse().unwrap_or(0), h.to_owned())
+                        }
+                        None => (0, String::new()),
+                    };
+                    for item in t.range((start.0, start.1.as_str())..)? {
+                        let (k, v) = item?;
+                        let (kind, hash) = k.value();
+                        if after.is_some() && (kind, hash) == (start.0, start.1.as_str()) {
+                            continue;
+                        }
+                        let Some(kind) = SecretKind::from_u8(kind) else { continue };
+                        out.push(Row::Secret {
+                            kind,
+                            hash: hash.to_owned(),
+                            secret: dec(v.value())?,
+                        });
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                Table::Deliveries => {
+                    let t = txn.open_table(DELIVERIES)?;
+                    let commands = txn.open_table(COMMANDS)?;
+                    let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
+                    let mut cmd: Option<CommandRecord> = None;
+                    for item in t.range(start..)? {
+                        let (k, v) = item?;
+                        let (uuid, enrollment) = k.value();
+                        if after.is_some() && (uuid, enrollment) == start {
+                            continue;
+                        }
+                        if cmd.as_ref().is_none_or(|c| c.uuid != uuid) {
+                            cmd = load_command(&commands, uuid)?;
+                        }
+                        let mut delivery = delivery_from(v.value(), cmd.as_ref())?;
+                        delivery.enrollment = enrollment.to_owned();
+                        out.push(Row::Delivery {
+                            command_uuid: uuid.to_owned(),
+                            enrollment: enrollment.to_owned(),
+                            delivery,
+                        });
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+                Table::DeviceProfiles => {
+                    let t = txn.open_table(DEVICE_PROFILES)?;
+                    let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
+                    for item in t.range(start..)? {
+                        let (k, v) = item?;
+                        let (enrollment, identifier) = k.value();
+                        if after.is_some() && (enrollment, identifier) == start {
+                            continue;
+                        }
+                        let mut profile: DeviceProfile = dec(v.value())?;
+                        profile.enrollment = enrollment.to_owned();
+                        profile.identifier = identifier.to_owned();
+                        out.push(Row::DeviceProfile {
+                            enrollment: enrollment.to_owned(),
+                            identifier: identifier.to_owned(),
+                            profile,
+                        });
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn import(&self, rows: Vec<Row>) -> Result<()> {
+        self.write(move |txn| {
+            let mut max_seq = 0;
+            for row in rows {
+                match row {
+                    Row::Setting { name, setting } => {
+                        txn.open_table(SETTINGS)?.insert(name.as_str(), enc(&setting)?.as_slice())?;
+                    }
+                    Row::Cert(c) => {
+                        txn.open_table(CERTS)?.insert(c.sha256.as_str(), enc(&c)?.as_slice())?;
+                        txn.open_table(CERT_SERIALS)?.insert(c.serial.as_str(), c.sha256.as_str())?;
+                    }
+                    Row::Secret { kind, hash, secret } => {
+                        txn.open_table(SECRETS)?
+                            .insert((kind as u8, hash.as_str()), enc(&secret)?.as_slice())?;
+                    }
+                    Row::Enrollment(e) => put_enrollment(txn, &e)?,
+                    Row::Template(t) => {
+                        txn.open_table(TEMPLATES)?.insert(t.identifier.as_str(), enc(&t)?.as_slice())?;
+                    }
+                    Row::Command(c) => {
+                        max_seq = max_seq.max(c.seq);
+                        txn.open_table(COMMANDS)?.insert(c.uuid.as_str(), enc(&c)?.as_slice())?;
+                    }
+                    Row::Delivery {
+                        command_uuid,
+                        enrollment,
+                        delivery,
+                    } => {
+                        let key = (enrollment.as_str(), delivery.seq);
+                        txn.open_table(HISTORY)?.insert(key, command_uuid.as_str())?;
+                        if delivery.status.is_pending() {
+                            let nn = delivery.status == DeliveryStatus::NotNow;
+                            txn.open_table(QUEUE)?.insert(key, queue_value(nn, &command_uuid).as_slice())?;
+                        }
+                        txn.open_table(DELIVERIES)?
+                            .insert((command_uuid.as_str(), enrollment.as_str()), enc(&delivery)?.as_slice())?;
+                    }
+                    Row::DeviceProfile {
+                        enrollment,
+                        identifier,
+                        profile,
+                    } => {
+                        txn.open_table(DEVICE_PROFILES)?
+                            .insert((enrollment.as_str(), identifier.as_str()), enc(&profile)?.as_slice())?;
+                        txn.open_table(PROFILE_DEVICES)?
+                            .insert((identifier.as_str(), enrollment.as_str()), ())?;
+                    }
+                }
+            }
+            if max_seq > 0 {
+                let mut meta = txn.open_table(META)?;
+                let cur = meta.get("seq")?.map(|v| v.value()).unwrap_or(0);
+                if max_seq > cur {
+                    meta.insert("seq", max_seq)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        "redb".into()
     }
 }
