@@ -99,6 +99,7 @@ fn main() {
         let pusher = Pusher::new(
             client,
             store.clone(),
+            Arc::new(mdmd::pki::secrets::SecretBox::ephemeral()),
             Topic::new(topic.clone()),
             mdmd::push::cert::PushCertFiles::in_dir(dir.path()),
             PushConfig {
@@ -108,11 +109,13 @@ fn main() {
                 max_in_flight: 1000,
                 repush_after: 0,
                 repush_every: Duration::from_secs(3600),
+                instance: "bench".into(),
+                cert_refresh: Duration::from_secs(3600),
             },
         );
         let pc = mdmd::push::cert::PushCert::from_pem(&push_cert(&ca, &topic), None).unwrap();
         pusher.set_certificate(pc, true).await.unwrap();
-        pusher.start().unwrap();
+        pusher.start().await.unwrap();
         let cpu0 = cpu();
         let t = Instant::now();
         pusher.wake(ids.clone());

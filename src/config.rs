@@ -12,6 +12,25 @@ pub struct ServeConfig {
     /// Where the database and generated secrets live (created on first start).
     #[arg(long, env = "MDMD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded store, e.g.
+    /// `postgres://mdmd:PASSWORD@db.example.com/mdmd?sslmode=require`. Every
+    /// instance on one database (same certs dir contents) serves any request.
+    #[arg(long, env = "MDMD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Verify the database's TLS certificate against this CA (PEM).
+    #[arg(long, env = "MDMD_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
+    /// Database connections per instance.
+    #[arg(long, env = "MDMD_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: usize,
+    /// Give up on any one database operation after this many seconds (the
+    /// device gets a 503 and retries).
+    #[arg(long, env = "MDMD_DATABASE_TIMEOUT", default_value_t = 10)]
+    pub database_timeout: u64,
+    /// How often to pick up shared settings changed on another instance
+    /// (the push certificate), in milliseconds.
+    #[arg(long, env = "MDMD_SHARED_REFRESH_MS", default_value_t = 3000)]
+    pub shared_refresh_ms: u64,
     /// Where certificates and keys live (created on first start).
     #[arg(long, env = "MDMD_CERTS_DIR", default_value = "./certs")]
     pub certs_dir: PathBuf,

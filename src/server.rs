@@ -94,13 +94,20 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             k
         }
     };
+    let store = open_store(cfg).await?;
     let topic = match cfg.topic.clone() {
         Some(t) => t,
         None => {
-            load_or_create(&cfg.data_dir.join("topic"), || {
+            // One topic for every instance on the database: the first one stored wins.
+            let local = load_or_create(&cfg.data_dir.join("topic"), || {
                 format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4())
             })?
-            .0
+            .0;
+            let shared = store
+                .setting_or_insert("topic", local.into_bytes(), crate::service::now())
+                .await
+                .context("reading the shared topic")?;
+            String::from_utf8(shared.value).context("stored topic is not UTF-8")?
         }
     };
     if !topic.starts_with("com.apple.mgmt.") {
@@ -122,10 +129,6 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             .await?
             .context("setting up the CA")?,
     );
-    let db_path = cfg.data_dir.join("mdmd.redb");
-    let store: Arc<RedbStore> = Arc::new(RedbStore::open(&db_path).context("opening the database")?);
-    // The database holds escrowed tokens: owner only.
-    std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", db_path.display()))?;
     let secrets = Arc::new(
         crate::pki::secrets::SecretBox::load_or_create(&cfg.certs_dir.join("secrets.keys")).context("loading the secrets keyring")?,
     );
@@ -142,9 +145,11 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         expiration_secs: cfg.apns_expiration,
         timeout: std::time::Duration::from_secs(15),
     })?;
+    let instance = crate::service::lease::instance_id();
     let pusher = crate::push::Pusher::new(
         apns,
         store.clone(),
+        secrets.clone(),
         topic.clone(),
         crate::push::cert::PushCertFiles::in_dir(&cfg.certs_dir),
         crate::push::PushConfig {
@@ -154,9 +159,11 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             max_in_flight: cfg.push_max_in_flight.max(1),
             repush_after: cfg.repush_after,
             repush_every: std::time::Duration::from_secs(cfg.repush_interval.max(1)),
+            instance: instance.clone(),
+            cert_refresh: std::time::Duration::from_millis(cfg.shared_refresh_ms.max(100)),
         },
     );
-    match pusher.start().context("loading the push certificate")? {
+    match pusher.start().await.context("loading the push certificate")? {
         Some(t) => {
             if cfg.topic.as_ref().is_some_and(|flag| *flag != t) {
                 anyhow::bail!(
@@ -204,7 +211,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         },
     };
     let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
-    spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60));
+    spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
@@ -260,11 +267,49 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64) {
+/// The store `cfg` names: PostgreSQL with `--database-url`, else redb in the data dir.
+pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn crate::store::Store>> {
+    match &cfg.database_url {
+        Some(url) if !url.is_empty() => {
+            let pc = pg_config(cfg, url);
+            let shown = crate::store::postgres::redact(url);
+            let s = crate::store::postgres::PgStore::connect(pc)
+                .await
+                .with_context(|| format!("opening PostgreSQL at {shown}"))?;
+            tracing::info!(database = %shown, "store: PostgreSQL");
+            Ok(Arc::new(s))
+        }
+        _ => {
+            let db_path = cfg.data_dir.join("mdmd.redb");
+            let store = RedbStore::open(&db_path).context("opening the database")?;
+            // The database holds escrowed tokens: owner only.
+            std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("chmod {}", db_path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConfig {
+    crate::store::postgres::PgConfig {
+        url: url.to_owned(),
+        pool_size: cfg.database_pool.max(2),
+        writers: (cfg.database_pool / 4).clamp(1, 8),
+        op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
+        ca_file: cfg.database_ca.clone(),
+    }
+}
+
+fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
+    let every = std::time::Duration::from_secs(every_secs);
+    let lease = crate::service::lease::Lease::new(mdm.store.clone(), "renewal-sweep", instance, every * 3);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            if !lease.held().await {
+                continue;
+            }
             if let Err(e) = enroller.renewal_sweep(&mdm).await {
                 tracing::warn!(error = %e, "identity renewal sweep failed");
             }

@@ -52,6 +52,10 @@ pub struct PushConfig {
     pub repush_after: i64,
     /// How often to look for such devices.
     pub repush_every: Duration,
+    /// This instance, as a lease holder (the re-push sweep runs on one instance).
+    pub instance: String,
+    /// How often to check the shared store for a push certificate set on another instance.
+    pub cert_refresh: Duration,
 }
 
 /// The latest push to an enrollment.
@@ -76,9 +80,15 @@ pub struct PushCounters {
     pub skipped: u64,
 }
 
+/// The setting that carries the push certificate and key (sealed) to every instance.
+const CERT_SETTING: &str = "push-cert";
+
 pub struct Pusher {
     pub client: ApnsClient,
     store: Arc<dyn Store>,
+    secrets: Arc<crate::pki::secrets::SecretBox>,
+    /// Version of the shared certificate setting in use (0: none).
+    cert_version: std::sync::atomic::AtomicU64,
     topic: Arc<Topic>,
     files: PushCertFiles,
     cfg: PushConfig,
@@ -100,10 +110,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pusher {
-    pub fn new(client: ApnsClient, store: Arc<dyn Store>, topic: Arc<Topic>, files: PushCertFiles, cfg: PushConfig) -> Arc<Pusher> {
+    pub fn new(
+        client: ApnsClient,
+        store: Arc<dyn Store>,
+        secrets: Arc<crate::pki::secrets::SecretBox>,
+        topic: Arc<Topic>,
+        files: PushCertFiles,
+        cfg: PushConfig,
+    ) -> Arc<Pusher> {
         Arc::new(Pusher {
             client,
             store,
+            secrets,
+            cert_version: std::sync::atomic::AtomicU64::new(0),
             topic,
             files,
             sem: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
@@ -119,17 +138,30 @@ impl Pusher {
         })
     }
 
-    /// Load the stored certificate (if any) and start the background tasks.
-    /// Returns the certificate's topic.
-    pub fn start(self: &Arc<Self>) -> Result<Option<String>, PushError> {
-        let topic = match self.files.load()? {
-            Some(pc) => {
-                let t = pc.topic.clone();
-                self.client.set_identity(pc);
-                Some(t)
+    /// Load the certificate (the shared one in the store, else the files, which
+    /// are then shared) and start the background tasks. Returns its topic.
+    pub async fn start(self: &Arc<Self>) -> Result<Option<String>, PushError> {
+        let pc = match self.shared_cert().await? {
+            Some((pc, version)) => {
+                self.cert_version.store(version, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = self.files.save(&pc) {
+                    tracing::warn!(error = %e, "cannot write the shared push certificate to the certs dir");
+                }
+                Some(pc)
             }
-            None => None,
+            None => match self.files.load()? {
+                Some(pc) => {
+                    self.share(&pc).await?;
+                    Some(pc)
+                }
+                None => None,
+            },
         };
+        let topic = pc.map(|pc| {
+            let t = pc.topic.clone();
+            self.client.set_identity(pc);
+            t
+        });
         self.check_expiry();
         let me = self.clone();
         tokio::spawn(async move { me.dispatch_loop().await });
@@ -143,7 +175,19 @@ impl Pusher {
             }
         });
         let me = Arc::downgrade(self);
+        let every = self.cfg.cert_refresh.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(p) = me.upgrade() else { break };
+                p.refresh_cert().await;
+            }
+        });
+        let me = Arc::downgrade(self);
         let every = self.cfg.repush_every.max(Duration::from_secs(1));
+        let lease = crate::service::lease::Lease::new(self.store.clone(), "repush-sweep", &self.cfg.instance, every * 3);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -151,12 +195,73 @@ impl Pusher {
                 tick.tick().await;
                 let Some(p) = me.upgrade() else { break };
                 p.check_expiry();
+                if !lease.held().await {
+                    continue;
+                }
                 if let Err(e) = p.repush_sweep().await {
                     tracing::warn!(error = %e, "re-push sweep failed");
                 }
             }
         });
         Ok(topic)
+    }
+
+    /// The certificate in the shared store, with its version.
+    async fn shared_cert(&self) -> Result<Option<(PushCert, u64)>, PushError> {
+        let Some(s) = self.store.setting(CERT_SETTING).await? else {
+            return Ok(None);
+        };
+        let sealed = String::from_utf8(s.value).map_err(|_| PushError::Certificate("stored push certificate is corrupt".into()))?;
+        let pem = self
+            .secrets
+            .open(&sealed, CERT_SETTING)
+            .map_err(|e| PushError::Certificate(format!("cannot open the stored push certificate (same certs/secrets.keys on every instance?): {e}")))?;
+        Ok(Some((PushCert::from_pem(&pem, None)?, s.version)))
+    }
+
+    /// Put the certificate and key (sealed) where every instance finds it.
+    async fn share(&self, pc: &PushCert) -> Result<(), PushError> {
+        let mut pem = pc.cert_pem()?;
+        pem.extend_from_slice(
+            &pc.key
+                .private_key_to_pem_pkcs8()
+                .map_err(|e| PushError::Certificate(e.to_string()))?,
+        );
+        let sealed = self
+            .secrets
+            .seal(&pem, CERT_SETTING)
+            .map_err(|e| PushError::Certificate(e.to_string()))?;
+        let v = self.store.put_setting(CERT_SETTING, sealed.into_bytes(), now()).await?;
+        self.cert_version.store(v, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Take up a certificate another instance set.
+    async fn refresh_cert(&self) {
+        let known = self.cert_version.load(std::sync::atomic::Ordering::Relaxed);
+        match self.store.setting(CERT_SETTING).await {
+            Ok(Some(s)) if s.version != known => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot check for a new push certificate");
+                return;
+            }
+        }
+        match self.shared_cert().await {
+            Ok(Some((pc, version))) => {
+                let topic = pc.topic.clone();
+                tracing::info!(%topic, not_after = pc.not_after, "push certificate changed (set on another instance)");
+                if let Err(e) = self.files.save(&pc) {
+                    tracing::warn!(error = %e, "cannot write the push certificate to the certs dir");
+                }
+                self.client.set_identity(pc);
+                self.topic.set(topic);
+                *lock(&self.cert_error) = None;
+                self.cert_version.store(version, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot load the shared push certificate"),
+        }
     }
 
     pub fn configured(&self) -> bool {
@@ -193,6 +298,7 @@ impl Pusher {
             }
         }
         self.files.save(&pc)?;
+        self.share(&pc).await?;
         let topic = pc.topic.clone();
         tracing::info!(%topic, not_after = pc.not_after, stranded, "push certificate set");
         self.client.set_identity(pc);

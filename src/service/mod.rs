@@ -7,6 +7,7 @@ pub mod commands;
 pub mod connect;
 pub mod enqueue;
 pub mod enroll;
+pub mod lease;
 pub mod profile_service;
 
 use std::collections::HashMap;
