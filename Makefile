@@ -1,5 +1,6 @@
 # mdmd — common tasks. `make run` serves with embedded defaults; `make test` runs everything CI runs.
 CARGO ?= cargo
+SHELL := /bin/bash
 
 .PHONY: run build release test unit bench load push-latency schema fuzz clean
 
@@ -14,6 +15,9 @@ release:
 
 test:
 	$(CARGO) check --benches
+	@if [ -n "$$MDMD_TEST_DATABASE_URL" ]; then echo "PostgreSQL suite: on (MDMD_TEST_DATABASE_URL)"; \
+	elif (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then echo "PostgreSQL suite: on (127.0.0.1:5432)"; \
+	else echo "PostgreSQL suite: SKIPPED (no server on 127.0.0.1:5432; set MDMD_TEST_DATABASE_URL to run it)"; fi
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
 bench:

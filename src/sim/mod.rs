@@ -301,6 +301,16 @@ impl SimDevice {
         d
     }
 
+    /// Talk to another server (another instance behind the same balancer):
+    /// the same paths at a new origin.
+    pub fn retarget(&mut self, base: &str) {
+        let base = origin(base);
+        let swap = |u: &str| format!("{base}{}", &u[origin(u).len()..]);
+        self.checkin_url = swap(&self.checkin_url);
+        self.server_url = swap(&self.server_url);
+        self.base = base;
+    }
+
     /// PUT a body to a path (or full URL), signed with `Mdm-Signature` when the
     /// device has an identity; returns (status, body).
     pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {

@@ -98,6 +98,28 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Another instance with the same flags (e.g. the same `--database-url`)
+    /// and a copy of this one's certs dir, as a second machine behind a balancer.
+    pub fn second(&self) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let to = dir.path().join("certs");
+        std::fs::create_dir_all(&to).expect("certs dir");
+        for e in std::fs::read_dir(self.certs_dir()).expect("certs dir").flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).expect("copy certs");
+            }
+        }
+        let mut s = Server {
+            child: None,
+            dir,
+            addr: "127.0.0.1:0".into(),
+            base: String::new(),
+            extra: self.extra.clone(),
+        };
+        s.spawn();
+        s
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

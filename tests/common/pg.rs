@@ -80,3 +80,115 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// `url` with its host:port replaced.
+pub fn with_hostport(url: &str, hostport: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let userinfo = authority.rfind('@').map_or("", |i| &authority[..=i]);
+    format!("{}{userinfo}{hostport}{}", &url[..start], &rest[end..])
+}
+
+/// The database server's host:port in `url`.
+pub fn hostport(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hp = authority.rfind('@').map_or(authority, |i| &authority[i + 1..]);
+    if hp.contains(':') {
+        hp.to_owned()
+    } else {
+        format!("{hp}:5432")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Forward bytes.
+    Pass,
+    /// Connections are cut and new ones refused: the database restarting.
+    Down,
+    /// Connections stay open and silent: a network partition.
+    Frozen,
+}
+
+/// A TCP proxy between mdmd and PostgreSQL that can cut or freeze the link.
+pub struct FaultProxy {
+    pub addr: std::net::SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<Mode>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: String) -> FaultProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(Mode::Pass));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let (m, c) = (mode.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = l.accept().await else { return };
+                if *m.lock().unwrap() == Mode::Down {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let pipe = |m: std::sync::Arc<std::sync::Mutex<Mode>>| {
+                    move |mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf| async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            loop {
+                                let now = *m.lock().unwrap();
+                                match now {
+                                    Mode::Pass => break,
+                                    Mode::Down => return,
+                                    Mode::Frozen => tokio::time::sleep(Duration::from_millis(20)).await,
+                                }
+                            }
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                let a = tokio::spawn(pipe(m.clone())(ri, wo));
+                let b = tokio::spawn(pipe(m.clone())(ro, wi));
+                let mut cs = c.lock().unwrap();
+                cs.push(a.abort_handle());
+                cs.push(b.abort_handle());
+            }
+        });
+        FaultProxy { addr, mode, conns, accept }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+        if mode == Mode::Down {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
