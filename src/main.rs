@@ -1145,8 +1145,8 @@ async fn open_named_store(spec: &str, create: bool) -> anyhow::Result<std::sync:
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let s = mdmd::store::redb::RedbStore::open(&file)
-        .with_context(|| format!("opening {} (is mdmd still running on it?)", file.display()))?;
+    let s =
+        mdmd::store::redb::RedbStore::open(&file).with_context(|| format!("opening {} (is mdmd still running on it?)", file.display()))?;
     {
         use std::os::unix::fs::PermissionsExt as _;
         let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
@@ -1175,7 +1175,11 @@ async fn db_main(what: DbCmd) -> anyhow::Result<()> {
         DbCmd::Copy { from, to } => {
             let src = open_named_store(&from, false).await?;
             let dst = open_named_store(&to, true).await?;
-            for t in [mdmd::store::Table::Enrollments, mdmd::store::Table::Commands, mdmd::store::Table::Certs] {
+            for t in [
+                mdmd::store::Table::Enrollments,
+                mdmd::store::Table::Commands,
+                mdmd::store::Table::Certs,
+            ] {
                 if !dst.export(t, None, 1).await?.is_empty() {
                     anyhow::bail!("{} already holds {}: copy only into an empty store", dst.describe(), t.name());
                 }

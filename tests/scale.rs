@@ -62,7 +62,12 @@ async fn two_instances_serve_one_fleet() {
     // Enrolled through A, polled on B: B knows it, and an enqueue on A is answered on B.
     let mut d = a.enrolled().await;
     d.retarget(&b.base);
-    let uuid = enqueue(&a.admin(), &[&d.udid], json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]})).await;
+    let uuid = enqueue(
+        &a.admin(),
+        &[&d.udid],
+        json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}),
+    )
+    .await;
     let handled = d.session().await.unwrap();
     assert_eq!(handled.len(), 1);
     assert_eq!(handled[0].command_uuid, uuid);
@@ -105,7 +110,11 @@ async fn two_instances_serve_one_fleet() {
     let (ok, _, err) = a.cli(&["ca", "revoke", &serial]);
     assert!(ok, "{err}");
     let (status, _) = d2
-        .put_raw("/mdm/connect", "application/x-apple-aspen-mdm", mdmd::protocol::to_xml(&d2.idle_report()))
+        .put_raw(
+            "/mdm/connect",
+            "application/x-apple-aspen-mdm",
+            mdmd::protocol::to_xml(&d2.idle_report()),
+        )
         .await
         .unwrap();
     assert_eq!(status, 403);
@@ -194,12 +203,16 @@ async fn kill9_one_of_two_instances_under_load() {
     let mut uuids = Vec::new();
     const ROUNDS: usize = 25;
     for _ in 0..ROUNDS {
-        uuids.push(enqueue(&b.admin(), &idr, json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]})).await);
+        uuids.push(
+            enqueue(
+                &b.admin(),
+                &idr,
+                json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}),
+            )
+            .await,
+        );
     }
-    let tasks: Vec<_> = devices
-        .into_iter()
-        .map(|d| tokio::spawn(drain(d, b.base.clone())))
-        .collect();
+    let tasks: Vec<_> = devices.into_iter().map(|d| tokio::spawn(drain(d, b.base.clone()))).collect();
     // Kill A once results are flowing.
     let busy = wait_until(Duration::from_secs(20), || async {
         command_statuses(&b, &uuids[1]).await.iter().any(|s| s == "Acknowledged")
@@ -252,7 +265,11 @@ async fn database_restart_and_partition_give_503_then_recover() {
             let t = Instant::now();
             let (status, body) = d.put_raw("/mdm/connect", "application/x-apple-aspen-mdm", idle(&d)).await.unwrap();
             assert_eq!(status, 503, "{mode:?}: {}", String::from_utf8_lossy(&body));
-            assert!(t.elapsed() < Duration::from_secs(12), "{mode:?}: bounded by the timeout, took {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(12),
+                "{mode:?}: bounded by the timeout, took {:?}",
+                t.elapsed()
+            );
         }
         let resp = srv
             .client()
@@ -278,4 +295,53 @@ async fn database_restart_and_partition_give_503_then_recover() {
         assert_eq!(h.len(), 1);
         assert_eq!(command_statuses(&srv, &u).await, vec!["Acknowledged"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_copy_moves_an_installation_to_postgres() {
+    let Some(db) = TestDb::create().await else { return };
+    // An installation on redb with an enrolled device and a command waiting.
+    let mut srv = Server::start_with(&["--enroll-flow", "single"]);
+    let mut d = srv.enrolled().await;
+    let done = enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "SecurityInfo"})).await;
+    assert_eq!(d.session().await.unwrap().len(), 1);
+    let waiting = enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "ProfileList"})).await;
+    srv.kill9();
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
+            .args(args)
+            .env("MDMD_LOG", "error")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let data = srv.data_dir();
+    let (ok, out, err) = run(&["db", "copy", "--from", data.to_str().unwrap(), "--to", &db.url]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("counts and checksums match"), "{out}");
+    for t in ["enrollments", "commands", "deliveries", "certs", "settings"] {
+        let line = out.lines().find(|l| l.starts_with(t)).unwrap_or_else(|| panic!("{t} in {out}"));
+        assert!(line.ends_with("ok"), "{line}");
+    }
+    // Not twice into the same database.
+    let (ok, _, err) = run(&["db", "copy", "--from", data.to_str().unwrap(), "--to", &db.url]);
+    assert!(!ok && err.contains("empty store"), "{err}");
+    let (ok, out, _) = run(&["db", "migrate", "--database-url", &db.url]);
+    assert!(ok && out.contains("schema up to date") && out.contains("applied"), "{out}");
+
+    // The same certs on a new instance on PostgreSQL: the device carries on.
+    let args = pg_args(&db.url);
+    let pg = srv.second_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(pg.topic().await, d.topic, "the topic came along");
+    d.retarget(&pg.base);
+    let h = d.session().await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].command_uuid, waiting);
+    assert_eq!(command_statuses(&pg, &done).await, vec!["Acknowledged"]);
+    assert_eq!(command_statuses(&pg, &waiting).await, vec!["Acknowledged"]);
 }

@@ -212,10 +212,11 @@ impl Pusher {
             return Ok(None);
         };
         let sealed = String::from_utf8(s.value).map_err(|_| PushError::Certificate("stored push certificate is corrupt".into()))?;
-        let pem = self
-            .secrets
-            .open(&sealed, CERT_SETTING)
-            .map_err(|e| PushError::Certificate(format!("cannot open the stored push certificate (same certs/secrets.keys on every instance?): {e}")))?;
+        let pem = self.secrets.open(&sealed, CERT_SETTING).map_err(|e| {
+            PushError::Certificate(format!(
+                "cannot open the stored push certificate (same certs/secrets.keys on every instance?): {e}"
+            ))
+        })?;
         Ok(Some((PushCert::from_pem(&pem, None)?, s.version)))
     }
 

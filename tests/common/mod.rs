@@ -101,6 +101,12 @@ impl Server {
     /// Another instance with the same flags (e.g. the same `--database-url`)
     /// and a copy of this one's certs dir, as a second machine behind a balancer.
     pub fn second(&self) -> Server {
+        let extra: Vec<String> = self.extra.clone();
+        self.second_with(&extra.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `second` with other flags.
+    pub fn second_with(&self, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let to = dir.path().join("certs");
         std::fs::create_dir_all(&to).expect("certs dir");
@@ -114,7 +120,7 @@ impl Server {
             dir,
             addr: "127.0.0.1:0".into(),
             base: String::new(),
-            extra: self.extra.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s

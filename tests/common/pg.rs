@@ -138,7 +138,9 @@ impl FaultProxy {
                     drop(inbound);
                     continue;
                 }
-                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 let pipe = |m: std::sync::Arc<std::sync::Mutex<Mode>>| {
@@ -182,7 +184,6 @@ impl FaultProxy {
         }
     }
 }
-
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
