@@ -1,4 +1,6 @@
-//! Queue operations on the redb store: enqueue fan-out, report + next, reads.
+//! Queue operations on each store: enqueue fan-out, report + next, reads.
+//! redb always; PostgreSQL too when `MDMD_BENCH_DATABASE_URL` names a server
+//! (or one answers on 127.0.0.1:5432), in a database made for the run.
 
 use std::sync::Arc;
 
@@ -6,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use mdmd::protocol::EnrollmentKind;
 use mdmd::store::redb::RedbStore;
-use mdmd::store::{CheckinStore, CommandRecord, DeliveryStatus, Enrollment, QueueStore, ReportRecord};
+use mdmd::store::{CommandRecord, DeliveryStatus, Enrollment, ReportRecord, Store};
 
 fn enrollment(id: &str) -> Enrollment {
     Enrollment {
@@ -34,7 +36,40 @@ fn command() -> CommandRecord {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).expect("open"));
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).expect("open"));
+    bench_store(c, &rt, "redb", store);
+    if let Some(base) = pg_base() {
+        let name = format!("mdmd_bench_{}", std::process::id());
+        rt.block_on(admin(&base, &format!("CREATE DATABASE {name}")));
+        let url = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(h, _)| h));
+        let pg = rt
+            .block_on(mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&url)))
+            .expect("PostgreSQL");
+        bench_store(c, &rt, "postgres", Arc::new(pg));
+        rt.block_on(admin(&base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+    } else {
+        eprintln!("PostgreSQL: none (set MDMD_BENCH_DATABASE_URL): skipped");
+    }
+}
+
+fn pg_base() -> Option<String> {
+    if let Ok(u) = std::env::var("MDMD_BENCH_DATABASE_URL") {
+        return Some(u);
+    }
+    std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().ok()?, std::time::Duration::from_millis(300))
+        .ok()
+        .map(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+async fn admin(base: &str, sql: &str) {
+    let (c, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls).await.expect("connect");
+    let h = tokio::spawn(conn);
+    c.batch_execute(sql).await.expect(sql);
+    drop(c);
+    let _ = h.await;
+}
+
+fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str, store: Arc<dyn Store>) {
     let n = 100_000;
     let ids: Vec<String> = (0..n).map(|i| format!("00008101-{i:016X}")).collect();
     rt.block_on(async {
@@ -59,18 +94,18 @@ fn bench(c: &mut Criterion) {
         let out = rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue");
         assert_eq!(out.queued, n as u64);
         eprintln!(
-            "enqueue #{i} of one command to {n} enrollments (one transaction, fsync): {:.3} s",
+            "{backend}: enqueue #{i} of one command to {n} enrollments (one transaction, durable): {:.3} s",
             t.elapsed().as_secs_f64()
         );
     }
-    let mut g = c.benchmark_group("queue");
+    let mut g = c.benchmark_group(format!("queue/{backend}"));
     g.sample_size(10);
     g.bench_function("enqueue one command to 100,000 enrollments", |b| {
         b.iter(|| rt.block_on(store.enqueue(command(), ids.clone())).expect("enqueue"))
     });
     g.finish();
     let one = vec![ids[0].clone()];
-    c.bench_function("enqueue + report + next (one enrollment, fsync each)", |b| {
+    c.bench_function(&format!("{backend}: enqueue + report + next (one enrollment, durable each)"), |b| {
         b.iter(|| {
             rt.block_on(async {
                 let cmd = command();
@@ -87,7 +122,7 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    c.bench_function("next_command (read)", |b| {
+    c.bench_function(&format!("{backend}: next_command (read)"), |b| {
         b.iter(|| rt.block_on(store.next_command(&ids[1], false)).expect("next"))
     });
 }
