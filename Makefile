@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load push-latency schema fuzz clean
+.PHONY: run build release test unit bench load load-pg push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -26,6 +26,10 @@ bench:
 # Load test against a throwaway server on 127.0.0.1 (see docs/performance.md).
 load: release
 	bash tools/load.sh
+
+# redb vs PostgreSQL (one and two instances), same client (MDMD_BENCH_DATABASE_URL=, DEVICES=, ROUNDS=).
+load-pg: release
+	bash tools/load-pg.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release

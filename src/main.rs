@@ -676,6 +676,11 @@ enum SimCmd {
         /// Enrollment credentials USER:PASSWORD.
         #[arg(long)]
         user: String,
+        /// Another instance of the same installation (same database, same
+        /// API key): devices enroll at --server, then poll all instances
+        /// round-robin; CPU is summed over them. Repeatable.
+        #[arg(long)]
+        also: Vec<String>,
     },
 }
 
@@ -1038,6 +1043,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 concurrency,
                 max_seconds,
                 user,
+                also,
             } => {
                 let a = client.admin()?;
                 let r = mdmd::sim::load::run(LoadConfig {
@@ -1049,6 +1055,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     rounds,
                     concurrency,
                     deadline: Duration::from_secs(max_seconds),
+                    also,
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);

@@ -279,6 +279,9 @@ async fn database_restart_and_partition_give_503_then_recover() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 503, "{mode:?}");
+        // The balancer's health check takes this instance out meanwhile.
+        let h = srv.client().get(format!("{}/health", srv.base)).send().await.unwrap();
+        assert_eq!(h.status(), 503, "{mode:?}");
         proxy.set(Mode::Pass);
         // Reconnects by itself; nothing acknowledged was lost.
         let back = wait_until(Duration::from_secs(20), || async {
@@ -289,6 +292,8 @@ async fn database_restart_and_partition_give_503_then_recover() {
         })
         .await;
         assert!(back, "{mode:?}: mdmd did not recover");
+        let h = srv.client().get(format!("{}/health", srv.base)).send().await.unwrap();
+        assert_eq!(h.status(), 200, "{mode:?}");
         assert_eq!(command_statuses(&srv, &before).await, vec!["Acknowledged"]);
         let u = enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "ProfileList"})).await;
         let h = d.session().await.unwrap();

@@ -107,10 +107,24 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     if let Some(w) = push["warning"].as_str() {
         warnings.push(w.to_owned());
     }
-    let status = if warnings.is_empty() { "ok" } else { "warning" };
-    Json(json!({
+    // A balancer takes an instance out when its database is unreachable.
+    let store = match tokio::time::timeout(std::time::Duration::from_secs(5), app.mdm.store.setting("topic")).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the database did not answer within 5 s".to_owned()),
+    };
+    let (code, status) = match (&store, warnings.is_empty()) {
+        (Some(_), _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (None, true) => (axum::http::StatusCode::OK, "ok"),
+        (None, false) => (axum::http::StatusCode::OK, "warning"),
+    };
+    if let Some(e) = &store {
+        warnings.insert(0, format!("storage unavailable: {e}"));
+    }
+    let body = Json(json!({
         "status": status,
         "warnings": warnings,
+        "store": app.mdm.store.describe(),
         "push": {
             "configured": push["configured"],
             "topic": push["topic"],
@@ -119,6 +133,6 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
             "expiring_soon": push["expiring_soon"],
             "certificate_error": push["certificate_error"],
         },
-    }))
-    .into_response()
+    }));
+    (code, body).into_response()
 }

@@ -24,6 +24,9 @@ pub struct LoadConfig {
     pub rounds: usize,
     pub concurrency: usize,
     pub deadline: Duration,
+    /// More instances of the same installation (one database): devices poll
+    /// them round-robin after enrolling, and CPU is summed over all.
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,6 +44,49 @@ pub struct LoadReport {
     /// Enrollments (profile + SCEP + Authenticate + TokenUpdate) per second.
     pub enrollments_per_second: f64,
     pub server_cpu_ms_per_enrollment: f64,
+    /// Instances the devices polled.
+    pub instances: usize,
+    /// CPU of local PostgreSQL processes in the same windows (when there are any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cpu_ms_per_request: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cpu_ms_per_enrollment: Option<f64>,
+}
+
+/// CPU seconds (user + system, reaped children included) of every local
+/// process named `postgres`, or None if there is none.
+pub fn local_postgres_cpu() -> Option<f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut total = 0u64;
+    let mut found = false;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(open) = stat.find('(') else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Fields after the name: state is [0]; utime [11], stime [12], cutime [13], cstime [14].
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        total += n(11) + n(12) + n(13) + n(14);
+        found = true;
+    }
+    found.then(|| total as f64 / tick)
+}
+
+/// Summed server CPU and connects over every instance.
+async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64)> {
+    let mut cpu_s = 0.0;
+    let mut connects = 0.0;
+    for a in admins {
+        let v = a.get("/v1/stats").await?;
+        cpu_s += cpu(&v);
+        connects += num(&v, "connects");
+    }
+    Ok((cpu_s, connects))
 }
 
 pub struct Admin {
@@ -126,9 +172,14 @@ pub fn key_pool(n: usize) -> anyhow::Result<Vec<openssl::pkey::PKey<openssl::pke
 
 pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let admin = Admin::new(&cfg.server, &cfg.api_key, cfg.client.clone());
+    let admins: Vec<Admin> = std::iter::once(&cfg.server)
+        .chain(cfg.also.iter())
+        .map(|s| Admin::new(s, &cfg.api_key, cfg.client.clone()))
+        .collect();
     let keys = Arc::new(key_pool(8)?);
     let profile_url = format!("{}/mdm/enroll", cfg.server.trim_end_matches('/'));
-    let s0 = admin.get("/v1/stats").await?;
+    let s0 = stats_sum(&admins).await?;
+    let db0 = local_postgres_cpu();
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = Vec::new();
@@ -151,12 +202,18 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         devices.push(t.await??);
     }
     let enroll_seconds = started.elapsed().as_secs_f64();
-    let s1 = admin.get("/v1/stats").await?;
-    let enroll_cpu = cpu(&s1) - cpu(&s0);
+    let s1 = stats_sum(&admins).await?;
+    let db1 = local_postgres_cpu();
+    let enroll_cpu = s1.0 - s0.0;
     let ids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
+    let mut devices = devices;
+    for (i, d) in devices.iter_mut().enumerate() {
+        d.retarget(&admins[i % admins.len()].base);
+    }
     let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices.into_iter().map(|d| Arc::new(tokio::sync::Mutex::new(d))).collect();
 
-    let before = admin.get("/v1/stats").await?;
+    let before = stats_sum(&admins).await?;
+    let db2 = local_postgres_cpu();
     let t0 = Instant::now();
     let mut round_trips = 0u64;
     let mut rounds = 0;
@@ -190,9 +247,16 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         rounds += 1;
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let after = admin.get("/v1/stats").await?;
-    let requests = (num(&after, "connects") - num(&before, "connects")) as u64;
-    let cpu = cpu(&after) - cpu(&before);
+    let after = stats_sum(&admins).await?;
+    let db3 = local_postgres_cpu();
+    let requests = (after.1 - before.1) as u64;
+    let cpu = after.0 - before.0;
+    let per = |a: Option<f64>, b: Option<f64>, n: u64| match (a, b) {
+        (Some(a), Some(b)) if n > 0 => Some((b - a) * 1000.0 / n as f64),
+        _ => None,
+    };
+    let db_cpu_ms_per_request = per(db2, db3, requests);
+    let db_cpu_ms_per_enrollment = per(db0, db1, cfg.devices as u64);
     Ok(LoadReport {
         devices: cfg.devices,
         rounds,
@@ -206,6 +270,9 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         enroll_seconds,
         enrollments_per_second: cfg.devices as f64 / enroll_seconds,
         server_cpu_ms_per_enrollment: enroll_cpu * 1000.0 / cfg.devices.max(1) as f64,
+        instances: admins.len(),
+        db_cpu_ms_per_request,
+        db_cpu_ms_per_enrollment,
     })
 }
 

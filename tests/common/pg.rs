@@ -141,8 +141,8 @@ impl FaultProxy {
                 let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                     continue;
                 };
-                let (mut ri, mut wi) = inbound.into_split();
-                let (mut ro, mut wo) = outbound.into_split();
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
                 let pipe = |m: std::sync::Arc<std::sync::Mutex<Mode>>| {
                     move |mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf| async move {
                         let mut buf = vec![0u8; 64 * 1024];
