@@ -275,34 +275,6 @@ impl PgStore {
         .await
     }
 
-    /// Drop every mdmd table (tests and `db copy` targets only).
-    pub async fn drop_all(&self) -> Result<()> {
-        self.bounded(async {
-            let c = self.pool.get().await.map_err(pool_err)?;
-            c.batch_execute(
-                "DROP TABLE IF EXISTS device_profiles, templates, secrets, certs, deliveries, commands, enrollments, leases, settings, schema_migrations CASCADE; DROP SEQUENCE IF EXISTS command_seq",
-            )
-            .await
-            .map_err(pg)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Whether the store holds any enrollment, command or certificate.
-    pub async fn is_empty(&self) -> Result<bool> {
-        self.read(|c| async move {
-            let r = one(
-                &c,
-                "SELECT NOT EXISTS (SELECT 1 FROM enrollments) AND NOT EXISTS (SELECT 1 FROM commands) AND NOT EXISTS (SELECT 1 FROM certs)",
-                &[],
-            )
-            .await?;
-            Ok(r.get::<_, bool>(0))
-        })
-        .await
-    }
-
     async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
         match tokio::time::timeout(self.op_timeout, f).await {
             Ok(r) => r,
