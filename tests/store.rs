@@ -434,6 +434,106 @@ async fn concurrency(s: &Arc<dyn Store>) {
     assert!(ds.iter().all(|d| d.status == DeliveryStatus::Acknowledged));
 }
 
+async fn inventory(s: &Arc<dyn Store>) {
+    s.authenticate(enrollment("I1", None), false).await.unwrap();
+    s.authenticate(enrollment("I2", None), false).await.unwrap();
+    let info = |mac: &str| DeviceInfo {
+        wifi_mac: Some(mac.into()),
+        serial_number: Some("F2LXK0ABC".into()),
+        imei: Some("35 145120 840121 3".into()),
+        phone_number: Some("+1 (555) 010-0199".into()),
+        ..DeviceInfo::default()
+    };
+    s.update_info("I1", info("AA:BB:CC:00:11:22")).await.unwrap();
+    // Found by any spelling of its identifiers.
+    for (k, v) in [
+        (LookupKey::WifiMac, "aabb.cc00.1122"),
+        (LookupKey::WifiMac, "AA-BB-CC-00-11-22"),
+        (LookupKey::Serial, "f2lxk0abc"),
+        (LookupKey::Imei, "351451208401213"),
+        (LookupKey::Phone, "15550100199"),
+        (LookupKey::Udid, "I1"),
+    ] {
+        assert_eq!(s.find(k, v).await.unwrap(), vec!["I1".to_owned()], "{k:?} {v}");
+    }
+    assert!(s.find(LookupKey::WifiMac, "").await.unwrap().is_empty());
+    // The index follows changes: the old MAC finds nothing, the new one the device.
+    s.update_info("I1", info("aa:bb:cc:00:11:33")).await.unwrap();
+    assert!(s.find(LookupKey::WifiMac, "aa:bb:cc:00:11:22").await.unwrap().is_empty());
+    assert_eq!(s.find(LookupKey::WifiMac, "aabbcc001133").await.unwrap(), vec!["I1".to_owned()]);
+    // Two devices, one serial (a replaced board): both are found.
+    s.update_info("I2", info("aa:bb:cc:00:11:44")).await.unwrap();
+    assert_eq!(
+        s.find(LookupKey::Serial, "F2LXK0ABC").await.unwrap(),
+        vec!["I1".to_owned(), "I2".to_owned()]
+    );
+    // Users: admin attributes, and a user channel's short name, find the device.
+    s.set_attributes("I2", [("EMAIL".to_owned(), "Ann@Example.com".to_owned())].into())
+        .await
+        .unwrap();
+    assert_eq!(s.find(LookupKey::User, "ann@example.com").await.unwrap(), vec!["I2".to_owned()]);
+    let mut t = token("I1:U1", "dd", 300);
+    t.user_short_name = Some("bob".into());
+    s.token_update("I1:U1", "I1", t).await.unwrap();
+    assert_eq!(s.find(LookupKey::User, "Bob").await.unwrap(), vec!["I1".to_owned()]);
+
+    // Inventory: one record per kind, replaced by the next report; unknown devices refused.
+    let item = |kind: &str, at: i64, v: serde_json::Value| InventoryItem {
+        kind: kind.into(),
+        reported_at: at,
+        data: v,
+    };
+    assert!(!s
+        .put_inventory("NOPE", item("SecurityInfo", 1, serde_json::json!({})))
+        .await
+        .unwrap());
+    assert!(s
+        .put_inventory("I1", item("SecurityInfo", 1, serde_json::json!({"PasscodePresent": false})))
+        .await
+        .unwrap());
+    assert!(s
+        .put_inventory("I1", item("SecurityInfo", 2, serde_json::json!({"PasscodePresent": true})))
+        .await
+        .unwrap());
+    assert!(s.put_inventory("I1", item("ProfileList", 2, serde_json::json!([]))).await.unwrap());
+    let inv = s.inventory("I1").await.unwrap();
+    assert_eq!(inv.len(), 2);
+    let sec = inv.iter().find(|i| i.kind == "SecurityInfo").unwrap();
+    assert_eq!((sec.reported_at, &sec.data["PasscodePresent"]), (2, &serde_json::json!(true)));
+    assert!(s.inventory("I2").await.unwrap().is_empty());
+
+    // Compliance: per device, listed by state, paged.
+    let rec = |state, reasons: &[&str]| ComplianceRecord {
+        state,
+        reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        evaluated_at: 5,
+        policy: "p1".into(),
+    };
+    assert!(!s.set_compliance("NOPE", rec(ComplianceState::Compliant, &[])).await.unwrap());
+    assert!(s
+        .set_compliance("I1", rec(ComplianceState::NonCompliant, &["no passcode"]))
+        .await
+        .unwrap());
+    assert!(s
+        .set_compliance("I2", rec(ComplianceState::NonCompliant, &["old OS"]))
+        .await
+        .unwrap());
+    assert_eq!(s.compliance("I1").await.unwrap().unwrap().reasons, vec!["no passcode"]);
+    let non = s.by_compliance(ComplianceState::NonCompliant, None, 1).await.unwrap();
+    assert_eq!(non, vec!["I1".to_owned()]);
+    let non = s.by_compliance(ComplianceState::NonCompliant, Some("I1".into()), 10).await.unwrap();
+    assert_eq!(non, vec!["I2".to_owned()]);
+    s.set_compliance("I1", rec(ComplianceState::Compliant, &[])).await.unwrap();
+    assert_eq!(
+        s.by_compliance(ComplianceState::NonCompliant, None, 10).await.unwrap(),
+        vec!["I2".to_owned()]
+    );
+    assert_eq!(
+        s.by_compliance(ComplianceState::Compliant, None, 10).await.unwrap(),
+        vec!["I1".to_owned()]
+    );
+}
+
 /// Everything a backend must do, on a fresh store.
 async fn conformance(s: Arc<dyn Store>) {
     checkin(&s).await;
@@ -442,6 +542,7 @@ async fn conformance(s: Arc<dyn Store>) {
     pki(&s).await;
     leases(&s).await;
     settings(&s).await;
+    inventory(&s).await;
     concurrency(&s).await;
 }
 

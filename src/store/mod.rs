@@ -166,6 +166,22 @@ pub trait SettingsStore: Send + Sync {
     async fn setting_or_insert(&self, name: &str, value: Vec<u8>, now: i64) -> Result<Setting>;
 }
 
+/// Inventory, lookups and compliance: what NAC systems and identity providers ask about.
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    /// Replace one kind of an enrollment's inventory. False if the enrollment is unknown.
+    async fn put_inventory(&self, id: &str, item: InventoryItem) -> Result<bool>;
+    async fn inventory(&self, id: &str) -> Result<Vec<InventoryItem>>;
+    /// Device channels whose `key` equals `value` (normalised with `LookupKey::normalize`).
+    /// The index follows every enrollment write.
+    async fn find(&self, key: LookupKey, value: &str) -> Result<Vec<String>>;
+    /// False if the enrollment is unknown.
+    async fn set_compliance(&self, id: &str, rec: ComplianceRecord) -> Result<bool>;
+    async fn compliance(&self, id: &str) -> Result<Option<ComplianceRecord>>;
+    /// Enrollments in a compliance state, ordered by id, strictly after `after`.
+    async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>>;
+}
+
 /// Moving an installation between backends (`mdmd db copy`).
 #[async_trait]
 pub trait CopyStore: Send + Sync {
@@ -180,5 +196,5 @@ pub trait CopyStore: Send + Sync {
 }
 
 /// Everything mdmd needs from storage.
-pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + CopyStore {}
-impl<T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + CopyStore> Store for T {}
+pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + CopyStore {}
+impl<T> Store for T where T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + CopyStore {}

@@ -543,10 +543,12 @@ pub enum Table {
     Commands,
     Deliveries,
     DeviceProfiles,
+    Inventory,
+    Compliance,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Settings,
         Table::Certs,
         Table::Secrets,
@@ -555,6 +557,8 @@ impl Table {
         Table::Commands,
         Table::Deliveries,
         Table::DeviceProfiles,
+        Table::Inventory,
+        Table::Compliance,
     ];
 
     pub fn name(self) -> &'static str {
@@ -567,6 +571,8 @@ impl Table {
             Table::Commands => "commands",
             Table::Deliveries => "deliveries",
             Table::DeviceProfiles => "device_profiles",
+            Table::Inventory => "inventory",
+            Table::Compliance => "compliance",
         }
     }
 }
@@ -598,6 +604,14 @@ pub enum Row {
         identifier: String,
         profile: DeviceProfile,
     },
+    Inventory {
+        enrollment: String,
+        item: InventoryItem,
+    },
+    Compliance {
+        enrollment: String,
+        record: ComplianceRecord,
+    },
 }
 
 impl Row {
@@ -611,6 +625,8 @@ impl Row {
             Row::Command(_) => Table::Commands,
             Row::Delivery { .. } => Table::Deliveries,
             Row::DeviceProfile { .. } => Table::DeviceProfiles,
+            Row::Inventory { .. } => Table::Inventory,
+            Row::Compliance { .. } => Table::Compliance,
         }
     }
 
@@ -629,6 +645,8 @@ impl Row {
             Row::DeviceProfile {
                 enrollment, identifier, ..
             } => format!("{enrollment}\0{identifier}"),
+            Row::Inventory { enrollment, item } => format!("{enrollment}\0{}", item.kind),
+            Row::Compliance { enrollment, .. } => enrollment.clone(),
         }
     }
 
@@ -644,4 +662,133 @@ impl Row {
 /// Split a two-part cursor.
 pub fn split_cursor(c: &str) -> (&str, &str) {
     c.split_once('\0').unwrap_or((c, ""))
+}
+
+/// One kind of a device's inventory: the answer to one query command, as last reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryItem {
+    /// The RequestType that reported it (DeviceInformation, SecurityInfo,
+    /// CertificateList, ProfileList, InstalledApplicationList).
+    pub kind: String,
+    pub reported_at: i64,
+    /// The answer without its envelope (CommandUUID, Status, UDID), as JSON.
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComplianceState {
+    Compliant,
+    NonCompliant,
+    /// Not enough inventory to decide yet.
+    Unknown,
+}
+
+impl ComplianceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComplianceState::Compliant => "compliant",
+            ComplianceState::NonCompliant => "non_compliant",
+            ComplianceState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ComplianceState> {
+        Some(match s {
+            "compliant" => ComplianceState::Compliant,
+            "non_compliant" | "noncompliant" | "non-compliant" => ComplianceState::NonCompliant,
+            "unknown" => ComplianceState::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// A device's compliance as last evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComplianceRecord {
+    pub state: ComplianceState,
+    /// The failing (or undecidable) rules, in words.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    pub evaluated_at: i64,
+    /// Version (SHA-256 prefix) of the policy it was evaluated against.
+    #[serde(default)]
+    pub policy: String,
+}
+
+/// What devices can be found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupKey {
+    Udid,
+    Serial,
+    Imei,
+    Meid,
+    WifiMac,
+    Phone,
+    User,
+}
+
+impl LookupKey {
+    pub const ALL: [LookupKey; 7] = [
+        LookupKey::Udid,
+        LookupKey::Serial,
+        LookupKey::Imei,
+        LookupKey::Meid,
+        LookupKey::WifiMac,
+        LookupKey::Phone,
+        LookupKey::User,
+    ];
+
+    pub fn parse(s: &str) -> Option<LookupKey> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "udid" => LookupKey::Udid,
+            "serial" | "serialnumber" | "serial_number" => LookupKey::Serial,
+            "imei" => LookupKey::Imei,
+            "meid" => LookupKey::Meid,
+            "mac" | "macaddress" | "wifi_mac" | "wifimac" => LookupKey::WifiMac,
+            "phone" | "phone_number" | "phonenumber" => LookupKey::Phone,
+            "user" | "username" => LookupKey::User,
+            _ => return None,
+        })
+    }
+
+    /// The form values are indexed and searched in: MACs as 12 lowercase hex
+    /// digits, phone numbers and IMEI/MEID as their digits (MEID: hex,
+    /// lowercase), the rest trimmed and lowercased.
+    pub fn normalize(self, v: &str) -> String {
+        match self {
+            LookupKey::WifiMac | LookupKey::Meid => v.chars().filter(char::is_ascii_hexdigit).map(|c| c.to_ascii_lowercase()).collect(),
+            LookupKey::Phone | LookupKey::Imei => v.chars().filter(char::is_ascii_digit).collect(),
+            _ => v.trim().to_lowercase(),
+        }
+    }
+}
+
+impl Enrollment {
+    /// The lookup entries this record contributes: (key, normalised value,
+    /// the device channel found by it). User channels contribute their user.
+    pub fn lookup_keys(&self) -> Vec<(LookupKey, String, String)> {
+        let mut out = Vec::new();
+        let mut add = |k: LookupKey, v: Option<&String>| {
+            if let Some(v) = v {
+                let n = k.normalize(v);
+                if !n.is_empty() && !out.iter().any(|(k2, v2, _): &(LookupKey, String, String)| *k2 == k && *v2 == n) {
+                    out.push((k, n, self.device.clone()));
+                }
+            }
+        };
+        if self.id == self.device {
+            add(LookupKey::Udid, self.udid.as_ref().or(Some(&self.id)));
+            add(LookupKey::Serial, self.info.serial_number.as_ref());
+            add(LookupKey::Imei, self.info.imei.as_ref());
+            add(LookupKey::Meid, self.info.meid.as_ref());
+            add(LookupKey::WifiMac, self.info.wifi_mac.as_ref());
+            add(LookupKey::Phone, self.info.phone_number.as_ref());
+            add(LookupKey::User, self.attributes.get("USERNAME"));
+            add(LookupKey::User, self.attributes.get("EMAIL"));
+        }
+        add(LookupKey::User, self.user_short_name.as_ref());
+        out
+    }
 }

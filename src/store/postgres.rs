@@ -39,10 +39,11 @@ use super::*;
 use crate::protocol::ErrorChainItem;
 
 /// Versioned schema changes, applied in order, each once, each in its own transaction.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial schema",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        r#"
 CREATE TABLE settings (
     name text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL,
@@ -107,7 +108,35 @@ CREATE TABLE device_profiles (
 );
 CREATE INDEX device_profiles_by_identifier ON device_profiles (identifier, enrollment);
 "#,
-)];
+    ),
+    (
+        2,
+        "inventory, lookups, compliance",
+        r#"
+CREATE TABLE lookups (
+    key smallint NOT NULL,
+    value text COLLATE "C" NOT NULL,
+    source text COLLATE "C" NOT NULL,
+    enrollment text COLLATE "C" NOT NULL,
+    PRIMARY KEY (key, value, source)
+);
+CREATE INDEX lookups_by_source ON lookups (source);
+CREATE TABLE inventory (
+    enrollment text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    reported_at bigint NOT NULL,
+    data jsonb NOT NULL,
+    PRIMARY KEY (enrollment, kind)
+);
+CREATE TABLE compliance (
+    enrollment text COLLATE "C" PRIMARY KEY,
+    state text NOT NULL,
+    data jsonb NOT NULL
+);
+CREATE INDEX compliance_by_state ON compliance (state, enrollment);
+"#,
+    ),
+];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6d646d64_0001;
@@ -239,6 +268,13 @@ impl PgStore {
                     .is_some();
                 if !done {
                     tx.batch_execute(sql).await.map_err(pg)?;
+                    if *version == 2 {
+                        // Index the enrollments stored before the index existed.
+                        for r in tx.query("SELECT data FROM enrollments", &[]).await.map_err(pg)? {
+                            let e: Enrollment = json(&r, 0)?;
+                            put_lookups(&tx, &e).await?;
+                        }
+                    }
                     tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
                         .await
                         .map_err(pg)?;
@@ -540,11 +576,27 @@ async fn get_enrollment<C: GenericClient>(c: &C, id: &str, lock: bool) -> Result
     }
 }
 
+/// Store an enrollment and keep the lookup index in step with it.
 async fn put_enrollment(tx: &Transaction<'_>, e: &Enrollment) -> Result<()> {
     exec(
         tx,
         "INSERT INTO enrollments (id, device, data) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET device = EXCLUDED.device, data = EXCLUDED.data",
         &[&e.id, &e.device, &to_json(e)?],
+    )
+    .await?;
+    put_lookups(tx, e).await
+}
+
+async fn put_lookups<C: GenericClient>(c: &C, e: &Enrollment) -> Result<()> {
+    let keys = e.lookup_keys();
+    let k: Vec<i16> = keys.iter().map(|(k, _, _)| *k as i16).collect();
+    let v: Vec<&str> = keys.iter().map(|(_, v, _)| v.as_str()).collect();
+    let t: Vec<&str> = keys.iter().map(|(_, _, t)| t.as_str()).collect();
+    // One statement: replace this record's entries unless they are already exactly these.
+    exec(
+        c,
+        "WITH gone AS (DELETE FROM lookups WHERE source = $1 AND (key, value, enrollment) NOT IN (SELECT * FROM unnest($2::smallint[], $3::text[], $4::text[]))) INSERT INTO lookups (key, value, source, enrollment) SELECT k, v, $1, t FROM unnest($2::smallint[], $3::text[], $4::text[]) AS x(k, v, t) ON CONFLICT (key, value, source) DO UPDATE SET enrollment = EXCLUDED.enrollment",
+        &[&e.id, &k, &v, &t],
     )
     .await?;
     Ok(())
@@ -1012,6 +1064,8 @@ async fn import_tx(tx: &Transaction<'_>, rows_in: Vec<Row>) -> Result<()> {
                 identifier,
                 profile,
             } => put_device_profile(tx, &enrollment, &identifier, &profile).await?,
+            Row::Inventory { enrollment, item } => put_inventory_row(tx, &enrollment, &item).await?,
+            Row::Compliance { enrollment, record } => put_compliance_row(tx, &enrollment, &record).await?,
         }
     }
     if max_seq > 0 {
@@ -1735,6 +1789,34 @@ impl CopyStore for PgStore {
                         })
                         .collect::<Result<Vec<_>>>()?
                 }
+                Table::Inventory => rows(
+                    c,
+                    "SELECT enrollment, data FROM inventory WHERE $1 OR (enrollment, kind) > ($2, $3) ORDER BY enrollment, kind LIMIT $4",
+                    &[&first, &a, &b, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Row::Inventory {
+                        enrollment: r.try_get(0).map_err(pg)?,
+                        item: json(r, 1)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+                Table::Compliance => rows(
+                    c,
+                    "SELECT enrollment, data FROM compliance WHERE $1 OR enrollment > $2 ORDER BY enrollment LIMIT $3",
+                    &[&first, &a, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Row::Compliance {
+                        enrollment: r.try_get(0).map_err(pg)?,
+                        record: json(r, 1)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
                 Table::DeviceProfiles => rows(
                     c,
                     "SELECT enrollment, identifier, data FROM device_profiles WHERE $1 OR (enrollment, identifier) > ($2, $3) ORDER BY enrollment, identifier LIMIT $4",
@@ -1763,6 +1845,114 @@ impl CopyStore for PgStore {
 
     fn describe(&self) -> String {
         format!("PostgreSQL at {}", self.url_shown)
+    }
+}
+
+async fn put_inventory_row(tx: &Transaction<'_>, id: &str, item: &InventoryItem) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO inventory (enrollment, kind, reported_at, data) VALUES ($1, $2, $3, $4) ON CONFLICT (enrollment, kind) DO UPDATE SET reported_at = EXCLUDED.reported_at, data = EXCLUDED.data",
+        &[&id, &item.kind, &item.reported_at, &to_json(item)?],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_compliance_row(tx: &Transaction<'_>, id: &str, rec: &ComplianceRecord) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO compliance (enrollment, state, data) VALUES ($1, $2, $3) ON CONFLICT (enrollment) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data",
+        &[&id, &rec.state.as_str(), &to_json(rec)?],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn enrollment_exists(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    Ok(opt(tx, "SELECT 1 FROM enrollments WHERE id = $1", &[&id]).await?.is_some())
+}
+
+#[async_trait]
+impl InventoryStore for PgStore {
+    async fn put_inventory(&self, id: &str, item: InventoryItem) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let (id, item) = (id.clone(), item.clone());
+            Box::pin(async move {
+                if !enrollment_exists(tx, &id).await? {
+                    return Ok(false);
+                }
+                put_inventory_row(tx, &id, &item).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn inventory(&self, id: &str) -> Result<Vec<InventoryItem>> {
+        self.read(|c| async move {
+            let r = rows(&c, "SELECT data FROM inventory WHERE enrollment = $1 ORDER BY kind", &[&id]).await?;
+            r.iter().map(|r| json(r, 0)).collect()
+        })
+        .await
+    }
+
+    async fn find(&self, key: LookupKey, value: &str) -> Result<Vec<String>> {
+        let v = key.normalize(value);
+        if v.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(|c| async move {
+            let r = rows(
+                &c,
+                "SELECT DISTINCT enrollment FROM lookups WHERE key = $1 AND value = $2 ORDER BY enrollment",
+                &[&(key as i16), &v],
+            )
+            .await?;
+            Ok(r.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
+    async fn set_compliance(&self, id: &str, rec: ComplianceRecord) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let (id, rec) = (id.clone(), rec.clone());
+            Box::pin(async move {
+                if !enrollment_exists(tx, &id).await? {
+                    return Ok(false);
+                }
+                put_compliance_row(tx, &id, &rec).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn compliance(&self, id: &str) -> Result<Option<ComplianceRecord>> {
+        self.read(|c| async move {
+            opt(&c, "SELECT data FROM compliance WHERE enrollment = $1", &[&id])
+                .await?
+                .map(|r| json(&r, 0))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+        let limit = limit as i64;
+        self.read(|c| async move {
+            let first = after.is_none();
+            let a = after.clone().unwrap_or_default();
+            let r = rows(
+                &c,
+                "SELECT enrollment FROM compliance WHERE state = $1 AND ($2 OR enrollment > $3) ORDER BY enrollment LIMIT $4",
+                &[&state.as_str(), &first, &a, &limit],
+            )
+            .await?;
+            Ok(r.iter().map(|r| r.get(0)).collect())
+        })
+        .await
     }
 }
 

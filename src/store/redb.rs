@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use ::redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
@@ -46,6 +46,13 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// name -> (holder, expires at ms) as JSON.
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 
+/// (enrollment, kind) -> InventoryItem (JSON).
+const INVENTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inventory");
+/// enrollment -> ComplianceRecord (JSON).
+const COMPLIANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("compliance");
+/// (lookup key, normalised value, source enrollment) -> device channel found by it.
+const LOOKUPS: TableDefinition<(u8, &str, &str), &str> = TableDefinition::new("lookups");
+
 const MAX_BATCH: usize = 512;
 
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -75,6 +82,27 @@ impl RedbStore {
             txn.open_table(PROFILE_DEVICES)?;
             txn.open_table(SETTINGS)?;
             txn.open_table(LEASES)?;
+            txn.open_table(INVENTORY)?;
+            txn.open_table(COMPLIANCE)?;
+            let empty_index = txn.open_table(LOOKUPS)?.is_empty()?;
+            if empty_index {
+                // Installations from before the index: build it once.
+                let all: Vec<Enrollment> = {
+                    let t = txn.open_table(ENROLLMENTS)?;
+                    let mut v = Vec::new();
+                    for item in t.range::<&str>(..)? {
+                        let (_, val) = item?;
+                        v.push(dec(val.value())?);
+                    }
+                    v
+                };
+                let mut l = txn.open_table(LOOKUPS)?;
+                for e in &all {
+                    for (k, v, target) in e.lookup_keys() {
+                        l.insert((k as u8, v.as_str(), e.id.as_str()), target.as_str())?;
+                    }
+                }
+            }
             txn.commit()?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -395,9 +423,25 @@ fn get_enrollment(txn: &WriteTransaction, id: &str) -> Result<Option<Enrollment>
     Ok(r)
 }
 
+/// Store an enrollment and keep the lookup index in step with it.
 fn put_enrollment(txn: &WriteTransaction, e: &Enrollment) -> Result<()> {
-    let mut t = txn.open_table(ENROLLMENTS)?;
-    t.insert(e.id.as_str(), enc(e)?.as_slice())?;
+    let old: Option<Enrollment> = {
+        let mut t = txn.open_table(ENROLLMENTS)?;
+        let old = dec_opt(t.get(e.id.as_str())?)?;
+        t.insert(e.id.as_str(), enc(e)?.as_slice())?;
+        old
+    };
+    let before = old.map(|o| o.lookup_keys()).unwrap_or_default();
+    let after = e.lookup_keys();
+    if before != after {
+        let mut l = txn.open_table(LOOKUPS)?;
+        for (k, v, _) in &before {
+            l.remove((*k as u8, v.as_str(), e.id.as_str()))?;
+        }
+        for (k, v, target) in &after {
+            l.insert((*k as u8, v.as_str(), e.id.as_str()), target.as_str())?;
+        }
+    }
     Ok(())
 }
 
@@ -1233,6 +1277,30 @@ impl CopyStore for RedbStore {
                         }
                     }
                 }
+                Table::Compliance => simple(COMPLIANCE, &mut out, &|k, v| {
+                    Ok(Row::Compliance {
+                        enrollment: k.to_owned(),
+                        record: dec(v)?,
+                    })
+                })?,
+                Table::Inventory => {
+                    let t = txn.open_table(INVENTORY)?;
+                    let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
+                    for item in t.range(start..)? {
+                        let (k, v) = item?;
+                        let (enrollment, kind) = k.value();
+                        if after.is_some() && (enrollment, kind) == start {
+                            continue;
+                        }
+                        out.push(Row::Inventory {
+                            enrollment: enrollment.to_owned(),
+                            item: dec(v.value())?,
+                        });
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
                 Table::DeviceProfiles => {
                     let t = txn.open_table(DEVICE_PROFILES)?;
                     let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
@@ -1308,6 +1376,13 @@ impl CopyStore for RedbStore {
                         txn.open_table(PROFILE_DEVICES)?
                             .insert((identifier.as_str(), enrollment.as_str()), ())?;
                     }
+                    Row::Inventory { enrollment, item } => {
+                        txn.open_table(INVENTORY)?
+                            .insert((enrollment.as_str(), item.kind.as_str()), enc(&item)?.as_slice())?;
+                    }
+                    Row::Compliance { enrollment, record } => {
+                        txn.open_table(COMPLIANCE)?.insert(enrollment.as_str(), enc(&record)?.as_slice())?;
+                    }
                 }
             }
             if max_seq > 0 {
@@ -1324,5 +1399,98 @@ impl CopyStore for RedbStore {
 
     fn describe(&self) -> String {
         "redb".into()
+    }
+}
+
+#[async_trait]
+impl InventoryStore for RedbStore {
+    async fn put_inventory(&self, id: &str, item: InventoryItem) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            if txn.open_table(ENROLLMENTS)?.get(id.as_str())?.is_none() {
+                return Ok(false);
+            }
+            txn.open_table(INVENTORY)?
+                .insert((id.as_str(), item.kind.as_str()), enc(&item)?.as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn inventory(&self, id: &str) -> Result<Vec<InventoryItem>> {
+        self.read(|txn| {
+            let t = txn.open_table(INVENTORY)?;
+            let mut out = Vec::new();
+            for item in t.range((id, "")..)? {
+                let (k, v) = item?;
+                if k.value().0 != id {
+                    break;
+                }
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn find(&self, key: LookupKey, value: &str) -> Result<Vec<String>> {
+        let v = key.normalize(value);
+        if v.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(|txn| {
+            let t = txn.open_table(LOOKUPS)?;
+            let mut out: Vec<String> = Vec::new();
+            for item in t.range((key as u8, v.as_str(), "")..)? {
+                let (k, target) = item?;
+                let (kk, vv, _) = k.value();
+                if kk != key as u8 || vv != v {
+                    break;
+                }
+                let target = target.value().to_owned();
+                if !out.contains(&target) {
+                    out.push(target);
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    async fn set_compliance(&self, id: &str, rec: ComplianceRecord) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            if txn.open_table(ENROLLMENTS)?.get(id.as_str())?.is_none() {
+                return Ok(false);
+            }
+            txn.open_table(COMPLIANCE)?.insert(id.as_str(), enc(&rec)?.as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn compliance(&self, id: &str) -> Result<Option<ComplianceRecord>> {
+        self.read(|txn| {
+            let t = txn.open_table(COMPLIANCE)?;
+            let r = dec_opt(t.get(id)?)?;
+            Ok(r)
+        })
+    }
+
+    async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>> {
+        self.read(|txn| {
+            let t = txn.open_table(COMPLIANCE)?;
+            let mut out = Vec::new();
+            for item in t.range::<&str>((after_bound(&after), std::ops::Bound::Unbounded))? {
+                let (k, v) = item?;
+                let rec: ComplianceRecord = dec(v.value())?;
+                if rec.state == state {
+                    out.push(k.value().to_owned());
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 }
