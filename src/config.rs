@@ -31,6 +31,18 @@ pub struct ServeConfig {
     /// (the push certificate), in milliseconds.
     #[arg(long, env = "MDMD_SHARED_REFRESH_MS", default_value_t = 3000)]
     pub shared_refresh_ms: u64,
+    /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
+    #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
+    pub compliance_policy: Option<PathBuf>,
+    /// Refresh each device's inventory (DeviceInformation, SecurityInfo,
+    /// CertificateList, ProfileList, InstalledApplicationList) this often, in
+    /// seconds, and right after it enrolls; never more often than it checks in.
+    /// 0: only when an admin asks.
+    #[arg(long, env = "MDMD_INVENTORY_INTERVAL", default_value_t = 4 * 3600)]
+    pub inventory_interval: i64,
+    /// How often to look for stale inventory and re-evaluate compliance, in seconds.
+    #[arg(long, env = "MDMD_INVENTORY_SWEEP", default_value_t = 900)]
+    pub inventory_sweep: u64,
     /// Where certificates and keys live (created on first start).
     #[arg(long, env = "MDMD_CERTS_DIR", default_value = "./certs")]
     pub certs_dir: PathBuf,

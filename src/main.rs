@@ -142,6 +142,16 @@ enum Cmd {
         #[command(subcommand)]
         what: DbCmd,
     },
+    /// Compliance at a glance: counts, and the devices in one status with their reasons.
+    Compliance {
+        /// compliant, non_compliant (default) or unknown.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Simulated devices that speak the real protocol (tests and load).
     Sim {
         #[command(subcommand)]
@@ -205,6 +215,12 @@ enum DevicesCmd {
         #[arg(required = true, value_name = "KEY=VALUE")]
         attributes: Vec<String>,
     },
+    /// Queue an inventory refresh now (DeviceInformation, SecurityInfo, CertificateList,
+    /// ProfileList, InstalledApplicationList).
+    Refresh { id: String },
+    /// Find devices by what they reported: KIND is udid, serial, imei, meid, mac, phone or user
+    /// (MACs and phone numbers in any spelling), e.g. `mdmd devices find mac F0-5C-77-1A-2B-3C`.
+    Find { kind: String, value: String },
 }
 
 #[derive(Subcommand)]
@@ -691,6 +707,17 @@ fn print(v: &Value) {
 async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve(_) | Cmd::Db { .. } => unreachable!("handled in main"),
+        Cmd::Compliance { status, after, client } => {
+            let a = client.admin()?;
+            let mut q = Vec::new();
+            if let Some(s) = status {
+                q.push(format!("status={}", urlencoding::encode(&s)));
+            }
+            if let Some(s) = after {
+                q.push(format!("after={}", urlencoding::encode(&s)));
+            }
+            print(&a.get(&format!("/v1/compliance?{}", q.join("&"))).await?);
+        }
         Cmd::Devices { what, client } => {
             let a = client.admin()?;
             let v = match what.unwrap_or(DevicesCmd::List { after: None, limit: 100 }) {
@@ -728,6 +755,24 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                         (200, v) => v,
                         (s, v) => anyhow::bail!("HTTP {s}: {v}"),
                     }
+                }
+                DevicesCmd::Refresh { id } => match a
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/v1/devices/{}/inventory", urlencoding::encode(&id)),
+                        Some(json!({})),
+                    )
+                    .await?
+                {
+                    (200, v) => v,
+                    (s, v) => anyhow::bail!("HTTP {s}: {v}"),
+                },
+                DevicesCmd::Find { kind, value } => {
+                    let key = match kind.as_str() {
+                        "udid" | "serial" | "imei" | "meid" | "mac" | "phone" | "user" => kind.clone(),
+                        other => anyhow::bail!("find by {other:?}: udid, serial, imei, meid, mac, phone or user"),
+                    };
+                    a.get(&format!("/v1/devices?{key}={}", urlencoding::encode(&value))).await?
                 }
                 DevicesCmd::Clear { id } => match a
                     .call(

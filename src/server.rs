@@ -178,7 +178,16 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             "no push certificate (mdmd push-cert set): devices cannot be woken, and devices enrolled now use this placeholder topic and will have to re-enroll once a certificate is set"
         ),
     }
-    let mdm = Arc::new(Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets).with_reenroll_policy(cfg.reenroll_policy != "open"));
+    let policy = Arc::new(
+        crate::service::compliance::PolicyFile::load(cfg.compliance_policy.clone())
+            .map_err(|e| anyhow::anyhow!("compliance policy: {e}"))?,
+    );
+    let mdm = Arc::new(
+        Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets)
+            .with_reenroll_policy(cfg.reenroll_policy != "open")
+            .with_inventory(policy, cfg.inventory_interval.max(0)),
+    );
+    spawn_inventory(mdm.clone(), cfg.inventory_sweep.max(10), &instance);
     if cfg.reenroll_policy == "open" {
         tracing::warn!("--reenroll-policy open: any identity from this CA may take over an enrolled device (labs only)");
     }
@@ -298,6 +307,43 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
         op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
         ca_file: cfg.database_ca.clone(),
     }
+}
+
+fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
+    let every = std::time::Duration::from_secs(every_secs);
+    let lease = crate::service::lease::Lease::new(mdm.store.clone(), "inventory-sweep", instance, every * 3);
+    // The policy file is watched every few seconds; a new policy re-evaluates every device here.
+    let watcher = mdm.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
+        loop {
+            tick.tick().await;
+            match watcher.policy.reload() {
+                Ok(true) => {
+                    tracing::info!(version = %watcher.policy.get().1, "compliance policy changed: re-evaluating");
+                    if let Err(e) = watcher.inventory_sweep(0).await {
+                        tracing::warn!(error = %e, "compliance re-evaluation failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "compliance policy not reloaded (the previous one stays in force)"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if !lease.held().await {
+                continue;
+            }
+            match mdm.inventory_sweep(mdm.inventory_interval).await {
+                Ok((due, evaluated)) => tracing::debug!(due, evaluated, "inventory sweep"),
+                Err(e) => tracing::warn!(error = %e, "inventory sweep failed"),
+            }
+        }
+    });
 }
 
 fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64, instance: &str) {

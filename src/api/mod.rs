@@ -1,6 +1,7 @@
 //! The admin API (`/v1/*`): JSON over HTTP, `Authorization: Bearer <api key>`.
 //! A missing or wrong key gets 401 (admins are not devices).
 
+mod inventory;
 mod pki;
 mod profiles;
 mod push;
@@ -28,6 +29,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device))
         .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
+        .route("/v1/devices/{id}/inventory", axum::routing::post(inventory::refresh))
+        .route("/v1/compliance", get(inventory::summary))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))
@@ -89,9 +92,29 @@ async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> R
 struct Page {
     after: Option<String>,
     limit: Option<usize>,
+    udid: Option<String>,
+    serial: Option<String>,
+    imei: Option<String>,
+    meid: Option<String>,
+    mac: Option<String>,
+    phone: Option<String>,
+    user: Option<String>,
 }
 
 async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Response {
+    use crate::store::LookupKey as K;
+    let search = [
+        (K::Udid, &p.udid),
+        (K::Serial, &p.serial),
+        (K::Imei, &p.imei),
+        (K::Meid, &p.meid),
+        (K::WifiMac, &p.mac),
+        (K::Phone, &p.phone),
+        (K::User, &p.user),
+    ];
+    if let Some((k, Some(v))) = search.iter().find(|(_, v)| v.is_some()) {
+        return inventory::search(&app, *k, v).await;
+    }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     match app.mdm.store.enrollments(p.after, limit).await {
         Ok(list) => {
@@ -114,7 +137,15 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
                 Ok(c) => c.iter().filter(|c| c.delivery.status.is_pending()).count(),
                 Err(e) => return store_error(e),
             };
+            let (inv, comp) = match (app.mdm.store.inventory(&e.device).await, app.mdm.store.compliance(&e.device).await) {
+                (Ok(i), Ok(c)) => (i, c),
+                (Err(e), _) | (_, Err(e)) => return store_error(e),
+            };
             let mut v = views::enrollment(&e, Some(pending));
+            if let Some(o) = v.as_object_mut() {
+                o.insert("inventory".into(), inventory::inventory_view(&inv));
+                o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
+            }
             // The latest push may not be flushed to the store yet.
             if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {
                 if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {

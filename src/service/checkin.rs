@@ -153,13 +153,22 @@ impl Mdm {
                     user_long_name: req.ids.user_long_name.clone(),
                     now: t,
                 };
+                // The first TokenUpdate of a device channel completes an enrollment: take its inventory.
+                let first = self.inventory_interval > 0
+                    && id == req.enrollment.device
+                    && self.store.enrollment(&id).await?.is_some_and(|e| e.token_updated_at.is_none());
                 match self.store.token_update(&id, &req.enrollment.device, rec).await? {
                     None => Err(ServiceError::Rejected(format!(
                         "TokenUpdate for unknown enrollment {id} (Authenticate first)"
                     ))),
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
-                        if pending {
+                        if first {
+                            // Queued (and pushed) now; answered at the device's first poll.
+                            if let Err(e) = self.request_inventory(vec![id.clone()]).await {
+                                tracing::warn!(enrollment = %id, error = %e, "could not queue the first inventory");
+                            }
+                        } else if pending {
                             self.wake(vec![id]);
                         }
                         Ok(CheckinReply::Empty)

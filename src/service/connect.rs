@@ -11,6 +11,7 @@ impl Mdm {
         let id = report.enrollment.id.as_str();
         let hash = self.check_identity(caller).await?;
         let device = self.check_binding(&report.enrollment.device, &hash).await?;
+        let device_id = device.id.clone();
         if id == device.id {
             super::checkin::active_or_rejected(id, Some(device))?;
         } else {
@@ -43,7 +44,7 @@ impl Mdm {
                     ReportOutcome::Finished { request_type } => {
                         tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished");
                         if status == Status::Acknowledged {
-                            self.learn(id, &request_type, raw).await;
+                            self.learn(id, &device_id, &request_type, raw).await;
                         }
                     }
                 }
@@ -60,7 +61,7 @@ impl Mdm {
     /// facts in DeviceInformation (used by profile variables) and the
     /// profiles in ProfileList (reconciled with what we installed). Failing
     /// here never fails the device's request: the result itself is stored.
-    async fn learn(&self, id: &str, request_type: &str, raw: &[u8]) {
+    async fn learn(&self, id: &str, device: &str, request_type: &str, raw: &[u8]) {
         let r = match request_type {
             "DeviceInformation" => match crate::protocol::parse_dict(raw) {
                 Ok(d) => {
@@ -92,6 +93,10 @@ impl Mdm {
         };
         if let Err(e) = r {
             tracing::warn!(enrollment = %id, request_type, error = %e, "could not record what the answer reported");
+        }
+        // Kept as the device's inventory (on the device channel), then compliance follows.
+        if let Err(e) = self.record_inventory(device, request_type, raw).await {
+            tracing::warn!(enrollment = %device, request_type, error = %e, "could not store inventory");
         }
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod checkin;
 pub mod commands;
+pub mod compliance;
 pub mod connect;
 pub mod enqueue;
 pub mod enroll;
+pub mod inventory;
 pub mod lease;
 pub mod profile_service;
 
@@ -88,6 +90,10 @@ pub struct Mdm {
     identity_hook: std::sync::OnceLock<std::sync::Weak<dyn IdentityHook>>,
     /// Last-seen times, flushed to the store in the background (not worth an fsync per poll).
     seen: Mutex<HashMap<String, i64>>,
+    /// The compliance policy (reloaded when its file changes).
+    pub policy: Arc<compliance::PolicyFile>,
+    /// Refresh inventory this often (seconds) and after enrollment; 0: never.
+    pub inventory_interval: i64,
 }
 
 pub fn now() -> i64 {
@@ -107,7 +113,16 @@ impl Mdm {
             strict_reenroll: true,
             identity_hook: std::sync::OnceLock::new(),
             seen: Mutex::new(HashMap::new()),
+            policy: Arc::new(compliance::PolicyFile::empty()),
+            inventory_interval: 0,
         }
+    }
+
+    /// Compliance policy and inventory schedule.
+    pub fn with_inventory(mut self, policy: Arc<compliance::PolicyFile>, interval: i64) -> Self {
+        self.policy = policy;
+        self.inventory_interval = interval;
+        self
     }
 
     pub fn with_reenroll_policy(mut self, strict: bool) -> Self {

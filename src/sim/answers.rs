@@ -62,8 +62,8 @@ fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
         | "DataRoamingEnabled"
         | "PersonalHotspotEnabled" => false.into(),
         "IsDeviceLocatorServiceEnabled" | "IsCloudBackupEnabled" | "VoiceRoamingEnabled" => true.into(),
-        "WiFiMAC" => "f0:5c:77:1a:2b:3c".into(),
-        "BluetoothMAC" => "f0:5c:77:1a:2b:3d".into(),
+        "WiFiMAC" => dev.wifi_mac.clone().into(),
+        "BluetoothMAC" => dev.bluetooth_mac().into(),
         "ICCID" => "8901 4104 2712 3456 7890".into(),
         "PhoneNumber" => "+1 555 0100".into(),
         "CurrentCarrierNetwork" | "SIMCarrierNetwork" | "SubscriberCarrierNetwork" => "Carrier".into(),
@@ -111,14 +111,16 @@ fn cn(cert: &openssl::x509::X509) -> String {
         .unwrap_or_default()
 }
 
-fn security_info() -> Dictionary {
+fn security_info(dev: &SimDevice) -> Dictionary {
+    // Data protection (file-level encryption) is on exactly when a passcode is set.
+    let p = dev.passcode;
     d(vec![(
         "SecurityInfo",
         Value::Dictionary(d(vec![
-            ("HardwareEncryptionCaps", 3.into()),
-            ("PasscodePresent", true.into()),
-            ("PasscodeCompliant", true.into()),
-            ("PasscodeCompliantWithProfiles", true.into()),
+            ("HardwareEncryptionCaps", (if p { 3 } else { 1 }).into()),
+            ("PasscodePresent", p.into()),
+            ("PasscodeCompliant", p.into()),
+            ("PasscodeCompliantWithProfiles", p.into()),
             ("PasscodeLockGracePeriodEnforced", 0.into()),
             ("AutoLockTime", 30.into()),
             (
@@ -193,7 +195,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
     let c = &cmd.command;
     Ok(match cmd.request_type.as_str() {
         "DeviceInformation" => device_information(dev, cmd),
-        "SecurityInfo" => security_info(),
+        "SecurityInfo" => security_info(dev),
         "ProfileList" => {
             let mut list = Vec::new();
             if let Some(p) = &dev.profile {

@@ -210,6 +210,21 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     for (i, d) in devices.iter_mut().enumerate() {
         d.retarget(&admins[i % admins.len()].base);
     }
+    // Answer what enrollment queued (the first inventory) before the timed rounds.
+    {
+        let mut tasks = Vec::new();
+        for d in devices.drain(..) {
+            let sem = sem.clone();
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire().await;
+                let mut d = d;
+                d.session().await.map(|_| d)
+            }));
+        }
+        for t in tasks {
+            devices.push(t.await??);
+        }
+    }
     let devices: Vec<Arc<tokio::sync::Mutex<SimDevice>>> = devices.into_iter().map(|d| Arc::new(tokio::sync::Mutex::new(d))).collect();
 
     let before = stats_sum(&admins).await?;

@@ -44,6 +44,10 @@ pub struct SimDevice {
     pub profile: Option<pki::EnrollmentProfile>,
     /// Identity renewals performed (InstallProfile of our enrollment profile).
     pub renewals: u32,
+    /// A passcode is set (SecurityInfo; data protection follows it).
+    pub passcode: bool,
+    /// Its Wi-Fi MAC address (Apple's OUI, the rest from the UDID).
+    pub wifi_mac: String,
     pub checkin_url: String,
     pub server_url: String,
     base: String,
@@ -134,6 +138,12 @@ impl SimDevice {
     pub fn new(base_url: &str, topic: &str, client: reqwest::Client) -> Self {
         let mut r = rand::thread_rng();
         let udid = random_udid();
+        let mac_for = |u: &str| {
+            use sha2::Digest as _;
+            let h = sha2::Sha256::digest(u.as_bytes());
+            format!("f0:5c:77:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+        };
+        let wifi_mac = mac_for(&udid);
         SimDevice {
             name: format!("iPhone {}", &udid[udid.len() - 4..]),
             serial: random_serial(),
@@ -153,6 +163,8 @@ impl SimDevice {
             identity: None,
             profile: None,
             renewals: 0,
+            passcode: true,
+            wifi_mac,
             checkin_url: format!("{}/mdm/checkin", base_url.trim_end_matches('/')),
             server_url: format!("{}/mdm/connect", base_url.trim_end_matches('/')),
             base: base_url.trim_end_matches('/').to_owned(),
@@ -299,6 +311,13 @@ impl SimDevice {
             d.insert(k.into(), v);
         }
         d
+    }
+
+    /// The Bluetooth MAC: the Wi-Fi MAC plus one, as on Apple hardware.
+    pub fn bluetooth_mac(&self) -> String {
+        let last = u8::from_str_radix(self.wifi_mac.rsplit(':').next().unwrap_or("0"), 16).unwrap_or(0);
+        let head = self.wifi_mac.rsplit_once(':').map_or("", |(h, _)| h);
+        format!("{head}:{:02x}", last.wrapping_add(1))
     }
 
     /// Talk to another server (another instance behind the same balancer):

@@ -72,6 +72,12 @@ impl Server {
             .arg(API_KEY)
             .arg("--enroll-user")
             .arg(format!("{}:{}", ENROLL_USER.0, ENROLL_USER.1))
+            .args(if self.extra.iter().any(|a| a == "--inventory-interval") {
+                &[][..]
+            } else {
+                // Tests count the commands a device gets: no automatic inventory unless asked for.
+                &["--inventory-interval", "0"][..]
+            })
             .args(&self.extra)
             .env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::piped())

@@ -1,0 +1,161 @@
+//! Inventory: what devices report about themselves, kept as current state,
+//! refreshed on a schedule, and the compliance evaluated from it.
+
+use std::sync::Arc;
+
+use super::compliance::{evaluate, Facts};
+use super::{now, Mdm, ServiceError};
+use crate::store::{ComplianceRecord, InventoryItem};
+
+/// The query commands whose answers are kept as inventory.
+pub const KINDS: [&str; 5] = [
+    "DeviceInformation",
+    "SecurityInfo",
+    "CertificateList",
+    "ProfileList",
+    "InstalledApplicationList",
+];
+
+/// What a refresh asks DeviceInformation for.
+pub const QUERIES: [&str; 18] = [
+    "UDID",
+    "DeviceName",
+    "OSVersion",
+    "BuildVersion",
+    "ModelName",
+    "Model",
+    "ProductName",
+    "SerialNumber",
+    "IMEI",
+    "MEID",
+    "WiFiMAC",
+    "BluetoothMAC",
+    "PhoneNumber",
+    "IsSupervised",
+    "IsActivationLockEnabled",
+    "DeviceCapacity",
+    "AvailableDeviceCapacity",
+    "BatteryLevel",
+];
+
+/// The commands of one inventory refresh, as admin-API JSON.
+pub fn refresh_commands() -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({"RequestType": "DeviceInformation", "Queries": QUERIES}),
+        serde_json::json!({"RequestType": "SecurityInfo"}),
+        serde_json::json!({"RequestType": "CertificateList"}),
+        serde_json::json!({"RequestType": "ProfileList"}),
+        serde_json::json!({"RequestType": "InstalledApplicationList"}),
+    ]
+}
+
+impl Mdm {
+    /// Keep a query command's answer as the device's current inventory of that kind.
+    pub(crate) async fn record_inventory(&self, device: &str, kind: &str, raw: &[u8]) -> Result<(), ServiceError> {
+        if !KINDS.contains(&kind) {
+            return Ok(());
+        }
+        let Ok(mut d) = crate::protocol::parse_dict(raw) else {
+            return Ok(());
+        };
+        for k in ["CommandUUID", "Status", "UDID", "EnrollmentID", "EnrollmentUserID", "UserID"] {
+            d.remove(k);
+        }
+        let item = InventoryItem {
+            kind: kind.to_owned(),
+            reported_at: now(),
+            data: crate::protocol::json::plist_to_json(&plist::Value::Dictionary(d)),
+        };
+        self.store.put_inventory(device, item).await?;
+        self.evaluate_compliance(device).await?;
+        Ok(())
+    }
+
+    /// Evaluate and store one device's compliance; None if unknown.
+    pub async fn evaluate_compliance(&self, device: &str) -> Result<Option<ComplianceRecord>, ServiceError> {
+        let Some(e) = self.store.enrollment(device).await? else {
+            return Ok(None);
+        };
+        let inventory = self.store.inventory(device).await?;
+        let profiles = self.store.device_profiles(device).await?;
+        let (policy, version) = self.policy.get();
+        let rec = evaluate(
+            &policy,
+            &version,
+            &Facts {
+                enrollment: &e,
+                inventory: &inventory,
+                profiles: &profiles,
+                now: now(),
+            },
+        );
+        let old = self.store.compliance(device).await?;
+        if old
+            .as_ref()
+            .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
+        {
+            if let Some(o) = &old {
+                if o.state != rec.state {
+                    tracing::info!(enrollment = %device, from = o.state.as_str(), to = rec.state.as_str(), reasons = ?rec.reasons, "compliance changed");
+                }
+            }
+            self.store.set_compliance(device, rec.clone()).await?;
+        }
+        Ok(Some(rec))
+    }
+
+    /// Queue an inventory refresh (the five query commands) for these devices.
+    pub async fn request_inventory(&self, ids: Vec<String>) -> Result<u64, ServiceError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut queued = 0;
+        for c in refresh_commands() {
+            match self.enqueue_json(&c, ids.clone()).await {
+                Ok((_, out)) => queued = out.queued,
+                Err(super::enqueue::EnqueueError::Service(e)) => return Err(e),
+                Err(super::enqueue::EnqueueError::Invalid(e)) => {
+                    return Err(ServiceError::Rejected(format!("inventory command: {}: {}", e.path, e.problem)))
+                }
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Refresh the inventory of active devices whose inventory is older than
+    /// `interval` seconds: only devices seen since their last report and with
+    /// nothing queued, so a device that does not check in is never asked twice.
+    /// Also re-evaluates compliance of every device (time-based rules).
+    pub async fn inventory_sweep(self: &Arc<Self>, interval: i64) -> Result<(usize, usize), ServiceError> {
+        let horizon = now() - interval;
+        let mut after = None;
+        let mut due = Vec::new();
+        let mut evaluated = 0;
+        loop {
+            let page = self.store.enrollments(after.clone(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for e in page.iter().filter(|e| e.id == e.device) {
+                self.evaluate_compliance(&e.id).await?;
+                evaluated += 1;
+                if interval <= 0 || !e.active {
+                    continue;
+                }
+                let inv = self.store.inventory(&e.id).await?;
+                let reported = inv.iter().filter(|i| i.kind == "DeviceInformation").map(|i| i.reported_at).max();
+                let stale = reported.is_none_or(|r| r < horizon && e.last_seen_at > r);
+                if stale && self.store.next_command(&e.id, false).await?.is_none() {
+                    due.push(e.id.clone());
+                }
+            }
+        }
+        let n = due.len();
+        if n > 0 {
+            tracing::info!(devices = n, "refreshing inventory");
+            for chunk in due.chunks(10_000) {
+                self.request_inventory(chunk.to_vec()).await?;
+            }
+        }
+        Ok((n, evaluated))
+    }
+}

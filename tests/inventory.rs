@@ -1,0 +1,133 @@
+//! Inventory and compliance end to end: the first inventory after
+//! enrollment, finding devices by what they reported, a policy file
+//! evaluated per device and reloaded without a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+
+const POLICY: &str = r#"
+passcode_required = true
+hardware_encryption = true
+min_os_version = "17.0"
+forbidden_apps = ["com.example.forbidden"]
+max_hours_since_checkin = 72
+"#;
+
+async fn device(srv: &Server, id: &str) -> Value {
+    srv.admin().get(&format!("/v1/devices/{id}")).await.expect("device")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_and_compliance() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let srv = Server::start_with(&[
+        "--enroll-flow",
+        "single",
+        "--inventory-interval",
+        "3600",
+        "--compliance-policy",
+        policy.to_str().unwrap(),
+    ]);
+
+    // Enrolling queues the first inventory; the device answers it at its first poll.
+    let mut good = srv.enrolled().await;
+    let kinds: Vec<String> = good.session().await.unwrap().into_iter().map(|h| h.request_type).collect();
+    assert_eq!(
+        kinds,
+        [
+            "DeviceInformation",
+            "SecurityInfo",
+            "CertificateList",
+            "ProfileList",
+            "InstalledApplicationList"
+        ]
+    );
+    let v = device(&srv, &good.udid).await;
+    for k in &kinds {
+        assert!(v["inventory"][k]["reported_at"].is_string(), "{k}: {}", v["inventory"]);
+    }
+    assert_eq!(
+        v["inventory"]["DeviceInformation"]["data"]["QueryResponses"]["SerialNumber"],
+        good.serial.as_str()
+    );
+    assert_eq!(v["inventory"]["SecurityInfo"]["data"]["SecurityInfo"]["PasscodePresent"], true);
+    assert_eq!(v["compliance"]["status"], "compliant", "{}", v["compliance"]);
+
+    // A device without a passcode: non-compliant, with the reasons.
+    let mut bad = srv.device().await;
+    bad.passcode = false;
+    bad.enroll().await.unwrap();
+    assert_eq!(bad.session().await.unwrap().len(), 5);
+    let v = device(&srv, &bad.udid).await;
+    assert_eq!(v["compliance"]["status"], "non_compliant");
+    let reasons = v["compliance"]["reasons"].to_string();
+    assert!(reasons.contains("no passcode") && reasons.contains("encryption"), "{reasons}");
+
+    // Found by what they reported, in any spelling.
+    let mac = good.wifi_mac.to_uppercase().replace(':', "-");
+    for q in [
+        format!("serial={}", good.serial.to_lowercase()),
+        format!("mac={mac}"),
+        format!("udid={}", good.udid),
+    ] {
+        let r = srv.admin().get(&format!("/v1/devices?{q}")).await.unwrap();
+        let found: Vec<&str> = r["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["udid"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(found, vec![good.udid.as_str()], "{q}: {r}");
+        assert_eq!(r["devices"][0]["compliance"]["status"], "compliant");
+    }
+    let r = srv.admin().get("/v1/devices?imei=000000000000000").await.unwrap();
+    assert_eq!(r["devices"].as_array().unwrap().len(), 0);
+
+    // The summary.
+    let c = srv.admin().get("/v1/compliance").await.unwrap();
+    assert_eq!(
+        (c["counts"]["compliant"].as_u64(), c["counts"]["non_compliant"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+    assert_eq!(c["devices"][0]["enrollment"], bad.udid.as_str());
+    let (ok, out, err) = srv.cli(&["compliance"]);
+    assert!(ok && out.contains(&bad.udid), "{out}{err}");
+
+    // A new policy is picked up without a restart and every device re-evaluated.
+    std::fs::write(&policy, "min_os_version = \"17.0\"\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if device(&srv, &bad.udid).await["compliance"]["status"] == "compliant" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "policy change not applied");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A broken policy file keeps the one in force.
+    std::fs::write(&policy, "min_os_version = [\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(device(&srv, &bad.udid).await["compliance"]["status"], "compliant");
+
+    // An admin refresh queues the five commands again, answered at the next poll.
+    let (ok, out, err) = srv.cli(&["devices", "refresh", &good.udid]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(good.session().await.unwrap().len(), 5);
+    // A newer OS than the policy's minimum, then an older one.
+    good.os_version = "16.7".into();
+    srv.cli(&["devices", "refresh", &good.udid]);
+    good.session().await.unwrap();
+    let v = device(&srv, &good.udid).await;
+    assert_eq!(v["compliance"]["status"], "non_compliant");
+    assert!(
+        v["compliance"]["reasons"][0].as_str().unwrap().contains("16.7"),
+        "{}",
+        v["compliance"]
+    );
+}
