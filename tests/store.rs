@@ -534,6 +534,45 @@ async fn inventory(s: &Arc<dyn Store>) {
     );
 }
 
+async fn records(s: &Arc<dyn Store>) {
+    use serde_json::json;
+    assert!(s.record("accounts", "ise").await.unwrap().is_none());
+    // Create only if absent; then compare-and-set on the version.
+    assert_eq!(
+        s.put_record("accounts", "ise", json!({"role": "nac"}), 1, Some(0)).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.put_record("accounts", "ise", json!({"role": "x"}), 2, Some(0)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.put_record("accounts", "ise", json!({"role": "admin"}), 3, Some(1)).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        s.put_record("accounts", "ise", json!({"role": "stale"}), 4, Some(1)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.put_record("accounts", "ops", json!({"role": "operator"}), 5, None).await.unwrap(),
+        Some(1)
+    );
+    s.put_record("tokens", "all", json!([]), 5, None).await.unwrap();
+    let r = s.record("accounts", "ise").await.unwrap().unwrap();
+    assert_eq!((r.value["role"].as_str(), r.version, r.updated_at), (Some("admin"), 2, 3));
+    let all = s.records("accounts").await.unwrap();
+    assert_eq!(
+        all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        vec!["ise", "ops"],
+        "one collection, by key"
+    );
+    assert!(!s.delete_record("accounts", "ise", Some(1)).await.unwrap(), "stale version");
+    assert!(s.delete_record("accounts", "ise", Some(2)).await.unwrap());
+    assert!(!s.delete_record("accounts", "ise", None).await.unwrap());
+    assert_eq!(s.records("accounts").await.unwrap().len(), 1);
+}
+
 /// Everything a backend must do, on a fresh store.
 async fn conformance(s: Arc<dyn Store>) {
     checkin(&s).await;
@@ -543,6 +582,7 @@ async fn conformance(s: Arc<dyn Store>) {
     leases(&s).await;
     settings(&s).await;
     inventory(&s).await;
+    records(&s).await;
     concurrency(&s).await;
 }
 

@@ -182,6 +182,22 @@ pub trait InventoryStore: Send + Sync {
     async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>>;
 }
 
+/// Small records in named collections (API accounts, access tokens), each
+/// versioned so that instances change them with compare-and-set.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    async fn record(&self, collection: &str, key: &str) -> Result<Option<Record>>;
+    /// Every record of a collection, ordered by key.
+    async fn records(&self, collection: &str) -> Result<Vec<(String, Record)>>;
+    /// Write `value` if the record's version is `expect` (0: it must not
+    /// exist; None: whatever it is). Returns the new version, or None if
+    /// `expect` did not hold (nothing written).
+    async fn put_record(&self, collection: &str, key: &str, value: serde_json::Value, now: i64, expect: Option<u64>)
+        -> Result<Option<u64>>;
+    /// Delete (with the same `expect` rule). False if absent or `expect` did not hold.
+    async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool>;
+}
+
 /// Moving an installation between backends (`mdmd db copy`).
 #[async_trait]
 pub trait CopyStore: Send + Sync {
@@ -196,5 +212,11 @@ pub trait CopyStore: Send + Sync {
 }
 
 /// Everything mdmd needs from storage.
-pub trait Store: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + CopyStore {}
-impl<T> Store for T where T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + CopyStore {}
+pub trait Store:
+    CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + RecordStore + CopyStore
+{
+}
+impl<T> Store for T where
+    T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + RecordStore + CopyStore
+{
+}

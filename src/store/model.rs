@@ -545,10 +545,11 @@ pub enum Table {
     DeviceProfiles,
     Inventory,
     Compliance,
+    Records,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Settings,
         Table::Certs,
         Table::Secrets,
@@ -559,6 +560,7 @@ impl Table {
         Table::DeviceProfiles,
         Table::Inventory,
         Table::Compliance,
+        Table::Records,
     ];
 
     pub fn name(self) -> &'static str {
@@ -573,6 +575,7 @@ impl Table {
             Table::DeviceProfiles => "device_profiles",
             Table::Inventory => "inventory",
             Table::Compliance => "compliance",
+            Table::Records => "records",
         }
     }
 }
@@ -612,6 +615,11 @@ pub enum Row {
         enrollment: String,
         record: ComplianceRecord,
     },
+    Record {
+        collection: String,
+        key: String,
+        record: Record,
+    },
 }
 
 impl Row {
@@ -627,6 +635,7 @@ impl Row {
             Row::DeviceProfile { .. } => Table::DeviceProfiles,
             Row::Inventory { .. } => Table::Inventory,
             Row::Compliance { .. } => Table::Compliance,
+            Row::Record { .. } => Table::Records,
         }
     }
 
@@ -647,6 +656,7 @@ impl Row {
             } => format!("{enrollment}\0{identifier}"),
             Row::Inventory { enrollment, item } => format!("{enrollment}\0{}", item.kind),
             Row::Compliance { enrollment, .. } => enrollment.clone(),
+            Row::Record { collection, key, .. } => format!("{collection}\0{key}"),
         }
     }
 
@@ -791,4 +801,14 @@ impl Enrollment {
         add(LookupKey::User, self.user_short_name.as_ref());
         out
     }
+}
+
+/// A small typed record in a named collection (API accounts, access tokens),
+/// versioned for compare-and-set across instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub value: serde_json::Value,
+    /// 1 on creation, bumped on every change.
+    pub version: u64,
+    pub updated_at: i64,
 }

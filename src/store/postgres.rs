@@ -136,6 +136,20 @@ CREATE TABLE compliance (
 CREATE INDEX compliance_by_state ON compliance (state, enrollment);
 "#,
     ),
+    (
+        3,
+        "records (accounts, access tokens)",
+        r#"
+CREATE TABLE records (
+    collection text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    value jsonb NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+"#,
+    ),
 ];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).
@@ -1066,6 +1080,14 @@ async fn import_tx(tx: &Transaction<'_>, rows_in: Vec<Row>) -> Result<()> {
             } => put_device_profile(tx, &enrollment, &identifier, &profile).await?,
             Row::Inventory { enrollment, item } => put_inventory_row(tx, &enrollment, &item).await?,
             Row::Compliance { enrollment, record } => put_compliance_row(tx, &enrollment, &record).await?,
+            Row::Record { collection, key, record } => {
+                exec(
+                    tx,
+                    "INSERT INTO records (collection, key, version, updated_at, value) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (collection, key) DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, value = EXCLUDED.value",
+                    &[&collection, &key, &(record.version as i64), &record.updated_at, &record.value],
+                )
+                .await?;
+            }
         }
     }
     if max_seq > 0 {
@@ -1789,6 +1811,21 @@ impl CopyStore for PgStore {
                         })
                         .collect::<Result<Vec<_>>>()?
                 }
+                Table::Records => rows(
+                    c,
+                    "SELECT collection, key, version, updated_at, value FROM records WHERE $1 OR (collection, key) > ($2, $3) ORDER BY collection, key LIMIT $4",
+                    &[&first, &a, &b, &limit],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Row::Record {
+                        collection: r.try_get(0).map_err(pg)?,
+                        key: r.try_get(1).map_err(pg)?,
+                        record: record_row(r, 2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
                 Table::Inventory => rows(
                     c,
                     "SELECT enrollment, data FROM inventory WHERE $1 OR (enrollment, kind) > ($2, $3) ORDER BY enrollment, kind LIMIT $4",
@@ -1951,6 +1988,103 @@ impl InventoryStore for PgStore {
             )
             .await?;
             Ok(r.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+}
+
+fn record_row(r: &tokio_postgres::Row, at: usize) -> Result<Record> {
+    Ok(Record {
+        version: r.try_get::<_, i64>(at).map_err(pg)? as u64,
+        updated_at: r.try_get(at + 1).map_err(pg)?,
+        value: r.try_get(at + 2).map_err(pg)?,
+    })
+}
+
+#[async_trait]
+impl RecordStore for PgStore {
+    async fn record(&self, collection: &str, key: &str) -> Result<Option<Record>> {
+        self.read(|c| async move {
+            opt(
+                &c,
+                "SELECT version, updated_at, value FROM records WHERE collection = $1 AND key = $2",
+                &[&collection, &key],
+            )
+            .await?
+            .map(|r| record_row(&r, 0))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn records(&self, collection: &str) -> Result<Vec<(String, Record)>> {
+        self.read(|c| async move {
+            rows(
+                &c,
+                "SELECT key, version, updated_at, value FROM records WHERE collection = $1 ORDER BY key",
+                &[&collection],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0).map_err(pg)?, record_row(r, 1)?)))
+            .collect()
+        })
+        .await
+    }
+
+    async fn put_record(
+        &self,
+        collection: &str,
+        key: &str,
+        value: serde_json::Value,
+        now: i64,
+        expect: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.write(move |tx| {
+            let (collection, key, value) = (collection.clone(), key.clone(), value.clone());
+            Box::pin(async move {
+                let have = opt(
+                    tx,
+                    "SELECT version FROM records WHERE collection = $1 AND key = $2 FOR UPDATE",
+                    &[&collection, &key],
+                )
+                .await?
+                .map_or(0, |r| r.get::<_, i64>(0) as u64);
+                if expect.is_some_and(|e| e != have) {
+                    return Ok(None);
+                }
+                let v = (have + 1) as i64;
+                exec(
+                    tx,
+                    "INSERT INTO records (collection, key, version, updated_at, value) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (collection, key) DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, value = EXCLUDED.value",
+                    &[&collection, &key, &v, &now, &value],
+                )
+                .await?;
+                Ok(Some(v as u64))
+            })
+        })
+        .await
+    }
+
+    async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.write(move |tx| {
+            let (collection, key) = (collection.clone(), key.clone());
+            Box::pin(async move {
+                let n = match expect {
+                    Some(v) => {
+                        exec(
+                            tx,
+                            "DELETE FROM records WHERE collection = $1 AND key = $2 AND version = $3",
+                            &[&collection, &key, &(v as i64)],
+                        )
+                        .await?
+                    }
+                    None => exec(tx, "DELETE FROM records WHERE collection = $1 AND key = $2", &[&collection, &key]).await?,
+                };
+                Ok(n > 0)
+            })
         })
         .await
     }

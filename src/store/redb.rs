@@ -53,6 +53,9 @@ const COMPLIANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("complianc
 /// (lookup key, normalised value, source enrollment) -> device channel found by it.
 const LOOKUPS: TableDefinition<(u8, &str, &str), &str> = TableDefinition::new("lookups");
 
+/// (collection, key) -> Record (JSON).
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+
 const MAX_BATCH: usize = 512;
 
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -84,6 +87,7 @@ impl RedbStore {
             txn.open_table(LEASES)?;
             txn.open_table(INVENTORY)?;
             txn.open_table(COMPLIANCE)?;
+            txn.open_table(RECORDS)?;
             let empty_index = txn.open_table(LOOKUPS)?.is_empty()?;
             if empty_index {
                 // Installations from before the index: build it once.
@@ -1283,6 +1287,25 @@ impl CopyStore for RedbStore {
                         record: dec(v)?,
                     })
                 })?,
+                Table::Records => {
+                    let t = txn.open_table(RECORDS)?;
+                    let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
+                    for item in t.range(start..)? {
+                        let (k, v) = item?;
+                        let (collection, key) = k.value();
+                        if after.is_some() && (collection, key) == start {
+                            continue;
+                        }
+                        out.push(Row::Record {
+                            collection: collection.to_owned(),
+                            key: key.to_owned(),
+                            record: dec(v.value())?,
+                        });
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
                 Table::Inventory => {
                     let t = txn.open_table(INVENTORY)?;
                     let start = after.as_deref().map(split_cursor).unwrap_or(("", ""));
@@ -1382,6 +1405,10 @@ impl CopyStore for RedbStore {
                     }
                     Row::Compliance { enrollment, record } => {
                         txn.open_table(COMPLIANCE)?.insert(enrollment.as_str(), enc(&record)?.as_slice())?;
+                    }
+                    Row::Record { collection, key, record } => {
+                        txn.open_table(RECORDS)?
+                            .insert((collection.as_str(), key.as_str()), enc(&record)?.as_slice())?;
                     }
                 }
             }
@@ -1492,5 +1519,74 @@ impl InventoryStore for RedbStore {
             }
             Ok(out)
         })
+    }
+}
+
+#[async_trait]
+impl RecordStore for RedbStore {
+    async fn record(&self, collection: &str, key: &str) -> Result<Option<Record>> {
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS)?;
+            let r = dec_opt(t.get((collection, key))?)?;
+            Ok(r)
+        })
+    }
+
+    async fn records(&self, collection: &str) -> Result<Vec<(String, Record)>> {
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS)?;
+            let mut out = Vec::new();
+            for item in t.range((collection, "")..)? {
+                let (k, v) = item?;
+                if k.value().0 != collection {
+                    break;
+                }
+                out.push((k.value().1.to_owned(), dec(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn put_record(
+        &self,
+        collection: &str,
+        key: &str,
+        value: serde_json::Value,
+        now: i64,
+        expect: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.write(move |txn| {
+            let mut t = txn.open_table(RECORDS)?;
+            let cur: Option<Record> = dec_opt(t.get((collection.as_str(), key.as_str()))?)?;
+            let have = cur.as_ref().map_or(0, |r| r.version);
+            if expect.is_some_and(|e| e != have) {
+                return Ok(None);
+            }
+            let rec = Record {
+                value,
+                version: have + 1,
+                updated_at: now,
+            };
+            t.insert((collection.as_str(), key.as_str()), enc(&rec)?.as_slice())?;
+            Ok(Some(rec.version))
+        })
+        .await
+    }
+
+    async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.write(move |txn| {
+            let mut t = txn.open_table(RECORDS)?;
+            let cur: Option<Record> = dec_opt(t.get((collection.as_str(), key.as_str()))?)?;
+            match cur {
+                Some(r) if expect.is_none_or(|e| e == r.version) => {
+                    t.remove((collection.as_str(), key.as_str()))?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
     }
 }
