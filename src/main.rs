@@ -142,6 +142,13 @@ enum Cmd {
         #[command(subcommand)]
         what: DbCmd,
     },
+    /// API accounts with roles (admin, operator, read-only, nac); admin key only.
+    Accounts {
+        #[command(subcommand)]
+        what: AccountsCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Compliance at a glance: counts, and the devices in one status with their reasons.
     Compliance {
         /// compliant, non_compliant (default) or unknown.
@@ -181,6 +188,21 @@ enum DbCmd {
         from: String,
         #[arg(long)]
         to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCmd {
+    /// Create an account; prints its secret once (bearer token, or basic NAME:SECRET).
+    Add {
+        name: String,
+        /// admin, operator, read-only or nac (Cisco ISE and other NACs).
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Rm {
+        name: String,
     },
 }
 
@@ -707,6 +729,24 @@ fn print(v: &Value) {
 async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve(_) | Cmd::Db { .. } => unreachable!("handled in main"),
+        Cmd::Accounts { what, client } => {
+            let a = client.admin()?;
+            match what {
+                AccountsCmd::Add { name, role } => print(&a.post("/v1/accounts", json!({"name": name, "role": role})).await?),
+                AccountsCmd::List => print(&a.get("/v1/accounts").await?),
+                AccountsCmd::Rm { name } => match a
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/v1/accounts/{}", urlencoding::encode(&name)),
+                        None,
+                    )
+                    .await?
+                {
+                    (200, v) => print(&v),
+                    (s, v) => anyhow::bail!("HTTP {s}: {v}"),
+                },
+            }
+        }
         Cmd::Compliance { status, after, client } => {
             let a = client.admin()?;
             let mut q = Vec::new();

@@ -253,6 +253,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         plain_http: cfg.plain_http,
         enroll_users,
         api_key,
+        accounts: Arc::new(crate::service::accounts::Accounts::new(mdm.store.clone())),
         stats: Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,

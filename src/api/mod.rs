@@ -1,7 +1,9 @@
 //! The admin API (`/v1/*`): JSON over HTTP, `Authorization: Bearer <api key>`.
 //! A missing or wrong key gets 401 (admins are not devices).
 
+mod accounts;
 mod inventory;
+mod ise;
 mod pki;
 mod profiles;
 mod push;
@@ -31,6 +33,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
         .route("/v1/devices/{id}/inventory", axum::routing::post(inventory::refresh))
         .route("/v1/compliance", get(inventory::summary))
+        .route("/v1/accounts", get(accounts::list).post(accounts::create))
+        .route("/v1/accounts/{name}", axum::routing::delete(accounts::delete))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))
@@ -51,23 +55,83 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/push-cert", get(push::show).put(push::set))
         .route("/v1/push", axum::routing::post(push::push))
         .route("/health", get(push::health))
+        .route("/ciscoise/mdminfo/", get(ise::mdminfo))
+        .route("/ciscoise/mdminfo", get(ise::mdminfo))
+        .route("/ciscoise/mdm/api/{ver}/devices/", get(ise::devices))
+        .route("/ciscoise/mdm/api/{ver}/devices", get(ise::devices))
+        .route("/ciscoise/mdm/api/{ver}/batchdevices/", axum::routing::post(ise::batch))
+        .route("/ciscoise/mdm/api/{ver}/batchdevices", axum::routing::post(ise::batch))
+        .route("/ciscoise/mdm/api/{ver}/action/", axum::routing::post(ise::action))
+        .route("/ciscoise/mdm/api/{ver}/action", axum::routing::post(ise::action))
+        .route("/ciscoise/mdm/api/{ver}/action/{action}", axum::routing::post(ise::action))
 }
 
-pub async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/v1/") {
+/// Who is calling, for handlers that care (set by `auth`).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: crate::service::accounts::Role,
+}
+
+/// The credentials in a request: (name, secret). The admin key is `admin`.
+fn credentials(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    if let Some(token) = v.strip_prefix("Bearer ") {
+        let token = token.trim();
+        // Account secrets are NAME.RANDOM; anything else can only be the admin key.
+        let name = match token.split_once('.') {
+            Some((n, _)) => n,
+            None => "admin",
+        };
+        return Some((name.to_owned(), token.to_owned()));
+    }
+    let b64 = v.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (n, p) = s.split_once(':')?;
+    Some((n.to_owned(), p.to_owned()))
+}
+
+/// The admin API and the NAC API: the admin key or an account (bearer or
+/// basic), then the account's role against the request. 401 for missing or
+/// wrong credentials, 403 for a role that may not do this.
+pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !path.starts_with("/v1/") && !path.starts_with("/ciscoise/") {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    let ok = !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(app.api_key.as_bytes()));
-    if !ok {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer <key>)");
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"mdmd\", charset=\"UTF-8\"")],
+            Json(json!({"error": "missing or wrong credentials (Authorization: Bearer <admin key or account secret>, or Basic NAME:SECRET)"})),
+        )
+            .into_response()
+    };
+    let Some((name, secret)) = credentials(req.headers()) else {
+        return unauthorized();
+    };
+    let role = if name == "admin" || secret == app.api_key {
+        if !secret.is_empty() && bool::from(secret.as_bytes().ct_eq(app.api_key.as_bytes())) {
+            crate::service::accounts::Role::Admin
+        } else {
+            return unauthorized();
+        }
+    } else {
+        match app.accounts.verify(&name, &secret).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return unauthorized(),
+            Err(e) => return store_error(e),
+        }
+    };
+    if !role.allows(req.method(), &path) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("account {name} ({}) may not {} {path}", role.as_str(), req.method()),
+        );
     }
+    req.extensions_mut().insert(Caller { name, role });
     next.run(req).await
 }
 

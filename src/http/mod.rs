@@ -41,6 +41,8 @@ pub struct App {
     /// Basic-auth users allowed to download the enrollment profile.
     pub enroll_users: Vec<(String, String)>,
     pub api_key: String,
+    /// Named API accounts with roles.
+    pub accounts: Arc<crate::service::accounts::Accounts>,
     pub stats: Stats,
     pub max_body: usize,
     pub max_api_body: usize,

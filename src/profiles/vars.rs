@@ -25,6 +25,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("PHONE_NUMBER", "phone number (DeviceInformation PhoneNumber)"),
     ("ENROLLMENT_ID", "the enrollment id mdmd uses for the channel (UDID, or UDID:user)"),
     (
+        "DEVICE_GUID",
+        "a stable GUID for the device, as Cisco ISE 3.1+ expects it in the identity certificate's SAN URI ID:Cisco:DeviceGuid:$DEVICE_GUID",
+    ),
+    (
         "USERNAME",
         "the device's assigned user (admin-set attribute), else the user channel's short name",
     ),

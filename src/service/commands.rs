@@ -128,6 +128,7 @@ pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String>
         "BLUETOOTH_MAC" => i.bluetooth_mac.clone(),
         "PHONE_NUMBER" => i.phone_number.clone(),
         "ENROLLMENT_ID" => Some(e.id.clone()),
+        "DEVICE_GUID" => Some(e.device_guid()),
         "USERNAME" => e.attributes.get("USERNAME").cloned().or_else(|| e.user_short_name.clone()),
         "EMAIL" => e.attributes.get("EMAIL").cloned(),
         "SCEP_URL" => Some(format!("{public_url}/scep")),
@@ -189,6 +190,43 @@ impl Commander {
             .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
         let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
         self.install(identifier, Some(t.sha256.clone()), dict, targets, push).await
+    }
+
+    /// A network access control's action on one device: `pin_lock`
+    /// (DeviceLock), `full_wipe` (EraseDevice) or `corporate_wipe` (remove
+    /// every profile mdmd installed, which takes their payloads, managed
+    /// settings and the apps and accounts they brought with them). Returns
+    /// how many commands were queued.
+    pub async fn nac_action(&self, action: &str, id: &str) -> Result<usize, String> {
+        let e = |e: CommandError| e.to_string();
+        match action {
+            "pin_lock" => {
+                let c =
+                    serde_json::json!({"RequestType": "DeviceLock", "Message": "Locked by your organisation's network access control."});
+                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await.map_err(e)?;
+                Ok(1)
+            }
+            "full_wipe" => {
+                let c = serde_json::json!({"RequestType": "EraseDevice"});
+                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await.map_err(e)?;
+                Ok(1)
+            }
+            "corporate_wipe" => {
+                let profiles = self.mdm.store.device_profiles(id).await.map_err(|x| x.to_string())?;
+                let mut n = 0;
+                for p in profiles.iter().filter(|p| {
+                    matches!(
+                        p.state,
+                        ProfileState::Installed | ProfileState::Pending | ProfileState::Missing | ProfileState::Failed
+                    )
+                }) {
+                    self.remove_profile(&p.identifier, vec![id.to_owned()], true).await.map_err(e)?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+            other => Err(format!("unknown action {other}")),
+        }
     }
 
     /// Queue RemoveProfile of a profile identifier.

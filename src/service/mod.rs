@@ -2,6 +2,7 @@
 //! loop, over the store's role traits. No HTTP here: handlers call in with a
 //! parsed request and get back what to answer.
 
+pub mod accounts;
 pub mod checkin;
 pub mod commands;
 pub mod compliance;
@@ -10,6 +11,7 @@ pub mod enqueue;
 pub mod enroll;
 pub mod inventory;
 pub mod lease;
+pub mod nac;
 pub mod profile_service;
 
 use std::collections::HashMap;

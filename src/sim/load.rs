@@ -148,7 +148,7 @@ impl Admin {
 
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         match self.call(reqwest::Method::POST, path, Some(body)).await? {
-            (200, v) => Ok(v),
+            (200 | 201, v) => Ok(v),
             (s, v) => bail!("POST {path}: HTTP {s}: {v}"),
         }
     }

@@ -737,10 +737,12 @@ pub enum LookupKey {
     WifiMac,
     Phone,
     User,
+    /// The device GUID (`Enrollment::device_guid`) NACs know devices by.
+    Guid,
 }
 
 impl LookupKey {
-    pub const ALL: [LookupKey; 7] = [
+    pub const ALL: [LookupKey; 8] = [
         LookupKey::Udid,
         LookupKey::Serial,
         LookupKey::Imei,
@@ -748,6 +750,7 @@ impl LookupKey {
         LookupKey::WifiMac,
         LookupKey::Phone,
         LookupKey::User,
+        LookupKey::Guid,
     ];
 
     pub fn parse(s: &str) -> Option<LookupKey> {
@@ -759,6 +762,7 @@ impl LookupKey {
             "mac" | "macaddress" | "wifi_mac" | "wifimac" => LookupKey::WifiMac,
             "phone" | "phone_number" | "phonenumber" => LookupKey::Phone,
             "user" | "username" => LookupKey::User,
+            "guid" => LookupKey::Guid,
             _ => return None,
         })
     }
@@ -776,6 +780,15 @@ impl LookupKey {
 }
 
 impl Enrollment {
+    /// A stable GUID for the device channel (from its id), in the upper-case
+    /// 8-4-4-4-12 form Cisco ISE uses.
+    pub fn device_guid(&self) -> String {
+        use sha2::Digest as _;
+        let h = sha2::Sha256::digest(format!("mdmd-device-guid:{}", self.device).as_bytes());
+        let x = hex::encode_upper(&h[..16]);
+        format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    }
+
     /// The lookup entries this record contributes: (key, normalised value,
     /// the device channel found by it). User channels contribute their user.
     pub fn lookup_keys(&self) -> Vec<(LookupKey, String, String)> {
@@ -795,6 +808,7 @@ impl Enrollment {
             add(LookupKey::Meid, self.info.meid.as_ref());
             add(LookupKey::WifiMac, self.info.wifi_mac.as_ref());
             add(LookupKey::Phone, self.info.phone_number.as_ref());
+            add(LookupKey::Guid, Some(&self.device_guid()));
             add(LookupKey::User, self.attributes.get("USERNAME"));
             add(LookupKey::User, self.attributes.get("EMAIL"));
         }

@@ -150,6 +150,7 @@ CREATE TABLE records (
 );
 "#,
     ),
+    (4, "lookup index: device GUIDs (rebuilt)", "DELETE FROM lookups;"),
 ];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).
@@ -282,7 +283,7 @@ impl PgStore {
                     .is_some();
                 if !done {
                     tx.batch_execute(sql).await.map_err(pg)?;
-                    if *version == 2 {
+                    if *version == 2 || *version == 4 {
                         // Index the enrollments stored before the index existed.
                         for r in tx.query("SELECT data FROM enrollments", &[]).await.map_err(pg)? {
                             let e: Enrollment = json(&r, 0)?;

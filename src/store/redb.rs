@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use ::redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
@@ -56,6 +56,9 @@ const LOOKUPS: TableDefinition<(u8, &str, &str), &str> = TableDefinition::new("l
 /// (collection, key) -> Record (JSON).
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 
+/// Bump when `Enrollment::lookup_keys` changes: the index is rebuilt at open.
+const LOOKUPS_VERSION: u64 = 2;
+
 const MAX_BATCH: usize = 512;
 
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -88,9 +91,9 @@ impl RedbStore {
             txn.open_table(INVENTORY)?;
             txn.open_table(COMPLIANCE)?;
             txn.open_table(RECORDS)?;
-            let empty_index = txn.open_table(LOOKUPS)?.is_empty()?;
-            if empty_index {
-                // Installations from before the index: build it once.
+            // The lookup index is derived: (re)built when it is older than this code's.
+            let built = txn.open_table(META)?.get("lookups_version")?.map(|v| v.value());
+            if built != Some(LOOKUPS_VERSION) {
                 let all: Vec<Enrollment> = {
                     let t = txn.open_table(ENROLLMENTS)?;
                     let mut v = Vec::new();
@@ -100,12 +103,14 @@ impl RedbStore {
                     }
                     v
                 };
+                let _ = txn.delete_table(LOOKUPS)?;
                 let mut l = txn.open_table(LOOKUPS)?;
                 for e in &all {
                     for (k, v, target) in e.lookup_keys() {
                         l.insert((k as u8, v.as_str(), e.id.as_str()), target.as_str())?;
                     }
                 }
+                txn.open_table(META)?.insert("lookups_version", LOOKUPS_VERSION)?;
             }
             txn.commit()?;
         }

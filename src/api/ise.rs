@@ -1,0 +1,394 @@
+//! Cisco ISE's MDM API (versions 2 and 3): XML over HTTPS, HTTP basic with
+//! a `nac` account (see docs/ise.md).
+//!
+//! - `GET /ciscoise/mdminfo/?ise_api_version=N`: where the API lives.
+//! - `GET {api_path}/devices/?paging=0&querycriteria=…&value=…&filter=…`
+//! - `POST {api_path}/batchdevices/?paging=0&filter=…` with a device list.
+//! - `POST {api_path}/action/?actionType=full_wipe|corporate_wipe|pin_lock`
+//!   with an identifier.
+//!
+//! Answers come from local state (the lookup index, inventory and
+//! compliance), never from asking devices. An unknown device is an empty
+//! `deviceList`, not an error. No XML crate writes these: the documents are
+//! small and fixed, so they are built with escaping here; requests are read
+//! with roxmltree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::http::App;
+use crate::service::nac::Posture;
+use crate::store::{ComplianceState, LookupKey};
+
+/// Devices per answer; ISE pages with `paging` beyond it.
+pub const QUERY_MAX_SIZE: usize = 5000;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn el(out: &mut String, name: &str, v: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    out.push_str(&esc(v));
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"),
+    )
+        .into_response()
+}
+
+fn error_xml(status: StatusCode, name: &str, version: u32, msg: &str) -> Response {
+    let mut s = String::from("<ise_api>");
+    el(&mut s, "name", name);
+    el(&mut s, "api_version", &version.to_string());
+    el(&mut s, "error", msg);
+    s.push_str("</ise_api>");
+    xml(status, s)
+}
+
+fn version_of(v: &str) -> Option<u32> {
+    match v {
+        "v2" => Some(2),
+        "v3" => Some(3),
+        _ => None,
+    }
+}
+
+fn b(v: bool) -> &'static str {
+    if v {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// Which attributes a `filter` asks for (`all`, or names joined by `+`).
+fn wanted(filter: Option<&str>) -> Option<Vec<String>> {
+    let f = filter.unwrap_or("all").trim();
+    if f.is_empty() || f.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    Some(
+        f.split(['+', ' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
+fn device_xml(out: &mut String, p: &Posture, version: u32, filter: &Option<Vec<String>>) {
+    let want = |n: &str| filter.as_ref().is_none_or(|f| f.iter().any(|x| x == n));
+    out.push_str("<device>");
+    el(out, "macaddress", &p.mac);
+    out.push_str("<attributes>");
+    if want("register_status") {
+        el(out, "register_status", b(p.registered));
+    }
+    if want("compliance") {
+        out.push_str("<compliance>");
+        el(out, "status", b(p.compliant));
+        el(out, "failure_reason", &p.failure_reason);
+        el(out, "remediation", &p.remediation);
+        out.push_str("</compliance>");
+    }
+    let simple: [(&str, &str); 11] = [
+        ("disk_encryption_on", b(p.disk_encryption_on)),
+        ("pin_lock_on", b(p.pin_lock_on)),
+        ("jail_broken", b(p.jail_broken)),
+        ("manufacturer", p.manufacturer),
+        ("model", &p.model),
+        ("imei", &p.imei),
+        ("meid", &p.meid),
+        ("udid", &p.udid),
+        ("serial_number", &p.serial_number),
+        ("os_version", &p.os_version),
+        ("phone_number", &p.phone_number),
+    ];
+    for (n, v) in simple {
+        if want(n) {
+            el(out, n, v);
+        }
+    }
+    if version >= 3 {
+        if want("guid") {
+            el(out, "guid", &p.guid);
+        }
+        if want("lastcheckintimestamp") {
+            el(out, "lastCheckinTimeStamp", &(p.last_checkin * 1000).to_string());
+        }
+    }
+    out.push_str("</attributes></device>");
+}
+
+fn device_list(version: u32, devices: &[Posture], filter: &Option<Vec<String>>, paging: &str) -> Response {
+    let mut s = String::from("<ise_api>");
+    el(&mut s, "name", "attributes");
+    el(&mut s, "api_version", &version.to_string());
+    el(&mut s, "paging_info", paging);
+    s.push_str("<deviceList>");
+    for p in devices {
+        device_xml(&mut s, p, version, filter);
+    }
+    s.push_str("</deviceList></ise_api>");
+    xml(StatusCode::OK, s)
+}
+
+/// `querycriteria` → lookup key (ISE's names).
+fn criteria(c: &str) -> Option<LookupKey> {
+    Some(match c.to_ascii_lowercase().as_str() {
+        "macaddress" | "mac" => LookupKey::WifiMac,
+        "udid" | "uid" => LookupKey::Udid,
+        "imei" => LookupKey::Imei,
+        "meid" => LookupKey::Meid,
+        "serialnumber" | "serial_number" => LookupKey::Serial,
+        "username" => LookupKey::User,
+        "guid" => LookupKey::Guid,
+        "phonenumber" | "phone_number" => LookupKey::Phone,
+        _ => return None,
+    })
+}
+
+pub async fn mdminfo(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let asked: u32 = q.get("ise_api_version").and_then(|v| v.trim().parse().ok()).unwrap_or(2);
+    let version = asked.clamp(2, 3);
+    let public = app.commander.cfg.public_url.trim_end_matches('/').to_owned();
+    let mut s = String::from("<ise_api>");
+    el(&mut s, "name", "mdminfo");
+    el(&mut s, "api_version", &version.to_string());
+    el(&mut s, "api_path", &format!("/ciscoise/mdm/api/v{version}"));
+    el(&mut s, "redirect_url", &format!("{public}/mdm/enroll"));
+    el(&mut s, "query_max_size", &QUERY_MAX_SIZE.to_string());
+    el(&mut s, "messaging_support", "false");
+    el(&mut s, "vendor", "mdmd");
+    el(&mut s, "product_name", "mdmd");
+    el(&mut s, "product_version", env!("CARGO_PKG_VERSION"));
+    s.push_str("</ise_api>");
+    xml(StatusCode::OK, s)
+}
+
+pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(version) = version_of(&ver) else {
+        return (StatusCode::NOT_FOUND, "no such API version\n").into_response();
+    };
+    let filter = wanted(q.get("filter").map(String::as_str));
+    let paging = q.get("paging").map(String::as_str).unwrap_or("0");
+    let after = (paging != "0" && !paging.is_empty()).then(|| paging.to_owned());
+    let crit = q.get("querycriteria").map(String::as_str).unwrap_or("");
+    let value = q.get("value").map(String::as_str).unwrap_or("");
+    let err = |e: crate::service::ServiceError| {
+        tracing::error!(error = %e, "ISE query failed");
+        error_xml(StatusCode::SERVICE_UNAVAILABLE, "attributes", version, "storage unavailable")
+    };
+    if crit.eq_ignore_ascii_case("compliance") {
+        let state = if value.eq_ignore_ascii_case("true") {
+            ComplianceState::Compliant
+        } else {
+            ComplianceState::NonCompliant
+        };
+        let ids = match app.mdm.store.by_compliance(state, after, QUERY_MAX_SIZE).await {
+            Ok(ids) => ids,
+            Err(e) => return err(e.into()),
+        };
+        let mut out = Vec::new();
+        for id in &ids {
+            match app.mdm.posture_of(id).await {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
+                Err(e) => return err(e),
+            }
+        }
+        let next = if ids.len() == QUERY_MAX_SIZE { ids.last().cloned() } else { None };
+        return device_list(version, &out, &filter, next.as_deref().unwrap_or("0"));
+    }
+    if crit.is_empty() {
+        // Every device, paged.
+        let page = match app.mdm.store.enrollments(after, QUERY_MAX_SIZE).await {
+            Ok(p) => p,
+            Err(e) => return err(e.into()),
+        };
+        let mut out = Vec::new();
+        for e in page.iter().filter(|e| e.id == e.device) {
+            match app.mdm.posture_of(&e.id).await {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
+                Err(e) => return err(e),
+            }
+        }
+        let next = if page.len() == QUERY_MAX_SIZE {
+            page.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        return device_list(version, &out, &filter, next.as_deref().unwrap_or("0"));
+    }
+    let Some(key) = criteria(crit) else {
+        return error_xml(
+            StatusCode::BAD_REQUEST,
+            "attributes",
+            version,
+            &format!("unknown querycriteria {crit:?}: macaddress, udid, imei, meid, serialnumber, username, guid, compliance"),
+        );
+    };
+    match app.mdm.postures(key, value).await {
+        Ok(list) => device_list(version, &list, &filter, "0"),
+        Err(e) => err(e),
+    }
+}
+
+/// The identifiers in a request body: (criteria, value) per device.
+fn identifiers(body: &[u8]) -> Result<Vec<(LookupKey, String)>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+    let doc = roxmltree::Document::parse(text).map_err(|e| format!("body is not XML: {e}"))?;
+    let mut out = Vec::new();
+    for node in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("device") || n.has_tag_name("identifier"))
+    {
+        for c in node.children().filter(|c| c.is_element()) {
+            if let (Some(k), Some(v)) = (criteria(c.tag_name().name()), c.text()) {
+                if !v.trim().is_empty() {
+                    out.push((k, v.trim().to_owned()));
+                    break;
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no device identifier (macaddress, udid, guid, imei, meid, serialnumber) in the body".into());
+    }
+    Ok(out)
+}
+
+pub async fn batch(
+    State(app): State<Arc<App>>,
+    Path(ver): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let Some(version) = version_of(&ver) else {
+        return (StatusCode::NOT_FOUND, "no such API version\n").into_response();
+    };
+    let filter = wanted(q.get("filter").map(String::as_str));
+    let ids = match identifiers(&body) {
+        Ok(ids) => ids,
+        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "attributes", version, &e),
+    };
+    if ids.len() > QUERY_MAX_SIZE {
+        return error_xml(StatusCode::BAD_REQUEST, "attributes", version, "more devices than query_max_size");
+    }
+    let mut out = Vec::new();
+    for (k, v) in ids {
+        match app.mdm.postures(k, &v).await {
+            Ok(list) => {
+                for p in list {
+                    if !out.iter().any(|o: &Posture| o.udid == p.udid) {
+                        out.push(p);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ISE batch query failed");
+                return error_xml(StatusCode::SERVICE_UNAVAILABLE, "attributes", version, "storage unavailable");
+            }
+        }
+    }
+    device_list(version, &out, &filter, "0")
+}
+
+pub async fn action(
+    State(app): State<Arc<App>>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let Some(version) = params.get("ver").and_then(|v| version_of(v)) else {
+        return (StatusCode::NOT_FOUND, "no such API version\n").into_response();
+    };
+    let kind = params
+        .get("action")
+        .or_else(|| q.get("actionType"))
+        .or_else(|| q.get("actiontype"))
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !matches!(kind.as_str(), "full_wipe" | "corporate_wipe" | "pin_lock") {
+        return error_xml(
+            StatusCode::BAD_REQUEST,
+            "action",
+            version,
+            &format!("actionType {kind:?}: full_wipe, corporate_wipe or pin_lock"),
+        );
+    }
+    let ids = match identifiers(&body) {
+        Ok(ids) => ids,
+        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "action", version, &e),
+    };
+    let mut s = String::from("<ise_api>");
+    el(&mut s, "name", "action");
+    el(&mut s, "api_version", &version.to_string());
+    s.push_str("<deviceList>");
+    for (k, v) in ids {
+        let found = match app.mdm.store.find(k, &v).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "ISE action lookup failed");
+                return error_xml(StatusCode::SERVICE_UNAVAILABLE, "action", version, "storage unavailable");
+            }
+        };
+        let (ok, reason) = match found.as_slice() {
+            [] => (false, "device not found".to_owned()),
+            [id] => match app.commander.nac_action(&kind, id).await {
+                Ok(n) => {
+                    tracing::info!(action = %kind, enrollment = %id, commands = n, "NAC action queued");
+                    (true, String::new())
+                }
+                Err(e) => (false, e),
+            },
+            _ => (false, "the identifier matches more than one device".to_owned()),
+        };
+        s.push_str("<device>");
+        if k == LookupKey::WifiMac {
+            el(&mut s, "macaddress", &LookupKey::WifiMac.normalize(&v).to_uppercase());
+        } else {
+            el(&mut s, "macaddress", "");
+        }
+        if version >= 3 {
+            if let [id] = found.as_slice() {
+                if let Ok(Some(p)) = app.mdm.posture_of(id).await {
+                    el(&mut s, "guid", &p.guid);
+                }
+            }
+        }
+        s.push_str("<result>");
+        el(&mut s, "action_status", b(ok));
+        el(&mut s, "failure_reason", &reason);
+        s.push_str("</result></device>");
+    }
+    s.push_str("</deviceList></ise_api>");
+    xml(StatusCode::OK, s)
+}
