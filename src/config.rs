@@ -31,6 +31,14 @@ pub struct ServeConfig {
     /// (the push certificate), in milliseconds.
     #[arg(long, env = "MDMD_SHARED_REFRESH_MS", default_value_t = 3000)]
     pub shared_refresh_ms: u64,
+    /// Conditional enrollment: serve the enrollment profile only to clients on
+    /// these networks (CIDR, repeat or comma-separate), e.g. the corporate Wi-Fi
+    /// and VPN ranges. Empty: from anywhere (credentials or an invitation still needed).
+    #[arg(long = "enroll-network", env = "MDMD_ENROLL_NETWORKS", value_delimiter = ',')]
+    pub enroll_networks: Vec<String>,
+    /// Proxies (CIDR) whose X-Forwarded-For / Forwarded header names the client.
+    #[arg(long = "trusted-proxy", env = "MDMD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
     #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
     pub compliance_policy: Option<PathBuf>,

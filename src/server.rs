@@ -252,6 +252,8 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         pusher,
         plain_http: cfg.plain_http,
         enroll_users,
+        enroll_networks: crate::http::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?,
         api_key,
         accounts: Arc::new(crate::service::accounts::Accounts::new(mdm.store.clone())),
         stats: Stats::default(),

@@ -348,3 +348,49 @@ async fn cisco_ise_api_and_accounts() {
         401
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_enrollment_by_network() {
+    let get = |srv: &Server, xff: Option<&'static str>| {
+        let mut r = srv
+            .client()
+            .get(format!("{}/mdm/enroll", srv.base))
+            .basic_auth(common::ENROLL_USER.0, Some(common::ENROLL_USER.1));
+        if let Some(x) = xff {
+            r = r.header("x-forwarded-for", x);
+        }
+        r.send()
+    };
+    // The balancer on 127.0.0.1 is trusted to say who the client is.
+    let srv = Server::start_with(&[
+        "--enroll-flow",
+        "single",
+        "--enroll-network",
+        "10.0.0.0/8,192.168.50.0/24",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ]);
+    let r = get(&srv, None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("127.0.0.1"));
+    let r = get(&srv, Some("10.9.8.7")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-apple-aspen-config");
+    assert_eq!(get(&srv, Some("192.0.2.1")).await.unwrap().status(), 403);
+    // A client cannot claim the network through the header it controls.
+    assert_eq!(get(&srv, Some("10.0.0.1, 192.0.2.1")).await.unwrap().status(), 403);
+    // Credentials are still needed on an allowed network.
+    let r = srv
+        .client()
+        .get(format!("{}/mdm/enroll", srv.base))
+        .header("x-forwarded-for", "10.9.8.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Without a trusted proxy the header means nothing.
+    let direct = Server::start_with(&["--enroll-flow", "single", "--enroll-network", "10.0.0.0/8"]);
+    assert_eq!(get(&direct, Some("10.9.8.7")).await.unwrap().status(), 403);
+    let open = Server::start_with(&["--enroll-flow", "single", "--enroll-network", "127.0.0.0/8"]);
+    assert_eq!(get(&open, None).await.unwrap().status(), 200);
+}

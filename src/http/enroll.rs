@@ -38,7 +38,30 @@ fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
     })
 }
 
-pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+/// Conditional enrollment: refuse clients outside the allowed networks.
+fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
+    let peer = peer?.0.ip();
+    match app.enroll_networks.check(peer, headers) {
+        Ok(()) => None,
+        Err(ip) => {
+            tracing::warn!(client = %ip, "enrollment refused: not from an allowed network");
+            Some(text(
+                StatusCode::FORBIDDEN,
+                format!("Enrollment is only possible from your organisation's network (this request came from {ip}). Connect to the corporate Wi-Fi or VPN and try again.\n"),
+            ))
+        }
+    }
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+    peer: Option<axum::extract::Extension<super::listener::PeerAddr>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
+        return r;
+    }
     let ttl = app.enroller.cfg.challenge_ttl;
     if let Some(token) = q.get("invite") {
         match app.enroller.use_invitation(token).await {
@@ -88,7 +111,15 @@ fn aspen_config(app: &App, made: Result<Vec<u8>, crate::service::ServiceError>) 
 
 /// `POST /mdm/profile-service`: the device's signed attributes (phase 1 or
 /// phase 3 of over-the-air enrollment); answered with the next profile.
-pub async fn profile_service(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+pub async fn profile_service(
+    State(app): State<Arc<App>>,
+    peer: Option<axum::extract::Extension<super::listener::PeerAddr>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
+        return r;
+    }
     if body.is_empty() {
         return text(StatusCode::BAD_REQUEST, "expected the device attributes as CMS SignedData\n".into());
     }

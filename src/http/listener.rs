@@ -23,6 +23,10 @@ pub static HANDSHAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 #[derive(Clone, Default)]
 pub struct PeerCert(pub Option<Arc<X509>>);
 
+/// The TCP peer's address (before any proxy header is considered).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
@@ -76,21 +80,22 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcc
                     }
                     HANDSHAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let cert = PeerCert(stream.ssl().peer_certificate().map(Arc::new));
-                    serve_conn(TokioIo::new(stream), router, cert).await
+                    serve_conn(TokioIo::new(stream), router, cert, PeerAddr(peer)).await
                 }
-                None => serve_conn(TokioIo::new(tcp), router, PeerCert(None)).await,
+                None => serve_conn(TokioIo::new(tcp), router, PeerCert(None), PeerAddr(peer)).await,
             }
         });
     }
 }
 
-async fn serve_conn<I>(io: I, router: Router, cert: PeerCert)
+async fn serve_conn<I>(io: I, router: Router, cert: PeerCert, addr: PeerAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = tower::ServiceBuilder::new()
         .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(cert.clone());
+            req.extensions_mut().insert(addr);
             req
         })
         .service(router);

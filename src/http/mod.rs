@@ -4,6 +4,7 @@
 pub mod enroll;
 pub mod listener;
 pub mod mdm;
+pub mod netpolicy;
 pub mod scep;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,8 @@ pub struct App {
     pub plain_http: bool,
     /// Basic-auth users allowed to download the enrollment profile.
     pub enroll_users: Vec<(String, String)>,
+    /// Networks enrollment is allowed from (conditional enrollment).
+    pub enroll_networks: netpolicy::NetPolicy,
     pub api_key: String,
     /// Named API accounts with roles.
     pub accounts: Arc<crate::service::accounts::Accounts>,

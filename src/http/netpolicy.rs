@@ -1,0 +1,129 @@
+//! Conditional enrollment: the enrollment profile (and the profile-service
+//! phases) only to clients on given networks. Behind a proxy, the client's
+//! address comes from `X-Forwarded-For` (or RFC 7239 `Forwarded`), but only
+//! when the TCP peer is one of the configured trusted proxies; the rightmost
+//! address that is not a trusted proxy is the client.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Default)]
+pub struct NetPolicy {
+    /// Enrollment allowed from these networks (empty: from anywhere).
+    pub allowed: Vec<IpNet>,
+    /// Proxies whose forwarded-for headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Parse `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{s:?} is not a network (CIDR such as 10.0.0.0/8) or an address"))
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl NetPolicy {
+    pub fn new(allowed: &[String], trusted: &[String]) -> Result<NetPolicy, String> {
+        Ok(NetPolicy {
+            allowed: allowed
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_net(s))
+                .collect::<Result<_, _>>()?,
+            trusted_proxies: trusted
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_net(s))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client's address: the peer, or (from a trusted proxy) the
+    /// rightmost forwarded address that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = unmap(peer);
+        if !self.trusted(peer) {
+            return peer;
+        }
+        let mut chain: Vec<IpAddr> = Vec::new();
+        for v in headers.get_all("forwarded") {
+            for part in v.to_str().unwrap_or("").split([',', ';']) {
+                if let Some(f) = part.trim().strip_prefix("for=").or_else(|| part.trim().strip_prefix("For=")) {
+                    let f = f.trim_matches('"');
+                    let f = f.strip_prefix('[').and_then(|x| x.split(']').next()).unwrap_or(f);
+                    let f = if f.matches(':').count() == 1 {
+                        f.split(':').next().unwrap_or(f)
+                    } else {
+                        f
+                    };
+                    if let Ok(ip) = f.parse() {
+                        chain.push(ip);
+                    }
+                }
+            }
+        }
+        if chain.is_empty() {
+            for v in headers.get_all("x-forwarded-for") {
+                for part in v.to_str().unwrap_or("").split(',') {
+                    if let Ok(ip) = part.trim().parse() {
+                        chain.push(ip);
+                    }
+                }
+            }
+        }
+        chain.into_iter().map(unmap).rev().find(|ip| !self.trusted(*ip)).unwrap_or(peer)
+    }
+
+    /// Whether enrollment is allowed from this request; Err names the address refused.
+    pub fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), IpAddr> {
+        if self.allowed.is_empty() {
+            return Ok(());
+        }
+        let ip = self.client_ip(peer, headers);
+        if self.allowed.iter().any(|n| n.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(ip)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_only_from_trusted_proxies() {
+        let p = NetPolicy::new(&["10.0.0.0/8".into(), "2001:db8::/32".into()], &["127.0.0.1".into()]).unwrap();
+        let mut h = HeaderMap::new();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(p.check(lo, &h).is_err());
+        h.insert("x-forwarded-for", "192.0.2.7, 10.1.2.3".parse().unwrap());
+        assert_eq!(p.client_ip(lo, &h), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert!(p.check(lo, &h).is_ok());
+        // Not from a trusted proxy: the header is ignored.
+        assert!(p.check("192.0.2.1".parse().unwrap(), &h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https".parse().unwrap());
+        assert!(p.check(lo, &h).is_ok());
+        assert!(NetPolicy::new(&["10.0.0.0/33".into()], &[]).is_err());
+        assert!(NetPolicy::new(&[], &[]).unwrap().check(lo, &HeaderMap::new()).is_ok());
+    }
+}
