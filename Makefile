@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load load-pg push-latency schema fuzz clean
+.PHONY: run build release test unit bench load load-pg ise-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -30,6 +30,10 @@ load: release
 # redb vs PostgreSQL (one and two instances), same client (MDMD_BENCH_DATABASE_URL=, DEVICES=, ROUNDS=).
 load-pg: release
 	bash tools/load-pg.sh
+
+# Cisco ISE query latency, store size and RSS with DEVICES= seeded devices (default 100,000).
+ise-bench: release
+	bash tools/ise-bench.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release

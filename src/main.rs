@@ -646,6 +646,27 @@ enum CaCmd {
 
 #[derive(Subcommand)]
 enum SimCmd {
+    /// Seed a store (a data dir or postgres:// URL, mdmd stopped) with N devices as
+    /// inventory would leave them, for fleet-sized figures (`make ise-bench`).
+    Seed {
+        #[arg(long)]
+        store: String,
+        #[arg(short = 'n', long, default_value_t = 100_000)]
+        devices: usize,
+    },
+    /// Query the Cisco ISE API by MAC for random seeded devices and report latency.
+    IseBench {
+        /// A `nac` account: NAME:SECRET.
+        #[arg(long)]
+        account: String,
+        /// How many devices were seeded.
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+        #[arg(short = 'n', long, default_value_t = 5000)]
+        requests: usize,
+        #[arg(short, long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Enroll N simulated devices (profile, SCEP, Authenticate, TokenUpdate) and answer their queued commands once.
     Enroll {
         #[arg(short = 'n', long, default_value_t = 1)]
@@ -1103,6 +1124,21 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     }
                 }
                 print(&serde_json::to_value(stats.report(handles.len(), &standin))?);
+            }
+            SimCmd::Seed { store, devices } => {
+                let s = open_named_store(&store, true).await?;
+                let secs = mdmd::sim::nac::seed(&*s, devices).await?;
+                print(&json!({"seeded": devices, "store": s.describe(), "seconds": secs}));
+            }
+            SimCmd::IseBench {
+                account,
+                devices,
+                requests,
+                concurrency,
+            } => {
+                let (user, password) = parse_user(&account)?;
+                let r = mdmd::sim::nac::ise_bench(client.client()?, &client.server, &user, &password, devices, requests, concurrency).await?;
+                print(&serde_json::to_value(r)?);
             }
             SimCmd::ScepBench {
                 url,

@@ -7,6 +7,7 @@ pub mod answers;
 pub mod apns;
 pub mod fleet;
 pub mod load;
+pub mod nac;
 pub mod pki;
 
 use std::collections::{BTreeMap, HashSet};
