@@ -39,6 +39,10 @@ pub struct ServeConfig {
     /// Proxies (CIDR) whose X-Forwarded-For / Forwarded header names the client.
     #[arg(long = "trusted-proxy", env = "MDMD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Lifetime of per-device access tokens (`$DEVICE_ACCESS_TOKEN`), in days;
+    /// apps get a new one when half of it has passed.
+    #[arg(long, env = "MDMD_DEVICE_TOKEN_DAYS", default_value_t = 30)]
+    pub device_token_days: i64,
     /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
     #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
     pub compliance_policy: Option<PathBuf>,

@@ -149,6 +149,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Shared access tokens for identity providers ($ACCESS_TOKEN in managed app configuration).
+    AccessTokens {
+        #[command(subcommand)]
+        what: AccessTokensCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Compliance at a glance: counts, and the devices in one status with their reasons.
     Compliance {
         /// compliant, non_compliant (default) or unknown.
@@ -188,6 +195,48 @@ enum DbCmd {
         from: String,
         #[arg(long)]
         to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessTokensCmd {
+    /// Generate a new token (a UUID); apps using $ACCESS_TOKEN get it once it is in effect.
+    Generate {
+        /// When it takes effect (RFC 3339); default now.
+        #[arg(long)]
+        effective_at: Option<String>,
+        /// Revoke this token in the same step (rotation).
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    /// Add a token you choose (at least 16 characters).
+    Add {
+        value: String,
+        #[arg(long)]
+        effective_at: Option<String>,
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    List,
+    /// Change a token's value or effective date.
+    Edit {
+        id: String,
+        #[arg(long)]
+        value: Option<String>,
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// Revoke a token; the last one only with --replace (its replacement is generated in the same step).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Ask what an identity provider would: is this token (shared or per-device) accepted now?
+    Verify {
+        token: String,
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
@@ -768,6 +817,54 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 },
             }
         }
+        Cmd::AccessTokens { what, client } => {
+            let a = client.admin()?;
+            let ok = |r: (u16, Value)| match r {
+                (200 | 201, v) => Ok(v),
+                (s, v) => Err(anyhow::anyhow!("HTTP {s}: {}", v.get("error").cloned().unwrap_or(v.clone()))),
+            };
+            let v = match what {
+                AccessTokensCmd::Generate { effective_at, revoke } => a
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/access-tokens",
+                        Some(json!({"effective_at": effective_at, "revoke": revoke})),
+                    )
+                    .await
+                    .map(ok)??,
+                AccessTokensCmd::Add {
+                    value,
+                    effective_at,
+                    revoke,
+                } => a
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/access-tokens",
+                        Some(json!({"value": value, "effective_at": effective_at, "revoke": revoke})),
+                    )
+                    .await
+                    .map(ok)??,
+                AccessTokensCmd::List => a.get("/v1/access-tokens").await?,
+                AccessTokensCmd::Edit { id, value, effective_at } => a
+                    .call(
+                        reqwest::Method::PUT,
+                        &format!("/v1/access-tokens/{}", urlencoding::encode(&id)),
+                        Some(json!({"value": value, "effective_at": effective_at})),
+                    )
+                    .await
+                    .map(ok)??,
+                AccessTokensCmd::Revoke { id, replace } => a
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/v1/access-tokens/{}?replace={replace}", urlencoding::encode(&id)),
+                        None,
+                    )
+                    .await
+                    .map(ok)??,
+                AccessTokensCmd::Verify { token, device } => a.post("/v1/access/verify", json!({"token": token, "device": device})).await?,
+            };
+            print(&v);
+        }
         Cmd::Compliance { status, after, client } => {
             let a = client.admin()?;
             let mut q = Vec::new();
@@ -1137,7 +1234,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 concurrency,
             } => {
                 let (user, password) = parse_user(&account)?;
-                let r = mdmd::sim::nac::ise_bench(client.client()?, &client.server, &user, &password, devices, requests, concurrency).await?;
+                let r =
+                    mdmd::sim::nac::ise_bench(client.client()?, &client.server, &user, &password, devices, requests, concurrency).await?;
                 print(&serde_json::to_value(r)?);
             }
             SimCmd::ScepBench {

@@ -183,7 +183,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             .map_err(|e| anyhow::anyhow!("compliance policy: {e}"))?,
     );
     let mdm = Arc::new(
-        Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets)
+        Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets.clone())
             .with_reenroll_policy(cfg.reenroll_policy != "open")
             .with_inventory(policy, cfg.inventory_interval.max(0)),
     );
@@ -236,6 +236,18 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             encrypt_profiles: cfg.encrypt_profiles,
         },
     ));
+    let access = Arc::new(
+        crate::service::access::Access::load_or_create(
+            &cfg.certs_dir,
+            mdm.store.clone(),
+            secrets.clone(),
+            &cfg.public_url(),
+            cfg.device_token_days.max(1) * 86_400,
+        )
+        .context("access-token signing key")?,
+    );
+    commander.set_access(access);
+    spawn_token_renewal(commander.clone(), &instance);
     let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
     mdm.set_identity_hook(Arc::downgrade(&hook));
     if let Some(dir) = &cfg.profiles_dir {
@@ -310,6 +322,26 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
         op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
         ca_file: cfg.database_ca.clone(),
     }
+}
+
+/// Per-device access tokens are re-sent to apps before they expire (hourly check, one instance).
+fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
+    let every = std::time::Duration::from_secs(3600);
+    let lease = crate::service::lease::Lease::new(commander.mdm.store.clone(), "token-renewal", instance, every * 3);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if !lease.held().await {
+                continue;
+            }
+            match commander.resend_app_configs(true).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(configurations = n, "per-device access tokens renewed"),
+                Err(e) => tracing::warn!(error = %e, "renewing per-device access tokens failed"),
+            }
+        }
+    });
 }
 
 fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {

@@ -1,6 +1,7 @@
 //! The admin API (`/v1/*`): JSON over HTTP, `Authorization: Bearer <api key>`.
 //! A missing or wrong key gets 401 (admins are not devices).
 
+mod access;
 mod accounts;
 mod inventory;
 mod ise;
@@ -35,6 +36,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/compliance", get(inventory::summary))
         .route("/v1/accounts", get(accounts::list).post(accounts::create))
         .route("/v1/accounts/{name}", axum::routing::delete(accounts::delete))
+        .route("/v1/access-tokens", get(access::list).post(access::create))
+        .route("/v1/access-tokens/{id}", axum::routing::put(access::edit).delete(access::revoke))
+        .route("/v1/access/verify", axum::routing::post(access::verify))
+        .route("/.well-known/jwks.json", get(access::jwks))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))

@@ -37,6 +37,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "SCEP_CHALLENGE",
         "a fresh single-use SCEP challenge for this device and payload (SCEP payloads only)",
     ),
+    (
+        "ACCESS_TOKEN",
+        "the shared access token in effect (mdmd access-tokens), for an identity provider; app configurations using it are re-sent when it changes",
+    ),
+    (
+        "DEVICE_ACCESS_TOKEN",
+        "a signed per-device token (ES256 JWT: enrollment, compliance, expiry; keys at /.well-known/jwks.json), re-sent before it expires",
+    ),
     ("SCEP_URL", "this server's SCEP URL"),
     ("SERVER_URL", "this server's public URL"),
 ];

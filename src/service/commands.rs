@@ -39,6 +39,38 @@ pub struct Commander {
     pub mdm: Arc<Mdm>,
     pki: Arc<Pki>,
     pub cfg: CommanderConfig,
+    /// Access tokens for `$ACCESS_TOKEN` / `$DEVICE_ACCESS_TOKEN` (set at start).
+    access: std::sync::OnceLock<Arc<super::access::Access>>,
+}
+
+/// Where a command carries managed app configuration: (bundle id, Configuration).
+fn app_configurations(command: &Dictionary) -> Vec<(String, Dictionary)> {
+    let mut out = Vec::new();
+    match command.get("RequestType").and_then(Value::as_string) {
+        Some("Settings") => {
+            for item in command.get("Settings").and_then(Value::as_array).into_iter().flatten() {
+                let Some(d) = item.as_dictionary() else { continue };
+                if d.get("Item").and_then(Value::as_string) == Some("ApplicationConfiguration") {
+                    if let (Some(id), Some(c)) = (
+                        d.get("Identifier").and_then(Value::as_string),
+                        d.get("Configuration").and_then(Value::as_dictionary),
+                    ) {
+                        out.push((id.to_owned(), c.clone()));
+                    }
+                }
+            }
+        }
+        Some("InstallApplication") => {
+            if let (Some(id), Some(c)) = (
+                command.get("Identifier").and_then(Value::as_string),
+                command.get("Configuration").and_then(Value::as_dictionary),
+            ) {
+                out.push((id.to_owned(), c.clone()));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// A command as an admin sends it.
@@ -140,7 +172,49 @@ pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String>
 
 impl Commander {
     pub fn new(mdm: Arc<Mdm>, pki: Arc<Pki>, cfg: CommanderConfig) -> Self {
-        Commander { mdm, pki, cfg }
+        Commander {
+            mdm,
+            pki,
+            cfg,
+            access: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn set_access(&self, access: Arc<super::access::Access>) {
+        let _ = self.access.set(access);
+    }
+
+    pub fn access(&self) -> Option<&Arc<super::access::Access>> {
+        self.access.get()
+    }
+
+    /// Re-send every remembered app configuration that uses token variables
+    /// (all of them, or only those with per-device tokens older than half
+    /// their lifetime). Returns how many configurations were re-sent.
+    pub async fn resend_app_configs(&self, only_due_device_tokens: bool) -> Result<usize, CommandError> {
+        let Some(access) = self.access.get() else { return Ok(0) };
+        let horizon = now() - access.device_token_secs() / 2;
+        let mut n = 0;
+        for (identifier, ac) in access.app_configs().await? {
+            if only_due_device_tokens && (!ac.per_device || ac.sent_at > horizon) {
+                continue;
+            }
+            let Ok(Value::Dictionary(conf)) = plist::from_bytes::<Value>(ac.configuration.as_bytes()) else {
+                tracing::warn!(app = %identifier, "stored app configuration is not a dictionary: skipped");
+                continue;
+            };
+            let mut item = Dictionary::new();
+            item.insert("Item".into(), "ApplicationConfiguration".into());
+            item.insert("Identifier".into(), identifier.clone().into());
+            item.insert("Configuration".into(), Value::Dictionary(conf));
+            let mut d = Dictionary::new();
+            d.insert("RequestType".into(), "Settings".into());
+            d.insert("Settings".into(), Value::Array(vec![Value::Dictionary(item)]));
+            let b = self.enqueue(CommandInput::Plist(d), ac.targets.clone(), true).await?;
+            tracing::info!(app = %identifier, queued = b.queued, failed = b.failed.len(), "app configuration re-sent with current tokens");
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Validate and queue a command for `targets`.
@@ -173,8 +247,20 @@ impl Commander {
                 if used.is_empty() && !unlock_token {
                     self.queue_same(command, targets, None, push).await
                 } else {
-                    self.queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
-                        .await
+                    let tokens = used.contains("ACCESS_TOKEN") || used.contains("DEVICE_ACCESS_TOKEN");
+                    let configs = if tokens { app_configurations(&command) } else { Vec::new() };
+                    let b = self
+                        .queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
+                        .await?;
+                    if let Some(access) = self.access.get() {
+                        let sent: Vec<String> = b.commands.keys().cloned().collect();
+                        for (id, conf) in configs {
+                            access
+                                .bind_app_config(&id, &conf, &sent, used.contains("DEVICE_ACCESS_TOKEN"))
+                                .await?;
+                        }
+                    }
+                    Ok(b)
                 }
             }
         }
@@ -417,8 +503,41 @@ impl Commander {
             let cert = if need_cert { self.identity_cert_der(&e).await? } else { None };
             ctx.push((e, cert));
         }
+        // Token variables: fetched (shared) or signed (per device) here, filled on the render threads.
+        let mut used = std::collections::BTreeSet::new();
+        match &job {
+            PerDevice::Fill { command, .. } => vars::used(&Value::Dictionary(command.clone()), &mut used),
+            PerDevice::Profile { template, .. } => vars::used(&Value::Dictionary(template.clone()), &mut used),
+        }
+        let mut extra: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        if used.contains("ACCESS_TOKEN") || used.contains("DEVICE_ACCESS_TOKEN") {
+            let access = self
+                .access
+                .get()
+                .ok_or_else(|| invalid("", "access tokens are not set up on this server"))?;
+            let shared = if used.contains("ACCESS_TOKEN") {
+                access.current().await?
+            } else {
+                None
+            };
+            for (e, _) in &ctx {
+                let m = extra.entry(e.id.clone()).or_default();
+                if let Some(s) = &shared {
+                    m.insert("ACCESS_TOKEN".into(), s.clone());
+                }
+                if used.contains("DEVICE_ACCESS_TOKEN") {
+                    let c = self.mdm.store.compliance(&e.device).await?;
+                    let state = c.map_or("unknown", |c| c.state.as_str());
+                    let managed = e.active && e.checked_out_at.is_none();
+                    if let Ok(t) = access.device_token(&e.device, state, managed) {
+                        m.insert("DEVICE_ACCESS_TOKEN".into(), t);
+                    }
+                }
+            }
+        }
         let job = Arc::new(job);
         let me = Arc::new(Renderer {
+            extra,
             pki: self.pki.clone(),
             public_url: self.cfg.public_url.clone(),
             encrypt: self.cfg.encrypt_profiles,
@@ -493,6 +612,8 @@ fn template_error(e: TemplateError) -> CommandError {
 
 /// Builds per-device copies on the blocking pool, spread over the cores.
 struct Renderer {
+    /// Per-enrollment values of token variables.
+    extra: BTreeMap<String, BTreeMap<String, String>>,
     pki: Arc<Pki>,
     public_url: String,
     encrypt: bool,
@@ -536,7 +657,13 @@ impl Renderer {
         let command = match job {
             PerDevice::Fill { command, unlock_token } => {
                 let mut v = Value::Dictionary(command.clone());
-                vars::fill(&mut v, "", &mut |name, _| var_value(e, name, &self.public_url)).map_err(|m| m.to_string())?;
+                let extra = self.extra.get(&e.id);
+                vars::fill(&mut v, "", &mut |name, _| {
+                    extra
+                        .and_then(|x| x.get(name).cloned())
+                        .or_else(|| var_value(e, name, &self.public_url))
+                })
+                .map_err(|m| m.to_string())?;
                 let Value::Dictionary(mut d) = v else {
                     return Err("not a dictionary".into());
                 };
@@ -584,7 +711,10 @@ impl Renderer {
                         ));
                         return Some(token);
                     }
-                    var_value(e, name, &self.public_url)
+                    self.extra
+                        .get(&e.id)
+                        .and_then(|x| x.get(name).cloned())
+                        .or_else(|| var_value(e, name, &self.public_url))
                 };
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
                     .map_err(|err| err.to_string())?;

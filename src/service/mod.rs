@@ -2,6 +2,7 @@
 //! loop, over the store's role traits. No HTTP here: handlers call in with a
 //! parsed request and get back what to answer.
 
+pub mod access;
 pub mod accounts;
 pub mod checkin;
 pub mod commands;

@@ -146,7 +146,11 @@ pub async fn ise_bench(
     }
     let seconds = t0.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     Ok(IseBench {
         requests,
         found,

@@ -1,0 +1,499 @@
+//! Access tokens for identity providers and gateways.
+//!
+//! **Shared tokens** (PingID-style): secrets the IdP is configured with and
+//! mdmd puts into managed apps' configuration (`$ACCESS_TOKEN`), so the IdP
+//! accepts sign-ins only from managed apps. Several may be active (rotation
+//! without lock-outs); each has an effective date; the last active one can
+//! only be revoked together with generating its replacement. All tokens live
+//! in one store record changed by compare-and-set, so two instances cannot
+//! both revoke "the other" token. Values are sealed at rest (`secrets.keys`).
+//!
+//! **Per-device tokens** (`$DEVICE_ACCESS_TOKEN`): an ES256 JWT naming the
+//! enrollment, its compliance and an expiry, verifiable by anyone with the
+//! keys at `/.well-known/jwks.json`; re-sent to the app before it expires.
+//!
+//! **App configurations** that use either variable are remembered (by bundle
+//! identifier and targets) and re-sent as `Settings` →
+//! `ApplicationConfiguration` whenever the shared token changes, and for
+//! per-device tokens when half their lifetime has passed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::{now, ServiceError};
+use crate::pki::secrets::SecretBox;
+use crate::store::Store;
+
+const COLLECTION: &str = "access";
+const TOKENS_KEY: &str = "tokens";
+const APP_CONFIGS: &str = "app-configs";
+const AUDIENCE: &str = "mdmd-access";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredToken {
+    id: String,
+    sealed: String,
+    created_at: i64,
+    effective_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Tokens {
+    tokens: Vec<StoredToken>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenView {
+    pub id: String,
+    pub value: String,
+    pub created_at: i64,
+    pub effective_at: i64,
+    pub revoked_at: Option<i64>,
+    /// Not revoked (it may still wait for its effective date).
+    pub active: bool,
+    /// Active and past its effective date: accepted now.
+    pub effective: bool,
+}
+
+/// What a verification says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub valid: bool,
+    /// "shared" or "device".
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The device the token names (device tokens) or was presented for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub compliance: String,
+    pub managed: bool,
+}
+
+/// A remembered managed app configuration that uses token variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppConfig {
+    /// The `Configuration` dictionary before filling, as XML plist.
+    pub configuration: String,
+    pub targets: Vec<String>,
+    pub per_device: bool,
+    pub sent_at: i64,
+}
+
+pub struct Access {
+    store: Arc<dyn Store>,
+    secrets: Arc<SecretBox>,
+    issuer: String,
+    device_token_secs: i64,
+    encoding: jsonwebtoken::EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
+    kid: String,
+    jwk: serde_json::Value,
+}
+
+fn b64url(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn aad() -> &'static str {
+    "access-token"
+}
+
+impl Access {
+    /// Load (or create, 0600) the P-256 signing key in `certs_dir`.
+    pub fn load_or_create(
+        certs_dir: &Path,
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        issuer: &str,
+        device_token_secs: i64,
+    ) -> anyhow::Result<Access> {
+        use anyhow::Context as _;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        let path = certs_dir.join("access-jwt-key.pem");
+        let pem = match std::fs::read(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+                let key = openssl::pkey::PKey::from_ec_key(EcKey::generate(&group)?)?;
+                let pem = key.private_key_to_pem_pkcs8()?;
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                f.write_all(&pem)?;
+                f.sync_all()?;
+                pem
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let key = openssl::pkey::PKey::private_key_from_pem(&pem).with_context(|| format!("{}: not a PEM key", path.display()))?;
+        let ec = key.ec_key().context("the access-token key must be an EC P-256 key")?;
+        let mut ctx = openssl::bn::BigNumContext::new()?;
+        let (mut x, mut y) = (openssl::bn::BigNum::new()?, openssl::bn::BigNum::new()?);
+        ec.public_key().affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)?;
+        let pad = |b: &openssl::bn::BigNum| b.to_vec_padded(32);
+        let (x, y) = (pad(&x)?, pad(&y)?);
+        let spki = key.public_key_to_der()?;
+        let kid = {
+            use sha2::Digest as _;
+            hex::encode(&sha2::Sha256::digest(&spki)[..8])
+        };
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": b64url(&x), "y": b64url(&y),
+            "kid": kid, "use": "sig", "alg": "ES256",
+        });
+        let encoding = jsonwebtoken::EncodingKey::from_ec_pem(&pem).context("access-token key")?;
+        let decoding = jsonwebtoken::DecodingKey::from_ec_components(&b64url(&x), &b64url(&y)).context("access-token public key")?;
+        Ok(Access {
+            store,
+            secrets,
+            issuer: issuer.to_owned(),
+            device_token_secs: device_token_secs.max(300),
+            encoding,
+            decoding,
+            kid,
+            jwk,
+        })
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.jwk] })
+    }
+
+    async fn load(&self) -> Result<(Tokens, u64), ServiceError> {
+        match self.store.record(COLLECTION, TOKENS_KEY).await? {
+            Some(r) => Ok((serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?, r.version)),
+            None => Ok((Tokens::default(), 0)),
+        }
+    }
+
+    fn view(&self, t: &StoredToken, at: i64) -> Result<TokenView, ServiceError> {
+        let value = self
+            .secrets
+            .open(&t.sealed, aad())
+            .map_err(|e| ServiceError::Rejected(format!("cannot open stored token {}: {e}", t.id)))?;
+        Ok(TokenView {
+            id: t.id.clone(),
+            value: String::from_utf8_lossy(&value).into_owned(),
+            created_at: t.created_at,
+            effective_at: t.effective_at,
+            revoked_at: t.revoked_at,
+            active: t.revoked_at.is_none(),
+            effective: t.revoked_at.is_none() && t.effective_at <= at,
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<TokenView>, ServiceError> {
+        let (t, _) = self.load().await?;
+        let at = now();
+        t.tokens.iter().map(|x| self.view(x, at)).collect()
+    }
+
+    /// The token apps get: the newest one in effect.
+    pub async fn current(&self) -> Result<Option<String>, ServiceError> {
+        let at = now();
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|t| t.effective)
+            .max_by_key(|t| (t.effective_at, t.created_at))
+            .map(|t| t.value)
+            .filter(|_| at > 0))
+    }
+
+    /// Apply `change` to the token list with compare-and-set (retried on a
+    /// concurrent change); the change may refuse.
+    async fn update<R>(&self, mut change: impl FnMut(&mut Tokens) -> Result<R, ServiceError>) -> Result<R, ServiceError> {
+        for _ in 0..10 {
+            let (mut t, version) = self.load().await?;
+            let r = change(&mut t)?;
+            let value = serde_json::to_value(&t).map_err(crate::store::StoreError::from)?;
+            if self
+                .store
+                .put_record(COLLECTION, TOKENS_KEY, value, now(), Some(version))
+                .await?
+                .is_some()
+            {
+                return Ok(r);
+            }
+        }
+        Err(ServiceError::Rejected("the tokens kept changing underneath; try again".into()))
+    }
+
+    fn new_stored(&self, value: &str, effective_at: Option<i64>) -> Result<StoredToken, ServiceError> {
+        if value.trim().len() < 16 || value.trim() != value {
+            return Err(ServiceError::Rejected(
+                "a token must be at least 16 characters, without surrounding spaces".into(),
+            ));
+        }
+        let t = now();
+        Ok(StoredToken {
+            id: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            sealed: self
+                .secrets
+                .seal(value.as_bytes(), aad())
+                .map_err(|e| ServiceError::Rejected(e.to_string()))?,
+            created_at: t,
+            effective_at: effective_at.unwrap_or(t),
+            revoked_at: None,
+        })
+    }
+
+    /// Add a token (`value`, or a new UUID), optionally revoking another in
+    /// the same step. Returns the new token.
+    pub async fn add(&self, value: Option<String>, effective_at: Option<i64>, revoke: Option<String>) -> Result<TokenView, ServiceError> {
+        let value = value.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fresh = self.new_stored(&value, effective_at)?;
+        let existing_values: Vec<String> = self.list().await?.into_iter().filter(|t| t.active).map(|t| t.value).collect();
+        if existing_values.contains(&value) {
+            return Err(ServiceError::Rejected("that token is already active".into()));
+        }
+        let added = self
+            .update(|t| {
+                if let Some(old) = &revoke {
+                    let Some(o) = t.tokens.iter_mut().find(|x| &x.id == old && x.revoked_at.is_none()) else {
+                        return Err(ServiceError::Rejected(format!("no active token {old}")));
+                    };
+                    o.revoked_at = Some(now());
+                }
+                t.tokens.push(fresh.clone());
+                Ok(fresh.clone())
+            })
+            .await?;
+        self.view(&added, now())
+    }
+
+    /// Change a token's value or effective date.
+    pub async fn edit(&self, id: &str, value: Option<String>, effective_at: Option<i64>) -> Result<TokenView, ServiceError> {
+        let sealed = match &value {
+            Some(v) => Some(self.new_stored(v, None)?.sealed),
+            None => None,
+        };
+        let t = self
+            .update(|t| {
+                let Some(x) = t.tokens.iter_mut().find(|x| x.id == id && x.revoked_at.is_none()) else {
+                    return Err(ServiceError::Rejected(format!("no active token {id}")));
+                };
+                if let Some(s) = &sealed {
+                    x.sealed = s.clone();
+                }
+                if let Some(e) = effective_at {
+                    x.effective_at = e;
+                }
+                Ok(x.clone())
+            })
+            .await?;
+        self.view(&t, now())
+    }
+
+    /// Revoke a token. The last active one is refused unless `replace`, which
+    /// generates its replacement in the same step. Returns the replacement.
+    pub async fn revoke(&self, id: &str, replace: bool) -> Result<Option<TokenView>, ServiceError> {
+        let fresh = if replace {
+            Some(self.new_stored(&uuid::Uuid::new_v4().to_string(), None)?)
+        } else {
+            None
+        };
+        let r = self
+            .update(|t| {
+                let others = t.tokens.iter().filter(|x| x.id != id && x.revoked_at.is_none()).count();
+                let Some(x) = t.tokens.iter_mut().find(|x| x.id == id && x.revoked_at.is_none()) else {
+                    return Err(ServiceError::Rejected(format!("no active token {id}")));
+                };
+                if others == 0 && fresh.is_none() {
+                    return Err(ServiceError::Forbidden(
+                        "that is the last active token: generate its replacement in the same step (--replace), or add another first".into(),
+                    ));
+                }
+                x.revoked_at = Some(now());
+                if let Some(f) = &fresh {
+                    t.tokens.push(f.clone());
+                }
+                Ok(fresh.clone())
+            })
+            .await?;
+        r.map(|f| self.view(&f, now())).transpose()
+    }
+
+    /// A per-device token for this enrollment.
+    pub fn device_token(&self, device: &str, compliance: &str, managed: bool) -> Result<String, String> {
+        let t = now();
+        let claims = DeviceClaims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.into(),
+            sub: device.to_owned(),
+            iat: t,
+            exp: t + self.device_token_secs,
+            compliance: compliance.to_owned(),
+            managed,
+        };
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, &claims, &self.encoding).map_err(|e| e.to_string())
+    }
+
+    pub fn device_token_secs(&self) -> i64 {
+        self.device_token_secs
+    }
+
+    /// Is this token one we accept now? For a device token, also what the
+    /// device is now (managed, compliance), not only what the token says.
+    pub async fn verify(&self, token: &str, device: Option<&str>) -> Result<Verdict, ServiceError> {
+        let mut v = Verdict {
+            valid: false,
+            kind: "shared",
+            token_id: None,
+            reason: None,
+            device: device.map(str::to_owned),
+            managed: None,
+            compliance: None,
+            expires_at: None,
+        };
+        if token.matches('.').count() == 2 && token.starts_with("ey") {
+            v.kind = "device";
+            let mut val = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+            val.set_audience(&[AUDIENCE]);
+            val.set_issuer(&[&self.issuer]);
+            val.leeway = 30;
+            match jsonwebtoken::decode::<DeviceClaims>(token, &self.decoding, &val) {
+                Ok(d) => {
+                    let c = d.claims;
+                    v.expires_at = Some(c.exp);
+                    if device.is_some_and(|x| x != c.sub) {
+                        v.reason = Some(format!("the token is for another device ({})", c.sub));
+                        return Ok(v);
+                    }
+                    v.device = Some(c.sub.clone());
+                    self.device_state(&c.sub, &mut v).await?;
+                    v.valid = v.managed == Some(true);
+                    if !v.valid {
+                        v.reason = Some("the device is no longer managed".into());
+                    }
+                }
+                Err(e) => v.reason = Some(format!("not a valid device token: {e}")),
+            }
+            return Ok(v);
+        }
+        let at = now();
+        let list = self.list().await?;
+        match list
+            .iter()
+            .find(|t| bool::from(subtle::ConstantTimeEq::ct_eq(t.value.as_bytes(), token.as_bytes())))
+        {
+            None => v.reason = Some("unknown token".into()),
+            Some(t) if !t.active => {
+                v.token_id = Some(t.id.clone());
+                v.reason = Some("revoked".into());
+            }
+            Some(t) if t.effective_at > at => {
+                v.token_id = Some(t.id.clone());
+                v.reason = Some(format!("not in effect until {}", t.effective_at));
+            }
+            Some(t) => {
+                v.token_id = Some(t.id.clone());
+                v.valid = true;
+            }
+        }
+        if let Some(d) = device {
+            self.device_state(d, &mut v).await?;
+            if v.valid && v.managed != Some(true) {
+                v.valid = false;
+                v.reason = Some("the device is not managed".into());
+            }
+        }
+        Ok(v)
+    }
+
+    async fn device_state(&self, id: &str, v: &mut Verdict) -> Result<(), ServiceError> {
+        let e = self.store.enrollment(id).await?;
+        v.managed = Some(e.as_ref().is_some_and(|e| e.active && e.checked_out_at.is_none()));
+        v.compliance = Some(self.store.compliance(id).await?.map_or("unknown", |c| c.state.as_str()).to_owned());
+        Ok(())
+    }
+
+    /// Remember an app configuration that uses token variables.
+    pub async fn bind_app_config(
+        &self,
+        identifier: &str,
+        configuration: &plist::Dictionary,
+        targets: &[String],
+        per_device: bool,
+    ) -> Result<(), ServiceError> {
+        let xml = String::from_utf8_lossy(&crate::protocol::to_xml(configuration)).into_owned();
+        for _ in 0..10 {
+            let cur = self.store.record(APP_CONFIGS, identifier).await?;
+            let (mut ac, version) = match cur {
+                Some(r) => (
+                    serde_json::from_value::<AppConfig>(r.value).map_err(crate::store::StoreError::from)?,
+                    r.version,
+                ),
+                None => (
+                    AppConfig {
+                        configuration: xml.clone(),
+                        targets: Vec::new(),
+                        per_device,
+                        sent_at: 0,
+                    },
+                    0,
+                ),
+            };
+            ac.configuration = xml.clone();
+            ac.per_device = per_device;
+            ac.sent_at = now();
+            for t in targets {
+                if !ac.targets.contains(t) {
+                    ac.targets.push(t.clone());
+                }
+            }
+            let value = serde_json::to_value(&ac).map_err(crate::store::StoreError::from)?;
+            if self
+                .store
+                .put_record(APP_CONFIGS, identifier, value, now(), Some(version))
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(ServiceError::Rejected("app configuration kept changing; try again".into()))
+    }
+
+    pub async fn app_configs(&self) -> Result<Vec<(String, AppConfig)>, ServiceError> {
+        let mut out = Vec::new();
+        for (k, r) in self.store.records(APP_CONFIGS).await? {
+            if let Ok(ac) = serde_json::from_value::<AppConfig>(r.value) {
+                out.push((k, ac));
+            }
+        }
+        Ok(out)
+    }
+}
