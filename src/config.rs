@@ -17,6 +17,9 @@ pub struct ServeConfig {
     /// instance on one database (same certs dir contents) serves any request.
     #[arg(long, env = "MDMD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Page cache of the embedded store, in MiB (the store itself may be larger).
+    #[arg(long, env = "MDMD_DB_CACHE_MB", default_value_t = 256)]
+    pub db_cache_mb: usize,
     /// Verify the database's TLS certificate against this CA (PEM).
     #[arg(long, env = "MDMD_DATABASE_CA")]
     pub database_ca: Option<PathBuf>,

@@ -305,7 +305,7 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn crate::stor
         }
         _ => {
             let db_path = cfg.data_dir.join("mdmd.redb");
-            let store = RedbStore::open(&db_path).context("opening the database")?;
+            let store = RedbStore::open_with_cache(&db_path, cfg.db_cache_mb.max(16) << 20).context("opening the database")?;
             // The database holds escrowed tokens: owner only.
             std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("chmod {}", db_path.display()))?;

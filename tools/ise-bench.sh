@@ -17,7 +17,7 @@ echo "== seeding $N devices"
 $BIN sim seed --store "$work/d" -n "$N"
 echo "store size: $(du -sh "$work/d/mdmd.redb" | cut -f1)"
 MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18621 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
-  --inventory-interval 0 --profiles-dir "" >"$work/serve.log" 2>&1 &
+  --inventory-interval 0 --profiles-dir "$work/none" >"$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do grep -q "mdmd listening on" "$work/serve.log" && break; sleep 0.1; done
 echo "server RSS after start: $(rss $pid)"

@@ -60,6 +60,8 @@ const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("reco
 const LOOKUPS_VERSION: u64 = 2;
 
 const MAX_BATCH: usize = 512;
+/// Page cache when none is configured.
+pub const DEFAULT_CACHE: usize = 256 << 20;
 
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&WriteTransaction) -> std::result::Result<Finisher, StoreError> + Send>;
@@ -71,7 +73,13 @@ pub struct RedbStore {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Arc::new(Database::create(path)?);
+        Self::open_with_cache(path, DEFAULT_CACHE)
+    }
+
+    /// Open with a page cache of `cache_bytes` (redb's own default is 1 GiB,
+    /// which a large fleet's store would fill).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let db = Arc::new(Database::builder().set_cache_size(cache_bytes).create(path)?);
         {
             let txn = db.begin_write()?;
             txn.open_table(ENROLLMENTS)?;
