@@ -826,3 +826,149 @@ pub struct Record {
     pub version: u64,
     pub updated_at: i64,
 }
+
+// ---- The rules both backends apply inside their transactions (one copy).
+
+impl Enrollment {
+    /// A TokenUpdate: push info, tokens and names, active again.
+    pub fn apply_token_update(&mut self, u: TokenUpdateRecord) {
+        self.topic = u.push.topic.clone();
+        self.push = Some(u.push);
+        if u.unlock_token.is_some() {
+            self.unlock_token = u.unlock_token;
+        }
+        self.awaiting_configuration = u.awaiting_configuration;
+        if u.user_short_name.is_some() {
+            self.user_short_name = u.user_short_name;
+        }
+        if u.user_long_name.is_some() {
+            self.user_long_name = u.user_long_name;
+        }
+        self.active = true;
+        self.checked_out_at = None;
+        self.token_updated_at = Some(u.now);
+        self.last_checkin_at = u.now;
+        self.last_seen_at = u.now;
+    }
+
+    /// The user channel a TokenUpdate creates under this device channel.
+    pub fn new_user_channel(&self, id: &str, u: &TokenUpdateRecord) -> Enrollment {
+        Enrollment {
+            udid: self.udid.clone(),
+            cert_hash: self.cert_hash.clone(),
+            identity_not_after: self.identity_not_after,
+            ..Enrollment::blank(id, &self.id, crate::protocol::EnrollmentKind::User, &u.push.topic, u.now)
+        }
+    }
+
+    /// Replace sealed tokens that still hold the old value; true if any changed.
+    pub fn apply_reseal(&mut self, r: Reseal) -> bool {
+        let mut changed = false;
+        if let Some((old, new)) = r.unlock_token {
+            if self.unlock_token.as_deref() == Some(old.as_str()) {
+                self.unlock_token = Some(new);
+                changed = true;
+            }
+        }
+        if let Some((old, new)) = r.bootstrap_token {
+            if self.bootstrap_token.as_deref() == Some(old.as_str()) {
+                self.bootstrap_token = Some(new);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// A push outcome, only if it was for the token the enrollment still has.
+    pub fn apply_push(&mut self, r: &PushRecord) -> bool {
+        match self.push.as_mut().filter(|p| p.token == r.token) {
+            Some(p) => {
+                p.last_push_at = Some(r.at);
+                p.last_push_outcome = Some(r.outcome.clone());
+                if r.disable {
+                    p.disabled = Some(r.outcome.clone());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Admin attributes set (or, with an empty value, removed).
+    pub fn apply_attributes(&mut self, attrs: std::collections::BTreeMap<String, String>) {
+        for (k, v) in attrs {
+            if v.is_empty() {
+                self.attributes.remove(&k);
+            } else {
+                self.attributes.insert(k, v);
+            }
+        }
+    }
+}
+
+impl DeviceProfile {
+    /// The record of a profile command just queued (superseding `old`).
+    pub fn queued(rec: &CommandRecord, tag: &ProfileTag, old: Option<DeviceProfile>) -> DeviceProfile {
+        DeviceProfile {
+            enrollment: String::new(),
+            identifier: String::new(),
+            state: match tag.action {
+                ProfileAction::Install => ProfileState::Pending,
+                ProfileAction::Remove => ProfileState::RemovePending,
+            },
+            command_uuid: Some(rec.uuid.clone()),
+            sha256: tag.sha256.clone().or_else(|| old.and_then(|o| o.sha256)),
+            updated_at: rec.created_at,
+            error_chain: Vec::new(),
+        }
+    }
+
+    /// Apply the result of command `uuid`; false (nothing changes) if a newer
+    /// command for the profile was queued since.
+    pub fn apply_result(&mut self, tag: &ProfileTag, uuid: &str, d: &Delivery) -> bool {
+        if self.command_uuid.as_deref() != Some(uuid) {
+            return false;
+        }
+        let ok = d.status == DeliveryStatus::Acknowledged;
+        self.state = match (tag.action, ok) {
+            (ProfileAction::Install, true) => ProfileState::Installed,
+            (ProfileAction::Install, false) => ProfileState::Failed,
+            (ProfileAction::Remove, true) => ProfileState::Removed,
+            (ProfileAction::Remove, false) => ProfileState::RemoveFailed,
+        };
+        self.error_chain = d.error_chain.clone();
+        self.updated_at = d.updated_at;
+        true
+    }
+
+    /// Reconcile with the device's ProfileList; true if the state changed.
+    pub fn reconcile(&mut self, installed: &[String], now: i64) -> bool {
+        let has = installed.contains(&self.identifier);
+        let state = match (self.state, has) {
+            (ProfileState::Installed, false) => ProfileState::Missing,
+            (ProfileState::Missing, true) | (ProfileState::Removed, true) => ProfileState::Installed,
+            (s, _) => s,
+        };
+        if state == self.state {
+            return false;
+        }
+        self.state = state;
+        self.updated_at = now;
+        true
+    }
+}
+
+impl OneTimeSecret {
+    /// Use it once at `now`: the outcome, and the record to store if used.
+    pub fn consume(cur: Option<OneTimeSecret>, now: i64) -> Consumed {
+        match cur {
+            None => Consumed::Unknown,
+            Some(s) if s.used_at.is_some() => Consumed::AlreadyUsed,
+            Some(s) if s.expires_at < now => Consumed::Expired,
+            Some(mut s) => {
+                s.used_at = Some(now);
+                Consumed::Ok(s)
+            }
+        }
+    }
+}

@@ -720,18 +720,7 @@ async fn track_profile(tx: &Transaction<'_>, rec: &CommandRecord, tag: &ProfileT
         )
         .await?;
     }
-    let dp = DeviceProfile {
-        enrollment: String::new(),
-        identifier: String::new(),
-        state: match tag.action {
-            ProfileAction::Install => ProfileState::Pending,
-            ProfileAction::Remove => ProfileState::RemovePending,
-        },
-        command_uuid: Some(rec.uuid.clone()),
-        sha256: tag.sha256.clone().or_else(|| old.and_then(|o| o.sha256)),
-        updated_at: rec.created_at,
-        error_chain: Vec::new(),
-    };
+    let dp = DeviceProfile::queued(rec, tag, old);
     put_device_profile(tx, id, &tag.identifier, &dp).await
 }
 
@@ -756,18 +745,9 @@ async fn profile_result(tx: &Transaction<'_>, id: &str, tag: &ProfileTag, uuid: 
         return Ok(());
     };
     let mut dp: DeviceProfile = json(&r, 0)?;
-    if dp.command_uuid.as_deref() != Some(uuid) {
+    if !dp.apply_result(tag, uuid, d) {
         return Ok(());
     }
-    let ok = d.status == DeliveryStatus::Acknowledged;
-    dp.state = match (tag.action, ok) {
-        (ProfileAction::Install, true) => ProfileState::Installed,
-        (ProfileAction::Install, false) => ProfileState::Failed,
-        (ProfileAction::Remove, true) => ProfileState::Removed,
-        (ProfileAction::Remove, false) => ProfileState::RemoveFailed,
-    };
-    dp.error_chain = d.error_chain.clone();
-    dp.updated_at = d.updated_at;
     put_device_profile(tx, id, &tag.identifier, &dp).await
 }
 
@@ -828,32 +808,11 @@ async fn token_update_tx(tx: &Transaction<'_>, id: String, parent: String, u: To
             let Some(dev) = get_enrollment(tx, &parent, false).await? else {
                 return Ok(None);
             };
-            Enrollment {
-                udid: dev.udid.clone(),
-                cert_hash: dev.cert_hash.clone(),
-                identity_not_after: dev.identity_not_after,
-                ..Enrollment::blank(&id, &parent, crate::protocol::EnrollmentKind::User, &u.push.topic, u.now)
-            }
+            dev.new_user_channel(&id, &u)
         }
         None => return Ok(None),
     };
-    e.topic = u.push.topic.clone();
-    e.push = Some(u.push);
-    if u.unlock_token.is_some() {
-        e.unlock_token = u.unlock_token;
-    }
-    e.awaiting_configuration = u.awaiting_configuration;
-    if u.user_short_name.is_some() {
-        e.user_short_name = u.user_short_name;
-    }
-    if u.user_long_name.is_some() {
-        e.user_long_name = u.user_long_name;
-    }
-    e.active = true;
-    e.checked_out_at = None;
-    e.token_updated_at = Some(u.now);
-    e.last_checkin_at = u.now;
-    e.last_seen_at = u.now;
+    e.apply_token_update(u);
     put_enrollment(tx, &e).await?;
     let pending = opt(
         tx,
@@ -1179,13 +1138,7 @@ impl CheckinStore for PgStore {
             let (id, attrs) = (id.clone(), attrs.clone());
             Box::pin(async move {
                 modify(tx, &id, |e| {
-                    for (k, v) in attrs {
-                        if v.is_empty() {
-                            e.attributes.remove(&k);
-                        } else {
-                            e.attributes.insert(k, v);
-                        }
-                    }
+                    e.apply_attributes(attrs);
                     (true, e.attributes.clone())
                 })
                 .await
@@ -1200,20 +1153,9 @@ impl CheckinStore for PgStore {
             Box::pin(async move {
                 let mut n = 0;
                 for u in updates {
-                    let changed = modify(tx, &u.id, |e| {
-                        let mut changed = false;
-                        if let Some((old, new)) = u.unlock_token {
-                            if e.unlock_token.as_deref() == Some(old.as_str()) {
-                                e.unlock_token = Some(new);
-                                changed = true;
-                            }
-                        }
-                        if let Some((old, new)) = u.bootstrap_token {
-                            if e.bootstrap_token.as_deref() == Some(old.as_str()) {
-                                e.bootstrap_token = Some(new);
-                                changed = true;
-                            }
-                        }
+                    let id = u.id.clone();
+                    let changed = modify(tx, &id, |e| {
+                        let changed = e.apply_reseal(u);
                         (changed, changed)
                     })
                     .await?;
@@ -1251,18 +1193,7 @@ impl CheckinStore for PgStore {
             let records = records.clone();
             Box::pin(async move {
                 for r in records {
-                    modify(tx, &r.id, |e| match e.push.as_mut().filter(|p| p.token == r.token) {
-                        Some(p) => {
-                            p.last_push_at = Some(r.at);
-                            p.last_push_outcome = Some(r.outcome.clone());
-                            if r.disable {
-                                p.disabled = Some(r.outcome.clone());
-                            }
-                            (true, ())
-                        }
-                        None => (false, ()),
-                    })
-                    .await?;
+                    modify(tx, &r.id, |e| (e.apply_push(&r), ())).await?;
                 }
                 Ok(())
             })
@@ -1495,16 +1426,11 @@ impl PkiStore for PgStore {
                     Some(r) => Some(json(&r, 0)?),
                     None => None,
                 };
-                Ok(match cur {
-                    None => Consumed::Unknown,
-                    Some(s) if s.used_at.is_some() => Consumed::AlreadyUsed,
-                    Some(s) if s.expires_at < now => Consumed::Expired,
-                    Some(mut s) => {
-                        s.used_at = Some(now);
-                        put_secret(tx, kind, &hash, &s).await?;
-                        Consumed::Ok(s)
-                    }
-                })
+                let outcome = OneTimeSecret::consume(cur, now);
+                if let Consumed::Ok(s) = &outcome {
+                    put_secret(tx, kind, &hash, s).await?;
+                }
+                Ok(outcome)
             })
         })
         .await
@@ -1605,15 +1531,7 @@ impl ProfileStore for PgStore {
                 let mut n = 0;
                 for r in &current {
                     let mut dp = device_profile_row(r)?;
-                    let has = installed.contains(&dp.identifier);
-                    let state = match (dp.state, has) {
-                        (ProfileState::Installed, false) => ProfileState::Missing,
-                        (ProfileState::Missing, true) | (ProfileState::Removed, true) => ProfileState::Installed,
-                        (s, _) => s,
-                    };
-                    if state != dp.state {
-                        dp.state = state;
-                        dp.updated_at = now;
+                    if dp.reconcile(&installed, now) {
                         let ident = dp.identifier.clone();
                         put_device_profile(tx, &enrollment, &ident, &dp).await?;
                         n += 1;

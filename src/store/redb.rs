@@ -392,19 +392,7 @@ impl<'t> QueueTables<'t> {
                 self.deliveries.insert((old_uuid.as_str(), id), enc(&d)?.as_slice())?;
             }
         }
-        let state = match tag.action {
-            ProfileAction::Install => ProfileState::Pending,
-            ProfileAction::Remove => ProfileState::RemovePending,
-        };
-        let dp = DeviceProfile {
-            enrollment: String::new(),
-            identifier: String::new(),
-            state,
-            command_uuid: Some(rec.uuid.clone()),
-            sha256: tag.sha256.clone().or_else(|| old.and_then(|o| o.sha256)),
-            updated_at: rec.created_at,
-            error_chain: Vec::new(),
-        };
+        let dp = DeviceProfile::queued(rec, tag, old);
         self.device_profiles.insert(key, enc(&dp)?.as_slice())?;
         self.profile_devices.insert((tag.identifier.as_str(), id), ())?;
         Ok(())
@@ -418,18 +406,9 @@ fn profile_result(txn: &WriteTransaction, id: &str, tag: &ProfileTag, uuid: &str
     let key = (id, tag.identifier.as_str());
     let cur: Option<DeviceProfile> = dec_opt(t.get(key)?)?;
     let Some(mut dp) = cur else { return Ok(()) };
-    if dp.command_uuid.as_deref() != Some(uuid) {
+    if !dp.apply_result(tag, uuid, d) {
         return Ok(());
     }
-    let ok = d.status == DeliveryStatus::Acknowledged;
-    dp.state = match (tag.action, ok) {
-        (ProfileAction::Install, true) => ProfileState::Installed,
-        (ProfileAction::Install, false) => ProfileState::Failed,
-        (ProfileAction::Remove, true) => ProfileState::Removed,
-        (ProfileAction::Remove, false) => ProfileState::RemoveFailed,
-    };
-    dp.error_chain = d.error_chain.clone();
-    dp.updated_at = d.updated_at;
     t.insert(key, enc(&dp)?.as_slice())?;
     Ok(())
 }
@@ -535,32 +514,11 @@ impl CheckinStore for RedbStore {
                     let Some(dev) = get_enrollment(txn, &parent)? else {
                         return Ok(None);
                     };
-                    Enrollment {
-                        udid: dev.udid.clone(),
-                        cert_hash: dev.cert_hash.clone(),
-                        identity_not_after: dev.identity_not_after,
-                        ..Enrollment::blank(&id, &parent, crate::protocol::EnrollmentKind::User, &u.push.topic, u.now)
-                    }
+                    dev.new_user_channel(&id, &u)
                 }
                 None => return Ok(None),
             };
-            e.topic = u.push.topic.clone();
-            e.push = Some(u.push);
-            if u.unlock_token.is_some() {
-                e.unlock_token = u.unlock_token;
-            }
-            e.awaiting_configuration = u.awaiting_configuration;
-            if u.user_short_name.is_some() {
-                e.user_short_name = u.user_short_name;
-            }
-            if u.user_long_name.is_some() {
-                e.user_long_name = u.user_long_name;
-            }
-            e.active = true;
-            e.checked_out_at = None;
-            e.token_updated_at = Some(u.now);
-            e.last_checkin_at = u.now;
-            e.last_seen_at = u.now;
+            e.apply_token_update(u);
             put_enrollment(txn, &e)?;
             let queue = txn.open_table(QUEUE)?;
             let pending = queue.range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?.next().is_some();
@@ -637,13 +595,7 @@ impl CheckinStore for RedbStore {
             let Some(mut e) = get_enrollment(txn, &id)? else {
                 return Ok(None);
             };
-            for (k, v) in attrs {
-                if v.is_empty() {
-                    e.attributes.remove(&k);
-                } else {
-                    e.attributes.insert(k, v);
-                }
-            }
+            e.apply_attributes(attrs);
             put_enrollment(txn, &e)?;
             Ok(Some(e.attributes))
         })
@@ -655,20 +607,7 @@ impl CheckinStore for RedbStore {
             let mut n = 0;
             for u in updates {
                 let Some(mut e) = get_enrollment(txn, &u.id)? else { continue };
-                let mut changed = false;
-                if let Some((old, new)) = u.unlock_token {
-                    if e.unlock_token.as_deref() == Some(old.as_str()) {
-                        e.unlock_token = Some(new);
-                        changed = true;
-                    }
-                }
-                if let Some((old, new)) = u.bootstrap_token {
-                    if e.bootstrap_token.as_deref() == Some(old.as_str()) {
-                        e.bootstrap_token = Some(new);
-                        changed = true;
-                    }
-                }
-                if changed {
+                if e.apply_reseal(u) {
                     put_enrollment(txn, &e)?;
                     n += 1;
                 }
@@ -695,15 +634,9 @@ impl CheckinStore for RedbStore {
         self.write(move |txn| {
             for r in records {
                 let Some(mut e) = get_enrollment(txn, &r.id)? else { continue };
-                let Some(p) = e.push.as_mut().filter(|p| p.token == r.token) else {
-                    continue;
-                };
-                p.last_push_at = Some(r.at);
-                p.last_push_outcome = Some(r.outcome.clone());
-                if r.disable {
-                    p.disabled = Some(r.outcome);
+                if e.apply_push(&r) {
+                    put_enrollment(txn, &e)?;
                 }
-                put_enrollment(txn, &e)?;
             }
             Ok(())
         })
@@ -997,16 +930,11 @@ impl PkiStore for RedbStore {
         self.write(move |txn| {
             let mut t = txn.open_table(SECRETS)?;
             let cur: Option<OneTimeSecret> = dec_opt(t.get((kind as u8, hash.as_str()))?)?;
-            Ok(match cur {
-                None => Consumed::Unknown,
-                Some(s) if s.used_at.is_some() => Consumed::AlreadyUsed,
-                Some(s) if s.expires_at < now => Consumed::Expired,
-                Some(mut s) => {
-                    s.used_at = Some(now);
-                    t.insert((kind as u8, hash.as_str()), enc(&s)?.as_slice())?;
-                    Consumed::Ok(s)
-                }
-            })
+            let outcome = OneTimeSecret::consume(cur, now);
+            if let Consumed::Ok(s) = &outcome {
+                t.insert((kind as u8, hash.as_str()), enc(s)?.as_slice())?;
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -1110,15 +1038,8 @@ impl ProfileStore for RedbStore {
                 .collect::<Result<_>>()?;
             let mut n = 0;
             for (ident, mut dp) in current {
-                let has = installed.contains(&ident);
-                let state = match (dp.state, has) {
-                    (ProfileState::Installed, false) => ProfileState::Missing,
-                    (ProfileState::Missing, true) | (ProfileState::Removed, true) => ProfileState::Installed,
-                    (s, _) => s,
-                };
-                if state != dp.state {
-                    dp.state = state;
-                    dp.updated_at = now;
+                dp.identifier = ident.clone();
+                if dp.reconcile(&installed, now) {
                     t.insert((enrollment.as_str(), ident.as_str()), enc(&dp)?.as_slice())?;
                     n += 1;
                 }
