@@ -12,6 +12,7 @@ use crate::http::{App, Stats};
 use crate::pki::{CaConfig, Pki};
 use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::enroll::{EnrollConfig, Enroller};
+use crate::service::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 
@@ -326,27 +327,28 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
 
 /// Per-device access tokens are re-sent to apps before they expire (hourly check, one instance).
 fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
-    let every = std::time::Duration::from_secs(3600);
-    let lease = crate::service::lease::Lease::new(commander.mdm.store.clone(), "token-renewal", instance, every * 3);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if !lease.held().await {
-                continue;
+    let store = commander.mdm.store.clone();
+    spawn_leased(
+        store,
+        "token-renewal",
+        instance,
+        std::time::Duration::from_secs(3600),
+        false,
+        move || {
+            let commander = commander.clone();
+            async move {
+                match commander.resend_app_configs(true).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(configurations = n, "per-device access tokens renewed"),
+                    Err(e) => tracing::warn!(error = %e, "renewing per-device access tokens failed"),
+                }
             }
-            match commander.resend_app_configs(true).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(configurations = n, "per-device access tokens renewed"),
-                Err(e) => tracing::warn!(error = %e, "renewing per-device access tokens failed"),
-            }
-        }
-    });
+        },
+    );
 }
 
 fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
     let every = std::time::Duration::from_secs(every_secs);
-    let lease = crate::service::lease::Lease::new(mdm.store.clone(), "inventory-sweep", instance, every * 3);
     // The policy file is watched every few seconds; a new policy re-evaluates every device here.
     let watcher = mdm.clone();
     tokio::spawn(async move {
@@ -365,14 +367,10 @@ fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
             }
         }
     });
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if !lease.held().await {
-                continue;
-            }
+    let store = mdm.store.clone();
+    spawn_leased(store, "inventory-sweep", instance, every, true, move || {
+        let mdm = mdm.clone();
+        async move {
             match mdm.inventory_sweep(mdm.inventory_interval).await {
                 Ok((due, evaluated)) => tracing::debug!(due, evaluated, "inventory sweep"),
                 Err(e) => tracing::warn!(error = %e, "inventory sweep failed"),
@@ -382,18 +380,20 @@ fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
 }
 
 fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
-    let every = std::time::Duration::from_secs(every_secs);
-    let lease = crate::service::lease::Lease::new(mdm.store.clone(), "renewal-sweep", instance, every * 3);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if !lease.held().await {
-                continue;
+    let store = mdm.store.clone();
+    spawn_leased(
+        store,
+        "renewal-sweep",
+        instance,
+        std::time::Duration::from_secs(every_secs),
+        false,
+        move || {
+            let (enroller, mdm) = (enroller.clone(), mdm.clone());
+            async move {
+                if let Err(e) = enroller.renewal_sweep(&mdm).await {
+                    tracing::warn!(error = %e, "identity renewal sweep failed");
+                }
             }
-            if let Err(e) = enroller.renewal_sweep(&mdm).await {
-                tracing::warn!(error = %e, "identity renewal sweep failed");
-            }
-        }
-    });
+        },
+    );
 }

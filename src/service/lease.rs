@@ -63,3 +63,32 @@ impl Lease {
         }
     }
 }
+
+/// Run `work` every `every` on whichever instance holds the lease `name`
+/// (the lease lasts three intervals). With `skip_first`, the first run waits
+/// one interval.
+pub fn spawn_leased<F, Fut>(
+    store: Arc<dyn Store>,
+    name: &'static str,
+    instance: &str,
+    every: std::time::Duration,
+    skip_first: bool,
+    work: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let lease = Lease::new(store, name, instance, every * 3);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        if skip_first {
+            tick.tick().await;
+        }
+        loop {
+            tick.tick().await;
+            if lease.held().await {
+                work().await;
+            }
+        }
+    });
+}
