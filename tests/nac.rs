@@ -110,17 +110,30 @@ fn account(srv: &Server, name: &str, role: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cisco_ise_api_and_accounts() {
+    cisco_ise_api_and_accounts_on(&[]).await;
+}
+
+/// The same on PostgreSQL (skipped, saying so, without a server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cisco_ise_api_and_accounts_on_postgres() {
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    cisco_ise_api_and_accounts_on(&["--database-url", &db.url]).await;
+}
+
+async fn cisco_ise_api_and_accounts_on(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "passcode_required = true\n").unwrap();
-    let srv = Server::start_with(&[
+    let mut args = vec![
         "--enroll-flow",
         "single",
         "--inventory-interval",
         "3600",
         "--compliance-policy",
         policy.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(store);
+    let srv = Server::start_with(&args);
     let mut good = srv.enrolled().await;
     good.session().await.unwrap();
     let mut bad = srv.device().await;

@@ -214,6 +214,10 @@ async fn queue(s: &Arc<dyn Store>) {
     }
     let hist = s.device_commands("Q1", 10).await.unwrap();
     assert_eq!(hist.len(), 2);
+    // "No limit" is a limit too.
+    assert_eq!(s.device_commands("Q1", usize::MAX).await.unwrap().len(), 2);
+    assert!(s.enrollments(None, usize::MAX).await.unwrap().len() >= 2);
+    assert!(s.certs(None, usize::MAX).await.is_ok());
     assert_eq!(hist[1].delivery.status, DeliveryStatus::Acknowledged);
     assert_eq!(hist[0].delivery.not_now_count, 1);
     let (rec, deliveries) = s.command(&a.uuid).await.unwrap().unwrap();

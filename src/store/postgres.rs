@@ -1226,7 +1226,7 @@ impl CheckinStore for PgStore {
     }
 
     async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>> {
-        let limit = limit as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
             let r = match &after {
                 Some(a) => rows(&c, "SELECT data FROM enrollments WHERE id > $1 ORDER BY id LIMIT $2", &[a, &limit]).await?,
@@ -1277,7 +1277,7 @@ impl QueueStore for PgStore {
     }
 
     async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>> {
-        let limit = limit as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
             let sql = format!(
                 "SELECT {DELIVERY_COLS}, d.command_uuid, c.request_type FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 ORDER BY d.seq DESC LIMIT $2"
@@ -1365,7 +1365,7 @@ impl PkiStore for PgStore {
     }
 
     async fn certs(&self, after: Option<String>, limit: usize) -> Result<Vec<IssuedCert>> {
-        let limit = limit as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
             let r = match &after {
                 Some(a) => {
@@ -1634,7 +1634,7 @@ impl SettingsStore for PgStore {
 #[async_trait]
 impl CopyStore for PgStore {
     async fn export(&self, table: Table, after: Option<String>, limit: usize) -> Result<Vec<Row>> {
-        let limit = limit as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
             let c = &c;
             let (a, b) = after.as_deref().map(split_cursor).unwrap_or(("", ""));
@@ -1896,7 +1896,7 @@ impl InventoryStore for PgStore {
     }
 
     async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>> {
-        let limit = limit as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
             let first = after.is_none();
             let a = after.clone().unwrap_or_default();
