@@ -19,6 +19,10 @@ test:
 	elif (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then echo "PostgreSQL suite: on (127.0.0.1:5432)"; \
 	else echo "PostgreSQL suite: SKIPPED (no server on 127.0.0.1:5432; set MDMD_TEST_DATABASE_URL to run it)"; fi
 	$(CARGO) test --lib --bins --tests -- --test-threads=2
+	@# Every server test again on PostgreSQL (a fresh database each), when there is one.
+	@if [ -n "$$MDMD_TEST_DATABASE_URL" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		echo "== the server tests again, on PostgreSQL"; \
+		MDMD_TEST_STORE=postgres $(CARGO) test --tests -- --test-threads=2; fi
 
 bench:
 	$(CARGO) bench

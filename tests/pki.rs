@@ -526,12 +526,16 @@ async fn ca_show_and_enroll_profile_commands() {
     assert!(out.status.success());
     // Keys on disk are 0600.
     use std::os::unix::fs::PermissionsExt;
-    for f in [
+    let mut files = vec![
         srv.certs_dir().join("ca.key"),
         srv.certs_dir().join("tls.key"),
         srv.certs_dir().join("signer.key"),
-        srv.data_dir().join("mdmd.redb"),
-    ] {
+        srv.certs_dir().join("access-jwt-key.pem"),
+    ];
+    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
+        files.push(srv.data_dir().join("mdmd.redb"));
+    }
+    for f in files {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
     }

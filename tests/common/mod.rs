@@ -31,6 +31,29 @@ pub struct Server {
     pub addr: String,
     pub base: String,
     pub extra: Vec<String>,
+    /// With `MDMD_TEST_STORE=postgres`, the database this server uses.
+    _db: Option<std::sync::Arc<pg::TestDb>>,
+}
+
+/// `MDMD_TEST_STORE=postgres` runs every server test on PostgreSQL (a fresh
+/// database each) instead of redb.
+fn store_args(extra: &[String]) -> (Vec<String>, Option<std::sync::Arc<pg::TestDb>>) {
+    let mut extra = extra.to_vec();
+    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") || extra.iter().any(|a| a == "--database-url") {
+        return (extra, None);
+    }
+    let db = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(pg::TestDb::create())
+    })
+    .join()
+    .expect("create database")
+    .expect("MDMD_TEST_STORE=postgres needs a PostgreSQL server");
+    extra.extend(["--database-url".to_owned(), db.url.clone()]);
+    (extra, Some(std::sync::Arc::new(db)))
 }
 
 impl Server {
@@ -40,12 +63,14 @@ impl Server {
 
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (extra, db) = store_args(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let mut s = Server {
             child: None,
             dir,
             addr: "127.0.0.1:0".into(),
             base: String::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            _db: db,
         };
         s.spawn();
         s
@@ -127,6 +152,7 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             base: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            _db: self._db.clone(),
         };
         s.spawn();
         s
