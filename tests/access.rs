@@ -14,6 +14,17 @@ fn app_config(d: &mdmd::sim::SimDevice, key: &str) -> Option<String> {
     d.apps.get(APP)?.as_ref()?.get(key)?.as_string().map(str::to_owned)
 }
 
+/// Poll until the re-sent configuration arrives; the token the app has then.
+async fn resent_token(d: &mut mdmd::sim::SimDevice) -> Option<String> {
+    for _ in 0..50 {
+        if !d.session().await.unwrap().is_empty() {
+            return app_config(d, "PINGID_MDM_TOKEN");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// Verify an ES256 JWT with nothing but the JWKS (as a relying party would).
 fn verify_with_jwks(jwt: &str, jwks: &Value) -> Value {
     use openssl::bn::{BigNum, BigNumContext};
@@ -129,14 +140,7 @@ async fn access_tokens_reach_apps_and_rotate_on(store: &[&str]) {
     let t1id = t1["id"].as_str().unwrap().to_owned();
     let t2 = srv.cli_json(&["access-tokens", "generate", "--revoke", &t1id]);
     let t2v = t2["value"].as_str().unwrap().to_owned();
-    let mut got = None;
-    for _ in 0..50 {
-        if !d.session().await.unwrap().is_empty() {
-            got = app_config(&d, "PINGID_MDM_TOKEN");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let got = resent_token(&mut d).await;
     assert_eq!(
         got.as_deref(),
         Some(t2v.as_str()),
@@ -151,14 +155,7 @@ async fn access_tokens_reach_apps_and_rotate_on(store: &[&str]) {
     assert_eq!(srv.cli_json(&["access-tokens", "verify", &t2v])["valid"], true);
     let r = srv.cli_json(&["access-tokens", "revoke", &t2id, "--replace"]);
     let t3v = r["replacement"]["value"].as_str().unwrap().to_owned();
-    let mut got = None;
-    for _ in 0..50 {
-        if !d.session().await.unwrap().is_empty() {
-            got = app_config(&d, "PINGID_MDM_TOKEN");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let got = resent_token(&mut d).await;
     assert_eq!(got.as_deref(), Some(t3v.as_str()));
 
     // A token with a future effective date is active but not yet accepted, and not sent yet.
