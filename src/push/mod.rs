@@ -534,6 +534,11 @@ impl Pusher {
 }
 
 impl Waker for Pusher {
+    fn token_updated(&self, token_hex: &str) {
+        // Second-resolution times cannot order a TokenUpdate after a 410 in the same second.
+        lock(&self.dead).remove(token_hex);
+    }
+
     fn wake(&self, ids: Vec<String>) {
         if ids.is_empty() {
             return;

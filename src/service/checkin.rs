@@ -157,12 +157,14 @@ impl Mdm {
                 let first = self.inventory_interval > 0
                     && id == req.enrollment.device
                     && self.store.enrollment(&id).await?.is_some_and(|e| e.token_updated_at.is_none());
+                let token_hex = rec.push.token.clone();
                 match self.store.token_update(&id, &req.enrollment.device, rec).await? {
                     None => Err(ServiceError::Rejected(format!(
                         "TokenUpdate for unknown enrollment {id} (Authenticate first)"
                     ))),
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
+                        self.waker.token_updated(&token_hex);
                         if first {
                             // Queued (and pushed) now; answered at the device's first poll.
                             if let Err(e) = self.request_inventory(vec![id.clone()]).await {

@@ -40,6 +40,9 @@ pub enum ServiceError {
 /// Wakes devices after something was queued for them (APNs, or nothing).
 pub trait Waker: Send + Sync {
     fn wake(&self, enrollment_ids: Vec<String>);
+    /// A TokenUpdate arrived for this token (hex): pushes to it may resume,
+    /// even if APNs called it dead moments ago.
+    fn token_updated(&self, _token_hex: &str) {}
 }
 
 /// Told when a device's identity certificate changed (identity renewal):
