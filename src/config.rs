@@ -46,6 +46,22 @@ pub struct ServeConfig {
     /// apps get a new one when half of it has passed.
     #[arg(long, env = "MDMD_DEVICE_TOKEN_DAYS", default_value_t = 30)]
     pub device_token_days: i64,
+    /// How long a SCEP proxy token (`$SCEP_PROXY_URL:CA` in a profile) stays
+    /// valid, in days: the device must run SCEP within this time.
+    #[arg(long, env = "MDMD_SCEP_PROXY_TOKEN_DAYS", default_value_t = 7)]
+    pub scep_proxy_token_days: i64,
+    /// Re-install a profile this many days before the certificate an
+    /// organisation CA issued through it expires.
+    #[arg(long, env = "MDMD_ORG_CERT_RENEW_DAYS", default_value_t = 30)]
+    pub org_cert_renew_days: i64,
+    /// Bound on every request to an organisation CA (seconds); a CA slower
+    /// than this is a 504 for the device.
+    #[arg(long, env = "MDMD_CA_TIMEOUT", default_value_t = 15)]
+    pub ca_timeout: u64,
+    /// Lifetime of a provider app's upload token (`$DERIVED_CREDENTIAL_TOKEN`),
+    /// in hours; the app configuration is re-sent with a new one halfway.
+    #[arg(long, env = "MDMD_DERIVED_TOKEN_HOURS", default_value_t = 24)]
+    pub derived_token_hours: i64,
     /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
     #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
     pub compliance_policy: Option<PathBuf>,

@@ -248,7 +248,27 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         .context("access-token signing key")?,
     );
     commander.set_access(access);
+    let orgcas = Arc::new(
+        crate::service::orgca::OrgCas::new(
+            mdm.store.clone(),
+            secrets.clone(),
+            crate::service::orgca::OrgCaConfig {
+                public_url: cfg.public_url(),
+                proxy_ttl: cfg.scep_proxy_token_days.max(1) * 86_400,
+                renew_before: cfg.org_cert_renew_days.max(0) * 86_400,
+                timeout: std::time::Duration::from_secs(cfg.ca_timeout.clamp(1, 300)),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("organisation CA client: {e}"))?,
+    );
+    let derived = Arc::new(crate::service::derived::Derived::new(
+        mdm.store.clone(),
+        secrets.clone(),
+        cfg.derived_token_hours.max(1) * 3600,
+    ));
+    commander.set_credentials(orgcas, derived);
     spawn_token_renewal(commander.clone(), &instance);
+    spawn_org_cert_renewal(commander.clone(), &instance);
     let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
     mdm.set_identity_hook(Arc::downgrade(&hook));
     if let Some(dir) = &cfg.profiles_dir {
@@ -341,6 +361,28 @@ fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(configurations = n, "per-device access tokens renewed"),
                     Err(e) => tracing::warn!(error = %e, "renewing per-device access tokens failed"),
+                }
+            }
+        },
+    );
+}
+
+/// Organisation-CA certificates near expiry get their profile re-installed (hourly, one instance).
+fn spawn_org_cert_renewal(commander: Arc<Commander>, instance: &str) {
+    let store = commander.mdm.store.clone();
+    spawn_leased(
+        store,
+        "org-cert-renewal",
+        instance,
+        std::time::Duration::from_secs(3600),
+        true,
+        move || {
+            let commander = commander.clone();
+            async move {
+                match commander.renew_org_certs().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(profiles = n, "organisation certificates renewed"),
+                    Err(e) => tracing::warn!(error = %e, "organisation certificate renewal failed"),
                 }
             }
         },

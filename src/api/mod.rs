@@ -3,6 +3,7 @@
 
 mod access;
 mod accounts;
+mod credentials;
 mod inventory;
 mod ise;
 mod pki;
@@ -40,6 +41,15 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/access-tokens/{id}", axum::routing::put(access::edit).delete(access::revoke))
         .route("/v1/access/verify", axum::routing::post(access::verify))
         .route("/.well-known/jwks.json", get(access::jwks))
+        .route("/v1/cas", get(credentials::list_cas).post(credentials::add_ca))
+        .route("/v1/cas/renewals", axum::routing::post(credentials::renew))
+        .route("/v1/cas/{name}", get(credentials::show_ca).delete(credentials::remove_ca))
+        .route("/v1/cas/{name}/certificates", get(credentials::ca_certificates))
+        .route(
+            "/v1/derived-credentials",
+            get(credentials::list_credentials).post(credentials::post_credential),
+        )
+        .route("/v1/derived-credentials/{id}", axum::routing::delete(credentials::delete_credential))
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))
@@ -117,6 +127,15 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let Some((name, secret)) = credentials(req.headers()) else {
         return unauthorized();
     };
+    // A derived-credential provider's app, with its per-device upload token:
+    // only this one request, checked by the handler.
+    if secret.starts_with(crate::service::derived::TOKEN_PREFIX)
+        && path == "/v1/derived-credentials"
+        && req.method() == axum::http::Method::POST
+    {
+        req.extensions_mut().insert(credentials::UploadToken(secret));
+        return next.run(req).await;
+    }
     let role = if name == "admin" || secret == app.api_key {
         if !secret.is_empty() && bool::from(secret.as_bytes().ct_eq(app.api_key.as_bytes())) {
             crate::service::accounts::Role::Admin
@@ -210,10 +229,17 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
                 (Ok(i), Ok(c)) => (i, c),
                 (Err(e), _) | (_, Err(e)) => return store_error(e),
             };
+            let creds = match credentials::device_view(&app, &e).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
             let mut v = views::enrollment(&e, Some(pending));
             if let Some(o) = v.as_object_mut() {
                 o.insert("inventory".into(), inventory::inventory_view(&inv));
                 o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
+                if let serde_json::Value::Object(c) = creds {
+                    o.extend(c);
+                }
             }
             // The latest push may not be flushed to the store yet.
             if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {

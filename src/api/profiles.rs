@@ -250,8 +250,20 @@ pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
         Err(e) => return store_error(e),
     }
+    let waiting = match super::credentials::waiting_entries(&app, &id).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
     match app.mdm.store.device_profiles(&id).await {
-        Ok(list) => Json(json!({"enrollment": id, "profiles": list.iter().map(device_profile_view).collect::<Vec<_>>()})).into_response(),
+        Ok(list) => {
+            let mut profiles: Vec<_> = list
+                .iter()
+                .filter(|p| !waiting.iter().any(|w| w["identifier"] == p.identifier.as_str()))
+                .map(device_profile_view)
+                .collect();
+            profiles.extend(waiting);
+            Json(json!({"enrollment": id, "profiles": profiles})).into_response()
+        }
         Err(e) => store_error(e),
     }
 }

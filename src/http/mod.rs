@@ -6,6 +6,7 @@ pub mod listener;
 pub mod mdm;
 pub mod netpolicy;
 pub mod scep;
+pub mod scep_proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/mdm/connect", put(mdm::put))
         .route("/mdm", put(mdm::put))
         .route("/scep", get(scep::get).post(scep::post))
+        .route("/scep-proxy/{ca}/{token}", get(scep_proxy::get).post(scep_proxy::post))
         .route("/mdm/enroll", get(enroll::get))
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
         .layer(DefaultBodyLimit::max(app.max_body));

@@ -158,6 +158,26 @@ pub fn render(
     Ok(cms::sign_profile(pki, &crate::protocol::to_xml(&top))?)
 }
 
+/// Put derived credentials in place: every PKCS#12 payload whose
+/// PayloadContent is `$DERIVED_CREDENTIAL:usage` gets the credential's
+/// PKCS#12 as its PayloadContent and its password as Password.
+pub fn fill_derived(top: &mut Dictionary, get: &dyn Fn(&str) -> Option<(Vec<u8>, String)>) -> Result<(), String> {
+    let Some(Value::Array(items)) = top.get_mut("PayloadContent") else {
+        return Ok(());
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        let Some(d) = item.as_dictionary_mut() else { continue };
+        let ty = d.get("PayloadType").and_then(Value::as_string).unwrap_or_default().to_owned();
+        let Some(usage) = validate::derived_usage(&ty, d).map(str::to_owned) else {
+            continue;
+        };
+        let (data, password) = get(&usage).ok_or_else(|| format!("PayloadContent[{i}]: no {usage} derived credential for this device"))?;
+        d.insert("PayloadContent".into(), Value::Data(data));
+        d.insert("Password".into(), Value::String(password));
+    }
+    Ok(())
+}
+
 /// Replace PayloadContent by EncryptedPayloadContent: the PayloadContent
 /// array as a plist, in CMS EnvelopedData (AES-256) to `cert`.
 pub fn encrypt_payloads(top: &mut Dictionary, cert: &openssl::x509::X509Ref) -> Result<(), PkiError> {

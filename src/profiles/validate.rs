@@ -87,6 +87,18 @@ pub fn validate(top: &Dictionary) -> Findings {
             }
         };
         *types_seen.entry(ty.clone()).or_default() += 1;
+        // A derived credential stands for the PKCS#12 data: check the
+        // payload as if the data were there.
+        let placeholder;
+        let d = match derived_usage(&ty, d) {
+            Some(_) => {
+                let mut c = d.clone();
+                c.insert("PayloadContent".into(), Value::Data(Vec::new()));
+                placeholder = c;
+                &placeholder
+            }
+            None => d,
+        };
         match schema.payload(&ty) {
             Some(ps) => {
                 // The common keys and the payload's own, in one pass (some
@@ -120,7 +132,7 @@ pub fn validate(top: &Dictionary) -> Findings {
                 uuids.insert(u.clone(), (format!("{path}"), ty.clone()));
             }
         }
-        check_scep_challenge(&mut f, &ty, item, &path);
+        check_placement(&mut f, &ty, item, &path);
     }
     // References, after every UUID is known.
     for (i, item) in items.iter().enumerate() {
@@ -152,35 +164,118 @@ pub fn validate(top: &Dictionary) -> Findings {
     }
     let mut used = BTreeSet::new();
     vars::used(&Value::Dictionary(top.clone()), &mut used);
-    if used.contains("SCEP_CHALLENGE") && !types_seen.contains_key("com.apple.security.scep") {
+    if used.iter().any(|n| vars::split(n).0 == "SCEP_CHALLENGE") && !types_seen.contains_key("com.apple.security.scep") {
         f.error("PayloadContent", "$SCEP_CHALLENGE is used but the profile has no SCEP payload");
     }
     f
 }
 
-/// `$SCEP_CHALLENGE` belongs in a SCEP payload's `PayloadContent.Challenge` only.
-fn check_scep_challenge(f: &mut Findings, ty: &str, item: &Value, path: &str) {
+/// The usage of a PKCS#12 payload whose whole PayloadContent is
+/// `$DERIVED_CREDENTIAL:usage` (the device's derived credential).
+pub fn derived_usage<'a>(ty: &str, payload: &'a Dictionary) -> Option<&'a str> {
+    if ty != "com.apple.security.pkcs12" {
+        return None;
+    }
+    let s = payload.get("PayloadContent")?.as_string()?.trim();
+    let name = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| s.strip_prefix('$'))?;
+    match vars::split(name) {
+        ("DERIVED_CREDENTIAL", Some(u)) => Some(u),
+        _ => None,
+    }
+}
+
+/// Where the variables that only make sense in one place may appear:
+/// `$SCEP_CHALLENGE[:CA]` as a SCEP payload's Challenge, `$SCEP_PROXY_URL:CA`
+/// as its URL (naming the same CA), `$DERIVED_CREDENTIAL:usage` as the whole
+/// PayloadContent of a PKCS#12 payload.
+fn check_placement(f: &mut Findings, ty: &str, item: &Value, path: &str) {
+    let scep = ty == "com.apple.security.scep";
     let mut found = Vec::new();
-    find_var(item, path, "SCEP_CHALLENGE", &mut found);
-    for p in found {
-        let allowed = ty == "com.apple.security.scep" && p == format!("{path}.PayloadContent.Challenge");
-        if !allowed {
-            f.error(&p, "$SCEP_CHALLENGE may only be the Challenge of a SCEP payload");
+    find_vars(item, path, &mut found);
+    let mut cas: BTreeMap<String, String> = BTreeMap::new(); // CA -> where
+    for (p, name) in found {
+        let (base, q) = vars::split(&name);
+        match base {
+            "SCEP_CHALLENGE" => {
+                if !(scep && p == format!("{path}.PayloadContent.Challenge")) {
+                    f.error(&p, "$SCEP_CHALLENGE may only be the Challenge of a SCEP payload");
+                }
+                if let Some(ca) = q {
+                    cas.insert(ca.to_owned(), p.clone());
+                }
+            }
+            "SCEP_PROXY_URL" => {
+                if q.is_none() {
+                    f.error(&p, "$SCEP_PROXY_URL needs the organisation CA's name: $SCEP_PROXY_URL:NAME");
+                } else if !(scep && p == format!("{path}.PayloadContent.URL")) {
+                    f.error(&p, "$SCEP_PROXY_URL:NAME may only be the URL of a SCEP payload");
+                }
+                if let Some(ca) = q {
+                    cas.insert(ca.to_owned(), p.clone());
+                }
+            }
+            "DERIVED_CREDENTIAL" => match q {
+                None => f.error(
+                    &p,
+                    format!("$DERIVED_CREDENTIAL needs a usage: one of {}", vars::DERIVED_USAGES.join(", ")),
+                ),
+                Some(u) if !vars::DERIVED_USAGES.contains(&u) => f.error(
+                    &p,
+                    format!("unknown derived credential usage {u:?}: one of {}", vars::DERIVED_USAGES.join(", ")),
+                ),
+                Some(_) => {
+                    let whole = item.as_dictionary().and_then(|d| derived_usage(ty, d)).is_some();
+                    if !(whole && p == format!("{path}.PayloadContent")) {
+                        f.error(
+                            &p,
+                            "$DERIVED_CREDENTIAL:usage may only be the whole PayloadContent of a com.apple.security.pkcs12 payload",
+                        );
+                    } else if item.as_dictionary().is_some_and(|d| d.contains_key("Password")) {
+                        f.warn(&format!("{path}.Password"), "replaced by the derived credential's own password");
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+    if cas.len() > 1 {
+        let names: Vec<&str> = cas.keys().map(String::as_str).collect();
+        f.error(
+            &format!("{path}.PayloadContent"),
+            format!("the SCEP URL and challenge name different CAs ({})", names.join(", ")),
+        );
+    }
+    if scep {
+        let url_proxy = item
+            .as_dictionary()
+            .and_then(|d| d.get("PayloadContent"))
+            .and_then(Value::as_dictionary)
+            .and_then(|c| c.get("URL"))
+            .and_then(Value::as_string)
+            .is_some_and(|u| vars::in_str(u).iter().any(|n| n.starts_with("SCEP_PROXY_URL:")));
+        let challenge_org = cas.values().any(|p| p.ends_with(".Challenge"));
+        if challenge_org && !url_proxy {
+            f.error(
+                &format!("{path}.PayloadContent.Challenge"),
+                "$SCEP_CHALLENGE:NAME goes with $SCEP_PROXY_URL:NAME as the URL (the challenge is the organisation CA's)",
+            );
         }
     }
 }
 
-fn find_var(v: &Value, path: &str, name: &str, out: &mut Vec<String>) {
+/// Every (path, variable) below a value.
+fn find_vars(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
     match v {
-        Value::String(s) if vars::in_str(s).iter().any(|n| n == name) => out.push(path.to_owned()),
+        Value::String(s) => out.extend(vars::in_str(s).into_iter().map(|n| (path.to_owned(), n))),
         Value::Array(a) => a
             .iter()
             .enumerate()
-            .for_each(|(i, x)| find_var(x, &format!("{path}[{i}]"), name, out)),
-        Value::Dictionary(d) => d.iter().for_each(|(k, x)| find_var(x, &format!("{path}.{k}"), name, out)),
+            .for_each(|(i, x)| find_vars(x, &format!("{path}[{i}]"), out)),
+        Value::Dictionary(d) => d.iter().for_each(|(k, x)| find_vars(x, &format!("{path}.{k}"), out)),
         _ => {}
     }
 }
+
 
 /// Every (path, referenced uuid, wants identity) below a payload.
 fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {

@@ -5,6 +5,11 @@
 //! substituted inside parsed plist strings, never in the XML text, so a value
 //! can never change the document's structure. A variable with no value for a
 //! device is an error for that device: it is never replaced by "".
+//!
+//! A few variables take a qualifier after a colon, `$NAME:qualifier` or
+//! `${NAME:qualifier}` (see [`QUALIFIED`]): `$SCEP_PROXY_URL:corp` names the
+//! organisation CA `corp`, `$DERIVED_CREDENTIAL:signing` a usage. The
+//! reference's name then includes the qualifier (`SCEP_PROXY_URL:corp`).
 
 use std::collections::BTreeSet;
 
@@ -45,12 +50,49 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "DEVICE_ACCESS_TOKEN",
         "a signed per-device token (ES256 JWT: enrollment, compliance, expiry; keys at /.well-known/jwks.json), re-sent before it expires",
     ),
+    (
+        "SCEP_PROXY_URL",
+        "with :CA, mdmd's SCEP proxy URL for the organisation CA named CA, carrying a token bound to this device and install (SCEP payload URL only)",
+    ),
+    (
+        "DERIVED_CREDENTIAL",
+        "with :authentication, :signing or :encryption, the device's derived credential (PKCS#12) of that usage: the whole PayloadContent of a com.apple.security.pkcs12 payload; mdmd fills in Password",
+    ),
+    (
+        "DERIVED_CREDENTIAL_URL",
+        "the URL a derived-credential provider's app posts the device's credentials to (managed app configuration)",
+    ),
+    (
+        "DERIVED_CREDENTIAL_TOKEN",
+        "a per-device token for DERIVED_CREDENTIAL_URL that can only post this device's credentials (managed app configuration)",
+    ),
     ("SCEP_URL", "this server's SCEP URL"),
     ("SERVER_URL", "this server's public URL"),
 ];
 
+/// Variables that take (or, except SCEP_CHALLENGE, need) a `:qualifier`.
+pub const QUALIFIED: &[&str] = &["SCEP_CHALLENGE", "SCEP_PROXY_URL", "DERIVED_CREDENTIAL"];
+
+/// The usages a derived credential can have.
+pub const DERIVED_USAGES: &[&str] = &["authentication", "signing", "encryption"];
+
 pub fn is_variable(name: &str) -> bool {
-    VARIABLES.iter().any(|(n, _)| *n == name)
+    match name.split_once(':') {
+        Some((base, q)) => QUALIFIED.contains(&base) && !q.is_empty() && q.bytes().all(qualifier_char),
+        None => VARIABLES.iter().any(|(n, _)| *n == name),
+    }
+}
+
+fn qualifier_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
+}
+
+/// A reference's base name and qualifier: `SCEP_PROXY_URL:corp` -> (`SCEP_PROXY_URL`, Some(`corp`)).
+pub fn split(name: &str) -> (&str, Option<&str>) {
+    match name.split_once(':') {
+        Some((b, q)) => (b, Some(q)),
+        None => (name, None),
+    }
 }
 
 /// One variable reference found in a string.
@@ -93,6 +135,20 @@ fn refs(s: &str) -> Vec<Ref> {
         let mut j = i + 1;
         while j < b.len() && name_char(b[j]) {
             j += 1;
+        }
+        // A qualifier: `$SCEP_PROXY_URL:corp`.
+        if QUALIFIED.contains(&&s[i + 1..j]) && b.get(j) == Some(&b':') {
+            let mut k = j + 1;
+            while k < b.len() && qualifier_char(b[k]) {
+                k += 1;
+            }
+            // A trailing dot or dash is punctuation, not part of the name.
+            while k > j + 1 && matches!(b[k - 1], b'.' | b'-') {
+                k -= 1;
+            }
+            if k > j + 1 {
+                j = k;
+            }
         }
         let name = &s[i + 1..j];
         if is_variable(name) {
@@ -184,6 +240,18 @@ mod tests {
         assert!(in_str("pa$$word $HOME ${NOPE} $").is_empty());
         // A longer unknown name is not a shorter known one.
         assert!(in_str("$UDIDS").is_empty());
+    }
+
+    #[test]
+    fn qualified_names() {
+        assert_eq!(in_str("$SCEP_PROXY_URL:corp-ca"), vec!["SCEP_PROXY_URL:corp-ca"]);
+        assert_eq!(in_str("${SCEP_CHALLENGE:corp}x"), vec!["SCEP_CHALLENGE:corp"]);
+        assert_eq!(in_str("$SCEP_CHALLENGE"), vec!["SCEP_CHALLENGE"]);
+        assert_eq!(in_str("$DERIVED_CREDENTIAL:signing."), vec!["DERIVED_CREDENTIAL:signing"]);
+        assert_eq!(in_str("$DERIVED_CREDENTIAL_URL"), vec!["DERIVED_CREDENTIAL_URL"]);
+        assert_eq!(in_str("$UDID:x"), vec!["UDID"]);
+        // Without a qualifier they are found (and the validator says what is missing).
+        assert_eq!(in_str("$SCEP_PROXY_URL ${SCEP_PROXY_URL:}"), vec!["SCEP_PROXY_URL"]);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Role {
     ReadOnly,
     /// Network access control: the Cisco ISE API, device and compliance reads, token checks.
     Nac,
+    /// A derived-credential provider: posts (and lists) derived credentials, nothing else.
+    Issuer,
 }
 
 impl Role {
@@ -39,6 +41,7 @@ impl Role {
             "operator" => Role::Operator,
             "read-only" | "readonly" | "read_only" => Role::ReadOnly,
             "nac" => Role::Nac,
+            "issuer" => Role::Issuer,
             _ => return None,
         })
     }
@@ -49,6 +52,7 @@ impl Role {
             Role::Operator => "operator",
             Role::ReadOnly => "read-only",
             Role::Nac => "nac",
+            Role::Issuer => "issuer",
         }
     }
 
@@ -60,12 +64,15 @@ impl Role {
         let sensitive = path.starts_with("/v1/accounts")
             || path.starts_with("/v1/secrets")
             || path.starts_with("/v1/access-tokens")
-            || (path.starts_with("/v1/push-cert") && !read);
+            || (path.starts_with("/v1/push-cert") && !read)
+            || (path.starts_with("/v1/cas") && !read)
+            || (path.starts_with("/v1/derived-credentials") && !read);
         match self {
             Role::Admin => true,
             Role::Operator => !ise && (!sensitive || (read && !path.starts_with("/v1/accounts"))),
             Role::ReadOnly => !ise && (read || verify) && !path.starts_with("/v1/accounts") && !path.starts_with("/v1/access-tokens"),
             Role::Nac => ise || verify || (read && (path.starts_with("/v1/devices") || path == "/v1/compliance")),
+            Role::Issuer => path == "/v1/derived-credentials" && (read || *method == axum::http::Method::POST),
         }
     }
 }

@@ -22,6 +22,8 @@ use crate::pki::Pki;
 use crate::profiles::{self, vars, Template, TemplateError};
 use crate::protocol::schema::{Problem, Schema};
 use crate::protocol::Command;
+use super::derived::{Delivery, Derived, WaitingProfile};
+use super::orgca::OrgCas;
 use crate::store::{CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind};
 
 /// How long a SCEP challenge inside a queued profile stays valid: the
@@ -41,6 +43,10 @@ pub struct Commander {
     pub cfg: CommanderConfig,
     /// Access tokens for `$ACCESS_TOKEN` / `$DEVICE_ACCESS_TOKEN` (set at start).
     access: std::sync::OnceLock<Arc<super::access::Access>>,
+    /// Organisation CAs (`$SCEP_PROXY_URL:NAME`, `$SCEP_CHALLENGE:NAME`).
+    orgcas: std::sync::OnceLock<Arc<OrgCas>>,
+    /// Derived credentials (`$DERIVED_CREDENTIAL:usage`).
+    derived: std::sync::OnceLock<Arc<Derived>>,
 }
 
 /// Where a command carries managed app configuration: (bundle id, Configuration).
@@ -101,6 +107,9 @@ pub struct Batch {
     /// Targets whose copy could not be built; nothing was queued for them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<Failed>,
+    /// Targets that wait for a derived credential: the profile is sent when it arrives.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Problem>,
 }
@@ -164,6 +173,7 @@ pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String>
         "USERNAME" => e.attributes.get("USERNAME").cloned().or_else(|| e.user_short_name.clone()),
         "EMAIL" => e.attributes.get("EMAIL").cloned(),
         "SCEP_URL" => Some(format!("{public_url}/scep")),
+        "DERIVED_CREDENTIAL_URL" => Some(format!("{public_url}/v1/derived-credentials")),
         "SERVER_URL" => Some(public_url.to_owned()),
         _ => None,
     };
@@ -177,7 +187,22 @@ impl Commander {
             pki,
             cfg,
             access: std::sync::OnceLock::new(),
+            orgcas: std::sync::OnceLock::new(),
+            derived: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_credentials(&self, orgcas: Arc<OrgCas>, derived: Arc<Derived>) {
+        let _ = self.orgcas.set(orgcas);
+        let _ = self.derived.set(derived);
+    }
+
+    pub fn orgcas(&self) -> Option<&Arc<OrgCas>> {
+        self.orgcas.get()
+    }
+
+    pub fn derived(&self) -> Option<&Arc<Derived>> {
+        self.derived.get()
     }
 
     pub fn set_access(&self, access: Arc<super::access::Access>) {
@@ -193,7 +218,11 @@ impl Commander {
     /// their lifetime). Returns how many configurations were re-sent.
     pub async fn resend_app_configs(&self, only_due_device_tokens: bool) -> Result<usize, CommandError> {
         let Some(access) = self.access.get() else { return Ok(0) };
-        let horizon = now() - access.device_token_secs() / 2;
+        let lifetime = match self.derived.get() {
+            Some(d) => access.device_token_secs().min(d.upload_ttl),
+            None => access.device_token_secs(),
+        };
+        let horizon = now() - lifetime / 2;
         let mut n = 0;
         for (identifier, ac) in access.app_configs().await? {
             if only_due_device_tokens && (!ac.per_device || ac.sent_at > horizon) {
@@ -241,13 +270,17 @@ impl Commander {
             _ => {
                 let mut used = std::collections::BTreeSet::new();
                 vars::used(&Value::Dictionary(command.clone()), &mut used);
-                if used.contains("SCEP_CHALLENGE") {
-                    return Err(invalid("", "$SCEP_CHALLENGE belongs in a profile's SCEP payload"));
+                if let Some(n) = used
+                    .iter()
+                    .find(|n| matches!(vars::split(n).0, "SCEP_CHALLENGE" | "SCEP_PROXY_URL" | "DERIVED_CREDENTIAL"))
+                {
+                    return Err(invalid("", format!("${n} belongs in a profile template")));
                 }
                 if used.is_empty() && !unlock_token {
                     self.queue_same(command, targets, None, push).await
                 } else {
-                    let tokens = used.contains("ACCESS_TOKEN") || used.contains("DEVICE_ACCESS_TOKEN");
+                    let per_device = used.contains("DEVICE_ACCESS_TOKEN") || used.contains("DERIVED_CREDENTIAL_TOKEN");
+                    let tokens = used.contains("ACCESS_TOKEN") || per_device;
                     let configs = if tokens { app_configurations(&command) } else { Vec::new() };
                     let b = self
                         .queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
@@ -256,7 +289,7 @@ impl Commander {
                         let sent: Vec<String> = b.commands.keys().cloned().collect();
                         for (id, conf) in configs {
                             access
-                                .bind_app_config(&id, &conf, &sent, used.contains("DEVICE_ACCESS_TOKEN"))
+                                .bind_app_config(&id, &conf, &sent, per_device)
                                 .await?;
                         }
                     }
@@ -480,12 +513,72 @@ impl Commander {
             action: ProfileAction::Install,
             sha256,
         };
+        let needed = derived_usages(&template);
+        let mut targets = targets;
+        let mut waiting = Vec::new();
+        if !needed.is_empty() {
+            let derived = self
+                .derived
+                .get()
+                .ok_or_else(|| invalid("", "derived credentials are not set up on this server"))?;
+            if !self.cfg.encrypt_profiles {
+                return Err(invalid(
+                    "",
+                    "a profile with a derived credential is only sent encrypted to its device (serve with --encrypt-profiles true)",
+                ));
+            }
+            let mut ready = Vec::with_capacity(targets.len());
+            for t in targets {
+                let Some(e) = self.mdm.store.enrollment(&t).await? else {
+                    ready.push(t);
+                    continue;
+                };
+                let missing = derived.missing(&e, &needed).await.map_err(ServiceError::from)?;
+                if missing.is_empty() {
+                    ready.push(t);
+                    continue;
+                }
+                let at = now();
+                derived
+                    .update_waiting(&t, |w| {
+                        let since = w.profiles.get(identifier).map_or(at, |p| p.since);
+                        w.profiles.insert(
+                            identifier.to_owned(),
+                            WaitingProfile {
+                                usages: missing.clone(),
+                                since,
+                            },
+                        );
+                    })
+                    .await
+                    .map_err(ServiceError::from)?;
+                tracing::info!(enrollment = %t, profile = %identifier, missing = ?missing, "profile waits for a derived credential");
+                waiting.push(t);
+            }
+            targets = ready;
+        }
         let job = PerDevice::Profile {
             template,
             identifier: identifier.to_owned(),
             payload_ids,
         };
-        self.queue_each(job, targets, Some(tag), push).await
+        let mut b = if targets.is_empty() {
+            Batch::default()
+        } else {
+            self.queue_each(job, targets, Some(tag), push).await?
+        };
+        if let (false, Some(derived)) = (needed.is_empty(), self.derived.get()) {
+            for t in b.commands.keys() {
+                derived
+                    .update_waiting(t, |w| {
+                        w.profiles.remove(identifier);
+                    })
+                    .await
+                    .map_err(ServiceError::from)?;
+            }
+        }
+        b.waiting = waiting;
+        Ok(b)
     }
 
     async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
@@ -535,8 +628,88 @@ impl Commander {
                 }
             }
         }
+        // Organisation CAs and derived credentials: only inside profiles
+        // encrypted to their device.
+        let org: std::collections::BTreeSet<String> = used
+            .iter()
+            .filter_map(|n| match vars::split(n) {
+                ("SCEP_PROXY_URL" | "SCEP_CHALLENGE", Some(ca)) => Some(ca.to_owned()),
+                _ => None,
+            })
+            .collect();
+        let usages: Vec<String> = used
+            .iter()
+            .filter_map(|n| match vars::split(n) {
+                ("DERIVED_CREDENTIAL", Some(u)) => Some(u.to_owned()),
+                _ => None,
+            })
+            .collect();
+        if (!org.is_empty() || !usages.is_empty()) && !self.cfg.encrypt_profiles {
+            return Err(invalid(
+                "",
+                "a profile with an organisation CA's challenge or a derived credential is only sent encrypted to its device (serve with --encrypt-profiles true)",
+            ));
+        }
+        let mut prefail: BTreeMap<String, String> = BTreeMap::new();
+        if !org.is_empty() {
+            let cas = self
+                .orgcas
+                .get()
+                .ok_or_else(|| invalid("", "organisation CAs are not set up on this server"))?;
+            for ca in &org {
+                if !cas.exists(ca).await.map_err(|e| invalid("", e.to_string()))? {
+                    return Err(invalid("", format!("no organisation CA {ca} (add it with mdmd cas add)")));
+                }
+                let name = format!("SCEP_CHALLENGE:{ca}");
+                if !used.contains(&name) {
+                    continue;
+                }
+                for (e, _) in &ctx {
+                    // Static, or fetched per install (NDES); never logged.
+                    match cas.challenge(ca).await {
+                        Ok(c) => {
+                            extra.entry(e.id.clone()).or_default().insert(name.clone(), c);
+                        }
+                        Err(err) => {
+                            prefail.insert(e.id.clone(), format!("the challenge of CA {ca}: {err}"));
+                        }
+                    }
+                }
+            }
+        }
+        let mut dc: BTreeMap<String, BTreeMap<String, Delivery>> = BTreeMap::new();
+        if !usages.is_empty() {
+            let derived = self
+                .derived
+                .get()
+                .ok_or_else(|| invalid("", "derived credentials are not set up on this server"))?;
+            for (e, _) in &ctx {
+                for u in &usages {
+                    match derived.for_enrollment(e, u).await {
+                        Ok(Some(d)) => {
+                            dc.entry(e.id.clone()).or_default().insert(u.clone(), d);
+                        }
+                        Ok(None) => {
+                            prefail.insert(e.id.clone(), format!("no {u} derived credential for this device"));
+                        }
+                        Err(err) => {
+                            prefail.insert(e.id.clone(), err.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        if !prefail.is_empty() {
+            ctx.retain(|(e, _)| !prefail.contains_key(&e.id));
+            batch
+                .failed
+                .extend(prefail.into_iter().map(|(target, error)| Failed { target, error }));
+        }
         let job = Arc::new(job);
         let me = Arc::new(Renderer {
+            dc,
+            proxy_ttl: self.orgcas.get().map_or(7 * 86_400, |c| c.cfg.proxy_ttl),
+            upload_ttl: self.derived.get().map_or(super::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
             extra,
             pki: self.pki.clone(),
             public_url: self.cfg.public_url.clone(),
@@ -595,6 +768,24 @@ impl Commander {
     }
 }
 
+/// The derived-credential usages a template's PKCS#12 payloads stand for.
+pub fn derived_usages(template: &Dictionary) -> Vec<String> {
+    let mut out: Vec<String> = template
+        .get("PayloadContent")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_dictionary)
+        .filter_map(|d| {
+            let ty = d.get("PayloadType").and_then(Value::as_string)?;
+            profiles::validate::derived_usage(ty, d).map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn remove_tag(identifier: &str) -> ProfileTag {
     ProfileTag {
         identifier: identifier.to_owned(),
@@ -614,6 +805,10 @@ fn template_error(e: TemplateError) -> CommandError {
 struct Renderer {
     /// Per-enrollment values of token variables.
     extra: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per-enrollment derived credentials, by usage.
+    dc: BTreeMap<String, BTreeMap<String, Delivery>>,
+    proxy_ttl: i64,
+    upload_ttl: i64,
     pki: Arc<Pki>,
     public_url: String,
     encrypt: bool,
@@ -622,6 +817,24 @@ struct Renderer {
 }
 
 impl Renderer {
+    /// A provider app's upload token for this device (`$DERIVED_CREDENTIAL_TOKEN`).
+    fn upload_token(&self, e: &Enrollment, t: i64, secrets: &mut Vec<(SecretKind, String, OneTimeSecret)>) -> String {
+        let token = format!("{}{}", super::derived::TOKEN_PREFIX, crate::pki::random_token(24));
+        secrets.push((
+            SecretKind::DerivedUpload,
+            sha256_hex(&token),
+            OneTimeSecret {
+                created_at: t,
+                expires_at: t + self.upload_ttl,
+                purpose: "derived-credential-upload".into(),
+                used_at: None,
+                enrollment: Some(e.device.clone()),
+                vouched: false,
+            },
+        ));
+        token
+    }
+
     fn render_all(&self, job: &PerDevice, ctx: Vec<(Enrollment, Option<Vec<u8>>)>) -> Vec<(String, Result<Built, String>)> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
         if ctx.len() < 16 || threads == 1 {
@@ -659,6 +872,9 @@ impl Renderer {
                 let mut v = Value::Dictionary(command.clone());
                 let extra = self.extra.get(&e.id);
                 vars::fill(&mut v, "", &mut |name, _| {
+                    if name == "DERIVED_CREDENTIAL_TOKEN" {
+                        return Some(self.upload_token(e, t, &mut secrets));
+                    }
                     extra
                         .and_then(|x| x.get(name).cloned())
                         .or_else(|| var_value(e, name, &self.public_url))
@@ -711,10 +927,39 @@ impl Renderer {
                         ));
                         return Some(token);
                     }
+                    if let ("SCEP_PROXY_URL", Some(ca)) = vars::split(name) {
+                        let token = crate::pki::random_token(24);
+                        secrets.push((
+                            SecretKind::ScepProxy,
+                            sha256_hex(&token),
+                            OneTimeSecret {
+                                created_at: t,
+                                expires_at: t + self.proxy_ttl,
+                                purpose: super::orgca::token_purpose(ca, identifier),
+                                used_at: None,
+                                enrollment: Some(e.id.clone()),
+                                vouched: false,
+                            },
+                        ));
+                        return Some(format!("{}/scep-proxy/{ca}/{token}", self.public_url));
+                    }
+                    if name == "DERIVED_CREDENTIAL_TOKEN" {
+                        return Some(self.upload_token(e, t, &mut secrets));
+                    }
                     self.extra
                         .get(&e.id)
                         .and_then(|x| x.get(name).cloned())
                         .or_else(|| var_value(e, name, &self.public_url))
+                };
+                let filled;
+                let template = match self.dc.get(&e.id) {
+                    Some(creds) => {
+                        let mut t = template.clone();
+                        profiles::fill_derived(&mut t, &|u| creds.get(u).map(|d| (d.pkcs12.clone(), d.password.clone())))?;
+                        filled = t;
+                        &filled
+                    }
+                    None => template,
                 };
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
                     .map_err(|err| err.to_string())?;
@@ -737,6 +982,10 @@ impl Renderer {
 
 #[async_trait::async_trait]
 impl super::IdentityHook for Commander {
+    async fn command_finished(&self, enrollment: &str, request_type: &str, raw: &[u8]) {
+        self.follow_up(enrollment, request_type, raw).await;
+    }
+
     /// Profile installs still pending on the device were encrypted to its old
     /// identity: build them again for the new one (the new commands supersede
     /// the old). Profiles sent as raw commands, not templates, cannot be

@@ -98,6 +98,9 @@ impl Mdm {
         if let Err(e) = self.record_inventory(device, request_type, raw).await {
             tracing::warn!(enrollment = %device, request_type, error = %e, "could not store inventory");
         }
+        if matches!(request_type, "InstallProfile" | "CertificateList") {
+            self.command_finished(id, request_type, raw).await;
+        }
     }
 }
 

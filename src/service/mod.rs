@@ -8,11 +8,14 @@ pub mod checkin;
 pub mod commands;
 pub mod compliance;
 pub mod connect;
+pub mod credentials;
+pub mod derived;
 pub mod enqueue;
 pub mod enroll;
 pub mod inventory;
 pub mod lease;
 pub mod nac;
+pub mod orgca;
 pub mod profile_service;
 
 use std::collections::HashMap;
@@ -48,9 +51,13 @@ pub trait Waker: Send + Sync {
 /// Told when a device's identity certificate changed (identity renewal):
 /// whatever was encrypted to the old certificate and is still queued must be
 /// built again for the new one.
+///
+/// Also told when a command finished with Acknowledged, to follow up on
+/// what it did (an installed profile's certificates, for one).
 #[async_trait::async_trait]
 pub trait IdentityHook: Send + Sync {
     async fn identity_changed(&self, enrollment: &str);
+    async fn command_finished(&self, _enrollment: &str, _request_type: &str, _raw: &[u8]) {}
 }
 
 /// A waker that only logs: used until a push certificate is configured.
@@ -138,6 +145,12 @@ impl Mdm {
 
     pub fn set_identity_hook(&self, hook: std::sync::Weak<dyn IdentityHook>) {
         let _ = self.identity_hook.set(hook);
+    }
+
+    pub(crate) async fn command_finished(&self, id: &str, request_type: &str, raw: &[u8]) {
+        if let Some(h) = self.identity_hook.get().and_then(std::sync::Weak::upgrade) {
+            h.command_finished(id, request_type, raw).await;
+        }
     }
 
     pub(crate) async fn identity_changed(&self, id: &str) {

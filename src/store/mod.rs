@@ -120,6 +120,8 @@ pub trait PkiStore: Send + Sync {
     async fn revoke_cert(&self, serial: &str, now: i64) -> Result<bool>;
     /// Store a single-use secret by the SHA-256 of its value.
     async fn add_secret(&self, kind: SecretKind, hash: &str, rec: OneTimeSecret) -> Result<()>;
+    /// Read a secret without using it.
+    async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>>;
     /// Use a secret once: durable before it returns `Ok`.
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
 }

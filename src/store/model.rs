@@ -491,6 +491,12 @@ pub enum SecretKind {
     ReenrollApproval,
     /// The challenge of a profile-service (phase 1) request.
     ProfileService,
+    /// A SCEP proxy token: lets one device, for one profile install, reach
+    /// an organisation CA through mdmd; used once a certificate came back.
+    ScepProxy,
+    /// A provider app's token to upload one device's derived credentials
+    /// (valid until it expires; not used up).
+    DerivedUpload,
 }
 
 impl SecretKind {
@@ -500,6 +506,8 @@ impl SecretKind {
             1 => SecretKind::Invitation,
             2 => SecretKind::ReenrollApproval,
             3 => SecretKind::ProfileService,
+            4 => SecretKind::ScepProxy,
+            5 => SecretKind::DerivedUpload,
             _ => return None,
         })
     }

@@ -1411,6 +1411,16 @@ impl PkiStore for PgStore {
         .await
     }
 
+    async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>> {
+        self.read(|c| async move {
+            opt(&c, "SELECT data FROM secrets WHERE kind = $1 AND hash = $2", &[&(kind as i16), &hash])
+                .await?
+                .map(|r| json(&r, 0))
+                .transpose()
+        })
+        .await
+    }
+
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
         let hash = hash.to_owned();
         self.write(move |tx| {

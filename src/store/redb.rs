@@ -925,6 +925,10 @@ impl PkiStore for RedbStore {
         .await
     }
 
+    async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>> {
+        self.read(|txn| dec_opt(txn.open_table(SECRETS)?.get((kind as u8, hash))?))
+    }
+
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
         let hash = hash.to_owned();
         self.write(move |txn| {
