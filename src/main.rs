@@ -142,7 +142,7 @@ enum Cmd {
         #[command(subcommand)]
         what: DbCmd,
     },
-    /// API accounts with roles (admin, operator, read-only, nac); admin key only.
+    /// API accounts with roles (admin, operator, read-only, nac, issuer); admin key only.
     Accounts {
         #[command(subcommand)]
         what: AccountsCmd,
@@ -153,6 +153,23 @@ enum Cmd {
     AccessTokens {
         #[command(subcommand)]
         what: AccessTokensCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The organisation's own CAs (SCEP servers: NDES, Smallstep, DigiCert …)
+    /// that profiles reach through mdmd's SCEP proxy with $SCEP_PROXY_URL:NAME
+    /// and $SCEP_CHALLENGE:NAME.
+    Cas {
+        #[command(subcommand)]
+        what: CasCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Derived credentials (PIV-D): PKCS#12 identities from the organisation's
+    /// provider, delivered in profiles whose PKCS#12 payload is $DERIVED_CREDENTIAL:usage.
+    DerivedCredentials {
+        #[command(subcommand)]
+        what: DerivedCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -196,6 +213,58 @@ enum DbCmd {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand)]
+enum CasCmd {
+    /// Add a CA: it is asked for its capabilities and certificates at once;
+    /// nothing is saved if it does not answer as a SCEP server.
+    Add {
+        /// The name profiles use: $SCEP_PROXY_URL:NAME, $SCEP_CHALLENGE:NAME.
+        name: String,
+        /// The CA's SCEP URL (e.g. https://ndes.corp.example/certsrv/mscep/mscep.dll).
+        #[arg(long)]
+        scep_url: String,
+        /// A static challenge (stored encrypted, never shown again).
+        #[arg(long, env = "MDMD_CA_CHALLENGE", hide_env_values = true, conflicts_with = "challenge_url", required_unless_present = "challenge_url")]
+        challenge: Option<String>,
+        /// A URL that hands out one-time challenges (NDES mscep_admin; basic-auth
+        /// credentials may be in the URL), fetched for every profile install.
+        #[arg(long)]
+        challenge_url: Option<String>,
+    },
+    List,
+    /// A CA with its certificate chain.
+    Show { name: String },
+    /// The certificates this CA issued to devices through the proxy.
+    Certificates { name: String },
+    Rm { name: String },
+    /// Re-install profiles whose certificates expire soon (also runs hourly).
+    Renew,
+}
+
+#[derive(Subcommand)]
+enum DerivedCmd {
+    /// Post a credential from a PKCS#12 file for a device or a user.
+    Add {
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        device: Option<String>,
+        /// Every device of this user (USERNAME attribute or user channel).
+        #[arg(long)]
+        user: Option<String>,
+        /// authentication, signing or encryption.
+        #[arg(long)]
+        usage: String,
+        /// The .p12 file.
+        #[arg(long)]
+        pkcs12: std::path::PathBuf,
+        /// The .p12 file's password.
+        #[arg(long, env = "MDMD_PKCS12_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    List,
+    /// Delete a credential: profiles that carry it are removed from the devices and wait again.
+    Rm { id: String },
 }
 
 #[derive(Subcommand)]
@@ -245,7 +314,7 @@ enum AccountsCmd {
     /// Create an account; prints its secret once (bearer token, or basic NAME:SECRET).
     Add {
         name: String,
-        /// admin, operator, read-only or nac (Cisco ISE and other NACs).
+        /// admin, operator, read-only, nac (Cisco ISE and other NACs) or issuer (derived-credential providers).
         #[arg(long)]
         role: String,
     },
@@ -726,6 +795,17 @@ enum SimCmd {
         /// Or an invitation URL (from `mdmd invite`); good for one device.
         #[arg(long)]
         invite: Option<String>,
+        /// Also play a derived-credential provider's app with this bundle id:
+        /// wait for its managed configuration ($DERIVED_CREDENTIAL_URL and
+        /// $DERIVED_CREDENTIAL_TOKEN), then upload a credential made by a
+        /// throw-away test CA for each --provider-usage.
+        #[arg(long)]
+        provider_app: Option<String>,
+        #[arg(long, default_value = "authentication")]
+        provider_usage: Vec<String>,
+        /// How long to wait for the app's configuration (seconds).
+        #[arg(long, default_value_t = 60)]
+        provider_wait: u64,
     },
     /// A long-running fleet woken by push: an APNs stand-in (HTTP/2, TLS, client certificate
     /// required) and N enrolled devices that answer when pushed. Start mdmd with
@@ -862,6 +942,69 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     .await
                     .map(ok)??,
                 AccessTokensCmd::Verify { token, device } => a.post("/v1/access/verify", json!({"token": token, "device": device})).await?,
+            };
+            print(&v);
+        }
+        Cmd::Cas { what, client } => {
+            let a = client.admin()?;
+            let ok = |r: (u16, Value)| match r {
+                (200 | 201, v) => Ok(v),
+                (s, v) => Err(anyhow::anyhow!("HTTP {s}: {}", v.get("error").cloned().unwrap_or(v.clone()))),
+            };
+            let enc = |n: &str| urlencoding::encode(n).into_owned();
+            let v = match what {
+                CasCmd::Add {
+                    name,
+                    scep_url,
+                    challenge,
+                    challenge_url,
+                } => a
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/cas",
+                        Some(json!({"name": name, "scep_url": scep_url, "challenge": challenge, "challenge_url": challenge_url})),
+                    )
+                    .await
+                    .map(ok)??,
+                CasCmd::List => a.get("/v1/cas").await?,
+                CasCmd::Show { name } => a.call(reqwest::Method::GET, &format!("/v1/cas/{}", enc(&name)), None).await.map(ok)??,
+                CasCmd::Certificates { name } => a
+                    .call(reqwest::Method::GET, &format!("/v1/cas/{}/certificates", enc(&name)), None)
+                    .await
+                    .map(ok)??,
+                CasCmd::Rm { name } => a.call(reqwest::Method::DELETE, &format!("/v1/cas/{}", enc(&name)), None).await.map(ok)??,
+                CasCmd::Renew => a.call(reqwest::Method::POST, "/v1/cas/renewals", None).await.map(ok)??,
+            };
+            print(&v);
+        }
+        Cmd::DerivedCredentials { what, client } => {
+            let a = client.admin()?;
+            let ok = |r: (u16, Value)| match r {
+                (200 | 201, v) => Ok(v),
+                (s, v) => Err(anyhow::anyhow!("HTTP {s}: {}", v.get("error").cloned().unwrap_or(v.clone()))),
+            };
+            let v = match what {
+                DerivedCmd::Add {
+                    device,
+                    user,
+                    usage,
+                    pkcs12,
+                    password,
+                } => {
+                    use base64::Engine as _;
+                    let der = std::fs::read(&pkcs12).with_context(|| format!("reading {}", pkcs12.display()))?;
+                    let body = json!({"device": device, "user": user, "usage": usage, "pkcs12": base64::engine::general_purpose::STANDARD.encode(der), "password": password});
+                    a.call(reqwest::Method::POST, "/v1/derived-credentials", Some(body)).await.map(ok)??
+                }
+                DerivedCmd::List => a.get("/v1/derived-credentials").await?,
+                DerivedCmd::Rm { id } => a
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/v1/derived-credentials/{}", urlencoding::encode(&id)),
+                        None,
+                    )
+                    .await
+                    .map(ok)??,
             };
             print(&v);
         }
@@ -1129,7 +1272,18 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
             std::io::stdout().write_all(&body)?;
         }
         Cmd::Sim { what, client } => match what {
-            SimCmd::Enroll { devices, user, invite } => {
+            SimCmd::Enroll {
+                devices,
+                user,
+                invite,
+                provider_app,
+                provider_usage,
+                provider_wait,
+            } => {
+                let test_ca = match &provider_app {
+                    Some(_) => Some(mdmd::sim::pki::test_ca("mdmd sim derived-credential CA")?),
+                    None => None,
+                };
                 let http = client.client()?;
                 let n = if invite.is_some() { 1 } else { devices.min(10_000) };
                 let creds = match &user {
@@ -1148,6 +1302,24 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     d.enroll().await?;
                     let handled = d.session().await?;
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
+                    if let (Some(app), Some(ca)) = (&provider_app, &test_ca) {
+                        let until = std::time::Instant::now() + std::time::Duration::from_secs(provider_wait);
+                        while d.apps.get(app).cloned().flatten().is_none() {
+                            if std::time::Instant::now() > until {
+                                anyhow::bail!("{app} got no managed configuration within {provider_wait} s");
+                            }
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                            d.session().await?;
+                        }
+                        for usage in &provider_usage {
+                            let password = mdmd::pki::random_token(12);
+                            let p12 = mdmd::sim::pki::issue_pkcs12(ca, &format!("{} {usage}", d.udid), 365, &password)?;
+                            let (status, v) = d.provider_app_upload(app, usage, &p12, &password).await?;
+                            println!("{app}: {usage} credential posted: HTTP {status} {v}");
+                        }
+                        let handled = d.session().await?;
+                        println!("{} answered {} more commands", d.udid, handled.len());
+                    }
                 }
             }
             SimCmd::Fleet {

@@ -23,7 +23,7 @@ pub async fn create(State(app): State<Arc<App>>, Json(a): Json<NewAccount>) -> R
     let Some(role) = Role::parse(&a.role) else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("role {:?}: admin, operator, read-only or nac", a.role),
+            format!("role {:?}: admin, operator, read-only, nac or issuer", a.role),
         );
     };
     match app.accounts.create(&a.name, role).await {

@@ -365,6 +365,21 @@ impl Commander {
         reinstall: bool,
     ) -> Result<(ProfileTemplate, bool, Option<Batch>), CommandError> {
         let t = Template::parse(bytes).map_err(template_error)?;
+        // Organisation CAs the template names must exist.
+        for v in &t.variables {
+            if let ("SCEP_PROXY_URL" | "SCEP_CHALLENGE", Some(ca)) = vars::split(v) {
+                let known = match self.orgcas.get() {
+                    Some(c) => c.exists(ca).await.map_err(|e| invalid("", e.to_string()))?,
+                    None => false,
+                };
+                if !known {
+                    return Err(invalid(
+                        "PayloadContent",
+                        format!("${v} names no organisation CA (add it first: mdmd cas add {ca} --scep-url URL --challenge …)"),
+                    ));
+                }
+            }
+        }
         let rec = ProfileTemplate {
             identifier: t.identifier.clone(),
             uuid: t.uuid.clone(),

@@ -45,6 +45,10 @@ impl Mdm {
                         tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished");
                         if status == Status::Acknowledged {
                             self.learn(id, &device_id, &request_type, raw).await;
+                            // A follow-up (CertificateList after an install) is answered in this session.
+                            if next.is_none() && request_type == "InstallProfile" {
+                                return Ok(self.store.next_command(id, true).await?.map(|c| c.body));
+                            }
                         }
                     }
                 }

@@ -160,7 +160,7 @@ fn check_pkcs12(der: &[u8], password: &str) -> Result<(openssl::x509::X509, Vec<
         .ok_or_else(|| DerivedError::Invalid("pkcs12: it holds no private key".into()))?;
     let cert = parsed
         .cert
-        .ok_or_else(|| DerivedError::Invalid("pkcs12: it holds no certificate".into()))?;
+        .ok_or_else(|| DerivedError::Invalid("pkcs12: it holds no certificate for its private key (the key does not match)".into()))?;
     let matches = cert.public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
     if !matches {
         return Err(DerivedError::Invalid(

@@ -542,11 +542,30 @@ impl SimDevice {
             let key = openssl::rsa::Rsa::generate(bits)
                 .and_then(openssl::pkey::PKey::from_rsa)
                 .map_err(|e| fail(1002, format!("key generation: {e}")))?;
-            let got = pki::scep_enroll(&self.client, &url, trust.as_ref(), key, &subject, s("Challenge").as_deref(), None)
+            // Through mdmd's SCEP proxy the CA is the organisation's, not the one the enrollment profile installed.
+            let expected = if url.contains("/scep-proxy/") { None } else { trust.as_ref() };
+            let got = pki::scep_enroll(&self.client, &url, expected, key, &subject, s("Challenge").as_deref(), None)
                 .await
                 .map_err(|e| fail(1002, format!("SCEP: {e:#}")))?
                 .map_err(|e| fail(1002, format!("The SCEP server refused the request: {e}")))?;
             identities.push((uuid, got));
+        }
+        // PKCS#12 identities (a derived credential among them), opened with the password inside the profile.
+        for p in &payloads {
+            if p.get("PayloadType").and_then(plist::Value::as_string) != Some("com.apple.security.pkcs12") {
+                continue;
+            }
+            let uuid = p
+                .get("PayloadUUID")
+                .and_then(plist::Value::as_string)
+                .unwrap_or_default()
+                .to_owned();
+            let Some(der) = p.get("PayloadContent").and_then(plist::Value::as_data) else {
+                return Err(fail(1004, "The PKCS#12 payload has no data.".into()));
+            };
+            let password = p.get("Password").and_then(plist::Value::as_string).unwrap_or_default();
+            let id = pki::open_pkcs12(der, password).map_err(|e| fail(1004, format!("The PKCS#12 could not be imported: {e:#}")))?;
+            identities.push((uuid, id));
         }
         self.profiles.insert(
             ident,
@@ -567,6 +586,43 @@ impl SimDevice {
             },
         );
         Ok(())
+    }
+
+    /// Play a derived-credential provider's app: read the app's managed
+    /// configuration for the upload URL (`…/v1/derived-credentials`) and the
+    /// per-device token (`dct_…`), and post a credential with them.
+    /// Returns the HTTP status and the JSON answer.
+    pub async fn provider_app_upload(
+        &self,
+        bundle_id: &str,
+        usage: &str,
+        pkcs12: &[u8],
+        password: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let config = self
+            .apps
+            .get(bundle_id)
+            .cloned()
+            .flatten()
+            .with_context(|| format!("app {bundle_id} has no managed configuration"))?;
+        let strings: Vec<&str> = config.values().filter_map(plist::Value::as_string).collect();
+        let url = strings
+            .iter()
+            .find(|v| v.ends_with("/v1/derived-credentials"))
+            .context("no upload URL in the app's configuration ($DERIVED_CREDENTIAL_URL)")?;
+        let token = strings
+            .iter()
+            .find(|v| v.starts_with(crate::service::derived::TOKEN_PREFIX))
+            .context("no upload token in the app's configuration ($DERIVED_CREDENTIAL_TOKEN)")?;
+        let body = serde_json::json!({
+            "usage": usage,
+            "pkcs12": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pkcs12),
+            "password": password,
+        });
+        let r = self.client.post(*url).bearer_auth(token).json(&body).send().await?;
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, v))
     }
 
     /// The user removes a profile in Settings (no message to the server).

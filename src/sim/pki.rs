@@ -118,6 +118,70 @@ fn name_of(subject: &[(String, String)]) -> anyhow::Result<X509Name> {
     Ok(n.build())
 }
 
+/// Open a PKCS#12 as a device imports it.
+pub fn open_pkcs12(der: &[u8], password: &str) -> anyhow::Result<SimIdentity> {
+    crate::pki::ossl::load_providers();
+    let p = openssl::pkcs12::Pkcs12::from_der(der)?.parse2(password).context("wrong password or damaged PKCS#12")?;
+    Ok(SimIdentity {
+        key: p.pkey.context("no private key")?,
+        cert: p.cert.context("no certificate")?,
+    })
+}
+
+/// A test CA (self-signed, RSA-2048) standing for an organisation's PIV
+/// derived-credential CA.
+pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
+    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+    let mut n = X509Name::builder()?;
+    n.append_entry_by_text("CN", cn)?;
+    let n = n.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = crate::pki::ca::random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&n)?;
+    b.set_issuer_name(&n)?;
+    b.set_pubkey(&key)?;
+    b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0)?)?;
+    b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(3650)?)?;
+    b.append_extension(openssl::x509::extension::BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(openssl::x509::extension::KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok(SimIdentity { key, cert: b.build() })
+}
+
+/// A credential issued by `ca` for `cn`, valid `days` (negative: already
+/// expired), as a PKCS#12 with `password`.
+pub fn issue_pkcs12(ca: &SimIdentity, cn: &str, days: i64, password: &str) -> anyhow::Result<Vec<u8>> {
+    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+    let mut n = X509Name::builder()?;
+    n.append_entry_by_text("CN", cn)?;
+    let n = n.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = crate::pki::ca::random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&n)?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.set_pubkey(&key)?;
+    let now = crate::service::now();
+    let (from, to) = if days >= 0 { (now - 60, now + days * 86_400) } else { (now + days * 86_400 - 86_400, now + days * 86_400) };
+    b.set_not_before(&*openssl::asn1::Asn1Time::from_unix(from)?)?;
+    b.set_not_after(&*openssl::asn1::Asn1Time::from_unix(to)?)?;
+    b.append_extension(openssl::x509::extension::KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+    b.sign(&ca.key, MessageDigest::sha256())?;
+    let cert = b.build();
+    let mut chain = Stack::new()?;
+    chain.push(ca.cert.clone())?;
+    let p12 = openssl::pkcs12::Pkcs12::builder()
+        .name(cn)
+        .pkey(&key)
+        .cert(&cert)
+        .ca(chain)
+        .build2(password)?;
+    Ok(p12.to_der()?)
+}
+
 /// Run SCEP against `url` and return the issued identity.
 /// With `renew`, send a RenewalReq signed by the existing identity instead.
 pub async fn scep_enroll(
