@@ -582,6 +582,12 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
         .any(|e| e.data().to_string().unwrap().contains("renewed")));
     let dev = admin.get(&format!("/v1/devices/{}", d1.udid)).await.unwrap();
     assert_eq!(dev["derived_credentials"][0]["expiring"], true);
+    let health = srv.client().get(format!("{}/health", srv.base)).send().await.unwrap();
+    let health: Value = health.json().await.unwrap();
+    assert!(
+        health["warnings"].to_string().contains("1 derived credential(s) expire within 30 days"),
+        "{health}"
+    );
 
     // Revocation: the profile is removed from the device and waits again.
     let id = v["id"].as_str().unwrap().to_owned();
@@ -701,4 +707,80 @@ async fn the_provider_app_uploads_with_its_device_token() {
     assert!(handled.iter().any(|h| h.request_type == "InstallProfile" && h.status == mdmd::protocol::Status::Acknowledged));
     let got = identity_of(&d, "com.example.pivd", "DC-AUTH");
     assert!(got.verify(&piv_ca.cert.public_key().unwrap()).unwrap());
+}
+
+/// An NDES `mscep_admin` stand-in: basic auth, a UTF-16 page with the
+/// challenge (or "password cache is full" once `full` is set), counting requests.
+async fn ndes_admin(
+    challenge: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let full = std::sync::Arc::new(AtomicBool::new(false));
+    let (h, f) = (hits.clone(), full.clone());
+    let app = axum::Router::new().route(
+        "/certsrv/mscep_admin/",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let (h, f) = (h.clone(), f.clone());
+            async move {
+                let want = format!("Basic {}", b64(b"CORP\\ndes-svc:svc-pw"));
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, Vec::new());
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let page = if f.load(Ordering::SeqCst) {
+                    "<HTML><Body>The password cache is full. Use unassigned passwords or wait until the passwords expire.</Body></HTML>".to_owned()
+                } else {
+                    format!("<HTML><Body><P> The thumbprint (hash value) for the CA certificate is: <B> 1234 </B> <P> The enrollment challenge password is: <B> {challenge} </B><P> This password can be used only once</Body></HTML>")
+                };
+                let mut body = vec![0xFF, 0xFE];
+                body.extend(page.encode_utf16().flat_map(|u| u.to_le_bytes()));
+                (axum::http::StatusCode::OK, body)
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (format!("http://CORP%5Cndes-svc:svc-pw@{addr}/certsrv/mscep_admin/"), hits, full)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndes_style_one_time_challenges_are_fetched_per_install() {
+    use std::sync::atomic::Ordering;
+    let scep = scepserver().await;
+    let (challenge_url, hits, full) = ndes_admin(CHALLENGE).await;
+    let srv = Server::start();
+    let admin = srv.admin();
+    let v = srv.cli_json(&["cas", "add", "ndes", "--scep-url", &scep.url, "--challenge-url", &challenge_url]);
+    assert_eq!(v["challenge"], "url");
+    // Shown without its credentials; adding fetched no challenge.
+    assert!(!v.to_string().contains("svc-pw"), "{v}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.ndes", "ndes")).await.unwrap();
+    assert!(s == 200 || s == 201, "{v}");
+    let mut a = srv.enrolled().await;
+    let mut b = srv.enrolled().await;
+    let batch = admin
+        .post("/v1/profiles/com.example.wifi.ndes/install", json!({"targets": [a.udid, b.udid]}))
+        .await
+        .unwrap();
+    assert_eq!(batch["queued"], 2, "{batch}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one challenge per install");
+    for d in [&mut a, &mut b] {
+        d.session().await.unwrap();
+        let cert = identity_of(d, "com.example.wifi.ndes", "SCEP-1");
+        assert!(cert.verify(&scep.ca.public_key().unwrap()).unwrap());
+    }
+    // NDES out of challenges: that install fails with the reason, nothing queued.
+    full.store(true, Ordering::SeqCst);
+    let c = srv.enrolled().await;
+    let batch = admin
+        .post("/v1/profiles/com.example.wifi.ndes/install", json!({"targets": [c.udid]}))
+        .await
+        .unwrap();
+    assert_eq!(batch["queued"], 0, "{batch}");
+    assert!(batch["failed"][0]["error"].as_str().unwrap().contains("password cache is full"), "{batch}");
 }

@@ -290,7 +290,20 @@ pub async fn rotate_secrets(State(app): State<Arc<App>>) -> Response {
         Ok(k) => k,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("rotating the key: {e}")),
     };
-    match app.mdm.reseal_all().await {
+    let mut others = 0;
+    if let Some(c) = app.commander.orgcas() {
+        match c.reseal().await {
+            Ok(k) => others += k,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("resealing CA challenges: {e}")),
+        }
+    }
+    if let Some(d) = app.commander.derived() {
+        match d.reseal().await {
+            Ok(k) => others += k,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("resealing derived credentials: {e}")),
+        }
+    }
+    match app.mdm.reseal_all().await.map(|n| n + others) {
         Ok(n) => {
             tracing::info!(key = %key, resealed = n, "secrets key rotated");
             Json(json!({"key_id": key, "resealed": n})).into_response()

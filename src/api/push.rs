@@ -113,6 +113,20 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("the database did not answer within 5 s".to_owned()),
     };
+    // Derived credentials about to expire: the provider's app must renew them.
+    // (/health is public: a count, not whose; GET /v1/derived-credentials says which.)
+    if store.is_none() {
+        if let Some(d) = app.commander.derived() {
+            if let Ok(Ok(list)) = tokio::time::timeout(std::time::Duration::from_secs(5), d.expiring()).await {
+                if !list.is_empty() {
+                    warnings.push(format!(
+                        "{} derived credential(s) expire within 30 days or have expired (GET /v1/derived-credentials: \"expiring\": true)",
+                        list.len()
+                    ));
+                }
+            }
+        }
+    }
     let (code, status) = match (&store, warnings.is_empty()) {
         (Some(_), _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (None, true) => (axum::http::StatusCode::OK, "ok"),

@@ -250,6 +250,32 @@ impl Derived {
         Ok((view(&rec), old))
     }
 
+    /// Reseal stored credentials under the current key (after `secrets rotate`).
+    pub async fn reseal(&self) -> Result<u64, DerivedError> {
+        let mut n = 0;
+        for (key, r) in self.store.records(CREDENTIALS).await? {
+            let mut s: Stored = serde_json::from_value(r.value).map_err(StoreError::from)?;
+            if !self.secrets.needs_reseal(&s.pkcs12) && !self.secrets.needs_reseal(&s.password) {
+                continue;
+            }
+            for (field, slot) in [("pkcs12", &mut s.pkcs12), ("password", &mut s.password)] {
+                let plain = self
+                    .secrets
+                    .open(slot, &Self::aad(&key, field))
+                    .map_err(|e| DerivedError::Invalid(format!("credential {key}: {e}")))?;
+                *slot = self
+                    .secrets
+                    .seal(&plain, &Self::aad(&key, field))
+                    .map_err(|e| DerivedError::Invalid(format!("sealing: {e}")))?;
+            }
+            let value = serde_json::to_value(&s).map_err(StoreError::from)?;
+            if self.store.put_record(CREDENTIALS, &key, value, now(), Some(r.version)).await?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The user a device's user credentials come from.
     pub fn user_of(e: &Enrollment) -> Option<String> {
         e.attributes

@@ -388,6 +388,29 @@ impl OrgCas {
         String::from_utf8(raw).map_err(|_| CaError::Upstream(format!("the stored {field} of CA {name} is not text")))
     }
 
+    /// Reseal stored challenges under the current key (after `secrets rotate`).
+    pub async fn reseal(&self) -> Result<u64, CaError> {
+        let mut n = 0;
+        for (name, r) in self.store.records(CAS).await? {
+            let mut rec: CaRecord = serde_json::from_value(r.value).map_err(StoreError::from)?;
+            let mut changed = false;
+            for (field, slot) in [("challenge", &mut rec.challenge), ("challenge_url", &mut rec.challenge_url)] {
+                if let Some(old) = slot.as_ref().filter(|v| self.secrets.needs_reseal(v)) {
+                    let plain = self.open(&name, field, old)?;
+                    *slot = Some(self.seal(&name, field, &plain)?);
+                    changed = true;
+                }
+            }
+            if changed {
+                let value = serde_json::to_value(&rec).map_err(StoreError::from)?;
+                if self.store.put_record(CAS, &name, value, now(), Some(r.version)).await?.is_some() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn list(&self) -> Result<Vec<CaView>, CaError> {
         let mut out = Vec::new();
         for (_, r) in self.store.records(CAS).await? {
