@@ -376,6 +376,17 @@ async fn pki(s: &Arc<dyn Store>) {
         Consumed::AlreadyUsed
     );
     assert_eq!(s.consume_secret(SecretKind::Challenge, "old", 50).await.unwrap(), Consumed::Expired);
+    // Read without using (SCEP proxy tokens, upload tokens): nothing changes until consumed.
+    s.add_secret(SecretKind::ScepProxy, "p", secret(100)).await.unwrap();
+    s.add_secret(SecretKind::DerivedUpload, "u", secret(100)).await.unwrap();
+    assert!(s.secret(SecretKind::Challenge, "p").await.unwrap().is_none(), "kinds apart");
+    let p = s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap();
+    assert_eq!((p.expires_at, p.used_at), (100, None));
+    assert_eq!(s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap().used_at, None);
+    assert!(matches!(s.consume_secret(SecretKind::ScepProxy, "p", 60).await.unwrap(), Consumed::Ok(_)));
+    assert_eq!(s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap().used_at, Some(60));
+    assert!(s.secret(SecretKind::DerivedUpload, "u").await.unwrap().is_some());
+    assert!(s.secret(SecretKind::DerivedUpload, "nope").await.unwrap().is_none());
 }
 
 async fn leases(s: &Arc<dyn Store>) {

@@ -411,6 +411,35 @@ mod tests {
             "{errs:#?}"
         );
     }
+
+    #[test]
+    fn organisation_ca_and_derived_credential_placement() {
+        let scep = |url: &str, challenge: &str| {
+            payload(
+                "com.apple.security.scep",
+                "S",
+                &format!("<key>PayloadContent</key><dict><key>URL</key><string>{url}</string><key>Challenge</key><string>{challenge}</string></dict>"),
+            )
+        };
+        let dc = |content: &str| payload("com.apple.security.pkcs12", "D", &format!("<key>PayloadContent</key><string>{content}</string>"));
+        let errs = |p: String| -> Vec<String> { validate(&parse(&wrap(&p))).errors.iter().map(|e| e.to_string()).collect() };
+        assert!(errs(scep("$SCEP_PROXY_URL:corp", "$SCEP_CHALLENGE:corp")).is_empty());
+        assert!(errs(dc("$DERIVED_CREDENTIAL:signing")).is_empty());
+        assert!(errs(dc("${DERIVED_CREDENTIAL:encryption}")).is_empty());
+        let cases = [
+            (scep("$SCEP_PROXY_URL:corp", "$SCEP_CHALLENGE:other"), "name different CAs"),
+            (scep("https://ca.example/scep", "$SCEP_CHALLENGE:corp"), "goes with $SCEP_PROXY_URL:NAME"),
+            (scep("$SCEP_PROXY_URL", "x"), "needs the organisation CA's name"),
+            (scep("https://x/", "$SCEP_PROXY_URL:corp"), "may only be the URL of a SCEP payload"),
+            (dc("$DERIVED_CREDENTIAL"), "needs a usage"),
+            (dc("$DERIVED_CREDENTIAL:flying"), "unknown derived credential usage"),
+            (dc("x $DERIVED_CREDENTIAL:signing"), "whole PayloadContent"),
+        ];
+        for (p, want) in cases {
+            let e = errs(p);
+            assert!(e.iter().any(|x| x.contains(want)), "{want}: {e:#?}");
+        }
+    }
 }
 
 #[cfg(test)]
