@@ -226,7 +226,13 @@ enum CasCmd {
         #[arg(long)]
         scep_url: String,
         /// A static challenge (stored encrypted, never shown again).
-        #[arg(long, env = "MDMD_CA_CHALLENGE", hide_env_values = true, conflicts_with = "challenge_url", required_unless_present = "challenge_url")]
+        #[arg(
+            long,
+            env = "MDMD_CA_CHALLENGE",
+            hide_env_values = true,
+            conflicts_with = "challenge_url",
+            required_unless_present = "challenge_url"
+        )]
         challenge: Option<String>,
         /// A URL that hands out one-time challenges (NDES mscep_admin; basic-auth
         /// credentials may be in the URL), fetched for every profile install.
@@ -235,10 +241,16 @@ enum CasCmd {
     },
     List,
     /// A CA with its certificate chain.
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// The certificates this CA issued to devices through the proxy.
-    Certificates { name: String },
-    Rm { name: String },
+    Certificates {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
     /// Re-install profiles whose certificates expire soon (also runs hourly).
     Renew,
 }
@@ -264,7 +276,9 @@ enum DerivedCmd {
     },
     List,
     /// Delete a credential: profiles that carry it are removed from the devices and wait again.
-    Rm { id: String },
+    Rm {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -967,12 +981,18 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     .await
                     .map(ok)??,
                 CasCmd::List => a.get("/v1/cas").await?,
-                CasCmd::Show { name } => a.call(reqwest::Method::GET, &format!("/v1/cas/{}", enc(&name)), None).await.map(ok)??,
+                CasCmd::Show { name } => a
+                    .call(reqwest::Method::GET, &format!("/v1/cas/{}", enc(&name)), None)
+                    .await
+                    .map(ok)??,
                 CasCmd::Certificates { name } => a
                     .call(reqwest::Method::GET, &format!("/v1/cas/{}/certificates", enc(&name)), None)
                     .await
                     .map(ok)??,
-                CasCmd::Rm { name } => a.call(reqwest::Method::DELETE, &format!("/v1/cas/{}", enc(&name)), None).await.map(ok)??,
+                CasCmd::Rm { name } => a
+                    .call(reqwest::Method::DELETE, &format!("/v1/cas/{}", enc(&name)), None)
+                    .await
+                    .map(ok)??,
                 CasCmd::Renew => a.call(reqwest::Method::POST, "/v1/cas/renewals", None).await.map(ok)??,
             };
             print(&v);
@@ -994,7 +1014,9 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     use base64::Engine as _;
                     let der = std::fs::read(&pkcs12).with_context(|| format!("reading {}", pkcs12.display()))?;
                     let body = json!({"device": device, "user": user, "usage": usage, "pkcs12": base64::engine::general_purpose::STANDARD.encode(der), "password": password});
-                    a.call(reqwest::Method::POST, "/v1/derived-credentials", Some(body)).await.map(ok)??
+                    a.call(reqwest::Method::POST, "/v1/derived-credentials", Some(body))
+                        .await
+                        .map(ok)??
                 }
                 DerivedCmd::List => a.get("/v1/derived-credentials").await?,
                 DerivedCmd::Rm { id } => a

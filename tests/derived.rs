@@ -69,12 +69,7 @@ async fn scepserver() -> ScepServer {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ca = X509::from_pem(&std::fs::read(depot.join("ca.pem")).unwrap()).unwrap();
-    ScepServer {
-        child,
-        url,
-        ca,
-        _dir: dir,
-    }
+    ScepServer { child, url, ca, _dir: dir }
 }
 
 fn template(identifier: &str, payloads: &str) -> Vec<u8> {
@@ -199,19 +194,31 @@ async fn organisation_ca_through_the_scep_proxy() {
     // Adding a CA checks it; a bad one saves nothing.
     let closed = format!("http://127.0.0.1:{}/scep", free_port());
     let (s, v) = admin
-        .call(reqwest::Method::POST, "/v1/cas", Some(json!({"name": "corp", "scep_url": closed, "challenge": CHALLENGE})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/cas",
+            Some(json!({"name": "corp", "scep_url": closed, "challenge": CHALLENGE})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 502, "{v}");
     let (hole, _h) = black_hole().await;
     let (s, v) = admin
-        .call(reqwest::Method::POST, "/v1/cas", Some(json!({"name": "corp", "scep_url": hole, "challenge": CHALLENGE})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/cas",
+            Some(json!({"name": "corp", "scep_url": hole, "challenge": CHALLENGE})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 504, "{v}");
     let not_scep = format!("{}/nothing-here", scep.url.trim_end_matches("/scep"));
     let (s, v) = admin
-        .call(reqwest::Method::POST, "/v1/cas", Some(json!({"name": "corp", "scep_url": not_scep, "challenge": CHALLENGE})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/cas",
+            Some(json!({"name": "corp", "scep_url": not_scep, "challenge": CHALLENGE})),
+        )
         .await
         .unwrap();
     assert!(s == 502, "{s} {v}");
@@ -236,13 +243,20 @@ async fn organisation_ca_through_the_scep_proxy() {
     let (ok, out, _) = srv.cli(&["cas", "show", "corp"]);
     assert!(ok && !out.contains(CHALLENGE), "{out}");
     let (s, _) = admin
-        .call(reqwest::Method::POST, "/v1/cas", Some(json!({"name": "corp", "scep_url": scep.url, "challenge": CHALLENGE})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/cas",
+            Some(json!({"name": "corp", "scep_url": scep.url, "challenge": CHALLENGE})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 409);
 
     // Templates: placement rules, and the CA must exist.
-    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.nope", "nope")).await.unwrap();
+    let (s, v) = admin
+        .call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.nope", "nope"))
+        .await
+        .unwrap();
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("nope"), "{v}");
     let misplaced = template(
@@ -255,7 +269,10 @@ async fn organisation_ca_through_the_scep_proxy() {
     );
     let (s, v) = admin.call_bytes("/v1/profiles", misplaced).await.unwrap();
     assert_eq!(s, 400, "{v}");
-    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.corp", "corp")).await.unwrap();
+    let (s, v) = admin
+        .call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.corp", "corp"))
+        .await
+        .unwrap();
     assert!(s == 200 || s == 201, "{s} {v}");
 
     // Install: the challenge is only inside the profile encrypted to the device.
@@ -271,7 +288,10 @@ async fn organisation_ca_through_the_scep_proxy() {
     let payload = base64::engine::general_purpose::STANDARD
         .decode(c["command"]["Payload"].as_str().unwrap())
         .unwrap();
-    assert!(!contains(&payload, CHALLENGE.as_bytes()), "the challenge is readable in the command");
+    assert!(
+        !contains(&payload, CHALLENGE.as_bytes()),
+        "the challenge is readable in the command"
+    );
     if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
         dir_lacks(&srv.data_dir(), CHALLENGE.as_bytes());
     }
@@ -286,13 +306,19 @@ async fn organisation_ca_through_the_scep_proxy() {
         handled.iter().map(|h| (&h.request_type, h.status.as_str())).collect::<Vec<_>>()
     );
     let cert = identity_of(&d, "com.example.wifi.corp", "SCEP-1");
-    assert!(cert.verify(&scep.ca.public_key().unwrap()).unwrap(), "not issued by the organisation CA");
+    assert!(
+        cert.verify(&scep.ca.public_key().unwrap()).unwrap(),
+        "not issued by the organisation CA"
+    );
     assert_eq!(
         cert.subject_name().entries().next().unwrap().data().to_string().unwrap().as_str(),
         d.udid.as_str()
     );
     // mdmd asked for the CertificateList after the install, and learned the certificate.
-    assert!(handled.iter().any(|h| h.request_type == "CertificateList"), "no CertificateList asked");
+    assert!(
+        handled.iter().any(|h| h.request_type == "CertificateList"),
+        "no CertificateList asked"
+    );
     let certs = admin.get("/v1/cas/corp/certificates").await.unwrap();
     let list = certs["certificates"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{certs}");
@@ -337,7 +363,10 @@ async fn organisation_ca_through_the_scep_proxy() {
     assert_eq!(v["renewals_queued"], 1, "the new certificate is inside the 400-day window too: {v}");
     d.session().await.unwrap();
     assert_eq!(
-        admin.get("/v1/cas/corp/certificates").await.unwrap()["certificates"].as_array().unwrap().len(),
+        admin.get("/v1/cas/corp/certificates").await.unwrap()["certificates"]
+            .as_array()
+            .unwrap()
+            .len(),
         3
     );
 
@@ -345,7 +374,10 @@ async fn organisation_ca_through_the_scep_proxy() {
     let second = scepserver().await;
     let v = srv.cli_json(&["cas", "add", "flaky", "--scep-url", &second.url, "--challenge", CHALLENGE]);
     assert_eq!(v["name"], "flaky");
-    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.flaky", "flaky")).await.unwrap();
+    let (s, v) = admin
+        .call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.flaky", "flaky"))
+        .await
+        .unwrap();
     assert!(s == 200 || s == 201, "{v}");
     let b = admin
         .post("/v1/profiles/com.example.wifi.flaky/install", json!({"targets": [d.udid]}))
@@ -384,7 +416,10 @@ async fn a_hanging_organisation_ca_is_a_504_for_the_device() {
     let url = format!("http://{}/scep", proxy.addr);
     let v = srv.cli_json(&["cas", "add", "corp", "--scep-url", &url, "--challenge", CHALLENGE]);
     assert_eq!(v["name"], "corp");
-    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.corp", "corp")).await.unwrap();
+    let (s, v) = admin
+        .call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.corp", "corp"))
+        .await
+        .unwrap();
     assert!(s == 200 || s == 201, "{v}");
     let mut d = srv.enrolled().await;
     admin
@@ -501,13 +536,34 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
             .unwrap()
     };
     for (body, why) in [
-        (json!({"device": d1.udid, "usage": "authentication", "pkcs12": "%%%", "password": good_pw}), "base64"),
-        (json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(b"nope"), "password": good_pw}), "not a PKCS#12"),
-        (json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&good), "password": "wrong"}), "password"),
-        (json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&expired), "password": good_pw}), "expired"),
-        (json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&keyless), "password": good_pw}), "does not match"),
-        (json!({"device": d1.udid, "usage": "flying", "pkcs12": b64(&good), "password": good_pw}), "usage"),
-        (json!({"usage": "authentication", "pkcs12": b64(&good), "password": good_pw}), "device and user"),
+        (
+            json!({"device": d1.udid, "usage": "authentication", "pkcs12": "%%%", "password": good_pw}),
+            "base64",
+        ),
+        (
+            json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(b"nope"), "password": good_pw}),
+            "not a PKCS#12",
+        ),
+        (
+            json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&good), "password": "wrong"}),
+            "password",
+        ),
+        (
+            json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&expired), "password": good_pw}),
+            "expired",
+        ),
+        (
+            json!({"device": d1.udid, "usage": "authentication", "pkcs12": b64(&keyless), "password": good_pw}),
+            "does not match",
+        ),
+        (
+            json!({"device": d1.udid, "usage": "flying", "pkcs12": b64(&good), "password": good_pw}),
+            "usage",
+        ),
+        (
+            json!({"usage": "authentication", "pkcs12": b64(&good), "password": good_pw}),
+            "device and user",
+        ),
     ] {
         let (s, v) = post_as(&srv, &issuer, body.clone()).await;
         assert_eq!(s, 400, "{why}: {v}");
@@ -520,7 +576,10 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
     )
     .await;
     assert_eq!(s, 404);
-    assert_eq!(admin.get("/v1/derived-credentials").await.unwrap()["derived_credentials"], json!([]));
+    assert_eq!(
+        admin.get("/v1/derived-credentials").await.unwrap()["derived_credentials"],
+        json!([])
+    );
     // Roles: read-only and operator may not post; the issuer may not do anything else.
     for who in [&reader, &operator] {
         let (s, _) = post_as(
@@ -531,7 +590,13 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
         .await;
         assert_eq!(s, 403);
     }
-    let r = srv.client().get(format!("{}/v1/devices", srv.base)).bearer_auth(&issuer).send().await.unwrap();
+    let r = srv
+        .client()
+        .get(format!("{}/v1/devices", srv.base))
+        .bearer_auth(&issuer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // The issuer posts: the waiting profile goes out at once, encrypted, with the credential.
@@ -585,7 +650,9 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
     let health = srv.client().get(format!("{}/health", srv.base)).send().await.unwrap();
     let health: Value = health.json().await.unwrap();
     assert!(
-        health["warnings"].to_string().contains("1 derived credential(s) expire within 30 days"),
+        health["warnings"]
+            .to_string()
+            .contains("1 derived credential(s) expire within 30 days"),
         "{health}"
     );
 
@@ -604,7 +671,11 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
     // A user's credential applies to every device of that user.
     let mut d2 = srv.enrolled().await;
     admin
-        .call(reqwest::Method::PUT, &format!("/v1/devices/{}/attributes", d2.udid), Some(json!({"USERNAME": "alice"})))
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/devices/{}/attributes", d2.udid),
+            Some(json!({"USERNAME": "alice"})),
+        )
         .await
         .unwrap();
     let b = admin
@@ -656,7 +727,10 @@ async fn the_provider_app_uploads_with_its_device_token() {
     let config = d.apps["com.entrust.pivd"].clone().expect("app configuration");
     let port = srv.base.rsplit(':').next().unwrap().to_owned();
     assert!(
-        config["UploadURL"].as_string().unwrap().ends_with(&format!(":{port}/v1/derived-credentials")),
+        config["UploadURL"]
+            .as_string()
+            .unwrap()
+            .ends_with(&format!(":{port}/v1/derived-credentials")),
         "{config:?}"
     );
     let token = config["UploadToken"].as_string().unwrap().to_owned();
@@ -686,7 +760,13 @@ async fn the_provider_app_uploads_with_its_device_token() {
     )
     .await;
     assert_eq!(s, 403);
-    let r = srv.client().get(format!("{}/v1/devices", srv.base)).bearer_auth(&token).send().await.unwrap();
+    let r = srv
+        .client()
+        .get(format!("{}/v1/devices", srv.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "the upload token is good for nothing else");
     let r = srv
         .client()
@@ -704,7 +784,9 @@ async fn the_provider_app_uploads_with_its_device_token() {
     assert_eq!(v["owner"], json!({"kind": "device", "name": d.udid}));
     assert_eq!(v["profiles_sent"][&d.udid], json!(["com.example.pivd"]));
     let handled = d.session().await.unwrap();
-    assert!(handled.iter().any(|h| h.request_type == "InstallProfile" && h.status == mdmd::protocol::Status::Acknowledged));
+    assert!(handled
+        .iter()
+        .any(|h| h.request_type == "InstallProfile" && h.status == mdmd::protocol::Status::Acknowledged));
     let got = identity_of(&d, "com.example.pivd", "DC-AUTH");
     assert!(got.verify(&piv_ca.cert.public_key().unwrap()).unwrap());
 }
@@ -713,7 +795,11 @@ async fn the_provider_app_uploads_with_its_device_token() {
 /// challenge (or "password cache is full" once `full` is set), counting requests.
 async fn ndes_admin(
     challenge: &'static str,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let full = std::sync::Arc::new(AtomicBool::new(false));
@@ -759,7 +845,10 @@ async fn ndes_style_one_time_challenges_are_fetched_per_install() {
     // Shown without its credentials; adding fetched no challenge.
     assert!(!v.to_string().contains("svc-pw"), "{v}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
-    let (s, v) = admin.call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.ndes", "ndes")).await.unwrap();
+    let (s, v) = admin
+        .call_bytes("/v1/profiles", org_wifi_profile("com.example.wifi.ndes", "ndes"))
+        .await
+        .unwrap();
     assert!(s == 200 || s == 201, "{v}");
     let mut a = srv.enrolled().await;
     let mut b = srv.enrolled().await;
@@ -782,5 +871,8 @@ async fn ndes_style_one_time_challenges_are_fetched_per_install() {
         .await
         .unwrap();
     assert_eq!(batch["queued"], 0, "{batch}");
-    assert!(batch["failed"][0]["error"].as_str().unwrap().contains("password cache is full"), "{batch}");
+    assert!(
+        batch["failed"][0]["error"].as_str().unwrap().contains("password cache is full"),
+        "{batch}"
+    );
 }

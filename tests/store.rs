@@ -383,7 +383,10 @@ async fn pki(s: &Arc<dyn Store>) {
     let p = s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap();
     assert_eq!((p.expires_at, p.used_at), (100, None));
     assert_eq!(s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap().used_at, None);
-    assert!(matches!(s.consume_secret(SecretKind::ScepProxy, "p", 60).await.unwrap(), Consumed::Ok(_)));
+    assert!(matches!(
+        s.consume_secret(SecretKind::ScepProxy, "p", 60).await.unwrap(),
+        Consumed::Ok(_)
+    ));
     assert_eq!(s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap().used_at, Some(60));
     assert!(s.secret(SecretKind::DerivedUpload, "u").await.unwrap().is_some());
     assert!(s.secret(SecretKind::DerivedUpload, "nope").await.unwrap().is_none());

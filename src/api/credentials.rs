@@ -230,7 +230,10 @@ pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serd
         );
     }
     if let Some(c) = app.commander.orgcas() {
-        out.insert("org_certificates".into(), json!(c.certificates(Some(&e.id)).await.map_err(ca_error)?));
+        out.insert(
+            "org_certificates".into(),
+            json!(c.certificates(Some(&e.id)).await.map_err(ca_error)?),
+        );
     }
     Ok(serde_json::Value::Object(out))
 }

@@ -49,7 +49,10 @@ pub fn router() -> Router<Arc<App>> {
             "/v1/derived-credentials",
             get(credentials::list_credentials).post(credentials::post_credential),
         )
-        .route("/v1/derived-credentials/{id}", axum::routing::delete(credentials::delete_credential))
+        .route(
+            "/v1/derived-credentials/{id}",
+            axum::routing::delete(credentials::delete_credential),
+        )
         .route("/v1/stats", get(stats))
         .route("/v1/info", get(info))
         .route("/v1/ca", get(pki::ca_show))

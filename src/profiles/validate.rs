@@ -177,7 +177,10 @@ pub fn derived_usage<'a>(ty: &str, payload: &'a Dictionary) -> Option<&'a str> {
         return None;
     }
     let s = payload.get("PayloadContent")?.as_string()?.trim();
-    let name = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| s.strip_prefix('$'))?;
+    let name = s
+        .strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .or_else(|| s.strip_prefix('$'))?;
     match vars::split(name) {
         ("DERIVED_CREDENTIAL", Some(u)) => Some(u),
         _ => None,
@@ -267,15 +270,11 @@ fn check_placement(f: &mut Findings, ty: &str, item: &Value, path: &str) {
 fn find_vars(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
     match v {
         Value::String(s) => out.extend(vars::in_str(s).into_iter().map(|n| (path.to_owned(), n))),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .for_each(|(i, x)| find_vars(x, &format!("{path}[{i}]"), out)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| find_vars(x, &format!("{path}[{i}]"), out)),
         Value::Dictionary(d) => d.iter().for_each(|(k, x)| find_vars(x, &format!("{path}.{k}"), out)),
         _ => {}
     }
 }
-
 
 /// Every (path, referenced uuid, wants identity) below a payload.
 fn collect_refs(v: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {
@@ -421,14 +420,23 @@ mod tests {
                 &format!("<key>PayloadContent</key><dict><key>URL</key><string>{url}</string><key>Challenge</key><string>{challenge}</string></dict>"),
             )
         };
-        let dc = |content: &str| payload("com.apple.security.pkcs12", "D", &format!("<key>PayloadContent</key><string>{content}</string>"));
+        let dc = |content: &str| {
+            payload(
+                "com.apple.security.pkcs12",
+                "D",
+                &format!("<key>PayloadContent</key><string>{content}</string>"),
+            )
+        };
         let errs = |p: String| -> Vec<String> { validate(&parse(&wrap(&p))).errors.iter().map(|e| e.to_string()).collect() };
         assert!(errs(scep("$SCEP_PROXY_URL:corp", "$SCEP_CHALLENGE:corp")).is_empty());
         assert!(errs(dc("$DERIVED_CREDENTIAL:signing")).is_empty());
         assert!(errs(dc("${DERIVED_CREDENTIAL:encryption}")).is_empty());
         let cases = [
             (scep("$SCEP_PROXY_URL:corp", "$SCEP_CHALLENGE:other"), "name different CAs"),
-            (scep("https://ca.example/scep", "$SCEP_CHALLENGE:corp"), "goes with $SCEP_PROXY_URL:NAME"),
+            (
+                scep("https://ca.example/scep", "$SCEP_CHALLENGE:corp"),
+                "goes with $SCEP_PROXY_URL:NAME",
+            ),
             (scep("$SCEP_PROXY_URL", "x"), "needs the organisation CA's name"),
             (scep("https://x/", "$SCEP_PROXY_URL:corp"), "may only be the URL of a SCEP payload"),
             (dc("$DERIVED_CREDENTIAL"), "needs a usage"),

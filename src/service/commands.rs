@@ -16,14 +16,14 @@ use openssl::x509::X509;
 use plist::{Dictionary, Value};
 use serde::Serialize;
 
+use super::derived::{Delivery, Derived, WaitingProfile};
 use super::enroll::sha256_hex;
+use super::orgca::OrgCas;
 use super::{now, Mdm, ServiceError};
 use crate::pki::Pki;
 use crate::profiles::{self, vars, Template, TemplateError};
 use crate::protocol::schema::{Problem, Schema};
 use crate::protocol::Command;
-use super::derived::{Delivery, Derived, WaitingProfile};
-use super::orgca::OrgCas;
 use crate::store::{CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind};
 
 /// How long a SCEP challenge inside a queued profile stays valid: the
@@ -288,9 +288,7 @@ impl Commander {
                     if let Some(access) = self.access.get() {
                         let sent: Vec<String> = b.commands.keys().cloned().collect();
                         for (id, conf) in configs {
-                            access
-                                .bind_app_config(&id, &conf, &sent, per_device)
-                                .await?;
+                            access.bind_app_config(&id, &conf, &sent, per_device).await?;
                         }
                     }
                     Ok(b)

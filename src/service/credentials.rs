@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use plist::Value;
 
-use super::commands::{Batch, Commander, CommandInput};
+use super::commands::{Batch, CommandInput, Commander};
 use super::derived::{CredentialView, DerivedError};
 use super::now;
 use crate::store::ProfileState;
@@ -41,7 +41,9 @@ impl Commander {
         let Ok(d) = crate::protocol::parse_dict(raw) else { return };
         match request_type {
             "InstallProfile" => {
-                let Some(uuid) = d.get("CommandUUID").and_then(Value::as_string) else { return };
+                let Some(uuid) = d.get("CommandUUID").and_then(Value::as_string) else {
+                    return;
+                };
                 let tag = match self.mdm.store.command(uuid).await {
                     Ok(Some((rec, _))) => rec.profile,
                     _ => None,
@@ -54,7 +56,9 @@ impl Commander {
                 if uses {
                     let c = serde_json::json!({"RequestType": "CertificateList"});
                     match self.enqueue(CommandInput::Json(c), vec![enrollment.to_owned()], true).await {
-                        Ok(_) => tracing::debug!(enrollment, profile = %tag.identifier, "CertificateList asked after an organisation-CA install"),
+                        Ok(_) => {
+                            tracing::debug!(enrollment, profile = %tag.identifier, "CertificateList asked after an organisation-CA install")
+                        }
                         Err(e) => tracing::warn!(enrollment, error = %e, "could not ask for the CertificateList"),
                     }
                 }
@@ -71,7 +75,10 @@ impl Commander {
                 // latest install of a template using that CA.
                 let mut by_ca: BTreeMap<String, (i64, String)> = BTreeMap::new();
                 if let Ok(list) = self.mdm.store.device_profiles(enrollment).await {
-                    for p in list.iter().filter(|p| matches!(p.state, ProfileState::Installed | ProfileState::Pending)) {
+                    for p in list
+                        .iter()
+                        .filter(|p| matches!(p.state, ProfileState::Installed | ProfileState::Pending))
+                    {
                         if let Ok(Some(t)) = self.mdm.store.template(&p.identifier).await {
                             for ca in proxy_cas(&t.variables) {
                                 let e = by_ca.entry(ca).or_insert((p.updated_at, p.identifier.clone()));
@@ -133,7 +140,9 @@ impl Commander {
     /// A credential arrived (new, or replacing `replaced`): send the profiles
     /// that waited for it, and re-install those that carry the old one.
     pub async fn derived_posted(&self, cred: &CredentialView, replaced: bool) -> Result<Followed, DerivedError> {
-        let Some(derived) = self.derived() else { return Ok(Followed::default()) };
+        let Some(derived) = self.derived() else {
+            return Ok(Followed::default());
+        };
         let dependents = self.dependent_templates(&cred.usage).await?;
         let mut out = Followed::default();
         for enr in derived.enrollments_of(&cred.owner).await? {
@@ -168,11 +177,15 @@ impl Commander {
     /// the devices and wait again (or, where another credential of that
     /// usage still applies, such as the user's, re-installed with it).
     pub async fn derived_deleted(&self, cred: &CredentialView) -> Result<Followed, DerivedError> {
-        let Some(derived) = self.derived() else { return Ok(Followed::default()) };
+        let Some(derived) = self.derived() else {
+            return Ok(Followed::default());
+        };
         let dependents = self.dependent_templates(&cred.usage).await?;
         let mut out = Followed::default();
         for enr in derived.enrollments_of(&cred.owner).await? {
-            let Some(e) = self.mdm.store.enrollment(&enr).await? else { continue };
+            let Some(e) = self.mdm.store.enrollment(&enr).await? else {
+                continue;
+            };
             let still = derived.missing(&e, std::slice::from_ref(&cred.usage)).await?.is_empty();
             for p in self.mdm.store.device_profiles(&enr).await? {
                 if !(matches!(p.state, ProfileState::Installed | ProfileState::Pending) && dependents.contains(&p.identifier)) {

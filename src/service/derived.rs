@@ -269,7 +269,12 @@ impl Derived {
                     .map_err(|e| DerivedError::Invalid(format!("sealing: {e}")))?;
             }
             let value = serde_json::to_value(&s).map_err(StoreError::from)?;
-            if self.store.put_record(CREDENTIALS, &key, value, now(), Some(r.version)).await?.is_some() {
+            if self
+                .store
+                .put_record(CREDENTIALS, &key, value, now(), Some(r.version))
+                .await?
+                .is_some()
+            {
                 n += 1;
             }
         }
@@ -394,13 +399,18 @@ impl Derived {
                 version == 0 || self.store.delete_record(WAITING, enrollment, Some(version)).await?
             } else {
                 let value = serde_json::to_value(&w).map_err(StoreError::from)?;
-                self.store.put_record(WAITING, enrollment, value, now(), Some(version)).await?.is_some()
+                self.store
+                    .put_record(WAITING, enrollment, value, now(), Some(version))
+                    .await?
+                    .is_some()
             };
             if done {
                 return Ok(());
             }
         }
-        Err(DerivedError::Store(StoreError::Db("waiting profiles: too many concurrent changes".into())))
+        Err(DerivedError::Store(StoreError::Db(
+            "waiting profiles: too many concurrent changes".into(),
+        )))
     }
 
     /// Check an upload token: the enrollment it is for.

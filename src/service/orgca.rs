@@ -305,7 +305,11 @@ impl OrgCas {
             return Err(CaError::Upstream(format!("GetCACaps: the CA answered HTTP {}", caps.status())));
         }
         let caps = caps.text().await.map_err(|e| upstream(e, "GetCACaps"))?;
-        let caps: Vec<String> = caps.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty() && l.len() < 64).collect();
+        let caps: Vec<String> = caps
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty() && l.len() < 64)
+            .collect();
         let cert = self
             .http
             .get(scep_url)
@@ -471,7 +475,9 @@ impl OrgCas {
             .await?
             .ok_or_else(|| CaError::Forbidden("unknown SCEP proxy token".into()))?;
         if secret.used_at.is_some() {
-            return Err(CaError::Forbidden("this SCEP proxy token was already used for a certificate".into()));
+            return Err(CaError::Forbidden(
+                "this SCEP proxy token was already used for a certificate".into(),
+            ));
         }
         if secret.expires_at <= now() {
             return Err(CaError::Forbidden("this SCEP proxy token has expired".into()));
@@ -510,7 +516,11 @@ impl OrgCas {
         }
         if operation == "PKIOperation" && (200..300).contains(&status) && cert_rep_success(&body) {
             self.store.consume_secret(SecretKind::ScepProxy, &hash, now()).await?;
-            tracing::info!(ca, enrollment = secret.enrollment.as_deref().unwrap_or(""), "certificate returned through the SCEP proxy; token used");
+            tracing::info!(
+                ca,
+                enrollment = secret.enrollment.as_deref().unwrap_or(""),
+                "certificate returned through the SCEP proxy; token used"
+            );
         }
         Ok(Proxied {
             status,
@@ -691,6 +701,9 @@ mod tests {
         assert!(!valid_name("a/b") && !valid_name("") && !valid_name("x y"));
         assert_eq!(url_param("operation=PKIOperation&message=a%2Bb", "message").as_deref(), Some("a+b"));
         assert_eq!(purpose_ca(&token_purpose("corp", "com.x")), Some("corp"));
-        assert_eq!(without_credentials("https://u:p@ndes.example/certsrv/mscep_admin/"), "https://ndes.example/certsrv/mscep_admin/");
+        assert_eq!(
+            without_credentials("https://u:p@ndes.example/certsrv/mscep_admin/"),
+            "https://ndes.example/certsrv/mscep_admin/"
+        );
     }
 }

@@ -121,7 +121,9 @@ fn name_of(subject: &[(String, String)]) -> anyhow::Result<X509Name> {
 /// Open a PKCS#12 as a device imports it.
 pub fn open_pkcs12(der: &[u8], password: &str) -> anyhow::Result<SimIdentity> {
     crate::pki::ossl::load_providers();
-    let p = openssl::pkcs12::Pkcs12::from_der(der)?.parse2(password).context("wrong password or damaged PKCS#12")?;
+    let p = openssl::pkcs12::Pkcs12::from_der(der)?
+        .parse2(password)
+        .context("wrong password or damaged PKCS#12")?;
     Ok(SimIdentity {
         key: p.pkey.context("no private key")?,
         cert: p.cert.context("no certificate")?,
@@ -145,7 +147,13 @@ pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
     b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0)?)?;
     b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(3650)?)?;
     b.append_extension(openssl::x509::extension::BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(openssl::x509::extension::KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        openssl::x509::extension::KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     b.sign(&key, MessageDigest::sha256())?;
     Ok(SimIdentity { key, cert: b.build() })
 }
@@ -165,10 +173,20 @@ pub fn issue_pkcs12(ca: &SimIdentity, cn: &str, days: i64, password: &str) -> an
     b.set_issuer_name(ca.cert.subject_name())?;
     b.set_pubkey(&key)?;
     let now = crate::service::now();
-    let (from, to) = if days >= 0 { (now - 60, now + days * 86_400) } else { (now + days * 86_400 - 86_400, now + days * 86_400) };
+    let (from, to) = if days >= 0 {
+        (now - 60, now + days * 86_400)
+    } else {
+        (now + days * 86_400 - 86_400, now + days * 86_400)
+    };
     b.set_not_before(&*openssl::asn1::Asn1Time::from_unix(from)?)?;
     b.set_not_after(&*openssl::asn1::Asn1Time::from_unix(to)?)?;
-    b.append_extension(openssl::x509::extension::KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+    b.append_extension(
+        openssl::x509::extension::KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_encipherment()
+            .build()?,
+    )?;
     b.sign(&ca.key, MessageDigest::sha256())?;
     let cert = b.build();
     let mut chain = Stack::new()?;

@@ -1413,10 +1413,14 @@ impl PkiStore for PgStore {
 
     async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>> {
         self.read(|c| async move {
-            opt(&c, "SELECT data FROM secrets WHERE kind = $1 AND hash = $2", &[&(kind as i16), &hash])
-                .await?
-                .map(|r| json(&r, 0))
-                .transpose()
+            opt(
+                &c,
+                "SELECT data FROM secrets WHERE kind = $1 AND hash = $2",
+                &[&(kind as i16), &hash],
+            )
+            .await?
+            .map(|r| json(&r, 0))
+            .transpose()
         })
         .await
     }
