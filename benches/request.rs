@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
     )
     .expect("config");
     let app = rt.block_on(mdmd::server::build(&cfg)).expect("app");
-    let router = mdmd::http::router(app.clone());
+    let router = mdmd::server::router(app.clone());
     let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa")).expect("key");
     let mut n = openssl::x509::X509NameBuilder::new().expect("name");
     n.append_entry_by_text("CN", "bench").expect("cn");

@@ -62,6 +62,12 @@ pub struct ServeConfig {
     /// in hours; the app configuration is re-sent with a new one halfway.
     #[arg(long, env = "MDMD_DERIVED_TOKEN_HOURS", default_value_t = 24)]
     pub derived_token_hours: i64,
+    /// A bearer token Prometheus may use for `GET /metrics` (the admin key works too).
+    #[arg(long, env = "MDMD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve `GET /metrics` without credentials (behind a private network only).
+    #[arg(long, env = "MDMD_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
     #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
     pub compliance_policy: Option<PathBuf>,

@@ -1,8 +1,10 @@
 //! mdmd: an Apple MDM server. See docs/ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod profiles;
 pub mod protocol;

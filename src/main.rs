@@ -1500,7 +1500,7 @@ async fn push_cert_request(
     std::fs::create_dir_all(out_dir)?;
     let key_path = out_dir.join("push-request.key");
     let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
-    mdmd::server::write_secret(&key_path, &key.private_key_to_pem_pkcs8()?)
+    mdmd::pki::write_secret(&key_path, &key.private_key_to_pem_pkcs8()?)
         .with_context(|| format!("writing {} (it must not exist yet)", key_path.display()))?;
     let csr = cert::csr(&key, organization)?;
     std::fs::write(out_dir.join("push-request.csr"), csr.to_pem()?)?;

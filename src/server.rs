@@ -1,27 +1,20 @@
 //! `mdmd serve`: wires configuration, store, service and HTTP together.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::app::App;
 use crate::config::ServeConfig;
-use crate::http::{App, Stats};
 use crate::pki::{CaConfig, Pki};
 use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::enroll::{EnrollConfig, Enroller};
 use crate::service::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
-
-/// Write a secret file readable only by its owner (0600), failing if it exists.
-pub fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
 
 /// Read a secret file, or generate it with `make` and store it 0600. Returns (value, generated).
 fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
@@ -36,7 +29,7 @@ fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let v = make();
-            write_secret(path, format!("{v}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            crate::pki::write_secret(path, format!("{v}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             Ok((v, true))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -63,7 +56,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let app = build(&cfg).await?;
     let (mdm, pki, topic, pusher) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get(), app.pusher.clone());
-    let router = crate::http::router(app);
+    let router = router(app);
     let tls = if cfg.plain_http {
         None
     } else {
@@ -77,6 +70,18 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     mdm.flush_seen().await.ok();
     pusher.flush().await;
     Ok(())
+}
+
+/// Every route: the devices' (`http`) and the admin API (`api`), with the
+/// API's authentication around the latter.
+pub fn router(app: Arc<App>) -> axum::Router {
+    let api = crate::api::router()
+        .layer(axum::extract::DefaultBodyLimit::max(app.max_api_body))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth));
+    crate::http::router(app.max_body)
+        .merge(api)
+        .layer(axum::middleware::from_fn(crate::http::track))
+        .with_state(app)
 }
 
 /// Everything but the listener: secrets, CA, store, services and background
@@ -285,13 +290,17 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         pusher,
         plain_http: cfg.plain_http,
         enroll_users,
-        enroll_networks: crate::http::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
+        enroll_networks: crate::service::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?,
         api_key,
         accounts: Arc::new(crate::service::accounts::Accounts::new(mdm.store.clone())),
-        stats: Stats::default(),
+        stats: crate::app::Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,
+        instance: instance.clone(),
+        metrics_token: cfg.metrics_token.clone().filter(|t| !t.is_empty()),
+        metrics_public: cfg.metrics_public,
+        disk_paths: vec![cfg.data_dir.clone(), cfg.certs_dir.clone()],
     });
     Ok(app)
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::{error, store_error, views};
-use crate::http::App;
+use crate::app::App;
 use crate::service::accounts::Role;
 use crate::service::ServiceError;
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, store_error, Caller};
-use crate::http::App;
+use crate::app::App;
 use crate::service::derived::{DerivedError, Owner};
 use crate::service::orgca::{CaError, Challenge};
 

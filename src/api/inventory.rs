@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::{error, store_error, views};
-use crate::http::App;
+use crate::app::App;
 use crate::store::{ComplianceRecord, ComplianceState, InventoryItem, LookupKey};
 
 pub fn inventory_view(items: &[InventoryItem]) -> serde_json::Value {

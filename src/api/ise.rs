@@ -21,7 +21,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::http::App;
+use crate::app::App;
 use crate::service::nac::Posture;
 use crate::store::{ComplianceState, LookupKey};
 

@@ -4,6 +4,7 @@
 mod access;
 mod accounts;
 mod credentials;
+mod health;
 mod inventory;
 mod ise;
 mod pki;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::http::App;
+use crate::app::App;
 use crate::service::{now, ServiceError};
 
 pub fn router() -> Router<Arc<App>> {
@@ -73,6 +74,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/push-cert", get(push::show).put(push::set))
         .route("/v1/push", axum::routing::post(push::push))
         .route("/health", get(push::health))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/health", get(health::v1_health))
         .route("/ciscoise/mdminfo/", get(ise::mdminfo))
         .route("/ciscoise/mdminfo", get(ise::mdminfo))
         .route("/ciscoise/mdm/api/{ver}/devices/", get(ise::devices))
@@ -353,8 +358,8 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         "checkins": app.stats.checkins.load(Relaxed),
         "connects": app.stats.connects.load(Relaxed),
         "rejected": app.stats.rejected.load(Relaxed),
-        "connections": crate::http::listener::CONNECTIONS.load(Relaxed),
-        "tls_handshakes": crate::http::listener::HANDSHAKES.load(Relaxed),
+        "connections": crate::app::CONNECTIONS.load(Relaxed),
+        "tls_handshakes": crate::app::HANDSHAKES.load(Relaxed),
         "push": app.pusher.counters(),
     }))
     .into_response()

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, store_error, views};
-use crate::http::App;
+use crate::app::App;
 use crate::pki::ca::describe;
 use crate::service::now;
 use crate::store::{IssuedCert, SecretKind};

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{error, store_error, views};
-use crate::http::App;
+use crate::app::App;
 use crate::service::commands::{Batch, CommandError, CommandInput};
 use crate::store::{DeviceProfile, ProfileTemplate};
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, store_error};
-use crate::http::App;
+use crate::app::App;
 use crate::push::cert::PushCert;
 use crate::push::PushError;
 
@@ -100,33 +100,13 @@ pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Respo
 /// days, or refused by APNs); no secrets.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
     let push = app.pusher.health();
-    let mut warnings: Vec<String> = push["warnings"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    if let Some(w) = push["warning"].as_str() {
-        warnings.push(w.to_owned());
-    }
+    let mut warnings = super::health::warnings(&app).await;
     // A balancer takes an instance out when its database is unreachable.
     let store = match tokio::time::timeout(std::time::Duration::from_secs(5), app.mdm.store.setting("topic")).await {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("the database did not answer within 5 s".to_owned()),
     };
-    // Derived credentials about to expire: the provider's app must renew them.
-    // (/health is public: a count, not whose; GET /v1/derived-credentials says which.)
-    if store.is_none() {
-        if let Some(d) = app.commander.derived() {
-            if let Ok(Ok(list)) = tokio::time::timeout(std::time::Duration::from_secs(5), d.expiring()).await {
-                if !list.is_empty() {
-                    warnings.push(format!(
-                        "{} derived credential(s) expire within 30 days or have expired (GET /v1/derived-credentials: \"expiring\": true)",
-                        list.len()
-                    ));
-                }
-            }
-        }
-    }
     let (code, status) = match (&store, warnings.is_empty()) {
         (Some(_), _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (None, true) => (axum::http::StatusCode::OK, "ok"),

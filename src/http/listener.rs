@@ -15,9 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::pki::Pki;
 
-/// Connections accepted and TLS handshakes completed, for `/v1/stats`.
-pub static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static HANDSHAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+use crate::app::{CONNECTIONS, HANDSHAKES};
 
 /// The TLS client certificate of the connection, if any (request extension).
 #[derive(Clone, Default)]

@@ -96,6 +96,7 @@ pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCer
     match request {
         Request::Checkin(req) => {
             Stats::inc(&app.stats.checkins);
+            crate::metrics::get().checkin(req.message.name());
             match app.mdm.checkin(req, &caller).await {
                 Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
                 Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
@@ -107,6 +108,7 @@ pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCer
         }
         Request::Report(report) => {
             Stats::inc(&app.stats.connects);
+            crate::metrics::get().command_result(report.status.as_str());
             match app.mdm.connect(report, &body, &caller).await {
                 Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
                 Ok(None) => StatusCode::OK.into_response(),

@@ -81,7 +81,7 @@ fn key_display(id: openssl::pkey::Id) -> String {
 fn save_pair(dir: &Path, name: &str, pair: &KeyPair) -> Result<(), PkiError> {
     let key_path = dir.join(format!("{name}.key"));
     let _ = std::fs::remove_file(&key_path);
-    crate::server::write_secret(&key_path, &pair.key.private_key_to_pem_pkcs8()?)?;
+    super::write_secret(&key_path, &pair.key.private_key_to_pem_pkcs8()?)?;
     std::fs::write(dir.join(format!("{name}.pem")), pair.cert.to_pem()?)?;
     Ok(())
 }

@@ -42,6 +42,15 @@ impl From<std::io::Error> for PkiError {
     }
 }
 
+/// Write a new secret file, 0600 from its creation, and flush it to disk.
+pub fn write_secret(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
 /// SHA-256 of a certificate's DER, as lower-case hex.
 pub fn cert_sha256(der: &[u8]) -> String {
     use sha2::Digest as _;

@@ -456,6 +456,14 @@ impl Pusher {
         let at = now();
         let accepted = matches!(result, PushResult::Accepted { .. });
         let disable = matches!(result, PushResult::Unregistered { .. } | PushResult::BadToken { .. });
+        crate::metrics::get().push(match &result {
+            PushResult::Accepted { .. } => "accepted",
+            PushResult::Unregistered { .. } => "unregistered",
+            PushResult::BadToken { .. } => "bad_token",
+            PushResult::Certificate { .. } => "certificate",
+            PushResult::Retry { .. } => "gave_up",
+            PushResult::Failed { .. } => "failed",
+        });
         match &result {
             PushResult::Accepted { .. } => self.count(|c| c.accepted += 1),
             PushResult::Certificate { reason } => {

@@ -491,6 +491,7 @@ impl Commander {
             let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
             self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
         }
+        crate::metrics::get().commands_queued.inc_by(out.queued);
         tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
         Ok(Batch {
             command_uuid: Some(cmd.uuid),
@@ -756,6 +757,7 @@ impl Commander {
         let request_type = items[0].0.request_type.clone();
         let out = self.mdm.store.enqueue_each(items, secrets).await?;
         batch.queued = out.queued;
+        crate::metrics::get().commands_queued.inc_by(out.queued);
         for u in out.unknown {
             // Unenrolled between the read and the write.
             batch.commands.remove(&u);

@@ -241,12 +241,19 @@ impl Enroller {
     pub async fn pki_operation(&self, der: &[u8]) -> Result<ScepReply, ServiceError> {
         let req = match scep::parse_request(&self.pki, der) {
             Ok(r) => r,
-            Err(e) => return Ok(ScepReply::Unparsable(e.to_string())),
+            Err(e) => {
+                crate::metrics::get().scep("unreadable");
+                return Ok(ScepReply::Unparsable(e.to_string()));
+            }
         };
         let outcome = self.decide(&req).await?;
         let issued = match outcome {
-            Ok(cert) => Ok(cert),
+            Ok(cert) => {
+                crate::metrics::get().scep("issued");
+                Ok(cert)
+            }
             Err((fail, why)) => {
+                crate::metrics::get().scep("refused");
                 tracing::warn!(transaction = %req.transaction_id, reason = %why, "SCEP request refused");
                 Err(fail)
             }

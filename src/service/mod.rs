@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod inventory;
 pub mod lease;
 pub mod nac;
+pub mod netpolicy;
 pub mod orgca;
 pub mod profile_service;
 

@@ -83,6 +83,15 @@ pub trait CheckinStore: Send + Sync {
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>>;
     /// Enrollments ordered by id, strictly after `after`.
     async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>>;
+    /// Enrollments on record and commands pending across all of them (metrics).
+    async fn counts(&self) -> Result<StoreCounts>;
+}
+
+/// Sizes for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub enrollments: u64,
+    pub pending_commands: u64,
 }
 
 /// The per-enrollment command queue and results.

@@ -431,6 +431,7 @@ async fn writer(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, op_tim
 }
 
 async fn attempt(pool: &Pool, jobs: &[&Job], op_timeout: Duration) -> Result<Vec<AnyBox>> {
+    let started = std::time::Instant::now();
     let work = async {
         let mut c = pool.get().await.map_err(pool_err)?;
         let tx = c.transaction().await.map_err(pg)?;
@@ -439,6 +440,7 @@ async fn attempt(pool: &Pool, jobs: &[&Job], op_timeout: Duration) -> Result<Vec
             out.push((j.run)(&tx).await?);
         }
         tx.commit().await.map_err(pg)?;
+        crate::metrics::get().commit("postgres", jobs.len(), started.elapsed());
         Ok(out)
     };
     match tokio::time::timeout(op_timeout, work).await {
@@ -1223,6 +1225,22 @@ impl CheckinStore for PgStore {
 
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>> {
         self.read(|c| async move { get_enrollment(&c, id, false).await }).await
+    }
+
+    async fn counts(&self) -> Result<StoreCounts> {
+        self.read(|c| async move {
+            let r = one(
+                &c,
+                "SELECT (SELECT count(*) FROM enrollments), (SELECT count(*) FROM deliveries WHERE status IN ('Pending', 'NotNow'))",
+                &[],
+            )
+            .await?;
+            Ok(StoreCounts {
+                enrollments: r.get::<_, i64>(0).max(0) as u64,
+                pending_commands: r.get::<_, i64>(1).max(0) as u64,
+            })
+        })
+        .await
     }
 
     async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>> {

@@ -168,6 +168,7 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
 
 fn run_batch(db: &Database, batch: Vec<Job>) {
     let n = batch.len();
+    let started = std::time::Instant::now();
     let txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
@@ -199,6 +200,8 @@ fn run_batch(db: &Database, batch: Vec<Job>) {
     };
     if let Some(e) = &result {
         tracing::error!(error = %e, jobs = n, "write batch failed");
+    } else {
+        crate::metrics::get().commit("redb", n, started.elapsed());
     }
     for f in finishers {
         f(result.as_ref());
@@ -679,6 +682,16 @@ impl CheckinStore for RedbStore {
                 out.push(dec(v.value())?);
             }
             Ok(out)
+        })
+    }
+
+    async fn counts(&self) -> Result<StoreCounts> {
+        use ::redb::ReadableTableMetadata as _;
+        self.read(|txn| {
+            Ok(StoreCounts {
+                enrollments: txn.open_table(ENROLLMENTS)?.len()?,
+                pending_commands: txn.open_table(QUEUE)?.len()?,
+            })
         })
     }
 }

@@ -1,0 +1,55 @@
+//! Shared state of a running server: the services and settings every
+//! request handler reaches (`App`), and process counters. It sits below
+//! `http` and `api`, which both use it; it knows nothing of either.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::service::Mdm;
+
+/// Connections accepted and TLS handshakes completed, for `/v1/stats`.
+pub static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+pub static HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+pub struct Stats {
+    pub checkins: AtomicU64,
+    pub connects: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct App {
+    pub mdm: Arc<Mdm>,
+    pub pki: Arc<crate::pki::Pki>,
+    pub enroller: Arc<crate::service::enroll::Enroller>,
+    /// Admin commands and profiles (validation, per-device copies).
+    pub commander: Arc<crate::service::commands::Commander>,
+    /// APNs wake-ups and the push certificate.
+    pub pusher: Arc<crate::push::Pusher>,
+    /// Behind a TLS-terminating proxy: trust its `Client-Cert` header.
+    pub plain_http: bool,
+    /// Basic-auth users allowed to download the enrollment profile.
+    pub enroll_users: Vec<(String, String)>,
+    /// Networks enrollment is allowed from (conditional enrollment).
+    pub enroll_networks: crate::service::netpolicy::NetPolicy,
+    pub api_key: String,
+    /// Named API accounts with roles.
+    pub accounts: Arc<crate::service::accounts::Accounts>,
+    pub stats: Stats,
+    pub max_body: usize,
+    pub max_api_body: usize,
+    /// A token that may read `/metrics` (besides the admin key).
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` without credentials.
+    pub metrics_public: bool,
+    /// This instance's id (leases, readiness probe).
+    pub instance: String,
+    /// Where data and certificates live: watched for free space.
+    pub disk_paths: Vec<std::path::PathBuf>,
+}

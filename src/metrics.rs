@@ -1,0 +1,180 @@
+//! Process metrics in the Prometheus (OpenMetrics) text format, on the
+//! `prometheus-client` crate. One registry per process; every layer records
+//! into it (`metrics::get()`), and `GET /metrics` encodes it. This module
+//! imports nothing of ours, so any room may use it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabels, Histogram>,
+    pub checkins: Family<TypeLabels, Counter>,
+    pub command_results: Family<StatusLabels, Counter>,
+    pub commands_queued: Counter,
+    pub scep: Family<OutcomeLabels, Counter>,
+    pub push: Family<OutcomeLabels, Counter>,
+    pub commit_batch: Family<BackendLabels, Histogram>,
+    pub commit_seconds: Family<BackendLabels, Histogram>,
+    /// Set when scraped.
+    pub queue_depth: Gauge,
+    pub enrollments: Gauge,
+    pub outbox_depth: Gauge,
+}
+
+fn latency() -> Histogram {
+    // 100 µs … ~3.3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+fn batch() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::with_prefix("mdmd");
+        let m = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            checkins: Family::default(),
+            command_results: Family::default(),
+            commands_queued: Counter::default(),
+            scep: Family::default(),
+            push: Family::default(),
+            commit_batch: Family::new_with_constructor(batch as fn() -> Histogram),
+            commit_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            queue_depth: Gauge::default(),
+            enrollments: Gauge::default(),
+            outbox_depth: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register("http_requests", "HTTP requests by route, method and status", m.requests.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.request_seconds.clone(),
+        );
+        r.register("checkins", "Check-in messages by MessageType", m.checkins.clone());
+        r.register("command_results", "Command reports by status", m.command_results.clone());
+        r.register("commands_queued", "Commands queued (per target)", m.commands_queued.clone());
+        r.register("scep", "SCEP PKIOperations by outcome (issued, refused)", m.scep.clone());
+        r.register("push", "APNs pushes by outcome", m.push.clone());
+        r.register(
+            "store_commit_batch_size",
+            "Writes committed together (group commit)",
+            m.commit_batch.clone(),
+        );
+        r.register("store_commit_duration_seconds", "Store commit latency", m.commit_seconds.clone());
+        r.register("queue_depth", "Commands pending across all enrollments", m.queue_depth.clone());
+        r.register("enrollments", "Enrollments on record", m.enrollments.clone());
+        r.register("webhook_outbox_depth", "Events waiting for delivery", m.outbox_depth.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    /// The registry in the text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels { route: route.to_owned() })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn checkin(&self, message_type: &str) {
+        self.checkins
+            .get_or_create(&TypeLabels {
+                r#type: message_type.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn command_result(&self, status: &str) {
+        self.command_results
+            .get_or_create(&StatusLabels { status: status.to_owned() })
+            .inc();
+    }
+
+    pub fn scep(&self, outcome: &str) {
+        self.scep
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn push(&self, outcome: &str) {
+        self.push
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn commit(&self, backend: &str, writes: usize, took: Duration) {
+        let l = BackendLabels {
+            backend: backend.to_owned(),
+        };
+        self.commit_batch.get_or_create(&l).observe(writes as f64);
+        self.commit_seconds.get_or_create(&l).observe(took.as_secs_f64());
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
