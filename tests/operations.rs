@@ -143,3 +143,76 @@ async fn metrics_can_be_public() {
     assert_eq!(s, 200);
     parse(&text);
 }
+
+/// Debug logs as JSON lines: every request has its access line (route,
+/// status, duration, enrollment), and no secret appears anywhere: not the
+/// admin key, an account secret, a SCEP or enrollment challenge, a derived
+/// credential's password, an upload token, an escrowed UnlockToken.
+#[tokio::test]
+async fn json_logs_carry_requests_and_no_secrets() {
+    let srv = Server::start_logged(&[]);
+    let admin = srv.admin();
+    let account = srv.cli_json(&["accounts", "add", "prov", "--role", "issuer"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut d = srv.enrolled().await;
+    let challenge = d.profile.as_ref().unwrap().challenge.clone();
+    // A derived credential with its password, by the issuer account.
+    let ca = mdmd::sim::pki::test_ca("Log test CA").unwrap();
+    let pw = "log-test-Secret-pw-829";
+    let p12 = mdmd::sim::pki::issue_pkcs12(&ca, "Log Person", 365, pw).unwrap();
+    let r = srv
+        .client()
+        .post(format!("{}/v1/derived-credentials", srv.base))
+        .bearer_auth(&account)
+        .json(&json!({"device": d.udid, "usage": "signing",
+                      "pkcs12": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &p12), "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // An app configuration with an upload token.
+    enqueue(
+        &admin,
+        &[&d.udid],
+        json!({"RequestType": "InstallApplication", "iTunesStoreID": 1, "Identifier": "com.example.pivd",
+               "Configuration": {"Token": "$DERIVED_CREDENTIAL_TOKEN"}}),
+    )
+    .await;
+    d.session().await.unwrap();
+    let token = d.apps["com.example.pivd"].clone().unwrap()["Token"].as_string().unwrap().to_owned();
+    let unlock = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &d.unlock_token);
+    // Wrong credentials are logged as refused, without the secret tried.
+    let _ = get(&srv, "/v1/devices", Some("not-the-key-Wrong-7731")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = srv.log_text();
+    assert!(log.lines().count() > 10, "{log}");
+    for (what, secret) in [
+        ("admin key", API_KEY),
+        ("account secret", account.as_str()),
+        ("enrollment challenge", challenge.as_str()),
+        ("PKCS#12 password", pw),
+        ("upload token", token.as_str()),
+        ("UnlockToken", unlock.as_str()),
+        ("a wrong key tried", "not-the-key-Wrong-7731"),
+    ] {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(secret), "the log holds the {what}");
+    }
+    // Every line is JSON; access lines carry route, status, duration and the enrollment.
+    let mut access = 0;
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["target"] == "mdmd::access" {
+            access += 1;
+            assert!(v["route"].is_string() && v["status"].is_u64() && v["ms"].is_number(), "{line}");
+        }
+    }
+    assert!(access >= 8, "{access} access lines");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"mdmd::access\"") && l.contains(&format!("\"enrollment\":\"{}\"", d.udid))),
+        "no access line names the enrollment"
+    );
+}

@@ -93,26 +93,36 @@ pub async fn put(State(app): State<Arc<App>>, Extension(peer): Extension<PeerCer
         Ok(c) => c,
         Err(r) => return r,
     };
+    let enrollment = match &request {
+        Request::Checkin(r) => r.enrollment.id.clone(),
+        Request::Report(r) => r.enrollment.id.clone(),
+    };
+    let mut resp = handle(&app, request, &caller, &body).await;
+    resp.extensions_mut().insert(super::EnrollmentTag(enrollment));
+    resp
+}
+
+async fn handle(app: &App, request: Request, caller: &Caller, body: &[u8]) -> Response {
     match request {
         Request::Checkin(req) => {
             Stats::inc(&app.stats.checkins);
             crate::metrics::get().checkin(req.message.name());
-            match app.mdm.checkin(req, &caller).await {
+            match app.mdm.checkin(req, caller).await {
                 Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
                 Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
                 Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
                 Ok(CheckinReply::Gone) => StatusCode::GONE.into_response(),
                 Ok(CheckinReply::Unsupported(m)) => text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n")),
-                Err(e) => service_error(&app, e),
+                Err(e) => service_error(app, e),
             }
         }
         Request::Report(report) => {
             Stats::inc(&app.stats.connects);
             crate::metrics::get().command_result(report.status.as_str());
-            match app.mdm.connect(report, &body, &caller).await {
+            match app.mdm.connect(report, body, caller).await {
                 Ok(Some(cmd)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], cmd).into_response(),
                 Ok(None) => StatusCode::OK.into_response(),
-                Err(e) => service_error(&app, e),
+                Err(e) => service_error(app, e),
             }
         }
     }

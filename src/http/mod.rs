@@ -39,6 +39,23 @@ pub async fn track(req: axum::extract::Request, next: axum::middleware::Next) ->
     let method = req.method().clone();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::get().request(&route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    crate::metrics::get().request(&route, method.as_str(), status, took);
+    // The access line: never the query string or a header (tokens live there).
+    let enrollment = resp.extensions().get::<EnrollmentTag>().map(|e| e.0.as_str()).unwrap_or("");
+    tracing::info!(
+        target: "mdmd::access",
+        %route,
+        method = %method,
+        status,
+        ms = (took.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
+        enrollment,
+        "request"
+    );
     resp
 }
+
+/// The enrollment a device request was about (response extension, for the access line).
+#[derive(Clone, Debug)]
+pub struct EnrollmentTag(pub String);

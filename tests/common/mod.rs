@@ -33,6 +33,8 @@ pub struct Server {
     pub extra: Vec<String>,
     /// With `MDMD_TEST_STORE=postgres`, the database this server uses.
     _db: Option<std::sync::Arc<pg::TestDb>>,
+    /// Debug logs as JSON lines go here instead of the test's stderr (`start_logged`).
+    pub log: Option<PathBuf>,
 }
 
 /// `MDMD_TEST_STORE=postgres` runs every server test on PostgreSQL (a fresh
@@ -71,9 +73,35 @@ impl Server {
             base: String::new(),
             extra,
             _db: db,
+            log: None,
         };
         s.spawn();
         s
+    }
+
+    /// A server whose debug logs (JSON lines) go to a file: `log_text()`.
+    pub fn start_logged(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (extra, db) = store_args(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let log = dir.path().join("mdmd.log");
+        let mut s = Server {
+            child: None,
+            dir,
+            addr: "127.0.0.1:0".into(),
+            base: String::new(),
+            extra,
+            _db: db,
+            log: Some(log),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -104,9 +132,17 @@ impl Server {
                 &["--inventory-interval", "0"][..]
             })
             .args(&self.extra)
-            .env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::piped());
+        match &self.log {
+            Some(p) => {
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file");
+                cmd.env("MDMD_LOG", "debug").env("MDMD_LOG_FORMAT", "json").stderr(f);
+            }
+            None => {
+                cmd.env("MDMD_LOG", std::env::var("MDMD_LOG").unwrap_or_else(|_| "error".into()))
+                    .stderr(Stdio::inherit());
+            }
+        }
         let mut child = cmd.spawn().expect("spawn mdmd");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -153,6 +189,7 @@ impl Server {
             base: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _db: self._db.clone(),
+            log: None,
         };
         s.spawn();
         s
