@@ -25,6 +25,23 @@ struct Cli {
     /// drops the per-request lines).
     #[arg(long, env = "MDMD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     log_format: String,
+    /// Answers as `table` (for people) or `json` (the API's JSON, for scripts). Default: a table
+    /// on a terminal, JSON when piped (devices, devices show, cmd show, ca certs; the rest is JSON).
+    #[arg(short = 'o', long, env = "MDMD_OUTPUT", value_parser = ["auto", "table", "json"], default_value = "auto", global = true)]
+    output: String,
+}
+
+mod human;
+
+static TABLES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Print for people (when tables are on) or as JSON.
+fn show(v: &Value, render: fn(&Value) -> String) {
+    if *TABLES.get().unwrap_or(&false) {
+        print!("{}", render(v));
+    } else {
+        print(v);
+    }
 }
 
 #[derive(Args, Clone)]
@@ -1048,7 +1065,13 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Devices { what, client } => {
             let a = client.admin()?;
-            let v = match what.unwrap_or(DevicesCmd::List { after: None, limit: 100 }) {
+            let what = what.unwrap_or(DevicesCmd::List { after: None, limit: 100 });
+            let render: Option<fn(&Value) -> String> = match &what {
+                DevicesCmd::List { .. } => Some(human::devices),
+                DevicesCmd::Show { .. } => Some(human::device),
+                _ => None,
+            };
+            let v = match what {
                 DevicesCmd::List { after, limit } => {
                     let mut path = format!("/v1/devices?limit={limit}");
                     if let Some(a) = after {
@@ -1114,7 +1137,10 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     (s, v) => anyhow::bail!("HTTP {s}: {v}"),
                 },
             };
-            print(&v);
+            match render {
+                Some(r) => show(&v, r),
+                None => print(&v),
+            }
         }
         Cmd::Cmd { what, client } => {
             let a = client.admin()?;
@@ -1128,7 +1154,10 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     let cmd: Value = serde_json::from_str(&text).context("the command must be JSON")?;
                     print(&a.post("/v1/commands", json!({"targets": targets, "command": cmd})).await?);
                 }
-                CmdCmd::Show { uuid } => print(&a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?),
+                CmdCmd::Show { uuid } => show(
+                    &a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?,
+                    human::command,
+                ),
                 CmdCmd::SendPlist { targets, file } => {
                     let xml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
                     print(&a.post("/v1/commands", json!({"targets": targets, "command": xml})).await?);
@@ -1258,7 +1287,11 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
             };
-            print(&v);
+            if v.get("certificates").is_some_and(|c| c.is_array()) {
+                show(&v, human::certificates);
+            } else {
+                print(&v);
+            }
         }
         Cmd::Invite {
             expires_in,
@@ -1649,6 +1682,11 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let _ = TABLES.set(match cli.output.as_str() {
+        "table" => true,
+        "json" => false,
+        _ => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG").unwrap_or_else(|_| "info".into());
     if cli.log_format == "json" {
         tracing_subscriber::fmt()

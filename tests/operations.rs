@@ -216,3 +216,43 @@ async fn json_logs_carry_requests_and_no_secrets() {
         "no access line names the enrollment"
     );
 }
+
+/// People get tables, scripts JSON: `-o table`, and JSON when piped.
+#[tokio::test]
+async fn the_cli_prints_tables_for_people_and_json_for_scripts() {
+    let srv = Server::start();
+    let mut d = srv.enrolled().await;
+    let uuid = enqueue(
+        &srv.admin(),
+        &[&d.udid],
+        json!({"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}),
+    )
+    .await;
+    d.session().await.unwrap();
+    let (ok, out, err) = srv.cli(&["devices", "-o", "table"]);
+    assert!(ok, "{err}");
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with("ID") && first.contains("SERIAL") && first.contains("LAST SEEN"),
+        "{out}"
+    );
+    let row = out.lines().find(|l| l.starts_with(&d.udid)).expect("the device's row");
+    assert!(row.contains("active") && row.contains("just now"), "{out}");
+    // Columns line up: every row's second column starts where the header's does.
+    let col = first.find("SERIAL").unwrap();
+    assert_eq!(&row[col..col + d.serial.len()], d.serial, "{out}");
+    let (ok, out, _) = srv.cli(&["devices", "show", &d.udid, "-o", "table"]);
+    assert!(
+        ok && out.contains("Last seen") && out.contains("just now") && out.contains(&d.serial),
+        "{out}"
+    );
+    let (ok, out, _) = srv.cli(&["cmd", "show", &uuid, "-o", "table"]);
+    assert!(ok && out.starts_with("DeviceInformation") && out.contains("Acknowledged"), "{out}");
+    let (ok, out, _) = srv.cli(&["ca", "certs", "-o", "table"]);
+    assert!(ok && out.starts_with("SERIAL") && out.contains("mdm"), "{out}");
+    // Piped (as here) without -o: the API's JSON, as scripts expect.
+    let v = srv.cli_json(&["devices"]);
+    assert!(v["devices"].as_array().unwrap().iter().any(|x| x["id"] == d.udid.as_str()));
+    let v = srv.cli_json(&["devices", "show", &d.udid, "-o", "json"]);
+    assert_eq!(v["id"], d.udid.as_str());
+}

@@ -1,0 +1,274 @@
+//! The CLI's answers for people: aligned tables and short summaries with
+//! relative times, used when stdout is a terminal (or with `-o table`).
+//! Scripts get the API's JSON (`-o json`, the default when piped).
+
+use serde_json::Value;
+
+/// `2026-11-24T20:00:00Z` → "3 min ago" / "in 12 days".
+pub fn relative(v: &Value) -> String {
+    let Some(s) = v.as_str() else { return "-".into() };
+    let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) else {
+        return s.to_owned();
+    };
+    let d = t.unix_timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    let a = d.unsigned_abs();
+    if a < 60 {
+        return "just now".into();
+    }
+    let span = match a {
+        60..=3_599 => format!("{} min", a / 60),
+        3_600..=172_799 => format!("{} h", a / 3_600),
+        _ => format!("{} days", a / 86_400),
+    };
+    if d < 0 {
+        format!("{span} ago")
+    } else {
+        format!("in {span}")
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) if x.is_empty() => "-".into(),
+        Value::String(x) => x.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        other => other.to_string(),
+    }
+}
+
+/// Columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                out.push_str(&" ".repeat(w[i] - c.chars().count() + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn devices(v: &Value) -> String {
+    let list = v["devices"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "No devices enrolled yet. Enroll one: mdmd invite (QR code), or try mdmd sim enroll.\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let state = if d["checked_out"] == true {
+                "checked out"
+            } else if d["active"] == true {
+                "active"
+            } else {
+                "enrolling"
+            };
+            vec![
+                s(&d["id"]),
+                s(&d["info"]["serial_number"]),
+                s(&d["info"]["device_name"]),
+                s(&d["info"]["os_version"]),
+                state.into(),
+                relative(&d["last_seen_at"]),
+                d["compliance"]["status"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["ID", "SERIAL", "NAME", "OS", "STATE", "LAST SEEN", "COMPLIANCE"], &rows);
+    if let Some(n) = v["next"].as_str() {
+        out.push_str(&format!("… more: mdmd devices list --after {n}\n"));
+    }
+    out
+}
+
+pub fn device(d: &Value) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
+    kv("Device", s(&d["id"]));
+    kv("Name", s(&d["info"]["device_name"]));
+    kv("Serial", s(&d["info"]["serial_number"]));
+    kv("Model", format!("{} ({})", s(&d["info"]["product_name"]), s(&d["info"]["model"])));
+    kv("OS", s(&d["info"]["os_version"]));
+    let state = if d["checked_out"] == true {
+        "checked out"
+    } else if d["active"] == true {
+        "active"
+    } else {
+        "enrolling"
+    };
+    kv("State", state.into());
+    kv("Enrolled", relative(&d["enrolled_at"]));
+    kv("Last seen", relative(&d["last_seen_at"]));
+    kv("Pending commands", s(&d["pending_commands"]));
+    let push = if d["push"].is_null() {
+        "no token yet".to_owned()
+    } else if !d["push"]["disabled"].is_null() && d["push"]["disabled"] != false {
+        format!("disabled ({})", s(&d["push"]["disabled"]))
+    } else {
+        format!(
+            "token {}; last push {} ({})",
+            relative(&d["push"]["token_updated_at"]),
+            relative(&d["push"]["last_push_at"]),
+            s(&d["push"]["last_push_outcome"])
+        )
+    };
+    kv("Push", push);
+    if let Some(c) = d["compliance"].as_object() {
+        let reasons: Vec<String> = c
+            .get("reasons")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        let status = c.get("status").map(s).unwrap_or_default();
+        kv(
+            "Compliance",
+            if reasons.is_empty() {
+                status
+            } else {
+                format!("{status}: {}", reasons.join("; "))
+            },
+        );
+    }
+    for c in d["derived_credentials"].as_array().into_iter().flatten() {
+        kv(
+            "Derived credential",
+            format!(
+                "{} — {} (expires {}{})",
+                s(&c["usage"]),
+                s(&c["subject"]),
+                relative(&crate_time(&c["not_after"])),
+                if c["expiring"] == true { ", renew soon" } else { "" }
+            ),
+        );
+    }
+    for w in d["waiting_for_derived_credential"].as_array().into_iter().flatten() {
+        kv("Waiting", format!("{} for a {} credential", s(&w["profile"]), s(&w["usages"])));
+    }
+    out.push_str("\nJSON: mdmd devices show ID -o json; commands: mdmd devices commands ID\n");
+    out
+}
+
+/// Unix seconds (as the credential views have them) as RFC 3339.
+fn crate_time(v: &Value) -> Value {
+    match v.as_i64().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) {
+        Some(t) => t
+            .format(&time::format_description::well_known::Rfc3339)
+            .map(Value::String)
+            .unwrap_or(Value::Null),
+        None => v.clone(),
+    }
+}
+
+pub fn command(c: &Value) -> String {
+    let mut out = format!(
+        "{} {} (queued {})\n\n",
+        s(&c["request_type"]),
+        s(&c["command_uuid"]),
+        relative(&c["created_at"])
+    );
+    let rows: Vec<Vec<String>> = c["deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let err = d["error_chain"]
+                .as_array()
+                .and_then(|a| a.first())
+                .map(|e| {
+                    e["LocalizedDescription"]
+                        .as_str()
+                        .or(e["localized_description"].as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            vec![
+                s(&d["enrollment"]),
+                s(&d["status"]),
+                relative(&d["updated_at"]),
+                if d["not_now_count"].as_u64().unwrap_or(0) > 0 {
+                    format!("NotNow ×{}", d["not_now_count"])
+                } else {
+                    String::new()
+                },
+                err,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("No targets.\n");
+    } else {
+        out.push_str(&table(&["TARGET", "STATUS", "UPDATED", "", "ERROR"], &rows));
+    }
+    out.push_str("\nEach target's full answer: mdmd cmd show UUID -o json\n");
+    out
+}
+
+pub fn certificates(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                s(&c["serial"]),
+                s(&c["subject"]),
+                s(&c["purpose"]),
+                s(&c["enrollment"]),
+                relative(&c["not_after"]),
+                if c["revoked"] == true { "revoked".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No certificates issued yet.\n".into();
+    }
+    table(&["SERIAL", "SUBJECT", "PURPOSE", "ENROLLMENT", "EXPIRES", ""], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_times_read() {
+        let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]]);
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
+        let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+        let v = Value::String(past.format(&time::format_description::well_known::Rfc3339).unwrap());
+        assert_eq!(relative(&v), "5 min ago");
+        assert_eq!(relative(&Value::Null), "-");
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(
+            relative(&Value::String(now.format(&time::format_description::well_known::Rfc3339).unwrap())),
+            "just now"
+        );
+        let later = now + time::Duration::days(3) + time::Duration::hours(1);
+        assert_eq!(
+            relative(&Value::String(
+                later.format(&time::format_description::well_known::Rfc3339).unwrap()
+            )),
+            "in 3 days"
+        );
+    }
+}
