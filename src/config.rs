@@ -62,6 +62,15 @@ pub struct ServeConfig {
     /// in hours; the app configuration is re-sent with a new one halfway.
     #[arg(long, env = "MDMD_DERIVED_TOKEN_HOURS", default_value_t = 24)]
     pub derived_token_hours: i64,
+    /// Post every check-in and command result here (MicroMDM/NanoMDM webhook JSON); repeatable.
+    #[arg(long = "webhook-url", env = "MDMD_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+    /// Sign webhook bodies: `X-Hmac-Signature: base64(HMAC-SHA256(secret, body))`.
+    #[arg(long, env = "MDMD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Give an undelivered webhook event up after this many hours.
+    #[arg(long, env = "MDMD_WEBHOOK_MAX_AGE_HOURS", default_value_t = 24)]
+    pub webhook_max_age_hours: i64,
     /// A bearer token Prometheus may use for `GET /metrics` (the admin key works too).
     #[arg(long, env = "MDMD_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,

@@ -274,6 +274,28 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     commander.set_credentials(orgcas, derived);
     spawn_token_renewal(commander.clone(), &instance);
     spawn_org_cert_renewal(commander.clone(), &instance);
+    for u in &cfg.webhook_urls {
+        match reqwest::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+            _ => anyhow::bail!("--webhook-url {u:?}: an http(s) URL"),
+        }
+    }
+    let webhooks = Arc::new(
+        crate::service::webhooks::Webhooks::new(
+            mdm.store.clone(),
+            crate::service::webhooks::WebhookConfig {
+                urls: cfg.webhook_urls.clone(),
+                secret: cfg.webhook_secret.clone().filter(|s| !s.is_empty()),
+                max_age: cfg.webhook_max_age_hours.max(1) * 3600,
+                timeout: std::time::Duration::from_secs(10),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,
+    );
+    mdm.set_webhooks(webhooks.clone());
+    if webhooks.enabled() {
+        spawn_webhook_delivery(webhooks, mdm.store.clone(), &instance);
+    }
     let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
     mdm.set_identity_hook(Arc::downgrade(&hook));
     if let Some(dir) = &cfg.profiles_dir {
@@ -370,6 +392,27 @@ fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(configurations = n, "per-device access tokens renewed"),
                     Err(e) => tracing::warn!(error = %e, "renewing per-device access tokens failed"),
+                }
+            }
+        },
+    );
+}
+
+/// Webhook events leave the outbox here (one instance at a time; every second).
+fn spawn_webhook_delivery(webhooks: Arc<crate::service::webhooks::Webhooks>, store: Arc<dyn crate::store::Store>, instance: &str) {
+    spawn_leased(
+        store,
+        "webhook-delivery",
+        instance,
+        std::time::Duration::from_secs(1),
+        false,
+        move || {
+            let w = webhooks.clone();
+            async move {
+                match w.deliver_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(delivered = n, "webhook events delivered"),
+                    Err(e) => tracing::warn!(error = %e, "webhook delivery: the outbox is unavailable"),
                 }
             }
         },

@@ -27,6 +27,7 @@ fn command(rt: &str, profile: Option<ProfileTag>) -> CommandRecord {
 
 fn report(uuid: &str, status: DeliveryStatus) -> ReportRecord {
     ReportRecord {
+        events: vec![],
         command_uuid: uuid.into(),
         status,
         error_chain: vec![],
@@ -37,6 +38,7 @@ fn report(uuid: &str, status: DeliveryStatus) -> ReportRecord {
 
 fn token(id: &str, tok: &str, now: i64) -> TokenUpdateRecord {
     TokenUpdateRecord {
+        events: vec![],
         push: PushInfo::new(tok.into(), format!("magic-{id}"), "com.apple.mgmt.External.t".into(), now),
         unlock_token: Some("sealed".into()),
         awaiting_configuration: false,
@@ -601,7 +603,77 @@ async fn conformance(s: Arc<dyn Store>) {
     settings(&s).await;
     inventory(&s).await;
     records(&s).await;
+    outbox(&s).await;
     concurrency(&s).await;
+}
+
+fn event(id: &str, created_at: i64) -> OutboxEvent {
+    OutboxEvent {
+        event_id: id.into(),
+        topic: "mdm.Connect".into(),
+        sink: "http://127.0.0.1:9/hook".into(),
+        body: format!("{{\"event_id\":\"{id}\"}}"),
+        created_at,
+        attempts: 0,
+        next_at: 0,
+        last_error: None,
+    }
+}
+
+/// The webhook outbox: events stored with the state change (report,
+/// TokenUpdate) or alone, due in order, retried later, removed when delivered.
+async fn outbox(s: &Arc<dyn Store>) {
+    assert_eq!(s.outbox_stats().await.unwrap(), OutboxStats::default());
+    s.add_events(vec![event("e1", 10), event("e2", 11)]).await.unwrap();
+    // With a report: stored in its transaction (also for a report already applied).
+    s.authenticate(enrollment("OB1", None), false).await.unwrap();
+    let c = command("DeviceLock", None);
+    s.enqueue(c.clone(), vec!["OB1".into()]).await.unwrap();
+    let mut r = report(&c.uuid, DeliveryStatus::Acknowledged);
+    r.events = vec![event("e3", 12)];
+    s.report("OB1", r.clone()).await.unwrap();
+    r.events = vec![event("e4", 13)];
+    assert_eq!(s.report("OB1", r).await.unwrap().0, ReportOutcome::NotPending);
+    // With a TokenUpdate; not for an unknown enrollment.
+    let mut t = token("OB1", "aa", 14);
+    t.events = vec![event("e5", 14)];
+    assert!(s.token_update("OB1", "OB1", t).await.unwrap().is_some());
+    let mut t = token("NOPE-OB", "bb", 15);
+    t.events = vec![event("lost", 15)];
+    assert!(s.token_update("NOPE-OB", "NOPE-OB", t).await.unwrap().is_none());
+    let due = s.due_events(1_000, 100).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|e| e.event.event_id.as_str()).collect();
+    assert_eq!(ids, vec!["e1", "e2", "e3", "e4", "e5"]);
+    assert!(due.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        s.outbox_stats().await.unwrap(),
+        OutboxStats {
+            depth: 5,
+            oldest_created_at: Some(10)
+        }
+    );
+    // A failed attempt: not due until its time.
+    let mut e = due[0].event.clone();
+    e.attempts = 1;
+    e.next_at = 5_000;
+    e.last_error = Some("HTTP 500".into());
+    s.retry_event(due[0].seq, e.clone()).await.unwrap();
+    let ids: Vec<String> = s
+        .due_events(1_000, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.event_id)
+        .collect();
+    assert_eq!(ids, vec!["e2", "e3", "e4", "e5"]);
+    assert_eq!(s.due_events(1_000, 2).await.unwrap().len(), 2);
+    let later = s.due_events(5_000, 100).await.unwrap();
+    assert_eq!(later[0].event, e);
+    for d in later {
+        s.remove_event(d.seq).await.unwrap();
+    }
+    assert_eq!(s.outbox_stats().await.unwrap().depth, 0);
+    assert!(s.due_events(i64::MAX, 10).await.unwrap().is_empty());
 }
 
 /// A populated store for copying: the conformance data plus a pending queue.

@@ -103,6 +103,18 @@ pub async fn warnings(app: &App) -> Vec<String> {
             }
         }
     }
+    if let Some(w) = app.mdm.webhooks() {
+        if let Ok(s) = tokio::time::timeout(Duration::from_secs(5), w.state()).await {
+            let waiting = s["oldest_waiting_seconds"].as_i64().unwrap_or(0);
+            if waiting > 600 {
+                out.push(format!(
+                    "webhook outbox backing up: {} events, the oldest waiting {} min",
+                    s["outbox_depth"],
+                    waiting / 60
+                ));
+            }
+        }
+    }
     if let Some(d) = app.commander.derived() {
         if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), d.expiring()).await {
             if !list.is_empty() {
@@ -174,6 +186,9 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
         }
     }
     let m = crate::metrics::get();
+    if let Some(w) = app.mdm.webhooks() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.state()).await;
+    }
     if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(5), app.mdm.store.counts()).await {
         m.enrollments.set(c.enrollments as i64);
         m.queue_depth.set(c.pending_commands as i64);

@@ -361,6 +361,10 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         "connections": crate::app::CONNECTIONS.load(Relaxed),
         "tls_handshakes": crate::app::HANDSHAKES.load(Relaxed),
         "push": app.pusher.counters(),
+        "webhooks": match app.mdm.webhooks() {
+            Some(w) => w.state().await,
+            None => serde_json::Value::Null,
+        },
     }))
     .into_response()
 }

@@ -107,7 +107,7 @@ async fn handle(app: &App, request: Request, caller: &Caller, body: &[u8]) -> Re
         Request::Checkin(req) => {
             Stats::inc(&app.stats.checkins);
             crate::metrics::get().checkin(req.message.name());
-            match app.mdm.checkin(req, caller).await {
+            match app.mdm.checkin_raw(req, body, caller).await {
                 Ok(CheckinReply::Empty) => StatusCode::OK.into_response(),
                 Ok(CheckinReply::Plist(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/xml")], b).into_response(),
                 Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),

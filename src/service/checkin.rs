@@ -46,6 +46,37 @@ impl Mdm {
     }
 
     pub async fn checkin(&self, req: CheckinRequest, caller: &Caller) -> Result<CheckinReply, ServiceError> {
+        self.checkin_raw(req, &[], caller).await
+    }
+
+    /// A check-in with its raw body, which goes out in the webhook event:
+    /// TokenUpdate's event is stored with it; the others' before the device
+    /// hears back (a device that gets no answer sends its message again).
+    pub async fn checkin_raw(&self, req: CheckinRequest, raw: &[u8], caller: &Caller) -> Result<CheckinReply, ServiceError> {
+        let events = match self.webhooks() {
+            Some(w) => w.checkin_event(
+                &format!("mdm.{}", req.message.name()),
+                req.ids.udid.as_deref(),
+                req.ids.enrollment_id.as_deref(),
+                raw,
+            ),
+            None => Vec::new(),
+        };
+        let with_state = matches!(req.message, CheckinMessage::TokenUpdate { .. });
+        let (now_events, later) = if with_state { (events, Vec::new()) } else { (Vec::new(), events) };
+        let reply = self.checkin_inner(req, caller, now_events).await?;
+        if let (Some(w), false) = (self.webhooks(), later.is_empty()) {
+            w.emit(later).await?;
+        }
+        Ok(reply)
+    }
+
+    async fn checkin_inner(
+        &self,
+        req: CheckinRequest,
+        caller: &Caller,
+        events: Vec<crate::store::OutboxEvent>,
+    ) -> Result<CheckinReply, ServiceError> {
         let id = req.enrollment.id.clone();
         let t = now();
         let hash = self.check_identity(caller).await?;
@@ -143,6 +174,7 @@ impl Mdm {
             } => {
                 let topic = self.check_topic(req.topic.as_deref())?;
                 let rec = TokenUpdateRecord {
+                    events,
                     push: PushInfo::new(hex::encode(&token), push_magic, topic, t),
                     unlock_token: match unlock_token.filter(|_| req.enrollment.kind == EnrollmentKind::Device) {
                         Some(u) => Some(self.seal(&id, "unlock", &u)?),

@@ -21,7 +21,18 @@ impl Mdm {
         let next = match (report.status, report.command_uuid) {
             (Status::Idle, _) => self.store.next_command(id, false).await?,
             (status, Some(uuid)) => {
+                let events = match self.webhooks() {
+                    Some(w) => w.acknowledge_event(
+                        report.ids.udid.as_deref(),
+                        report.ids.enrollment_id.as_deref(),
+                        status.as_str(),
+                        Some(uuid.as_str()),
+                        raw,
+                    ),
+                    None => Vec::new(),
+                };
                 let rec = ReportRecord {
+                    events,
                     status: match status {
                         Status::Acknowledged => DeliveryStatus::Acknowledged,
                         Status::Error => DeliveryStatus::Error,
@@ -43,6 +54,9 @@ impl Mdm {
                     }
                     ReportOutcome::Finished { request_type } => {
                         tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished");
+                        if request_type == "InstallProfile" {
+                            self.profile_event(id, &uuid, status).await;
+                        }
                         if status == Status::Acknowledged {
                             self.learn(id, &device_id, &request_type, raw).await;
                             // A follow-up (CertificateList after an install) is answered in this session.
@@ -61,6 +75,27 @@ impl Mdm {
 }
 
 impl Mdm {
+    /// `mdmd.ProfileInstalled` / `mdmd.ProfileFailed` for an InstallProfile result.
+    async fn profile_event(&self, id: &str, uuid: &str, status: Status) {
+        let Some(w) = self.webhooks() else { return };
+        let profile = match self.store.command(uuid).await {
+            Ok(Some((rec, _))) => rec.profile.map(|t| t.identifier),
+            _ => None,
+        };
+        let topic = if status == Status::Acknowledged {
+            "mdmd.ProfileInstalled"
+        } else {
+            "mdmd.ProfileFailed"
+        };
+        let ev = w.own_event(
+            topic,
+            serde_json::json!({"enrollment": id, "profile": profile, "command_uuid": uuid, "status": status.as_str()}),
+        );
+        if let Err(e) = w.emit(ev).await {
+            tracing::warn!(enrollment = %id, error = %e, "profile event not stored");
+        }
+    }
+
     /// What a finished command's answer teaches us about the device: the
     /// facts in DeviceInformation (used by profile variables) and the
     /// profiles in ProfileList (reconciled with what we installed). Failing

@@ -18,6 +18,7 @@ pub mod nac;
 pub mod netpolicy;
 pub mod orgca;
 pub mod profile_service;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -108,6 +109,8 @@ pub struct Mdm {
     pub policy: Arc<compliance::PolicyFile>,
     /// Refresh inventory this often (seconds) and after enrollment; 0: never.
     pub inventory_interval: i64,
+    /// Events out (set at start when receivers are configured).
+    webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
 }
 
 pub fn now() -> i64 {
@@ -129,7 +132,17 @@ impl Mdm {
             seen: Mutex::new(HashMap::new()),
             policy: Arc::new(compliance::PolicyFile::empty()),
             inventory_interval: 0,
+            webhooks: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_webhooks(&self, w: Arc<webhooks::Webhooks>) {
+        let _ = self.webhooks.set(w);
+    }
+
+    /// The webhooks, when any receiver is configured.
+    pub fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
+        self.webhooks.get().filter(|w| w.enabled())
     }
 
     /// Compliance policy and inventory schedule.

@@ -209,6 +209,21 @@ pub trait RecordStore: Send + Sync {
     async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool>;
 }
 
+/// The webhook outbox: events are written with the state change they report
+/// (`ReportRecord::events`, `TokenUpdateRecord::events`) or on their own, and
+/// removed once delivered.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    async fn add_events(&self, events: Vec<OutboxEvent>) -> Result<()>;
+    /// Up to `limit` events whose `next_at` has come, oldest first.
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Delivered (or given up): remove it.
+    async fn remove_event(&self, seq: u64) -> Result<()>;
+    /// Store a failed attempt: attempts, next time, error.
+    async fn retry_event(&self, seq: u64, event: OutboxEvent) -> Result<()>;
+    async fn outbox_stats(&self) -> Result<OutboxStats>;
+}
+
 /// Moving an installation between backends (`mdmd db copy`).
 #[async_trait]
 pub trait CopyStore: Send + Sync {
@@ -224,10 +239,19 @@ pub trait CopyStore: Send + Sync {
 
 /// Everything mdmd needs from storage.
 pub trait Store:
-    CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + RecordStore + CopyStore
+    CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + RecordStore + OutboxStore + CopyStore
 {
 }
 impl<T> Store for T where
-    T: CheckinStore + QueueStore + PkiStore + ProfileStore + LeaseStore + SettingsStore + InventoryStore + RecordStore + CopyStore
+    T: CheckinStore
+        + QueueStore
+        + PkiStore
+        + ProfileStore
+        + LeaseStore
+        + SettingsStore
+        + InventoryStore
+        + RecordStore
+        + OutboxStore
+        + CopyStore
 {
 }

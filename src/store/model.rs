@@ -194,6 +194,8 @@ impl Enrollment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenUpdateRecord {
+    /// Webhook events stored in the same transaction.
+    pub events: Vec<OutboxEvent>,
     pub push: PushInfo,
     pub unlock_token: Option<String>,
     pub awaiting_configuration: bool,
@@ -374,6 +376,8 @@ pub struct DeviceCommand {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRecord {
+    /// Webhook events stored in the same transaction.
+    pub events: Vec<OutboxEvent>,
     pub command_uuid: String,
     pub status: DeliveryStatus,
     pub error_chain: Vec<ErrorChainItem>,
@@ -979,4 +983,37 @@ impl OneTimeSecret {
             }
         }
     }
+}
+
+/// An event waiting for one webhook receiver (the durable outbox).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    pub event_id: String,
+    pub topic: String,
+    /// The receiver's URL.
+    pub sink: String,
+    /// The JSON body exactly as it is posted.
+    pub body: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before (unix milliseconds).
+    #[serde(default)]
+    pub next_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub event: OutboxEvent,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub depth: u64,
+    /// Unix seconds of the oldest waiting event.
+    pub oldest_created_at: Option<i64>,
 }

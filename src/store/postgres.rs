@@ -151,6 +151,12 @@ CREATE TABLE records (
 "#,
     ),
     (4, "lookup index: device GUIDs (rebuilt)", "DELETE FROM lookups;"),
+    (
+        5,
+        "webhook outbox",
+        "CREATE TABLE outbox (seq bigserial PRIMARY KEY, next_at bigint NOT NULL, data jsonb NOT NULL);
+CREATE INDEX outbox_due ON outbox (next_at, seq);",
+    ),
 ];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).
@@ -1087,8 +1093,18 @@ impl CheckinStore for PgStore {
 
     async fn token_update(&self, id: &str, parent: &str, u: TokenUpdateRecord) -> Result<Option<bool>> {
         let (id, parent) = (id.to_owned(), parent.to_owned());
-        self.write(move |tx| Box::pin(token_update_tx(tx, id.clone(), parent.clone(), u.clone())))
-            .await
+        self.write(move |tx| {
+            let (id, parent, u) = (id.clone(), parent.clone(), u.clone());
+            Box::pin(async move {
+                let events = u.events.clone();
+                let out = token_update_tx(tx, id, parent, u).await?;
+                if out.is_some() {
+                    put_events(tx, &events).await?;
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn checkout(&self, id: &str, now: i64) -> Result<bool> {
@@ -1282,7 +1298,15 @@ impl QueueStore for PgStore {
 
     async fn report(&self, id: &str, report: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
         let id = id.to_owned();
-        self.write(move |tx| Box::pin(report_tx(tx, id.clone(), report.clone()))).await
+        self.write(move |tx| {
+            let (id, report) = (id.clone(), report.clone());
+            Box::pin(async move {
+                // Also for a report already applied: the device sends it again when it got no answer.
+                put_events(tx, &report.events).await?;
+                report_tx(tx, id, report).await
+            })
+        })
+        .await
     }
 
     async fn clear_queue(&self, id: &str, now: i64) -> Result<u64> {
@@ -2047,5 +2071,88 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}
+
+async fn put_events(tx: &Transaction<'_>, events: &[OutboxEvent]) -> Result<()> {
+    for e in events {
+        exec(
+            tx,
+            "INSERT INTO outbox (next_at, data) VALUES ($1, $2)",
+            &[&e.next_at, &to_json(e)?],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    async fn add_events(&self, events: Vec<OutboxEvent>) -> Result<()> {
+        self.write(move |tx| {
+            let events = events.clone();
+            Box::pin(async move { put_events(tx, &events).await })
+        })
+        .await
+    }
+
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(|c| async move {
+            let r = rows(
+                &c,
+                "SELECT seq, data FROM outbox WHERE next_at <= $1 ORDER BY seq LIMIT $2",
+                &[&now_ms, &limit],
+            )
+            .await?;
+            r.iter()
+                .map(|row| {
+                    Ok(OutboxEntry {
+                        seq: row.get::<_, i64>(0) as u64,
+                        event: json(row, 1)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove_event(&self, seq: u64) -> Result<()> {
+        let seq = seq as i64;
+        self.write(move |tx| {
+            Box::pin(async move {
+                exec(tx, "DELETE FROM outbox WHERE seq = $1", &[&seq]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn retry_event(&self, seq: u64, event: OutboxEvent) -> Result<()> {
+        let seq = seq as i64;
+        self.write(move |tx| {
+            let event = event.clone();
+            Box::pin(async move {
+                exec(
+                    tx,
+                    "UPDATE outbox SET next_at = $2, data = $3 WHERE seq = $1",
+                    &[&seq, &event.next_at, &to_json(&event)?],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        self.read(|c| async move {
+            let r = one(&c, "SELECT count(*), min((data->>'created_at')::bigint) FROM outbox", &[]).await?;
+            Ok(OutboxStats {
+                depth: r.get::<_, i64>(0).max(0) as u64,
+                oldest_created_at: r.get::<_, Option<i64>>(1),
+            })
+        })
+        .await
     }
 }

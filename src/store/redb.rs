@@ -55,6 +55,8 @@ const LOOKUPS: TableDefinition<(u8, &str, &str), &str> = TableDefinition::new("l
 
 /// (collection, key) -> Record (JSON).
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// Webhook outbox: seq -> OutboxEvent (JSON).
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Bump when `Enrollment::lookup_keys` changes: the index is rebuilt at open.
 const LOOKUPS_VERSION: u64 = 2;
@@ -91,6 +93,7 @@ impl RedbStore {
             txn.open_table(CERTS)?;
             txn.open_table(CERT_SERIALS)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(OUTBOX)?;
             txn.open_table(TEMPLATES)?;
             txn.open_table(DEVICE_PROFILES)?;
             txn.open_table(PROFILE_DEVICES)?;
@@ -507,8 +510,9 @@ impl CheckinStore for RedbStore {
         .await
     }
 
-    async fn token_update(&self, id: &str, parent: &str, u: TokenUpdateRecord) -> Result<Option<bool>> {
+    async fn token_update(&self, id: &str, parent: &str, mut u: TokenUpdateRecord) -> Result<Option<bool>> {
         let (id, parent) = (id.to_owned(), parent.to_owned());
+        let events = std::mem::take(&mut u.events);
         self.write(move |txn| {
             let mut e = match get_enrollment(txn, &id)? {
                 Some(e) => e,
@@ -523,6 +527,7 @@ impl CheckinStore for RedbStore {
             };
             e.apply_token_update(u);
             put_enrollment(txn, &e)?;
+            put_events(txn, &events)?;
             let queue = txn.open_table(QUEUE)?;
             let pending = queue.range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?.next().is_some();
             Ok(Some(pending))
@@ -764,9 +769,12 @@ impl QueueStore for RedbStore {
         })
     }
 
-    async fn report(&self, id: &str, r: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
+    async fn report(&self, id: &str, mut r: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
         let id = id.to_owned();
+        let events = std::mem::take(&mut r.events);
         self.write(move |txn| {
+            // Also for a report already applied: the device sends it again when it got no answer.
+            put_events(txn, &events)?;
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let commands = txn.open_table(COMMANDS)?;
             let mut queue = txn.open_table(QUEUE)?;
@@ -1539,5 +1547,80 @@ impl RecordStore for RedbStore {
             }
         })
         .await
+    }
+}
+
+fn put_events(txn: &::redb::WriteTransaction, events: &[OutboxEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut meta = txn.open_table(META)?;
+    let mut seq = meta.get("outbox_seq")?.map(|v| v.value()).unwrap_or(0);
+    let mut t = txn.open_table(OUTBOX)?;
+    for e in events {
+        seq += 1;
+        t.insert(seq, enc(e)?.as_slice())?;
+    }
+    meta.insert("outbox_seq", seq)?;
+    Ok(())
+}
+
+#[async_trait]
+impl OutboxStore for RedbStore {
+    async fn add_events(&self, events: Vec<OutboxEvent>) -> Result<()> {
+        self.write(move |txn| put_events(txn, &events)).await
+    }
+
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.read(|txn| {
+            let t = txn.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let event: OutboxEvent = dec(v.value())?;
+                if event.next_at <= now_ms {
+                    out.push(OutboxEntry { seq: k.value(), event });
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn remove_event(&self, seq: u64) -> Result<()> {
+        self.write(move |txn| {
+            txn.open_table(OUTBOX)?.remove(seq)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_event(&self, seq: u64, event: OutboxEvent) -> Result<()> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(OUTBOX)?;
+            if t.get(seq)?.is_some() {
+                t.insert(seq, enc(&event)?.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        use ::redb::ReadableTableMetadata as _;
+        self.read(|txn| {
+            let t = txn.open_table(OUTBOX)?;
+            let depth = t.len()?;
+            let oldest = match t.first()? {
+                Some((_, v)) => Some(dec::<OutboxEvent>(v.value())?.created_at),
+                None => None,
+            };
+            Ok(OutboxStats {
+                depth,
+                oldest_created_at: oldest,
+            })
+        })
     }
 }
