@@ -293,6 +293,8 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,
     );
     mdm.set_webhooks(webhooks.clone());
+    enroller.set_webhooks(webhooks.clone());
+    pusher.set_webhooks(webhooks.clone());
     if webhooks.enabled() {
         spawn_webhook_delivery(webhooks, mdm.store.clone(), &instance);
     }

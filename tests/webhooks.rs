@@ -182,6 +182,40 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
     ids.dedup();
     assert_eq!(ids.len(), r.events.len());
     assert!(r.events.iter().all(|e| e.mdmd_event.is_none() || e.topic.starts_with("mdmd.")));
+    // mdmd's own events: identities issued by SCEP (three-phase enrollment: two).
+    let issued: Vec<&Event> = r.events.iter().filter(|e| e.topic == "mdmd.CertificateIssued").collect();
+    assert_eq!(issued.len(), 2, "{:?}", r.events.iter().map(|e| &e.topic).collect::<Vec<_>>());
+    let serial = issued[1].mdmd_event.as_ref().unwrap()["serial"].as_str().unwrap().to_owned();
+    drop(r);
+    // A profile installed, and a certificate revoked.
+    let clip = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
+<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
+<key>PayloadIdentifier</key><string>com.example.clip</string><key>PayloadUUID</key><string>{}</string>
+<key>PayloadContent</key><array><dict><key>PayloadType</key><string>com.apple.webClip.managed</string>
+<key>PayloadVersion</key><integer>1</integer><key>PayloadIdentifier</key><string>com.example.clip.1</string>
+<key>PayloadUUID</key><string>C1</string><key>URL</key><string>https://example.com/</string><key>Label</key><string>Clip</string></dict></array></dict></plist>"#,
+        uuid::Uuid::new_v4().to_string().to_uppercase()
+    );
+    srv.admin().post_bytes("/v1/profiles", clip.into_bytes()).await.unwrap();
+    srv.admin()
+        .post("/v1/profiles/com.example.clip/install", json!({"targets": [d.udid]}))
+        .await
+        .unwrap();
+    d.session().await.unwrap();
+    srv.admin()
+        .post(&format!("/v1/certificates/{serial}/revoke"), json!({}))
+        .await
+        .unwrap();
+    wait_for(&state, "own events", |r| {
+        r.events
+            .iter()
+            .any(|e| e.topic == "mdmd.ProfileInstalled" && e.mdmd_event.as_ref().unwrap()["profile"] == "com.example.clip")
+            && r.events
+                .iter()
+                .any(|e| e.topic == "mdmd.CertificateRevoked" && e.mdmd_event.as_ref().unwrap()["serial"] == serial.as_str())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

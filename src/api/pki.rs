@@ -80,6 +80,20 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
     match app.mdm.store.revoke_cert(&serial, now()).await {
         Ok(true) => {
             tracing::info!(%serial, "certificate revoked");
+            if let Some(w) = app.mdm.webhooks() {
+                let enrollment = app
+                    .mdm
+                    .store
+                    .cert_by_serial(&serial)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.enrollment);
+                let ev = w.own_event("mdmd.CertificateRevoked", json!({"serial": serial, "enrollment": enrollment}));
+                if let Err(e) = w.emit(ev).await {
+                    return store_error(e);
+                }
+            }
             Json(json!({"serial": serial, "revoked": true})).into_response()
         }
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),

@@ -103,6 +103,8 @@ pub struct Pusher {
     /// A 403 from APNs: surfaced on health, no pushes until a certificate is set.
     cert_error: Mutex<Option<(i64, String)>>,
     counters: Mutex<PushCounters>,
+    /// `mdmd.PushFailed` events (set at start).
+    webhooks: std::sync::OnceLock<Arc<crate::service::webhooks::Webhooks>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,7 +137,14 @@ impl Pusher {
             dead: Mutex::new(HashMap::new()),
             cert_error: Mutex::new(None),
             counters: Mutex::new(PushCounters::default()),
+            webhooks: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn set_webhooks(&self, w: Arc<crate::service::webhooks::Webhooks>) {
+        if w.enabled() {
+            let _ = self.webhooks.set(w);
+        }
     }
 
     /// Load the certificate (the shared one in the store, else the files, which
@@ -474,6 +483,17 @@ impl Pusher {
             other => {
                 self.count(|c| c.failed += 1);
                 tracing::warn!(enrollment = %id, outcome = %other.label(), attempts = attempt, "push not accepted");
+            }
+        }
+        if !accepted {
+            if let Some(w) = self.webhooks.get() {
+                let ev = w.own_event(
+                    "mdmd.PushFailed",
+                    serde_json::json!({"enrollment": id, "outcome": result.label(), "attempts": attempt, "token_disabled": disable}),
+                );
+                if let Err(e) = w.emit(ev).await {
+                    tracing::warn!(enrollment = %id, error = %e, "push event not stored");
+                }
             }
         }
         if disable {

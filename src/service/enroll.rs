@@ -37,6 +37,8 @@ pub struct Enroller {
     pub(crate) store: Arc<dyn Store>,
     pub cfg: EnrollConfig,
     topic: Arc<super::Topic>,
+    /// `mdmd.CertificateIssued` events (set at start).
+    webhooks: std::sync::OnceLock<Arc<super::webhooks::Webhooks>>,
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -70,8 +72,20 @@ pub enum ScepReply {
 }
 
 impl Enroller {
+    pub fn set_webhooks(&self, w: Arc<super::webhooks::Webhooks>) {
+        if w.enabled() {
+            let _ = self.webhooks.set(w);
+        }
+    }
+
     pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: Arc<super::Topic>) -> Self {
-        Enroller { pki, store, cfg, topic }
+        Enroller {
+            pki,
+            store,
+            cfg,
+            topic,
+            webhooks: std::sync::OnceLock::new(),
+        }
     }
 
     fn host(&self) -> String {
@@ -250,6 +264,14 @@ impl Enroller {
         let issued = match outcome {
             Ok(cert) => {
                 crate::metrics::get().scep("issued");
+                if let Some(w) = self.webhooks.get() {
+                    let v = super::orgca::describe_cert(&cert);
+                    let ev = w.own_event(
+                        "mdmd.CertificateIssued",
+                        serde_json::json!({"serial": v.serial, "subject": v.subject, "not_after": v.not_after, "sha256": v.sha256}),
+                    );
+                    w.emit(ev).await?;
+                }
                 Ok(cert)
             }
             Err((fail, why)) => {
