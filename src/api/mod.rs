@@ -18,7 +18,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,66 +26,189 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::service::{now, ServiceError};
 
+/// One admin-API operation: the router and the OpenAPI description are both
+/// built from this table (`routes!`), so neither can forget one.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// What the request body is: "" (none), "json", or a media type.
+    pub body: &'static str,
+    /// Described in `/v1/openapi.json` (the /v1 API and the health routes).
+    pub public_doc: bool,
+}
+
+macro_rules! routes {
+    ($( $m:ident $path:literal $h:path, $tag:literal, $body:literal, $summary:literal; )*) => {
+        vec![ $( (
+            Operation {
+                method: stringify!($m),
+                path: $path,
+                tag: $tag,
+                summary: $summary,
+                body: $body,
+                public_doc: !$path.starts_with("/ciscoise"),
+            },
+            axum::routing::$m($h),
+        ) ),* ]
+    };
+}
+
+/// Every admin-API operation with its handler.
+fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
+    routes![
+        post "/v1/commands" profiles::post_command, "commands", "json", "Queue a command (validated against Apple's schema) for devices";
+        get "/v1/commands/{uuid}" get_command, "commands", "", "A command and its result on every target";
+        get "/v1/devices" list_devices, "devices", "", "Enrollments, paged; or devices found by serial, IMEI, MAC, phone, user";
+        get "/v1/devices/{id}" get_device, "devices", "", "One enrollment: facts, inventory, compliance, push, credentials";
+        get "/v1/devices/{id}/commands" device_commands, "devices", "", "Pending and finished commands of an enrollment";
+        delete "/v1/devices/{id}/commands" clear_device_commands, "devices", "", "Clear pending commands";
+        post "/v1/devices/{id}/inventory" inventory::refresh, "devices", "", "Queue an inventory refresh";
+        get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
+        put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
+        post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
+        get "/v1/compliance" inventory::summary, "devices", "", "Compliance counts and devices in one status";
+        get "/v1/accounts" accounts::list, "accounts", "", "API accounts";
+        post "/v1/accounts" accounts::create, "accounts", "json", "Create an API account (the secret is shown once)";
+        delete "/v1/accounts/{name}" accounts::delete, "accounts", "", "Delete an API account";
+        get "/v1/access-tokens" access::list, "access", "", "Shared access tokens";
+        post "/v1/access-tokens" access::create, "access", "json", "Add or generate a shared access token";
+        put "/v1/access-tokens/{id}" access::edit, "access", "json", "Change a token's value or effective date";
+        delete "/v1/access-tokens/{id}" access::revoke, "access", "", "Revoke a shared access token";
+        post "/v1/access/verify" access::verify, "access", "json", "Is this token accepted now?";
+        get "/.well-known/jwks.json" access::jwks, "access", "", "Public keys of per-device tokens";
+        get "/v1/cas" credentials::list_cas, "credentials", "", "Organisation CAs";
+        post "/v1/cas" credentials::add_ca, "credentials", "json", "Add an organisation CA (checked at once)";
+        post "/v1/cas/renewals" credentials::renew, "credentials", "", "Re-install profiles whose organisation certificates expire soon";
+        get "/v1/cas/{name}" credentials::show_ca, "credentials", "", "One organisation CA with its chain";
+        delete "/v1/cas/{name}" credentials::remove_ca, "credentials", "", "Remove an organisation CA";
+        get "/v1/cas/{name}/certificates" credentials::ca_certificates, "credentials", "", "Certificates an organisation CA issued to devices";
+        get "/v1/derived-credentials" credentials::list_credentials, "credentials", "", "Derived credentials";
+        post "/v1/derived-credentials" credentials::post_credential, "credentials", "json", "Post a derived credential (PKCS#12)";
+        delete "/v1/derived-credentials/{id}" credentials::delete_credential, "credentials", "", "Delete a derived credential; dependent profiles are removed";
+        get "/v1/stats" stats, "operations", "", "Counters, CPU time, push and webhook state";
+        get "/v1/info" info, "operations", "", "Topic and version";
+        get "/v1/health" health::v1_health, "operations", "", "Warnings: certificates expiring, disk, credentials";
+        get "/v1/openapi.json" openapi_json, "operations", "", "This description";
+        get "/v1/ca" pki::ca_show, "pki", "", "CA, TLS and signing certificates";
+        get "/v1/certificates" pki::list_certs, "pki", "", "Issued certificates, paged";
+        get "/v1/certificates/{serial}" pki::get_cert, "pki", "", "One issued certificate";
+        post "/v1/certificates/{serial}/revoke" pki::revoke, "pki", "", "Revoke a certificate";
+        get "/v1/enrollments/profile" pki::enrollment_profile, "enrollment", "", "The signed enrollment profile";
+        post "/v1/enrollments/invitations" pki::invite, "enrollment", "json", "A single-use enrollment invitation with its QR code";
+        post "/v1/identities/renew" pki::renew_now, "enrollment", "", "Renew device identities that are due now";
+        get "/v1/profiles" profiles::list, "profiles", "", "Profile templates";
+        post "/v1/profiles" profiles::upload, "profiles", "application/x-apple-aspen-config", "Upload a .mobileconfig template (validated)";
+        get "/v1/profiles/{id}" profiles::show, "profiles", "", "A template and its state on every device";
+        delete "/v1/profiles/{id}" profiles::delete, "profiles", "", "Delete a template";
+        post "/v1/profiles/{id}/install" profiles::install, "profiles", "json", "Install a template on devices";
+        post "/v1/profiles/{id}/remove" profiles::remove, "profiles", "json", "Remove a profile from devices";
+        post "/v1/secrets/rotate" profiles::rotate_secrets, "operations", "", "Rotate the key that seals secrets at rest";
+        get "/v1/push-cert" push::show, "push", "", "The push certificate";
+        put "/v1/push-cert" push::set, "push", "application/x-pem-file", "Set the push certificate (PEM or PKCS#12)";
+        post "/v1/push" push::push, "push", "json", "Push to devices now";
+        get "/health" push::health, "operations", "", "Combined health (no credentials)";
+        get "/healthz" health::healthz, "operations", "", "Alive (no credentials)";
+        get "/readyz" health::readyz, "operations", "", "Ready: store writable, certificates in date (no credentials)";
+        get "/metrics" health::metrics, "operations", "", "Prometheus metrics (admin key or metrics token)";
+        get "/ciscoise/mdminfo/" ise::mdminfo, "ise", "", "Cisco ISE: MDM server info";
+        get "/ciscoise/mdminfo" ise::mdminfo, "ise", "", "Cisco ISE: MDM server info";
+        get "/ciscoise/mdm/api/{ver}/devices/" ise::devices, "ise", "", "Cisco ISE: device query";
+        get "/ciscoise/mdm/api/{ver}/devices" ise::devices, "ise", "", "Cisco ISE: device query";
+        post "/ciscoise/mdm/api/{ver}/batchdevices/" ise::batch, "ise", "application/xml", "Cisco ISE: batch query";
+        post "/ciscoise/mdm/api/{ver}/batchdevices" ise::batch, "ise", "application/xml", "Cisco ISE: batch query";
+        post "/ciscoise/mdm/api/{ver}/action/" ise::action, "ise", "application/xml", "Cisco ISE: action";
+        post "/ciscoise/mdm/api/{ver}/action" ise::action, "ise", "application/xml", "Cisco ISE: action";
+        post "/ciscoise/mdm/api/{ver}/action/{action}" ise::action, "ise", "application/xml", "Cisco ISE: action";
+    ]
+}
+
 pub fn router() -> Router<Arc<App>> {
-    Router::new()
-        .route("/v1/commands", axum::routing::post(profiles::post_command))
-        .route("/v1/commands/{uuid}", get(get_command))
-        .route("/v1/devices", get(list_devices))
-        .route("/v1/devices/{id}", get(get_device))
-        .route("/v1/devices/{id}/commands", get(device_commands).delete(clear_device_commands))
-        .route("/v1/devices/{id}/inventory", axum::routing::post(inventory::refresh))
-        .route("/v1/compliance", get(inventory::summary))
-        .route("/v1/accounts", get(accounts::list).post(accounts::create))
-        .route("/v1/accounts/{name}", axum::routing::delete(accounts::delete))
-        .route("/v1/access-tokens", get(access::list).post(access::create))
-        .route("/v1/access-tokens/{id}", axum::routing::put(access::edit).delete(access::revoke))
-        .route("/v1/access/verify", axum::routing::post(access::verify))
-        .route("/.well-known/jwks.json", get(access::jwks))
-        .route("/v1/cas", get(credentials::list_cas).post(credentials::add_ca))
-        .route("/v1/cas/renewals", axum::routing::post(credentials::renew))
-        .route("/v1/cas/{name}", get(credentials::show_ca).delete(credentials::remove_ca))
-        .route("/v1/cas/{name}/certificates", get(credentials::ca_certificates))
-        .route(
-            "/v1/derived-credentials",
-            get(credentials::list_credentials).post(credentials::post_credential),
-        )
-        .route(
-            "/v1/derived-credentials/{id}",
-            axum::routing::delete(credentials::delete_credential),
-        )
-        .route("/v1/stats", get(stats))
-        .route("/v1/info", get(info))
-        .route("/v1/ca", get(pki::ca_show))
-        .route("/v1/certificates", get(pki::list_certs))
-        .route("/v1/certificates/{serial}", get(pki::get_cert))
-        .route("/v1/certificates/{serial}/revoke", axum::routing::post(pki::revoke))
-        .route("/v1/enrollments/profile", get(pki::enrollment_profile))
-        .route("/v1/enrollments/invitations", axum::routing::post(pki::invite))
-        .route("/v1/identities/renew", axum::routing::post(pki::renew_now))
-        .route("/v1/profiles", get(profiles::list).post(profiles::upload))
-        .route("/v1/profiles/{id}", get(profiles::show).delete(profiles::delete))
-        .route("/v1/profiles/{id}/install", axum::routing::post(profiles::install))
-        .route("/v1/profiles/{id}/remove", axum::routing::post(profiles::remove))
-        .route("/v1/devices/{id}/profiles", get(profiles::device_profiles))
-        .route("/v1/devices/{id}/attributes", axum::routing::put(profiles::set_attributes))
-        .route("/v1/devices/{id}/approve-reenroll", axum::routing::post(approve_reenroll))
-        .route("/v1/secrets/rotate", axum::routing::post(profiles::rotate_secrets))
-        .route("/v1/push-cert", get(push::show).put(push::set))
-        .route("/v1/push", axum::routing::post(push::push))
-        .route("/health", get(push::health))
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/health", get(health::v1_health))
-        .route("/ciscoise/mdminfo/", get(ise::mdminfo))
-        .route("/ciscoise/mdminfo", get(ise::mdminfo))
-        .route("/ciscoise/mdm/api/{ver}/devices/", get(ise::devices))
-        .route("/ciscoise/mdm/api/{ver}/devices", get(ise::devices))
-        .route("/ciscoise/mdm/api/{ver}/batchdevices/", axum::routing::post(ise::batch))
-        .route("/ciscoise/mdm/api/{ver}/batchdevices", axum::routing::post(ise::batch))
-        .route("/ciscoise/mdm/api/{ver}/action/", axum::routing::post(ise::action))
-        .route("/ciscoise/mdm/api/{ver}/action", axum::routing::post(ise::action))
-        .route("/ciscoise/mdm/api/{ver}/action/{action}", axum::routing::post(ise::action))
+    table().into_iter().fold(Router::new(), |r, (op, mr)| r.route(op.path, mr))
+}
+
+/// Every operation (for the OpenAPI description and its test).
+pub fn operations() -> Vec<Operation> {
+    table().into_iter().map(|(op, _)| op).collect()
+}
+
+/// The OpenAPI 3.1 description of the admin API, built from `table()`.
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for op in operations().into_iter().filter(|o| o.public_doc) {
+        let params: Vec<serde_json::Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let open = matches!(op.path, "/health" | "/healthz" | "/readyz" | "/.well-known/jwks.json");
+        let id: String = format!("{}{}", op.method, op.path)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut o = json!({
+            "operationId": id.trim_matches('_'),
+            "summary": op.summary,
+            "tags": [op.tag],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+            },
+        });
+        if !params.is_empty() {
+            o["parameters"] = json!(params);
+        }
+        if open {
+            o["security"] = json!([]);
+        } else {
+            o["responses"]["401"] = json!({"$ref": "#/components/responses/Error"});
+            o["responses"]["403"] = json!({"$ref": "#/components/responses/Error"});
+        }
+        match op.body {
+            "" => {}
+            "json" => o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+            media => {
+                o["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}})
+            }
+        }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method] = o;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mdmd admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Apple MDM server administration. Generated from the server's route table.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "security": [{"bearer": []}, {"basic": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The admin API key or an account secret NAME.RANDOM"},
+                "basic": {"type": "http", "scheme": "basic", "description": "admin:<api key> or NAME:SECRET"},
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error",
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {"error": {"type": "string"}},
+                        "required": ["error"],
+                    }}},
+                },
+            },
+        },
+        "paths": paths,
+    })
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi()).into_response()
 }
 
 /// Who is calling, for handlers that care (set by `auth`).
