@@ -112,6 +112,7 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str, s
                 let uuid = cmd.uuid.clone();
                 store.enqueue(cmd, one.clone()).await.expect("enqueue");
                 let rec = ReportRecord {
+                    events: vec![],
                     command_uuid: uuid,
                     status: DeliveryStatus::Acknowledged,
                     error_chain: vec![],

@@ -56,12 +56,12 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let app = build(&cfg).await?;
     let (mdm, pki, topic, pusher) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get(), app.pusher.clone());
+    let tls = app.tls.clone();
     let router = router(app);
-    let tls = if cfg.plain_http {
-        None
-    } else {
-        Some(crate::http::listener::acceptor(&pki)?)
-    };
+    if let Some(t) = &tls {
+        spawn_tls_reload(t.clone());
+    }
+    let _ = &pki;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");
@@ -321,12 +321,62 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         stats: crate::app::Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,
+        tls: if cfg.plain_http {
+            None
+        } else {
+            let (c, k) = match (&cfg.tls_cert, &cfg.tls_key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                _ => (cfg.certs_dir.join("tls.pem"), cfg.certs_dir.join("tls.key")),
+            };
+            Some(Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k)))
+        },
         instance: instance.clone(),
         metrics_token: cfg.metrics_token.clone().filter(|t| !t.is_empty()),
         metrics_public: cfg.metrics_public,
         disk_paths: vec![cfg.data_dir.clone(), cfg.certs_dir.clone()],
     });
     Ok(app)
+}
+
+/// The TLS certificate files are read again when they change (checked every
+/// 2 s) or on SIGHUP; new connections get the new certificate, open ones
+/// keep theirs.
+fn spawn_tls_reload(tls: Arc<crate::app::LiveTls>) {
+    let stamp = |t: &crate::app::LiveTls| {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (m(&t.cert_path), m(&t.key_path))
+    };
+    tokio::spawn(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut last = stamp(&tls);
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let by_signal = tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
+                _ = hangup => true,
+            };
+            let now = stamp(&tls);
+            if !by_signal && now == last {
+                continue;
+            }
+            last = now;
+            match crate::http::listener::reload(&tls) {
+                Ok(true) => tracing::info!(cert = %tls.cert_path.display(), "TLS certificate reloaded"),
+                Ok(false) => {}
+                // Half-written files (the key before the certificate): the next change retries.
+                Err(e) => {
+                    tracing::warn!(cert = %tls.cert_path.display(), error = %e, "TLS certificate not reloaded; the current one stays")
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -314,3 +314,97 @@ async fn openapi_describes_every_route_and_every_described_route_answers() {
         Err(e) => panic!("python3: {e}"),
     }
 }
+
+/// A TLS server certificate for 127.0.0.1 from `ca`, as PEM (cert, key).
+fn tls_pair(ca: &mdmd::sim::pki::SimIdentity, cn: &str) -> (Vec<u8>, Vec<u8>) {
+    use openssl::x509::extension::SubjectAlternativeName;
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let mut n = openssl::x509::X509Name::builder().unwrap();
+    n.append_entry_by_text("CN", cn).unwrap();
+    let n = n.build();
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand::random::<u32>() | 1)
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&n).unwrap();
+    b.set_issuer_name(ca.cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(90).unwrap()).unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .dns("localhost")
+        .build(&b.x509v3_context(Some(&ca.cert), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
+    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
+}
+
+/// The subject CN a TLS handshake with `addr` shows, over a connection kept open.
+fn handshake(addr: &str) -> (String, openssl::ssl::SslStream<std::net::TcpStream>) {
+    let mut c = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    c.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    c.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let s = c.build().connect("localhost", tcp).unwrap();
+    let cert = s.ssl().peer_certificate().unwrap();
+    let cn = cert.subject_name().entries().next().unwrap().data().to_string().unwrap().to_owned();
+    (cn, s)
+}
+
+fn http_get(s: &mut openssl::ssl::SslStream<std::net::TcpStream>, path: &str) -> String {
+    use std::io::{Read, Write};
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// New certificate files are served to new connections without a restart;
+/// open connections keep going; a broken file changes nothing.
+#[tokio::test]
+async fn tls_certificates_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = mdmd::sim::pki::test_ca("Reload test CA").unwrap();
+    let (cert, key) = (dir.path().join("tls.pem"), dir.path().join("tls.key"));
+    let (c, k) = tls_pair(&ca, "first");
+    std::fs::write(&cert, c).unwrap();
+    std::fs::write(&key, k).unwrap();
+    let srv = Server::start_with(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let addr = srv.addr.clone();
+    let (cn, mut open) = tokio::task::spawn_blocking({
+        let a = addr.clone();
+        move || handshake(&a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(cn, "first");
+    // Replace the files (key first, as a renewal tool might).
+    let (c, k) = tls_pair(&ca, "second");
+    std::fs::write(&key, k).unwrap();
+    std::fs::write(&cert, c).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let a = addr.clone();
+        let (cn, _) = tokio::task::spawn_blocking(move || handshake(&a)).await.unwrap();
+        if cn == "second" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new certificate was not picked up");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The connection opened before still works.
+    let reply = tokio::task::spawn_blocking(move || http_get(&mut open, "/healthz")).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // A key that does not match: the current certificate stays.
+    let (c, _) = tls_pair(&ca, "third");
+    std::fs::write(&cert, c).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let a = addr.clone();
+    let (cn, _) = tokio::task::spawn_blocking(move || handshake(&a)).await.unwrap();
+    assert_eq!(cn, "second");
+}

@@ -155,7 +155,7 @@ pub async fn v1_health(State(app): State<Arc<App>>) -> Response {
         "warnings": w,
         "certificates": {
             "ca": cert(&app.pki.ca.cert),
-            "tls": cert(&app.pki.tls.cert),
+            "tls": cert(&app.tls.as_ref().and_then(|t| t.certificate()).unwrap_or_else(|| app.pki.tls.cert.clone())),
             "signing": cert(&app.pki.signer.cert),
             "push": {"configured": push["configured"], "not_after": push["not_after"], "days_left": push["days_left"]},
         },

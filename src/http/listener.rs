@@ -26,11 +26,16 @@ pub struct PeerCert(pub Option<Arc<X509>>);
 pub struct PeerAddr(pub std::net::SocketAddr);
 
 pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
+    acceptor_for(&pki.tls)
+}
+
+/// A TLS server configuration for a certificate, its chain and key.
+pub fn acceptor_for(pair: &crate::pki::ca::KeyPair) -> anyhow::Result<Arc<SslAcceptor>> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_private_key(&pki.tls.key)?;
-    b.set_certificate(&pki.tls.cert)?;
-    for c in &pki.tls.chain {
+    b.set_private_key(&pair.key)?;
+    b.set_certificate(&pair.cert)?;
+    for c in &pair.chain {
         b.add_extra_chain_cert(c.clone())?;
     }
     b.check_private_key()?;
@@ -44,7 +49,28 @@ pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
     Ok(Arc::new(b.build()))
 }
 
-pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcceptor>>, shutdown: impl std::future::Future<Output = ()>) {
+/// Load the certificate files again and serve them to new connections.
+/// A file that does not load (or a key that does not match) leaves the
+/// current configuration in place.
+pub fn reload(tls: &crate::app::LiveTls) -> anyhow::Result<bool> {
+    let pair = crate::pki::ca::load_pair(&tls.cert_path, &tls.key_path)?;
+    let new_der = pair.cert.to_der()?;
+    if tls.certificate().and_then(|c| c.to_der().ok()).as_deref() == Some(new_der.as_slice()) {
+        return Ok(false);
+    }
+    if crate::pki::asn1_unix(pair.cert.not_after()) <= crate::service::now() {
+        anyhow::bail!("{} has expired", tls.cert_path.display());
+    }
+    tls.replace(acceptor_for(&pair)?);
+    Ok(true)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<crate::app::LiveTls>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -61,7 +87,7 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<SslAcc
         let _ = tcp.set_nodelay(true);
         CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let router = router.clone();
-        let tls = tls.clone();
+        let tls = tls.as_ref().map(|t| t.current());
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {

@@ -57,7 +57,8 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
     std::fs::read(path).map_err(|e| PkiError::Io(format!("reading {}: {e}", path.display())))
 }
 
-fn load_pair(cert: &Path, key: &Path) -> Result<KeyPair, PkiError> {
+/// A certificate (with any intermediates after it) and its key from PEM files.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<KeyPair, PkiError> {
     let mut certs = X509::stack_from_pem(&read(cert)?)?;
     if certs.is_empty() {
         return Err(PkiError::Io(format!("{}: no certificate", cert.display())));
