@@ -68,6 +68,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An enrollment's state in a word.
+fn state(d: &Value) -> &'static str {
+    if d["checked_out"] == true {
+        "checked out"
+    } else if d["active"] == true {
+        "active"
+    } else {
+        "enrolling"
+    }
+}
+
 pub fn devices(v: &Value) -> String {
     let list = v["devices"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
@@ -76,19 +87,12 @@ pub fn devices(v: &Value) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|d| {
-            let state = if d["checked_out"] == true {
-                "checked out"
-            } else if d["active"] == true {
-                "active"
-            } else {
-                "enrolling"
-            };
             vec![
                 s(&d["id"]),
                 s(&d["info"]["serial_number"]),
                 s(&d["info"]["device_name"]),
                 s(&d["info"]["os_version"]),
-                state.into(),
+                state(d).into(),
                 relative(&d["last_seen_at"]),
                 d["compliance"]["status"].as_str().unwrap_or("").to_owned(),
             ]
@@ -109,14 +113,7 @@ pub fn device(d: &Value) -> String {
     kv("Serial", s(&d["info"]["serial_number"]));
     kv("Model", format!("{} ({})", s(&d["info"]["product_name"]), s(&d["info"]["model"])));
     kv("OS", s(&d["info"]["os_version"]));
-    let state = if d["checked_out"] == true {
-        "checked out"
-    } else if d["active"] == true {
-        "active"
-    } else {
-        "enrolling"
-    };
-    kv("State", state.into());
+    kv("State", state(d).into());
     kv("Enrolled", relative(&d["enrolled_at"]));
     kv("Last seen", relative(&d["last_seen_at"]));
     kv("Pending commands", s(&d["pending_commands"]));

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{enqueue, Server};
+use common::{enqueue, template, Server};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
@@ -70,18 +70,6 @@ async fn scepserver() -> ScepServer {
     }
     let ca = X509::from_pem(&std::fs::read(depot.join("ca.pem")).unwrap()).unwrap();
     ScepServer { child, url, ca, _dir: dir }
-}
-
-fn template(identifier: &str, payloads: &str) -> Vec<u8> {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
-<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
-<key>PayloadIdentifier</key><string>{identifier}</string><key>PayloadUUID</key><string>{}</string>
-<key>PayloadDisplayName</key><string>{identifier}</string>
-<key>PayloadContent</key><array>{payloads}</array></dict></plist>"#,
-        uuid::Uuid::new_v4().to_string().to_uppercase()
-    )
-    .into_bytes()
 }
 
 fn payload(ty: &str, uuid: &str, body: &str) -> String {

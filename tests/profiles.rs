@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{enqueue, openssl, repo_file, Server};
+use common::{enqueue, openssl, repo_file, template, Server};
 use serde_json::{json, Value};
 
 fn profiles_dir_args() -> Vec<String> {
@@ -32,18 +32,6 @@ async fn payload_of(srv: &Server, uuid: &str) -> Vec<u8> {
     let c = srv.admin().get(&format!("/v1/commands/{uuid}")).await.unwrap();
     assert_eq!(c["request_type"], "InstallProfile");
     b64d(&c["command"]["Payload"])
-}
-
-fn template(identifier: &str, payloads: &str) -> Vec<u8> {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
-<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
-<key>PayloadIdentifier</key><string>{identifier}</string><key>PayloadUUID</key><string>{}</string>
-<key>PayloadDisplayName</key><string>{identifier}</string>
-<key>PayloadContent</key><array>{payloads}</array></dict></plist>"#,
-        uuid::Uuid::new_v4().to_string().to_uppercase()
-    )
-    .into_bytes()
 }
 
 fn webclip(uuid: &str, url: &str) -> String {

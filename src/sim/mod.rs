@@ -524,11 +524,7 @@ impl SimDevice {
             if p.get("PayloadType").and_then(plist::Value::as_string) != Some("com.apple.security.scep") {
                 continue;
             }
-            let uuid = p
-                .get("PayloadUUID")
-                .and_then(plist::Value::as_string)
-                .unwrap_or_default()
-                .to_owned();
+            let uuid = payload_uuid(p);
             let sc = p.get("PayloadContent").and_then(plist::Value::as_dictionary);
             let s = |k: &str| sc.and_then(|d| d.get(k)).and_then(plist::Value::as_string).map(str::to_owned);
             let url = s("URL").ok_or_else(|| fail(1002, "SCEP payload without URL".into()))?;
@@ -555,11 +551,7 @@ impl SimDevice {
             if p.get("PayloadType").and_then(plist::Value::as_string) != Some("com.apple.security.pkcs12") {
                 continue;
             }
-            let uuid = p
-                .get("PayloadUUID")
-                .and_then(plist::Value::as_string)
-                .unwrap_or_default()
-                .to_owned();
+            let uuid = payload_uuid(p);
             let Some(der) = p.get("PayloadContent").and_then(plist::Value::as_data) else {
                 return Err(fail(1004, "The PKCS#12 payload has no data.".into()));
             };
@@ -650,4 +642,11 @@ impl SimDevice {
         d.insert("Status".into(), status.as_str().into());
         (status, d)
     }
+}
+
+fn payload_uuid(p: &plist::Dictionary) -> String {
+    p.get("PayloadUUID")
+        .and_then(plist::Value::as_string)
+        .unwrap_or_default()
+        .to_owned()
 }

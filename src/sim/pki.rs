@@ -130,9 +130,9 @@ pub fn open_pkcs12(der: &[u8], password: &str) -> anyhow::Result<SimIdentity> {
     })
 }
 
-/// A test CA (self-signed, RSA-2048) standing for an organisation's PIV
-/// derived-credential CA.
-pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
+/// A certificate builder with a fresh RSA-2048 key, a random serial, the
+/// subject `CN=cn` and the issuer's name (`None`: self-issued).
+fn builder(cn: &str, issuer: Option<&X509>) -> anyhow::Result<(PKey<Private>, X509Builder)> {
     let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
     let mut n = X509Name::builder()?;
     n.append_entry_by_text("CN", cn)?;
@@ -142,8 +142,15 @@ pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
     let serial = crate::pki::ca::random_serial()?;
     b.set_serial_number(&serial)?;
     b.set_subject_name(&n)?;
-    b.set_issuer_name(&n)?;
+    b.set_issuer_name(issuer.map_or(n.as_ref(), |i| i.subject_name()))?;
     b.set_pubkey(&key)?;
+    Ok((key, b))
+}
+
+/// A test CA (self-signed, RSA-2048) standing for an organisation's PIV
+/// derived-credential CA.
+pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
+    let (key, mut b) = builder(cn, None)?;
     b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0)?)?;
     b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(3650)?)?;
     b.append_extension(openssl::x509::extension::BasicConstraints::new().critical().ca().build()?)?;
@@ -161,17 +168,7 @@ pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
 /// A credential issued by `ca` for `cn`, valid `days` (negative: already
 /// expired), as a PKCS#12 with `password`.
 pub fn issue_pkcs12(ca: &SimIdentity, cn: &str, days: i64, password: &str) -> anyhow::Result<Vec<u8>> {
-    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
-    let mut n = X509Name::builder()?;
-    n.append_entry_by_text("CN", cn)?;
-    let n = n.build();
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = crate::pki::ca::random_serial()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&n)?;
-    b.set_issuer_name(ca.cert.subject_name())?;
-    b.set_pubkey(&key)?;
+    let (key, mut b) = builder(cn, Some(&ca.cert))?;
     let now = crate::service::now();
     let (from, to) = if days >= 0 {
         (now - 60, now + days * 86_400)

@@ -64,26 +64,18 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (extra, db) = store_args(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let mut s = Server {
-            child: None,
-            dir,
-            addr: "127.0.0.1:0".into(),
-            base: String::new(),
-            extra,
-            _db: db,
-            log: None,
-        };
-        s.spawn();
-        s
+        Self::start_inner(extra, false)
     }
 
     /// A server whose debug logs (JSON lines) go to a file: `log_text()`.
     pub fn start_logged(extra: &[&str]) -> Self {
+        Self::start_inner(extra, true)
+    }
+
+    fn start_inner(extra: &[&str], logged: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (extra, db) = store_args(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let log = dir.path().join("mdmd.log");
+        let log = logged.then(|| dir.path().join("mdmd.log"));
         let mut s = Server {
             child: None,
             dir,
@@ -91,7 +83,7 @@ impl Server {
             base: String::new(),
             extra,
             _db: db,
-            log: Some(log),
+            log,
         };
         s.spawn();
         s
@@ -336,4 +328,17 @@ pub fn sign_with_throwaway(dir: &std::path::Path, cn: &str, input: &str, out: &s
         ],
         dir,
     );
+}
+
+/// A `.mobileconfig` template with these payloads (XML) and a fresh top-level UUID.
+pub fn template(identifier: &str, payloads: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
+<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
+<key>PayloadIdentifier</key><string>{identifier}</string><key>PayloadUUID</key><string>{}</string>
+<key>PayloadDisplayName</key><string>{identifier}</string>
+<key>PayloadContent</key><array>{payloads}</array></dict></plist>"#,
+        uuid::Uuid::new_v4().to_string().to_uppercase()
+    )
+    .into_bytes()
 }
