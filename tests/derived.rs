@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{enqueue, template, Server};
+use common::{device_profile, enqueue, template, Server};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
@@ -137,17 +137,6 @@ fn dir_lacks(dir: &std::path::Path, needle: &[u8]) {
             assert!(!contains(&b, needle), "{} holds a secret in plain", p.display());
         }
     }
-}
-
-async fn device_profile(srv: &Server, id: &str, identifier: &str) -> Value {
-    let v = srv.admin().get(&format!("/v1/devices/{id}/profiles")).await.unwrap();
-    v["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["identifier"] == identifier)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// The certificate of the identity a profile's payload gave the simulated device.

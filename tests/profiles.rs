@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{enqueue, openssl, repo_file, template, Server};
+use common::{device_profile, enqueue, openssl, repo_file, template, Server};
 use serde_json::{json, Value};
 
 fn profiles_dir_args() -> Vec<String> {
@@ -40,17 +40,6 @@ fn webclip(uuid: &str, url: &str) -> String {
 <key>PayloadIdentifier</key><string>clip.{uuid}</string><key>PayloadUUID</key><string>{uuid}</string>\
 <key>URL</key><string>{url}</string><key>Label</key><string>Clip</string></dict>"
     )
-}
-
-async fn device_profile(srv: &Server, udid: &str, identifier: &str) -> Value {
-    let v = srv.admin().get(&format!("/v1/devices/{udid}/profiles")).await.unwrap();
-    v["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["identifier"] == identifier)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 #[tokio::test]

@@ -124,7 +124,12 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
     let (url, state, _h) = receiver(None).await;
     let srv = Server::start_with(&["--webhook-url", &url, "--webhook-secret", SECRET]);
     let mut d = srv.enrolled().await;
-    wait_for(&state, "Authenticate and TokenUpdate", |r| r.events.len() >= 2).await;
+    wait_for(&state, "Authenticate and TokenUpdate", |r| {
+        ["mdm.Authenticate", "mdm.TokenUpdate"]
+            .iter()
+            .all(|t| r.events.iter().any(|e| e.topic == *t))
+    })
+    .await;
     {
         let r = state.lock().unwrap();
         let auth = r.events.iter().find(|e| e.topic == "mdm.Authenticate").expect("mdm.Authenticate");

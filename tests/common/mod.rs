@@ -342,3 +342,15 @@ pub fn template(identifier: &str, payloads: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// One profile's entry in `GET /v1/devices/{id}/profiles` (Null if absent).
+pub async fn device_profile(srv: &Server, id: &str, identifier: &str) -> Value {
+    let v = srv.admin().get(&format!("/v1/devices/{id}/profiles")).await.expect("profiles");
+    v["profiles"]
+        .as_array()
+        .expect("profiles")
+        .iter()
+        .find(|p| p["identifier"] == identifier)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
