@@ -1507,6 +1507,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     concurrency,
                     deadline: Duration::from_secs(max_seconds),
                     also,
+                    progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);
@@ -1674,9 +1675,29 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mdmd: {e:#}");
+            let msg = format!("{e:#}");
+            eprintln!("mdmd: {msg}");
+            if let Some(hint) = next_step(&msg) {
+                eprintln!("hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// What to do next after a common failure of an admin command.
+fn next_step(msg: &str) -> Option<&'static str> {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("connection refused") || m.contains("error sending request") || m.contains("dns error") {
+        Some("is mdmd serving there? Start it with `mdmd serve` (or `make run`), or point --server / MDMD_SERVER at it")
+    } else if m.contains("certificate verify failed") || m.contains("self-signed certificate") || m.contains("unable to get local issuer") {
+        Some("trust the server's CA: --trust-ca certs/ca.pem (MDMD_TRUST_CA), run from the directory that holds ./certs")
+    } else if m.contains("http 401") || m.contains("missing or wrong credentials") {
+        Some("check the API key: --api-key or MDMD_API_KEY (the server printed it on first start; it is in ./data/api-key)")
+    } else if m.contains("http 403") {
+        Some("this account's role may not do that: use the admin key or an account with the role it needs (mdmd accounts list)")
+    } else {
+        None
     }
 }
 

@@ -27,6 +27,15 @@ pub struct LoadConfig {
     /// More instances of the same installation (one database): devices poll
     /// them round-robin after enrolling, and CPU is summed over all.
     pub also: Vec<String>,
+    /// Show progress on stderr (a terminal).
+    pub progress: bool,
+}
+
+/// A progress line on stderr, rewritten in place.
+fn progress(on: bool, what: &str, done: usize, of: usize) {
+    if on && (done == of || done % (of / 50).max(1) == 0) {
+        eprint!("\r{what}: {done}/{of}{}", if done == of { "\n" } else { "" });
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -200,6 +209,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut devices = Vec::with_capacity(cfg.devices);
     for t in tasks {
         devices.push(t.await??);
+        progress(cfg.progress, "enrolled", devices.len(), cfg.devices);
     }
     let enroll_seconds = started.elapsed().as_secs_f64();
     let s1 = stats_sum(&admins).await?;
@@ -260,6 +270,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
             round_trips += 1;
         }
         rounds += 1;
+        progress(cfg.progress, "rounds", rounds, cfg.rounds);
     }
     let seconds = t0.elapsed().as_secs_f64();
     let after = stats_sum(&admins).await?;
