@@ -24,37 +24,7 @@ impl Stats {
     }
 }
 
-/// The TLS server configuration in use, replaceable while serving: new
-/// connections take the current one, open ones keep theirs.
-pub struct LiveTls {
-    acceptor: std::sync::RwLock<Arc<openssl::ssl::SslAcceptor>>,
-    /// The files it came from (reloaded on change or SIGHUP).
-    pub cert_path: std::path::PathBuf,
-    pub key_path: std::path::PathBuf,
-}
-
-impl LiveTls {
-    pub fn new(acceptor: Arc<openssl::ssl::SslAcceptor>, cert_path: std::path::PathBuf, key_path: std::path::PathBuf) -> LiveTls {
-        LiveTls {
-            acceptor: std::sync::RwLock::new(acceptor),
-            cert_path,
-            key_path,
-        }
-    }
-
-    pub fn current(&self) -> Arc<openssl::ssl::SslAcceptor> {
-        self.acceptor.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn replace(&self, a: Arc<openssl::ssl::SslAcceptor>) {
-        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = a;
-    }
-
-    /// The certificate new connections get.
-    pub fn certificate(&self) -> Option<openssl::x509::X509> {
-        self.current().context().certificate().map(|c| c.to_owned())
-    }
-}
+pub use crate::pki::tls::LiveTls;
 
 pub struct App {
     pub mdm: Arc<Mdm>,
@@ -82,6 +52,8 @@ pub struct App {
     pub metrics_public: bool,
     /// The TLS configuration the listener serves (None with --plain-http).
     pub tls: Option<Arc<LiveTls>>,
+    /// ACME certificate management (with --acme-domain).
+    pub acme: Option<Arc<crate::service::acme::Acme>>,
     /// This instance's id (leases, readiness probe).
     pub instance: String,
     /// Where data and certificates live: watched for free space.

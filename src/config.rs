@@ -124,6 +124,28 @@ pub struct ServeConfig {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "MDMD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Obtain and renew the TLS certificate over ACME (RFC 8555, e.g. Let's
+    /// Encrypt) for this name; repeatable (the first is the public URL's host
+    /// by default). The enrollment profile then installs no private root.
+    #[arg(long = "acme-domain", env = "MDMD_ACME_DOMAINS", value_delimiter = ',', conflicts_with_all = ["tls_cert", "plain_http"])]
+    pub acme_domains: Vec<String>,
+    /// The ACME CA's directory URL.
+    #[arg(long, env = "MDMD_ACME_DIRECTORY", default_value = "https://acme-v02.api.letsencrypt.org/directory")]
+    pub acme_directory: String,
+    /// Contact address for the ACME account (expiry notices); repeatable.
+    #[arg(long = "acme-email", env = "MDMD_ACME_EMAILS", value_delimiter = ',')]
+    pub acme_emails: Vec<String>,
+    /// Trust this CA (PEM) for the ACME directory's own HTTPS (a test CA such as Pebble's).
+    #[arg(long, env = "MDMD_ACME_ROOT")]
+    pub acme_root: Option<PathBuf>,
+    /// Where to answer HTTP-01 challenges (the CA connects to port 80 of the
+    /// domain); `off` when port 80 is forwarded to the main listener instead,
+    /// which answers `/.well-known/acme-challenge/` too.
+    #[arg(long, env = "MDMD_ACME_HTTP_LISTEN", default_value = "[::]:80")]
+    pub acme_http_listen: String,
+    /// Renew the ACME certificate this many days before it expires.
+    #[arg(long, env = "MDMD_ACME_RENEW_DAYS", default_value_t = 30)]
+    pub acme_renew_days: i64,
     /// Sign profiles with this identity (PEM) instead of one from our CA.
     #[arg(long, env = "MDMD_SIGNER_CERT", requires = "signer_key")]
     pub signer_cert: Option<PathBuf>,

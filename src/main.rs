@@ -796,6 +796,10 @@ enum CaCmd {
     Revoke { serial: String },
     /// Ask every device whose identity expires soon to renew it now.
     Renew,
+    /// The ACME certificate (with `serve --acme-domain`): names, expiry, last error.
+    Acme,
+    /// Order a new ACME certificate now; waits for the CA.
+    AcmeRenew,
 }
 
 #[derive(Subcommand)]
@@ -1286,6 +1290,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                         .await?
                 }
                 CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
+                CaCmd::Acme => a.get("/v1/acme").await?,
+                CaCmd::AcmeRenew => a.post("/v1/acme/renew", json!({})).await?,
             };
             if v.get("certificates").is_some_and(|c| c.is_array()) {
                 show(&v, human::certificates);

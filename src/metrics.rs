@@ -54,6 +54,7 @@ pub struct Metrics {
     pub commands_queued: Counter,
     pub scep: Family<OutcomeLabels, Counter>,
     pub push: Family<OutcomeLabels, Counter>,
+    pub acme: Family<OutcomeLabels, Counter>,
     pub commit_batch: Family<BackendLabels, Histogram>,
     pub commit_seconds: Family<BackendLabels, Histogram>,
     /// Set when scraped.
@@ -82,6 +83,7 @@ impl Metrics {
             commands_queued: Counter::default(),
             scep: Family::default(),
             push: Family::default(),
+            acme: Family::default(),
             commit_batch: Family::new_with_constructor(batch as fn() -> Histogram),
             commit_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
             queue_depth: Gauge::default(),
@@ -100,6 +102,7 @@ impl Metrics {
         r.register("commands_queued", "Commands queued (per target)", m.commands_queued.clone());
         r.register("scep", "SCEP PKIOperations by outcome (issued, refused)", m.scep.clone());
         r.register("push", "APNs pushes by outcome", m.push.clone());
+        r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",
             "Writes committed together (group commit)",
@@ -160,6 +163,14 @@ impl Metrics {
         self.push
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn acme(&self, issued: bool) {
+        self.acme
+            .get_or_create(&OutcomeLabels {
+                outcome: if issued { "issued" } else { "failed" }.to_owned(),
             })
             .inc();
     }

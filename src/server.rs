@@ -50,13 +50,32 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     if cfg.public_url.is_none() {
-        // Default: this host on the port actually bound (also when --listen used port 0).
+        // Default: this host (or the ACME name) on the port actually bound
+        // (also when --listen used port 0).
         let scheme = if cfg.plain_http { "http" } else { "https" };
-        cfg.public_url = Some(format!("{scheme}://localhost:{}", addr.port()));
+        let host = cfg.acme_domains.first().map(String::as_str).unwrap_or("localhost");
+        cfg.public_url = Some(match addr.port() {
+            443 if scheme == "https" => format!("https://{host}"),
+            p => format!("{scheme}://{host}:{p}"),
+        });
     }
     let app = build(&cfg).await?;
     let (mdm, pki, topic, pusher) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get(), app.pusher.clone());
     let tls = app.tls.clone();
+    if let (Some(acme), Some(t)) = (app.acme.clone(), &tls) {
+        if cfg.acme_http_listen != "off" {
+            let l = tokio::net::TcpListener::bind(&cfg.acme_http_listen)
+                .await
+                .with_context(|| format!("binding --acme-http-listen {} (use `off` if port 80 reaches the main listener)", cfg.acme_http_listen))?;
+            let r = crate::http::acme::challenge_router(app.clone(), cfg.public_url());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, r).await {
+                    tracing::error!(error = %e, "the ACME challenge listener stopped");
+                }
+            });
+        }
+        spawn_acme(acme, t.clone(), app.mdm.store.clone(), &app.instance);
+    }
     let router = router(app);
     if let Some(t) = &tls {
         spawn_tls_reload(t.clone());
@@ -306,6 +325,46 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "profile templates loaded");
         }
     }
+    let (tls, acme) = if cfg.plain_http {
+        (None, None)
+    } else if !cfg.acme_domains.is_empty() {
+        let (c, k) = (cfg.certs_dir.join("acme.pem"), cfg.certs_dir.join("acme.key"));
+        let root = match &cfg.acme_root {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --acme-root {}", p.display()))?),
+            None => None,
+        };
+        let acme = crate::service::acme::Acme::new(
+            mdm.store.clone(),
+            secrets.clone(),
+            crate::service::acme::AcmeConfig {
+                domains: cfg.acme_domains.clone(),
+                directory: cfg.acme_directory.clone(),
+                contacts: cfg.acme_emails.clone(),
+                root,
+                renew_before: cfg.acme_renew_days.max(1) * 86_400,
+                cert_path: c.clone(),
+                key_path: k.clone(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Until the CA has issued one, serve our own certificate.
+        let tls = Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k));
+        if tls.cert_path.exists() {
+            if let Err(e) = tls.reload() {
+                tracing::warn!(error = %e, "the ACME certificate on disk is not usable; serving our own until a new one is issued");
+            }
+        }
+        (Some(tls), Some(Arc::new(acme)))
+    } else {
+        let (c, k) = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => (cfg.certs_dir.join("tls.pem"), cfg.certs_dir.join("tls.key")),
+        };
+        (Some(Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k))), None)
+    };
+    if let Some(t) = &tls {
+        enroller.set_tls(t.clone());
+    }
     let app = Arc::new(App {
         mdm: mdm.clone(),
         pki: pki.clone(),
@@ -321,21 +380,51 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         stats: crate::app::Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,
-        tls: if cfg.plain_http {
-            None
-        } else {
-            let (c, k) = match (&cfg.tls_cert, &cfg.tls_key) {
-                (Some(c), Some(k)) => (c.clone(), k.clone()),
-                _ => (cfg.certs_dir.join("tls.pem"), cfg.certs_dir.join("tls.key")),
-            };
-            Some(Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k)))
-        },
+        tls,
+        acme,
         instance: instance.clone(),
         metrics_token: cfg.metrics_token.clone().filter(|t| !t.is_empty()),
         metrics_public: cfg.metrics_public,
         disk_paths: vec![cfg.data_dir.clone(), cfg.certs_dir.clone()],
     });
     Ok(app)
+}
+
+/// ACME: the lease holder orders a certificate when one is due (checked
+/// every 30 s, cheap when none is); every instance installs the stored one
+/// in its files and serves it at once.
+fn spawn_acme(acme: Arc<crate::service::acme::Acme>, tls: Arc<crate::app::LiveTls>, store: Arc<dyn crate::store::Store>, instance: &str) {
+    let install = {
+        let (acme, tls) = (acme.clone(), tls.clone());
+        move || {
+            let (acme, tls) = (acme.clone(), tls.clone());
+            async move {
+                match acme.install_local().await {
+                    Ok(true) => match tls.reload() {
+                        Ok(_) => tracing::info!(cert = %tls.cert_path.display(), "TLS: now serving the ACME certificate"),
+                        Err(e) => tracing::warn!(error = %e, "TLS: the ACME certificate does not load"),
+                    },
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "ACME: cannot install the stored certificate"),
+                }
+            }
+        }
+    };
+    let every = install.clone();
+    tokio::spawn(async move {
+        loop {
+            every().await;
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    });
+    spawn_leased(store, "acme", instance, std::time::Duration::from_secs(30), false, move || {
+        let (acme, install) = (acme.clone(), install.clone());
+        async move {
+            if acme.run_once().await {
+                install().await;
+            }
+        }
+    });
 }
 
 /// The TLS certificate files are read again when they change (checked every

@@ -362,7 +362,7 @@ async fn organisation_ca_through_the_scep_proxy() {
         .unwrap();
     assert_eq!(b["queued"], 1);
     let cmd = d.connect(&d.idle_report()).await.unwrap().expect("a command");
-    let trust = d.profile.as_ref().map(|p| p.ca.clone());
+    let trust = d.profile.as_ref().and_then(|p| p.ca.clone());
     let (top, encrypted) =
         mdmd::sim::pki::open_profile(cmd.command["Payload"].as_data().unwrap(), trust.as_ref(), d.identity.as_ref()).unwrap();
     assert!(encrypted);

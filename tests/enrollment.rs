@@ -212,7 +212,7 @@ async fn three_phase_enrollment_is_attested_and_guarded() {
     let first = mdmd::sim::pki::scep_enroll(
         &srv.client(),
         &scep.scep_url,
-        Some(&scep.ca),
+        scep.ca.as_ref(),
         common::pool_key(),
         &scep.subject,
         Some(&scep.challenge),

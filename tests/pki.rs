@@ -105,11 +105,11 @@ async fn scep_challenges_are_single_use_and_refusals_are_certreps() {
     let p = mdmd::sim::pki::read_profile(&srv.profile().await).unwrap();
     let key = common::pool_key();
     let subject = vec![("CN".to_owned(), "dev".to_owned())];
-    let first = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some(&p.challenge), None)
+    let first = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, p.ca.as_ref(), key.clone(), &subject, Some(&p.challenge), None)
         .await
         .unwrap();
     assert!(first.is_ok());
-    let reused = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some(&p.challenge), None)
+    let reused = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, p.ca.as_ref(), key.clone(), &subject, Some(&p.challenge), None)
         .await
         .unwrap();
     assert_eq!(
@@ -117,11 +117,11 @@ async fn scep_challenges_are_single_use_and_refusals_are_certreps() {
         Some("pkiStatus 2, failInfo 2"),
         "reused challenge: FAILURE badRequest"
     );
-    let wrong = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key.clone(), &subject, Some("guess"), None)
+    let wrong = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, p.ca.as_ref(), key.clone(), &subject, Some("guess"), None)
         .await
         .unwrap();
     assert_eq!(wrong.err().as_deref(), Some("pkiStatus 2, failInfo 2"));
-    let none = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, Some(&p.ca), key, &subject, None, None)
+    let none = mdmd::sim::pki::scep_enroll(&client, &p.scep_url, p.ca.as_ref(), key, &subject, None, None)
         .await
         .unwrap();
     assert!(none.is_err());
@@ -622,7 +622,7 @@ async fn an_admin_supplied_ca_and_tls_certificate_are_used() {
         .unwrap();
     let profile = mdmd::sim::pki::read_profile(&der).unwrap();
     assert_eq!(
-        profile.ca.to_pem().unwrap(),
+        profile.ca.as_ref().unwrap().to_pem().unwrap(),
         X509::from_pem(&std::fs::read(p("myca.pem")).unwrap()).unwrap().to_pem().unwrap()
     );
     let mut dev = mdmd::sim::SimDevice::from_profile(client.clone(), &der, Some(common::pool_key()))
@@ -638,4 +638,55 @@ async fn an_admin_supplied_ca_and_tls_certificate_are_used() {
         .output()
         .unwrap();
     assert!(out.status.success(), "device identity chains to the supplied CA");
+}
+
+/// A failed signature check can leave entries on OpenSSL's per-thread
+/// error queue; the listener must not mistake them for a TLS failure of
+/// whatever connection that worker thread reads next. SCEP requests whose
+/// CSR signature is broken, and bad Mdm-Signatures, interleaved with good
+/// requests on kept-alive connections: every good one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_signature_checks_never_break_other_connections() {
+    let srv = Server::start();
+    let a = srv.enrolled().await;
+    let b = srv.enrolled().await;
+    let ia = a.identity.clone().unwrap();
+    let other = forged_identity(None, false);
+    let idle_a = mdmd::protocol::to_xml(&a.idle_report());
+    let mut tampered = idle_a.clone();
+    let at = tampered.len() - 20;
+    tampered[at] ^= 1;
+    let sig = ia.sign(&idle_a).unwrap();
+    let forged = other.sign(&idle_a).unwrap();
+    // A SCEP request whose CSR self-signature is broken (last byte flipped).
+    let ca = X509::from_pem(&std::fs::read(srv.certs_dir().join("ca.pem")).unwrap()).unwrap();
+    let key = common::pool_key();
+    let subject = vec![("CN".to_owned(), "broken csr".to_owned())];
+    let mut csr = mdmd::sim::pki::csr(&key, &subject, Some("whatever")).unwrap();
+    let last = csr.len() - 1;
+    csr[last] ^= 0x55;
+    let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", "broken csr").unwrap();
+    let signer = mdmd::sim::pki::self_signed(&key, &n.build()).unwrap();
+    let (msg, _, _) =
+        mdmd::pki::scep::client_request(&ca, &signer, &key, &csr, false, openssl::symm::Cipher::aes_128_cbc()).unwrap();
+    let client = srv.client();
+    for i in 0..30 {
+        let r = client
+            .post(format!("{}/scep?operation=PKIOperation", srv.base))
+            .header("content-type", "application/x-pki-message")
+            .body(msg.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e:#}"));
+        assert!(r.status().is_success(), "round {i}: a CertRep (FAILURE) is still an answer");
+        let (s, _) = a.put_signed("/mdm/connect", "x", tampered.clone(), Some(&sig)).await.unwrap();
+        assert_eq!(s, 400, "round {i}");
+        let (s, _) = a.put_signed("/mdm/connect", "x", idle_a.clone(), Some(&forged)).await.unwrap();
+        assert_eq!(s, 403, "round {i}");
+        // Both devices' connections still work.
+        b.connect(&b.idle_report()).await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
+        a.connect(&a.idle_report()).await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
+        client.get(format!("{}/healthz", srv.base)).send().await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
+    }
 }

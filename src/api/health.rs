@@ -40,11 +40,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         Err(_) => problems.push("the store did not answer within 5 s".to_owned()),
     }
     let t = now();
-    for (what, c) in [
-        ("CA", &app.pki.ca.cert),
-        ("TLS", &app.pki.tls.cert),
-        ("signing", &app.pki.signer.cert),
-    ] {
+    let served = served_tls(&app);
+    for (what, c) in [("CA", &app.pki.ca.cert), ("TLS", &served), ("signing", &app.pki.signer.cert)] {
         if crate::pki::asn1_unix(c.not_after()) <= t {
             problems.push(format!("the {what} certificate has expired"));
         }
@@ -53,6 +50,54 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "problems": problems}))).into_response()
+    }
+}
+
+/// The TLS certificate new connections get (ours behind a proxy).
+pub(crate) fn served_tls(app: &App) -> openssl::x509::X509 {
+    app.tls
+        .as_ref()
+        .and_then(|t| t.certificate())
+        .unwrap_or_else(|| app.pki.tls.cert.clone())
+}
+
+/// `GET /v1/acme`: the ACME certificate's state.
+pub async fn acme_status(State(app): State<Arc<App>>) -> Response {
+    match &app.acme {
+        Some(a) => Json(a.status().await).into_response(),
+        None => super::error(StatusCode::NOT_FOUND, "ACME is off (start mdmd with --acme-domain)"),
+    }
+}
+
+/// `POST /v1/acme/renew`: order a new certificate now (answers when the
+/// order is done: 200 with the new state, or 502 with the CA's reason).
+pub async fn acme_renew(State(app): State<Arc<App>>) -> Response {
+    let Some(a) = app.acme.clone() else {
+        return super::error(StatusCode::NOT_FOUND, "ACME is off (start mdmd with --acme-domain)");
+    };
+    a.request_renewal();
+    // Ordering goes on if the admin's connection drops.
+    let job = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.run_once().await;
+            a.install_local().await
+        }
+    });
+    let installed = job.await;
+    let status = a.status().await;
+    match (installed, status["last_error"].as_str()) {
+        (Ok(Ok(_)), None) => {
+            if let Some(t) = &app.tls {
+                if let Err(e) = t.reload() {
+                    return super::error(StatusCode::INTERNAL_SERVER_ERROR, format!("the new certificate does not load: {e}"));
+                }
+            }
+            Json(status).into_response()
+        }
+        (Ok(Err(e)), _) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        (_, Some(e)) => super::error(StatusCode::BAD_GATEWAY, format!("the ACME order failed: {e}")),
+        (Err(e), None) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -68,11 +113,8 @@ fn disk_free(path: &std::path::Path) -> Option<(u64, f64)> {
 pub async fn warnings(app: &App) -> Vec<String> {
     let t = now();
     let mut out = Vec::new();
-    for (what, c) in [
-        ("CA", &app.pki.ca.cert),
-        ("TLS", &app.pki.tls.cert),
-        ("signing", &app.pki.signer.cert),
-    ] {
+    let served = served_tls(app);
+    for (what, c) in [("CA", &app.pki.ca.cert), ("TLS", &served), ("signing", &app.pki.signer.cert)] {
         let left = crate::pki::asn1_unix(c.not_after()) - t;
         if left < CERT_WARNING {
             out.push(format!(
@@ -83,6 +125,9 @@ pub async fn warnings(app: &App) -> Vec<String> {
                     .unwrap_or_default()
             ));
         }
+    }
+    if let Some(e) = app.acme.as_ref().and_then(|a| a.last_error()) {
+        out.push(format!("ACME: the last certificate order failed: {e}"));
     }
     let push = app.pusher.health();
     if let Some(w) = push["warning"].as_str() {
@@ -155,7 +200,7 @@ pub async fn v1_health(State(app): State<Arc<App>>) -> Response {
         "warnings": w,
         "certificates": {
             "ca": cert(&app.pki.ca.cert),
-            "tls": cert(&app.tls.as_ref().and_then(|t| t.certificate()).unwrap_or_else(|| app.pki.tls.cert.clone())),
+            "tls": cert(&served_tls(&app)),
             "signing": cert(&app.pki.signer.cert),
             "push": {"configured": push["configured"], "not_after": push["not_after"], "days_left": push["days_left"]},
         },

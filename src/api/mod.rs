@@ -91,6 +91,8 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/stats" stats, "operations", "", "Counters, CPU time, push and webhook state";
         get "/v1/info" info, "operations", "", "Topic and version";
         get "/v1/health" health::v1_health, "operations", "", "Warnings: certificates expiring, disk, credentials";
+        get "/v1/acme" health::acme_status, "operations", "", "The ACME certificate: names, expiry, last attempt and error";
+        post "/v1/acme/renew" health::acme_renew, "operations", "", "Order a new ACME certificate now";
         get "/v1/openapi.json" openapi_json, "operations", "", "This description";
         get "/v1/ca" pki::ca_show, "pki", "", "CA, TLS and signing certificates";
         get "/v1/certificates" pki::list_certs, "pki", "", "Issued certificates, paged";

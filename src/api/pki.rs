@@ -37,7 +37,7 @@ fn cert_view(c: &IssuedCert) -> serde_json::Value {
 pub async fn ca_show(State(app): State<Arc<App>>) -> Response {
     Json(json!({
         "ca": describe(&app.pki.ca.cert),
-        "tls": describe(&app.pki.tls.cert),
+        "tls": describe(&super::health::served_tls(&app)),
         "signer": describe(&app.pki.signer.cert),
         "public_url": app.enroller.cfg.public_url,
         "identity_days": app.enroller.cfg.identity_days,

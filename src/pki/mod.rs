@@ -10,6 +10,7 @@ pub mod identity;
 pub mod ossl;
 pub mod scep;
 pub mod secrets;
+pub mod tls;
 
 pub use ca::{CaConfig, Pki};
 pub use identity::Identity;

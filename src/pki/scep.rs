@@ -121,7 +121,10 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
     })?;
     let req = X509Req::from_der(&csr_der).map_err(|e| (FailInfo::BadRequest, format!("not a PKCS#10 request: {e}")))?;
     let key = req.public_key().map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
-    if !req.verify(&key).unwrap_or(false) {
+    let verified = req.verify(&key).unwrap_or(false);
+    // A failed verification leaves entries on the thread's error queue.
+    let _ = openssl::error::ErrorStack::get();
+    if !verified {
         return Err((FailInfo::BadMessageCheck, "CSR self-signature does not verify".into()));
     }
     Ok(Csr {

@@ -66,6 +66,7 @@ impl Role {
             || path.starts_with("/v1/access-tokens")
             || (path.starts_with("/v1/push-cert") && !read)
             || (path.starts_with("/v1/cas") && !read)
+            || (path.starts_with("/v1/acme") && !read)
             || (path.starts_with("/v1/derived-credentials") && !read);
         match self {
             Role::Admin => true,

@@ -39,6 +39,8 @@ pub struct Enroller {
     topic: Arc<super::Topic>,
     /// `mdmd.CertificateIssued` events (set at start).
     webhooks: std::sync::OnceLock<Arc<super::webhooks::Webhooks>>,
+    /// The TLS configuration served (set at start; none behind a proxy).
+    tls: std::sync::OnceLock<Arc<crate::pki::tls::LiveTls>>,
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -72,6 +74,29 @@ pub enum ScepReply {
 }
 
 impl Enroller {
+    pub fn set_tls(&self, tls: Arc<crate::pki::tls::LiveTls>) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// Whether devices need our root to trust the server: yes when the TLS
+    /// certificate served is one our CA issued (or unknown, behind a
+    /// TLS-terminating proxy); no with a publicly trusted one (ACME, or the
+    /// admin's), and the enrollment profile then installs no root at all.
+    pub fn tls_needs_our_root(&self) -> bool {
+        let Some(tls) = self.tls.get() else {
+            return true;
+        };
+        match tls.certificate() {
+            Some(c) => {
+                let ours = c.verify(&self.pki.ca.key).unwrap_or(false);
+                // A failed verification leaves entries on the thread's error queue.
+                let _ = openssl::error::ErrorStack::get();
+                ours
+            }
+            None => true,
+        }
+    }
+
     pub fn set_webhooks(&self, w: Arc<super::webhooks::Webhooks>) {
         if w.enabled() {
             let _ = self.webhooks.set(w);
@@ -85,6 +110,7 @@ impl Enroller {
             cfg,
             topic,
             webhooks: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -196,7 +222,11 @@ impl Enroller {
         top.insert("TargetDeviceType".into(), 1.into());
         top.insert(
             "PayloadContent".into(),
-            Value::Array(vec![Value::Dictionary(root), Value::Dictionary(scep), Value::Dictionary(mdm)]),
+            Value::Array(if self.tls_needs_our_root() {
+                vec![Value::Dictionary(root), Value::Dictionary(scep), Value::Dictionary(mdm)]
+            } else {
+                vec![Value::Dictionary(scep), Value::Dictionary(mdm)]
+            }),
         );
         Ok(crate::protocol::to_xml(&top))
     }

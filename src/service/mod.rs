@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod acme;
 pub mod checkin;
 pub mod commands;
 pub mod compliance;

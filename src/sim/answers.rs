@@ -226,7 +226,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     ))
                 }
             };
-            let trust = dev.profile.as_ref().map(|p| p.ca.clone());
+            let trust = dev.profile.as_ref().and_then(|p| p.ca.clone());
             match super::pki::open_profile(&payload, trust.as_ref(), dev.identity.as_ref()) {
                 Ok((top, encrypted)) => {
                     let s = |k: &str| top.get(k).and_then(Value::as_string).unwrap_or_default().to_owned();
@@ -282,11 +282,11 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     ("Data", Value::Data(i.cert.to_der().unwrap_or_default())),
                 ])));
             }
-            if let Some(p) = &dev.profile {
+            if let Some(ca) = dev.profile.as_ref().and_then(|p| p.ca.as_ref()) {
                 list.push(Value::Dictionary(d(vec![
-                    ("CommonName", cn(&p.ca).into()),
+                    ("CommonName", cn(ca).into()),
                     ("IsIdentity", false.into()),
-                    ("Data", Value::Data(p.ca.to_der().unwrap_or_default())),
+                    ("Data", Value::Data(ca.to_der().unwrap_or_default())),
                 ])));
             }
             d(vec![("CertificateList", Value::Array(list))])

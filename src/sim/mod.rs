@@ -190,12 +190,13 @@ impl SimDevice {
         if pki::is_profile_service(profile_der) {
             return Self::from_profile_service(client, profile_der, key, None, None).await;
         }
-        let p = pki::read_profile(profile_der)?;
+        let mut p = pki::read_profile(profile_der)?;
         let origin = origin(&p.server_url);
         let mut dev = SimDevice::new(&origin, &p.topic, client);
         dev.checkin_url = p.checkin_url.clone();
         dev.server_url = p.server_url.clone();
-        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+        let ca = p.ensure_ca(&dev.client).await?;
+        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         dev.identity = Some(ident);
@@ -242,11 +243,12 @@ impl SimDevice {
             .post_attributes(&url, &attrs, &device_cert)
             .await
             .context("profile service phase 1")?;
-        let scep = pki::read_scep_profile(&phase2)?;
+        let mut scep = pki::read_scep_profile(&phase2)?;
+        let scep_ca = scep.ensure_ca(&dev.client).await?;
         let first = pki::scep_enroll(
             &dev.client,
             &scep.scep_url,
-            Some(&scep.ca),
+            Some(&scep_ca),
             key.clone(),
             &scep.subject,
             Some(&scep.challenge),
@@ -256,8 +258,9 @@ impl SimDevice {
         .map_err(|e| anyhow::anyhow!("SCEP refused (phase 2): {e}"))?;
         attrs.remove("CHALLENGE");
         let last = dev.post_attributes(&url, &attrs, &first).await.context("profile service phase 3")?;
-        let p = pki::read_profile_as(&last, Some(&first)).context("the MDM profile (phase 3)")?;
-        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+        let mut p = pki::read_profile_as(&last, Some(&first)).context("the MDM profile (phase 3)")?;
+        let ca = p.ensure_ca(&dev.client).await?;
+        let ident = pki::scep_enroll(&dev.client, &p.scep_url, Some(&ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused (MDM identity): {e}"))?;
         dev.topic = p.topic.clone();
@@ -289,13 +292,17 @@ impl SimDevice {
     /// Re-install the enrollment profile (identity renewal): new SCEP identity,
     /// then Authenticate and TokenUpdate with it, as iOS does.
     pub async fn reinstall_profile(&mut self, profile_der: &[u8]) -> anyhow::Result<()> {
-        let p = pki::read_profile_as(profile_der, self.identity.as_ref())?;
+        let mut p = pki::read_profile_as(profile_der, self.identity.as_ref())?;
         if p.topic != self.topic || p.server_url != self.server_url {
             bail!("MDM payload changed: refused");
         }
+        if p.ca.is_none() {
+            p.ca = self.profile.as_ref().and_then(|old| old.ca.clone());
+        }
+        let ca = p.ensure_ca(&self.client).await?;
         // A new key pair, as iOS makes for every SCEP enrollment.
         let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?;
-        let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&p.ca), key, &p.subject, Some(&p.challenge), None)
+        let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         self.identity = Some(ident);
@@ -499,7 +506,7 @@ impl SimDevice {
             ));
         };
         let fail = |code: i64, text: String| (Status::Error, answers::error_chain(code, "MCProfileErrorDomain", &text));
-        let trust = self.profile.as_ref().map(|p| p.ca.clone());
+        let trust = self.profile.as_ref().and_then(|p| p.ca.clone());
         let (top, encrypted) = pki::open_profile(data, trust.as_ref(), self.identity.as_ref())
             .map_err(|e| fail(1000, format!("The profile could not be installed: {e:#}")))?;
         let ident = top

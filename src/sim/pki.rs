@@ -28,11 +28,46 @@ impl SimIdentity {
     }
 }
 
+impl EnrollmentProfile {
+    /// The CA that issues this device's identity: the root the profile
+    /// installs, or else what the SCEP server's GetCACert gives.
+    pub async fn ensure_ca(&mut self, client: &reqwest::Client) -> anyhow::Result<X509> {
+        if let Some(c) = &self.ca {
+            return Ok(c.clone());
+        }
+        let c = get_ca_cert(client, &self.scep_url).await?;
+        self.ca = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// GetCACert: the CA certificate (the first of a PKCS#7 bundle).
+pub async fn get_ca_cert(client: &reqwest::Client, url: &str) -> anyhow::Result<X509> {
+    let ca_der = client
+        .get(format!("{url}?operation=GetCACert"))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    match X509::from_der(&ca_der) {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            let p7 = Pkcs7::from_der(&ca_der).context("GetCACert: neither a certificate nor a PKCS#7")?;
+            p7.signed()
+                .and_then(|s| s.certificates())
+                .and_then(|c| c.iter().next().map(|c| c.to_owned()))
+                .context("GetCACert: no certificate")
+        }
+    }
+}
+
 /// What an iPhone takes from an enrollment profile.
 #[derive(Debug, Clone)]
 pub struct EnrollmentProfile {
     pub identifier: String,
-    pub ca: X509,
+    /// The root the profile installs; else the SCEP CA (`ensure_ca`).
+    pub ca: Option<X509>,
     pub scep_url: String,
     pub challenge: String,
     pub subject: Vec<(String, String)>,
@@ -223,23 +258,7 @@ pub async fn scep_enroll(
     } else {
         Cipher::des_ede3_cbc()
     };
-    let ca_der = client
-        .get(format!("{url}?operation=GetCACert"))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    let ca = match X509::from_der(&ca_der) {
-        Ok(c) => c,
-        Err(_) => {
-            let p7 = Pkcs7::from_der(&ca_der).context("GetCACert: neither a certificate nor a PKCS#7")?;
-            p7.signed()
-                .and_then(|s| s.certificates())
-                .and_then(|c| c.iter().next().map(|c| c.to_owned()))
-                .context("GetCACert: no certificate")?
-        }
-    };
+    let ca = get_ca_cert(client, url).await?;
     if let Some(e) = expected_ca {
         if e.to_der()? != ca.to_der()? {
             bail!("GetCACert returned a CA other than the profile's");
@@ -302,32 +321,40 @@ pub fn open_profile(der: &[u8], trust: Option<&X509>, identity: Option<&SimIdent
         }
         top.insert("PayloadContent".into(), inner);
     }
-    let ca = match trust {
-        Some(c) => c.clone(),
-        None => {
-            let payloads = top.get("PayloadContent").and_then(|p| p.as_array()).context("no PayloadContent")?;
-            let root = payloads
-                .iter()
-                .filter_map(|p| p.as_dictionary())
-                .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some("com.apple.security.root"))
-                .context("no root certificate payload")?;
-            X509::from_der(
-                root.get("PayloadContent")
-                    .and_then(|c| c.as_data())
-                    .context("root payload without data")?,
-            )?
-        }
-    };
-    // The signature must verify and chain to the trusted CA.
+    let installed = top
+        .get("PayloadContent")
+        .and_then(|p| p.as_array())
+        .context("no PayloadContent")?
+        .iter()
+        .filter_map(|p| p.as_dictionary())
+        .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some("com.apple.security.root"))
+        .map(|root| {
+            root.get("PayloadContent")
+                .and_then(|c| c.as_data())
+                .context("root payload without data")
+                .and_then(|d| Ok(X509::from_der(d)?))
+        })
+        .transpose()?;
     let p7 = Pkcs7::from_der(der)?;
-    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
-    store.add_cert(ca)?;
-    store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
-    let store = store.build();
     let mut out = Vec::new();
     let no_certs: Stack<X509> = Stack::new()?;
-    p7.verify(&no_certs, &store, None, Some(&mut out), Pkcs7Flags::BINARY)
-        .context("profile signature does not verify against its CA")?;
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+    match trust.cloned().or(installed) {
+        Some(ca) => {
+            // The signature must verify and chain to the trusted CA.
+            store.add_cert(ca)?;
+            p7.verify(&no_certs, &store.build(), None, Some(&mut out), Pkcs7Flags::BINARY)
+                .context("profile signature does not verify against its CA")?;
+        }
+        None => {
+            // No root of ours to trust (the server's TLS is publicly trusted):
+            // the signature must still be intact, and iOS shows the signer
+            // as not verified.
+            p7.verify(&no_certs, &store.build(), None, Some(&mut out), Pkcs7Flags::BINARY | Pkcs7Flags::NOVERIFY)
+                .context("profile signature does not verify")?;
+        }
+    }
     Ok((top, encrypted))
 }
 
@@ -387,12 +414,15 @@ fn scep_part(top: &plist::Dictionary) -> anyhow::Result<(EnrollmentProfile, Stri
             .filter_map(|p| p.as_dictionary())
             .find(|p| p.get("PayloadType").and_then(|x| x.as_string()) == Some(t))
     };
-    let root = by_type("com.apple.security.root").context("no root certificate payload")?;
-    let ca = X509::from_der(
-        root.get("PayloadContent")
-            .and_then(|c| c.as_data())
-            .context("root payload without data")?,
-    )?;
+    // Without a root payload (publicly trusted TLS) the CA comes from GetCACert.
+    let ca = match by_type("com.apple.security.root") {
+        Some(root) => Some(X509::from_der(
+            root.get("PayloadContent")
+                .and_then(|c| c.as_data())
+                .context("root payload without data")?,
+        )?),
+        None => None,
+    };
     let scep = by_type("com.apple.security.scep").context("no SCEP payload")?;
     let sc = scep
         .get("PayloadContent")
