@@ -480,7 +480,7 @@ enum SecretsCmd {
 
 #[derive(Args)]
 struct Targets {
-    /// Target enrollment ids (UDIDs; repeat or comma-separate).
+    /// Target enrollment ids (UDIDs; repeat or comma-separate; `@FILE` reads one per line, `@-` stdin).
     #[arg(required = true, value_delimiter = ',')]
     targets: Vec<String>,
 }
@@ -497,7 +497,7 @@ fn on_off(s: &str) -> Result<bool, String> {
 enum CmdCmd {
     /// Queue a command, e.g. `mdmd cmd send -t UDID '{"RequestType":"DeviceInformation","Queries":["OSVersion"]}'`.
     Send {
-        /// Target enrollment ids (repeat, or comma-separated).
+        /// Target enrollment ids (repeat, or comma-separated; `@FILE` reads one per line, `@-` stdin).
         #[arg(short, long = "target", required = true, value_delimiter = ',')]
         targets: Vec<String>,
         /// The command as JSON (data as base64 strings, dates as RFC 3339). `-` reads stdin.
@@ -675,6 +675,57 @@ fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<Strin
 }
 
 /// A typed command from the CLI, and its targets.
+/// Targets as given, with `@FILE` (one id per line; `@-`: stdin) expanded.
+fn expand_targets(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(given.len());
+    for t in given {
+        match t.strip_prefix('@') {
+            Some(path) => {
+                let text = if path == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading targets from stdin")?
+                } else {
+                    std::fs::read_to_string(path).with_context(|| format!("reading targets from {path}"))?
+                };
+                out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+            }
+            None => out.push(t),
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no targets");
+    }
+    Ok(out)
+}
+
+/// POST /v1/commands; for a large target list on a terminal, a running
+/// status line on stderr while the server queues it.
+async fn enqueue(a: &mdmd::sim::load::Admin, targets: Vec<String>, command: Value) -> anyhow::Result<Value> {
+    let n = targets.len();
+    let show = n >= 1000 && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
+    let ticker = show.then(|| {
+        tokio::spawn(async move {
+            loop {
+                eprint!("\rqueueing for {n} targets… {:.1} s", started.elapsed().as_secs_f64());
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let r = a.post("/v1/commands", json!({"targets": targets, "command": command})).await;
+    if let Some(t) = ticker {
+        t.abort();
+        match &r {
+            Ok(v) => eprintln!(
+                "\rqueued for {} of {n} targets in {:.2} s",
+                v["queued"].as_u64().unwrap_or(0),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => eprintln!(),
+        }
+    }
+    r
+}
+
 fn typed_command(c: CmdCmd) -> anyhow::Result<(mdmd::protocol::builders::CommandSpec, Vec<String>)> {
     use mdmd::protocol::builders::{AppSource, CommandSpec as S, Setting};
     let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -1156,7 +1207,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                         command
                     };
                     let cmd: Value = serde_json::from_str(&text).context("the command must be JSON")?;
-                    print(&a.post("/v1/commands", json!({"targets": targets, "command": cmd})).await?);
+                    print(&enqueue(&a, expand_targets(targets)?, cmd).await?);
                 }
                 CmdCmd::Show { uuid } => show(
                     &a.get(&format!("/v1/commands/{}", urlencoding::encode(&uuid))).await?,
@@ -1164,14 +1215,11 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 ),
                 CmdCmd::SendPlist { targets, file } => {
                     let xml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                    print(&a.post("/v1/commands", json!({"targets": targets, "command": xml})).await?);
+                    print(&enqueue(&a, expand_targets(targets)?, json!(xml)).await?);
                 }
                 typed => {
                     let (spec, targets) = typed_command(typed)?;
-                    print(
-                        &a.post("/v1/commands", json!({"targets": targets, "command": spec.to_json()}))
-                            .await?,
-                    );
+                    print(&enqueue(&a, expand_targets(targets)?, spec.to_json()).await?);
                 }
             }
         }
