@@ -119,6 +119,49 @@ def main():
         json.dump(table, f, separators=(",", ":"), sort_keys=True)
         f.write("\n")
     print(f"wrote {dst}: {len(table['commands'])} commands, {len(table['checkin'])} check-in messages, {len(table['profiles'])} payload types")
+    declarative(src, os.path.join(os.path.dirname(dst), "declarative.json"))
+
+
+def declarative(src, dst):
+    """Declarations (by Type: kind, iOS support, payload key tree) and status
+    items (by name: value key tree) from src/declarative, to `dst`."""
+    base = os.path.join(src, "declarative")
+    out = {"declarations": {}, "status_items": {}}
+    ddir = os.path.join(base, "declarations")
+    for kind in sorted(os.listdir(ddir)):
+        kdir = os.path.join(ddir, kind)
+        if not os.path.isdir(kdir):
+            continue
+        for root, _, files in os.walk(kdir):
+            for name in sorted(files):
+                if not name.endswith(".yaml"):
+                    continue
+                with open(os.path.join(root, name)) as f:
+                    doc = yaml.safe_load(f)
+                payload = doc.get("payload", {})
+                t = payload.get("declarationtype")
+                if not t:
+                    continue
+                ios = payload.get("supportedOS", {}).get("iOS", {})
+                out["declarations"][t] = {
+                    "file": os.path.relpath(os.path.join(root, name), ddir),
+                    "kind": kind.rstrip("s"),
+                    "ios": ios.get("introduced", "n/a") != "n/a",
+                    "keys": keys(doc.get("payloadkeys")),
+                }
+    sdir = os.path.join(base, "status")
+    for name in sorted(os.listdir(sdir)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(sdir, name)) as f:
+            doc = yaml.safe_load(f)
+        item = doc.get("payload", {}).get("statusitemtype")
+        if item:
+            out["status_items"][item] = {"file": name, "keys": keys(doc.get("payloadkeys"))}
+    with open(dst, "w") as f:
+        json.dump(out, f, separators=(",", ":"), sort_keys=True)
+        f.write("\n")
+    print(f"wrote {dst}: {len(out['declarations'])} declaration types, {len(out['status_items'])} status items")
 
 
 if __name__ == "__main__":

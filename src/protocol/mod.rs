@@ -4,6 +4,7 @@
 pub mod builders;
 pub mod checkin;
 pub mod command;
+pub mod declarative;
 pub mod ids;
 pub mod json;
 pub mod schema;
