@@ -130,7 +130,11 @@ pub struct ServeConfig {
     #[arg(long = "acme-domain", env = "MDMD_ACME_DOMAINS", value_delimiter = ',', conflicts_with_all = ["tls_cert", "plain_http"])]
     pub acme_domains: Vec<String>,
     /// The ACME CA's directory URL.
-    #[arg(long, env = "MDMD_ACME_DIRECTORY", default_value = "https://acme-v02.api.letsencrypt.org/directory")]
+    #[arg(
+        long,
+        env = "MDMD_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
     pub acme_directory: String,
     /// Contact address for the ACME account (expiry notices); repeatable.
     #[arg(long = "acme-email", env = "MDMD_ACME_EMAILS", value_delimiter = ',')]
@@ -146,6 +150,17 @@ pub struct ServeConfig {
     /// Renew the ACME certificate this many days before it expires.
     #[arg(long, env = "MDMD_ACME_RENEW_DAYS", default_value_t = 30)]
     pub acme_renew_days: i64,
+    /// Turn declarative management on (a DeclarativeManagement command) when an
+    /// iOS 15+ device enrolls.
+    #[arg(long, env = "MDMD_DDM_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ddm_enable: bool,
+    /// Subscribe every device to mdmd's status items (OS version and build,
+    /// model, passcode compliance, declaration status, software update state).
+    #[arg(long, env = "MDMD_DDM_STATUS_SUBSCRIPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ddm_status_subscriptions: bool,
+    /// Collect declaration changes this long (ms) before sending each device one sync command.
+    #[arg(long, env = "MDMD_DDM_COALESCE_MS", default_value_t = 500)]
+    pub ddm_coalesce_ms: u64,
     /// Sign profiles with this identity (PEM) instead of one from our CA.
     #[arg(long, env = "MDMD_SIGNER_CERT", requires = "signer_key")]
     pub signer_cert: Option<PathBuf>,

@@ -686,7 +686,12 @@ fn expand_targets(given: Vec<String>) -> anyhow::Result<Vec<String>> {
                 } else {
                     std::fs::read_to_string(path).with_context(|| format!("reading targets from {path}"))?
                 };
-                out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+                out.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_owned),
+                );
             }
             None => out.push(t),
         }

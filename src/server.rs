@@ -64,9 +64,12 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let tls = app.tls.clone();
     if let (Some(acme), Some(t)) = (app.acme.clone(), &tls) {
         if cfg.acme_http_listen != "off" {
-            let l = tokio::net::TcpListener::bind(&cfg.acme_http_listen)
-                .await
-                .with_context(|| format!("binding --acme-http-listen {} (use `off` if port 80 reaches the main listener)", cfg.acme_http_listen))?;
+            let l = tokio::net::TcpListener::bind(&cfg.acme_http_listen).await.with_context(|| {
+                format!(
+                    "binding --acme-http-listen {} (use `off` if port 80 reaches the main listener)",
+                    cfg.acme_http_listen
+                )
+            })?;
             let r = crate::http::acme::challenge_router(app.clone(), cfg.public_url());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(l, r).await {
@@ -317,6 +320,16 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     if webhooks.enabled() {
         spawn_webhook_delivery(webhooks, mdm.store.clone(), &instance);
     }
+    let ddm = crate::service::ddm::Ddm::new(
+        mdm.store.clone(),
+        crate::service::ddm::DdmConfig {
+            status_subscriptions: cfg.ddm_status_subscriptions,
+            enable_after_enroll: cfg.ddm_enable,
+            coalesce: std::time::Duration::from_millis(cfg.ddm_coalesce_ms),
+        },
+    );
+    ddm.start(&mdm);
+    mdm.set_ddm(ddm);
     let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
     mdm.set_identity_hook(Arc::downgrade(&hook));
     if let Some(dir) = &cfg.profiles_dir {
@@ -360,7 +373,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             _ => (cfg.certs_dir.join("tls.pem"), cfg.certs_dir.join("tls.key")),
         };
-        (Some(Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k))), None)
+        (
+            Some(Arc::new(crate::app::LiveTls::new(crate::http::listener::acceptor(&pki)?, c, k))),
+            None,
+        )
     };
     if let Some(t) = &tls {
         enroller.set_tls(t.clone());

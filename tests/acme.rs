@@ -38,8 +38,23 @@ async fn pebble(http_port: u16) -> Pebble {
     let dir = tempfile::tempdir().unwrap();
     openssl(
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "key.pem", "-out",
-            "cert.pem", "-days", "2", "-subj", "/CN=pebble", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pebble",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ],
         dir.path(),
     );
@@ -99,7 +114,13 @@ fn served_cert(addr: &str) -> X509 {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
     b.set_verify(openssl::ssl::SslVerifyMode::NONE);
     let tcp = std::net::TcpStream::connect(addr).unwrap();
-    let s = b.build().configure().unwrap().verify_hostname(false).connect("localhost", tcp).unwrap();
+    let s = b
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect("localhost", tcp)
+        .unwrap();
     s.ssl().peer_certificate().unwrap()
 }
 
@@ -124,7 +145,11 @@ async fn wait_for_pebble_cert(addr: &str) -> X509 {
         if issuer_cn(&c).starts_with("Pebble Intermediate") {
             return c;
         }
-        assert!(Instant::now() < deadline, "no certificate from Pebble; served issuer {:?}", issuer_cn(&c));
+        assert!(
+            Instant::now() < deadline,
+            "no certificate from Pebble; served issuer {:?}",
+            issuer_cn(&c)
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -155,12 +180,20 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
     let public = mdmd::sim::http_client_trusting(Some(&peb.root)).unwrap();
     let admin = mdmd::sim::load::Admin::new(&srv.base.replace("127.0.0.1", "localhost"), API_KEY, public.clone());
     let st = admin.get("/v1/acme").await.unwrap();
-    assert_eq!(st["certificate"]["serial"].as_str().unwrap().to_lowercase(), first_serial.to_lowercase(), "{st}");
+    assert_eq!(
+        st["certificate"]["serial"].as_str().unwrap().to_lowercase(),
+        first_serial.to_lowercase(),
+        "{st}"
+    );
     assert_eq!(st["domains"], serde_json::json!(["localhost"]));
     assert!(st["last_error"].is_null(), "{st}");
     let health = admin.get("/v1/health").await.unwrap();
     assert!(
-        !health["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("ACME")),
+        !health["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("ACME")),
         "{health}"
     );
     // The account key and the certificate key are not lying around in the clear.
@@ -168,11 +201,18 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o077, 0);
 
     // The challenge port answers challenges only, and sends people to HTTPS.
-    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let r = plain.get(format!("http://{listen}/mdm/enroll")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 308);
     assert!(r.headers()["location"].to_str().unwrap().starts_with("https://localhost:"));
-    let r = plain.get(format!("http://{listen}/.well-known/acme-challenge/nope")).send().await.unwrap();
+    let r = plain
+        .get(format!("http://{listen}/.well-known/acme-challenge/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 
     // The enrollment profile installs no root of ours; a device trusting only
@@ -188,9 +228,16 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
         .collect();
     assert!(!types.iter().any(|t| t == "com.apple.security.root"), "{types:?}");
     assert!(types.iter().any(|t| t == "com.apple.mdm"), "{types:?}");
-    let mut d = mdmd::sim::SimDevice::from_profile(public.clone(), &der, Some(pool_key())).await.unwrap();
+    let mut d = mdmd::sim::SimDevice::from_profile(public.clone(), &der, Some(pool_key()))
+        .await
+        .unwrap();
     d.enroll().await.unwrap();
-    let uuid = enqueue(&admin, &[&d.udid], serde_json::json!({"RequestType": "DeviceInformation", "Queries": ["DeviceName"]})).await;
+    let uuid = enqueue(
+        &admin,
+        &[&d.udid],
+        serde_json::json!({"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}),
+    )
+    .await;
     d.session().await.unwrap();
     let c = admin.get(&format!("/v1/commands/{uuid}")).await.unwrap();
     assert_eq!(c["deliveries"][0]["status"], "Acknowledged", "{c}");
@@ -247,7 +294,11 @@ async fn acme_ca_unreachable_serves_our_certificate_and_warns() {
     assert!(st["next_attempt"].as_i64().unwrap() > 0, "a retry is scheduled: {st}");
     let health = admin.get("/v1/health").await.unwrap();
     assert!(
-        health["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("ACME")),
+        health["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("ACME")),
         "{health}"
     );
     // The enrollment profile still carries our root (our certificate is served).

@@ -258,7 +258,13 @@ async fn the_cli_prints_tables_for_people_and_json_for_scripts() {
     // Targets from a file (one per line, comments and blank lines skipped).
     let list = srv.dir.path().join("targets.txt");
     std::fs::write(&list, format!("# the fleet\n{}\n\n", d.udid)).unwrap();
-    let v = srv.cli_json(&["cmd", "send", "-t", &format!("@{}", list.display()), r#"{"RequestType":"ProfileList"}"#]);
+    let v = srv.cli_json(&[
+        "cmd",
+        "send",
+        "-t",
+        &format!("@{}", list.display()),
+        r#"{"RequestType":"ProfileList"}"#,
+    ]);
     assert_eq!(v["queued"], 1, "{v}");
 }
 

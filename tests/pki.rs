@@ -668,8 +668,7 @@ async fn failed_signature_checks_never_break_other_connections() {
     let mut n = openssl::x509::X509NameBuilder::new().unwrap();
     n.append_entry_by_text("CN", "broken csr").unwrap();
     let signer = mdmd::sim::pki::self_signed(&key, &n.build()).unwrap();
-    let (msg, _, _) =
-        mdmd::pki::scep::client_request(&ca, &signer, &key, &csr, false, openssl::symm::Cipher::aes_128_cbc()).unwrap();
+    let (msg, _, _) = mdmd::pki::scep::client_request(&ca, &signer, &key, &csr, false, openssl::symm::Cipher::aes_128_cbc()).unwrap();
     let client = srv.client();
     for i in 0..30 {
         let r = client
@@ -687,6 +686,10 @@ async fn failed_signature_checks_never_break_other_connections() {
         // Both devices' connections still work.
         b.connect(&b.idle_report()).await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
         a.connect(&a.idle_report()).await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
-        client.get(format!("{}/healthz", srv.base)).send().await.unwrap_or_else(|e| panic!("round {i}: {e:#}"));
+        client
+            .get(format!("{}/healthz", srv.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e:#}"));
     }
 }

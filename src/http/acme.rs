@@ -29,7 +29,11 @@ pub fn challenge_router(app: Arc<App>, public_url: String) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(challenge))
         .fallback(move |uri: Uri| {
-            let to = format!("{}{}", public_url.trim_end_matches('/'), uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let to = format!(
+                "{}{}",
+                public_url.trim_end_matches('/'),
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
             async move { Redirect::permanent(&to).into_response() }
         })
         .layer(axum::middleware::from_fn(super::track))

@@ -113,6 +113,7 @@ async fn handle(app: &App, request: Request, caller: &Caller, body: &[u8]) -> Re
                 Ok(CheckinReply::Json(b)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
                 Ok(CheckinReply::Gone) => StatusCode::GONE.into_response(),
                 Ok(CheckinReply::Unsupported(m)) => text(StatusCode::BAD_REQUEST, format!("not supported: {m}\n")),
+                Ok(CheckinReply::NotFound(m)) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
                 Err(e) => service_error(app, e),
             }
         }

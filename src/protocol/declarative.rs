@@ -99,10 +99,7 @@ pub struct Declaration {
 
 impl Declaration {
     pub fn kind(&self) -> Option<Kind> {
-        Declarative::get()
-            .declarations
-            .get(&self.r#type)
-            .and_then(|d| Kind::parse(&d.kind))
+        Declarative::get().declarations.get(&self.r#type).and_then(|d| Kind::parse(&d.kind))
     }
 
     /// The configurations and assets an activation names, or the assets a
@@ -220,7 +217,11 @@ pub fn validate(v: &Json) -> Result<(String, String, serde_json::Map<String, Jso
     };
     for k in o.keys() {
         if !matches!(k.as_str(), "Type" | "Identifier" | "Payload" | "ServerToken") {
-            problem(&mut errors, k, "unknown key (a declaration has Type, Identifier and Payload)".into());
+            problem(
+                &mut errors,
+                k,
+                "unknown key (a declaration has Type, Identifier and Payload)".into(),
+            );
         }
     }
     let ty = match o.get("Type") {
@@ -438,7 +439,9 @@ mod tests {
     #[test]
     fn table_parses_and_validates() {
         let d = Declarative::get();
-        assert!(d.declarations.contains_key("com.apple.configuration.softwareupdate.enforcement.specific"));
+        assert!(d
+            .declarations
+            .contains_key("com.apple.configuration.softwareupdate.enforcement.specific"));
         assert!(d.status_items.contains_key("device.operating-system.version"));
         let ok = validate(&json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc",
             "Payload": {"RequirePasscode": true, "MinimumLength": 6}}));
@@ -447,7 +450,10 @@ mod tests {
             "Payload": {"RequirePasscode": "yes", "Bogus": 1}}))
         .unwrap_err();
         let paths: Vec<&str> = bad.iter().map(|p| p.path.as_str()).collect();
-        assert!(paths.contains(&"Payload.RequirePasscode") && paths.contains(&"Payload.Bogus"), "{bad:?}");
+        assert!(
+            paths.contains(&"Payload.RequirePasscode") && paths.contains(&"Payload.Bogus"),
+            "{bad:?}"
+        );
         let missing = validate(&json!({"Type": "com.apple.activation.simple", "Identifier": "a", "Payload": {}})).unwrap_err();
         assert_eq!(missing[0].path, "Payload.StandardConfigurations");
     }

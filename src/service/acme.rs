@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, HttpClient, Identifier, NewAccount, NewOrder,
-    OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, HttpClient, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
 };
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
@@ -140,8 +140,8 @@ impl HttpClient for ReqwestHttp {
                 .await
                 .map(|c| c.to_bytes())
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
-                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let method =
+                reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
             let mut r = client.request(method, parts.uri.to_string()).body(body);
             for (k, v) in parts.headers.iter() {
                 r = r.header(k.as_str(), v.as_bytes());
@@ -309,8 +309,8 @@ impl Acme {
                         .secrets
                         .open(&a.credentials_sealed, "acme.account")
                         .map_err(|e| AcmeError::Invalid(format!("the stored ACME account does not open: {e}")))?;
-                    let creds: instant_acme::AccountCredentials = serde_json::from_slice(&plain)
-                        .map_err(|e| AcmeError::Invalid(format!("the stored ACME account: {e}")))?;
+                    let creds: instant_acme::AccountCredentials =
+                        serde_json::from_slice(&plain).map_err(|e| AcmeError::Invalid(format!("the stored ACME account: {e}")))?;
                     return Ok(Account::builder_with_http(http()).from_credentials(creds).await?);
                 }
             }
@@ -370,7 +370,11 @@ impl Acme {
                 ch.set_ready().await?;
             }
             let status = order
-                .poll_ready(&RetryPolicy::new().initial_delay(Duration::from_millis(250)).timeout(Duration::from_secs(120)))
+                .poll_ready(
+                    &RetryPolicy::new()
+                        .initial_delay(Duration::from_millis(250))
+                        .timeout(Duration::from_secs(120)),
+                )
                 .await?;
             if status != OrderStatus::Ready {
                 let why = order.state().error.as_ref().map(|p| p.to_string()).unwrap_or_default();
@@ -413,8 +417,8 @@ impl Acme {
 
     /// Check the chain, store it with its key sealed, return the serial.
     async fn save(&self, key: PKey<openssl::pkey::Private>, chain_pem: String) -> Result<String, AcmeError> {
-        let certs = X509::stack_from_pem(chain_pem.as_bytes())
-            .map_err(|e| AcmeError::Protocol(format!("the CA's chain is not PEM: {e}")))?;
+        let certs =
+            X509::stack_from_pem(chain_pem.as_bytes()).map_err(|e| AcmeError::Protocol(format!("the CA's chain is not PEM: {e}")))?;
         let leaf = certs
             .first()
             .ok_or_else(|| AcmeError::Protocol("the CA sent no certificate".into()))?;

@@ -18,6 +18,8 @@ pub enum CheckinReply {
     Gone,
     /// 400 with a reason: a message we understand but do not support.
     Unsupported(String),
+    /// 404: no such thing for this enrollment (a declaration it no longer has).
+    NotFound(String),
 }
 
 /// The device identity a request was made with, already verified to chain
@@ -185,10 +187,14 @@ impl Mdm {
                     user_long_name: req.ids.user_long_name.clone(),
                     now: t,
                 };
-                // The first TokenUpdate of a device channel completes an enrollment: take its inventory.
-                let first = self.inventory_interval > 0
-                    && id == req.enrollment.device
-                    && self.store.enrollment(&id).await?.is_some_and(|e| e.token_updated_at.is_none());
+                // The first TokenUpdate of a device channel completes an enrollment: take its
+                // inventory, and turn declarative management on.
+                let before = if id == req.enrollment.device {
+                    self.store.enrollment(&id).await?.filter(|e| e.token_updated_at.is_none())
+                } else {
+                    None
+                };
+                let first = self.inventory_interval > 0 && before.is_some();
                 let token_hex = rec.push.token.clone();
                 match self.store.token_update(&id, &req.enrollment.device, rec).await? {
                     None => Err(ServiceError::Rejected(format!(
@@ -197,6 +203,9 @@ impl Mdm {
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
                         self.waker.token_updated(&token_hex);
+                        if let (Some(e), Some(ddm)) = (&before, self.ddm()) {
+                            ddm.enrolled(&id, e.info.os_version.as_deref()).await;
+                        }
                         if first {
                             // Queued (and pushed) now; answered at the device's first poll.
                             if let Err(e) = self.request_inventory(vec![id.clone()]).await {
@@ -258,10 +267,19 @@ impl Mdm {
                     "GetToken service {service_type:?} is not offered by this server"
                 )))
             }
-            CheckinMessage::DeclarativeManagement { endpoint, .. } => {
+            CheckinMessage::DeclarativeManagement { endpoint, data } => {
                 self.require_known(&id).await?;
                 self.mark_seen(&id);
-                declarative(&endpoint)
+                let Some(ddm) = self.ddm() else {
+                    return declarative(&endpoint);
+                };
+                match ddm.endpoint(&id, &endpoint, data.as_deref()).await {
+                    Ok(Some(b)) if b.is_empty() => Ok(CheckinReply::Empty),
+                    Ok(Some(b)) => Ok(CheckinReply::Json(b)),
+                    Ok(None) => Ok(CheckinReply::NotFound(format!("no {endpoint} for this enrollment"))),
+                    Err(crate::service::ddm::DdmError::Store(e)) => Err(e.into()),
+                    Err(e) => Ok(CheckinReply::Unsupported(e.to_string())),
+                }
             }
             CheckinMessage::ReturnToService => {
                 self.require_known(&id).await?;

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod compliance;
 pub mod connect;
 pub mod credentials;
+pub mod ddm;
 pub mod derived;
 pub mod enqueue;
 pub mod enroll;
@@ -112,6 +113,8 @@ pub struct Mdm {
     pub inventory_interval: i64,
     /// Events out (set at start when receivers are configured).
     webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
+    /// Declarative management (set at start).
+    ddm: std::sync::OnceLock<Arc<ddm::Ddm>>,
 }
 
 pub fn now() -> i64 {
@@ -134,6 +137,7 @@ impl Mdm {
             policy: Arc::new(compliance::PolicyFile::empty()),
             inventory_interval: 0,
             webhooks: std::sync::OnceLock::new(),
+            ddm: std::sync::OnceLock::new(),
         }
     }
 
@@ -156,6 +160,14 @@ impl Mdm {
     pub fn with_reenroll_policy(mut self, strict: bool) -> Self {
         self.strict_reenroll = strict;
         self
+    }
+
+    pub fn set_ddm(&self, d: Arc<ddm::Ddm>) {
+        let _ = self.ddm.set(d);
+    }
+
+    pub fn ddm(&self) -> Option<&Arc<ddm::Ddm>> {
+        self.ddm.get()
     }
 
     pub fn set_identity_hook(&self, hook: std::sync::Weak<dyn IdentityHook>) {

@@ -5,6 +5,7 @@
 
 pub mod answers;
 pub mod apns;
+pub mod ddm;
 pub mod fleet;
 pub mod load;
 pub mod nac;
@@ -51,6 +52,8 @@ pub struct SimDevice {
     pub wifi_mac: String,
     pub checkin_url: String,
     pub server_url: String,
+    /// Declarative management as this device holds it.
+    pub ddm: ddm::DdmState,
     base: String,
     client: reqwest::Client,
 }
@@ -166,6 +169,7 @@ impl SimDevice {
             renewals: 0,
             passcode: true,
             wifi_mac,
+            ddm: Default::default(),
             checkin_url: format!("{}/mdm/checkin", base_url.trim_end_matches('/')),
             server_url: format!("{}/mdm/connect", base_url.trim_end_matches('/')),
             base: base_url.trim_end_matches('/').to_owned(),
@@ -456,12 +460,32 @@ impl SimDevice {
     pub async fn session(&mut self) -> anyhow::Result<Vec<Handled>> {
         let mut handled = Vec::new();
         let mut report = self.idle_report();
+        let mut sync = false;
         while let Some(cmd) = self.connect(&report).await? {
             if handled.len() > 10_000 {
                 bail!("server keeps sending commands (loop?)");
             }
             let (status, r) = if cmd.request_type == "InstallProfile" && !self.not_now.contains("InstallProfile") {
                 self.install_profile(&cmd).await?
+            } else if cmd.request_type == "DeclarativeManagement" && !self.not_now.contains("DeclarativeManagement") {
+                // Acknowledged now; the sync runs once the session is over.
+                let data = cmd.command.get("Data").and_then(plist::Value::as_data).map(<[u8]>::to_vec);
+                let mut d = self.dict(vec![("CommandUUID", cmd.uuid.clone().into())]);
+                let status = match self.ddm_command(data.as_deref()) {
+                    Ok(_) => {
+                        sync = true;
+                        Status::Acknowledged
+                    }
+                    Err(e) => {
+                        d.insert(
+                            "ErrorChain".into(),
+                            answers::error_chain(12021, "MCMDMErrorDomain", &format!("{e:#}")),
+                        );
+                        Status::Error
+                    }
+                };
+                d.insert("Status".into(), status.as_str().into());
+                (status, d)
             } else {
                 self.answer(&cmd)
             };
@@ -476,6 +500,9 @@ impl SimDevice {
                 self.connect(&report).await?;
                 break;
             }
+        }
+        if sync && !self.erased {
+            self.ddm_sync().await.context("declarative management sync")?;
         }
         Ok(handled)
     }

@@ -351,8 +351,14 @@ pub fn open_profile(der: &[u8], trust: Option<&X509>, identity: Option<&SimIdent
             // No root of ours to trust (the server's TLS is publicly trusted):
             // the signature must still be intact, and iOS shows the signer
             // as not verified.
-            p7.verify(&no_certs, &store.build(), None, Some(&mut out), Pkcs7Flags::BINARY | Pkcs7Flags::NOVERIFY)
-                .context("profile signature does not verify")?;
+            p7.verify(
+                &no_certs,
+                &store.build(),
+                None,
+                Some(&mut out),
+                Pkcs7Flags::BINARY | Pkcs7Flags::NOVERIFY,
+            )
+            .context("profile signature does not verify")?;
         }
     }
     Ok((top, encrypted))

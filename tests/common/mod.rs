@@ -123,6 +123,12 @@ impl Server {
                 // Tests count the commands a device gets: no automatic inventory unless asked for.
                 &["--inventory-interval", "0"][..]
             })
+            .args(if self.extra.iter().any(|a| a == "--ddm-enable") {
+                &[][..]
+            } else {
+                // Nor a DeclarativeManagement command after enrollment unless asked for.
+                &["--ddm-enable", "false"][..]
+            })
             .args(&self.extra)
             .stdout(Stdio::piped());
         match &self.log {

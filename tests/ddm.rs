@@ -1,0 +1,240 @@
+//! Declarative Device Management end to end: declarations validated against
+//! Apple's schema, sets and assignments, the DeclarativeManagement command
+//! and push on every change, the device's endpoints (a removed declaration is
+//! 404), the status channel stored and queried, and an OS requirement the
+//! simulated device applies at its deadline.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn call(admin: &mdmd::sim::load::Admin, m: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    admin.call(m, path, body).await.unwrap()
+}
+
+/// Answer commands until none is left; true if a DeclarativeManagement came.
+async fn drain(d: &mut mdmd::sim::SimDevice) -> bool {
+    let handled = d.session().await.unwrap();
+    handled.iter().any(|h| h.request_type == "DeclarativeManagement")
+}
+
+async fn wait_for_sync(d: &mut mdmd::sim::SimDevice) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if drain(d).await {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no DeclarativeManagement command came");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarations_reach_devices_and_status_comes_back() {
+    let srv = Server::start_with(&["--ddm-enable", "true", "--ddm-coalesce-ms", "100"]);
+    let admin = srv.admin();
+    let mut d = srv.enrolled().await;
+
+    // DDM turned on after enrollment (iOS 18): one command, then a sync with
+    // mdmd's own status subscription only.
+    wait_for_sync(&mut d).await;
+    assert!(d.ddm.enabled);
+    assert!(d.ddm.declarations.contains_key("mdmd.status-subscriptions"));
+    assert!(d.ddm.subscribed.contains("device.operating-system.version"));
+    let st = admin.get(&format!("/v1/devices/{}/status", d.udid)).await.unwrap();
+    assert_eq!(st["items"]["device.operating-system.version"]["value"], "18.1", "{st}");
+    assert_eq!(st["items"]["passcode.is-compliant"]["value"], true, "{st}");
+    assert_eq!(st["declarations"]["mdmd.status-subscriptions"]["valid"], "valid", "{st}");
+    assert_eq!(st["declarations"]["mdmd.activation.status-subscriptions"]["active"], true, "{st}");
+
+    // Bad declarations: 400 naming the key path; nothing stored.
+    for (bad, path) in [
+        (
+            json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc", "Payload": {"MinimumLength": "six"}}),
+            "Payload.MinimumLength",
+        ),
+        (
+            json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc", "Payload": {"Bogus": true}}),
+            "Payload.Bogus",
+        ),
+        (
+            json!({"Type": "com.apple.activation.simple", "Identifier": "act", "Payload": {}}),
+            "Payload.StandardConfigurations",
+        ),
+        (json!({"Type": "com.example.nope", "Identifier": "x", "Payload": {}}), "Type"),
+        (
+            json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "has space", "Payload": {}}),
+            "Identifier",
+        ),
+    ] {
+        let (s, v) = call(&admin, Method::PUT, "/v1/declarations", Some(bad)).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["problems"].as_array().unwrap().iter().any(|p| p["path"] == path), "{path}: {v}");
+    }
+    let (s, _) = call(&admin, Method::GET, "/v1/declarations/pc", None).await;
+    assert_eq!(s, 404);
+
+    // A passcode configuration, an activation naming it, in a set assigned to the device.
+    let pc = json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc",
+        "Payload": {"RequirePasscode": true, "MinimumLength": 6}});
+    let (s, v) = call(&admin, Method::PUT, "/v1/declarations", Some(pc.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    let token1 = v["ServerToken"].as_str().unwrap().to_owned();
+    // The same content again: the same token, nothing changed.
+    let (_, v) = call(&admin, Method::PUT, "/v1/declarations", Some(pc)).await;
+    assert_eq!(v["ServerToken"], token1.as_str());
+    assert_eq!(v["changed"], false);
+    let (s, v) = call(
+        &admin,
+        Method::PUT,
+        "/v1/declarations",
+        Some(json!({"Type": "com.apple.activation.simple", "Identifier": "act", "Payload": {"StandardConfigurations": ["pc"]}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // A configuration nothing activates is reported.
+    call(
+        &admin,
+        Method::PUT,
+        "/v1/declarations",
+        Some(json!({"Type": "com.apple.configuration.math.settings", "Identifier": "math", "Payload": {}})),
+    )
+    .await;
+    for id in ["pc", "act", "math"] {
+        let (s, v) = call(&admin, Method::PUT, &format!("/v1/sets/staff/declarations/{id}"), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = call(&admin, Method::PUT, "/v1/sets/staff/declarations/nonexistent", None).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = call(&admin, Method::PUT, &format!("/v1/devices/{}/sets/staff", d.udid), None).await;
+    assert_eq!(s, 200, "{v}");
+    let set = admin.get("/v1/sets/staff").await.unwrap();
+    assert_eq!(set["unreferenced_configurations"], json!(["math"]), "{set}");
+    assert_eq!(set["enrollments"], json!([d.udid]), "{set}");
+
+    // The assignment reaches the device: command (and push), sync, fetch of the new ones only.
+    let before = d.ddm.fetched;
+    wait_for_sync(&mut d).await;
+    assert_eq!(d.ddm.fetched - before, 3, "pc, act, math fetched; mdmd's own not again");
+    assert!(d.ddm.declarations["pc"].active && d.ddm.declarations["act"].active);
+    assert!(!d.ddm.declarations["math"].active, "nothing activates math");
+    let eff = admin.get(&format!("/v1/devices/{}/declarations", d.udid)).await.unwrap();
+    let pc_view = eff["declarations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["Identifier"] == "pc")
+        .unwrap()
+        .clone();
+    assert_eq!(pc_view["ServerToken"], token1.as_str());
+    assert_eq!(pc_view["device_status"]["current"], true, "{eff}");
+    assert_eq!(pc_view["device_status"]["active"], true, "{eff}");
+
+    // An edit: a new token, one command for the burst, and only pc fetched again.
+    for len in [8, 10] {
+        let (s, v) = call(
+            &admin,
+            Method::PUT,
+            "/v1/declarations",
+            Some(json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc",
+                "Payload": {"RequirePasscode": true, "MinimumLength": len}})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_ne!(v["ServerToken"], token1.as_str());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let before = d.ddm.fetched;
+    let handled = d.session().await.unwrap();
+    assert_eq!(
+        handled.iter().filter(|h| h.request_type == "DeclarativeManagement").count(),
+        1,
+        "two edits in a burst: one command"
+    );
+    assert_eq!(d.ddm.fetched - before, 1);
+    assert_eq!(d.ddm.declarations["pc"].payload["MinimumLength"], 10);
+
+    // Removed from the set: the device drops it, and asking for it is 404.
+    let (s, _) = call(&admin, Method::DELETE, "/v1/sets/staff/declarations/math", None).await;
+    assert_eq!(s, 200);
+    wait_for_sync(&mut d).await;
+    assert!(!d.ddm.declarations.contains_key("math"));
+    let (status, _) = d.ddm_checkin("declaration/configuration/math", None).await.unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = d.ddm_checkin("declaration/activation/pc", None).await.unwrap();
+    assert_eq!(status, 404, "wrong kind");
+    let (status, _) = d.ddm_checkin("no-such-endpoint", None).await.unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = d.ddm_checkin("status", Some(b"not json".to_vec())).await.unwrap();
+    assert_eq!(status, 400);
+
+    // Devices by status value.
+    let v = admin
+        .get("/v1/status?item=device.operating-system.version&op=lt&value=18.2")
+        .await
+        .unwrap();
+    assert_eq!(v["enrollments"].as_array().unwrap().len(), 1, "{v}");
+    let v = admin
+        .get("/v1/status?item=device.operating-system.version&op=lt&value=18.1")
+        .await
+        .unwrap();
+    assert!(v["enrollments"].as_array().unwrap().is_empty(), "{v}");
+    let (s, _) = call(&admin, Method::GET, "/v1/status?item=x&op=like&value=1", None).await;
+    assert_eq!(s, 400);
+
+    // Unassigned: everything of the set leaves the device.
+    let (s, _) = call(&admin, Method::DELETE, &format!("/v1/devices/{}/sets/staff", d.udid), None).await;
+    assert_eq!(s, 200);
+    wait_for_sync(&mut d).await;
+    assert!(!d.ddm.declarations.contains_key("pc") && !d.ddm.declarations.contains_key("act"));
+    assert!(d.ddm.declarations.contains_key("mdmd.status-subscriptions"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_os_requirement_is_applied_at_its_deadline() {
+    let srv = Server::start_with(&["--ddm-enable", "true", "--ddm-coalesce-ms", "100"]);
+    let admin = srv.admin();
+    let mut d = srv.enrolled().await;
+    wait_for_sync(&mut d).await;
+    let (s, _) = call(&admin, Method::PUT, &format!("/v1/devices/{}/sets/fleet", d.udid), None).await;
+    assert_eq!(s, 200);
+    // A bad deadline is refused.
+    let (s, v) = call(
+        &admin,
+        Method::PUT,
+        "/v1/software-updates/fleet",
+        Some(json!({"version": "18.2", "deadline": "next tuesday"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // The deadline a minute ahead: the update downloads first.
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3)).format(&fmt).unwrap();
+    let (s, v) = call(
+        &admin,
+        Method::PUT,
+        "/v1/software-updates/fleet",
+        Some(json!({"version": "18.2", "build": "22C152", "deadline": soon})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for_sync(&mut d).await;
+    assert_eq!(d.os_version, "18.1");
+    let v = admin.get("/v1/software-updates/fleet").await.unwrap();
+    assert_eq!(v["devices"][0]["state"], "downloading", "{v}");
+    assert_eq!(v["devices"][0]["pending_version"]["os-version"], "18.2", "{v}");
+    // After the deadline the device installs it and says so.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    d.ddm_sync().await.unwrap();
+    assert_eq!(d.os_version, "18.2");
+    let v = admin.get("/v1/software-updates/fleet").await.unwrap();
+    assert_eq!(v["devices"][0]["state"], "installed", "{v}");
+    assert_eq!(v["devices"][0]["os_version"], "18.2", "{v}");
+    let v = admin
+        .get("/v1/status?item=device.operating-system.version&op=ge&value=18.2")
+        .await
+        .unwrap();
+    assert_eq!(v["enrollments"][0]["enrollment"], d.udid.as_str(), "{v}");
+}
