@@ -195,6 +195,14 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Declarative management: declarations, sets, assignments, the status
+    /// channel, and OS version requirements.
+    Ddm {
+        #[command(subcommand)]
+        what: DdmCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Compliance at a glance: counts, and the devices in one status with their reasons.
     Compliance {
         /// compliant, non_compliant (default) or unknown.
@@ -275,6 +283,61 @@ enum CasCmd {
     },
     /// Re-install profiles whose certificates expire soon (also runs hourly).
     Renew,
+}
+
+#[derive(Subcommand)]
+enum DdmCmd {
+    /// Create or replace a declaration from a JSON file (`{Type, Identifier, Payload}`; `-`: stdin),
+    /// validated against Apple's schema.
+    Put { file: std::path::PathBuf },
+    /// Declarations (with mdmd's own status subscription).
+    List,
+    /// One declaration.
+    Show { identifier: String },
+    /// Delete a declaration: it leaves every set, and devices remove it.
+    Rm { identifier: String },
+    /// Sets, or one set with its declarations, enrollments and what does not add up.
+    Sets { set: Option<String> },
+    /// Add declarations to a set.
+    SetAdd { set: String, identifiers: Vec<String> },
+    /// Remove declarations from a set.
+    SetRm { set: String, identifiers: Vec<String> },
+    /// Assign a set to enrollments.
+    Assign {
+        set: String,
+        #[arg(required = true)]
+        enrollments: Vec<String>,
+    },
+    /// Unassign a set from enrollments.
+    Unassign {
+        set: String,
+        #[arg(required = true)]
+        enrollments: Vec<String>,
+    },
+    /// An enrollment's effective declarations, tokens and what the device says about each.
+    Device { enrollment: String },
+    /// An enrollment's status items (latest values) from the status channel.
+    Status { enrollment: String },
+    /// Enrollments by a status item, e.g. `ddm find device.operating-system.version lt 17.2`.
+    Find {
+        item: String,
+        /// eq, ne, lt, le, gt or ge (versions compare numerically).
+        op: String,
+        value: String,
+    },
+    /// Require an OS version by a local deadline (yyyy-mm-ddThh:mm:ss) for a set; without
+    /// --version, show each device's update state.
+    Update {
+        set: String,
+        #[arg(long, requires = "deadline")]
+        version: Option<String>,
+        #[arg(long)]
+        build: Option<String>,
+        #[arg(long)]
+        deadline: Option<String>,
+        #[arg(long)]
+        details_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1076,6 +1139,108 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     .await
                     .map(ok)??,
                 CasCmd::Renew => a.call(reqwest::Method::POST, "/v1/cas/renewals", None).await.map(ok)??,
+            };
+            print(&v);
+        }
+        Cmd::Ddm { what, client } => {
+            let a = client.admin()?;
+            let ok = |r: (u16, Value)| match r {
+                (200 | 201, v) => Ok(v),
+                (s, v) => {
+                    let problems: Vec<String> = v["problems"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| format!("\n  {}: {}", p["path"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or("")))
+                        .collect();
+                    Err(anyhow::anyhow!(
+                        "HTTP {s}: {}{}",
+                        v.get("error")
+                            .and_then(|e| e.as_str())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                        problems.concat()
+                    ))
+                }
+            };
+            let enc = |s: &str| urlencoding::encode(s).into_owned();
+            use reqwest::Method as M;
+            let v = match what {
+                DdmCmd::Put { file } => {
+                    let text = if file.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+                    };
+                    let body: Value = serde_json::from_str(&text).context("the declaration must be JSON")?;
+                    ok(a.call(M::PUT, "/v1/declarations", Some(body)).await?)?
+                }
+                DdmCmd::List => a.get("/v1/declarations").await?,
+                DdmCmd::Show { identifier } => ok(a.call(M::GET, &format!("/v1/declarations/{}", enc(&identifier)), None).await?)?,
+                DdmCmd::Rm { identifier } => ok(a.call(M::DELETE, &format!("/v1/declarations/{}", enc(&identifier)), None).await?)?,
+                DdmCmd::Sets { set: None } => a.get("/v1/sets").await?,
+                DdmCmd::Sets { set: Some(s) } => ok(a.call(M::GET, &format!("/v1/sets/{}", enc(&s)), None).await?)?,
+                DdmCmd::SetAdd { set, identifiers } | DdmCmd::SetRm { set, identifiers } if identifiers.is_empty() => {
+                    anyhow::bail!("name the declarations to change in set {set}")
+                }
+                DdmCmd::SetAdd { set, identifiers } => {
+                    let mut out = Vec::new();
+                    for id in identifiers {
+                        out.push(ok(a
+                            .call(M::PUT, &format!("/v1/sets/{}/declarations/{}", enc(&set), enc(&id)), None)
+                            .await?)?);
+                    }
+                    json!({"changes": out})
+                }
+                DdmCmd::SetRm { set, identifiers } => {
+                    let mut out = Vec::new();
+                    for id in identifiers {
+                        out.push(ok(a
+                            .call(M::DELETE, &format!("/v1/sets/{}/declarations/{}", enc(&set), enc(&id)), None)
+                            .await?)?);
+                    }
+                    json!({"changes": out})
+                }
+                DdmCmd::Assign { set, enrollments } => {
+                    let mut out = Vec::new();
+                    for e in enrollments {
+                        out.push(ok(a
+                            .call(M::PUT, &format!("/v1/devices/{}/sets/{}", enc(&e), enc(&set)), None)
+                            .await?)?);
+                    }
+                    json!({"changes": out})
+                }
+                DdmCmd::Unassign { set, enrollments } => {
+                    let mut out = Vec::new();
+                    for e in enrollments {
+                        out.push(ok(a
+                            .call(M::DELETE, &format!("/v1/devices/{}/sets/{}", enc(&e), enc(&set)), None)
+                            .await?)?);
+                    }
+                    json!({"changes": out})
+                }
+                DdmCmd::Device { enrollment } => ok(a
+                    .call(M::GET, &format!("/v1/devices/{}/declarations", enc(&enrollment)), None)
+                    .await?)?,
+                DdmCmd::Status { enrollment } => ok(a.call(M::GET, &format!("/v1/devices/{}/status", enc(&enrollment)), None).await?)?,
+                DdmCmd::Find { item, op, value } => ok(a
+                    .call(
+                        M::GET,
+                        &format!("/v1/status?item={}&op={}&value={}", enc(&item), enc(&op), enc(&value)),
+                        None,
+                    )
+                    .await?)?,
+                DdmCmd::Update {
+                    set,
+                    version: Some(version),
+                    build,
+                    deadline,
+                    details_url,
+                } => {
+                    let body = json!({"version": version, "build": build, "deadline": deadline, "details_url": details_url});
+                    ok(a.call(M::PUT, &format!("/v1/software-updates/{}", enc(&set)), Some(body)).await?)?
+                }
+                DdmCmd::Update { set, .. } => ok(a.call(M::GET, &format!("/v1/software-updates/{}", enc(&set)), None).await?)?,
             };
             print(&v);
         }

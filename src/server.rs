@@ -326,6 +326,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             status_subscriptions: cfg.ddm_status_subscriptions,
             enable_after_enroll: cfg.ddm_enable,
             coalesce: std::time::Duration::from_millis(cfg.ddm_coalesce_ms),
+            public_url: cfg.public_url(),
         },
     );
     ddm.start(&mdm);

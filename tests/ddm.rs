@@ -238,3 +238,96 @@ async fn an_os_requirement_is_applied_at_its_deadline() {
         .unwrap();
     assert_eq!(v["enrollments"][0]["enrollment"], d.udid.as_str(), "{v}");
 }
+
+fn webclip(label: &str) -> Vec<u8> {
+    let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    template(
+        "com.example.clip",
+        &format!(
+            "<dict><key>PayloadType</key><string>com.apple.webClip.managed</string><key>PayloadVersion</key><integer>1</integer>\
+<key>PayloadIdentifier</key><string>clip.{uuid}</string><key>PayloadUUID</key><string>{uuid}</string>\
+<key>URL</key><string>https://intranet.example.com/?d=$SERIAL_NUMBER</string><key>Label</key><string>{label}</string></dict>"
+        ),
+    )
+}
+
+/// A legacy configuration that points at a profile template: the device
+/// fetches its own copy (variables filled, encrypted to it) with its
+/// identity; only devices whose declarations name it may; a template edit
+/// re-tokens the configuration and reaches the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_configuration_serves_a_profile_template_per_device() {
+    let srv = Server::start_with(&["--ddm-enable", "true", "--ddm-coalesce-ms", "100"]);
+    let admin = srv.admin();
+    let mut d = srv.enrolled().await;
+    let other = srv.enrolled().await;
+    wait_for_sync(&mut d).await;
+    admin.post_bytes("/v1/profiles", webclip("Intranet")).await.unwrap();
+    // A template that does not exist is refused, by key path.
+    let (s, v) = call(
+        &admin,
+        Method::PUT,
+        "/v1/declarations",
+        Some(json!({"Type": "com.apple.configuration.legacy", "Identifier": "clip", "Payload": {"ProfileURL": "mdmd:profile/nope"}})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["problems"][0]["path"], "Payload.ProfileURL", "{v}");
+    // Declared, activated and assigned through the CLI.
+    let file = srv.dir.path().join("clip.json");
+    std::fs::write(
+        &file,
+        json!({"Type": "com.apple.configuration.legacy", "Identifier": "clip", "Payload": {"ProfileURL": "mdmd:profile/com.example.clip"}})
+            .to_string(),
+    )
+    .unwrap();
+    let v = srv.cli_json(&["ddm", "put", file.to_str().unwrap()]);
+    let token1 = v["ServerToken"].as_str().unwrap().to_owned();
+    std::fs::write(
+        &file,
+        json!({"Type": "com.apple.activation.simple", "Identifier": "clip.act", "Payload": {"StandardConfigurations": ["clip"]}})
+            .to_string(),
+    )
+    .unwrap();
+    srv.cli_json(&["ddm", "put", file.to_str().unwrap()]);
+    srv.cli_json(&["ddm", "set-add", "intranet", "clip", "clip.act"]);
+    srv.cli_json(&["ddm", "assign", "intranet", &d.udid]);
+    wait_for_sync(&mut d).await;
+    let (_, profile) = d.ddm.legacy.get("clip").cloned().expect("the legacy configuration was applied");
+    assert_eq!(profile, "com.example.clip");
+    let p = &d.profiles["com.example.clip"];
+    assert!(p.encrypted, "the copy is encrypted to the device");
+    assert_eq!(
+        p.payloads[0]["URL"].as_string().unwrap(),
+        format!("https://intranet.example.com/?d={}", d.serial),
+        "variables filled for this device"
+    );
+    let st = srv.cli_json(&["ddm", "status", &d.udid]);
+    assert_eq!(st["declarations"]["clip"]["active"], true, "{st}");
+
+    // Another device, not assigned, may not fetch it; nor may anyone without an identity.
+    let url = format!("{}/mdm/ddm/profiles/com.example.clip", srv.base);
+    let ident = other.identity.clone().unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(srv.certs_dir().join("ca.pem")).unwrap()).unwrap();
+    let with_identity = reqwest::Client::builder()
+        .identity(reqwest::Identity::from_pkcs8_pem(&ident.cert.to_pem().unwrap(), &ident.key.private_key_to_pem_pkcs8().unwrap()).unwrap())
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    assert_eq!(with_identity.get(&url).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(srv.client().get(&url).send().await.unwrap().status().as_u16(), 403);
+
+    // The template changes: a new ServerToken, a sync, the new copy installed.
+    admin.post_bytes("/v1/profiles", webclip("Intranet v2")).await.unwrap();
+    let v = srv.cli_json(&["ddm", "show", "clip"]);
+    assert_ne!(v["ServerToken"].as_str().unwrap(), token1);
+    wait_for_sync(&mut d).await;
+    assert_eq!(d.profiles["com.example.clip"].payloads[0]["Label"].as_string(), Some("Intranet v2"));
+
+    // Unassigned: the profile goes with the configuration.
+    srv.cli_json(&["ddm", "unassign", "intranet", &d.udid]);
+    wait_for_sync(&mut d).await;
+    assert!(!d.profiles.contains_key("com.example.clip"));
+    let found = srv.cli_json(&["ddm", "find", "device.operating-system.version", "eq", "18.1"]);
+    assert_eq!(found["enrollments"].as_array().unwrap().len(), 1, "{found}");
+}

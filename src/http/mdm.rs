@@ -46,7 +46,7 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
 /// Establish the device identity: `Mdm-Signature` over the raw body, else the
 /// TLS client certificate, else (plain HTTP behind a proxy) RFC 9440 `Client-Cert`.
 /// A signature or certificate that fails to verify is a 400/403, never 401.
-fn identify(app: &App, headers: &HeaderMap, peer: &PeerCert, body: &[u8]) -> Result<Caller, Response> {
+pub(crate) fn identify(app: &App, headers: &HeaderMap, peer: &PeerCert, body: &[u8]) -> Result<Caller, Response> {
     let ident = if let Some(sig) = headers.get("Mdm-Signature") {
         let sig = sig
             .to_str()
@@ -126,5 +126,42 @@ async fn handle(app: &App, request: Request, caller: &Caller, body: &[u8]) -> Re
                 Err(e) => service_error(app, e),
             }
         }
+    }
+}
+
+/// `GET /mdm/ddm/profiles/{template}`: the profile a declarative legacy
+/// configuration points at, as this device gets it (variables filled,
+/// signed, encrypted to it). The device proves who it is with its identity
+/// (TLS client certificate, or `Client-Cert` behind a proxy); only a device
+/// whose declarations point at the template gets it.
+pub async fn ddm_profile(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerCert>,
+    headers: HeaderMap,
+    axum::extract::Path(template): axum::extract::Path<String>,
+) -> Response {
+    let caller = match identify(&app, &headers, &peer, b"") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(hash) = caller.cert_hash else {
+        return text(StatusCode::FORBIDDEN, "a device identity is required\n".into());
+    };
+    let Some(ddm) = app.mdm.ddm() else {
+        return text(StatusCode::NOT_FOUND, "declarative management is off\n".into());
+    };
+    let enrollment = match ddm.profile_fetch_allowed(&hash, &template).await {
+        Ok(e) => e,
+        Err(crate::service::ddm::DdmError::Store(e)) => return service_error(&app, e.into()),
+        Err(e) => return text(StatusCode::FORBIDDEN, format!("{e}\n")),
+    };
+    match app.commander.profile_for_device(&template, &enrollment).await {
+        Ok(der) => {
+            let mut r = ([(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response();
+            r.extensions_mut().insert(super::EnrollmentTag(enrollment));
+            r
+        }
+        Err(crate::service::commands::CommandError::NotFound(m)) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

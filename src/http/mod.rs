@@ -28,6 +28,7 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/mdm/enroll", get(enroll::get))
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
         .route("/.well-known/acme-challenge/{token}", get(acme::challenge))
+        .route("/mdm/ddm/profiles/{template}", get(mdm::ddm_profile))
         .layer(DefaultBodyLimit::max(max_body))
 }
 

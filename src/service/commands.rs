@@ -394,6 +394,13 @@ impl Commander {
         let old = self.mdm.store.put_template(rec.clone()).await?;
         let changed = old.as_ref().is_none_or(|o| o.sha256 != rec.sha256);
         tracing::info!(profile = %rec.identifier, changed, source, "profile template stored");
+        if changed && old.is_some() {
+            if let Some(ddm) = self.mdm.ddm() {
+                if let Err(e) = ddm.template_changed(&rec.identifier).await {
+                    tracing::warn!(profile = %rec.identifier, error = %e, "DDM: could not re-token configurations of this profile");
+                }
+            }
+        }
         let mut batch = None;
         if reinstall && changed && old.is_some() {
             let targets: Vec<String> = self
@@ -596,6 +603,99 @@ impl Commander {
     }
 
     async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
+        let (mut batch, results) = self.render(job, targets, tag).await?;
+        let mut items = Vec::with_capacity(results.len());
+        let mut secrets = Vec::new();
+        for (target, r) in results {
+            match r {
+                Ok((rec, s)) => {
+                    batch.commands.insert(target.clone(), rec.uuid.clone());
+                    secrets.extend(s);
+                    items.push((rec, target));
+                }
+                Err(error) => batch.failed.push(Failed { target, error }),
+            }
+        }
+        if items.is_empty() {
+            return Ok(batch);
+        }
+        let woken: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
+        let request_type = items[0].0.request_type.clone();
+        let out = self.mdm.store.enqueue_each(items, secrets).await?;
+        batch.queued = out.queued;
+        crate::metrics::get().commands_queued.inc_by(out.queued);
+        for u in out.unknown {
+            // Unenrolled between the read and the write.
+            batch.commands.remove(&u);
+            batch.unknown_targets.push(u);
+        }
+        batch.command_uuid = batch.commands.values().next().cloned();
+        if push {
+            self.mdm.wake(woken);
+        }
+        tracing::info!(%request_type, queued = batch.queued, failed = batch.failed.len(), unknown = batch.unknown_targets.len(), "per-device commands queued");
+        Ok(batch)
+    }
+
+    /// A stored template as one device gets it: variables filled, signed, and
+    /// encrypted to the device (with --encrypt-profiles): what a declarative
+    /// `com.apple.configuration.legacy` configuration's ProfileURL serves.
+    /// The single-use secrets it carries are stored before it is returned.
+    pub async fn profile_for_device(&self, identifier: &str, enrollment: &str) -> Result<Vec<u8>, CommandError> {
+        let t = self
+            .mdm
+            .store
+            .template(identifier)
+            .await?
+            .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
+        let template = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
+        let payload_ids = match template.get("PayloadContent") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|p| {
+                    p.as_dictionary()
+                        .and_then(|d| d.get("PayloadIdentifier"))
+                        .and_then(Value::as_string)
+                })
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let job = PerDevice::Profile {
+            template,
+            identifier: identifier.to_owned(),
+            payload_ids,
+        };
+        let (batch, results) = self.render(job, vec![enrollment.to_owned()], None).await?;
+        if let Some(f) = batch.failed.first() {
+            return Err(invalid("", f.error.clone()));
+        }
+        let Some((_, r)) = results.into_iter().next() else {
+            return Err(CommandError::NotFound(format!("no enrollment {enrollment}")));
+        };
+        let (rec, secrets) = r.map_err(|e| invalid("", e))?;
+        for (kind, hash, secret) in secrets {
+            self.mdm.store.add_secret(kind, &hash, secret).await?;
+        }
+        let cmd = plist::Value::from_reader_xml(std::io::Cursor::new(&rec.body))
+            .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
+        cmd.as_dictionary()
+            .and_then(|d| d.get("Command"))
+            .and_then(Value::as_dictionary)
+            .and_then(|c| c.get("Payload"))
+            .and_then(Value::as_data)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| CommandError::Service(ServiceError::Rejected("rendered command without a Payload".into())))
+    }
+
+    /// Per-device copies of a command or profile for `targets` (not queued).
+    #[allow(clippy::type_complexity)]
+    async fn render(
+        &self,
+        job: PerDevice,
+        targets: Vec<String>,
+        tag: Option<ProfileTag>,
+    ) -> Result<(Batch, Vec<(String, Result<Built, String>)>), CommandError> {
         let mut targets = targets;
         targets.sort_unstable();
         targets.dedup();
@@ -738,37 +838,7 @@ impl Commander {
         let results = tokio::task::spawn_blocking(move || me.render_all(&job, ctx))
             .await
             .map_err(|e| ServiceError::Rejected(format!("rendering: {e}")))?;
-        let mut items = Vec::with_capacity(results.len());
-        let mut secrets = Vec::new();
-        for (target, r) in results {
-            match r {
-                Ok((rec, s)) => {
-                    batch.commands.insert(target.clone(), rec.uuid.clone());
-                    secrets.extend(s);
-                    items.push((rec, target));
-                }
-                Err(error) => batch.failed.push(Failed { target, error }),
-            }
-        }
-        if items.is_empty() {
-            return Ok(batch);
-        }
-        let woken: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
-        let request_type = items[0].0.request_type.clone();
-        let out = self.mdm.store.enqueue_each(items, secrets).await?;
-        batch.queued = out.queued;
-        crate::metrics::get().commands_queued.inc_by(out.queued);
-        for u in out.unknown {
-            // Unenrolled between the read and the write.
-            batch.commands.remove(&u);
-            batch.unknown_targets.push(u);
-        }
-        batch.command_uuid = batch.commands.values().next().cloned();
-        if push {
-            self.mdm.wake(woken);
-        }
-        tracing::info!(%request_type, queued = batch.queued, failed = batch.failed.len(), unknown = batch.unknown_targets.len(), "per-device commands queued");
-        Ok(batch)
+        Ok((batch, results))
     }
 
     /// The enrollment's identity certificate (DER), to encrypt to. It is

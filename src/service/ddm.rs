@@ -82,6 +82,19 @@ pub struct DdmConfig {
     pub enable_after_enroll: bool,
     /// Collect changes this long before sending the sync commands.
     pub coalesce: Duration,
+    /// mdmd's public URL (for the profiles legacy configurations point at).
+    pub public_url: String,
+}
+
+/// `ProfileURL` of a `com.apple.configuration.legacy` configuration that
+/// names one of mdmd's profile templates.
+pub const PROFILE_SCHEME: &str = "mdmd:profile/";
+
+fn profile_ref(payload: &serde_json::Map<String, Json>) -> Option<&str> {
+    payload
+        .get("ProfileURL")
+        .and_then(|v| v.as_str())
+        .and_then(|u| u.strip_prefix(PROFILE_SCHEME))
 }
 
 /// A stored declaration.
@@ -103,6 +116,17 @@ impl StoredDeclaration {
             server_token: self.server_token.clone(),
             payload: self.payload.clone(),
         }
+    }
+
+    /// As a device gets it: a template reference becomes the URL the device
+    /// fetches its own copy from.
+    pub fn served_to_device(&self, public_url: &str) -> Declaration {
+        let mut d = self.served();
+        if let Some(t) = profile_ref(&self.payload) {
+            let url = format!("{}/mdm/ddm/profiles/{}", public_url.trim_end_matches('/'), urlencoding::encode(t));
+            d.payload.insert("ProfileURL".into(), Json::String(url));
+        }
+        d
     }
 
     fn view(&self) -> Json {
@@ -226,7 +250,19 @@ impl Ddm {
         if kind == Kind::Configuration && ty == "com.apple.configuration.management.status-subscriptions" && self.cfg.status_subscriptions {
             tracing::debug!("an admin status subscription beside mdmd's own");
         }
-        let token = declarative::server_token(&ty, &payload, "");
+        let extra = match profile_ref(&payload) {
+            Some(t) => match self.store.template(t).await? {
+                Some(tpl) => tpl.sha256,
+                None => {
+                    return Err(DdmError::Invalid(vec![Problem {
+                        path: "Payload.ProfileURL".into(),
+                        message: format!("no profile template {t} (upload it with mdmd profiles add)"),
+                    }]))
+                }
+            },
+            None => String::new(),
+        };
+        let token = declarative::server_token(&ty, &payload, &extra);
         let old = self.store.record(DECLS, &id).await?;
         if let Some(o) = &old {
             let prev: StoredDeclaration = serde_json::from_value(o.value.clone()).map_err(crate::store::StoreError::from)?;
@@ -543,8 +579,72 @@ impl Ddm {
                 Ok(decls
                     .get(id)
                     .filter(|d| d.kind == kind)
-                    .and_then(|d| serde_json::to_vec(&d.served()).ok()))
+                    .and_then(|d| serde_json::to_vec(&d.served_to_device(&self.cfg.public_url)).ok()))
             }
+        }
+    }
+
+    /// A profile template was uploaded again: legacy configurations that
+    /// point at it get a new ServerToken, and their devices sync.
+    pub async fn template_changed(&self, template: &str) -> Result<usize, DdmError> {
+        let sha = match self.store.template(template).await? {
+            Some(t) => t.sha256,
+            None => return Ok(0),
+        };
+        let mut n = 0;
+        for (id, r) in self.store.records(DECLS).await? {
+            let Ok(mut d) = serde_json::from_value::<StoredDeclaration>(r.value) else {
+                continue;
+            };
+            if profile_ref(&d.payload) != Some(template) {
+                continue;
+            }
+            let token = declarative::server_token(&d.r#type, &d.payload, &sha);
+            if token == d.server_token {
+                continue;
+            }
+            d.server_token = token;
+            d.updated_at = now();
+            let value = serde_json::to_value(&d).map_err(crate::store::StoreError::from)?;
+            if self.store.put_record(DECLS, &id, value, now(), Some(r.version)).await?.is_some() {
+                let affected = self.enrollments_with(&id).await?;
+                n += affected.len();
+                self.mark(affected);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The enrollment that may fetch template `template` with the identity
+    /// `cert_hash`: the identity is its current one, not revoked, and one of
+    /// its effective declarations points at the template.
+    pub async fn profile_fetch_allowed(&self, cert_hash: &str, template: &str) -> Result<String, DdmError> {
+        let cert = self
+            .store
+            .cert_by_hash(cert_hash)
+            .await?
+            .ok_or_else(|| DdmError::NotFound("this identity is not one we issued".into()))?;
+        if cert.revoked_at.is_some() {
+            return Err(DdmError::Conflict("this identity is revoked".into()));
+        }
+        let enrollment = cert
+            .enrollment
+            .ok_or_else(|| DdmError::NotFound("this identity is not bound to an enrollment".into()))?;
+        let e = self
+            .store
+            .enrollment(&enrollment)
+            .await?
+            .ok_or_else(|| DdmError::NotFound(format!("no enrollment {enrollment}")))?;
+        if !e.active || e.checked_out_at.is_some() || e.cert_hash.as_deref() != Some(cert_hash) {
+            return Err(DdmError::Conflict("this identity is not the enrollment's current one".into()));
+        }
+        let decls = self.effective(&enrollment).await?;
+        if decls.values().any(|d| profile_ref(&d.payload) == Some(template)) {
+            Ok(enrollment)
+        } else {
+            Err(DdmError::NotFound(format!(
+                "no declaration of {enrollment} points at profile {template}"
+            )))
         }
     }
 

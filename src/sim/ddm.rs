@@ -36,6 +36,8 @@ pub struct DdmState {
     /// An enforced OS version: (version, build, local deadline).
     pub enforced: Option<(String, Option<String>, String)>,
     pub install_state: String,
+    /// Legacy configurations applied: declaration → (ServerToken, profile identifier).
+    pub legacy: BTreeMap<String, (String, String)>,
     /// Items already reported (later reports carry changes only).
     reported: BTreeMap<String, Json>,
 }
@@ -149,6 +151,7 @@ impl SimDevice {
             self.ddm.declarations_token = Some(token);
         }
         self.ddm_activate();
+        self.ddm_apply_legacy().await;
         self.ddm_apply_updates();
         self.ddm_report(fetched.is_empty()).await?;
         Ok(fetched)
@@ -208,6 +211,81 @@ impl SimDevice {
         }
         self.ddm.subscribed = subscribed;
         self.ddm.enforced = enforced;
+    }
+
+    /// Active `com.apple.configuration.legacy` configurations: fetch each
+    /// ProfileURL with the device identity as TLS client certificate and
+    /// install the profile; configurations that went away take their
+    /// profile with them. A failure makes the configuration inactive with
+    /// the reason.
+    async fn ddm_apply_legacy(&mut self) {
+        let want: Vec<(String, String, String)> = self
+            .ddm
+            .declarations
+            .iter()
+            .filter(|(_, h)| h.active && h.r#type == "com.apple.configuration.legacy")
+            .filter_map(|(id, h)| {
+                let url = h.payload.get("ProfileURL")?.as_str()?.to_owned();
+                Some((id.clone(), h.server_token.clone(), url))
+            })
+            .collect();
+        let keep: BTreeSet<&String> = want.iter().map(|(id, _, _)| id).collect();
+        let gone: Vec<String> = self.ddm.legacy.keys().filter(|id| !keep.contains(id)).cloned().collect();
+        for id in gone {
+            if let Some((_, profile)) = self.ddm.legacy.remove(&id) {
+                self.profiles.remove(&profile);
+            }
+        }
+        for (id, token, url) in want {
+            if self.ddm.legacy.get(&id).is_some_and(|(t, _)| *t == token) {
+                continue;
+            }
+            match self.fetch_and_install(&url).await {
+                Ok(profile) => {
+                    self.ddm.legacy.insert(id, (token, profile));
+                }
+                Err(e) => {
+                    if let Some(h) = self.ddm.declarations.get_mut(&id) {
+                        h.active = false;
+                        h.reasons = vec![json!({"code": "Error.ConfigurationCannotBeApplied", "description": format!("{e:#}")})];
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch_and_install(&mut self, url: &str) -> anyhow::Result<String> {
+        let ident = self.identity.clone().context("no device identity")?;
+        let mut b = reqwest::Client::builder()
+            .identity(reqwest::Identity::from_pkcs8_pem(
+                &ident.cert.to_pem()?,
+                &ident.key.private_key_to_pem_pkcs8()?,
+            )?)
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(ca) = self.profile.as_ref().and_then(|p| p.ca.as_ref()) {
+            b = b.add_root_certificate(reqwest::Certificate::from_der(&ca.to_der()?)?);
+        }
+        let resp = b.build()?.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await?.to_vec();
+        if !status.is_success() {
+            bail!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        let trust = self.profile.as_ref().and_then(|p| p.ca.clone());
+        let (top, _) = super::pki::open_profile(&body, trust.as_ref(), Some(&ident))?;
+        let profile = top
+            .get("PayloadIdentifier")
+            .and_then(plist::Value::as_string)
+            .context("the profile has no PayloadIdentifier")?
+            .to_owned();
+        let mut d = plist::Dictionary::new();
+        d.insert("RequestType".into(), "InstallProfile".into());
+        d.insert("Payload".into(), plist::Value::Data(body));
+        let cmd = crate::protocol::Command::new(d)?;
+        self.try_install(&cmd)
+            .await
+            .map_err(|(status, chain)| anyhow::anyhow!("install: {status:?} {chain:?}"))?;
+        Ok(profile)
     }
 
     /// Software-update enforcement: before the deadline the update downloads;
