@@ -331,3 +331,63 @@ async fn a_legacy_configuration_serves_a_profile_template_per_device() {
     let found = srv.cli_json(&["ddm", "find", "device.operating-system.version", "eq", "18.1"]);
     assert_eq!(found["enrollments"].as_array().unwrap().len(), 1, "{found}");
 }
+
+/// A SCEP credential asset: each device fetches its own SCEP settings (a
+/// single-use challenge bound to it) with its identity, and gets a
+/// certificate from mdmd's CA that a security.identity configuration uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scep_credential_asset_gives_each_device_its_identity() {
+    let srv = Server::start_with(&["--ddm-enable", "true", "--ddm-coalesce-ms", "100"]);
+    let admin = srv.admin();
+    let mut d = srv.enrolled().await;
+    let other = srv.enrolled().await;
+    wait_for_sync(&mut d).await;
+    for decl in [
+        json!({"Type": "com.apple.asset.credential.scep", "Identifier": "wifi.cred",
+            "Payload": {"Reference": {"DataURL": "mdmd:scep"}, "Authentication": {"Type": "MDM"}}}),
+        json!({"Type": "com.apple.configuration.security.identity", "Identifier": "wifi.identity",
+            "Payload": {"CredentialAssetReference": "wifi.cred"}}),
+        json!({"Type": "com.apple.activation.simple", "Identifier": "wifi.act",
+            "Payload": {"StandardConfigurations": ["wifi.identity"]}}),
+    ] {
+        let (s, v) = call(&admin, Method::PUT, "/v1/declarations", Some(decl)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for id in ["wifi.cred", "wifi.identity", "wifi.act"] {
+        call(&admin, Method::PUT, &format!("/v1/sets/wifi/declarations/{id}"), None).await;
+    }
+    let set = admin.get("/v1/sets/wifi").await.unwrap();
+    assert_eq!(set["unreferenced_configurations"], json!([]), "the asset is referenced: {set}");
+    assert_eq!(set["missing_references"], json!([]), "{set}");
+    call(&admin, Method::PUT, &format!("/v1/devices/{}/sets/wifi", d.udid), None).await;
+    wait_for_sync(&mut d).await;
+    let (_, ident) = d.ddm.identities.get("wifi.cred").cloned().expect("an identity from the SCEP asset");
+    let ca = openssl::x509::X509::from_pem(&std::fs::read(srv.certs_dir().join("ca.pem")).unwrap()).unwrap();
+    assert!(ident.cert.verify(&ca.public_key().unwrap()).unwrap(), "issued by mdmd's CA");
+    let cn = ident
+        .cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .unwrap()
+        .data()
+        .to_string()
+        .unwrap();
+    assert_eq!(cn, format!("wifi.cred {}", d.udid));
+    assert_ne!(
+        ident.cert.to_der().unwrap(),
+        d.identity.as_ref().unwrap().cert.to_der().unwrap(),
+        "not the MDM identity"
+    );
+    let st = admin.get(&format!("/v1/devices/{}/status", d.udid)).await.unwrap();
+    assert_eq!(st["declarations"]["wifi.identity"]["active"], true, "{st}");
+    // The asset is the device's only: another device's identity gets 403.
+    let url = format!("{}/mdm/ddm/assets/wifi.cred", srv.base);
+    let oi = other.identity.clone().unwrap();
+    let c = reqwest::Client::builder()
+        .identity(reqwest::Identity::from_pkcs8_pem(&oi.cert.to_pem().unwrap(), &oi.key.private_key_to_pem_pkcs8().unwrap()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca.to_pem().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 403);
+}

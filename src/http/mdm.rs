@@ -165,3 +165,50 @@ pub async fn ddm_profile(
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
+
+/// `GET /mdm/ddm/assets/{identifier}`: a `com.apple.asset.credential.scep`
+/// asset's SCEP settings for this device: mdmd's SCEP URL and a single-use
+/// challenge bound to the device (identity as for profiles above).
+pub async fn ddm_asset(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerCert>,
+    headers: HeaderMap,
+    axum::extract::Path(asset): axum::extract::Path<String>,
+) -> Response {
+    let caller = match identify(&app, &headers, &peer, b"") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(hash) = caller.cert_hash else {
+        return text(StatusCode::FORBIDDEN, "a device identity is required\n".into());
+    };
+    let Some(ddm) = app.mdm.ddm() else {
+        return text(StatusCode::NOT_FOUND, "declarative management is off\n".into());
+    };
+    let enrollment = match ddm.scep_asset_allowed(&hash, &asset).await {
+        Ok(e) => e,
+        Err(crate::service::ddm::DdmError::Store(e)) => return service_error(&app, e.into()),
+        Err(e) => return text(StatusCode::FORBIDDEN, format!("{e}\n")),
+    };
+    let purpose = format!("ddm-asset:{asset}");
+    let challenge = match app
+        .enroller
+        .new_secret_for(crate::store::SecretKind::Challenge, &purpose, 3600, Some(enrollment.clone()), false)
+        .await
+    {
+        Ok((c, _)) => c,
+        Err(e) => return service_error(&app, e),
+    };
+    let org = &app.enroller.cfg.organization;
+    let body = serde_json::json!({
+        "URL": format!("{}/scep", app.enroller.cfg.public_url.trim_end_matches('/')),
+        "Challenge": challenge,
+        "Subject": [[["O", org]], [["CN", format!("{asset} {enrollment}")]]],
+        "Keysize": 2048,
+        "KeyType": "RSA",
+        "KeyUsage": 5,
+    });
+    let mut r = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    r.extensions_mut().insert(super::EnrollmentTag(enrollment));
+    r
+}

@@ -29,6 +29,7 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
         .route("/.well-known/acme-challenge/{token}", get(acme::challenge))
         .route("/mdm/ddm/profiles/{template}", get(mdm::ddm_profile))
+        .route("/mdm/ddm/assets/{identifier}", get(mdm::ddm_asset))
         .layer(DefaultBodyLimit::max(max_body))
 }
 

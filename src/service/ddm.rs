@@ -90,6 +90,15 @@ pub struct DdmConfig {
 /// names one of mdmd's profile templates.
 pub const PROFILE_SCHEME: &str = "mdmd:profile/";
 
+/// `Reference.DataURL` of a `com.apple.asset.credential.scep` asset whose
+/// SCEP settings mdmd makes per device (its own CA, a single-use challenge).
+pub const SCEP_ASSET: &str = "mdmd:scep";
+
+fn is_scep_asset(d: &StoredDeclaration) -> bool {
+    d.r#type == "com.apple.asset.credential.scep"
+        && d.payload.get("Reference").and_then(|r| r.get("DataURL")).and_then(|u| u.as_str()) == Some(SCEP_ASSET)
+}
+
 fn profile_ref(payload: &serde_json::Map<String, Json>) -> Option<&str> {
     payload
         .get("ProfileURL")
@@ -125,6 +134,16 @@ impl StoredDeclaration {
         if let Some(t) = profile_ref(&self.payload) {
             let url = format!("{}/mdm/ddm/profiles/{}", public_url.trim_end_matches('/'), urlencoding::encode(t));
             d.payload.insert("ProfileURL".into(), Json::String(url));
+        }
+        if is_scep_asset(self) {
+            let url = format!(
+                "{}/mdm/ddm/assets/{}",
+                public_url.trim_end_matches('/'),
+                urlencoding::encode(&self.identifier)
+            );
+            d.payload
+                .insert("Reference".into(), json!({"DataURL": url, "ContentType": "application/json"}));
+            d.payload.insert("Authentication".into(), json!({"Type": "MDM"}));
         }
         d
     }
@@ -615,10 +634,8 @@ impl Ddm {
         Ok(n)
     }
 
-    /// The enrollment that may fetch template `template` with the identity
-    /// `cert_hash`: the identity is its current one, not revoked, and one of
-    /// its effective declarations points at the template.
-    pub async fn profile_fetch_allowed(&self, cert_hash: &str, template: &str) -> Result<String, DdmError> {
+    /// The enrollment whose current identity is `cert_hash` (not revoked).
+    async fn device_of(&self, cert_hash: &str) -> Result<String, DdmError> {
         let cert = self
             .store
             .cert_by_hash(cert_hash)
@@ -638,6 +655,13 @@ impl Ddm {
         if !e.active || e.checked_out_at.is_some() || e.cert_hash.as_deref() != Some(cert_hash) {
             return Err(DdmError::Conflict("this identity is not the enrollment's current one".into()));
         }
+        Ok(enrollment)
+    }
+
+    /// The enrollment that may fetch template `template` with the identity
+    /// `cert_hash`: one of its effective declarations points at the template.
+    pub async fn profile_fetch_allowed(&self, cert_hash: &str, template: &str) -> Result<String, DdmError> {
+        let enrollment = self.device_of(cert_hash).await?;
         let decls = self.effective(&enrollment).await?;
         if decls.values().any(|d| profile_ref(&d.payload) == Some(template)) {
             Ok(enrollment)
@@ -645,6 +669,16 @@ impl Ddm {
             Err(DdmError::NotFound(format!(
                 "no declaration of {enrollment} points at profile {template}"
             )))
+        }
+    }
+
+    /// The enrollment that may fetch SCEP asset `asset` with `cert_hash`.
+    pub async fn scep_asset_allowed(&self, cert_hash: &str, asset: &str) -> Result<String, DdmError> {
+        let enrollment = self.device_of(cert_hash).await?;
+        let decls = self.effective(&enrollment).await?;
+        match decls.get(asset) {
+            Some(d) if is_scep_asset(d) => Ok(enrollment),
+            _ => Err(DdmError::NotFound(format!("{enrollment} has no SCEP credential asset {asset}"))),
         }
     }
 

@@ -24,7 +24,7 @@ pub struct Held {
     pub reasons: Vec<Json>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DdmState {
     pub enabled: bool,
     pub declarations_token: Option<String>,
@@ -38,6 +38,8 @@ pub struct DdmState {
     pub install_state: String,
     /// Legacy configurations applied: declaration → (ServerToken, profile identifier).
     pub legacy: BTreeMap<String, (String, String)>,
+    /// Identities from SCEP credential assets: asset → (ServerToken, identity).
+    pub identities: BTreeMap<String, (String, super::pki::SimIdentity)>,
     /// Items already reported (later reports carry changes only).
     reported: BTreeMap<String, Json>,
 }
@@ -152,6 +154,7 @@ impl SimDevice {
         }
         self.ddm_activate();
         self.ddm_apply_legacy().await;
+        self.ddm_apply_identities().await;
         self.ddm_apply_updates();
         self.ddm_report(fetched.is_empty()).await?;
         Ok(fetched)
@@ -254,7 +257,9 @@ impl SimDevice {
         }
     }
 
-    async fn fetch_and_install(&mut self, url: &str) -> anyhow::Result<String> {
+    /// An HTTPS client presenting the device identity (as iOS does for
+    /// assets and profiles with MDM authentication).
+    fn identity_client(&self) -> anyhow::Result<reqwest::Client> {
         let ident = self.identity.clone().context("no device identity")?;
         let mut b = reqwest::Client::builder()
             .identity(reqwest::Identity::from_pkcs8_pem(
@@ -265,7 +270,82 @@ impl SimDevice {
         if let Some(ca) = self.profile.as_ref().and_then(|p| p.ca.as_ref()) {
             b = b.add_root_certificate(reqwest::Certificate::from_der(&ca.to_der()?)?);
         }
-        let resp = b.build()?.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        Ok(b.build()?)
+    }
+
+    /// Active `com.apple.configuration.security.identity` configurations
+    /// whose credential asset is a SCEP asset: fetch its settings, run SCEP,
+    /// keep the identity (once per asset ServerToken).
+    async fn ddm_apply_identities(&mut self) {
+        let want: Vec<(String, String, String, String)> = self
+            .ddm
+            .declarations
+            .iter()
+            .filter(|(_, h)| h.active && h.r#type == "com.apple.configuration.security.identity")
+            .filter_map(|(cfg, h)| {
+                let asset = h.payload.get("CredentialAssetReference")?.as_str()?.to_owned();
+                let a = self.ddm.declarations.get(&asset)?;
+                if a.r#type != "com.apple.asset.credential.scep" || a.valid != "valid" {
+                    return None;
+                }
+                let url = a.payload.get("Reference")?.get("DataURL")?.as_str()?.to_owned();
+                Some((cfg.clone(), asset, a.server_token.clone(), url))
+            })
+            .collect();
+        let keep: BTreeSet<&String> = want.iter().map(|(_, a, _, _)| a).collect();
+        self.ddm.identities.retain(|a, _| keep.contains(a));
+        for (cfg, asset, token, url) in want {
+            if self.ddm.identities.get(&asset).is_some_and(|(t, _)| *t == token) {
+                continue;
+            }
+            match self.scep_from_asset(&url).await {
+                Ok(ident) => {
+                    self.ddm.identities.insert(asset, (token, ident));
+                }
+                Err(e) => {
+                    if let Some(h) = self.ddm.declarations.get_mut(&cfg) {
+                        h.active = false;
+                        h.reasons = vec![json!({"code": "Error.ConfigurationCannotBeApplied", "description": format!("{e:#}")})];
+                    }
+                }
+            }
+        }
+    }
+
+    async fn scep_from_asset(&self, url: &str) -> anyhow::Result<super::pki::SimIdentity> {
+        let client = self.identity_client()?;
+        let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            bail!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        let v: Json = serde_json::from_slice(&body).context("the SCEP asset is not JSON")?;
+        let scep_url = v["URL"].as_str().context("the SCEP asset has no URL")?;
+        let mut subject = Vec::new();
+        for rdn in v["Subject"].as_array().into_iter().flatten() {
+            for pair in rdn.as_array().into_iter().flatten() {
+                if let (Some(k), Some(val)) = (pair.get(0).and_then(|x| x.as_str()), pair.get(1).and_then(|x| x.as_str())) {
+                    subject.push((k.to_owned(), val.to_owned()));
+                }
+            }
+        }
+        let bits = v["Keysize"].as_u64().unwrap_or(2048).max(2048) as u32;
+        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(bits)?)?;
+        let ca = self.profile.as_ref().and_then(|p| p.ca.clone());
+        super::pki::scep_enroll(&self.client, scep_url, ca.as_ref(), key, &subject, v["Challenge"].as_str(), None)
+            .await?
+            .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))
+    }
+
+    async fn fetch_and_install(&mut self, url: &str) -> anyhow::Result<String> {
+        let ident = self.identity.clone().context("no device identity")?;
+        let resp = self
+            .identity_client()?
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         let status = resp.status();
         let body = resp.bytes().await?.to_vec();
         if !status.is_success() {
