@@ -232,6 +232,10 @@ async fn an_os_requirement_is_applied_at_its_deadline() {
     let v = admin.get("/v1/software-updates/fleet").await.unwrap();
     assert_eq!(v["devices"][0]["state"], "installed", "{v}");
     assert_eq!(v["devices"][0]["os_version"], "18.2", "{v}");
+    // The status channel feeds the device's facts.
+    let dev = admin.get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
+    assert_eq!(dev["info"]["os_version"], "18.2", "{dev}");
+    assert_eq!(dev["info"]["build_version"], "22C152", "{dev}");
     let v = admin
         .get("/v1/status?item=device.operating-system.version&op=ge&value=18.2")
         .await

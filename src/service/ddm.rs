@@ -716,10 +716,43 @@ impl Ddm {
             rec.updated_at = t;
             let value = serde_json::to_value(&rec).map_err(crate::store::StoreError::from)?;
             if self.store.put_record(STATUS, enrollment, value, t, Some(version)).await?.is_some() {
+                self.feed_inventory(enrollment, &rec).await;
                 return Ok(());
             }
         }
         Err(DdmError::Conflict("concurrent status reports".into()))
+    }
+
+    /// What the status channel says about the device's OS and model goes
+    /// into its facts (profile variables, `devices show`), and compliance is
+    /// evaluated again (an OS update reported here can make it compliant).
+    async fn feed_inventory(&self, enrollment: &str, rec: &StatusRecord) {
+        let s = |n: &str| rec.items.get(n).and_then(|v| v.value.as_str()).map(str::to_owned);
+        let info = crate::store::DeviceInfo {
+            os_version: s("device.operating-system.version"),
+            build_version: s("device.operating-system.build-version"),
+            product_name: s("device.model.identifier"),
+            ..Default::default()
+        };
+        if info.os_version.is_none() && info.build_version.is_none() && info.product_name.is_none() {
+            return;
+        }
+        let Some(e) = self.store.enrollment(enrollment).await.ok().flatten() else { return };
+        let same = e.info.os_version == info.os_version
+            && e.info.build_version == info.build_version
+            && (info.product_name.is_none() || e.info.product_name == info.product_name);
+        if same {
+            return;
+        }
+        if let Err(err) = self.store.update_info(enrollment, info).await {
+            tracing::warn!(%enrollment, error = %err, "DDM: status not recorded in the device facts");
+            return;
+        }
+        if let Some(mdm) = self.mdm.get().and_then(Weak::upgrade) {
+            if let Err(err) = mdm.evaluate_compliance(&e.device).await {
+                tracing::warn!(%enrollment, error = %err, "DDM: compliance not evaluated");
+            }
+        }
     }
 
     pub async fn status(&self, enrollment: &str) -> Result<Option<StatusRecord>, DdmError> {
