@@ -395,3 +395,77 @@ async fn a_scep_credential_asset_gives_each_device_its_identity() {
         .unwrap();
     assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 403);
 }
+
+/// A change reaches the device through the command *and a push* (APNs
+/// recorder); DDM is turned on only for iOS 15 and later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_pushed_and_only_ios_15_and_later_get_ddm() {
+    use common::push::{new_topic, pem_bundle, Recorder, TestCa};
+    let ca = TestCa::new("Test Apple Push CA");
+    let rec = Recorder::start(&ca.cert).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("recorder-ca.pem");
+    std::fs::write(&ca_file, &rec.server_cert_pem).unwrap();
+    let srv = Server::start_with(&[
+        "--apns-url",
+        &rec.url,
+        "--apns-ca",
+        ca_file.to_str().unwrap(),
+        "--ddm-enable",
+        "true",
+        "--ddm-coalesce-ms",
+        "100",
+        "--push-coalesce-ms",
+        "50",
+    ]);
+    let admin = srv.admin();
+    let topic = new_topic();
+    let (c, k) = ca.push_cert(&topic, 365);
+    let r = srv
+        .client()
+        .put(format!("{}/v1/push-cert", srv.base))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/x-pem-file")
+        .body(pem_bundle(&c, &k))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let mut d = srv.enrolled().await;
+    let tok = hex::encode(&d.token);
+    rec.wait_for(&tok, 1, std::time::Duration::from_secs(5)).await;
+    wait_for_sync(&mut d).await;
+    let pushed = rec.seen_for(&tok).len();
+
+    // iOS 14: no DeclarativeManagement command.
+    let mut old = srv.device().await;
+    old.os_version = "14.8".into();
+    old.enroll().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let handled = old.session().await.unwrap();
+    assert!(!handled.iter().any(|h| h.request_type == "DeclarativeManagement"), "{handled:?}");
+    assert!(!old.ddm.enabled);
+
+    // A declaration edit: a push, then the command, then the new declaration.
+    call(
+        &admin,
+        Method::PUT,
+        "/v1/declarations",
+        Some(json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc", "Payload": {"MinimumLength": 4}})),
+    )
+    .await;
+    call(&admin, Method::PUT, "/v1/sets/s/declarations/pc", None).await;
+    call(&admin, Method::PUT, &format!("/v1/devices/{}/sets/s", d.udid), None).await;
+    rec.wait_for(&tok, pushed + 1, std::time::Duration::from_secs(5)).await;
+    call(
+        &admin,
+        Method::PUT,
+        "/v1/declarations",
+        Some(json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc", "Payload": {"MinimumLength": 5}})),
+    )
+    .await;
+    rec.wait_for(&tok, pushed + 2, std::time::Duration::from_secs(5)).await;
+    wait_for_sync(&mut d).await;
+    assert_eq!(d.ddm.declarations["pc"].payload["MinimumLength"], 5);
+}

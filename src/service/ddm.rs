@@ -737,7 +737,9 @@ impl Ddm {
         if info.os_version.is_none() && info.build_version.is_none() && info.product_name.is_none() {
             return;
         }
-        let Some(e) = self.store.enrollment(enrollment).await.ok().flatten() else { return };
+        let Some(e) = self.store.enrollment(enrollment).await.ok().flatten() else {
+            return;
+        };
         let same = e.info.os_version == info.os_version
             && e.info.build_version == info.build_version
             && (info.product_name.is_none() || e.info.product_name == info.product_name);
