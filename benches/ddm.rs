@@ -22,7 +22,7 @@ fn checkin(endpoint: &str, data: Option<Vec<u8>>) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (app, router) = support::app(&rt, dir.path(), &["--ddm-enable", "false"]);
+    let (app, router) = support::app(&rt, dir.path(), &[]);
     let ident = support::enrolled(&rt, &app, &router);
     let ddm = app.mdm.ddm().expect("ddm").clone();
     rt.block_on(async {

@@ -48,6 +48,11 @@ pub fn app(rt: &tokio::runtime::Runtime, dir: &std::path::Path, extra: &[&str]) 
         "k",
         "--public-url",
         "https://localhost:8443",
+        // No automatic inventory or DDM after enrollment: the benches count what they queue.
+        "--inventory-interval",
+        "0",
+        "--ddm-enable",
+        "false",
     ];
     args.extend_from_slice(extra);
     let cfg = <mdmd::config::ServeConfig as clap::FromArgMatches>::from_arg_matches(
