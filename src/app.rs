@@ -10,6 +10,8 @@ use crate::service::Mdm;
 /// Connections accepted and TLS handshakes completed, for `/v1/stats`.
 pub static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 pub static HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+/// Handshakes that resumed a TLS session (no signature by the server key).
+pub static RESUMED: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 pub struct Stats {

@@ -59,15 +59,19 @@ struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> anyhow::Result<reqwest::Client> {
+        mdmd::sim::http_client_trusting(self.trust_pem()?.as_deref())
+    }
+
+    /// The CA clients trust: --trust-ca, else ./certs/ca.pem when there is one.
+    fn trust_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
         let path = self
             .trust_ca
             .clone()
             .or_else(|| Some(std::path::PathBuf::from("certs/ca.pem")).filter(|p| p.exists()));
-        let pem = match path {
+        Ok(match path {
             Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
             None => None,
-        };
-        mdmd::sim::http_client_trusting(pem.as_deref())
+        })
     }
 
     fn admin(&self) -> anyhow::Result<Admin> {
@@ -1020,6 +1024,10 @@ enum SimCmd {
         /// Stop starting new rounds after this many seconds.
         #[arg(long, default_value_t = 120)]
         max_seconds: u64,
+        /// How devices use connections: shared (one keep-alive pool), per-device (a fresh
+        /// TLS connection per device), per-request (a fresh TCP+TLS connection per request).
+        #[arg(long, value_enum, default_value = "shared")]
+        connections: mdmd::sim::load::Connections,
         /// Enrollment credentials USER:PASSWORD.
         #[arg(long)]
         user: String,
@@ -1719,6 +1727,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 max_seconds,
                 user,
                 also,
+                connections,
             } => {
                 let a = client.admin()?;
                 let r = mdmd::sim::load::run(LoadConfig {
@@ -1732,6 +1741,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     deadline: Duration::from_secs(max_seconds),
                     also,
                     progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    connections,
+                    trust_pem: client.trust_pem()?,
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);

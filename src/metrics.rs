@@ -55,6 +55,7 @@ pub struct Metrics {
     pub scep: Family<OutcomeLabels, Counter>,
     pub push: Family<OutcomeLabels, Counter>,
     pub acme: Family<OutcomeLabels, Counter>,
+    pub tls: Family<OutcomeLabels, Counter>,
     pub commit_batch: Family<BackendLabels, Histogram>,
     pub commit_seconds: Family<BackendLabels, Histogram>,
     /// Set when scraped.
@@ -84,6 +85,7 @@ impl Metrics {
             scep: Family::default(),
             push: Family::default(),
             acme: Family::default(),
+            tls: Family::default(),
             commit_batch: Family::new_with_constructor(batch as fn() -> Histogram),
             commit_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
             queue_depth: Gauge::default(),
@@ -102,6 +104,7 @@ impl Metrics {
         r.register("commands_queued", "Commands queued (per target)", m.commands_queued.clone());
         r.register("scep", "SCEP PKIOperations by outcome (issued, refused)", m.scep.clone());
         r.register("push", "APNs pushes by outcome", m.push.clone());
+        r.register("tls_handshakes", "TLS handshakes completed, full or resumed", m.tls.clone());
         r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",
@@ -163,6 +166,14 @@ impl Metrics {
         self.push
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake(&self, resumed: bool) {
+        self.tls
+            .get_or_create(&OutcomeLabels {
+                outcome: if resumed { "resumed" } else { "full" }.to_owned(),
             })
             .inc();
     }

@@ -444,3 +444,52 @@ async fn cli_errors_say_what_to_do_next() {
     let err = run(&["devices", "--server", &srv.base, "--api-key", "wrong-key"]);
     assert!(err.contains("hint: check the API key"), "{err}");
 }
+
+/// The default TLS certificate is ECDSA P-256 (signed by the RSA CA), and
+/// sessions resume (TLS 1.3 tickets, TLS 1.2 session ids), checked with the
+/// `openssl s_client` CLI; /v1/stats counts handshakes and resumptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_ecdsa_and_sessions_resume() {
+    let srv = Server::start();
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(srv.certs_dir().join("tls.pem")).unwrap()).unwrap();
+    assert_eq!(cert.public_key().unwrap().id(), openssl::pkey::Id::EC);
+    let ca = openssl::x509::X509::from_pem(&std::fs::read(srv.certs_dir().join("ca.pem")).unwrap()).unwrap();
+    assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+    let before = srv.admin().get("/v1/stats").await.unwrap();
+    let dir = srv.dir.path().to_owned();
+    let addr = srv.addr.clone();
+    let s_client = move |version: &str, sess: &str, save: bool| -> String {
+        use std::io::Write as _;
+        let mut c = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                version,
+                "-ign_eof",
+                "-connect",
+                &addr,
+                "-servername",
+                "localhost",
+                "-CAfile",
+            ])
+            .arg(dir.join("certs").join("ca.pem"))
+            .arg(if save { "-sess_out" } else { "-sess_in" })
+            .arg(dir.join(sess))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl");
+        c.stdin.take().unwrap().write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()
+    };
+    for (v, f) in [("-tls1_3", "s13.pem"), ("-tls1_2", "s12.pem")] {
+        let first = s_client(v, f, true);
+        assert!(first.contains("New,") && first.contains("200 OK"), "{first}");
+        let again = s_client(v, f, false);
+        assert!(again.contains("Reused,"), "{v}: {again}");
+    }
+    let after = srv.admin().get("/v1/stats").await.unwrap();
+    let d = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert!(d("tls_handshakes") >= 4, "{after}");
+    assert_eq!(d("tls_resumed"), 2, "{after}");
+}

@@ -501,6 +501,7 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         "rejected": app.stats.rejected.load(Relaxed),
         "connections": crate::app::CONNECTIONS.load(Relaxed),
         "tls_handshakes": crate::app::HANDSHAKES.load(Relaxed),
+        "tls_resumed": crate::app::RESUMED.load(Relaxed),
         "push": app.pusher.counters(),
         "webhooks": match app.mdm.webhooks() {
             Some(w) => w.state().await,

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::pki::Pki;
 
-use crate::app::{CONNECTIONS, HANDSHAKES};
+use crate::app::{CONNECTIONS, HANDSHAKES, RESUMED};
 
 /// The TLS client certificate of the connection, if any (request extension).
 #[derive(Clone, Default)]
@@ -75,6 +75,11 @@ pub async fn serve(
                         return tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     }
                     HANDSHAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let resumed = stream.ssl().session_reused();
+                    if resumed {
+                        RESUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    crate::metrics::get().tls_handshake(resumed);
                     let cert = PeerCert(stream.ssl().peer_certificate().map(Arc::new));
                     serve_conn(TokioIo::new(FreshErrors(stream)), router, cert, PeerAddr(peer)).await
                 }

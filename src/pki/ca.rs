@@ -170,7 +170,9 @@ impl Pki {
             (&cfg.tls_cert, &cfg.tls_key),
             dir,
             "tls",
-            |p| covers(&p.cert, &host),
+            // ECDSA P-256: a handshake signature costs ~0.03 ms instead of RSA-2048's ~0.9 ms.
+            // An older RSA certificate of ours is replaced (the admin's own stays as given).
+            |p| covers(&p.cert, &host) && p.key.id() == openssl::pkey::Id::EC,
             |pki| pki.issue_tls(&host),
         )?;
         pki.signer = pki.supplied_or_issued(
@@ -214,11 +216,12 @@ impl Pki {
     }
 
     fn issue_tls(&self, host: &str) -> Result<KeyPair, PkiError> {
-        let key = new_rsa(2048)?;
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
+        let key = PKey::from_ec_key(openssl::ec::EcKey::generate(&group)?)?;
         let subject = name(host, "")?;
         let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 397, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
         let mut san = SubjectAlternativeName::new();
         let mut hosts = vec![host.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];

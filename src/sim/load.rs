@@ -29,6 +29,37 @@ pub struct LoadConfig {
     pub also: Vec<String>,
     /// Show progress on stderr (a terminal).
     pub progress: bool,
+    /// How devices use connections (as many real deployments' clients do:
+    /// a fresh TCP+TLS connection per device, or even per request).
+    pub connections: Connections,
+    /// The CA (PEM) clients trust, for the fresh clients of `connections`.
+    pub trust_pem: Option<Vec<u8>>,
+}
+
+/// How simulated devices use connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connections {
+    /// One pool for every device (keep-alive, shared).
+    Shared,
+    /// A client of its own per device: one fresh TLS connection each, kept alive.
+    PerDevice,
+    /// A fresh TCP+TLS connection for every request (no keep-alive).
+    PerRequest,
+}
+
+impl LoadConfig {
+    /// The HTTP client one simulated device uses.
+    fn device_client(&self) -> anyhow::Result<reqwest::Client> {
+        match self.connections {
+            Connections::Shared => Ok(self.client.clone()),
+            Connections::PerDevice => super::http_client_builder(self.trust_pem.as_deref())?.build().map_err(Into::into),
+            Connections::PerRequest => super::http_client_builder(self.trust_pem.as_deref())?
+                .pool_max_idle_per_host(0)
+                .build()
+                .map_err(Into::into),
+        }
+    }
 }
 
 /// A progress line on stderr, rewritten in place.
@@ -60,6 +91,13 @@ pub struct LoadReport {
     pub db_cpu_ms_per_request: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_cpu_ms_per_enrollment: Option<f64>,
+    pub connections: Connections,
+    /// TLS handshakes the server completed during enrollment and during the rounds,
+    /// how many of them resumed a session, and the rate over each phase.
+    pub tls_handshakes_enrolling: u64,
+    pub tls_handshakes_rounds: u64,
+    pub tls_resumed: u64,
+    pub tls_handshakes_per_second: f64,
 }
 
 /// CPU seconds (user + system, reaped children included) of every local
@@ -87,15 +125,17 @@ pub fn local_postgres_cpu() -> Option<f64> {
 }
 
 /// Summed server CPU and connects over every instance.
-async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64)> {
-    let mut cpu_s = 0.0;
-    let mut connects = 0.0;
+/// Summed over instances: (CPU seconds, connect requests, TLS handshakes, resumed handshakes).
+async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let mut t = (0.0, 0.0, 0.0, 0.0);
     for a in admins {
         let v = a.get("/v1/stats").await?;
-        cpu_s += cpu(&v);
-        connects += num(&v, "connects");
+        t.0 += cpu(&v);
+        t.1 += num(&v, "connects");
+        t.2 += num(&v, "tls_handshakes");
+        t.3 += num(&v, "tls_resumed");
     }
-    Ok((cpu_s, connects))
+    Ok(t)
 }
 
 pub struct Admin {
@@ -194,7 +234,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut tasks = Vec::new();
     for i in 0..cfg.devices {
         let sem = sem.clone();
-        let client = cfg.client.clone();
+        let client = cfg.device_client()?;
         let keys = keys.clone();
         let url = profile_url.clone();
         let (u, p) = cfg.enroll_user.clone();
@@ -299,6 +339,11 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         instances: admins.len(),
         db_cpu_ms_per_request,
         db_cpu_ms_per_enrollment,
+        connections: cfg.connections,
+        tls_handshakes_enrolling: (s1.2 - s0.2) as u64,
+        tls_handshakes_rounds: (after.2 - before.2) as u64,
+        tls_resumed: (after.3 - s0.3) as u64,
+        tls_handshakes_per_second: ((s1.2 - s0.2) + (after.2 - before.2)) / (enroll_seconds + seconds).max(1e-9),
     })
 }
 

@@ -105,13 +105,18 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// An HTTP client that also trusts `ca_pem` (our CA, for the TLS certificate it issued).
 pub fn http_client_trusting(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    Ok(http_client_builder(ca_pem)?.build()?)
+}
+
+/// The builder behind `http_client_trusting` (for clients that differ in pooling).
+pub fn http_client_builder(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .user_agent("MDM/1.0 mdmd-sim")
         .timeout(std::time::Duration::from_secs(30));
     if let Some(pem) = ca_pem {
         b = b.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
     }
-    Ok(b.build()?)
+    Ok(b)
 }
 
 /// Download the enrollment profile as a person would (basic auth or invitation URL).
