@@ -20,6 +20,20 @@ MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18601 --data-dir "$work/d1" --certs-
 pids+=($!); wait_port 18601; sleep 1
 $BIN sim load --server https://127.0.0.1:18601 --api-key bench --trust-ca "$work/c1/ca.pem" --user sim:sim -n "$DEVICES" -r "$ROUNDS" -c 64
 
+# How clients use connections changes the server's cost (TLS handshakes): the same run per mode.
+MODE_DEVICES=${MODE_DEVICES:-300}
+MODE_ROUNDS=${MODE_ROUNDS:-2}
+port=18610
+for mode in shared per-device per-request; do
+  echo "== connections $mode: $MODE_DEVICES devices x $MODE_ROUNDS rounds (server CPU per enrollment and per connect request, handshakes)"
+  MDMD_LOG=warn $BIN serve --listen 127.0.0.1:$port --data-dir "$work/m$port" --certs-dir "$work/mc$port" --api-key bench --enroll-user sim:sim --enroll-flow single >/dev/null 2>&1 &
+  pids+=($!); wait_port $port; sleep 1
+  $BIN sim load --server https://127.0.0.1:$port --api-key bench --trust-ca "$work/mc$port/ca.pem" --user sim:sim \
+    -n "$MODE_DEVICES" -r "$MODE_ROUNDS" -c 16 --connections $mode \
+    | grep -E '"(connections|enrollments_per_second|server_cpu_ms_per_enrollment|requests_per_second|server_cpu_ms_per_request|tls_handshakes_enrolling|tls_handshakes_rounds|tls_resumed|tls_handshakes_per_second)"'
+  port=$((port+1))
+done
+
 # scepserver's file depot races under concurrent requests ("open depot/serial: file exists"),
 # so the side-by-side runs one request at a time; mdmd is also measured with 8 at once.
 echo "== SCEP issuance, $SCEP_N requests, same client: mdmd (plain HTTP) vs Debian scepserver"
