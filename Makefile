@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load load-pg ise-bench push-latency schema fuzz clean
+.PHONY: run build release test unit bench load load-pg ise-bench scale push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -38,6 +38,10 @@ load-pg: release
 # Cisco ISE query latency, store size and RSS with DEVICES= seeded devices (default 100,000).
 ise-bench: release
 	bash tools/ise-bench.sh
+
+# 1,000,000 enrollments: store size, RSS, device page, single read, 100,000-target enqueue.
+scale: release
+	bash tools/scale.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release
