@@ -1028,6 +1028,12 @@ enum SimCmd {
         /// TLS connection per device), per-request (a fresh TCP+TLS connection per request).
         #[arg(long, value_enum, default_value = "shared")]
         connections: mdmd::sim::load::Connections,
+        /// The SCEP envelope cipher devices use (auto: AES if the server offers it, else 3DES).
+        #[arg(long, value_enum, default_value = "auto")]
+        envelope: mdmd::sim::pki::Envelope,
+        /// Sign Mdm-Signature with SHA-1 (as some clients still do) instead of SHA-256.
+        #[arg(long)]
+        sha1_signatures: bool,
         /// Enrollment credentials USER:PASSWORD.
         #[arg(long)]
         user: String,
@@ -1728,6 +1734,8 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 user,
                 also,
                 connections,
+                envelope,
+                sha1_signatures,
             } => {
                 let a = client.admin()?;
                 let r = mdmd::sim::load::run(LoadConfig {
@@ -1743,6 +1751,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                     connections,
                     trust_pem: client.trust_pem()?,
+                    style: mdmd::sim::pki::ClientStyle { envelope, sha1_signatures },
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);

@@ -693,3 +693,34 @@ async fn failed_signature_checks_never_break_other_connections() {
             .unwrap_or_else(|e| panic!("round {i}: {e:#}"));
     }
 }
+
+/// Clients that differ from ours: a DES (and a 3DES) SCEP envelope, and
+/// SHA-1 Mdm-Signatures, enroll and work end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn des_envelopes_and_sha1_signatures_are_accepted() {
+    use mdmd::sim::pki::{ClientStyle, Envelope, STYLE};
+    let srv = Server::start();
+    for envelope in [Envelope::Des, Envelope::Des3] {
+        let style = ClientStyle {
+            envelope,
+            sha1_signatures: true,
+        };
+        let srv = &srv;
+        STYLE
+            .scope(style, async move {
+                let mut d = srv.device().await;
+                d.enroll().await.unwrap();
+                let uuid = enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "SecurityInfo"})).await;
+                d.session().await.unwrap();
+                let c = srv.admin().get(&format!("/v1/commands/{uuid}")).await.unwrap();
+                assert_eq!(c["deliveries"][0]["status"], "Acknowledged", "{envelope:?}: {c}");
+                // The signature really is SHA-1 (digestAlgorithm 1.3.14.3.2.26).
+                let body = mdmd::protocol::to_xml(&d.idle_report());
+                let sig = d.identity.as_ref().unwrap().sign_sha1(&body).unwrap();
+                let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig).unwrap();
+                let sha1_oid = [0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a];
+                assert!(der.windows(sha1_oid.len()).any(|w| w == sha1_oid));
+            })
+            .await;
+    }
+}

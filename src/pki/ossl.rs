@@ -239,3 +239,21 @@ pub fn sign_with_attributes(
         to_der(&p7)
     }
 }
+
+extern "C" {
+    // In libcrypto, not bound by openssl-sys (PKCS7_set_detached is a macro over it).
+    fn PKCS7_ctrl(p7: *mut ffi::PKCS7, cmd: c_int, larg: std::os::raw::c_long, parg: *mut std::os::raw::c_char) -> std::os::raw::c_long;
+}
+
+/// A detached SignedData over `content` with digest `md` (an `Mdm-Signature`
+/// as clients that still use SHA-1 make it; `Pkcs7::sign` always uses SHA-256).
+pub fn sign_detached_with(content: &[u8], cert: &X509Ref, key: &PKeyRef<Private>, md: MessageDigest) -> Result<Vec<u8>, PkiError> {
+    let der = sign_with_attributes(content, cert, key, md, &[])?;
+    let p7 = openssl::pkcs7::Pkcs7::from_der(&der)?;
+    // SAFETY: `p7` is a valid, owned PKCS7 SignedData; PKCS7_OP_SET_DETACHED_SIGNATURE (1)
+    // only drops the embedded content.
+    unsafe {
+        check(PKCS7_ctrl(p7.as_ptr(), 1, 1, ptr::null_mut()) == 1, "PKCS7_set_detached")?;
+    }
+    Ok(p7.to_der()?)
+}

@@ -34,6 +34,8 @@ pub struct LoadConfig {
     pub connections: Connections,
     /// The CA (PEM) clients trust, for the fresh clients of `connections`.
     pub trust_pem: Option<Vec<u8>>,
+    /// SCEP envelope cipher and Mdm-Signature digest of the simulated devices.
+    pub style: super::pki::ClientStyle,
 }
 
 /// How simulated devices use connections.
@@ -92,6 +94,8 @@ pub struct LoadReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_cpu_ms_per_enrollment: Option<f64>,
     pub connections: Connections,
+    pub envelope: super::pki::Envelope,
+    pub sha1_signatures: bool,
     /// TLS handshakes the server completed during enrollment and during the rounds,
     /// how many of them resumed a session, and the rate over each phase.
     pub tls_handshakes_enrolling: u64,
@@ -238,13 +242,14 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         let keys = keys.clone();
         let url = profile_url.clone();
         let (u, p) = cfg.enroll_user.clone();
-        tasks.push(tokio::spawn(async move {
+        let style = cfg.style;
+        tasks.push(tokio::spawn(super::pki::STYLE.scope(style, async move {
             let _p = sem.acquire().await;
             let der = super::download_profile(&client, &url, Some((&u, &p))).await?;
             let dev = SimDevice::from_profile(client, &der, Some(keys[i % keys.len()].clone())).await?;
             dev.enroll().await?;
             anyhow::Ok(dev)
-        }));
+        })));
     }
     let mut devices = Vec::with_capacity(cfg.devices);
     for t in tasks {
@@ -265,11 +270,11 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         let mut tasks = Vec::new();
         for d in devices.drain(..) {
             let sem = sem.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(tokio::spawn(super::pki::STYLE.scope(cfg.style, async move {
                 let _p = sem.acquire().await;
                 let mut d = d;
                 d.session().await.map(|_| d)
-            }));
+            })));
         }
         for t in tasks {
             devices.push(t.await??);
@@ -296,11 +301,11 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         for d in &devices {
             let d = d.clone();
             let sem = sem.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(tokio::spawn(super::pki::STYLE.scope(cfg.style, async move {
                 let _p = sem.acquire().await;
                 let mut d = d.lock().await;
                 d.session().await
-            }));
+            })));
         }
         for t in tasks {
             let handled = t.await??;
@@ -340,6 +345,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         db_cpu_ms_per_request,
         db_cpu_ms_per_enrollment,
         connections: cfg.connections,
+        envelope: cfg.style.envelope,
+        sha1_signatures: cfg.style.sha1_signatures,
         tls_handshakes_enrolling: (s1.2 - s0.2) as u64,
         tls_handshakes_rounds: (after.2 - before.2) as u64,
         tls_resumed: (after.3 - s0.3) as u64,

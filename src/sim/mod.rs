@@ -351,6 +351,7 @@ impl SimDevice {
     /// device has an identity; returns (status, body).
     pub async fn put_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Vec<u8>)> {
         let sig = match &self.identity {
+            Some(i) if pki::STYLE.try_with(|s| s.sha1_signatures).unwrap_or(false) => Some(i.sign_sha1(&body)?),
             Some(i) => Some(i.sign(&body)?),
             None => None,
         };

@@ -26,6 +26,61 @@ impl SimIdentity {
         let der = crate::pki::cms::sign_detached(&self.cert, &self.key, body)?;
         Ok(base64::engine::general_purpose::STANDARD.encode(der))
     }
+
+    /// The same with a SHA-1 digest, as some clients still sign.
+    pub fn sign_sha1(&self, body: &[u8]) -> anyhow::Result<String> {
+        let der = crate::pki::ossl::sign_detached_with(body, &self.cert, &self.key, openssl::hash::MessageDigest::sha1())?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(der))
+    }
+}
+
+/// The SCEP envelope (PKCSReq EnvelopedData) cipher a client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// What the server's GetCACaps suggests (AES, else 3DES).
+    Auto,
+    Des,
+    #[value(name = "3des")]
+    #[serde(rename = "3des")]
+    Des3,
+    Aes,
+}
+
+impl Envelope {
+    fn cipher(self) -> Option<Cipher> {
+        match self {
+            Envelope::Auto => None,
+            Envelope::Des => Some(Cipher::des_cbc()),
+            Envelope::Des3 => Some(Cipher::des_ede3_cbc()),
+            Envelope::Aes => Some(Cipher::aes_128_cbc()),
+        }
+    }
+}
+
+/// How a simulated client speaks, where clients differ.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientStyle {
+    pub envelope: Envelope,
+    pub sha1_signatures: bool,
+}
+
+impl Default for ClientStyle {
+    fn default() -> Self {
+        ClientStyle {
+            envelope: Envelope::Auto,
+            sha1_signatures: false,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The style of the simulated device whose task this is (set by `SimDevice` and the load tool).
+    pub static STYLE: ClientStyle;
+}
+
+fn style() -> ClientStyle {
+    STYLE.try_with(|s| *s).unwrap_or_default()
 }
 
 impl EnrollmentProfile {
@@ -253,10 +308,10 @@ pub async fn scep_enroll(
     if !caps.lines().any(|l| matches!(l.trim(), "SHA-256" | "SHA-1" | "SHA-512")) {
         bail!("the SCEP server does not have the required capability (no SHA-x)");
     }
-    let cipher = if caps.lines().any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard") {
-        Cipher::aes_128_cbc()
-    } else {
-        Cipher::des_ede3_cbc()
+    let cipher = match style().envelope.cipher() {
+        Some(c) => c,
+        None if caps.lines().any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard") => Cipher::aes_128_cbc(),
+        None => Cipher::des_ede3_cbc(),
     };
     let ca = get_ca_cert(client, url).await?;
     if let Some(e) = expected_ca {
