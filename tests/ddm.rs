@@ -170,6 +170,33 @@ async fn declarations_reach_devices_and_status_comes_back() {
     let (status, _) = d.ddm_checkin("status", Some(b"not json".to_vec())).await.unwrap();
     assert_eq!(status, 400);
 
+    // Deleting a declaration: gone from the list and from every set; mdmd's own stay.
+    let (s, _) = call(&admin, Method::DELETE, "/v1/declarations/math", None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&admin, Method::GET, "/v1/declarations/math", None).await;
+    assert_eq!(s, 404);
+    let (s, _) = call(&admin, Method::DELETE, "/v1/declarations/mdmd.status-subscriptions", None).await;
+    assert_eq!(s, 400);
+    let list = admin.get("/v1/declarations").await.unwrap();
+    let ids: Vec<&str> = list["declarations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Identifier"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"pc") && ids.contains(&"mdmd.status-subscriptions") && !ids.contains(&"math"),
+        "{list}"
+    );
+    let sets = admin.get("/v1/sets").await.unwrap();
+    assert_eq!(sets["sets"][0]["set"], "staff", "{sets}");
+    // A sync on request: one command, and nothing new to fetch.
+    let v = admin.post(&format!("/v1/devices/{}/ddm/sync", d.udid), json!({})).await.unwrap();
+    assert_eq!(v["queued"], 1, "{v}");
+    let before = d.ddm.fetched;
+    wait_for_sync(&mut d).await;
+    assert_eq!(d.ddm.fetched, before);
+
     // Devices by status value.
     let v = admin
         .get("/v1/status?item=device.operating-system.version&op=lt&value=18.2")
