@@ -427,7 +427,7 @@ async fn a_scep_credential_asset_gives_each_device_its_identity() {
 /// recorder); DDM is turned on only for iOS 15 and later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_pushed_and_only_ios_15_and_later_get_ddm() {
-    use common::push::{new_topic, pem_bundle, Recorder, TestCa};
+    use common::push::{new_topic, Recorder, TestCa};
     let ca = TestCa::new("Test Apple Push CA");
     let rec = Recorder::start(&ca.cert).await;
     let dir = tempfile::tempdir().unwrap();
@@ -446,18 +446,7 @@ async fn changes_are_pushed_and_only_ios_15_and_later_get_ddm() {
         "50",
     ]);
     let admin = srv.admin();
-    let topic = new_topic();
-    let (c, k) = ca.push_cert(&topic, 365);
-    let r = srv
-        .client()
-        .put(format!("{}/v1/push-cert", srv.base))
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/x-pem-file")
-        .body(pem_bundle(&c, &k))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    common::push::set_push_cert(&srv, &ca, &new_topic()).await;
 
     let mut d = srv.enrolled().await;
     let tok = hex::encode(&d.token);

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::pg::{FaultProxy, Mode, TestDb};
-use common::push::{new_topic, pem_bundle, TestCa};
+use common::push::{new_topic, TestCa};
 use common::{enqueue, Server, API_KEY};
 use serde_json::json;
 
@@ -122,17 +122,7 @@ async fn two_instances_serve_one_fleet() {
     // A push certificate set on A is in use on B within a few seconds.
     let ca = TestCa::new("Apple Push CA (test)");
     let topic = a.topic().await;
-    let (c, k) = ca.push_cert(&topic, 365);
-    let resp = a
-        .client()
-        .put(format!("{}/v1/push-cert", a.base))
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/x-pem-file")
-        .body(pem_bundle(&c, &k))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let c = common::push::set_push_cert(&a, &ca, &topic).await;
     let serial = c.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
     let seen = wait_until(Duration::from_secs(5), || async {
         let v = b.admin().get("/v1/push-cert").await.unwrap();

@@ -129,6 +129,28 @@ async fn handle(app: &App, request: Request, caller: &Caller, body: &[u8]) -> Re
     }
 }
 
+/// A declarative fetch's caller: the device identity (hash) it presented,
+/// and the DDM service; or the answer to give.
+fn ddm_caller<'a>(app: &'a App, headers: &HeaderMap, peer: &PeerCert) -> Result<(String, &'a Arc<crate::service::ddm::Ddm>), Response> {
+    let caller = identify(app, headers, peer, b"")?;
+    let Some(hash) = caller.cert_hash else {
+        return Err(text(StatusCode::FORBIDDEN, "a device identity is required\n".into()));
+    };
+    let Some(ddm) = app.mdm.ddm() else {
+        return Err(text(StatusCode::NOT_FOUND, "declarative management is off\n".into()));
+    };
+    Ok((hash, ddm))
+}
+
+/// The enrollment a declarative fetch is for, or the answer to give.
+fn ddm_allowed(app: &App, r: Result<String, crate::service::ddm::DdmError>) -> Result<String, Response> {
+    match r {
+        Ok(e) => Ok(e),
+        Err(crate::service::ddm::DdmError::Store(e)) => Err(service_error(app, e.into())),
+        Err(e) => Err(text(StatusCode::FORBIDDEN, format!("{e}\n"))),
+    }
+}
+
 /// `GET /mdm/ddm/profiles/{template}`: the profile a declarative legacy
 /// configuration points at, as this device gets it (variables filled,
 /// signed, encrypted to it). The device proves who it is with its identity
@@ -140,20 +162,13 @@ pub async fn ddm_profile(
     headers: HeaderMap,
     axum::extract::Path(template): axum::extract::Path<String>,
 ) -> Response {
-    let caller = match identify(&app, &headers, &peer, b"") {
-        Ok(c) => c,
+    let (hash, ddm) = match ddm_caller(&app, &headers, &peer) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let Some(hash) = caller.cert_hash else {
-        return text(StatusCode::FORBIDDEN, "a device identity is required\n".into());
-    };
-    let Some(ddm) = app.mdm.ddm() else {
-        return text(StatusCode::NOT_FOUND, "declarative management is off\n".into());
-    };
-    let enrollment = match ddm.profile_fetch_allowed(&hash, &template).await {
+    let enrollment = match ddm_allowed(&app, ddm.profile_fetch_allowed(&hash, &template).await) {
         Ok(e) => e,
-        Err(crate::service::ddm::DdmError::Store(e)) => return service_error(&app, e.into()),
-        Err(e) => return text(StatusCode::FORBIDDEN, format!("{e}\n")),
+        Err(r) => return r,
     };
     match app.commander.profile_for_device(&template, &enrollment).await {
         Ok(der) => {
@@ -175,20 +190,13 @@ pub async fn ddm_asset(
     headers: HeaderMap,
     axum::extract::Path(asset): axum::extract::Path<String>,
 ) -> Response {
-    let caller = match identify(&app, &headers, &peer, b"") {
-        Ok(c) => c,
+    let (hash, ddm) = match ddm_caller(&app, &headers, &peer) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let Some(hash) = caller.cert_hash else {
-        return text(StatusCode::FORBIDDEN, "a device identity is required\n".into());
-    };
-    let Some(ddm) = app.mdm.ddm() else {
-        return text(StatusCode::NOT_FOUND, "declarative management is off\n".into());
-    };
-    let enrollment = match ddm.scep_asset_allowed(&hash, &asset).await {
+    let enrollment = match ddm_allowed(&app, ddm.scep_asset_allowed(&hash, &asset).await) {
         Ok(e) => e,
-        Err(crate::service::ddm::DdmError::Store(e)) => return service_error(&app, e.into()),
-        Err(e) => return text(StatusCode::FORBIDDEN, format!("{e}\n")),
+        Err(r) => return r,
     };
     let purpose = format!("ddm-asset:{asset}");
     let challenge = match app

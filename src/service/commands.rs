@@ -297,8 +297,8 @@ impl Commander {
         }
     }
 
-    /// Queue InstallProfile of a stored template.
-    pub async fn install_template(&self, identifier: &str, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
+    /// A stored template and its parsed dictionary.
+    async fn stored_template(&self, identifier: &str) -> Result<(crate::store::ProfileTemplate, Dictionary), CommandError> {
         let t = self
             .mdm
             .store
@@ -306,6 +306,12 @@ impl Commander {
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
         let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
+        Ok((t, dict))
+    }
+
+    /// Queue InstallProfile of a stored template.
+    pub async fn install_template(&self, identifier: &str, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
+        let (t, dict) = self.stored_template(identifier).await?;
         self.install(identifier, Some(t.sha256.clone()), dict, targets, push).await
     }
 
@@ -516,19 +522,7 @@ impl Commander {
         targets: Vec<String>,
         push: bool,
     ) -> Result<Batch, CommandError> {
-        let payload_ids = match template.get("PayloadContent") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|p| {
-                    p.as_dictionary()
-                        .and_then(|d| d.get("PayloadIdentifier"))
-                        .and_then(Value::as_string)
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let payload_ids = payload_ids(&template);
         let tag = ProfileTag {
             identifier: identifier.to_owned(),
             action: ProfileAction::Install,
@@ -642,25 +636,8 @@ impl Commander {
     /// `com.apple.configuration.legacy` configuration's ProfileURL serves.
     /// The single-use secrets it carries are stored before it is returned.
     pub async fn profile_for_device(&self, identifier: &str, enrollment: &str) -> Result<Vec<u8>, CommandError> {
-        let t = self
-            .mdm
-            .store
-            .template(identifier)
-            .await?
-            .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
-        let template = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
-        let payload_ids = match template.get("PayloadContent") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|p| {
-                    p.as_dictionary()
-                        .and_then(|d| d.get("PayloadIdentifier"))
-                        .and_then(Value::as_string)
-                })
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let (_, template) = self.stored_template(identifier).await?;
+        let payload_ids = payload_ids(&template);
         let job = PerDevice::Profile {
             template,
             identifier: identifier.to_owned(),
@@ -854,6 +831,24 @@ impl Commander {
 }
 
 /// The derived-credential usages a template's PKCS#12 payloads stand for.
+/// The PayloadIdentifier of each payload, in order ("" where missing): a
+/// `$SCEP_CHALLENGE` is bound to its payload by index.
+fn payload_ids(template: &Dictionary) -> Vec<String> {
+    match template.get("PayloadContent") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|p| {
+                p.as_dictionary()
+                    .and_then(|d| d.get("PayloadIdentifier"))
+                    .and_then(Value::as_string)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 pub fn derived_usages(template: &Dictionary) -> Vec<String> {
     let mut out: Vec<String> = template
         .get("PayloadContent")

@@ -262,3 +262,19 @@ impl Recorder {
         }
     }
 }
+
+/// Set a push certificate for `topic` from `ca` on `srv` (PUT /v1/push-cert, PEM); 200 expected.
+pub async fn set_push_cert(srv: &super::Server, ca: &TestCa, topic: &str) -> X509 {
+    let (c, k) = ca.push_cert(topic, 365);
+    let resp = srv
+        .client()
+        .put(format!("{}/v1/push-cert", srv.base))
+        .bearer_auth(super::API_KEY)
+        .header("content-type", "application/x-pem-file")
+        .body(pem_bundle(&c, &k))
+        .send()
+        .await
+        .expect("PUT /v1/push-cert");
+    assert_eq!(resp.status().as_u16(), 200);
+    c
+}
