@@ -1013,6 +1013,40 @@ enum SimCmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// The floor for connect requests: a bare TLS endpoint on mdmd's own listener code
+    /// (OpenSSL, hyper) that answers every request with an empty 200 — no routing,
+    /// signature check or store. Loopback only. Measure it beside mdmd with `sim idle-bench`.
+    BareServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Certificate chain (PEM), e.g. mdmd's `<certs-dir>/tls.pem`.
+        #[arg(long)]
+        tls_cert: std::path::PathBuf,
+        #[arg(long)]
+        tls_key: std::path::PathBuf,
+    },
+    /// Connect requests side by side with the floor: enroll D devices at --server, then send
+    /// N signed Idle polls (signed beforehand) to --url (mdmd's /mdm/connect, or a bare server),
+    /// and report requests/s and, with --pid, that process's CPU per request.
+    IdleBench {
+        #[arg(long)]
+        url: String,
+        /// Enrollment credentials USER:PASSWORD (devices enroll at --server).
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 16)]
+        devices: usize,
+        #[arg(short = 'n', long, default_value_t = 5000)]
+        requests: usize,
+        #[arg(short, long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, value_enum, default_value = "shared")]
+        connections: mdmd::sim::load::Connections,
+        #[arg(long)]
+        sha1_signatures: bool,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Load test: N devices, R rounds of (enqueue to all → every device runs Idle → command → Acknowledged → empty).
     Load {
         #[arg(short = 'n', long, default_value_t = 1000)]
@@ -1724,6 +1758,64 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                     "seconds": secs,
                     "issuances_per_second": ok as f64 / secs,
                     "server_cpu_ms_per_issuance": pid.map(|_| (c1 - c0) * 1000.0 / ok.max(1) as f64),
+                }));
+            }
+            SimCmd::BareServer { listen, tls_cert, tls_key } => {
+                let pair = mdmd::pki::ca::load_pair(&tls_cert, &tls_key)?;
+                let tls = std::sync::Arc::new(mdmd::app::LiveTls::new(
+                    mdmd::http::listener::acceptor_for(&pair)?,
+                    tls_cert,
+                    tls_key,
+                ));
+                let l = tokio::net::TcpListener::bind(&listen).await?;
+                if !l.local_addr()?.ip().is_loopback() {
+                    anyhow::bail!("the bare server listens on loopback only");
+                }
+                println!("bare server listening on https://{}", l.local_addr()?);
+                let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
+                mdmd::http::listener::serve(l, router, Some(tls), std::future::pending::<()>()).await;
+            }
+            SimCmd::IdleBench {
+                url,
+                user,
+                devices,
+                requests,
+                concurrency,
+                connections,
+                sha1_signatures,
+                pid,
+            } => {
+                let cfg = LoadConfig {
+                    server: client.server.clone(),
+                    api_key: String::new(),
+                    client: client.client()?,
+                    enroll_user: parse_user(&user)?,
+                    devices,
+                    rounds: 0,
+                    concurrency,
+                    deadline: Duration::from_secs(600),
+                    also: Vec::new(),
+                    progress: false,
+                    connections,
+                    trust_pem: client.trust_pem()?,
+                    style: mdmd::sim::pki::ClientStyle {
+                        envelope: mdmd::sim::pki::Envelope::Auto,
+                        sha1_signatures,
+                    },
+                };
+                let devs = mdmd::sim::load::enroll_devices(&cfg, devices.max(1)).await?;
+                let cpu = |pid: Option<u32>| pid.map(proc_cpu).unwrap_or(0.0);
+                let c0 = cpu(pid);
+                let (ok, secs) = mdmd::sim::load::idle_bench(&cfg, &devs, &url, requests, concurrency).await?;
+                let c1 = cpu(pid);
+                print(&json!({
+                    "url": url,
+                    "connections": connections,
+                    "answered_200": ok,
+                    "requests": requests,
+                    "seconds": secs,
+                    "requests_per_second": requests as f64 / secs,
+                    "server_cpu_ms_per_request": pid.map(|_| (c1 - c0) * 1000.0 / requests.max(1) as f64),
                 }));
             }
             SimCmd::Load {

@@ -383,3 +383,73 @@ pub async fn scep_bench(client: reqwest::Client, url: &str, challenge: &str, n: 
     }
     Ok((ok, t0.elapsed().as_secs_f64()))
 }
+
+/// Connect-request benchmark, for a side-by-side with a bare TLS endpoint:
+/// `n` signed `Idle` PUTs (signed once per device beforehand: the client's
+/// RSA cost stays out) from `devices` round-robin to `url`, `concurrency` at
+/// a time, on connections as `connections` says. Returns (answered 200, seconds).
+pub async fn idle_bench(cfg: &LoadConfig, devices: &[SimDevice], url: &str, n: usize, concurrency: usize) -> anyhow::Result<(usize, f64)> {
+    let mut signed = Vec::with_capacity(devices.len());
+    for d in devices {
+        let body = crate::protocol::to_xml(&d.idle_report());
+        let id = d.identity.as_ref().context("a device without an identity")?;
+        let sig = if cfg.style.sha1_signatures {
+            id.sign_sha1(&body)?
+        } else {
+            id.sign(&body)?
+        };
+        signed.push((body, sig));
+    }
+    if signed.is_empty() {
+        bail!("no devices");
+    }
+    let signed = Arc::new(signed);
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let client = match cfg.connections {
+        Connections::PerRequest => cfg.device_client()?,
+        _ => cfg.client.clone(),
+    };
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (sem, client, signed, url) = (sem.clone(), client.clone(), signed.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await;
+            let (body, sig) = &signed[i % signed.len()];
+            let r = client
+                .put(&url)
+                .header("Content-Type", "application/x-apple-aspen-mdm")
+                .header("Mdm-Signature", sig.as_str())
+                .body(body.clone())
+                .send()
+                .await?;
+            let ok = r.status().as_u16() == 200;
+            r.bytes().await?;
+            anyhow::Ok(ok)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await?? {
+            ok += 1;
+        }
+    }
+    Ok((ok, t0.elapsed().as_secs_f64()))
+}
+
+/// Enroll `n` devices at `cfg.server` (profile, SCEP, Authenticate, TokenUpdate)
+/// and answer what enrollment queued, so their Idle polls find empty queues.
+pub async fn enroll_devices(cfg: &LoadConfig, n: usize) -> anyhow::Result<Vec<SimDevice>> {
+    let keys = key_pool(4)?;
+    let url = format!("{}/mdm/enroll", cfg.server.trim_end_matches('/'));
+    let (u, p) = cfg.enroll_user.clone();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let der = super::download_profile(&cfg.client, &url, Some((&u, &p))).await?;
+        let mut d = SimDevice::from_profile(cfg.client.clone(), &der, Some(keys[i % keys.len()].clone())).await?;
+        d.enroll().await?;
+        d.session().await?;
+        out.push(d);
+    }
+    Ok(out)
+}
