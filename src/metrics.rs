@@ -155,35 +155,19 @@ impl Metrics {
     }
 
     pub fn scep(&self, outcome: &str) {
-        self.scep
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+        count(&self.scep, outcome);
     }
 
     pub fn push(&self, outcome: &str) {
-        self.push
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+        count(&self.push, outcome);
     }
 
     pub fn tls_handshake(&self, resumed: bool) {
-        self.tls
-            .get_or_create(&OutcomeLabels {
-                outcome: if resumed { "resumed" } else { "full" }.to_owned(),
-            })
-            .inc();
+        count(&self.tls, if resumed { "resumed" } else { "full" });
     }
 
     pub fn acme(&self, issued: bool) {
-        self.acme
-            .get_or_create(&OutcomeLabels {
-                outcome: if issued { "issued" } else { "failed" }.to_owned(),
-            })
-            .inc();
+        count(&self.acme, if issued { "issued" } else { "failed" });
     }
 
     pub fn commit(&self, backend: &str, writes: usize, took: Duration) {
@@ -193,6 +177,15 @@ impl Metrics {
         self.commit_batch.get_or_create(&l).observe(writes as f64);
         self.commit_seconds.get_or_create(&l).observe(took.as_secs_f64());
     }
+}
+
+/// One more of `outcome` in a family of counters by outcome.
+fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+    family
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
 }
 
 /// The process's metrics.

@@ -493,3 +493,86 @@ async fn tls_is_ecdsa_and_sessions_resume() {
     assert!(d("tls_handshakes") >= 4, "{after}");
     assert_eq!(d("tls_resumed"), 2, "{after}");
 }
+
+/// The measuring tools, driven as an admin would from the real binary: a
+/// load run as clients that open a connection per request with DES
+/// envelopes and SHA-1 signatures, and connect requests beside the bare
+/// TLS endpoint (`sim bare-server` + `sim idle-bench`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tools_run_as_other_clients_and_beside_the_floor() {
+    let srv = Server::start();
+    let user = format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1);
+    let v = srv.cli_json(&[
+        "sim",
+        "load",
+        "--user",
+        &user,
+        "-n",
+        "3",
+        "-r",
+        "1",
+        "-c",
+        "2",
+        "--connections",
+        "per-request",
+        "--envelope",
+        "des",
+        "--sha1-signatures",
+    ]);
+    assert_eq!(v["round_trips"], 3, "{v}");
+    assert_eq!(v["envelope"], "des");
+    assert_eq!(v["sha1_signatures"], true);
+    // Every request opened its own connection: one handshake each, enrolling and polling.
+    assert!(
+        v["tls_handshakes_rounds"].as_u64().unwrap() >= v["requests"].as_u64().unwrap(),
+        "{v}"
+    );
+
+    // The floor: a bare endpoint with mdmd's certificate answers any request with an empty 200.
+    let mut bare = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
+        .args(["sim", "bare-server", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(srv.certs_dir().join("tls.pem"))
+        .arg("--tls-key")
+        .arg(srv.certs_dir().join("tls.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bare server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(bare.stdout.take().unwrap()), &mut line).unwrap();
+    let bare_url = line
+        .trim()
+        .strip_prefix("bare server listening on ")
+        .expect("its address")
+        .to_owned();
+    let pid = bare.id().to_string();
+    let connect = format!("{}/mdm/connect", srv.base);
+    for (url, pid) in [
+        (connect.as_str(), None),
+        (format!("{bare_url}/mdm/connect").as_str(), Some(pid.as_str())),
+    ] {
+        let mut args = vec![
+            "sim",
+            "idle-bench",
+            "--user",
+            &user,
+            "--url",
+            url,
+            "--devices",
+            "2",
+            "-n",
+            "40",
+            "-c",
+            "4",
+        ];
+        if let Some(p) = pid {
+            args.extend(["--pid", p]);
+        }
+        let v = srv.cli_json(&args);
+        assert_eq!(v["answered_200"], 40, "{url}: {v}");
+    }
+    bare.kill().ok();
+    bare.wait().ok();
+    // mdmd answered those polls itself (signature and binding checked).
+    let stats = srv.admin().get("/v1/stats").await.unwrap();
+    assert!(stats["connects"].as_u64().unwrap() >= 40, "{stats}");
+}
