@@ -392,6 +392,34 @@ async fn pki(s: &Arc<dyn Store>) {
     assert_eq!(s.secret(SecretKind::ScepProxy, "p").await.unwrap().unwrap().used_at, Some(60));
     assert!(s.secret(SecretKind::DerivedUpload, "u").await.unwrap().is_some());
     assert!(s.secret(SecretKind::DerivedUpload, "nope").await.unwrap().is_none());
+    // A SCEP issuance: the challenge used and the certificate recorded in one commit, or neither.
+    s.add_secret(SecretKind::Challenge, "c1", secret(100)).await.unwrap();
+    assert!(matches!(
+        s.record_cert_consuming(cert("C1", "hc1"), SecretKind::Challenge, "c1", 70)
+            .await
+            .unwrap(),
+        Consumed::Ok(_)
+    ));
+    assert_eq!(s.cert_by_serial("C1").await.unwrap().unwrap().sha256, "hc1");
+    assert_eq!(s.secret(SecretKind::Challenge, "c1").await.unwrap().unwrap().used_at, Some(70));
+    assert_eq!(
+        s.record_cert_consuming(cert("C2", "hc2"), SecretKind::Challenge, "c1", 71)
+            .await
+            .unwrap(),
+        Consumed::AlreadyUsed
+    );
+    assert!(
+        s.cert_by_serial("C2").await.unwrap().is_none(),
+        "nothing written with a used challenge"
+    );
+    assert!(s.cert_by_hash("hc2").await.unwrap().is_none());
+    assert_eq!(
+        s.record_cert_consuming(cert("C3", "hc3"), SecretKind::Challenge, "none", 71)
+            .await
+            .unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.cert_by_serial("C3").await.unwrap().is_none());
 }
 
 async fn leases(s: &Arc<dyn Store>) {

@@ -45,6 +45,8 @@ pub struct Pki {
     pub tls: KeyPair,
     pub signer: KeyPair,
     trust: X509Store,
+    /// The CA parsed once for SCEP's fast path and chain checks (RSA CAs).
+    pub fast: Option<super::fastscep::CaFast>,
     /// Signer public keys for the Mdm-Signature fast path.
     pub keys: super::fastcms::KeyCache,
     /// Certificates (by SHA-256) already found to chain to our CA: chain
@@ -162,9 +164,11 @@ impl Pki {
             signer: placeholder(&ca)?,
             ca,
             trust,
+            fast: None,
             keys: Default::default(),
             chained: Default::default(),
         };
+        pki.fast = super::fastscep::CaFast::new(&pki.ca.cert, &pki.ca.key);
         let host = cfg.public_host.clone();
         pki.tls = pki.supplied_or_issued(
             (&cfg.tls_cert, &cfg.tls_key),
@@ -268,6 +272,25 @@ impl Pki {
         })
     }
 
+    /// Issue a device identity for a SCEP request: encoded in Rust and signed
+    /// with the pooled CA key when the CA is RSA, else through OpenSSL's builder.
+    pub fn issue_for(&self, csr: &super::fastscep::Csr, days: u32) -> Result<super::fastscep::Issued, PkiError> {
+        if let Some(fast) = &self.fast {
+            return super::fastscep::issue_identity(fast, csr, days);
+        }
+        let key = PKey::public_key_from_der(&der::Encode::to_der(&csr.spki).map_err(|e| PkiError::Crypto(e.to_string()))?)?;
+        let subject = openssl::x509::X509Name::from_der(&der::Encode::to_der(&csr.subject).map_err(|e| PkiError::Crypto(e.to_string()))?)?;
+        let cert = self.issue_identity(&key, &subject, days)?;
+        let desc = describe(&cert);
+        Ok(super::fastscep::Issued {
+            der: cert.to_der()?,
+            serial: desc["serial"].as_str().unwrap_or_default().to_owned(),
+            subject: desc["subject"].as_str().unwrap_or_default().to_owned(),
+            not_before: asn1_unix(cert.not_before()),
+            not_after: asn1_unix(cert.not_after()),
+        })
+    }
+
     /// Issue a device identity (SCEP): subject from the CSR, our policy for the rest.
     pub fn issue_identity(&self, pubkey: &PKeyRef<Public>, subject: &X509NameRef, days: u32) -> Result<X509, PkiError> {
         let mut b = builder(subject, self.ca.cert.subject_name(), pubkey, days, 300)?;
@@ -277,25 +300,35 @@ impl Pki {
         self.sign(b)
     }
 
-    /// Does `cert` (whose SHA-256 is `hash`) chain to our CA and is it within
-    /// its validity window now? The chain result is cached; the dates are not.
-    pub fn verify_chain_cached(&self, cert: &X509Ref, hash: &str) -> Result<(), PkiError> {
+    /// Does `cert` chain to our CA and is it within its validity window now?
+    /// The chain result is cached; the dates are not. Our own CA's signature
+    /// is checked on the DER in Rust with a pooled key (no OpenSSL parse).
+    pub fn verify_chain_cached(&self, cert: &super::fastcms::CachedCert) -> Result<(), PkiError> {
         let now = crate::service::now();
-        if asn1_unix(cert.not_after()) < now {
+        if cert.not_after < now {
             return Err(PkiError::BadCertificate("certificate has expired".into()));
         }
-        if asn1_unix(cert.not_before()) > now + 300 {
+        if cert.not_before > now + 300 {
             return Err(PkiError::BadCertificate("certificate is not yet valid".into()));
         }
-        if self.chained.lock().map(|s| s.contains(hash)).unwrap_or(false) {
+        if self.chained.lock().map(|s| s.contains(&cert.hash)).unwrap_or(false) {
             return Ok(());
         }
-        self.verify_chain(cert)?;
+        let fast_ok = self
+            .fast
+            .as_ref()
+            .is_some_and(|f| <x509_cert::Certificate as der::Decode>::from_der(&cert.der).is_ok_and(|c| f.issued(&c)));
+        if !fast_ok {
+            let x = cert
+                .x509()
+                .ok_or_else(|| PkiError::BadCertificate("not a certificate OpenSSL can read".into()))?;
+            self.verify_chain(&x)?;
+        }
         if let Ok(mut s) = self.chained.lock() {
             if s.len() >= 200_000 {
                 s.clear();
             }
-            s.insert(hash.to_owned());
+            s.insert(cert.hash.clone());
         }
         Ok(())
     }

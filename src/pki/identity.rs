@@ -10,7 +10,6 @@ use super::{asn1_unix, cert_sha256, cms, Pki, PkiError};
 
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub cert: X509,
     /// SHA-256 of the certificate DER (hex): the key of the enrollment binding.
     pub hash: String,
     pub serial: String,
@@ -27,8 +26,23 @@ impl Identity {
             hash: cert_sha256(&der),
             serial,
             not_after: asn1_unix(cert.not_after()),
-            cert,
         })
+    }
+
+    /// A certificate by its DER (a SCEP renewal's signer): parsed and
+    /// chain-checked once, then cached like an `Mdm-Signature` signer.
+    pub fn from_der(pki: &Pki, der: &[u8]) -> Result<Identity, PkiError> {
+        match pki.keys.key(der, None) {
+            Some(c) => {
+                pki.verify_chain_cached(&c)?;
+                Ok(Identity {
+                    hash: c.hash.clone(),
+                    serial: c.serial.clone(),
+                    not_after: c.not_after,
+                })
+            }
+            None => Self::from_cert(pki, X509::from_der(der).map_err(|e| PkiError::BadCertificate(e.to_string()))?),
+        }
     }
 
     /// `Mdm-Signature`: base64 DER PKCS#7, detached, over the exact body bytes.
@@ -38,9 +52,8 @@ impl Identity {
             .map_err(|e| PkiError::BadMessage(format!("Mdm-Signature is not base64: {e}")))?;
         let signer = match fastcms::verify_detached(&pki.keys, &der, body) {
             Fast::Verified(c) => {
-                pki.verify_chain_cached(&c.cert, &c.hash)?;
+                pki.verify_chain_cached(&c)?;
                 return Ok(Identity {
-                    cert: c.cert.clone(),
                     hash: c.hash.clone(),
                     serial: c.serial.clone(),
                     not_after: c.not_after,

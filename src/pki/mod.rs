@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod cms;
 pub mod fastcms;
+pub mod fastscep;
 pub mod identity;
 pub mod ossl;
 pub mod scep;

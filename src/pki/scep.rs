@@ -9,6 +9,8 @@ use openssl::stack::Stack;
 use openssl::symm::Cipher;
 use openssl::x509::{X509Req, X509};
 
+use super::fastscep;
+pub use super::fastscep::{Csr, Sym};
 use super::ossl::{self, AttrValue};
 use super::{Pki, PkiError};
 
@@ -37,35 +39,51 @@ pub struct ScepRequest {
     pub message_type: MessageType,
     pub transaction_id: String,
     pub sender_nonce: Vec<u8>,
-    /// The signer: a transient self-signed certificate (PKCSReq) or an existing identity (RenewalReq).
-    pub signer: X509,
-    pub cipher: Cipher,
+    /// The signer (DER): a transient self-signed certificate (PKCSReq) or an existing identity (RenewalReq).
+    pub signer_der: Vec<u8>,
+    pub cipher: Sym,
     /// The decrypted CSR, or why it could not be had (answered with a FAILURE CertRep).
     pub csr: Result<Csr, (FailInfo, String)>,
-}
-
-pub struct Csr {
-    pub req: X509Req,
-    pub challenge: Option<String>,
 }
 
 impl Csr {
     /// Our key policy: RSA of at least 2048 bits (the SCEP payload asks for 2048).
     pub fn check_key(&self) -> Result<(), (FailInfo, String)> {
-        let key = self.req.public_key().map_err(|e| (FailInfo::BadRequest, e.to_string()))?;
-        if key.rsa().is_err() || key.bits() < 2048 {
-            return Err((
+        match self.rsa_bits() {
+            Some(bits) if bits >= 2048 => Ok(()),
+            bits => Err((
                 FailInfo::BadRequest,
-                format!("key must be RSA of at least 2048 bits (got {} bits)", key.bits()),
-            ));
+                format!("key must be RSA of at least 2048 bits (got {} bits)", bits.unwrap_or(0)),
+            )),
         }
-        Ok(())
     }
+}
+
+fn message_type(n: Option<u32>) -> Option<MessageType> {
+    Some(match n? {
+        19 => MessageType::PkcsReq,
+        17 => MessageType::RenewalReq,
+        20 => MessageType::CertPoll,
+        o => MessageType::Other(o),
+    })
 }
 
 /// Parse a pkiMessage. `Err` means it cannot even be answered with a CertRep
 /// (not PKCS#7, no transaction id or nonce, no signer): answer HTTP 400.
+/// The common shapes take `fastscep`'s path; anything else OpenSSL's.
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
+    if let Some(p) = pki.fast.as_ref().and_then(|ca| fastscep::parse(ca, der)) {
+        if let Some(message_type) = message_type(p.message_type) {
+            return Ok(ScepRequest {
+                message_type,
+                transaction_id: p.transaction_id,
+                sender_nonce: p.sender_nonce,
+                signer_der: p.signer_der,
+                cipher: p.cipher,
+                csr: p.csr.map_err(|e| (FailInfo::BadRequest, e)),
+            });
+        }
+    }
     ossl::load_providers();
     let p7 = Pkcs7::from_der(der).map_err(|e| PkiError::BadMessage(format!("not a PKCS#7 message: {e}")))?;
     let n = ossl::nids();
@@ -73,13 +91,8 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
         Some(AttrValue::Printable(s)) => Some(s),
         _ => None,
     };
-    let message_type = match printable(n.message_type).map(|s| s.trim().parse::<u32>()) {
-        Some(Ok(19)) => MessageType::PkcsReq,
-        Some(Ok(17)) => MessageType::RenewalReq,
-        Some(Ok(20)) => MessageType::CertPoll,
-        Some(Ok(o)) => MessageType::Other(o),
-        _ => return Err(PkiError::BadMessage("no SCEP messageType attribute".into())),
-    };
+    let message_type = message_type(printable(n.message_type).and_then(|s| s.trim().parse::<u32>().ok()))
+        .ok_or_else(|| PkiError::BadMessage("no SCEP messageType attribute".into()))?;
     let transaction_id = printable(n.transaction_id).ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
     let sender_nonce = match ossl::signed_attribute(&p7, n.sender_nonce) {
         Some(AttrValue::Octets(b)) => b,
@@ -95,15 +108,15 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
         message_type,
         transaction_id,
         sender_nonce,
-        signer,
-        cipher: Cipher::aes_128_cbc(),
+        signer_der: signer.to_der()?,
+        cipher: Sym::Aes128,
         csr: Err((FailInfo::BadRequest, String::new())),
     };
     req.csr = open(pki, &p7, &mut req.cipher);
     Ok(req)
 }
 
-fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, String)> {
+fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Sym) -> Result<Csr, (FailInfo, String)> {
     let store = openssl::x509::store::X509StoreBuilder::new()
         .map_err(|e| (FailInfo::BadMessageCheck, e.to_string()))?
         .build();
@@ -112,7 +125,9 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
     p7.verify(&none, &store, None, Some(&mut content), Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY)
         .map_err(|e| (FailInfo::BadMessageCheck, format!("signature does not verify: {e}")))?;
     let env = Pkcs7::from_der(&content).map_err(|e| (FailInfo::BadMessageCheck, format!("content is not an EnvelopedData: {e}")))?;
-    *cipher = ossl::envelope_cipher(&env).ok_or((FailInfo::BadAlg, "unsupported content encryption".to_owned()))?;
+    *cipher = ossl::envelope_cipher(&env)
+        .and_then(Sym::from_symm)
+        .ok_or((FailInfo::BadAlg, "unsupported content encryption".to_owned()))?;
     let csr_der = env.decrypt(&pki.ca.key, &pki.ca.cert, Pkcs7Flags::BINARY).map_err(|e| {
         (
             FailInfo::BadMessageCheck,
@@ -127,14 +142,11 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Cipher) -> Result<Csr, (FailInfo, St
     if !verified {
         return Err((FailInfo::BadMessageCheck, "CSR self-signature does not verify".into()));
     }
-    Ok(Csr {
-        challenge: challenge_password(&csr_der),
-        req,
-    })
+    Csr::verified(csr_der).map_err(|e| (FailInfo::BadRequest, e))
 }
 
 /// PKCS#9 challengePassword of a CSR.
-fn challenge_password(csr_der: &[u8]) -> Option<String> {
+pub(crate) fn challenge_password(csr_der: &[u8]) -> Option<String> {
     use x509_parser::cri_attributes::ParsedCriAttribute;
     use x509_parser::prelude::FromDer as _;
     let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
@@ -154,9 +166,12 @@ fn nonce() -> Result<Vec<u8>, PkiError> {
     Ok(b)
 }
 
-/// Build a CertRep: SUCCESS with the issued certificate (encrypted to the
+/// Build a CertRep: SUCCESS with the issued certificate (DER, encrypted to the
 /// request's signer with the request's cipher), or FAILURE with failInfo.
-pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&X509, FailInfo>) -> Result<Vec<u8>, PkiError> {
+pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&[u8], FailInfo>) -> Result<Vec<u8>, PkiError> {
+    if let (Ok(cert), Some(ca)) = (result, pki.fast.as_ref()) {
+        return fastscep::cert_rep_success(ca, &req.signer_der, req.cipher, &req.transaction_id, &req.sender_nonce, cert);
+    }
     let n = ossl::nids();
     let mut attrs = vec![
         (n.transaction_id, AttrValue::Printable(req.transaction_id.clone())),
@@ -167,10 +182,11 @@ pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&X509, FailInfo>) -
     let content = match result {
         Ok(cert) => {
             attrs.push((n.pki_status, AttrValue::Printable("0".into())));
-            let inner = ossl::degenerate(&[cert])?;
+            let cert = X509::from_der(cert)?;
+            let inner = ossl::degenerate(&[&cert])?;
             let mut to = Stack::new()?;
-            to.push(req.signer.clone())?;
-            Pkcs7::encrypt(&to, &inner, req.cipher, Pkcs7Flags::BINARY)?.to_der()?
+            to.push(X509::from_der(&req.signer_der)?)?;
+            Pkcs7::encrypt(&to, &inner, req.cipher.symm(), Pkcs7Flags::BINARY)?.to_der()?
         }
         Err(fail) => {
             attrs.push((n.pki_status, AttrValue::Printable("2".into())));
@@ -286,24 +302,19 @@ mod tests {
         let req = parse_request(&pki, &der).unwrap();
         assert_eq!(req.message_type, MessageType::PkcsReq);
         assert!(!req.sender_nonce.is_empty());
-        assert_eq!(req.cipher.nid(), Cipher::des_ede3_cbc().nid(), "the Apple request uses 3DES");
+        assert_eq!(req.cipher, Sym::Des3, "the Apple request uses 3DES");
+        assert_eq!(
+            fastscep::why_not(pki.fast.as_ref().unwrap(), &der),
+            None,
+            "a real device's request takes the fast path"
+        );
         let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
-        let cn = csr
-            .req
-            .subject_name()
-            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-            .next()
-            .unwrap()
-            .data()
-            .as_slice()
-            .to_vec();
-        assert!(String::from_utf8(cn).unwrap().starts_with("com.apple.security.scep."));
+        let cn = fastscep::name_string(&csr.subject);
+        assert!(cn.starts_with("CN=com.apple.security.scep."), "{cn}");
         // This old capture uses the profile default Keysize of 1024: our policy refuses it.
         assert_eq!(csr.check_key().unwrap_err().0, FailInfo::BadRequest);
-        let issued = pki
-            .issue_identity(&csr.req.public_key().unwrap(), csr.req.subject_name(), 365)
-            .unwrap();
-        let rep = cert_rep(&pki, &req, Ok(&issued)).unwrap();
+        let issued = pki.issue_for(csr, 365).unwrap();
+        let rep = cert_rep(&pki, &req, Ok(&issued.der)).unwrap();
         let p7 = Pkcs7::from_der(&rep).unwrap();
         let n = ossl::nids();
         assert_eq!(ossl::signed_attribute(&p7, n.message_type), Some(AttrValue::Printable("3".into())));
@@ -343,16 +354,106 @@ mod tests {
             let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
             let (msg, _, _) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
             let req = parse_request(&pki, &msg).unwrap();
-            assert_eq!(req.cipher.nid(), cipher.nid());
+            assert_eq!(req.cipher.symm().nid(), cipher.nid());
+            assert!(
+                fastscep::parse(pki.fast.as_ref().unwrap(), &msg).is_some(),
+                "fast path for {:?}",
+                cipher.nid()
+            );
             let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
-            let issued = pki
-                .issue_identity(&csr.req.public_key().unwrap(), csr.req.subject_name(), 365)
-                .unwrap();
-            let rep = cert_rep(&pki, &req, Ok(&issued)).unwrap();
+            assert_eq!(csr.challenge, None);
+            let issued = pki.issue_for(csr, 365).unwrap();
+            let rep = cert_rep(&pki, &req, Ok(&issued.der)).unwrap();
             let (status, _, cert) = client_read_rep(&rep, &pki.ca.cert, &selfsigned, &key).unwrap();
             assert_eq!(status, "0");
-            assert_eq!(cert.unwrap().to_der().unwrap(), issued.to_der().unwrap());
+            let cert = cert.unwrap();
+            assert_eq!(cert.to_der().unwrap(), issued.der);
+            // What OpenSSL makes of the certificate we encoded.
+            pki.verify_chain(&cert).unwrap();
+            assert!(cert.public_key().unwrap().public_eq(&key));
+            assert_eq!(issued.subject, "CN=device");
+            assert_eq!(
+                issued.serial,
+                cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string()
+            );
+            assert_eq!(issued.not_after, crate::pki::asn1_unix(cert.not_after()));
+            let text = String::from_utf8(cert.to_text().unwrap()).unwrap();
+            for want in [
+                "X509v3 Basic Constraints: critical",
+                "CA:FALSE",
+                "X509v3 Key Usage: critical",
+                "Digital Signature, Key Encipherment",
+                "TLS Web Client Authentication",
+                "X509v3 Subject Key Identifier",
+                "X509v3 Authority Key Identifier",
+                "Signature Algorithm: sha256WithRSAEncryption",
+            ] {
+                assert!(text.contains(want), "{want} missing in\n{text}");
+            }
+            assert_eq!(
+                cert.authority_key_id().unwrap().as_slice(),
+                pki.ca.cert.subject_key_id().unwrap().as_slice()
+            );
+            // The identity is then accepted as ours without OpenSSL's chain builder.
+            let c = pki.keys.key(&issued.der, None).unwrap();
+            pki.verify_chain_cached(&c).unwrap();
+            assert!(crate::pki::Identity::from_der(&pki, &issued.der).is_ok());
         }
+    }
+
+    #[test]
+    fn the_openssl_path_and_the_fast_path_agree() {
+        let (_dir, mut pki) = fresh_pki();
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("O", "Org").unwrap();
+        name.append_entry_by_text("CN", "dev").unwrap();
+        let name = name.build();
+        let mut rb = openssl::x509::X509ReqBuilder::new().unwrap();
+        rb.set_subject_name(&name).unwrap();
+        rb.set_pubkey(&key).unwrap();
+        rb.sign(&key, MessageDigest::sha1()).unwrap();
+        let csr = rb.build();
+        let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
+        let (msg, txid, nonce) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, Cipher::des_cbc()).unwrap();
+        let fast = parse_request(&pki, &msg).unwrap();
+        let fast_issued = pki.issue_for(fast.csr.as_ref().map_err(|e| e.1.clone()).unwrap(), 30).unwrap();
+        let ca_fast = pki.fast.take();
+        let slow = parse_request(&pki, &msg).unwrap();
+        assert_eq!(
+            (fast.transaction_id.as_str(), fast.sender_nonce.as_slice()),
+            (txid.as_str(), nonce.as_slice())
+        );
+        assert_eq!(
+            (slow.transaction_id.as_str(), slow.sender_nonce.as_slice()),
+            (txid.as_str(), nonce.as_slice())
+        );
+        assert_eq!((fast.message_type, fast.cipher), (slow.message_type, slow.cipher));
+        assert_eq!(fast.signer_der, slow.signer_der);
+        let (fc, sc) = (fast.csr.as_ref().ok().unwrap(), slow.csr.as_ref().ok().unwrap());
+        assert_eq!((&fc.der, &fc.subject, &fc.spki), (&sc.der, &sc.subject, &sc.spki));
+        // Both issuers make certificates OpenSSL accepts, with the same subject line.
+        let slow_issued = pki.issue_for(sc, 30).unwrap();
+        assert_eq!(fast_issued.subject, slow_issued.subject);
+        assert_eq!(fast_issued.subject, "O=Org, CN=dev");
+        let rep = cert_rep(&pki, &slow, Ok(&fast_issued.der)).unwrap();
+        let (status, _, cert) = client_read_rep(&rep, &pki.ca.cert, &selfsigned, &key).unwrap();
+        assert_eq!((status.as_str(), cert.unwrap().to_der().unwrap()), ("0", fast_issued.der.clone()));
+        pki.fast = ca_fast;
+        // A request signed by another key with the same certificate: neither path accepts it.
+        let other = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let (forged, _, _) = client_request(
+            &pki.ca.cert,
+            &selfsigned,
+            &other,
+            &csr.to_der().unwrap(),
+            false,
+            Cipher::aes_128_cbc(),
+        )
+        .unwrap();
+        assert!(fastscep::parse(pki.fast.as_ref().unwrap(), &forged).is_none());
+        let r = parse_request(&pki, &forged).unwrap();
+        assert_eq!(r.csr.err().map(|e| e.0), Some(FailInfo::BadMessageCheck));
     }
 
     #[test]

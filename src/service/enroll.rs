@@ -73,6 +73,15 @@ pub enum ScepReply {
     Unparsable(String),
 }
 
+fn consumed_reason(c: &Consumed) -> &'static str {
+    match c {
+        Consumed::Ok(_) => "ok",
+        Consumed::Unknown => "wrong challenge password",
+        Consumed::AlreadyUsed => "challenge password already used",
+        Consumed::Expired => "challenge password expired",
+    }
+}
+
 impl Enroller {
     pub fn set_tls(&self, tls: Arc<crate::pki::tls::LiveTls>) {
         let _ = self.tls.set(tls);
@@ -295,7 +304,8 @@ impl Enroller {
             Ok(cert) => {
                 crate::metrics::get().scep("issued");
                 if let Some(w) = self.webhooks.get() {
-                    let v = super::orgca::describe_cert(&cert);
+                    let x509 = X509::from_der(&cert.der).map_err(|e| ServiceError::Rejected(e.to_string()))?;
+                    let v = super::orgca::describe_cert(&x509);
                     let ev = w.own_event(
                         "mdmd.CertificateIssued",
                         serde_json::json!({"serial": v.serial, "subject": v.subject, "not_after": v.not_after, "sha256": v.sha256}),
@@ -310,12 +320,12 @@ impl Enroller {
                 Err(fail)
             }
         };
-        let rep = scep::cert_rep(&self.pki, &req, issued.as_ref().map_err(|f| *f))
+        let rep = scep::cert_rep(&self.pki, &req, issued.as_ref().map(|c| c.der.as_slice()).map_err(|f| *f))
             .map_err(|e| ServiceError::Rejected(format!("building CertRep: {e}")))?;
         Ok(ScepReply::CertRep(rep))
     }
 
-    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<X509, (FailInfo, String)>, ServiceError> {
+    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<crate::pki::fastscep::Issued, (FailInfo, String)>, ServiceError> {
         let csr = match &req.csr {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.clone())),
@@ -326,8 +336,10 @@ impl Enroller {
         let mut enrollment = None;
         let mut purpose = None;
         let (mut udid, mut vouched) = (None, false);
+        // A single-use challenge is used in the same commit that records the certificate.
+        let mut consume = None;
         match req.message_type {
-            MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref()).await? {
+            MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref(), &mut consume).await? {
                 Err(e) => return Ok(Err((FailInfo::BadRequest, e.into()))),
                 // A challenge from a per-device profile (Wi-Fi, VPN … identity):
                 // the certificate is for that purpose and that device.
@@ -344,7 +356,7 @@ impl Enroller {
             },
             MessageType::RenewalReq => {
                 // Signed by an identity we issued that is still valid and not revoked.
-                let old = match Identity::from_cert(&self.pki, req.signer.clone()) {
+                let old = match Identity::from_der(&self.pki, &req.signer_der) {
                     Ok(i) => i,
                     Err(e) => return Ok(Err((FailInfo::BadMessageCheck, format!("renewal signer: {e}")))),
                 };
@@ -362,38 +374,49 @@ impl Enroller {
             }
             _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
         }
-        let key = match csr.req.public_key() {
-            Ok(k) => k,
-            Err(e) => return Ok(Err((FailInfo::BadRequest, e.to_string()))),
-        };
-        let cert = self
+        let issued = self
             .pki
-            .issue_identity(&key, csr.req.subject_name(), self.cfg.identity_days)
+            .issue_for(csr, self.cfg.identity_days)
             .map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        let der = cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        let desc = crate::pki::ca::describe(&cert);
         let rec = IssuedCert {
-            serial: desc["serial"].as_str().unwrap_or_default().to_owned(),
-            sha256: crate::pki::cert_sha256(&der),
-            subject: desc["subject"].as_str().unwrap_or_default().to_owned(),
-            not_before: crate::pki::asn1_unix(cert.not_before()),
-            not_after: crate::pki::asn1_unix(cert.not_after()),
+            serial: issued.serial.clone(),
+            sha256: crate::pki::cert_sha256(&issued.der),
+            subject: issued.subject.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
             issued_at: now(),
             enrollment,
             revoked_at: None,
             purpose,
-            der: Some(der.clone()),
+            der: Some(issued.der.clone()),
             udid,
             vouched,
         };
         // Recorded durably before the certificate leaves the server.
-        self.store.record_cert(rec.clone()).await?;
+        match consume {
+            Some(hash) => match self
+                .store
+                .record_cert_consuming(rec.clone(), SecretKind::Challenge, &hash, now())
+                .await?
+            {
+                Consumed::Ok(_) => {}
+                // Used by a concurrent request since it was read: this certificate is not handed out.
+                other => return Ok(Err((FailInfo::BadRequest, consumed_reason(&other).into()))),
+            },
+            None => self.store.record_cert(rec.clone()).await?,
+        }
         tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or("mdm"), "issued device identity");
-        Ok(Ok(cert))
+        Ok(Ok(issued))
     }
 
-    /// Check a challenge; a single-use one is consumed and returned.
-    async fn check_challenge(&self, presented: Option<&str>) -> Result<Result<Option<OneTimeSecret>, &'static str>, ServiceError> {
+    /// Check a challenge: a static one, or a single-use one that exists, is
+    /// unused and unexpired (returned, with its hash in `consume`: the caller
+    /// uses it in the commit that records the certificate).
+    async fn check_challenge(
+        &self,
+        presented: Option<&str>,
+        consume: &mut Option<String>,
+    ) -> Result<Result<Option<OneTimeSecret>, &'static str>, ServiceError> {
         let Some(c) = presented.filter(|c| !c.is_empty()) else {
             return Ok(Err("no challenge password"));
         };
@@ -402,14 +425,15 @@ impl Enroller {
                 return Ok(Ok(None));
             }
         }
-        Ok(
-            match self.store.consume_secret(SecretKind::Challenge, &sha256_hex(c), now()).await? {
-                Consumed::Ok(s) => Ok(Some(s)),
-                Consumed::Unknown => Err("wrong challenge password"),
-                Consumed::AlreadyUsed => Err("challenge password already used"),
-                Consumed::Expired => Err("challenge password expired"),
-            },
-        )
+        let hash = sha256_hex(c);
+        let found = self.store.secret(SecretKind::Challenge, &hash).await?;
+        Ok(match OneTimeSecret::consume(found, now()) {
+            Consumed::Ok(s) => {
+                *consume = Some(hash);
+                Ok(Some(s))
+            }
+            other => Err(consumed_reason(&other)),
+        })
     }
 
     /// Re-send the enrollment profile (InstallProfile) to every active device

@@ -133,6 +133,10 @@ pub trait PkiStore: Send + Sync {
     async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>>;
     /// Use a secret once: durable before it returns `Ok`.
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
+    /// Use the secret that authorized `cert` and record the certificate, in one
+    /// durable transaction (a SCEP issuance is one commit): `Consumed::Ok` with
+    /// both written, or the secret's outcome with nothing written.
+    async fn record_cert_consuming(&self, cert: IssuedCert, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
 }
 
 /// Profile templates and the state of each profile on each enrollment.

@@ -1376,6 +1376,24 @@ fn command_row(r: &tokio_postgres::Row) -> Result<CommandRecord> {
     })
 }
 
+async fn consume_in(tx: &Transaction<'_>, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
+    let cur: Option<OneTimeSecret> = match opt(
+        tx,
+        "SELECT data FROM secrets WHERE kind = $1 AND hash = $2 FOR UPDATE",
+        &[&(kind as i16), &hash],
+    )
+    .await?
+    {
+        Some(r) => Some(json(&r, 0)?),
+        None => None,
+    };
+    let outcome = OneTimeSecret::consume(cur, now);
+    if let Consumed::Ok(s) = &outcome {
+        put_secret(tx, kind, hash, s).await?;
+    }
+    Ok(outcome)
+}
+
 #[async_trait]
 impl PkiStore for PgStore {
     async fn record_cert(&self, cert: IssuedCert) -> Result<()> {
@@ -1471,20 +1489,19 @@ impl PkiStore for PgStore {
         let hash = hash.to_owned();
         self.write(move |tx| {
             let hash = hash.clone();
+            Box::pin(async move { consume_in(tx, kind, &hash, now).await })
+        })
+        .await
+    }
+
+    async fn record_cert_consuming(&self, cert: IssuedCert, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
+        let hash = hash.to_owned();
+        self.write(move |tx| {
+            let (hash, cert) = (hash.clone(), cert.clone());
             Box::pin(async move {
-                let cur: Option<OneTimeSecret> = match opt(
-                    tx,
-                    "SELECT data FROM secrets WHERE kind = $1 AND hash = $2 FOR UPDATE",
-                    &[&(kind as i16), &hash],
-                )
-                .await?
-                {
-                    Some(r) => Some(json(&r, 0)?),
-                    None => None,
-                };
-                let outcome = OneTimeSecret::consume(cur, now);
-                if let Consumed::Ok(s) = &outcome {
-                    put_secret(tx, kind, &hash, s).await?;
+                let outcome = consume_in(tx, kind, &hash, now).await?;
+                if let Consumed::Ok(_) = &outcome {
+                    put_cert(tx, &cert).await?;
                 }
                 Ok(outcome)
             })

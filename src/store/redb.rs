@@ -871,6 +871,16 @@ impl QueueStore for RedbStore {
     }
 }
 
+fn consume_in(txn: &redb::WriteTransaction, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
+    let mut t = txn.open_table(SECRETS)?;
+    let cur: Option<OneTimeSecret> = dec_opt(t.get((kind as u8, hash))?)?;
+    let outcome = OneTimeSecret::consume(cur, now);
+    if let Consumed::Ok(s) = &outcome {
+        t.insert((kind as u8, hash), enc(s)?.as_slice())?;
+    }
+    Ok(outcome)
+}
+
 #[async_trait]
 impl PkiStore for RedbStore {
     async fn record_cert(&self, cert: IssuedCert) -> Result<()> {
@@ -952,12 +962,16 @@ impl PkiStore for RedbStore {
 
     async fn consume_secret(&self, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
         let hash = hash.to_owned();
+        self.write(move |txn| consume_in(txn, kind, &hash, now)).await
+    }
+
+    async fn record_cert_consuming(&self, cert: IssuedCert, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed> {
+        let hash = hash.to_owned();
         self.write(move |txn| {
-            let mut t = txn.open_table(SECRETS)?;
-            let cur: Option<OneTimeSecret> = dec_opt(t.get((kind as u8, hash.as_str()))?)?;
-            let outcome = OneTimeSecret::consume(cur, now);
-            if let Consumed::Ok(s) = &outcome {
-                t.insert((kind as u8, hash.as_str()), enc(s)?.as_slice())?;
+            let outcome = consume_in(txn, kind, &hash, now)?;
+            if let Consumed::Ok(_) = &outcome {
+                txn.open_table(CERTS)?.insert(cert.sha256.as_str(), enc(&cert)?.as_slice())?;
+                txn.open_table(CERT_SERIALS)?.insert(cert.serial.as_str(), cert.sha256.as_str())?;
             }
             Ok(outcome)
         })

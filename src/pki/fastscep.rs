@@ -1,0 +1,911 @@
+//! SCEP's server side on structures parsed and built in Rust (the RustCrypto
+//! `cms` and `x509-cert` crates), with OpenSSL doing only the cryptography:
+//! the CA key parsed once, its signing and decryption contexts pooled, the
+//! symmetric ciphers fetched once (DES from the legacy provider).
+//!
+//! Why: with OpenSSL 3.0 (Debian 12) every `d2i` of a structure that holds a
+//! public key (`PKCS7`, `X509`, `X509_REQ`) builds a decoder context by name
+//! (~0.4 ms each under `OSSL_DECODER_CTX_new_for_pkey`), and `X509_set_pubkey`
+//! encodes through the encoder framework the same way; an enrollment did five
+//! of these, more than the three RSA private-key operations it needs
+//! (`perf`, docs/performance.md). Here a PKCSReq costs one DER parse, two RSA
+//! public-key verifications, the RSA decryption of the content key, the CA's
+//! signature on the certificate and on the CertRep.
+//!
+//! The same rule as `fastcms`: anything this path does not handle (BER
+//! encodings, unknown algorithms, a signature that does not verify here) is
+//! `None`, and the caller uses OpenSSL's full PKCS#7 path, which gives the
+//! authoritative answer and error. This path can make a valid request cheaper,
+//! never accept more.
+
+use std::sync::{Mutex, OnceLock};
+
+use cms::content_info::ContentInfo;
+use cms::enveloped_data::{EnvelopedData, RecipientIdentifier, RecipientInfo};
+use cms::signed_data::{SignedData, SignerIdentifier};
+use const_oid::ObjectIdentifier;
+use der::asn1::{Any, BitString, OctetString, PrintableStringRef, SetOfVec, UtcTime};
+use der::{Decode, Encode};
+use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
+use sha2::Digest as _;
+use x509_cert::attr::Attribute;
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::ext::{Extension, Extensions};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::time::{Time, Validity};
+
+use super::PkiError;
+
+pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+pub const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
+const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+pub const SCEP_MESSAGE_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.2");
+pub const SCEP_PKI_STATUS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.3");
+pub const SCEP_SENDER_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.5");
+pub const SCEP_RECIPIENT_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.6");
+pub const SCEP_TRANSACTION_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.7");
+
+/// The content-encryption ciphers SCEP clients use (CBC, as RFC 8894 asks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sym {
+    Des,
+    Des3,
+    Aes128,
+    Aes192,
+    Aes256,
+}
+
+impl Sym {
+    pub fn from_oid(oid: &ObjectIdentifier) -> Option<Sym> {
+        Some(match oid.to_string().as_str() {
+            "1.3.14.3.2.7" => Sym::Des,
+            "1.2.840.113549.3.7" => Sym::Des3,
+            "2.16.840.1.101.3.4.1.2" => Sym::Aes128,
+            "2.16.840.1.101.3.4.1.22" => Sym::Aes192,
+            "2.16.840.1.101.3.4.1.42" => Sym::Aes256,
+            _ => return None,
+        })
+    }
+
+    fn oid(self) -> ObjectIdentifier {
+        ObjectIdentifier::new_unwrap(match self {
+            Sym::Des => "1.3.14.3.2.7",
+            Sym::Des3 => "1.2.840.113549.3.7",
+            Sym::Aes128 => "2.16.840.1.101.3.4.1.2",
+            Sym::Aes192 => "2.16.840.1.101.3.4.1.22",
+            Sym::Aes256 => "2.16.840.1.101.3.4.1.42",
+        })
+    }
+
+    fn key_len(self) -> usize {
+        match self {
+            Sym::Des => 8,
+            Sym::Des3 | Sym::Aes192 => 24,
+            Sym::Aes128 => 16,
+            Sym::Aes256 => 32,
+        }
+    }
+
+    fn iv_len(self) -> usize {
+        match self {
+            Sym::Des | Sym::Des3 => 8,
+            _ => 16,
+        }
+    }
+
+    /// The same cipher for OpenSSL's PKCS#7 functions (the fallback path).
+    pub fn symm(self) -> openssl::symm::Cipher {
+        use openssl::symm::Cipher;
+        match self {
+            Sym::Des => Cipher::des_cbc(),
+            Sym::Des3 => Cipher::des_ede3_cbc(),
+            Sym::Aes128 => Cipher::aes_128_cbc(),
+            Sym::Aes192 => Cipher::aes_192_cbc(),
+            Sym::Aes256 => Cipher::aes_256_cbc(),
+        }
+    }
+
+    pub fn from_symm(c: openssl::symm::Cipher) -> Option<Sym> {
+        [Sym::Des, Sym::Des3, Sym::Aes128, Sym::Aes192, Sym::Aes256]
+            .into_iter()
+            .find(|s| s.symm().nid() == c.nid())
+    }
+
+    /// Fetched once (explicit fetch: no lookup by name per message).
+    fn fetched(self) -> Option<&'static openssl::cipher::CipherRef> {
+        static C: OnceLock<Vec<Option<openssl::cipher::Cipher>>> = OnceLock::new();
+        let all = C.get_or_init(|| {
+            super::ossl::load_providers();
+            ["DES-CBC", "DES-EDE3-CBC", "AES-128-CBC", "AES-192-CBC", "AES-256-CBC"]
+                .iter()
+                .map(|n| openssl::cipher::Cipher::fetch(None, n, None).ok())
+                .collect()
+        });
+        let i = match self {
+            Sym::Des => 0,
+            Sym::Des3 => 1,
+            Sym::Aes128 => 2,
+            Sym::Aes192 => 3,
+            Sym::Aes256 => 4,
+        };
+        all.get(i)?.as_deref()
+    }
+
+    fn run(self, encrypt: bool, key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+        let cipher = self.fetched()?;
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new().ok()?;
+        if encrypt {
+            ctx.encrypt_init(Some(cipher), Some(key), Some(iv)).ok()?;
+        } else {
+            ctx.decrypt_init(Some(cipher), Some(key), Some(iv)).ok()?;
+        }
+        let mut out = Vec::with_capacity(data.len() + 32);
+        ctx.cipher_update_vec(data, &mut out).ok()?;
+        ctx.cipher_final_vec(&mut out).ok()?;
+        Some(out)
+    }
+}
+
+/// OpenSSL contexts kept ready for reuse: creating one fetches its algorithm
+/// by name, which on OpenSSL 3.0 costs more than a public-key operation.
+struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    fn with<R>(&self, make: impl FnOnce() -> Option<T>, f: impl FnOnce(&mut T) -> Option<R>) -> Option<R> {
+        let taken = self.0.lock().ok().and_then(|mut v| v.pop());
+        let mut ctx = match taken {
+            Some(c) => c,
+            None => make()?,
+        };
+        let r = f(&mut ctx);
+        if r.is_some() {
+            if let Ok(mut v) = self.0.lock() {
+                if v.len() < 64 {
+                    v.push(ctx);
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The CA as the fast path needs it: parsed once at start.
+pub struct CaFast {
+    key: PKey<Private>,
+    cert_der: Vec<u8>,
+    subject: Name,
+    serial: SerialNumber,
+    /// The CA's subject key identifier (AuthorityKeyIdentifier of what it issues).
+    key_id: Vec<u8>,
+    /// The CA public key's verify context (chain checks of our own identities).
+    verify: Pool<PkeyCtx<Public>>,
+    sign: Pool<PkeyCtx<Private>>,
+    decrypt: Pool<PkeyCtx<Private>>,
+}
+
+impl CaFast {
+    /// `None` unless the CA key is RSA (SCEP needs it for key transport).
+    pub fn new(cert: &openssl::x509::X509Ref, key: &PKey<Private>) -> Option<CaFast> {
+        key.rsa().ok()?;
+        let cert_der = cert.to_der().ok()?;
+        let parsed = Certificate::from_der(&cert_der).ok()?;
+        let tbs = &parsed.tbs_certificate;
+        let key_id = tbs
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+            .and_then(|e| OctetString::from_der(e.extn_value.as_bytes()).ok())
+            .map(|o| o.as_bytes().to_vec())
+            .unwrap_or_else(|| sha1_of(tbs.subject_public_key_info.subject_public_key.raw_bytes()));
+        Some(CaFast {
+            key: key.clone(),
+            subject: tbs.subject.clone(),
+            serial: tbs.serial_number.clone(),
+            key_id,
+            cert_der,
+            verify: Pool(Mutex::new(Vec::new())),
+            sign: Pool(Mutex::new(Vec::new())),
+            decrypt: Pool(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// PKCS#1 v1.5 SHA-256 signature by the CA over `data`.
+    fn sign_sha256(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let digest = sha2::Sha256::digest(data);
+        self.sign.with(
+            || {
+                let mut c = PkeyCtx::new(&self.key).ok()?;
+                c.sign_init().ok()?;
+                c.set_rsa_padding(Padding::PKCS1).ok()?;
+                c.set_signature_md(sha256_md()?).ok()?;
+                Some(c)
+            },
+            |c| {
+                let mut sig = Vec::new();
+                c.sign_to_vec(&digest, &mut sig).ok()?;
+                Some(sig)
+            },
+        )
+    }
+
+    fn decrypt_key(&self, enc: &[u8]) -> Option<Vec<u8>> {
+        self.decrypt.with(
+            || {
+                let mut c = PkeyCtx::new(&self.key).ok()?;
+                c.decrypt_init().ok()?;
+                c.set_rsa_padding(Padding::PKCS1).ok()?;
+                Some(c)
+            },
+            |c| {
+                let mut out = Vec::new();
+                let r = c.decrypt_to_vec(enc, &mut out).ok().map(|_| out);
+                // A failed decryption leaves entries on the thread's error queue.
+                let _ = openssl::error::ErrorStack::get();
+                r
+            },
+        )
+    }
+
+    /// Was `cert` issued (signed) by this CA? Signature and issuer name only;
+    /// the caller checks dates and revocation.
+    pub fn issued(&self, cert: &Certificate) -> bool {
+        if cert.tbs_certificate.issuer != self.subject || cert.signature_algorithm.oid != SHA256_WITH_RSA {
+            return false;
+        }
+        let Ok(tbs) = cert.tbs_certificate.to_der() else { return false };
+        let digest = sha2::Sha256::digest(&tbs);
+        let sig = cert.signature.raw_bytes();
+        let ok = self.verify.with(
+            || {
+                let pk = PKey::public_key_from_der(&self.key.public_key_to_der().ok()?).ok()?;
+                let mut c = PkeyCtx::new(&pk).ok()?;
+                c.verify_init().ok()?;
+                c.set_rsa_padding(Padding::PKCS1).ok()?;
+                c.set_signature_md(sha256_md()?).ok()?;
+                Some(c)
+            },
+            |c| Some(c.verify(&digest, sig).unwrap_or(false)),
+        );
+        let _ = openssl::error::ErrorStack::get();
+        ok == Some(true)
+    }
+}
+
+fn sha256_md() -> Option<&'static openssl::md::MdRef> {
+    static M: OnceLock<Option<openssl::md::Md>> = OnceLock::new();
+    M.get_or_init(|| openssl::md::Md::fetch(None, "SHA2-256", None).ok()).as_deref()
+}
+
+fn sha1_of(b: &[u8]) -> Vec<u8> {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(b).to_vec()
+}
+
+fn digest(oid: &ObjectIdentifier, data: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+    Some(match oid.to_string().as_str() {
+        "1.3.14.3.2.26" => ("SHA1", {
+            use sha1::Digest as _;
+            sha1::Sha1::digest(data).to_vec()
+        }),
+        "2.16.840.1.101.3.4.2.1" => ("SHA2-256", sha2::Sha256::digest(data).to_vec()),
+        "2.16.840.1.101.3.4.2.2" => ("SHA2-384", sha2::Sha384::digest(data).to_vec()),
+        "2.16.840.1.101.3.4.2.3" => ("SHA2-512", sha2::Sha512::digest(data).to_vec()),
+        _ => return None,
+    })
+}
+
+/// The digest of a signature algorithm (RSA PKCS#1 v1.5 ones).
+fn rsa_sig_digest(oid: &ObjectIdentifier) -> Option<ObjectIdentifier> {
+    Some(ObjectIdentifier::new_unwrap(match oid.to_string().as_str() {
+        "1.2.840.113549.1.1.5" => "1.3.14.3.2.26",
+        "1.2.840.113549.1.1.11" => "2.16.840.1.101.3.4.2.1",
+        "1.2.840.113549.1.1.12" => "2.16.840.1.101.3.4.2.2",
+        "1.2.840.113549.1.1.13" => "2.16.840.1.101.3.4.2.3",
+        _ => return None,
+    }))
+}
+
+fn md_fetched(name: &str) -> Option<&'static openssl::md::MdRef> {
+    static M: OnceLock<Vec<(&'static str, Option<openssl::md::Md>)>> = OnceLock::new();
+    let all = M.get_or_init(|| {
+        ["SHA1", "SHA2-256", "SHA2-384", "SHA2-512"]
+            .into_iter()
+            .map(|n| (n, openssl::md::Md::fetch(None, n, None).ok()))
+            .collect()
+    });
+    all.iter().find(|(n, _)| *n == name)?.1.as_deref()
+}
+
+/// An RSA public key from a SubjectPublicKeyInfo, built from its modulus and
+/// exponent (no decoder framework). `None` for other key types.
+pub fn rsa_public(spki: &SubjectPublicKeyInfoOwned) -> Option<(PKey<Public>, usize)> {
+    #[derive(der::Sequence)]
+    struct RsaPublicKey<'a> {
+        n: der::asn1::UintRef<'a>,
+        e: der::asn1::UintRef<'a>,
+    }
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let k = RsaPublicKey::from_der(spki.subject_public_key.as_bytes()?).ok()?;
+    let n = openssl::bn::BigNum::from_slice(k.n.as_bytes()).ok()?;
+    let e = openssl::bn::BigNum::from_slice(k.e.as_bytes()).ok()?;
+    let bits = n.num_bits() as usize;
+    let rsa = openssl::rsa::Rsa::from_public_components(n, e).ok()?;
+    Some((PKey::from_rsa(rsa).ok()?, bits))
+}
+
+/// Verify an RSA PKCS#1 v1.5 signature over a digest with a key used once.
+fn verify_once(key: &PKey<Public>, md: &str, digest: &[u8], sig: &[u8]) -> bool {
+    let ok = (|| {
+        let mut c = PkeyCtx::new(key).ok()?;
+        c.verify_init().ok()?;
+        c.set_rsa_padding(Padding::PKCS1).ok()?;
+        c.set_signature_md(md_fetched(md)?).ok()?;
+        c.verify(digest, sig).ok()
+    })();
+    let _ = openssl::error::ErrorStack::get();
+    ok == Some(true)
+}
+
+/// PKCS#10 as devices send it: like `x509_cert::request::CertReq`, but any
+/// version number (some iOS releases send 2 where RFC 2986 says 0, and
+/// OpenSSL accepts it), so the re-encoded info is byte for byte what was signed.
+#[derive(der::Sequence)]
+struct ReqInfo {
+    version: u8,
+    subject: Name,
+    public_key: SubjectPublicKeyInfoOwned,
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT")]
+    attributes: x509_cert::attr::Attributes,
+}
+
+#[derive(der::Sequence)]
+struct Req {
+    info: ReqInfo,
+    algorithm: AlgorithmIdentifierOwned,
+    signature: BitString,
+}
+
+/// A decrypted PKCS#10 request, parsed.
+#[derive(Clone)]
+pub struct Csr {
+    pub der: Vec<u8>,
+    pub subject: Name,
+    pub spki: SubjectPublicKeyInfoOwned,
+    pub challenge: Option<String>,
+}
+
+impl Csr {
+    /// Parse and check the self-signature (RSA keys only: our policy).
+    /// `Err` says why it is not acceptable.
+    pub fn parse(der: Vec<u8>) -> Result<Csr, String> {
+        let req = Req::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
+        let Some((key, _)) = rsa_public(&req.info.public_key) else {
+            return Err("key must be RSA".into());
+        };
+        let info = req.info.to_der().map_err(|e| e.to_string())?;
+        let Some((md, d)) = rsa_sig_digest(&req.algorithm.oid).and_then(|o| digest(&o, &info)) else {
+            return Err("unsupported CSR signature algorithm".into());
+        };
+        if !verify_once(&key, md, &d, req.signature.raw_bytes()) {
+            return Err("CSR self-signature does not verify".into());
+        }
+        Ok(Csr {
+            challenge: super::scep::challenge_password(&der),
+            subject: req.info.subject,
+            spki: req.info.public_key,
+            der,
+        })
+    }
+
+    /// Parse a request whose self-signature OpenSSL already checked.
+    pub fn verified(der: Vec<u8>) -> Result<Csr, String> {
+        let req = Req::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
+        Ok(Csr {
+            challenge: super::scep::challenge_password(&der),
+            subject: req.info.subject,
+            spki: req.info.public_key,
+            der,
+        })
+    }
+
+    /// Size of the RSA modulus in bits, if RSA.
+    pub fn rsa_bits(&self) -> Option<usize> {
+        rsa_public(&self.spki).map(|(_, b)| b)
+    }
+}
+
+/// What the fast path read from a pkiMessage.
+pub struct Parsed {
+    pub message_type: Option<u32>,
+    pub transaction_id: String,
+    pub sender_nonce: Vec<u8>,
+    pub signer_der: Vec<u8>,
+    pub cipher: Sym,
+    pub csr: Result<Csr, String>,
+}
+
+fn attr_value<'a>(attrs: &'a SetOfVec<Attribute>, oid: ObjectIdentifier) -> Option<&'a Any> {
+    attrs.iter().find(|a| a.oid == oid).and_then(|a| a.values.iter().next())
+}
+
+/// Read a PKCSReq/RenewalReq: `None` when anything is outside this path.
+pub fn parse(ca: &CaFast, der: &[u8]) -> Option<Parsed> {
+    match parse_inner(ca, der) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            tracing::debug!(why, "SCEP request takes OpenSSL's path");
+            None
+        }
+    }
+}
+
+fn parse_inner(ca: &CaFast, der: &[u8]) -> Result<Parsed, &'static str> {
+    let ci = ContentInfo::from_der(der).map_err(|_| "not DER ContentInfo")?;
+    if ci.content_type != ID_SIGNED_DATA {
+        return Err("not SignedData");
+    }
+    let sd = ci.content.decode_as::<SignedData>().map_err(|_| "SignedData does not decode")?;
+    let mut signers = sd.signer_infos.0.iter();
+    let (Some(si), None) = (signers.next(), signers.next()) else {
+        return Err("not exactly one signer");
+    };
+    let SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
+        return Err("signer named by key identifier");
+    };
+    let signer = sd
+        .certificates
+        .as_ref()
+        .ok_or("no certificates")?
+        .0
+        .iter()
+        .find_map(|c| match c {
+            cms::cert::CertificateChoices::Certificate(c)
+                if c.tbs_certificate.serial_number == ias.serial_number && c.tbs_certificate.issuer == ias.issuer =>
+            {
+                Some(c)
+            }
+            _ => None,
+        })
+        .ok_or("signer certificate not included")?;
+    let econtent = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or("no content")?
+        .decode_as::<OctetString>()
+        .map_err(|_| "content is not one OCTET STRING")?;
+    let attrs = si.signed_attrs.as_ref().ok_or("no signed attributes")?;
+    let printable = |oid| {
+        attr_value(attrs, oid).and_then(|v| {
+            v.decode_as::<PrintableStringRef>()
+                .ok()
+                .map(|s| s.as_str().to_owned())
+                .or_else(|| std::str::from_utf8(v.value()).ok().map(str::to_owned))
+        })
+    };
+    let message_type = printable(SCEP_MESSAGE_TYPE).and_then(|s| s.trim().parse::<u32>().ok());
+    let transaction_id = printable(SCEP_TRANSACTION_ID).ok_or("no transactionID")?;
+    let sender_nonce = attr_value(attrs, SCEP_SENDER_NONCE)
+        .and_then(|v| v.decode_as::<OctetString>().ok())
+        .ok_or("no senderNonce")?
+        .as_bytes()
+        .to_vec();
+    // The signature: messageDigest over the content, the key's signature over the attributes.
+    let (md, body_digest) = digest(&si.digest_alg.oid, econtent.as_bytes()).ok_or("digest algorithm")?;
+    let claimed = attr_value(attrs, ID_MESSAGE_DIGEST)
+        .and_then(|v| v.decode_as::<OctetString>().ok())
+        .ok_or("no messageDigest")?;
+    if claimed.as_bytes() != body_digest.as_slice() {
+        return Err("messageDigest differs");
+    }
+    let sig_alg = &si.signature_algorithm.oid;
+    if *sig_alg != RSA_ENCRYPTION && rsa_sig_digest(sig_alg) != Some(si.digest_alg.oid) {
+        return Err("signature algorithm");
+    }
+    let (signer_key, _) = rsa_public(&signer.tbs_certificate.subject_public_key_info).ok_or("signer key is not RSA")?;
+    let signed = attrs.to_der().map_err(|_| "attributes do not encode")?;
+    let (_, attrs_digest) = digest(&si.digest_alg.oid, &signed).ok_or("digest algorithm")?;
+    if !verify_once(&signer_key, md, &attrs_digest, si.signature.as_bytes()) {
+        return Err("signature does not verify here");
+    }
+    // The EnvelopedData: the content key for us, then the CSR.
+    let env_ci = ContentInfo::from_der(econtent.as_bytes()).map_err(|_| "content is not DER ContentInfo")?;
+    if env_ci.content_type != ID_ENVELOPED_DATA {
+        return Err("content is not EnvelopedData");
+    }
+    let env = env_ci
+        .content
+        .decode_as::<EnvelopedData>()
+        .map_err(|_| "EnvelopedData does not decode")?;
+    let eci = &env.encrypted_content;
+    let cipher = Sym::from_oid(&eci.content_enc_alg.oid).ok_or("content cipher")?;
+    let iv = eci
+        .content_enc_alg
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<OctetString>().ok())
+        .filter(|iv| iv.as_bytes().len() == cipher.iv_len())
+        .ok_or("IV")?;
+    let ktri = env
+        .recip_infos
+        .0
+        .iter()
+        .find_map(|r| match r {
+            RecipientInfo::Ktri(k) => match &k.rid {
+                RecipientIdentifier::IssuerAndSerialNumber(i) if i.issuer == ca.subject && i.serial_number == ca.serial => Some(k),
+                _ => None,
+            },
+            _ => None,
+        })
+        .ok_or("no recipient info for our CA")?;
+    if ktri.key_enc_alg.oid != RSA_ENCRYPTION {
+        return Err("key transport algorithm");
+    }
+    let content_key = ca
+        .decrypt_key(ktri.enc_key.as_bytes())
+        .filter(|k| k.len() == cipher.key_len())
+        .ok_or("content key does not decrypt")?;
+    let encrypted = eci.encrypted_content.as_ref().ok_or("no encrypted content")?;
+    let csr_der = cipher
+        .run(false, &content_key, iv.as_bytes(), encrypted.as_bytes())
+        .ok_or("content does not decrypt")?;
+    // Anything wrong with the CSR: OpenSSL gives the definitive answer and message.
+    let csr = Csr::parse(csr_der).map_err(|_| "CSR")?;
+    Ok(Parsed {
+        message_type,
+        transaction_id,
+        sender_nonce,
+        signer_der: signer.to_der().map_err(|_| "signer does not encode")?,
+        cipher,
+        csr: Ok(csr),
+    })
+}
+
+/// A certificate this CA issued, with what the store records of it.
+pub struct Issued {
+    pub der: Vec<u8>,
+    pub serial: String,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+fn ext(oid: ObjectIdentifier, critical: bool, value: &impl Encode) -> Result<Extension, PkiError> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value.to_der().map_err(der_err)?).map_err(der_err)?,
+    })
+}
+
+fn der_err(e: der::Error) -> PkiError {
+    PkiError::Crypto(format!("DER: {e}"))
+}
+
+fn time(unix: i64) -> Result<Time, PkiError> {
+    let d = std::time::Duration::from_secs(unix.max(0) as u64);
+    // UTCTime through 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
+    if unix < 2_524_608_000 {
+        Ok(Time::UtcTime(UtcTime::from_unix_duration(d).map_err(der_err)?))
+    } else {
+        Ok(Time::GeneralTime(
+            der::asn1::GeneralizedTime::from_unix_duration(d).map_err(der_err)?,
+        ))
+    }
+}
+
+/// Upper-case hex of a positive serial without leading zero bytes (as OpenSSL prints it).
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    let s = hex::encode_upper(&bytes[start..]);
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+/// "CN=…, O=…" in the certificate's order, with OpenSSL's short names.
+pub fn name_string(n: &Name) -> String {
+    let mut out = Vec::new();
+    for rdn in n.0.iter() {
+        for atv in rdn.0.iter() {
+            let oid = atv.oid.to_string();
+            let short = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.5" => "serialNumber",
+                "2.5.4.4" => "SN",
+                "2.5.4.42" => "GN",
+                "2.5.4.12" => "title",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                other => other,
+            };
+            out.push(format!("{short}={}", String::from_utf8_lossy(atv.value.value())));
+        }
+    }
+    out.join(", ")
+}
+
+/// Issue a device identity (TLS client, RSA key from the CSR) for `days`:
+/// the same profile as `Pki::issue_identity`, encoded here, signed by the CA.
+pub fn issue_identity(ca: &CaFast, csr: &Csr, days: u32) -> Result<Issued, PkiError> {
+    use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+    let mut serial = [0u8; 16];
+    openssl::rand::rand_bytes(&mut serial)?;
+    serial[0] = (serial[0] & 0x7f) | 0x40; // positive, 16 bytes
+    let now = crate::service::now();
+    let (not_before, not_after) = (now - 300, now + days as i64 * 86_400);
+    let ski = sha1_of(csr.spki.subject_public_key.raw_bytes());
+    let rfc = const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS;
+    let extensions: Extensions = vec![
+        ext(
+            rfc,
+            true,
+            &BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_KEY_USAGE,
+            true,
+            &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment),
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE,
+            false,
+            &ExtendedKeyUsage(vec![const_oid::db::rfc5280::ID_KP_CLIENT_AUTH]),
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+            false,
+            &SubjectKeyIdentifier(OctetString::new(ski).map_err(der_err)?),
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+            false,
+            &AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(ca.key_id.clone()).map_err(der_err)?),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            },
+        )?,
+    ];
+    let alg = AlgorithmIdentifierOwned {
+        oid: SHA256_WITH_RSA,
+        parameters: Some(Any::null()),
+    };
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&serial).map_err(der_err)?,
+        signature: alg.clone(),
+        issuer: ca.subject.clone(),
+        validity: Validity {
+            not_before: time(not_before)?,
+            not_after: time(not_after)?,
+        },
+        subject: csr.subject.clone(),
+        subject_public_key_info: csr.spki.clone(),
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(extensions),
+    };
+    let tbs_der = tbs.to_der().map_err(der_err)?;
+    let sig = ca
+        .sign_sha256(&tbs_der)
+        .ok_or_else(|| PkiError::Crypto(format!("signing the certificate: {}", openssl::error::ErrorStack::get())))?;
+    let cert = Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: alg,
+        signature: BitString::from_bytes(&sig).map_err(der_err)?,
+    };
+    Ok(Issued {
+        der: cert.to_der().map_err(der_err)?,
+        serial: serial_hex(&serial),
+        subject: name_string(&csr.subject),
+        not_before,
+        not_after,
+    })
+}
+
+fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, PkiError> {
+    let mut values = SetOfVec::new();
+    values.insert(value).map_err(der_err)?;
+    Ok(Attribute { oid, values })
+}
+
+fn printable(s: &str) -> Result<Any, PkiError> {
+    Any::encode_from(&PrintableStringRef::new(s).map_err(der_err)?).map_err(der_err)
+}
+
+fn octets(b: &[u8]) -> Result<Any, PkiError> {
+    Any::encode_from(&OctetString::new(b).map_err(der_err)?).map_err(der_err)
+}
+
+/// A SUCCESS CertRep: the certificate in a degenerate SignedData, encrypted
+/// to the request's signer with its cipher, signed by the CA with the SCEP
+/// attributes. The same shape as OpenSSL's path builds.
+pub fn cert_rep_success(
+    ca: &CaFast,
+    signer_der: &[u8],
+    cipher: Sym,
+    transaction_id: &str,
+    recipient_nonce: &[u8],
+    cert_der: &[u8],
+) -> Result<Vec<u8>, PkiError> {
+    use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+    use cms::enveloped_data::{EncryptedContentInfo, KeyTransRecipientInfo, RecipientInfos};
+    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignerInfo, SignerInfos};
+    let bad = |what: &str| PkiError::Crypto(format!("{what}: {}", openssl::error::ErrorStack::get()));
+    let issued = Certificate::from_der(cert_der).map_err(der_err)?;
+    let signer = Certificate::from_der(signer_der).map_err(der_err)?;
+    let (signer_key, _) = rsa_public(&signer.tbs_certificate.subject_public_key_info)
+        .ok_or_else(|| PkiError::BadMessage("the request's signer key is not RSA".into()))?;
+    // Degenerate certs-only SignedData.
+    let mut certs = SetOfVec::new();
+    certs.insert(CertificateChoices::Certificate(issued)).map_err(der_err)?;
+    let degenerate = SignedData {
+        version: cms::content_info::CmsVersion::V1,
+        digest_algorithms: SetOfVec::new(),
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: None,
+        },
+        certificates: Some(CertificateSet(certs)),
+        crls: None,
+        signer_infos: SignerInfos(SetOfVec::new()),
+    };
+    let inner = ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&degenerate).map_err(der_err)?,
+    }
+    .to_der()
+    .map_err(der_err)?;
+    // EnvelopedData to the signer.
+    let mut key = vec![0u8; cipher.key_len()];
+    let mut iv = vec![0u8; cipher.iv_len()];
+    openssl::rand::rand_bytes(&mut key)?;
+    openssl::rand::rand_bytes(&mut iv)?;
+    let encrypted = cipher.run(true, &key, &iv, &inner).ok_or_else(|| bad("encrypting the CertRep"))?;
+    let enc_key = (|| {
+        let mut c = PkeyCtx::new(&signer_key).ok()?;
+        c.encrypt_init().ok()?;
+        c.set_rsa_padding(Padding::PKCS1).ok()?;
+        let mut out = Vec::new();
+        c.encrypt_to_vec(&key, &mut out).ok()?;
+        Some(out)
+    })()
+    .ok_or_else(|| bad("encrypting the content key"))?;
+    let mut recips = SetOfVec::new();
+    recips
+        .insert(RecipientInfo::Ktri(KeyTransRecipientInfo {
+            version: cms::content_info::CmsVersion::V0,
+            rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: signer.tbs_certificate.issuer.clone(),
+                serial_number: signer.tbs_certificate.serial_number.clone(),
+            }),
+            key_enc_alg: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            enc_key: OctetString::new(enc_key).map_err(der_err)?,
+        }))
+        .map_err(der_err)?;
+    let env = EnvelopedData {
+        version: cms::content_info::CmsVersion::V0,
+        originator_info: None,
+        recip_infos: RecipientInfos(recips),
+        encrypted_content: EncryptedContentInfo {
+            content_type: ID_DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: cipher.oid(),
+                parameters: Some(octets(&iv)?),
+            },
+            encrypted_content: Some(OctetString::new(encrypted).map_err(der_err)?),
+        },
+        unprotected_attrs: None,
+    };
+    let content = ContentInfo {
+        content_type: ID_ENVELOPED_DATA,
+        content: Any::encode_from(&env).map_err(der_err)?,
+    }
+    .to_der()
+    .map_err(der_err)?;
+    // The outer SignedData by the CA.
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut attrs: SetOfVec<Attribute> = SetOfVec::new();
+    for a in [
+        attribute(ID_CONTENT_TYPE, Any::encode_from(&ID_DATA).map_err(der_err)?)?,
+        attribute(
+            ID_SIGNING_TIME,
+            Any::encode_from(&UtcTime::from_unix_duration(now).map_err(der_err)?).map_err(der_err)?,
+        )?,
+        attribute(ID_MESSAGE_DIGEST, octets(&sha2::Sha256::digest(&content))?)?,
+        attribute(SCEP_TRANSACTION_ID, printable(transaction_id)?)?,
+        attribute(SCEP_MESSAGE_TYPE, printable("3")?)?,
+        attribute(SCEP_PKI_STATUS, printable("0")?)?,
+        attribute(SCEP_SENDER_NONCE, octets(&nonce)?)?,
+        attribute(SCEP_RECIPIENT_NONCE, octets(recipient_nonce)?)?,
+    ] {
+        attrs.insert(a).map_err(der_err)?;
+    }
+    let signature = ca
+        .sign_sha256(&attrs.to_der().map_err(der_err)?)
+        .ok_or_else(|| bad("signing the CertRep"))?;
+    let sha256 = AlgorithmIdentifierOwned {
+        oid: ID_SHA256,
+        parameters: Some(Any::null()),
+    };
+    let mut signer_infos = SetOfVec::new();
+    signer_infos
+        .insert(SignerInfo {
+            version: cms::content_info::CmsVersion::V1,
+            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: ca.subject.clone(),
+                serial_number: ca.serial.clone(),
+            }),
+            digest_alg: sha256.clone(),
+            signed_attrs: Some(attrs),
+            signature_algorithm: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            signature: OctetString::new(signature).map_err(der_err)?,
+            unsigned_attrs: None,
+        })
+        .map_err(der_err)?;
+    let mut digest_algorithms = SetOfVec::new();
+    digest_algorithms.insert(sha256).map_err(der_err)?;
+    let mut ca_certs = SetOfVec::new();
+    ca_certs
+        .insert(CertificateChoices::Certificate(
+            Certificate::from_der(&ca.cert_der).map_err(der_err)?,
+        ))
+        .map_err(der_err)?;
+    let outer = SignedData {
+        version: cms::content_info::CmsVersion::V1,
+        digest_algorithms,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: Some(octets(&content)?),
+        },
+        certificates: Some(CertificateSet(ca_certs)),
+        crls: None,
+        signer_infos: SignerInfos(signer_infos),
+    };
+    ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: Any::encode_from(&outer).map_err(der_err)?,
+    }
+    .to_der()
+    .map_err(der_err)
+}
+
+#[cfg(test)]
+pub(crate) fn why_not(ca: &CaFast, der: &[u8]) -> Option<&'static str> {
+    parse_inner(ca, der).err()
+}
