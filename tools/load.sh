@@ -30,7 +30,7 @@ for mode in shared per-device per-request; do
   pids+=($!); wait_port $port; sleep 1
   $BIN sim load --server https://127.0.0.1:$port --api-key bench --trust-ca "$work/mc$port/ca.pem" --user sim:sim \
     -n "$MODE_DEVICES" -r "$MODE_ROUNDS" -c 16 --connections $mode \
-    | grep -E '"(connections|enrollments_per_second|server_cpu_ms_per_enrollment|requests_per_second|server_cpu_ms_per_request|tls_handshakes_enrolling|tls_handshakes_rounds|tls_resumed|tls_handshakes_per_second)"'
+    | grep -E '"(connections|enrollments_per_second|server_cpu_ms_per_profile|server_cpu_ms_per_enrollment|requests_per_second|server_cpu_ms_per_request|tls_handshakes_enrolling|tls_handshakes_rounds|tls_resumed|tls_handshakes_per_second)"'
   port=$((port+1))
 done
 
