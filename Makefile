@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load load-pg ise-bench scale push-latency schema fuzz clean
+.PHONY: run build release test unit bench load floor load-pg ise-bench scale push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -30,6 +30,10 @@ bench:
 # Load test against a throwaway server on 127.0.0.1 (see docs/performance.md).
 load: release
 	bash tools/load.sh
+
+# Connect requests beside a bare TLS endpoint in one run (DEVICES=16, BIN= another build).
+floor: release
+	bash tools/floor.sh
 
 # redb vs PostgreSQL (one and two instances), same client (MDMD_BENCH_DATABASE_URL=, DEVICES=, ROUNDS=).
 load-pg: release

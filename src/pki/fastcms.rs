@@ -17,8 +17,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cms::content_info::ContentInfo;
-use cms::signed_data::SignedData;
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use openssl::pkey::{PKey, Public};
@@ -113,6 +111,9 @@ pub struct CachedCert {
     pub serial: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// Issuer and serial, to match a SignerInfo's `sid`.
+    pub issuer: x509_cert::name::Name,
+    pub serial_number: x509_cert::serial_number::SerialNumber,
 }
 
 impl CachedCert {
@@ -132,6 +133,8 @@ impl CachedCert {
             serial: super::fastscep::serial_hex(tbs.serial_number.as_bytes()),
             not_before: secs(&tbs.validity.not_before),
             not_after: secs(&tbs.validity.not_after),
+            issuer: tbs.issuer.clone(),
+            serial_number: tbs.serial_number.clone(),
         })
     }
 
@@ -168,15 +171,36 @@ impl KeyCache {
     }
 }
 
+/// SignedData with the certificates left as raw DER: a known signer is found
+/// in the cache by its bytes without decoding the certificate again.
+#[derive(der::Sequence)]
+struct LazySignedData<'a> {
+    version: cms::content_info::CmsVersion,
+    digest_algorithms: der::AnyRef<'a>,
+    encap_content_info: cms::signed_data::EncapsulatedContentInfo,
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", optional = "true")]
+    certificates: Option<der::asn1::SetOfVec<der::AnyRef<'a>>>,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    crls: Option<der::AnyRef<'a>>,
+    signer_infos: cms::signed_data::SignerInfos,
+}
+
+#[derive(der::Sequence)]
+struct LazyContentInfo<'a> {
+    content_type: ObjectIdentifier,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    content: der::AnyRef<'a>,
+}
+
 /// Verify a detached signature over `content`.
 pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast {
-    let Ok(ci) = ContentInfo::from_der(sig_der) else {
+    let Ok(ci) = LazyContentInfo::from_der(sig_der) else {
         return Fast::Unsupported;
     };
     if ci.content_type != ID_SIGNED_DATA {
         return Fast::Unsupported;
     }
-    let Ok(sd) = ci.content.decode_as::<SignedData>() else {
+    let Ok(sd) = ci.content.decode_as::<LazySignedData>() else {
         return Fast::Unsupported;
     };
     if sd.encap_content_info.econtent.is_some() || sd.encap_content_info.econtent_type != ID_DATA {
@@ -186,26 +210,23 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
     let (Some(si), None) = (signers.next(), signers.next()) else {
         return Fast::Unsupported;
     };
-    let Some(certs) = &sd.certificates else { return Fast::Unsupported };
-    let mut found = Vec::new();
-    for c in certs.0.iter() {
-        if let cms::cert::CertificateChoices::Certificate(c) = c {
-            let matches = match &si.sid {
-                cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                    c.tbs_certificate.serial_number == ias.serial_number && c.tbs_certificate.issuer == ias.issuer
-                }
-                cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(_) => false,
-            };
-            if matches {
-                if let Ok(d) = c.to_der() {
-                    found.push((d, c));
-                }
-            }
-        }
-    }
-    let (Some((cert_der, cert)), None) = (found.pop(), found.pop()) else {
+    let cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
         return Fast::Unsupported;
     };
+    let Some(certs) = &sd.certificates else { return Fast::Unsupported };
+    // The signer: a cached certificate whose issuer and serial match, else decode each.
+    let mut found = None;
+    for c in certs.iter() {
+        let Ok(cert_der) = c.to_der() else { return Fast::Unsupported };
+        let Some(k) = cache.key(&cert_der, None) else { continue };
+        if k.issuer == ias.issuer && k.serial_number == ias.serial_number {
+            if found.is_some() {
+                return Fast::Unsupported;
+            }
+            found = Some(k);
+        }
+    }
+    let Some(key) = found else { return Fast::Unsupported };
     let Some((md, body_digest)) = digest_for(&si.digest_alg.oid, content) else {
         return Fast::Unsupported;
     };
@@ -231,9 +252,6 @@ pub fn verify_detached(cache: &KeyCache, sig_der: &[u8], content: &[u8]) -> Fast
         return Fast::Invalid("messageDigest does not match the body".into());
     }
     let Ok(signed) = attrs.to_der() else { return Fast::Unsupported };
-    let Some(key) = cache.key(&cert_der, Some(cert)) else {
-        return Fast::Unsupported;
-    };
     let Some((_, signed_digest)) = digest_for(&si.digest_alg.oid, &signed) else {
         return Fast::Unsupported;
     };
