@@ -18,8 +18,9 @@ wait_port() { for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/nu
 MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18650 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
   --enroll-user sim:sim --inventory-interval 0 --ddm-enable false >/dev/null 2>&1 &
 m=$!; pids+=($m); wait_port 18650
-MDMD_LOG=warn $BIN sim bare-server --listen 127.0.0.1:18651 --tls-cert "$work/c/tls.pem" --tls-key "$work/c/tls.key" >/dev/null 2>&1 &
-b=$!; pids+=($b); wait_port 18651
+for _ in $(seq 1 300); do [ -s "$work/c/tls.key" ] && break; sleep 0.1; done; sleep 0.5
+MDMD_LOG=warn $BIN sim bare-server --listen 127.0.0.1:18651 --tls-cert "$work/c/tls.pem" --tls-key "$work/c/tls.key" >"$work/bare.log" 2>&1 &
+b=$!; pids+=($b); wait_port 18651 || { cat "$work/bare.log"; exit 1; }
 field() { grep -oE "\"$1\": *[0-9.]+" | head -1 | grep -oE '[0-9.]+$'; }
 for mode in shared per-request; do
   n=$KEEPALIVE_N; [ "$mode" = per-request ] && n=$FRESH_N
