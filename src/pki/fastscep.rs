@@ -437,7 +437,7 @@ pub struct Parsed {
     pub csr: Result<Csr, String>,
 }
 
-fn attr_value<'a>(attrs: &'a SetOfVec<Attribute>, oid: ObjectIdentifier) -> Option<&'a Any> {
+fn attr_value(attrs: &SetOfVec<Attribute>, oid: ObjectIdentifier) -> Option<&Any> {
     attrs.iter().find(|a| a.oid == oid).and_then(|a| a.values.iter().next())
 }
 
