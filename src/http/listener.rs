@@ -120,7 +120,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FreshErrors<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        //DISABLED let _ = openssl::error::ErrorStack::get();
+        let _ = openssl::error::ErrorStack::get();
         std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
