@@ -36,9 +36,9 @@ const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1
 const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
-/// The digest algorithm, and the body's digest computed in Rust (no OpenSSL
+/// The digest algorithm, and the data's digest computed in Rust (no OpenSSL
 /// algorithm fetch, whose locks are a visible cost per request on OpenSSL 3.0).
-fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+pub(crate) fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     use sha2::Digest as _;
     Some(match oid.to_string().as_str() {
         "1.3.14.3.2.26" => ("sha1", sha1::Sha1::digest(content).to_vec()),
@@ -49,14 +49,21 @@ fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(&'static str, V
     })
 }
 
-fn md_named(name: &str) -> Option<&'static openssl::md::MdRef> {
-    Some(match name {
-        "sha1" => openssl::md::Md::sha1(),
-        "sha256" => openssl::md::Md::sha256(),
-        "sha384" => openssl::md::Md::sha384(),
-        "sha512" => openssl::md::Md::sha512(),
-        _ => return None,
-    })
+/// The OpenSSL digest of a `digest_for` name, fetched once (explicit fetch).
+pub(crate) fn md_named(name: &str) -> Option<&'static openssl::md::MdRef> {
+    static M: std::sync::OnceLock<Vec<(&'static str, Option<openssl::md::Md>)>> = std::sync::OnceLock::new();
+    let all = M.get_or_init(|| {
+        [
+            ("sha1", "SHA1"),
+            ("sha256", "SHA2-256"),
+            ("sha384", "SHA2-384"),
+            ("sha512", "SHA2-512"),
+        ]
+        .into_iter()
+        .map(|(ours, theirs)| (ours, openssl::md::Md::fetch(None, theirs, None).ok()))
+        .collect()
+    });
+    all.iter().find(|(n, _)| *n == name)?.1.as_deref()
 }
 
 impl CachedCert {

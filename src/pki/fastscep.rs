@@ -38,6 +38,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
+use super::fastcms::{digest_for, md_named};
 use super::PkiError;
 
 pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
@@ -228,7 +229,7 @@ impl CaFast {
                 let mut c = PkeyCtx::new(&self.key).ok()?;
                 c.sign_init().ok()?;
                 c.set_rsa_padding(Padding::PKCS1).ok()?;
-                c.set_signature_md(sha256_md()?).ok()?;
+                c.set_signature_md(md_named("sha256")?).ok()?;
                 Some(c)
             },
             |c| {
@@ -272,7 +273,7 @@ impl CaFast {
                 let mut c = PkeyCtx::new(&pk).ok()?;
                 c.verify_init().ok()?;
                 c.set_rsa_padding(Padding::PKCS1).ok()?;
-                c.set_signature_md(sha256_md()?).ok()?;
+                c.set_signature_md(md_named("sha256")?).ok()?;
                 Some(c)
             },
             |c| Some(c.verify(&digest, sig).unwrap_or(false)),
@@ -282,27 +283,9 @@ impl CaFast {
     }
 }
 
-fn sha256_md() -> Option<&'static openssl::md::MdRef> {
-    static M: OnceLock<Option<openssl::md::Md>> = OnceLock::new();
-    M.get_or_init(|| openssl::md::Md::fetch(None, "SHA2-256", None).ok()).as_deref()
-}
-
 fn sha1_of(b: &[u8]) -> Vec<u8> {
     use sha1::Digest as _;
     sha1::Sha1::digest(b).to_vec()
-}
-
-fn digest(oid: &ObjectIdentifier, data: &[u8]) -> Option<(&'static str, Vec<u8>)> {
-    Some(match oid.to_string().as_str() {
-        "1.3.14.3.2.26" => ("SHA1", {
-            use sha1::Digest as _;
-            sha1::Sha1::digest(data).to_vec()
-        }),
-        "2.16.840.1.101.3.4.2.1" => ("SHA2-256", sha2::Sha256::digest(data).to_vec()),
-        "2.16.840.1.101.3.4.2.2" => ("SHA2-384", sha2::Sha384::digest(data).to_vec()),
-        "2.16.840.1.101.3.4.2.3" => ("SHA2-512", sha2::Sha512::digest(data).to_vec()),
-        _ => return None,
-    })
 }
 
 /// The digest of a signature algorithm (RSA PKCS#1 v1.5 ones).
@@ -314,17 +297,6 @@ fn rsa_sig_digest(oid: &ObjectIdentifier) -> Option<ObjectIdentifier> {
         "1.2.840.113549.1.1.13" => "2.16.840.1.101.3.4.2.3",
         _ => return None,
     }))
-}
-
-fn md_fetched(name: &str) -> Option<&'static openssl::md::MdRef> {
-    static M: OnceLock<Vec<(&'static str, Option<openssl::md::Md>)>> = OnceLock::new();
-    let all = M.get_or_init(|| {
-        ["SHA1", "SHA2-256", "SHA2-384", "SHA2-512"]
-            .into_iter()
-            .map(|n| (n, openssl::md::Md::fetch(None, n, None).ok()))
-            .collect()
-    });
-    all.iter().find(|(n, _)| *n == name)?.1.as_deref()
 }
 
 /// An RSA public key from a SubjectPublicKeyInfo, built from its modulus and
@@ -352,7 +324,7 @@ fn verify_once(key: &PKey<Public>, md: &str, digest: &[u8], sig: &[u8]) -> bool 
         let mut c = PkeyCtx::new(key).ok()?;
         c.verify_init().ok()?;
         c.set_rsa_padding(Padding::PKCS1).ok()?;
-        c.set_signature_md(md_fetched(md)?).ok()?;
+        c.set_signature_md(md_named(md)?).ok()?;
         c.verify(digest, sig).ok()
     })();
     let _ = openssl::error::ErrorStack::get();
@@ -396,7 +368,7 @@ impl Csr {
             return Err("key must be RSA".into());
         };
         let info = req.info.to_der().map_err(|e| e.to_string())?;
-        let Some((md, d)) = rsa_sig_digest(&req.algorithm.oid).and_then(|o| digest(&o, &info)) else {
+        let Some((md, d)) = rsa_sig_digest(&req.algorithm.oid).and_then(|o| digest_for(&o, &info)) else {
             return Err("unsupported CSR signature algorithm".into());
         };
         if !verify_once(&key, md, &d, req.signature.raw_bytes()) {
@@ -504,7 +476,7 @@ fn parse_inner(ca: &CaFast, der: &[u8]) -> Result<Parsed, &'static str> {
         .as_bytes()
         .to_vec();
     // The signature: messageDigest over the content, the key's signature over the attributes.
-    let (md, body_digest) = digest(&si.digest_alg.oid, econtent.as_bytes()).ok_or("digest algorithm")?;
+    let (md, body_digest) = digest_for(&si.digest_alg.oid, econtent.as_bytes()).ok_or("digest algorithm")?;
     let claimed = attr_value(attrs, ID_MESSAGE_DIGEST)
         .and_then(|v| v.decode_as::<OctetString>().ok())
         .ok_or("no messageDigest")?;
@@ -517,7 +489,7 @@ fn parse_inner(ca: &CaFast, der: &[u8]) -> Result<Parsed, &'static str> {
     }
     let (signer_key, _) = rsa_public(&signer.tbs_certificate.subject_public_key_info).ok_or("signer key is not RSA")?;
     let signed = attrs.to_der().map_err(|_| "attributes do not encode")?;
-    let (_, attrs_digest) = digest(&si.digest_alg.oid, &signed).ok_or("digest algorithm")?;
+    let (_, attrs_digest) = digest_for(&si.digest_alg.oid, &signed).ok_or("digest algorithm")?;
     if !verify_once(&signer_key, md, &attrs_digest, si.signature.as_bytes()) {
         return Err("signature does not verify here");
     }

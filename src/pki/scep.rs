@@ -295,6 +295,22 @@ mod tests {
         (dir, pki)
     }
 
+    /// A device key, its CSR for `subject` signed with `md`, and the transient self-signed certificate.
+    fn device(subject: &[(&str, &str)], md: MessageDigest) -> (PKey<openssl::pkey::Private>, X509Req, X509) {
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        for (k, v) in subject {
+            name.append_entry_by_text(k, v).unwrap();
+        }
+        let name = name.build();
+        let mut rb = openssl::x509::X509ReqBuilder::new().unwrap();
+        rb.set_subject_name(&name).unwrap();
+        rb.set_pubkey(&key).unwrap();
+        rb.sign(&key, md).unwrap();
+        let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
+        (key, rb.build(), selfsigned)
+    }
+
     #[test]
     fn parses_a_real_apple_pkcsreq_and_answers_it() {
         let pki = fixture_pki();
@@ -342,16 +358,7 @@ mod tests {
             Cipher::des_ede3_cbc(),
             Cipher::des_cbc(),
         ] {
-            let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-            let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-            name.append_entry_by_text("CN", "device").unwrap();
-            let name = name.build();
-            let mut rb = openssl::x509::X509ReqBuilder::new().unwrap();
-            rb.set_subject_name(&name).unwrap();
-            rb.set_pubkey(&key).unwrap();
-            rb.sign(&key, MessageDigest::sha256()).unwrap();
-            let csr = rb.build();
-            let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
+            let (key, csr, selfsigned) = device(&[("CN", "device")], MessageDigest::sha256());
             let (msg, _, _) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
             let req = parse_request(&pki, &msg).unwrap();
             assert_eq!(req.cipher.symm().nid(), cipher.nid());
@@ -404,17 +411,7 @@ mod tests {
     #[test]
     fn the_openssl_path_and_the_fast_path_agree() {
         let (_dir, mut pki) = fresh_pki();
-        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("O", "Org").unwrap();
-        name.append_entry_by_text("CN", "dev").unwrap();
-        let name = name.build();
-        let mut rb = openssl::x509::X509ReqBuilder::new().unwrap();
-        rb.set_subject_name(&name).unwrap();
-        rb.set_pubkey(&key).unwrap();
-        rb.sign(&key, MessageDigest::sha1()).unwrap();
-        let csr = rb.build();
-        let selfsigned = crate::sim::pki::self_signed(&key, &name).unwrap();
+        let (key, csr, selfsigned) = device(&[("O", "Org"), ("CN", "dev")], MessageDigest::sha1());
         let (msg, txid, nonce) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, Cipher::des_cbc()).unwrap();
         let fast = parse_request(&pki, &msg).unwrap();
         let fast_issued = pki.issue_for(fast.csr.as_ref().map_err(|e| e.1.clone()).unwrap(), 30).unwrap();
