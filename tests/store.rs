@@ -633,6 +633,7 @@ async fn conformance(s: Arc<dyn Store>) {
     records(&s).await;
     outbox(&s).await;
     concurrency(&s).await;
+    fanout(&s).await;
 }
 
 fn event(id: &str, created_at: i64) -> OutboxEvent {
@@ -731,6 +732,159 @@ async fn redb_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let s: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
     conformance(s).await;
+}
+
+/// Commands to many enrollments (redb writes them as fan-outs when they reach the policy's size):
+/// FIFO with per-device commands around them, NotNow, results, clearing, history and counts, and
+/// settling (the last pending enrollments get ordinary queue entries) keep every answer the same.
+async fn fanout(s: &Arc<dyn Store>) {
+    let ids: Vec<String> = (0..8).map(|i| format!("F{i}")).collect();
+    for id in &ids {
+        s.authenticate(enrollment(id, None), false).await.unwrap();
+    }
+    let before = s.counts().await.unwrap().pending_commands;
+    let solo = command("ProfileList", None);
+    s.enqueue(solo.clone(), vec!["F0".into()]).await.unwrap();
+    let all = command("SecurityInfo", None);
+    let out = s
+        .enqueue(all.clone(), ids.iter().cloned().chain(["GONE".into()]).collect())
+        .await
+        .unwrap();
+    assert_eq!(out.queued, 8);
+    let later = command("CertificateList", None);
+    s.enqueue(later.clone(), vec!["F0".into(), "F1".into()]).await.unwrap();
+    assert_eq!(s.counts().await.unwrap().pending_commands, before + 1 + 8 + 2);
+    // F0: its own command first, then the fan-out, then the later one.
+    assert_eq!(s.next_command("F0", false).await.unwrap().unwrap().uuid, solo.uuid);
+    let (_, next) = s.report("F0", report(&solo.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(next.unwrap().uuid, all.uuid);
+    // NotNow: skipped for the session, offered again on the next poll.
+    let (o, next) = s.report("F0", report(&all.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    assert_eq!(o, ReportOutcome::NotNowRecorded);
+    assert_eq!(next.unwrap().uuid, later.uuid);
+    assert_eq!(s.next_command("F0", true).await.unwrap().unwrap().uuid, later.uuid);
+    assert_eq!(s.next_command("F0", false).await.unwrap().unwrap().uuid, all.uuid);
+    let hist = s.device_commands("F0", 10).await.unwrap();
+    let order: Vec<&str> = hist.iter().map(|h| h.command_uuid.as_str()).collect();
+    assert_eq!(order, vec![solo.uuid.as_str(), all.uuid.as_str(), later.uuid.as_str()]);
+    assert_eq!(hist[1].delivery.status, DeliveryStatus::NotNow);
+    assert_eq!(s.device_commands("F0", 2).await.unwrap()[0].command_uuid, all.uuid);
+    // Results from most devices: the fan-out settles on the way without changing any answer.
+    for id in &ids[2..7] {
+        assert_eq!(s.next_command(id, false).await.unwrap().unwrap().uuid, all.uuid);
+        let (o, next) = s.report(id, report(&all.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+        assert!(matches!(o, ReportOutcome::Finished { .. }));
+        assert!(next.is_none(), "{id}");
+        assert_eq!(
+            s.report(id, report(&all.uuid, DeliveryStatus::Error)).await.unwrap().0,
+            ReportOutcome::NotPending
+        );
+        let h = s.device_commands(id, 10).await.unwrap();
+        assert_eq!((h.len(), h[0].delivery.status), (1, DeliveryStatus::Acknowledged));
+    }
+    assert_eq!(s.counts().await.unwrap().pending_commands, before + 3 + 2);
+    // F0 still has the NotNow'ed one (skipped for the session), F1 and F7 the plain one.
+    assert_eq!(s.next_command("F0", true).await.unwrap().unwrap().uuid, later.uuid);
+    assert_eq!(s.next_command("F0", false).await.unwrap().unwrap().uuid, all.uuid);
+    assert_eq!(s.next_command("F7", true).await.unwrap().unwrap().uuid, all.uuid);
+    assert_eq!(
+        s.device_commands("F7", 10).await.unwrap()[0].delivery.status,
+        DeliveryStatus::Pending
+    );
+    let (_, next) = s.report("F0", report(&all.uuid, DeliveryStatus::Error)).await.unwrap();
+    assert_eq!(next.unwrap().uuid, later.uuid);
+    // Clearing a device clears its part of the fan-out and its own commands.
+    assert_eq!(s.clear_queue("F1", 500).await.unwrap(), 2);
+    assert!(s.next_command("F1", false).await.unwrap().is_none());
+    assert_eq!(
+        s.device_commands("F1", 10).await.unwrap()[0].delivery.status,
+        DeliveryStatus::Cleared
+    );
+    let (rec, deliveries) = s.command(&all.uuid).await.unwrap().unwrap();
+    assert_eq!((rec.targets, deliveries.len()), (8, 8));
+    let status = |id: &str| deliveries.iter().find(|d| d.enrollment == id).unwrap().status;
+    assert_eq!(
+        [status("F0"), status("F1"), status("F2"), status("F7")],
+        [
+            DeliveryStatus::Error,
+            DeliveryStatus::Cleared,
+            DeliveryStatus::Acknowledged,
+            DeliveryStatus::Pending
+        ]
+    );
+    // Re-enrollment without keep_queue clears too; the last device finishes the fan-out.
+    s.authenticate(enrollment("F7", None), false).await.unwrap();
+    assert!(s.next_command("F7", false).await.unwrap().is_none());
+    s.report("F0", report(&later.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(s.counts().await.unwrap().pending_commands, before);
+    // A fan-out to every device again, then a token update sees it pending.
+    let again = command("DeviceInformation", None);
+    s.enqueue(again.clone(), ids.clone()).await.unwrap();
+    assert_eq!(s.token_update("F3", "F3", token("F3", "t2", 700)).await.unwrap(), Some(true));
+}
+
+#[tokio::test]
+async fn redb_fanouts_conform() {
+    use mdmd::store::redb::FanoutPolicy;
+    // Fan-outs from two targets settling at their last quarter; the same with at most one open
+    // (a second one settles the first at once).
+    for max_open in [64, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FanoutPolicy {
+            min_targets: 2,
+            settle_at: 0,
+            max_open,
+        };
+        let s: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("f.redb")).unwrap().with_fanout(p));
+        fanout(&s).await;
+    }
+    // The whole suite with every command a fan-out (single targets too), settling only at zero,
+    // and a copy of what it leaves to a store with the default policy.
+    let dir = tempfile::tempdir().unwrap();
+    let p = FanoutPolicy {
+        min_targets: 1,
+        settle_at: 0,
+        max_open: 10_000,
+    };
+    let s: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("g.redb")).unwrap().with_fanout(p));
+    conformance(s.clone()).await;
+    let b: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("h.redb")).unwrap());
+    let rep = mdmd::store::copy::copy_all(&*s, &*b).await.unwrap();
+    assert!(rep.verified(), "{rep:?}");
+}
+
+/// A store written before the `enrolled` index existed gets it at open: its enrollments stay targets.
+#[tokio::test]
+async fn redb_builds_missing_enrollment_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    {
+        let s = RedbStore::open(&path).unwrap();
+        s.authenticate(enrollment("OLD1", None), false).await.unwrap();
+    }
+    // Make it look like an older store (the writer thread lets go of the file when it sees the drop).
+    let db = (0..100)
+        .find_map(|_| {
+            ::redb::Database::open(&path).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            })
+        })
+        .expect("reopen");
+    let txn = db.begin_write().unwrap();
+    assert!(txn.delete_table(::redb::TableDefinition::<&str, ()>::new("enrolled")).unwrap());
+    txn.open_table(::redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap()
+        .remove("enrolled_version")
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let s = RedbStore::open(&path).unwrap();
+    let out = s
+        .enqueue(command("SecurityInfo", None), vec!["OLD1".into(), "NEW".into()])
+        .await
+        .unwrap();
+    assert_eq!((out.queued, out.unknown), (1, vec!["NEW".to_owned()]));
 }
 
 #[tokio::test]

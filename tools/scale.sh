@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Fleet size (docs/performance.md): seed DEVICES enrollments (1,000,000 by default) straight into
 # a fresh redb store, serve it, and report the store's size, the server's RSS, and the time of a
-# device page, a single-device read and a 100,000-target enqueue at that size (median of REPEAT,
-# from curl's own timing, over HTTPS on loopback). Bounded; everything is removed afterwards.
+# device page, a single-device read and a 100,000-target enqueue at that size, ENQUEUES (12) in a
+# row so the last ones find 10+ commands already pending on every target (reads: median of
+# REPEAT, from curl's own timing, over HTTPS on loopback). Bounded; everything is removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/mdmd
+BIN=${BIN:-target/release/mdmd}
 N=${DEVICES:-1000000}
 TARGETS=${TARGETS:-100000}
 REPEAT=${REPEAT:-5}
@@ -37,7 +38,7 @@ ids = ["00008101-%016X" % i for i in range(0, n, step)][:t]
 print(json.dumps({"targets": ids, "command": {"RequestType": "SecurityInfo"}, "push": False}))
 PY
 echo "enqueue one command to $TARGETS enrollments (POST /v1/commands, durable):"
-for i in $(seq 1 3); do
+for i in $(seq 1 "${ENQUEUES:-12}"); do
   printf '  #%s: ' "$i"; "${c[@]}" -H 'content-type: application/json' --data-binary @"$work/targets.json" "$base/v1/commands" | awk '{printf "%.2f s\n", $1}'
 done
 echo "server RSS after: $(rss $pid)"

@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 use super::*;
 
 const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
+/// enrollment -> (): which enrollments exist, small enough to stay in the page cache when
+/// ENROLLMENTS (whole records) does not; a fan-out checks its targets here.
+const ENROLLED: TableDefinition<&str, ()> = TableDefinition::new("enrolled");
 /// (enrollment, seq) -> [not_now flag] ++ command uuid; pending commands only.
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// (enrollment, seq) -> command uuid; every command ever queued to the enrollment.
@@ -27,6 +30,8 @@ const HISTORY: TableDefinition<(&str, u64), &str> = TableDefinition::new("histor
 /// since enqueue (then everything is in the command record: seq, time).
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
+/// seq -> open fan-out (`FanOut`): a command whose per-enrollment queue state is only in DELIVERIES.
+const FANOUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fanouts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// sha256 -> IssuedCert (JSON).
 const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("certs");
@@ -60,6 +65,8 @@ const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Bump when `Enrollment::lookup_keys` changes: the index is rebuilt at open.
 const LOOKUPS_VERSION: u64 = 2;
+/// Bump when ENROLLED must be rebuilt at open (1: it exists).
+const ENROLLED_VERSION: u64 = 1;
 
 const MAX_BATCH: usize = 512;
 /// Page cache when none is configured.
@@ -71,6 +78,73 @@ type Job = Box<dyn FnOnce(&WriteTransaction) -> std::result::Result<Finisher, St
 pub struct RedbStore {
     db: Arc<Database>,
     jobs: mpsc::Sender<Job>,
+    fanout: FanoutPolicy,
+}
+
+/// When a command without a profile goes to many enrollments, their queue state is written only
+/// to DELIVERIES, keyed (command, enrollment) and so one clustered run of the tree, instead of a
+/// QUEUE and a HISTORY entry per enrollment spread over those trees: at a large fleet those
+/// rewrite nearly every leaf (copy-on-write) in the one transaction. The open fan-outs are few and
+/// `next_command` checks each with point lookups; an enrollment's HISTORY entry is written when it
+/// finishes the command (or has it cleared). When few enrollments are still pending, the fan-out
+/// *settles*: those get ordinary QUEUE and HISTORY entries and the fan-out is closed, so open
+/// fan-outs are only recent or still mostly pending ones. Profile commands never fan out (they
+/// keep per-enrollment profile state). Exports and imports see only deliveries either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutPolicy {
+    /// Commands to at least this many known enrollments fan out.
+    pub min_targets: usize,
+    /// A fan-out settles when its pending enrollments fall to this or to a quarter of its targets.
+    pub settle_at: u64,
+    /// At most this many are open: a new one beyond it settles the oldest first, which bounds
+    /// the point lookups of every `next_command` when devices stay away for long.
+    pub max_open: usize,
+}
+
+impl Default for FanoutPolicy {
+    fn default() -> Self {
+        FanoutPolicy {
+            min_targets: 256,
+            settle_at: 64,
+            max_open: 32,
+        }
+    }
+}
+
+/// An open fan-out: its command and how many of its targets still have it pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FanOut {
+    targets: u64,
+    pending: u64,
+    uuid: String,
+}
+
+impl FanOut {
+    fn enc(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + self.uuid.len());
+        v.extend_from_slice(&self.targets.to_le_bytes());
+        v.extend_from_slice(&self.pending.to_le_bytes());
+        v.extend_from_slice(self.uuid.as_bytes());
+        v
+    }
+
+    fn dec(b: &[u8]) -> Result<Self> {
+        let bad = || StoreError::Corrupt("fan-out record".into());
+        if b.len() < 16 {
+            return Err(bad());
+        }
+        let (t, rest) = b.split_at(8);
+        let (p, u) = rest.split_at(8);
+        Ok(FanOut {
+            targets: u64::from_le_bytes(t.try_into().map_err(|_| bad())?),
+            pending: u64::from_le_bytes(p.try_into().map_err(|_| bad())?),
+            uuid: std::str::from_utf8(u).map_err(|_| bad())?.to_owned(),
+        })
+    }
+
+    fn settles(&self, p: FanoutPolicy) -> bool {
+        self.pending <= p.settle_at.max(self.targets / 4)
+    }
 }
 
 impl RedbStore {
@@ -89,6 +163,7 @@ impl RedbStore {
             txn.open_table(HISTORY)?;
             txn.open_table(DELIVERIES)?;
             txn.open_table(COMMANDS)?;
+            txn.open_table(FANOUTS)?;
             txn.open_table(META)?;
             txn.open_table(CERTS)?;
             txn.open_table(CERT_SERIALS)?;
@@ -123,6 +198,17 @@ impl RedbStore {
                 }
                 txn.open_table(META)?.insert("lookups_version", LOOKUPS_VERSION)?;
             }
+            // So is the list of enrollment ids (stores from before it get it here, once).
+            let built = txn.open_table(META)?.get("enrolled_version")?.map(|v| v.value());
+            if built != Some(ENROLLED_VERSION) {
+                let t = txn.open_table(ENROLLMENTS)?;
+                let mut ids = txn.open_table(ENROLLED)?;
+                for item in t.range::<&str>(..)? {
+                    let (k, _) = item?;
+                    ids.insert(k.value(), ())?;
+                }
+                txn.open_table(META)?.insert("enrolled_version", ENROLLED_VERSION)?;
+            }
             txn.commit()?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -131,7 +217,17 @@ impl RedbStore {
             .name("mdmd-store-writer".into())
             .spawn(move || writer(wdb, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok(RedbStore { db, jobs: tx })
+        Ok(RedbStore {
+            db,
+            jobs: tx,
+            fanout: FanoutPolicy::default(),
+        })
+    }
+
+    /// The same store with another fan-out policy (tests exercise every path with small ones).
+    pub fn with_fanout(mut self, p: FanoutPolicy) -> Self {
+        self.fanout = p;
+        self
     }
 
     /// Run `f` in the next group-commit transaction; resolves after the commit.
@@ -268,60 +364,103 @@ fn load_command<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, uuid: &str
     }
 }
 
-fn first_pending<Q, C>(queue: &Q, commands: &C, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>>
+/// Where an enrollment stands with an open fan-out: `None` when the command is not pending
+/// there (not a target, finished, cleared), else whether it answered NotNow.
+fn fanout_state<H, D>(history: &H, deliveries: &D, f: &FanOut, seq: u64, id: &str) -> Result<Option<bool>>
+where
+    H: ReadableTable<(&'static str, u64), &'static str>,
+    D: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    // Finished and cleared enrollments have their history entry; the pending ones do not.
+    if history.get((id, seq))?.is_some() {
+        return Ok(None);
+    }
+    let Some(v) = deliveries.get((f.uuid.as_str(), id))? else {
+        return Ok(None);
+    };
+    if v.value().is_empty() {
+        return Ok(Some(false));
+    }
+    let d: Delivery = dec(v.value())?;
+    Ok(d.status.is_pending().then_some(d.status == DeliveryStatus::NotNow))
+}
+
+/// The tables that hold an enrollment's queue, for reading it (in a read or a write transaction).
+struct QueueView<'a, Q, C, H, D, F> {
+    queue: &'a Q,
+    commands: &'a C,
+    history: &'a H,
+    deliveries: &'a D,
+    fanouts: &'a F,
+}
+
+impl<Q, C, H, D, F> QueueView<'_, Q, C, H, D, F>
 where
     Q: ReadableTable<(&'static str, u64), &'static [u8]>,
     C: ReadableTable<&'static str, &'static [u8]>,
+    H: ReadableTable<(&'static str, u64), &'static str>,
+    D: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    F: ReadableTable<u64, &'static [u8]>,
 {
-    for item in queue.range((id, 0u64)..=(id, u64::MAX))? {
-        let (_, v) = item?;
-        let (not_now, uuid) = split_queue_value(v.value());
-        if skip_not_now && not_now {
-            continue;
-        }
-        if let Some(c) = load_command(commands, uuid)? {
-            return Ok(Some(QueuedCommand {
-                uuid: c.uuid,
-                request_type: c.request_type,
-                body: c.body,
-            }));
-        }
-    }
-    Ok(None)
-}
-
-/// Clear the pending queue of one enrollment inside a write transaction.
-fn clear_pending(txn: &WriteTransaction, id: &str, now: i64) -> Result<u64> {
-    let mut queue = txn.open_table(QUEUE)?;
-    let mut deliveries = txn.open_table(DELIVERIES)?;
-    let commands = txn.open_table(COMMANDS)?;
-    let mut n = 0;
-    let drained: Vec<(u64, String)> = queue
-        .range((id, 0u64)..=(id, u64::MAX))?
-        .map(|r| r.map(|(k, v)| (k.value().1, split_queue_value(v.value()).1.to_owned())))
-        .collect::<std::result::Result<_, _>>()?;
-    for (seq, uuid) in drained {
-        queue.remove((id, seq))?;
-        let updated = match deliveries.get((uuid.as_str(), id))? {
-            Some(v) => {
-                let mut d = delivery_from(v.value(), load_command(&commands, &uuid)?.as_ref())?;
-                d.status = DeliveryStatus::Cleared;
-                d.updated_at = now;
-                Some(enc(&d)?)
+    /// (seq, command uuid) of the first pending command, from the queue or an open fan-out.
+    fn first(&self, id: &str, skip_not_now: bool) -> Result<Option<(u64, String)>> {
+        let mut best: Option<(u64, String)> = None;
+        for item in self.queue.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, v) = item?;
+            let (not_now, uuid) = split_queue_value(v.value());
+            if skip_not_now && not_now {
+                continue;
             }
-            None => None,
-        };
-        if let Some(b) = updated {
-            deliveries.insert((uuid.as_str(), id), b.as_slice())?;
+            best = Some((k.value().1, uuid.to_owned()));
+            break;
         }
-        n += 1;
+        let until = best.as_ref().map_or(u64::MAX, |b| b.0);
+        for item in self.fanouts.range(..until)? {
+            let (k, v) = item?;
+            let f = FanOut::dec(v.value())?;
+            match fanout_state(self.history, self.deliveries, &f, k.value(), id)? {
+                Some(not_now) if !(skip_not_now && not_now) => return Ok(Some((k.value(), f.uuid))),
+                _ => {}
+            }
+        }
+        Ok(best)
     }
-    Ok(n)
+
+    fn first_command(&self, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>> {
+        let Some((_, uuid)) = self.first(id, skip_not_now)? else {
+            return Ok(None);
+        };
+        Ok(load_command(self.commands, &uuid)?.map(|c| QueuedCommand {
+            uuid: c.uuid,
+            request_type: c.request_type,
+            body: c.body,
+        }))
+    }
+
+    /// The newest `limit` commands ever queued to the enrollment, oldest first: (seq, uuid).
+    fn history(&self, id: &str, limit: usize) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for item in self.history.range((id, 0u64)..=(id, u64::MAX))?.rev().take(limit) {
+            let (k, uuid) = item?;
+            out.push((k.value().1, uuid.value().to_owned()));
+        }
+        for item in self.fanouts.iter()? {
+            let (k, v) = item?;
+            let f = FanOut::dec(v.value())?;
+            if fanout_state(self.history, self.deliveries, &f, k.value(), id)?.is_some() {
+                out.push((k.value(), f.uuid));
+            }
+        }
+        out.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        out.truncate(limit);
+        out.reverse();
+        Ok(out)
+    }
 }
 
 /// Split targets into known enrollments and unknown ids.
 fn split_known(txn: &WriteTransaction, targets: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
-    let enrollments = txn.open_table(ENROLLMENTS)?;
+    let enrollments = txn.open_table(ENROLLED)?;
     let mut known = Vec::with_capacity(targets.len());
     let mut unknown = Vec::new();
     for t in targets {
@@ -334,34 +473,89 @@ fn split_known(txn: &WriteTransaction, targets: Vec<String>) -> Result<(Vec<Stri
     Ok((known, unknown))
 }
 
-/// The tables one enqueue writes, opened once per transaction.
+/// The tables the queue writes, opened once per transaction.
 struct QueueTables<'t> {
     meta: ::redb::Table<'t, &'static str, u64>,
     commands: ::redb::Table<'t, &'static str, &'static [u8]>,
     queue: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
     history: ::redb::Table<'t, (&'static str, u64), &'static str>,
     deliveries: ::redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    fanouts: ::redb::Table<'t, u64, &'static [u8]>,
     device_profiles: ::redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     profile_devices: ::redb::Table<'t, (&'static str, &'static str), ()>,
+    policy: FanoutPolicy,
 }
 
+type WriteView<'a, 't> = QueueView<
+    'a,
+    ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    ::redb::Table<'t, &'static str, &'static [u8]>,
+    ::redb::Table<'t, (&'static str, u64), &'static str>,
+    ::redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    ::redb::Table<'t, u64, &'static [u8]>,
+>;
+
 impl<'t> QueueTables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+    fn open(txn: &'t WriteTransaction, policy: FanoutPolicy) -> Result<Self> {
         Ok(QueueTables {
             meta: txn.open_table(META)?,
             commands: txn.open_table(COMMANDS)?,
             queue: txn.open_table(QUEUE)?,
             history: txn.open_table(HISTORY)?,
             deliveries: txn.open_table(DELIVERIES)?,
+            fanouts: txn.open_table(FANOUTS)?,
             device_profiles: txn.open_table(DEVICE_PROFILES)?,
             profile_devices: txn.open_table(PROFILE_DEVICES)?,
+            policy,
         })
+    }
+
+    fn view(&self) -> WriteView<'_, 't> {
+        QueueView {
+            queue: &self.queue,
+            commands: &self.commands,
+            history: &self.history,
+            deliveries: &self.deliveries,
+            fanouts: &self.fanouts,
+        }
     }
 
     fn next_seq(&mut self) -> Result<u64> {
         let seq = self.meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
         self.meta.insert("seq", seq)?;
         Ok(seq)
+    }
+
+    /// Store a command and queue it for known enrollments (sorted): as a fan-out when the
+    /// policy says so, else with per-enrollment queue entries.
+    fn enqueue(&mut self, rec: &mut CommandRecord, known: &[String]) -> Result<()> {
+        rec.targets = known.len() as u64;
+        rec.seq = self.next_seq()?;
+        self.commands.insert(rec.uuid.as_str(), enc(&*rec)?.as_slice())?;
+        if rec.profile.is_none() && !known.is_empty() && known.len() >= self.policy.min_targets {
+            use ::redb::ReadableTableMetadata as _;
+            while self.fanouts.len()? as usize >= self.policy.max_open.max(1) {
+                let oldest = match self.fanouts.first()? {
+                    Some((k, v)) => (k.value(), FanOut::dec(v.value())?),
+                    None => break,
+                };
+                self.settle(oldest.0, &oldest.1)?;
+            }
+            for id in known {
+                self.deliveries.insert((rec.uuid.as_str(), id.as_str()), &[][..])?;
+            }
+            let f = FanOut {
+                targets: rec.targets,
+                pending: rec.targets,
+                uuid: rec.uuid.clone(),
+            };
+            self.fanouts.insert(rec.seq, f.enc().as_slice())?;
+            return Ok(());
+        }
+        for id in known {
+            self.queue_one(rec, id)?;
+        }
+        Ok(())
     }
 
     /// Queue a stored command for one known enrollment.
@@ -374,6 +568,97 @@ impl<'t> QueueTables<'t> {
         // Empty: pending as enqueued (see `delivery_from`).
         self.deliveries.insert((rec.uuid.as_str(), id), &[][..])?;
         Ok(())
+    }
+
+    /// The open fan-out a delivery belongs to, if any.
+    fn fanout_of(&self, seq: u64, uuid: &str) -> Result<Option<FanOut>> {
+        let f = match self.fanouts.get(seq)? {
+            Some(v) => FanOut::dec(v.value())?,
+            None => return Ok(None),
+        };
+        Ok((f.uuid == uuid).then_some(f))
+    }
+
+    /// One enrollment of an open fan-out is no longer pending (its delivery is already
+    /// updated): record it in the enrollment's history and settle the fan-out when due.
+    fn fanout_done(&mut self, seq: u64, mut f: FanOut, id: &str) -> Result<()> {
+        self.history.insert((id, seq), f.uuid.as_str())?;
+        f.pending = f.pending.saturating_sub(1);
+        if f.settles(self.policy) {
+            self.settle(seq, &f)
+        } else {
+            self.fanouts.insert(seq, f.enc().as_slice())?;
+            Ok(())
+        }
+    }
+
+    /// Give the enrollments still pending on a fan-out ordinary queue and history entries, and close it.
+    fn settle(&mut self, seq: u64, f: &FanOut) -> Result<()> {
+        let mut rest = Vec::new();
+        for item in self.deliveries.range((f.uuid.as_str(), "")..)? {
+            let (k, v) = item?;
+            let (uuid, id) = k.value();
+            if uuid != f.uuid {
+                break;
+            }
+            if self.history.get((id, seq))?.is_some() {
+                continue;
+            }
+            let not_now = if v.value().is_empty() {
+                false
+            } else {
+                let d: Delivery = dec(v.value())?;
+                if !d.status.is_pending() {
+                    continue;
+                }
+                d.status == DeliveryStatus::NotNow
+            };
+            rest.push((id.to_owned(), not_now));
+        }
+        for (id, not_now) in &rest {
+            self.queue.insert((id.as_str(), seq), queue_value(*not_now, &f.uuid).as_slice())?;
+            self.history.insert((id.as_str(), seq), f.uuid.as_str())?;
+        }
+        self.fanouts.remove(seq)?;
+        Ok(())
+    }
+
+    /// Clear the pending commands of one enrollment. Returns how many.
+    fn clear(&mut self, id: &str, now: i64) -> Result<u64> {
+        let mut drained: Vec<(u64, String, Option<FanOut>)> = self
+            .queue
+            .range((id, 0u64)..=(id, u64::MAX))?
+            .map(|r| r.map(|(k, v)| (k.value().1, split_queue_value(v.value()).1.to_owned(), None)))
+            .collect::<std::result::Result<_, _>>()?;
+        for item in self.fanouts.iter()? {
+            let (k, v) = item?;
+            let f = FanOut::dec(v.value())?;
+            if fanout_state(&self.history, &self.deliveries, &f, k.value(), id)?.is_some() {
+                drained.push((k.value(), f.uuid.clone(), Some(f)));
+            }
+        }
+        let n = drained.len() as u64;
+        for (seq, uuid, fanout) in drained {
+            self.queue.remove((id, seq))?;
+            let updated = match self.deliveries.get((uuid.as_str(), id))? {
+                Some(v) => {
+                    let mut d = delivery_from(v.value(), load_command(&self.commands, &uuid)?.as_ref())?;
+                    d.status = DeliveryStatus::Cleared;
+                    d.updated_at = now;
+                    Some(enc(&d)?)
+                }
+                None => None,
+            };
+            if let Some(b) = updated {
+                self.deliveries.insert((uuid.as_str(), id), b.as_slice())?;
+            }
+            if let Some(f) = fanout {
+                // Re-read: settling an earlier fan-out does not touch this one, but keep the count exact.
+                let f = self.fanout_of(seq, &f.uuid)?.unwrap_or(f);
+                self.fanout_done(seq, f, id)?;
+            }
+        }
+        Ok(n)
     }
 
     /// A newer command for a profile supersedes the pending one, and the
@@ -403,20 +688,24 @@ impl<'t> QueueTables<'t> {
         self.profile_devices.insert((tag.identifier.as_str(), id), ())?;
         Ok(())
     }
+
+    /// A profile command finished: record the profile's new state, unless a
+    /// newer command for the profile was queued since.
+    fn profile_result(&mut self, id: &str, tag: &ProfileTag, uuid: &str, d: &Delivery) -> Result<()> {
+        let key = (id, tag.identifier.as_str());
+        let cur: Option<DeviceProfile> = dec_opt(self.device_profiles.get(key)?)?;
+        let Some(mut dp) = cur else { return Ok(()) };
+        if !dp.apply_result(tag, uuid, d) {
+            return Ok(());
+        }
+        self.device_profiles.insert(key, enc(&dp)?.as_slice())?;
+        Ok(())
+    }
 }
 
-/// A profile command finished: record the profile's new state, unless a
-/// newer command for the profile was queued since.
-fn profile_result(txn: &WriteTransaction, id: &str, tag: &ProfileTag, uuid: &str, d: &Delivery) -> Result<()> {
-    let mut t = txn.open_table(DEVICE_PROFILES)?;
-    let key = (id, tag.identifier.as_str());
-    let cur: Option<DeviceProfile> = dec_opt(t.get(key)?)?;
-    let Some(mut dp) = cur else { return Ok(()) };
-    if !dp.apply_result(tag, uuid, d) {
-        return Ok(());
-    }
-    t.insert(key, enc(&dp)?.as_slice())?;
-    Ok(())
+/// Clear the pending queue of one enrollment inside a write transaction.
+fn clear_pending(txn: &WriteTransaction, policy: FanoutPolicy, id: &str, now: i64) -> Result<u64> {
+    QueueTables::open(txn, policy)?.clear(id, now)
 }
 
 fn get_enrollment(txn: &WriteTransaction, id: &str) -> Result<Option<Enrollment>> {
@@ -433,6 +722,9 @@ fn put_enrollment(txn: &WriteTransaction, e: &Enrollment) -> Result<()> {
         t.insert(e.id.as_str(), enc(e)?.as_slice())?;
         old
     };
+    if old.is_none() {
+        txn.open_table(ENROLLED)?.insert(e.id.as_str(), ())?;
+    }
     let before = old.map(|o| o.lookup_keys()).unwrap_or_default();
     let after = e.lookup_keys();
     if before != after {
@@ -450,6 +742,7 @@ fn put_enrollment(txn: &WriteTransaction, e: &Enrollment) -> Result<()> {
 #[async_trait]
 impl CheckinStore for RedbStore {
     async fn authenticate(&self, rec: Enrollment, keep_queue: bool) -> Result<AuthOutcome> {
+        let policy = self.fanout;
         self.write(move |txn| {
             let now = rec.authenticated_at;
             if let Some(h) = &rec.cert_hash {
@@ -474,7 +767,7 @@ impl CheckinStore for RedbStore {
                 None => rec,
             };
             if !keep_queue {
-                clear_pending(txn, &rec.id, now)?;
+                clear_pending(txn, policy, &rec.id, now)?;
                 let (lo, hi) = user_channel_range(&rec.id);
                 let users: Vec<String> = {
                     let t = txn.open_table(ENROLLMENTS)?;
@@ -485,7 +778,7 @@ impl CheckinStore for RedbStore {
                     v
                 };
                 for u in users {
-                    clear_pending(txn, &u, now)?;
+                    clear_pending(txn, policy, &u, now)?;
                     if let Some(mut ue) = get_enrollment(txn, &u)? {
                         ue.active = false;
                         put_enrollment(txn, &ue)?;
@@ -513,6 +806,7 @@ impl CheckinStore for RedbStore {
     async fn token_update(&self, id: &str, parent: &str, mut u: TokenUpdateRecord) -> Result<Option<bool>> {
         let (id, parent) = (id.to_owned(), parent.to_owned());
         let events = std::mem::take(&mut u.events);
+        let policy = self.fanout;
         self.write(move |txn| {
             let mut e = match get_enrollment(txn, &id)? {
                 Some(e) => e,
@@ -528,8 +822,7 @@ impl CheckinStore for RedbStore {
             e.apply_token_update(u);
             put_enrollment(txn, &e)?;
             put_events(txn, &events)?;
-            let queue = txn.open_table(QUEUE)?;
-            let pending = queue.range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))?.next().is_some();
+            let pending = QueueTables::open(txn, policy)?.view().first(&id, false)?.is_some();
             Ok(Some(pending))
         })
         .await
@@ -695,7 +988,13 @@ impl CheckinStore for RedbStore {
         self.read(|txn| {
             Ok(StoreCounts {
                 enrollments: txn.open_table(ENROLLMENTS)?.len()?,
-                pending_commands: txn.open_table(QUEUE)?.len()?,
+                pending_commands: {
+                    let mut n = txn.open_table(QUEUE)?.len()?;
+                    for item in txn.open_table(FANOUTS)?.iter()? {
+                        n += FanOut::dec(item?.1.value())?.pending;
+                    }
+                    n
+                },
             })
         })
     }
@@ -708,16 +1007,12 @@ impl QueueStore for RedbStore {
         // Sorted: B-tree lookups and inserts walk the trees in order.
         targets.sort_unstable();
         targets.dedup();
+        let policy = self.fanout;
         self.write(move |txn| {
             let (known, unknown) = split_known(txn, targets)?;
-            let mut t = QueueTables::open(txn)?;
+            let mut t = QueueTables::open(txn, policy)?;
             let mut rec = cmd;
-            rec.targets = known.len() as u64;
-            rec.seq = t.next_seq()?;
-            t.commands.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
-            for id in &known {
-                t.queue_one(&rec, id)?;
-            }
+            t.enqueue(&mut rec, &known)?;
             Ok(EnqueueOutcome {
                 queued: known.len() as u64,
                 unknown,
@@ -733,6 +1028,7 @@ impl QueueStore for RedbStore {
     ) -> Result<EnqueueOutcome> {
         let mut items = items;
         items.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        let policy = self.fanout;
         self.write(move |txn| {
             let (known, unknown) = split_known(txn, items.iter().map(|(_, t)| t.clone()).collect())?;
             let known: std::collections::HashSet<String> = known.into_iter().collect();
@@ -744,16 +1040,13 @@ impl QueueStore for RedbStore {
                     }
                 }
             }
-            let mut t = QueueTables::open(txn)?;
+            let mut t = QueueTables::open(txn, policy)?;
             let mut queued = 0;
             for (mut rec, target) in items {
                 if !known.contains(&target) {
                     continue;
                 }
-                rec.targets = 1;
-                rec.seq = t.next_seq()?;
-                t.commands.insert(rec.uuid.as_str(), enc(&rec)?.as_slice())?;
-                t.queue_one(&rec, &target)?;
+                t.enqueue(&mut rec, std::slice::from_ref(&target))?;
                 queued += 1;
             }
             Ok(EnqueueOutcome { queued, unknown })
@@ -765,22 +1058,31 @@ impl QueueStore for RedbStore {
         self.read(|txn| {
             let queue = txn.open_table(QUEUE)?;
             let commands = txn.open_table(COMMANDS)?;
-            first_pending(&queue, &commands, id, skip_not_now)
+            let fanouts = txn.open_table(FANOUTS)?;
+            let history = txn.open_table(HISTORY)?;
+            let deliveries = txn.open_table(DELIVERIES)?;
+            QueueView {
+                queue: &queue,
+                commands: &commands,
+                history: &history,
+                deliveries: &deliveries,
+                fanouts: &fanouts,
+            }
+            .first_command(id, skip_not_now)
         })
     }
 
     async fn report(&self, id: &str, mut r: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
         let id = id.to_owned();
         let events = std::mem::take(&mut r.events);
+        let policy = self.fanout;
         self.write(move |txn| {
             // Also for a report already applied: the device sends it again when it got no answer.
             put_events(txn, &events)?;
-            let mut deliveries = txn.open_table(DELIVERIES)?;
-            let commands = txn.open_table(COMMANDS)?;
-            let mut queue = txn.open_table(QUEUE)?;
-            let current = match deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
+            let mut t = QueueTables::open(txn, policy)?;
+            let current = match t.deliveries.get((r.command_uuid.as_str(), id.as_str()))? {
                 Some(v) => {
-                    let cmd = load_command(&commands, &r.command_uuid)?;
+                    let cmd = load_command(&t.commands, &r.command_uuid)?;
                     let d = delivery_from(v.value(), cmd.as_ref())?;
                     Some((d, cmd))
                 }
@@ -789,20 +1091,27 @@ impl QueueStore for RedbStore {
             let outcome = match current {
                 Some((mut d, cmd)) if d.status.is_pending() => {
                     d.updated_at = r.now;
+                    let fanout = t.fanout_of(d.seq, &r.command_uuid)?;
                     if r.status == DeliveryStatus::NotNow {
                         d.status = DeliveryStatus::NotNow;
                         d.not_now_count += 1;
-                        queue.insert((id.as_str(), d.seq), queue_value(true, &r.command_uuid).as_slice())?;
-                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        if fanout.is_none() {
+                            t.queue
+                                .insert((id.as_str(), d.seq), queue_value(true, &r.command_uuid).as_slice())?;
+                        }
+                        t.deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
                         ReportOutcome::NotNowRecorded
                     } else {
                         d.status = r.status;
                         d.error_chain = r.error_chain;
                         d.result = Some(r.raw);
-                        queue.remove((id.as_str(), d.seq))?;
-                        deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        t.queue.remove((id.as_str(), d.seq))?;
+                        t.deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        if let Some(f) = fanout {
+                            t.fanout_done(d.seq, f, &id)?;
+                        }
                         if let Some(tag) = cmd.as_ref().and_then(|c| c.profile.as_ref()) {
-                            profile_result(txn, &id, tag, &r.command_uuid, &d)?;
+                            t.profile_result(&id, tag, &r.command_uuid, &d)?;
                         }
                         ReportOutcome::Finished {
                             request_type: cmd.map(|c| c.request_type).unwrap_or_default(),
@@ -811,7 +1120,7 @@ impl QueueStore for RedbStore {
                 }
                 _ => ReportOutcome::NotPending,
             };
-            let next = first_pending(&queue, &commands, &id, true)?;
+            let next = t.view().first_command(&id, true)?;
             Ok((outcome, next))
         })
         .await
@@ -819,32 +1128,39 @@ impl QueueStore for RedbStore {
 
     async fn clear_queue(&self, id: &str, now: i64) -> Result<u64> {
         let id = id.to_owned();
-        self.write(move |txn| clear_pending(txn, &id, now)).await
+        let policy = self.fanout;
+        self.write(move |txn| clear_pending(txn, policy, &id, now)).await
     }
 
     async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>> {
         self.read(|txn| {
+            let queue = txn.open_table(QUEUE)?;
             let history = txn.open_table(HISTORY)?;
             let deliveries = txn.open_table(DELIVERIES)?;
             let commands = txn.open_table(COMMANDS)?;
+            let fanouts = txn.open_table(FANOUTS)?;
+            let view = QueueView {
+                queue: &queue,
+                commands: &commands,
+                history: &history,
+                deliveries: &deliveries,
+                fanouts: &fanouts,
+            };
             let mut out = Vec::new();
-            for item in history.range((id, 0u64)..=(id, u64::MAX))?.rev().take(limit) {
-                let (_, uuid) = item?;
-                let uuid = uuid.value();
-                let Some(d) = deliveries.get((uuid, id))? else {
+            for (_, uuid) in view.history(id, limit)? {
+                let Some(d) = deliveries.get((uuid.as_str(), id))? else {
                     continue;
                 };
-                let cmd = load_command(&commands, uuid)?;
+                let cmd = load_command(&commands, &uuid)?;
                 let mut delivery = delivery_from(d.value(), cmd.as_ref())?;
                 delivery.enrollment = id.to_owned();
                 let request_type = cmd.map(|c| c.request_type).unwrap_or_default();
                 out.push(DeviceCommand {
-                    command_uuid: uuid.to_owned(),
+                    command_uuid: uuid,
                     request_type,
                     delivery,
                 });
             }
-            out.reverse();
             Ok(out)
         })
     }
