@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load floor load-pg ise-bench scale push-latency schema fuzz clean
+.PHONY: run build release test unit bench load floor load-pg ise-bench scale console-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -46,6 +46,10 @@ ise-bench: release
 # 1,000,000 enrollments: store size, RSS, device page, single read, 100,000-target enqueue.
 scale: release
 	bash tools/scale.sh
+
+# The web console's device list and device page with DEVICES= enrollments (default 100,000).
+console-bench: release
+	bash tools/console-bench.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod pki;

@@ -102,6 +102,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::auth));
     crate::http::router(app.max_body)
         .merge(api)
+        .merge(crate::console::router(app.clone()))
         .layer(axum::middleware::from_fn(crate::http::track))
         .with_state(app)
 }

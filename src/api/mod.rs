@@ -382,8 +382,25 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
                 Ok(c) => c,
                 Err(r) => return r,
             };
+            let identity = match &e.cert_hash {
+                Some(h) => match app.mdm.store.cert_by_hash(h).await {
+                    Ok(c) => c,
+                    Err(e) => return store_error(e),
+                },
+                None => None,
+            };
             let mut v = views::enrollment(&e, Some(pending));
             if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "identity_certificate".into(),
+                    identity.map_or(serde_json::Value::Null, |c| {
+                        json!({
+                            "serial": c.serial,
+                            "not_after": views::time(c.not_after),
+                            "revoked": c.revoked_at.is_some(),
+                        })
+                    }),
+                );
                 o.insert("inventory".into(), inventory::inventory_view(&inv));
                 o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
                 if let serde_json::Value::Object(c) = creds {
@@ -493,7 +510,13 @@ async fn info(State(app): State<Arc<App>>) -> Response {
 async fn stats(State(app): State<Arc<App>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let (user, sys) = cpu_time();
+    let counts = match app.mdm.store.counts().await {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
     Json(json!({
+        "enrollments": counts.enrollments,
+        "pending_commands": counts.pending_commands,
         "cpu_user_seconds": user,
         "cpu_system_seconds": sys,
         "checkins": app.stats.checkins.load(Relaxed),

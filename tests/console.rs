@@ -1,0 +1,444 @@
+//! The web console in a real browser: Debian's chromium driven through chromedriver (WebDriver,
+//! `fantoccini`), against a real mdmd on 127.0.0.1 and a simulated iPhone that enrolls through an
+//! invitation made in the console. Screenshots of the main pages go to `target/console-*.png`.
+//! Without chromium and chromedriver the browser test is skipped, unless
+//! `MDMD_TEST_REQUIRE_BROWSER=1` (CI installs them and sets it).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, API_KEY};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn browser_available() -> bool {
+    let have = std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists();
+    if !have {
+        assert!(
+            std::env::var("MDMD_TEST_REQUIRE_BROWSER").is_err(),
+            "MDMD_TEST_REQUIRE_BROWSER is set but chromium / chromedriver are missing"
+        );
+        eprintln!("chromium or chromedriver missing (apt-get install chromium chromium-driver): browser test skipped");
+    }
+    have
+}
+
+async fn start_driver() -> Driver {
+    let port = free_port();
+    let child = Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver");
+    let d = Driver { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn browser(d: &Driver, width: u32) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert("acceptInsecureCerts".into(), json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},1100"), "--lang=en-US"],
+        }),
+    );
+    ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("WebDriver session")
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("console-{name}.png")), png).unwrap();
+}
+
+async fn sign_in(c: &Client, base: &str, name: &str, secret: &str) {
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    // Not signed in: the sign-in form.
+    assert!(c.current_url().await.unwrap().path().starts_with("/ui/login"));
+    c.find(Locator::Id("name")).await.unwrap().send_keys(name).await.unwrap();
+    c.find(Locator::Id("secret")).await.unwrap().send_keys(secret).await.unwrap();
+    // The sign-in page has neither navigation nor a message: wait for the page that follows.
+    click_then(c, "button[type=submit]", "header, .flash.error").await;
+}
+
+/// Click, then wait for an element of the page the click leads to.
+async fn click_then(c: &Client, click: &str, then: &str) {
+    c.find(Locator::Css(click)).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(then))
+        .await
+        .unwrap_or_else(|e| panic!("after clicking {click}: no {then}: {e}"));
+}
+
+async fn h1(c: &Client) -> String {
+    c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap()
+}
+
+async fn source(c: &Client) -> String {
+    c.source().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let srv = Server::start();
+    let driver = start_driver().await;
+    let c = browser(&driver, 1280).await;
+    let base = srv.base.clone();
+
+    // A wrong secret: refused, still on the sign-in page.
+    sign_in(&c, &base, "admin", "wrong").await;
+    assert!(source(&c).await.contains("Wrong name or secret"));
+    // The admin API key signs in as admin.
+    sign_in(&c, &base, "admin", API_KEY).await;
+    assert_eq!(h1(&c).await, "Dashboard");
+
+    // An invitation made in the console, shown with its QR code.
+    c.goto(&format!("{base}/ui/enrollment")).await.unwrap();
+    click_then(&c, "form[action='/ui/enrollment/invitations'] button", "#invitation-url").await;
+    let link = c.find(Locator::Id("invitation-url")).await.unwrap();
+    let url = link.attr("href").await.unwrap().expect("invitation href");
+    assert!(c.find(Locator::Css("img.qr")).await.is_ok());
+    shot(&c, "enrollment").await;
+
+    // A simulated iPhone enrolls through it (profile, SCEP, Authenticate, TokenUpdate).
+    let client = srv.client();
+    let der = mdmd::sim::download_profile(&client, &url, None)
+        .await
+        .expect("profile through the invitation");
+    let mut dev = mdmd::sim::SimDevice::from_profile(client.clone(), &der, Some(common::pool_key()))
+        .await
+        .expect("SCEP");
+    dev.enroll().await.expect("enroll");
+    dev.session().await.expect("first session");
+
+    // Found in the list by its UDID and by its serial, opened by its link.
+    c.goto(&format!("{base}/ui/devices?q={}", dev.udid)).await.unwrap();
+    let href = format!("/ui/devices/{}", dev.udid);
+    c.find(Locator::Css(&format!("a[href='{href}']")))
+        .await
+        .expect("device in the search result");
+    c.goto(&format!("{base}/ui/devices")).await.unwrap();
+    shot(&c, "devices").await;
+    click_then(&c, &format!("a[href='{href}']"), "section.actions").await;
+    assert_eq!(c.current_url().await.unwrap().path(), href);
+    assert!(source(&c).await.contains(&dev.udid));
+
+    // DeviceInformation from the page; the device answers; its answer is on the page.
+    click_then(&c, "form input[name=action][value=information] ~ button", ".flash.ok").await;
+    assert!(source(&c).await.contains("DeviceInformation queued"));
+    dev.session().await.expect("session");
+    c.goto(&format!("{base}{href}")).await.unwrap();
+    let page = source(&c).await;
+    assert!(page.contains("Acknowledged"), "the result's status is shown");
+    assert!(page.contains("QueryResponses"), "the answer is shown decoded");
+    assert!(page.contains(&dev.name), "the device's own name, from its answer");
+    assert_eq!(h1(&c).await, dev.name, "the page is titled with the reported name");
+    shot(&c, "device").await;
+
+    // Erase needs the device's name typed: a wrong one queues nothing.
+    c.find(Locator::Id("erase-confirm"))
+        .await
+        .unwrap()
+        .send_keys("not it")
+        .await
+        .unwrap();
+    click_then(&c, "form input[name=action][value=erase] ~ button", ".flash.error").await;
+    assert!(source(&c).await.contains("Not erased"));
+
+    // Profiles: a bad upload shows its problem; a good one is listed.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.mobileconfig");
+    std::fs::write(&bad, b"this is not a plist").unwrap();
+    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
+    c.find(Locator::Id("file"))
+        .await
+        .unwrap()
+        .send_keys(bad.to_str().unwrap())
+        .await
+        .unwrap();
+    click_then(&c, "form.upload button", ".flash").await;
+    let page = source(&c).await;
+    assert!(page.contains("flash error"), "{page}");
+    let wifi = common::template(
+        "com.example.console.wifi",
+        "<dict><key>PayloadType</key><string>com.apple.wifi.managed</string><key>PayloadIdentifier</key><string>com.example.console.wifi.p</string><key>PayloadUUID</key><string>6A9F3D5E-1111-4222-8333-944455556666</string><key>PayloadVersion</key><integer>1</integer><key>SSID_STR</key><string>Corp</string><key>AutoJoin</key><string>yes</string></dict>",
+    );
+    let badkey = dir.path().join("badkey.mobileconfig");
+    std::fs::write(&badkey, &wifi).unwrap();
+    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
+    c.find(Locator::Id("file"))
+        .await
+        .unwrap()
+        .send_keys(badkey.to_str().unwrap())
+        .await
+        .unwrap();
+    click_then(&c, "form.upload button", ".flash").await;
+    let page = source(&c).await;
+    assert!(page.contains("AutoJoin"), "the problem is shown next to its key: {page}");
+    shot(&c, "profile-problems").await;
+    let good = dir.path().join("good.mobileconfig");
+    std::fs::write(
+        &good,
+        common::template(
+            "com.example.console.wifi",
+            "<dict><key>PayloadType</key><string>com.apple.wifi.managed</string><key>PayloadIdentifier</key><string>com.example.console.wifi.p</string><key>PayloadUUID</key><string>6A9F3D5E-1111-4222-8333-944455556666</string><key>PayloadVersion</key><integer>1</integer><key>SSID_STR</key><string>Corp</string><key>AutoJoin</key><true/></dict>",
+        ),
+    )
+    .unwrap();
+    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
+    c.find(Locator::Id("file"))
+        .await
+        .unwrap()
+        .send_keys(good.to_str().unwrap())
+        .await
+        .unwrap();
+    click_then(&c, "form.upload button", ".flash").await;
+    assert!(source(&c).await.contains("Uploaded"));
+    assert_eq!(c.current_url().await.unwrap().path(), "/ui/profiles/com.example.console.wifi");
+
+    // Certificates: the device's identity is listed.
+    c.goto(&format!("{base}/ui/certificates")).await.unwrap();
+    assert!(source(&c).await.contains(&dev.udid));
+    shot(&c, "certificates").await;
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    assert!(
+        source(&c).await.contains("<p class=\"big\">1</p>"),
+        "one enrolled device on the dashboard"
+    );
+    shot(&c, "dashboard").await;
+
+    // At phone width the device page still works.
+    let phone = browser(&driver, 390).await;
+    sign_in(&phone, &base, "admin", API_KEY).await;
+    phone.goto(&format!("{base}{href}")).await.unwrap();
+    assert_eq!(h1(&phone).await, dev.name);
+    shot(&phone, "device-phone").await;
+    phone.close().await.unwrap();
+
+    // Sign-out ends the session.
+    click_then(&c, "form.who button", "#secret").await;
+    c.goto(&format!("{base}/ui/devices")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/ui/login"));
+
+    // A read-only account sees the device but no action.
+    let viewer = srv
+        .admin()
+        .post("/v1/accounts", json!({"name": "viewer", "role": "read-only"}))
+        .await
+        .expect("account");
+    let secret = viewer["secret"].as_str().unwrap().to_owned();
+    sign_in(&c, &base, "viewer", &secret).await;
+    c.goto(&format!("{base}{href}")).await.unwrap();
+    assert_eq!(h1(&c).await, dev.name);
+    assert!(c.find(Locator::Css("section.actions")).await.is_err(), "no actions for read-only");
+    c.close().await.unwrap();
+}
+
+/// The sign-in flow over plain HTTP(S) requests: (session cookie, CSRF token of its pages).
+async fn session(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, String, String) {
+    let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
+    let http = mdmd::sim::http_client_builder(Some(&pem))
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http.get(format!("{}/ui/login", srv.base)).send().await.unwrap();
+    let login_cookie = cookie(&form, "mdmd_ui_login");
+    let html = form.text().await.unwrap();
+    let token = between(&html, "name=\"csrf\" value=\"", "\"");
+    let r = http
+        .post(format!("{}/ui/login", srv.base))
+        .header("cookie", format!("mdmd_ui_login={login_cookie}"))
+        .form(&[("csrf", token.as_str()), ("name", name), ("secret", secret), ("next", "/ui/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let sess = cookie(&r, "mdmd_ui");
+    let page = http
+        .get(format!("{}/ui/", srv.base))
+        .header("cookie", format!("mdmd_ui={sess}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    let html = page.text().await.unwrap();
+    (http, sess, between(&html, "name=\"csrf\" value=\"", "\""))
+}
+
+fn cookie(r: &reqwest::Response, name: &str) -> String {
+    for v in r.headers().get_all("set-cookie") {
+        let v = v.to_str().unwrap();
+        if let Some(rest) = v.strip_prefix(&format!("{name}=")) {
+            for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age="] {
+                assert!(v.contains(flag), "{v}");
+            }
+            return rest.split(';').next().unwrap().to_owned();
+        }
+    }
+    panic!("no {name} cookie");
+}
+
+fn between(s: &str, a: &str, b: &str) -> String {
+    let start = s.find(a).expect(a) + a.len();
+    s[start..][..s[start..].find(b).unwrap()].to_owned()
+}
+
+/// No browser needed: CSRF, roles and rate limits, checked on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_forged_forms_and_read_only_actions() {
+    let srv = Server::start();
+    let dev = srv.enrolled().await;
+    let (http, sess, csrf) = session(&srv, "admin", API_KEY).await;
+    let action = format!("{}/ui/devices/{}/actions", srv.base, dev.udid);
+    let before = srv.admin().get(&format!("/v1/devices/{}/commands", dev.udid)).await.unwrap()["commands"]
+        .as_array()
+        .unwrap()
+        .len();
+    // Without the token, or with another: 403, not a redirect, and nothing queued.
+    for form in [vec![("action", "information")], vec![("action", "information"), ("csrf", "forged")]] {
+        let r = http
+            .post(&action)
+            .header("cookie", format!("mdmd_ui={sess}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    // Without a session: 403 too.
+    let r = http
+        .post(&action)
+        .form(&[("action", "information"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let after = |n: usize| {
+        let srv = &srv;
+        let udid = dev.udid.clone();
+        async move {
+            let list = srv.admin().get(&format!("/v1/devices/{udid}/commands")).await.unwrap();
+            assert_eq!(list["commands"].as_array().unwrap().len(), n);
+        }
+    };
+    after(before).await;
+    // With it: queued.
+    let r = http
+        .post(&action)
+        .header("cookie", format!("mdmd_ui={sess}"))
+        .form(&[("action", "information"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["location"].to_str().unwrap().contains("done="));
+    after(before + 1).await;
+
+    // A read-only account with a valid token still cannot act: the API's role check refuses.
+    let viewer = srv
+        .admin()
+        .post("/v1/accounts", json!({"name": "ro", "role": "read-only"}))
+        .await
+        .unwrap();
+    let (http2, sess2, csrf2) = session(&srv, "ro", viewer["secret"].as_str().unwrap()).await;
+    let r = http2
+        .post(&action)
+        .header("cookie", format!("mdmd_ui={sess2}"))
+        .form(&[("action", "lock"), ("csrf", csrf2.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["location"].to_str().unwrap().contains("error="),
+        "refused with its reason"
+    );
+    after(before + 1).await;
+    let page = http2
+        .get(format!("{}/ui/devices/{}", srv.base, dev.udid))
+        .header("cookie", format!("mdmd_ui={sess2}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&dev.udid) && !page.contains("Actions"));
+
+    // Failed sign-ins are limited: after five wrong secrets even the right one waits.
+    let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
+    let raw = mdmd::sim::http_client_builder(Some(&pem))
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let attempt = |secret: String| {
+        let raw = raw.clone();
+        let base = srv.base.clone();
+        async move {
+            let form = raw.get(format!("{base}/ui/login")).send().await.unwrap();
+            let lc = cookie(&form, "mdmd_ui_login");
+            let html = form.text().await.unwrap();
+            let token = between(&html, "name=\"csrf\" value=\"", "\"");
+            raw.post(format!("{base}/ui/login"))
+                .header("cookie", format!("mdmd_ui_login={lc}"))
+                .form(&[("csrf", token.as_str()), ("name", "admin"), ("secret", secret.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong".into()).await, 303);
+    }
+    assert_eq!(attempt(API_KEY.into()).await, 429);
+    // A sign-in form without its token is refused too.
+    let r = raw
+        .post(format!("{}/ui/login", srv.base))
+        .form(&[("name", "admin"), ("secret", API_KEY)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
