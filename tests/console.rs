@@ -151,9 +151,20 @@ async fn console_in_a_real_browser() {
     // Found in the list by its UDID and by its serial, opened by its link.
     c.goto(&format!("{base}/ui/devices?q={}", dev.udid)).await.unwrap();
     let href = format!("/ui/devices/{}", dev.udid);
+    let href_css = format!("a[href='{href}']");
     c.find(Locator::Css(&format!("a[href='{href}']")))
         .await
         .expect("device in the search result");
+    // By its reported name, its OS and a recent check-in; not among the stale ones.
+    let link = Locator::Css(&href_css);
+    for q in [format!("q={}", dev.name), "os=18&seen=1".into(), "os=18.1".into()] {
+        c.goto(&format!("{base}/ui/devices?{q}")).await.unwrap();
+        assert!(c.find(link).await.is_ok(), "found with {q}");
+    }
+    for q in ["seen=stale7", "os=17"] {
+        c.goto(&format!("{base}/ui/devices?{q}")).await.unwrap();
+        assert!(c.find(link).await.is_err(), "not found with {q}");
+    }
     c.goto(&format!("{base}/ui/devices")).await.unwrap();
     shot(&c, "devices").await;
     click_then(&c, &format!("a[href='{href}']"), "section.actions").await;
@@ -241,6 +252,10 @@ async fn console_in_a_real_browser() {
     assert!(
         source(&c).await.contains("<p class=\"big\">1</p>"),
         "one enrolled device on the dashboard"
+    );
+    assert!(
+        source(&c).await.contains("1 enrolled and 1 checked in within 30 days"),
+        "the chart counts it"
     );
     shot(&c, "dashboard").await;
 

@@ -3,7 +3,9 @@
 //! The console is a client of the admin API, in process: every page reads and every form acts
 //! through a request to the API router, made as the signed-in account after its role has allowed
 //! that API request (`Role::allows`). So the console can do exactly what the account could do over
-//! HTTP, shows the API's own errors, and has no second copy of any rule.
+//! HTTP, shows the API's own errors, and has no second copy of any rule. The one exception is
+//! `fleet`, a read-only in-memory summary of the enrollments (the dashboard's chart, the device
+//! list's OS / last-check-in / name filters), shown only to accounts that may list devices.
 //!
 //! Security: sessions are store records (every instance sees them), referenced by a random
 //! cookie that is `HttpOnly`, `Secure`, `SameSite=Strict` and expires; every state-changing form
@@ -13,6 +15,7 @@
 //! (no script at all), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Every asset is in
 //! the binary. Templates are `maud` (compile-time, escaping by default).
 
+mod fleet;
 mod pages;
 
 use std::collections::HashMap;
@@ -81,6 +84,7 @@ impl ApiReply {
 pub struct Console {
     pub app: Arc<App>,
     api: Router,
+    pub fleet: Arc<fleet::FleetCache>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
@@ -94,6 +98,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     let console = Arc::new(Console {
         app: app.clone(),
         api,
+        fleet: Arc::new(fleet::FleetCache::default()),
         failures: Mutex::new(HashMap::new()),
     });
     Router::new()

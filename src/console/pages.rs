@@ -224,6 +224,11 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
     let counts = &compliance.body["counts"];
     let n = |k: &str| counts.get(k).and_then(Value::as_u64).unwrap_or(0);
     let certs = &health.body["certificates"];
+    let fleet = if s.role.allows(&Method::GET, "/v1/devices") {
+        c.fleet.get(&c.app).await
+    } else {
+        None
+    };
     let webhooks = &stats.body["webhooks"];
     let body = html! {
         section.cards aria-label="Fleet" {
@@ -235,6 +240,10 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
             div.card { h2 { "Webhook backlog" } p.big { (text(&webhooks["depth"])) } }
         }
         @if !compliance.ok() { (Flash::error(compliance.error()).render()) }
+        @if let Some(f) = &fleet {
+            h2 { "Enrollments and check-ins, last 30 days" }
+            (chart(&f.per_day(crate::service::now(), 30)))
+        }
         h2 { "Certificates" }
         table {
             thead { tr { th { "Certificate" } th { "Expires" } th { "Days left" } } }
@@ -259,13 +268,75 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
     layout(&s, "Dashboard", None, body)
 }
 
+/// Two bar series per day as an inline SVG (no script, no external asset): new enrollments and
+/// devices whose last check-in fell on that day.
+fn chart(days: &[(i64, u64, u64)]) -> Markup {
+    let max = days.iter().map(|d| d.1.max(d.2)).max().unwrap_or(0).max(1) as f64;
+    let (w, h, pad) = (900.0f64, 180.0f64, 20.0f64);
+    let slot = (w - pad) / days.len().max(1) as f64;
+    let bar = (slot / 2.0 - 1.0).max(1.0);
+    let label = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .map(|d| format!("{:02}-{:02}", u8::from(d.month()), d.day()))
+            .unwrap_or_default()
+    };
+    let total_e: u64 = days.iter().map(|d| d.1).sum();
+    let total_c: u64 = days.iter().map(|d| d.2).sum();
+    html! {
+        figure.chart {
+            svg viewBox=(format!("0 0 {w} {}", h + 24.0)) role="img" aria-label="Enrollments and last check-ins per day" {
+                @for (i, (day, enrolled, checked)) in days.iter().enumerate() {
+                    @let x = pad + i as f64 * slot;
+                    @let he = (*enrolled as f64 / max) * h;
+                    @let hc = (*checked as f64 / max) * h;
+                    rect x=(format!("{x:.1}")) y=(format!("{:.1}", h - he)) width=(format!("{bar:.1}")) height=(format!("{he:.1}")) fill="#0b57d0" {
+                        title { (label(*day)) ": " (enrolled) " enrolled" }
+                    }
+                    rect x=(format!("{:.1}", x + bar + 1.0)) y=(format!("{:.1}", h - hc)) width=(format!("{bar:.1}")) height=(format!("{hc:.1}")) fill="#1a7f37" {
+                        title { (label(*day)) ": " (checked) " last checked in" }
+                    }
+                    @if i % 5 == 0 {
+                        text x=(format!("{x:.1}")) y=(format!("{:.1}", h + 16.0)) font-size="11" fill="#57606a" { (label(*day)) }
+                    }
+                }
+                line x1=(pad) y1=(h) x2=(w) y2=(h) stroke="#d0d7de" {}
+                text x="0" y="12" font-size="11" fill="#57606a" { (max as u64) }
+            }
+            figcaption {
+                span.key.enrolled { "■" } " enrolled that day, "
+                span.key.checked { "■" } " last check-in that day · "
+                (total_e) " enrolled and " (total_c) " checked in within 30 days"
+            }
+        }
+    }
+}
+
 // ---- Devices
 
 #[derive(Deserialize, Default)]
 pub struct DeviceQuery {
     q: Option<String>,
     compliance: Option<String>,
+    /// An OS version, or a prefix of one ("17" matches 17.x).
+    os: Option<String>,
+    /// Last check-in: "1", "7", "30" (within that many days) or "stale7", "stale30" (not since).
+    seen: Option<String>,
     after: Option<String>,
+}
+
+/// Does a device's last check-in match the `seen` filter?
+fn seen_matches(seen: &str, last: i64, now: i64) -> bool {
+    let (stale, days) = match seen.strip_prefix("stale") {
+        Some(d) => (true, d),
+        None => (false, seen),
+    };
+    let Ok(days) = days.parse::<i64>() else { return true };
+    let within = now - last <= days * 86_400;
+    within != stale
+}
+
+fn os_matches(filter: &str, os: &str) -> bool {
+    os == filter || os.strip_prefix(filter).is_some_and(|rest| rest.starts_with('.'))
 }
 
 pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<DeviceQuery>) -> Response {
@@ -292,10 +363,46 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
                 }
             }
         }
+        // Then device names (from the fleet summary), when the lookups found nothing.
+        if rows.is_empty() {
+            if let Some(f) = c.fleet.get(&c.app).await {
+                let needle = v.to_lowercase();
+                let ids: Vec<String> = f
+                    .rows
+                    .iter()
+                    .filter(|r| r.name.to_lowercase().contains(&needle))
+                    .take(50)
+                    .map(|r| r.id.clone())
+                    .collect();
+                rows = fetch_devices(&c, &s, &ids).await;
+            }
+        }
         if rows.is_empty() {
             flash = Some(Flash::error(format!(
-                "No device matches {v:?} (UDID, serial, IMEI, MEID, MAC, phone or user)."
+                "No device matches {v:?} (UDID, serial, IMEI, MEID, MAC, phone, user or name)."
             )));
+        }
+    } else if q.os.as_deref().is_some_and(|v| !v.is_empty()) || q.seen.as_deref().is_some_and(|v| !v.is_empty()) {
+        let (os, seen) = (q.os.clone().unwrap_or_default(), q.seen.clone().unwrap_or_default());
+        match c.fleet.get(&c.app).await {
+            Some(f) => {
+                let t = crate::service::now();
+                let after = q.after.clone().unwrap_or_default();
+                let ids: Vec<String> = f
+                    .rows
+                    .iter()
+                    .filter(|r| r.id > after)
+                    .filter(|r| os.is_empty() || os_matches(&os, &r.os))
+                    .filter(|r| seen.is_empty() || seen_matches(&seen, r.last_checkin_at, t))
+                    .take(50)
+                    .map(|r| r.id.clone())
+                    .collect();
+                if ids.len() == 50 {
+                    next = ids.last().cloned();
+                }
+                rows = fetch_devices(&c, &s, &ids).await;
+            }
+            None => flash = Some(Flash::error("The fleet summary is unavailable (storage); try again.")),
         }
     } else if let Some(state) = q.compliance.as_deref().filter(|v| !v.is_empty()) {
         let mut url = format!("/v1/compliance?status={}&limit=50", urlencoding(state));
@@ -329,6 +436,17 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
         next = r.body["next"].as_str().map(str::to_owned);
     }
     let compliance = q.compliance.clone().unwrap_or_default();
+    let (os, seen) = (q.os.clone().unwrap_or_default(), q.seen.clone().unwrap_or_default());
+    let versions = match c.fleet.get(&c.app).await {
+        Some(f) if s.role.allows(&Method::GET, "/v1/devices") => f.os_versions(),
+        _ => vec![],
+    };
+    let filters = format!(
+        "&compliance={}&os={}&seen={}",
+        urlencoding(&compliance),
+        urlencoding(&os),
+        urlencoding(&seen)
+    );
     let body = html! {
         form.search method="get" action="/ui/devices" role="search" {
             label for="q" { "Search" }
@@ -339,14 +457,37 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
                     option value=(v) selected[compliance == v] { (l) }
                 }
             }
+            label for="os" { "OS" }
+            select id="os" name="os" {
+                option value="" { "any" }
+                @for (v, n) in &versions { option value=(v) selected[os == *v] { (v) " (" (n) ")" } }
+            }
+            label for="seen" { "Last check-in" }
+            select id="seen" name="seen" {
+                @for (v, l) in [("", "any time"), ("1", "within a day"), ("7", "within 7 days"), ("30", "within 30 days"), ("stale7", "not for 7 days"), ("stale30", "not for 30 days")] {
+                    option value=(v) selected[seen == v] { (l) }
+                }
+            }
             button type="submit" { "Find" }
         }
         (device_table(&rows))
         @if let Some(n) = next {
-            p { a rel="next" href=(format!("/ui/devices?after={}&compliance={}", urlencoding(&n), urlencoding(&compliance))) { "Next page →" } }
+            p { a rel="next" href=(format!("/ui/devices?after={}{filters}", urlencoding(&n))) { "Next page →" } }
         }
     };
     layout(&s, "Devices", flash.as_ref(), body)
+}
+
+/// The API's view of each of these devices (missing ones left out).
+async fn fetch_devices(c: &Console, s: &Session, ids: &[String]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let r = c.get(s, &format!("/v1/devices/{}", seg(id))).await;
+        if r.ok() {
+            out.push(r.body);
+        }
+    }
+    out
 }
 
 fn device_table(rows: &[Value]) -> Markup {
