@@ -34,5 +34,9 @@ code=$("${c[@]}" -o /dev/null -w '%{http_code}' "$base/ui/devices/$mid")
 echo "device list, first page (/ui/devices, 50 rows): $(t /ui/devices)"
 echo "device list from the middle (/ui/devices?after=…): $(t "/ui/devices?after=$mid")"
 echo "device search by serial (/ui/devices?q=$serial): $(t "/ui/devices?q=$serial")"
+os=$(curl -s --cacert "$work/c/ca.pem" -H "Authorization: Bearer bench" "$base/v1/devices/$mid" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["info"].get("os_version",""))')
+echo "device list filtered by OS $os and a check-in within 30 days: $(t "/ui/devices?os=$os&seen=30")"
+echo "device search by a name no device has (every lookup, then the names): $(t "/ui/devices?q=nobody-has-this")"
 echo "device page (/ui/devices/{udid}): $(t "/ui/devices/$mid")"
 echo "dashboard (/ui/): $(t /ui/)"

@@ -33,15 +33,20 @@ pub struct Fleet {
     pub rows: Vec<Row>,
     pub built: Instant,
     pub build_ms: u128,
+    versions: Vec<(String, usize)>,
     /// The server's check-in count when it was built: a change means enrollments changed.
     checkins: u64,
 }
 
 impl Fleet {
     /// OS versions with how many devices run each, newest first.
-    pub fn os_versions(&self) -> Vec<(String, usize)> {
+    pub fn os_versions(&self) -> &[(String, usize)] {
+        &self.versions
+    }
+
+    fn count_versions(rows: &[Row]) -> Vec<(String, usize)> {
         let mut m = std::collections::BTreeMap::<String, usize>::new();
-        for r in &self.rows {
+        for r in rows {
             *m.entry(r.os.clone()).or_default() += 1;
         }
         let mut v: Vec<_> = m.into_iter().collect();
@@ -143,6 +148,7 @@ async fn build(app: &App) -> Option<Fleet> {
         after = page.last().map(|e| e.id.clone());
     }
     Some(Fleet {
+        versions: Fleet::count_versions(&rows),
         rows,
         built: Instant::now(),
         build_ms: t.elapsed().as_millis(),

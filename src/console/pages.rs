@@ -243,6 +243,7 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
         @if let Some(f) = &fleet {
             h2 { "Enrollments and check-ins, last 30 days" }
             (chart(&f.per_day(crate::service::now(), 30)))
+            p.sub { small { "From the fleet summary: " (f.rows.len()) " devices, read " (f.built.elapsed().as_secs()) " s ago in " (f.build_ms) " ms." } }
         }
         h2 { "Certificates" }
         table {
@@ -438,7 +439,7 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
     let compliance = q.compliance.clone().unwrap_or_default();
     let (os, seen) = (q.os.clone().unwrap_or_default(), q.seen.clone().unwrap_or_default());
     let versions = match c.fleet.get(&c.app).await {
-        Some(f) if s.role.allows(&Method::GET, "/v1/devices") => f.os_versions(),
+        Some(f) if s.role.allows(&Method::GET, "/v1/devices") => f.os_versions().to_vec(),
         _ => vec![],
     };
     let filters = format!(
