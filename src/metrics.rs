@@ -45,6 +45,14 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct HourCount {
+    hour: u64,
+    acknowledged: u64,
+    failed: u64,
+    not_now: u64,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -58,6 +66,8 @@ pub struct Metrics {
     pub tls: Family<OutcomeLabels, Counter>,
     pub commit_batch: Family<BackendLabels, Histogram>,
     pub commit_seconds: Family<BackendLabels, Histogram>,
+    /// Command reports per hour over the last day (this process), for "failed in the last day".
+    recent: std::sync::Mutex<[HourCount; 24]>,
     /// Set when scraped.
     pub queue_depth: Gauge,
     pub enrollments: Gauge,
@@ -88,6 +98,7 @@ impl Metrics {
             tls: Family::default(),
             commit_batch: Family::new_with_constructor(batch as fn() -> Histogram),
             commit_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
+            recent: std::sync::Mutex::new([HourCount::default(); 24]),
             queue_depth: Gauge::default(),
             enrollments: Gauge::default(),
             outbox_depth: Gauge::default(),
@@ -152,6 +163,34 @@ impl Metrics {
         self.command_results
             .get_or_create(&StatusLabels { status: status.to_owned() })
             .inc();
+        let hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 3600);
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut r[(hour % 24) as usize];
+        if slot.hour != hour {
+            *slot = HourCount {
+                hour,
+                ..HourCount::default()
+            };
+        }
+        match status {
+            "Acknowledged" => slot.acknowledged += 1,
+            "Error" | "CommandFormatError" => slot.failed += 1,
+            "NotNow" => slot.not_now += 1,
+            _ => {}
+        }
+    }
+
+    /// Command reports in the last 24 hours seen by this process: (acknowledged, failed, not now).
+    pub fn results_last_day(&self) -> (u64, u64, u64) {
+        let hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 3600);
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter()
+            .filter(|h| h.hour + 24 > hour && h.hour <= hour)
+            .fold((0, 0, 0), |a, h| (a.0 + h.acknowledged, a.1 + h.failed, a.2 + h.not_now))
     }
 
     pub fn scep(&self, outcome: &str) {

@@ -257,6 +257,11 @@ async fn console_in_a_real_browser() {
         source(&c).await.contains("1 enrolled and 1 checked in within 30 days"),
         "the chart counts it"
     );
+    let page = source(&c).await;
+    assert!(
+        page.contains(" acknowledged (this instance)") && !page.contains(">0 acknowledged"),
+        "the device's results are counted"
+    );
     shot(&c, "dashboard").await;
 
     // At phone width the device page still works.

@@ -510,6 +510,7 @@ async fn info(State(app): State<Arc<App>>) -> Response {
 async fn stats(State(app): State<Arc<App>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let (user, sys) = cpu_time();
+    let day = crate::metrics::get().results_last_day();
     let counts = match app.mdm.store.counts().await {
         Ok(c) => c,
         Err(e) => return store_error(e),
@@ -517,6 +518,7 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
     Json(json!({
         "enrollments": counts.enrollments,
         "pending_commands": counts.pending_commands,
+        "commands_last_day": {"acknowledged": day.0, "failed": day.1, "not_now": day.2, "scope": "this instance since it started"},
         "cpu_user_seconds": user,
         "cpu_system_seconds": sys,
         "checkins": app.stats.checkins.load(Relaxed),

@@ -237,6 +237,8 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
             div.card { h2 { "Non-compliant" } p.big.bad { (n("non_compliant")) } p { a href="/ui/devices?compliance=non_compliant" { "See them" } } }
             div.card { h2 { "Unknown" } p.big { (n("unknown")) } }
             div.card { h2 { "Commands pending" } p.big { (text(&stats.body["pending_commands"])) } }
+            div.card { h2 { "Failed, last 24 h" } p.big.bad { (text(&stats.body["commands_last_day"]["failed"])) }
+                p { small { (text(&stats.body["commands_last_day"]["acknowledged"])) " acknowledged (this instance)" } } }
             div.card { h2 { "Webhook backlog" } p.big { (text(&webhooks["depth"])) } }
         }
         @if !compliance.ok() { (Flash::error(compliance.error()).render()) }
