@@ -424,6 +424,41 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         .unwrap();
     assert!(page.contains(&dev.udid) && !page.contains("Actions"));
 
+    // A profile installed from its page to every device of a set.
+    let admin = srv.admin();
+    let pc = json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc",
+        "Payload": {"RequirePasscode": true}});
+    let (st, v) = admin.call(reqwest::Method::PUT, "/v1/declarations", Some(pc)).await.unwrap();
+    assert_eq!(st, 200, "{v}");
+    for path in [
+        "/v1/sets/staff/declarations/pc".to_owned(),
+        format!("/v1/devices/{}/sets/staff", dev.udid),
+    ] {
+        let (st, v) = admin.call(reqwest::Method::PUT, &path, None).await.unwrap();
+        assert_eq!(st, 200, "{path}: {v}");
+    }
+    admin
+        .post_bytes(
+            "/v1/profiles",
+            common::template(
+                "com.example.console.set",
+                "<dict><key>PayloadType</key><string>com.apple.mobiledevice.passwordpolicy</string><key>PayloadIdentifier</key><string>com.example.console.set.p</string><key>PayloadUUID</key><string>7A9F3D5E-1111-4222-8333-944455556666</string><key>PayloadVersion</key><integer>1</integer><key>allowSimple</key><true/></dict>",
+            ),
+        )
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{}/ui/profiles/com.example.console.set/actions", srv.base))
+        .header("cookie", format!("mdmd_ui={sess}"))
+        .form(&[("action", "install"), ("csrf", csrf.as_str()), ("targets", ""), ("set", "staff")])
+        .send()
+        .await
+        .unwrap();
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("done="), "{to}");
+    let state = common::device_profile(&srv, &dev.udid, "com.example.console.set").await;
+    assert!(!state.is_null(), "queued to the set's device");
+
     // Failed sign-ins are limited: after five wrong secrets even the right one waits.
     let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
     let raw = mdmd::sim::http_client_builder(Some(&pem))

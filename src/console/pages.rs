@@ -931,10 +931,17 @@ pub async fn upload_profile(State(c): State<Shared>, h: HeaderMap, mut form: Mul
 
 pub async fn profile(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String>, Query(fq): Query<FlashQuery>) -> Response {
     let s = signed_in!(c, h, &format!("/ui/profiles/{}", seg(&id)));
-    let r = c.get(&s, &format!("/v1/profiles/{}", seg(&id))).await;
+    let url = format!("/v1/profiles/{}", seg(&id));
+    let (r, sets) = tokio::join!(c.get(&s, &url), c.get(&s, "/v1/sets"));
     if !r.ok() {
         return layout(&s, "Profile", Some(&Flash::error(r.error())), html! {});
     }
+    let set_names: Vec<String> = sets.body["sets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["set"].as_str().map(str::to_owned))
+        .collect();
     let t = &r.body;
     let can_act = s.role.allows(&Method::POST, &format!("/v1/profiles/{id}/install"));
     let body = html! {
@@ -949,7 +956,14 @@ pub async fn profile(State(c): State<Shared>, h: HeaderMap, Path(id): Path<Strin
             form method="post" action=(format!("/ui/profiles/{}/actions", seg(&id))) {
                 (csrf(&s))
                 label for="targets" { "Devices (UDIDs, one per line)" }
-                textarea id="targets" name="targets" rows="4" required {}
+                textarea id="targets" name="targets" rows="4" {}
+                @if !set_names.is_empty() {
+                    label for="set" { "and/or every device in a set" }
+                    select id="set" name="set" {
+                        option value="" { "no set" }
+                        @for n in &set_names { option value=(n) { (n) } }
+                    }
+                }
                 button name="action" value="install" type="submit" { "Install" }
                 button name="action" value="remove" type="submit" { "Remove" }
             }
@@ -975,7 +989,9 @@ pub async fn profile(State(c): State<Shared>, h: HeaderMap, Path(id): Path<Strin
 pub struct ProfileActionForm {
     csrf: Option<String>,
     action: String,
+    #[serde(default)]
     targets: String,
+    set: Option<String>,
 }
 
 pub async fn profile_action(
@@ -985,11 +1001,29 @@ pub async fn profile_action(
     axum::Form(f): axum::Form<ProfileActionForm>,
 ) -> Response {
     let s = posted!(c, h, f.csrf.as_deref());
-    let targets: Vec<&str> = f
+    let mut targets: Vec<String> = f
         .targets
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .collect();
+    if let Some(set) = f.set.as_deref().filter(|v| !v.is_empty()) {
+        let r = c.get(&s, &format!("/v1/sets/{}", seg(set))).await;
+        if !r.ok() {
+            return Redirect::to(&format!("/ui/profiles/{}?error={}", seg(&id), urlencoding(&r.error()))).into_response();
+        }
+        for e in r.body["enrollments"].as_array().into_iter().flatten() {
+            if let Some(e) = e.as_str().or_else(|| e["enrollment"].as_str()) {
+                if !targets.iter().any(|t| t == e) {
+                    targets.push(e.to_owned());
+                }
+            }
+        }
+    }
+    if targets.is_empty() {
+        let e = urlencoding("Name at least one device, or a set with devices.");
+        return Redirect::to(&format!("/ui/profiles/{}?error={e}", seg(&id))).into_response();
+    }
     let action = if f.action == "remove" { "remove" } else { "install" };
     let r = c
         .post_json(&s, &format!("/v1/profiles/{}/{action}", seg(&id)), &json!({"targets": targets}))
