@@ -104,6 +104,14 @@ async fn click_then(c: &Client, click: &str, then: &str) {
         .unwrap_or_else(|e| panic!("after clicking {click}: no {then}: {e}"));
 }
 
+/// Upload a file on the profiles page and wait for the message about it.
+async fn upload(c: &Client, base: &str, file: &std::path::Path) {
+    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
+    let input = c.find(Locator::Id("file")).await.unwrap();
+    input.send_keys(file.to_str().unwrap()).await.unwrap();
+    click_then(c, "form.upload button", ".flash").await;
+}
+
 async fn h1(c: &Client) -> String {
     c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap()
 }
@@ -197,14 +205,7 @@ async fn console_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.mobileconfig");
     std::fs::write(&bad, b"this is not a plist").unwrap();
-    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
-    c.find(Locator::Id("file"))
-        .await
-        .unwrap()
-        .send_keys(bad.to_str().unwrap())
-        .await
-        .unwrap();
-    click_then(&c, "form.upload button", ".flash").await;
+    upload(&c, &base, &bad).await;
     let page = source(&c).await;
     assert!(page.contains("flash error"), "{page}");
     let wifi = common::template(
@@ -213,14 +214,7 @@ async fn console_in_a_real_browser() {
     );
     let badkey = dir.path().join("badkey.mobileconfig");
     std::fs::write(&badkey, &wifi).unwrap();
-    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
-    c.find(Locator::Id("file"))
-        .await
-        .unwrap()
-        .send_keys(badkey.to_str().unwrap())
-        .await
-        .unwrap();
-    click_then(&c, "form.upload button", ".flash").await;
+    upload(&c, &base, &badkey).await;
     let page = source(&c).await;
     assert!(page.contains("AutoJoin"), "the problem is shown next to its key: {page}");
     shot(&c, "profile-problems").await;
@@ -233,14 +227,7 @@ async fn console_in_a_real_browser() {
         ),
     )
     .unwrap();
-    c.goto(&format!("{base}/ui/profiles")).await.unwrap();
-    c.find(Locator::Id("file"))
-        .await
-        .unwrap()
-        .send_keys(good.to_str().unwrap())
-        .await
-        .unwrap();
-    click_then(&c, "form.upload button", ".flash").await;
+    upload(&c, &base, &good).await;
     assert!(source(&c).await.contains("Uploaded"));
     assert_eq!(c.current_url().await.unwrap().path(), "/ui/profiles/com.example.console.wifi");
 

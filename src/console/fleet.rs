@@ -50,7 +50,7 @@ impl Fleet {
             *m.entry(r.os.clone()).or_default() += 1;
         }
         let mut v: Vec<_> = m.into_iter().collect();
-        v.sort_by(|a, b| version_key(&b.0).cmp(&version_key(&a.0)));
+        v.sort_by_key(|b| std::cmp::Reverse(version_key(&b.0)));
         v
     }
 

@@ -762,13 +762,8 @@ pub async fn device_action(
     axum::Form(f): axum::Form<ActionForm>,
 ) -> Response {
     let s = posted!(c, h, f.csrf.as_deref());
-    let back = |flash: Result<String, String>| {
-        let q = match flash {
-            Ok(t) => format!("done={}", urlencoding(&t)),
-            Err(e) => format!("error={}", urlencoding(&e)),
-        };
-        Redirect::to(&format!("/ui/devices/{}?{q}", seg(&id))).into_response()
-    };
+    let page = format!("/ui/devices/{}", seg(&id));
+    let back = |flash: Result<String, String>| back_to(&page, flash);
     let command = |rt: &str, extra: Value| -> Value {
         let mut cmd = json!({"RequestType": rt});
         if let (Some(o), Value::Object(e)) = (cmd.as_object_mut(), extra) {
@@ -994,6 +989,15 @@ pub struct ProfileActionForm {
     set: Option<String>,
 }
 
+/// Back to a page after a form, with what happened above it (`done=` or `error=`).
+fn back_to(page: &str, outcome: Result<String, String>) -> Response {
+    let q = match outcome {
+        Ok(t) => format!("done={}", urlencoding(&t)),
+        Err(e) => format!("error={}", urlencoding(&e)),
+    };
+    Redirect::to(&format!("{page}?{q}")).into_response()
+}
+
 pub async fn profile_action(
     State(c): State<Shared>,
     h: HeaderMap,
@@ -1001,6 +1005,7 @@ pub async fn profile_action(
     axum::Form(f): axum::Form<ProfileActionForm>,
 ) -> Response {
     let s = posted!(c, h, f.csrf.as_deref());
+    let page = format!("/ui/profiles/{}", seg(&id));
     let mut targets: Vec<String> = f
         .targets
         .split(|c: char| c.is_whitespace() || c == ',')
@@ -1010,7 +1015,7 @@ pub async fn profile_action(
     if let Some(set) = f.set.as_deref().filter(|v| !v.is_empty()) {
         let r = c.get(&s, &format!("/v1/sets/{}", seg(set))).await;
         if !r.ok() {
-            return Redirect::to(&format!("/ui/profiles/{}?error={}", seg(&id), urlencoding(&r.error()))).into_response();
+            return back_to(&page, Err(r.error()));
         }
         for e in r.body["enrollments"].as_array().into_iter().flatten() {
             if let Some(e) = e.as_str().or_else(|| e["enrollment"].as_str()) {
@@ -1021,19 +1026,14 @@ pub async fn profile_action(
         }
     }
     if targets.is_empty() {
-        let e = urlencoding("Name at least one device, or a set with devices.");
-        return Redirect::to(&format!("/ui/profiles/{}?error={e}", seg(&id))).into_response();
+        return back_to(&page, Err("Name at least one device, or a set with devices.".into()));
     }
     let action = if f.action == "remove" { "remove" } else { "install" };
     let r = c
         .post_json(&s, &format!("/v1/profiles/{}/{action}", seg(&id)), &json!({"targets": targets}))
         .await;
-    let q = if r.ok() {
-        format!("done={}", urlencoding(&format!("{action}: queued for {} device(s)", targets.len())))
-    } else {
-        format!("error={}", urlencoding(&r.error()))
-    };
-    Redirect::to(&format!("/ui/profiles/{}?{q}", seg(&id))).into_response()
+    let done = format!("{action}: queued for {} device(s)", targets.len());
+    back_to(&page, if r.ok() { Ok(done) } else { Err(r.error()) })
 }
 
 // ---- Enrollment
@@ -1197,11 +1197,11 @@ pub async fn revoke(State(c): State<Shared>, h: HeaderMap, Path(serial): Path<St
     let r = c
         .api(&s, Method::POST, &format!("/v1/certificates/{}/revoke", seg(&serial)), None)
         .await;
-    let q = if r.ok() {
+    if r.ok() {
         tracing::info!(account = %s.name, %serial, "console revoke");
-        format!("done={}", urlencoding(&format!("Revoked {serial}")))
-    } else {
-        format!("error={}", urlencoding(&r.error()))
-    };
-    Redirect::to(&format!("/ui/certificates?{q}")).into_response()
+    }
+    back_to(
+        "/ui/certificates",
+        if r.ok() { Ok(format!("Revoked {serial}")) } else { Err(r.error()) },
+    )
 }
