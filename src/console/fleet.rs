@@ -155,3 +155,41 @@ async fn build(app: &App) -> Option<Fleet> {
         checkins,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(id: &str, os: &str, enrolled_at: i64, last: i64) -> Row {
+        Row {
+            id: id.into(),
+            name: String::new(),
+            os: os.into(),
+            enrolled_at,
+            last_checkin_at: last,
+        }
+    }
+
+    #[test]
+    fn days_and_versions() {
+        let day = 86_400;
+        let now = 50 * day + 10;
+        let rows = vec![
+            r("a", "18.1", 50 * day, 50 * day + 5),
+            r("b", "17.6", 49 * day, 50 * day),
+            r("c", "18.1", 10 * day, 20 * day),
+        ];
+        let f = Fleet {
+            versions: Fleet::count_versions(&rows),
+            rows,
+            built: Instant::now(),
+            build_ms: 0,
+            checkins: 0,
+        };
+        let d = f.per_day(now, 3);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[2], (50 * day, 1, 2), "today: one enrolled, two checked in");
+        assert_eq!(d[1], (49 * day, 1, 0));
+        assert_eq!(f.os_versions(), &[("18.1".to_owned(), 2), ("17.6".to_owned(), 1)]);
+    }
+}

@@ -421,3 +421,39 @@ pub fn seg(s: &str) -> String {
 }
 
 pub use pages::plain;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_only_returns_to_console_pages() {
+        assert_eq!(safe_next(Some("/ui/devices?q=x")), "/ui/devices?q=x");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/v1/accounts",
+            "/ui\\..\\x",
+            "",
+            "ui/",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/ui/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/ui/");
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; mdmd_ui_login=L; mdmd_ui=S"));
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("S"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE).as_deref(), Some("L"));
+        assert_eq!(cookie(&h, "mdmd"), None);
+        let c = set_cookie(COOKIE, "v", 60, "/ui");
+        for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age=60", "Path=/ui"] {
+            assert!(c.contains(flag), "{c}");
+        }
+        assert!(!same("", ""), "an empty token never matches");
+        assert!(same("abc", "abc") && !same("abc", "abd"));
+    }
+}

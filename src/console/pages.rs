@@ -1205,3 +1205,20 @@ pub async fn revoke(State(c): State<Shared>, h: HeaderMap, Path(serial): Path<St
         if r.ok() { Ok(format!("Revoked {serial}")) } else { Err(r.error()) },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_check_in_and_os_filters() {
+        let now = 100 * 86_400;
+        assert!(seen_matches("1", now - 3600, now));
+        assert!(!seen_matches("1", now - 2 * 86_400, now));
+        assert!(seen_matches("stale7", now - 8 * 86_400, now));
+        assert!(!seen_matches("stale7", now - 86_400, now));
+        assert!(seen_matches("nonsense", 0, now), "an unknown filter filters nothing");
+        assert!(os_matches("18", "18.1") && os_matches("18.1", "18.1") && os_matches("18.1", "18.1.2"));
+        assert!(!os_matches("18.1", "18.10") && !os_matches("1", "18.1"));
+    }
+}
