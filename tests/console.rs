@@ -249,6 +249,7 @@ async fn console_in_a_real_browser() {
         page.contains(" acknowledged (this instance)") && !page.contains(">0 acknowledged"),
         "the device's results are counted"
     );
+    assert!(page.contains("no receivers configured"), "webhooks are off here");
     shot(&c, "dashboard").await;
 
     // At phone width the device page still works.
@@ -411,8 +412,25 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         .unwrap();
     assert!(page.contains(&dev.udid) && !page.contains("Actions"));
 
-    // A profile installed from its page to every device of a set.
+    // The device's identity certificate is in its API view (and so on its page).
     let admin = srv.admin();
+    let view = admin.get(&format!("/v1/devices/{}", dev.udid)).await.unwrap();
+    let serial = view["identity_certificate"]["serial"].as_str().expect("identity serial").to_owned();
+    let cert = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
+    assert_eq!(cert["enrollment"], json!(dev.udid));
+    assert_eq!(view["identity_certificate"]["revoked"], json!(false));
+    let page = http
+        .get(format!("{}/ui/devices/{}", srv.base, dev.udid))
+        .header("cookie", format!("mdmd_ui={sess}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&serial), "the page shows the identity's serial");
+
+    // A profile installed from its page to every device of a set.
     let pc = json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "pc",
         "Payload": {"RequirePasscode": true}});
     let (st, v) = admin.call(reqwest::Method::PUT, "/v1/declarations", Some(pc)).await.unwrap();

@@ -239,7 +239,9 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
             div.card { h2 { "Commands pending" } p.big { (text(&stats.body["pending_commands"])) } }
             div.card { h2 { "Failed, last 24 h" } p.big.bad { (text(&stats.body["commands_last_day"]["failed"])) }
                 p { small { (text(&stats.body["commands_last_day"]["acknowledged"])) " acknowledged (this instance)" } } }
-            div.card { h2 { "Webhook backlog" } p.big { (text(&webhooks["depth"])) } }
+            div.card { h2 { "Webhook backlog" }
+                @if webhooks.is_null() { p.big { "off" } p { small { "no receivers configured" } } }
+                @else { p.big { (text(&webhooks["outbox_depth"])) } p { small { "oldest waiting " (text(&webhooks["oldest_waiting_seconds"])) " s" } } } }
         }
         @if !compliance.ok() { (Flash::error(compliance.error()).render()) }
         @if let Some(f) = &fleet {
