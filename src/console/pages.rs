@@ -602,7 +602,7 @@ pub async fn device(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String
                 table {
                     tbody {
                         tr { th { "Push token" } td { (text(&dv["push_token_present"])) } }
-                        tr { th { "Last push" } td { (text(&dv["push"]["last_push_at"])) " " (text(&dv["push"]["last_push_outcome"])) } }
+                        tr { th { "Last push" } td { @if dv["push"]["last_push_at"].is_null() { "never" } @else { (text(&dv["push"]["last_push_at"])) " " (text(&dv["push"]["last_push_outcome"])) } } }
                         tr { th { "Last check-in" } td { (text(&dv["last_checkin_at"])) } }
                         tr { th { "Enrolled" } td { (text(&dv["enrolled_at"])) } }
                         tr { th { "Identity certificate" } td {
