@@ -313,6 +313,12 @@ async fn session(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, St
     (http, sess, between(&html, "name=\"csrf\" value=\"", "\""))
 }
 
+/// A console page's HTML, with a session cookie.
+async fn get_page(http: &reqwest::Client, url: &str, session: &str) -> String {
+    let r = http.get(url).header("cookie", format!("mdmd_ui={session}")).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
 fn cookie(r: &reqwest::Response, name: &str) -> String {
     for v in r.headers().get_all("set-cookie") {
         let v = v.to_str().unwrap();
@@ -401,15 +407,7 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         "refused with its reason"
     );
     after(before + 1).await;
-    let page = http2
-        .get(format!("{}/ui/devices/{}", srv.base, dev.udid))
-        .header("cookie", format!("mdmd_ui={sess2}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&http2, &format!("{}/ui/devices/{}", srv.base, dev.udid), &sess2).await;
     assert!(page.contains(&dev.udid) && !page.contains("Actions"));
 
     // The device's identity certificate is in its API view (and so on its page).
@@ -419,15 +417,7 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
     let cert = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
     assert_eq!(cert["enrollment"], json!(dev.udid));
     assert_eq!(view["identity_certificate"]["revoked"], json!(false));
-    let page = http
-        .get(format!("{}/ui/devices/{}", srv.base, dev.udid))
-        .header("cookie", format!("mdmd_ui={sess}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&http, &format!("{}/ui/devices/{}", srv.base, dev.udid), &sess).await;
     assert!(page.contains(&serial), "the page shows the identity's serial");
 
     // A profile installed from its page to every device of a set.
