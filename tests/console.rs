@@ -410,6 +410,18 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
     let page = get_page(&http2, &format!("{}/ui/devices/{}", srv.base, dev.udid), &sess2).await;
     assert!(page.contains(&dev.udid) && !page.contains("Actions"));
 
+    // Deleting the account ends its console session.
+    let (st, _) = srv.admin().call(reqwest::Method::DELETE, "/v1/accounts/ro", None).await.unwrap();
+    assert_eq!(st, 200);
+    let r = http2
+        .get(format!("{}/ui/devices/{}", srv.base, dev.udid))
+        .header("cookie", format!("mdmd_ui={sess2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("/ui/login"));
+
     // The device's identity certificate is in its API view (and so on its page).
     let admin = srv.admin();
     let view = admin.get(&format!("/v1/devices/{}", dev.udid)).await.unwrap();

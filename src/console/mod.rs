@@ -58,6 +58,10 @@ pub struct Session {
     pub role: Role,
     pub csrf: String,
     pub expires_at: i64,
+    /// When the account was created (0 for `admin`): a deleted, re-created or re-roled account
+    /// ends its sessions.
+    #[serde(default)]
+    pub account_created_at: i64,
 }
 
 /// What the API answered.
@@ -175,7 +179,16 @@ impl Console {
         let key = crate::service::enroll::sha256_hex(&token);
         let rec = self.app.mdm.store.record(SESSIONS, &key).await.ok()??;
         let s: Session = serde_json::from_value(rec.value).ok()?;
-        (s.expires_at > now()).then_some(s)
+        if s.expires_at <= now() {
+            return None;
+        }
+        if s.name != "admin" {
+            let (role, created) = self.app.accounts.current(&s.name).await.ok()??;
+            if role != s.role || created != s.account_created_at {
+                return None;
+            }
+        }
+        Some(s)
     }
 
     /// Send one request to the admin API as the session's account.
@@ -335,11 +348,23 @@ async fn login(
             "Too many failed sign-ins from here or for this name. Wait five minutes and try again.",
         );
     }
+    let mut account_created_at = 0;
     let role = if f.name == "admin" {
         same(&f.secret, &c.app.api_key).then_some(Role::Admin)
     } else {
         match c.app.accounts.verify(&f.name, &f.secret).await {
-            Ok(r) => r,
+            Ok(Some(r)) => match c.app.accounts.current(&f.name).await {
+                Ok(Some((_, created))) => {
+                    account_created_at = created;
+                    Some(r)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "console sign-in: storage failure");
+                    return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
+                }
+            },
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "console sign-in: storage failure");
                 return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
@@ -358,6 +383,7 @@ async fn login(
         role,
         csrf: random_token(),
         expires_at: t + SESSION_SECONDS,
+        account_created_at,
     };
     let key = crate::service::enroll::sha256_hex(&token);
     let stored = match serde_json::to_value(&s) {

@@ -173,6 +173,14 @@ impl Accounts {
         Ok(out)
     }
 
+    /// An account's role and creation time, if it exists (a re-created account is another one).
+    pub async fn current(&self, name: &str) -> Result<Option<(Role, i64)>, ServiceError> {
+        let Some(r) = self.store.record(COLLECTION, name).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_value::<Stored>(r.value).ok().map(|s| (s.role, s.created_at)))
+    }
+
     pub async fn delete(&self, name: &str) -> Result<bool, ServiceError> {
         let gone = self.store.delete_record(COLLECTION, name, None).await?;
         if let Ok(mut c) = self.cache.lock() {
