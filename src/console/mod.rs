@@ -248,6 +248,13 @@ impl Console {
 
     fn record_failure(&self, keys: &[String]) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a flood of invented names cannot grow it without end.
+        if f.len() > 100_000 {
+            f.retain(|_, (_, at)| at.elapsed() < FAILURE_WINDOW);
+            if f.len() > 100_000 {
+                f.clear();
+            }
+        }
         for k in keys {
             let e = f.entry(k.clone()).or_insert((0, Instant::now()));
             e.0 += 1;
