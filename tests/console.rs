@@ -313,6 +313,21 @@ async fn session(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, St
     (http, sess, between(&html, "name=\"csrf\" value=\"", "\""))
 }
 
+/// A console form posted with a session cookie (redirects not followed).
+async fn post_form<T: serde::Serialize + ?Sized>(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    session: &str,
+    form: &T,
+) -> reqwest::Response {
+    http.post(url)
+        .header("cookie", format!("mdmd_ui={session}"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A console page's HTML, with a session cookie.
 async fn get_page(http: &reqwest::Client, url: &str, session: &str) -> String {
     let r = http.get(url).header("cookie", format!("mdmd_ui={session}")).send().await.unwrap();
@@ -350,13 +365,7 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         .len();
     // Without the token, or with another: 403, not a redirect, and nothing queued.
     for form in [vec![("action", "information")], vec![("action", "information"), ("csrf", "forged")]] {
-        let r = http
-            .post(&action)
-            .header("cookie", format!("mdmd_ui={sess}"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(&http, &action, &sess, &form).await;
         assert_eq!(r.status(), 403);
     }
     // Without a session: 403 too.
@@ -377,13 +386,7 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
     };
     after(before).await;
     // With it: queued.
-    let r = http
-        .post(&action)
-        .header("cookie", format!("mdmd_ui={sess}"))
-        .form(&[("action", "information"), ("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&http, &action, &sess, &[("action", "information"), ("csrf", csrf.as_str())]).await;
     assert_eq!(r.status(), 303);
     assert!(r.headers()["location"].to_str().unwrap().contains("done="));
     after(before + 1).await;
@@ -395,13 +398,7 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         .await
         .unwrap();
     let (http2, sess2, csrf2) = session(&srv, "ro", viewer["secret"].as_str().unwrap()).await;
-    let r = http2
-        .post(&action)
-        .header("cookie", format!("mdmd_ui={sess2}"))
-        .form(&[("action", "lock"), ("csrf", csrf2.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&http2, &action, &sess2, &[("action", "lock"), ("csrf", csrf2.as_str())]).await;
     assert!(
         r.headers()["location"].to_str().unwrap().contains("error="),
         "refused with its reason"
@@ -454,13 +451,13 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         )
         .await
         .unwrap();
-    let r = http
-        .post(format!("{}/ui/profiles/com.example.console.set/actions", srv.base))
-        .header("cookie", format!("mdmd_ui={sess}"))
-        .form(&[("action", "install"), ("csrf", csrf.as_str()), ("targets", ""), ("set", "staff")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &http,
+        format!("{}/ui/profiles/com.example.console.set/actions", srv.base),
+        &sess,
+        &[("action", "install"), ("csrf", csrf.as_str()), ("targets", ""), ("set", "staff")],
+    )
+    .await;
     let to = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(to.contains("done="), "{to}");
     let state = common::device_profile(&srv, &dev.udid, "com.example.console.set").await;
