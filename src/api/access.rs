@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{error, store_error, views};
+use super::{error, store_error, views, Caller};
+use crate::service::accounts::Role;
 use crate::app::App;
 use crate::service::access::{Access, TokenView};
 use crate::service::ServiceError;
@@ -64,13 +65,23 @@ fn resend(app: &Arc<App>) {
     });
 }
 
-pub async fn list(State(app): State<Arc<App>>) -> Response {
+/// The tokens; their values only to the admin (an operator may read the
+/// list, to see which token is in effect, but never a value).
+pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>) -> Response {
     let a = match access(&app) {
         Ok(a) => a,
         Err(r) => return r,
     };
+    let admin = caller.is_some_and(|c| c.role == Role::Admin);
     match a.list().await {
-        Ok(l) => Json(json!({"tokens": l.iter().map(view).collect::<Vec<_>>()})).into_response(),
+        Ok(l) => Json(json!({"tokens": l.iter().map(|t| {
+            let mut v = view(t);
+            if !admin {
+                v["value"] = serde_json::Value::Null;
+                v["value_hidden"] = json!(true);
+            }
+            v
+        }).collect::<Vec<_>>()})).into_response(),
         Err(e) => failed(e),
     }
 }

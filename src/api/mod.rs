@@ -319,7 +319,7 @@ pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
 
 async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> Response {
     match app.mdm.store.command(&uuid).await {
-        Ok(Some((rec, deliveries))) => Json(views::command(&rec, &deliveries)).into_response(),
+        Ok(Some((rec, deliveries))) => Json(views::command(&app.mdm.secrets, &rec, &deliveries)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no command {uuid}")),
         Err(e) => store_error(e),
     }

@@ -1,9 +1,13 @@
 //! JSON views of stored records. Secrets (unlock and bootstrap tokens) are
-//! shown only as present or absent.
+//! shown only as present or absent; a command's secrets (filled in by the
+//! service, or secret by Apple's key name) and secrets in a device's answers
+//! are redacted for every role (`service::sealed`).
 
 use serde_json::{json, Value};
 
+use crate::pki::secrets::SecretBox;
 use crate::protocol::json::plist_to_json;
+use crate::service::sealed;
 use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
 
 pub fn time(t: i64) -> Value {
@@ -62,7 +66,10 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
 fn result_json(d: &Delivery) -> Value {
     match &d.result {
         Some(raw) => match plist::Value::from_reader(std::io::Cursor::new(raw)) {
-            Ok(v) => plist_to_json(&v),
+            Ok(mut v) => {
+                sealed::redact_result(&mut v);
+                plist_to_json(&v)
+            }
             Err(_) => Value::Null,
         },
         None => Value::Null,
@@ -90,16 +97,18 @@ pub fn device_command(c: &DeviceCommand) -> Value {
     v
 }
 
-pub fn command(rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
-    let command = match plist::Value::from_reader(std::io::Cursor::new(&rec.body)) {
-        Ok(plist::Value::Dictionary(d)) => d.get("Command").map(plist_to_json).unwrap_or(Value::Null),
-        _ => Value::Null,
+/// A command with its secrets redacted (`redacted`: the key paths left out).
+pub fn command(secrets: &SecretBox, rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
+    let (command, redacted) = match sealed::redacted_command(secrets, &rec.uuid, &rec.body) {
+        Some((d, paths)) => (plist_to_json(&plist::Value::Dictionary(d)), paths),
+        None => (Value::Null, Vec::new()),
     };
     json!({
         "command_uuid": rec.uuid,
         "request_type": rec.request_type,
         "created_at": time(rec.created_at),
         "command": command,
+        "redacted": redacted,
         "targets": rec.targets,
         "deliveries": deliveries.iter().map(delivery).collect::<Vec<_>>(),
     })

@@ -71,7 +71,13 @@ impl Role {
         match self {
             Role::Admin => true,
             Role::Operator => !ise && (!sensitive || (read && !path.starts_with("/v1/accounts"))),
-            Role::ReadOnly => !ise && (read || verify) && !path.starts_with("/v1/accounts") && !path.starts_with("/v1/access-tokens"),
+            // Reads, but no enrollment material (a profile with a live challenge enrolls a device).
+            Role::ReadOnly => {
+                !ise && (read || verify)
+                    && !path.starts_with("/v1/accounts")
+                    && !path.starts_with("/v1/access-tokens")
+                    && !path.starts_with("/v1/enrollments")
+            }
             Role::Nac => ise || verify || (read && (path.starts_with("/v1/devices") || path == "/v1/compliance")),
             Role::Issuer => path == "/v1/derived-credentials" && (read || *method == axum::http::Method::POST),
         }

@@ -497,8 +497,11 @@ impl Commander {
         tag: Option<ProfileTag>,
         push: bool,
     ) -> Result<Batch, CommandError> {
+        let paths = super::sealed::secret_paths(&command);
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
-        let rec = CommandRecord::new(&cmd, now(), tag);
+        let mut rec = CommandRecord::new(&cmd, now(), tag);
+        rec.body = super::sealed::seal(&self.mdm.secrets, &rec.uuid, std::mem::take(&mut rec.body), &paths)
+            .map_err(|e| ServiceError::Rejected(format!("sealing the command's secrets: {e}")))?;
         let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
         if push {
             let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
@@ -654,7 +657,9 @@ impl Commander {
         for (kind, hash, secret) in secrets {
             self.mdm.store.add_secret(kind, &hash, secret).await?;
         }
-        let cmd = plist::Value::from_reader_xml(std::io::Cursor::new(&rec.body))
+        let xml = super::sealed::open(&self.mdm.secrets, &rec.uuid, &rec.body)
+            .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
+        let cmd = plist::Value::from_reader_xml(std::io::Cursor::new(xml.as_ref()))
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
         cmd.as_dictionary()
             .and_then(|d| d.get("Command"))
@@ -797,7 +802,13 @@ impl Commander {
                 .extend(prefail.into_iter().map(|(target, error)| Failed { target, error }));
         }
         let job = Arc::new(job);
+        // A profile that carries a secret (a challenge, a proxy token, a
+        // token, a derived credential) is sealed whole at rest.
+        let secret_profile = matches!(*job, PerDevice::Profile { .. })
+            && (used.iter().any(|n| super::sealed::secret_variable(n)) || !usages.is_empty());
         let me = Arc::new(Renderer {
+            secret_profile,
+            sealer: self.mdm.secrets.clone(),
             dc,
             proxy_ttl: self.orgcas.get().map_or(7 * 86_400, |c| c.cfg.proxy_ttl),
             upload_ttl: self.derived.get().map_or(super::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
@@ -883,6 +894,10 @@ fn template_error(e: TemplateError) -> CommandError {
 
 /// Builds per-device copies on the blocking pool, spread over the cores.
 struct Renderer {
+    /// Profiles carry secrets: their Payload is marked secret and sealed.
+    secret_profile: bool,
+    /// The keyring that seals commands with secrets at rest.
+    sealer: Arc<crate::pki::secrets::SecretBox>,
     /// Per-enrollment values of token variables.
     extra: BTreeMap<String, BTreeMap<String, String>>,
     /// Per-enrollment derived credentials, by usage.
@@ -947,8 +962,13 @@ impl Renderer {
         };
         let cert = cert.as_ref();
         let mut secrets = Vec::new();
+        let mut secret_paths: Vec<super::sealed::KeyPath> = Vec::new();
         let command = match job {
             PerDevice::Fill { command, unlock_token } => {
+                secret_paths = super::sealed::secret_paths(command);
+                if *unlock_token {
+                    secret_paths.push(vec![super::sealed::Step::Key("UnlockToken".into())]);
+                }
                 let mut v = Value::Dictionary(command.clone());
                 let extra = self.extra.get(&e.id);
                 vars::fill(&mut v, "", &mut |name, _| {
@@ -1043,6 +1063,9 @@ impl Renderer {
                 };
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
                     .map_err(|err| err.to_string())?;
+                if self.secret_profile || self.dc.contains_key(&e.id) {
+                    secret_paths.push(vec![super::sealed::Step::Key("Payload".into())]);
+                }
                 let mut d = Dictionary::new();
                 d.insert("RequestType".into(), "InstallProfile".into());
                 d.insert("Payload".into(), Value::Data(signed));
@@ -1050,13 +1073,13 @@ impl Renderer {
             }
         };
         let cmd = Command::new(command).map_err(|e| e.to_string())?;
-        Ok((
-            CommandRecord {
-                targets: 1,
-                ..CommandRecord::new(&cmd, t, self.tag.clone())
-            },
-            secrets,
-        ))
+        let mut rec = CommandRecord {
+            targets: 1,
+            ..CommandRecord::new(&cmd, t, self.tag.clone())
+        };
+        rec.body = super::sealed::seal(&self.sealer, &rec.uuid, std::mem::take(&mut rec.body), &secret_paths)
+            .map_err(|err| format!("sealing the command's secrets: {err}"))?;
+        Ok((rec, secrets))
     }
 }
 

@@ -61,7 +61,7 @@ impl Mdm {
                             self.learn(id, &device_id, &request_type, raw).await;
                             // A follow-up (CertificateList after an install) is answered in this session.
                             if next.is_none() && request_type == "InstallProfile" {
-                                return Ok(self.store.next_command(id, true).await?.map(|c| c.body));
+                                return self.stored_for_device(self.store.next_command(id, true).await?);
                             }
                         }
                     }
@@ -70,7 +70,23 @@ impl Mdm {
             }
             (_, None) => return Err(ServiceError::Rejected("report without CommandUUID".into())),
         };
-        Ok(next.map(|c| c.body))
+        self.stored_for_device(next)
+    }
+
+    /// The XML a device gets for a queued command: a sealed body (a command
+    /// with secrets) is opened here, in memory, and nowhere else.
+    fn stored_for_device(&self, next: Option<crate::store::QueuedCommand>) -> Result<Option<Vec<u8>>, ServiceError> {
+        let Some(c) = next else { return Ok(None) };
+        if !super::sealed::is_sealed(&c.body) {
+            return Ok(Some(c.body));
+        }
+        match super::sealed::open(&self.secrets, &c.uuid, &c.body) {
+            Ok(xml) => Ok(Some(xml.into_owned())),
+            Err(e) => {
+                tracing::error!(command = %c.uuid, error = %e, "a queued command's sealed body does not open (is secrets.keys the one it was sealed with?)");
+                Err(ServiceError::Rejected(format!("command {} cannot be opened: {e}", c.uuid)))
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod nac;
 pub mod netpolicy;
 pub mod orgca;
 pub mod profile_service;
+pub mod sealed;
 pub mod webhooks;
 
 use std::collections::HashMap;
