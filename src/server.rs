@@ -312,6 +312,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
                 max_age: cfg.webhook_max_age_hours.max(1) * 3600,
                 timeout: std::time::Duration::from_secs(10),
             },
+            mdm.secrets.clone(),
         )
         .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,
     );

@@ -452,7 +452,18 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     if let Some(i) = srv.extra.iter().position(|a| a == "--database-url") {
         stored.extend(postgres_rows(&srv.extra[i + 1]).await);
     }
-    assert!(!stored.is_empty());
+    // The search does see the database: the device's UDID (no secret) is found in it.
+    let control = Secrets::new(vec![("UDID".into(), d.udid.clone().into_bytes())]);
+    assert!(
+        stored.iter().any(|(_, b)| !control.found_in(b).is_empty()),
+        "the stored data was not searched"
+    );
+    if srv.extra.iter().any(|a| a == "--database-url") {
+        assert!(
+            stored.iter().any(|(w, b)| w.ends_with(".commands") && !control.found_in(b).is_empty() || w.ends_with(".enrollments") && !control.found_in(b).is_empty()),
+            "PostgreSQL rows were not searched"
+        );
+    }
     for (where_, bytes) in &stored {
         let found = secrets.found_in(bytes);
         if !found.is_empty() {

@@ -13,7 +13,9 @@
 //! timeout, signs the body with HMAC-SHA256 (`X-Hmac-Signature`, base64) when
 //! a secret is set, names the event in `X-Mdmd-Event-Id` for deduplication,
 //! retries with exponential backoff and jitter, and gives an event up after
-//! `max_age`. Devices never wait for a receiver.
+//! `max_age`. Devices never wait for a receiver. Bodies are sealed in the
+//! outbox with the secrets keyring (a TokenUpdate carries the UnlockToken)
+//! and opened only to be posted.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,7 +25,15 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::now;
+use crate::pki::secrets::SecretBox;
 use crate::store::{OutboxEvent, Store, StoreError};
+
+/// How a sealed outbox body starts (`pki::secrets`' sealed form).
+const SEALED: &str = "sealed:v1:";
+
+fn event_aad(event_id: &str) -> String {
+    format!("webhook/{event_id}")
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -45,6 +55,9 @@ pub struct WebhookCounters {
 pub struct Webhooks {
     store: Arc<dyn Store>,
     cfg: WebhookConfig,
+    /// Seals every event body in the outbox (a TokenUpdate's raw payload
+    /// carries the UnlockToken); opened only to post it.
+    sealer: Arc<SecretBox>,
     http: reqwest::Client,
     pub counters: WebhookCounters,
 }
@@ -68,7 +81,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl Webhooks {
-    pub fn new(store: Arc<dyn Store>, cfg: WebhookConfig) -> Result<Webhooks, String> {
+    pub fn new(store: Arc<dyn Store>, cfg: WebhookConfig, sealer: Arc<SecretBox>) -> Result<Webhooks, String> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
@@ -77,6 +90,7 @@ impl Webhooks {
         Ok(Webhooks {
             store,
             cfg,
+            sealer,
             http,
             counters: WebhookCounters::default(),
         })
@@ -93,7 +107,14 @@ impl Webhooks {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let t = now();
-        let body = build(&id, &created_at_rfc3339(t)).to_string();
+        let plain = build(&id, &created_at_rfc3339(t)).to_string();
+        let body = match self.sealer.seal(plain.as_bytes(), &event_aad(&id)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(event = %id, %topic, error = %e, "webhook event not stored: it cannot be sealed");
+                return Vec::new();
+            }
+        };
         self.cfg
             .urls
             .iter()
@@ -213,16 +234,29 @@ impl Webhooks {
         }
     }
 
+    /// The JSON to post: sealed bodies opened (rows from before sealing are plain).
+    fn plain_body(&self, ev: &OutboxEvent) -> Result<String, String> {
+        if !ev.body.starts_with(SEALED) {
+            return Ok(ev.body.clone());
+        }
+        let b = self
+            .sealer
+            .open(&ev.body, &event_aad(&ev.event_id))
+            .map_err(|e| format!("the stored event does not open: {e}"))?;
+        String::from_utf8(b).map_err(|_| "the stored event is not UTF-8".to_owned())
+    }
+
     async fn post(&self, ev: &OutboxEvent) -> Result<(), String> {
+        let body = self.plain_body(ev)?;
         let mut req = self
             .http
             .post(&ev.sink)
             .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
-            .header("X-Mdmd-Event-Id", &ev.event_id)
-            .body(ev.body.clone());
+            .header("X-Mdmd-Event-Id", &ev.event_id);
         if let Some(s) = &self.cfg.secret {
-            req = req.header("X-Hmac-Signature", signature(s.as_bytes(), ev.body.as_bytes()));
+            req = req.header("X-Hmac-Signature", signature(s.as_bytes(), body.as_bytes()));
         }
+        let req = req.body(body);
         let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
         if resp.status().is_success() {
             Ok(())
