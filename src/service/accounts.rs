@@ -250,6 +250,10 @@ mod tests {
         assert!(Role::Operator.allows(&g, "/v1/push-cert"));
         assert!(Role::ReadOnly.allows(&g, "/v1/devices"));
         assert!(!Role::ReadOnly.allows(&p, "/v1/commands"));
+        // Enrollment material (a profile with a live challenge) is not a read.
+        assert!(!Role::ReadOnly.allows(&g, "/v1/enrollments/profile"));
+        assert!(!Role::Nac.allows(&g, "/v1/enrollments/profile"));
+        assert!(Role::Operator.allows(&g, "/v1/enrollments/profile"));
         assert!(!Role::ReadOnly.allows(&g, "/ciscoise/mdminfo/"));
         assert!(Role::Nac.allows(&g, "/ciscoise/mdminfo/"));
         assert!(Role::Nac.allows(&p, "/ciscoise/mdm/api/v3/action/pinlock"));
