@@ -262,8 +262,13 @@ async fn organisation_ca_through_the_scep_proxy() {
     let uuid = b["command_uuid"].as_str().unwrap().to_owned();
     let c = admin.get(&format!("/v1/commands/{uuid}")).await.unwrap();
     assert!(!c.to_string().contains(CHALLENGE));
-    // A profile that carries a challenge is shown redacted (it is sealed at rest).
-    assert_eq!(c["command"]["Payload"], "[redacted]", "the profile is readable in the command: {c}");
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(c["command"]["Payload"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        !contains(&payload, CHALLENGE.as_bytes()),
+        "the challenge is readable in the command"
+    );
     if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
         dir_lacks(&srv.data_dir(), CHALLENGE.as_bytes());
     }

@@ -803,9 +803,20 @@ impl Commander {
         }
         let job = Arc::new(job);
         // A profile that carries a secret (a challenge, a proxy token, a
-        // token, a derived credential) is sealed whole at rest.
-        let secret_profile = matches!(*job, PerDevice::Profile { .. })
-            && (used.iter().any(|n| super::sealed::secret_variable(n)) || !usages.is_empty());
+        // token, a derived credential) readable by anyone but its device is
+        // sealed whole at rest and redacted in views: when it is not
+        // encrypted, or a secret sits outside the encrypted payloads.
+        let secret_profile = match &*job {
+            PerDevice::Profile { template, .. } => {
+                let mut outside = std::collections::BTreeSet::new();
+                for (_, v) in template.iter().filter(|(k, _)| k.as_str() != "PayloadContent") {
+                    vars::used(v, &mut outside);
+                }
+                let secret = used.iter().any(|n| super::sealed::secret_variable(n)) || !usages.is_empty();
+                (secret && !self.cfg.encrypt_profiles) || outside.iter().any(|n| super::sealed::secret_variable(n))
+            }
+            PerDevice::Fill { .. } => false,
+        };
         let me = Arc::new(Renderer {
             secret_profile,
             sealer: self.mdm.secrets.clone(),
@@ -1063,7 +1074,7 @@ impl Renderer {
                 };
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
                     .map_err(|err| err.to_string())?;
-                if self.secret_profile || self.dc.contains_key(&e.id) {
+                if self.secret_profile {
                     secret_paths.push(vec![super::sealed::Step::Key("Payload".into())]);
                 }
                 let mut d = Dictionary::new();

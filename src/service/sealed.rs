@@ -5,7 +5,9 @@
 //! A value is secret when the service filled it in from a secret (an
 //! escrowed UnlockToken, `$ACCESS_TOKEN`, `$DEVICE_ACCESS_TOKEN`,
 //! `$DERIVED_CREDENTIAL_TOKEN`; a profile carrying a SCEP challenge, a proxy
-//! token or a derived credential) or when Apple's schema key says so
+//! token or a token where others than its device could read it: not
+//! encrypted to the device, or outside its encrypted payloads — a derived
+//! credential is only ever sent encrypted) or when Apple's schema key says so
 //! (`UnlockToken`, `PIN`, passwords, …: [`SECRET_KEYS`]). The service marks
 //! each one by its key path when it builds the command. A command with any
 //! secret is stored sealed with the keyring (`pki::secrets`, AES-256-GCM,
