@@ -26,10 +26,7 @@ const WIFI: &str = "com.example.mdmd.wifi";
 /// that do not depend on the neighbours.
 fn base64_forms(secret: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for engine in [
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::URL_SAFE,
-    ] {
+    for engine in [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE] {
         for shift in 0..3usize {
             let mut buf = vec![0u8; shift];
             buf.extend_from_slice(secret);
@@ -299,7 +296,12 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     let install = v["command_uuid"].as_str().unwrap().to_owned();
     // An admin's own secret typed into a command (a schema key).
     let pin = "481516";
-    let lock = common::enqueue(&admin, &[&d.udid], json!({"RequestType": "DeviceLock", "PIN": pin, "Message": "lost"})).await;
+    let lock = common::enqueue(
+        &admin,
+        &[&d.udid],
+        json!({"RequestType": "DeviceLock", "PIN": pin, "Message": "lost"}),
+    )
+    .await;
 
     // The device gets every real secret.
     let handled = d.session().await.unwrap();
@@ -435,7 +437,10 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     );
     if srv.extra.iter().any(|a| a == "--database-url") {
         assert!(
-            stored.iter().any(|(w, b)| w.ends_with(".commands") && !control.found_in(b).is_empty() || w.ends_with(".enrollments") && !control.found_in(b).is_empty()),
+            stored
+                .iter()
+                .any(|(w, b)| w.ends_with(".commands") && !control.found_in(b).is_empty()
+                    || w.ends_with(".enrollments") && !control.found_in(b).is_empty()),
             "PostgreSQL rows were not searched"
         );
     }
@@ -481,7 +486,9 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     let clear2 = common::enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "ClearPasscode"})).await;
     let handled = d.session().await.unwrap();
     assert!(
-        handled.iter().any(|h| h.command_uuid == clear2 && h.status.as_str() == "Acknowledged"),
+        handled
+            .iter()
+            .any(|h| h.command_uuid == clear2 && h.status.as_str() == "Acknowledged"),
         "{handled:?}"
     );
 }

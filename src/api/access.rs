@@ -10,9 +10,9 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::{error, store_error, views, Caller};
-use crate::service::accounts::Role;
 use crate::app::App;
 use crate::service::access::{Access, TokenView};
+use crate::service::accounts::Role;
 use crate::service::ServiceError;
 
 fn access(app: &App) -> Result<&Arc<Access>, Response> {
@@ -81,7 +81,8 @@ pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>
                 v["value_hidden"] = json!(true);
             }
             v
-        }).collect::<Vec<_>>()})).into_response(),
+        }).collect::<Vec<_>>()}))
+        .into_response(),
         Err(e) => failed(e),
     }
 }

@@ -59,12 +59,7 @@ pub const SECRET_RESULT_KEYS: &[&str] = &["ActivationLockBypassCode", "UnlockTok
 pub fn secret_variable(name: &str) -> bool {
     matches!(
         crate::profiles::vars::split(name).0,
-        "ACCESS_TOKEN"
-            | "DEVICE_ACCESS_TOKEN"
-            | "DERIVED_CREDENTIAL_TOKEN"
-            | "SCEP_CHALLENGE"
-            | "SCEP_PROXY_URL"
-            | "DERIVED_CREDENTIAL"
+        "ACCESS_TOKEN" | "DEVICE_ACCESS_TOKEN" | "DERIVED_CREDENTIAL_TOKEN" | "SCEP_CHALLENGE" | "SCEP_PROXY_URL" | "DERIVED_CREDENTIAL"
     )
 }
 
@@ -242,12 +237,9 @@ pub fn redact(command: &mut Dictionary, paths: &[KeyPath]) {
 /// Replace the values of [`SECRET_RESULT_KEYS`] in a device's answer.
 pub fn redact_result(result: &mut Value) {
     let mut found = Vec::new();
-    walk(
-        result,
-        &mut Vec::new(),
-        &mut found,
-        &|k: Option<&str>, _: &Value| k.is_some_and(|k| SECRET_RESULT_KEYS.contains(&k)),
-    );
+    walk(result, &mut Vec::new(), &mut found, &|k: Option<&str>, _: &Value| {
+        k.is_some_and(|k| SECRET_RESULT_KEYS.contains(&k))
+    });
     for p in &found {
         replace_at(result, p);
     }
@@ -298,7 +290,9 @@ mod tests {
         let texts: Vec<String> = p.iter().map(|x| path_text(x)).collect();
         assert_eq!(texts, vec!["PIN".to_owned(), "Settings[0].Configuration[\"a.b\"]".to_owned()]);
         let b = SecretBox::ephemeral();
-        let xml = b"<?xml version=\"1.0\"?><plist><dict><key>Command</key><dict><key>PIN</key><string>123456</string></dict></dict></plist>".to_vec();
+        let xml =
+            b"<?xml version=\"1.0\"?><plist><dict><key>Command</key><dict><key>PIN</key><string>123456</string></dict></dict></plist>"
+                .to_vec();
         let sealed = seal(&b, "U1", xml.clone(), &p).unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.windows(6).any(|w| w == b"123456"));
