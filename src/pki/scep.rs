@@ -74,6 +74,7 @@ fn message_type(n: Option<u32>) -> Option<MessageType> {
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     if let Some(p) = pki.fast.as_ref().and_then(|ca| fastscep::parse(ca, der)) {
         if let Some(message_type) = message_type(p.message_type) {
+            super::scep_policy::check_transaction_id(&p.transaction_id).map_err(PkiError::BadMessage)?;
             return Ok(ScepRequest {
                 message_type,
                 transaction_id: p.transaction_id,
@@ -94,6 +95,7 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     let message_type = message_type(printable(n.message_type).and_then(|s| s.trim().parse::<u32>().ok()))
         .ok_or_else(|| PkiError::BadMessage("no SCEP messageType attribute".into()))?;
     let transaction_id = printable(n.transaction_id).ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
+    super::scep_policy::check_transaction_id(&transaction_id).map_err(PkiError::BadMessage)?;
     let sender_nonce = match ossl::signed_attribute(&p7, n.sender_nonce) {
         Some(AttrValue::Octets(b)) => b,
         _ => return Err(PkiError::BadMessage("no senderNonce".into())),

@@ -910,6 +910,7 @@ impl Renderer {
                 used_at: None,
                 enrollment: Some(e.device.clone()),
                 vouched: false,
+                renews: None,
             },
         ));
         token
@@ -1003,6 +1004,7 @@ impl Renderer {
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
+                                renews: None,
                             },
                         ));
                         return Some(token);
@@ -1019,6 +1021,7 @@ impl Renderer {
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
+                                renews: None,
                             },
                         ));
                         return Some(format!("{}/scep-proxy/{ca}/{token}", self.public_url));
