@@ -209,12 +209,26 @@ pub fn client_request(
     renewal: bool,
     cipher: Cipher,
 ) -> Result<(Vec<u8>, String, Vec<u8>), PkiError> {
+    let txid = hex::encode(openssl::sha::sha256(&signer.public_key()?.public_key_to_der()?));
+    client_request_with_id(ca, signer, signer_key, csr_der, renewal, cipher, &txid)
+}
+
+/// `client_request` with a given `transactionID` (tests send hostile ones).
+pub fn client_request_with_id(
+    ca: &X509,
+    signer: &X509,
+    signer_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    csr_der: &[u8],
+    renewal: bool,
+    cipher: Cipher,
+    txid: &str,
+) -> Result<(Vec<u8>, String, Vec<u8>), PkiError> {
     ossl::load_providers();
     let mut to = Stack::new()?;
     to.push(ca.clone())?;
     let env = Pkcs7::encrypt(&to, csr_der, cipher, Pkcs7Flags::BINARY)?.to_der()?;
     let n = ossl::nids();
-    let txid = hex::encode(openssl::sha::sha256(&signer.public_key()?.public_key_to_der()?));
+    let txid = txid.to_owned();
     let sender_nonce = nonce()?;
     let attrs = vec![
         (n.transaction_id, AttrValue::Printable(txid.clone())),
