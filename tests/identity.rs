@@ -277,6 +277,54 @@ async fn a_device_renews_its_own_identity_and_the_replaced_one_cannot_renew() {
     victim_keeps_working(&srv, &mut d).await;
 }
 
+/// An attested (vouched) device renews its identity with a RenewalReq: the
+/// renewed identity stays vouched, and the replaced one cannot come back
+/// (a replayed Authenticate of it is refused; the device keeps working).
+#[tokio::test]
+async fn a_vouched_identity_replaced_by_its_renewal_cannot_come_back() {
+    let device_ca = common::push::TestCa::new("Test Apple iPhone Device CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("device-ca.pem");
+    std::fs::write(&ca_file, device_ca.cert.to_pem().unwrap()).unwrap();
+    let srv = Server::start_with(&["--device-attestation-ca", ca_file.to_str().unwrap()]);
+    let udid = mdmd::sim::random_udid();
+    let device_cert = {
+        use openssl::asn1::Asn1Time;
+        let key = common::pool_key();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", &udid).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&mdmd::pki::ca::random_serial().unwrap()).unwrap();
+        b.set_subject_name(&n.build()).unwrap();
+        b.set_issuer_name(device_ca.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+        b.sign(&device_ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
+        SimIdentity { cert: b.build(), key }
+    };
+    let mut d = SimDevice::from_profile_service(srv.client(), &srv.profile().await, common::pool_key(), Some(&device_cert), Some(&udid))
+        .await
+        .unwrap();
+    d.enroll().await.unwrap();
+    let old = d.identity.clone().unwrap();
+    assert_eq!(cert_view(&srv, &old).await["vouched"], true);
+    let auth = mdmd::protocol::to_xml(&d.authenticate_message());
+    let old_sig = old.sign(&auth).unwrap();
+    let new = renew(&srv, &old, "mdmd device renewed").await.expect("the current identity renews");
+    assert_eq!(cert_view(&srv, &new).await["vouched"], true, "vouching is inherited");
+    d.identity = Some(new);
+    d.authenticate().await.unwrap();
+    // The old identity's captured Authenticate, replayed: refused, nothing changes.
+    let (s, _) = d
+        .put_signed(&d.checkin_url.clone(), "application/x-apple-aspen-mdm-checkin", auth, Some(&old_sig))
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    victim_keeps_working(&srv, &mut d).await;
+}
+
 /// A captured, validly signed Authenticate or older TokenUpdate replayed
 /// against an active enrollment wipes nothing: push channel, escrowed
 /// UnlockToken and queue survive. A genuine re-enrollment still starts empty.

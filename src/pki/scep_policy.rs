@@ -129,6 +129,30 @@ pub fn check_transaction_id(id: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn name(s: &str) -> Name {
+        use std::str::FromStr as _;
+        Name::from_str(s).expect("a name")
+    }
+
+    #[test]
+    fn subjects() {
+        let mut reserved = Reserved::default();
+        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", "Corp Issuing CA").unwrap();
+        n.append_entry_by_text("O", "Corp").unwrap();
+        let ca = crate::sim::pki::self_signed(&key, &n.build()).unwrap();
+        reserved.add_cert_der(&ca.to_der().unwrap());
+        reserved.add_cert_der(b"not a certificate");
+        assert!(check_subject(&name("CN=device 1,O=Corp"), &reserved).is_ok());
+        assert!(check_subject(&name(&format!("CN={}", "a".repeat(MAX_ATTR_CHARS))), &reserved).is_ok());
+        assert!(check_subject(&name(&format!("CN={}", "a".repeat(MAX_ATTR_CHARS + 1))), &reserved).is_err());
+        assert!(check_subject(&name("CN= corp issuing ca "), &reserved).is_err());
+        assert!(check_subject(&name("CN=Corp Issuing CA,O=Else"), &reserved).is_err());
+        let many = (0..=MAX_SUBJECT_ATTRS).map(|i| format!("OU=u{i}")).collect::<Vec<_>>().join(",");
+        assert!(check_subject(&name(&many), &reserved).is_err());
+    }
+
     #[test]
     fn transaction_ids() {
         assert!(check_transaction_id("3F2A0B").is_ok());

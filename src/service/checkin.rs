@@ -307,8 +307,20 @@ impl Mdm {
     /// working).
     async fn admit(&self, id: &str, ids: &crate::protocol::Ids, old: Option<&Enrollment>, hash: &str) -> Result<Admission, ServiceError> {
         let cert = self.store.cert_by_hash(hash).await?;
-        let verdict = super::identity::admission(cert.as_ref(), hash, id, ids.udid.as_deref(), old, self.strict_reenroll)
-            .map_err(ServiceError::Forbidden)?;
+        let current = match old.and_then(|o| o.cert_hash.as_deref()).filter(|c| *c != hash) {
+            Some(c) => self.store.cert_by_hash(c).await?,
+            None => None,
+        };
+        let verdict = super::identity::admission(
+            cert.as_ref(),
+            hash,
+            id,
+            ids.udid.as_deref(),
+            old,
+            current.as_ref(),
+            self.strict_reenroll,
+        )
+        .map_err(ServiceError::Forbidden)?;
         if verdict != Admission::NeedsApproval {
             if verdict == Admission::Fresh && old.is_some_and(|o| o.active && o.checked_out_at.is_none()) {
                 tracing::info!(enrollment = %id, "re-enrollment with a new identity");

@@ -144,14 +144,16 @@ pub enum Admission {
 }
 
 /// May the identity `hash` (its record `cert`, if we have one) Authenticate as
-/// enrollment `id` for the device `udid`? `old` is the enrollment as stored;
-/// `strict` the re-enrollment policy. `Err` says why not (403).
+/// enrollment `id` for the device `udid`? `old` is the enrollment as stored,
+/// `current_cert` the record of its current identity; `strict` the re-enrollment
+/// policy. `Err` says why not (403).
 pub fn admission(
     cert: Option<&IssuedCert>,
     hash: &str,
     id: &str,
     udid: Option<&str>,
     old: Option<&Enrollment>,
+    current_cert: Option<&IssuedCert>,
     strict: bool,
 ) -> Result<Admission, String> {
     if let Some(p) = cert.and_then(|c| c.purpose.as_deref()).filter(|p| !is_mdm(Some(p))) {
@@ -171,6 +173,10 @@ pub fn admission(
     };
     if current == hash {
         return Ok(Admission::Same);
+    }
+    // The identity the current one renewed is retired (a replayed message of it changes nothing).
+    if current_cert.and_then(|c| c.renewed_from.as_deref()) == Some(hash) {
+        return Err(format!("this identity was replaced by its renewal; {id} speaks with the new one"));
     }
     let renewed_from = cert.and_then(|c| c.renewed_from.as_deref());
     if renewed_from == Some(current) {
@@ -265,7 +271,7 @@ mod tests {
     #[test]
     fn admission_follows_the_rule() {
         let o = active("V", "v");
-        let a = |c: &IssuedCert, h: &str| admission(Some(c), h, "V", Some("V"), Some(&o), true);
+        let a = |c: &IssuedCert, h: &str| admission(Some(c), h, "V", Some("V"), Some(&o), None, true);
         assert_eq!(a(&cert(None, Some("V"), false, None), "v"), Ok(Admission::Same));
         assert_eq!(a(&cert(Some(MDM), Some("V"), false, Some("v")), "n"), Ok(Admission::Renewal));
         assert_eq!(a(&cert(Some(MDM), Some("V"), false, Some("old")), "n"), Ok(Admission::NeedsApproval));
@@ -273,9 +279,13 @@ mod tests {
         assert!(a(&cert(Some("profile:x"), Some("V"), true, Some("v")), "n").is_err());
         assert!(a(&cert(Some(MDM), Some("X"), true, None), "n").is_err());
         assert_eq!(
-            admission(Some(&cert(Some(MDM), Some("V"), false, None)), "n", "V", Some("V"), Some(&o), false),
+            admission(Some(&cert(Some(MDM), Some("V"), false, None)), "n", "V", Some("V"), Some(&o), None, false),
             Ok(Admission::Fresh)
         );
-        assert_eq!(admission(None, "n", "N", Some("N"), None, true), Ok(Admission::Fresh));
+        assert_eq!(admission(None, "n", "N", Some("N"), None, None, true), Ok(Admission::Fresh));
+        // A vouched identity its renewal replaced cannot come back, even under the open policy.
+        let current = cert(Some(MDM), Some("V"), true, Some("old"));
+        let old = cert(Some(MDM), Some("V"), true, None);
+        assert!(admission(Some(&old), "old", "V", Some("V"), Some(&o), Some(&current), false).is_err());
     }
 }
