@@ -37,7 +37,17 @@ async fn renew_with(
     subject: &[(String, String)],
 ) -> Result<SimIdentity, String> {
     let ca = ca(srv);
-    match mdmd::sim::pki::scep_enroll(&srv.client(), &format!("{}/scep", srv.base), Some(&ca), key, subject, None, Some(signer)).await {
+    match mdmd::sim::pki::scep_enroll(
+        &srv.client(),
+        &format!("{}/scep", srv.base),
+        Some(&ca),
+        key,
+        subject,
+        None,
+        Some(signer),
+    )
+    .await
+    {
         Ok(r) => r,
         // Refused before a CertRep (HTTP 4xx): refused all the same.
         Err(e) => Err(format!("{e:#}")),
@@ -70,7 +80,11 @@ async fn refused_everywhere(thief: &SimDevice) {
     let err = thief.token_update().await.unwrap_err().to_string();
     assert!(err.contains("403"), "TokenUpdate: {err}");
     let (s, _) = thief
-        .put_raw("/mdm/connect", "application/x-apple-aspen-mdm", mdmd::protocol::to_xml(&thief.idle_report()))
+        .put_raw(
+            "/mdm/connect",
+            "application/x-apple-aspen-mdm",
+            mdmd::protocol::to_xml(&thief.idle_report()),
+        )
         .await
         .unwrap();
     assert_eq!(s, 403, "poll");
@@ -103,10 +117,17 @@ async fn a_renewal_does_not_launder_an_unvouched_identity_into_a_takeover() {
         .expect("three-phase enrollment");
     let stolen = thief.identity.clone().unwrap();
     let v = cert_view(&srv, &stolen).await;
-    assert_eq!((v["udid"].as_str(), &v["vouched"], &v["purpose"]), (Some(victim.udid.as_str()), &json!(false), &json!("mdm")), "{v}");
+    assert_eq!(
+        (v["udid"].as_str(), &v["vouched"], &v["purpose"]),
+        (Some(victim.udid.as_str()), &json!(false), &json!("mdm")),
+        "{v}"
+    );
     let before = cert_count(&srv).await;
     let laundered = renew(&srv, &stolen, "mdmd device laundered").await;
-    assert!(laundered.is_err(), "a RenewalReq from an identity that is not the enrollment's current one was served");
+    assert!(
+        laundered.is_err(),
+        "a RenewalReq from an identity that is not the enrollment's current one was served"
+    );
     assert_eq!(cert_count(&srv).await, before, "a refused renewal stores nothing");
     refused_everywhere(&speaking_as(&srv, &victim.topic, &victim.udid, stolen)).await;
 
@@ -180,7 +201,11 @@ async fn a_profile_identity_never_becomes_an_mdm_identity() {
     let twice = renew(&srv, &once, "wifi twice").await.expect("and again");
     for id in [&once, &twice] {
         let v = cert_view(&srv, id).await;
-        assert_eq!((&v["purpose"], &v["vouched"], &v["udid"]), (&json!(purpose), &json!(false), &Value::Null), "{v}");
+        assert_eq!(
+            (&v["purpose"], &v["vouched"], &v["udid"]),
+            (&json!(purpose), &json!(false), &Value::Null),
+            "{v}"
+        );
     }
     assert_eq!(cert_view(&srv, &twice).await["renewed_from"], sha256(&once).as_str());
     for id in [wifi, once, twice] {
@@ -209,14 +234,26 @@ async fn a_ddm_asset_identity_has_a_purpose_and_is_never_an_mdm_identity() {
         assert_eq!(s, 200, "{v}");
     }
     for id in ["wifi.cred", "wifi.identity", "wifi.act"] {
-        admin.call(Method::PUT, &format!("/v1/sets/wifi/declarations/{id}"), None).await.unwrap();
+        admin
+            .call(Method::PUT, &format!("/v1/sets/wifi/declarations/{id}"), None)
+            .await
+            .unwrap();
     }
-    admin.call(Method::PUT, &format!("/v1/devices/{}/sets/wifi", d.udid), None).await.unwrap();
+    admin
+        .call(Method::PUT, &format!("/v1/devices/{}/sets/wifi", d.udid), None)
+        .await
+        .unwrap();
     wait_for_sync(&mut d).await;
     let (_, asset) = d.ddm.identities.get("wifi.cred").cloned().expect("an identity from the SCEP asset");
     let v = cert_view(&srv, &asset).await;
-    assert_eq!((&v["purpose"], &v["udid"], &v["vouched"]), (&json!("ddm-asset:wifi.cred"), &Value::Null, &json!(false)), "{v}");
-    let renewed = renew(&srv, &asset, "wifi.cred renewed").await.expect("an asset identity renews as itself");
+    assert_eq!(
+        (&v["purpose"], &v["udid"], &v["vouched"]),
+        (&json!("ddm-asset:wifi.cred"), &Value::Null, &json!(false)),
+        "{v}"
+    );
+    let renewed = renew(&srv, &asset, "wifi.cred renewed")
+        .await
+        .expect("an asset identity renews as itself");
     let again = renew(&srv, &renewed, "wifi.cred again").await.expect("and again");
     for id in [&renewed, &again] {
         assert_eq!(cert_view(&srv, id).await["purpose"], "ddm-asset:wifi.cred");
@@ -260,7 +297,11 @@ async fn a_device_renews_its_own_identity_and_the_replaced_one_cannot_renew() {
     d.authenticate().await.expect("Authenticate with the renewed identity");
     let dev = admin.get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
     assert_eq!(dev["identity_certificate_sha256"], sha256(&new).as_str());
-    assert_eq!((&dev["active"], &dev["push_token_present"], &dev["unlock_token_escrowed"]), (&json!(true), &json!(true), &json!(true)), "{dev}");
+    assert_eq!(
+        (&dev["active"], &dev["push_token_present"], &dev["unlock_token_escrowed"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{dev}"
+    );
     let handled = d.session().await.unwrap();
     assert_eq!(handled.len(), 1, "the queue survives the renewal: {handled:?}");
     assert_eq!(handled[0].command_uuid, queued);
@@ -271,7 +312,9 @@ async fn a_device_renews_its_own_identity_and_the_replaced_one_cannot_renew() {
     assert_eq!(cert_count(&srv).await, before);
     refused_everywhere(&speaking_as(&srv, &d.topic, &d.udid, old)).await;
     // The renewed identity renews in turn.
-    let third = renew(&srv, &new, "mdmd device third").await.expect("the new current identity renews");
+    let third = renew(&srv, &new, "mdmd device third")
+        .await
+        .expect("the new current identity renews");
     d.identity = Some(third);
     d.authenticate().await.unwrap();
     victim_keeps_working(&srv, &mut d).await;
@@ -304,9 +347,15 @@ async fn a_vouched_identity_replaced_by_its_renewal_cannot_come_back() {
         b.sign(&device_ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
         SimIdentity { cert: b.build(), key }
     };
-    let mut d = SimDevice::from_profile_service(srv.client(), &srv.profile().await, common::pool_key(), Some(&device_cert), Some(&udid))
-        .await
-        .unwrap();
+    let mut d = SimDevice::from_profile_service(
+        srv.client(),
+        &srv.profile().await,
+        common::pool_key(),
+        Some(&device_cert),
+        Some(&udid),
+    )
+    .await
+    .unwrap();
     d.enroll().await.unwrap();
     let old = d.identity.clone().unwrap();
     assert_eq!(cert_view(&srv, &old).await["vouched"], true);
@@ -318,7 +367,12 @@ async fn a_vouched_identity_replaced_by_its_renewal_cannot_come_back() {
     d.authenticate().await.unwrap();
     // The old identity's captured Authenticate, replayed: refused, nothing changes.
     let (s, _) = d
-        .put_signed(&d.checkin_url.clone(), "application/x-apple-aspen-mdm-checkin", auth, Some(&old_sig))
+        .put_signed(
+            &d.checkin_url.clone(),
+            "application/x-apple-aspen-mdm-checkin",
+            auth,
+            Some(&old_sig),
+        )
         .await
         .unwrap();
     assert_eq!(s, 403);
@@ -351,7 +405,14 @@ async fn a_replayed_authenticate_or_token_update_wipes_nothing() {
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
     let after = admin.get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
-    for k in ["active", "push_token_present", "unlock_token_escrowed", "identity_certificate_sha256", "enrolled_at", "awaiting_configuration"] {
+    for k in [
+        "active",
+        "push_token_present",
+        "unlock_token_escrowed",
+        "identity_certificate_sha256",
+        "enrolled_at",
+        "awaiting_configuration",
+    ] {
         assert_eq!(after[k], before[k], "{k} changed: {before} → {after}");
     }
     // The queue is intact, and the escrowed UnlockToken is still the device's.
@@ -399,7 +460,12 @@ async fn scep_subjects_keys_and_transaction_ids_are_bounded() {
     assert_eq!(ca_cn, "mdmd MDM CA");
     for cn in ["x".repeat(60 * 1024), "y".repeat(65), ca_cn.clone(), ca_cn.to_uppercase()] {
         let r = renew(&srv, &id, &cn).await;
-        assert!(r.is_err(), "a subject CN of {} characters ({}) was issued", cn.len(), &cn[..cn.len().min(20)]);
+        assert!(
+            r.is_err(),
+            "a subject CN of {} characters ({}) was issued",
+            cn.len(),
+            &cn[..cn.len().min(20)]
+        );
     }
     let big = big.await.unwrap();
     let r = renew_with(&srv, &id, big, &[("CN".into(), "mdmd device big".into())]).await;
@@ -417,7 +483,8 @@ async fn scep_subjects_keys_and_transaction_ids_are_bounded() {
     let csr = mdmd::sim::pki::csr(&id.key, &[("CN".into(), "mdmd device tx".into())], None).unwrap();
     for txid in ["forged\nlevel=ERROR msg=\"admin logged in\"".to_owned(), "T".repeat(100 * 1024)] {
         let (msg, _, _) =
-            mdmd::pki::scep::client_request_with_id(&ca, &id.cert, &id.key, &csr, true, openssl::symm::Cipher::aes_128_cbc(), &txid).unwrap();
+            mdmd::pki::scep::client_request_with_id(&ca, &id.cert, &id.key, &csr, true, openssl::symm::Cipher::aes_128_cbc(), &txid)
+                .unwrap();
         let r = srv
             .client()
             .post(format!("{}/scep?operation=PKIOperation", srv.base))
@@ -429,7 +496,10 @@ async fn scep_subjects_keys_and_transaction_ids_are_bounded() {
         assert_eq!(r.status().as_u16(), 400, "transactionID of {} bytes", txid.len());
     }
     let log = srv.log_text();
-    assert!(!log.contains("admin logged in") && !log.contains(&"T".repeat(200)), "the transactionID reached the log");
+    assert!(
+        !log.contains("admin logged in") && !log.contains(&"T".repeat(200)),
+        "the transactionID reached the log"
+    );
     // Still serving: the device polls.
     let mut d = d;
     victim_keeps_working(&srv, &mut d).await;

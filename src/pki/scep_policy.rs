@@ -85,10 +85,7 @@ pub fn check_csr(csr: &Csr, max_rsa_bits: usize, reserved: &Reserved) -> Result<
 pub fn check_subject(subject: &Name, reserved: &Reserved) -> Result<(), String> {
     let attrs: Vec<_> = subject.0.iter().flat_map(|rdn| rdn.0.iter()).collect();
     if attrs.len() > MAX_SUBJECT_ATTRS {
-        return Err(format!(
-            "the subject has {} attributes (at most {MAX_SUBJECT_ATTRS})",
-            attrs.len()
-        ));
+        return Err(format!("the subject has {} attributes (at most {MAX_SUBJECT_ATTRS})", attrs.len()));
     }
     for atv in &attrs {
         let chars = String::from_utf8_lossy(atv.value.value()).chars().count();
@@ -105,7 +102,10 @@ pub fn check_subject(subject: &Name, reserved: &Reserved) -> Result<(), String> 
         }
     }
     if let Some(cn) = common_names(subject).find(|cn| reserved.common_names.contains(&normal(cn))) {
-        return Err(format!("the subject names a CA ({:?})", cn.chars().take(MAX_ATTR_CHARS).collect::<String>()));
+        return Err(format!(
+            "the subject names a CA ({:?})",
+            cn.chars().take(MAX_ATTR_CHARS).collect::<String>()
+        ));
     }
     Ok(())
 }

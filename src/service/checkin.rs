@@ -1,9 +1,9 @@
 //! Check-in messages: Authenticate, TokenUpdate, CheckOut and the rest.
 
+use super::identity::Admission;
 use super::{now, Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
-use super::identity::Admission;
 use crate::store::{AuthOutcome, DeviceInfo, Enrollment, PushInfo, TokenUpdateRecord};
 
 /// What to answer a device's check-in with.

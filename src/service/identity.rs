@@ -116,10 +116,7 @@ pub fn grant_for_renewal(
             vouched: false,
             ..inherited
         }),
-        Some(e) => Err(format!(
-            "renewal signer is not the current identity of enrollment {}",
-            e.id
-        )),
+        Some(e) => Err(format!("renewal signer is not the current identity of enrollment {}", e.id)),
     }
 }
 
@@ -242,7 +239,10 @@ mod tests {
         let g = grant_for_challenge(Some(&secret("ddm-asset:a", Some("D"), false)));
         assert!(!is_mdm(Some(&g.purpose)) && g.udid.is_none());
         let g = grant_for_challenge(Some(&secret("profile-service:D", Some("D"), true)));
-        assert_eq!((g.purpose.as_str(), g.udid.as_deref(), g.vouched), (PROFILE_SERVICE, Some("D"), true));
+        assert_eq!(
+            (g.purpose.as_str(), g.udid.as_deref(), g.vouched),
+            (PROFILE_SERVICE, Some("D"), true)
+        );
         let g = grant_for_challenge(Some(&secret("enroll:D", Some("D"), false)));
         assert_eq!((g.purpose.as_str(), g.udid.as_deref(), g.vouched), (MDM, Some("D"), false));
     }
@@ -274,12 +274,23 @@ mod tests {
         let a = |c: &IssuedCert, h: &str| admission(Some(c), h, "V", Some("V"), Some(&o), None, true);
         assert_eq!(a(&cert(None, Some("V"), false, None), "v"), Ok(Admission::Same));
         assert_eq!(a(&cert(Some(MDM), Some("V"), false, Some("v")), "n"), Ok(Admission::Renewal));
-        assert_eq!(a(&cert(Some(MDM), Some("V"), false, Some("old")), "n"), Ok(Admission::NeedsApproval));
+        assert_eq!(
+            a(&cert(Some(MDM), Some("V"), false, Some("old")), "n"),
+            Ok(Admission::NeedsApproval)
+        );
         assert_eq!(a(&cert(Some(MDM), Some("V"), true, Some("old")), "n"), Ok(Admission::Fresh));
         assert!(a(&cert(Some("profile:x"), Some("V"), true, Some("v")), "n").is_err());
         assert!(a(&cert(Some(MDM), Some("X"), true, None), "n").is_err());
         assert_eq!(
-            admission(Some(&cert(Some(MDM), Some("V"), false, None)), "n", "V", Some("V"), Some(&o), None, false),
+            admission(
+                Some(&cert(Some(MDM), Some("V"), false, None)),
+                "n",
+                "V",
+                Some("V"),
+                Some(&o),
+                None,
+                false
+            ),
             Ok(Admission::Fresh)
         );
         assert_eq!(admission(None, "n", "N", Some("N"), None, None, true), Ok(Admission::Fresh));
