@@ -97,7 +97,7 @@ pub fn check_subject(subject: &Name, reserved: &Reserved) -> Result<(), String> 
         }
     }
     if let Ok(d) = der::Encode::to_der(subject) {
-        if reserved.names_der.iter().any(|r| *r == d) {
+        if reserved.names_der.contains(&d) {
             return Err("the subject is a CA's name".into());
         }
     }
