@@ -212,7 +212,7 @@ pub async fn ddm_asset(
         "URL": format!("{}/scep", app.enroller.cfg.public_url.trim_end_matches('/')),
         "Challenge": challenge,
         // Within the SCEP subject policy (`pki::scep_policy`: 64 characters an attribute).
-        "Subject": [[["O", org]], [["CN", format!("{asset} {enrollment}").chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()]]],
+        "Subject": [[["O", org.chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()]], [["CN", format!("{asset} {enrollment}").chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()]]],
         "Keysize": 2048,
         "KeyType": "RSA",
         "KeyUsage": 5,

@@ -208,7 +208,11 @@ impl Enroller {
         let rdn = |k: &str, v: &str| Value::Array(vec![Value::Array(vec![k.into(), v.into()])]);
         sc.insert(
             "Subject".into(),
-            Value::Array(vec![rdn("O", &org), rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4()))]),
+            // Within the SCEP subject policy (`pki::scep_policy`: 64 characters an attribute).
+            Value::Array(vec![
+                rdn("O", &org.chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()),
+                rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4())),
+            ]),
         );
         scep.insert("PayloadContent".into(), Value::Dictionary(sc));
 
