@@ -176,6 +176,12 @@ pub struct ServeConfig {
     /// Renew a device identity (re-send the enrollment profile) this many days before it expires.
     #[arg(long, env = "MDMD_RENEW_BEFORE_DAYS", default_value_t = 60)]
     pub renew_before_days: i64,
+    /// Largest RSA key (bits) a SCEP request may ask us to certify; smaller
+    /// than 2048 bits is always refused. Subjects are bounded too (at most 16
+    /// attributes of 64 characters, no CA's name): see `pki::scep_policy`.
+    #[arg(long, env = "MDMD_SCEP_MAX_KEY_BITS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(2048..=16384), help_heading = "Certificates")]
+    pub scep_max_key_bits: u32,
     /// How often to look for identities to renew, in seconds.
     #[arg(long, env = "MDMD_RENEW_INTERVAL", default_value_t = 6 * 3600)]
     pub renew_interval: u64,

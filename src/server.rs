@@ -234,6 +234,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         challenge_ttl: cfg.challenge_ttl.max(60),
         static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
         renew_before_days: cfg.renew_before_days,
+        max_key_bits: cfg.scep_max_key_bits as usize,
         three_phase: cfg.enroll_flow != "single",
         device_attestation_ca: match &cfg.device_attestation_ca {
             Some(p) => {

@@ -296,8 +296,15 @@ async fn checkin_messages() {
         "the device channel does not see the user channel's queue"
     );
 
-    // Re-enrollment (Authenticate) clears pending commands of the device and its user channels.
+    // Re-enrollment (Authenticate with a new identity; approved, the device being active) clears
+    // pending commands of the device and its user channels. (The same identity again changes
+    // nothing: tests/identity.rs.)
     enqueue(&admin, &[&a.udid], json!({"RequestType": "SecurityInfo"})).await;
+    srv.cli_json(&["devices", "approve-reenroll", &a.udid, "--expires-in", "600"]);
+    let again = mdmd::sim::SimDevice::from_profile_service(srv.client(), &srv.profile().await, common::pool_key(), None, Some(&a.udid))
+        .await
+        .unwrap();
+    a.identity = again.identity.clone();
     a.authenticate().await.unwrap();
     let dev = admin.get(&format!("/v1/devices/{}", a.udid)).await.unwrap();
     assert_eq!(dev["active"], false, "not pushable until TokenUpdate");

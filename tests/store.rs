@@ -62,6 +62,7 @@ fn cert(serial: &str, hash: &str) -> IssuedCert {
         der: None,
         udid: None,
         vouched: false,
+        renewed_from: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn secret(expires_at: i64) -> OneTimeSecret {
         used_at: None,
         enrollment: None,
         vouched: false,
+        renews: None,
     }
 }
 
@@ -365,6 +367,19 @@ async fn pki(s: &Arc<dyn Store>) {
     assert!(s.revoke_cert("A1", 9).await.unwrap());
     assert!(!s.revoke_cert("ZZ", 9).await.unwrap());
     assert_eq!(s.cert_by_hash("ha1").await.unwrap().unwrap().revoked_at, Some(9));
+    // Purpose, device, vouching and what a certificate renews are kept as written;
+    // a challenge keeps the identity it renews.
+    let mut renewed = cert("R1", "hr1");
+    renewed.purpose = Some("mdm".into());
+    renewed.udid = Some("U1".into());
+    renewed.vouched = true;
+    renewed.renewed_from = Some("ha1".into());
+    s.record_cert(renewed.clone()).await.unwrap();
+    assert_eq!(s.cert_by_hash("hr1").await.unwrap(), Some(renewed));
+    let mut ch = secret(100);
+    ch.renews = Some("ha1".into());
+    s.add_secret(SecretKind::Challenge, "renewing", ch.clone()).await.unwrap();
+    assert_eq!(s.secret(SecretKind::Challenge, "renewing").await.unwrap(), Some(ch));
     // Single-use secrets: once, not after expiry, kinds apart.
     s.add_secret(SecretKind::Invitation, "i", secret(100)).await.unwrap();
     s.add_secret(SecretKind::Challenge, "old", secret(10)).await.unwrap();

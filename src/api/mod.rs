@@ -479,6 +479,7 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         used_at: None,
         enrollment: Some(id.clone()),
         vouched: false,
+        renews: None,
     };
     let hash = crate::service::enroll::sha256_hex(&id);
     match app

@@ -29,6 +29,7 @@ fn cert_view(c: &IssuedCert) -> serde_json::Value {
         "purpose": c.purpose.as_deref().unwrap_or("mdm"),
         "udid": c.udid,
         "vouched": c.vouched,
+        "renewed_from": c.renewed_from,
         "revoked": c.revoked_at.is_some(),
         "revoked_at": c.revoked_at.map(views::time),
     })

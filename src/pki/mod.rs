@@ -10,6 +10,7 @@ pub mod fastscep;
 pub mod identity;
 pub mod ossl;
 pub mod scep;
+pub mod scep_policy;
 pub mod secrets;
 pub mod tls;
 

@@ -74,6 +74,7 @@ fn message_type(n: Option<u32>) -> Option<MessageType> {
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     if let Some(p) = pki.fast.as_ref().and_then(|ca| fastscep::parse(ca, der)) {
         if let Some(message_type) = message_type(p.message_type) {
+            super::scep_policy::check_transaction_id(&p.transaction_id).map_err(PkiError::BadMessage)?;
             return Ok(ScepRequest {
                 message_type,
                 transaction_id: p.transaction_id,
@@ -94,6 +95,7 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     let message_type = message_type(printable(n.message_type).and_then(|s| s.trim().parse::<u32>().ok()))
         .ok_or_else(|| PkiError::BadMessage("no SCEP messageType attribute".into()))?;
     let transaction_id = printable(n.transaction_id).ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
+    super::scep_policy::check_transaction_id(&transaction_id).map_err(PkiError::BadMessage)?;
     let sender_nonce = match ossl::signed_attribute(&p7, n.sender_nonce) {
         Some(AttrValue::Octets(b)) => b,
         _ => return Err(PkiError::BadMessage("no senderNonce".into())),
@@ -207,12 +209,26 @@ pub fn client_request(
     renewal: bool,
     cipher: Cipher,
 ) -> Result<(Vec<u8>, String, Vec<u8>), PkiError> {
+    let txid = hex::encode(openssl::sha::sha256(&signer.public_key()?.public_key_to_der()?));
+    client_request_with_id(ca, signer, signer_key, csr_der, renewal, cipher, &txid)
+}
+
+/// `client_request` with a given `transactionID` (tests send hostile ones).
+pub fn client_request_with_id(
+    ca: &X509,
+    signer: &X509,
+    signer_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    csr_der: &[u8],
+    renewal: bool,
+    cipher: Cipher,
+    txid: &str,
+) -> Result<(Vec<u8>, String, Vec<u8>), PkiError> {
     ossl::load_providers();
     let mut to = Stack::new()?;
     to.push(ca.clone())?;
     let env = Pkcs7::encrypt(&to, csr_der, cipher, Pkcs7Flags::BINARY)?.to_der()?;
     let n = ossl::nids();
-    let txid = hex::encode(openssl::sha::sha256(&signer.public_key()?.public_key_to_der()?));
+    let txid = txid.to_owned();
     let sender_nonce = nonce()?;
     let attrs = vec![
         (n.transaction_id, AttrValue::Printable(txid.clone())),

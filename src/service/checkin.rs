@@ -1,5 +1,6 @@
 //! Check-in messages: Authenticate, TokenUpdate, CheckOut and the rest.
 
+use super::identity::Admission;
 use super::{now, Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
@@ -114,7 +115,11 @@ impl Mdm {
                     }
                     None => info,
                 };
-                let keep = self.admit(&id, &req.ids, old.as_ref(), &hash).await?;
+                let admission = self.admit(&id, &req.ids, old.as_ref(), &hash).await?;
+                // The current identity again (re-sent or replayed) or its renewal keeps the
+                // channel, escrow and queue; a (re-)enrollment waits for TokenUpdate.
+                let same = admission == Admission::Same;
+                let keep = same || admission == Admission::Renewal;
                 let rec = Enrollment {
                     id: id.clone(),
                     device: req.enrollment.device.clone(),
@@ -129,7 +134,6 @@ impl Mdm {
                     user_long_name: req.ids.user_long_name.clone(),
                     topic,
                     info,
-                    // A renewal keeps the channel live; a (re-)enrollment waits for TokenUpdate.
                     push: if keep { old.as_ref().and_then(|o| o.push.clone()) } else { None },
                     unlock_token: if keep {
                         old.as_ref().and_then(|o| o.unlock_token.clone())
@@ -139,10 +143,14 @@ impl Mdm {
                     bootstrap_token: old.as_ref().and_then(|o| o.bootstrap_token.clone()),
                     attributes: old.as_ref().map(|o| o.attributes.clone()).unwrap_or_default(),
                     active: keep,
-                    awaiting_configuration: false,
+                    awaiting_configuration: same && old.as_ref().is_some_and(|o| o.awaiting_configuration),
                     cert_hash: Some(hash.clone()),
                     identity_not_after: caller.not_after,
-                    renewal_requested_at: None,
+                    renewal_requested_at: if same {
+                        old.as_ref().and_then(|o| o.renewal_requested_at)
+                    } else {
+                        None
+                    },
                     enrolled_at: t,
                     authenticated_at: t,
                     token_updated_at: if keep {
@@ -161,8 +169,9 @@ impl Mdm {
                         "certificate {hash} is bound to another enrollment"
                     )));
                 }
-                tracing::info!(enrollment = %id, renewal = keep, "Authenticate");
-                if keep {
+                let renewal = admission == Admission::Renewal;
+                tracing::info!(enrollment = %id, renewal, same_identity = same, "Authenticate");
+                if renewal {
                     // Before the device hears back: it asks for its next command right after.
                     self.identity_changed(&id).await;
                 }
@@ -292,35 +301,31 @@ impl Mdm {
         }
     }
 
-    /// May this identity (`hash`) Authenticate as `id`? Returns whether it is
-    /// our own identity renewal (keep the queue and history), or refuses.
-    ///
-    /// An identity issued for a device (bound at issuance) must name that
-    /// device. A new identity for an enrollment that is active under another
-    /// identity is a re-enrollment, accepted only when the identity was vouched
-    /// for (attested profile-service enrollment, our encrypted renewal profile,
-    /// SCEP renewal signed by the current identity), or an admin approved it;
-    /// otherwise refused (403, never 401), the attempt noted, and the enrolled
-    /// device keeps working. A checked-out or new enrollment is open.
-    async fn admit(&self, id: &str, ids: &crate::protocol::Ids, old: Option<&Enrollment>, hash: &str) -> Result<bool, ServiceError> {
+    /// May this identity (`hash`) Authenticate as `id`? The rule is
+    /// `identity::admission`; here the admin's approval is used up when it is
+    /// needed, and a refusal noted (403, never 401: the enrolled device keeps
+    /// working).
+    async fn admit(&self, id: &str, ids: &crate::protocol::Ids, old: Option<&Enrollment>, hash: &str) -> Result<Admission, ServiceError> {
         let cert = self.store.cert_by_hash(hash).await?;
-        let bound = cert.as_ref().and_then(|c| c.udid.clone());
-        if let (Some(b), Some(u)) = (&bound, &ids.udid) {
-            if b != u {
-                return Err(ServiceError::Forbidden(format!("this identity was issued for device {b}, not {u}")));
-            }
-        }
-        let vouched = cert.as_ref().is_some_and(|c| c.vouched) && bound.as_deref() == Some(id);
-        let Some(o) = old.filter(|o| o.active && o.checked_out_at.is_none() && o.cert_hash.as_deref() != Some(hash)) else {
-            return Ok(false);
+        let current = match old.and_then(|o| o.cert_hash.as_deref()).filter(|c| *c != hash) {
+            Some(c) => self.store.cert_by_hash(c).await?,
+            None => None,
         };
-        // Our own identity renewal (we re-sent the profile, encrypted to the device).
-        if o.renewal_requested_at.is_some() && vouched {
-            return Ok(true);
-        }
-        if !self.strict_reenroll || vouched {
-            tracing::info!(enrollment = %id, vouched, "re-enrollment with a new identity");
-            return Ok(false);
+        let verdict = super::identity::admission(
+            cert.as_ref(),
+            hash,
+            id,
+            ids.udid.as_deref(),
+            old,
+            current.as_ref(),
+            self.strict_reenroll,
+        )
+        .map_err(ServiceError::Forbidden)?;
+        if verdict != Admission::NeedsApproval {
+            if verdict == Admission::Fresh && old.is_some_and(|o| o.active && o.checked_out_at.is_none()) {
+                tracing::info!(enrollment = %id, "re-enrollment with a new identity");
+            }
+            return Ok(verdict);
         }
         use crate::store::{Consumed, SecretKind};
         let approval = self
@@ -329,7 +334,7 @@ impl Mdm {
             .await?;
         if let Consumed::Ok(_) = approval {
             tracing::info!(enrollment = %id, "re-enrollment approved by an admin");
-            return Ok(false);
+            return Ok(Admission::Fresh);
         }
         self.store.note_refused_reenroll(id, now()).await?;
         tracing::warn!(enrollment = %id, "re-enrollment with another identity refused: the device is enrolled and active (approve with `mdmd devices approve-reenroll`)");
@@ -352,7 +357,7 @@ impl Mdm {
             if c.revoked_at.is_some() {
                 return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
             }
-            if let Some(p) = &c.purpose {
+            if let Some(p) = c.purpose.as_deref().filter(|p| !super::identity::is_mdm(Some(p))) {
                 return Err(ServiceError::Forbidden(format!(
                     "certificate serial {} was issued for {p}, not as an MDM identity",
                     c.serial

@@ -936,6 +936,7 @@ impl Renderer {
                 used_at: None,
                 enrollment: Some(e.device.clone()),
                 vouched: false,
+                renews: None,
             },
         ));
         token
@@ -1034,6 +1035,7 @@ impl Renderer {
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
+                                renews: None,
                             },
                         ));
                         return Some(token);
@@ -1050,6 +1052,7 @@ impl Renderer {
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
+                                renews: None,
                             },
                         ));
                         return Some(format!("{}/scep-proxy/{ca}/{token}", self.public_url));

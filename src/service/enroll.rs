@@ -26,6 +26,8 @@ pub struct EnrollConfig {
     pub static_challenge: Option<String>,
     /// Re-send the enrollment profile this many days before the identity expires.
     pub renew_before_days: i64,
+    /// Largest RSA key a SCEP request may have certified (`--scep-max-key-bits`).
+    pub max_key_bits: usize,
     /// What `GET /mdm/enroll` serves: Apple's three-phase profile service, or the single profile.
     pub three_phase: bool,
     /// Apple's device CA certificates: phase-1 signers must chain to them.
@@ -153,6 +155,19 @@ impl Enroller {
         enrollment: Option<String>,
         vouched: bool,
     ) -> Result<(String, i64), ServiceError> {
+        self.new_secret_with(kind, purpose, ttl, enrollment, vouched, None).await
+    }
+
+    /// `new_secret_for`, and the identity (SHA-256) a renewal challenge renews.
+    async fn new_secret_with(
+        &self,
+        kind: SecretKind,
+        purpose: &str,
+        ttl: i64,
+        enrollment: Option<String>,
+        vouched: bool,
+        renews: Option<String>,
+    ) -> Result<(String, i64), ServiceError> {
         let token = crate::pki::random_token(20);
         let t = now();
         let rec = OneTimeSecret {
@@ -162,6 +177,7 @@ impl Enroller {
             used_at: None,
             enrollment,
             vouched,
+            renews,
         };
         self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
@@ -192,7 +208,11 @@ impl Enroller {
         let rdn = |k: &str, v: &str| Value::Array(vec![Value::Array(vec![k.into(), v.into()])]);
         sc.insert(
             "Subject".into(),
-            Value::Array(vec![rdn("O", &org), rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4()))]),
+            // Within the SCEP subject policy (`pki::scep_policy`: 64 characters an attribute).
+            Value::Array(vec![
+                rdn("O", &org.chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()),
+                rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4())),
+            ]),
         );
         scep.insert("PayloadContent".into(), Value::Dictionary(sc));
 
@@ -252,21 +272,28 @@ impl Enroller {
     /// The enrollment profile for an identity renewal, its payloads encrypted
     /// to the device's current identity (it holds a fresh SCEP challenge).
     async fn renewal_profile(&self, e: &crate::store::Enrollment) -> Result<Vec<u8>, ServiceError> {
-        let cert = match &e.cert_hash {
-            Some(h) => self.store.cert_by_hash(h).await?.and_then(|c| c.der),
+        let current = match &e.cert_hash {
+            Some(h) => self.store.cert_by_hash(h).await?.map(|c| (h.clone(), c)),
             None => None,
         };
-        let cert = cert
-            .and_then(|d| X509::from_der(&d).ok())
+        let Some((hash, current)) = current.filter(|(_, c)| super::identity::is_mdm(c.purpose.as_deref())) else {
+            return Err(ServiceError::Rejected("no identity certificate on record to encrypt to".into()));
+        };
+        let cert = current
+            .der
+            .as_deref()
+            .and_then(|d| X509::from_der(d).ok())
             .ok_or_else(|| ServiceError::Rejected("no identity certificate on record to encrypt to".into()))?;
-        // The challenge reaches only this device (encrypted to it): vouched.
+        // The challenge reaches only the holder of the current identity (encrypted to
+        // it): what it yields renews that identity, vouched as much as it is.
         let (challenge, _) = self
-            .new_secret_for(
+            .new_secret_with(
                 SecretKind::Challenge,
                 &format!("renewal:{}", e.id),
                 30 * 86_400,
                 Some(e.id.clone()),
-                true,
+                current.vouched,
+                Some(hash),
             )
             .await?;
         let xml = self
@@ -330,29 +357,16 @@ impl Enroller {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.clone())),
         };
-        if let Err(e) = csr.check_key() {
-            return Ok(Err(e));
+        let reserved = self.reserved_names().await?;
+        if let Err(e) = crate::pki::scep_policy::check_csr(csr, self.cfg.max_key_bits, &reserved) {
+            return Ok(Err((FailInfo::BadRequest, e)));
         }
-        let mut enrollment = None;
-        let mut purpose = None;
-        let (mut udid, mut vouched) = (None, false);
         // A single-use challenge is used in the same commit that records the certificate.
         let mut consume = None;
-        match req.message_type {
+        let grant = match req.message_type {
             MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref(), &mut consume).await? {
                 Err(e) => return Ok(Err((FailInfo::BadRequest, e.into()))),
-                // A challenge from a per-device profile (Wi-Fi, VPN … identity):
-                // the certificate is for that purpose and that device.
-                Ok(Some(secret)) if secret.purpose.starts_with("profile:") => {
-                    purpose = Some(secret.purpose);
-                    enrollment = secret.enrollment;
-                }
-                // A challenge made for one device: the identity is that device's.
-                Ok(Some(secret)) if secret.enrollment.is_some() => {
-                    udid = secret.enrollment;
-                    vouched = secret.vouched;
-                }
-                Ok(_) => {}
+                Ok(secret) => super::identity::grant_for_challenge(secret.as_ref()),
             },
             MessageType::RenewalReq => {
                 // Signed by an identity we issued that is still valid and not revoked.
@@ -360,20 +374,30 @@ impl Enroller {
                     Ok(i) => i,
                     Err(e) => return Ok(Err((FailInfo::BadMessageCheck, format!("renewal signer: {e}")))),
                 };
-                match self.store.cert_by_hash(&old.hash).await? {
-                    Some(c) if c.revoked_at.is_none() && c.purpose.is_none() => {
-                        // Signed by the device's current identity: the new one is vouched for.
-                        udid = c.udid.clone().or_else(|| c.enrollment.clone());
-                        vouched = udid.is_some();
-                        enrollment = c.enrollment;
-                    }
-                    Some(c) if c.revoked_at.is_none() => enrollment = c.enrollment,
+                let signer = match self.store.cert_by_hash(&old.hash).await? {
+                    Some(c) if c.revoked_at.is_none() => c,
                     Some(_) => return Ok(Err((FailInfo::BadCertId, "renewal signer is revoked".into()))),
                     None => return Ok(Err((FailInfo::BadCertId, "renewal signer was not issued by this CA".into()))),
+                };
+                let (current, approval) = match super::identity::enrollment_of(&signer) {
+                    Some(id) if super::identity::is_mdm(signer.purpose.as_deref()) => {
+                        let current = self.store.enrollment(id).await?;
+                        let approval = self
+                            .store
+                            .secret(SecretKind::ReenrollApproval, &sha256_hex(id))
+                            .await?
+                            .is_some_and(|a| a.used_at.is_none() && a.expires_at >= now());
+                        (current, approval)
+                    }
+                    _ => (None, false),
+                };
+                match super::identity::grant_for_renewal(&signer, &old.hash, current.as_ref(), approval) {
+                    Ok(g) => g,
+                    Err(why) => return Ok(Err((FailInfo::BadCertId, why))),
                 }
             }
             _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
-        }
+        };
         let issued = self
             .pki
             .issue_for(csr, self.cfg.identity_days)
@@ -385,12 +409,13 @@ impl Enroller {
             not_before: issued.not_before,
             not_after: issued.not_after,
             issued_at: now(),
-            enrollment,
+            enrollment: grant.enrollment,
             revoked_at: None,
-            purpose,
+            purpose: Some(grant.purpose),
             der: Some(issued.der.clone()),
-            udid,
-            vouched,
+            udid: grant.udid,
+            vouched: grant.vouched,
+            renewed_from: grant.renewed_from,
         };
         // Recorded durably before the certificate leaves the server.
         match consume {
@@ -405,8 +430,18 @@ impl Enroller {
             },
             None => self.store.record_cert(rec.clone()).await?,
         }
-        tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or("mdm"), "issued device identity");
+        tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or(super::identity::MDM), vouched = rec.vouched, renewal = rec.renewed_from.is_some(), "issued device identity");
         Ok(Ok(issued))
+    }
+
+    /// Names a device certificate may not carry: our CA's and the organisation CAs'.
+    async fn reserved_names(&self) -> Result<crate::pki::scep_policy::Reserved, ServiceError> {
+        let mut r = crate::pki::scep_policy::Reserved::default();
+        r.add_cert_der(&self.pki.ca.cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?);
+        for der in super::orgca::chain_ders(self.store.as_ref()).await? {
+            r.add_cert_der(&der);
+        }
+        Ok(r)
     }
 
     /// Check a challenge: a static one, or a single-use one that exists, is

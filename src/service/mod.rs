@@ -14,6 +14,7 @@ pub mod ddm;
 pub mod derived;
 pub mod enqueue;
 pub mod enroll;
+pub mod identity;
 pub mod inventory;
 pub mod lease;
 pub mod nac;

@@ -654,6 +654,22 @@ fn view(r: &CaRecord) -> CaView {
     }
 }
 
+/// The certificates (DER) of every organisation CA's chain, as stored (a
+/// record that does not read adds nothing): names SCEP subjects may not use.
+pub async fn chain_ders(store: &dyn Store) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    for (_, r) in store.records(CAS).await? {
+        if let Ok(rec) = serde_json::from_value::<CaRecord>(r.value) {
+            out.extend(
+                rec.chain
+                    .iter()
+                    .filter_map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// The purpose of a proxy token: `scep-proxy:<ca>:<profile>`.
 pub fn token_purpose(ca: &str, profile: &str) -> String {
     format!("scep-proxy:{ca}:{profile}")

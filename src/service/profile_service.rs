@@ -149,7 +149,7 @@ impl Enroller {
             .cert_by_hash(&crate::pki::cert_sha256(&der))
             .await?
             .ok_or_else(|| ServiceError::Forbidden("phase 3: the signer is not an identity this CA issued".into()))?;
-        if rec.revoked_at.is_some() || rec.purpose.is_some() {
+        if rec.revoked_at.is_some() || !super::identity::may_sign_phase3(rec.purpose.as_deref()) {
             return Err(ServiceError::Forbidden(
                 "phase 3: the signer's identity is revoked or not an enrollment identity".into(),
             ));

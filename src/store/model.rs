@@ -451,8 +451,10 @@ pub struct IssuedCert {
     pub enrollment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
-    /// What it is for: `None` for an MDM identity; otherwise e.g.
-    /// `profile:<identifier>/<payload identifier>` (Wi-Fi, VPN … identities).
+    /// What it is for (`service::identity`): `mdm` for an MDM identity (also
+    /// `None`, on records from before purposes were always written);
+    /// `profile-service` (phase-1 identity), `profile:<identifier>/<payload
+    /// identifier>` (Wi-Fi, VPN … identities), `ddm-asset:<asset>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
     /// The certificate (DER), to encrypt profiles to its device.
@@ -468,6 +470,11 @@ pub struct IssuedCert {
     /// may replace an active enrollment's identity.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vouched: bool,
+    /// The SHA-256 of the identity this one renews (the signer of a SCEP
+    /// RenewalReq, or the identity a renewal profile was encrypted to): it may
+    /// replace that identity at `Authenticate` while that one is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_from: Option<String>,
 }
 
 /// A single-use secret: a SCEP challenge or an enrollment invitation.
@@ -485,6 +492,10 @@ pub struct OneTimeSecret {
     /// The challenge went only to that device (see `IssuedCert::vouched`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vouched: bool,
+    /// A renewal challenge: the SHA-256 of the identity it was sent
+    /// (encrypted) to; the certificate it yields renews that identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renews: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
