@@ -16,6 +16,9 @@ use crate::service::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 
+/// The shortest admin API key accepted at start.
+pub const MIN_API_KEY_CHARS: usize = 24;
+
 /// Read a secret file, or generate it with `make` and store it 0600. Returns (value, generated).
 fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
     match std::fs::read_to_string(path) {
@@ -123,6 +126,14 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             k
         }
     };
+    if api_key.chars().count() < MIN_API_KEY_CHARS {
+        anyhow::bail!(
+            "the admin API key (--api-key / MDMD_API_KEY, or {}) has {} characters; it must have at least {MIN_API_KEY_CHARS} \
+             (generate one with `openssl rand -hex 24`)",
+            cfg.data_dir.join("api-key").display(),
+            api_key.chars().count()
+        );
+    }
     let store = open_store(cfg).await?;
     let topic = match cfg.topic.clone() {
         Some(t) => t,
@@ -394,7 +405,21 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         enroll_networks: crate::service::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?,
         api_key,
-        accounts: Arc::new(crate::service::accounts::Accounts::new(mdm.store.clone())),
+        accounts: Arc::new(crate::service::accounts::Accounts::with_hash_permits(
+            mdm.store.clone(),
+            cfg.limits.auth_hash_concurrency,
+        )),
+        limiter: Arc::new(crate::service::limits::CredentialLimiter::new(crate::service::limits::LimitConfig {
+            per_source: cfg.limits.auth_fail_per_source,
+            per_account: cfg.limits.auth_fail_per_account,
+            window: std::time::Duration::from_secs(cfg.limits.auth_fail_window.max(1)),
+            max_entries: cfg.limits.limiter_entries,
+        })),
+        enroll_budget: Arc::new(crate::service::limits::SourceBudget::new(
+            cfg.limits.enroll_per_source,
+            std::time::Duration::from_secs(cfg.limits.enroll_window.max(1)),
+            cfg.limits.limiter_entries,
+        )),
         stats: crate::app::Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,

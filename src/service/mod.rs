@@ -16,6 +16,7 @@ pub mod enqueue;
 pub mod enroll;
 pub mod inventory;
 pub mod lease;
+pub mod limits;
 pub mod nac;
 pub mod netpolicy;
 pub mod orgca;
