@@ -1773,7 +1773,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 println!("bare server listening on https://{}", l.local_addr()?);
                 let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
-                mdmd::http::listener::serve(l, router, Some(tls), std::future::pending::<()>()).await;
+                mdmd::http::listener::serve(l, router, Some(tls), Default::default(), std::future::pending::<()>()).await;
             }
             SimCmd::IdleBench {
                 url,

@@ -91,10 +91,21 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
-    crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
+    crate::http::listener::serve(listener, router, tls, conn_limits(&cfg.limits), shutdown_signal()).await;
     mdm.flush_seen().await.ok();
     pusher.flush().await;
     Ok(())
+}
+
+/// The listener's limits from the `Limits` flags.
+pub fn conn_limits(c: &crate::config::LimitsConfig) -> crate::http::listener::ConnLimits {
+    use std::time::Duration;
+    crate::http::listener::ConnLimits {
+        handshake_timeout: Duration::from_secs(c.tls_handshake_timeout.max(1)),
+        header_read_timeout: Duration::from_secs(c.header_read_timeout.max(1)),
+        idle_timeout: Duration::from_secs(c.idle_timeout.max(1)),
+        max_connections: c.connection_cap(),
+    }
 }
 
 /// Every route: the devices' (`http`) and the admin API (`api`), with the
