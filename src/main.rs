@@ -2044,20 +2044,7 @@ fn real_main() -> anyhow::Result<()> {
         "json" => false,
         _ => std::io::IsTerminal::is_terminal(&std::io::stdout()),
     });
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG").unwrap_or_else(|_| "info".into());
-    if cli.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    mdmd::logfmt::init(cli.log_format == "json");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Serve(cfg) => rt.block_on(mdmd::server::run(cfg)),
