@@ -272,6 +272,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     };
     let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
     spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
+    spawn_secret_pruning(mdm.store.clone(), cfg.limits.secret_prune_interval.max(1), cfg.limits.secret_grace.max(0), &instance);
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
@@ -569,6 +570,45 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
         op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
         ca_file: cfg.database_ca.clone(),
     }
+}
+
+/// Expired single-use secrets (challenges, invitations, tokens; most are created
+/// by requests without admin credentials) are deleted `grace` seconds after they
+/// expire (one instance, leased; in batches, so one run is bounded).
+fn spawn_secret_pruning(store: Arc<dyn crate::store::Store>, every_secs: u64, grace: i64, instance: &str) {
+    let s2 = store.clone();
+    spawn_leased(
+        store,
+        "secret-prune",
+        instance,
+        std::time::Duration::from_secs(every_secs),
+        false,
+        move || {
+            let store = s2.clone();
+            async move {
+                let before = crate::service::now().saturating_sub(grace);
+                let mut total = 0u64;
+                // At most 100 batches a run; the rest waits for the next run.
+                for _ in 0..100 {
+                    match store.prune_secrets(before, 1000).await {
+                        Ok(n) => {
+                            total += n;
+                            if n < 1000 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning expired single-use secrets failed");
+                            break;
+                        }
+                    }
+                }
+                if total > 0 {
+                    tracing::info!(deleted = total, "expired single-use secrets pruned");
+                }
+            }
+        },
+    );
 }
 
 /// Per-device access tokens are re-sent to apps before they expire (hourly check, one instance).
