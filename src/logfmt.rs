@@ -26,7 +26,9 @@ pub fn clean(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -123,7 +125,10 @@ impl Visit for JsonVisitor {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number));
+        self.put(
+            field,
+            serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        );
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

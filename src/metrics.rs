@@ -127,7 +127,11 @@ impl Metrics {
             "Admin API / console credential checks by outcome (ok, wrong, unknown-account, known-wrong, refused)",
             m.credential_checks.clone(),
         );
-        r.register("password_hashes", "Argon2id verifications of older account records", m.password_hashes.clone());
+        r.register(
+            "password_hashes",
+            "Argon2id verifications of older account records",
+            m.password_hashes.clone(),
+        );
         r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",

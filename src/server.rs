@@ -272,7 +272,12 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     };
     let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
     spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
-    spawn_secret_pruning(mdm.store.clone(), cfg.limits.secret_prune_interval.max(1), cfg.limits.secret_grace.max(0), &instance);
+    spawn_secret_pruning(
+        mdm.store.clone(),
+        cfg.limits.secret_prune_interval.max(1),
+        cfg.limits.secret_grace.max(0),
+        &instance,
+    );
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
@@ -421,12 +426,14 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             mdm.store.clone(),
             cfg.limits.auth_hash_concurrency,
         )),
-        limiter: Arc::new(crate::service::limits::CredentialLimiter::new(crate::service::limits::LimitConfig {
-            per_source: cfg.limits.auth_fail_per_source,
-            per_account: cfg.limits.auth_fail_per_account,
-            window: std::time::Duration::from_secs(cfg.limits.auth_fail_window.max(1)),
-            max_entries: cfg.limits.limiter_entries,
-        })),
+        limiter: Arc::new(crate::service::limits::CredentialLimiter::new(
+            crate::service::limits::LimitConfig {
+                per_source: cfg.limits.auth_fail_per_source,
+                per_account: cfg.limits.auth_fail_per_account,
+                window: std::time::Duration::from_secs(cfg.limits.auth_fail_window.max(1)),
+                max_entries: cfg.limits.limiter_entries,
+            },
+        )),
         enroll_budget: Arc::new(crate::service::limits::SourceBudget::new(
             cfg.limits.enroll_per_source,
             std::time::Duration::from_secs(cfg.limits.enroll_window.max(1)),

@@ -293,27 +293,36 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     // Failed checks are limited per source and per account before any work is done.
     let is_admin_key = !secret.is_empty() && bool::from(secret.as_bytes().ct_eq(app.api_key.as_bytes()));
     let account = if is_admin_key { "admin" } else { name.as_str() };
-    if let Err(wait) = app.limiter.check(source, account) {
-        crate::metrics::get().credential_check("refused");
-        tracing::warn!(account = %account, client = %source, "admin API credential check refused: too many failures");
-        return too_many(wait);
-    }
+    let attempt = match app.limiter.begin(source, account) {
+        Ok(a) => a,
+        Err(wait) => {
+            crate::metrics::get().credential_check("refused");
+            tracing::warn!(account = %account, client = %source, "admin API credential check refused: too many failures");
+            return too_many(wait);
+        }
+    };
     let role = if is_admin_key {
+        attempt.succeeded();
         crate::service::accounts::Role::Admin
     } else if name == "admin" {
-        app.limiter.failed(source, "admin");
         tracing::info!(client = %source, "admin API: wrong admin key");
         return unauthorized();
     } else {
         match app.accounts.verify(&name, &secret).await {
-            Ok(Some(r)) => r,
+            Ok(Some(r)) => {
+                attempt.succeeded();
+                r
+            }
             Ok(None) => {
-                app.limiter.failed(source, &name);
                 tracing::info!(account = %name, client = %source, "admin API: wrong credentials");
                 return unauthorized();
             }
-            Err(crate::service::ServiceError::Store(e)) => return store_error(e),
+            Err(crate::service::ServiceError::Store(e)) => {
+                attempt.succeeded();
+                return store_error(e);
+            }
             Err(e) => {
+                attempt.succeeded();
                 tracing::warn!(error = %e, "admin API credential check unavailable");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,

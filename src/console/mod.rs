@@ -240,7 +240,6 @@ impl Console {
         self.api(s, Method::POST, path, Some(("application/json", v.to_string().into_bytes())))
             .await
     }
-
 }
 
 /// A page for a signed-in session, or the way to the sign-in form.
@@ -327,19 +326,22 @@ async fn login(
     }
     let next = safe_next(f.next.as_deref());
     let ip = crate::service::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), &headers);
-    if let Err(wait) = c.app.limiter.check(ip, &f.name) {
-        crate::metrics::get().credential_check("refused");
-        tracing::warn!(name = %f.name, peer = %ip, "console sign-in rate-limited");
-        let mut r = pages::plain(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            &format!("Too many failed sign-ins from here. Wait {} seconds and try again.", wait.0.max(1)),
-        );
-        if let Ok(v) = HeaderValue::from_str(&wait.0.max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    let attempt = match c.app.limiter.begin(ip, &f.name) {
+        Ok(a) => a,
+        Err(wait) => {
+            crate::metrics::get().credential_check("refused");
+            tracing::warn!(name = %f.name, peer = %ip, "console sign-in rate-limited");
+            let mut r = pages::plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                &format!("Too many failed sign-ins from here. Wait {} seconds and try again.", wait.0.max(1)),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.0.max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
         }
-        return r;
-    }
+    };
     let mut account_created_at = 0;
     let role = if f.name == "admin" {
         same(&f.secret, &c.app.api_key).then_some(Role::Admin)
@@ -352,22 +354,25 @@ async fn login(
                 }
                 Ok(None) => None,
                 Err(e) => {
+                    attempt.succeeded();
                     tracing::error!(error = %e, "console sign-in: storage failure");
                     return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
                 }
             },
             Ok(None) => None,
             Err(e) => {
+                attempt.succeeded();
                 tracing::error!(error = %e, "console sign-in: storage failure");
                 return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
             }
         }
     };
     let Some(role) = role else {
-        c.app.limiter.failed(ip, &f.name);
+        drop(attempt);
         tracing::info!(name = %f.name, peer = %ip, "console sign-in failed");
         return Redirect::to(&format!("/ui/login?error=1&next={}", urlencoding(&next))).into_response();
     };
+    attempt.succeeded();
     let token = random_token();
     let t = now();
     let s = Session {

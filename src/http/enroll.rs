@@ -85,18 +85,22 @@ pub async fn get(
     }
     let ttl = app.enroller.cfg.challenge_ttl;
     let ip = source(&app, peer.as_deref(), &headers);
-    if let Err(wait) = app.limiter.check(ip, "enroll") {
-        tracing::warn!(client = %ip, "enrollment refused: too many failed credential checks");
-        return too_many(wait, "failed enrollment attempts");
-    }
+    let attempt = match app.limiter.begin(ip, "enroll") {
+        Ok(a) => a,
+        Err(wait) => {
+            tracing::warn!(client = %ip, "enrollment refused: too many failed credential checks");
+            return too_many(wait, "failed enrollment attempts");
+        }
+    };
     if let Some(token) = q.get("invite") {
         match app.enroller.use_invitation(token).await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => {
-                app.limiter.failed(ip, "enroll");
-                return text(StatusCode::FORBIDDEN, format!("{why}\n"));
+            Ok(Ok(())) => attempt.succeeded(),
+            // A failed attempt (counted).
+            Ok(Err(why)) => return text(StatusCode::FORBIDDEN, format!("{why}\n")),
+            Err(e) => {
+                attempt.succeeded();
+                return service_error(&app, e);
             }
-            Err(e) => return service_error(&app, e),
         }
         if let Err(wait) = app.enroll_budget.take(ip) {
             return too_many(wait, "enrollment profiles");
@@ -104,14 +108,16 @@ pub async fn get(
         return profile(&app, "invitation", ttl).await;
     }
     if basic_ok(&app, &headers) {
+        attempt.succeeded();
         if let Err(wait) = app.enroll_budget.take(ip) {
             tracing::warn!(client = %ip, "enrollment refused: too many profiles for this address");
             return too_many(wait, "enrollment profiles");
         }
         return profile(&app, "enroll-user", ttl).await;
     }
-    if headers.contains_key(header::AUTHORIZATION) {
-        app.limiter.failed(ip, "enroll");
+    // A first request without credentials (the browser asks for them next) is no failure.
+    if !headers.contains_key(header::AUTHORIZATION) {
+        attempt.succeeded();
     }
     (
         StatusCode::UNAUTHORIZED,

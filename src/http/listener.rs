@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 
 use crate::pki::Pki;
 
-use crate::app::{CONNECTIONS, HANDSHAKES, RESUMED};
 pub use super::conn::ConnLimits;
 use super::conn::{Activity, ConnCap, Tracked};
+use crate::app::{CONNECTIONS, HANDSHAKES, RESUMED};
 
 /// The TLS client certificate of the connection, if any (request extension).
 #[derive(Clone, Default)]
@@ -150,10 +150,8 @@ where
         .keep_alive_timeout(limits.header_read_timeout);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4).clamp(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(1),
-    );
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+        .clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {

@@ -93,6 +93,12 @@ impl Windows {
         e.count
     }
 
+    fn sub(&mut self, key: &str) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.count = e.count.saturating_sub(1);
+        }
+    }
+
     fn evict(&mut self) {
         let window = self.window;
         self.map.retain(|_, e| e.start.elapsed() < window);
@@ -162,32 +168,40 @@ impl CredentialLimiter {
         }
     }
 
-    /// May this source try a credential for this account now? Checked before any work.
-    pub fn check(&self, source: IpAddr, account: &str) -> Result<(), RetryAfter> {
+    /// Begin a credential check for this account from this source, before any work: refused
+    /// (429) over the limits; otherwise the attempt counts as a failure, at once (so concurrent
+    /// attempts cannot slip past the limit), until `Attempt::succeeded` takes it back.
+    pub fn begin(&self, source: IpAddr, account: &str) -> Result<Attempt<'_>, RetryAfter> {
+        let account = bounded(account).to_owned();
         if self.cfg.per_source == 0 {
-            return Ok(());
+            return Ok(Attempt {
+                limiter: self,
+                source: String::new(),
+                account,
+                counted: false,
+            });
         }
-        let account = bounded(account);
-        let (failed, left) = self.sources.lock().unwrap_or_else(|p| p.into_inner()).get(&source_key(source));
+        let source = source_key(source);
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let (failed, left) = sources.get(&source);
         if failed >= self.cfg.per_source {
-            return Err(RetryAfter(left));
+            return Err(RetryAfter(left.max(1)));
         }
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         if failed > 0 {
-            let (acct, acct_left) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(account);
+            let (acct, acct_left) = accounts.get(&account);
             if acct >= self.cfg.per_account.max(1) {
-                return Err(RetryAfter(acct_left.min(left.max(1)).max(1)));
+                return Err(RetryAfter(acct_left.min(left).max(1)));
             }
         }
-        Ok(())
-    }
-
-    /// Record a failed check.
-    pub fn failed(&self, source: IpAddr, account: &str) {
-        if self.cfg.per_source == 0 {
-            return;
-        }
-        self.sources.lock().unwrap_or_else(|p| p.into_inner()).add(&source_key(source));
-        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).add(bounded(account));
+        sources.add(&source);
+        accounts.add(&account);
+        Ok(Attempt {
+            limiter: self,
+            source,
+            account,
+            counted: true,
+        })
     }
 
     /// Entries held (sources, accounts): for tests and metrics.
@@ -196,6 +210,24 @@ impl CredentialLimiter {
             self.sources.lock().unwrap_or_else(|p| p.into_inner()).map.len(),
             self.accounts.lock().unwrap_or_else(|p| p.into_inner()).map.len(),
         )
+    }
+}
+
+/// One credential check in progress: a failure unless `succeeded` is called.
+pub struct Attempt<'a> {
+    limiter: &'a CredentialLimiter,
+    source: String,
+    account: String,
+    counted: bool,
+}
+
+impl Attempt<'_> {
+    /// The credentials were right (or the check could not be made): it does not count.
+    pub fn succeeded(mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.limiter.sources.lock().unwrap_or_else(|p| p.into_inner()).sub(&self.source);
+            self.limiter.accounts.lock().unwrap_or_else(|p| p.into_inner()).sub(&self.account);
+        }
     }
 }
 
@@ -246,24 +278,25 @@ mod tests {
             max_entries: 100,
         });
         for _ in 0..3 {
-            assert!(l.check(ip("10.0.0.1"), "admin").is_ok());
-            l.failed(ip("10.0.0.1"), "admin");
+            drop(l.begin(ip("10.0.0.1"), "admin").unwrap());
         }
-        let r = l.check(ip("10.0.0.1"), "admin").unwrap_err();
+        let r = l.begin(ip("10.0.0.1"), "admin").err().unwrap();
         assert!(r.0 >= 1 && r.0 <= 61, "{r:?}");
-        // Another source that never failed: still allowed for the attacked account.
-        assert!(l.check(ip("10.0.0.2"), "admin").is_ok());
+        // Another source that never failed: still allowed for the attacked account, again and again.
+        for _ in 0..10 {
+            l.begin(ip("10.0.0.2"), "admin").unwrap().succeeded();
+        }
         // A second attacker source that failed once is refused for the attacked account…
-        l.failed(ip("10.0.0.3"), "other");
-        assert!(l.check(ip("10.0.0.3"), "admin").is_err());
+        drop(l.begin(ip("10.0.0.3"), "other").unwrap());
+        assert!(l.begin(ip("10.0.0.3"), "admin").is_err());
         // …but not for an account under no attack.
-        assert!(l.check(ip("10.0.0.3"), "other").is_ok());
+        l.begin(ip("10.0.0.3"), "other").unwrap().succeeded();
         // IPv6 by /64.
         for _ in 0..3 {
-            l.failed(ip("2001:db8::1"), "x");
+            drop(l.begin(ip("2001:db8::1"), "x").unwrap());
         }
-        assert!(l.check(ip("2001:db8::ffff"), "y").is_err());
-        assert!(l.check(ip("2001:db8:0:1::1"), "y").is_ok());
+        assert!(l.begin(ip("2001:db8::ffff"), "y").is_err());
+        assert!(l.begin(ip("2001:db8:0:1::1"), "y").is_ok());
     }
 
     #[test]
@@ -275,7 +308,7 @@ mod tests {
             max_entries: 64,
         });
         for i in 0..10_000u32 {
-            l.failed(IpAddr::from(i.to_be_bytes()), &format!("name{i}"));
+            drop(l.begin(IpAddr::from(i.to_be_bytes()), &format!("name{i}")).unwrap());
         }
         let (s, a) = l.len();
         assert!(s <= 64 && a <= 64, "{s} {a}");
