@@ -253,7 +253,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         public_url: cfg.public_url(),
         organization: cfg.organization.clone(),
         identity_days: cfg.identity_days.max(1),
-        challenge_ttl: cfg.challenge_ttl.max(60),
+        challenge_ttl: cfg.challenge_ttl.max(1),
         static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
         renew_before_days: cfg.renew_before_days,
         three_phase: cfg.enroll_flow != "single",

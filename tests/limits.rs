@@ -160,15 +160,28 @@ async fn wrong_admin_keys_get_429() {
 #[test]
 fn a_short_admin_key_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
         .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "short-key-123"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--certs-dir")
         .arg(dir.path().join("certs"))
         .env("MDMD_LOG", "error")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // It must stop by itself (a server that starts would run until killed).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("mdmd started with a 13-character admin key");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 24"), "{err}");
@@ -329,7 +342,8 @@ async fn expired_challenges_are_pruned() {
         "1",
     ]);
     let profile = srv.profile().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Whole seconds: expired once the clock is past created + 1.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     loop {
@@ -342,7 +356,7 @@ async fn expired_challenges_are_pruned() {
         if err.contains("unknown challenge") {
             break;
         }
-        assert!(err.contains("expired"), "{err}");
+        assert!(err.contains("expired"), "{err:?} {seen:?}");
         assert!(Instant::now() < deadline, "never pruned: {seen:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
