@@ -275,8 +275,11 @@ pub struct LimitsConfig {
     #[arg(long, env = "MDMD_LIMITER_ENTRIES", default_value_t = 65_536)]
     pub limiter_entries: usize,
     /// Enrollment profiles and profile-service answers (each makes a single-use
-    /// secret) per client address in --enroll-window; more get 429. 0: no limit.
-    #[arg(long, env = "MDMD_ENROLL_PER_SOURCE", default_value_t = 300)]
+    /// secret) per client address in --enroll-window; more get 429. A device
+    /// enrolling takes three (about 1000 devices an hour from one address by
+    /// default); raise it, or 0 for no limit, for bulk enrollment or load tests
+    /// from one address.
+    #[arg(long, env = "MDMD_ENROLL_PER_SOURCE", default_value_t = 3000)]
     pub enroll_per_source: u32,
     /// The window of --enroll-per-source, in seconds.
     #[arg(long, env = "MDMD_ENROLL_WINDOW", default_value_t = 3600)]
