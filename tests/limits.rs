@@ -149,8 +149,9 @@ async fn wrong_admin_keys_get_429() {
     }
     assert!(codes[..10].iter().all(|(s, _)| *s == 401), "{codes:?}");
     assert!(codes[10..].iter().all(|(s, r)| *s == 429 && r.is_some()), "{codes:?}");
-    // Even the right key waits at the attacker's address…
+    // Even the right key waits at the attacker's address, and /metrics is limited the same way…
     assert_eq!(get_as(&c, &srv, "/v1/info", API_KEY).await.0, 429);
+    assert_eq!(get_as(&c, &srv, "/metrics", "wrong-metrics-key-xxxxxxxxxxxx").await.0, 429);
     // …but the owner's address is not locked out by the attacker's failures.
     assert_eq!(get_as(&client_from(&srv, OWNER), &srv, "/v1/info", API_KEY).await.0, 200);
     assert_eq!(get_as(&client_from(&srv, "127.0.0.1"), &srv, "/v1/info", API_KEY).await.0, 200);
