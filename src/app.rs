@@ -45,6 +45,10 @@ pub struct App {
     pub api_key: String,
     /// Named API accounts with roles.
     pub accounts: Arc<crate::service::accounts::Accounts>,
+    /// Failed credential checks per source and per account (429 over the limit).
+    pub limiter: Arc<crate::service::limits::CredentialLimiter>,
+    /// Secret-creating enrollment requests per source.
+    pub enroll_budget: Arc<crate::service::limits::SourceBudget>,
     pub stats: Stats,
     pub max_body: usize,
     pub max_api_body: usize,

@@ -252,6 +252,84 @@ pub struct ServeConfig {
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounded cost of unauthenticated and low-privilege requests.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsConfig {
+    /// Failed credential checks (admin key, account secret, console sign-in,
+    /// enrollment password) allowed per client address (IPv6: per /64) in
+    /// --auth-fail-window; more get 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "MDMD_AUTH_FAIL_PER_SOURCE", default_value_t = 10)]
+    pub auth_fail_per_source: u32,
+    /// Failed checks for one account name in --auth-fail-window after which
+    /// addresses that have failed too are refused for it; an address without
+    /// failures (the owner) is never refused, so guessing cannot lock anyone out.
+    #[arg(long, env = "MDMD_AUTH_FAIL_PER_ACCOUNT", default_value_t = 20)]
+    pub auth_fail_per_account: u32,
+    /// The window of the failure counts, in seconds.
+    #[arg(long, env = "MDMD_AUTH_FAIL_WINDOW", default_value_t = 300)]
+    pub auth_fail_window: u64,
+    /// Argon2id checks of older account records at once (19 MiB each); new
+    /// account secrets are checked with SHA-256 and need none.
+    #[arg(long, env = "MDMD_AUTH_HASH_CONCURRENCY", default_value_t = 2)]
+    pub auth_hash_concurrency: usize,
+    /// Addresses and names each rate limiter remembers (oldest forgotten first).
+    #[arg(long, env = "MDMD_LIMITER_ENTRIES", default_value_t = 65_536)]
+    pub limiter_entries: usize,
+    /// Enrollment profiles and profile-service answers (each makes a single-use
+    /// secret) per client address in --enroll-window; more get 429. A device
+    /// enrolling takes three (about 1000 devices an hour from one address by
+    /// default); raise it, or 0 for no limit, for bulk enrollment or load tests
+    /// from one address.
+    #[arg(long, env = "MDMD_ENROLL_PER_SOURCE", default_value_t = 3000)]
+    pub enroll_per_source: u32,
+    /// The window of --enroll-per-source, in seconds.
+    #[arg(long, env = "MDMD_ENROLL_WINDOW", default_value_t = 3600)]
+    pub enroll_window: u64,
+    /// Close a connection whose TLS handshake has not finished after this many seconds.
+    #[arg(long, env = "MDMD_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub tls_handshake_timeout: u64,
+    /// Close a connection whose request headers have not all arrived after this many seconds.
+    #[arg(long, env = "MDMD_HEADER_READ_TIMEOUT", default_value_t = 20)]
+    pub header_read_timeout: u64,
+    /// Close a connection with no request in flight and no traffic for this many seconds.
+    #[arg(long, env = "MDMD_IDLE_TIMEOUT", default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Connections served at once; further ones are closed at once (logged
+    /// once per episode). 0: the open-file limit less a reserve, at most 10000.
+    #[arg(long, env = "MDMD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// How often expired single-use secrets (challenges, invitations, tokens)
+    /// are deleted, in seconds (one instance, leased).
+    #[arg(long, env = "MDMD_SECRET_PRUNE_INTERVAL", default_value_t = 600)]
+    pub secret_prune_interval: u64,
+    /// Keep an expired single-use secret this many seconds before deleting it
+    /// (so a late device is told "expired", not "unknown").
+    #[arg(long, env = "MDMD_SECRET_GRACE", default_value_t = 86_400)]
+    pub secret_grace: i64,
+}
+
+impl LimitsConfig {
+    /// --max-connections, or the open-file limit less a reserve (at most 10000).
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+        match soft {
+            Some(n) => n.saturating_sub(128).clamp(64, 10_000),
+            None => 1000,
+        }
+    }
 }
 
 impl ServeConfig {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod console;
 pub mod http;
+pub mod logfmt;
 pub mod metrics;
 pub mod pki;
 pub mod profiles;

@@ -1773,7 +1773,7 @@ async fn client_main(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 println!("bare server listening on https://{}", l.local_addr()?);
                 let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
-                mdmd::http::listener::serve(l, router, Some(tls), std::future::pending::<()>()).await;
+                mdmd::http::listener::serve(l, router, Some(tls), Default::default(), std::future::pending::<()>()).await;
             }
             SimCmd::IdleBench {
                 url,
@@ -2044,20 +2044,7 @@ fn real_main() -> anyhow::Result<()> {
         "json" => false,
         _ => std::io::IsTerminal::is_terminal(&std::io::stdout()),
     });
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MDMD_LOG").unwrap_or_else(|_| "info".into());
-    if cli.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    mdmd::logfmt::init(cli.log_format == "json");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Serve(cfg) => rt.block_on(mdmd::server::run(cfg)),

@@ -64,6 +64,10 @@ pub struct Metrics {
     pub push: Family<OutcomeLabels, Counter>,
     pub acme: Family<OutcomeLabels, Counter>,
     pub tls: Family<OutcomeLabels, Counter>,
+    /// Account secret checks by outcome (ok, wrong, unknown-account, known-wrong, refused).
+    pub credential_checks: Family<OutcomeLabels, Counter>,
+    /// Argon2id verifications (older account records only).
+    pub password_hashes: Counter,
     pub commit_batch: Family<BackendLabels, Histogram>,
     pub commit_seconds: Family<BackendLabels, Histogram>,
     /// Command reports per hour over the last day (this process), for "failed in the last day".
@@ -96,6 +100,8 @@ impl Metrics {
             push: Family::default(),
             acme: Family::default(),
             tls: Family::default(),
+            credential_checks: Family::default(),
+            password_hashes: Counter::default(),
             commit_batch: Family::new_with_constructor(batch as fn() -> Histogram),
             commit_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
             recent: std::sync::Mutex::new([HourCount::default(); 24]),
@@ -116,6 +122,16 @@ impl Metrics {
         r.register("scep", "SCEP PKIOperations by outcome (issued, refused)", m.scep.clone());
         r.register("push", "APNs pushes by outcome", m.push.clone());
         r.register("tls_handshakes", "TLS handshakes completed, full or resumed", m.tls.clone());
+        r.register(
+            "credential_checks",
+            "Admin API / console credential checks by outcome (ok, wrong, unknown-account, known-wrong, refused)",
+            m.credential_checks.clone(),
+        );
+        r.register(
+            "password_hashes",
+            "Argon2id verifications of older account records",
+            m.password_hashes.clone(),
+        );
         r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",
@@ -149,6 +165,14 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&RouteLabels { route: route.to_owned() })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn credential_check(&self, outcome: &str) {
+        self.credential_checks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn checkin(&self, message_type: &str) {

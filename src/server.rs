@@ -16,6 +16,9 @@ use crate::service::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 
+/// The shortest admin API key accepted at start.
+pub const MIN_API_KEY_CHARS: usize = 24;
+
 /// Read a secret file, or generate it with `make` and store it 0600. Returns (value, generated).
 fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
     match std::fs::read_to_string(path) {
@@ -88,10 +91,21 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
-    crate::http::listener::serve(listener, router, tls, shutdown_signal()).await;
+    crate::http::listener::serve(listener, router, tls, conn_limits(&cfg.limits), shutdown_signal()).await;
     mdm.flush_seen().await.ok();
     pusher.flush().await;
     Ok(())
+}
+
+/// The listener's limits from the `Limits` flags.
+pub fn conn_limits(c: &crate::config::LimitsConfig) -> crate::http::listener::ConnLimits {
+    use std::time::Duration;
+    crate::http::listener::ConnLimits {
+        handshake_timeout: Duration::from_secs(c.tls_handshake_timeout.max(1)),
+        header_read_timeout: Duration::from_secs(c.header_read_timeout.max(1)),
+        idle_timeout: Duration::from_secs(c.idle_timeout.max(1)),
+        max_connections: c.connection_cap(),
+    }
 }
 
 /// Every route: the devices' (`http`) and the admin API (`api`), with the
@@ -123,6 +137,14 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             k
         }
     };
+    if api_key.chars().count() < MIN_API_KEY_CHARS {
+        anyhow::bail!(
+            "the admin API key (--api-key / MDMD_API_KEY, or {}) has {} characters; it must have at least {MIN_API_KEY_CHARS} \
+             (generate one with `openssl rand -hex 24`)",
+            cfg.data_dir.join("api-key").display(),
+            api_key.chars().count()
+        );
+    }
     let store = open_store(cfg).await?;
     let topic = match cfg.topic.clone() {
         Some(t) => t,
@@ -231,7 +253,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         public_url: cfg.public_url(),
         organization: cfg.organization.clone(),
         identity_days: cfg.identity_days.max(1),
-        challenge_ttl: cfg.challenge_ttl.max(60),
+        challenge_ttl: cfg.challenge_ttl.max(1),
         static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
         renew_before_days: cfg.renew_before_days,
         max_key_bits: cfg.scep_max_key_bits as usize,
@@ -251,6 +273,12 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     };
     let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
     spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
+    spawn_secret_pruning(
+        mdm.store.clone(),
+        cfg.limits.secret_prune_interval.max(1),
+        cfg.limits.secret_grace.max(0),
+        &instance,
+    );
     let mut enroll_users = Vec::new();
     for u in &cfg.enroll_users {
         match u.split_once(':') {
@@ -396,7 +424,23 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         enroll_networks: crate::service::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?,
         api_key,
-        accounts: Arc::new(crate::service::accounts::Accounts::new(mdm.store.clone())),
+        accounts: Arc::new(crate::service::accounts::Accounts::with_hash_permits(
+            mdm.store.clone(),
+            cfg.limits.auth_hash_concurrency,
+        )),
+        limiter: Arc::new(crate::service::limits::CredentialLimiter::new(
+            crate::service::limits::LimitConfig {
+                per_source: cfg.limits.auth_fail_per_source,
+                per_account: cfg.limits.auth_fail_per_account,
+                window: std::time::Duration::from_secs(cfg.limits.auth_fail_window.max(1)),
+                max_entries: cfg.limits.limiter_entries,
+            },
+        )),
+        enroll_budget: Arc::new(crate::service::limits::SourceBudget::new(
+            cfg.limits.enroll_per_source,
+            std::time::Duration::from_secs(cfg.limits.enroll_window.max(1)),
+            cfg.limits.limiter_entries,
+        )),
         stats: crate::app::Stats::default(),
         max_body: cfg.max_body,
         max_api_body: cfg.max_api_body,
@@ -535,6 +579,45 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
         op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
         ca_file: cfg.database_ca.clone(),
     }
+}
+
+/// Expired single-use secrets (challenges, invitations, tokens; most are created
+/// by requests without admin credentials) are deleted `grace` seconds after they
+/// expire (one instance, leased; in batches, so one run is bounded).
+fn spawn_secret_pruning(store: Arc<dyn crate::store::Store>, every_secs: u64, grace: i64, instance: &str) {
+    let s2 = store.clone();
+    spawn_leased(
+        store,
+        "secret-prune",
+        instance,
+        std::time::Duration::from_secs(every_secs),
+        false,
+        move || {
+            let store = s2.clone();
+            async move {
+                let before = crate::service::now().saturating_sub(grace);
+                let mut total = 0u64;
+                // At most 100 batches a run; the rest waits for the next run.
+                for _ in 0..100 {
+                    match store.prune_secrets(before, 1000).await {
+                        Ok(n) => {
+                            total += n;
+                            if n < 1000 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning expired single-use secrets failed");
+                            break;
+                        }
+                    }
+                }
+                if total > 0 {
+                    tracing::info!(deleted = total, "expired single-use secrets pruned");
+                }
+            }
+        },
+    );
 }
 
 /// Per-device access tokens are re-sent to apps before they expire (hourly check, one instance).

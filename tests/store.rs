@@ -435,6 +435,26 @@ async fn pki(s: &Arc<dyn Store>) {
         Consumed::Unknown
     );
     assert!(s.cert_by_serial("C3").await.unwrap().is_none());
+    // Pruning: only secrets that expired before the cut-off go, of every kind, in bounded batches.
+    assert_eq!(s.prune_secrets(50, 1000).await.unwrap(), 1, "only `old` expired before 50");
+    assert_eq!(s.consume_secret(SecretKind::Challenge, "old", 50).await.unwrap(), Consumed::Unknown);
+    assert_eq!(
+        s.consume_secret(SecretKind::Invitation, "i", 52).await.unwrap(),
+        Consumed::AlreadyUsed,
+        "a used secret that has not expired is kept"
+    );
+    assert!(s.secret(SecretKind::DerivedUpload, "u").await.unwrap().is_some());
+    assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 3, "bounded by the limit");
+    assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 1);
+    assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 0);
+    for (k, h) in [
+        (SecretKind::Invitation, "i"),
+        (SecretKind::ScepProxy, "p"),
+        (SecretKind::DerivedUpload, "u"),
+        (SecretKind::Challenge, "c1"),
+    ] {
+        assert!(s.secret(k, h).await.unwrap().is_none(), "{h} pruned");
+    }
 }
 
 async fn leases(s: &Arc<dyn Store>) {

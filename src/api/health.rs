@@ -211,9 +211,19 @@ pub async fn v1_health(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /metrics`: Prometheus text format. The admin key or `--metrics-token`
 /// as a bearer token, or nothing with `--metrics-public`.
-pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+pub async fn metrics(
+    State(app): State<Arc<App>>,
+    peer: Option<axum::extract::Extension<crate::service::limits::TcpPeer>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     use subtle::ConstantTimeEq as _;
     if !app.metrics_public {
+        // Wrong keys here count like wrong admin keys anywhere (429 over the limit).
+        let source = crate::service::limits::client_ip(&app.enroll_networks, peer.as_deref(), &headers);
+        let attempt = match app.limiter.begin(source, "admin") {
+            Ok(a) => a,
+            Err(wait) => return super::too_many(wait),
+        };
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -229,6 +239,7 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
             )
                 .into_response();
         }
+        attempt.succeeded();
     }
     let m = crate::metrics::get();
     if let Some(w) = app.mdm.webhooks() {

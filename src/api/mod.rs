@@ -276,6 +276,11 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let Some((name, secret)) = credentials(req.headers()) else {
         return unauthorized();
     };
+    let source = crate::service::limits::client_ip(
+        &app.enroll_networks,
+        req.extensions().get::<crate::service::limits::TcpPeer>(),
+        req.headers(),
+    );
     // A derived-credential provider's app, with its per-device upload token:
     // only this one request, checked by the handler.
     if secret.starts_with(crate::service::derived::TOKEN_PREFIX)
@@ -285,17 +290,47 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
         req.extensions_mut().insert(credentials::UploadToken(secret));
         return next.run(req).await;
     }
-    let role = if name == "admin" || secret == app.api_key {
-        if !secret.is_empty() && bool::from(secret.as_bytes().ct_eq(app.api_key.as_bytes())) {
-            crate::service::accounts::Role::Admin
-        } else {
-            return unauthorized();
+    // Failed checks are limited per source and per account before any work is done.
+    let is_admin_key = !secret.is_empty() && bool::from(secret.as_bytes().ct_eq(app.api_key.as_bytes()));
+    let account = if is_admin_key { "admin" } else { name.as_str() };
+    let attempt = match app.limiter.begin(source, account) {
+        Ok(a) => a,
+        Err(wait) => {
+            crate::metrics::get().credential_check("refused");
+            tracing::warn!(account = %account, client = %source, "admin API credential check refused: too many failures");
+            return too_many(wait);
         }
+    };
+    let role = if is_admin_key {
+        attempt.succeeded();
+        crate::service::accounts::Role::Admin
+    } else if name == "admin" {
+        tracing::info!(client = %source, "admin API: wrong admin key");
+        return unauthorized();
     } else {
         match app.accounts.verify(&name, &secret).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return unauthorized(),
-            Err(e) => return store_error(e),
+            Ok(Some(r)) => {
+                attempt.succeeded();
+                r
+            }
+            Ok(None) => {
+                tracing::info!(account = %name, client = %source, "admin API: wrong credentials");
+                return unauthorized();
+            }
+            Err(crate::service::ServiceError::Store(e)) => {
+                attempt.succeeded();
+                return store_error(e);
+            }
+            Err(e) => {
+                attempt.succeeded();
+                tracing::warn!(error = %e, "admin API credential check unavailable");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(json!({"error": e.to_string()})),
+                )
+                    .into_response();
+            }
         }
     };
     if !role.allows(req.method(), &path) {
@@ -306,6 +341,16 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     }
     req.extensions_mut().insert(Caller { name, role });
     next.run(req).await
+}
+
+/// 429 with `Retry-After` for a source (or account) with too many failed credential checks.
+pub fn too_many(wait: crate::service::limits::RetryAfter) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, wait.0.max(1).to_string())],
+        Json(json!({"error": format!("too many failed credential checks; try again in {} s", wait.0.max(1))})),
+    )
+        .into_response()
 }
 
 pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {

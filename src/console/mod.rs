@@ -10,7 +10,9 @@
 //! Security: sessions are store records (every instance sees them), referenced by a random
 //! cookie that is `HttpOnly`, `Secure`, `SameSite=Strict` and expires; every state-changing form
 //! carries the session's CSRF token (403 without it); the sign-in form carries its own (a cookie
-//! it must match); failed sign-ins are rate-limited per client address and per name; responses
+//! it must match); failed sign-ins are rate-limited per client address and per name (the shared
+//! `service::limits` limiter: a name under attack refuses only addresses that failed too, so the
+//! owner still signs in); responses are sent with HSTS over TLS; responses
 //! carry a Content-Security-Policy that allows only this origin's stylesheet and images
 //! (no script at all), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Every asset is in
 //! the binary. Templates are `maud` (compile-time, escaping by default).
@@ -18,9 +20,7 @@
 mod fleet;
 mod pages;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -44,9 +44,8 @@ const LOGIN_COOKIE: &str = "mdmd_ui_login";
 const SESSIONS: &str = "ui-sessions";
 /// Sessions end this long after sign-in.
 const SESSION_SECONDS: i64 = 8 * 3600;
-/// Failed sign-ins allowed per window, per client address and per name.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// HSTS for the console's pages when served over TLS: one year.
+const HSTS: &str = "max-age=31536000";
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 const CSS: &str = include_str!("console.css");
@@ -89,7 +88,6 @@ pub struct Console {
     pub app: Arc<App>,
     api: Router,
     pub fleet: Arc<fleet::FleetCache>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 type Shared = Arc<Console>;
@@ -103,8 +101,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         app: app.clone(),
         api,
         fleet: Arc::new(fleet::FleetCache::default()),
-        failures: Mutex::new(HashMap::new()),
     });
+    let tls = !app.plain_http;
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::dashboard))
@@ -122,12 +120,15 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/certificates", get(pages::certificates))
         .route("/ui/certificates/{serial}/revoke", post(pages::revoke))
         .layer(axum::extract::DefaultBodyLimit::max(app.max_api_body))
-        .layer(axum::middleware::map_response(secure_headers))
+        .layer(axum::middleware::map_response(move |r: Response| secure_headers(r, tls)))
         .with_state(console)
 }
 
-async fn secure_headers(mut r: Response) -> Response {
+async fn secure_headers(mut r: Response, tls: bool) -> Response {
     let h = r.headers_mut();
+    if tls {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -239,27 +240,6 @@ impl Console {
         self.api(s, Method::POST, path, Some(("application/json", v.to_string().into_bytes())))
             .await
     }
-
-    fn failed_too_often(&self, keys: &[String]) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.retain(|_, (_, at)| at.elapsed() < FAILURE_WINDOW);
-        keys.iter().any(|k| f.get(k).is_some_and(|(n, _)| *n >= MAX_FAILURES))
-    }
-
-    fn record_failure(&self, keys: &[String]) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: a flood of invented names cannot grow it without end.
-        if f.len() > 100_000 {
-            f.retain(|_, (_, at)| at.elapsed() < FAILURE_WINDOW);
-            if f.len() > 100_000 {
-                f.clear();
-            }
-        }
-        for k in keys {
-            let e = f.entry(k.clone()).or_insert((0, Instant::now()));
-            e.0 += 1;
-        }
-    }
 }
 
 /// A page for a signed-in session, or the way to the sign-in form.
@@ -332,7 +312,7 @@ fn safe_next(next: Option<&str>) -> String {
 
 async fn login(
     State(c): State<Shared>,
-    peer: Option<axum::extract::Extension<crate::http::listener::PeerAddr>>,
+    peer: Option<axum::extract::Extension<crate::service::limits::TcpPeer>>,
     headers: HeaderMap,
     axum::Form(f): axum::Form<LoginForm>,
 ) -> Response {
@@ -345,16 +325,23 @@ async fn login(
         );
     }
     let next = safe_next(f.next.as_deref());
-    let ip = peer.map(|axum::extract::Extension(p)| p.0.ip().to_string()).unwrap_or_default();
-    let keys = [format!("ip:{ip}"), format!("name:{}", f.name)];
-    if c.failed_too_often(&keys) {
-        tracing::warn!(name = %f.name, peer = %ip, "console sign-in rate-limited");
-        return pages::plain(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            "Too many failed sign-ins from here or for this name. Wait five minutes and try again.",
-        );
-    }
+    let ip = crate::service::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), &headers);
+    let attempt = match c.app.limiter.begin(ip, &f.name) {
+        Ok(a) => a,
+        Err(wait) => {
+            crate::metrics::get().credential_check("refused");
+            tracing::warn!(name = %f.name, peer = %ip, "console sign-in rate-limited");
+            let mut r = pages::plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                &format!("Too many failed sign-ins from here. Wait {} seconds and try again.", wait.0.max(1)),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.0.max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    };
     let mut account_created_at = 0;
     let role = if f.name == "admin" {
         same(&f.secret, &c.app.api_key).then_some(Role::Admin)
@@ -367,22 +354,25 @@ async fn login(
                 }
                 Ok(None) => None,
                 Err(e) => {
+                    attempt.succeeded();
                     tracing::error!(error = %e, "console sign-in: storage failure");
                     return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
                 }
             },
             Ok(None) => None,
             Err(e) => {
+                attempt.succeeded();
                 tracing::error!(error = %e, "console sign-in: storage failure");
                 return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
             }
         }
     };
     let Some(role) = role else {
-        c.record_failure(&keys);
+        drop(attempt);
         tracing::info!(name = %f.name, peer = %ip, "console sign-in failed");
         return Redirect::to(&format!("/ui/login?error=1&next={}", urlencoding(&next))).into_response();
     };
+    attempt.succeeded();
     let token = random_token();
     let t = now();
     let s = Session {

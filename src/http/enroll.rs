@@ -2,6 +2,10 @@
 //! enrollment credentials (HTTP basic) or a single-use invitation. This is a
 //! person in a browser, not an enrolled device, so 401 here is the normal
 //! way to ask for credentials.
+//!
+//! Cost: wrong enrollment credentials count as failed credential checks per
+//! client address (429 with Retry-After over the limit), and every answer that
+//! creates a single-use secret takes one from the client's `--enroll-per-source`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +42,23 @@ fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
     })
 }
 
+fn too_many(wait: crate::service::limits::RetryAfter, what: &str) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, wait.0.max(1).to_string()),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+        ],
+        format!("Too many {what} from this address; try again in {} seconds.\n", wait.0.max(1)),
+    )
+        .into_response()
+}
+
+fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> std::net::IpAddr {
+    let peer = peer.map(|p| crate::service::limits::TcpPeer(p.0));
+    crate::service::limits::client_ip(&app.enroll_networks, peer.as_ref(), headers)
+}
+
 /// Conditional enrollment: refuse clients outside the allowed networks.
 fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
     let peer = peer?.0.ip();
@@ -63,16 +84,40 @@ pub async fn get(
         return r;
     }
     let ttl = app.enroller.cfg.challenge_ttl;
+    let ip = source(&app, peer.as_deref(), &headers);
+    let attempt = match app.limiter.begin(ip, "enroll") {
+        Ok(a) => a,
+        Err(wait) => {
+            tracing::warn!(client = %ip, "enrollment refused: too many failed credential checks");
+            return too_many(wait, "failed enrollment attempts");
+        }
+    };
     if let Some(token) = q.get("invite") {
         match app.enroller.use_invitation(token).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => attempt.succeeded(),
+            // A failed attempt (counted).
             Ok(Err(why)) => return text(StatusCode::FORBIDDEN, format!("{why}\n")),
-            Err(e) => return service_error(&app, e),
+            Err(e) => {
+                attempt.succeeded();
+                return service_error(&app, e);
+            }
+        }
+        if let Err(wait) = app.enroll_budget.take(ip) {
+            return too_many(wait, "enrollment profiles");
         }
         return profile(&app, "invitation", ttl).await;
     }
     if basic_ok(&app, &headers) {
+        attempt.succeeded();
+        if let Err(wait) = app.enroll_budget.take(ip) {
+            tracing::warn!(client = %ip, "enrollment refused: too many profiles for this address");
+            return too_many(wait, "enrollment profiles");
+        }
         return profile(&app, "enroll-user", ttl).await;
+    }
+    // A first request without credentials (the browser asks for them next) is no failure.
+    if !headers.contains_key(header::AUTHORIZATION) {
+        attempt.succeeded();
     }
     (
         StatusCode::UNAUTHORIZED,
@@ -122,6 +167,11 @@ pub async fn profile_service(
     }
     if body.is_empty() {
         return text(StatusCode::BAD_REQUEST, "expected the device attributes as CMS SignedData\n".into());
+    }
+    let ip = source(&app, peer.as_deref(), &headers);
+    if let Err(wait) = app.enroll_budget.take(ip) {
+        tracing::warn!(client = %ip, "profile service refused: too many requests from this address");
+        return too_many(wait, "profile-service requests");
     }
     let made = app.enroller.profile_service(&body).await;
     aspen_config(&app, made)

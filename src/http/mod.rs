@@ -2,6 +2,7 @@
 //! The rules live in `service`; shared state in `app`.
 
 pub mod acme;
+pub mod conn;
 pub mod enroll;
 pub mod listener;
 pub mod mdm;

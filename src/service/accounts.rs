@@ -1,8 +1,16 @@
 //! API accounts: named credentials with a role, for people and for systems
 //! (a NAC such as Cisco ISE polls with a `nac` account). Secrets are shown
-//! once and stored as Argon2id hashes (records in the store, so every
-//! instance knows every account); a verified secret is remembered in memory
-//! for `CACHE_FOR`, so a NAC polling every few seconds costs one hash a minute.
+//! once and stored hashed (records in the store, so every instance knows
+//! every account).
+//!
+//! Secrets are generated here (`NAME.` + 32 random characters, ~160 bits), never
+//! chosen by people, so a slow password hash buys nothing: new secrets are
+//! stored as `sha256:<hex>` and checked in constant time, which costs the same
+//! microseconds for a known name, an unknown name and a wrong secret (no timing
+//! oracle, no memory per attempt). Older records hold Argon2id hashes: those are
+//! still verified, at most `hash_permits` at a time (19 MiB each), and upgraded to
+//! SHA-256 on the first success. A verified secret is remembered for `CACHE_FOR`;
+//! a secret found wrong is remembered too (bounded), so repeating it costs no hash.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +26,12 @@ const COLLECTION: &str = "accounts";
 /// How long a verified secret is trusted without hashing it again (and how
 /// long a deleted account may still work on another instance).
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// How long a secret found wrong is remembered (no hash for it again meanwhile).
+const WRONG_FOR: Duration = Duration::from_secs(600);
+/// Entries of each cache.
+const CACHE_MAX: usize = 10_000;
+/// The prefix of a stored SHA-256 secret hash.
+const SHA256_PREFIX: &str = "sha256:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -87,7 +101,7 @@ impl Role {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     role: Role,
-    /// Argon2id, PHC string.
+    /// `sha256:<hex>` (current) or an Argon2id PHC string (older records).
     hash: String,
     created_at: i64,
 }
@@ -103,6 +117,29 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     /// SHA-256(name NUL secret) -> (role, verified at).
     cache: Mutex<HashMap<[u8; 32], (Role, Instant)>>,
+    /// SHA-256(name NUL secret) of secrets found wrong -> when.
+    wrong: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Argon2id verifications at once (each takes 19 MiB).
+    hashing: tokio::sync::Semaphore,
+    /// Argon2id verifications run by this instance.
+    hashes: std::sync::atomic::AtomicU64,
+}
+
+/// `sha256:<hex>` of a secret.
+fn sha256_hash(secret: &str) -> String {
+    use sha2::Digest as _;
+    format!("{SHA256_PREFIX}{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())))
+}
+
+/// Remember `key` in a bounded map: expired entries go first, then all of them.
+fn remember<V>(map: &mut HashMap<[u8; 32], V>, key: [u8; 32], v: V, alive: impl Fn(&V) -> bool) {
+    if map.len() >= CACHE_MAX {
+        map.retain(|_, v| alive(v));
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+    }
+    map.insert(key, v);
 }
 
 fn valid_name(n: &str) -> bool {
@@ -124,9 +161,17 @@ fn cache_key(name: &str, secret: &str) -> [u8; 32] {
 
 impl Accounts {
     pub fn new(store: Arc<dyn Store>) -> Accounts {
+        Accounts::with_hash_permits(store, 2)
+    }
+
+    /// At most `permits` Argon2id verifications (older records) run at once.
+    pub fn with_hash_permits(store: Arc<dyn Store>, permits: usize) -> Accounts {
         Accounts {
             store,
             cache: Mutex::new(HashMap::new()),
+            wrong: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(permits.max(1)),
+            hashes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -145,14 +190,7 @@ impl Accounts {
                 .collect()
         };
         let secret = format!("{name}.{random}");
-        let s2 = secret.clone();
-        let hash = tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-            argon2::Argon2::default().hash_password(s2.as_bytes(), &salt).map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| ServiceError::Rejected(e.to_string()))?
-        .map_err(|e| ServiceError::Rejected(format!("hashing: {e}")))?;
+        let hash = sha256_hash(&secret);
         let rec = Stored {
             role,
             hash,
@@ -160,7 +198,12 @@ impl Accounts {
         };
         let value = serde_json::to_value(&rec).map_err(crate::store::StoreError::from)?;
         match self.store.put_record(COLLECTION, name, value, now(), Some(0)).await? {
-            Some(_) => Ok(secret),
+            Some(_) => {
+                if let Ok(mut w) = self.wrong.lock() {
+                    w.clear();
+                }
+                Ok(secret)
+            }
             None => Err(ServiceError::Rejected(format!("account {name} exists (delete it first)"))),
         }
     }
@@ -196,7 +239,10 @@ impl Accounts {
     }
 
     /// The account's role if `secret` is its secret; None if not (or no such account).
+    /// Costs no password hash for an unknown name, a SHA-256 record, or a secret
+    /// already found wrong; Argon2id (older records) runs under the permits.
     pub async fn verify(&self, name: &str, secret: &str) -> Result<Option<Role>, ServiceError> {
+        let m = crate::metrics::get();
         let key = cache_key(name, secret);
         if let Ok(c) = self.cache.lock() {
             if let Some((role, at)) = c.get(&key) {
@@ -205,38 +251,139 @@ impl Accounts {
                 }
             }
         }
+        if let Ok(w) = self.wrong.lock() {
+            if w.get(&key).is_some_and(|at| at.elapsed() < WRONG_FOR) {
+                m.credential_check("known-wrong");
+                return Ok(None);
+            }
+        }
         let Some(r) = self.store.record(COLLECTION, name).await? else {
+            m.credential_check("unknown-account");
             return Ok(None);
         };
         let Ok(stored) = serde_json::from_value::<Stored>(r.value) else {
             return Ok(None);
         };
-        let secret = secret.to_owned();
-        let hash = stored.hash.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
+        let ok = if let Some(hex_hash) = stored.hash.strip_prefix(SHA256_PREFIX) {
+            use subtle::ConstantTimeEq as _;
+            let mine = sha256_hash(secret);
+            let mine = mine.strip_prefix(SHA256_PREFIX).unwrap_or("");
+            hex_hash.len() == mine.len() && bool::from(hex_hash.as_bytes().ct_eq(mine.as_bytes()))
+        } else {
+            let ok = self.argon2_verify(&stored.hash, secret).await?;
+            if ok {
+                self.upgrade(name, &stored, secret, r.version).await;
+            }
+            ok
+        };
+        if !ok {
+            m.credential_check("wrong");
+            if let Ok(mut w) = self.wrong.lock() {
+                remember(&mut w, key, Instant::now(), |at| at.elapsed() < WRONG_FOR);
+            }
+            return Ok(None);
+        }
+        m.credential_check("ok");
+        if let Ok(mut c) = self.cache.lock() {
+            remember(&mut c, key, (stored.role, Instant::now()), |(_, at)| at.elapsed() < CACHE_FOR);
+        }
+        Ok(Some(stored.role))
+    }
+
+    /// An Argon2id check of an older record, under the permits.
+    async fn argon2_verify(&self, phc: &str, secret: &str) -> Result<bool, ServiceError> {
+        let _permit = match tokio::time::timeout(Duration::from_secs(10), self.hashing.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(ServiceError::Rejected(format!("password check unavailable: {e}"))),
+            Err(_) => return Err(ServiceError::Rejected("too many password checks at once; try again".into())),
+        };
+        crate::metrics::get().password_hashes.inc();
+        self.hashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (phc, secret) = (phc.to_owned(), secret.to_owned());
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&phc)
                 .map(|h| argon2::Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
                 .unwrap_or(false)
         })
         .await
-        .unwrap_or(false);
-        if !ok {
-            return Ok(None);
+        .map_err(|e| ServiceError::Rejected(format!("password check failed: {e}")))
+    }
+
+    /// Store an older record's verified secret as SHA-256 (only if the record did not change).
+    async fn upgrade(&self, name: &str, stored: &Stored, secret: &str, version: u64) {
+        let rec = Stored {
+            hash: sha256_hash(secret),
+            ..stored.clone()
+        };
+        let Ok(value) = serde_json::to_value(&rec) else { return };
+        match self.store.put_record(COLLECTION, name, value, now(), Some(version)).await {
+            Ok(Some(_)) => tracing::info!(account = %name, "account secret hash upgraded from Argon2id to SHA-256"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(account = %name, error = %e, "account secret hash upgrade failed"),
         }
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() > 10_000 {
-                c.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
-            }
-            c.insert(key, (stored.role, Instant::now()));
-        }
-        Ok(Some(stored.role))
+    }
+
+    /// Argon2id verifications this instance has run.
+    pub fn hashes_run(&self) -> u64 {
+        self.hashes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// For tests: store an account with an Argon2id hash, as older versions did.
+    #[doc(hidden)]
+    pub async fn create_legacy(&self, name: &str, secret: &str, role: Role) -> Result<(), ServiceError> {
+        let s2 = secret.to_owned();
+        let hash = tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            argon2::Argon2::default().hash_password(s2.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| ServiceError::Rejected(e.to_string()))?
+        .map_err(|e| ServiceError::Rejected(format!("hashing: {e}")))?;
+        let rec = Stored {
+            role,
+            hash,
+            created_at: now(),
+        };
+        let value = serde_json::to_value(&rec).map_err(crate::store::StoreError::from)?;
+        self.store.put_record(COLLECTION, name, value, now(), Some(0)).await?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Role;
+    use super::{Accounts, Role};
     use axum::http::Method;
+
+    /// An older Argon2id record: hashed under the permits, a wrong secret is hashed
+    /// once (then remembered), an unknown name never, and the first success
+    /// upgrades the record to SHA-256 (no hash from then on).
+    #[tokio::test]
+    async fn hashes_only_when_needed_and_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("db")).unwrap());
+        let a = Accounts::with_hash_permits(store.clone(), 1);
+        a.create_legacy("old", "old.secretsecretsecret", Role::ReadOnly).await.unwrap();
+        assert_eq!(a.verify("nobody", "nobody.x").await.unwrap(), None);
+        assert_eq!(a.hashes_run(), 0, "an unknown name costs no hash");
+        assert_eq!(a.verify("old", "old.wrong").await.unwrap(), None);
+        assert_eq!(a.verify("old", "old.wrong").await.unwrap(), None);
+        assert_eq!(a.hashes_run(), 1, "a secret known to be wrong costs no second hash");
+        assert_eq!(a.verify("old", "old.secretsecretsecret").await.unwrap(), Some(Role::ReadOnly));
+        assert_eq!(a.hashes_run(), 2);
+        let rec = store.record("accounts", "old").await.unwrap().unwrap();
+        assert!(rec.value["hash"].as_str().unwrap().starts_with("sha256:"), "{}", rec.value);
+        // A fresh instance (no caches) verifies the upgraded record without hashing.
+        let b = Accounts::with_hash_permits(store.clone(), 1);
+        assert_eq!(b.verify("old", "old.secretsecretsecret").await.unwrap(), Some(Role::ReadOnly));
+        assert_eq!(b.verify("old", "old.wrong2").await.unwrap(), None);
+        assert_eq!(b.hashes_run(), 0);
+        // New accounts are SHA-256 from the start.
+        let s = b.create("new", Role::Nac).await.unwrap();
+        assert_eq!(b.verify("new", &s).await.unwrap(), Some(Role::Nac));
+        assert_eq!(b.hashes_run(), 0);
+    }
 
     #[test]
     fn roles() {

@@ -17,6 +17,7 @@ pub mod enroll;
 pub mod identity;
 pub mod inventory;
 pub mod lease;
+pub mod limits;
 pub mod nac;
 pub mod netpolicy;
 pub mod orgca;

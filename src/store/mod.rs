@@ -137,6 +137,9 @@ pub trait PkiStore: Send + Sync {
     /// durable transaction (a SCEP issuance is one commit): `Consumed::Ok` with
     /// both written, or the secret's outcome with nothing written.
     async fn record_cert_consuming(&self, cert: IssuedCert, kind: SecretKind, hash: &str, now: i64) -> Result<Consumed>;
+    /// Delete up to `limit` single-use secrets of any kind that expired before
+    /// `expired_before`; returns how many were deleted.
+    async fn prune_secrets(&self, expired_before: i64, limit: usize) -> Result<u64>;
 }
 
 /// Profile templates and the state of each profile on each enrollment.

@@ -1471,6 +1471,22 @@ impl PkiStore for PgStore {
         .await
     }
 
+    async fn prune_secrets(&self, expired_before: i64, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            Box::pin(async move {
+                exec(
+                    tx,
+                    "DELETE FROM secrets WHERE (kind, hash) IN (SELECT kind, hash FROM secrets \
+                     WHERE (data->>'expires_at')::bigint < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&expired_before, &limit],
+                )
+                .await
+            })
+        })
+        .await
+    }
+
     async fn secret(&self, kind: SecretKind, hash: &str) -> Result<Option<OneTimeSecret>> {
         self.read(|c| async move {
             opt(

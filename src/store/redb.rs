@@ -1293,6 +1293,43 @@ impl PkiStore for RedbStore {
         })
         .await
     }
+
+    async fn prune_secrets(&self, expired_before: i64, limit: usize) -> Result<u64> {
+        // Find them with a read transaction (no writer time), delete in one write that checks again.
+        let due: Vec<(u8, String)> = self.read(move |txn| {
+            let t = txn.open_table(SECRETS)?;
+            let mut due = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (kind, hash) = k.value();
+                if let Ok(s) = serde_json::from_slice::<OneTimeSecret>(v.value()) {
+                    if s.expires_at < expired_before {
+                        due.push((kind, hash.to_owned()));
+                        if due.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(due)
+        })?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |txn| {
+            let mut t = txn.open_table(SECRETS)?;
+            let mut n = 0;
+            for (kind, hash) in &due {
+                let cur: Option<OneTimeSecret> = dec_opt(t.get((*kind, hash.as_str()))?)?;
+                if cur.is_some_and(|s| s.expires_at < expired_before) {
+                    t.remove((*kind, hash.as_str()))?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
 }
 
 #[async_trait]
