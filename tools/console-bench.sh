@@ -5,6 +5,8 @@
 # a search by serial) and of a device page — median of REPEAT, curl's own timing, HTTPS on
 # loopback. Bounded; everything is removed afterwards.
 set -euo pipefail
+# Every simulated device enrolls from 127.0.0.1: no per-address enrollment budget for a load run.
+export MDMD_ENROLL_PER_SOURCE=0
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/mdmd}
 N=${DEVICES:-100000}
@@ -15,7 +17,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 echo "== seeding $N enrollments"
 $BIN sim seed --store "$work/d" -n "$N" | tr -d '\n '; echo
-MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18632 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
+MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18632 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench-key-0123456789abcdefgh \
   --inventory-interval 0 --ddm-enable false --profiles-dir "$work/none" >"$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do grep -q "mdmd listening on" "$work/serve.log" && break; sleep 0.1; done

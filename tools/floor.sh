@@ -4,6 +4,8 @@
 # same client, keep-alive and a fresh TCP+TLS connection per request.
 # Loopback only, bounded. BIN= to measure another build, DEVICES= simulated devices.
 set -euo pipefail
+# Every simulated device enrolls from 127.0.0.1: no per-address enrollment budget for a load run.
+export MDMD_ENROLL_PER_SOURCE=0
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/mdmd}
 DEVICES=${DEVICES:-16}
@@ -15,7 +17,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
 
-MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18650 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
+MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18650 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench-key-0123456789abcdefgh \
   --enroll-user sim:sim --inventory-interval 0 --ddm-enable false >/dev/null 2>&1 &
 m=$!; pids+=($m); wait_port 18650
 for _ in $(seq 1 300); do [ -s "$work/c/tls.key" ] && break; sleep 0.1; done; sleep 0.5

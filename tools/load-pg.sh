@@ -5,6 +5,8 @@
 # rounds of enqueue-to-all + every device's session; server CPU from /v1/stats
 # (summed over instances) and local PostgreSQL CPU from /proc. Loopback only.
 set -euo pipefail
+# Every simulated device enrolls from 127.0.0.1: no per-address enrollment budget for a load run.
+export MDMD_ENROLL_PER_SOURCE=0
 cd "$(dirname "$0")/.."
 BIN=target/release/mdmd
 DEVICES=${DEVICES:-1000}
@@ -23,13 +25,13 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 600); do grep -q "mdmd listening on" "$work/serve-$1.log" 2>/dev/null && return 0; sleep 0.1; done; echo "mdmd on port $1 did not start" >&2; cat "$work/serve-$1.log" >&2; return 1; }
 serve() { # port data certs [flags...]
   local port=$1 data=$2 certs=$3; shift 3
-  MDMD_LOG=warn $BIN serve --listen 127.0.0.1:$port --data-dir "$data" --certs-dir "$certs" --api-key bench \
+  MDMD_LOG=warn $BIN serve --listen 127.0.0.1:$port --data-dir "$data" --certs-dir "$certs" --api-key bench-key-0123456789abcdefgh \
     --enroll-user sim:sim --enroll-flow single "$@" >"$work/serve-$port.log" 2>&1 &
   pids+=($!); wait_port "$port"
 }
 load() { # certs server [--also URL]
   local certs=$1 server=$2; shift 2
-  $BIN sim load --server "$server" --api-key bench --trust-ca "$certs/ca.pem" --user sim:sim -n "$DEVICES" -r "$ROUNDS" -c 64 "$@"
+  $BIN sim load --server "$server" --api-key bench-key-0123456789abcdefgh --trust-ca "$certs/ca.pem" --user sim:sim -n "$DEVICES" -r "$ROUNDS" -c 64 "$@"
 }
 newdb() { local d="mdmd_load_$$_$1"; psql -q "$BASE" -c "CREATE DATABASE $d" >/dev/null; dbs+=("$d"); url="${BASE%/*}/$d"; }
 

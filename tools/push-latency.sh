@@ -4,6 +4,8 @@
 # from POST /v1/commands to each device's result being stored, for 1 target and for all N.
 # Loopback only, bounded in count and time.
 set -euo pipefail
+# Every simulated device enrolls from 127.0.0.1: no per-address enrollment budget for a load run.
+export MDMD_ENROLL_PER_SOURCE=0
 cd "$(dirname "$0")/.."
 BIN=target/release/mdmd
 DEVICES=${DEVICES:-10000}
@@ -20,10 +22,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/pca.key" -out "$work/pc
 openssl req -newkey rsa:2048 -nodes -keyout "$work/push.key" -out "$work/push.csr" -subj "/UID=$topic/CN=APSP:bench" 2>/dev/null
 openssl x509 -req -in "$work/push.csr" -CA "$work/pca.pem" -CAkey "$work/pca.key" -CAcreateserial -out "$work/push.pem" -days 2 2>/dev/null
 
-MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18611 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
+MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18611 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench-key-0123456789abcdefgh \
   --enroll-user sim:sim --apns-url https://127.0.0.1:18612 --apns-ca "$work/standin.pem" >/dev/null 2>&1 &
 pids+=($!); wait_port 18611; sleep 1
-client=(--server https://127.0.0.1:18611 --api-key bench --trust-ca "$work/c/ca.pem")
+client=(--server https://127.0.0.1:18611 --api-key bench-key-0123456789abcdefgh --trust-ca "$work/c/ca.pem")
 $BIN push-cert set "$work/push.pem" --key "$work/push.key" "${client[@]}" >/dev/null
 echo "== $DEVICES devices woken by push; $ROUNDS rounds to 1 device, 3 rounds to all"
 timeout 1200 $BIN sim fleet "${client[@]}" -n "$DEVICES" --user sim:sim --apns-listen 127.0.0.1:18612 \

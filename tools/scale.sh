@@ -5,6 +5,8 @@
 # row so the last ones find 10+ commands already pending on every target (reads: median of
 # REPEAT, from curl's own timing, over HTTPS on loopback). Bounded; everything is removed afterwards.
 set -euo pipefail
+# Every simulated device enrolls from 127.0.0.1: no per-address enrollment budget for a load run.
+export MDMD_ENROLL_PER_SOURCE=0
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/mdmd}
 N=${DEVICES:-1000000}
@@ -19,7 +21,7 @@ rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
 echo "== seeding $N enrollments"
 $BIN sim seed --store "$work/d" -n "$N" | tr -d '\n '; echo
 echo "store size: $(du -sh "$work/d/mdmd.redb" | cut -f1)"
-MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18631 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench \
+MDMD_LOG=warn $BIN serve --listen 127.0.0.1:18631 --data-dir "$work/d" --certs-dir "$work/c" --api-key bench-key-0123456789abcdefgh \
   --inventory-interval 0 --ddm-enable false --profiles-dir "$work/none" >"$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do grep -q "mdmd listening on" "$work/serve.log" && break; sleep 0.1; done
