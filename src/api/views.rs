@@ -61,7 +61,7 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
 
 fn result_json(d: &Delivery) -> Value {
     match &d.result {
-        Some(raw) => match plist::Value::from_reader(std::io::Cursor::new(raw)) {
+        Some(raw) => match crate::protocol::limits::parse_value(raw) {
             Ok(v) => plist_to_json(&v),
             Err(_) => Value::Null,
         },
@@ -91,7 +91,7 @@ pub fn device_command(c: &DeviceCommand) -> Value {
 }
 
 pub fn command(rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
-    let command = match plist::Value::from_reader(std::io::Cursor::new(&rec.body)) {
+    let command = match crate::protocol::limits::parse_value(&rec.body) {
         Ok(plist::Value::Dictionary(d)) => d.get("Command").map(plist_to_json).unwrap_or(Value::Null),
         _ => Value::Null,
     };

@@ -228,7 +228,7 @@ impl Commander {
             if only_due_device_tokens && (!ac.per_device || ac.sent_at > horizon) {
                 continue;
             }
-            let Ok(Value::Dictionary(conf)) = plist::from_bytes::<Value>(ac.configuration.as_bytes()) else {
+            let Ok(Value::Dictionary(conf)) = crate::protocol::limits::parse_value(ac.configuration.as_bytes()) else {
                 tracing::warn!(app = %identifier, "stored app configuration is not a dictionary: skipped");
                 continue;
             };
@@ -654,7 +654,7 @@ impl Commander {
         for (kind, hash, secret) in secrets {
             self.mdm.store.add_secret(kind, &hash, secret).await?;
         }
-        let cmd = plist::Value::from_reader_xml(std::io::Cursor::new(&rec.body))
+        let cmd = crate::protocol::limits::parse_value(&rec.body)
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
         cmd.as_dictionary()
             .and_then(|d| d.get("Command"))

@@ -64,7 +64,7 @@ impl Enroller {
     pub async fn profile_service(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let (signer, content) = signed_attributes(body)?;
         let attrs: Dictionary =
-            plist::from_bytes(&content).map_err(|e| rejected(format!("the signed content is not a plist dictionary: {e}")))?;
+            crate::protocol::limits::parse_dictionary(&content).map_err(|e| rejected(format!("the signed content is not a plist dictionary: {e}")))?;
         let udid = attrs
             .get("UDID")
             .and_then(Value::as_string)
