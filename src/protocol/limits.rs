@@ -10,8 +10,11 @@
 //! event arrives — before any recursion can happen:
 //!
 //! * nesting: at most [`MAX_DEPTH`] arrays/dictionaries (the root counts as
-//!   one). Apple's real payloads nest fewer than ten; `serde_json` refuses JSON
-//!   deeper than 128, so a plist made from admin JSON fits too.
+//!   one). Apple's real payloads nest fewer than ten. A command made from admin
+//!   JSON (which `serde_json` bounds at 128) is held to the same bound with
+//!   [`dict_depth`] before it is queued, and the admin API's JSON views of
+//!   stored plists (a few levels of envelope around them) stay well under
+//!   `serde_json`'s 128, so every client can read them.
 //! * values: at most [`MAX_VALUES`] values and keys in all. A binary plist may
 //!   reference one object many times (the reader expands each reference), so
 //!   a 1 KB "fan-in" document can stand for 2⁶⁰ values: it is refused after
@@ -20,15 +23,21 @@
 //!   [`MAX_EXPANSION`] times the input plus 1 MiB (shared references to one
 //!   large string are expanded once per reference).
 //!
-//! Anything over a bound is an error; nothing partial is returned. Depends on
-//! nothing of ours.
+//! Anything over a bound is an error; nothing partial is returned.
+//!
+//! Other parsers: `roxmltree` (Cisco ISE's XML) recurses once per element with
+//! no bound of its own, so [`xml_too_deep`] measures element nesting first.
+//! `serde_json` refuses nesting past 128 before it recurses. OpenSSL's ASN.1
+//! decoder bounds constructed nesting (30) itself, and the RustCrypto `der`
+//! types we decode (`cms`, `x509-cert`) are not recursive; `tests/hostile.rs`
+//! sends 10⁵-deep inputs to each. Depends on nothing of ours.
 
 use plist::stream::{Event, Reader};
 use plist::{Dictionary, Value};
 use thiserror::Error;
 
 /// The deepest nesting of arrays and dictionaries accepted (the root is 1).
-pub const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 64;
 /// The most values (keys included) one property list may hold, once expanded.
 pub const MAX_VALUES: usize = 1 << 20;
 /// Strings and data may add up to this many times the input, plus 1 MiB.
@@ -138,40 +147,94 @@ pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Pli
     plist::from_value(&parse_value(bytes)?).map_err(|e| PlistError::Syntax(e.to_string()))
 }
 
+/// How deeply a dictionary nests arrays and dictionaries (itself counted as
+/// 1), measured without recursion.
+pub fn dict_depth(d: &Dictionary) -> usize {
+    let mut max = 1;
+    let mut stack: Vec<(&Value, usize)> = d.values().map(|v| (v, 2)).collect();
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                max = max.max(depth);
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            Value::Dictionary(m) => {
+                max = max.max(depth);
+                stack.extend(m.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Does XML text nest elements deeper than `max`? Measured without recursion,
+/// stopping as soon as it does. Comments, CDATA, processing instructions,
+/// declarations and quoted attribute values are skipped, so what they hide
+/// is not counted; anything odd counts as deeper, never shallower (the parser
+/// refuses it anyway). For `roxmltree`, which recurses per element.
+pub fn xml_too_deep(text: &[u8], max: usize) -> bool {
+    let find = |from: usize, pat: &[u8]| {
+        text.get(from..)
+            .and_then(|t| t.windows(pat.len()).position(|w| w == pat))
+            .map(|p| from + p)
+    };
+    let (mut i, mut depth) = (0usize, 0usize);
+    while let Some(p) = text.get(i..).and_then(|t| t.iter().position(|&b| b == b'<')) {
+        i += p;
+        let rest = &text[i..];
+        let skip_to = |pat: &[u8], from: usize| find(i + from, pat).map(|e| e + pat.len());
+        let next = if rest.starts_with(b"<!--") {
+            skip_to(b"-->", 4)
+        } else if rest.starts_with(b"<![CDATA[") {
+            skip_to(b"]]>", 9)
+        } else if rest.starts_with(b"<?") {
+            skip_to(b"?>", 2)
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            skip_to(b">", 2)
+        } else if rest.starts_with(b"<!") {
+            skip_to(b">", 2)
+        } else {
+            // An opening tag: to its '>' outside quotes; "/>" closes it at once.
+            let mut quote = None;
+            let mut end = None;
+            for (k, &b) in rest.iter().enumerate().skip(1) {
+                match (quote, b) {
+                    (Some(q), _) if b == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'"' | b'\'') => quote = Some(b),
+                    (None, b'>') => {
+                        end = Some(k);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(k) = end {
+                if rest[k - 1] != b'/' {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+            }
+            end.map(|k| i + k + 1)
+        };
+        match next {
+            Some(n) => i = n,
+            None => return false, // unterminated: the parser refuses it
+        }
+    }
+    false
+}
+
 fn spend(spent: &mut usize, budget: usize, n: usize) -> Result<(), PlistError> {
     *spent = spent.saturating_add(n);
     if *spent > budget {
         return Err(PlistError::TooLarge);
     }
     Ok(())
-}
-
-/// How deeply JSON text nests arrays and objects (strings skipped), measured
-/// without parsing or recursion; for inputs that reach a parser other than
-/// `serde_json` (whose own bound is 128).
-pub fn json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
 }
 
 #[cfg(test)]
@@ -328,9 +391,41 @@ mod tests {
     }
 
     #[test]
-    fn json_depth_skips_strings() {
-        assert_eq!(json_depth(br#"{"a": [1, {"b": "[[[{{{\"]]"}]}"#), 3);
-        assert_eq!(json_depth(b"[]"), 1);
-        assert_eq!(json_depth(b"1"), 0);
+    fn xml_depth_is_measured_without_recursion() {
+        let nest = |n: usize| {
+            format!(
+                "<?xml version=\"1.0\"?><a>{}{}</a>",
+                "<b x='>' y=\"/>\">".repeat(n - 1),
+                "</b>".repeat(n - 1)
+            )
+        };
+        assert!(!xml_too_deep(nest(MAX_DEPTH).as_bytes(), MAX_DEPTH));
+        assert!(xml_too_deep(nest(MAX_DEPTH + 1).as_bytes(), MAX_DEPTH));
+        assert!(xml_too_deep(nest(100_000).as_bytes(), MAX_DEPTH));
+        // Siblings, self-closing tags and hidden markup do not add up.
+        let flat = format!(
+            "<r>{}<!-- <a><a><a> --><![CDATA[<a><a>]]><?pi <a>?></r>",
+            "<a/><b></b>".repeat(1000)
+        );
+        assert!(!xml_too_deep(flat.as_bytes(), 2));
+        let doc = "<r><a><b/></a></r>";
+        assert!(!xml_too_deep(doc.as_bytes(), 2));
+        assert!(xml_too_deep(doc.as_bytes(), 1));
+    }
+
+    #[test]
+    fn dict_depth_counts_containers() {
+        let d = parse_dictionary(
+            b"<plist><dict><key>a</key><array><dict/><string>x</string></array><key>b</key><integer>1</integer></dict></plist>",
+        )
+        .unwrap();
+        assert_eq!(dict_depth(&d), 3);
+        assert_eq!(dict_depth(&Dictionary::new()), 1);
+        let Value::Array(a) = parse_value(&xml_nested(MAX_DEPTH)).unwrap() else {
+            panic!()
+        };
+        let mut top = Dictionary::new();
+        top.insert("a".into(), Value::Array(a));
+        assert_eq!(dict_depth(&top), MAX_DEPTH + 1);
     }
 }
