@@ -315,11 +315,19 @@ mod tests {
         // On a small stack, as a worker would be: the refusal must not recurse.
         let t = std::thread::Builder::new()
             .stack_size(256 * 1024)
-            .spawn(|| (parse_value(&xml_nested(100_000)), parse_value(&bplist_chain(100_000, 1))))
+            .spawn(|| {
+                let ascii = format!("{}{}", "(".repeat(100_000), ")".repeat(100_000));
+                [
+                    parse_value(&xml_nested(100_000)),
+                    parse_value(&bplist_chain(100_000, 1)),
+                    parse_value(ascii.as_bytes()),
+                ]
+            })
             .unwrap();
-        let (x, b) = t.join().unwrap();
-        assert_eq!(x, Err(PlistError::TooDeep));
-        assert_eq!(b, Err(PlistError::TooDeep));
+        assert_eq!(
+            t.join().unwrap(),
+            [Err(PlistError::TooDeep), Err(PlistError::TooDeep), Err(PlistError::TooDeep)]
+        );
     }
 
     #[test]
