@@ -396,7 +396,11 @@ async fn json_commands_are_held_to_the_plist_nesting_bound() {
     let cmd = d.connect(&d.idle_report()).await.unwrap().expect("command");
     assert_eq!(cmd.uuid, uuid);
 
-    for (what, body) in [("one level deeper", command(MAX_DEPTH - 1)), ("serde_json's bound", command(130))] {
+    for (what, body) in [
+        ("one level deeper", command(MAX_DEPTH - 1)),
+        ("within serde_json's bound", command(120)),
+        ("past serde_json's bound", command(130)),
+    ] {
         let (s, b) = send(&srv, Method::POST, "/v1/commands", "application/json", body.into_bytes(), true).await;
         assert_eq!(s, 400, "{what}: {b}");
     }
