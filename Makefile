@@ -59,9 +59,23 @@ push-latency: release
 schema:
 	python3 tools/gen_schema.py
 
+# Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz, installed if missing): the device
+# request parser, SCEP PKIOperation, the profile-service body and templates, admin JSON commands.
+# New inputs go to fuzz/corpus/<target>, crashes to fuzz/artifacts/<target> (both ignored by git).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= checkin scep profile_service admin_json
 fuzz:
-	# cargo-fuzz wants nightly; RUSTC_BOOTSTRAP lets the stable toolchain build it (cargo install cargo-fuzz).
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run checkin -- -max_total_time=60
+	@# cargo-fuzz wants nightly; RUSTC_BOOTSTRAP lets the stable toolchain build it.
+	@command -v cargo-fuzz >/dev/null || RUSTC_BOOTSTRAP=1 $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; done
+	@cp fixtures/nanomdm-device-captures/*.plist fuzz/corpus/checkin/
+	@cp fixtures/scep-request/PKCSReq.der fuzz/corpus/scep/
+	@cp fuzz/seeds/profile_service/* profiles/*.mobileconfig fuzz/corpus/profile_service/
+	@cp fuzz/seeds/admin_json/* fuzz/corpus/admin_json/
+	set -e; cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	done
 
 clean:
 	$(CARGO) clean

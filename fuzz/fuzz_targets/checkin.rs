@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    mdmd::protocol::parse_request(data);
+    let _ = mdmd::protocol::parse_request(data);
 });

@@ -264,6 +264,11 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
 /// The identifiers in a request body: (criteria, value) per device.
 fn identifiers(body: &[u8]) -> Result<Vec<(LookupKey, String)>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+    // roxmltree recurses once per element: measure the nesting first.
+    let most = crate::protocol::limits::MAX_DEPTH;
+    if crate::protocol::limits::xml_too_deep(body, most) {
+        return Err(format!("the XML nests deeper than {most} elements"));
+    }
     let doc = roxmltree::Document::parse(text).map_err(|e| format!("body is not XML: {e}"))?;
     let mut out = Vec::new();
     for node in doc

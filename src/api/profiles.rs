@@ -63,7 +63,7 @@ pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) 
         return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
     }
     let input = match req.command {
-        Value::String(xml) => match plist::from_bytes::<plist::Dictionary>(xml.as_bytes()) {
+        Value::String(xml) => match crate::protocol::limits::parse_dictionary(xml.as_bytes()) {
             Ok(d) => CommandInput::Plist(d),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("command: not a plist dictionary: {e}")),
         },

@@ -65,7 +65,7 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
 
 fn result_json(d: &Delivery) -> Value {
     match &d.result {
-        Some(raw) => match plist::Value::from_reader(std::io::Cursor::new(raw)) {
+        Some(raw) => match crate::protocol::limits::parse_value(raw) {
             Ok(mut v) => {
                 sealed::redact_result(&mut v);
                 plist_to_json(&v)

@@ -15,6 +15,7 @@ use sha2::Digest as _;
 use thiserror::Error;
 
 use crate::pki::{cms, Pki, PkiError};
+use crate::protocol::limits::{self, PlistError};
 use crate::protocol::schema::{Findings, Problem};
 
 /// The top-level identity of a profile (`PayloadIdentifier`, `PayloadUUID`,
@@ -56,13 +57,16 @@ pub enum TemplateError {
 /// A profile's outer dictionary, from a plain plist (XML or binary) or a
 /// CMS-signed one.
 pub fn parse_any(bytes: &[u8]) -> Result<Dictionary, TemplateError> {
-    let plain = match plist::Value::from_reader(std::io::Cursor::new(bytes)) {
+    let plain = match limits::parse_value(bytes) {
         Ok(v) => v,
+        // Over a bound is final: it is a plist, just not one we take.
+        Err(e @ (PlistError::TooDeep | PlistError::TooManyValues | PlistError::TooLarge)) => {
+            return Err(TemplateError::NotAProfile(e.to_string()))
+        }
         Err(e) => {
             let content =
                 signed_content(bytes).ok_or_else(|| TemplateError::NotAProfile(format!("neither a plist ({e}) nor CMS-signed data")))?;
-            plist::Value::from_reader(std::io::Cursor::new(content))
-                .map_err(|e| TemplateError::NotAProfile(format!("signed content is not a plist: {e}")))?
+            limits::parse_value(&content).map_err(|e| TemplateError::NotAProfile(format!("signed content is not a plist: {e}")))?
         }
     };
     match plain {
@@ -131,7 +135,7 @@ pub enum RenderError {
 
 /// Parse a stored template's XML.
 pub fn parse_stored(xml: &[u8]) -> Result<Dictionary, RenderError> {
-    match plist::Value::from_reader(std::io::Cursor::new(xml)) {
+    match limits::parse_value(xml) {
         Ok(Value::Dictionary(d)) => Ok(d),
         Ok(_) => Err(RenderError::Corrupt("root is not a dictionary".into())),
         Err(e) => Err(RenderError::Corrupt(e.to_string())),

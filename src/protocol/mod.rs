@@ -7,6 +7,7 @@ pub mod command;
 pub mod declarative;
 pub mod ids;
 pub mod json;
+pub mod limits;
 pub mod schema;
 
 pub use checkin::{CheckinMessage, CheckinRequest};
@@ -36,9 +37,10 @@ pub enum ProtocolError {
     BadIdentifier(String),
 }
 
-/// Parse a request body (XML or binary plist) into its root dictionary.
+/// Parse a request body (XML or binary plist) into its root dictionary,
+/// within `limits`' bounds on nesting and size.
 pub fn parse_dict(body: &[u8]) -> Result<plist::Dictionary, ProtocolError> {
-    let value = plist::Value::from_reader(std::io::Cursor::new(body)).map_err(|e| ProtocolError::NotAPlist(e.to_string()))?;
+    let value = limits::parse_value(body).map_err(|e| ProtocolError::NotAPlist(e.to_string()))?;
     match value {
         plist::Value::Dictionary(d) => Ok(d),
         _ => Err(ProtocolError::NotADictionary),

@@ -228,7 +228,7 @@ impl Commander {
             if only_due_device_tokens && (!ac.per_device || ac.sent_at > horizon) {
                 continue;
             }
-            let Ok(Value::Dictionary(conf)) = plist::from_bytes::<Value>(ac.configuration.as_bytes()) else {
+            let Ok(Value::Dictionary(conf)) = crate::protocol::limits::parse_value(ac.configuration.as_bytes()) else {
                 tracing::warn!(app = %identifier, "stored app configuration is not a dictionary: skipped");
                 continue;
             };
@@ -249,7 +249,7 @@ impl Commander {
     /// Validate and queue a command for `targets`.
     /// With `push`, the targets are woken (APNs) once it is queued.
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
-        let (command, unlock_token) = self.validated(input)?;
+        let (command, unlock_token) = Self::validated(input)?;
         let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
         match rt.as_str() {
             "InstallProfile" => {
@@ -460,9 +460,11 @@ impl Commander {
 
     /// Schema-check an admin's command. Returns the plist command and whether
     /// the UnlockToken is to be filled from escrow.
-    fn validated(&self, input: CommandInput) -> Result<(Dictionary, bool), CommandError> {
+    /// Also held to `protocol::limits::MAX_DEPTH` as it will be stored; the
+    /// admin-JSON fuzz target's entry point.
+    pub fn validated(input: CommandInput) -> Result<(Dictionary, bool), CommandError> {
         let schema = Schema::get();
-        match input {
+        let (d, fill) = match input {
             CommandInput::Json(mut j) => {
                 let fill = j.get("RequestType").and_then(|v| v.as_str()) == Some("ClearPasscode")
                     && j.get("UnlockToken").is_none_or(|v| v.is_null());
@@ -472,7 +474,7 @@ impl Commander {
                     }
                 }
                 let d = schema.json_to_command(&j).map_err(|e| invalid(&e.path, e.problem))?;
-                Ok((d, fill))
+                (d, fill)
             }
             CommandInput::Plist(mut d) => {
                 let fill = d.get("RequestType").and_then(Value::as_string) == Some("ClearPasscode") && !d.contains_key("UnlockToken");
@@ -485,9 +487,15 @@ impl Commander {
                 if !problems.is_empty() {
                     return Err(CommandError::Invalid(problems));
                 }
-                Ok((d, fill))
+                (d, fill)
             }
+        };
+        // Stored and sent inside {CommandUUID, Command}: one level more.
+        if crate::protocol::limits::dict_depth(&d) + 1 > crate::protocol::limits::MAX_DEPTH {
+            let most = crate::protocol::limits::MAX_DEPTH - 1;
+            return Err(invalid("", format!("the command nests deeper than {most} arrays and dictionaries")));
         }
+        Ok((d, fill))
     }
 
     async fn queue_same(
@@ -659,7 +667,7 @@ impl Commander {
         }
         let xml = super::sealed::open(&self.mdm.secrets, &rec.uuid, &rec.body)
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
-        let cmd = plist::Value::from_reader_xml(std::io::Cursor::new(xml.as_ref()))
+        let cmd = crate::protocol::limits::parse_value(xml.as_ref())
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
         cmd.as_dictionary()
             .and_then(|d| d.get("Command"))

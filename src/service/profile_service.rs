@@ -62,9 +62,7 @@ impl Enroller {
 
     /// A phase-1 or phase-3 POST. Returns the signed profile to answer with.
     pub async fn profile_service(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        let (signer, content) = signed_attributes(body)?;
-        let attrs: Dictionary =
-            plist::from_bytes(&content).map_err(|e| rejected(format!("the signed content is not a plist dictionary: {e}")))?;
+        let (signer, attrs) = read_body(body)?;
         let udid = attrs
             .get("UDID")
             .and_then(Value::as_string)
@@ -176,6 +174,16 @@ impl Enroller {
         tracing::info!(%udid, vouched = rec.vouched, "profile service phase 3");
         cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| rejected(format!("signing the profile: {e}")))
     }
+}
+
+/// A profile-service POST read: the signer and the device attributes (a
+/// plist dictionary within `protocol::limits`), the signature checked but not
+/// who signed. Also the fuzz target's entry point.
+pub fn read_body(body: &[u8]) -> Result<(X509, Dictionary), ServiceError> {
+    let (signer, content) = signed_attributes(body)?;
+    let attrs = crate::protocol::limits::parse_dictionary(&content)
+        .map_err(|e| rejected(format!("the signed content is not a plist dictionary: {e}")))?;
+    Ok((signer, attrs))
 }
 
 /// The signer and content of a CMS SignedData (attached), its signature checked.

@@ -257,7 +257,7 @@ pub fn redacted_command(secrets: &SecretBox, uuid: &str, body: &[u8]) -> Option<
             return None;
         }
     };
-    let v = Value::from_reader(std::io::Cursor::new(xml.as_ref())).ok()?;
+    let v = crate::protocol::limits::parse_value(xml.as_ref()).ok()?;
     let mut command = v.into_dictionary()?.remove("Command")?.into_dictionary()?;
     let before = secret_paths(&command);
     redact(&mut command, &marked);
