@@ -116,6 +116,7 @@ fn bench(c: &mut Criterion) {
                         der: Some(der.clone()),
                         udid: Some(id.clone()),
                         vouched: false,
+                        renewed_from: None,
                     })
                     .await
                     .expect("cert");
