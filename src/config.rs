@@ -42,6 +42,11 @@ pub struct ServeConfig {
     /// Proxies (CIDR) whose X-Forwarded-For / Forwarded header names the client.
     #[arg(long = "trusted-proxy", env = "MDMD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write the client's address into:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is ignored, so a
+    /// client cannot name its own address through a proxy that only appends.
+    #[arg(long, env = "MDMD_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    pub forwarded_header: String,
     /// Lifetime of per-device access tokens (`$DEVICE_ACCESS_TOKEN`), in days;
     /// apps get a new one when half of it has passed.
     #[arg(long, env = "MDMD_DEVICE_TOKEN_DAYS", default_value_t = 30)]
@@ -188,7 +193,8 @@ pub struct ServeConfig {
     /// Lifetime of the single-use SCEP challenge in a downloaded profile, in seconds.
     #[arg(long, env = "MDMD_CHALLENGE_TTL", default_value_t = 3600)]
     pub challenge_ttl: i64,
-    /// A static SCEP challenge accepted in addition to the single-use ones (optional).
+    /// A static SCEP challenge accepted in addition to the single-use ones (optional; at
+    /// least 24 characters: it enrolls a device).
     #[arg(long, env = "MDMD_SCEP_CHALLENGE", hide_env_values = true)]
     pub scep_challenge: Option<String>,
     /// Who may download the enrollment profile with HTTP basic auth: USER:PASSWORD

@@ -74,11 +74,13 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
                 )
             })?;
             let r = crate::http::acme::challenge_router(app.clone(), cfg.public_url());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, r).await {
-                    tracing::error!(error = %e, "the ACME challenge listener stopped");
-                }
-            });
+            // The same timeouts as the main listener, and a small cap of its own inside the
+            // main cap's reserve, so port 80 cannot use up the process's open files.
+            let limits = crate::http::listener::ConnLimits {
+                max_connections: ACME_PORT_MAX_CONNECTIONS,
+                ..conn_limits(&cfg.limits)
+            };
+            tokio::spawn(crate::http::listener::serve(l, r, None, limits, std::future::pending()));
         }
         spawn_acme(acme, t.clone(), app.mdm.store.clone(), &app.instance);
     }
@@ -96,6 +98,10 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     pusher.flush().await;
     Ok(())
 }
+
+/// Connections the plain-HTTP ACME challenge port serves at once (well inside the
+/// reserve of open files that `--max-connections`'s default leaves).
+const ACME_PORT_MAX_CONNECTIONS: usize = 64;
 
 /// The listener's limits from the `Limits` flags.
 pub fn conn_limits(c: &crate::config::LimitsConfig) -> crate::http::listener::ConnLimits {
@@ -144,6 +150,16 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             cfg.data_dir.join("api-key").display(),
             api_key.chars().count()
         );
+    }
+    // A static SCEP challenge is a credential that enrolls a device: as strong as the admin key.
+    if let Some(c) = cfg.scep_challenge.as_deref().filter(|c| !c.is_empty()) {
+        if c.chars().count() < MIN_API_KEY_CHARS {
+            anyhow::bail!(
+                "the static SCEP challenge (--scep-challenge / MDMD_SCEP_CHALLENGE) has {} characters; it must have at \
+                 least {MIN_API_KEY_CHARS} (generate one with `openssl rand -hex 24`)",
+                c.chars().count()
+            );
+        }
     }
     let store = open_store(cfg).await?;
     let topic = match cfg.topic.clone() {
@@ -422,7 +438,11 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         plain_http: cfg.plain_http,
         enroll_users,
         enroll_networks: crate::service::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
-            .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?
+            .with_header(
+                crate::service::netpolicy::ForwardedHeader::parse(&cfg.forwarded_header)
+                    .map_err(|e| anyhow::anyhow!("--forwarded-header: {e}"))?,
+            ),
         api_key,
         accounts: Arc::new(crate::service::accounts::Accounts::with_hash_permits(
             mdm.store.clone(),

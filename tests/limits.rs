@@ -32,7 +32,9 @@ fn client_from(srv: &Server, local: &str) -> reqwest::Client {
 fn server_rss_kib(srv: &Server) -> u64 {
     let dir = srv.data_dir().to_string_lossy().into_owned();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains(" serve ") && cmd.contains(&dir) {
             let status = std::fs::read_to_string(e.path().join("status")).unwrap();
@@ -63,10 +65,7 @@ async fn metric(srv: &Server, name: &str) -> f64 {
 /// GET `path` with a bearer token; (status, Retry-After).
 async fn get_as(c: &reqwest::Client, srv: &Server, path: &str, bearer: &str) -> (u16, Option<u64>) {
     let r = c.get(format!("{}{path}", srv.base)).bearer_auth(bearer).send().await.unwrap();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
     (r.status().as_u16(), retry)
 }
 
@@ -76,7 +75,11 @@ async fn get_as(c: &reqwest::Client, srv: &Server, path: &str, bearer: &str) -> 
 #[tokio::test]
 async fn a_flood_of_wrong_account_secrets_is_refused_and_costs_nothing() {
     let srv = Server::start();
-    let acct = srv.admin().post("/v1/accounts", json!({"name": "ise", "role": "nac"})).await.unwrap();
+    let acct = srv
+        .admin()
+        .post("/v1/accounts", json!({"name": "ise", "role": "nac"}))
+        .await
+        .unwrap();
     let secret = acct["secret"].as_str().unwrap().to_owned();
     // Warm up (first requests allocate pools and caches), then measure.
     let attacker = client_from(&srv, ATTACKER);
@@ -103,7 +106,10 @@ async fn a_flood_of_wrong_account_secrets_is_refused_and_costs_nothing() {
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(unauthorized <= 10, "{unauthorized} wrong secrets were checked (limit 10 per source)");
+    assert!(
+        unauthorized <= 10,
+        "{unauthorized} wrong secrets were checked (limit 10 per source)"
+    );
     assert_eq!(unauthorized + limited, 300);
     let rss_after = server_rss_kib(&srv);
     assert!(
@@ -127,7 +133,10 @@ async fn a_flood_of_wrong_account_secrets_is_refused_and_costs_nothing() {
 #[tokio::test]
 async fn unknown_names_cost_no_hash() {
     let srv = Server::start();
-    srv.admin().post("/v1/accounts", json!({"name": "ro", "role": "read-only"})).await.unwrap();
+    srv.admin()
+        .post("/v1/accounts", json!({"name": "ro", "role": "read-only"}))
+        .await
+        .unwrap();
     let c = client_from(&srv, ATTACKER);
     for i in 0..5 {
         assert_eq!(get_as(&c, &srv, "/v1/devices", &format!("nobody{i}.secretsecret")).await.0, 401);
@@ -160,9 +169,20 @@ async fn wrong_admin_keys_get_429() {
 /// The admin key must have at least 24 characters: a short one stops the server with a clear message.
 #[test]
 fn a_short_admin_key_is_refused_at_start() {
+    refused_at_start(&["--api-key", "short-key-123"], "short-key-123", "admin key");
+    // A static SCEP challenge enrolls a device: held to the same length.
+    refused_at_start(
+        &["--api-key", "a-long-enough-admin-key-0123456789", "--scep-challenge", "weak-chal"],
+        "weak-chal",
+        "SCEP challenge",
+    );
+}
+
+fn refused_at_start(args: &[&str], secret: &str, what: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "short-key-123"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--certs-dir")
@@ -178,7 +198,7 @@ fn a_short_admin_key_is_refused_at_start() {
         if Instant::now() > deadline {
             child.kill().ok();
             child.wait().ok();
-            panic!("mdmd started with a 13-character admin key");
+            panic!("mdmd started with a short {what}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -186,7 +206,7 @@ fn a_short_admin_key_is_refused_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 24"), "{err}");
-    assert!(!err.contains("short-key-123"), "the key itself is not printed: {err}");
+    assert!(!err.contains(secret), "the secret itself is not printed: {err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
 
@@ -203,7 +223,14 @@ async fn console_sign_in(c: &reqwest::Client, srv: &Server, name: &str, secret: 
         .unwrap()
         .to_owned();
     let html = form.text().await.unwrap();
-    let token = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
     c.post(format!("{}/ui/login", srv.base))
         .header("cookie", format!("mdmd_ui_login={lc}"))
         .form(&[("csrf", token.as_str()), ("name", name), ("secret", secret)])
@@ -220,7 +247,10 @@ async fn console_failures_do_not_lock_the_owner_out() {
     let srv = Server::start();
     let attacker = client_from(&srv, ATTACKER);
     let form = attacker.get(format!("{}/ui/login", srv.base)).send().await.unwrap();
-    let hsts = form.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned());
+    let hsts = form
+        .headers()
+        .get("strict-transport-security")
+        .map(|v| v.to_str().unwrap().to_owned());
     assert!(hsts.as_deref().is_some_and(|h| h.contains("max-age=")), "no HSTS: {hsts:?}");
     let mut codes = Vec::new();
     for _ in 0..12 {
@@ -235,7 +265,11 @@ async fn console_failures_do_not_lock_the_owner_out() {
     assert_eq!(r.status(), 303);
     let to = r.headers()["location"].to_str().unwrap();
     assert!(!to.contains("error"), "{to}");
-    assert!(r.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("mdmd_ui=")));
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("mdmd_ui=")));
 }
 
 /// A TLS connection to `addr` (no certificate check: this is the attacker's own socket).
@@ -286,14 +320,22 @@ async fn slow_and_idle_connections_are_closed() {
             // A whole request, then idle (keep-alive).
             let mut d = tls();
             d.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-            for s in [&mut a, &mut b, &mut c, &mut d] {
+            // Whole headers announcing a body that never comes (a request in flight, stalled).
+            let mut e = tls();
+            e.write_all(b"POST /scep?operation=PKIOperation HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n")
+                .unwrap();
+            for s in [&mut a, &mut b, &mut c, &mut d, &mut e] {
                 results.push(closed_by_server(s));
             }
             results
         }
     });
     let results = tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
-    assert_eq!(results, vec![true, true, true, true], "half line, partial header, silent, idle");
+    assert_eq!(
+        results,
+        vec![true, true, true, true, true],
+        "half line, partial header, silent, idle, stalled body"
+    );
     // The server still serves.
     assert_eq!(srv.admin().get("/v1/info").await.unwrap()["version"].is_string(), true);
 }
@@ -334,14 +376,7 @@ async fn excess_connections_are_refused_and_devices_served_after() {
 /// outside: the phase-1 answer changes from "expired" to "unknown challenge".
 #[tokio::test]
 async fn expired_challenges_are_pruned() {
-    let srv = Server::start_with(&[
-        "--challenge-ttl",
-        "1",
-        "--secret-grace",
-        "0",
-        "--secret-prune-interval",
-        "1",
-    ]);
+    let srv = Server::start_with(&["--challenge-ttl", "1", "--secret-grace", "0", "--secret-prune-interval", "1"]);
     let profile = srv.profile().await;
     // Whole seconds: expired once the clock is past created + 1.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -440,4 +475,3 @@ async fn log_fields_are_escaped_and_bounded() {
     }
     assert_eq!(found, (true, true), "{log}");
 }
-

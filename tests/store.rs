@@ -445,9 +445,10 @@ async fn pki(s: &Arc<dyn Store>) {
     );
     assert!(s.secret(SecretKind::DerivedUpload, "u").await.unwrap().is_some());
     assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 3, "bounded by the limit");
-    assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 1);
+    assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 2);
     assert_eq!(s.prune_secrets(101, 3).await.unwrap(), 0);
     for (k, h) in [
+        (SecretKind::Challenge, "renewing"),
         (SecretKind::Invitation, "i"),
         (SecretKind::ScepProxy, "p"),
         (SecretKind::DerivedUpload, "u"),

@@ -39,15 +39,15 @@ done
 # scepserver's file depot races under concurrent requests ("open depot/serial: file exists"),
 # so the side-by-side runs one request at a time; mdmd is also measured with 8 at once.
 echo "== SCEP issuance, $SCEP_N requests, same client: mdmd (plain HTTP) vs Debian scepserver"
-MDMD_LOG=warn $BIN serve --plain-http --listen 127.0.0.1:18602 --data-dir "$work/d2" --certs-dir "$work/c2" --api-key bench-key-0123456789abcdefgh --scep-challenge bench >/dev/null 2>&1 &
+MDMD_LOG=warn $BIN serve --plain-http --listen 127.0.0.1:18602 --data-dir "$work/d2" --certs-dir "$work/c2" --api-key bench-key-0123456789abcdefgh --scep-challenge bench-challenge-0123456789abcdef >/dev/null 2>&1 &
 p=$!; pids+=($p); wait_port 18602; sleep 1
-echo "mdmd, 1 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18602/scep --challenge bench -n "$SCEP_N" -c 1 --pid "$p"
-echo "mdmd, 8 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18602/scep --challenge bench -n "$SCEP_N" -c 8 --pid "$p"
+echo "mdmd, 1 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18602/scep --challenge bench-challenge-0123456789abcdef -n "$SCEP_N" -c 1 --pid "$p"
+echo "mdmd, 8 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18602/scep --challenge bench-challenge-0123456789abcdef -n "$SCEP_N" -c 8 --pid "$p"
 if command -v scepserver >/dev/null; then
   (cd "$work" && scepserver ca -init >/dev/null 2>&1)
-  (cd "$work" && exec scepserver -port 18603 -challenge bench -depot depot >"$work/scepserver.log" 2>&1) &
+  (cd "$work" && exec scepserver -port 18603 -challenge bench-challenge-0123456789abcdef -depot depot >"$work/scepserver.log" 2>&1) &
   p=$!; pids+=($p); wait_port 18603
-  echo "scepserver, 1 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18603/scep --challenge bench -n "$SCEP_N" -c 1 --pid "$p" || { grep -E "msg=|err=[^n]" "$work/scepserver.log" | tail -3; exit 1; }
+  echo "scepserver, 1 at a time:"; $BIN sim scep-bench --url http://127.0.0.1:18603/scep --challenge bench-challenge-0123456789abcdef -n "$SCEP_N" -c 1 --pid "$p" || { grep -E "msg=|err=[^n]" "$work/scepserver.log" | tail -3; exit 1; }
 else
   echo "scepserver not installed (apt-get install scep): comparison skipped"
 fi

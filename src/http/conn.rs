@@ -118,8 +118,14 @@ impl Activity {
             return Some("no complete request within --header-read-timeout");
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        if self.in_flight.load(Ordering::Relaxed) == 0 && now.saturating_sub(last) >= limits.idle_timeout {
-            return Some("idle for --idle-timeout");
+        if now.saturating_sub(last) >= limits.idle_timeout {
+            // A request in flight with no bytes either way for as long is stalled (a body
+            // announced and never sent): it holds a connection slot, so it goes too.
+            return Some(if self.in_flight.load(Ordering::Relaxed) == 0 {
+                "idle for --idle-timeout"
+            } else {
+                "a request without traffic for --idle-timeout"
+            });
         }
         None
     }
@@ -217,7 +223,11 @@ mod tests {
         };
         assert!(a.verdict(&idle).is_some());
         let _g = a.request();
-        assert!(a.verdict(&idle).is_none(), "a request in flight is never idle");
+        assert_eq!(
+            a.verdict(&idle),
+            Some("a request without traffic for --idle-timeout"),
+            "a stalled request goes too"
+        );
         let cap = ConnCap::new(1);
         let p = cap.admit();
         assert!(p.is_some());

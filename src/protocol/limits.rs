@@ -18,7 +18,9 @@
 //! * values: at most [`MAX_VALUES`] values and keys in all. A binary plist may
 //!   reference one object many times (the reader expands each reference), so
 //!   a 1 KB "fan-in" document can stand for 2⁶⁰ values: it is refused after
-//!   `MAX_VALUES` events, in bounded time. Cycles are refused by the reader.
+//!   `MAX_VALUES` events, in bounded time — sooner for a small input, which may
+//!   hold at most [`VALUES_PER_BYTE`] values per byte (plus 4,096). Cycles are
+//!   refused by the reader.
 //! * bytes: the strings, keys and data read may add up to at most
 //!   [`MAX_EXPANSION`] times the input plus 1 MiB (shared references to one
 //!   large string are expanded once per reference).
@@ -40,6 +42,11 @@ use thiserror::Error;
 pub const MAX_DEPTH: usize = 64;
 /// The most values (keys included) one property list may hold, once expanded.
 pub const MAX_VALUES: usize = 1 << 20;
+/// Values allowed per input byte (plus 4,096), below [`MAX_VALUES`]: a plist
+/// without shared references has fewer values than bytes, so a small body
+/// cannot make the reader expand a million references before any identity
+/// check.
+pub const VALUES_PER_BYTE: usize = 16;
 /// Strings and data may add up to this many times the input, plus 1 MiB.
 pub const MAX_EXPANSION: usize = 16;
 
@@ -50,7 +57,7 @@ pub enum PlistError {
     Syntax(String),
     #[error("nested deeper than {MAX_DEPTH} arrays and dictionaries")]
     TooDeep,
-    #[error("more than {MAX_VALUES} values")]
+    #[error("more values than {VALUES_PER_BYTE} per input byte (at most {MAX_VALUES})")]
     TooManyValues,
     #[error("strings and data expand to more than {MAX_EXPANSION} times the input")]
     TooLarge,
@@ -67,6 +74,7 @@ pub fn parse_value(bytes: &[u8]) -> Result<Value, PlistError> {
     let budget = bytes.len().saturating_mul(MAX_EXPANSION).saturating_add(1 << 20);
     let mut spent = 0usize;
     let mut values = 0usize;
+    let max_values = MAX_VALUES.min(bytes.len().saturating_mul(VALUES_PER_BYTE).saturating_add(4096));
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Value> = None;
     for event in Reader::new(std::io::Cursor::new(bytes)) {
@@ -76,7 +84,7 @@ pub fn parse_value(bytes: &[u8]) -> Result<Value, PlistError> {
         }
         if !matches!(event, Event::EndCollection) {
             values += 1;
-            if values > MAX_VALUES {
+            if values > max_values {
                 return Err(PlistError::TooManyValues);
             }
         }
@@ -328,6 +336,17 @@ mod tests {
             t.join().unwrap(),
             [Err(PlistError::TooDeep), Err(PlistError::TooDeep), Err(PlistError::TooDeep)]
         );
+    }
+
+    #[test]
+    fn a_small_body_may_not_stand_for_many_values() {
+        // 4 levels of 16 references: ~70,000 values from a few hundred bytes — under
+        // MAX_VALUES, but far more than 16 per byte.
+        let doc = bplist_chain(4, 16);
+        assert!(doc.len() < 1024, "{}", doc.len());
+        assert_eq!(parse_value(&doc), Err(PlistError::TooManyValues));
+        // Without sharing, the same shape is within the budget.
+        assert!(parse_value(&bplist_chain(4, 1)).is_ok());
     }
 
     #[test]

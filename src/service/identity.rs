@@ -100,7 +100,9 @@ pub fn grant_for_renewal(
         purpose: signer.purpose.clone().unwrap_or_else(|| MDM.into()),
         udid: signer.udid.clone(),
         enrollment: signer.enrollment.clone(),
-        vouched: signer.vouched,
+        // A record from before purposes cannot show how it was vouched for (a
+        // laundering renewal recorded it so too): its renewals are not.
+        vouched: signer.vouched && signer.purpose.is_some(),
         renewed_from: Some(signer_hash.to_owned()),
     };
     if !is_mdm(signer.purpose.as_deref()) {
@@ -179,11 +181,14 @@ pub fn admission(
     if renewed_from == Some(current) {
         return Ok(Admission::Renewal);
     }
-    let vouched = cert.is_some_and(|c| c.vouched) && bound == Some(id);
+    let vouched_as_recorded = cert.is_some_and(|c| c.vouched) && bound == Some(id);
     // Renewal profiles sent before renewals recorded what they renew.
-    if o.renewal_requested_at.is_some() && vouched && renewed_from.is_none() {
+    if o.renewal_requested_at.is_some() && vouched_as_recorded && renewed_from.is_none() {
         return Ok(Admission::Renewal);
     }
+    // A record from before purposes may have been vouched by a laundering
+    // renewal (issue 23): it replaces an active identity only with approval.
+    let vouched = vouched_as_recorded && cert.is_some_and(|c| c.purpose.is_some());
     if !strict || vouched {
         return Ok(Admission::Fresh);
     }
@@ -279,6 +284,11 @@ mod tests {
             Ok(Admission::NeedsApproval)
         );
         assert_eq!(a(&cert(Some(MDM), Some("V"), true, Some("old")), "n"), Ok(Admission::Fresh));
+        // A record from before purposes, vouched (perhaps by a laundering renewal): approval needed,
+        // and what it renews is not vouched.
+        let legacy = cert(None, Some("V"), true, None);
+        assert_eq!(a(&legacy, "n"), Ok(Admission::NeedsApproval));
+        assert!(!grant_for_renewal(&legacy, "n", None, false).unwrap().vouched);
         assert!(a(&cert(Some("profile:x"), Some("V"), true, Some("v")), "n").is_err());
         assert!(a(&cert(Some(MDM), Some("X"), true, None), "n").is_err());
         assert_eq!(

@@ -1,8 +1,12 @@
 //! Conditional enrollment: the enrollment profile (and the profile-service
 //! phases) only to clients on given networks. Behind a proxy, the client's
-//! address comes from `X-Forwarded-For` (or RFC 7239 `Forwarded`), but only
-//! when the TCP peer is one of the configured trusted proxies; the rightmost
-//! address that is not a trusted proxy is the client.
+//! address comes from the one header the proxy writes (`X-Forwarded-For` by
+//! default, or RFC 7239 `Forwarded`: `--forwarded-header`), and only when the
+//! TCP peer is one of the configured trusted proxies; the rightmost address
+//! that is not a trusted proxy is the client. The other header is ignored: a
+//! proxy that appends to one passes the client's own copy of the other through
+//! unchanged, so believing it would let a client name any address (and spend
+//! another address's rate-limit budget).
 
 use std::net::IpAddr;
 
@@ -15,6 +19,28 @@ pub struct NetPolicy {
     pub allowed: Vec<IpNet>,
     /// Proxies whose forwarded-for headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which header those proxies write (the only one read).
+    pub header: ForwardedHeader,
+}
+
+/// The header a trusted proxy writes the client's address into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, AWS ALB …).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=…`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn parse(s: &str) -> Result<ForwardedHeader, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            other => Err(format!("{other:?} is not x-forwarded-for or forwarded")),
+        }
+    }
 }
 
 /// Parse `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128).
@@ -48,7 +74,14 @@ impl NetPolicy {
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| parse_net(s))
                 .collect::<Result<_, _>>()?,
+            header: ForwardedHeader::default(),
         })
+    }
+
+    /// Read the client's address from `header` only (see the module doc).
+    pub fn with_header(mut self, header: ForwardedHeader) -> NetPolicy {
+        self.header = header;
+        self
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
@@ -63,7 +96,12 @@ impl NetPolicy {
             return peer;
         }
         let mut chain: Vec<IpAddr> = Vec::new();
-        for v in headers.get_all("forwarded") {
+        let forwarded = if self.header == ForwardedHeader::Forwarded {
+            headers.get_all("forwarded").iter().collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        for v in forwarded {
             for part in v.to_str().unwrap_or("").split([',', ';']) {
                 if let Some(f) = part.trim().strip_prefix("for=").or_else(|| part.trim().strip_prefix("For=")) {
                     let f = f.trim_matches('"');
@@ -79,7 +117,7 @@ impl NetPolicy {
                 }
             }
         }
-        if chain.is_empty() {
+        if self.header == ForwardedHeader::XForwardedFor {
             for v in headers.get_all("x-forwarded-for") {
                 for part in v.to_str().unwrap_or("").split(',') {
                     if let Ok(ip) = part.trim().parse() {
@@ -120,8 +158,16 @@ mod tests {
         assert!(p.check(lo, &h).is_ok());
         // Not from a trusted proxy: the header is ignored.
         assert!(p.check("192.0.2.1".parse().unwrap(), &h).is_err());
+        // A client's own `Forwarded` passed through a proxy that appends X-Forwarded-For
+        // names nothing.
+        h.insert("forwarded", "for=10.9.9.9".parse().unwrap());
+        h.insert("x-forwarded-for", "192.0.2.7".parse().unwrap());
+        assert_eq!(p.client_ip(lo, &h), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert!(p.check(lo, &h).is_err());
+        let p = p.with_header(ForwardedHeader::Forwarded);
         let mut h = HeaderMap::new();
         h.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https".parse().unwrap());
+        h.insert("x-forwarded-for", "192.0.2.7".parse().unwrap());
         assert!(p.check(lo, &h).is_ok());
         assert!(NetPolicy::new(&["10.0.0.0/33".into()], &[]).is_err());
         assert!(NetPolicy::new(&[], &[]).unwrap().check(lo, &HeaderMap::new()).is_ok());
