@@ -166,6 +166,44 @@ async fn wrong_admin_keys_get_429() {
     assert_eq!(get_as(&client_from(&srv, "127.0.0.1"), &srv, "/v1/info", API_KEY).await.0, 200);
 }
 
+/// Behind a trusted proxy that appends `X-Forwarded-For`, a client's own `Forwarded` header is
+/// passed through unchanged: believing it let a client pick a new address per request (escaping
+/// the limit) or charge its failures to the owner's. Only the configured header is read.
+#[tokio::test]
+async fn only_the_proxys_own_forwarded_header_names_the_client() {
+    let srv = Server::start_with(&["--trusted-proxy", "127.0.0.1"]);
+    let proxy = client_from(&srv, "127.0.0.1");
+    let via_proxy = |client_ip: &str, forged: &str, key: &str| {
+        proxy
+            .get(format!("{}/v1/info", srv.base))
+            .bearer_auth(key)
+            .header("x-forwarded-for", client_ip)
+            .header("forwarded", format!("for={forged}"))
+            .send()
+    };
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        // The attacker names a fresh address, then the owner's, in its own `Forwarded`.
+        let forged = if i % 2 == 0 {
+            format!("198.51.100.{i}")
+        } else {
+            "192.0.2.10".to_owned()
+        };
+        let r = via_proxy("203.0.113.7", &forged, &format!("wrong-admin-key-{i:02}-xxxxxxxxxx"))
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert!(codes[..10].iter().all(|s| *s == 401), "{codes:?}");
+    assert!(
+        codes[10..].iter().all(|s| *s == 429),
+        "the attacker's real address is limited: {codes:?}"
+    );
+    // The owner (192.0.2.10 by the proxy's header) was not charged for the forged failures.
+    let r = via_proxy("192.0.2.10", "203.0.113.7", API_KEY).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
 /// The admin key must have at least 24 characters: a short one stops the server with a clear message.
 #[test]
 fn a_short_admin_key_is_refused_at_start() {
