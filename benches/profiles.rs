@@ -10,7 +10,8 @@ use mdmd::pki::secrets::SecretBox;
 use mdmd::pki::{CaConfig, Pki};
 use mdmd::protocol::EnrollmentKind;
 use mdmd::service::commands::{var_value, Commander, CommanderConfig};
-use mdmd::service::{Mdm, NoPush};
+use mdmd::push::NoPush;
+use mdmd::service::Mdm;
 use mdmd::store::redb::RedbStore;
 use mdmd::store::{CheckinStore, Enrollment, IssuedCert, PkiStore};
 
@@ -130,7 +131,7 @@ fn bench(c: &mut Criterion) {
     });
     let mdm = Arc::new(Mdm::new(
         store.clone(),
-        mdmd::service::Topic::new("com.apple.mgmt.External.bench".into()),
+        mdmd::push::Topic::new("com.apple.mgmt.External.bench".into()),
         Arc::new(NoPush),
         Arc::new(SecretBox::ephemeral()),
     ));

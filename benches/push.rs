@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mdmd::protocol::EnrollmentKind;
 use mdmd::push::client::{ApnsClient, ApnsConfig};
 use mdmd::push::{PushConfig, Pusher};
-use mdmd::service::{Topic, Waker as _};
+use mdmd::push::{Topic, Waker as _};
 use mdmd::store::redb::RedbStore;
 use mdmd::store::{CheckinStore, Enrollment, PushInfo};
 
@@ -112,6 +112,7 @@ fn main() {
                 instance: "bench".into(),
                 cert_refresh: Duration::from_secs(3600),
             },
+            None,
         );
         let pc = mdmd::push::cert::PushCert::from_pem(&push_cert(&ca, &topic), None).unwrap();
         pusher.set_certificate(pc, true).await.unwrap();

@@ -41,14 +41,14 @@ pub struct App {
     /// Basic-auth users allowed to download the enrollment profile.
     pub enroll_users: Vec<(String, String)>,
     /// Networks enrollment is allowed from (conditional enrollment).
-    pub enroll_networks: crate::service::netpolicy::NetPolicy,
+    pub enroll_networks: crate::service::enroll::netpolicy::NetPolicy,
     pub api_key: String,
     /// Named API accounts with roles.
-    pub accounts: Arc<crate::service::accounts::Accounts>,
+    pub accounts: Arc<crate::service::access::accounts::Accounts>,
     /// Failed credential checks per source and per account (429 over the limit).
-    pub limiter: Arc<crate::service::limits::CredentialLimiter>,
+    pub limiter: Arc<crate::service::access::limits::CredentialLimiter>,
     /// Secret-creating enrollment requests per source.
-    pub enroll_budget: Arc<crate::service::limits::SourceBudget>,
+    pub enroll_budget: Arc<crate::service::access::limits::SourceBudget>,
     pub stats: Stats,
     pub max_body: usize,
     pub max_api_body: usize,
@@ -59,7 +59,7 @@ pub struct App {
     /// The TLS configuration the listener serves (None with --plain-http).
     pub tls: Option<Arc<LiveTls>>,
     /// ACME certificate management (with --acme-domain).
-    pub acme: Option<Arc<crate::service::acme::Acme>>,
+    pub acme: Option<Arc<crate::ops::acme::Acme>>,
     /// This instance's id (leases, readiness probe).
     pub instance: String,
     /// Where data and certificates live: watched for free space.

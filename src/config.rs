@@ -183,7 +183,7 @@ pub struct ServeConfig {
     pub renew_before_days: i64,
     /// Largest RSA key (bits) a SCEP request may ask us to certify; smaller
     /// than 2048 bits is always refused. Subjects are bounded too (at most 16
-    /// attributes of 64 characters, no CA's name): see `pki::scep_policy`.
+    /// attributes of 64 characters, no CA's name): see `pki::scep::policy`.
     #[arg(long, env = "MDMD_SCEP_MAX_KEY_BITS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(2048..=16384), help_heading = "Certificates")]
     pub scep_max_key_bits: u32,

@@ -12,7 +12,7 @@ use crate::config::ServeConfig;
 use crate::pki::{CaConfig, Pki};
 use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::enroll::{EnrollConfig, Enroller};
-use crate::service::lease::spawn_leased;
+use crate::ops::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 
@@ -171,7 +171,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             })?
             .0;
             let shared = store
-                .setting_or_insert("topic", local.into_bytes(), crate::service::now())
+                .setting_or_insert("topic", local.into_bytes(), crate::clock::now())
                 .await
                 .context("reading the shared topic")?;
             String::from_utf8(shared.value).context("stored topic is not UTF-8")?
@@ -199,7 +199,32 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     let secrets = Arc::new(
         crate::pki::secrets::SecretBox::load_or_create(&cfg.certs_dir.join("secrets.keys")).context("loading the secrets keyring")?,
     );
-    let topic = crate::service::Topic::new(topic);
+    // Composition, bottom-up: every part is built whole from the parts below
+    // it (no setters after the fact). The two cycles — the `Ddm` queues through
+    // the `Mdm` that owns it, and the `Commander` (the `Mdm`'s identity hook)
+    // owns the `Mdm` — are closed with `Arc::new_cyclic`: the inner part gets a
+    // weak reference to the outer one while both are built.
+    let topic = crate::push::Topic::new(topic);
+    let instance = crate::ops::lease::instance_id();
+    for u in &cfg.webhook_urls {
+        match reqwest::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+            _ => anyhow::bail!("--webhook-url {u:?}: an http(s) URL"),
+        }
+    }
+    let webhooks = Arc::new(
+        crate::ops::webhooks::Webhooks::new(
+            store.clone(),
+            crate::ops::webhooks::WebhookConfig {
+                urls: cfg.webhook_urls.clone(),
+                secret: cfg.webhook_secret.clone().filter(|s| !s.is_empty()),
+                max_age: cfg.webhook_max_age_hours.max(1) * 3600,
+                timeout: std::time::Duration::from_secs(10),
+            },
+            secrets.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,
+    );
     let apns = crate::push::client::ApnsClient::new(crate::push::client::ApnsConfig {
         base_url: cfg.apns_url.clone().unwrap_or_else(|| {
             if cfg.apns_sandbox {
@@ -212,7 +237,6 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         expiration_secs: cfg.apns_expiration,
         timeout: std::time::Duration::from_secs(15),
     })?;
-    let instance = crate::service::lease::instance_id();
     let pusher = crate::push::Pusher::new(
         apns,
         store.clone(),
@@ -229,6 +253,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             instance: instance.clone(),
             cert_refresh: std::time::Duration::from_millis(cfg.shared_refresh_ms.max(100)),
         },
+        Some(webhooks.clone()),
     );
     match pusher.start().await.context("loading the push certificate")? {
         Some(t) => {
@@ -246,145 +271,11 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         ),
     }
     let policy = Arc::new(
-        crate::service::compliance::PolicyFile::load(cfg.compliance_policy.clone())
+        crate::service::access::compliance::PolicyFile::load(cfg.compliance_policy.clone())
             .map_err(|e| anyhow::anyhow!("compliance policy: {e}"))?,
     );
-    let mdm = Arc::new(
-        Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets.clone())
-            .with_reenroll_policy(cfg.reenroll_policy != "open")
-            .with_inventory(policy, cfg.inventory_interval.max(0)),
-    );
-    spawn_inventory(mdm.clone(), cfg.inventory_sweep.max(10), &instance);
     if cfg.reenroll_policy == "open" {
         tracing::warn!("--reenroll-policy open: any identity from this CA may take over an enrolled device (labs only)");
-    }
-    mdm.spawn_seen_flusher();
-    // Tokens stored before sealing (or under a rotated-out key) are resealed now.
-    match mdm.reseal_all().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(enrollments = n, "stored tokens resealed under the current key"),
-        Err(e) => tracing::warn!(error = %e, "could not reseal stored tokens"),
-    }
-    let enroll_cfg = EnrollConfig {
-        public_url: cfg.public_url(),
-        organization: cfg.organization.clone(),
-        identity_days: cfg.identity_days.max(1),
-        challenge_ttl: cfg.challenge_ttl.max(1),
-        static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
-        renew_before_days: cfg.renew_before_days,
-        max_key_bits: cfg.scep_max_key_bits as usize,
-        three_phase: cfg.enroll_flow != "single",
-        device_attestation_ca: match &cfg.device_attestation_ca {
-            Some(p) => {
-                let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-                let mut b = openssl::x509::store::X509StoreBuilder::new()?;
-                for c in openssl::x509::X509::stack_from_pem(&pem).with_context(|| format!("{}: not PEM certificates", p.display()))? {
-                    b.add_cert(c)?;
-                }
-                b.set_purpose(openssl::x509::X509PurposeId::ANY)?;
-                Some(Arc::new(b.build()))
-            }
-            None => None,
-        },
-    };
-    let enroller = Arc::new(Enroller::new(pki.clone(), store, enroll_cfg, mdm.topic.clone()));
-    spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
-    spawn_secret_pruning(
-        mdm.store.clone(),
-        cfg.limits.secret_prune_interval.max(1),
-        cfg.limits.secret_grace.max(0),
-        &instance,
-    );
-    let mut enroll_users = Vec::new();
-    for u in &cfg.enroll_users {
-        match u.split_once(':') {
-            Some((n, p)) if !n.is_empty() && !p.is_empty() => enroll_users.push((n.to_owned(), p.to_owned())),
-            _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
-        }
-    }
-    let commander = Arc::new(Commander::new(
-        mdm.clone(),
-        pki.clone(),
-        CommanderConfig {
-            public_url: cfg.public_url(),
-            encrypt_profiles: cfg.encrypt_profiles,
-        },
-    ));
-    let access = Arc::new(
-        crate::service::access::Access::load_or_create(
-            &cfg.certs_dir,
-            mdm.store.clone(),
-            secrets.clone(),
-            &cfg.public_url(),
-            cfg.device_token_days.max(1) * 86_400,
-        )
-        .context("access-token signing key")?,
-    );
-    commander.set_access(access);
-    let orgcas = Arc::new(
-        crate::service::orgca::OrgCas::new(
-            mdm.store.clone(),
-            secrets.clone(),
-            crate::service::orgca::OrgCaConfig {
-                public_url: cfg.public_url(),
-                proxy_ttl: cfg.scep_proxy_token_days.max(1) * 86_400,
-                renew_before: cfg.org_cert_renew_days.max(0) * 86_400,
-                timeout: std::time::Duration::from_secs(cfg.ca_timeout.clamp(1, 300)),
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("organisation CA client: {e}"))?,
-    );
-    let derived = Arc::new(crate::service::derived::Derived::new(
-        mdm.store.clone(),
-        secrets.clone(),
-        cfg.derived_token_hours.max(1) * 3600,
-    ));
-    commander.set_credentials(orgcas, derived);
-    spawn_token_renewal(commander.clone(), &instance);
-    spawn_org_cert_renewal(commander.clone(), &instance);
-    for u in &cfg.webhook_urls {
-        match reqwest::Url::parse(u) {
-            Ok(p) if matches!(p.scheme(), "http" | "https") => {}
-            _ => anyhow::bail!("--webhook-url {u:?}: an http(s) URL"),
-        }
-    }
-    let webhooks = Arc::new(
-        crate::service::webhooks::Webhooks::new(
-            mdm.store.clone(),
-            crate::service::webhooks::WebhookConfig {
-                urls: cfg.webhook_urls.clone(),
-                secret: cfg.webhook_secret.clone().filter(|s| !s.is_empty()),
-                max_age: cfg.webhook_max_age_hours.max(1) * 3600,
-                timeout: std::time::Duration::from_secs(10),
-            },
-            mdm.secrets.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("webhook client: {e}"))?,
-    );
-    mdm.set_webhooks(webhooks.clone());
-    enroller.set_webhooks(webhooks.clone());
-    pusher.set_webhooks(webhooks.clone());
-    if webhooks.enabled() {
-        spawn_webhook_delivery(webhooks, mdm.store.clone(), &instance);
-    }
-    let ddm = crate::service::ddm::Ddm::new(
-        mdm.store.clone(),
-        crate::service::ddm::DdmConfig {
-            status_subscriptions: cfg.ddm_status_subscriptions,
-            enable_after_enroll: cfg.ddm_enable,
-            coalesce: std::time::Duration::from_millis(cfg.ddm_coalesce_ms),
-            public_url: cfg.public_url(),
-        },
-    );
-    ddm.start(&mdm);
-    mdm.set_ddm(ddm);
-    let hook: Arc<dyn crate::service::IdentityHook> = commander.clone();
-    mdm.set_identity_hook(Arc::downgrade(&hook));
-    if let Some(dir) = &cfg.profiles_dir {
-        let (ok, bad) = commander.load_dir(dir).await;
-        if ok + bad > 0 {
-            tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "profile templates loaded");
-        }
     }
     let (tls, acme) = if cfg.plain_http {
         (None, None)
@@ -394,10 +285,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --acme-root {}", p.display()))?),
             None => None,
         };
-        let acme = crate::service::acme::Acme::new(
-            mdm.store.clone(),
+        let acme = crate::ops::acme::Acme::new(
+            store.clone(),
             secrets.clone(),
-            crate::service::acme::AcmeConfig {
+            crate::ops::acme::AcmeConfig {
                 domains: cfg.acme_domains.clone(),
                 directory: cfg.acme_directory.clone(),
                 contacts: cfg.acme_emails.clone(),
@@ -426,8 +317,123 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             None,
         )
     };
-    if let Some(t) = &tls {
-        enroller.set_tls(t.clone());
+    let enroll_cfg = EnrollConfig {
+        public_url: cfg.public_url(),
+        organization: cfg.organization.clone(),
+        identity_days: cfg.identity_days.max(1),
+        challenge_ttl: cfg.challenge_ttl.max(1),
+        static_challenge: cfg.scep_challenge.clone().filter(|c| !c.is_empty()),
+        renew_before_days: cfg.renew_before_days,
+        max_key_bits: cfg.scep_max_key_bits as usize,
+        three_phase: cfg.enroll_flow != "single",
+        device_attestation_ca: match &cfg.device_attestation_ca {
+            Some(p) => {
+                let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let mut b = openssl::x509::store::X509StoreBuilder::new()?;
+                for c in openssl::x509::X509::stack_from_pem(&pem).with_context(|| format!("{}: not PEM certificates", p.display()))? {
+                    b.add_cert(c)?;
+                }
+                b.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+                Some(Arc::new(b.build()))
+            }
+            None => None,
+        },
+    };
+    let enroller = Arc::new(
+        Enroller::new(pki.clone(), store.clone(), enroll_cfg, topic.clone())
+            .with_webhooks(webhooks.clone())
+            .with_tls(tls.clone()),
+    );
+    let mut enroll_users = Vec::new();
+    for u in &cfg.enroll_users {
+        match u.split_once(':') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => enroll_users.push((n.to_owned(), p.to_owned())),
+            _ => anyhow::bail!("--enroll-user takes USER:PASSWORD"),
+        }
+    }
+    let access = Arc::new(
+        crate::service::access::tokens::Access::load_or_create(
+            &cfg.certs_dir,
+            store.clone(),
+            secrets.clone(),
+            &cfg.public_url(),
+            cfg.device_token_days.max(1) * 86_400,
+        )
+        .context("access-token signing key")?,
+    );
+    let orgcas = Arc::new(
+        crate::service::credentials::orgca::OrgCas::new(
+            store.clone(),
+            secrets.clone(),
+            crate::service::credentials::orgca::OrgCaConfig {
+                public_url: cfg.public_url(),
+                proxy_ttl: cfg.scep_proxy_token_days.max(1) * 86_400,
+                renew_before: cfg.org_cert_renew_days.max(0) * 86_400,
+                timeout: std::time::Duration::from_secs(cfg.ca_timeout.clamp(1, 300)),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("organisation CA client: {e}"))?,
+    );
+    let derived = Arc::new(crate::service::credentials::derived::Derived::new(
+        store.clone(),
+        secrets.clone(),
+        cfg.derived_token_hours.max(1) * 3600,
+    ));
+    let ddm_cfg = crate::service::ddm::DdmConfig {
+        status_subscriptions: cfg.ddm_status_subscriptions,
+        enable_after_enroll: cfg.ddm_enable,
+        coalesce: std::time::Duration::from_millis(cfg.ddm_coalesce_ms),
+        public_url: cfg.public_url(),
+    };
+    let commander_cfg = CommanderConfig {
+        public_url: cfg.public_url(),
+        encrypt_profiles: cfg.encrypt_profiles,
+    };
+    let commander = Arc::new_cyclic(|hook: &std::sync::Weak<Commander>| {
+        let hook: std::sync::Weak<dyn crate::service::IdentityHook> = hook.clone();
+        let mdm = Arc::new_cyclic(|me: &std::sync::Weak<Mdm>| {
+            Mdm::new(store.clone(), topic.clone(), pusher.clone(), secrets.clone())
+                .with_reenroll_policy(cfg.reenroll_policy != "open")
+                .with_inventory(policy, cfg.inventory_interval.max(0))
+                .with_webhooks(webhooks.clone())
+                .with_ddm(crate::service::ddm::Ddm::new(store.clone(), ddm_cfg, me.clone()))
+                .with_identity_hook(hook)
+        });
+        Commander::new(mdm, pki.clone(), commander_cfg)
+            .with_access(access)
+            .with_credentials(orgcas, derived)
+    });
+    let mdm = commander.mdm.clone();
+
+    // Background work, now that every part exists.
+    spawn_inventory(mdm.clone(), cfg.inventory_sweep.max(10), &instance);
+    mdm.spawn_seen_flusher();
+    // Tokens stored before sealing (or under a rotated-out key) are resealed now.
+    match mdm.reseal_all().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(enrollments = n, "stored tokens resealed under the current key"),
+        Err(e) => tracing::warn!(error = %e, "could not reseal stored tokens"),
+    }
+    spawn_renewals(enroller.clone(), mdm.clone(), cfg.renew_interval.max(60), &instance);
+    spawn_secret_pruning(
+        store.clone(),
+        cfg.limits.secret_prune_interval.max(1),
+        cfg.limits.secret_grace.max(0),
+        &instance,
+    );
+    spawn_token_renewal(commander.clone(), &instance);
+    spawn_org_cert_renewal(commander.clone(), &instance);
+    if webhooks.enabled() {
+        spawn_webhook_delivery(webhooks, store.clone(), &instance);
+    }
+    if let Some(ddm) = mdm.ddm() {
+        ddm.start();
+    }
+    if let Some(dir) = &cfg.profiles_dir {
+        let (ok, bad) = commander.load_dir(dir).await;
+        if ok + bad > 0 {
+            tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "profile templates loaded");
+        }
     }
     let app = Arc::new(App {
         mdm: mdm.clone(),
@@ -437,26 +443,26 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         pusher,
         plain_http: cfg.plain_http,
         enroll_users,
-        enroll_networks: crate::service::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
+        enroll_networks: crate::service::enroll::netpolicy::NetPolicy::new(&cfg.enroll_networks, &cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--enroll-network / --trusted-proxy: {e}"))?
             .with_header(
-                crate::service::netpolicy::ForwardedHeader::parse(&cfg.forwarded_header)
+                crate::service::enroll::netpolicy::ForwardedHeader::parse(&cfg.forwarded_header)
                     .map_err(|e| anyhow::anyhow!("--forwarded-header: {e}"))?,
             ),
         api_key,
-        accounts: Arc::new(crate::service::accounts::Accounts::with_hash_permits(
+        accounts: Arc::new(crate::service::access::accounts::Accounts::with_hash_permits(
             mdm.store.clone(),
             cfg.limits.auth_hash_concurrency,
         )),
-        limiter: Arc::new(crate::service::limits::CredentialLimiter::new(
-            crate::service::limits::LimitConfig {
+        limiter: Arc::new(crate::service::access::limits::CredentialLimiter::new(
+            crate::service::access::limits::LimitConfig {
                 per_source: cfg.limits.auth_fail_per_source,
                 per_account: cfg.limits.auth_fail_per_account,
                 window: std::time::Duration::from_secs(cfg.limits.auth_fail_window.max(1)),
                 max_entries: cfg.limits.limiter_entries,
             },
         )),
-        enroll_budget: Arc::new(crate::service::limits::SourceBudget::new(
+        enroll_budget: Arc::new(crate::service::access::limits::SourceBudget::new(
             cfg.limits.enroll_per_source,
             std::time::Duration::from_secs(cfg.limits.enroll_window.max(1)),
             cfg.limits.limiter_entries,
@@ -477,7 +483,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
 /// ACME: the lease holder orders a certificate when one is due (checked
 /// every 30 s, cheap when none is); every instance installs the stored one
 /// in its files and serves it at once.
-fn spawn_acme(acme: Arc<crate::service::acme::Acme>, tls: Arc<crate::app::LiveTls>, store: Arc<dyn crate::store::Store>, instance: &str) {
+fn spawn_acme(acme: Arc<crate::ops::acme::Acme>, tls: Arc<crate::app::LiveTls>, store: Arc<dyn crate::store::Store>, instance: &str) {
     let install = {
         let (acme, tls) = (acme.clone(), tls.clone());
         move || {
@@ -615,7 +621,7 @@ fn spawn_secret_pruning(store: Arc<dyn crate::store::Store>, every_secs: u64, gr
         move || {
             let store = s2.clone();
             async move {
-                let before = crate::service::now().saturating_sub(grace);
+                let before = crate::clock::now().saturating_sub(grace);
                 let mut total = 0u64;
                 // At most 100 batches a run; the rest waits for the next run.
                 for _ in 0..100 {
@@ -663,7 +669,7 @@ fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
 }
 
 /// Webhook events leave the outbox here (one instance at a time; every second).
-fn spawn_webhook_delivery(webhooks: Arc<crate::service::webhooks::Webhooks>, store: Arc<dyn crate::store::Store>, instance: &str) {
+fn spawn_webhook_delivery(webhooks: Arc<crate::ops::webhooks::Webhooks>, store: Arc<dyn crate::store::Store>, instance: &str) {
     spawn_leased(
         store,
         "webhook-delivery",

@@ -258,7 +258,7 @@ fn forged_identity(ca: Option<(&X509, &PKey<openssl::pkey::Private>)>, expired: 
     b.set_serial_number(&*mdmd::pki::ca::random_serial().unwrap()).unwrap();
     b.set_subject_name(&n).unwrap();
     b.set_pubkey(&key).unwrap();
-    let now = mdmd::service::now();
+    let now = mdmd::clock::now();
     let (nb, na) = if expired {
         (now - 10 * 86400, now - 86400)
     } else {

@@ -298,7 +298,7 @@ async fn pushes_are_exact_coalesced_and_every_apns_answer_is_handled() {
     assert_eq!(s.headers["apns-push-type"], "mdm");
     assert_eq!(s.headers["apns-priority"], "10");
     let exp: i64 = s.headers["apns-expiration"].parse().unwrap();
-    assert!(exp > mdmd::service::now() + 3600, "{exp}");
+    assert!(exp > mdmd::clock::now() + 3600, "{exp}");
     assert_eq!(s.body, format!(r#"{{"mdm":"{}"}}"#, devs[a].push_magic).into_bytes());
     assert!(s.client_subject.contains(&format!("UID={topic}")), "{}", s.client_subject);
     let v = device_push(&srv, &id(a)).await;

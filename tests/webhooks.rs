@@ -74,7 +74,7 @@ async fn receiver(addr: Option<std::net::SocketAddr>) -> (String, Arc<Mutex<Rece
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
             let st = st.clone();
             async move {
-                let want = mdmd::service::webhooks::signature(SECRET.as_bytes(), &body);
+                let want = mdmd::ops::webhooks::signature(SECRET.as_bytes(), &body);
                 let got = headers.get("x-hmac-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
                 assert_eq!(got, want, "HMAC signature");
                 let ev: Event = serde_json::from_slice(&body).expect("NanoMDM webhook shape");

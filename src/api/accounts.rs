@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{error, store_error, views};
 use crate::app::App;
-use crate::service::accounts::Role;
+use crate::service::access::accounts::Role;
 use crate::service::ServiceError;
 
 #[derive(serde::Deserialize)]

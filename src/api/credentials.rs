@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::{error, store_error, Caller};
 use crate::app::App;
-use crate::service::derived::{DerivedError, Owner};
-use crate::service::orgca::{CaError, Challenge};
+use crate::service::credentials::derived::{DerivedError, Owner};
+use crate::service::credentials::orgca::{CaError, Challenge};
 
 /// A provider app's upload token, when that is how the caller signed in.
 #[derive(Debug, Clone)]

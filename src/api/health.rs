@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::App;
-use crate::service::now;
+use crate::clock::now;
 
 /// Warn this long before a certificate expires.
 const CERT_WARNING: i64 = 30 * 86_400;
@@ -213,13 +213,13 @@ pub async fn v1_health(State(app): State<Arc<App>>) -> Response {
 /// as a bearer token, or nothing with `--metrics-public`.
 pub async fn metrics(
     State(app): State<Arc<App>>,
-    peer: Option<axum::extract::Extension<crate::service::limits::TcpPeer>>,
+    peer: Option<axum::extract::Extension<crate::service::access::limits::TcpPeer>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     use subtle::ConstantTimeEq as _;
     if !app.metrics_public {
         // Wrong keys here count like wrong admin keys anywhere (429 over the limit).
-        let source = crate::service::limits::client_ip(&app.enroll_networks, peer.as_deref(), &headers);
+        let source = crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_deref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()));
         let attempt = match app.limiter.begin(source, "admin") {
             Ok(a) => a,
             Err(wait) => return super::too_many(wait),

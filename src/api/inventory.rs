@@ -74,7 +74,7 @@ pub async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
         Err(e) => return store_error(e),
     }
     match app.mdm.request_inventory(vec![id.clone()]).await {
-        Ok(n) => Json(json!({"enrollment": id, "queued": n > 0, "commands": crate::service::inventory::KINDS})).into_response(),
+        Ok(n) => Json(json!({"enrollment": id, "queued": n > 0, "commands": crate::service::checkin::inventory::KINDS})).into_response(),
         Err(crate::service::ServiceError::Store(e)) => store_error(e),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }

@@ -22,7 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
-use crate::service::nac::Posture;
+use crate::service::access::nac::Posture;
 use crate::store::{ComplianceState, LookupKey};
 
 /// Devices per answer; ISE pages with `paging` beyond it.

@@ -8,6 +8,7 @@ mod ddm;
 mod health;
 mod inventory;
 mod ise;
+pub mod permissions;
 mod pki;
 mod profiles;
 mod push;
@@ -25,7 +26,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::service::{now, ServiceError};
+use crate::clock::now;
+use crate::service::ServiceError;
 
 /// One admin-API operation: the router and the OpenAPI description are both
 /// built from this table (`routes!`), so neither can forget one.
@@ -234,7 +236,7 @@ async fn openapi_json() -> Response {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
-    pub role: crate::service::accounts::Role,
+    pub role: crate::service::access::accounts::Role,
 }
 
 /// The credentials in a request: (name, secret). The admin key is `admin`.
@@ -276,14 +278,14 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let Some((name, secret)) = credentials(req.headers()) else {
         return unauthorized();
     };
-    let source = crate::service::limits::client_ip(
+    let source = crate::service::access::limits::client_ip(
         &app.enroll_networks,
-        req.extensions().get::<crate::service::limits::TcpPeer>(),
-        req.headers(),
+        req.extensions().get::<crate::service::access::limits::TcpPeer>(),
+        |name| req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()),
     );
     // A derived-credential provider's app, with its per-device upload token:
     // only this one request, checked by the handler.
-    if secret.starts_with(crate::service::derived::TOKEN_PREFIX)
+    if secret.starts_with(crate::service::credentials::derived::TOKEN_PREFIX)
         && path == "/v1/derived-credentials"
         && req.method() == axum::http::Method::POST
     {
@@ -303,7 +305,7 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     };
     let role = if is_admin_key {
         attempt.succeeded();
-        crate::service::accounts::Role::Admin
+        crate::service::access::accounts::Role::Admin
     } else if name == "admin" {
         tracing::info!(client = %source, "admin API: wrong admin key");
         return unauthorized();
@@ -333,7 +335,7 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
             }
         }
     };
-    if !role.allows(req.method(), &path) {
+    if !permissions::allowed(role, req.method(), &path) {
         return error(
             StatusCode::FORBIDDEN,
             format!("account {name} ({}) may not {} {path}", role.as_str(), req.method()),
@@ -344,7 +346,7 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
 }
 
 /// 429 with `Retry-After` for a source (or account) with too many failed credential checks.
-pub fn too_many(wait: crate::service::limits::RetryAfter) -> Response {
+pub fn too_many(wait: crate::service::access::limits::RetryAfter) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, wait.0.max(1).to_string())],
@@ -526,7 +528,7 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         vouched: false,
         renews: None,
     };
-    let hash = crate::service::enroll::sha256_hex(&id);
+    let hash = crate::pki::sha256_hex(&id);
     match app
         .mdm
         .store

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::{error, store_error, views};
 use crate::app::App;
 use crate::pki::ca::describe;
-use crate::service::now;
+use crate::clock::now;
 use crate::store::{IssuedCert, SecretKind};
 
 fn cert_view(c: &IssuedCert) -> serde_json::Value {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::pki::secrets::SecretBox;
 use crate::protocol::json::plist_to_json;
-use crate::service::sealed;
+use crate::service::commands::sealed;
 use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
 
 pub fn time(t: i64) -> Value {

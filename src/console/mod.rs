@@ -36,8 +36,8 @@ use tower::ServiceExt as _;
 
 use crate::api::Caller;
 use crate::app::App;
-use crate::service::accounts::Role;
-use crate::service::now;
+use crate::service::access::accounts::Role;
+use crate::clock::now;
 
 const COOKIE: &str = "mdmd_ui";
 const LOGIN_COOKIE: &str = "mdmd_ui_login";
@@ -177,7 +177,7 @@ impl Console {
     /// The session of a request, if it has a live one.
     pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let token = cookie(headers, COOKIE)?;
-        let key = crate::service::enroll::sha256_hex(&token);
+        let key = crate::pki::sha256_hex(&token);
         let rec = self.app.mdm.store.record(SESSIONS, &key).await.ok()??;
         let s: Session = serde_json::from_value(rec.value).ok()?;
         if s.expires_at <= now() {
@@ -195,7 +195,7 @@ impl Console {
     /// Send one request to the admin API as the session's account.
     pub async fn api(&self, s: &Session, method: Method, path_and_query: &str, body: Option<(&str, Vec<u8>)>) -> ApiReply {
         let path = path_and_query.split('?').next().unwrap_or("");
-        if !s.role.allows(&method, path) {
+        if !crate::api::permissions::allowed(s.role, &method, path) {
             return ApiReply {
                 status: StatusCode::FORBIDDEN,
                 body: json!({"error": format!("account {} ({}) may not {method} {path}", s.name, s.role.as_str())}),
@@ -312,7 +312,7 @@ fn safe_next(next: Option<&str>) -> String {
 
 async fn login(
     State(c): State<Shared>,
-    peer: Option<axum::extract::Extension<crate::service::limits::TcpPeer>>,
+    peer: Option<axum::extract::Extension<crate::service::access::limits::TcpPeer>>,
     headers: HeaderMap,
     axum::Form(f): axum::Form<LoginForm>,
 ) -> Response {
@@ -325,7 +325,7 @@ async fn login(
         );
     }
     let next = safe_next(f.next.as_deref());
-    let ip = crate::service::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), &headers);
+    let ip = crate::service::access::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()));
     let attempt = match c.app.limiter.begin(ip, &f.name) {
         Ok(a) => a,
         Err(wait) => {
@@ -382,7 +382,7 @@ async fn login(
         expires_at: t + SESSION_SECONDS,
         account_created_at,
     };
-    let key = crate::service::enroll::sha256_hex(&token);
+    let key = crate::pki::sha256_hex(&token);
     let stored = match serde_json::to_value(&s) {
         Ok(v) => c.app.mdm.store.put_record(SESSIONS, &key, v, t, Some(0)).await,
         Err(e) => Err(crate::store::StoreError::Corrupt(e.to_string())),
@@ -427,7 +427,7 @@ async fn logout(State(c): State<Shared>, headers: HeaderMap, axum::Form(f): axum
         Access::Out(r) => return r,
     };
     if let Some(token) = cookie(&headers, COOKIE) {
-        let key = crate::service::enroll::sha256_hex(&token);
+        let key = crate::pki::sha256_hex(&token);
         let _ = c.app.mdm.store.delete_record(SESSIONS, &key, None).await;
     }
     tracing::info!(account = %s.name, "console sign-out");

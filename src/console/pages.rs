@@ -224,7 +224,7 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
     let counts = &compliance.body["counts"];
     let n = |k: &str| counts.get(k).and_then(Value::as_u64).unwrap_or(0);
     let certs = &health.body["certificates"];
-    let fleet = if s.role.allows(&Method::GET, "/v1/devices") {
+    let fleet = if crate::api::permissions::allowed(s.role, &Method::GET, "/v1/devices") {
         c.fleet.get(&c.app).await
     } else {
         None
@@ -246,7 +246,7 @@ pub async fn dashboard(State(c): State<Shared>, h: HeaderMap) -> Response {
         @if !compliance.ok() { (Flash::error(compliance.error()).render()) }
         @if let Some(f) = &fleet {
             h2 { "Enrollments and check-ins, last 30 days" }
-            (chart(&f.per_day(crate::service::now(), 30)))
+            (chart(&f.per_day(crate::clock::now(), 30)))
             p.sub { small { "From the fleet summary: " (f.rows.len()) " devices, read " (f.built.elapsed().as_secs()) " s ago in " (f.build_ms) " ms." } }
         }
         h2 { "Certificates" }
@@ -391,7 +391,7 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
         let (os, seen) = (q.os.clone().unwrap_or_default(), q.seen.clone().unwrap_or_default());
         match c.fleet.get(&c.app).await {
             Some(f) => {
-                let t = crate::service::now();
+                let t = crate::clock::now();
                 let after = q.after.clone().unwrap_or_default();
                 let ids: Vec<String> = f
                     .rows
@@ -443,7 +443,7 @@ pub async fn devices(State(c): State<Shared>, h: HeaderMap, Query(q): Query<Devi
     let compliance = q.compliance.clone().unwrap_or_default();
     let (os, seen) = (q.os.clone().unwrap_or_default(), q.seen.clone().unwrap_or_default());
     let versions = match c.fleet.get(&c.app).await {
-        Some(f) if s.role.allows(&Method::GET, "/v1/devices") => f.os_versions().to_vec(),
+        Some(f) if crate::api::permissions::allowed(s.role, &Method::GET, "/v1/devices") => f.os_versions().to_vec(),
         _ => vec![],
     };
     let filters = format!(
@@ -579,7 +579,7 @@ pub async fn device(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String
     }
     let dv = &d.body;
     let name = device_name(dv);
-    let can_act = s.role.allows(&Method::POST, "/v1/commands");
+    let can_act = crate::api::permissions::allowed(s.role, &Method::POST, "/v1/commands");
     let mut history: Vec<Value> = cmds.body["commands"].as_array().cloned().unwrap_or_default();
     history.reverse();
     let flash = fq.flash();
@@ -853,7 +853,7 @@ pub async fn profiles(State(c): State<Shared>, h: HeaderMap, Query(fq): Query<Fl
 
 async fn profiles_page(c: &Console, s: &Session, flash: Option<Flash>) -> Response {
     let list = c.get(s, "/v1/profiles").await;
-    let can_upload = s.role.allows(&Method::POST, "/v1/profiles");
+    let can_upload = crate::api::permissions::allowed(s.role, &Method::POST, "/v1/profiles");
     let body = html! {
         @if can_upload {
             form.upload method="post" action="/ui/profiles" enctype="multipart/form-data" {
@@ -940,7 +940,7 @@ pub async fn profile(State(c): State<Shared>, h: HeaderMap, Path(id): Path<Strin
         .filter_map(|x| x["set"].as_str().map(str::to_owned))
         .collect();
     let t = &r.body;
-    let can_act = s.role.allows(&Method::POST, &format!("/v1/profiles/{id}/install"));
+    let can_act = crate::api::permissions::allowed(s.role, &Method::POST, &format!("/v1/profiles/{id}/install"));
     let body = html! {
         p.sub { code { (id) } }
         table.kv { tbody {
@@ -1047,7 +1047,7 @@ pub async fn enrollment(State(c): State<Shared>, h: HeaderMap) -> Response {
 
 async fn enrollment_page(c: &Console, s: &Session, invitation: Option<&Value>, flash: Option<Flash>) -> Response {
     let (ca, push) = tokio::join!(c.get(s, "/v1/ca"), c.get(s, "/v1/push-cert"));
-    let can_invite = s.role.allows(&Method::POST, "/v1/enrollments/invitations");
+    let can_invite = crate::api::permissions::allowed(s.role, &Method::POST, "/v1/enrollments/invitations");
     let users: Vec<&str> = c.app.enroll_users.iter().map(|(u, _)| u.as_str()).collect();
     let p = &push.body;
     let body = html! {
@@ -1152,7 +1152,7 @@ pub async fn certificates(State(c): State<Shared>, h: HeaderMap, Query(q): Query
             r.body["certificates"].as_array().cloned().unwrap_or_default()
         }
     };
-    let can_revoke = s.role.allows(&Method::POST, "/v1/certificates/x/revoke");
+    let can_revoke = crate::api::permissions::allowed(s.role, &Method::POST, "/v1/certificates/x/revoke");
     let body = html! {
         form.search method="get" action="/ui/certificates" role="search" {
             label for="q" { "Serial" }

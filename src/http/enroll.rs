@@ -42,7 +42,7 @@ fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
     })
 }
 
-fn too_many(wait: crate::service::limits::RetryAfter, what: &str) -> Response {
+fn too_many(wait: crate::service::access::limits::RetryAfter, what: &str) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [
@@ -55,14 +55,14 @@ fn too_many(wait: crate::service::limits::RetryAfter, what: &str) -> Response {
 }
 
 fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> std::net::IpAddr {
-    let peer = peer.map(|p| crate::service::limits::TcpPeer(p.0));
-    crate::service::limits::client_ip(&app.enroll_networks, peer.as_ref(), headers)
+    let peer = peer.map(|p| crate::service::access::limits::TcpPeer(p.0));
+    crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_ref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()))
 }
 
 /// Conditional enrollment: refuse clients outside the allowed networks.
 fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
     let peer = peer?.0.ip();
-    match app.enroll_networks.check(peer, headers) {
+    match app.enroll_networks.check(peer, |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok())) {
         Ok(()) => None,
         Err(ip) => {
             tracing::warn!(client = %ip, "enrollment refused: not from an allowed network");

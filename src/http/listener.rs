@@ -133,7 +133,7 @@ where
         .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(cert.clone());
             req.extensions_mut().insert(addr);
-            req.extensions_mut().insert(crate::service::limits::TcpPeer(addr.0));
+            req.extensions_mut().insert(crate::service::access::limits::TcpPeer(addr.0));
             req
         })
         .service(router);

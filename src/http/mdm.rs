@@ -211,8 +211,8 @@ pub async fn ddm_asset(
     let body = serde_json::json!({
         "URL": format!("{}/scep", app.enroller.cfg.public_url.trim_end_matches('/')),
         "Challenge": challenge,
-        // Within the SCEP subject policy (`pki::scep_policy`: 64 characters an attribute).
-        "Subject": [[["O", org.chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()]], [["CN", format!("{asset} {enrollment}").chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()]]],
+        // Within the SCEP subject policy (`pki::scep::policy`: 64 characters an attribute).
+        "Subject": [[["O", org.chars().take(crate::pki::scep::policy::MAX_ATTR_CHARS).collect::<String>()]], [["CN", format!("{asset} {enrollment}").chars().take(crate::pki::scep::policy::MAX_ATTR_CHARS).collect::<String>()]]],
         "Keysize": 2048,
         "KeyType": "RSA",
         "KeyUsage": 5,

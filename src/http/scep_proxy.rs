@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::mdm::text;
 use super::App;
-use crate::service::orgca::CaError;
+use crate::service::credentials::orgca::CaError;
 
 async fn forward(app: &App, ca: &str, token: &str, query: Option<String>, post: Option<(String, Vec<u8>)>) -> Response {
     let Some(cas) = app.commander.orgcas() else {

@@ -36,7 +36,7 @@ use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::now;
+use crate::clock::now;
 use crate::pki::secrets::SecretBox;
 use crate::store::{Store, StoreError};
 

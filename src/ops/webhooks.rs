@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::now;
+use crate::clock::now;
 use crate::pki::secrets::SecretBox;
 use crate::store::{OutboxEvent, Store, StoreError};
 

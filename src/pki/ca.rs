@@ -46,9 +46,9 @@ pub struct Pki {
     pub signer: KeyPair,
     trust: X509Store,
     /// The CA parsed once for SCEP's fast path and chain checks (RSA CAs).
-    pub fast: Option<super::fastscep::CaFast>,
+    pub fast: Option<super::scep::fast::CaFast>,
     /// Signer public keys for the Mdm-Signature fast path.
-    pub keys: super::fastcms::KeyCache,
+    pub keys: super::cms::fast::KeyCache,
     /// Certificates (by SHA-256) already found to chain to our CA: chain
     /// verification is costly and immutable per certificate. Validity dates
     /// and revocation are still checked on every request.
@@ -124,7 +124,7 @@ fn builder(
     b.set_subject_name(subject)?;
     b.set_issuer_name(issuer)?;
     b.set_pubkey(pubkey)?;
-    let now = crate::service::now();
+    let now = crate::clock::now();
     let not_before = Asn1Time::from_unix(now - backdate_secs)?;
     let not_after = Asn1Time::from_unix(now + days as i64 * 86_400)?;
     b.set_not_before(&not_before)?;
@@ -168,7 +168,7 @@ impl Pki {
             keys: Default::default(),
             chained: Default::default(),
         };
-        pki.fast = super::fastscep::CaFast::new(&pki.ca.cert, &pki.ca.key);
+        pki.fast = super::scep::fast::CaFast::new(&pki.ca.cert, &pki.ca.key);
         let host = cfg.public_host.clone();
         pki.tls = pki.supplied_or_issued(
             (&cfg.tls_cert, &cfg.tls_key),
@@ -274,15 +274,15 @@ impl Pki {
 
     /// Issue a device identity for a SCEP request: encoded in Rust and signed
     /// with the pooled CA key when the CA is RSA, else through OpenSSL's builder.
-    pub fn issue_for(&self, csr: &super::fastscep::Csr, days: u32) -> Result<super::fastscep::Issued, PkiError> {
+    pub fn issue_for(&self, csr: &super::scep::fast::Csr, days: u32) -> Result<super::scep::fast::Issued, PkiError> {
         if let Some(fast) = &self.fast {
-            return super::fastscep::issue_identity(fast, csr, days);
+            return super::scep::fast::issue_identity(fast, csr, days);
         }
         let key = PKey::public_key_from_der(&der::Encode::to_der(&csr.spki).map_err(|e| PkiError::Crypto(e.to_string()))?)?;
         let subject = openssl::x509::X509Name::from_der(&der::Encode::to_der(&csr.subject).map_err(|e| PkiError::Crypto(e.to_string()))?)?;
         let cert = self.issue_identity(&key, &subject, days)?;
         let desc = describe(&cert);
-        Ok(super::fastscep::Issued {
+        Ok(super::scep::fast::Issued {
             der: cert.to_der()?,
             serial: desc["serial"].as_str().unwrap_or_default().to_owned(),
             subject: desc["subject"].as_str().unwrap_or_default().to_owned(),
@@ -303,8 +303,8 @@ impl Pki {
     /// Does `cert` chain to our CA and is it within its validity window now?
     /// The chain result is cached; the dates are not. Our own CA's signature
     /// is checked on the DER in Rust with a pooled key (no OpenSSL parse).
-    pub fn verify_chain_cached(&self, cert: &super::fastcms::CachedCert) -> Result<(), PkiError> {
-        let now = crate::service::now();
+    pub fn verify_chain_cached(&self, cert: &super::cms::fast::CachedCert) -> Result<(), PkiError> {
+        let now = crate::clock::now();
         if cert.not_after < now {
             return Err(PkiError::BadCertificate("certificate has expired".into()));
         }
@@ -398,7 +398,7 @@ fn covers(cert: &X509Ref, host: &str) -> bool {
 }
 
 fn not_expiring(cert: &X509Ref) -> bool {
-    asn1_unix(cert.not_after()) > crate::service::now() + 30 * 86_400
+    asn1_unix(cert.not_after()) > crate::clock::now() + 30 * 86_400
 }
 
 /// One line about a certificate, for `mdmd ca show`.

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use openssl::x509::X509;
 
-use super::fastcms::{self, Fast};
+use super::cms::fast::{self as fastcms, Fast};
 use super::{asn1_unix, cert_sha256, cms, Pki, PkiError};
 
 #[derive(Debug, Clone)]

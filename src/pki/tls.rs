@@ -51,7 +51,7 @@ impl LiveTls {
         if self.certificate().and_then(|c| c.to_der().ok()).as_deref() == Some(new_der.as_slice()) {
             return Ok(false);
         }
-        if super::asn1_unix(pair.cert.not_after()) <= crate::service::now() {
+        if super::asn1_unix(pair.cert.not_after()) <= crate::clock::now() {
             return Err(super::PkiError::Io(format!("{} has expired", self.cert_path.display())));
         }
         self.replace(acceptor_for(&pair)?);

@@ -60,11 +60,21 @@ pub struct CommandReport {
     pub status: Status,
     pub command_uuid: Option<String>,
     pub error_chain: Vec<ErrorChainItem>,
+    /// The whole root dictionary (a query command's answer), parsed once and
+    /// passed on (empty when built with `from_dict`, which borrows).
+    pub answer: plist::Dictionary,
 }
 
 impl CommandReport {
     pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
-        Self::from_dict(&parse_dict(body)?)
+        Self::from_owned_dict(parse_dict(body)?)
+    }
+
+    /// As `from_dict`, keeping the dictionary as `answer`.
+    pub fn from_owned_dict(d: plist::Dictionary) -> Result<Self, ProtocolError> {
+        let mut r = Self::from_dict(&d)?;
+        r.answer = d;
+        Ok(r)
     }
 
     pub fn from_dict(d: &plist::Dictionary) -> Result<Self, ProtocolError> {
@@ -95,6 +105,7 @@ impl CommandReport {
             status,
             command_uuid,
             error_chain,
+            answer: plist::Dictionary::new(),
         })
     }
 }

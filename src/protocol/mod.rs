@@ -61,7 +61,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, ProtocolError> {
     if checkin::is_checkin(&d) {
         CheckinRequest::from_dict(&d).map(Request::Checkin)
     } else {
-        CommandReport::from_dict(&d).map(Request::Report)
+        CommandReport::from_owned_dict(d).map(Request::Report)
     }
 }
 

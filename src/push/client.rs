@@ -211,7 +211,7 @@ impl ApnsClient {
         let expiration = if self.cfg.expiration_secs <= 0 {
             0
         } else {
-            crate::service::now() + self.cfg.expiration_secs
+            crate::clock::now() + self.cfg.expiration_secs
         };
         let req = match hyper::Request::post(format!("{}/3/device/{token_hex}", self.scheme_host))
             .header("apns-topic", topic)

@@ -8,6 +8,9 @@
 
 pub mod cert;
 pub mod client;
+pub mod wake;
+
+pub use wake::{NoPush, Topic, Waker};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::service::{now, Topic, Waker};
+use crate::clock::now;
 use crate::store::{PushRecord, Store};
 use cert::{PushCert, PushCertFiles};
 use client::{ApnsClient, PushResult};
@@ -103,8 +106,8 @@ pub struct Pusher {
     /// A 403 from APNs: surfaced on health, no pushes until a certificate is set.
     cert_error: Mutex<Option<(i64, String)>>,
     counters: Mutex<PushCounters>,
-    /// `mdmd.PushFailed` events (set at start).
-    webhooks: std::sync::OnceLock<Arc<crate::service::webhooks::Webhooks>>,
+    /// `mdmd.PushFailed` events (when receivers are configured).
+    webhooks: Option<Arc<crate::ops::webhooks::Webhooks>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,6 +122,7 @@ impl Pusher {
         topic: Arc<Topic>,
         files: PushCertFiles,
         cfg: PushConfig,
+        webhooks: Option<Arc<crate::ops::webhooks::Webhooks>>,
     ) -> Arc<Pusher> {
         Arc::new(Pusher {
             client,
@@ -137,14 +141,8 @@ impl Pusher {
             dead: Mutex::new(HashMap::new()),
             cert_error: Mutex::new(None),
             counters: Mutex::new(PushCounters::default()),
-            webhooks: std::sync::OnceLock::new(),
+            webhooks: webhooks.filter(|w| w.enabled()),
         })
-    }
-
-    pub fn set_webhooks(&self, w: Arc<crate::service::webhooks::Webhooks>) {
-        if w.enabled() {
-            let _ = self.webhooks.set(w);
-        }
     }
 
     /// Load the certificate (the shared one in the store, else the files, which
@@ -196,7 +194,7 @@ impl Pusher {
         });
         let me = Arc::downgrade(self);
         let every = self.cfg.repush_every.max(Duration::from_secs(1));
-        let lease = crate::service::lease::Lease::new(self.store.clone(), "repush-sweep", &self.cfg.instance, every * 3);
+        let lease = crate::ops::lease::Lease::new(self.store.clone(), "repush-sweep", &self.cfg.instance, every * 3);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -486,7 +484,7 @@ impl Pusher {
             }
         }
         if !accepted {
-            if let Some(w) = self.webhooks.get() {
+            if let Some(w) = self.webhooks.as_ref() {
                 let ev = w.own_event(
                     "mdmd.PushFailed",
                     serde_json::json!({"enrollment": id, "outcome": result.label(), "attempts": attempt, "token_disabled": disable}),

@@ -18,13 +18,14 @@
 //! `DeclarativeManagement` command carrying its new sync tokens, and a push.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::{now, Mdm, ServiceError};
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::protocol::declarative::{self, Declaration, Kind};
 use crate::protocol::schema::Problem;
 use crate::store::{CommandRecord, Store};
@@ -201,7 +202,8 @@ pub struct DeclarationStatus {
 pub struct Ddm {
     store: Arc<dyn Store>,
     pub cfg: DdmConfig,
-    mdm: OnceLock<Weak<Mdm>>,
+    /// The service it queues through (weak: the `Mdm` owns this `Ddm`).
+    mdm: Weak<Mdm>,
     dirty: Mutex<HashSet<String>>,
     kick: tokio::sync::Notify,
 }
@@ -214,19 +216,20 @@ fn rfc3339(t: i64) -> String {
 }
 
 impl Ddm {
-    pub fn new(store: Arc<dyn Store>, cfg: DdmConfig) -> Arc<Ddm> {
+    /// Built inside the `Mdm` it belongs to (`Arc::new_cyclic`): `mdm` is
+    /// that service, reachable once it is built.
+    pub fn new(store: Arc<dyn Store>, cfg: DdmConfig, mdm: Weak<Mdm>) -> Arc<Ddm> {
         Arc::new(Ddm {
             store,
             cfg,
-            mdm: OnceLock::new(),
+            mdm,
             dirty: Mutex::new(HashSet::new()),
             kick: tokio::sync::Notify::new(),
         })
     }
 
-    /// Wire to the service (queueing and pushes) and start the sync sender.
-    pub fn start(self: &Arc<Self>, mdm: &Arc<Mdm>) {
-        let _ = self.mdm.set(Arc::downgrade(mdm));
+    /// Start the sync sender.
+    pub fn start(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -750,7 +753,7 @@ impl Ddm {
             tracing::warn!(%enrollment, error = %err, "DDM: status not recorded in the device facts");
             return;
         }
-        if let Some(mdm) = self.mdm.get().and_then(Weak::upgrade) {
+        if let Some(mdm) = self.mdm.upgrade() {
             if let Err(err) = mdm.evaluate_compliance(&e.device).await {
                 tracing::warn!(%enrollment, error = %err, "DDM: compliance not evaluated");
             }
@@ -818,7 +821,7 @@ impl Ddm {
     /// Queue one DeclarativeManagement command (with the current tokens) per
     /// enrollment, and push.
     pub async fn send_sync(&self, ids: Vec<String>) -> Result<usize, DdmError> {
-        let Some(mdm) = self.mdm.get().and_then(Weak::upgrade) else {
+        let Some(mdm) = self.mdm.upgrade() else {
             return Ok(0);
         };
         let mut items = Vec::with_capacity(ids.len());

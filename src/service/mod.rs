@@ -3,34 +3,21 @@
 //! parsed request and get back what to answer.
 
 pub mod access;
-pub mod accounts;
-pub mod acme;
 pub mod checkin;
 pub mod commands;
-pub mod compliance;
-pub mod connect;
 pub mod credentials;
 pub mod ddm;
-pub mod derived;
-pub mod enqueue;
 pub mod enroll;
-pub mod identity;
-pub mod inventory;
-pub mod lease;
-pub mod limits;
-pub mod nac;
-pub mod netpolicy;
-pub mod orgca;
-pub mod profile_service;
-pub mod sealed;
-pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
+use crate::clock::now;
+use crate::ops::webhooks;
 use crate::pki::secrets::SecretBox;
+use crate::push::{Topic, Waker};
 use crate::store::{Store, StoreError};
 
 pub use checkin::CheckinReply;
@@ -47,14 +34,6 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
-/// Wakes devices after something was queued for them (APNs, or nothing).
-pub trait Waker: Send + Sync {
-    fn wake(&self, enrollment_ids: Vec<String>);
-    /// A TokenUpdate arrived for this token (hex): pushes to it may resume,
-    /// even if APNs called it dead moments ago.
-    fn token_updated(&self, _token_hex: &str) {}
-}
-
 /// Told when a device's identity certificate changed (identity renewal):
 /// whatever was encrypted to the old certificate and is still queued must be
 /// built again for the new one.
@@ -67,35 +46,6 @@ pub trait IdentityHook: Send + Sync {
     async fn command_finished(&self, _enrollment: &str, _request_type: &str, _raw: &[u8]) {}
 }
 
-/// A waker that only logs: used until a push certificate is configured.
-pub struct NoPush;
-impl Waker for NoPush {
-    fn wake(&self, ids: Vec<String>) {
-        tracing::debug!(count = ids.len(), "no push certificate configured: devices are not woken");
-    }
-}
-
-/// The APNs topic devices enroll with: the push certificate's UID (or the
-/// placeholder until one is set). Changes at run time when an admin sets a
-/// certificate with another topic (forced).
-pub struct Topic(std::sync::RwLock<String>);
-
-impl Topic {
-    pub fn new(t: String) -> Arc<Topic> {
-        Arc::new(Topic(std::sync::RwLock::new(t)))
-    }
-
-    pub fn get(&self) -> String {
-        self.0.read().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    pub fn set(&self, t: String) {
-        if let Ok(mut g) = self.0.write() {
-            *g = t;
-        }
-    }
-}
-
 pub struct Mdm {
     pub store: Arc<dyn Store>,
     /// The APNs topic devices must name (from the push certificate or configuration).
@@ -106,25 +56,18 @@ pub struct Mdm {
     /// Refuse re-enrollment of an active device by another identity unless
     /// vouched for or approved (`--reenroll-policy strict`, the default).
     pub strict_reenroll: bool,
-    /// Set once at start (weak: the hook owns this `Mdm`).
-    identity_hook: std::sync::OnceLock<std::sync::Weak<dyn IdentityHook>>,
+    /// Weak: the hook (the `Commander`) owns this `Mdm`; see `with_identity_hook`.
+    identity_hook: Option<std::sync::Weak<dyn IdentityHook>>,
     /// Last-seen times, flushed to the store in the background (not worth an fsync per poll).
     seen: Mutex<HashMap<String, i64>>,
     /// The compliance policy (reloaded when its file changes).
-    pub policy: Arc<compliance::PolicyFile>,
+    pub policy: Arc<access::compliance::PolicyFile>,
     /// Refresh inventory this often (seconds) and after enrollment; 0: never.
     pub inventory_interval: i64,
-    /// Events out (set at start when receivers are configured).
-    webhooks: std::sync::OnceLock<Arc<webhooks::Webhooks>>,
-    /// Declarative management (set at start).
-    ddm: std::sync::OnceLock<Arc<ddm::Ddm>>,
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    /// Events out (when receivers are configured).
+    webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// Declarative management.
+    ddm: Option<Arc<ddm::Ddm>>,
 }
 
 impl Mdm {
@@ -135,26 +78,28 @@ impl Mdm {
             waker,
             secrets,
             strict_reenroll: true,
-            identity_hook: std::sync::OnceLock::new(),
+            identity_hook: None,
             seen: Mutex::new(HashMap::new()),
-            policy: Arc::new(compliance::PolicyFile::empty()),
+            policy: Arc::new(access::compliance::PolicyFile::empty()),
             inventory_interval: 0,
-            webhooks: std::sync::OnceLock::new(),
-            ddm: std::sync::OnceLock::new(),
+            webhooks: None,
+            ddm: None,
         }
     }
 
-    pub fn set_webhooks(&self, w: Arc<webhooks::Webhooks>) {
-        let _ = self.webhooks.set(w);
+    /// Send events to these webhooks (when any receiver is configured).
+    pub fn with_webhooks(mut self, w: Arc<webhooks::Webhooks>) -> Self {
+        self.webhooks = Some(w);
+        self
     }
 
     /// The webhooks, when any receiver is configured.
     pub fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
-        self.webhooks.get().filter(|w| w.enabled())
+        self.webhooks.as_ref().filter(|w| w.enabled())
     }
 
     /// Compliance policy and inventory schedule.
-    pub fn with_inventory(mut self, policy: Arc<compliance::PolicyFile>, interval: i64) -> Self {
+    pub fn with_inventory(mut self, policy: Arc<access::compliance::PolicyFile>, interval: i64) -> Self {
         self.policy = policy;
         self.inventory_interval = interval;
         self
@@ -165,26 +110,34 @@ impl Mdm {
         self
     }
 
-    pub fn set_ddm(&self, d: Arc<ddm::Ddm>) {
-        let _ = self.ddm.set(d);
+    /// Declarative management. The `Ddm` queues through this `Mdm`, so it is
+    /// built inside it: `Arc::new_cyclic(|me| Mdm::new(…).with_ddm(Ddm::new(…, me.clone())))`.
+    pub fn with_ddm(mut self, d: Arc<ddm::Ddm>) -> Self {
+        self.ddm = Some(d);
+        self
     }
 
     pub fn ddm(&self) -> Option<&Arc<ddm::Ddm>> {
-        self.ddm.get()
+        self.ddm.as_ref()
     }
 
-    pub fn set_identity_hook(&self, hook: std::sync::Weak<dyn IdentityHook>) {
-        let _ = self.identity_hook.set(hook);
+    /// What follows an identity change or a finished command. The hook (the
+    /// `Commander`) owns this `Mdm`, so the two are built together:
+    /// `Arc::new_cyclic(|hook| Commander::new(Arc::new(Mdm::new(…).with_identity_hook(hook.clone())), …))`
+    /// (see `server::run`); the weak reference upgrades once both exist.
+    pub fn with_identity_hook(mut self, hook: std::sync::Weak<dyn IdentityHook>) -> Self {
+        self.identity_hook = Some(hook);
+        self
     }
 
     pub(crate) async fn command_finished(&self, id: &str, request_type: &str, raw: &[u8]) {
-        if let Some(h) = self.identity_hook.get().and_then(std::sync::Weak::upgrade) {
+        if let Some(h) = self.identity_hook.as_ref().and_then(std::sync::Weak::upgrade) {
             h.command_finished(id, request_type, raw).await;
         }
     }
 
     pub(crate) async fn identity_changed(&self, id: &str) {
-        if let Some(h) = self.identity_hook.get().and_then(std::sync::Weak::upgrade) {
+        if let Some(h) = self.identity_hook.as_ref().and_then(std::sync::Weak::upgrade) {
             h.identity_changed(id).await;
         }
     }

@@ -71,7 +71,7 @@ pub fn loopback_server_cert() -> anyhow::Result<(X509, openssl::pkey::PKey<opens
 
 fn reply(status: u16, reason: Option<&str>) -> Response<Full<Bytes>> {
     let body = match reason {
-        Some(r) => serde_json::json!({"reason": r, "timestamp": crate::service::now() * 1000}).to_string(),
+        Some(r) => serde_json::json!({"reason": r, "timestamp": crate::clock::now() * 1000}).to_string(),
         None => String::new(),
     };
     Response::builder()

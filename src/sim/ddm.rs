@@ -381,7 +381,7 @@ impl SimDevice {
         }
         let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
         let due = time::PrimitiveDateTime::parse(&deadline, &fmt)
-            .map(|d| d.assume_utc().unix_timestamp() <= crate::service::now())
+            .map(|d| d.assume_utc().unix_timestamp() <= crate::clock::now())
             .unwrap_or(false);
         if due {
             self.os_version = target;

@@ -644,7 +644,7 @@ impl SimDevice {
             .context("no upload URL in the app's configuration ($DERIVED_CREDENTIAL_URL)")?;
         let token = strings
             .iter()
-            .find(|v| v.starts_with(crate::service::derived::TOKEN_PREFIX))
+            .find(|v| v.starts_with(crate::service::credentials::derived::TOKEN_PREFIX))
             .context("no upload token in the app's configuration ($DERIVED_CREDENTIAL_TOKEN)")?;
         let body = serde_json::json!({
             "usage": usage,

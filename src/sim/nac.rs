@@ -79,7 +79,7 @@ fn seeded(i: usize, now: i64) -> Vec<Row> {
 /// batches; returns the seconds it took.
 pub async fn seed(store: &dyn CopyStore, n: usize) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let now = crate::service::now();
+    let now = crate::clock::now();
     let mut batch = Vec::with_capacity(3 * 5000);
     for i in 0..n {
         batch.extend(seeded(i, now));

@@ -259,7 +259,7 @@ pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
 /// expired), as a PKCS#12 with `password`.
 pub fn issue_pkcs12(ca: &SimIdentity, cn: &str, days: i64, password: &str) -> anyhow::Result<Vec<u8>> {
     let (key, mut b) = builder(cn, Some(&ca.cert))?;
-    let now = crate::service::now();
+    let now = crate::clock::now();
     let (from, to) = if days >= 0 {
         (now - 60, now + days * 86_400)
     } else {

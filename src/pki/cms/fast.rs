@@ -22,6 +22,8 @@ use der::{Decode, Encode};
 use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
 
+use crate::pki::asn1::{digest_for, md_named};
+
 pub enum Fast {
     /// Verified: the signer certificate.
     Verified(Arc<CachedCert>),
@@ -36,35 +38,7 @@ const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1
 const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
-/// The digest algorithm, and the data's digest computed in Rust (no OpenSSL
-/// algorithm fetch, whose locks are a visible cost per request on OpenSSL 3.0).
-pub(crate) fn digest_for(oid: &ObjectIdentifier, content: &[u8]) -> Option<(&'static str, Vec<u8>)> {
-    use sha2::Digest as _;
-    Some(match oid.to_string().as_str() {
-        "1.3.14.3.2.26" => ("sha1", sha1::Sha1::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.1" => ("sha256", sha2::Sha256::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.2" => ("sha384", sha2::Sha384::digest(content).to_vec()),
-        "2.16.840.1.101.3.4.2.3" => ("sha512", sha2::Sha512::digest(content).to_vec()),
-        _ => return None,
-    })
-}
 
-/// The OpenSSL digest of a `digest_for` name, fetched once (explicit fetch).
-pub(crate) fn md_named(name: &str) -> Option<&'static openssl::md::MdRef> {
-    static M: std::sync::OnceLock<Vec<(&'static str, Option<openssl::md::Md>)>> = std::sync::OnceLock::new();
-    let all = M.get_or_init(|| {
-        [
-            ("sha1", "SHA1"),
-            ("sha256", "SHA2-256"),
-            ("sha384", "SHA2-384"),
-            ("sha512", "SHA2-512"),
-        ]
-        .into_iter()
-        .map(|(ours, theirs)| (ours, openssl::md::Md::fetch(None, theirs, None).ok()))
-        .collect()
-    });
-    all.iter().find(|(n, _)| *n == name)?.1.as_deref()
-}
 
 impl CachedCert {
     /// Verify `sig` over data whose digest (by `md`) is `digest`.
@@ -127,7 +101,7 @@ impl CachedCert {
     fn parse(der: &[u8], cert: &x509_cert::Certificate) -> Option<CachedCert> {
         let tbs = &cert.tbs_certificate;
         let spki = &tbs.subject_public_key_info;
-        let key = match super::fastscep::rsa_public(spki) {
+        let key = match crate::pki::asn1::rsa_public(spki) {
             Some((k, _)) => k,
             None => PKey::public_key_from_der(&spki.to_der().ok()?).ok()?,
         };
@@ -136,8 +110,8 @@ impl CachedCert {
             der: der.to_vec(),
             key,
             ctx: Mutex::new(None),
-            hash: super::cert_sha256(der),
-            serial: super::fastscep::serial_hex(tbs.serial_number.as_bytes()),
+            hash: crate::pki::cert_sha256(der),
+            serial: crate::pki::asn1::serial_hex(tbs.serial_number.as_bytes()),
             not_before: secs(&tbs.validity.not_before),
             not_after: secs(&tbs.validity.not_after),
             issuer: tbs.issuer.clone(),

@@ -7,6 +7,8 @@ use openssl::stack::Stack;
 use openssl::symm::Cipher;
 use openssl::x509::{X509Ref, X509};
 
+pub mod fast;
+
 use super::{Pki, PkiError};
 
 /// CMS SignedData with the profile bytes attached, signed by the profile-signing identity.

@@ -38,8 +38,8 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
-use super::fastcms::{digest_for, md_named};
-use super::PkiError;
+use crate::pki::asn1::{digest_for, md_named, rsa_public, serial_hex, RSA_ENCRYPTION};
+use crate::pki::PkiError;
 
 pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
@@ -47,7 +47,6 @@ pub const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.
 const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 pub const SCEP_MESSAGE_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.2");
@@ -126,7 +125,7 @@ impl Sym {
     fn fetched(self) -> Option<&'static openssl::cipher::CipherRef> {
         static C: OnceLock<Vec<Option<openssl::cipher::Cipher>>> = OnceLock::new();
         let all = C.get_or_init(|| {
-            super::ossl::load_providers();
+            crate::pki::ossl::load_providers();
             ["DES-CBC", "DES-EDE3-CBC", "AES-128-CBC", "AES-192-CBC", "AES-256-CBC"]
                 .iter()
                 .map(|n| openssl::cipher::Cipher::fetch(None, n, None).ok())
@@ -299,24 +298,6 @@ fn rsa_sig_digest(oid: &ObjectIdentifier) -> Option<ObjectIdentifier> {
     }))
 }
 
-/// An RSA public key from a SubjectPublicKeyInfo, built from its modulus and
-/// exponent (no decoder framework). `None` for other key types.
-pub fn rsa_public(spki: &SubjectPublicKeyInfoOwned) -> Option<(PKey<Public>, usize)> {
-    #[derive(der::Sequence)]
-    struct RsaPublicKey<'a> {
-        n: der::asn1::UintRef<'a>,
-        e: der::asn1::UintRef<'a>,
-    }
-    if spki.algorithm.oid != RSA_ENCRYPTION {
-        return None;
-    }
-    let k = RsaPublicKey::from_der(spki.subject_public_key.as_bytes()?).ok()?;
-    let n = openssl::bn::BigNum::from_slice(k.n.as_bytes()).ok()?;
-    let e = openssl::bn::BigNum::from_slice(k.e.as_bytes()).ok()?;
-    let bits = n.num_bits() as usize;
-    let rsa = openssl::rsa::Rsa::from_public_components(n, e).ok()?;
-    Some((PKey::from_rsa(rsa).ok()?, bits))
-}
 
 /// Verify an RSA PKCS#1 v1.5 signature over a digest with a key used once.
 fn verify_once(key: &PKey<Public>, md: &str, digest: &[u8], sig: &[u8]) -> bool {
@@ -375,7 +356,7 @@ impl Csr {
             return Err("CSR self-signature does not verify".into());
         }
         Ok(Csr {
-            challenge: super::scep::challenge_password(&der),
+            challenge: crate::pki::asn1::challenge_password(&der),
             subject: req.info.subject,
             spki: req.info.public_key,
             der,
@@ -386,7 +367,7 @@ impl Csr {
     pub fn verified(der: Vec<u8>) -> Result<Csr, String> {
         let req = Req::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
         Ok(Csr {
-            challenge: super::scep::challenge_password(&der),
+            challenge: crate::pki::asn1::challenge_password(&der),
             subject: req.info.subject,
             spki: req.info.public_key,
             der,
@@ -579,16 +560,6 @@ fn time(unix: i64) -> Result<Time, PkiError> {
     }
 }
 
-/// Upper-case hex of a positive serial without leading zero bytes (as OpenSSL prints it).
-pub fn serial_hex(bytes: &[u8]) -> String {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    let s = hex::encode_upper(&bytes[start..]);
-    if s.is_empty() {
-        "0".into()
-    } else {
-        s
-    }
-}
 
 /// "CN=…, O=…" in the certificate's order, with OpenSSL's short names.
 pub fn name_string(n: &Name) -> String {
@@ -625,7 +596,7 @@ pub fn issue_identity(ca: &CaFast, csr: &Csr, days: u32) -> Result<Issued, PkiEr
     let mut serial = [0u8; 16];
     openssl::rand::rand_bytes(&mut serial)?;
     serial[0] = (serial[0] & 0x7f) | 0x40; // positive, 16 bytes
-    let now = crate::service::now();
+    let now = crate::clock::now();
     let (not_before, not_after) = (now - 300, now + days as i64 * 86_400);
     let ski = sha1_of(csr.spki.subject_public_key.raw_bytes());
     let rfc = const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS;

@@ -9,8 +9,10 @@ use openssl::stack::Stack;
 use openssl::symm::Cipher;
 use openssl::x509::{X509Req, X509};
 
-use super::fastscep;
-pub use super::fastscep::{Csr, Sym};
+pub mod fast;
+pub mod policy;
+
+pub use fast::{Csr, Sym};
 use super::ossl::{self, AttrValue};
 use super::{Pki, PkiError};
 
@@ -72,9 +74,9 @@ fn message_type(n: Option<u32>) -> Option<MessageType> {
 /// (not PKCS#7, no transaction id or nonce, no signer): answer HTTP 400.
 /// The common shapes take `fastscep`'s path; anything else OpenSSL's.
 pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
-    if let Some(p) = pki.fast.as_ref().and_then(|ca| fastscep::parse(ca, der)) {
+    if let Some(p) = pki.fast.as_ref().and_then(|ca| fast::parse(ca, der)) {
         if let Some(message_type) = message_type(p.message_type) {
-            super::scep_policy::check_transaction_id(&p.transaction_id).map_err(PkiError::BadMessage)?;
+            policy::check_transaction_id(&p.transaction_id).map_err(PkiError::BadMessage)?;
             return Ok(ScepRequest {
                 message_type,
                 transaction_id: p.transaction_id,
@@ -95,7 +97,7 @@ pub fn parse_request(pki: &Pki, der: &[u8]) -> Result<ScepRequest, PkiError> {
     let message_type = message_type(printable(n.message_type).and_then(|s| s.trim().parse::<u32>().ok()))
         .ok_or_else(|| PkiError::BadMessage("no SCEP messageType attribute".into()))?;
     let transaction_id = printable(n.transaction_id).ok_or_else(|| PkiError::BadMessage("no transactionID".into()))?;
-    super::scep_policy::check_transaction_id(&transaction_id).map_err(PkiError::BadMessage)?;
+    policy::check_transaction_id(&transaction_id).map_err(PkiError::BadMessage)?;
     let sender_nonce = match ossl::signed_attribute(&p7, n.sender_nonce) {
         Some(AttrValue::Octets(b)) => b,
         _ => return Err(PkiError::BadMessage("no senderNonce".into())),
@@ -147,20 +149,6 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Sym) -> Result<Csr, (FailInfo, Strin
     Csr::verified(csr_der).map_err(|e| (FailInfo::BadRequest, e))
 }
 
-/// PKCS#9 challengePassword of a CSR.
-pub(crate) fn challenge_password(csr_der: &[u8]) -> Option<String> {
-    use x509_parser::cri_attributes::ParsedCriAttribute;
-    use x509_parser::prelude::FromDer as _;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
-    let found = csr
-        .certification_request_info
-        .iter_attributes()
-        .find_map(|a| match a.parsed_attribute() {
-            ParsedCriAttribute::ChallengePassword(c) => Some(c.0.clone()),
-            _ => None,
-        });
-    found
-}
 
 fn nonce() -> Result<Vec<u8>, PkiError> {
     let mut b = vec![0u8; 16];
@@ -172,7 +160,7 @@ fn nonce() -> Result<Vec<u8>, PkiError> {
 /// request's signer with the request's cipher), or FAILURE with failInfo.
 pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&[u8], FailInfo>) -> Result<Vec<u8>, PkiError> {
     if let (Ok(cert), Some(ca)) = (result, pki.fast.as_ref()) {
-        return fastscep::cert_rep_success(ca, &req.signer_der, req.cipher, &req.transaction_id, &req.sender_nonce, cert);
+        return fast::cert_rep_success(ca, &req.signer_der, req.cipher, &req.transaction_id, &req.sender_nonce, cert);
     }
     let n = ossl::nids();
     let mut attrs = vec![
@@ -336,12 +324,12 @@ mod tests {
         assert!(!req.sender_nonce.is_empty());
         assert_eq!(req.cipher, Sym::Des3, "the Apple request uses 3DES");
         assert_eq!(
-            fastscep::why_not(pki.fast.as_ref().unwrap(), &der),
+            fast::why_not(pki.fast.as_ref().unwrap(), &der),
             None,
             "a real device's request takes the fast path"
         );
         let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
-        let cn = fastscep::name_string(&csr.subject);
+        let cn = fast::name_string(&csr.subject);
         assert!(cn.starts_with("CN=com.apple.security.scep."), "{cn}");
         // This old capture uses the profile default Keysize of 1024: our policy refuses it.
         assert_eq!(csr.check_key().unwrap_err().0, FailInfo::BadRequest);
@@ -379,7 +367,7 @@ mod tests {
             let req = parse_request(&pki, &msg).unwrap();
             assert_eq!(req.cipher.symm().nid(), cipher.nid());
             assert!(
-                fastscep::parse(pki.fast.as_ref().unwrap(), &msg).is_some(),
+                fast::parse(pki.fast.as_ref().unwrap(), &msg).is_some(),
                 "fast path for {:?}",
                 cipher.nid()
             );
@@ -464,7 +452,7 @@ mod tests {
             Cipher::aes_128_cbc(),
         )
         .unwrap();
-        assert!(fastscep::parse(pki.fast.as_ref().unwrap(), &forged).is_none());
+        assert!(fast::parse(pki.fast.as_ref().unwrap(), &forged).is_none());
         let r = parse_request(&pki, &forged).unwrap();
         assert_eq!(r.csr.err().map(|e| e.0), Some(FailInfo::BadMessageCheck));
     }

@@ -17,7 +17,7 @@
 
 use x509_cert::name::Name;
 
-use super::fastscep::Csr;
+use super::fast::Csr;
 
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
 pub const MAX_SUBJECT_ATTRS: usize = 16;

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
-use super::{now, ServiceError};
+use crate::clock::now;
+use crate::service::ServiceError;
 use crate::store::Store;
 
 const COLLECTION: &str = "accounts";
@@ -70,32 +71,69 @@ impl Role {
         }
     }
 
-    /// May this role make this request?
-    pub fn allows(self, method: &axum::http::Method, path: &str) -> bool {
-        let read = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
-        let ise = path.starts_with("/ciscoise/");
-        let verify = path == "/v1/access/verify";
-        let sensitive = path.starts_with("/v1/accounts")
-            || path.starts_with("/v1/secrets")
-            || path.starts_with("/v1/access-tokens")
-            || (path.starts_with("/v1/push-cert") && !read)
-            || (path.starts_with("/v1/cas") && !read)
-            || (path.starts_with("/v1/acme") && !read)
-            || (path.starts_with("/v1/derived-credentials") && !read);
+    /// May this role do `action` in `area`? (Which area an API route is:
+    /// `api::permissions`.)
+    pub fn allows(self, area: Area, action: Action) -> bool {
+        use Area::*;
+        let read = action == Action::Read;
+        let sensitive = match area {
+            Accounts | Secrets | AccessTokens => true,
+            PushCert | Cas | Acme | DerivedCredentials | DerivedCredential => !read,
+            _ => false,
+        };
         match self {
             Role::Admin => true,
-            Role::Operator => !ise && (!sensitive || (read && !path.starts_with("/v1/accounts"))),
+            Role::Operator => area != Ise && (!sensitive || (read && area != Accounts)),
             // Reads, but no enrollment material (a profile with a live challenge enrolls a device).
-            Role::ReadOnly => {
-                !ise && (read || verify)
-                    && !path.starts_with("/v1/accounts")
-                    && !path.starts_with("/v1/access-tokens")
-                    && !path.starts_with("/v1/enrollments")
-            }
-            Role::Nac => ise || verify || (read && (path.starts_with("/v1/devices") || path == "/v1/compliance")),
-            Role::Issuer => path == "/v1/derived-credentials" && (read || *method == axum::http::Method::POST),
+            Role::ReadOnly => area != Ise && (read || area == VerifyToken) && !matches!(area, Accounts | AccessTokens | Enrollments),
+            Role::Nac => area == Ise || area == VerifyToken || (read && matches!(area, Devices | Compliance)),
+            Role::Issuer => area == DerivedCredentials && (read || action == Action::Create),
         }
     }
+}
+
+/// What part of the fleet a request touches, as roles see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// The Cisco ISE MDM API.
+    Ise,
+    /// Checking an access token (a gateway asks).
+    VerifyToken,
+    /// API accounts.
+    Accounts,
+    /// Stored secrets (keyring).
+    Secrets,
+    /// Access tokens for identity providers.
+    AccessTokens,
+    /// The APNs push certificate.
+    PushCert,
+    /// Organisation CAs.
+    Cas,
+    /// mdmd's ACME certificate.
+    Acme,
+    /// The derived-credential collection (a provider lists and posts here).
+    DerivedCredentials,
+    /// Anything under one derived credential.
+    DerivedCredential,
+    /// Enrollment material (profiles with live challenges, invitations).
+    Enrollments,
+    /// Devices.
+    Devices,
+    /// The fleet's compliance summary.
+    Compliance,
+    /// Everything else (commands, profiles, declarations, certificates …).
+    Other,
+}
+
+/// What a request does in its area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Reads (GET, HEAD).
+    Read,
+    /// Creates (POST).
+    Create,
+    /// Changes or removes (PUT, PATCH, DELETE …).
+    Change,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,7 +391,6 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::{Accounts, Role};
-    use axum::http::Method;
 
     /// An older Argon2id record: hashed under the permits, a wrong secret is hashed
     /// once (then remembered), an unknown name never, and the first success
@@ -386,26 +423,18 @@ mod tests {
     }
 
     #[test]
-    fn roles() {
-        let g = Method::GET;
-        let p = Method::POST;
-        assert!(Role::Admin.allows(&p, "/v1/accounts"));
-        assert!(!Role::Operator.allows(&p, "/v1/accounts"));
-        assert!(!Role::Operator.allows(&g, "/v1/accounts"));
-        assert!(Role::Operator.allows(&p, "/v1/commands"));
-        assert!(!Role::Operator.allows(&Method::PUT, "/v1/push-cert"));
-        assert!(Role::Operator.allows(&g, "/v1/push-cert"));
-        assert!(Role::ReadOnly.allows(&g, "/v1/devices"));
-        assert!(!Role::ReadOnly.allows(&p, "/v1/commands"));
-        // Enrollment material (a profile with a live challenge) is not a read.
-        assert!(!Role::ReadOnly.allows(&g, "/v1/enrollments/profile"));
-        assert!(!Role::Nac.allows(&g, "/v1/enrollments/profile"));
-        assert!(Role::Operator.allows(&g, "/v1/enrollments/profile"));
-        assert!(!Role::ReadOnly.allows(&g, "/ciscoise/mdminfo/"));
-        assert!(Role::Nac.allows(&g, "/ciscoise/mdminfo/"));
-        assert!(Role::Nac.allows(&p, "/ciscoise/mdm/api/v3/action/pinlock"));
-        assert!(Role::Nac.allows(&g, "/v1/devices"));
-        assert!(!Role::Nac.allows(&p, "/v1/commands"));
-        assert!(!Role::Nac.allows(&g, "/v1/certificates"));
+    fn roles_by_area() {
+        use super::{Action, Area};
+        assert!(Role::Admin.allows(Area::Accounts, Action::Create));
+        assert!(!Role::Operator.allows(Area::Accounts, Action::Read));
+        assert!(Role::Operator.allows(Area::Secrets, Action::Read));
+        assert!(!Role::Operator.allows(Area::Cas, Action::Change));
+        assert!(Role::ReadOnly.allows(Area::VerifyToken, Action::Create));
+        assert!(!Role::ReadOnly.allows(Area::Enrollments, Action::Read));
+        assert!(Role::Issuer.allows(Area::DerivedCredentials, Action::Create));
+        assert!(!Role::Issuer.allows(Area::DerivedCredentials, Action::Change));
+        assert!(!Role::Issuer.allows(Area::DerivedCredential, Action::Read));
+        assert!(Role::Nac.allows(Area::Compliance, Action::Read));
+        assert!(!Role::Nac.allows(Area::Compliance, Action::Create));
     }
 }

@@ -119,10 +119,18 @@ impl Windows {
 pub struct TcpPeer(pub std::net::SocketAddr);
 
 /// The client's address: the TCP peer, or the forwarded address behind a trusted proxy
-/// (`NetPolicy::client_ip`); unspecified if the request came from no listener (in process).
-pub fn client_ip(policy: &super::netpolicy::NetPolicy, peer: Option<&TcpPeer>, headers: &axum::http::HeaderMap) -> IpAddr {
+/// (`NetPolicy::client_ip`: `forwarded(name)` gives the values of the request's header
+/// `name`); unspecified if the request came from no listener (in process).
+pub fn client_ip<'a, I>(
+    policy: &crate::service::enroll::netpolicy::NetPolicy,
+    peer: Option<&TcpPeer>,
+    forwarded: impl FnOnce(&'static str) -> I,
+) -> IpAddr
+where
+    I: IntoIterator<Item = &'a str>,
+{
     match peer {
-        Some(p) => policy.client_ip(p.0.ip(), headers),
+        Some(p) => policy.client_ip(p.0.ip(), forwarded),
         None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     }
 }

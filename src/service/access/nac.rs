@@ -1,7 +1,7 @@
 //! What network access control asks: a device's posture, derived from its
 //! enrollment, inventory and compliance (Cisco ISE's attribute set).
 
-use super::{Mdm, ServiceError};
+use crate::service::{Mdm, ServiceError};
 use crate::store::{ComplianceRecord, ComplianceState, Enrollment, InventoryItem, LookupKey};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::{now, ServiceError};
+use crate::clock::now;
+use crate::service::ServiceError;
 use crate::pki::secrets::SecretBox;
 use crate::store::Store;
 

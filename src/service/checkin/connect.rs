@@ -1,19 +1,23 @@
 //! The command loop: Idle asks for work, reports finish or defer commands.
 
-use super::checkin::Caller;
-use super::{now, Mdm, ServiceError};
+use crate::service::checkin::Caller;
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::protocol::{CommandReport, Status};
 use crate::store::{DeliveryStatus, ReportOutcome, ReportRecord};
 
 impl Mdm {
     /// Apply a report and return the next command body, or `None` for "no more commands".
-    pub async fn connect(&self, report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
+    /// The report's `answer` (its dictionary, parsed once by the HTTP layer) is
+    /// what `learn` and the inventory read; `raw` is what is stored.
+    pub async fn connect(&self, mut report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
+        let answer = std::mem::take(&mut report.answer);
         let id = report.enrollment.id.as_str();
         let hash = self.check_identity(caller).await?;
         let device = self.check_binding(&report.enrollment.device, &hash).await?;
         let device_id = device.id.clone();
         if id == device.id {
-            super::checkin::active_or_rejected(id, Some(device))?;
+            crate::service::checkin::active_or_rejected(id, Some(device))?;
         } else {
             self.require_known(id).await?;
         }
@@ -58,7 +62,7 @@ impl Mdm {
                             self.profile_event(id, &uuid, status).await;
                         }
                         if status == Status::Acknowledged {
-                            self.learn(id, &device_id, &request_type, raw).await;
+                            self.learn(id, &device_id, &request_type, raw, answer).await;
                             // A follow-up (CertificateList after an install) is answered in this session.
                             if next.is_none() && request_type == "InstallProfile" {
                                 return self.stored_for_device(self.store.next_command(id, true).await?);
@@ -77,10 +81,10 @@ impl Mdm {
     /// with secrets) is opened here, in memory, and nowhere else.
     fn stored_for_device(&self, next: Option<crate::store::QueuedCommand>) -> Result<Option<Vec<u8>>, ServiceError> {
         let Some(c) = next else { return Ok(None) };
-        if !super::sealed::is_sealed(&c.body) {
+        if !crate::service::commands::sealed::is_sealed(&c.body) {
             return Ok(Some(c.body));
         }
-        match super::sealed::open(&self.secrets, &c.uuid, &c.body) {
+        match crate::service::commands::sealed::open(&self.secrets, &c.uuid, &c.body) {
             Ok(xml) => Ok(Some(xml.into_owned())),
             Err(e) => {
                 tracing::error!(command = %c.uuid, error = %e, "a queued command's sealed body does not open (is secrets.keys the one it was sealed with?)");
@@ -116,41 +120,35 @@ impl Mdm {
     /// facts in DeviceInformation (used by profile variables) and the
     /// profiles in ProfileList (reconciled with what we installed). Failing
     /// here never fails the device's request: the result itself is stored.
-    async fn learn(&self, id: &str, device: &str, request_type: &str, raw: &[u8]) {
+    async fn learn(&self, id: &str, device: &str, request_type: &str, raw: &[u8], answer: plist::Dictionary) {
         let r = match request_type {
-            "DeviceInformation" => match crate::protocol::parse_dict(raw) {
-                Ok(d) => {
-                    let info = facts(&d);
-                    self.store.update_info(id, info).await.map(drop)
-                }
-                Err(_) => Ok(()),
-            },
-            "ProfileList" => match crate::protocol::parse_dict(raw) {
-                Ok(d) => {
-                    let installed = match d.get("ProfileList") {
-                        Some(plist::Value::Array(a)) => a
-                            .iter()
-                            .filter_map(|p| p.as_dictionary()?.get("PayloadIdentifier")?.as_string().map(str::to_owned))
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    match self.store.reconcile_profiles(id, installed, now()).await {
-                        Ok(n) if n > 0 => {
-                            tracing::info!(enrollment = %id, changed = n, "ProfileList reconciled");
-                            Ok(())
-                        }
-                        other => other.map(drop),
+            "DeviceInformation" => {
+                let info = facts(&answer);
+                self.store.update_info(id, info).await.map(drop)
+            }
+            "ProfileList" => {
+                let installed = match answer.get("ProfileList") {
+                    Some(plist::Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|p| p.as_dictionary()?.get("PayloadIdentifier")?.as_string().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                match self.store.reconcile_profiles(id, installed, now()).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(enrollment = %id, changed = n, "ProfileList reconciled");
+                        Ok(())
                     }
+                    other => other.map(drop),
                 }
-                Err(_) => Ok(()),
-            },
+            }
             _ => Ok(()),
         };
         if let Err(e) = r {
             tracing::warn!(enrollment = %id, request_type, error = %e, "could not record what the answer reported");
         }
         // Kept as the device's inventory (on the device channel), then compliance follows.
-        if let Err(e) = self.record_inventory(device, request_type, raw).await {
+        if let Err(e) = self.record_inventory(device, request_type, answer).await {
             tracing::warn!(enrollment = %device, request_type, error = %e, "could not store inventory");
         }
         if matches!(request_type, "InstallProfile" | "CertificateList") {

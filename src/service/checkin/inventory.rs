@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::compliance::{evaluate, Facts};
-use super::{now, Mdm, ServiceError};
+use crate::service::access::compliance::{evaluate, Facts};
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{ComplianceRecord, InventoryItem};
 
 /// The query commands whose answers are kept as inventory.
@@ -51,13 +52,11 @@ pub fn refresh_commands() -> Vec<serde_json::Value> {
 
 impl Mdm {
     /// Keep a query command's answer as the device's current inventory of that kind.
-    pub(crate) async fn record_inventory(&self, device: &str, kind: &str, raw: &[u8]) -> Result<(), ServiceError> {
+    /// `d` is the answer's dictionary (parsed once, on arrival).
+    pub(crate) async fn record_inventory(&self, device: &str, kind: &str, mut d: plist::Dictionary) -> Result<(), ServiceError> {
         if !KINDS.contains(&kind) {
             return Ok(());
         }
-        let Ok(mut d) = crate::protocol::parse_dict(raw) else {
-            return Ok(());
-        };
         for k in ["CommandUUID", "Status", "UDID", "EnrollmentID", "EnrollmentUserID", "UserID"] {
             d.remove(k);
         }
@@ -113,8 +112,8 @@ impl Mdm {
         for c in refresh_commands() {
             match self.enqueue_json(&c, ids.clone()).await {
                 Ok((_, out)) => queued = out.queued,
-                Err(super::enqueue::EnqueueError::Service(e)) => return Err(e),
-                Err(super::enqueue::EnqueueError::Invalid(e)) => {
+                Err(crate::service::commands::enqueue::EnqueueError::Service(e)) => return Err(e),
+                Err(crate::service::commands::enqueue::EnqueueError::Invalid(e)) => {
                     return Err(ServiceError::Rejected(format!("inventory command: {}: {}", e.path, e.problem)))
                 }
             }

@@ -1,7 +1,16 @@
+//! Devices talking to us: the check-in endpoint's messages (here), the
+//! command loop (`connect`: Idle, Acknowledged, Error, NotNow), and what
+//! devices report about themselves (`inventory`: facts kept as current
+//! state, refreshed on a schedule, with compliance evaluated from them).
+//!
 //! Check-in messages: Authenticate, TokenUpdate, CheckOut and the rest.
 
-use super::identity::Admission;
-use super::{now, Mdm, ServiceError};
+pub mod connect;
+pub mod inventory;
+
+use crate::service::enroll::identity::Admission;
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
 use crate::store::{AuthOutcome, DeviceInfo, Enrollment, PushInfo, TokenUpdateRecord};
@@ -82,7 +91,8 @@ impl Mdm {
     ) -> Result<CheckinReply, ServiceError> {
         let id = req.enrollment.id.clone();
         let t = now();
-        let hash = self.check_identity(caller).await?;
+        // The identity's record is read once: Authenticate's admission uses it again.
+        let (hash, cert) = self.identity_record(caller).await?;
         if !matches!(req.message, CheckinMessage::Authenticate(_)) {
             self.check_binding(&req.enrollment.device, &hash).await?;
         }
@@ -115,7 +125,7 @@ impl Mdm {
                     }
                     None => info,
                 };
-                let admission = self.admit(&id, &req.ids, old.as_ref(), &hash).await?;
+                let admission = self.admit(&id, &req.ids, old.as_ref(), &hash, cert).await?;
                 // The current identity again (re-sent or replayed) or its renewal keeps the
                 // channel, escrow and queue; a (re-)enrollment waits for TokenUpdate.
                 let same = admission == Admission::Same;
@@ -305,13 +315,20 @@ impl Mdm {
     /// `identity::admission`; here the admin's approval is used up when it is
     /// needed, and a refusal noted (403, never 401: the enrolled device keeps
     /// working).
-    async fn admit(&self, id: &str, ids: &crate::protocol::Ids, old: Option<&Enrollment>, hash: &str) -> Result<Admission, ServiceError> {
-        let cert = self.store.cert_by_hash(hash).await?;
+    /// `cert` is the record of `hash` (from `identity_record`).
+    async fn admit(
+        &self,
+        id: &str,
+        ids: &crate::protocol::Ids,
+        old: Option<&Enrollment>,
+        hash: &str,
+        cert: Option<crate::store::IssuedCert>,
+    ) -> Result<Admission, ServiceError> {
         let current = match old.and_then(|o| o.cert_hash.as_deref()).filter(|c| *c != hash) {
             Some(c) => self.store.cert_by_hash(c).await?,
             None => None,
         };
-        let verdict = super::identity::admission(
+        let verdict = crate::service::enroll::identity::admission(
             cert.as_ref(),
             hash,
             id,
@@ -330,7 +347,7 @@ impl Mdm {
         use crate::store::{Consumed, SecretKind};
         let approval = self
             .store
-            .consume_secret(SecretKind::ReenrollApproval, &super::enroll::sha256_hex(id), now())
+            .consume_secret(SecretKind::ReenrollApproval, &crate::pki::sha256_hex(id), now())
             .await?;
         if let Consumed::Ok(_) = approval {
             tracing::info!(enrollment = %id, "re-enrollment approved by an admin");
@@ -345,6 +362,11 @@ impl Mdm {
 
     /// The request must carry an identity that our CA issued and has not revoked.
     pub(crate) async fn check_identity(&self, caller: &Caller) -> Result<String, ServiceError> {
+        self.identity_record(caller).await.map(|(hash, _)| hash)
+    }
+
+    /// As `check_identity`, with the identity's record (None: not one we issued and recorded).
+    async fn identity_record(&self, caller: &Caller) -> Result<(String, Option<crate::store::IssuedCert>), ServiceError> {
         let Some(hash) = caller.cert_hash.clone() else {
             return Err(ServiceError::Forbidden(
                 "no device identity: Mdm-Signature or TLS client certificate required".into(),
@@ -353,18 +375,19 @@ impl Mdm {
         if caller.not_after.is_some_and(|na| na < now()) {
             return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
         }
-        if let Some(c) = self.store.cert_by_hash(&hash).await? {
+        let cert = self.store.cert_by_hash(&hash).await?;
+        if let Some(c) = &cert {
             if c.revoked_at.is_some() {
                 return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
             }
-            if let Some(p) = c.purpose.as_deref().filter(|p| !super::identity::is_mdm(Some(p))) {
+            if let Some(p) = c.purpose.as_deref().filter(|p| !crate::service::enroll::identity::is_mdm(Some(p))) {
                 return Err(ServiceError::Forbidden(format!(
                     "certificate serial {} was issued for {p}, not as an MDM identity",
                     c.serial
                 )));
             }
         }
-        Ok(hash)
+        Ok((hash, cert))
     }
 
     /// The identity must be the one bound to the device channel at Authenticate.

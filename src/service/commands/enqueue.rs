@@ -1,10 +1,13 @@
-//! Queueing one command as given to every target (internal uses such as
-//! identity renewal; admins go through `commands::Commander`).
+//! The one fan-out path: a command stored once and queued to every target
+//! in one transaction, the targets woken, counted and logged (`fan_out`).
+//! Admin commands that are the same for every target (`Commander`) and
+//! internal ones (`enqueue_json`: identity renewal, inventory) both take it.
 
-use super::{now, Mdm, ServiceError};
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::protocol::schema::{Schema, SchemaError};
 use crate::protocol::Command;
-use crate::store::{CommandRecord, EnqueueOutcome};
+use crate::store::{CommandRecord, EnqueueOutcome, StoreError};
 
 #[derive(Debug)]
 pub enum EnqueueError {
@@ -24,16 +27,22 @@ impl Mdm {
             })
         })?;
         let rec = CommandRecord::new(&cmd, now(), None);
-        let out = self
-            .store
-            .enqueue(rec, targets.clone())
-            .await
-            .map_err(|e| EnqueueError::Service(e.into()))?;
-        if out.queued > 0 {
+        let out = self.fan_out(rec, targets, true).await.map_err(|e| EnqueueError::Service(e.into()))?;
+        Ok((cmd.uuid, out))
+    }
+
+    /// Store `rec` once and queue it for every known target in one
+    /// transaction; wake the targets it was queued for (with `push`), count
+    /// them (`commands_queued`) and log.
+    pub(crate) async fn fan_out(&self, rec: CommandRecord, targets: Vec<String>, push: bool) -> Result<EnqueueOutcome, StoreError> {
+        let (uuid, request_type) = (rec.uuid.clone(), rec.request_type.clone());
+        let out = self.store.enqueue(rec, targets.clone()).await?;
+        if push && out.queued > 0 {
             let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
             self.wake(targets.into_iter().filter(|t| !unknown.contains(t)).collect());
         }
-        tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
-        Ok((cmd.uuid, out))
+        crate::metrics::get().commands_queued.inc_by(out.queued);
+        tracing::info!(command = %uuid, %request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
+        Ok(out)
     }
 }

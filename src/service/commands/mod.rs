@@ -1,3 +1,7 @@
+//! Commands and the queue: what admins ask for (here, `Commander`), the one
+//! fan-out path every queued command takes (`enqueue`), and the secrets
+//! inside queued commands, sealed at rest (`sealed`).
+//!
 //! Queueing commands for admins: validation against Apple's schemas, and
 //! commands that differ per device. A command that is the same for every
 //! target is stored once and queued to all (`QueueStore::enqueue`). A command
@@ -9,6 +13,9 @@
 //! variable without a value, no identity certificate to encrypt to) gets a
 //! clear error and nothing is queued for it.
 
+pub mod enqueue;
+pub mod sealed;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,10 +23,11 @@ use openssl::x509::X509;
 use plist::{Dictionary, Value};
 use serde::Serialize;
 
-use super::derived::{Delivery, Derived, WaitingProfile};
-use super::enroll::sha256_hex;
-use super::orgca::OrgCas;
-use super::{now, Mdm, ServiceError};
+use crate::service::credentials::derived::{Delivery, Derived, WaitingProfile};
+use crate::pki::sha256_hex;
+use crate::service::credentials::orgca::OrgCas;
+use crate::clock::now;
+use crate::service::{Mdm, ServiceError};
 use crate::pki::Pki;
 use crate::profiles::{self, vars, Template, TemplateError};
 use crate::protocol::schema::{Problem, Schema};
@@ -41,12 +49,12 @@ pub struct Commander {
     pub mdm: Arc<Mdm>,
     pki: Arc<Pki>,
     pub cfg: CommanderConfig,
-    /// Access tokens for `$ACCESS_TOKEN` / `$DEVICE_ACCESS_TOKEN` (set at start).
-    access: std::sync::OnceLock<Arc<super::access::Access>>,
+    /// Access tokens for `$ACCESS_TOKEN` / `$DEVICE_ACCESS_TOKEN`.
+    access: Option<Arc<crate::service::access::tokens::Access>>,
     /// Organisation CAs (`$SCEP_PROXY_URL:NAME`, `$SCEP_CHALLENGE:NAME`).
-    orgcas: std::sync::OnceLock<Arc<OrgCas>>,
+    orgcas: Option<Arc<OrgCas>>,
     /// Derived credentials (`$DERIVED_CREDENTIAL:usage`).
-    derived: std::sync::OnceLock<Arc<Derived>>,
+    derived: Option<Arc<Derived>>,
 }
 
 /// Where a command carries managed app configuration: (bundle id, Configuration).
@@ -186,39 +194,43 @@ impl Commander {
             mdm,
             pki,
             cfg,
-            access: std::sync::OnceLock::new(),
-            orgcas: std::sync::OnceLock::new(),
-            derived: std::sync::OnceLock::new(),
+            access: None,
+            orgcas: None,
+            derived: None,
         }
     }
 
-    pub fn set_credentials(&self, orgcas: Arc<OrgCas>, derived: Arc<Derived>) {
-        let _ = self.orgcas.set(orgcas);
-        let _ = self.derived.set(derived);
+    /// Organisation CAs and derived credentials, for the variables that name them.
+    pub fn with_credentials(mut self, orgcas: Arc<OrgCas>, derived: Arc<Derived>) -> Self {
+        self.orgcas = Some(orgcas);
+        self.derived = Some(derived);
+        self
     }
 
     pub fn orgcas(&self) -> Option<&Arc<OrgCas>> {
-        self.orgcas.get()
+        self.orgcas.as_ref()
     }
 
     pub fn derived(&self) -> Option<&Arc<Derived>> {
-        self.derived.get()
+        self.derived.as_ref()
     }
 
-    pub fn set_access(&self, access: Arc<super::access::Access>) {
-        let _ = self.access.set(access);
+    /// Access tokens, for `$ACCESS_TOKEN` and `$DEVICE_ACCESS_TOKEN`.
+    pub fn with_access(mut self, access: Arc<crate::service::access::tokens::Access>) -> Self {
+        self.access = Some(access);
+        self
     }
 
-    pub fn access(&self) -> Option<&Arc<super::access::Access>> {
-        self.access.get()
+    pub fn access(&self) -> Option<&Arc<crate::service::access::tokens::Access>> {
+        self.access.as_ref()
     }
 
     /// Re-send every remembered app configuration that uses token variables
     /// (all of them, or only those with per-device tokens older than half
     /// their lifetime). Returns how many configurations were re-sent.
     pub async fn resend_app_configs(&self, only_due_device_tokens: bool) -> Result<usize, CommandError> {
-        let Some(access) = self.access.get() else { return Ok(0) };
-        let lifetime = match self.derived.get() {
+        let Some(access) = self.access.as_ref() else { return Ok(0) };
+        let lifetime = match self.derived.as_ref() {
             Some(d) => access.device_token_secs().min(d.upload_ttl),
             None => access.device_token_secs(),
         };
@@ -285,7 +297,7 @@ impl Commander {
                     let b = self
                         .queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
                         .await?;
-                    if let Some(access) = self.access.get() {
+                    if let Some(access) = self.access.as_ref() {
                         let sent: Vec<String> = b.commands.keys().cloned().collect();
                         for (id, conf) in configs {
                             access.bind_app_config(&id, &conf, &sent, per_device).await?;
@@ -372,7 +384,7 @@ impl Commander {
         // Organisation CAs the template names must exist.
         for v in &t.variables {
             if let ("SCEP_PROXY_URL" | "SCEP_CHALLENGE", Some(ca)) = vars::split(v) {
-                let known = match self.orgcas.get() {
+                let known = match self.orgcas.as_ref() {
                     Some(c) => c.exists(ca).await.map_err(|e| invalid("", e.to_string()))?,
                     None => false,
                 };
@@ -505,18 +517,12 @@ impl Commander {
         tag: Option<ProfileTag>,
         push: bool,
     ) -> Result<Batch, CommandError> {
-        let paths = super::sealed::secret_paths(&command);
+        let paths = crate::service::commands::sealed::secret_paths(&command);
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
         let mut rec = CommandRecord::new(&cmd, now(), tag);
-        rec.body = super::sealed::seal(&self.mdm.secrets, &rec.uuid, std::mem::take(&mut rec.body), &paths)
+        rec.body = crate::service::commands::sealed::seal(&self.mdm.secrets, &rec.uuid, std::mem::take(&mut rec.body), &paths)
             .map_err(|e| ServiceError::Rejected(format!("sealing the command's secrets: {e}")))?;
-        let out = self.mdm.store.enqueue(rec, targets.clone()).await?;
-        if push {
-            let unknown: std::collections::HashSet<&String> = out.unknown.iter().collect();
-            self.mdm.wake(targets.iter().filter(|t| !unknown.contains(t)).cloned().collect());
-        }
-        crate::metrics::get().commands_queued.inc_by(out.queued);
-        tracing::info!(command = %cmd.uuid, request_type = %cmd.request_type, queued = out.queued, unknown = out.unknown.len(), "command queued");
+        let out = self.mdm.fan_out(rec, targets, push).await?;
         Ok(Batch {
             command_uuid: Some(cmd.uuid),
             queued: out.queued,
@@ -545,7 +551,7 @@ impl Commander {
         if !needed.is_empty() {
             let derived = self
                 .derived
-                .get()
+                .as_ref()
                 .ok_or_else(|| invalid("", "derived credentials are not set up on this server"))?;
             if !self.cfg.encrypt_profiles {
                 return Err(invalid(
@@ -593,7 +599,7 @@ impl Commander {
         } else {
             self.queue_each(job, targets, Some(tag), push).await?
         };
-        if let (false, Some(derived)) = (needed.is_empty(), self.derived.get()) {
+        if let (false, Some(derived)) = (needed.is_empty(), self.derived.as_ref()) {
             for t in b.commands.keys() {
                 derived
                     .update_waiting(t, |w| {
@@ -665,7 +671,7 @@ impl Commander {
         for (kind, hash, secret) in secrets {
             self.mdm.store.add_secret(kind, &hash, secret).await?;
         }
-        let xml = super::sealed::open(&self.mdm.secrets, &rec.uuid, &rec.body)
+        let xml = crate::service::commands::sealed::open(&self.mdm.secrets, &rec.uuid, &rec.body)
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
         let cmd = crate::protocol::limits::parse_value(xml.as_ref())
             .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
@@ -710,7 +716,7 @@ impl Commander {
         if used.contains("ACCESS_TOKEN") || used.contains("DEVICE_ACCESS_TOKEN") {
             let access = self
                 .access
-                .get()
+                .as_ref()
                 .ok_or_else(|| invalid("", "access tokens are not set up on this server"))?;
             let shared = if used.contains("ACCESS_TOKEN") {
                 access.current().await?
@@ -758,7 +764,7 @@ impl Commander {
         if !org.is_empty() {
             let cas = self
                 .orgcas
-                .get()
+                .as_ref()
                 .ok_or_else(|| invalid("", "organisation CAs are not set up on this server"))?;
             for ca in &org {
                 if !cas.exists(ca).await.map_err(|e| invalid("", e.to_string()))? {
@@ -785,7 +791,7 @@ impl Commander {
         if !usages.is_empty() {
             let derived = self
                 .derived
-                .get()
+                .as_ref()
                 .ok_or_else(|| invalid("", "derived credentials are not set up on this server"))?;
             for (e, _) in &ctx {
                 for u in &usages {
@@ -820,8 +826,8 @@ impl Commander {
                 for (_, v) in template.iter().filter(|(k, _)| k.as_str() != "PayloadContent") {
                     vars::used(v, &mut outside);
                 }
-                let secret = used.iter().any(|n| super::sealed::secret_variable(n)) || !usages.is_empty();
-                (secret && !self.cfg.encrypt_profiles) || outside.iter().any(|n| super::sealed::secret_variable(n))
+                let secret = used.iter().any(|n| crate::service::commands::sealed::secret_variable(n)) || !usages.is_empty();
+                (secret && !self.cfg.encrypt_profiles) || outside.iter().any(|n| crate::service::commands::sealed::secret_variable(n))
             }
             PerDevice::Fill { .. } => false,
         };
@@ -829,8 +835,8 @@ impl Commander {
             secret_profile,
             sealer: self.mdm.secrets.clone(),
             dc,
-            proxy_ttl: self.orgcas.get().map_or(7 * 86_400, |c| c.cfg.proxy_ttl),
-            upload_ttl: self.derived.get().map_or(super::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
+            proxy_ttl: self.orgcas.as_ref().map_or(7 * 86_400, |c| c.cfg.proxy_ttl),
+            upload_ttl: self.derived.as_ref().map_or(crate::service::credentials::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
             extra,
             pki: self.pki.clone(),
             public_url: self.cfg.public_url.clone(),
@@ -933,7 +939,7 @@ struct Renderer {
 impl Renderer {
     /// A provider app's upload token for this device (`$DERIVED_CREDENTIAL_TOKEN`).
     fn upload_token(&self, e: &Enrollment, t: i64, secrets: &mut Vec<(SecretKind, String, OneTimeSecret)>) -> String {
-        let token = format!("{}{}", super::derived::TOKEN_PREFIX, crate::pki::random_token(24));
+        let token = format!("{}{}", crate::service::credentials::derived::TOKEN_PREFIX, crate::pki::random_token(24));
         secrets.push((
             SecretKind::DerivedUpload,
             sha256_hex(&token),
@@ -982,12 +988,12 @@ impl Renderer {
         };
         let cert = cert.as_ref();
         let mut secrets = Vec::new();
-        let mut secret_paths: Vec<super::sealed::KeyPath> = Vec::new();
+        let mut secret_paths: Vec<crate::service::commands::sealed::KeyPath> = Vec::new();
         let command = match job {
             PerDevice::Fill { command, unlock_token } => {
-                secret_paths = super::sealed::secret_paths(command);
+                secret_paths = crate::service::commands::sealed::secret_paths(command);
                 if *unlock_token {
-                    secret_paths.push(vec![super::sealed::Step::Key("UnlockToken".into())]);
+                    secret_paths.push(vec![crate::service::commands::sealed::Step::Key("UnlockToken".into())]);
                 }
                 let mut v = Value::Dictionary(command.clone());
                 let extra = self.extra.get(&e.id);
@@ -1056,7 +1062,7 @@ impl Renderer {
                             OneTimeSecret {
                                 created_at: t,
                                 expires_at: t + self.proxy_ttl,
-                                purpose: super::orgca::token_purpose(ca, identifier),
+                                purpose: crate::service::credentials::orgca::token_purpose(ca, identifier),
                                 used_at: None,
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
@@ -1086,7 +1092,7 @@ impl Renderer {
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
                     .map_err(|err| err.to_string())?;
                 if self.secret_profile {
-                    secret_paths.push(vec![super::sealed::Step::Key("Payload".into())]);
+                    secret_paths.push(vec![crate::service::commands::sealed::Step::Key("Payload".into())]);
                 }
                 let mut d = Dictionary::new();
                 d.insert("RequestType".into(), "InstallProfile".into());
@@ -1099,14 +1105,14 @@ impl Renderer {
             targets: 1,
             ..CommandRecord::new(&cmd, t, self.tag.clone())
         };
-        rec.body = super::sealed::seal(&self.sealer, &rec.uuid, std::mem::take(&mut rec.body), &secret_paths)
+        rec.body = crate::service::commands::sealed::seal(&self.sealer, &rec.uuid, std::mem::take(&mut rec.body), &secret_paths)
             .map_err(|err| format!("sealing the command's secrets: {err}"))?;
         Ok((rec, secrets))
     }
 }
 
 #[async_trait::async_trait]
-impl super::IdentityHook for Commander {
+impl crate::service::IdentityHook for Commander {
     async fn command_finished(&self, enrollment: &str, request_type: &str, raw: &[u8]) {
         self.follow_up(enrollment, request_type, raw).await;
     }

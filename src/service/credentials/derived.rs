@@ -19,7 +19,8 @@ use std::sync::Arc;
 use openssl::pkcs12::Pkcs12;
 use serde::{Deserialize, Serialize};
 
-use super::{now, ServiceError};
+use crate::clock::now;
+use crate::service::ServiceError;
 use crate::pki::secrets::SecretBox;
 use crate::store::{Enrollment, LookupKey, SecretKind, Store, StoreError};
 
@@ -220,7 +221,7 @@ impl Derived {
             }
         }
         let (cert, _chain) = check_pkcs12(pkcs12, password)?;
-        let v = super::orgca::describe_cert(&cert);
+        let v = crate::service::credentials::orgca::describe_cert(&cert);
         let key = owner.key(usage);
         let old = self.store.record(CREDENTIALS, &key).await?;
         let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pkcs12);
@@ -415,7 +416,7 @@ impl Derived {
 
     /// Check an upload token: the enrollment it is for.
     pub async fn check_token(&self, token: &str) -> Result<String, DerivedError> {
-        let hash = super::enroll::sha256_hex(token);
+        let hash = crate::pki::sha256_hex(token);
         let s = self
             .store
             .secret(SecretKind::DerivedUpload, &hash)

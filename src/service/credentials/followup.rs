@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use plist::Value;
 
-use super::commands::{Batch, CommandInput, Commander};
-use super::derived::{CredentialView, DerivedError};
-use super::now;
+use crate::service::commands::{Batch, CommandInput, Commander};
+use crate::service::credentials::derived::{CredentialView, DerivedError};
+use crate::clock::now;
 use crate::store::ProfileState;
 
 /// The organisation CAs a template's SCEP payloads reach through the proxy.
@@ -206,7 +206,7 @@ impl Commander {
                     .update_waiting(&enr, |w| {
                         w.profiles.insert(
                             id.clone(),
-                            super::derived::WaitingProfile {
+                            crate::service::credentials::derived::WaitingProfile {
                                 usages: vec![usage.clone()],
                                 since: at,
                             },

@@ -24,8 +24,8 @@ use openssl::pkcs7::Pkcs7;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use super::enroll::sha256_hex;
-use super::now;
+use crate::pki::sha256_hex;
+use crate::clock::now;
 use crate::pki::secrets::SecretBox;
 use crate::store::{SecretKind, Store, StoreError};
 

@@ -1,5 +1,15 @@
+//! Enrollment, from the first download to the renewed identity: Apple's
+//! over-the-air profile service (`ota`), who a certificate may speak for
+//! (`identity`), which networks may enroll (`netpolicy`), and (here) the
+//! signed enrollment profile, SCEP issuance policy, invitations and identity
+//! renewal. The SCEP wire format and its bounds are `pki::scep`.
+//!
 //! Enrollment: the signed enrollment profile, SCEP issuance policy
 //! (challenges, subjects, validity), invitations, and identity renewal.
+
+pub mod identity;
+pub mod netpolicy;
+pub mod ota;
 
 use std::sync::Arc;
 
@@ -9,7 +19,9 @@ use plist::{Dictionary, Value};
 use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
-use super::{now, Mdm, ServiceError};
+use crate::clock::now;
+use crate::pki::sha256_hex;
+use crate::service::{Mdm, ServiceError};
 use crate::pki::scep::{self, FailInfo, MessageType};
 use crate::pki::{cms, Identity, Pki, PkiError};
 use crate::store::{Consumed, IssuedCert, OneTimeSecret, SecretKind, Store};
@@ -38,15 +50,11 @@ pub struct Enroller {
     pub pki: Arc<Pki>,
     pub(crate) store: Arc<dyn Store>,
     pub cfg: EnrollConfig,
-    topic: Arc<super::Topic>,
-    /// `mdmd.CertificateIssued` events (set at start).
-    webhooks: std::sync::OnceLock<Arc<super::webhooks::Webhooks>>,
-    /// The TLS configuration served (set at start; none behind a proxy).
-    tls: std::sync::OnceLock<Arc<crate::pki::tls::LiveTls>>,
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    topic: Arc<crate::service::Topic>,
+    /// `mdmd.CertificateIssued` events (when receivers are configured).
+    webhooks: Option<Arc<crate::ops::webhooks::Webhooks>>,
+    /// The TLS configuration served (none behind a proxy).
+    tls: Option<Arc<crate::pki::tls::LiveTls>>,
 }
 
 /// A stable UUID derived from a name (so payload UUIDs survive restarts).
@@ -85,16 +93,12 @@ fn consumed_reason(c: &Consumed) -> &'static str {
 }
 
 impl Enroller {
-    pub fn set_tls(&self, tls: Arc<crate::pki::tls::LiveTls>) {
-        let _ = self.tls.set(tls);
-    }
-
     /// Whether devices need our root to trust the server: yes when the TLS
     /// certificate served is one our CA issued (or unknown, behind a
     /// TLS-terminating proxy); no with a publicly trusted one (ACME, or the
     /// admin's), and the enrollment profile then installs no root at all.
     pub fn tls_needs_our_root(&self) -> bool {
-        let Some(tls) = self.tls.get() else {
+        let Some(tls) = self.tls.as_ref() else {
             return true;
         };
         match tls.certificate() {
@@ -108,21 +112,28 @@ impl Enroller {
         }
     }
 
-    pub fn set_webhooks(&self, w: Arc<super::webhooks::Webhooks>) {
-        if w.enabled() {
-            let _ = self.webhooks.set(w);
-        }
-    }
 
-    pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: Arc<super::Topic>) -> Self {
+    pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: Arc<crate::service::Topic>) -> Self {
         Enroller {
             pki,
             store,
             cfg,
             topic,
-            webhooks: std::sync::OnceLock::new(),
-            tls: std::sync::OnceLock::new(),
+            webhooks: None,
+            tls: None,
         }
+    }
+
+    /// Send `mdmd.CertificateIssued` events to these webhooks (if any receiver is configured).
+    pub fn with_webhooks(mut self, w: Arc<crate::ops::webhooks::Webhooks>) -> Self {
+        self.webhooks = Some(w).filter(|w| w.enabled());
+        self
+    }
+
+    /// The TLS configuration served (none behind a TLS-terminating proxy).
+    pub fn with_tls(mut self, tls: Option<Arc<crate::pki::tls::LiveTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn host(&self) -> String {
@@ -208,9 +219,9 @@ impl Enroller {
         let rdn = |k: &str, v: &str| Value::Array(vec![Value::Array(vec![k.into(), v.into()])]);
         sc.insert(
             "Subject".into(),
-            // Within the SCEP subject policy (`pki::scep_policy`: 64 characters an attribute).
+            // Within the SCEP subject policy (`pki::scep::policy`: 64 characters an attribute).
             Value::Array(vec![
-                rdn("O", &org.chars().take(crate::pki::scep_policy::MAX_ATTR_CHARS).collect::<String>()),
+                rdn("O", &org.chars().take(crate::pki::scep::policy::MAX_ATTR_CHARS).collect::<String>()),
                 rdn("CN", &format!("mdmd device {}", uuid::Uuid::new_v4())),
             ]),
         );
@@ -276,7 +287,7 @@ impl Enroller {
             Some(h) => self.store.cert_by_hash(h).await?.map(|c| (h.clone(), c)),
             None => None,
         };
-        let Some((hash, current)) = current.filter(|(_, c)| super::identity::is_mdm(c.purpose.as_deref())) else {
+        let Some((hash, current)) = current.filter(|(_, c)| crate::service::enroll::identity::is_mdm(c.purpose.as_deref())) else {
             return Err(ServiceError::Rejected("no identity certificate on record to encrypt to".into()));
         };
         let cert = current
@@ -330,9 +341,9 @@ impl Enroller {
         let issued = match outcome {
             Ok(cert) => {
                 crate::metrics::get().scep("issued");
-                if let Some(w) = self.webhooks.get() {
+                if let Some(w) = self.webhooks.as_ref() {
                     let x509 = X509::from_der(&cert.der).map_err(|e| ServiceError::Rejected(e.to_string()))?;
-                    let v = super::orgca::describe_cert(&x509);
+                    let v = crate::service::credentials::orgca::describe_cert(&x509);
                     let ev = w.own_event(
                         "mdmd.CertificateIssued",
                         serde_json::json!({"serial": v.serial, "subject": v.subject, "not_after": v.not_after, "sha256": v.sha256}),
@@ -352,13 +363,13 @@ impl Enroller {
         Ok(ScepReply::CertRep(rep))
     }
 
-    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<crate::pki::fastscep::Issued, (FailInfo, String)>, ServiceError> {
+    async fn decide(&self, req: &scep::ScepRequest) -> Result<Result<crate::pki::scep::fast::Issued, (FailInfo, String)>, ServiceError> {
         let csr = match &req.csr {
             Ok(c) => c,
             Err(e) => return Ok(Err(e.clone())),
         };
         let reserved = self.reserved_names().await?;
-        if let Err(e) = crate::pki::scep_policy::check_csr(csr, self.cfg.max_key_bits, &reserved) {
+        if let Err(e) = crate::pki::scep::policy::check_csr(csr, self.cfg.max_key_bits, &reserved) {
             return Ok(Err((FailInfo::BadRequest, e)));
         }
         // A single-use challenge is used in the same commit that records the certificate.
@@ -366,7 +377,7 @@ impl Enroller {
         let grant = match req.message_type {
             MessageType::PkcsReq => match self.check_challenge(csr.challenge.as_deref(), &mut consume).await? {
                 Err(e) => return Ok(Err((FailInfo::BadRequest, e.into()))),
-                Ok(secret) => super::identity::grant_for_challenge(secret.as_ref()),
+                Ok(secret) => crate::service::enroll::identity::grant_for_challenge(secret.as_ref()),
             },
             MessageType::RenewalReq => {
                 // Signed by an identity we issued that is still valid and not revoked.
@@ -379,8 +390,8 @@ impl Enroller {
                     Some(_) => return Ok(Err((FailInfo::BadCertId, "renewal signer is revoked".into()))),
                     None => return Ok(Err((FailInfo::BadCertId, "renewal signer was not issued by this CA".into()))),
                 };
-                let (current, approval) = match super::identity::enrollment_of(&signer) {
-                    Some(id) if super::identity::is_mdm(signer.purpose.as_deref()) => {
+                let (current, approval) = match crate::service::enroll::identity::enrollment_of(&signer) {
+                    Some(id) if crate::service::enroll::identity::is_mdm(signer.purpose.as_deref()) => {
                         let current = self.store.enrollment(id).await?;
                         let approval = self
                             .store
@@ -391,7 +402,7 @@ impl Enroller {
                     }
                     _ => (None, false),
                 };
-                match super::identity::grant_for_renewal(&signer, &old.hash, current.as_ref(), approval) {
+                match crate::service::enroll::identity::grant_for_renewal(&signer, &old.hash, current.as_ref(), approval) {
                     Ok(g) => g,
                     Err(why) => return Ok(Err((FailInfo::BadCertId, why))),
                 }
@@ -430,15 +441,15 @@ impl Enroller {
             },
             None => self.store.record_cert(rec.clone()).await?,
         }
-        tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or(super::identity::MDM), vouched = rec.vouched, renewal = rec.renewed_from.is_some(), "issued device identity");
+        tracing::info!(serial = %rec.serial, subject = %rec.subject, purpose = rec.purpose.as_deref().unwrap_or(crate::service::enroll::identity::MDM), vouched = rec.vouched, renewal = rec.renewed_from.is_some(), "issued device identity");
         Ok(Ok(issued))
     }
 
     /// Names a device certificate may not carry: our CA's and the organisation CAs'.
-    async fn reserved_names(&self) -> Result<crate::pki::scep_policy::Reserved, ServiceError> {
-        let mut r = crate::pki::scep_policy::Reserved::default();
+    async fn reserved_names(&self) -> Result<crate::pki::scep::policy::Reserved, ServiceError> {
+        let mut r = crate::pki::scep::policy::Reserved::default();
         r.add_cert_der(&self.pki.ca.cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?);
-        for der in super::orgca::chain_ders(self.store.as_ref()).await? {
+        for der in crate::service::credentials::orgca::chain_ders(self.store.as_ref()).await? {
             r.add_cert_der(&der);
         }
         Ok(r)

@@ -7,10 +7,13 @@
 //! proxy that appends to one passes the client's own copy of the other through
 //! unchanged, so believing it would let a client name any address (and spend
 //! another address's rate-limit budget).
+//!
+//! No HTTP types here: the HTTP layer hands in the values of the one header
+//! this policy names (`ForwardedHeader::name`), read only when the peer is a
+//! trusted proxy.
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, Default)]
@@ -39,6 +42,14 @@ impl ForwardedHeader {
             "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
             "forwarded" => Ok(ForwardedHeader::Forwarded),
             other => Err(format!("{other:?} is not x-forwarded-for or forwarded")),
+        }
+    }
+
+    /// The header's name in lower case, as the HTTP layer looks it up.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
         }
     }
 }
@@ -90,38 +101,43 @@ impl NetPolicy {
 
     /// The client's address: the peer, or (from a trusted proxy) the
     /// rightmost forwarded address that is not itself a trusted proxy.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    /// `forwarded(name)` gives the values of the request's header `name`
+    /// (always `self.header.name()`); it is called only for a trusted peer.
+    pub fn client_ip<'a, I>(&self, peer: IpAddr, forwarded: impl FnOnce(&'static str) -> I) -> IpAddr
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
         let peer = unmap(peer);
         if !self.trusted(peer) {
             return peer;
         }
         let mut chain: Vec<IpAddr> = Vec::new();
-        let forwarded = if self.header == ForwardedHeader::Forwarded {
-            headers.get_all("forwarded").iter().collect::<Vec<_>>()
-        } else {
-            Vec::new()
-        };
-        for v in forwarded {
-            for part in v.to_str().unwrap_or("").split([',', ';']) {
-                if let Some(f) = part.trim().strip_prefix("for=").or_else(|| part.trim().strip_prefix("For=")) {
-                    let f = f.trim_matches('"');
-                    let f = f.strip_prefix('[').and_then(|x| x.split(']').next()).unwrap_or(f);
-                    let f = if f.matches(':').count() == 1 {
-                        f.split(':').next().unwrap_or(f)
-                    } else {
-                        f
-                    };
-                    if let Ok(ip) = f.parse() {
-                        chain.push(ip);
+        let values = forwarded(self.header.name());
+        match self.header {
+            ForwardedHeader::Forwarded => {
+                for v in values {
+                    for part in v.split([',', ';']) {
+                        if let Some(f) = part.trim().strip_prefix("for=").or_else(|| part.trim().strip_prefix("For=")) {
+                            let f = f.trim_matches('"');
+                            let f = f.strip_prefix('[').and_then(|x| x.split(']').next()).unwrap_or(f);
+                            let f = if f.matches(':').count() == 1 {
+                                f.split(':').next().unwrap_or(f)
+                            } else {
+                                f
+                            };
+                            if let Ok(ip) = f.parse() {
+                                chain.push(ip);
+                            }
+                        }
                     }
                 }
             }
-        }
-        if self.header == ForwardedHeader::XForwardedFor {
-            for v in headers.get_all("x-forwarded-for") {
-                for part in v.to_str().unwrap_or("").split(',') {
-                    if let Ok(ip) = part.trim().parse() {
-                        chain.push(ip);
+            ForwardedHeader::XForwardedFor => {
+                for v in values {
+                    for part in v.split(',') {
+                        if let Ok(ip) = part.trim().parse() {
+                            chain.push(ip);
+                        }
                     }
                 }
             }
@@ -130,11 +146,14 @@ impl NetPolicy {
     }
 
     /// Whether enrollment is allowed from this request; Err names the address refused.
-    pub fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), IpAddr> {
+    pub fn check<'a, I>(&self, peer: IpAddr, forwarded: impl FnOnce(&'static str) -> I) -> Result<(), IpAddr>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
         if self.allowed.is_empty() {
             return Ok(());
         }
-        let ip = self.client_ip(peer, headers);
+        let ip = self.client_ip(peer, forwarded);
         if self.allowed.iter().any(|n| n.contains(&ip)) {
             Ok(())
         } else {
@@ -147,29 +166,45 @@ impl NetPolicy {
 mod tests {
     use super::*;
 
+    /// A request's headers, as (lower-case name, value) pairs.
+    struct H(Vec<(&'static str, &'static str)>);
+    impl H {
+        fn new() -> H {
+            H(Vec::new())
+        }
+        /// Replace every value of `name` (as `HeaderMap::insert`).
+        fn insert(&mut self, name: &'static str, value: &'static str) {
+            self.0.retain(|(n, _)| *n != name);
+            self.0.push((name, value));
+        }
+        fn get(&self) -> impl FnOnce(&'static str) -> Vec<&str> + '_ {
+            move |name| self.0.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v).collect()
+        }
+    }
+
     #[test]
     fn forwarded_only_from_trusted_proxies() {
         let p = NetPolicy::new(&["10.0.0.0/8".into(), "2001:db8::/32".into()], &["127.0.0.1".into()]).unwrap();
-        let mut h = HeaderMap::new();
+        let mut h = H::new();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(p.check(lo, &h).is_err());
-        h.insert("x-forwarded-for", "192.0.2.7, 10.1.2.3".parse().unwrap());
-        assert_eq!(p.client_ip(lo, &h), "10.1.2.3".parse::<IpAddr>().unwrap());
-        assert!(p.check(lo, &h).is_ok());
+        assert!(p.check(lo, h.get()).is_err());
+        h.insert("x-forwarded-for", "192.0.2.7, 10.1.2.3");
+        assert_eq!(p.client_ip(lo, h.get()), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert!(p.check(lo, h.get()).is_ok());
         // Not from a trusted proxy: the header is ignored.
-        assert!(p.check("192.0.2.1".parse().unwrap(), &h).is_err());
+        assert!(p.check("192.0.2.1".parse().unwrap(), h.get()).is_err());
         // A client's own `Forwarded` passed through a proxy that appends X-Forwarded-For
         // names nothing.
-        h.insert("forwarded", "for=10.9.9.9".parse().unwrap());
-        h.insert("x-forwarded-for", "192.0.2.7".parse().unwrap());
-        assert_eq!(p.client_ip(lo, &h), "192.0.2.7".parse::<IpAddr>().unwrap());
-        assert!(p.check(lo, &h).is_err());
+        h.insert("forwarded", "for=10.9.9.9");
+        h.insert("x-forwarded-for", "192.0.2.7");
+        assert_eq!(p.client_ip(lo, h.get()), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert!(p.check(lo, h.get()).is_err());
         let p = p.with_header(ForwardedHeader::Forwarded);
-        let mut h = HeaderMap::new();
-        h.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https".parse().unwrap());
-        h.insert("x-forwarded-for", "192.0.2.7".parse().unwrap());
-        assert!(p.check(lo, &h).is_ok());
+        let mut h = H::new();
+        h.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https");
+        h.insert("x-forwarded-for", "192.0.2.7");
+        assert!(p.check(lo, h.get()).is_ok());
         assert!(NetPolicy::new(&["10.0.0.0/33".into()], &[]).is_err());
-        assert!(NetPolicy::new(&[], &[]).unwrap().check(lo, &HeaderMap::new()).is_ok());
+        assert!(NetPolicy::new(&[], &[]).unwrap().check(lo, H::new().get()).is_ok());
     }
 }

@@ -20,8 +20,10 @@ use openssl::stack::Stack;
 use openssl::x509::X509;
 use plist::{Dictionary, Value};
 
-use super::enroll::{sha256_hex, Enroller};
-use super::{now, ServiceError};
+use crate::pki::sha256_hex;
+use crate::service::enroll::Enroller;
+use crate::clock::now;
+use crate::service::ServiceError;
 use crate::pki::cms;
 use crate::store::{Consumed, SecretKind};
 
@@ -147,7 +149,7 @@ impl Enroller {
             .cert_by_hash(&crate::pki::cert_sha256(&der))
             .await?
             .ok_or_else(|| ServiceError::Forbidden("phase 3: the signer is not an identity this CA issued".into()))?;
-        if rec.revoked_at.is_some() || !super::identity::may_sign_phase3(rec.purpose.as_deref()) {
+        if rec.revoked_at.is_some() || !crate::service::enroll::identity::may_sign_phase3(rec.purpose.as_deref()) {
             return Err(ServiceError::Forbidden(
                 "phase 3: the signer's identity is revoked or not an enrollment identity".into(),
             ));

@@ -1,0 +1,44 @@
+//! The one clock: Unix seconds for every room (certificates' validity,
+//! leases, the queue, tokens, webhooks). It sits below everything and
+//! imports nothing of ours.
+//!
+//! Tests move it with [`advance`] (a process-wide offset) instead of
+//! waiting; production never sets it. Reading it is one relaxed atomic load
+//! beside the system clock: it is on the hot paths (every check-in).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Seconds added to the system clock (tests only; zero in production).
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Now, in Unix seconds (0 if the system clock is before 1970).
+pub fn now() -> i64 {
+    let sys = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    sys + OFFSET.load(Ordering::Relaxed)
+}
+
+/// Move the clock by `secs` (negative: back) for the whole process. For
+/// tests that need time to pass; returns the new offset.
+pub fn advance(secs: i64) -> i64 {
+    OFFSET.fetch_add(secs, Ordering::Relaxed) + secs
+}
+
+/// Put the clock back on the system time.
+pub fn reset() {
+    OFFSET.store(0, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn follows_the_system_clock() {
+        let sys = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        assert!((super::now() - sys).abs() <= 1);
+    }
+}
