@@ -9,10 +9,10 @@ use anyhow::Context as _;
 
 use crate::app::App;
 use crate::config::ServeConfig;
+use crate::ops::lease::spawn_leased;
 use crate::pki::{CaConfig, Pki};
 use crate::service::commands::{Commander, CommanderConfig};
 use crate::service::enroll::{EnrollConfig, Enroller};
-use crate::ops::lease::spawn_leased;
 use crate::service::Mdm;
 use crate::store::redb::RedbStore;
 

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::{error, store_error, views, Caller};
 use crate::app::App;
-use crate::service::access::tokens::{Access, TokenView};
 use crate::service::access::accounts::Role;
+use crate::service::access::tokens::{Access, TokenView};
 use crate::service::ServiceError;
 
 fn access(app: &App) -> Result<&Arc<Access>, Response> {

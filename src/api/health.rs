@@ -219,7 +219,9 @@ pub async fn metrics(
     use subtle::ConstantTimeEq as _;
     if !app.metrics_public {
         // Wrong keys here count like wrong admin keys anywhere (429 over the limit).
-        let source = crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_deref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()));
+        let source = crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_deref(), |name| {
+            headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
+        });
         let attempt = match app.limiter.begin(source, "admin") {
             Ok(a) => a,
             Err(wait) => return super::too_many(wait),

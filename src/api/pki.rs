@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::{error, store_error, views};
 use crate::app::App;
-use crate::pki::ca::describe;
 use crate::clock::now;
+use crate::pki::ca::describe;
 use crate::store::{IssuedCert, SecretKind};
 
 fn cert_view(c: &IssuedCert) -> serde_json::Value {

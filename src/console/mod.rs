@@ -36,8 +36,8 @@ use tower::ServiceExt as _;
 
 use crate::api::Caller;
 use crate::app::App;
-use crate::service::access::accounts::Role;
 use crate::clock::now;
+use crate::service::access::accounts::Role;
 
 const COOKIE: &str = "mdmd_ui";
 const LOGIN_COOKIE: &str = "mdmd_ui_login";
@@ -325,7 +325,9 @@ async fn login(
         );
     }
     let next = safe_next(f.next.as_deref());
-    let ip = crate::service::access::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()));
+    let ip = crate::service::access::limits::client_ip(&c.app.enroll_networks, peer.as_deref(), |name| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    });
     let attempt = match c.app.limiter.begin(ip, &f.name) {
         Ok(a) => a,
         Err(wait) => {

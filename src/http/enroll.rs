@@ -56,13 +56,18 @@ fn too_many(wait: crate::service::access::limits::RetryAfter, what: &str) -> Res
 
 fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> std::net::IpAddr {
     let peer = peer.map(|p| crate::service::access::limits::TcpPeer(p.0));
-    crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_ref(), |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()))
+    crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_ref(), |name| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    })
 }
 
 /// Conditional enrollment: refuse clients outside the allowed networks.
 fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
     let peer = peer?.0.ip();
-    match app.enroll_networks.check(peer, |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok())) {
+    match app
+        .enroll_networks
+        .check(peer, |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()))
+    {
         Ok(()) => None,
         Err(ip) => {
             tracing::warn!(client = %ip, "enrollment refused: not from an allowed network");

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::clock::now;
-use crate::service::{Mdm, ServiceError};
 use crate::protocol::declarative::{self, Declaration, Kind};
 use crate::protocol::schema::Problem;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{CommandRecord, Store};
 
 const DECLS: &str = "ddm-declarations";

@@ -38,8 +38,6 @@ const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1
 const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
-
-
 impl CachedCert {
     /// Verify `sig` over data whose digest (by `md`) is `digest`.
     fn verify_digest(&self, md: &'static str, digest: &[u8], sig: &[u8]) -> bool {

@@ -298,7 +298,6 @@ fn rsa_sig_digest(oid: &ObjectIdentifier) -> Option<ObjectIdentifier> {
     }))
 }
 
-
 /// Verify an RSA PKCS#1 v1.5 signature over a digest with a key used once.
 fn verify_once(key: &PKey<Public>, md: &str, digest: &[u8], sig: &[u8]) -> bool {
     let ok = (|| {
@@ -559,7 +558,6 @@ fn time(unix: i64) -> Result<Time, PkiError> {
         ))
     }
 }
-
 
 /// "CN=…, O=…" in the certificate's order, with OpenSSL's short names.
 pub fn name_string(n: &Name) -> String {

@@ -12,9 +12,9 @@ use openssl::x509::{X509Req, X509};
 pub mod fast;
 pub mod policy;
 
-pub use fast::{Csr, Sym};
 use super::ossl::{self, AttrValue};
 use super::{Pki, PkiError};
+pub use fast::{Csr, Sym};
 
 pub const CAPABILITIES: &str = "POSTPKIOperation\nSHA-256\nSHA-1\nAES\nDES3\nSCEPStandard\nRenewal\n";
 
@@ -148,7 +148,6 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Sym) -> Result<Csr, (FailInfo, Strin
     }
     Csr::verified(csr_der).map_err(|e| (FailInfo::BadRequest, e))
 }
-
 
 fn nonce() -> Result<Vec<u8>, PkiError> {
     let mut b = vec![0u8; 16];

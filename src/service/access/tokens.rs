@@ -24,8 +24,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now;
-use crate::service::ServiceError;
 use crate::pki::secrets::SecretBox;
+use crate::service::ServiceError;
 use crate::store::Store;
 
 const COLLECTION: &str = "access";

@@ -1,9 +1,9 @@
 //! The command loop: Idle asks for work, reports finish or defer commands.
 
-use crate::service::checkin::Caller;
 use crate::clock::now;
-use crate::service::{Mdm, ServiceError};
 use crate::protocol::{CommandReport, Status};
+use crate::service::checkin::Caller;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{DeliveryStatus, ReportOutcome, ReportRecord};
 
 impl Mdm {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::service::access::compliance::{evaluate, Facts};
 use crate::clock::now;
+use crate::service::access::compliance::{evaluate, Facts};
 use crate::service::{Mdm, ServiceError};
 use crate::store::{ComplianceRecord, InventoryItem};
 

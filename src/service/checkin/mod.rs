@@ -8,11 +8,11 @@
 pub mod connect;
 pub mod inventory;
 
-use crate::service::enroll::identity::Admission;
 use crate::clock::now;
-use crate::service::{Mdm, ServiceError};
 use crate::protocol::checkin::{CheckinMessage, CheckinRequest};
 use crate::protocol::EnrollmentKind;
+use crate::service::enroll::identity::Admission;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{AuthOutcome, DeviceInfo, Enrollment, PushInfo, TokenUpdateRecord};
 
 /// What to answer a device's check-in with.

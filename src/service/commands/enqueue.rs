@@ -4,9 +4,9 @@
 //! internal ones (`enqueue_json`: identity renewal, inventory) both take it.
 
 use crate::clock::now;
-use crate::service::{Mdm, ServiceError};
 use crate::protocol::schema::{Schema, SchemaError};
 use crate::protocol::Command;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{CommandRecord, EnqueueOutcome, StoreError};
 
 #[derive(Debug)]
@@ -27,7 +27,10 @@ impl Mdm {
             })
         })?;
         let rec = CommandRecord::new(&cmd, now(), None);
-        let out = self.fan_out(rec, targets, true).await.map_err(|e| EnqueueError::Service(e.into()))?;
+        let out = self
+            .fan_out(rec, targets, true)
+            .await
+            .map_err(|e| EnqueueError::Service(e.into()))?;
         Ok((cmd.uuid, out))
     }
 

@@ -23,15 +23,15 @@ use openssl::x509::X509;
 use plist::{Dictionary, Value};
 use serde::Serialize;
 
-use crate::service::credentials::derived::{Delivery, Derived, WaitingProfile};
-use crate::pki::sha256_hex;
-use crate::service::credentials::orgca::OrgCas;
 use crate::clock::now;
-use crate::service::{Mdm, ServiceError};
+use crate::pki::sha256_hex;
 use crate::pki::Pki;
 use crate::profiles::{self, vars, Template, TemplateError};
 use crate::protocol::schema::{Problem, Schema};
 use crate::protocol::Command;
+use crate::service::credentials::derived::{Delivery, Derived, WaitingProfile};
+use crate::service::credentials::orgca::OrgCas;
+use crate::service::{Mdm, ServiceError};
 use crate::store::{CommandRecord, Enrollment, OneTimeSecret, ProfileAction, ProfileState, ProfileTag, ProfileTemplate, SecretKind};
 
 /// How long a SCEP challenge inside a queued profile stays valid: the
@@ -836,7 +836,10 @@ impl Commander {
             sealer: self.mdm.secrets.clone(),
             dc,
             proxy_ttl: self.orgcas.as_ref().map_or(7 * 86_400, |c| c.cfg.proxy_ttl),
-            upload_ttl: self.derived.as_ref().map_or(crate::service::credentials::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
+            upload_ttl: self
+                .derived
+                .as_ref()
+                .map_or(crate::service::credentials::derived::DEFAULT_UPLOAD_TTL, |d| d.upload_ttl),
             extra,
             pki: self.pki.clone(),
             public_url: self.cfg.public_url.clone(),
@@ -939,7 +942,11 @@ struct Renderer {
 impl Renderer {
     /// A provider app's upload token for this device (`$DERIVED_CREDENTIAL_TOKEN`).
     fn upload_token(&self, e: &Enrollment, t: i64, secrets: &mut Vec<(SecretKind, String, OneTimeSecret)>) -> String {
-        let token = format!("{}{}", crate::service::credentials::derived::TOKEN_PREFIX, crate::pki::random_token(24));
+        let token = format!(
+            "{}{}",
+            crate::service::credentials::derived::TOKEN_PREFIX,
+            crate::pki::random_token(24)
+        );
         secrets.push((
             SecretKind::DerivedUpload,
             sha256_hex(&token),

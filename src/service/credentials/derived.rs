@@ -20,8 +20,8 @@ use openssl::pkcs12::Pkcs12;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now;
-use crate::service::ServiceError;
 use crate::pki::secrets::SecretBox;
+use crate::service::ServiceError;
 use crate::store::{Enrollment, LookupKey, SecretKind, Store, StoreError};
 
 pub const CREDENTIALS: &str = "derived-credentials";

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use plist::Value;
 
+use crate::clock::now;
 use crate::service::commands::{Batch, CommandInput, Commander};
 use crate::service::credentials::derived::{CredentialView, DerivedError};
-use crate::clock::now;
 use crate::store::ProfileState;
 
 /// The organisation CAs a template's SCEP payloads reach through the proxy.

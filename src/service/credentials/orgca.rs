@@ -24,9 +24,9 @@ use openssl::pkcs7::Pkcs7;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use crate::pki::sha256_hex;
 use crate::clock::now;
 use crate::pki::secrets::SecretBox;
+use crate::pki::sha256_hex;
 use crate::store::{SecretKind, Store, StoreError};
 
 /// The record collections this module keeps.

@@ -20,10 +20,10 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
 use crate::clock::now;
-use crate::pki::sha256_hex;
-use crate::service::{Mdm, ServiceError};
 use crate::pki::scep::{self, FailInfo, MessageType};
+use crate::pki::sha256_hex;
 use crate::pki::{cms, Identity, Pki, PkiError};
+use crate::service::{Mdm, ServiceError};
 use crate::store::{Consumed, IssuedCert, OneTimeSecret, SecretKind, Store};
 
 #[derive(Clone)]
@@ -111,7 +111,6 @@ impl Enroller {
             None => true,
         }
     }
-
 
     pub fn new(pki: Arc<Pki>, store: Arc<dyn Store>, cfg: EnrollConfig, topic: Arc<crate::service::Topic>) -> Self {
         Enroller {

@@ -20,11 +20,11 @@ use openssl::stack::Stack;
 use openssl::x509::X509;
 use plist::{Dictionary, Value};
 
+use crate::clock::now;
+use crate::pki::cms;
 use crate::pki::sha256_hex;
 use crate::service::enroll::Enroller;
-use crate::clock::now;
 use crate::service::ServiceError;
-use crate::pki::cms;
 use crate::store::{Consumed, SecretKind};
 
 /// The attributes a device is asked for in phase 1.
