@@ -5,6 +5,13 @@
 //! what each APNs answer means for the token, the certificate's health, and
 //! a periodic re-push of devices that have work waiting. A push never
 //! touches the command queue: a failed push drops nothing.
+//!
+//! A wake-up: `Mdm::wake` → the `Pusher` collects ids for
+//! `--push-coalesce-ms` → per id (bounded in flight) the enrollment's token,
+//! PushMagic and topic from the store (never before TokenUpdate; not to a
+//! token APNs called dead until a newer TokenUpdate) → `ApnsClient` POSTs on
+//! the shared HTTP/2 connection → the outcome is kept in memory (API) and
+//! written to the enrollment in batches; the re-push sweep tries again later.
 
 pub mod cert;
 pub mod client;

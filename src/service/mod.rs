@@ -1,6 +1,26 @@
-//! The rules of the protocol: the check-in state machine and the command
-//! loop, over the store's role traits. No HTTP here: handlers call in with a
-//! parsed request and get back what to answer.
+//! The rules of the protocol, over the store's role traits, grouped by
+//! subject. No HTTP here: handlers call in with a parsed request (and plain
+//! values, never headers) and get back what to answer.
+//!
+//! - `checkin/`: devices talking to us — check-in messages, the command loop
+//!   (`connect`), inventory.
+//! - `commands/`: what admins queue (`Commander`), the one fan-out path
+//!   (`enqueue`), secrets sealed inside queued commands.
+//! - `enroll/`: the enrollment profile and Apple's profile service (`ota`),
+//!   SCEP issuance policy, invitations, renewal, the identity rule,
+//!   conditional enrollment by network.
+//! - `ddm`: declarative device management.
+//! - `access/`: accounts and roles, credential limits, access tokens,
+//!   compliance, NAC posture.
+//! - `credentials/`: organisation CAs, derived credentials, what follows an
+//!   install.
+//!
+//! `Mdm` (here) is the device-facing service: its state is this struct, built
+//! whole by `server::run` (`with_*`, no setters after the fact); its methods
+//! live with their subject (`checkin`, `checkin::connect`,
+//! `checkin::inventory`, `commands::enqueue`, `access::nac`). Infrastructure the services
+//! share lives below them: the clock (`crate::clock`), leases, the webhook
+//! outbox and ACME (`crate::ops`), wake-ups (`crate::push`).
 
 pub mod access;
 pub mod checkin;

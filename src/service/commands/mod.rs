@@ -12,6 +12,17 @@
 //! it carries, in one transaction. A target whose copy cannot be built (a
 //! variable without a value, no identity certificate to encrypt to) gets a
 //! clear error and nothing is queued for it.
+//!
+//! A profile install (`POST /v1/profiles/{id}/install`): each target's copy
+//! is built on the blocking pool (variables filled; `$SCEP_CHALLENGE` becomes
+//! a new single-use challenge bound to the device and payload; payloads
+//! encrypted to the device; signed); `enqueue_each` stores the commands and
+//! challenges in one transaction, supersedes a still pending command for the
+//! same profile, and marks the profile `pending` on each device. The
+//! device's result updates the profile's state inside the same `report`
+//! transaction (the command record carries a profile tag). A certificate
+//! SCEP issues against such a challenge records its purpose and device and
+//! is never accepted as an MDM identity.
 
 pub mod enqueue;
 pub mod sealed;

@@ -1,8 +1,7 @@
 //! The identity rule, written once: what a certificate our CA issues may
 //! speak for, what a renewal inherits, and who may `Authenticate` as an
 //! enrollment. SCEP issuance (`enroll`), the profile service, the renewal
-//! profile and `checkin` all decide through these functions
-//! (docs/ARCHITECTURE.md, "Identity").
+//! profile and `checkin` all decide through these functions.
 //!
 //! - Every certificate has a purpose: `mdm` (an MDM identity; a record with
 //!   no purpose, written before purposes were always recorded, means the
@@ -20,6 +19,11 @@
 //!   state), a re-enrollment when it is vouched for that device (or the policy
 //!   is open, or an admin approved), and refused otherwise. The current
 //!   identity again (a re-sent or replayed message) resets nothing.
+//! - **Vouched** means the device proved it is that UDID: an attested
+//!   phase 1, or a renewal of a vouched identity. An identity issued for one
+//!   UDID never speaks for another.
+//! - Before any of this, a SCEP request is bounded (`pki::scep::policy`):
+//!   subject size, no CA's name, RSA 2048 to `--scep-max-key-bits`.
 
 use crate::store::{Enrollment, IssuedCert, OneTimeSecret};
 

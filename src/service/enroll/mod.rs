@@ -6,6 +6,19 @@
 //!
 //! Enrollment: the signed enrollment profile, SCEP issuance policy
 //! (challenges, subjects, validity), invitations, and identity renewal.
+//!
+//! The whole path: `GET /mdm/enroll` (basic auth or a single-use
+//! invitation) → the profile service's phases (`ota`; `--enroll-flow single`
+//! skips phases 1 and 3) → `/scep` issues the MDM identity and records the
+//! UDID it is bound to (and whether it was attested: "vouched") before the
+//! CertRep leaves → `Authenticate` (`checkin`, deciding by
+//! `identity::admission`) binds the certificate hash to the enrollment →
+//! `TokenUpdate` makes it pushable. A leased background sweep re-sends the
+//! enrollment profile (encrypted to the device, with a challenge bound to
+//! it) to devices whose identity expires within `--renew-before-days`; the
+//! following `Authenticate` with the identity renewed from the current one
+//! is a renewal (queue and history kept; pending profile installs are
+//! rebuilt for the new identity).
 
 pub mod identity;
 pub mod netpolicy;
