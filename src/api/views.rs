@@ -1,7 +1,7 @@
 //! JSON views of stored records. Secrets (unlock and bootstrap tokens) are
 //! shown only as present or absent; a command's secrets (filled in by the
 //! service, or secret by Apple's key name) and secrets in a device's answers
-//! are redacted for every role (`service::sealed`).
+//! are redacted for every role (`service::commands::sealed`).
 
 use serde_json::{json, Value};
 

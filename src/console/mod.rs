@@ -11,7 +11,7 @@
 //! cookie that is `HttpOnly`, `Secure`, `SameSite=Strict` and expires; every state-changing form
 //! carries the session's CSRF token (403 without it); the sign-in form carries its own (a cookie
 //! it must match); failed sign-ins are rate-limited per client address and per name (the shared
-//! `service::limits` limiter: a name under attack refuses only addresses that failed too, so the
+//! `service::access::limits` limiter: a name under attack refuses only addresses that failed too, so the
 //! owner still signs in); responses are sent with HSTS over TLS; responses
 //! carry a Content-Security-Policy that allows only this origin's stylesheet and images
 //! (no script at all), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Every asset is in

@@ -1,5 +1,5 @@
 //! `/scep-proxy/{ca}/{token}`: mdmd's SCEP proxy to an organisation CA
-//! (`service::orgca`). The token is checked before anything is forwarded:
+//! (`service::credentials::orgca`). The token is checked before anything is forwarded:
 //! unknown, expired, used or for another CA is 403. A CA that fails is 502,
 //! one that does not answer in time 504.
 
