@@ -7,7 +7,6 @@ pub mod asn1;
 pub mod ca;
 pub mod cms;
 pub mod identity;
-#[allow(unsafe_code)]
 pub mod ossl;
 pub mod scep;
 pub mod secrets;

@@ -11,6 +11,10 @@
 //! Every pointer here comes from an owned `openssl` object that outlives the
 //! call, or is created and freed within the function. Tested in `scep` tests
 //! and against Debian's `scepclient` in `tests/pki.rs`.
+//!
+//! The crate denies `unsafe_code` (src/lib.rs); this module alone allows it.
+
+#![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
