@@ -565,7 +565,6 @@ pub struct Setting {
     pub version: u64,
 }
 
-
 /// One kind of a device's inventory: the answer to one query command, as last reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryItem {
@@ -627,7 +626,6 @@ pub struct Record {
     pub version: u64,
     pub updated_at: i64,
 }
-
 
 /// An event waiting for one webhook receiver (the durable outbox).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

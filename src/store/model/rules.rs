@@ -7,7 +7,6 @@
 use super::*;
 use crate::protocol::ErrorChainItem;
 
-
 /// What an Authenticate does with the identity certificate it presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertBinding {

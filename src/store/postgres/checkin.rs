@@ -54,7 +54,6 @@ async fn modify<R>(tx: &Transaction<'_>, id: &str, f: impl FnOnce(&mut Enrollmen
     Ok(Some(r))
 }
 
-
 async fn authenticate_tx(tx: &Transaction<'_>, (rec, keep_queue): (Enrollment, bool)) -> Result<AuthOutcome> {
     let now = rec.authenticated_at;
     if let Some(h) = &rec.cert_hash {

@@ -27,7 +27,6 @@
 //!   a `StoreError` (HTTP 503) within that time, never a hang; the pool
 //!   replaces broken connections by itself when the database is back.
 
-
 mod checkin;
 mod copy;
 mod inventory;
@@ -54,13 +53,13 @@ use tokio_postgres::types::ToSql;
 use super::*;
 use crate::protocol::ErrorChainItem;
 use checkin::*;
-use outbox::*;
 use inventory::*;
+use outbox::*;
 use pki::*;
-use records::*;
 use pool::*;
 use profiles::*;
 use queue::*;
+use records::*;
 use writer::*;
 
 pub use pool::redact;

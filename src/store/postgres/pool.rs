@@ -32,12 +32,10 @@ pub(super) fn make_pool(cfg: &PgConfig) -> Result<Pool> {
         pc.application_name("mdmd");
     }
     let tls = {
-        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-            .map_err(|e| setup("TLS for the database", e))?;
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|e| setup("TLS for the database", e))?;
         match &cfg.ca_file {
             Some(ca) => {
-                b.set_ca_file(ca)
-                    .map_err(|e| setup(&format!("database CA {}", ca.display()), e))?;
+                b.set_ca_file(ca).map_err(|e| setup(&format!("database CA {}", ca.display()), e))?;
                 b.set_verify(openssl::ssl::SslVerifyMode::PEER);
             }
             None => b.set_verify(openssl::ssl::SslVerifyMode::NONE),

@@ -131,10 +131,7 @@ async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<St
 
 type Secrets = Vec<(SecretKind, String, OneTimeSecret)>;
 
-async fn enqueue_each_tx(
-    tx: &Transaction<'_>,
-    (items, secrets): (Vec<(CommandRecord, String)>, Secrets),
-) -> Result<EnqueueOutcome> {
+async fn enqueue_each_tx(tx: &Transaction<'_>, (items, secrets): (Vec<(CommandRecord, String)>, Secrets)) -> Result<EnqueueOutcome> {
     let targets: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
     let known: std::collections::HashSet<String> = known_ids(tx, &targets).await?.into_iter().collect();
     let unknown: Vec<String> = targets.into_iter().filter(|t| !known.contains(t)).collect();

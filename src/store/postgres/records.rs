@@ -10,7 +10,10 @@ pub(super) fn record_row(r: &tokio_postgres::Row, at: usize) -> Result<Record> {
     })
 }
 
-async fn put_record_tx(tx: &Transaction<'_>, (collection, key, value, now, expect): (String, String, serde_json::Value, i64, Option<u64>)) -> Result<Option<u64>> {
+async fn put_record_tx(
+    tx: &Transaction<'_>,
+    (collection, key, value, now, expect): (String, String, serde_json::Value, i64, Option<u64>),
+) -> Result<Option<u64>> {
     let have = opt(
         tx,
         "SELECT version FROM records WHERE collection = $1 AND key = $2 FOR UPDATE",

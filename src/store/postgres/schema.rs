@@ -128,7 +128,6 @@ CREATE INDEX outbox_due ON outbox (next_at, seq);",
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6d646d64_0001;
 
-
 impl PgStore {
     /// Apply every migration not yet applied; returns the versions applied now.
     pub async fn migrate(&self) -> Result<Vec<i32>> {
@@ -175,13 +174,11 @@ impl PgStore {
             let c = self.pool.get().await?;
             let exists = c
                 .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
-                .await
-                ?
+                .await?
                 .get::<_, bool>(0);
             let done: Vec<i32> = if exists {
                 c.query("SELECT version FROM schema_migrations", &[])
-                    .await
-                    ?
+                    .await?
                     .iter()
                     .map(|r| r.get(0))
                     .collect()
