@@ -1,7 +1,10 @@
-//! Storage: small role traits (check-in state, command queue, certificates)
-//! and their embedded redb implementation. Every trait method is one
-//! transaction; nothing relies on in-process locks for queue order, so a
-//! networked SQL backend can implement the same traits.
+//! Storage: small role traits (check-in state, command queue, certificates,
+//! profiles, leases, settings, inventory, records, the webhook outbox, copy)
+//! and their two backends, `redb` (embedded) and `postgres` (several
+//! instances on one database), each a folder with one file per role. Every
+//! trait method is one transaction; nothing relies on in-process locks for
+//! queue order. The rules both backends apply are written once in `model`;
+//! the backends only read and write rows. `tests/store.rs` is the contract.
 
 pub mod copy;
 pub mod model;
@@ -13,37 +16,91 @@ pub use model::*;
 use async_trait::async_trait;
 use thiserror::Error;
 
+/// A storage failure, with its cause. Callers show it as "storage
+/// unavailable" (HTTP 503) and log it with its chain of sources.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// A failure described in words, without an underlying error (the
+    /// database did not answer in time, a compare-and-set kept losing).
     #[error("database error: {0}")]
     Db(String),
+    /// The embedded database (redb) failed.
+    #[error("database error: {0}")]
+    Redb(#[from] ::redb::Error),
+    /// PostgreSQL failed: the server's own message and code when it sent one.
+    #[error("database error: {}", postgres_message(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had from the pool.
+    #[error("database unavailable: {0}")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    /// The store could not be set up (a bad URL, TLS, the pool): what, and why.
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The operating system refused (e.g. starting the writer thread).
+    #[error("database error: {0}")]
+    Io(#[source] std::io::Error),
+    /// A stored record does not decode (or a value does not encode).
+    #[error("stored record is corrupt: {0}")]
+    Codec(#[from] serde_json::Error),
+    /// A stored record is not what it should be, in words.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The failure of a group commit, shared by every write in it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     #[error("store is shutting down")]
     Closed,
 }
 
-macro_rules! db_err {
+impl StoreError {
+    /// The PostgreSQL SQLSTATE of the failure, if the server sent one.
+    pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            StoreError::Postgres(e) => e.code(),
+            StoreError::Shared(e) => e.sql_state(),
+            _ => None,
+        }
+    }
+}
+
+/// The server's own message and code are more useful than "db error".
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e)
+    }
+}
+
+macro_rules! redb_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
         }
     )*};
 }
-db_err!(
-    ::redb::Error,
+redb_err!(
     ::redb::DatabaseError,
     ::redb::TransactionError,
     ::redb::TableError,
     ::redb::StorageError,
     ::redb::CommitError
 );
-
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
-}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
