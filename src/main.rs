@@ -16,7 +16,7 @@ mod cli;
 )]
 struct Cli {
     #[command(subcommand)]
-    cmd: cli::Cmd,
+    cmd: cli::Command,
     /// Log lines as `text` (for people) or `json` (one object per line, for log shippers).
     /// The level comes from MDMD_LOG (default info; e.g. MDMD_LOG=info,mdmd::access=warn
     /// drops the per-request lines).

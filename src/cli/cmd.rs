@@ -245,8 +245,6 @@ fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<Strin
     }
 }
 
-/// A typed command from the CLI, and its targets.
-
 /// Targets as given, with `@FILE` (one id per line; `@-`: stdin) expanded.
 fn expand_targets(given: Vec<String>) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::with_capacity(given.len());

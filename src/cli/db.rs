@@ -73,7 +73,7 @@ impl DbCmd {
                 eprintln!("copying {} -> {}", src.describe(), dst.describe());
                 let t0 = std::time::Instant::now();
                 let rep = mdmd::store::copy::copy_all(&*src, &*dst).await?;
-                println!("{:<16} {:>10} {:>10}  {:<16} {}", "table", "source", "target", "checksum", "");
+                println!("{:<16} {:>10} {:>10}  {:<16} ", "table", "source", "target", "checksum");
                 for (name, (a, b)) in &rep.tables {
                     println!(
                         "{name:<16} {:>10} {:>10}  {:016x} {}",

@@ -32,9 +32,9 @@ use clap::Subcommand;
 use serde_json::Value;
 
 #[derive(Subcommand)]
-pub enum Cmd {
+pub enum Command {
     /// Run the server.
-    Serve(mdmd::config::ServeConfig),
+    Serve(Box<mdmd::config::ServeConfig>),
     /// List and inspect enrolled devices (and user channels).
     Devices(devices::DevicesArgs),
     /// Queue commands and read their results.
@@ -76,26 +76,26 @@ pub enum Cmd {
 }
 
 /// Run one subcommand to its end.
-pub async fn run(cmd: Cmd) -> anyhow::Result<()> {
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve(cfg) => serve::run(cfg).await,
-        Cmd::Db(c) => c.run().await,
-        Cmd::Devices(c) => c.run().await,
-        Cmd::Cmd(c) => c.run().await,
-        Cmd::Ca(c) => c.run().await,
-        Cmd::Profiles(c) => c.run().await,
-        Cmd::PushCert(c) => c.run().await,
-        Cmd::Push(c) => c.run().await,
-        Cmd::Secrets(c) => c.run().await,
-        Cmd::Invite(c) => c.run().await,
-        Cmd::EnrollProfile(c) => c.run().await,
-        Cmd::Accounts(c) => c.run().await,
-        Cmd::AccessTokens(c) => c.run().await,
-        Cmd::Cas(c) => c.run().await,
-        Cmd::DerivedCredentials(c) => c.run().await,
-        Cmd::Ddm(c) => c.run().await,
-        Cmd::Compliance(c) => c.run().await,
-        Cmd::Sim(c) => c.run().await,
+        Command::Serve(cfg) => serve::run(*cfg).await,
+        Command::Db(c) => c.run().await,
+        Command::Devices(c) => c.run().await,
+        Command::Cmd(c) => c.run().await,
+        Command::Ca(c) => c.run().await,
+        Command::Profiles(c) => c.run().await,
+        Command::PushCert(c) => c.run().await,
+        Command::Push(c) => c.run().await,
+        Command::Secrets(c) => c.run().await,
+        Command::Invite(c) => c.run().await,
+        Command::EnrollProfile(c) => c.run().await,
+        Command::Accounts(c) => c.run().await,
+        Command::AccessTokens(c) => c.run().await,
+        Command::Cas(c) => c.run().await,
+        Command::DerivedCredentials(c) => c.run().await,
+        Command::Ddm(c) => c.run().await,
+        Command::Compliance(c) => c.run().await,
+        Command::Sim(c) => c.run().await,
     }
 }
 

@@ -329,7 +329,7 @@ impl SimCmd {
                 concurrency,
                 pid,
             } => {
-                let cpu = |pid: Option<u32>| pid.map(|p| proc_cpu(p)).unwrap_or(0.0);
+                let cpu = |pid: Option<u32>| pid.map(proc_cpu).unwrap_or(0.0);
                 let c0 = cpu(pid);
                 let (ok, secs) = mdmd::sim::load::scep_bench(client.http()?, &url, &challenge, requests, concurrency).await?;
                 let c1 = cpu(pid);
