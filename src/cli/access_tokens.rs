@@ -1,0 +1,108 @@
+//! `mdmd access-tokens`: shared access tokens for identity providers
+//! (generate, add, edit, revoke and rotate, verify).
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::client::{enc, AdminClient, ClientOpts, Method};
+use super::print;
+
+#[derive(Args)]
+pub struct AccessTokensArgs {
+    #[command(subcommand)]
+    what: AccessTokensCmd,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+impl AccessTokensArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let a = self.client.admin()?;
+        self.what.run(&a).await
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AccessTokensCmd {
+    /// Generate a new token (a UUID); apps using $ACCESS_TOKEN get it once it is in effect.
+    Generate {
+        /// When it takes effect (RFC 3339); default now.
+        #[arg(long)]
+        effective_at: Option<String>,
+        /// Revoke this token in the same step (rotation).
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    /// Add a token you choose (at least 16 characters).
+    Add {
+        value: String,
+        #[arg(long)]
+        effective_at: Option<String>,
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    List,
+    /// Change a token's value or effective date.
+    Edit {
+        id: String,
+        #[arg(long)]
+        value: Option<String>,
+        #[arg(long)]
+        effective_at: Option<String>,
+    },
+    /// Revoke a token; the last one only with --replace (its replacement is generated in the same step).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Ask what an identity provider would: is this token (shared or per-device) accepted now?
+    Verify {
+        token: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+impl AccessTokensCmd {
+    pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
+        let v = match self {
+            AccessTokensCmd::Generate { effective_at, revoke } => a
+                .send(
+                    Method::POST,
+                    "/v1/access-tokens",
+                    Some(json!({"effective_at": effective_at, "revoke": revoke})),
+                )
+                .await?
+                .ok()?,
+            AccessTokensCmd::Add {
+                value,
+                effective_at,
+                revoke,
+            } => a
+                .send(
+                    Method::POST,
+                    "/v1/access-tokens",
+                    Some(json!({"value": value, "effective_at": effective_at, "revoke": revoke})),
+                )
+                .await?
+                .ok()?,
+            AccessTokensCmd::List => a.get("/v1/access-tokens").await?,
+            AccessTokensCmd::Edit { id, value, effective_at } => a
+                .send(
+                    Method::PUT,
+                    &format!("/v1/access-tokens/{}", enc(&id)),
+                    Some(json!({"value": value, "effective_at": effective_at})),
+                )
+                .await?
+                .ok()?,
+            AccessTokensCmd::Revoke { id, replace } => a
+                .send(Method::DELETE, &format!("/v1/access-tokens/{}?replace={replace}", enc(&id)), None)
+                .await?
+                .ok()?,
+            AccessTokensCmd::Verify { token, device } => a.post("/v1/access/verify", json!({"token": token, "device": device})).await?,
+        };
+        print(&v);
+        Ok(())
+    }
+}

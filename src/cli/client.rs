@@ -1,0 +1,221 @@
+//! The CLI's own HTTP client for a running server's admin API.
+//!
+//! `ClientOpts` are the flags every client subcommand shares (--server,
+//! --api-key, --trust-ca); `AdminClient` sends JSON or bytes with the key, and
+//! `Reply` checks an answer in one place. The load generator keeps its own
+//! client (`sim::load::Admin`); nothing here is shared with it.
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde_json::Value;
+
+pub use reqwest::Method;
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// URL of a running mdmd.
+    #[arg(long, env = "MDMD_SERVER", default_value = "https://localhost:8443", global = true)]
+    pub server: String,
+    /// Admin API key (default: contents of ./data/api-key).
+    #[arg(long, env = "MDMD_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// Also trust this CA (PEM) for the server's TLS certificate (default: ./certs/ca.pem if present).
+    #[arg(long, env = "MDMD_TRUST_CA", global = true)]
+    trust_ca: Option<std::path::PathBuf>,
+}
+
+impl ClientOpts {
+    /// An HTTPS client that trusts the server's CA (see `trust_pem`). The user
+    /// agent is the one the CLI has always sent.
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .user_agent("MDM/1.0 mdmd-sim")
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(pem) = self.trust_pem()? {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(b.build()?)
+    }
+
+    /// The CA clients trust: --trust-ca, else ./certs/ca.pem when there is one.
+    pub fn trust_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let path = self
+            .trust_ca
+            .clone()
+            .or_else(|| Some(std::path::PathBuf::from("certs/ca.pem")).filter(|p| p.exists()));
+        Ok(match path {
+            Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        })
+    }
+
+    /// --api-key, else ./data/api-key.
+    pub fn api_key(&self) -> anyhow::Result<String> {
+        match &self.api_key {
+            Some(k) => Ok(k.clone()),
+            None => std::fs::read_to_string("data/api-key")
+                .map(|s| s.trim().to_owned())
+                .context("no API key: pass --api-key or set MDMD_API_KEY (or run where ./data/api-key exists)"),
+        }
+    }
+
+    pub fn admin(&self) -> anyhow::Result<AdminClient> {
+        let key = self.api_key()?;
+        Ok(AdminClient::new(&self.server, &key, self.http()?))
+    }
+}
+
+/// A path segment, percent-encoded.
+pub fn enc(s: &str) -> String {
+    urlencoding::encode(s).into_owned()
+}
+
+/// An answer: the HTTP status and the body as JSON (a JSON string when the
+/// body is not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The body of a 200 or 201; otherwise `HTTP status: error`, the body's
+    /// `error` member (as JSON) or else the whole body.
+    pub fn ok(self) -> anyhow::Result<Value> {
+        match (self.status, self.body) {
+            (200 | 201, v) => Ok(v),
+            (s, v) => Err(anyhow::anyhow!("HTTP {s}: {}", v.get("error").cloned().unwrap_or(v.clone()))),
+        }
+    }
+
+    /// The body of a 200 only; otherwise `HTTP status: body`.
+    pub fn ok_200(self) -> anyhow::Result<Value> {
+        match (self.status, self.body) {
+            (200, v) => Ok(v),
+            (s, v) => bail!("HTTP {s}: {v}"),
+        }
+    }
+
+    /// As `ok`, but the error is the `error` text followed by the answer's
+    /// validation `problems`, one per line (declarations and their sets).
+    pub fn ok_or_problems(self) -> anyhow::Result<Value> {
+        match (self.status, self.body) {
+            (200 | 201, v) => Ok(v),
+            (s, v) => {
+                let problems: Vec<String> = v["problems"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("\n  {}: {}", p["path"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or("")))
+                    .collect();
+                Err(anyhow::anyhow!(
+                    "HTTP {s}: {}{}",
+                    v.get("error")
+                        .and_then(|e| e.as_str())
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                    problems.concat()
+                ))
+            }
+        }
+    }
+}
+
+/// A client of one server's admin API, authenticated with a bearer key.
+pub struct AdminClient {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(base: &str, key: &str, http: reqwest::Client) -> Self {
+        AdminClient {
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            http,
+        }
+    }
+
+    /// A request to `path` with the key, not yet sent.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.key)
+    }
+
+    /// Read an answer's body as JSON, or as a JSON string when it is not JSON.
+    async fn reply(resp: reqwest::Response) -> anyhow::Result<Reply> {
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Reply { status, body })
+    }
+
+    /// Send `method path` with an optional JSON body; the answer unchecked.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Reply> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
+        Self::reply(resp).await
+    }
+
+    /// GET, expecting 200; otherwise `GET path: HTTP status: body`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        match self.send(Method::GET, path, None).await? {
+            Reply { status: 200, body } => Ok(body),
+            Reply { status, body } => bail!("GET {path}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// POST JSON, expecting 200 or 201; otherwise `POST path: HTTP status: body`.
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        match self.send(Method::POST, path, Some(body)).await? {
+            Reply { status: 200 | 201, body } => Ok(body),
+            Reply { status, body } => bail!("POST {path}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// POST a configuration profile (a .mobileconfig's bytes), expecting 200 or 201.
+    pub async fn post_profile(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let resp = self
+            .request(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-apple-aspen-config")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        match Self::reply(resp).await? {
+            Reply { status: 200 | 201, body } => Ok(body),
+            Reply { status, body } => bail!("POST {path}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// PUT raw bytes of `content_type`, with extra headers; the response as it came.
+    pub async fn put_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .request(Method::PUT, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Ok(req.send().await?)
+    }
+
+    /// GET raw bytes, expecting success; otherwise `HTTP status: body as text`.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        let resp = self.request(Method::GET, path).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+}

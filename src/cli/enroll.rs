@@ -1,0 +1,78 @@
+//! `mdmd invite` and `mdmd enroll-profile`: ways in for a device — a
+//! single-use invitation (URL and QR code), or the signed enrollment profile.
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+
+use super::client::{AdminClient, ClientOpts};
+
+#[derive(Args)]
+pub struct InviteArgs {
+    #[command(flatten)]
+    what: Invite,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+impl InviteArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let a = self.client.admin()?;
+        self.what.run(&a).await
+    }
+}
+
+#[derive(Args)]
+pub struct Invite {
+    /// Seconds until the invitation expires.
+    #[arg(long, default_value_t = 7 * 86_400)]
+    expires_in: i64,
+    /// Write the QR code as PNG here.
+    #[arg(long)]
+    png: Option<std::path::PathBuf>,
+    /// Write the QR code as SVG here.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
+}
+
+impl Invite {
+    pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
+        let v = a
+            .post("/v1/enrollments/invitations", json!({"expires_in": self.expires_in}))
+            .await?;
+        if let Some(p) = self.png {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v["qr_png_base64"].as_str().unwrap_or_default())?;
+            std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(p) = self.svg {
+            std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default()).with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!(
+            "{}\nexpires {}",
+            v["url"].as_str().unwrap_or_default(),
+            v["expires_at"].as_str().unwrap_or_default()
+        );
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct EnrollProfileArgs {
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+impl EnrollProfileArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        enroll_profile(&self.client.admin()?).await
+    }
+}
+
+/// The signed enrollment profile, to stdout as it came.
+pub async fn enroll_profile(a: &AdminClient) -> anyhow::Result<()> {
+    let body = a.get_bytes("/v1/enrollments/profile").await?;
+    use std::io::Write as _;
+    std::io::stdout().write_all(&body)?;
+    Ok(())
+}
