@@ -34,10 +34,13 @@ pub struct Caller {
 }
 
 impl Mdm {
-    fn seal(&self, id: &str, field: &str, plain: &[u8]) -> Result<String, ServiceError> {
+    fn seal(&self, id: &str, field: &'static str, plain: &[u8]) -> Result<String, ServiceError> {
         self.secrets
             .seal(plain, &crate::pki::secrets::aad(id, field))
-            .map_err(|e| ServiceError::Rejected(format!("sealing the {field} token: {e}")))
+            .map_err(|e| ServiceError::Internal {
+                what: "sealing a token",
+                source: format!("the {field} token: {e}").into(),
+            })
     }
 
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {

@@ -115,7 +115,7 @@ impl Mdm {
                 Ok((_, out)) => queued = out.queued,
                 Err(super::enqueue::EnqueueError::Service(e)) => return Err(e),
                 Err(super::enqueue::EnqueueError::Invalid(e)) => {
-                    return Err(ServiceError::Rejected(format!("inventory command: {}: {}", e.path, e.problem)))
+                    return Err(ServiceError::internal("building an inventory command", format!("{}: {}", e.path, e.problem)))
                 }
             }
         }

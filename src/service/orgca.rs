@@ -51,6 +51,14 @@ pub enum CaError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Our own failure (sealing, a stored value that does not open): never
+    /// the caller's fault; the cause is kept for the log.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: super::BoxError,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -381,15 +389,24 @@ impl OrgCas {
     fn seal(&self, name: &str, field: &str, v: &str) -> Result<String, CaError> {
         self.secrets
             .seal(v.as_bytes(), &Self::aad(name, field))
-            .map_err(|e| CaError::Invalid(format!("sealing: {e}")))
+            .map_err(|e| CaError::Internal {
+                what: "sealing a CA challenge",
+                source: e.into(),
+            })
     }
 
     fn open(&self, name: &str, field: &str, sealed: &str) -> Result<String, CaError> {
         let raw = self
             .secrets
             .open(sealed, &Self::aad(name, field))
-            .map_err(|e| CaError::Upstream(format!("the stored {field} of CA {name} does not open: {e}")))?;
-        String::from_utf8(raw).map_err(|_| CaError::Upstream(format!("the stored {field} of CA {name} is not text")))
+            .map_err(|e| CaError::Internal {
+                what: "opening a stored CA challenge",
+                source: format!("the stored {field} of CA {name}: {e}").into(),
+            })?;
+        String::from_utf8(raw).map_err(|e| CaError::Internal {
+            what: "reading a stored CA challenge",
+            source: format!("the stored {field} of CA {name}: {e}").into(),
+        })
     }
 
     /// Reseal stored challenges under the current key (after `secrets rotate`).
