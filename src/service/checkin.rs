@@ -323,7 +323,7 @@ impl Mdm {
             current.as_ref(),
             self.strict_reenroll,
         )
-        .map_err(ServiceError::Forbidden)?;
+        .map_err(|r| ServiceError::Forbidden(r.to_string()))?;
         if verdict != Admission::NeedsApproval {
             if verdict == Admission::Fresh && old.is_some_and(|o| o.active && o.checked_out_at.is_none()) {
                 tracing::info!(enrollment = %id, "re-enrollment with a new identity");

@@ -393,7 +393,7 @@ impl Enroller {
                 };
                 match super::identity::grant_for_renewal(&signer, &old.hash, current.as_ref(), approval) {
                     Ok(g) => g,
-                    Err(why) => return Ok(Err((FailInfo::BadCertId, why))),
+                    Err(why) => return Ok(Err((FailInfo::BadCertId, why.to_string()))),
                 }
             }
             _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
