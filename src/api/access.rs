@@ -5,27 +5,27 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{error, store_error, views, Caller};
+use super::{views, ApiError, ApiResult, Caller};
 use crate::app::App;
 use crate::service::access::accounts::Role;
 use crate::service::access::tokens::{Access, TokenView};
 use crate::service::ServiceError;
 
-fn access(app: &App) -> Result<&Arc<Access>, Response> {
+fn access(app: &App) -> Result<&Arc<Access>, ApiError> {
     app.commander
         .access()
-        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "access tokens are not set up"))
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "access tokens are not set up"))
 }
 
-fn failed(e: ServiceError) -> Response {
+/// The service's refusals: the last active token is a 409 here.
+fn failed(e: ServiceError) -> ApiError {
     match e {
-        ServiceError::Store(e) => store_error(e),
-        ServiceError::Forbidden(m) => error(StatusCode::CONFLICT, m),
-        e => error(StatusCode::BAD_REQUEST, e.to_string()),
+        ServiceError::Forbidden(m) => ApiError::new(StatusCode::CONFLICT, m),
+        e => e.into(),
     }
 }
 
@@ -41,17 +41,12 @@ fn view(t: &TokenView) -> serde_json::Value {
     })
 }
 
-fn parse_time(s: &Option<String>) -> Result<Option<i64>, Response> {
+fn parse_time(s: &Option<String>) -> Result<Option<i64>, ApiError> {
     match s {
         None => Ok(None),
         Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map(|t| Some(t.unix_timestamp()))
-            .map_err(|_| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{s:?} is not an RFC 3339 time (2026-12-01T00:00:00Z)"),
-                )
-            }),
+            .map_err(|_| ApiError::bad_request(format!("{s:?} is not an RFC 3339 time (2026-12-01T00:00:00Z)"))),
     }
 }
 
@@ -67,24 +62,19 @@ fn resend(app: &Arc<App>) {
 
 /// The tokens; their values only to the admin (an operator may read the
 /// list, to see which token is in effect, but never a value).
-pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>) -> Response {
-    let a = match access(&app) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>) -> ApiResult {
+    let a = access(&app)?;
     let admin = caller.is_some_and(|c| c.role == Role::Admin);
-    match a.list().await {
-        Ok(l) => Json(json!({"tokens": l.iter().map(|t| {
-            let mut v = view(t);
-            if !admin {
-                v["value"] = serde_json::Value::Null;
-                v["value_hidden"] = json!(true);
-            }
-            v
-        }).collect::<Vec<_>>()}))
-        .into_response(),
-        Err(e) => failed(e),
-    }
+    let l = a.list().await.map_err(failed)?;
+    Ok(Json(json!({"tokens": l.iter().map(|t| {
+        let mut v = view(t);
+        if !admin {
+            v["value"] = serde_json::Value::Null;
+            v["value_hidden"] = json!(true);
+        }
+        v
+    }).collect::<Vec<_>>()}))
+    .into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -94,23 +84,13 @@ pub struct NewToken {
     revoke: Option<String>,
 }
 
-pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> Response {
-    let a = match access(&app) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let eff = match parse_time(&n.effective_at) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match a.add(n.value, eff, n.revoke).await {
-        Ok(t) => {
-            tracing::info!(token = %t.id, "access token added");
-            resend(&app);
-            (StatusCode::CREATED, Json(view(&t))).into_response()
-        }
-        Err(e) => failed(e),
-    }
+pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> ApiResult {
+    let a = access(&app)?;
+    let eff = parse_time(&n.effective_at)?;
+    let t = a.add(n.value, eff, n.revoke).await.map_err(failed)?;
+    tracing::info!(token = %t.id, "access token added");
+    resend(&app);
+    Ok((StatusCode::CREATED, Json(view(&t))).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -119,22 +99,12 @@ pub struct EditToken {
     effective_at: Option<String>,
 }
 
-pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): Json<EditToken>) -> Response {
-    let a = match access(&app) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let eff = match parse_time(&n.effective_at) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match a.edit(&id, n.value, eff).await {
-        Ok(t) => {
-            resend(&app);
-            Json(view(&t)).into_response()
-        }
-        Err(e) => failed(e),
-    }
+pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): Json<EditToken>) -> ApiResult {
+    let a = access(&app)?;
+    let eff = parse_time(&n.effective_at)?;
+    let t = a.edit(&id, n.value, eff).await.map_err(failed)?;
+    resend(&app);
+    Ok(Json(view(&t)).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -143,19 +113,12 @@ pub struct RevokeQuery {
     replace: bool,
 }
 
-pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<RevokeQuery>) -> Response {
-    let a = match access(&app) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match a.revoke(&id, q.replace).await {
-        Ok(new) => {
-            tracing::info!(token = %id, replaced = new.is_some(), "access token revoked");
-            resend(&app);
-            Json(json!({"revoked": id, "replacement": new.as_ref().map(view)})).into_response()
-        }
-        Err(e) => failed(e),
-    }
+pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<RevokeQuery>) -> ApiResult {
+    let a = access(&app)?;
+    let new = a.revoke(&id, q.replace).await.map_err(failed)?;
+    tracing::info!(token = %id, replaced = new.is_some(), "access token revoked");
+    resend(&app);
+    Ok(Json(json!({"revoked": id, "replacement": new.as_ref().map(view)})).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -164,20 +127,12 @@ pub struct VerifyRequest {
     device: Option<String>,
 }
 
-pub async fn verify(State(app): State<Arc<App>>, Json(r): Json<VerifyRequest>) -> Response {
-    let a = match access(&app) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    match a.verify(&r.token, r.device.as_deref()).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => failed(e),
-    }
+pub async fn verify(State(app): State<Arc<App>>, Json(r): Json<VerifyRequest>) -> ApiResult {
+    let a = access(&app)?;
+    let v = a.verify(&r.token, r.device.as_deref()).await.map_err(failed)?;
+    Ok(Json(v).into_response())
 }
 
-pub async fn jwks(State(app): State<Arc<App>>) -> Response {
-    match access(&app) {
-        Ok(a) => Json(a.jwks()).into_response(),
-        Err(r) => r,
-    }
+pub async fn jwks(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(access(&app)?.jwks()).into_response())
 }

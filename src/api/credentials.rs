@@ -5,46 +5,25 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error, store_error, Caller};
+use super::{ApiError, ApiResult, Caller};
 use crate::app::App;
-use crate::service::credentials::derived::{DerivedError, Owner};
-use crate::service::credentials::orgca::{CaError, Challenge};
+use crate::service::credentials::derived::Owner;
+use crate::service::credentials::orgca::Challenge;
 
 /// A provider app's upload token, when that is how the caller signed in.
 #[derive(Debug, Clone)]
 pub struct UploadToken(pub String);
 
-fn ca_error(e: CaError) -> Response {
-    match e {
-        CaError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
-        CaError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        CaError::Exists(m) => error(StatusCode::CONFLICT, m),
-        CaError::Upstream(m) => error(StatusCode::BAD_GATEWAY, format!("the CA's check failed: {m}")),
-        CaError::Timeout(m) => error(StatusCode::GATEWAY_TIMEOUT, m),
-        CaError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
-        CaError::Store(e) => store_error(e),
-    }
-}
-
-fn derived_error(e: DerivedError) -> Response {
-    match e {
-        DerivedError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
-        DerivedError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        DerivedError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
-        DerivedError::Store(e) => store_error(e),
-    }
-}
-
 macro_rules! service {
     ($app:expr, $get:ident, $what:literal) => {
         match $app.commander.$get() {
             Some(s) => s.clone(),
-            None => return error(StatusCode::NOT_FOUND, concat!($what, " are not set up on this server")),
+            None => return Err(ApiError::not_found(concat!($what, " are not set up on this server"))),
         }
     };
 }
@@ -60,69 +39,49 @@ pub struct NewCa {
     challenge_url: Option<String>,
 }
 
-pub async fn add_ca(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+pub async fn add_ca(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    let n: NewCa = match serde_json::from_slice(&body) {
-        Ok(n) => n,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"name\", \"scep_url\", \"challenge\" | \"challenge_url\"}}: {e}"),
-            )
-        }
-    };
+    let n: NewCa = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be {{\"name\", \"scep_url\", \"challenge\" | \"challenge_url\"}}: {e}"
+        ))
+    })?;
     let challenge = match (n.challenge, n.challenge_url) {
         (Some(c), None) => Challenge::Static(c),
         (None, Some(u)) => Challenge::Url(u),
-        _ => return error(StatusCode::BAD_REQUEST, "give exactly one of challenge and challenge_url"),
+        _ => return Err(ApiError::bad_request("give exactly one of challenge and challenge_url")),
     };
-    match cas.add(&n.name, &n.scep_url, challenge).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => ca_error(e),
-    }
+    let v = cas.add(&n.name, &n.scep_url, challenge).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-pub async fn list_cas(State(app): State<Arc<App>>) -> Response {
+pub async fn list_cas(State(app): State<Arc<App>>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    match cas.list().await {
-        Ok(v) => Json(json!({"cas": v})).into_response(),
-        Err(e) => ca_error(e),
-    }
+    Ok(Json(json!({"cas": cas.list().await?})).into_response())
 }
 
-pub async fn show_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+pub async fn show_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    match cas.show(&name).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => ca_error(e),
-    }
+    Ok(Json(cas.show(&name).await?).into_response())
 }
 
-pub async fn remove_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+pub async fn remove_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    match cas.remove(&name).await {
-        Ok(()) => Json(json!({"removed": name})).into_response(),
-        Err(e) => ca_error(e),
-    }
+    cas.remove(&name).await?;
+    Ok(Json(json!({"removed": name})).into_response())
 }
 
-pub async fn ca_certificates(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+pub async fn ca_certificates(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    if let Err(e) = cas.show(&name).await {
-        return ca_error(e);
-    }
-    match cas.certificates(None).await {
-        Ok(v) => Json(json!({"ca": name, "certificates": v.into_iter().filter(|c| c.ca == name).collect::<Vec<_>>()})).into_response(),
-        Err(e) => ca_error(e),
-    }
+    cas.show(&name).await?;
+    let v = cas.certificates(None).await?;
+    Ok(Json(json!({"ca": name, "certificates": v.into_iter().filter(|c| c.ca == name).collect::<Vec<_>>()})).into_response())
 }
 
 /// Run the renewal check now (it also runs hourly).
-pub async fn renew(State(app): State<Arc<App>>) -> Response {
-    match app.commander.renew_org_certs().await {
-        Ok(n) => Json(json!({"renewals_queued": n})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+pub async fn renew(State(app): State<Arc<App>>) -> ApiResult {
+    let n = app.commander.renew_org_certs().await?;
+    Ok(Json(json!({"renewals_queued": n})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -142,25 +101,21 @@ pub async fn post_credential(
     caller: Option<Extension<Caller>>,
     token: Option<Extension<UploadToken>>,
     body: axum::body::Bytes,
-) -> Response {
+) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    let n: NewCredential = match serde_json::from_slice(&body) {
-        Ok(n) => n,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"device\" | \"user\", \"usage\", \"pkcs12\" (base64), \"password\"}}: {e}"),
-            )
-        }
-    };
+    let n: NewCredential = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be {{\"device\" | \"user\", \"usage\", \"pkcs12\" (base64), \"password\"}}: {e}"
+        ))
+    })?;
     let (owner, source) = match token {
         Some(Extension(UploadToken(t))) => {
-            let device = match derived.check_token(&t).await {
-                Ok(d) => d,
-                Err(e) => return derived_error(e),
-            };
+            let device = derived.check_token(&t).await?;
             if n.user.is_some() || n.device.as_deref().is_some_and(|d| d != device) {
-                return error(StatusCode::FORBIDDEN, "this token can only post its own device's credentials");
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "this token can only post its own device's credentials",
+                ));
             }
             (Owner::Device(device), "app".to_owned())
         }
@@ -169,56 +124,42 @@ pub async fn post_credential(
             match (n.device, n.user) {
                 (Some(d), None) => (Owner::Device(d), format!("account:{who}")),
                 (None, Some(u)) => (Owner::User(u), format!("account:{who}")),
-                _ => return error(StatusCode::BAD_REQUEST, "give exactly one of device and user"),
+                _ => return Err(ApiError::bad_request("give exactly one of device and user")),
             }
         }
     };
     use base64::Engine as _;
     let Ok(der) = base64::engine::general_purpose::STANDARD.decode(n.pkcs12.trim()) else {
-        return error(StatusCode::BAD_REQUEST, "pkcs12: not base64");
+        return Err(ApiError::bad_request("pkcs12: not base64"));
     };
-    let (view, old) = match derived.post(owner, &n.usage, &der, &n.password, &source).await {
-        Ok(v) => v,
-        Err(e) => return derived_error(e),
-    };
-    let followed = match app.commander.derived_posted(&view, old.is_some()).await {
-        Ok(f) => f,
-        Err(e) => return derived_error(e),
-    };
+    let (view, old) = derived.post(owner, &n.usage, &der, &n.password, &source).await?;
+    let followed = app.commander.derived_posted(&view, old.is_some()).await?;
     let mut v = serde_json::to_value(&view).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert("replaced".into(), json!(old.map(|o| o.id)));
         o.insert("profiles_sent".into(), json!(followed.installed));
     }
-    (StatusCode::CREATED, Json(v)).into_response()
+    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-pub async fn list_credentials(State(app): State<Arc<App>>) -> Response {
+pub async fn list_credentials(State(app): State<Arc<App>>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    match derived.list().await {
-        Ok(v) => Json(json!({"derived_credentials": v})).into_response(),
-        Err(e) => derived_error(e),
-    }
+    Ok(Json(json!({"derived_credentials": derived.list().await?})).into_response())
 }
 
-pub async fn delete_credential(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn delete_credential(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    let view = match derived.delete(&id).await {
-        Ok(v) => v,
-        Err(e) => return derived_error(e),
-    };
-    match app.commander.derived_deleted(&view).await {
-        Ok(f) => Json(json!({"deleted": id, "profiles_removed": f.removed, "profiles_reinstalled": f.installed})).into_response(),
-        Err(e) => derived_error(e),
-    }
+    let view = derived.delete(&id).await?;
+    let f = app.commander.derived_deleted(&view).await?;
+    Ok(Json(json!({"deleted": id, "profiles_removed": f.removed, "profiles_reinstalled": f.installed})).into_response())
 }
 
 /// What `GET /v1/devices/{id}` shows about credentials.
-pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serde_json::Value, Response> {
+pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serde_json::Value, ApiError> {
     let mut out = serde_json::Map::new();
     if let Some(d) = app.commander.derived() {
-        let creds = d.list_for(e).await.map_err(derived_error)?;
-        let waiting = d.waiting(&e.id).await.map_err(derived_error)?;
+        let creds = d.list_for(e).await?;
+        let waiting = d.waiting(&e.id).await?;
         out.insert("derived_credentials".into(), json!(creds));
         out.insert(
             "waiting_for_derived_credential".into(),
@@ -232,16 +173,16 @@ pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serd
     if let Some(c) = app.commander.orgcas() {
         out.insert(
             "org_certificates".into(),
-            json!(c.certificates(Some(&e.id)).await.map_err(ca_error)?),
+            json!(c.certificates(Some(&e.id)).await?),
         );
     }
     Ok(serde_json::Value::Object(out))
 }
 
 /// Waiting profiles as entries of `GET /v1/devices/{id}/profiles`.
-pub async fn waiting_entries(app: &App, enrollment: &str) -> Result<Vec<serde_json::Value>, Response> {
+pub async fn waiting_entries(app: &App, enrollment: &str) -> Result<Vec<serde_json::Value>, ApiError> {
     let Some(d) = app.commander.derived() else { return Ok(Vec::new()) };
-    let w = d.waiting(enrollment).await.map_err(derived_error)?;
+    let w = d.waiting(enrollment).await?;
     Ok(w.profiles
         .iter()
         .map(|(id, p)| {

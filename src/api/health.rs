@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::{ApiError, ApiResult};
 use crate::app::App;
 use crate::clock::now;
 
@@ -62,19 +63,19 @@ pub(crate) fn served_tls(app: &App) -> openssl::x509::X509 {
 }
 
 /// `GET /v1/acme`: the ACME certificate's state.
-pub async fn acme_status(State(app): State<Arc<App>>) -> Response {
-    match &app.acme {
-        Some(a) => Json(a.status().await).into_response(),
-        None => super::error(StatusCode::NOT_FOUND, "ACME is off (start mdmd with --acme-domain)"),
-    }
+pub async fn acme_status(State(app): State<Arc<App>>) -> ApiResult {
+    let a = app.acme.as_ref().ok_or_else(acme_off)?;
+    Ok(Json(a.status().await).into_response())
+}
+
+fn acme_off() -> ApiError {
+    ApiError::not_found("ACME is off (start mdmd with --acme-domain)")
 }
 
 /// `POST /v1/acme/renew`: order a new certificate now (answers when the
 /// order is done: 200 with the new state, or 502 with the CA's reason).
-pub async fn acme_renew(State(app): State<Arc<App>>) -> Response {
-    let Some(a) = app.acme.clone() else {
-        return super::error(StatusCode::NOT_FOUND, "ACME is off (start mdmd with --acme-domain)");
-    };
+pub async fn acme_renew(State(app): State<Arc<App>>) -> ApiResult {
+    let a = app.acme.clone().ok_or_else(acme_off)?;
     a.request_renewal();
     // Ordering goes on if the admin's connection drops.
     let job = tokio::spawn({
@@ -89,15 +90,13 @@ pub async fn acme_renew(State(app): State<Arc<App>>) -> Response {
     match (installed, status["last_error"].as_str()) {
         (Ok(Ok(_)), None) => {
             if let Some(t) = &app.tls {
-                if let Err(e) = t.reload() {
-                    return super::error(StatusCode::INTERNAL_SERVER_ERROR, format!("the new certificate does not load: {e}"));
-                }
+                t.reload().map_err(|e| ApiError::internal("loading the new certificate", e))?;
             }
-            Json(status).into_response()
+            Ok(Json(status).into_response())
         }
-        (Ok(Err(e)), _) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        (_, Some(e)) => super::error(StatusCode::BAD_GATEWAY, format!("the ACME order failed: {e}")),
-        (Err(e), None) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        (Ok(Err(e)), _) => Err(ApiError::internal("installing the ACME certificate", e)),
+        (_, Some(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("the ACME order failed: {e}"))),
+        (Err(e), None) => Err(ApiError::internal("ordering the ACME certificate", e)),
     }
 }
 

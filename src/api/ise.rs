@@ -201,9 +201,15 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
     let after = (paging != "0" && !paging.is_empty()).then(|| paging.to_owned());
     let crit = q.get("querycriteria").map(String::as_str).unwrap_or("");
     let value = q.get("value").map(String::as_str).unwrap_or("");
-    let err = |e: crate::service::ServiceError| {
-        tracing::error!(error = %e, "ISE query failed");
-        error_xml(StatusCode::SERVICE_UNAVAILABLE, "attributes", version, "storage unavailable")
+    let err = |e: crate::service::ServiceError| match e {
+        crate::service::ServiceError::Store(e) => {
+            tracing::error!(error = %super::error::chain(&e), "ISE query failed");
+            error_xml(StatusCode::SERVICE_UNAVAILABLE, "attributes", version, "storage unavailable")
+        }
+        e => {
+            let id = super::error::internal("an ISE query", &e);
+            error_xml(StatusCode::INTERNAL_SERVER_ERROR, "attributes", version, &format!("internal error (request id {id})"))
+        }
     };
     if crit.eq_ignore_ascii_case("compliance") {
         let state = if value.eq_ignore_ascii_case("true") {
@@ -261,15 +267,28 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
     }
 }
 
+/// Why a request body names no device.
+#[derive(Debug, thiserror::Error)]
+enum BadBody {
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("the XML nests deeper than {0} elements")]
+    TooDeep(usize),
+    #[error("body is not XML: {0}")]
+    NotXml(#[source] roxmltree::Error),
+    #[error("no device identifier (macaddress, udid, guid, imei, meid, serialnumber) in the body")]
+    NoIdentifier,
+}
+
 /// The identifiers in a request body: (criteria, value) per device.
-fn identifiers(body: &[u8]) -> Result<Vec<(LookupKey, String)>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+fn identifiers(body: &[u8]) -> Result<Vec<(LookupKey, String)>, BadBody> {
+    let text = std::str::from_utf8(body).map_err(|_| BadBody::NotUtf8)?;
     // roxmltree recurses once per element: measure the nesting first.
     let most = crate::protocol::limits::MAX_DEPTH;
     if crate::protocol::limits::xml_too_deep(body, most) {
-        return Err(format!("the XML nests deeper than {most} elements"));
+        return Err(BadBody::TooDeep(most));
     }
-    let doc = roxmltree::Document::parse(text).map_err(|e| format!("body is not XML: {e}"))?;
+    let doc = roxmltree::Document::parse(text).map_err(BadBody::NotXml)?;
     let mut out = Vec::new();
     for node in doc
         .descendants()
@@ -285,7 +304,7 @@ fn identifiers(body: &[u8]) -> Result<Vec<(LookupKey, String)>, String> {
         }
     }
     if out.is_empty() {
-        return Err("no device identifier (macaddress, udid, guid, imei, meid, serialnumber) in the body".into());
+        return Err(BadBody::NoIdentifier);
     }
     Ok(out)
 }
@@ -302,7 +321,7 @@ pub async fn batch(
     let filter = wanted(q.get("filter").map(String::as_str));
     let ids = match identifiers(&body) {
         Ok(ids) => ids,
-        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "attributes", version, &e),
+        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "attributes", version, &e.to_string()),
     };
     if ids.len() > QUERY_MAX_SIZE {
         return error_xml(StatusCode::BAD_REQUEST, "attributes", version, "more devices than query_max_size");
@@ -351,7 +370,7 @@ pub async fn action(
     }
     let ids = match identifiers(&body) {
         Ok(ids) => ids,
-        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "action", version, &e),
+        Err(e) => return error_xml(StatusCode::BAD_REQUEST, "action", version, &e.to_string()),
     };
     let mut s = String::from("<ise_api>");
     el(&mut s, "name", "action");
@@ -372,7 +391,11 @@ pub async fn action(
                     tracing::info!(action = %kind, enrollment = %id, commands = n, "NAC action queued");
                     (true, String::new())
                 }
-                Err(e) => (false, e),
+                Err(crate::service::commands::CommandError::Service(e)) => {
+                    let id = super::error::internal("a NAC action", &e);
+                    (false, format!("internal error (request id {id})"))
+                }
+                Err(e) => (false, e.to_string()),
             },
             _ => (false, "the identifier matches more than one device".to_owned()),
         };

@@ -5,6 +5,7 @@ mod access;
 mod accounts;
 mod credentials;
 mod ddm;
+pub mod error;
 mod health;
 mod inventory;
 mod ise;
@@ -28,6 +29,10 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::clock::now;
 use crate::service::ServiceError;
+pub use error::ApiError;
+
+/// What a handler answers: its response, or the error's.
+pub type ApiResult = Result<Response, ApiError>;
 
 /// One admin-API operation: the router and the OpenAPI description are both
 /// built from this table (`routes!`), so neither can forget one.
@@ -319,27 +324,23 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
                 tracing::info!(account = %name, client = %source, "admin API: wrong credentials");
                 return unauthorized();
             }
-            Err(crate::service::ServiceError::Store(e)) => {
+            Err(e @ (ServiceError::Store(_) | ServiceError::Internal { .. })) => {
                 attempt.succeeded();
-                return store_error(e);
+                return ApiError::from(e).into_response();
             }
             Err(e) => {
                 attempt.succeeded();
                 tracing::warn!(error = %e, "admin API credential check unavailable");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, "1")],
-                    Json(json!({"error": e.to_string()})),
-                )
-                    .into_response();
+                return ApiError::busy(e.to_string()).into_response();
             }
         }
     };
     if !permissions::allowed(role, req.method(), &path) {
-        return error(
+        return ApiError::new(
             StatusCode::FORBIDDEN,
             format!("account {name} ({}) may not {} {path}", role.as_str(), req.method()),
-        );
+        )
+        .into_response();
     }
     req.extensions_mut().insert(Caller { name, role });
     next.run(req).await
@@ -355,21 +356,23 @@ pub fn too_many(wait: crate::service::access::limits::RetryAfter) -> Response {
         .into_response()
 }
 
-pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({"error": msg.into()}))).into_response()
+async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> ApiResult {
+    let (rec, deliveries) = app
+        .mdm
+        .store
+        .command(&uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no command {uuid}")))?;
+    Ok(Json(views::command(&app.mdm.secrets, &rec, &deliveries)).into_response())
 }
 
-pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin API storage failure");
-    error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
-}
-
-async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> Response {
-    match app.mdm.store.command(&uuid).await {
-        Ok(Some((rec, deliveries))) => Json(views::command(&app.mdm.secrets, &rec, &deliveries)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no command {uuid}")),
-        Err(e) => store_error(e),
-    }
+/// The enrollment, or 404 `no enrollment {id}`.
+pub(crate) async fn enrollment(app: &App, id: &str) -> Result<crate::store::Enrollment, ApiError> {
+    app.mdm
+        .store
+        .enrollment(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no enrollment {id}")))
 }
 
 #[derive(Deserialize)]
@@ -385,7 +388,7 @@ struct Page {
     user: Option<String>,
 }
 
-async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Response {
+async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
     use crate::store::LookupKey as K;
     let search = [
         (K::Udid, &p.udid),
@@ -400,99 +403,74 @@ async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Res
         return inventory::search(&app, *k, v).await;
     }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    match app.mdm.store.enrollments(p.after, limit).await {
-        Ok(list) => {
-            let next = if list.len() == limit {
-                list.last().map(|e| e.id.clone())
-            } else {
-                None
-            };
-            let devices: Vec<_> = list.iter().map(|e| views::enrollment(e, None)).collect();
-            Json(json!({"devices": devices, "next": next})).into_response()
+    let list = app.mdm.store.enrollments(p.after, limit).await?;
+    let next = if list.len() == limit {
+        list.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
+    let devices: Vec<_> = list.iter().map(|e| views::enrollment(e, None)).collect();
+    Ok(Json(json!({"devices": devices, "next": next})).into_response())
+}
+
+async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    let e = enrollment(&app, &id).await?;
+    let pending = app
+        .mdm
+        .store
+        .device_commands(&id, usize::MAX)
+        .await?
+        .iter()
+        .filter(|c| c.delivery.status.is_pending())
+        .count();
+    let (inv, comp) = (app.mdm.store.inventory(&e.device).await, app.mdm.store.compliance(&e.device).await);
+    let (inv, comp) = (inv?, comp?);
+    let creds = credentials::device_view(&app, &e).await?;
+    let identity = match &e.cert_hash {
+        Some(h) => app.mdm.store.cert_by_hash(h).await?,
+        None => None,
+    };
+    let mut v = views::enrollment(&e, Some(pending));
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "identity_certificate".into(),
+            identity.map_or(serde_json::Value::Null, |c| {
+                json!({
+                    "serial": c.serial,
+                    "not_after": views::time(c.not_after),
+                    "revoked": c.revoked_at.is_some(),
+                })
+            }),
+        );
+        o.insert("inventory".into(), inventory::inventory_view(&inv));
+        o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
+        if let serde_json::Value::Object(c) = creds {
+            o.extend(c);
         }
-        Err(e) => store_error(e),
     }
-}
-
-async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.mdm.store.enrollment(&id).await {
-        Ok(Some(e)) => {
-            let pending = match app.mdm.store.device_commands(&id, usize::MAX).await {
-                Ok(c) => c.iter().filter(|c| c.delivery.status.is_pending()).count(),
-                Err(e) => return store_error(e),
-            };
-            let (inv, comp) = match (app.mdm.store.inventory(&e.device).await, app.mdm.store.compliance(&e.device).await) {
-                (Ok(i), Ok(c)) => (i, c),
-                (Err(e), _) | (_, Err(e)) => return store_error(e),
-            };
-            let creds = match credentials::device_view(&app, &e).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            let identity = match &e.cert_hash {
-                Some(h) => match app.mdm.store.cert_by_hash(h).await {
-                    Ok(c) => c,
-                    Err(e) => return store_error(e),
-                },
-                None => None,
-            };
-            let mut v = views::enrollment(&e, Some(pending));
-            if let Some(o) = v.as_object_mut() {
-                o.insert(
-                    "identity_certificate".into(),
-                    identity.map_or(serde_json::Value::Null, |c| {
-                        json!({
-                            "serial": c.serial,
-                            "not_after": views::time(c.not_after),
-                            "revoked": c.revoked_at.is_some(),
-                        })
-                    }),
-                );
-                o.insert("inventory".into(), inventory::inventory_view(&inv));
-                o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
-                if let serde_json::Value::Object(c) = creds {
-                    o.extend(c);
-                }
+    // The latest push may not be flushed to the store yet.
+    if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {
+        if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {
+            p.insert("last_push_at".into(), views::time(s.at));
+            p.insert("last_push_outcome".into(), json!(s.outcome));
+            if s.token_disabled {
+                p.insert("disabled".into(), json!(s.outcome));
             }
-            // The latest push may not be flushed to the store yet.
-            if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {
-                if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {
-                    p.insert("last_push_at".into(), views::time(s.at));
-                    p.insert("last_push_outcome".into(), json!(s.outcome));
-                    if s.token_disabled {
-                        p.insert("disabled".into(), json!(s.outcome));
-                    }
-                }
-            }
-            Json(v).into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => store_error(e),
     }
+    Ok(Json(v).into_response())
 }
 
-async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.mdm.store.enrollment(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => return store_error(e),
-    }
-    match app.mdm.store.device_commands(&id, 1000).await {
-        Ok(list) => Json(json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()})).into_response(),
-        Err(e) => store_error(e),
-    }
+async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    enrollment(&app, &id).await?;
+    let list = app.mdm.store.device_commands(&id, 1000).await?;
+    Ok(Json(json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()})).into_response())
 }
 
-async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.mdm.store.enrollment(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => return store_error(e),
-    }
-    match app.mdm.store.clear_queue(&id, now()).await {
-        Ok(n) => Json(json!({"enrollment": id, "cleared": n})).into_response(),
-        Err(e) => store_error(ServiceError::from(e)),
-    }
+async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    enrollment(&app, &id).await?;
+    let n = app.mdm.store.clear_queue(&id, now()).await?;
+    Ok(Json(json!({"enrollment": id, "cleared": n})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -503,20 +481,14 @@ struct Approve {
 
 /// Let the next Authenticate of this device with a new identity re-enroll it
 /// (once, within `expires_in` seconds, default one hour).
-async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
     let a: Approve = if body.is_empty() {
         Approve { expires_in: None }
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(a) => a,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"expires_in\": seconds}}: {e}")),
-        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body must be {{\"expires_in\": seconds}}: {e}")))?
     };
-    match app.mdm.store.enrollment(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => return store_error(e),
-    }
+    enrollment(&app, &id).await?;
     let ttl = a.expires_in.unwrap_or(3600).clamp(60, 7 * 86_400);
     let t = now();
     let rec = crate::store::OneTimeSecret {
@@ -529,18 +501,12 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         renews: None,
     };
     let hash = crate::pki::sha256_hex(&id);
-    match app
-        .mdm
+    app.mdm
         .store
         .add_secret(crate::store::SecretKind::ReenrollApproval, &hash, rec)
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(enrollment = %id, ttl, "re-enrollment approved");
-            Json(json!({"enrollment": id, "approved_until": views::time(t + ttl)})).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+        .await?;
+    tracing::info!(enrollment = %id, ttl, "re-enrollment approved");
+    Ok(Json(json!({"enrollment": id, "approved_until": views::time(t + ttl)})).into_response())
 }
 
 async fn info(State(app): State<Arc<App>>) -> Response {
@@ -555,15 +521,12 @@ async fn info(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Process accounting, so load tests can measure the server's own CPU per request.
-async fn stats(State(app): State<Arc<App>>) -> Response {
+async fn stats(State(app): State<Arc<App>>) -> ApiResult {
     use std::sync::atomic::Ordering::Relaxed;
     let (user, sys) = cpu_time();
     let day = crate::metrics::get().results_last_day();
-    let counts = match app.mdm.store.counts().await {
-        Ok(c) => c,
-        Err(e) => return store_error(e),
-    };
-    Json(json!({
+    let counts = app.mdm.store.counts().await?;
+    Ok(Json(json!({
         "enrollments": counts.enrollments,
         "pending_commands": counts.pending_commands,
         "commands_last_day": {"acknowledged": day.0, "failed": day.1, "not_now": day.2, "scope": "this instance since it started"},
@@ -581,7 +544,7 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
             None => serde_json::Value::Null,
         },
     }))
-    .into_response()
+    .into_response())
 }
 
 /// User and system CPU seconds of this process, from /proc/self/stat

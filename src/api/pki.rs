@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error, store_error, views};
+use super::{views, ApiError, ApiResult};
 use crate::app::App;
 use crate::clock::now;
 use crate::pki::ca::describe;
@@ -53,64 +53,54 @@ pub struct Page {
     limit: Option<usize>,
 }
 
-pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Response {
+pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    match app.mdm.store.certs(p.after, limit).await {
-        Ok(list) => {
-            let next = if list.len() == limit {
-                list.last().map(|c| c.serial.clone())
-            } else {
-                None
-            };
-            Json(json!({"certificates": list.iter().map(cert_view).collect::<Vec<_>>(), "next": next})).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+    let list = app.mdm.store.certs(p.after, limit).await?;
+    let next = if list.len() == limit {
+        list.last().map(|c| c.serial.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"certificates": list.iter().map(cert_view).collect::<Vec<_>>(), "next": next})).into_response())
 }
 
-pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
-    match app.mdm.store.cert_by_serial(&serial.to_uppercase()).await {
-        Ok(Some(c)) => Json(cert_view(&c)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
-        Err(e) => store_error(e),
-    }
+pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> ApiResult {
+    let c = app
+        .mdm
+        .store
+        .cert_by_serial(&serial.to_uppercase())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))?;
+    Ok(Json(cert_view(&c)).into_response())
 }
 
-pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> Response {
+pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> ApiResult {
     let serial = serial.to_uppercase();
-    match app.mdm.store.revoke_cert(&serial, now()).await {
-        Ok(true) => {
-            tracing::info!(%serial, "certificate revoked");
-            if let Some(w) = app.mdm.webhooks() {
-                let enrollment = app
-                    .mdm
-                    .store
-                    .cert_by_serial(&serial)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.enrollment);
-                let ev = w.own_event("mdmd.CertificateRevoked", json!({"serial": serial, "enrollment": enrollment}));
-                if let Err(e) = w.emit(ev).await {
-                    return store_error(e);
-                }
-            }
-            Json(json!({"serial": serial, "revoked": true})).into_response()
-        }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no certificate with serial {serial}")),
-        Err(e) => store_error(e),
+    if !app.mdm.store.revoke_cert(&serial, now()).await? {
+        return Err(ApiError::not_found(format!("no certificate with serial {serial}")));
     }
+    tracing::info!(%serial, "certificate revoked");
+    if let Some(w) = app.mdm.webhooks() {
+        let enrollment = app
+            .mdm
+            .store
+            .cert_by_serial(&serial)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.enrollment);
+        let ev = w.own_event("mdmd.CertificateRevoked", json!({"serial": serial, "enrollment": enrollment}));
+        w.emit(ev).await?;
+    }
+    Ok(Json(json!({"serial": serial, "revoked": true})).into_response())
 }
 
-pub async fn enrollment_profile(State(app): State<Arc<App>>) -> Response {
-    match app
+pub async fn enrollment_profile(State(app): State<Arc<App>>) -> ApiResult {
+    let der = app
         .enroller
         .signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400))
-        .await
-    {
-        Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response(),
-        Err(e) => store_error(e),
-    }
+        .await?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -119,29 +109,23 @@ pub struct InviteBody {
     expires_in: Option<i64>,
 }
 
-pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>) -> Response {
+pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>) -> ApiResult {
     let ttl = body
         .map(|b| b.0)
         .unwrap_or_default()
         .expires_in
         .unwrap_or(7 * 86_400)
         .clamp(60, 90 * 86_400);
-    let (token, expires) = match app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
+    let (token, expires) = app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await?;
     let url = format!("{}/mdm/enroll?invite={token}", app.enroller.cfg.public_url);
-    let (svg, png) = match qr(&url) {
-        Ok(x) => x,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("QR code: {e}")),
-    };
-    Json(json!({
+    let (svg, png) = qr(&url).map_err(|e| ApiError::internal("drawing the invitation's QR code", e))?;
+    Ok(Json(json!({
         "url": url,
         "expires_at": views::time(expires),
         "qr_svg": svg,
         "qr_png_base64": base64::engine::general_purpose::STANDARD.encode(png),
     }))
-    .into_response()
+    .into_response())
 }
 
 /// The invitation URL as a QR code: SVG text and PNG bytes.
@@ -154,9 +138,7 @@ pub fn qr(url: &str) -> anyhow::Result<(String, Vec<u8>)> {
     Ok((svg, png))
 }
 
-pub async fn renew_now(State(app): State<Arc<App>>) -> Response {
-    match app.enroller.renewal_sweep(&app.mdm).await {
-        Ok(ids) => Json(json!({"renewal_requested": ids})).into_response(),
-        Err(e) => store_error(e),
-    }
+pub async fn renew_now(State(app): State<Arc<App>>) -> ApiResult {
+    let ids = app.enroller.renewal_sweep(&app.mdm).await?;
+    Ok(Json(json!({"renewal_requested": ids})).into_response())
 }

@@ -5,34 +5,19 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, store_error, views};
+use super::{views, ApiError, ApiResult};
 use crate::app::App;
-use crate::service::commands::{Batch, CommandError, CommandInput};
+use crate::service::commands::{Batch, CommandInput};
 use crate::store::{DeviceProfile, ProfileTemplate};
 
-/// The answer for a failed enqueue or upload: 400 listing every problem.
-pub fn command_error(e: CommandError) -> Response {
-    match e {
-        CommandError::Invalid(problems) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!("invalid: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                "problems": problems,
-            })),
-        )
-            .into_response(),
-        CommandError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        CommandError::Service(e) => store_error(e),
-    }
-}
-
-fn batch(b: &Batch) -> Response {
-    Json(serde_json::to_value(b).unwrap_or(Value::Null)).into_response()
+fn batch(b: &Batch) -> ApiResult {
+    let v = serde_json::to_value(b).map_err(|e| ApiError::internal("encoding the batch", e))?;
+    Ok(Json(v).into_response())
 }
 
 fn yes() -> bool {
@@ -49,30 +34,23 @@ struct EnqueueBody {
 }
 
 /// `{"targets": [...], "command": {JSON command} | "<plist XML>"}`.
-pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
-    let req: EnqueueBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"targets\": [...], \"command\": {{...}} or \"<plist>\"}}: {e}"),
-            )
-        }
-    };
+pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+    let req: EnqueueBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be {{\"targets\": [...], \"command\": {{...}} or \"<plist>\"}}: {e}"
+        ))
+    })?;
     if req.targets.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required");
+        return Err(ApiError::bad_request("targets: at least one enrollment id is required"));
     }
     let input = match req.command {
-        Value::String(xml) => match crate::protocol::limits::parse_dictionary(xml.as_bytes()) {
-            Ok(d) => CommandInput::Plist(d),
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("command: not a plist dictionary: {e}")),
-        },
+        Value::String(xml) => CommandInput::Plist(
+            crate::protocol::limits::parse_dictionary(xml.as_bytes())
+                .map_err(|e| ApiError::bad_request(format!("command: not a plist dictionary: {e}")))?,
+        ),
         v => CommandInput::Json(v),
     };
-    match app.commander.enqueue(input, req.targets, req.push).await {
-        Ok(b) => batch(&b),
-        Err(e) => command_error(e),
-    }
+    batch(&app.commander.enqueue(input, req.targets, req.push).await?)
 }
 
 fn template_view(t: &ProfileTemplate) -> Value {
@@ -102,23 +80,19 @@ pub fn device_profile_view(d: &DeviceProfile) -> Value {
     })
 }
 
-pub async fn list(State(app): State<Arc<App>>) -> Response {
-    match app.mdm.store.templates().await {
-        Ok(list) => Json(json!({"profiles": list.iter().map(template_view).collect::<Vec<_>>()})).into_response(),
-        Err(e) => store_error(e),
-    }
+pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
+    let list = app.mdm.store.templates().await?;
+    Ok(Json(json!({"profiles": list.iter().map(template_view).collect::<Vec<_>>()})).into_response())
 }
 
-pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let t = match app.mdm.store.template(&id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no profile {id}")),
-        Err(e) => return store_error(e),
-    };
-    let devices = match app.mdm.store.profile_devices(&id).await {
-        Ok(d) => d,
-        Err(e) => return store_error(e),
-    };
+pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    let t = app
+        .mdm
+        .store
+        .template(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))?;
+    let devices = app.mdm.store.profile_devices(&id).await?;
     let mut counts = serde_json::Map::new();
     for d in &devices {
         let k = serde_json::to_value(d.state)
@@ -134,7 +108,7 @@ pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
         o.insert("states".into(), Value::Object(counts));
         o.insert("devices".into(), json!(devices.iter().map(device_profile_view).collect::<Vec<_>>()));
     }
-    Json(v).into_response()
+    Ok(Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -145,26 +119,22 @@ pub struct UploadQuery {
 }
 
 /// Raw `.mobileconfig` body (plain or signed).
-pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, body: axum::body::Bytes) -> Response {
+pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, body: axum::body::Bytes) -> ApiResult {
     if body.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the body must be a .mobileconfig");
+        return Err(ApiError::bad_request("the body must be a .mobileconfig"));
     }
-    match app.commander.upload(&body, "api", q.reinstall).await {
-        Ok((t, changed, reinstalled)) => {
-            let mut v = template_view(&t);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("changed".into(), json!(changed));
-                o.insert(
-                    "reinstall".into(),
-                    reinstalled
-                        .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
-                        .unwrap_or(Value::Null),
-                );
-            }
-            (StatusCode::CREATED, Json(v)).into_response()
-        }
-        Err(e) => command_error(e),
+    let (t, changed, reinstalled) = app.commander.upload(&body, "api", q.reinstall).await?;
+    let mut v = template_view(&t);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("changed".into(), json!(changed));
+        o.insert(
+            "reinstall".into(),
+            reinstalled
+                .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null),
+        );
     }
+    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -174,35 +144,32 @@ pub struct DeleteQuery {
     remove: bool,
 }
 
-pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> Response {
+pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> ApiResult {
     let removal = if q.remove {
-        let targets: Vec<String> = match app.mdm.store.profile_devices(&id).await {
-            Ok(d) => d
-                .into_iter()
-                .filter(|d| {
-                    use crate::store::ProfileState::*;
-                    matches!(d.state, Installed | Pending | Missing | Failed)
-                })
-                .map(|d| d.enrollment)
-                .collect(),
-            Err(e) => return store_error(e),
-        };
+        let targets: Vec<String> = app
+            .mdm
+            .store
+            .profile_devices(&id)
+            .await?
+            .into_iter()
+            .filter(|d| {
+                use crate::store::ProfileState::*;
+                matches!(d.state, Installed | Pending | Missing | Failed)
+            })
+            .map(|d| d.enrollment)
+            .collect();
         if targets.is_empty() {
             None
         } else {
-            match app.commander.remove_profile(&id, targets, true).await {
-                Ok(b) => Some(b),
-                Err(e) => return command_error(e),
-            }
+            Some(app.commander.remove_profile(&id, targets, true).await?)
         }
     } else {
         None
     };
-    match app.mdm.store.delete_template(&id).await {
-        Ok(true) => Json(json!({"identifier": id, "deleted": true, "removal": removal})).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no profile {id}")),
-        Err(e) => store_error(e),
+    if !app.mdm.store.delete_template(&id).await? {
+        return Err(ApiError::not_found(format!("no profile {id}")));
     }
+    Ok(Json(json!({"identifier": id, "deleted": true, "removal": removal})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -213,101 +180,69 @@ pub struct Targets {
 }
 
 /// `{"targets": [...]}` with at least one target, or the 400 to answer.
-fn targets(body: &[u8]) -> Result<(Vec<String>, bool), Response> {
-    let t: Targets =
-        serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")))?;
+fn targets(body: &[u8]) -> Result<(Vec<String>, bool), ApiError> {
+    let t: Targets = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "targets: at least one enrollment id is required"));
+        return Err(ApiError::bad_request("targets: at least one enrollment id is required"));
     }
     Ok((t.targets, t.push))
 }
 
-pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    match targets(&body) {
-        Ok((t, push)) => app
-            .commander
-            .install_template(&id, t, push)
-            .await
-            .map_or_else(command_error, |b| batch(&b)),
-        Err(r) => r,
-    }
+pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let (t, push) = targets(&body)?;
+    batch(&app.commander.install_template(&id, t, push).await?)
 }
 
-pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    match targets(&body) {
-        Ok((t, push)) => app
-            .commander
-            .remove_profile(&id, t, push)
-            .await
-            .map_or_else(command_error, |b| batch(&b)),
-        Err(r) => r,
-    }
+pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let (t, push) = targets(&body)?;
+    batch(&app.commander.remove_profile(&id, t, push).await?)
 }
 
-pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.mdm.store.enrollment(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => return store_error(e),
-    }
-    let waiting = match super::credentials::waiting_entries(&app, &id).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    match app.mdm.store.device_profiles(&id).await {
-        Ok(list) => {
-            let mut profiles: Vec<_> = list
-                .iter()
-                .filter(|p| !waiting.iter().any(|w| w["identifier"] == p.identifier.as_str()))
-                .map(device_profile_view)
-                .collect();
-            profiles.extend(waiting);
-            Json(json!({"enrollment": id, "profiles": profiles})).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    super::enrollment(&app, &id).await?;
+    let waiting = super::credentials::waiting_entries(&app, &id).await?;
+    let list = app.mdm.store.device_profiles(&id).await?;
+    let mut profiles: Vec<_> = list
+        .iter()
+        .filter(|p| !waiting.iter().any(|w| w["identifier"] == p.identifier.as_str()))
+        .map(device_profile_view)
+        .collect();
+    profiles.extend(waiting);
+    Ok(Json(json!({"enrollment": id, "profiles": profiles})).into_response())
 }
 
 /// `{"USERNAME": "alice", "EMAIL": "alice@example.com"}`; an empty value removes.
-pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let attrs: std::collections::BTreeMap<String, String> = match serde_json::from_slice(&body) {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be a JSON object of strings: {e}")),
-    };
+pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let attrs: std::collections::BTreeMap<String, String> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
     if let Some(k) = attrs.keys().find(|k| k.is_empty() || k.len() > 64) {
-        return error(StatusCode::BAD_REQUEST, format!("attribute name {k:?}: 1 to 64 characters"));
+        return Err(ApiError::bad_request(format!("attribute name {k:?}: 1 to 64 characters")));
     }
-    match app.mdm.store.set_attributes(&id, attrs).await {
-        Ok(Some(a)) => Json(json!({"enrollment": id, "attributes": a})).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no enrollment {id}")),
-        Err(e) => store_error(e),
-    }
+    let a = app
+        .mdm
+        .store
+        .set_attributes(&id, attrs)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no enrollment {id}")))?;
+    Ok(Json(json!({"enrollment": id, "attributes": a})).into_response())
 }
 
 /// Add a new current key to the secrets keyring and reseal every stored token.
-pub async fn rotate_secrets(State(app): State<Arc<App>>) -> Response {
-    let key = match app.mdm.secrets.rotate() {
-        Ok(k) => k,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("rotating the key: {e}")),
-    };
+pub async fn rotate_secrets(State(app): State<Arc<App>>) -> ApiResult {
+    let key = app
+        .mdm
+        .secrets
+        .rotate()
+        .map_err(|e| ApiError::internal("rotating the secrets key", e))?;
     let mut others = 0;
     if let Some(c) = app.commander.orgcas() {
-        match c.reseal().await {
-            Ok(k) => others += k,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("resealing CA challenges: {e}")),
-        }
+        others += c.reseal().await?;
     }
     if let Some(d) = app.commander.derived() {
-        match d.reseal().await {
-            Ok(k) => others += k,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("resealing derived credentials: {e}")),
-        }
+        others += d.reseal().await?;
     }
-    match app.mdm.reseal_all().await.map(|n| n + others) {
-        Ok(n) => {
-            tracing::info!(key = %key, resealed = n, "secrets key rotated");
-            Json(json!({"key_id": key, "resealed": n})).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+    let n = app.mdm.reseal_all().await? + others;
+    tracing::info!(key = %key, resealed = n, "secrets key rotated");
+    Ok(Json(json!({"key_id": key, "resealed": n})).into_response())
 }

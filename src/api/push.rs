@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error, store_error};
+use super::{ApiError, ApiResult};
 use crate::app::App;
 use crate::push::cert::PushCert;
 use crate::push::PushError;
@@ -24,7 +24,7 @@ pub struct SetQuery {
 
 /// `PUT /v1/push-cert`: PEM certificate + key (`application/x-pem-file`), or
 /// PKCS#12 (`application/x-pkcs12`) with the password in `X-Password`.
-pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -39,33 +39,30 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
         "application/x-pkcs12" => PushCert::from_pkcs12(&body, password.as_deref().unwrap_or("")),
         "application/x-pem-file" => PushCert::from_pem(&body, password.as_deref()),
         other => {
-            return error(
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type {other:?}: send application/x-pem-file (certificate and key) or application/x-pkcs12 (with X-Password)"
                 ),
-            )
+            ))
         }
     };
-    let pc = match parsed {
-        Ok(pc) => pc,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+    let pc = parsed.map_err(|e| ApiError::bad_request(e.to_string()))?;
     match app.pusher.set_certificate(pc, q.force).await {
-        Ok((topic, stranded)) => Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response(),
+        Ok((topic, stranded)) => Ok(Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response()),
         Err(e @ PushError::TopicChange { .. }) => {
             let stranded = match &e {
                 PushError::TopicChange { stranded, .. } => *stranded,
                 _ => 0,
             };
-            (
+            Err(ApiError::with_body(
                 StatusCode::CONFLICT,
-                Json(json!({"error": e.to_string(), "stranded_devices": stranded})),
-            )
-                .into_response()
+                json!({"error": e.to_string(), "stranded_devices": stranded}),
+            ))
         }
-        Err(PushError::Store(e)) => store_error(e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(PushError::Store(e)) => Err(e.into()),
+        // Saving or sharing a certificate that parsed: ours.
+        Err(e) => Err(ApiError::internal("setting the push certificate", e)),
     }
 }
 
@@ -79,20 +76,18 @@ pub struct Targets {
 }
 
 /// `POST /v1/push`: push these enrollments now; the answer says what APNs said.
-pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
-    let t: Targets = match serde_json::from_slice(&body) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"targets\": [...]}}: {e}")),
-    };
+pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+    let t: Targets = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() || t.targets.len() > 10_000 {
-        return error(StatusCode::BAD_REQUEST, "targets: 1 to 10,000 enrollment ids");
+        return Err(ApiError::bad_request("targets: 1 to 10,000 enrollment ids"));
     }
     let results = app.pusher.push_now(t.targets).await;
     let map: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
         .map(|(id, s)| (id, serde_json::to_value(s).unwrap_or_default()))
         .collect();
-    Json(json!({"results": map})).into_response()
+    Ok(Json(json!({"results": map})).into_response())
 }
 
 /// `GET /health` (no key): for load balancers and monitoring. 200 with

@@ -352,8 +352,7 @@ impl SimCmd {
                     anyhow::bail!("the bare server listens on loopback only");
                 }
                 println!("bare server listening on https://{}", l.local_addr()?);
-                let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
-                mdmd::http::listener::serve(l, router, Some(tls), Default::default(), std::future::pending::<()>()).await;
+                mdmd::http::listener::serve_bare(l, tls).await;
             }
             SimCmd::IdleBench {
                 url,

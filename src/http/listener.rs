@@ -44,6 +44,13 @@ pub fn reload(tls: &crate::app::LiveTls) -> anyhow::Result<bool> {
     Ok(tls.reload()?)
 }
 
+/// The floor for connect requests (`mdmd sim bare-server`): this listener's
+/// code with the same TLS, answering every request with an empty 200.
+pub async fn serve_bare(listener: TcpListener, tls: Arc<crate::app::LiveTls>) {
+    let router = Router::new().fallback(|| async { axum::http::StatusCode::OK });
+    serve(listener, router, Some(tls), ConnLimits::default(), std::future::pending::<()>()).await;
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,

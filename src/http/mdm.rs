@@ -25,6 +25,19 @@ fn protocol_error(app: &App, e: ProtocolError) -> Response {
     text(StatusCode::BAD_REQUEST, format!("bad request: {e}\n"))
 }
 
+/// 500 for our own failure: the cause is logged with a request id, which
+/// is all the answer says (in the body and `X-Request-Id`).
+pub fn internal_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Response {
+    let id = crate::api::error::internal(what, e);
+    let mut r = text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (request id {id})\n"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        r.headers_mut().insert(crate::api::error::REQUEST_ID, v);
+    }
+    r
+}
+
+/// A device request's failure: 400/403 for what the device sent, 503 to
+/// try again, 500 (with a request id) for ours.
 pub fn service_error(app: &App, e: ServiceError) -> Response {
     Stats::inc(&app.stats.rejected);
     match e {
@@ -37,9 +50,14 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
             text(StatusCode::FORBIDDEN, format!("forbidden: {m}\n"))
         }
         ServiceError::Store(e) => {
-            tracing::error!(error = %e, "storage failure");
+            tracing::error!(error = %crate::api::error::chain(&e), "storage failure");
             text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n".into())
         }
+        ServiceError::Busy(m) => {
+            tracing::warn!(reason = %m, "device request deferred");
+            text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n".into())
+        }
+        ServiceError::Internal { what, source } => internal_error(what, source.as_ref()),
     }
 }
 
@@ -147,6 +165,7 @@ fn ddm_allowed(app: &App, r: Result<String, crate::service::ddm::DdmError>) -> R
     match r {
         Ok(e) => Ok(e),
         Err(crate::service::ddm::DdmError::Store(e)) => Err(service_error(app, e.into())),
+        Err(crate::service::ddm::DdmError::Internal { what, source }) => Err(service_error(app, ServiceError::Internal { what, source })),
         Err(e) => Err(text(StatusCode::FORBIDDEN, format!("{e}\n"))),
     }
 }
@@ -177,6 +196,8 @@ pub async fn ddm_profile(
             r
         }
         Err(crate::service::commands::CommandError::NotFound(m)) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
+        Err(crate::service::commands::CommandError::Service(e)) => service_error(&app, e),
+        // The template cannot be made for this device (a variable without a value…): not the device's fault.
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

@@ -41,7 +41,7 @@ pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, St
         Some("GetCACaps") => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], CAPABILITIES).into_response(),
         Some("GetCACert") => match app.pki.ca.cert.to_der() {
             Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response(),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            Err(e) => super::mdm::internal_error("encoding our CA certificate", &e),
         },
         Some("PKIOperation") => match q.get("message").and_then(|m| decode_message(m)) {
             Some(der) => operation(&app, &der).await,

@@ -23,6 +23,7 @@ async fn forward(app: &App, ca: &str, token: &str, query: Option<String>, post: 
             let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_GATEWAY);
             (status, [(header::CONTENT_TYPE, p.content_type)], p.body).into_response()
         }
+        Err(CaError::Internal { what, source }) => super::mdm::internal_error(what, source.as_ref()),
         Err(e) => {
             let status = match &e {
                 CaError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -31,6 +32,7 @@ async fn forward(app: &App, ca: &str, token: &str, query: Option<String>, post: 
                 CaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 CaError::Upstream(_) | CaError::Exists(_) => StatusCode::BAD_GATEWAY,
                 CaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                CaError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
             // The token is not logged (only whether it was refused).
             tracing::warn!(ca, status = status.as_u16(), error = %e, "SCEP proxy request refused or failed");

@@ -80,13 +80,26 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
 }
 
+/// Why one delivery failed (kept as the event's `last_error`, retried later).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the stored event does not open: {0}")]
+    Unsealed(#[source] crate::pki::PkiError),
+    #[error("the stored event is not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+    /// The receiver could not be reached (the URL left out: it may hold a token).
+    #[error("{0}")]
+    Send(#[source] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+}
+
 impl Webhooks {
-    pub fn new(store: Arc<dyn Store>, cfg: WebhookConfig, sealer: Arc<SecretBox>) -> Result<Webhooks, String> {
+    pub fn new(store: Arc<dyn Store>, cfg: WebhookConfig, sealer: Arc<SecretBox>) -> Result<Webhooks, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(Webhooks {
             store,
             cfg,
@@ -223,7 +236,7 @@ impl Webhooks {
                         let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=wait / 4);
                         ev.next_at = now() * 1000 + wait + jitter;
                         tracing::debug!(event = %ev.event_id, sink = %ev.sink, attempts = ev.attempts, error = %why, "webhook delivery failed; will retry");
-                        ev.last_error = Some(why);
+                        ev.last_error = Some(why.to_string());
                         self.store.retry_event(entry.seq, ev).await?;
                     }
                 }
@@ -235,18 +248,18 @@ impl Webhooks {
     }
 
     /// The JSON to post: sealed bodies opened (rows from before sealing are plain).
-    fn plain_body(&self, ev: &OutboxEvent) -> Result<String, String> {
+    fn plain_body(&self, ev: &OutboxEvent) -> Result<String, DeliveryError> {
         if !ev.body.starts_with(SEALED) {
             return Ok(ev.body.clone());
         }
         let b = self
             .sealer
             .open(&ev.body, &event_aad(&ev.event_id))
-            .map_err(|e| format!("the stored event does not open: {e}"))?;
-        String::from_utf8(b).map_err(|_| "the stored event is not UTF-8".to_owned())
+            .map_err(DeliveryError::Unsealed)?;
+        String::from_utf8(b).map_err(DeliveryError::NotUtf8)
     }
 
-    async fn post(&self, ev: &OutboxEvent) -> Result<(), String> {
+    async fn post(&self, ev: &OutboxEvent) -> Result<(), DeliveryError> {
         let body = self.plain_body(ev)?;
         let mut req = self
             .http
@@ -257,11 +270,11 @@ impl Webhooks {
             req = req.header("X-Hmac-Signature", signature(s.as_bytes(), body.as_bytes()));
         }
         let req = req.body(body);
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let resp = req.send().await.map_err(|e| DeliveryError::Send(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("HTTP {}", resp.status()))
+            Err(DeliveryError::Status(resp.status()))
         }
     }
 

@@ -131,6 +131,9 @@ pub enum RenderError {
     Corrupt(String),
     #[error("{0}")]
     Crypto(#[from] PkiError),
+    /// A `$DERIVED_CREDENTIAL:usage` payload with no such credential for the device.
+    #[error("PayloadContent[{index}]: no {usage} derived credential for this device")]
+    MissingDerived { index: usize, usage: String },
 }
 
 /// Parse a stored template's XML.
@@ -165,7 +168,7 @@ pub fn render(
 /// Put derived credentials in place: every PKCS#12 payload whose
 /// PayloadContent is `$DERIVED_CREDENTIAL:usage` gets the credential's
 /// PKCS#12 as its PayloadContent and its password as Password.
-pub fn fill_derived(top: &mut Dictionary, get: &dyn Fn(&str) -> Option<(Vec<u8>, String)>) -> Result<(), String> {
+pub fn fill_derived(top: &mut Dictionary, get: &dyn Fn(&str) -> Option<(Vec<u8>, String)>) -> Result<(), RenderError> {
     let Some(Value::Array(items)) = top.get_mut("PayloadContent") else {
         return Ok(());
     };
@@ -175,7 +178,7 @@ pub fn fill_derived(top: &mut Dictionary, get: &dyn Fn(&str) -> Option<(Vec<u8>,
         let Some(usage) = validate::derived_usage(&ty, d).map(str::to_owned) else {
             continue;
         };
-        let (data, password) = get(&usage).ok_or_else(|| format!("PayloadContent[{i}]: no {usage} derived credential for this device"))?;
+        let (data, password) = get(&usage).ok_or_else(|| RenderError::MissingDerived { index: i, usage: usage.clone() })?;
         d.insert("PayloadContent".into(), Value::Data(data));
         d.insert("Password".into(), Value::String(password));
     }

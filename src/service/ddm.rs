@@ -64,6 +64,14 @@ pub enum DdmError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Our own failure (sealing, a stored value that does not open): never
+    /// the caller's fault; the cause is kept for the log.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: super::BoxError,
+    },
 }
 
 impl DdmError {
@@ -830,7 +838,10 @@ impl Ddm {
             let mut d = plist::Dictionary::new();
             d.insert("RequestType".into(), "DeclarativeManagement".into());
             d.insert("Data".into(), plist::Value::Data(tokens.to_string().into_bytes()));
-            let cmd = crate::protocol::Command::new(d).map_err(|e| DdmError::BadRequest(e.to_string()))?;
+            let cmd = crate::protocol::Command::new(d).map_err(|e| DdmError::Internal {
+                what: "building the DeclarativeManagement command",
+                source: e.into(),
+            })?;
             items.push((CommandRecord::new(&cmd, now(), None), id.clone()));
         }
         let out = self.store.enqueue_each(items, Vec::new()).await?;
@@ -991,6 +1002,7 @@ impl From<DdmError> for ServiceError {
     fn from(e: DdmError) -> Self {
         match e {
             DdmError::Store(s) => ServiceError::Store(s),
+            DdmError::Internal { what, source } => ServiceError::Internal { what, source },
             other => ServiceError::Rejected(other.to_string()),
         }
     }

@@ -42,16 +42,40 @@ use crate::store::{Store, StoreError};
 
 pub use checkin::CheckinReply;
 
+/// Any error, kept as the cause of one of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a service call can fail with. Only `Rejected` and `Forbidden` blame
+/// the caller (4xx); `Busy` asks it to try again; `Store` and `Internal` are
+/// ours (5xx) and keep their cause for the log, never for the client.
 #[derive(Debug, Error)]
 pub enum ServiceError {
-    /// The request is well-formed but not acceptable (unknown enrollment, wrong topic…).
+    /// The client's request is not acceptable (unknown enrollment, wrong topic…).
     #[error("{0}")]
     Rejected(String),
     /// The request names an identity other than the one that signed it.
     #[error("identity mismatch: {0}")]
     Forbidden(String),
+    /// Too much at once, or state that kept changing: try again shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Our own failure (sealing, signing with our keys, a corrupt stored
+    /// value, a task that died): never the client's fault.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl ServiceError {
+    /// An internal failure while doing `what`, keeping its cause.
+    pub fn internal(what: &'static str, source: impl Into<BoxError>) -> Self {
+        ServiceError::Internal { what, source: source.into() }
+    }
 }
 
 /// Told when a device's identity certificate changed (identity renewal):

@@ -234,7 +234,7 @@ impl Accounts {
             hash,
             created_at: now(),
         };
-        let value = serde_json::to_value(&rec).map_err(crate::store::StoreError::from)?;
+        let value = serde_json::to_value(&rec).map_err(|e| ServiceError::internal("encoding the account record", e))?;
         match self.store.put_record(COLLECTION, name, value, now(), Some(0)).await? {
             Some(_) => {
                 if let Ok(mut w) = self.wrong.lock() {
@@ -332,8 +332,8 @@ impl Accounts {
     async fn argon2_verify(&self, phc: &str, secret: &str) -> Result<bool, ServiceError> {
         let _permit = match tokio::time::timeout(Duration::from_secs(10), self.hashing.acquire()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(ServiceError::Rejected(format!("password check unavailable: {e}"))),
-            Err(_) => return Err(ServiceError::Rejected("too many password checks at once; try again".into())),
+            Ok(Err(e)) => return Err(ServiceError::internal("waiting for a password check", e)),
+            Err(_) => return Err(ServiceError::Busy("too many password checks at once; try again".into())),
         };
         crate::metrics::get().password_hashes.inc();
         self.hashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -344,7 +344,7 @@ impl Accounts {
                 .unwrap_or(false)
         })
         .await
-        .map_err(|e| ServiceError::Rejected(format!("password check failed: {e}")))
+        .map_err(|e| ServiceError::internal("checking a password", e))
     }
 
     /// Store an older record's verified secret as SHA-256 (only if the record did not change).
@@ -375,8 +375,8 @@ impl Accounts {
             argon2::Argon2::default().hash_password(s2.as_bytes(), &salt).map(|h| h.to_string())
         })
         .await
-        .map_err(|e| ServiceError::Rejected(e.to_string()))?
-        .map_err(|e| ServiceError::Rejected(format!("hashing: {e}")))?;
+        .map_err(|e| ServiceError::internal("hashing a secret", e))?
+        .map_err(|e| ServiceError::internal("hashing a secret", e.to_string()))?;
         let rec = Stored {
             role,
             hash,

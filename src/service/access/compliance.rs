@@ -45,12 +45,33 @@ pub struct Policy {
     pub identity_min_days_left: Option<u32>,
 }
 
+/// Why a compliance policy cannot be used (the file's path first, then why).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("min_os_version {0:?} is not a version like \"17.4\"")]
+    Version(String),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: Box<PolicyError>,
+    },
+}
+
 impl Policy {
-    pub fn parse(text: &str) -> Result<Policy, String> {
-        let p: Policy = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let p: Policy = toml::from_str(text)?;
         if let Some(v) = &p.min_os_version {
             if parse_version(v).is_none() {
-                return Err(format!("min_os_version {v:?} is not a version like \"17.4\""));
+                return Err(PolicyError::Version(v.clone()));
             }
         }
         Ok(p)
@@ -220,7 +241,7 @@ fn version_of(text: &str) -> String {
 
 impl PolicyFile {
     /// Load the policy (a missing `path` is an empty policy; a broken file is an error).
-    pub fn load(path: Option<PathBuf>) -> Result<PolicyFile, String> {
+    pub fn load(path: Option<PathBuf>) -> Result<PolicyFile, PolicyError> {
         let pf = PolicyFile {
             path,
             ..PolicyFile::empty()
@@ -248,18 +269,23 @@ impl PolicyFile {
 
     /// Re-read the file if it changed. Ok(true) if a new policy is in use; a
     /// broken file keeps the old policy and is an error.
-    pub fn reload(&self) -> Result<bool, String> {
+    pub fn reload(&self) -> Result<bool, PolicyError> {
         let Some(path) = &self.path else { return Ok(false) };
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let read = |source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(read)?;
         if self.current.read().map(|c| c.2 == Some(modified)).unwrap_or(false) {
             return Ok(false);
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(read)?;
         let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
         c.2 = Some(modified);
-        let policy = Policy::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let policy = Policy::parse(&text).map_err(|e| PolicyError::Invalid {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })?;
         let version = version_of(&text);
         let changed = version != c.1;
         *c = (Arc::new(policy), version, Some(modified));

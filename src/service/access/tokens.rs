@@ -200,7 +200,10 @@ impl Access {
         let value = self
             .secrets
             .open(&t.sealed, aad())
-            .map_err(|e| ServiceError::Rejected(format!("cannot open stored token {}: {e}", t.id)))?;
+            .map_err(|e| ServiceError::Internal {
+                what: "opening a stored access token",
+                source: format!("token {}: {e}", t.id).into(),
+            })?;
         Ok(TokenView {
             id: t.id.clone(),
             value: String::from_utf8_lossy(&value).into_owned(),
@@ -247,7 +250,7 @@ impl Access {
                 return Ok(r);
             }
         }
-        Err(ServiceError::Rejected("the tokens kept changing underneath; try again".into()))
+        Err(ServiceError::Busy("the tokens kept changing underneath; try again".into()))
     }
 
     fn new_stored(&self, value: &str, effective_at: Option<i64>) -> Result<StoredToken, ServiceError> {
@@ -262,7 +265,7 @@ impl Access {
             sealed: self
                 .secrets
                 .seal(value.as_bytes(), aad())
-                .map_err(|e| ServiceError::Rejected(e.to_string()))?,
+                .map_err(|e| ServiceError::internal("sealing an access token", e))?,
             created_at: t,
             effective_at: effective_at.unwrap_or(t),
             revoked_at: None,
@@ -346,7 +349,7 @@ impl Access {
     }
 
     /// A per-device token for this enrollment.
-    pub fn device_token(&self, device: &str, compliance: &str, managed: bool) -> Result<String, String> {
+    pub fn device_token(&self, device: &str, compliance: &str, managed: bool) -> Result<String, ServiceError> {
         let t = now();
         let claims = DeviceClaims {
             iss: self.issuer.clone(),
@@ -359,7 +362,7 @@ impl Access {
         };
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&h, &claims, &self.encoding).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&h, &claims, &self.encoding).map_err(|e| ServiceError::internal("signing a device token", e))
     }
 
     pub fn device_token_secs(&self) -> i64 {
@@ -485,7 +488,7 @@ impl Access {
                 return Ok(());
             }
         }
-        Err(ServiceError::Rejected("app configuration kept changing; try again".into()))
+        Err(ServiceError::Busy("app configuration kept changing; try again".into()))
     }
 
     pub async fn app_configs(&self) -> Result<Vec<(String, AppConfig)>, ServiceError> {

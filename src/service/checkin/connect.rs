@@ -88,7 +88,7 @@ impl Mdm {
             Ok(xml) => Ok(Some(xml.into_owned())),
             Err(e) => {
                 tracing::error!(command = %c.uuid, error = %e, "a queued command's sealed body does not open (is secrets.keys the one it was sealed with?)");
-                Err(ServiceError::Rejected(format!("command {} cannot be opened: {e}", c.uuid)))
+                Err(ServiceError::internal("opening a queued command's sealed body", e))
             }
         }
     }

@@ -43,10 +43,13 @@ pub struct Caller {
 }
 
 impl Mdm {
-    fn seal(&self, id: &str, field: &str, plain: &[u8]) -> Result<String, ServiceError> {
+    fn seal(&self, id: &str, field: &'static str, plain: &[u8]) -> Result<String, ServiceError> {
         self.secrets
             .seal(plain, &crate::pki::secrets::aad(id, field))
-            .map_err(|e| ServiceError::Rejected(format!("sealing the {field} token: {e}")))
+            .map_err(|e| ServiceError::Internal {
+                what: "sealing a token",
+                source: format!("the {field} token: {e}").into(),
+            })
     }
 
     fn check_topic(&self, topic: Option<&str>) -> Result<String, ServiceError> {
@@ -337,7 +340,7 @@ impl Mdm {
             current.as_ref(),
             self.strict_reenroll,
         )
-        .map_err(ServiceError::Forbidden)?;
+        .map_err(|r| ServiceError::Forbidden(r.to_string()))?;
         if verdict != Admission::NeedsApproval {
             if verdict == Admission::Fresh && old.is_some_and(|o| o.active && o.checked_out_at.is_none()) {
                 tracing::info!(enrollment = %id, "re-enrollment with a new identity");

@@ -172,6 +172,29 @@ enum PerDevice {
 /// One target's built command and the secrets it carries.
 type Built = (CommandRecord, Vec<(SecretKind, String, OneTimeSecret)>);
 
+/// Why one target's copy could not be made: shown to the admin as that
+/// target's failure (`Batch::failed`), with the same text either way.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Something about this device or the template (no UnlockToken, a
+    /// variable without a value, no identity certificate to encrypt to…).
+    #[error("{0}")]
+    Target(String),
+    /// Our own failure (a stored certificate that does not parse, sealing).
+    #[error("{what}: {source}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: super::BoxError,
+    },
+}
+
+impl CopyError {
+    fn internal(what: &'static str, source: impl Into<super::BoxError>) -> Self {
+        CopyError::Internal { what, source: source.into() }
+    }
+}
+
 /// The value of a variable for an enrollment (None: no value; never "").
 pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String> {
     let i = &e.info;
@@ -328,7 +351,7 @@ impl Commander {
             .template(identifier)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
-        let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::Rejected(e.to_string())))?;
+        let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::internal("the stored template does not parse", e)))?;
         Ok((t, dict))
     }
 
@@ -343,22 +366,21 @@ impl Commander {
     /// every profile mdmd installed, which takes their payloads, managed
     /// settings and the apps and accounts they brought with them). Returns
     /// how many commands were queued.
-    pub async fn nac_action(&self, action: &str, id: &str) -> Result<usize, String> {
-        let e = |e: CommandError| e.to_string();
+    pub async fn nac_action(&self, action: &str, id: &str) -> Result<usize, CommandError> {
         match action {
             "pin_lock" => {
                 let c =
                     serde_json::json!({"RequestType": "DeviceLock", "Message": "Locked by your organisation's network access control."});
-                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await.map_err(e)?;
+                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?;
                 Ok(1)
             }
             "full_wipe" => {
                 let c = serde_json::json!({"RequestType": "EraseDevice"});
-                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await.map_err(e)?;
+                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?;
                 Ok(1)
             }
             "corporate_wipe" => {
-                let profiles = self.mdm.store.device_profiles(id).await.map_err(|x| x.to_string())?;
+                let profiles = self.mdm.store.device_profiles(id).await?;
                 let mut n = 0;
                 for p in profiles.iter().filter(|p| {
                     matches!(
@@ -366,12 +388,12 @@ impl Commander {
                         ProfileState::Installed | ProfileState::Pending | ProfileState::Missing | ProfileState::Failed
                     )
                 }) {
-                    self.remove_profile(&p.identifier, vec![id.to_owned()], true).await.map_err(e)?;
+                    self.remove_profile(&p.identifier, vec![id.to_owned()], true).await?;
                     n += 1;
                 }
                 Ok(n)
             }
-            other => Err(format!("unknown action {other}")),
+            other => Err(CommandError::NotFound(format!("unknown action {other}"))),
         }
     }
 
@@ -532,7 +554,7 @@ impl Commander {
         let cmd = Command::new(command).map_err(|e| invalid("RequestType", e.to_string()))?;
         let mut rec = CommandRecord::new(&cmd, now(), tag);
         rec.body = crate::service::commands::sealed::seal(&self.mdm.secrets, &rec.uuid, std::mem::take(&mut rec.body), &paths)
-            .map_err(|e| ServiceError::Rejected(format!("sealing the command's secrets: {e}")))?;
+            .map_err(|e| ServiceError::internal("sealing the command's secrets", e))?;
         let out = self.mdm.fan_out(rec, targets, push).await?;
         Ok(Batch {
             command_uuid: Some(cmd.uuid),
@@ -635,7 +657,12 @@ impl Commander {
                     secrets.extend(s);
                     items.push((rec, target));
                 }
-                Err(error) => batch.failed.push(Failed { target, error }),
+                Err(error) => {
+                    if let CopyError::Internal { .. } = &error {
+                        tracing::error!(%target, error = %error, "a per-device copy could not be made");
+                    }
+                    batch.failed.push(Failed { target, error: error.to_string() })
+                }
             }
         }
         if items.is_empty() {
@@ -678,21 +705,24 @@ impl Commander {
         let Some((_, r)) = results.into_iter().next() else {
             return Err(CommandError::NotFound(format!("no enrollment {enrollment}")));
         };
-        let (rec, secrets) = r.map_err(|e| invalid("", e))?;
+        let (rec, secrets) = r.map_err(|e| match e {
+            CopyError::Target(m) => invalid("", m),
+            CopyError::Internal { what, source } => CommandError::Service(ServiceError::Internal { what, source }),
+        })?;
         for (kind, hash, secret) in secrets {
             self.mdm.store.add_secret(kind, &hash, secret).await?;
         }
         let xml = crate::service::commands::sealed::open(&self.mdm.secrets, &rec.uuid, &rec.body)
-            .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
+            .map_err(|e| CommandError::Service(ServiceError::internal("opening the rendered command", e)))?;
         let cmd = crate::protocol::limits::parse_value(xml.as_ref())
-            .map_err(|e| CommandError::Service(ServiceError::Rejected(format!("rendered command: {e}"))))?;
+            .map_err(|e| CommandError::Service(ServiceError::internal("parsing the rendered command", e)))?;
         cmd.as_dictionary()
             .and_then(|d| d.get("Command"))
             .and_then(Value::as_dictionary)
             .and_then(|c| c.get("Payload"))
             .and_then(Value::as_data)
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| CommandError::Service(ServiceError::Rejected("rendered command without a Payload".into())))
+            .ok_or_else(|| CommandError::Service(ServiceError::internal("the rendered command", "it has no Payload")))
     }
 
     /// Per-device copies of a command or profile for `targets` (not queued).
@@ -702,7 +732,7 @@ impl Commander {
         job: PerDevice,
         targets: Vec<String>,
         tag: Option<ProfileTag>,
-    ) -> Result<(Batch, Vec<(String, Result<Built, String>)>), CommandError> {
+    ) -> Result<(Batch, Vec<(String, Result<Built, CopyError>)>), CommandError> {
         let mut targets = targets;
         targets.sort_unstable();
         targets.dedup();
@@ -864,7 +894,7 @@ impl Commander {
         });
         let results = tokio::task::spawn_blocking(move || me.render_all(&job, ctx))
             .await
-            .map_err(|e| ServiceError::Rejected(format!("rendering: {e}")))?;
+            .map_err(|e| ServiceError::internal("rendering per-device copies", e))?;
         Ok((batch, results))
     }
 
@@ -974,7 +1004,7 @@ impl Renderer {
         token
     }
 
-    fn render_all(&self, job: &PerDevice, ctx: Vec<(Enrollment, Option<Vec<u8>>)>) -> Vec<(String, Result<Built, String>)> {
+    fn render_all(&self, job: &PerDevice, ctx: Vec<(Enrollment, Option<Vec<u8>>)>) -> Vec<(String, Result<Built, CopyError>)> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
         if ctx.len() < 16 || threads == 1 {
             return ctx
@@ -998,10 +1028,10 @@ impl Renderer {
         })
     }
 
-    fn render_one(&self, job: &PerDevice, e: &Enrollment, cert_der: Option<&Vec<u8>>) -> Result<Built, String> {
+    fn render_one(&self, job: &PerDevice, e: &Enrollment, cert_der: Option<&Vec<u8>>) -> Result<Built, CopyError> {
         let t = now();
         let cert = match cert_der {
-            Some(d) => Some(X509::from_der(d).map_err(|err| format!("stored identity certificate: {err}"))?),
+            Some(d) => Some(X509::from_der(d).map_err(|err| CopyError::internal("stored identity certificate", err))?),
             None => None,
         };
         let cert = cert.as_ref();
@@ -1023,9 +1053,9 @@ impl Renderer {
                         .and_then(|x| x.get(name).cloned())
                         .or_else(|| var_value(e, name, &self.public_url))
                 })
-                .map_err(|m| m.to_string())?;
+                .map_err(|m| CopyError::Target(m.to_string()))?;
                 let Value::Dictionary(mut d) = v else {
-                    return Err("not a dictionary".into());
+                    return Err(CopyError::internal("the command", "not a dictionary"));
                 };
                 if *unlock_token {
                     match self.unlock.get(&e.id).cloned().flatten() {
@@ -1033,9 +1063,9 @@ impl Renderer {
                             d.insert("UnlockToken".into(), Value::Data(tok));
                         }
                         None => {
-                            return Err(
+                            return Err(CopyError::Target(
                                 "no UnlockToken escrowed for this device (it sends one in TokenUpdate once it has a passcode)".into(),
-                            )
+                            ))
                         }
                     }
                 }
@@ -1047,7 +1077,7 @@ impl Renderer {
                 payload_ids,
             } => {
                 if self.encrypt && cert.is_none() {
-                    return Err("no identity certificate on record to encrypt the profile to (re-enroll the device, or serve with --encrypt-profiles false)".into());
+                    return Err(CopyError::Target("no identity certificate on record to encrypt the profile to (re-enroll the device, or serve with --encrypt-profiles false)".into()));
                 }
                 let mut lookup = |name: &str, path: &str| {
                     if name == "SCEP_CHALLENGE" {
@@ -1101,14 +1131,18 @@ impl Renderer {
                 let template = match self.dc.get(&e.id) {
                     Some(creds) => {
                         let mut t = template.clone();
-                        profiles::fill_derived(&mut t, &|u| creds.get(u).map(|d| (d.pkcs12.clone(), d.password.clone())))?;
+                        profiles::fill_derived(&mut t, &|u| creds.get(u).map(|d| (d.pkcs12.clone(), d.password.clone())))
+                            .map_err(|m| CopyError::Target(m.to_string()))?;
                         filled = t;
                         &filled
                     }
                     None => template,
                 };
                 let signed = profiles::render(&self.pki, template, &mut lookup, cert.map(|c| c.as_ref()).filter(|_| self.encrypt))
-                    .map_err(|err| err.to_string())?;
+                    .map_err(|err| match err {
+                        profiles::RenderError::Corrupt(_) => CopyError::internal("the stored template", err),
+                        other => CopyError::Target(other.to_string()),
+                    })?;
                 if self.secret_profile {
                     secret_paths.push(vec![crate::service::commands::sealed::Step::Key("Payload".into())]);
                 }
@@ -1118,13 +1152,13 @@ impl Renderer {
                 d
             }
         };
-        let cmd = Command::new(command).map_err(|e| e.to_string())?;
+        let cmd = Command::new(command).map_err(|e| CopyError::Target(e.to_string()))?;
         let mut rec = CommandRecord {
             targets: 1,
             ..CommandRecord::new(&cmd, t, self.tag.clone())
         };
         rec.body = crate::service::commands::sealed::seal(&self.sealer, &rec.uuid, std::mem::take(&mut rec.body), &secret_paths)
-            .map_err(|err| format!("sealing the command's secrets: {err}"))?;
+            .map_err(|err| CopyError::internal("sealing the command's secrets", err))?;
         Ok((rec, secrets))
     }
 }

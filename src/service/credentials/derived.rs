@@ -44,6 +44,20 @@ pub enum DerivedError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Our own failure (sealing, a stored value that does not open): never
+    /// the caller's fault; the cause is kept for the log.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: crate::service::BoxError,
+    },
+}
+
+impl DerivedError {
+    fn internal(what: &'static str, source: impl Into<crate::service::BoxError>) -> Self {
+        DerivedError::Internal { what, source: source.into() }
+    }
 }
 
 impl From<DerivedError> for ServiceError {
@@ -51,6 +65,7 @@ impl From<DerivedError> for ServiceError {
         match e {
             DerivedError::Store(s) => s.into(),
             DerivedError::Forbidden(m) => ServiceError::Forbidden(m),
+            DerivedError::Internal { what, source } => ServiceError::Internal { what, source },
             other => ServiceError::Rejected(other.to_string()),
         }
     }
@@ -228,7 +243,7 @@ impl Derived {
         let seal = |v: &[u8], f: &str| {
             self.secrets
                 .seal(v, &Self::aad(&key, f))
-                .map_err(|e| DerivedError::Invalid(format!("sealing: {e}")))
+                .map_err(|e| DerivedError::internal("sealing a derived credential", e))
         };
         let rec = Stored {
             id: format!("dc_{}", uuid::Uuid::new_v4().simple()),
@@ -263,11 +278,11 @@ impl Derived {
                 let plain = self
                     .secrets
                     .open(slot, &Self::aad(&key, field))
-                    .map_err(|e| DerivedError::Invalid(format!("credential {key}: {e}")))?;
+                    .map_err(|e| DerivedError::internal("opening a stored derived credential", format!("credential {key}: {e}")))?;
                 *slot = self
                     .secrets
                     .seal(&plain, &Self::aad(&key, field))
-                    .map_err(|e| DerivedError::Invalid(format!("sealing: {e}")))?;
+                    .map_err(|e| DerivedError::internal("sealing a derived credential", e))?;
             }
             let value = serde_json::to_value(&s).map_err(StoreError::from)?;
             if self
@@ -314,13 +329,13 @@ impl Derived {
         let open = |v: &str, f: &str| {
             self.secrets
                 .open(v, &Self::aad(&key, f))
-                .map_err(|err| DerivedError::Invalid(format!("the stored credential {} does not open: {err}", s.id)))
+                .map_err(|err| DerivedError::internal("opening a stored derived credential", format!("credential {}: {err}", s.id)))
         };
         let b64 = open(&s.pkcs12, "pkcs12")?;
         let pkcs12 = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-            .map_err(|_| DerivedError::Invalid(format!("the stored credential {} is corrupt", s.id)))?;
+            .map_err(|e| DerivedError::internal("reading a stored derived credential", format!("credential {}: {e}", s.id)))?;
         let password = String::from_utf8(open(&s.password, "password")?)
-            .map_err(|_| DerivedError::Invalid(format!("the stored credential {} is corrupt", s.id)))?;
+            .map_err(|e| DerivedError::internal("reading a stored derived credential", format!("credential {}: {e}", s.id)))?;
         Ok(Some(Delivery { pkcs12, password }))
     }
 

@@ -101,11 +101,11 @@ impl Commander {
     /// Re-install the profiles whose organisation-CA certificate expires
     /// within the renewal window, so the device gets a new one. Returns how
     /// many were queued.
-    pub async fn renew_org_certs(&self) -> Result<usize, String> {
+    pub async fn renew_org_certs(&self) -> Result<usize, super::orgca::CaError> {
         let Some(cas) = self.orgcas() else { return Ok(0) };
         let t = now();
         let mut n = 0;
-        for c in cas.due_for_renewal(t).await.map_err(|e| e.to_string())? {
+        for c in cas.due_for_renewal(t).await? {
             let Some(profile) = c.profile.clone() else { continue };
             let active = matches!(self.mdm.store.enrollment(&c.enrollment).await, Ok(Some(e)) if e.active && e.checked_out_at.is_none());
             if !active {
@@ -113,7 +113,7 @@ impl Commander {
             }
             match self.install_template(&profile, vec![c.enrollment.clone()], true).await {
                 Ok(b) if b.queued > 0 || !b.waiting.is_empty() => {
-                    cas.mark_renewal(&c, t).await.map_err(|e| e.to_string())?;
+                    cas.mark_renewal(&c, t).await?;
                     tracing::info!(enrollment = %c.enrollment, ca = %c.ca, serial = %c.serial, %profile, "profile re-installed to renew its certificate");
                     n += 1;
                 }

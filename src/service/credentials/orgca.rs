@@ -51,6 +51,14 @@ pub enum CaError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Our own failure (sealing, a stored value that does not open): never
+    /// the caller's fault; the cause is kept for the log.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: crate::service::BoxError,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -174,20 +182,37 @@ pub fn describe_cert(c: &X509) -> CertView {
     cert_view(c)
 }
 
+/// What is wrong with an answer from a CA or a challenge URL.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("GetCACert answered neither a certificate nor a PKCS#7")]
+    NotCertificates,
+    #[error("GetCACert's PKCS#7 has no certificate")]
+    NoCertificate,
+    #[error("the NDES page names no challenge")]
+    NoChallenge,
+    #[error("NDES says its password cache is full (too many unused challenges)")]
+    CacheFull,
+    #[error("NDES refused: the account may not request challenges")]
+    NotPermitted,
+    #[error("the challenge URL's answer is neither a challenge nor an NDES page")]
+    Unrecognised,
+}
+
 /// The certificates of a GetCACert answer: one DER certificate, or a
 /// degenerate PKCS#7 with the CA (and RA) certificates.
-fn parse_ca_certs(body: &[u8]) -> Result<Vec<X509>, String> {
+fn parse_ca_certs(body: &[u8]) -> Result<Vec<X509>, BadAnswer> {
     if let Ok(c) = X509::from_der(body) {
         return Ok(vec![c]);
     }
-    let p7 = Pkcs7::from_der(body).map_err(|_| "GetCACert answered neither a certificate nor a PKCS#7".to_owned())?;
+    let p7 = Pkcs7::from_der(body).map_err(|_| BadAnswer::NotCertificates)?;
     let certs: Vec<X509> = p7
         .signed()
         .and_then(|s| s.certificates())
         .map(|s| s.iter().map(|c| c.to_owned()).collect())
         .unwrap_or_default();
     if certs.is_empty() {
-        return Err("GetCACert's PKCS#7 has no certificate".into());
+        return Err(BadAnswer::NoCertificate);
     }
     // The CA (a certificate that can sign certificates) first.
     let mut certs = certs;
@@ -204,7 +229,7 @@ fn is_ca(c: &X509) -> bool {
 
 /// The challenge in an answer from a challenge URL: plain text, or an NDES
 /// `mscep_admin` page ("The enrollment challenge password is: <B> … </B>").
-pub fn parse_challenge_page(body: &[u8]) -> Result<String, String> {
+pub fn parse_challenge_page(body: &[u8]) -> Result<String, BadAnswer> {
     let text = if body.len() >= 2 && (body.starts_with(&[0xFF, 0xFE]) || body.iter().skip(1).step_by(2).take(64).all(|b| *b == 0)) {
         let start = if body.starts_with(&[0xFF, 0xFE]) { 2 } else { 0 };
         let units: Vec<u16> = body[start..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
@@ -224,17 +249,17 @@ pub fn parse_challenge_page(body: &[u8]) -> Result<String, String> {
                 return Ok(v.to_owned());
             }
         }
-        return Err("the NDES page names no challenge".into());
+        return Err(BadAnswer::NoChallenge);
     }
     if lower.contains("password cache") && lower.contains("full") {
-        return Err("NDES says its password cache is full (too many unused challenges)".into());
+        return Err(BadAnswer::CacheFull);
     }
     if lower.contains("do not have sufficient permission") {
-        return Err("NDES refused: the account may not request challenges".into());
+        return Err(BadAnswer::NotPermitted);
     }
     let t = text.trim();
     if t.is_empty() || t.len() > 256 || t.contains('<') || t.contains('\n') {
-        return Err("the challenge URL's answer is neither a challenge nor an NDES page".into());
+        return Err(BadAnswer::Unrecognised);
     }
     Ok(t.to_owned())
 }
@@ -268,13 +293,12 @@ fn upstream(e: reqwest::Error, what: &str) -> CaError {
 }
 
 impl OrgCas {
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>, cfg: OrgCaConfig) -> Result<OrgCas, String> {
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>, cfg: OrgCaConfig) -> Result<OrgCas, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(OrgCas { store, secrets, http, cfg })
     }
 
@@ -321,7 +345,7 @@ impl OrgCas {
             return Err(CaError::Upstream(format!("GetCACert: the CA answered HTTP {}", cert.status())));
         }
         let body = cert.bytes().await.map_err(|e| upstream(e, "GetCACert"))?;
-        let chain = parse_ca_certs(&body).map_err(CaError::Upstream)?;
+        let chain = parse_ca_certs(&body).map_err(|e| CaError::Upstream(e.to_string()))?;
         Ok((caps, chain))
     }
 
@@ -381,15 +405,24 @@ impl OrgCas {
     fn seal(&self, name: &str, field: &str, v: &str) -> Result<String, CaError> {
         self.secrets
             .seal(v.as_bytes(), &Self::aad(name, field))
-            .map_err(|e| CaError::Invalid(format!("sealing: {e}")))
+            .map_err(|e| CaError::Internal {
+                what: "sealing a CA challenge",
+                source: e.into(),
+            })
     }
 
     fn open(&self, name: &str, field: &str, sealed: &str) -> Result<String, CaError> {
         let raw = self
             .secrets
             .open(sealed, &Self::aad(name, field))
-            .map_err(|e| CaError::Upstream(format!("the stored {field} of CA {name} does not open: {e}")))?;
-        String::from_utf8(raw).map_err(|_| CaError::Upstream(format!("the stored {field} of CA {name} is not text")))
+            .map_err(|e| CaError::Internal {
+                what: "opening a stored CA challenge",
+                source: format!("the stored {field} of CA {name}: {e}").into(),
+            })?;
+        String::from_utf8(raw).map_err(|e| CaError::Internal {
+            what: "reading a stored CA challenge",
+            source: format!("the stored {field} of CA {name}: {e}").into(),
+        })
     }
 
     /// Reseal stored challenges under the current key (after `secrets rotate`).

@@ -90,6 +90,20 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
     }
 }
 
+/// Why an identity may not be used as asked (403 at Authenticate, SCEP's
+/// BadCertId for a renewal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("renewal signer is not the current identity of enrollment {0}")]
+    NotCurrent(String),
+    #[error("this certificate was issued for {0}, not as an MDM identity")]
+    OtherPurpose(String),
+    #[error("this identity was issued for device {bound}, not {claimed}")]
+    OtherDevice { bound: String, claimed: String },
+    #[error("this identity was replaced by its renewal; {0} speaks with the new one")]
+    Replaced(String),
+}
+
 /// What a RenewalReq signed by `signer` (SHA-256 `signer_hash`, valid and
 /// not revoked) gets. `current` is the enrollment the signer belongs to, if
 /// it exists; `approval_pending` whether an admin's re-enrollment approval for
@@ -99,7 +113,7 @@ pub fn grant_for_renewal(
     signer_hash: &str,
     current: Option<&Enrollment>,
     approval_pending: bool,
-) -> Result<Grant, String> {
+) -> Result<Grant, Refusal> {
     let inherited = Grant {
         purpose: signer.purpose.clone().unwrap_or_else(|| MDM.into()),
         udid: signer.udid.clone(),
@@ -122,7 +136,7 @@ pub fn grant_for_renewal(
             vouched: false,
             ..inherited
         }),
-        Some(e) => Err(format!("renewal signer is not the current identity of enrollment {}", e.id)),
+        Some(e) => Err(Refusal::NotCurrent(e.id.clone())),
     }
 }
 
@@ -158,14 +172,17 @@ pub fn admission(
     old: Option<&Enrollment>,
     current_cert: Option<&IssuedCert>,
     strict: bool,
-) -> Result<Admission, String> {
+) -> Result<Admission, Refusal> {
     if let Some(p) = cert.and_then(|c| c.purpose.as_deref()).filter(|p| !is_mdm(Some(p))) {
-        return Err(format!("this certificate was issued for {p}, not as an MDM identity"));
+        return Err(Refusal::OtherPurpose(p.to_owned()));
     }
     let bound = cert.and_then(|c| c.udid.as_deref());
     if let (Some(b), Some(u)) = (bound, udid) {
         if b != u {
-            return Err(format!("this identity was issued for device {b}, not {u}"));
+            return Err(Refusal::OtherDevice {
+                bound: b.to_owned(),
+                claimed: u.to_owned(),
+            });
         }
     }
     let Some(o) = old.filter(|o| o.active && o.checked_out_at.is_none()) else {
@@ -179,7 +196,7 @@ pub fn admission(
     }
     // The identity the current one renewed is retired (a replayed message of it changes nothing).
     if current_cert.and_then(|c| c.renewed_from.as_deref()) == Some(hash) {
-        return Err(format!("this identity was replaced by its renewal; {id} speaks with the new one"));
+        return Err(Refusal::Replaced(id.to_owned()));
     }
     let renewed_from = cert.and_then(|c| c.renewed_from.as_deref());
     if renewed_from == Some(current) {

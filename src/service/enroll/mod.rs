@@ -288,8 +288,8 @@ impl Enroller {
         let (challenge, _) = self.new_secret(SecretKind::Challenge, purpose, ttl).await?;
         let plist = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
-            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        cms::sign_profile(&self.pki, &plist).map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
+            .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;
+        cms::sign_profile(&self.pki, &plist).map_err(|e| ServiceError::internal("signing the enrollment profile", e))
     }
 
     /// The enrollment profile for an identity renewal, its payloads encrypted
@@ -321,11 +321,11 @@ impl Enroller {
             .await?;
         let xml = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
-            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::Rejected(e.to_string()))?;
-        crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::Rejected(e.to_string()))?;
+            .map_err(|e| ServiceError::internal("building the renewal profile", e))?;
+        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the renewal profile", e))?;
+        crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::internal("encrypting the renewal profile", e))?;
         cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top))
-            .map_err(|e| ServiceError::Rejected(format!("signing the profile: {e}")))
+            .map_err(|e| ServiceError::internal("signing the renewal profile", e))
     }
 
     /// Use an invitation token once.
@@ -354,7 +354,7 @@ impl Enroller {
             Ok(cert) => {
                 crate::metrics::get().scep("issued");
                 if let Some(w) = self.webhooks.as_ref() {
-                    let x509 = X509::from_der(&cert.der).map_err(|e| ServiceError::Rejected(e.to_string()))?;
+                    let x509 = X509::from_der(&cert.der).map_err(|e| ServiceError::internal("reading the issued certificate", e))?;
                     let v = crate::service::credentials::orgca::describe_cert(&x509);
                     let ev = w.own_event(
                         "mdmd.CertificateIssued",
@@ -416,7 +416,7 @@ impl Enroller {
                 };
                 match crate::service::enroll::identity::grant_for_renewal(&signer, &old.hash, current.as_ref(), approval) {
                     Ok(g) => g,
-                    Err(why) => return Ok(Err((FailInfo::BadCertId, why))),
+                    Err(why) => return Ok(Err((FailInfo::BadCertId, why.to_string()))),
                 }
             }
             _ => return Ok(Err((FailInfo::BadRequest, "only PKCSReq and RenewalReq are supported".into()))),
@@ -424,7 +424,7 @@ impl Enroller {
         let issued = self
             .pki
             .issue_for(csr, self.cfg.identity_days)
-            .map_err(|e| ServiceError::Rejected(e.to_string()))?;
+            .map_err(|e| ServiceError::internal("issuing the device certificate", e))?;
         let rec = IssuedCert {
             serial: issued.serial.clone(),
             sha256: crate::pki::cert_sha256(&issued.der),
@@ -460,7 +460,7 @@ impl Enroller {
     /// Names a device certificate may not carry: our CA's and the organisation CAs'.
     async fn reserved_names(&self) -> Result<crate::pki::scep::policy::Reserved, ServiceError> {
         let mut r = crate::pki::scep::policy::Reserved::default();
-        r.add_cert_der(&self.pki.ca.cert.to_der().map_err(|e| ServiceError::Rejected(e.to_string()))?);
+        r.add_cert_der(&self.pki.ca.cert.to_der().map_err(|e| ServiceError::internal("encoding our CA certificate", e))?);
         for der in crate::service::credentials::orgca::chain_ders(self.store.as_ref()).await? {
             r.add_cert_der(&der);
         }
@@ -523,7 +523,12 @@ impl Enroller {
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
                     mdm.enqueue_json(&cmd, vec![e.id.clone()])
                         .await
-                        .map_err(|e| ServiceError::Rejected(format!("{e:?}")))?;
+                        .map_err(|e| match e {
+                            crate::service::commands::enqueue::EnqueueError::Service(e) => e,
+                            crate::service::commands::enqueue::EnqueueError::Invalid(p) => {
+                                ServiceError::internal("queueing the renewal profile", format!("{}: {}", p.path, p.problem))
+                            }
+                        })?;
                     self.store.mark_renewal(&e.id, now()).await?;
                     asked.push(e.id.clone());
                 }

@@ -36,12 +36,21 @@ pub enum ForwardedHeader {
     Forwarded,
 }
 
+/// A setting that names no network or header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("{0:?} is not x-forwarded-for or forwarded")]
+    Header(String),
+    #[error("{0:?} is not a network (CIDR such as 10.0.0.0/8) or an address")]
+    Network(String),
+}
+
 impl ForwardedHeader {
-    pub fn parse(s: &str) -> Result<ForwardedHeader, String> {
+    pub fn parse(s: &str) -> Result<ForwardedHeader, SettingError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
             "forwarded" => Ok(ForwardedHeader::Forwarded),
-            other => Err(format!("{other:?} is not x-forwarded-for or forwarded")),
+            other => Err(SettingError::Header(other.to_owned())),
         }
     }
 
@@ -55,14 +64,14 @@ impl ForwardedHeader {
 }
 
 /// Parse `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128).
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
+pub fn parse_net(s: &str) -> Result<IpNet, SettingError> {
     let s = s.trim();
     if let Ok(n) = s.parse::<IpNet>() {
         return Ok(n.trunc());
     }
     s.parse::<IpAddr>()
         .map(IpNet::from)
-        .map_err(|_| format!("{s:?} is not a network (CIDR such as 10.0.0.0/8) or an address"))
+        .map_err(|_| SettingError::Network(s.to_owned()))
 }
 
 fn unmap(ip: IpAddr) -> IpAddr {
@@ -73,7 +82,7 @@ fn unmap(ip: IpAddr) -> IpAddr {
 }
 
 impl NetPolicy {
-    pub fn new(allowed: &[String], trusted: &[String]) -> Result<NetPolicy, String> {
+    pub fn new(allowed: &[String], trusted: &[String]) -> Result<NetPolicy, SettingError> {
         Ok(NetPolicy {
             allowed: allowed
                 .iter()

@@ -59,7 +59,7 @@ impl Enroller {
             "Enrolls this device with your organisation: it identifies the device, then installs its certificates and settings.".into(),
         );
         top.insert("PayloadContent".into(), Value::Dictionary(content));
-        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| rejected(format!("signing the profile: {e}")))
+        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the profile", e))
     }
 
     /// A phase-1 or phase-3 POST. Returns the signed profile to answer with.
@@ -81,10 +81,11 @@ impl Enroller {
     async fn phase1(&self, signer: &X509, udid: &str, attrs: &Dictionary) -> Result<Vec<u8>, ServiceError> {
         let attested = match &self.cfg.device_attestation_ca {
             Some(store) => {
-                verify_in(store, signer).map_err(|e| {
-                    ServiceError::Forbidden(format!(
+                verify_in(store, signer).map_err(|e| match e {
+                    ChainError::Refused(e) => ServiceError::Forbidden(format!(
                         "phase 1: the signer is not a device certificate from the attestation CA: {e}"
-                    ))
+                    )),
+                    ChainError::Setup(e) => ServiceError::internal("verifying against the attestation CA", e),
                 })?;
                 // The device certificate names the device: it must be the UDID claimed.
                 let cn = signer
@@ -129,8 +130,8 @@ impl Enroller {
         // CA and SCEP only: the identity that phase 3 is signed with.
         let xml = self
             .profile_plist(&scep_challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
-            .map_err(|e| rejected(e.to_string()))?;
-        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| rejected(e.to_string()))?;
+            .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;
+        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the enrollment profile", e))?;
         if let Some(Value::Array(items)) = top.get_mut("PayloadContent") {
             items.retain(|p| p.as_dictionary().and_then(|d| d.get("PayloadType")).and_then(Value::as_string) != Some("com.apple.mdm"));
         }
@@ -139,11 +140,11 @@ impl Enroller {
             "PayloadDisplayName".into(),
             format!("{} device identity", self.cfg.organization).into(),
         );
-        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| rejected(format!("signing the profile: {e}")))
+        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the profile", e))
     }
 
     async fn phase3(&self, signer: &X509, udid: &str) -> Result<Vec<u8>, ServiceError> {
-        let der = signer.to_der().map_err(|e| rejected(e.to_string()))?;
+        let der = signer.to_der().map_err(|e| ServiceError::internal("encoding the signer certificate", e))?;
         let rec = self
             .store
             .cert_by_hash(&crate::pki::cert_sha256(&der))
@@ -170,11 +171,11 @@ impl Enroller {
             .await?;
         let xml = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
-            .map_err(|e| rejected(e.to_string()))?;
-        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| rejected(e.to_string()))?;
-        crate::profiles::encrypt_payloads(&mut top, signer).map_err(|e| rejected(e.to_string()))?;
+            .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;
+        let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the enrollment profile", e))?;
+        crate::profiles::encrypt_payloads(&mut top, signer).map_err(|e| ServiceError::internal("encrypting the enrollment profile", e))?;
         tracing::info!(%udid, vouched = rec.vouched, "profile service phase 3");
-        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| rejected(format!("signing the profile: {e}")))
+        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the profile", e))
     }
 }
 
@@ -191,7 +192,7 @@ pub fn read_body(body: &[u8]) -> Result<(X509, Dictionary), ServiceError> {
 /// The signer and content of a CMS SignedData (attached), its signature checked.
 fn signed_attributes(body: &[u8]) -> Result<(X509, Vec<u8>), ServiceError> {
     let p7 = Pkcs7::from_der(body).map_err(|e| rejected(format!("the body is not a CMS SignedData: {e}")))?;
-    let none: Stack<X509> = Stack::new().map_err(|e| rejected(e.to_string()))?;
+    let none: Stack<X509> = Stack::new().map_err(|e| ServiceError::internal("OpenSSL", e))?;
     let signer = p7
         .signers(&none, Pkcs7Flags::empty())
         .map_err(|e| rejected(format!("no signer certificate: {e}")))?
@@ -200,7 +201,7 @@ fn signed_attributes(body: &[u8]) -> Result<(X509, Vec<u8>), ServiceError> {
         .map(|c| c.to_owned())
         .ok_or_else(|| rejected("no signer certificate"))?;
     let store = openssl::x509::store::X509StoreBuilder::new()
-        .map_err(|e| rejected(e.to_string()))?
+        .map_err(|e| ServiceError::internal("OpenSSL", e))?
         .build();
     let mut content = Vec::new();
     p7.verify(&none, &store, None, Some(&mut content), Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY)
@@ -208,15 +209,24 @@ fn signed_attributes(body: &[u8]) -> Result<(X509, Vec<u8>), ServiceError> {
     Ok((signer, content))
 }
 
-fn verify_in(store: &openssl::x509::store::X509Store, cert: &X509) -> Result<(), String> {
-    let mut ctx = openssl::x509::X509StoreContext::new().map_err(|e| e.to_string())?;
-    let chain = Stack::new().map_err(|e| e.to_string())?;
-    let (ok, err) = ctx
-        .init(store, cert, &chain, |c| Ok((c.verify_cert()?, c.error().error_string().to_owned())))
-        .map_err(|e| e.to_string())?;
+/// Why a certificate does not verify against a store.
+#[derive(Debug, thiserror::Error)]
+enum ChainError {
+    /// It does not chain (OpenSSL's reason).
+    #[error("{0}")]
+    Refused(String),
+    /// OpenSSL could not run the check at all (ours).
+    #[error(transparent)]
+    Setup(#[from] openssl::error::ErrorStack),
+}
+
+fn verify_in(store: &openssl::x509::store::X509Store, cert: &X509) -> Result<(), ChainError> {
+    let mut ctx = openssl::x509::X509StoreContext::new()?;
+    let chain = Stack::new()?;
+    let (ok, err) = ctx.init(store, cert, &chain, |c| Ok((c.verify_cert()?, c.error().error_string().to_owned())))?;
     if ok {
         Ok(())
     } else {
-        Err(err)
+        Err(ChainError::Refused(err))
     }
 }
