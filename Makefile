@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test unit bench load floor load-pg ise-bench scale console-bench push-latency schema fuzz clean
+.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -13,7 +13,11 @@ build:
 release:
 	$(CARGO) build --release
 
-test:
+# Imports between the rooms of src/ point one way (tests/arrows.rs; each violation as file:line: room -> room).
+arrows:
+	$(CARGO) test --test arrows
+
+test: arrows
 	$(CARGO) check --benches
 	@if [ -n "$$MDMD_TEST_DATABASE_URL" ]; then echo "PostgreSQL suite: on (MDMD_TEST_DATABASE_URL)"; \
 	elif (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then echo "PostgreSQL suite: on (127.0.0.1:5432)"; \

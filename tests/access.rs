@@ -61,22 +61,10 @@ fn settings_command() -> Value {
     }]})
 }
 
+/// On redb, and on PostgreSQL with `MDMD_TEST_STORE=postgres` (tests/common).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_reach_apps_and_rotate() {
-    access_tokens_reach_apps_and_rotate_on(&[]).await;
-}
-
-/// The same on PostgreSQL (skipped, saying so, without a server).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_tokens_reach_apps_and_rotate_on_postgres() {
-    let Some(db) = common::pg::TestDb::create().await else { return };
-    access_tokens_reach_apps_and_rotate_on(&["--database-url", &db.url]).await;
-}
-
-async fn access_tokens_reach_apps_and_rotate_on(store: &[&str]) {
-    let mut args = vec!["--enroll-flow", "single"];
-    args.extend_from_slice(store);
-    let srv = Server::start_with(&args);
+    let srv = Server::start_with(&["--enroll-flow", "single"]);
     let mut d = srv.enrolled().await;
     d.apps.insert(APP.into(), None);
     let admin = srv.admin();

@@ -6,31 +6,20 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use openssl::x509::X509;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Pebble {
-    child: Child,
+    _child: KillOnDrop,
     _dir: tempfile::TempDir,
     directory: String,
     /// Pebble's own HTTPS certificate (for its directory).
     tls_ca: std::path::PathBuf,
     /// The root Pebble issues under.
     root: Vec<u8>,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
 }
 
 /// Pebble on free loopback ports, validating HTTP-01 on `http_port`.
@@ -101,7 +90,7 @@ async fn pebble(http_port: u16) -> Pebble {
         .to_vec();
     assert!(X509::from_pem(&root).is_ok(), "Pebble's root");
     Pebble {
-        child,
+        _child: KillOnDrop(child),
         _dir: dir,
         directory,
         tls_ca,
@@ -130,10 +119,6 @@ fn issuer_cn(c: &X509) -> String {
         .next()
         .and_then(|e| e.data().to_string().ok())
         .unwrap_or_default()
-}
-
-fn serial(c: &X509) -> String {
-    c.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string()
 }
 
 /// Wait until the server presents a certificate from Pebble.
@@ -174,7 +159,7 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
         "single",
     ]);
     let cert = wait_for_pebble_cert(&srv.addr).await;
-    let first_serial = serial(&cert);
+    let first_serial = serial_hex(&cert);
 
     // A client that trusts Pebble's root and nothing of ours: the chain verifies.
     let public = mdmd::sim::http_client_trusting(Some(&peb.root)).unwrap();
@@ -248,7 +233,7 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
     assert_ne!(new_serial.to_lowercase(), first_serial.to_lowercase());
     let a = srv.addr.clone();
     let served = tokio::task::spawn_blocking(move || served_cert(&a)).await.unwrap();
-    assert_eq!(serial(&served).to_lowercase(), new_serial.to_lowercase());
+    assert_eq!(serial_hex(&served).to_lowercase(), new_serial.to_lowercase());
     // The enrolled device keeps working over the new certificate.
     let uuid = enqueue(&admin, &[&d.udid], serde_json::json!({"RequestType": "ProfileList"})).await;
     d.session().await.unwrap();
@@ -259,7 +244,7 @@ async fn acme_certificate_from_pebble_enrolls_devices_without_our_root() {
     srv.restart();
     let a = srv.addr.clone();
     let served = tokio::task::spawn_blocking(move || served_cert(&a)).await.unwrap();
-    assert_eq!(serial(&served).to_lowercase(), new_serial.to_lowercase());
+    assert_eq!(serial_hex(&served).to_lowercase(), new_serial.to_lowercase());
     let admin = mdmd::sim::load::Admin::new(&srv.base.replace("127.0.0.1", "localhost"), API_KEY, public.clone());
     let st = admin.get("/v1/acme").await.unwrap();
     assert!(st["last_attempt"].is_null(), "no new order after a restart: {st}");

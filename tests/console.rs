@@ -6,27 +6,16 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, API_KEY};
+use common::{free_port, KillOnDrop, Server, API_KEY};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 struct Driver {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn browser_available() -> bool {
@@ -49,7 +38,7 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver");
-    let d = Driver { child, port };
+    let d = Driver { _child: KillOnDrop(child), port };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return d;

@@ -14,23 +14,6 @@ async fn call(admin: &mdmd::sim::load::Admin, m: Method, path: &str, body: Optio
     admin.call(m, path, body).await.unwrap()
 }
 
-/// Answer commands until none is left; true if a DeclarativeManagement came.
-async fn drain(d: &mut mdmd::sim::SimDevice) -> bool {
-    let handled = d.session().await.unwrap();
-    handled.iter().any(|h| h.request_type == "DeclarativeManagement")
-}
-
-async fn wait_for_sync(d: &mut mdmd::sim::SimDevice) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if drain(d).await {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no DeclarativeManagement command came");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declarations_reach_devices_and_status_comes_back() {
     let srv = Server::start_with(&["--ddm-enable", "true", "--ddm-coalesce-ms", "100"]);

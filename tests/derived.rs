@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{device_profile, enqueue, template, Server};
+use common::{b64, device_profile, enqueue, free_port, serial_hex, template, KillOnDrop, Server};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
@@ -18,21 +18,10 @@ const CHALLENGE: &str = "org-ca-Challenge-7f3a9c";
 
 /// Debian's scepserver with its own CA, on a free loopback port.
 struct ScepServer {
-    child: Child,
+    _child: KillOnDrop,
     url: String,
     ca: X509,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for ScepServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn scepserver() -> ScepServer {
@@ -69,7 +58,7 @@ async fn scepserver() -> ScepServer {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ca = X509::from_pem(&std::fs::read(depot.join("ca.pem")).unwrap()).unwrap();
-    ScepServer { child, url, ca, _dir: dir }
+    ScepServer { _child: KillOnDrop(child), url, ca, _dir: dir }
 }
 
 fn payload(ty: &str, uuid: &str, body: &str) -> String {
@@ -269,7 +258,7 @@ async fn organisation_ca_through_the_scep_proxy() {
         !contains(&payload, CHALLENGE.as_bytes()),
         "the challenge is readable in the command"
     );
-    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
+    if !common::on_postgres() {
         dir_lacks(&srv.data_dir(), CHALLENGE.as_bytes());
     }
 
@@ -301,7 +290,7 @@ async fn organisation_ca_through_the_scep_proxy() {
     assert_eq!(list.len(), 1, "{certs}");
     assert_eq!(list[0]["enrollment"], d.udid.as_str());
     assert_eq!(list[0]["profile"], "com.example.wifi.corp");
-    let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let serial = serial_hex(&cert);
     assert_eq!(list[0]["serial"], serial.as_str());
     let dev = admin.get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
     assert_eq!(dev["org_certificates"][0]["serial"], serial.as_str());
@@ -420,11 +409,6 @@ async fn a_hanging_organisation_ca_is_a_504_for_the_device() {
     assert!(p.to_string().contains("504"), "{p}");
 }
 
-async fn account(srv: &Server, name: &str, role: &str) -> String {
-    let v = srv.cli_json(&["accounts", "add", name, "--role", role]);
-    v["secret"].as_str().expect("secret").to_owned()
-}
-
 async fn post_as(srv: &Server, bearer: &str, body: Value) -> (u16, Value) {
     let r = srv
         .client()
@@ -438,17 +422,13 @@ async fn post_as(srv: &Server, bearer: &str, body: Value) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
 #[tokio::test]
 async fn derived_credentials_release_renew_and_revoke_profiles() {
     let srv = Server::start();
     let admin = srv.admin();
-    let issuer = account(&srv, "entrust", "issuer").await;
-    let reader = account(&srv, "auditor", "read-only").await;
-    let operator = account(&srv, "helpdesk", "operator").await;
+    let issuer = srv.account("entrust", "issuer");
+    let reader = srv.account("auditor", "read-only");
+    let operator = srv.account("helpdesk", "operator");
     let piv_ca = mdmd::sim::pki::test_ca("Agency PIV-D CA").unwrap();
 
     let (s, v) = admin.call_bytes("/v1/profiles", derived_profile("com.example.pivd")).await.unwrap();
@@ -673,7 +653,7 @@ async fn derived_credentials_release_renew_and_revoke_profiles() {
 }
 
 fn dir_lacks_unless_pg(srv: &Server, needle: &[u8]) {
-    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
+    if !common::on_postgres() {
         dir_lacks(&srv.data_dir(), needle);
     }
 }

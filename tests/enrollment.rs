@@ -136,17 +136,7 @@ async fn three_phase_enrollment_is_attested_and_guarded() {
         .await
         .unwrap();
     phone.enroll().await.unwrap();
-    let serial = phone
-        .identity
-        .as_ref()
-        .unwrap()
-        .cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string();
+    let serial = common::serial_hex(&phone.identity.as_ref().unwrap().cert);
     let c = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
     assert_eq!(c["udid"], udid.as_str());
     assert_eq!(c["vouched"], true, "{c}");

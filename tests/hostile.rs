@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, API_KEY};
+use common::{b64, Server, API_KEY};
 use mdmd::protocol::limits::MAX_DEPTH;
 use mdmd::protocol::Status;
 use reqwest::Method;
@@ -79,11 +79,6 @@ fn ise_xml(depth: usize) -> Vec<u8> {
     s.push_str(&"</x>".repeat(depth));
     s.push_str("</device></deviceList></ise_api>");
     s.into_bytes()
-}
-
-fn b64(b: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// One raw request (admin key when `admin`); the server dying shows as an error here.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{enqueue, Server};
+use common::{enqueue, serial_hex, wait_for_sync, Server};
 use mdmd::sim::pki::SimIdentity;
 use mdmd::sim::SimDevice;
 use reqwest::Method;
@@ -18,7 +18,7 @@ fn ca(srv: &Server) -> openssl::x509::X509 {
 }
 
 fn serial(id: &SimIdentity) -> String {
-    id.cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string()
+    serial_hex(&id.cert)
 }
 
 fn sha256(id: &SimIdentity) -> String {
@@ -264,16 +264,6 @@ async fn a_ddm_asset_identity_has_a_purpose_and_is_never_an_mdm_identity() {
     victim_keeps_working(&srv, &mut d).await;
 }
 
-async fn wait_for_sync(d: &mut SimDevice) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if d.session().await.unwrap().iter().any(|h| h.request_type == "DeclarativeManagement") {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no DeclarativeManagement command came");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
 
 /// (d) A device renewing its own current identity with a RenewalReq keeps
 /// working (an unvouched one too), queue kept; (e) the identity it replaced

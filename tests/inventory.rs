@@ -21,23 +21,13 @@ async fn device(srv: &Server, id: &str) -> Value {
     srv.admin().get(&format!("/v1/devices/{id}")).await.expect("device")
 }
 
+/// On redb, and on PostgreSQL with `MDMD_TEST_STORE=postgres` (tests/common).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_and_compliance() {
-    inventory_and_compliance_on(&[]).await;
-}
-
-/// The same on PostgreSQL (skipped, saying so, without a server).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_and_compliance_on_postgres() {
-    let Some(db) = common::pg::TestDb::create().await else { return };
-    inventory_and_compliance_on(&["--database-url", &db.url]).await;
-}
-
-async fn inventory_and_compliance_on(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut args = vec![
+    let args = vec![
         "--enroll-flow",
         "single",
         "--inventory-interval",
@@ -45,7 +35,6 @@ async fn inventory_and_compliance_on(store: &[&str]) {
         "--compliance-policy",
         policy.to_str().unwrap(),
     ];
-    args.extend_from_slice(store);
     let srv = Server::start_with(&args);
 
     // Enrolling queues the first inventory; the device answers it at its first poll.

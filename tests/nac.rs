@@ -102,29 +102,13 @@ impl Ise {
     }
 }
 
-fn account(srv: &Server, name: &str, role: &str) -> String {
-    let v = srv.cli_json(&["accounts", "add", name, "--role", role]);
-    assert_eq!(v["role"], role);
-    v["secret"].as_str().unwrap().to_owned()
-}
-
+/// On redb, and on PostgreSQL with `MDMD_TEST_STORE=postgres` (tests/common).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cisco_ise_api_and_accounts() {
-    cisco_ise_api_and_accounts_on(&[]).await;
-}
-
-/// The same on PostgreSQL (skipped, saying so, without a server).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cisco_ise_api_and_accounts_on_postgres() {
-    let Some(db) = common::pg::TestDb::create().await else { return };
-    cisco_ise_api_and_accounts_on(&["--database-url", &db.url]).await;
-}
-
-async fn cisco_ise_api_and_accounts_on(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "passcode_required = true\n").unwrap();
-    let mut args = vec![
+    let args = vec![
         "--enroll-flow",
         "single",
         "--inventory-interval",
@@ -132,7 +116,6 @@ async fn cisco_ise_api_and_accounts_on(store: &[&str]) {
         "--compliance-policy",
         policy.to_str().unwrap(),
     ];
-    args.extend_from_slice(store);
     let srv = Server::start_with(&args);
     let mut good = srv.enrolled().await;
     good.session().await.unwrap();
@@ -141,9 +124,9 @@ async fn cisco_ise_api_and_accounts_on(store: &[&str]) {
     bad.enroll().await.unwrap();
     bad.session().await.unwrap();
 
-    let nac_secret = account(&srv, "ise", "nac");
-    let ro_secret = account(&srv, "auditor", "read-only");
-    let op_secret = account(&srv, "ops", "operator");
+    let nac_secret = srv.account("ise", "nac");
+    let ro_secret = srv.account("auditor", "read-only");
+    let op_secret = srv.account("ops", "operator");
     let ise = Ise {
         base: srv.base.clone(),
         client: srv.client(),

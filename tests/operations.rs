@@ -424,21 +424,13 @@ async fn tls_certificates_reload_without_a_restart() {
 #[tokio::test]
 async fn cli_errors_say_what_to_do_next() {
     let srv = Server::start();
+    let ca = srv.certs_dir().join("ca.pem");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
-            .args(args)
-            .arg("--trust-ca")
-            .arg(srv.certs_dir().join("ca.pem"))
-            .env("MDMD_LOG", "error")
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let (ok, _, err) = common::mdmd(&[args, &["--trust-ca", ca.to_str().unwrap()]].concat());
+        assert!(!ok);
+        err
     };
-    let closed = format!(
-        "https://127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    );
+    let closed = format!("https://127.0.0.1:{}", common::free_port());
     let err = run(&["devices", "--server", &closed, "--api-key", API_KEY]);
     assert!(err.contains("hint: is mdmd serving there?"), "{err}");
     let err = run(&["devices", "--server", &srv.base, "--api-key", "wrong-key"]);

@@ -363,7 +363,7 @@ async fn every_request_is_tied_to_the_device_identity() {
 
     // Revocation: A is refused from then on.
     assert!(a.session().await.unwrap().is_empty());
-    let serial = ia.cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let serial = common::serial_hex(&ia.cert);
     let c = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
     assert_eq!(c["enrollment"], a.udid, "the certificate is recorded with its enrollment");
     admin.post(&format!("/v1/certificates/{serial}/revoke"), json!({})).await.unwrap();
@@ -532,7 +532,7 @@ async fn ca_show_and_enroll_profile_commands() {
         srv.certs_dir().join("signer.key"),
         srv.certs_dir().join("access-jwt-key.pem"),
     ];
-    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") {
+    if !common::on_postgres() {
         files.push(srv.data_dir().join("mdmd.redb"));
     }
     for f in files {

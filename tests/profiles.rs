@@ -255,7 +255,7 @@ async fn a_profile_is_filled_encrypted_signed_and_installed_with_its_own_identit
     assert_eq!(device_profile(&srv, &udid, "com.example.mdmd.wifi").await["state"], "installed");
 
     // The Wi-Fi identity is recorded with its purpose and device, and revocable.
-    let serial = wifi_cert.cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let serial = common::serial_hex(&wifi_cert.cert);
     let c = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
     assert_eq!(c["purpose"], "profile:com.example.mdmd.wifi/com.example.mdmd.wifi.identity", "{c}");
     assert_eq!(c["enrollment"], udid.as_str());

@@ -129,10 +129,7 @@ async fn the_push_certificate_is_read_checked_kept_and_requested() {
     let v = srv.cli_json(&["push-cert", "set", p.to_str().unwrap(), "--password", "pw"]);
     assert_eq!(v["stranded_devices"], 0);
     let shown = srv.cli_json(&["push-cert", "show"]);
-    assert_eq!(
-        shown["serial"],
-        c2.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string()
-    );
+    assert_eq!(shown["serial"], common::serial_hex(&c2));
 
     // Devices enrolled under t1: a certificate with another topic strands them.
     let d = srv.enrolled().await;
@@ -380,9 +377,8 @@ async fn pushes_are_exact_coalesced_and_every_apns_answer_is_handled() {
     let v = srv.cli_json(&["push", &id(a)]);
     assert_eq!(v["results"][id(a)]["accepted"], true, "{v}");
     let last = rec.seen_for(&tok(a)).pop().unwrap();
-    let serial = |c: &openssl::x509::X509| c.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
-    assert_eq!(last.client_serial, serial(&renewed));
-    assert_ne!(last.client_serial, serial(&cert));
+    assert_eq!(last.client_serial, common::serial_hex(&renewed));
+    assert_ne!(last.client_serial, common::serial_hex(&cert));
 
     // 403: the certificate is refused; surfaced on health; no pushes until a new one.
     rec.script(&tok(a), vec![Answer::Status(403, Some("BadCertificate"))]);
@@ -481,7 +477,7 @@ async fn simulated_devices_are_woken_through_the_apns_stand_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
     // A free loopback port for the stand-in that `mdmd sim fleet` will run.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let standin_ca = dir.path().join("standin.pem");
     let ca = TestCa::new("Test Apple Push CA");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::{FaultProxy, Mode, TestDb};
 use common::push::{new_topic, TestCa};
-use common::{enqueue, Server, API_KEY};
+use common::{enqueue, serial_hex, wait_until, Server, API_KEY};
 use serde_json::json;
 
 fn pg_args(url: &str) -> Vec<String> {
@@ -40,16 +40,6 @@ async fn command_statuses(srv: &Server, uuid: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(within: Duration, mut f: impl FnMut() -> F) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_serve_one_fleet() {
@@ -123,7 +113,7 @@ async fn two_instances_serve_one_fleet() {
     let ca = TestCa::new("Apple Push CA (test)");
     let topic = a.topic().await;
     let c = common::push::set_push_cert(&a, &ca, &topic).await;
-    let serial = c.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+    let serial = serial_hex(&c);
     let seen = wait_until(Duration::from_secs(5), || async {
         let v = b.admin().get("/v1/push-cert").await.unwrap();
         v["configured"] == true && v["serial"] == serial.as_str()
@@ -294,7 +284,7 @@ async fn database_restart_and_partition_give_503_then_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_copy_moves_an_installation_to_postgres() {
-    if std::env::var("MDMD_TEST_STORE").as_deref() == Ok("postgres") {
+    if common::on_postgres() {
         return; // this one is about a redb installation
     }
     let Some(db) = TestDb::create().await else { return };
@@ -306,18 +296,7 @@ async fn db_copy_moves_an_installation_to_postgres() {
     let waiting = enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "ProfileList"})).await;
     srv.kill9();
 
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
-            .args(args)
-            .env("MDMD_LOG", "error")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = common::mdmd;
     let data = srv.data_dir();
     let (ok, out, err) = run(&["db", "copy", "--from", data.to_str().unwrap(), "--to", &db.url]);
     assert!(ok, "{out}{err}");

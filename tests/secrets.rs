@@ -426,8 +426,8 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     }
     // At rest: the database and everything else the server wrote.
     let mut stored = files_under(&srv.data_dir());
-    if let Some(i) = srv.extra.iter().position(|a| a == "--database-url") {
-        stored.extend(postgres_rows(&srv.extra[i + 1]).await);
+    if let Some(url) = srv.database_url() {
+        stored.extend(postgres_rows(url).await);
     }
     // The search does see the database: the device's UDID (no secret) is found in it.
     let control = Secrets::new(vec![("UDID".into(), d.udid.clone().into_bytes())]);
@@ -435,7 +435,7 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
         stored.iter().any(|(_, b)| !control.found_in(b).is_empty()),
         "the stored data was not searched"
     );
-    if srv.extra.iter().any(|a| a == "--database-url") {
+    if srv.database_url().is_some() {
         assert!(
             stored
                 .iter()

@@ -226,7 +226,7 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_receiver_and_a_killed_server_lose_nothing() {
     // The receiver's address is reserved, then nothing listens there: deliveries fail.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let url = format!("http://{port}/hook");
     let mut srv = Server::start_with(&["--webhook-url", &url, "--webhook-secret", SECRET]);
     let mut d = srv.enrolled().await;

@@ -1,5 +1,14 @@
 //! Test harness: runs the real `mdmd` binary on 127.0.0.1 with its own data
-//! directory, and talks to it over real HTTP.
+//! directory, and talks to it over real HTTP; and the helpers the test files
+//! share (free ports, child processes, polling, certificate serials).
+//!
+//! Choosing the store, one way: `MDMD_TEST_STORE=postgres` runs every server
+//! test on PostgreSQL (a fresh database per server, [`pg::TestDb`]); without
+//! it they run on redb. `make test` runs the suite once each way. A test that
+//! needs PostgreSQL whatever the switch (two instances on one database, the
+//! database failing under a server, a copy into PostgreSQL) takes its
+//! database from [`pg::TestDb::create`] too, which skips (saying so) without a
+//! server, or fails with `MDMD_TEST_REQUIRE_POSTGRES=1`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -37,11 +46,16 @@ pub struct Server {
     pub log: Option<PathBuf>,
 }
 
+/// Do the server tests run on PostgreSQL (`MDMD_TEST_STORE=postgres`)?
+pub fn on_postgres() -> bool {
+    std::env::var("MDMD_TEST_STORE").as_deref() == Ok("postgres")
+}
+
 /// `MDMD_TEST_STORE=postgres` runs every server test on PostgreSQL (a fresh
 /// database each) instead of redb.
 fn store_args(extra: &[String]) -> (Vec<String>, Option<std::sync::Arc<pg::TestDb>>) {
     let mut extra = extra.to_vec();
-    if std::env::var("MDMD_TEST_STORE").as_deref() != Ok("postgres") || extra.iter().any(|a| a == "--database-url") {
+    if !on_postgres() || extra.iter().any(|a| a == "--database-url") {
         return (extra, None);
     }
     let db = std::thread::spawn(|| {
@@ -193,6 +207,12 @@ impl Server {
         s
     }
 
+    /// The PostgreSQL database this server stores in (`--database-url`), if any.
+    pub fn database_url(&self) -> Option<&str> {
+        let i = self.extra.iter().position(|a| a == "--database-url")?;
+        self.extra.get(i + 1).map(String::as_str)
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -285,6 +305,13 @@ impl Server {
         )
     }
 
+    /// An API account with this role (`mdmd accounts add`): its secret.
+    pub fn account(&self, name: &str, role: &str) -> String {
+        let v = self.cli_json(&["accounts", "add", name, "--role", role]);
+        assert_eq!(v["role"], role, "{v}");
+        v["secret"].as_str().expect("secret").to_owned()
+    }
+
     /// `cli` whose stdout is JSON; panics with stderr on failure.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let (ok, out, err) = self.cli(args);
@@ -359,4 +386,74 @@ pub async fn device_profile(srv: &Server, id: &str, identifier: &str) -> Value {
         .find(|p| p["identifier"] == identifier)
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+/// Run the `mdmd` binary with exactly these arguments (no server implied);
+/// returns (success, stdout, stderr).
+pub fn mdmd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mdmd"))
+        .args(args)
+        .env("MDMD_LOG", "error")
+        .output()
+        .expect("run mdmd");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A loopback port nothing listened on a moment ago (for a stand-in server
+/// started later, or an address where nothing answers).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A child process (a stand-in server for one test) killed and reaped when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A certificate's serial number in hex, as the admin API shows it.
+pub fn serial_hex(cert: &openssl::x509::X509Ref) -> String {
+    cert.serial_number().to_bn().expect("serial").to_hex_str().expect("hex").to_string()
+}
+
+/// Standard base64 with padding.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Poll `f` every 100 ms until it is true or `within` has passed: whether it came true.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(within: Duration, mut f: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Poll with the device until a DeclarativeManagement command comes (10 s at most).
+pub async fn wait_for_sync(d: &mut mdmd::sim::SimDevice) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if d.session().await.unwrap().iter().any(|h| h.request_type == "DeclarativeManagement") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no DeclarativeManagement command came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -167,7 +167,7 @@ impl Recorder {
                         })
                         .collect();
                     let subject = subject.join(",");
-                    let serial = peer.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+                    let serial = super::serial_hex(&peer);
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (st, subject, serial, tx) = (st.clone(), subject.clone(), serial.clone(), tx.clone());
