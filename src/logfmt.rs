@@ -2,6 +2,8 @@
 //! has its control characters escaped (`\n`, `\r`, `\t`, `\x1b` → `\u{1b}` …) and is cut to
 //! `MAX_FIELD` characters plus "…", here in the formatter, so no call site has to remember it.
 //! Numbers and booleans stay what they are (JSON readers rely on `status`, `ms`).
+//! Also the one shape of an internal failure in the log: `internal` gives it a request id and
+//! logs its whole chain of causes (`chain`), for the admin API and the device endpoints alike.
 
 use std::fmt::{self, Write as _};
 
@@ -183,6 +185,40 @@ pub fn init(json: bool) {
             .with_writer(std::io::stderr)
             .init();
     }
+}
+
+/// The header carrying the id of a failed request (admin API and device endpoints).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A short random id for one failed request (12 hex digits).
+pub fn request_id() -> String {
+    use rand::RngCore as _;
+    let mut b = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// An error and its causes, outermost first, joined by ": " (a cause
+/// whose text its wrapper already shows is not repeated).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// Log an internal failure with a fresh request id; returns the id.
+pub fn internal(what: &str, source: &(dyn std::error::Error + 'static)) -> String {
+    let id = request_id();
+    tracing::error!(request_id = %id, what, error = %chain(source), "internal error");
+    id
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use serde_json::{json, Value};
 use crate::service::{BoxError, ServiceError};
 use crate::store::StoreError;
 
-/// The header carrying the id of a failed request.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use crate::logfmt::{chain, internal, request_id, REQUEST_ID};
 
 /// An admin API failure, turned into its answer by `IntoResponse`.
 #[derive(Debug)]
@@ -88,36 +87,6 @@ impl ApiError {
     }
 }
 
-/// A short random id for one failed request (12 hex digits).
-pub fn request_id() -> String {
-    use rand::RngCore as _;
-    let mut b = [0u8; 6];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-/// An error and its causes, outermost first, joined by ": " (a cause
-/// whose text its wrapper already shows is not repeated).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
-
-/// Log an internal failure with a fresh request id; returns the id.
-pub fn internal(what: &str, source: &(dyn std::error::Error + 'static)) -> String {
-    let id = request_id();
-    tracing::error!(request_id = %id, what, error = %chain(source), "internal error");
-    id
-}
 
 /// Log a storage failure with a fresh request id; returns the id.
 pub fn storage(e: &(dyn std::error::Error + 'static)) -> String {

@@ -28,10 +28,10 @@ fn protocol_error(app: &App, e: ProtocolError) -> Response {
 /// 500 for our own failure: the cause is logged with a request id, which
 /// is all the answer says (in the body and `X-Request-Id`).
 pub fn internal_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Response {
-    let id = crate::api::error::internal(what, e);
+    let id = crate::logfmt::internal(what, e);
     let mut r = text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (request id {id})\n"));
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        r.headers_mut().insert(crate::api::error::REQUEST_ID, v);
+        r.headers_mut().insert(crate::logfmt::REQUEST_ID, v);
     }
     r
 }
@@ -50,7 +50,7 @@ pub fn service_error(app: &App, e: ServiceError) -> Response {
             text(StatusCode::FORBIDDEN, format!("forbidden: {m}\n"))
         }
         ServiceError::Store(e) => {
-            tracing::error!(error = %crate::api::error::chain(&e), "storage failure");
+            tracing::error!(error = %crate::logfmt::chain(&e), "storage failure");
             text(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable\n".into())
         }
         ServiceError::Busy(m) => {
