@@ -171,15 +171,31 @@ fn tokenize(src: &str) -> Vec<Tok> {
                     while i < c.len() && is_cont(c[i]) {
                         i += 1;
                     }
-                    out.push(Tok { text: c[s..i].iter().collect(), line, ident: true });
+                    out.push(Tok {
+                        text: c[s..i].iter().collect(),
+                        line,
+                        ident: true,
+                    });
                 }
-                _ => out.push(Tok { text: word, line, ident: true }),
+                _ => out.push(Tok {
+                    text: word,
+                    line,
+                    ident: true,
+                }),
             }
         } else if ch == ':' && c.get(i + 1) == Some(&':') {
-            out.push(Tok { text: "::".into(), line, ident: false });
+            out.push(Tok {
+                text: "::".into(),
+                line,
+                ident: false,
+            });
             i += 2;
         } else {
-            out.push(Tok { text: ch.to_string(), line, ident: false });
+            out.push(Tok {
+                text: ch.to_string(),
+                line,
+                ident: false,
+            });
             i += 1;
         }
     }
@@ -318,7 +334,12 @@ fn check_file(f: &FileMod, src: &str, out: &mut Vec<Violation>) {
     let toks = tokenize(src);
     let from = f.room();
     let mut push = |line: usize, to: &str| {
-        out.push(Violation { file: f.rel.clone(), line, from: from.clone(), to: to.to_owned() })
+        out.push(Violation {
+            file: f.rel.clone(),
+            line,
+            from: from.clone(),
+            to: to.to_owned(),
+        })
     };
     let judge = |to: &str| -> bool {
         if f.bin || to == from {
@@ -388,11 +409,7 @@ fn check_file(f: &FileMod, src: &str, out: &mut Vec<Violation>) {
                 }
             }
             // `axum::…`, or `::axum::…` (a leading `::`, not `x::axum`).
-            "axum"
-                if t.ident
-                    && !axum_ok
-                    && (prev != Some("::") || i < 2 || !(toks[i - 2].ident || toks[i - 2].text == ">")) =>
-            {
+            "axum" if t.ident && !axum_ok && (prev != Some("::") || i < 2 || !(toks[i - 2].ident || toks[i - 2].text == ">")) => {
                 push(t.line, "axum")
             }
             "crate" | "self" | "super" if t.ident && prev != Some("::") && toks.get(i + 1).is_some_and(|n| n.text == "::") => {
@@ -424,10 +441,7 @@ fn denies_unsafe(lib: &str) -> bool {
             && w[1].text == "!"
             && w[2].text == "["
             && w[3].text == "deny"
-            && t[k + 4..]
-                .iter()
-                .take_while(|x| x.text != "]")
-                .any(|x| x.text == "unsafe_code")
+            && t[k + 4..].iter().take_while(|x| x.text != "]").any(|x| x.text == "unsafe_code")
     })
 }
 
@@ -447,7 +461,11 @@ pub fn check_sources(files: &[(String, String)]) -> Vec<Violation> {
     for (rel, text) in files {
         let top = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs").to_owned();
         let bin = rel == "main.rs" || rel.starts_with("bin/") || bin_mods.contains(&top);
-        let f = FileMod { rel: rel.clone(), module: module_of(rel), bin };
+        let f = FileMod {
+            rel: rel.clone(),
+            module: module_of(rel),
+            bin,
+        };
         check_file(&f, text, &mut out);
     }
     match files.iter().find(|(p, _)| p == "lib.rs") {
@@ -493,8 +511,12 @@ pub fn check(root: &Path) -> Vec<Violation> {
 fn src_imports_point_one_way() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let v = check(&root);
-    assert!(v.is_empty(), "{} import(s) point the wrong way (docs/ARCHITECTURE.md):\n{}", v.len(),
-        v.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    assert!(
+        v.is_empty(),
+        "{} import(s) point the wrong way (docs/ARCHITECTURE.md):\n{}",
+        v.len(),
+        v.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    );
 }
 
 // ---------------------------------------------------------------- the checker's own tests
@@ -514,10 +536,16 @@ mod checker {
     #[test]
     fn a_clean_tree_passes() {
         let v = run(&[
-            ("pki/ca.rs", "use crate::store::Store;\nuse super::tls;\nfn f() { crate::protocol::x(); }\n"),
+            (
+                "pki/ca.rs",
+                "use crate::store::Store;\nuse super::tls;\nfn f() { crate::protocol::x(); }\n",
+            ),
             ("service/mod.rs", "use crate::pki::ca;\nuse axum_extra::X;\n"),
             ("http/mod.rs", "use axum::Router;\nuse crate::service::now;\n"),
-            ("protocol/mod.rs", "use self::ids::Udid;\nuse crate::protocol::json;\nuse serde::Serialize;\n"),
+            (
+                "protocol/mod.rs",
+                "use self::ids::Udid;\nuse crate::protocol::json;\nuse serde::Serialize;\n",
+            ),
             ("protocol/ids.rs", "use super::json::X;\n"),
         ]);
         assert!(v.is_empty(), "{v:?}");
@@ -525,7 +553,10 @@ mod checker {
 
     #[test]
     fn a_plain_use_into_a_higher_room() {
-        assert_eq!(run(&[("pki/ca.rs", "\nuse crate::service::now;\n")]), ["src/pki/ca.rs:2: pki -> service"]);
+        assert_eq!(
+            run(&[("pki/ca.rs", "\nuse crate::service::now;\n")]),
+            ["src/pki/ca.rs:2: pki -> service"]
+        );
     }
 
     #[test]
@@ -536,7 +567,11 @@ mod checker {
                 ("api/mod.rs", "use crate::http::listener;\n"),
                 ("ops/lease.rs", "use crate::service::Mdm;\n"),
             ]),
-            ["src/api/mod.rs:1: api -> http", "src/http/mdm.rs:1: http -> api", "src/ops/lease.rs:1: ops -> service"]
+            [
+                "src/api/mod.rs:1: api -> http",
+                "src/http/mdm.rs:1: http -> api",
+                "src/ops/lease.rs:1: ops -> service"
+            ]
         );
     }
 
@@ -547,19 +582,28 @@ mod checker {
             ["src/push/mod.rs:1: push -> service"]
         );
         assert_eq!(
-            run(&[("store/mod.rs", "use crate::{\n    protocol,\n    http::{\n        listener,\n    },\n};\n")]),
+            run(&[(
+                "store/mod.rs",
+                "use crate::{\n    protocol,\n    http::{\n        listener,\n    },\n};\n"
+            )]),
             ["src/store/mod.rs:3: store -> http"]
         );
         assert_eq!(
             run(&[("profiles/mod.rs", "pub use crate::{app::{self as a}, config::*};\n")]),
-            ["src/profiles/mod.rs:1: profiles -> app", "src/profiles/mod.rs:1: profiles -> config"]
+            [
+                "src/profiles/mod.rs:1: profiles -> app",
+                "src/profiles/mod.rs:1: profiles -> config"
+            ]
         );
     }
 
     #[test]
     fn a_path_split_over_lines() {
         assert_eq!(
-            run(&[("pki/tls.rs", "fn f() {\n    let t = crate::\n        service\n        ::now();\n}\n")]),
+            run(&[(
+                "pki/tls.rs",
+                "fn f() {\n    let t = crate::\n        service\n        ::now();\n}\n"
+            )]),
             ["src/pki/tls.rs:3: pki -> service"]
         );
         assert_eq!(
@@ -583,10 +627,19 @@ mod checker {
     #[test]
     fn super_climbing_out_of_a_room() {
         // pki/ca.rs is pki::ca: super is pki, super::super the crate root.
-        assert_eq!(run(&[("pki/ca.rs", "use super::super::service::now;\n")]), ["src/pki/ca.rs:1: pki -> service"]);
+        assert_eq!(
+            run(&[("pki/ca.rs", "use super::super::service::now;\n")]),
+            ["src/pki/ca.rs:1: pki -> service"]
+        );
         // pki/mod.rs is pki itself: one super leaves the room.
-        assert_eq!(run(&[("pki/mod.rs", "fn f() { super::http::x(); }\n")]), ["src/pki/mod.rs:1: pki -> http"]);
-        assert_eq!(run(&[("pki/mod.rs", "use super::{service, store};\n")]), ["src/pki/mod.rs:1: pki -> service"]);
+        assert_eq!(
+            run(&[("pki/mod.rs", "fn f() { super::http::x(); }\n")]),
+            ["src/pki/mod.rs:1: pki -> http"]
+        );
+        assert_eq!(
+            run(&[("pki/mod.rs", "use super::{service, store};\n")]),
+            ["src/pki/mod.rs:1: pki -> service"]
+        );
         // Inside an inline module super stays in the file's module.
         assert!(run(&[("pki/mod.rs", "mod tests {\n    use super::*;\n    use super::ca;\n}\n")]).is_empty());
         assert_eq!(
@@ -600,17 +653,30 @@ mod checker {
     #[test]
     fn protocol_imports_nothing_of_ours() {
         assert_eq!(
-            run(&[("protocol/checkin.rs", "use crate::pki::cert_sha256;\nfn f() { super::super::metrics::inc(); }\n")]),
-            ["src/protocol/checkin.rs:1: protocol -> pki", "src/protocol/checkin.rs:2: protocol -> metrics"]
+            run(&[(
+                "protocol/checkin.rs",
+                "use crate::pki::cert_sha256;\nfn f() { super::super::metrics::inc(); }\n"
+            )]),
+            [
+                "src/protocol/checkin.rs:1: protocol -> pki",
+                "src/protocol/checkin.rs:2: protocol -> metrics"
+            ]
         );
-        assert_eq!(run(&[("protocol/mod.rs", "use crate::*;\n")]), ["src/protocol/mod.rs:1: protocol -> lib"]);
+        assert_eq!(
+            run(&[("protocol/mod.rs", "use crate::*;\n")]),
+            ["src/protocol/mod.rs:1: protocol -> lib"]
+        );
         // Other crates and its own modules are fine.
         assert!(run(&[("protocol/mod.rs", "use plist::Value;\nuse crate::protocol::ids;\nmod ids;\n")]).is_empty());
     }
 
     #[test]
     fn lower_rooms_may_use_each_other_and_protocol() {
-        assert!(run(&[("push/mod.rs", "use crate::{store::Store, pki::ca, protocol::Udid, metrics, logfmt};\n")]).is_empty());
+        assert!(run(&[(
+            "push/mod.rs",
+            "use crate::{store::Store, pki::ca, protocol::Udid, metrics, logfmt};\n"
+        )])
+        .is_empty());
     }
 
     #[test]
@@ -643,10 +709,16 @@ mod checker {
     fn unsafe_only_in_ossl() {
         assert!(run(&[("pki/ossl.rs", "#![allow(unsafe_code)]\nfn f() { unsafe { g() } }\n")]).is_empty());
         assert_eq!(
-            run(&[("store/redb.rs", "fn f() {\n    unsafe { g() }\n}\n#[allow(dead_code, unsafe_code)]\nfn h() {}\n")]),
+            run(&[(
+                "store/redb.rs",
+                "fn f() {\n    unsafe { g() }\n}\n#[allow(dead_code, unsafe_code)]\nfn h() {}\n"
+            )]),
             ["src/store/redb.rs:2: store -> unsafe", "src/store/redb.rs:4: store -> unsafe"]
         );
-        assert_eq!(run(&[("cli/mod.rs", "unsafe fn f() {}\n"), ("main.rs", "mod cli;\n")]), ["src/cli/mod.rs:1: cli -> unsafe"]);
+        assert_eq!(
+            run(&[("cli/mod.rs", "unsafe fn f() {}\n"), ("main.rs", "mod cli;\n")]),
+            ["src/cli/mod.rs:1: cli -> unsafe"]
+        );
         // unsafe_code in deny/forbid is the point, not a violation.
         assert!(run(&[("service/mod.rs", "#![deny(unsafe_code)]\n#![forbid(unsafe_code)]\n")]).is_empty());
     }
@@ -688,7 +760,10 @@ fn lt<'a>(x: &'a str) -> &'a str { x }
     #[test]
     fn the_binary_reaches_the_library_as_mdmd() {
         let v = run(&[
-            ("main.rs", "mod cli;\nmod table;\nuse mdmd::service::now;\nfn main() { cli::run(); }\n"),
+            (
+                "main.rs",
+                "mod cli;\nmod table;\nuse mdmd::service::now;\nfn main() { cli::run(); }\n",
+            ),
             ("cli/mod.rs", "use mdmd::server;\nuse crate::table;\n"),
             ("cli/devices.rs", "use super::super::table::render;\n"),
             ("table.rs", "use mdmd::api;\n"),
@@ -711,7 +786,10 @@ fn lt<'a>(x: &'a str) -> &'a str { x }
 
     #[test]
     fn tokenizer_basics() {
-        let t: Vec<String> = tokenize("a::b /* x */ 'c' 1.5 \"s\" r#\"r\"# e").into_iter().map(|t| t.text).collect();
+        let t: Vec<String> = tokenize("a::b /* x */ 'c' 1.5 \"s\" r#\"r\"# e")
+            .into_iter()
+            .map(|t| t.text)
+            .collect();
         assert_eq!(t, ["a", "::", "b", ".", "e"]);
     }
 }

@@ -38,7 +38,10 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver");
-    let d = Driver { _child: KillOnDrop(child), port };
+    let d = Driver {
+        _child: KillOnDrop(child),
+        port,
+    };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return d;

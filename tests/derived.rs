@@ -58,7 +58,12 @@ async fn scepserver() -> ScepServer {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ca = X509::from_pem(&std::fs::read(depot.join("ca.pem")).unwrap()).unwrap();
-    ScepServer { _child: KillOnDrop(child), url, ca, _dir: dir }
+    ScepServer {
+        _child: KillOnDrop(child),
+        url,
+        ca,
+        _dir: dir,
+    }
 }
 
 fn payload(ty: &str, uuid: &str, body: &str) -> String {

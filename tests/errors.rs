@@ -14,11 +14,7 @@ async fn call(srv: &Server, method: reqwest::Method, path: &str, body: Option<Va
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
-    let id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let text = resp.text().await.expect("body");
     (status, id, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }

@@ -264,7 +264,6 @@ async fn a_ddm_asset_identity_has_a_purpose_and_is_never_an_mdm_identity() {
     victim_keeps_working(&srv, &mut d).await;
 }
 
-
 /// (d) A device renewing its own current identity with a RenewalReq keeps
 /// working (an unvouched one too), queue kept; (e) the identity it replaced
 /// can no longer renew, nor speak for it.

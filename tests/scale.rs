@@ -40,7 +40,6 @@ async fn command_statuses(srv: &Server, uuid: &str) -> Vec<String> {
         .collect()
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_serve_one_fleet() {
     let Some(db) = TestDb::create().await else { return };

@@ -171,10 +171,7 @@ pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serd
         );
     }
     if let Some(c) = app.commander.orgcas() {
-        out.insert(
-            "org_certificates".into(),
-            json!(c.certificates(Some(&e.id)).await?),
-        );
+        out.insert("org_certificates".into(), json!(c.certificates(Some(&e.id)).await?));
     }
     Ok(serde_json::Value::Object(out))
 }

@@ -208,8 +208,8 @@ pub struct OsRequirement {
 pub async fn require_os(State(app): State<Arc<App>>, Path(set): Path<String>, body: Bytes) -> ApiResult {
     let d = ddm(&app)?;
     let v = json_body(&body)?;
-    let r: OsRequirement = serde_json::from_value(v)
-        .map_err(|e| ApiError::bad_request(format!("{{version, deadline, build?, details_url?}}: {e}")))?;
+    let r: OsRequirement =
+        serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("{{version, deadline, build?, details_url?}}: {e}")))?;
     let v = d
         .require_os(&set, &r.version, r.build.as_deref(), &r.deadline, r.details_url.as_deref())
         .await?;

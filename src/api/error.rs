@@ -26,7 +26,11 @@ pub use crate::logfmt::{chain, internal, request_id, REQUEST_ID};
 #[derive(Debug)]
 pub enum ApiError {
     /// The client is told as is: status and JSON body (`{"error": …}`).
-    Client { status: StatusCode, body: Value, retry_after: Option<u64> },
+    Client {
+        status: StatusCode,
+        body: Value,
+        retry_after: Option<u64>,
+    },
     /// The store failed: 503, try again.
     Store(StoreError),
     /// Ours: 500 with a request id; the cause goes to the log only.
@@ -87,7 +91,6 @@ impl ApiError {
     }
 }
 
-
 /// Log a storage failure with a fresh request id; returns the id.
 pub fn storage(e: &(dyn std::error::Error + 'static)) -> String {
     let id = request_id();
@@ -105,11 +108,7 @@ fn with_id(mut r: Response, id: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Client {
-                status,
-                body,
-                retry_after,
-            } => match retry_after {
+            ApiError::Client { status, body, retry_after } => match retry_after {
                 Some(s) => (status, [(header::RETRY_AFTER, s.to_string())], Json(body)).into_response(),
                 None => (status, Json(body)).into_response(),
             },
@@ -240,7 +239,10 @@ mod tests {
 
     #[test]
     fn client_errors_keep_their_status() {
-        assert_eq!(ApiError::from(ServiceError::Rejected("no".into())).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::from(ServiceError::Rejected("no".into())).status(),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(
             ApiError::from(crate::service::commands::CommandError::NotFound("x".into())).status(),
             StatusCode::NOT_FOUND

@@ -71,8 +71,9 @@ pub struct ComplianceQuery {
 pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuery>) -> ApiResult {
     let state = match q.status.as_deref() {
         None => ComplianceState::NonCompliant,
-        Some(s) => ComplianceState::parse(s)
-            .ok_or_else(|| ApiError::bad_request(format!("status {s:?}: compliant, non_compliant or unknown")))?,
+        Some(s) => {
+            ComplianceState::parse(s).ok_or_else(|| ApiError::bad_request(format!("status {s:?}: compliant, non_compliant or unknown")))?
+        }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut counts = serde_json::Map::new();

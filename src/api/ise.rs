@@ -208,7 +208,12 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
         }
         e => {
             let id = super::error::internal("an ISE query", &e);
-            error_xml(StatusCode::INTERNAL_SERVER_ERROR, "attributes", version, &format!("internal error (request id {id})"))
+            error_xml(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "attributes",
+                version,
+                &format!("internal error (request id {id})"),
+            )
         }
     };
     if crit.eq_ignore_ascii_case("compliance") {

@@ -485,8 +485,7 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
     let a: Approve = if body.is_empty() {
         Approve { expires_in: None }
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("body must be {{\"expires_in\": seconds}}: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be {{\"expires_in\": seconds}}: {e}")))?
     };
     enrollment(&app, &id).await?;
     let ttl = a.expires_in.unwrap_or(3600).clamp(60, 7 * 86_400);

@@ -181,8 +181,8 @@ pub struct Targets {
 
 /// `{"targets": [...]}` with at least one target, or the 400 to answer.
 fn targets(body: &[u8]) -> Result<(Vec<String>, bool), ApiError> {
-    let t: Targets = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
+    let t: Targets =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() {
         return Err(ApiError::bad_request("targets: at least one enrollment id is required"));
     }
@@ -214,8 +214,8 @@ pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>
 
 /// `{"USERNAME": "alice", "EMAIL": "alice@example.com"}`; an empty value removes.
 pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
-    let attrs: std::collections::BTreeMap<String, String> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
+    let attrs: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
     if let Some(k) = attrs.keys().find(|k| k.is_empty() || k.len() > 64) {
         return Err(ApiError::bad_request(format!("attribute name {k:?}: 1 to 64 characters")));
     }

@@ -49,7 +49,9 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
     };
     let pc = parsed.map_err(|e| ApiError::bad_request(e.to_string()))?;
     match app.pusher.set_certificate(pc, q.force).await {
-        Ok((topic, stranded)) => Ok(Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response()),
+        Ok((topic, stranded)) => {
+            Ok(Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response())
+        }
         Err(e @ PushError::TopicChange { .. }) => {
             let stranded = match &e {
                 PushError::TopicChange { stranded, .. } => *stranded,
@@ -77,8 +79,8 @@ pub struct Targets {
 
 /// `POST /v1/push`: push these enrollments now; the answer says what APNs said.
 pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
-    let t: Targets = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
+    let t: Targets =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() || t.targets.len() > 10_000 {
         return Err(ApiError::bad_request("targets: 1 to 10,000 enrollment ids"));
     }

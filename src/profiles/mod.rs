@@ -178,7 +178,10 @@ pub fn fill_derived(top: &mut Dictionary, get: &dyn Fn(&str) -> Option<(Vec<u8>,
         let Some(usage) = validate::derived_usage(&ty, d).map(str::to_owned) else {
             continue;
         };
-        let (data, password) = get(&usage).ok_or_else(|| RenderError::MissingDerived { index: i, usage: usage.clone() })?;
+        let (data, password) = get(&usage).ok_or_else(|| RenderError::MissingDerived {
+            index: i,
+            usage: usage.clone(),
+        })?;
         d.insert("PayloadContent".into(), Value::Data(data));
         d.insert("Password".into(), Value::String(password));
     }

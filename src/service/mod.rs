@@ -74,7 +74,10 @@ pub enum ServiceError {
 impl ServiceError {
     /// An internal failure while doing `what`, keeping its cause.
     pub fn internal(what: &'static str, source: impl Into<BoxError>) -> Self {
-        ServiceError::Internal { what, source: source.into() }
+        ServiceError::Internal {
+            what,
+            source: source.into(),
+        }
     }
 }
 

@@ -197,13 +197,10 @@ impl Access {
     }
 
     fn view(&self, t: &StoredToken, at: i64) -> Result<TokenView, ServiceError> {
-        let value = self
-            .secrets
-            .open(&t.sealed, aad())
-            .map_err(|e| ServiceError::Internal {
-                what: "opening a stored access token",
-                source: format!("token {}: {e}", t.id).into(),
-            })?;
+        let value = self.secrets.open(&t.sealed, aad()).map_err(|e| ServiceError::Internal {
+            what: "opening a stored access token",
+            source: format!("token {}: {e}", t.id).into(),
+        })?;
         Ok(TokenView {
             id: t.id.clone(),
             value: String::from_utf8_lossy(&value).into_owned(),

@@ -114,7 +114,10 @@ impl Mdm {
                 Ok((_, out)) => queued = out.queued,
                 Err(crate::service::commands::enqueue::EnqueueError::Service(e)) => return Err(e),
                 Err(crate::service::commands::enqueue::EnqueueError::Invalid(e)) => {
-                    return Err(ServiceError::internal("building an inventory command", format!("{}: {}", e.path, e.problem)))
+                    return Err(ServiceError::internal(
+                        "building an inventory command",
+                        format!("{}: {}", e.path, e.problem),
+                    ))
                 }
             }
         }

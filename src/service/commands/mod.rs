@@ -316,7 +316,8 @@ impl Commander {
             .template(identifier)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("no profile {identifier}")))?;
-        let dict = profiles::parse_stored(&t.xml).map_err(|e| CommandError::Service(ServiceError::internal("the stored template does not parse", e)))?;
+        let dict = profiles::parse_stored(&t.xml)
+            .map_err(|e| CommandError::Service(ServiceError::internal("the stored template does not parse", e)))?;
         Ok((t, dict))
     }
 
@@ -610,7 +611,6 @@ impl Commander {
         b.waiting = waiting;
         Ok(b)
     }
-
 }
 
 /// The derived-credential usages a template's PKCS#12 payloads stand for.

@@ -42,13 +42,21 @@ pub enum CopyError {
 
 impl CopyError {
     fn internal(what: &'static str, source: impl Into<crate::service::BoxError>) -> Self {
-        CopyError::Internal { what, source: source.into() }
+        CopyError::Internal {
+            what,
+            source: source.into(),
+        }
     }
 }
 
-
 impl Commander {
-    pub(super) async fn queue_each(&self, job: PerDevice, targets: Vec<String>, tag: Option<ProfileTag>, push: bool) -> Result<Batch, CommandError> {
+    pub(super) async fn queue_each(
+        &self,
+        job: PerDevice,
+        targets: Vec<String>,
+        tag: Option<ProfileTag>,
+        push: bool,
+    ) -> Result<Batch, CommandError> {
         let (mut batch, results) = self.render(job, targets, tag).await?;
         let mut items = Vec::with_capacity(results.len());
         let mut secrets = Vec::new();
@@ -63,7 +71,10 @@ impl Commander {
                     if let CopyError::Internal { .. } = &error {
                         tracing::error!(%target, error = %error, "a per-device copy could not be made");
                     }
-                    batch.failed.push(Failed { target, error: error.to_string() })
+                    batch.failed.push(Failed {
+                        target,
+                        error: error.to_string(),
+                    })
                 }
             }
         }

@@ -56,7 +56,10 @@ pub enum DerivedError {
 
 impl DerivedError {
     fn internal(what: &'static str, source: impl Into<crate::service::BoxError>) -> Self {
-        DerivedError::Internal { what, source: source.into() }
+        DerivedError::Internal {
+            what,
+            source: source.into(),
+        }
     }
 }
 

@@ -412,13 +412,10 @@ impl OrgCas {
     }
 
     fn open(&self, name: &str, field: &str, sealed: &str) -> Result<String, CaError> {
-        let raw = self
-            .secrets
-            .open(sealed, &Self::aad(name, field))
-            .map_err(|e| CaError::Internal {
-                what: "opening a stored CA challenge",
-                source: format!("the stored {field} of CA {name}: {e}").into(),
-            })?;
+        let raw = self.secrets.open(sealed, &Self::aad(name, field)).map_err(|e| CaError::Internal {
+            what: "opening a stored CA challenge",
+            source: format!("the stored {field} of CA {name}: {e}").into(),
+        })?;
         String::from_utf8(raw).map_err(|e| CaError::Internal {
             what: "reading a stored CA challenge",
             source: format!("the stored {field} of CA {name}: {e}").into(),

@@ -507,7 +507,6 @@ impl Ddm {
             .map(|(k, _)| k)
             .collect())
     }
-
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), DdmError> {

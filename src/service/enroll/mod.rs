@@ -324,8 +324,7 @@ impl Enroller {
             .map_err(|e| ServiceError::internal("building the renewal profile", e))?;
         let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the renewal profile", e))?;
         crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::internal("encrypting the renewal profile", e))?;
-        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top))
-            .map_err(|e| ServiceError::internal("signing the renewal profile", e))
+        cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the renewal profile", e))
     }
 
     /// Use an invitation token once.
@@ -460,7 +459,14 @@ impl Enroller {
     /// Names a device certificate may not carry: our CA's and the organisation CAs'.
     async fn reserved_names(&self) -> Result<crate::pki::scep::policy::Reserved, ServiceError> {
         let mut r = crate::pki::scep::policy::Reserved::default();
-        r.add_cert_der(&self.pki.ca.cert.to_der().map_err(|e| ServiceError::internal("encoding our CA certificate", e))?);
+        r.add_cert_der(
+            &self
+                .pki
+                .ca
+                .cert
+                .to_der()
+                .map_err(|e| ServiceError::internal("encoding our CA certificate", e))?,
+        );
         for der in crate::service::credentials::orgca::chain_ders(self.store.as_ref()).await? {
             r.add_cert_der(&der);
         }
@@ -521,14 +527,12 @@ impl Enroller {
                         }
                     };
                     let cmd = serde_json::json!({"RequestType": "InstallProfile", "Payload": base64::engine::general_purpose::STANDARD.encode(profile)});
-                    mdm.enqueue_json(&cmd, vec![e.id.clone()])
-                        .await
-                        .map_err(|e| match e {
-                            crate::service::commands::enqueue::EnqueueError::Service(e) => e,
-                            crate::service::commands::enqueue::EnqueueError::Invalid(p) => {
-                                ServiceError::internal("queueing the renewal profile", format!("{}: {}", p.path, p.problem))
-                            }
-                        })?;
+                    mdm.enqueue_json(&cmd, vec![e.id.clone()]).await.map_err(|e| match e {
+                        crate::service::commands::enqueue::EnqueueError::Service(e) => e,
+                        crate::service::commands::enqueue::EnqueueError::Invalid(p) => {
+                            ServiceError::internal("queueing the renewal profile", format!("{}: {}", p.path, p.problem))
+                        }
+                    })?;
                     self.store.mark_renewal(&e.id, now()).await?;
                     asked.push(e.id.clone());
                 }

@@ -144,7 +144,9 @@ impl Enroller {
     }
 
     async fn phase3(&self, signer: &X509, udid: &str) -> Result<Vec<u8>, ServiceError> {
-        let der = signer.to_der().map_err(|e| ServiceError::internal("encoding the signer certificate", e))?;
+        let der = signer
+            .to_der()
+            .map_err(|e| ServiceError::internal("encoding the signer certificate", e))?;
         let rec = self
             .store
             .cert_by_hash(&crate::pki::cert_sha256(&der))
