@@ -34,6 +34,8 @@ pub struct App {
     pub enroller: Arc<crate::service::enroll::Enroller>,
     /// Admin commands and profiles (validation, per-device copies).
     pub commander: Arc<crate::service::commands::Commander>,
+    /// Groups, blueprints and the reconciler.
+    pub fleet: Arc<crate::service::fleet::Fleet>,
     /// APNs wake-ups and the push certificate.
     pub pusher: Arc<crate::push::Pusher>,
     /// Behind a TLS-terminating proxy: trust its `Client-Cert` header.

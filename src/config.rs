@@ -94,6 +94,10 @@ pub struct ServeConfig {
     /// How often to look for stale inventory and re-evaluate compliance, in seconds.
     #[arg(long, env = "MDMD_INVENTORY_SWEEP", default_value_t = 900)]
     pub inventory_sweep: u64,
+    /// How often one instance compares every device with its blueprints, in
+    /// seconds (devices are also reconciled as their facts change).
+    #[arg(long, env = "MDMD_RECONCILE_INTERVAL", default_value_t = 900)]
+    pub reconcile_interval: u64,
     /// Where certificates and keys live (created on first start).
     #[arg(long, env = "MDMD_CERTS_DIR", default_value = "./certs")]
     pub certs_dir: PathBuf,
@@ -205,6 +209,11 @@ pub struct ServeConfig {
     /// start (validated; an invalid file is logged and skipped). Empty: none.
     #[arg(long, env = "MDMD_PROFILES_DIR", default_value = "./profiles")]
     pub profiles_dir: Option<PathBuf>,
+    /// Load every `*.json` in this folder as a blueprint at start, named
+    /// after the file (`sales.json` → `sales`; checked like the API's; an
+    /// invalid file is logged and skipped). Empty: none.
+    #[arg(long, env = "MDMD_BLUEPRINTS_DIR", default_value = "./blueprints")]
+    pub blueprints_dir: Option<PathBuf>,
     /// Encrypt every profile's payloads to its device's identity certificate
     /// (EncryptedPayloadContent). `--encrypt-profiles false` sends them signed only.
     #[arg(long, env = "MDMD_ENCRYPT_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]

@@ -60,6 +60,12 @@ pub struct Metrics {
     pub checkins: Family<TypeLabels, Counter>,
     pub command_results: Family<StatusLabels, Counter>,
     pub commands_queued: Counter,
+    /// Devices that reached every item of a blueprint / failed one.
+    pub blueprint_converged: Counter,
+    pub blueprint_failed: Counter,
+    /// Devices reconciled against their blueprints, and commands that queued.
+    pub reconciled: Counter,
+    pub reconcile_commands: Counter,
     pub scep: Family<OutcomeLabels, Counter>,
     pub push: Family<OutcomeLabels, Counter>,
     pub acme: Family<OutcomeLabels, Counter>,
@@ -96,6 +102,10 @@ impl Metrics {
             checkins: Family::default(),
             command_results: Family::default(),
             commands_queued: Counter::default(),
+            blueprint_converged: Counter::default(),
+            blueprint_failed: Counter::default(),
+            reconciled: Counter::default(),
+            reconcile_commands: Counter::default(),
             scep: Family::default(),
             push: Family::default(),
             acme: Family::default(),
@@ -119,6 +129,22 @@ impl Metrics {
         r.register("checkins", "Check-in messages by MessageType", m.checkins.clone());
         r.register("command_results", "Command reports by status", m.command_results.clone());
         r.register("commands_queued", "Commands queued (per target)", m.commands_queued.clone());
+        r.register(
+            "blueprint_converged",
+            "Times a device reached every item of a blueprint",
+            m.blueprint_converged.clone(),
+        );
+        r.register(
+            "blueprint_failed",
+            "Times a device failed an item of a blueprint",
+            m.blueprint_failed.clone(),
+        );
+        r.register("reconciled_devices", "Devices compared with their blueprints", m.reconciled.clone());
+        r.register(
+            "reconcile_commands",
+            "Commands the blueprint reconciler queued (per target)",
+            m.reconcile_commands.clone(),
+        );
         r.register("scep", "SCEP PKIOperations by outcome (issued, refused)", m.scep.clone());
         r.register("push", "APNs pushes by outcome", m.push.clone());
         r.register("tls_handshakes", "TLS handshakes completed, full or resumed", m.tls.clone());

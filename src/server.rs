@@ -404,6 +404,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             .with_credentials(orgcas, derived)
     });
     let mdm = commander.mdm.clone();
+    let fleet = crate::service::fleet::Fleet::new(commander.clone(), mdm.nudges.clone(), &instance);
 
     // Background work, now that every part exists.
     spawn_inventory(mdm.clone(), cfg.inventory_sweep.max(10), &instance);
@@ -435,11 +436,20 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "profile templates loaded");
         }
     }
+    fleet.start();
+    if let Some(dir) = cfg.blueprints_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+        let (ok, bad) = fleet.load_dir(dir).await;
+        if ok + bad > 0 {
+            tracing::info!(dir = %dir.display(), loaded = ok, skipped = bad, "blueprints loaded");
+        }
+    }
+    spawn_reconcile_sweep(fleet.clone(), cfg.reconcile_interval.max(10), &instance);
     let app = Arc::new(App {
         mdm: mdm.clone(),
         pki: pki.clone(),
         enroller,
         commander,
+        fleet,
         pusher,
         plain_http: cfg.plain_http,
         enroll_users,
@@ -705,6 +715,35 @@ fn spawn_org_cert_renewal(commander: Arc<Commander>, instance: &str) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(profiles = n, "organisation certificates renewed"),
                     Err(e) => tracing::warn!(error = %e, "organisation certificate renewal failed"),
+                }
+            }
+        },
+    );
+}
+
+/// The blueprint sweep: one instance compares every device's wanted state
+/// with what it was last given (queues nothing where they match).
+fn spawn_reconcile_sweep(fleet: Arc<crate::service::fleet::Fleet>, every_secs: u64, instance: &str) {
+    let store = fleet.commander.mdm.store.clone();
+    spawn_leased(
+        store,
+        "blueprint-sweep",
+        instance,
+        std::time::Duration::from_secs(every_secs),
+        false,
+        move || {
+            let fleet = fleet.clone();
+            async move {
+                let t = std::time::Instant::now();
+                match fleet.sweep().await {
+                    Ok(s) => tracing::info!(
+                        devices = s.devices,
+                        changed = s.changed,
+                        commands = s.commands,
+                        seconds = t.elapsed().as_secs_f64(),
+                        "blueprint sweep"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "blueprint sweep failed"),
                 }
             }
         },

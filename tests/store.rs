@@ -655,6 +655,42 @@ async fn records(s: &Arc<dyn Store>) {
     assert!(s.delete_record("accounts", "ise", Some(2)).await.unwrap());
     assert!(!s.delete_record("accounts", "ise", None).await.unwrap());
     assert_eq!(s.records("accounts").await.unwrap().len(), 1);
+
+    // Paging, batch reads and batch compare-and-set (the fleet's per-device records).
+    let w = |k: &str, expect| RecordWrite {
+        collection: "fleet".into(),
+        key: k.into(),
+        value: json!({"k": k}),
+        expect,
+    };
+    assert_eq!(
+        s.put_records(vec![w("b", Some(0)), w("a", Some(0)), w("c", None)], 7)
+            .await
+            .unwrap(),
+        vec![Some(1), Some(1), Some(1)]
+    );
+    assert_eq!(
+        s.put_records(vec![w("a", Some(1)), w("b", Some(0)), w("z", Some(3))], 8)
+            .await
+            .unwrap(),
+        vec![Some(2), None, None],
+        "each write is checked on its own; the failed ones write nothing"
+    );
+    assert!(s.record("fleet", "z").await.unwrap().is_none());
+    let page = s.records_after("fleet", None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(page[0].1.version, 2);
+    let rest = s.records_after("fleet", Some("b".into()), 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        vec!["c"],
+        "strictly after, one collection"
+    );
+    let got = s.records_of("fleet", vec!["c".into(), "nope".into(), "a".into()]).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.as_ref().map(|r| r.version)).collect::<Vec<_>>(),
+        vec![Some(1), None, Some(2)]
+    );
 }
 
 /// Everything a backend must do, on a fresh store.

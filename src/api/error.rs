@@ -249,3 +249,15 @@ mod tests {
         );
     }
 }
+
+impl From<crate::service::fleet::FleetError> for ApiError {
+    fn from(e: crate::service::fleet::FleetError) -> Self {
+        use crate::service::fleet::FleetError;
+        match e {
+            FleetError::BadRequest(m) => ApiError::bad_request(m),
+            FleetError::NotFound(m) => ApiError::not_found(m),
+            FleetError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, format!("{m} changed meanwhile; try again")),
+            FleetError::Service(e) => e.into(),
+        }
+    }
+}

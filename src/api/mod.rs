@@ -6,6 +6,7 @@ mod accounts;
 mod credentials;
 mod ddm;
 pub mod error;
+mod fleet;
 mod health;
 mod inventory;
 mod ise;
@@ -77,6 +78,17 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
         put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
         post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
+        get "/v1/groups" fleet::list_groups, "fleet", "", "Groups (static members or a CEL rule)";
+        get "/v1/groups/{name}" fleet::get_group, "fleet", "", "A group with its current members and the blueprints that use it";
+        put "/v1/groups/{name}" fleet::put_group, "fleet", "json", "Create or replace a group: {\"members\": [UDID or serial…]} or {\"rule\": CEL}";
+        delete "/v1/groups/{name}" fleet::delete_group, "fleet", "", "Delete a group no blueprint uses";
+        get "/v1/blueprints" fleet::list_blueprints, "fleet", "", "Blueprints";
+        get "/v1/blueprints/{name}" fleet::get_blueprint, "fleet", "", "One blueprint";
+        put "/v1/blueprints/{name}" fleet::put_blueprint, "fleet", "json", "Create or replace a blueprint (?dry_run=true: only the plan)";
+        delete "/v1/blueprints/{name}" fleet::delete_blueprint, "fleet", "", "Delete a blueprint (what it installed is removed)";
+        get "/v1/blueprints/{name}/plan" fleet::plan, "fleet", "", "Per device, what applying the blueprint would install and remove";
+        get "/v1/blueprints/{name}/status" fleet::status, "fleet", "", "Per device: converged, pending (with what) or failed";
+        post "/v1/reconcile" fleet::reconcile, "fleet", "", "Reconcile one device (?device=) or every device now";
         get "/v1/compliance" inventory::summary, "devices", "", "Compliance counts and devices in one status";
         get "/v1/accounts" accounts::list, "accounts", "", "API accounts";
         post "/v1/accounts" accounts::create, "accounts", "json", "Create an API account (the secret is shown once)";
@@ -444,6 +456,9 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiR
         );
         o.insert("inventory".into(), inventory::inventory_view(&inv));
         o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
+        if e.id == e.device {
+            o.insert("fleet".into(), app.fleet.device_view(&e.id).await?);
+        }
         if let serde_json::Value::Object(c) = creds {
             o.extend(c);
         }

@@ -124,6 +124,10 @@ pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, b
         return Err(ApiError::bad_request("the body must be a .mobileconfig"));
     }
     let (t, changed, reinstalled) = app.commander.upload(&body, "api", q.reinstall).await?;
+    if changed {
+        // Blueprints that name it converge on the new version.
+        app.fleet.everyone(false, false);
+    }
     let mut v = template_view(&t);
     if let Some(o) = v.as_object_mut() {
         o.insert("changed".into(), json!(changed));
@@ -145,6 +149,20 @@ pub struct DeleteQuery {
 }
 
 pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> ApiResult {
+    let users: Vec<String> = app
+        .fleet
+        .blueprints()
+        .await?
+        .into_iter()
+        .filter(|b| b.spec.profiles.contains(&id))
+        .map(|b| b.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("blueprints {} use profile {id}: take it out of them first", users.join(", ")),
+        ));
+    }
     let removal = if q.remove {
         let targets: Vec<String> = app
             .mdm
@@ -225,6 +243,7 @@ pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>,
         .set_attributes(&id, attrs)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no enrollment {id}")))?;
+    app.mdm.fact_changed(&id);
     Ok(Json(json!({"enrollment": id, "attributes": a})).into_response())
 }
 

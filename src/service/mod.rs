@@ -28,6 +28,7 @@ pub mod commands;
 pub mod credentials;
 pub mod ddm;
 pub mod enroll;
+pub mod fleet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,8 @@ pub struct Mdm {
     webhooks: Option<Arc<webhooks::Webhooks>>,
     /// Declarative management.
     ddm: Option<Arc<ddm::Ddm>>,
+    /// Devices whose facts changed, for the blueprint reconciler (`fleet`).
+    pub nudges: Arc<fleet::Nudges>,
 }
 
 impl Mdm {
@@ -131,6 +134,7 @@ impl Mdm {
             inventory_interval: 0,
             webhooks: None,
             ddm: None,
+            nudges: Arc::new(fleet::Nudges::new()),
         }
     }
 
@@ -175,6 +179,11 @@ impl Mdm {
     pub fn with_identity_hook(mut self, hook: std::sync::Weak<dyn IdentityHook>) -> Self {
         self.identity_hook = Some(hook);
         self
+    }
+
+    /// Something a device's groups or blueprint state may read changed.
+    pub fn fact_changed(&self, id: &str) {
+        self.nudges.changed(id);
     }
 
     pub(crate) async fn command_finished(&self, id: &str, request_type: &str, raw: &[u8]) {

@@ -271,6 +271,24 @@ pub trait RecordStore: Send + Sync {
         -> Result<Option<u64>>;
     /// Delete (with the same `expect` rule). False if absent or `expect` did not hold.
     async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool>;
+    /// Up to `limit` records of a collection whose keys sort strictly after `after`, in key order.
+    async fn records_after(&self, collection: &str, after: Option<String>, limit: usize) -> Result<Vec<(String, Record)>>;
+    /// The records of these keys (None where absent), in the order asked.
+    async fn records_of(&self, collection: &str, keys: Vec<String>) -> Result<Vec<Option<Record>>>;
+    /// Several `put_record`s in one transaction, each with its own `expect`:
+    /// the new version of each, or None where its `expect` did not hold
+    /// (that one is not written; the others are).
+    async fn put_records(&self, writes: Vec<RecordWrite>, now: i64) -> Result<Vec<Option<u64>>>;
+}
+
+/// One compare-and-set write of `RecordStore::put_records`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordWrite {
+    pub collection: String,
+    pub key: String,
+    pub value: serde_json::Value,
+    /// As `put_record`'s `expect`.
+    pub expect: Option<u64>,
 }
 
 /// The webhook outbox: events are written with the state change they report

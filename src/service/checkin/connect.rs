@@ -58,6 +58,13 @@ impl Mdm {
                     }
                     ReportOutcome::Finished { request_type } => {
                         tracing::debug!(enrollment = %id, command = %uuid, status = status.as_str(), "command finished");
+                        if matches!(
+                            request_type.as_str(),
+                            "InstallProfile" | "RemoveProfile" | "InstallApplication" | "RemoveApplication" | "Settings"
+                        ) || id == device_id && status != Status::Acknowledged
+                        {
+                            self.fact_changed(id);
+                        }
                         if request_type == "InstallProfile" {
                             self.profile_event(id, &uuid, status).await;
                         }

@@ -67,6 +67,7 @@ impl Mdm {
         };
         self.store.put_inventory(device, item).await?;
         self.evaluate_compliance(device).await?;
+        self.fact_changed(device);
         Ok(())
     }
 
@@ -99,6 +100,7 @@ impl Mdm {
                 }
             }
             self.store.set_compliance(device, rec.clone()).await?;
+            self.fact_changed(device);
         }
         Ok(Some(rec))
     }

@@ -225,6 +225,11 @@ impl Mdm {
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
                         self.waker.token_updated(&token_hex);
+                        if before.is_some() {
+                            // Blueprints first: what the device should have is queued
+                            // before its inventory and anything else.
+                            self.nudges.enrolled(&id, std::time::Duration::from_secs(10)).await;
+                        }
                         if let (Some(e), Some(ddm)) = (&before, self.ddm()) {
                             ddm.enrolled(&id, e.info.os_version.as_deref()).await;
                         }
@@ -245,6 +250,7 @@ impl Mdm {
                     return Err(ServiceError::Rejected(format!("CheckOut for unknown enrollment {id}")));
                 }
                 tracing::info!(enrollment = %id, "CheckOut");
+                self.fact_changed(&id);
                 Ok(CheckinReply::Empty)
             }
             CheckinMessage::UserAuthenticate { digest_response } => {

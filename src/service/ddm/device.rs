@@ -230,6 +230,9 @@ impl Ddm {
             let value = serde_json::to_value(&rec).map_err(crate::store::StoreError::from)?;
             if self.store.put_record(STATUS, enrollment, value, t, Some(version)).await?.is_some() {
                 self.feed_inventory(enrollment, &rec).await;
+                if let Some(m) = self.mdm.upgrade() {
+                    m.fact_changed(enrollment);
+                }
                 return Ok(());
             }
         }

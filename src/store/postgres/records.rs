@@ -34,6 +34,14 @@ async fn put_record_tx(
     Ok(Some(v as u64))
 }
 
+async fn put_records_tx(tx: &Transaction<'_>, (writes, now): (Vec<RecordWrite>, i64)) -> Result<Vec<Option<u64>>> {
+    let mut out = Vec::with_capacity(writes.len());
+    for w in writes {
+        out.push(put_record_tx(tx, (w.collection, w.key, w.value, now, w.expect)).await?);
+    }
+    Ok(out)
+}
+
 async fn delete_record_tx(tx: &Transaction<'_>, (collection, key, expect): (String, String, Option<u64>)) -> Result<bool> {
     let n = match expect {
         Some(v) => {
@@ -95,5 +103,50 @@ impl RecordStore for PgStore {
     async fn delete_record(&self, collection: &str, key: &str, expect: Option<u64>) -> Result<bool> {
         let (collection, key) = (collection.to_owned(), key.to_owned());
         self.write((collection, key, expect), delete_record_tx).await
+    }
+
+    async fn records_after(&self, collection: &str, after: Option<String>, limit: usize) -> Result<Vec<(String, Record)>> {
+        let after = after.unwrap_or_default();
+        let limit = limit.min(100_000) as i64;
+        self.read(|c| async move {
+            rows(
+                &c,
+                "SELECT key, version, updated_at, value FROM records WHERE collection = $1 AND key > $2 ORDER BY key LIMIT $3",
+                &[&collection, &after, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, record_row(r, 1)?)))
+            .collect()
+        })
+        .await
+    }
+
+    async fn records_of(&self, collection: &str, keys: Vec<String>) -> Result<Vec<Option<Record>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: std::collections::HashMap<String, Record> = self
+            .read(|c| {
+                let keys = keys.clone();
+                async move {
+                    rows(
+                        &c,
+                        "SELECT key, version, updated_at, value FROM records WHERE collection = $1 AND key = ANY($2)",
+                        &[&collection, &keys],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, record_row(r, 1)?)))
+                    .collect::<Result<_>>()
+                }
+            })
+            .await?;
+        let mut found = found;
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
+    async fn put_records(&self, writes: Vec<RecordWrite>, now: i64) -> Result<Vec<Option<u64>>> {
+        self.write((writes, now), put_records_tx).await
     }
 }

@@ -65,4 +65,51 @@ impl RecordStore for RedbStore {
         })
         .await
     }
+
+    async fn records_after(&self, collection: &str, after: Option<String>, limit: usize) -> Result<Vec<(String, Record)>> {
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS)?;
+            let mut out = Vec::new();
+            let start = after.as_deref().unwrap_or("");
+            for item in t.range((collection, start)..)? {
+                let (k, v) = item?;
+                let (c, key) = k.value();
+                if c != collection || out.len() >= limit {
+                    break;
+                }
+                if after.is_some() && key == start {
+                    continue;
+                }
+                out.push((key.to_owned(), dec(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn records_of(&self, collection: &str, keys: Vec<String>) -> Result<Vec<Option<Record>>> {
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS)?;
+            keys.iter().map(|k| dec_opt(t.get((collection, k.as_str()))?)).collect()
+        })
+    }
+
+    async fn put_records(&self, writes: Vec<RecordWrite>, now: i64) -> Result<Vec<Option<u64>>> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(RECORDS)?;
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                let cur: Option<Record> = dec_opt(t.get((w.collection.as_str(), w.key.as_str()))?)?;
+                let have = cur.as_ref().map_or(0, |r| r.version);
+                if !Record::expect_holds(have, w.expect) {
+                    out.push(None);
+                    continue;
+                }
+                let rec = Record::next(have, w.value, now);
+                t.insert((w.collection.as_str(), w.key.as_str()), enc(&rec)?.as_slice())?;
+                out.push(Some(rec.version));
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
