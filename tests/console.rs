@@ -494,3 +494,65 @@ async fn console_refuses_forged_forms_and_read_only_actions() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// Groups and blueprints pages: what a read-only account sees (members,
+/// state per device, the plan), and a NAC account is shown the API's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_groups_blueprints_and_their_state() {
+    let srv = Server::start_with(&["--inventory-interval", "0"]);
+    let mut dev = srv.enrolled().await;
+    let admin = srv.admin();
+    admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/groups/pilot",
+            Some(serde_json::json!({"members": [dev.udid]})),
+        )
+        .await
+        .unwrap();
+    admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/blueprints/pilot-setup",
+            Some(serde_json::json!({"groups": ["pilot"], "enrollment_commands": [{"RequestType": "SecurityInfo"}]})),
+        )
+        .await
+        .unwrap();
+    // The blueprint's command is queued for the member; the device answers it.
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || async {
+            admin.get(&format!("/v1/devices/{}/commands", dev.udid)).await.unwrap()["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["request_type"] == "SecurityInfo")
+        })
+        .await
+    );
+    dev.session().await.unwrap();
+    let ro = srv.account("viewer", "read-only");
+    let (http, sess, _) = session(&srv, "viewer", &ro).await;
+    let groups = get_page(&http, &format!("{}/ui/groups", srv.base), &sess).await;
+    assert!(groups.contains("pilot") && groups.contains("static"), "{groups}");
+    let group = get_page(&http, &format!("{}/ui/groups/pilot", srv.base), &sess).await;
+    assert!(group.contains(&dev.udid) && group.contains("pilot-setup"), "{group}");
+    common::wait_until(std::time::Duration::from_secs(20), || async {
+        get_page(&http, &format!("{}/ui/blueprints/pilot-setup", srv.base), &sess)
+            .await
+            .contains("converged")
+    })
+    .await;
+    let bp = get_page(&http, &format!("{}/ui/blueprints/pilot-setup?plan=true", srv.base), &sess).await;
+    assert!(bp.contains("converged") && bp.contains(&dev.udid), "{bp}");
+    assert!(bp.contains("0 devices affected"), "{bp}");
+    let device = get_page(&http, &format!("{}/ui/devices/{}", srv.base, dev.udid), &sess).await;
+    assert!(
+        device.contains("Groups and blueprints") && device.contains("pilot-setup"),
+        "{device}"
+    );
+    // A NAC account may not read blueprints: the page shows the API's refusal.
+    let nac = srv.account("ise", "nac");
+    let (http, sess, _) = session(&srv, "ise", &nac).await;
+    let page = get_page(&http, &format!("{}/ui/blueprints", srv.base), &sess).await;
+    assert!(!page.contains("pilot-setup"), "{page}");
+}

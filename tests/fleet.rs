@@ -388,3 +388,89 @@ async fn two_instances_never_queue_the_same_install_twice() {
         assert_eq!(installs, 1, "{}: {v}", d.udid);
     }
 }
+
+/// Seed 000 through a blueprint: the identity provider's app with the shared
+/// token in its configuration reaches the group; a rotation re-sends the
+/// configuration alone.
+#[tokio::test]
+async fn the_identity_providers_app_follows_token_rotation() {
+    let (hook, events) = receiver().await;
+    let srv = Server::start_with(&[
+        "--inventory-interval",
+        "0",
+        "--webhook-url",
+        &hook,
+        "--webhook-secret",
+        "fleet-hook-secret-0123456789",
+    ]);
+    let admin = srv.admin();
+    let t1 = srv.cli_json(&["access-tokens", "generate"]);
+    let t1v = t1["value"].as_str().unwrap().to_owned();
+    let mut d = srv.enrolled().await;
+    d.session().await.unwrap();
+    let (c, v) = put(
+        &srv,
+        "/v1/blueprints/pingid",
+        json!({"groups": ["*"], "apps": [{"itunes_store_id": 1015034463u64, "identifier": "store.1015034463",
+            "configuration": {"PINGID_MDM_TOKEN": "$ACCESS_TOKEN"}}]}),
+    )
+    .await;
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(settle(&srv, &d.udid, 1).await, vec!["InstallApplication"]);
+    d.session().await.unwrap();
+    let token = |d: &mdmd::sim::SimDevice| {
+        d.apps
+            .get("store.1015034463")
+            .cloned()
+            .flatten()
+            .and_then(|c| c.get("PINGID_MDM_TOKEN").and_then(plist::Value::as_string).map(str::to_owned))
+    };
+    assert_eq!(token(&d).as_deref(), Some(t1v.as_str()));
+    // The device converged: an event says so.
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            events.lock().unwrap().iter().any(|e| {
+                e["topic"] == "mdmd.BlueprintConverged"
+                    && e["mdmd_event"]["blueprint"] == "pingid"
+                    && e["mdmd_event"]["enrollment"] == d.udid.as_str()
+            })
+        })
+        .await,
+        "{:?}",
+        events.lock().unwrap()
+    );
+
+    // Rotation: the configuration alone is re-sent (a Settings command), not the app.
+    let t2 = srv.cli_json(&["access-tokens", "generate", "--revoke", t1["id"].as_str().unwrap()]);
+    let t2v = t2["value"].as_str().unwrap().to_owned();
+    assert_eq!(settle(&srv, &d.udid, 1).await, vec!["Settings"]);
+    d.session().await.unwrap();
+    assert_eq!(token(&d).as_deref(), Some(t2v.as_str()));
+    // And the blueprint has nothing more to do.
+    let r = admin.post(&format!("/v1/reconcile?device={}", d.udid), json!({})).await.unwrap();
+    assert_eq!(r["commands"], 0, "{r}");
+}
+
+/// A webhook receiver on loopback: every event body it was sent.
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (format!("http://{a}/hook"), got)
+}

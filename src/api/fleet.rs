@@ -92,7 +92,8 @@ pub async fn status(State(app): State<Arc<App>>, Path(name): Path<String>, Query
     Ok(Json(app.fleet.status(&name, q.get()).await?).into_response())
 }
 
-/// Reconcile now: one device (`?device=ID`) or every device.
+/// Reconcile now: one device (`?device=ID`) or every device (in full, or
+/// `?sweep=true`: as the periodic sweep does, by digest).
 pub async fn reconcile(State(app): State<Arc<App>>, Query(q): Query<ReconcileQuery>) -> ApiResult {
     match q.device {
         Some(id) => {
@@ -101,7 +102,20 @@ pub async fn reconcile(State(app): State<Arc<App>>, Query(q): Query<ReconcileQue
             Ok(Json(json!({"enrollment": id, "commands": s.commands})).into_response())
         }
         None => {
-            let s = app.fleet.reconcile_all(true, true).await?;
+            let t = std::time::Instant::now();
+            // The sweep compares digests; the default looks at everything again.
+            let s = if q.sweep {
+                app.fleet.sweep().await?
+            } else {
+                app.fleet.reconcile_all(true, true).await?
+            };
+            tracing::info!(
+                devices = s.devices,
+                commands = s.commands,
+                sweep = q.sweep,
+                seconds = t.elapsed().as_secs_f64(),
+                "reconcile asked for"
+            );
             Ok(Json(json!({"devices": s.devices, "changed": s.changed, "commands": s.commands, "busy": s.busy})).into_response())
         }
     }
@@ -110,4 +124,6 @@ pub async fn reconcile(State(app): State<Arc<App>>, Query(q): Query<ReconcileQue
 #[derive(Debug, Deserialize)]
 pub struct ReconcileQuery {
     device: Option<String>,
+    #[serde(default)]
+    sweep: bool,
 }

@@ -88,7 +88,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         delete "/v1/blueprints/{name}" fleet::delete_blueprint, "fleet", "", "Delete a blueprint (what it installed is removed)";
         get "/v1/blueprints/{name}/plan" fleet::plan, "fleet", "", "Per device, what applying the blueprint would install and remove";
         get "/v1/blueprints/{name}/status" fleet::status, "fleet", "", "Per device: converged, pending (with what) or failed";
-        post "/v1/reconcile" fleet::reconcile, "fleet", "", "Reconcile one device (?device=) or every device now";
+        post "/v1/reconcile" fleet::reconcile, "fleet", "", "Reconcile one device (?device=) or every device now (?sweep=true: by digest, as the periodic sweep)";
         get "/v1/compliance" inventory::summary, "devices", "", "Compliance counts and devices in one status";
         get "/v1/accounts" accounts::list, "accounts", "", "API accounts";
         post "/v1/accounts" accounts::create, "accounts", "json", "Create an API account (the secret is shown once)";

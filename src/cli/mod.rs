@@ -8,6 +8,7 @@
 
 pub mod access_tokens;
 pub mod accounts;
+pub mod blueprints;
 pub mod ca;
 pub mod client;
 pub mod cmd;
@@ -17,6 +18,7 @@ pub mod db;
 pub mod ddm;
 pub mod devices;
 pub mod enroll;
+pub mod groups;
 pub mod profiles;
 pub mod push;
 pub mod push_cert;
@@ -71,6 +73,11 @@ pub enum Command {
     Ddm(ddm::DdmArgs),
     /// Compliance at a glance: counts, and the devices in one status with their reasons.
     Compliance(compliance::ComplianceArgs),
+    /// Device groups: static (UDIDs, serial numbers) or dynamic (a CEL rule over the device).
+    Groups(groups::GroupsArgs),
+    /// Blueprints: profiles, apps, declaration sets and enrollment commands for
+    /// groups of devices, reconciled on every device that is or joins them.
+    Blueprints(blueprints::BlueprintsArgs),
     /// Simulated devices that speak the real protocol (tests and load).
     Sim(sim::SimArgs),
 }
@@ -95,6 +102,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::DerivedCredentials(c) => c.run().await,
         Command::Ddm(c) => c.run().await,
         Command::Compliance(c) => c.run().await,
+        Command::Groups(c) => c.run().await,
+        Command::Blueprints(c) => c.run().await,
         Command::Sim(c) => c.run().await,
     }
 }

@@ -17,8 +17,27 @@
 //! (no script at all), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Every asset is in
 //! the binary. Templates are `maud` (compile-time, escaping by default).
 
+macro_rules! signed_in {
+    ($c:expr, $h:expr, $here:expr) => {
+        match access(&$c, &$h, $here).await {
+            Access::In(s) => s,
+            Access::Out(r) => return r,
+        }
+    };
+}
+
+macro_rules! posted {
+    ($c:expr, $h:expr, $csrf:expr) => {
+        match access_post(&$c, &$h, $csrf).await {
+            Access::In(s) => s,
+            Access::Out(r) => return r,
+        }
+    };
+}
+
 mod fleet;
 mod pages;
+mod policy;
 
 use std::sync::Arc;
 
@@ -115,6 +134,10 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/profiles", get(pages::profiles).post(pages::upload_profile))
         .route("/ui/profiles/{id}", get(pages::profile))
         .route("/ui/profiles/{id}/actions", post(pages::profile_action))
+        .route("/ui/groups", get(policy::groups))
+        .route("/ui/groups/{name}", get(policy::group))
+        .route("/ui/blueprints", get(policy::blueprints))
+        .route("/ui/blueprints/{name}", get(policy::blueprint))
         .route("/ui/enrollment", get(pages::enrollment))
         .route("/ui/enrollment/invitations", post(pages::invite))
         .route("/ui/certificates", get(pages::certificates))

@@ -14,24 +14,6 @@ use super::{access, access_post, seg, urlencoding, Access, ApiReply, Console, Se
 
 type Shared = Arc<Console>;
 
-macro_rules! signed_in {
-    ($c:expr, $h:expr, $here:expr) => {
-        match access(&$c, &$h, $here).await {
-            Access::In(s) => s,
-            Access::Out(r) => return r,
-        }
-    };
-}
-
-macro_rules! posted {
-    ($c:expr, $h:expr, $csrf:expr) => {
-        match access_post(&$c, &$h, $csrf).await {
-            Access::In(s) => s,
-            Access::Out(r) => return r,
-        }
-    };
-}
-
 fn head(title: &str) -> Markup {
     html! {
         head {
@@ -44,11 +26,13 @@ fn head(title: &str) -> Markup {
 }
 
 /// A page for a signed-in person: navigation, who they are, sign-out, then the content.
-fn layout(s: &Session, title: &str, flash: Option<&Flash>, body: Markup) -> Response {
+pub(super) fn layout(s: &Session, title: &str, flash: Option<&Flash>, body: Markup) -> Response {
     let nav = [
         ("/ui/", "Dashboard"),
         ("/ui/devices", "Devices"),
         ("/ui/profiles", "Profiles"),
+        ("/ui/groups", "Groups"),
+        ("/ui/blueprints", "Blueprints"),
         ("/ui/enrollment", "Enrollment"),
         ("/ui/certificates", "Certificates"),
     ];
@@ -145,7 +129,7 @@ impl Flash {
     }
 }
 
-fn csrf(s: &Session) -> Markup {
+pub(super) fn csrf(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
@@ -193,12 +177,12 @@ pub fn login_page(token: &str, next: &str, error: Option<&str>) -> Markup {
     }
 }
 
-fn s_of<'a>(v: &'a Value, k: &str) -> &'a str {
+pub(super) fn s_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
 /// A JSON value as short text for a table cell.
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),
         Value::String(s) => s.clone(),
@@ -661,6 +645,23 @@ pub async fn device(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String
             h2 { "Declarations" }
             (value_view(&Value::Array(decl.clone())))
         }
+        @if dv["fleet"].is_object() {
+            h2 { "Groups and blueprints" }
+            p { "Groups: "
+                @match dv["fleet"]["groups"].as_array().filter(|g| !g.is_empty()) {
+                    Some(gs) => { @for (i, g) in gs.iter().enumerate() { @if i > 0 { ", " } a href=(format!("/ui/groups/{}", seg(g.as_str().unwrap_or("")))) { (text(g)) } } }
+                    None => { "none" }
+                }
+            }
+            @if let Some(bs) = dv["fleet"]["blueprints"].as_array().filter(|b| !b.is_empty()) {
+                table { thead { tr { th { "Blueprint" } th { "State" } th { "Items" } } }
+                    tbody { @for b in bs { tr {
+                        td { a href=(format!("/ui/blueprints/{}", seg(s_of(b, "name")))) { (s_of(b, "name")) } }
+                        td { span class=(super::policy::state_class(s_of(b, "state"))) { (s_of(b, "state")) } }
+                        td { (super::policy::items_text(&b["items"])) }
+                    } } } }
+            }
+        }
         h2 { "Profiles" }
         @match profiles.body["profiles"].as_array() {
             Some(list) if !list.is_empty() => {
@@ -721,7 +722,7 @@ fn kv_table(v: &Value) -> Markup {
     }
 }
 
-fn value_view(v: &Value) -> Markup {
+pub(super) fn value_view(v: &Value) -> Markup {
     match v {
         Value::Object(_) => kv_table(v),
         Value::Array(a) if a.iter().all(|x| !x.is_object()) => {

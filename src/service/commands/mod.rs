@@ -588,11 +588,20 @@ impl Commander {
             }
             targets = ready;
         }
+        let mut used = std::collections::BTreeSet::new();
+        vars::used(&Value::Dictionary(template.clone()), &mut used);
+        let shared = used.is_empty() && needed.is_empty() && !self.cfg.encrypt_profiles && targets.len() > 1;
         let job = PerDevice::Profile {
             template,
             identifier: identifier.to_owned(),
             payload_ids,
         };
+        if shared {
+            let again = job.clone();
+            if let Some(b) = self.queue_shared_profile(again, targets.clone(), tag.clone(), push).await? {
+                return Ok(b);
+            }
+        }
         let mut b = if targets.is_empty() {
             Batch::default()
         } else {

@@ -8,6 +8,7 @@
 use super::*;
 
 /// How each target's copy is made.
+#[derive(Clone)]
 pub(super) enum PerDevice {
     /// Fill the variables of a command (and the UnlockToken when asked).
     Fill { command: Dictionary, unlock_token: bool },
@@ -97,6 +98,34 @@ impl Commander {
         }
         tracing::info!(%request_type, queued = batch.queued, failed = batch.failed.len(), unknown = batch.unknown_targets.len(), "per-device commands queued");
         Ok(batch)
+    }
+
+    /// A profile without variables, not encrypted: one signed copy serves
+    /// every target (stored once, queued to all in one transaction). None when
+    /// the copy cannot be made that way (the caller builds one per device).
+    pub(super) async fn queue_shared_profile(
+        &self,
+        job: PerDevice,
+        targets: Vec<String>,
+        tag: ProfileTag,
+        push: bool,
+    ) -> Result<Option<Batch>, CommandError> {
+        let Some(first) = targets.first().cloned() else { return Ok(None) };
+        let (_, results) = self.render(job, vec![first], Some(tag)).await?;
+        let Some((_, Ok((rec, secrets)))) = results.into_iter().next() else {
+            return Ok(None);
+        };
+        if !secrets.is_empty() {
+            return Ok(None);
+        }
+        let uuid = rec.uuid.clone();
+        let out = self.mdm.fan_out(rec, targets, push).await?;
+        Ok(Some(Batch {
+            command_uuid: Some(uuid),
+            queued: out.queued,
+            unknown_targets: out.unknown,
+            ..Batch::default()
+        }))
     }
 
     /// A stored template as one device gets it: variables filled, signed, and

@@ -76,6 +76,10 @@ pub struct Fleet {
     /// Whole-fleet runs wanted: (evaluate groups, full comparison); one at a time.
     everyone: Mutex<Option<(bool, bool)>>,
     wake_everyone: tokio::sync::Notify,
+    /// The last snapshot single-device reconciles used (`reconcile::SNAPSHOT_TTL`).
+    recent: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
+    /// Whole-fleet runs of this instance, one at a time.
+    pub(crate) fleet_run: tokio::sync::Mutex<()>,
 }
 
 impl Fleet {
@@ -88,6 +92,8 @@ impl Fleet {
             payloads: Mutex::new(HashMap::new()),
             everyone: Mutex::new(None),
             wake_everyone: tokio::sync::Notify::new(),
+            recent: Mutex::new(None),
+            fleet_run: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -154,6 +160,9 @@ impl Fleet {
 
     /// Reconcile every device in the background (merged with a run already asked for).
     pub fn everyone(&self, evaluate: bool, full: bool) {
+        if let Ok(mut r) = self.recent.lock() {
+            *r = None;
+        }
         if let Ok(mut w) = self.everyone.lock() {
             let (e, f) = w.unwrap_or((false, false));
             *w = Some((e || evaluate, f || full));

@@ -178,6 +178,8 @@ pub struct Desired {
     pub blueprints: Vec<String>,
     /// In words; the items concerned are left as they are.
     pub conflicts: Vec<String>,
+    /// The keys of the conflicting items.
+    pub conflicted: BTreeSet<String>,
     /// Items that cannot be had (a template that does not exist), in words.
     pub problems: Vec<String>,
 }
@@ -277,6 +279,7 @@ pub fn desired(blueprints: &[Blueprint], groups: &BTreeSet<String>, templates: &
     for k in &conflicted {
         d.items.remove(k);
     }
+    d.conflicted = conflicted;
     d
 }
 
@@ -446,14 +449,8 @@ pub fn plan_device(desired: &Desired, state: &DeviceState, profiles: &[DevicePro
         }
     }
     // Conflicted items stay as they are: neither removed nor changed.
-    let conflicted = |key: &str| {
-        desired
-            .conflicts
-            .iter()
-            .any(|c| c.contains(key.split_once(':').map_or(key, |x| x.1)))
-    };
     for (key, a) in &state.applied {
-        if desired.items.contains_key(key) || conflicted(key) {
+        if desired.items.contains_key(key) || desired.conflicted.contains(key) {
             continue;
         }
         let needs_command = !a.by_hand
@@ -485,7 +482,10 @@ pub fn blueprint_status(state: &DeviceState, blueprint: &str, profiles: &[Device
     let mut pending = Vec::new();
     let mut failed = Vec::new();
     for a in state.applied.values().filter(|a| a.blueprints.iter().any(|b| b == blueprint)) {
-        let (st, chain) = if a.kind == "profile" {
+        let (st, chain) = if a.state == ItemState::Failed && a.command.is_none() {
+            // mdmd could not make the device's copy: nothing was sent.
+            (ItemState::Failed, a.error_chain.clone())
+        } else if a.kind == "profile" {
             match profiles.iter().find(|p| p.identifier == a.label) {
                 Some(p) if p.sha256.as_deref() == Some(a.version.as_str()) => match p.state {
                     ProfileState::Installed => (ItemState::Done, Vec::new()),

@@ -34,6 +34,8 @@ pub const CHUNK: usize = 1000;
 const CLAIM_MS: i64 = 120_000;
 /// Reads in flight at once.
 const READS: usize = 32;
+/// How long single-device reconciles reuse one read of groups, blueprints and templates.
+const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Groups (compiled), blueprints and template versions, read once per run.
 pub struct Snapshot {
@@ -335,10 +337,30 @@ impl Fleet {
         Ok(looks.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
     }
 
+    /// The snapshot for reconciling single devices: read again at most every
+    /// `SNAPSHOT_TTL` (a change of groups, blueprints or templates drops it at once).
+    async fn recent_snapshot(&self) -> Result<Arc<Snapshot>, ServiceError> {
+        if let Some((at, s)) = self.recent.lock().ok().and_then(|g| g.clone()) {
+            if at.elapsed() < SNAPSHOT_TTL {
+                return Ok(s);
+            }
+        }
+        let s = Arc::new(self.snapshot().await?);
+        if let Ok(mut g) = self.recent.lock() {
+            *g = Some((std::time::Instant::now(), s.clone()));
+        }
+        Ok(s)
+    }
+
     /// Reconcile these devices (fact changes, enrollment: groups re-evaluated, full comparison).
     pub async fn reconcile(&self, ids: Vec<String>) -> Result<RunStats, ServiceError> {
-        let snap = self.snapshot().await?;
+        let snap = self.recent_snapshot().await?;
         let mut stats = RunStats::default();
+        if snap.groups.is_empty() && snap.blueprints.is_empty() {
+            // Nothing to be in or to have (removals after the last blueprint went
+            // are the whole-fleet run's and the sweep's).
+            return Ok(stats);
+        }
         for chunk in ids.chunks(CHUNK) {
             let looks = self.look_many(&snap, chunk.to_vec(), None, true, true).await?;
             stats.devices += chunk.len();
@@ -351,6 +373,7 @@ impl Fleet {
     /// group changed); with `full`, every device is compared in full, else only
     /// those whose wanted state moved (the periodic sweep, a blueprint change).
     pub async fn reconcile_all(&self, evaluate: bool, full: bool) -> Result<RunStats, ServiceError> {
+        let _one = self.fleet_run.lock().await;
         let snap = self.snapshot().await?;
         let store = self.commander.mdm.store.clone();
         let mut stats = RunStats::default();
@@ -467,6 +490,14 @@ impl Fleet {
                 s.digest = l.digest.clone();
             }
             if s == before && l.version > 0 && !l.refreshed {
+                // Nothing to record, but a profile may have just been installed.
+                if !s.blueprints.is_empty() {
+                    self.announce(&l.id, s, &l.profiles, l.version).await;
+                }
+                continue;
+            }
+            if l.version == 0 && s.groups.is_empty() && s.blueprints.is_empty() && s.applied.is_empty() {
+                // In no group, wanting nothing: no record needed.
                 continue;
             }
             s.updated_at = t;
