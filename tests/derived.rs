@@ -838,3 +838,63 @@ async fn ndes_style_one_time_challenges_are_fetched_per_install() {
         "{batch}"
     );
 }
+
+/// Seed 003 through a blueprint: the PIV-D app and a profile that waits for
+/// the device's derived credential; the credential arriving releases it, and
+/// the blueprint's state follows — no device-by-device command.
+#[tokio::test]
+async fn a_blueprint_brings_the_pivd_app_and_its_waiting_profile() {
+    let srv = Server::start_with(&["--inventory-interval", "0"]);
+    let admin = srv.admin();
+    let issuer = srv.account("entrust", "issuer");
+    let piv_ca = mdmd::sim::pki::test_ca("Agency PIV-D CA").unwrap();
+    let (s, v) = admin.call_bytes("/v1/profiles", derived_profile("com.example.pivd")).await.unwrap();
+    assert!(s == 200 || s == 201, "{s} {v}");
+    let (s, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/blueprints/pivd",
+            Some(json!({"groups": ["*"], "profiles": ["com.example.pivd"],
+                "apps": [{"manifest_url": "https://apps.example.com/pivd/manifest.plist",
+                          "configuration": {"uploadURL": "$DERIVED_CREDENTIAL_URL"}}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let mut d = srv.enrolled().await;
+    let handled = d.session().await.unwrap();
+    let types: Vec<&str> = handled.iter().map(|h| h.request_type.as_str()).collect();
+    assert_eq!(types, vec!["InstallApplication"], "the app now, the profile when the credential exists");
+    assert!(d.apps.keys().any(|k| k.starts_with("manifest.")), "{:?}", d.apps);
+    assert_eq!(
+        device_profile(&srv, &d.udid, "com.example.pivd").await["state"],
+        "waiting for derived credential"
+    );
+    let st = admin.get("/v1/blueprints/pivd/status").await.unwrap();
+    assert_eq!(st["devices"][0]["state"], "pending", "{st}");
+
+    // The provider posts the credential: the profile goes out, and the device converges.
+    let pw = "pin-1234";
+    let good = mdmd::sim::pki::issue_pkcs12(&piv_ca, "Alice Agent (Authentication)", 365, pw).unwrap();
+    let (s, v) = post_as(
+        &srv,
+        &issuer,
+        json!({"device": d.udid, "usage": "authentication", "pkcs12": b64(&good), "password": pw}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let handled = d.session().await.unwrap();
+    assert!(handled.iter().any(|h| h.request_type == "InstallProfile"), "{handled:?}");
+    assert!(d.profiles.contains_key("com.example.pivd"));
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || async {
+            admin.get("/v1/blueprints/pivd/status").await.unwrap()["devices"][0]["state"] == "converged"
+        })
+        .await,
+        "{}",
+        admin.get("/v1/blueprints/pivd/status").await.unwrap()
+    );
+    // Nothing more to do for this device.
+    let r = admin.post(&format!("/v1/reconcile?device={}", d.udid), json!({})).await.unwrap();
+    assert_eq!(r["commands"], 0, "{r}");
+}

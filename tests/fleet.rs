@@ -474,3 +474,31 @@ async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     });
     (format!("http://{a}/hook"), got)
 }
+
+/// The 802.1X Wi-Fi profile through a blueprint: every device that enrolls
+/// gets its own copy, encrypted to it, with a single-use SCEP challenge, and
+/// its own Wi-Fi identity — with no admin command.
+#[tokio::test]
+async fn every_device_gets_its_own_eap_tls_identity() {
+    let dir = common::repo_file("profiles").display().to_string();
+    let srv = Server::start_with(&["--inventory-interval", "0", "--profiles-dir", &dir]);
+    let admin = srv.admin();
+    let (c, v) = put(&srv, "/v1/blueprints/wifi", json!({"groups": ["*"], "profiles": ["com.example.mdmd.wifi"]})).await;
+    assert_eq!(c, 200, "{v}");
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        let mut d = srv.enrolled().await;
+        let handled = d.session().await.unwrap();
+        assert_eq!(handled.iter().filter(|h| h.request_type == "InstallProfile").count(), 1, "{handled:?}");
+        let p = d.profiles.get("com.example.mdmd.wifi").expect("installed at enrollment");
+        assert!(p.encrypted);
+        assert_eq!(p.identities.len(), 1);
+        let serial = common::serial_hex(&p.identities[0].1.cert);
+        let cert = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
+        assert_eq!(cert["purpose"], "profile:com.example.mdmd.wifi/com.example.mdmd.wifi.identity", "{cert}");
+        assert_eq!(cert["enrollment"], d.udid.as_str());
+        assert!(wait_until(Duration::from_secs(20), || async { status_of(&srv, "wifi", &d.udid).await == "converged" }).await);
+        serials.push(serial);
+    }
+    assert_ne!(serials[0], serials[1], "one identity per device");
+}

@@ -104,8 +104,11 @@ impl Fleet {
         tokio::spawn(async move {
             loop {
                 me.nudges.wait(Duration::from_secs(1)).await;
-                // A short pause gathers the burst of facts one check-in brings.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // A short pause gathers the burst of facts one check-in brings
+                // (not when an enrollment is waiting for its blueprints).
+                if !me.nudges.awaited() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 loop {
                     let (ids, done) = me.nudges.take(reconcile::CHUNK);
                     if ids.is_empty() {

@@ -96,6 +96,11 @@ impl Nudges {
         (ids, done)
     }
 
+    /// Is an enrollment waiting on the reconciler?
+    pub fn awaited(&self) -> bool {
+        self.state.lock().is_ok_and(|s| !s.done.is_empty())
+    }
+
     pub fn waiting(&self) -> usize {
         self.state.lock().map_or(0, |s| s.ids.len())
     }
