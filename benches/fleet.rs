@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mdmd::service::fleet::rules::{device_object, to_cel, DeviceFacts, Rule};
+use mdmd::service::fleet::rules::{context, device_object, to_cel, DeviceFacts, Rule};
 use serde_json::json;
 
 const RULES: [&str; 10] = [
@@ -42,13 +42,15 @@ fn bench(c: &mut Criterion) {
                 compliance: None,
                 ddm: ddm.clone(),
             }));
-            rules.iter().filter(|r| r.matches(&obj)).count()
+            let ctx = context(&obj);
+            rules.iter().filter(|r| r.matches_in(&ctx)).count()
         })
     });
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (app, router) = support::app(&rt, dir.path(), &["--blueprints-dir", ""]);
+    let none = dir.path().join("none").display().to_string();
+    let (app, router) = support::app(&rt, dir.path(), &["--blueprints-dir", &none]);
     let _ident = support::enrolled(&rt, &app, &router);
     let id = support::UDID.to_owned();
     rt.block_on(async {

@@ -166,38 +166,36 @@ async fn a_device_arrives_configured_and_converges_when_policy_changes() {
     let dev = admin.get(&format!("/v1/devices/{id}")).await.unwrap();
     assert_eq!(dev["fleet"]["groups"], json!(["sales"]), "{dev}");
 
-    // Plan before apply: ops gets its profile; the plan queues nothing, and apply queues exactly it.
+    // Moving to ops: sales' profile goes (no blueprint wants it there).
+    admin
+        .call(reqwest::Method::PUT, &format!("/v1/devices/{id}/attributes"), Some(json!({"DEPARTMENT": "ops"})))
+        .await
+        .unwrap();
+    assert_eq!(settle(&srv, &id, 1).await, vec!["RemoveProfile"], "sales out");
+    d.session().await.unwrap();
+    assert!(!d.profiles.contains_key("com.example.sales"), "removed when no blueprint wants it");
+
+    // Plan before apply: the plan names the device and what it would get, queues
+    // nothing, and apply then queues exactly that.
+    let spec = json!({"groups": ["ops"], "profiles": ["com.example.ops"]});
     let (c, plan) = srv
         .admin()
-        .call(
-            reqwest::Method::PUT,
-            "/v1/blueprints/ops?dry_run=true",
-            Some(json!({"groups": ["ops"], "profiles": ["com.example.ops"]})),
-        )
+        .call(reqwest::Method::PUT, "/v1/blueprints/ops?dry_run=true", Some(spec.clone()))
         .await
         .unwrap();
     assert_eq!(c, 200, "{plan}");
-    assert_eq!(plan["devices_affected"], 0, "nobody is in ops yet: {plan}");
-    put(
-        &srv,
-        "/v1/blueprints/ops",
-        json!({"groups": ["ops"], "profiles": ["com.example.ops"]}),
-    )
-    .await;
-    // Moving to ops: the plan of the stored blueprint says what the move brings.
-    admin
-        .call(
-            reqwest::Method::PUT,
-            &format!("/v1/devices/{id}/attributes"),
-            Some(json!({"DEPARTMENT": "ops"})),
-        )
-        .await
-        .unwrap();
-    let mut queued = settle(&srv, &id, 2).await;
-    queued.sort();
-    assert_eq!(queued, vec!["InstallProfile", "RemoveProfile"], "sales out, ops in");
+    assert_eq!(plan["devices_affected"], 1, "{plan}");
+    assert_eq!(plan["devices"][0]["enrollment"], id.as_str());
+    assert_eq!(plan["devices"][0]["install"], json!([{"kind": "profile", "item": "com.example.ops", "blueprints": ["ops"]}]));
+    assert_eq!(plan["devices"][0]["remove"], json!([]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pending(&srv, &id).await.is_empty(), "a plan queues nothing");
+    assert!(admin.get("/v1/blueprints/ops").await.is_err(), "a dry run stores nothing");
+    put(&srv, "/v1/blueprints/ops", spec).await;
+    assert_eq!(settle(&srv, &id, 1).await, vec!["InstallProfile"], "what the plan said");
+    let stored_plan = admin.get("/v1/blueprints/ops/plan").await.unwrap();
+    assert_eq!(stored_plan["devices_affected"], 0, "once queued, nothing is left to plan: {stored_plan}");
     d.session().await.unwrap();
-    assert!(!d.profiles.contains_key("com.example.sales"), "removed when no blueprint wants it");
     assert!(d.profiles.contains_key("com.example.ops"));
     assert!(d.profiles.contains_key("com.example.base"));
 
@@ -501,4 +499,30 @@ async fn every_device_gets_its_own_eap_tls_identity() {
         serials.push(serial);
     }
     assert_ne!(serials[0], serials[1], "one identity per device");
+}
+
+/// `./blueprints` at start: each valid file becomes a blueprint named after
+/// it; an invalid one is skipped and changes nothing.
+#[tokio::test]
+async fn blueprints_load_from_their_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("everyone.json"), r#"{"groups": ["*"], "enrollment_commands": [{"RequestType": "SecurityInfo"}]}"#).unwrap();
+    std::fs::write(dir.path().join("broken.json"), r#"{"groups": ["*"], "profiles": ["com.example.absent"]}"#).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a blueprint").unwrap();
+    let d = dir.path().display().to_string();
+    let srv = Server::start_with(&["--inventory-interval", "0", "--blueprints-dir", &d]);
+    let v = srv.admin().get("/v1/blueprints").await.unwrap();
+    let names: Vec<&str> = v["blueprints"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["everyone"], "{v}");
+    assert_eq!(v["blueprints"][0]["source"], "file:everyone.json");
+    let mut dev = srv.enrolled().await;
+    let handled = dev.session().await.unwrap();
+    assert_eq!(handled.iter().filter(|h| h.request_type == "SecurityInfo").count(), 1, "{handled:?}");
+    // The CLI sees the same.
+    let (ok, out, err) = srv.cli(&["blueprints", "list", "-o", "table"]);
+    assert!(ok && out.contains("everyone"), "{out}{err}");
+    let (ok, out, err) = srv.cli(&["groups", "set", "vip", "--member", &dev.serial]);
+    assert!(ok && out.contains("vip"), "{out}{err}");
+    let (ok, _, err) = srv.cli(&["groups", "set", "bad", "--rule", "device.model =="]);
+    assert!(!ok && err.contains("does not parse"), "{err}");
 }

@@ -346,7 +346,7 @@ impl Fleet {
         let store = &self.commander.mdm.store;
         for p in &spec.profiles {
             if store.template(p).await?.is_none() {
-                return Err(bad(format!("no profile template {p} (upload it first: mdmd profiles upload FILE)")));
+                return Err(bad(format!("no profile template {p} (add it first: mdmd profiles add FILE)")));
             }
         }
         let mut apps = BTreeSet::new();

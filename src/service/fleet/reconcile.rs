@@ -53,10 +53,11 @@ impl Snapshot {
     pub fn memberships(&self, e: &Enrollment, device: Option<&cel::Value>) -> Vec<String> {
         let udid = e.udid.as_deref().unwrap_or(&e.id).to_uppercase();
         let serial = e.info.serial_number.as_deref().map(str::to_uppercase);
+        let ctx = device.map(rules::context);
         self.groups
             .iter()
             .filter(|(g, rule)| match rule {
-                Some(r) => device.is_some_and(|d| r.matches(d)),
+                Some(r) => ctx.as_ref().is_some_and(|c| r.matches_in(c)),
                 None => g.members.iter().any(|m| *m == udid || Some(m) == serial.as_ref()),
             })
             .map(|(g, _)| g.name.clone())

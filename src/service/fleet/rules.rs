@@ -134,7 +134,8 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-fn context(device: &cel::Value) -> cel::Context<'static, 'static> {
+/// The context rules about one device run in (build it once per device).
+pub fn context(device: &cel::Value) -> cel::Context<'static, 'static> {
     let mut ctx = cel::Context::with_env(env().clone());
     // The name is ours and not the standard library's, so this cannot fail.
     let _ = ctx.add_function("version_cmp", |a: Arc<String>, b: Arc<String>| -> i64 {
@@ -203,8 +204,11 @@ impl Rule {
     }
 
     fn eval(&self, device: &cel::Value) -> Result<cel::Value, cel::ExecutionError> {
-        let ctx = context(device);
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(&ctx))) {
+        self.eval_in(&context(device))
+    }
+
+    fn eval_in(&self, ctx: &cel::Context<'_, '_>) -> Result<cel::Value, cel::ExecutionError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(ctx))) {
             Ok(r) => r,
             Err(_) => Err(cel::ExecutionError::InternalError("evaluation failed".into())),
         }
@@ -213,6 +217,11 @@ impl Rule {
     /// Is the device in? (Anything but `true` is no.)
     pub fn matches(&self, device: &cel::Value) -> bool {
         matches!(self.eval(device), Ok(cel::Value::Bool(true)))
+    }
+
+    /// `matches` in a device's `context`, for several rules about one device.
+    pub fn matches_in(&self, ctx: &cel::Context<'_, '_>) -> bool {
+        matches!(self.eval_in(ctx), Ok(cel::Value::Bool(true)))
     }
 }
 
