@@ -45,7 +45,7 @@ pub fn app(rt: &tokio::runtime::Runtime, dir: &std::path::Path, extra: &[&str]) 
         "--certs-dir",
         &c,
         "--api-key",
-        "k",
+        "bench-key-0123456789abcdefgh",
         "--public-url",
         "https://localhost:8443",
         // No automatic inventory or DDM after enrollment: the benches count what they queue.

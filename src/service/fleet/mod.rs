@@ -236,23 +236,33 @@ impl Fleet {
         Ok(g)
     }
 
-    pub async fn groups(&self) -> Result<Vec<Group>, FleetError> {
+    /// Every record of a collection, decoded.
+    pub(crate) async fn all<T: serde::de::DeserializeOwned>(&self, collection: &str) -> Result<Vec<T>, crate::store::StoreError> {
         let mut out = Vec::new();
-        for (_, r) in self.commander.mdm.store.records(GROUPS).await? {
-            out.push(serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?);
+        for (_, r) in self.commander.mdm.store.records(collection).await? {
+            out.push(serde_json::from_value(r.value)?);
         }
         Ok(out)
     }
 
-    pub async fn group(&self, name: &str) -> Result<Group, FleetError> {
+    /// One record, decoded; `what` names it in the 404.
+    async fn one<T: serde::de::DeserializeOwned>(&self, collection: &str, what: &str, name: &str) -> Result<T, FleetError> {
         let r = self
             .commander
             .mdm
             .store
-            .record(GROUPS, name)
+            .record(collection, name)
             .await?
-            .ok_or_else(|| FleetError::NotFound(format!("no group {name}")))?;
+            .ok_or_else(|| FleetError::NotFound(format!("no {what} {name}")))?;
         Ok(serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?)
+    }
+
+    pub async fn groups(&self) -> Result<Vec<Group>, FleetError> {
+        Ok(self.all(GROUPS).await?)
+    }
+
+    pub async fn group(&self, name: &str) -> Result<Group, FleetError> {
+        self.one(GROUPS, "group", name).await
     }
 
     /// Devices whose record says they are in `pred`'s groups, up to `limit`.
@@ -434,22 +444,11 @@ impl Fleet {
     }
 
     pub async fn blueprints(&self) -> Result<Vec<Blueprint>, FleetError> {
-        let mut out = Vec::new();
-        for (_, r) in self.commander.mdm.store.records(BLUEPRINTS).await? {
-            out.push(serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?);
-        }
-        Ok(out)
+        Ok(self.all(BLUEPRINTS).await?)
     }
 
     pub async fn blueprint(&self, name: &str) -> Result<Blueprint, FleetError> {
-        let r = self
-            .commander
-            .mdm
-            .store
-            .record(BLUEPRINTS, name)
-            .await?
-            .ok_or_else(|| FleetError::NotFound(format!("no blueprint {name}")))?;
-        Ok(serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?)
+        self.one(BLUEPRINTS, "blueprint", name).await
     }
 
     pub async fn delete_blueprint(&self, name: &str) -> Result<(), FleetError> {

@@ -94,8 +94,7 @@ impl Fleet {
     pub async fn snapshot(&self) -> Result<Snapshot, ServiceError> {
         let store = &self.commander.mdm.store;
         let mut groups = Vec::new();
-        for (_, r) in store.records(GROUPS).await? {
-            let g: Group = serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?;
+        for g in self.all::<Group>(GROUPS).await? {
             let rule = match &g.rule {
                 Some(src) => match self.compiled(src) {
                     Ok(r) => Some(r),
@@ -108,10 +107,7 @@ impl Fleet {
             };
             groups.push((g, rule));
         }
-        let mut blueprints = Vec::new();
-        for (_, r) in store.records(BLUEPRINTS).await? {
-            blueprints.push(serde_json::from_value::<Blueprint>(r.value).map_err(crate::store::StoreError::from)?);
-        }
+        let blueprints = self.all::<Blueprint>(BLUEPRINTS).await?;
         let mut templates = Templates::default();
         for t in store.templates().await? {
             let inner = self.inner_payloads(&t.sha256, &t.xml);

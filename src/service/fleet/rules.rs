@@ -90,16 +90,7 @@ fn depth(e: &cel::IdedExpr) -> usize {
         Expr::Call(c) => c.target.iter().map(|b| b.as_ref()).chain(c.args.iter()).collect(),
         Expr::Comprehension(c) => vec![&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result],
         Expr::List(l) => l.elements.iter().collect(),
-        Expr::Map(m) => m
-            .entries
-            .iter()
-            .flat_map(|en| match &en.expr {
-                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
-                EntryExpr::StructField(f) => vec![&f.value],
-            })
-            .collect(),
-        Expr::Struct(st) => st
-            .entries
+        Expr::Map(cel::common::ast::MapExpr { entries }) | Expr::Struct(cel::common::ast::StructExpr { entries, .. }) => entries
             .iter()
             .flat_map(|en| match &en.expr {
                 EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
