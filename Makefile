@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench push-latency schema fuzz clean
+.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -54,6 +54,10 @@ scale: release
 # The web console's device list and device page with DEVICES= enrollments (default 100,000).
 console-bench: release
 	bash tools/console-bench.sh
+
+# Blueprints at fleet size: edit → every command queued, sweeps, per-device reconcile (DEVICES=, default 100,000).
+fleet-bench: release
+	bash tools/fleet-bench.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release
