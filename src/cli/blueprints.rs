@@ -27,8 +27,9 @@ impl BlueprintsArgs {
 
 #[derive(Subcommand)]
 pub enum BlueprintsCmd {
-    /// Create or replace a blueprint from a JSON file (`-` for stdin), named
-    /// after the file unless `--name` is given. The file:
+    /// Create or replace a blueprint from a JSON file (`-` for stdin).
+    ///
+    /// It is named after the file unless `--name` is given. The file:
     /// {"groups": ["sales"] or ["*"], "profiles": [template identifiers],
     /// "apps": [{"itunes_store_id": N or "manifest_url": URL, "identifier": bundle id,
     /// "configuration": {…}, "management_flags": N}], "declaration_sets": [sets],

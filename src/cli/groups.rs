@@ -24,14 +24,18 @@ impl GroupsArgs {
 
 #[derive(Subcommand)]
 pub enum GroupsCmd {
-    /// Create or replace a group: static (`--member`, repeated: UDIDs or
-    /// serial numbers) or dynamic (`--rule`, a CEL expression over `device`;
-    /// see docs/groups.md), e.g.
+    /// Create or replace a group: static (`--member`) or dynamic (`--rule`).
+    ///
+    /// Static members are UDIDs or serial numbers; a rule is a CEL expression
+    /// over `device` (docs/groups.md lists its fields), e.g.
     /// `mdmd groups set sales --rule 'device.attributes.DEPARTMENT == "sales"'`.
     Set {
+        /// Letters, digits, '.', '-', '_' (at most 64).
         name: String,
+        /// A UDID or serial number (repeat for each member).
         #[arg(long = "member", conflicts_with = "rule", required_unless_present = "rule")]
         members: Vec<String>,
+        /// A CEL expression over `device`, e.g. `device.model == "iPhone16,1" && !device.supervised`.
         #[arg(long)]
         rule: Option<String>,
     },
