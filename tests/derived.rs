@@ -864,7 +864,11 @@ async fn a_blueprint_brings_the_pivd_app_and_its_waiting_profile() {
     let mut d = srv.enrolled().await;
     let handled = d.session().await.unwrap();
     let types: Vec<&str> = handled.iter().map(|h| h.request_type.as_str()).collect();
-    assert_eq!(types, vec!["InstallApplication"], "the app now, the profile when the credential exists");
+    assert_eq!(
+        types,
+        vec!["InstallApplication"],
+        "the app now, the profile when the credential exists"
+    );
     assert!(d.apps.keys().any(|k| k.starts_with("manifest.")), "{:?}", d.apps);
     assert_eq!(
         device_profile(&srv, &d.udid, "com.example.pivd").await["state"],

@@ -168,7 +168,11 @@ async fn a_device_arrives_configured_and_converges_when_policy_changes() {
 
     // Moving to ops: sales' profile goes (no blueprint wants it there).
     admin
-        .call(reqwest::Method::PUT, &format!("/v1/devices/{id}/attributes"), Some(json!({"DEPARTMENT": "ops"})))
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/devices/{id}/attributes"),
+            Some(json!({"DEPARTMENT": "ops"})),
+        )
         .await
         .unwrap();
     assert_eq!(settle(&srv, &id, 1).await, vec!["RemoveProfile"], "sales out");
@@ -186,7 +190,10 @@ async fn a_device_arrives_configured_and_converges_when_policy_changes() {
     assert_eq!(c, 200, "{plan}");
     assert_eq!(plan["devices_affected"], 1, "{plan}");
     assert_eq!(plan["devices"][0]["enrollment"], id.as_str());
-    assert_eq!(plan["devices"][0]["install"], json!([{"kind": "profile", "item": "com.example.ops", "blueprints": ["ops"]}]));
+    assert_eq!(
+        plan["devices"][0]["install"],
+        json!([{"kind": "profile", "item": "com.example.ops", "blueprints": ["ops"]}])
+    );
     assert_eq!(plan["devices"][0]["remove"], json!([]));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(pending(&srv, &id).await.is_empty(), "a plan queues nothing");
@@ -194,7 +201,10 @@ async fn a_device_arrives_configured_and_converges_when_policy_changes() {
     put(&srv, "/v1/blueprints/ops", spec).await;
     assert_eq!(settle(&srv, &id, 1).await, vec!["InstallProfile"], "what the plan said");
     let stored_plan = admin.get("/v1/blueprints/ops/plan").await.unwrap();
-    assert_eq!(stored_plan["devices_affected"], 0, "once queued, nothing is left to plan: {stored_plan}");
+    assert_eq!(
+        stored_plan["devices_affected"], 0,
+        "once queued, nothing is left to plan: {stored_plan}"
+    );
     d.session().await.unwrap();
     assert!(d.profiles.contains_key("com.example.ops"));
     assert!(d.profiles.contains_key("com.example.base"));
@@ -481,21 +491,38 @@ async fn every_device_gets_its_own_eap_tls_identity() {
     let dir = common::repo_file("profiles").display().to_string();
     let srv = Server::start_with(&["--inventory-interval", "0", "--profiles-dir", &dir]);
     let admin = srv.admin();
-    let (c, v) = put(&srv, "/v1/blueprints/wifi", json!({"groups": ["*"], "profiles": ["com.example.mdmd.wifi"]})).await;
+    let (c, v) = put(
+        &srv,
+        "/v1/blueprints/wifi",
+        json!({"groups": ["*"], "profiles": ["com.example.mdmd.wifi"]}),
+    )
+    .await;
     assert_eq!(c, 200, "{v}");
     let mut serials = Vec::new();
     for _ in 0..2 {
         let mut d = srv.enrolled().await;
         let handled = d.session().await.unwrap();
-        assert_eq!(handled.iter().filter(|h| h.request_type == "InstallProfile").count(), 1, "{handled:?}");
+        assert_eq!(
+            handled.iter().filter(|h| h.request_type == "InstallProfile").count(),
+            1,
+            "{handled:?}"
+        );
         let p = d.profiles.get("com.example.mdmd.wifi").expect("installed at enrollment");
         assert!(p.encrypted);
         assert_eq!(p.identities.len(), 1);
         let serial = common::serial_hex(&p.identities[0].1.cert);
         let cert = admin.get(&format!("/v1/certificates/{serial}")).await.unwrap();
-        assert_eq!(cert["purpose"], "profile:com.example.mdmd.wifi/com.example.mdmd.wifi.identity", "{cert}");
+        assert_eq!(
+            cert["purpose"], "profile:com.example.mdmd.wifi/com.example.mdmd.wifi.identity",
+            "{cert}"
+        );
         assert_eq!(cert["enrollment"], d.udid.as_str());
-        assert!(wait_until(Duration::from_secs(20), || async { status_of(&srv, "wifi", &d.udid).await == "converged" }).await);
+        assert!(
+            wait_until(Duration::from_secs(20), || async {
+                status_of(&srv, "wifi", &d.udid).await == "converged"
+            })
+            .await
+        );
         serials.push(serial);
     }
     assert_ne!(serials[0], serials[1], "one identity per device");
@@ -506,18 +533,35 @@ async fn every_device_gets_its_own_eap_tls_identity() {
 #[tokio::test]
 async fn blueprints_load_from_their_folder() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("everyone.json"), r#"{"groups": ["*"], "enrollment_commands": [{"RequestType": "SecurityInfo"}]}"#).unwrap();
-    std::fs::write(dir.path().join("broken.json"), r#"{"groups": ["*"], "profiles": ["com.example.absent"]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("everyone.json"),
+        r#"{"groups": ["*"], "enrollment_commands": [{"RequestType": "SecurityInfo"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.json"),
+        r#"{"groups": ["*"], "profiles": ["com.example.absent"]}"#,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a blueprint").unwrap();
     let d = dir.path().display().to_string();
     let srv = Server::start_with(&["--inventory-interval", "0", "--blueprints-dir", &d]);
     let v = srv.admin().get("/v1/blueprints").await.unwrap();
-    let names: Vec<&str> = v["blueprints"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["blueprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["everyone"], "{v}");
     assert_eq!(v["blueprints"][0]["source"], "file:everyone.json");
     let mut dev = srv.enrolled().await;
     let handled = dev.session().await.unwrap();
-    assert_eq!(handled.iter().filter(|h| h.request_type == "SecurityInfo").count(), 1, "{handled:?}");
+    assert_eq!(
+        handled.iter().filter(|h| h.request_type == "SecurityInfo").count(),
+        1,
+        "{handled:?}"
+    );
     // The CLI sees the same.
     let (ok, out, err) = srv.cli(&["blueprints", "list", "-o", "table"]);
     assert!(ok && out.contains("everyone"), "{out}{err}");

@@ -213,6 +213,18 @@ impl From<crate::service::credentials::derived::DerivedError> for ApiError {
     }
 }
 
+impl From<crate::service::fleet::FleetError> for ApiError {
+    fn from(e: crate::service::fleet::FleetError) -> Self {
+        use crate::service::fleet::FleetError;
+        match e {
+            FleetError::BadRequest(m) => ApiError::bad_request(m),
+            FleetError::NotFound(m) => ApiError::not_found(m),
+            FleetError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, format!("{m} changed meanwhile; try again")),
+            FleetError::Service(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,17 +259,5 @@ mod tests {
             ApiError::from(crate::service::commands::CommandError::NotFound("x".into())).status(),
             StatusCode::NOT_FOUND
         );
-    }
-}
-
-impl From<crate::service::fleet::FleetError> for ApiError {
-    fn from(e: crate::service::fleet::FleetError) -> Self {
-        use crate::service::fleet::FleetError;
-        match e {
-            FleetError::BadRequest(m) => ApiError::bad_request(m),
-            FleetError::NotFound(m) => ApiError::not_found(m),
-            FleetError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, format!("{m} changed meanwhile; try again")),
-            FleetError::Service(e) => e.into(),
-        }
     }
 }

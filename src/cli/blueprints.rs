@@ -59,7 +59,7 @@ pub enum BlueprintsCmd {
     Rm { name: String },
 }
 
-fn read(file: &PathBuf, name: Option<String>) -> anyhow::Result<(String, Value)> {
+fn read(file: &std::path::Path, name: Option<String>) -> anyhow::Result<(String, Value)> {
     let text = read_text_or_stdin(file)?;
     let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let name = match name {

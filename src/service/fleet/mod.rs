@@ -135,10 +135,7 @@ impl Fleet {
         tokio::spawn(async move {
             loop {
                 me.wake_everyone.notified().await;
-                loop {
-                    let Some((evaluate, full)) = me.everyone.lock().ok().and_then(|mut w| w.take()) else {
-                        break;
-                    };
+                while let Some((evaluate, full)) = me.everyone.lock().ok().and_then(|mut w| w.take()) {
                     let t = std::time::Instant::now();
                     match me.reconcile_all(evaluate, full).await {
                         Ok(s) => {

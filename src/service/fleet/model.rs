@@ -642,8 +642,10 @@ mod tests {
         // An admin's own install is adopted, and never removed.
         let p6 = plan_device(&d, &DeviceState::default(), &profs(ProfileState::Installed), &[], 2);
         assert!(p6.steps.is_empty() && p6.adopt.iter().all(|(_, a)| a.by_hand));
-        let mut hand = DeviceState::default();
-        hand.applied = p6.adopt.into_iter().collect();
+        let hand = DeviceState {
+            applied: p6.adopt.into_iter().collect(),
+            ..DeviceState::default()
+        };
         let p7 = plan_device(&Desired::default(), &hand, &profs(ProfileState::Installed), &[], 3);
         assert!(p7.steps.is_empty() && p7.forget.len() == 2);
     }
