@@ -20,6 +20,13 @@ pub fn now() -> i64 {
     sys + OFFSET.load(Ordering::Relaxed)
 }
 
+/// Unix seconds as RFC 3339 (`2026-12-03T17:54:09Z`); None outside the representable range.
+pub fn rfc3339(t: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
 /// Move the clock by `secs` (negative: back) for the whole process. For
 /// tests that need time to pass; returns the new offset.
 pub fn advance(secs: i64) -> i64 {

@@ -11,13 +11,7 @@ use crate::service::commands::sealed;
 use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
 
 pub fn time(t: i64) -> Value {
-    match time::OffsetDateTime::from_unix_timestamp(t) {
-        Ok(d) => d
-            .format(&time::format_description::well_known::Rfc3339)
-            .map(Value::String)
-            .unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
+    crate::clock::rfc3339(t).map_or(Value::Null, Value::String)
 }
 
 fn opt_time(t: Option<i64>) -> Value {

@@ -63,10 +63,7 @@ pub struct Webhooks {
 }
 
 fn created_at_rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    crate::clock::rfc3339(t).unwrap_or_default()
 }
 
 /// HMAC-SHA256 of a body, base64 (the `X-Hmac-Signature` header).

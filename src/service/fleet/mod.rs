@@ -19,6 +19,7 @@
 //! periodic sweep that compares digests and queues nothing for a device that
 //! already matches. `reconcile` holds the how.
 
+pub mod execute;
 pub mod model;
 pub mod nudges;
 pub mod reconcile;
@@ -39,7 +40,7 @@ use reconcile::{RunStats, Snapshot};
 
 /// Names of groups and blueprints.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    s.len() <= 64 && crate::protocol::declarative::valid_identifier(s)
 }
 
 pub const MAX_MEMBERS: usize = 100_000;
@@ -375,7 +376,7 @@ impl Fleet {
             if !apps.insert(a.key()) {
                 return Err(bad(format!("apps[{i}]: this app is listed twice")));
             }
-            Commander::validated(CommandInput::Json(reconcile::app_command(a))).map_err(|e| bad(format!("apps[{i}]: {e}")))?;
+            Commander::validated(CommandInput::Json(execute::app_command(a))).map_err(|e| bad(format!("apps[{i}]: {e}")))?;
         }
         if !spec.declaration_sets.is_empty() {
             let ddm = self
@@ -612,8 +613,5 @@ fn rfc3339(t: i64) -> Json {
     if t <= 0 {
         return Json::Null;
     }
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .map_or(Json::Null, Json::String)
+    crate::clock::rfc3339(t).map_or(Json::Null, Json::String)
 }
