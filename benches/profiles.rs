@@ -118,6 +118,7 @@ fn bench(c: &mut Criterion) {
                         udid: Some(id.clone()),
                         vouched: false,
                         renewed_from: None,
+                        user: None,
                     })
                     .await
                     .expect("cert");

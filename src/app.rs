@@ -29,6 +29,8 @@ impl Stats {
 pub use crate::pki::tls::LiveTls;
 
 pub struct App {
+    /// The organisation's directory and identity provider (enrollment and console sign-in).
+    pub directory: Arc<crate::service::directory::Directory>,
     pub mdm: Arc<Mdm>,
     pub pki: Arc<crate::pki::Pki>,
     pub enroller: Arc<crate::service::enroll::Enroller>,

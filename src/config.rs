@@ -269,6 +269,116 @@ pub struct ServeConfig {
     pub max_api_body: usize,
     #[command(flatten)]
     pub limits: LimitsConfig,
+    #[command(flatten)]
+    pub directory: DirectoryConfig,
+}
+
+/// Who enrolls and who signs in to the console: the organisation's directory
+/// (LDAP) and identity provider (OpenID Connect). See docs/directory.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Directory and identity provider")]
+pub struct DirectoryConfig {
+    /// LDAP server for enrollment sign-in: `ldaps://dc1.example.com` or
+    /// `ldap://ldap.example.com` (add --ldap-starttls). Users enroll with their
+    /// directory user name and password (search, then bind as them).
+    #[arg(long, env = "MDMD_LDAP_URL")]
+    pub ldap_url: Option<String>,
+    /// Upgrade an `ldap://` connection with StartTLS (refused if the server cannot).
+    #[arg(long, env = "MDMD_LDAP_STARTTLS")]
+    pub ldap_starttls: bool,
+    /// Trust this CA (PEM) for ldaps:// and StartTLS, besides the system's.
+    #[arg(long, env = "MDMD_LDAP_CA")]
+    pub ldap_ca: Option<PathBuf>,
+    /// Where users (and, by default, groups) are searched: `dc=example,dc=com`.
+    #[arg(long, env = "MDMD_LDAP_BASE_DN")]
+    pub ldap_base_dn: Option<String>,
+    /// The service account mdmd searches with (`cn=mdmd,ou=services,dc=example,dc=com`;
+    /// Active Directory also takes `mdmd@example.com`). Empty: anonymous search.
+    #[arg(long, env = "MDMD_LDAP_BIND_DN")]
+    pub ldap_bind_dn: Option<String>,
+    /// The service account's password (prefer --ldap-bind-password-file or the
+    /// environment: flags show in `ps`). Held in memory only, never stored or logged.
+    #[arg(long, env = "MDMD_LDAP_BIND_PASSWORD", hide_env_values = true)]
+    pub ldap_bind_password: Option<String>,
+    /// Read the service account's password from this file (must not be readable by others).
+    #[arg(long, env = "MDMD_LDAP_BIND_PASSWORD_FILE")]
+    pub ldap_bind_password_file: Option<PathBuf>,
+    /// How a user entry is found; `{user}` is the name typed, escaped (RFC 4515).
+    /// Active Directory: `(&(sAMAccountName={user})(!(userAccountControl:1.2.840.113556.1.4.803:=2)))`.
+    #[arg(long, env = "MDMD_LDAP_USER_FILTER", default_value = "(uid={user})")]
+    pub ldap_user_filter: String,
+    /// The attribute holding the user name recorded (AD: `sAMAccountName`).
+    #[arg(long, env = "MDMD_LDAP_USERNAME_ATTR", default_value = "uid")]
+    pub ldap_username_attr: String,
+    /// The attribute holding the email address.
+    #[arg(long, env = "MDMD_LDAP_EMAIL_ATTR", default_value = "mail")]
+    pub ldap_email_attr: String,
+    /// Attributes tried in turn for the full name.
+    #[arg(long, env = "MDMD_LDAP_NAME_ATTRS", value_delimiter = ',', default_value = "displayName,cn")]
+    pub ldap_name_attrs: Vec<String>,
+    /// Where groups are searched when user entries have no `memberOf` (default: --ldap-base-dn).
+    #[arg(long, env = "MDMD_LDAP_GROUP_BASE_DN")]
+    pub ldap_group_base_dn: Option<String>,
+    /// How a user's groups are found without `memberOf`; `{dn}` is the user's DN, escaped.
+    #[arg(long, env = "MDMD_LDAP_GROUP_FILTER", default_value = "(|(member={dn})(uniqueMember={dn}))")]
+    pub ldap_group_filter: String,
+    /// Only members of this group may enroll: the DN of a `groupOfNames` or
+    /// `groupOfUniqueNames` (read from the group's `member`/`uniqueMember`, so no `memberOf` is needed).
+    #[arg(long, env = "MDMD_LDAP_REQUIRED_GROUP")]
+    pub ldap_required_group: Option<String>,
+    /// Give up on any one directory or identity-provider call after this many seconds (503).
+    #[arg(long, env = "MDMD_DIRECTORY_TIMEOUT", default_value_t = 5)]
+    pub directory_timeout: u64,
+    /// OpenID Connect issuer for enrollment and console sign-in (its
+    /// `/.well-known/openid-configuration` is read): Entra ID
+    /// `https://login.microsoftonline.com/TENANT/v2.0`, Okta `https://ORG.okta.com`,
+    /// Keycloak `https://HOST/realms/REALM`. Register `PUBLIC_URL/auth/oidc/callback` as redirect URI.
+    #[arg(long, env = "MDMD_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The client (application) id registered at the identity provider.
+    #[arg(long, env = "MDMD_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// The client secret (prefer the environment or --oidc-client-secret-file). None: a public client (PKCE only).
+    #[arg(long, env = "MDMD_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Read the client secret from this file (must not be readable by others).
+    #[arg(long, env = "MDMD_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The name on the "Sign in with …" button.
+    #[arg(long, env = "MDMD_OIDC_NAME", default_value = "your organisation")]
+    pub oidc_name: String,
+    /// Scopes asked for besides `openid` (comma-separated).
+    #[arg(long, env = "MDMD_OIDC_SCOPES", value_delimiter = ',', default_value = "email,profile")]
+    pub oidc_scopes: Vec<String>,
+    /// The ID-token claim holding the user name.
+    #[arg(long, env = "MDMD_OIDC_USERNAME_CLAIM", default_value = "preferred_username")]
+    pub oidc_username_claim: String,
+    /// The ID-token claim holding the groups (Entra ID: `groups`, object ids unless configured otherwise).
+    #[arg(long, env = "MDMD_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// Members of this identity-provider group sign in to the console as `admin`.
+    #[arg(long, env = "MDMD_OIDC_ADMIN_GROUP")]
+    pub oidc_admin_group: Option<String>,
+    /// … as `operator`.
+    #[arg(long, env = "MDMD_OIDC_OPERATOR_GROUP")]
+    pub oidc_operator_group: Option<String>,
+    /// … as `read-only`.
+    #[arg(long, env = "MDMD_OIDC_READ_ONLY_GROUP")]
+    pub oidc_read_only_group: Option<String>,
+    /// Only members of this identity-provider group may enroll.
+    #[arg(long, env = "MDMD_OIDC_REQUIRED_GROUP")]
+    pub oidc_required_group: Option<String>,
+    /// Account-driven enrollment (Settings → "Sign in to Work or School Account"):
+    /// which kinds `/.well-known/com.apple.remotemanagement` offers — `byod` (User
+    /// Enrollment, personal devices), `adde` (account-driven Device Enrollment).
+    /// Empty: off. Needs LDAP or OpenID Connect. Serve the well-known path on the
+    /// users' email domain (or redirect it here).
+    #[arg(long, env = "MDMD_ACCOUNT_DRIVEN", value_delimiter = ',', value_parser = ["byod", "adde"])]
+    pub account_driven: Vec<String>,
+    /// The Managed Apple Account of an account-driven enrollment: the user's
+    /// `email` (default) or `username@DOMAIN` with `domain:DOMAIN`.
+    #[arg(long, env = "MDMD_MANAGED_APPLE_ID", default_value = "email")]
+    pub managed_apple_id: String,
 }
 
 /// Bounded cost of unauthenticated and low-privilege requests.

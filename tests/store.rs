@@ -63,6 +63,7 @@ fn cert(serial: &str, hash: &str) -> IssuedCert {
         udid: None,
         vouched: false,
         renewed_from: None,
+        user: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn secret(expires_at: i64) -> OneTimeSecret {
         enrollment: None,
         vouched: false,
         renews: None,
+        user: None,
     }
 }
 

@@ -77,6 +77,8 @@ def main():
         table["commands"][rt] = {
             "file": name,
             "ios": ios.get("introduced", "n/a") != "n/a",
+            # Refused by an iOS User Enrollment (a personal device): Apple's `userenrollment.mode`.
+            "ue_forbidden": (ios.get("userenrollment") or {}).get("mode") == "forbidden",
             "req": keys(doc.get("payloadkeys")),
             "resp": keys(doc.get("responsekeys")),
         }
@@ -107,6 +109,7 @@ def main():
             table["profiles"][pt] = {
                 "file": name,
                 "ios": ios.get("introduced", "n/a") != "n/a",
+                "ue_forbidden": (ios.get("userenrollment") or {}).get("mode") == "forbidden",
                 "multiple": bool(ios.get("multiple", True)),
                 "keys": ks,
             }

@@ -513,6 +513,7 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         enrollment: Some(id.clone()),
         vouched: false,
         renews: None,
+        user: None,
     };
     let hash = crate::pki::sha256_hex(&id);
     app.mdm

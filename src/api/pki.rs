@@ -98,7 +98,7 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
 pub async fn enrollment_profile(State(app): State<Arc<App>>) -> ApiResult {
     let der = app
         .enroller
-        .signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400))
+        .signed_profile("admin-download", app.enroller.cfg.challenge_ttl.max(7 * 86_400), None)
         .await?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response())
 }
@@ -107,20 +107,58 @@ pub async fn enrollment_profile(State(app): State<Arc<App>>) -> ApiResult {
 pub struct InviteBody {
     /// Seconds until the invitation expires (default 7 days).
     expires_in: Option<i64>,
+    /// The person it is for: the enrollment records them (`$USERNAME` …).
+    user: Option<String>,
+    email: Option<String>,
+    full_name: Option<String>,
+}
+
+/// A field of an invitation's user: at most 256 characters, no control characters.
+fn user_field(what: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v.filter(|v| !v.is_empty()) {
+        Some(v) if v.chars().count() > 256 || v.chars().any(char::is_control) => Err(ApiError::bad_request(format!(
+            "{what}: at most 256 characters, no control characters"
+        ))),
+        v => Ok(v),
+    }
 }
 
 pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>) -> ApiResult {
-    let ttl = body
-        .map(|b| b.0)
-        .unwrap_or_default()
-        .expires_in
-        .unwrap_or(7 * 86_400)
-        .clamp(60, 90 * 86_400);
-    let (token, expires) = app.enroller.new_secret(SecretKind::Invitation, "invitation", ttl).await?;
+    let b = body.map(|b| b.0).unwrap_or_default();
+    let ttl = b.expires_in.unwrap_or(7 * 86_400).clamp(60, 90 * 86_400);
+    let user = match user_field("user", b.user)? {
+        Some(username) => Some(crate::store::EnrollUser {
+            username,
+            email: user_field("email", b.email)?,
+            full_name: user_field("full_name", b.full_name)?,
+            groups: Vec::new(),
+            method: "invitation".into(),
+            signed_in_at: crate::clock::now(),
+            managed_apple_id: None,
+        }),
+        None if b.email.is_some() || b.full_name.is_some() => {
+            return Err(ApiError::bad_request("email and full_name describe a user: give `user` too"))
+        }
+        None => None,
+    };
+    let for_user = user.as_ref().map(|u| u.username.clone());
+    let (token, expires) = app
+        .enroller
+        .new_secret_with(
+            SecretKind::Invitation,
+            "invitation",
+            ttl,
+            crate::service::enroll::SecretFor {
+                user,
+                ..Default::default()
+            },
+        )
+        .await?;
     let url = format!("{}/mdm/enroll?invite={token}", app.enroller.cfg.public_url);
     let (svg, png) = qr(&url).map_err(|e| ApiError::internal("drawing the invitation's QR code", e))?;
     Ok(Json(json!({
         "url": url,
+        "user": for_user,
         "expires_at": views::time(expires),
         "qr_svg": svg,
         "qr_png_base64": base64::engine::general_purpose::STANDARD.encode(png),

@@ -33,12 +33,25 @@ pub struct Invite {
     /// Write the QR code as SVG here.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
+    /// The person it is for: their enrollment records them ($USERNAME, ISE's
+    /// username, user-scoped derived credentials, group rules on device.user).
+    #[arg(long)]
+    user: Option<String>,
+    /// Their email ($EMAIL); needs --user.
+    #[arg(long, requires = "user")]
+    email: Option<String>,
+    /// Their full name ($FULL_NAME); needs --user.
+    #[arg(long, requires = "user")]
+    full_name: Option<String>,
 }
 
 impl Invite {
     pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
         let v = a
-            .post("/v1/enrollments/invitations", json!({"expires_in": self.expires_in}))
+            .post(
+                "/v1/enrollments/invitations",
+                json!({"expires_in": self.expires_in, "user": self.user, "email": self.email, "full_name": self.full_name}),
+            )
             .await?;
         if let Some(p) = self.png {
             use base64::Engine as _;
@@ -53,6 +66,9 @@ impl Invite {
             v["url"].as_str().unwrap_or_default(),
             v["expires_at"].as_str().unwrap_or_default()
         );
+        if let Some(u) = v["user"].as_str() {
+            println!("for {u}");
+        }
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ macro_rules! posted {
 mod fleet;
 mod pages;
 mod policy;
+mod sso;
 
 use std::sync::Arc;
 
@@ -58,11 +59,11 @@ use crate::app::App;
 use crate::clock::now;
 use crate::service::access::accounts::Role;
 
-const COOKIE: &str = "mdmd_ui";
+pub(crate) const COOKIE: &str = "mdmd_ui";
 const LOGIN_COOKIE: &str = "mdmd_ui_login";
 const SESSIONS: &str = "ui-sessions";
 /// Sessions end this long after sign-in.
-const SESSION_SECONDS: i64 = 8 * 3600;
+pub(crate) const SESSION_SECONDS: i64 = 8 * 3600;
 /// HSTS for the console's pages when served over TLS: one year.
 const HSTS: &str = "max-age=31536000";
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
@@ -80,6 +81,9 @@ pub struct Session {
     /// ends its sessions.
     #[serde(default)]
     pub account_created_at: i64,
+    /// Signed in at the identity provider (no mdmd account: the role came from its groups).
+    #[serde(default)]
+    pub idp: bool,
 }
 
 /// What the API answered.
@@ -127,6 +131,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/", get(pages::dashboard))
         .route("/ui/console.css", get(css))
         .route("/ui/login", get(login_form).post(login))
+        .route("/ui/sso", get(sso::start))
+        .route("/auth/oidc/callback", get(sso::callback))
         .route("/ui/logout", post(logout))
         .route("/ui/devices", get(pages::devices))
         .route("/ui/devices/{id}", get(pages::device))
@@ -171,13 +177,13 @@ async fn css() -> Response {
         .into_response()
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -188,7 +194,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn set_cookie(name: &str, value: &str, max_age: i64, path: &str) -> String {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64, path: &str) -> String {
     format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict")
 }
 
@@ -206,7 +212,7 @@ impl Console {
         if s.expires_at <= now() {
             return None;
         }
-        if s.name != "admin" {
+        if s.name != "admin" && !s.idp {
             let (role, created) = self.app.accounts.current(&s.name).await.ok()??;
             if role != s.role || created != s.account_created_at {
                 return None;
@@ -308,9 +314,10 @@ pub struct LoginQuery {
     error: Option<String>,
 }
 
-async fn login_form(Query(q): Query<LoginQuery>) -> Response {
+async fn login_form(State(c): State<Shared>, Query(q): Query<LoginQuery>) -> Response {
     let token = random_token();
-    let mut r = pages::login_page(&token, q.next.as_deref().unwrap_or("/ui/"), q.error.as_deref()).into_response();
+    let idp = c.app.directory.oidc.as_ref().map(|_| c.app.directory.idp_name.as_str());
+    let mut r = pages::login_page(&token, q.next.as_deref().unwrap_or("/ui/"), q.error.as_deref(), idp).into_response();
     if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, &token, 900, "/ui/login")) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -326,7 +333,7 @@ pub struct LoginForm {
 }
 
 /// Only paths of the console itself are followed after sign-in.
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with("/ui/") && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
         _ => "/ui/".to_owned(),
@@ -398,14 +405,34 @@ async fn login(
         return Redirect::to(&format!("/ui/login?error=1&next={}", urlencoding(&next))).into_response();
     };
     attempt.succeeded();
+    match new_session(&c, &f.name, role, account_created_at, false).await {
+        Ok(token) => {
+            let mut r = Redirect::to(&next).into_response();
+            for v in [
+                set_cookie(COOKIE, &token, SESSION_SECONDS, "/ui"),
+                set_cookie(LOGIN_COOKIE, "", 0, "/ui/login"),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        Err(r) => r,
+    }
+}
+
+/// Store a new session for `name` and return its cookie value (or the page saying why not).
+pub(crate) async fn new_session(c: &Console, name: &str, role: Role, account_created_at: i64, idp: bool) -> Result<String, Response> {
     let token = random_token();
     let t = now();
     let s = Session {
-        name: f.name.clone(),
+        name: name.to_owned(),
         role,
         csrf: random_token(),
         expires_at: t + SESSION_SECONDS,
         account_created_at,
+        idp,
     };
     let key = crate::pki::sha256_hex(&token);
     let stored = match serde_json::to_value(&s) {
@@ -414,20 +441,11 @@ async fn login(
     };
     if let Err(e) = stored {
         tracing::error!(error = %e, "console sign-in: cannot store the session");
-        return pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again.");
+        return Err(pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again."));
     }
-    prune_sessions(&c, t).await;
-    tracing::info!(account = %s.name, role = s.role.as_str(), "console sign-in");
-    let mut r = Redirect::to(&next).into_response();
-    for v in [
-        set_cookie(COOKIE, &token, SESSION_SECONDS, "/ui"),
-        set_cookie(LOGIN_COOKIE, "", 0, "/ui/login"),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    r
+    prune_sessions(c, t).await;
+    tracing::info!(account = %s.name, role = s.role.as_str(), idp, "console sign-in");
+    Ok(token)
 }
 
 /// Drop sessions that have ended (at each sign-in; there are few).

@@ -151,7 +151,7 @@ pub fn plain(status: StatusCode, title: &str, text: &str) -> Response {
     (status, page).into_response()
 }
 
-pub fn login_page(token: &str, next: &str, error: Option<&str>) -> Markup {
+pub fn login_page(token: &str, next: &str, error: Option<&str>, idp: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -161,6 +161,10 @@ pub fn login_page(token: &str, next: &str, error: Option<&str>) -> Markup {
                     h1 { "mdmd · sign in" }
                     @if error.is_some() {
                         div.flash.error role="alert" { p { "Wrong name or secret." } }
+                    }
+                    @if let Some(name) = idp {
+                        p { a.button id="sso" href={ "/ui/sso?next=" (super::urlencoding(next)) } { "Sign in with " (name) } }
+                        p { "Or with an mdmd account:" }
                     }
                     form method="post" action="/ui/login" {
                         input type="hidden" name="csrf" value=(token);
@@ -589,6 +593,18 @@ pub async fn device(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String
                         tr { th { "Last push" } td { @if dv["push"]["last_push_at"].is_null() { "never" } @else { (text(&dv["push"]["last_push_at"])) " " (text(&dv["push"]["last_push_outcome"])) } } }
                         tr { th { "Last check-in" } td { (text(&dv["last_checkin_at"])) } }
                         tr { th { "Enrolled" } td { (text(&dv["enrolled_at"])) } }
+                        tr { th { "Enrolled by" } td #enrolled-by {
+                            @let u = &dv["user"];
+                            @if u.is_null() { "—" } @else {
+                                (s_of(u, "username"))
+                                @if !u["full_name"].is_null() { " (" (s_of(u, "full_name")) ")" }
+                                @if !u["email"].is_null() { " · " (s_of(u, "email")) }
+                                " · " (s_of(u, "method")) " · " (text(&u["signed_in_at"]))
+                                @if let Some(g) = u["groups"].as_array().filter(|g| !g.is_empty()) {
+                                    br; "Groups: " (g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                                }
+                            }
+                        } }
                         tr { th { "Identity certificate" } td {
                             @let ic = &dv["identity_certificate"];
                             @if ic.is_null() { "—" } @else {

@@ -19,30 +19,85 @@ use subtle::ConstantTimeEq;
 use super::mdm::{service_error, text};
 use super::App;
 
-fn basic_ok(app: &App, headers: &HeaderMap) -> bool {
-    let Some(v) = headers
+/// The HTTP basic credentials of a request, if it has well-formed ones.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(v.trim()) else {
-        return false;
-    };
-    let Ok(s) = String::from_utf8(raw) else {
-        return false;
-    };
-    let Some((user, pass)) = s.split_once(':') else {
-        return false;
-    };
+        .and_then(|v| v.strip_prefix("Basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (user, pass) = s.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// One of the fixed `--enroll-user` credentials.
+fn static_ok(app: &App, user: &str, pass: &str) -> bool {
     // Compare every entry so timing does not tell which user exists.
     app.enroll_users.iter().fold(false, |found, (u, p)| {
         found | (bool::from(u.as_bytes().ct_eq(user.as_bytes())) & bool::from(p.as_bytes().ct_eq(pass.as_bytes())))
     })
 }
 
-fn too_many(wait: crate::service::access::limits::RetryAfter, what: &str) -> Response {
+/// The cookie that carries a web sign-in in progress (sealed; see `service::directory::Pending`).
+/// `SameSite=Lax`: the identity provider's redirect back is a cross-site navigation.
+pub const SIGNIN_COOKIE: &str = "mdmd_signin";
+
+/// Send the browser to the identity provider, keeping the sealed state in a cookie.
+pub async fn to_identity_provider(app: &App, purpose: crate::service::directory::Purpose, hint: Option<&str>) -> Response {
+    match app.directory.begin(purpose, hint).await {
+        Ok((url, sealed)) => {
+            let cookie = format!(
+                "{SIGNIN_COOKIE}={sealed}; Path=/auth/oidc; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                crate::service::directory::PENDING_SECONDS
+            );
+            (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, url),
+                    (header::SET_COOKIE, cookie),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+            )
+                .into_response()
+        }
+        Err(e) => directory_error(&e),
+    }
+}
+
+/// What a person is told when the directory says no, or cannot answer.
+pub fn directory_error(e: &crate::service::directory::DirectoryError) -> Response {
+    use crate::service::directory::DirectoryError as E;
+    match e {
+        E::BadCredentials => text(StatusCode::UNAUTHORIZED, "Wrong user name or password.\n".into()),
+        E::NotInGroup { user, .. } => {
+            tracing::warn!(%user, "enrollment refused: not in the required group");
+            text(
+                StatusCode::FORBIDDEN,
+                format!("{user} may not enroll devices: ask your IT department to add you to the enrollment group.\n"),
+            )
+        }
+        E::Unavailable(why) => {
+            tracing::warn!(error = %why, "directory unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "30"), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "The organisation's directory cannot be reached right now, so your sign-in cannot be checked. Try again in a few minutes.\n",
+            )
+                .into_response()
+        }
+        E::Refused(why) => {
+            tracing::warn!(error = %why, "identity provider's answer refused");
+            text(StatusCode::FORBIDDEN, "The sign-in could not be verified. Start again.\n".into())
+        }
+        E::Config(why) => {
+            tracing::error!(error = %why, "directory configuration");
+            text(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is not configured correctly on the server.\n".into())
+        }
+    }
+}
+
+pub fn too_many(wait: crate::service::access::limits::RetryAfter, what: &str) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [
@@ -54,7 +109,7 @@ fn too_many(wait: crate::service::access::limits::RetryAfter, what: &str) -> Res
         .into_response()
 }
 
-fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> std::net::IpAddr {
+pub fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> std::net::IpAddr {
     let peer = peer.map(|p| crate::service::access::limits::TcpPeer(p.0));
     crate::service::access::limits::client_ip(&app.enroll_networks, peer.as_ref(), |name| {
         headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
@@ -62,7 +117,7 @@ fn source(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderM
 }
 
 /// Conditional enrollment: refuse clients outside the allowed networks.
-fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
+pub fn network_refused(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &HeaderMap) -> Option<Response> {
     let peer = peer?.0.ip();
     match app
         .enroll_networks
@@ -98,31 +153,59 @@ pub async fn get(
         }
     };
     if let Some(token) = q.get("invite") {
-        match app.enroller.use_invitation(token).await {
-            Ok(Ok(())) => attempt.succeeded(),
+        let user = match app.enroller.use_invitation(token).await {
+            Ok(Ok(user)) => {
+                attempt.succeeded();
+                user
+            }
             // A failed attempt (counted).
             Ok(Err(why)) => return text(StatusCode::FORBIDDEN, format!("{why}\n")),
             Err(e) => {
                 attempt.succeeded();
                 return service_error(&app, e);
             }
-        }
+        };
         if let Err(wait) = app.enroll_budget.take(ip) {
             return too_many(wait, "enrollment profiles");
         }
-        return profile(&app, "invitation", ttl).await;
+        return profile(&app, "invitation", ttl, user).await;
     }
-    if basic_ok(&app, &headers) {
-        attempt.succeeded();
-        if let Err(wait) = app.enroll_budget.take(ip) {
-            tracing::warn!(client = %ip, "enrollment refused: too many profiles for this address");
-            return too_many(wait, "enrollment profiles");
+    if let Some((user, pass)) = basic(&headers) {
+        let signed_in = if static_ok(&app, &user, &pass) {
+            Some(None)
+        } else if let Some(ldap) = app.directory.ldap.as_ref() {
+            match ldap.authenticate(&user, &pass).await {
+                Ok(s) => Some(Some(s.enroll_user("ldap"))),
+                // Counted as a failed check (the attempt is dropped), then asked again.
+                Err(crate::service::directory::DirectoryError::BadCredentials) => None,
+                // Right password: no failure to count.
+                Err(e) => {
+                    attempt.succeeded();
+                    return directory_error(&e);
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(user) = signed_in {
+            attempt.succeeded();
+            if let Err(wait) = app.enroll_budget.take(ip) {
+                tracing::warn!(client = %ip, "enrollment refused: too many profiles for this address");
+                return too_many(wait, "enrollment profiles");
+            }
+            let purpose = if user.is_some() { "ldap" } else { "enroll-user" };
+            if let Some(u) = &user {
+                tracing::info!(user = %u.username, "enrollment sign-in (directory)");
+            }
+            return profile(&app, purpose, ttl, user).await;
         }
-        return profile(&app, "enroll-user", ttl).await;
-    }
-    // A first request without credentials (the browser asks for them next) is no failure.
-    if !headers.contains_key(header::AUTHORIZATION) {
+    } else if !headers.contains_key(header::AUTHORIZATION) {
+        // A first request without credentials (the browser asks for them next) is no failure.
         attempt.succeeded();
+        // With an identity provider, people sign in there (`?password` keeps the password prompt).
+        if app.directory.oidc.is_some() && !q.contains_key("password") {
+            return to_identity_provider(&app, crate::service::directory::Purpose::Enroll, None).await;
+        }
     }
     (
         StatusCode::UNAUTHORIZED,
@@ -135,16 +218,17 @@ pub async fn get(
         .into_response()
 }
 
-async fn profile(app: &App, purpose: &str, ttl: i64) -> Response {
+/// The enrollment profile (or Apple's profile service, the first of three phases) for `user`.
+pub async fn profile(app: &App, purpose: &str, ttl: i64, user: Option<crate::store::EnrollUser>) -> Response {
     let made = if app.enroller.cfg.three_phase {
-        app.enroller.profile_service_profile(purpose, ttl).await
+        app.enroller.profile_service_profile(purpose, ttl, user).await
     } else {
-        app.enroller.signed_profile(purpose, ttl).await
+        app.enroller.signed_profile(purpose, ttl, user).await
     };
     aspen_config(app, made)
 }
 
-fn aspen_config(app: &App, made: Result<Vec<u8>, crate::service::ServiceError>) -> Response {
+pub fn aspen_config(app: &App, made: Result<Vec<u8>, crate::service::ServiceError>) -> Response {
     match made {
         Ok(der) => (
             StatusCode::OK,

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers for devices: body limits, status codes, content types.
 //! The rules live in `service`; shared state in `app`.
 
+pub mod account;
 pub mod acme;
 pub mod conn;
 pub mod enroll;
@@ -28,6 +29,9 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/scep-proxy/{ca}/{token}", get(scep_proxy::get).post(scep_proxy::post))
         .route("/mdm/enroll", get(enroll::get))
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
+        .route("/.well-known/com.apple.remotemanagement", get(account::discovery))
+        .route("/mdm/account/{mode}", axum::routing::post(account::enroll))
+        .route("/mdm/account/{mode}/signin", get(account::signin_page).post(account::signin))
         .route("/.well-known/acme-challenge/{token}", get(acme::challenge))
         .route("/mdm/ddm/profiles/{template}", get(mdm::ddm_profile))
         .route("/mdm/ddm/assets/{identifier}", get(mdm::ddm_asset))

@@ -35,9 +35,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     (
         "USERNAME",
-        "the device's assigned user (admin-set attribute), else the user channel's short name",
+        "the device's user: an admin-set attribute, else who signed in to enroll it (directory, identity provider, invitation), else the user channel's short name",
     ),
-    ("EMAIL", "the device's assigned user's email (admin-set attribute)"),
+    ("EMAIL", "the device's user's email: an admin-set attribute, else who enrolled it"),
+    ("FULL_NAME", "the device's user's full name: an admin-set attribute, else who enrolled it"),
     (
         "SCEP_CHALLENGE",
         "a fresh single-use SCEP challenge for this device and payload (SCEP payloads only)",

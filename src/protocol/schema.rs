@@ -42,6 +42,9 @@ fn any() -> String {
 pub struct CommandSchema {
     pub file: String,
     pub ios: bool,
+    /// An iOS User Enrollment (a personal device) refuses it.
+    #[serde(default)]
+    pub ue_forbidden: bool,
     pub req: Vec<KeySpec>,
     pub resp: Vec<KeySpec>,
 }
@@ -57,6 +60,9 @@ pub struct CheckinSchema {
 pub struct PayloadSchema {
     pub file: String,
     pub ios: bool,
+    /// An iOS User Enrollment (a personal device) refuses it.
+    #[serde(default)]
+    pub ue_forbidden: bool,
     /// More than one payload of this type may be installed.
     pub multiple: bool,
     pub keys: Vec<KeySpec>,

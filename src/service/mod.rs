@@ -27,6 +27,7 @@ pub mod checkin;
 pub mod commands;
 pub mod credentials;
 pub mod ddm;
+pub mod directory;
 pub mod enroll;
 pub mod fleet;
 

@@ -34,7 +34,24 @@ fn default_for(spec: &KeySpec) -> Value {
     }
 }
 
+/// What a User Enrollment never reports: whatever identifies the hardware or its owner.
+const HIDDEN_IN_USER_ENROLLMENT: &[&str] = &[
+    "UDID",
+    "SerialNumber",
+    "IMEI",
+    "MEID",
+    "ICCID",
+    "PhoneNumber",
+    "WiFiMAC",
+    "BluetoothMAC",
+    "EASDeviceIdentifier",
+    "DeviceName",
+];
+
 fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
+    if dev.enrollment_id.is_some() && HIDDEN_IN_USER_ENROLLMENT.contains(&q) {
+        return None;
+    }
     Some(match q {
         "UDID" => dev.udid.clone().into(),
         "DeviceName" => dev.name.clone().into(),
@@ -92,6 +109,7 @@ fn device_information(dev: &SimDevice, cmd: &Command) -> Dictionary {
         for q in qs.iter().filter_map(Value::as_string) {
             let v = match (query_value(dev, q), qr_spec.iter().find(|s| s.name == q)) {
                 (Some(v), _) => v,
+                (None, _) if dev.enrollment_id.is_some() && HIDDEN_IN_USER_ENROLLMENT.contains(&q) => continue,
                 // Known to the schema but not to our table: a typed empty value.
                 (None, Some(spec)) if spec.sub.is_empty() => default_for(spec),
                 // Unknown queries (and structured ones we do not model) are skipped, as devices do.

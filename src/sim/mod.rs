@@ -3,6 +3,7 @@
 //! commands (valid against Apple's response schemas). Used by the tests and
 //! by the load generator (`mdmd sim load`).
 
+pub mod account;
 pub mod answers;
 pub mod apns;
 pub mod ddm;
@@ -21,6 +22,9 @@ use crate::protocol::{Command, Status};
 /// One simulated iPhone.
 pub struct SimDevice {
     pub udid: String,
+    /// User Enrollment (a personal device): the device is known by this
+    /// EnrollmentID and never tells its UDID, serial number or IMEI.
+    pub enrollment_id: Option<String>,
     pub serial: String,
     pub name: String,
     pub topic: String,
@@ -157,6 +161,7 @@ impl SimDevice {
             name: format!("iPhone {}", &udid[udid.len() - 4..]),
             serial: random_serial(),
             udid,
+            enrollment_id: None,
             topic: topic.to_owned(),
             push_magic: uuid::Uuid::new_v4().to_string().to_uppercase(),
             token: (0..32).map(|_| r.gen()).collect(),
@@ -209,6 +214,10 @@ impl SimDevice {
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
         dev.identity = Some(ident);
+        if p.enrollment_mode.as_deref() == Some("BYOD") {
+            // Apple makes up an EnrollmentID for a User Enrollment; the UDID stays on the device.
+            dev.enrollment_id = Some(uuid::Uuid::new_v4().to_string().to_uppercase());
+        }
         dev.profile = Some(p);
         Ok(dev)
     }
@@ -321,9 +330,17 @@ impl SimDevice {
         Ok(())
     }
 
+    /// The id this device is enrolled as: its UDID, or its EnrollmentID (User Enrollment).
+    pub fn id(&self) -> String {
+        self.enrollment_id.clone().unwrap_or_else(|| self.udid.clone())
+    }
+
     fn dict(&self, pairs: Vec<(&str, plist::Value)>) -> plist::Dictionary {
         let mut d = plist::Dictionary::new();
-        d.insert("UDID".into(), self.udid.clone().into());
+        match &self.enrollment_id {
+            Some(e) => d.insert("EnrollmentID".into(), e.clone().into()),
+            None => d.insert("UDID".into(), self.udid.clone().into()),
+        };
         for (k, v) in pairs {
             d.insert(k.into(), v);
         }
@@ -404,6 +421,18 @@ impl SimDevice {
     }
 
     pub fn authenticate_message(&self) -> plist::Dictionary {
+        if self.enrollment_id.is_some() {
+            // User Enrollment: nothing that identifies the hardware.
+            return self.dict(vec![
+                ("MessageType", "Authenticate".into()),
+                ("Topic", self.topic.clone().into()),
+                ("Model", "MTLT3LL/A".into()),
+                ("ModelName", "iPhone".into()),
+                ("OSVersion", self.os_version.clone().into()),
+                ("BuildVersion", self.build_version.clone().into()),
+                ("ProductName", self.product_name.clone().into()),
+            ]);
+        }
         self.dict(vec![
             ("MessageType", "Authenticate".into()),
             ("Topic", self.topic.clone().into()),
@@ -418,14 +447,18 @@ impl SimDevice {
     }
 
     pub fn token_update_message(&self) -> plist::Dictionary {
-        self.dict(vec![
+        let mut pairs = vec![
             ("MessageType", "TokenUpdate".into()),
             ("Topic", self.topic.clone().into()),
             ("Token", plist::Value::Data(self.token.clone())),
             ("PushMagic", self.push_magic.clone().into()),
-            ("UnlockToken", plist::Value::Data(self.unlock_token.clone())),
             ("AwaitingConfiguration", false.into()),
-        ])
+        ];
+        // No UnlockToken in User Enrollment: the organisation cannot clear a personal device's passcode.
+        if self.enrollment_id.is_none() {
+            pairs.push(("UnlockToken", plist::Value::Data(self.unlock_token.clone())));
+        }
+        self.dict(pairs)
     }
 
     pub async fn authenticate(&self) -> anyhow::Result<()> {

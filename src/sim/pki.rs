@@ -132,6 +132,9 @@ pub struct EnrollmentProfile {
     pub topic: String,
     pub sign_message: bool,
     pub access_rights: i64,
+    /// Account-driven enrollment: `BYOD` (User Enrollment) or `ADDE`.
+    pub enrollment_mode: Option<String>,
+    pub assigned_managed_apple_id: Option<String>,
 }
 
 pub fn self_signed(key: &PKey<Private>, name: &X509NameRef) -> anyhow::Result<X509> {
@@ -445,6 +448,8 @@ pub fn read_profile_as(der: &[u8], identity: Option<&SimIdentity>) -> anyhow::Re
     p.topic = s(mdm, "Topic").context("no Topic")?;
     p.sign_message = mdm.get("SignMessage").and_then(|x| x.as_boolean()).unwrap_or(false);
     p.access_rights = mdm.get("AccessRights").and_then(|x| x.as_signed_integer()).unwrap_or(0);
+    p.enrollment_mode = s(mdm, "EnrollmentMode");
+    p.assigned_managed_apple_id = s(mdm, "AssignedManagedAppleID");
     Ok(p)
 }
 
@@ -506,6 +511,8 @@ fn scep_part(top: &plist::Dictionary) -> anyhow::Result<(EnrollmentProfile, Stri
         topic: String::new(),
         sign_message: false,
         access_rights: 0,
+        enrollment_mode: None,
+        assigned_managed_apple_id: None,
     };
     let uuid = scep.get("PayloadUUID").and_then(|x| x.as_string()).unwrap_or_default().to_owned();
     Ok((p, uuid))

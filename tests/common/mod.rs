@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ldap;
+pub mod oidc;
 pub mod pg;
 pub mod push;
 

@@ -81,12 +81,7 @@ pub fn posture(e: &Enrollment, inventory: &[InventoryItem], compliance: Option<&
         serial_number: s(&e.info.serial_number),
         os_version: s(&e.info.os_version),
         phone_number: s(&e.info.phone_number),
-        user: e
-            .attributes
-            .get("USERNAME")
-            .cloned()
-            .or_else(|| e.user_short_name.clone())
-            .unwrap_or_default(),
+        user: e.username().unwrap_or_default(),
         last_checkin: e.last_seen_at.max(e.last_checkin_at),
     }
 }

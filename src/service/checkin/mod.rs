@@ -128,6 +128,8 @@ impl Mdm {
                     }
                     None => info,
                 };
+                // Who signed in for this identity (a renewal's inherits it).
+                let signed_in = cert.as_ref().and_then(|c| c.user.clone());
                 let admission = self.admit(&id, &req.ids, old.as_ref(), &hash, cert).await?;
                 // The current identity again (re-sent or replayed) or its renewal keeps the
                 // channel, escrow and queue; a (re-)enrollment waits for TokenUpdate.
@@ -176,6 +178,13 @@ impl Mdm {
                     last_seen_at: t,
                     refused_reenroll_at: old.as_ref().and_then(|o| o.refused_reenroll_at),
                     refused_reenroll_count: old.as_ref().map_or(0, |o| o.refused_reenroll_count),
+                    // The same identity or its renewal keeps who enrolled it; a (re-)enrollment
+                    // records who signed in for its identity, or nobody.
+                    user: if keep {
+                        signed_in.or_else(|| old.as_ref().and_then(|o| o.user.clone()))
+                    } else {
+                        signed_in
+                    },
                 };
                 if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
                     return Err(ServiceError::Forbidden(format!(
@@ -217,6 +226,27 @@ impl Mdm {
                     None
                 };
                 let first = self.inventory_interval > 0 && before.is_some();
+                let mut rec = rec;
+                if let (Some(b), Some(w)) = (&before, self.webhooks.as_ref()) {
+                    // Stored with the TokenUpdate that completes the enrollment.
+                    rec.events.extend(w.own_event(
+                        "mdmd.Enrolled",
+                        serde_json::json!({
+                            "enrollment": id,
+                            "udid": b.udid,
+                            "enrollment_id": b.user_enrollment_id,
+                            "serial": b.info.serial_number,
+                            "user": b.user.as_ref().map(|u| serde_json::json!({
+                                "username": u.username,
+                                "email": u.email,
+                                "full_name": u.full_name,
+                                "groups": u.groups,
+                                "method": u.method,
+                                "managed_apple_id": u.managed_apple_id,
+                            })),
+                        }),
+                    ));
+                }
                 let token_hex = rec.push.token.clone();
                 match self.store.token_update(&id, &req.enrollment.device, rec).await? {
                     None => Err(ServiceError::Rejected(format!(

@@ -177,8 +177,9 @@ pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String>
         "PHONE_NUMBER" => i.phone_number.clone(),
         "ENROLLMENT_ID" => Some(e.id.clone()),
         "DEVICE_GUID" => Some(e.device_guid()),
-        "USERNAME" => e.attributes.get("USERNAME").cloned().or_else(|| e.user_short_name.clone()),
-        "EMAIL" => e.attributes.get("EMAIL").cloned(),
+        "USERNAME" => e.username(),
+        "EMAIL" => e.email(),
+        "FULL_NAME" => e.full_name(),
         "SCEP_URL" => Some(format!("{public_url}/scep")),
         "DERIVED_CREDENTIAL_URL" => Some(format!("{public_url}/v1/derived-credentials")),
         "SERVER_URL" => Some(public_url.to_owned()),
@@ -262,6 +263,9 @@ impl Commander {
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let (command, unlock_token) = Self::validated(input)?;
         let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
+        if crate::protocol::schema::Schema::get().command(&rt).is_some_and(|c| c.ue_forbidden) {
+            self.refuse_user_enrollments(&rt, &targets).await?;
+        }
         match rt.as_str() {
             "InstallProfile" => {
                 let payload = match command.get("Payload") {
@@ -306,6 +310,30 @@ impl Commander {
                 }
             }
         }
+    }
+
+    /// Apple's User Enrollment limits: `what` is refused by personal devices, so
+    /// naming one among `targets` is an error (nothing is queued).
+    async fn refuse_user_enrollments(&self, what: &str, targets: &[String]) -> Result<(), CommandError> {
+        let mut personal = Vec::new();
+        for t in targets {
+            if self.mdm.store.enrollment(t).await?.is_some_and(|e| e.is_user_enrollment()) {
+                personal.push(t.clone());
+                if personal.len() == 10 {
+                    break;
+                }
+            }
+        }
+        if personal.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            "",
+            format!(
+                "{what} is not allowed on a User Enrollment (a personal device): {}",
+                personal.join(", ")
+            ),
+        ))
     }
 
     /// A stored template and its parsed dictionary.
@@ -539,6 +567,13 @@ impl Commander {
         push: bool,
     ) -> Result<Batch, CommandError> {
         let payload_ids = payload_ids(&template);
+        let schema = crate::protocol::schema::Schema::get();
+        if let Some(t) = payload_types(&template)
+            .into_iter()
+            .find(|t| schema.payload(t).is_some_and(|p| p.ue_forbidden))
+        {
+            self.refuse_user_enrollments(&format!("a {t} payload"), &targets).await?;
+        }
         let tag = ProfileTag {
             identifier: identifier.to_owned(),
             action: ProfileAction::Install,
@@ -625,6 +660,18 @@ impl Commander {
 /// The derived-credential usages a template's PKCS#12 payloads stand for.
 /// The PayloadIdentifier of each payload, in order ("" where missing): a
 /// `$SCEP_CHALLENGE` is bound to its payload by index.
+/// The payload types of a profile's payloads.
+fn payload_types(template: &Dictionary) -> Vec<String> {
+    match template.get("PayloadContent") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|p| p.as_dictionary().and_then(|d| d.get("PayloadType")).and_then(Value::as_string))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn payload_ids(template: &Dictionary) -> Vec<String> {
     match template.get("PayloadContent") {
         Some(Value::Array(a)) => a

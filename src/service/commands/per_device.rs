@@ -390,6 +390,7 @@ impl Renderer {
                 enrollment: Some(e.device.clone()),
                 vouched: false,
                 renews: None,
+                user: None,
             },
         ));
         token
@@ -489,6 +490,7 @@ impl Renderer {
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
                                 renews: None,
+                                user: None,
                             },
                         ));
                         return Some(token);
@@ -506,6 +508,7 @@ impl Renderer {
                                 enrollment: Some(e.id.clone()),
                                 vouched: false,
                                 renews: None,
+                                user: None,
                             },
                         ));
                         return Some(format!("{}/scep-proxy/{ca}/{token}", self.public_url));

@@ -302,11 +302,7 @@ impl Derived {
 
     /// The user a device's user credentials come from.
     pub fn user_of(e: &Enrollment) -> Option<String> {
-        e.attributes
-            .get("USERNAME")
-            .cloned()
-            .or_else(|| e.user_short_name.clone())
-            .filter(|u| !u.is_empty())
+        e.username()
     }
 
     async fn stored_for(&self, e: &Enrollment, usage: &str) -> Result<Option<(String, Stored)>, DerivedError> {

@@ -25,7 +25,7 @@
 //! - Before any of this, a SCEP request is bounded (`pki::scep::policy`):
 //!   subject size, no CA's name, RSA 2048 to `--scep-max-key-bits`.
 
-use crate::store::{Enrollment, IssuedCert, OneTimeSecret};
+use crate::store::{EnrollUser, Enrollment, IssuedCert, OneTimeSecret};
 
 /// The purpose of an MDM identity.
 pub const MDM: &str = "mdm";
@@ -54,6 +54,8 @@ pub struct Grant {
     pub vouched: bool,
     /// The identity it renews (SHA-256 hex).
     pub renewed_from: Option<String>,
+    /// Who signed in for it.
+    pub user: Option<EnrollUser>,
 }
 
 /// What a PKCSReq with this challenge gets: `None` is the static challenge
@@ -66,6 +68,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
             enrollment: None,
             vouched: false,
             renewed_from: None,
+            user: None,
         };
     };
     let p = s.purpose.as_str();
@@ -77,6 +80,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
             enrollment: s.enrollment.clone(),
             vouched: false,
             renewed_from: None,
+            user: None,
         };
     }
     let purpose = if p.starts_with("profile-service:") { PROFILE_SERVICE } else { MDM };
@@ -87,6 +91,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
         enrollment: None,
         vouched: s.enrollment.is_some() && s.vouched,
         renewed_from: s.renews.clone(),
+        user: s.user.clone(),
     }
 }
 
@@ -122,6 +127,7 @@ pub fn grant_for_renewal(
         // laundering renewal recorded it so too): its renewals are not.
         vouched: signer.vouched && signer.purpose.is_some(),
         renewed_from: Some(signer_hash.to_owned()),
+        user: signer.user.clone(),
     };
     if !is_mdm(signer.purpose.as_deref()) {
         return Ok(inherited);
@@ -235,6 +241,7 @@ mod tests {
             udid: udid.map(str::to_owned),
             vouched,
             renewed_from: renewed_from.map(str::to_owned),
+            user: None,
         }
     }
 
@@ -254,6 +261,7 @@ mod tests {
             enrollment: enrollment.map(str::to_owned),
             vouched,
             renews: None,
+            user: None,
         }
     }
 

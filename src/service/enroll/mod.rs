@@ -20,6 +20,7 @@
 //! is a renewal (queue and history kept; pending profile installs are
 //! rebuilt for the new identity).
 
+pub mod account;
 pub mod identity;
 pub mod netpolicy;
 pub mod ota;
@@ -37,7 +38,7 @@ use crate::pki::scep::{self, FailInfo, MessageType};
 use crate::pki::sha256_hex;
 use crate::pki::{cms, Identity, Pki, PkiError};
 use crate::service::{Mdm, ServiceError};
-use crate::store::{Consumed, IssuedCert, OneTimeSecret, SecretKind, Store};
+use crate::store::{Consumed, EnrollUser, IssuedCert, OneTimeSecret, SecretKind, Store};
 
 #[derive(Clone)]
 pub struct EnrollConfig {
@@ -76,6 +77,19 @@ fn stable_uuid(name: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
     uuid::Builder::from_random_bytes(b).into_uuid().to_string().to_uppercase()
+}
+
+/// What a single-use secret carries besides its purpose (see `OneTimeSecret`).
+#[derive(Debug, Clone, Default)]
+pub struct SecretFor {
+    /// The device it was made for.
+    pub enrollment: Option<String>,
+    /// It reaches only that device.
+    pub vouched: bool,
+    /// The identity (SHA-256) a renewal challenge renews.
+    pub renews: Option<String>,
+    /// Who signed in for it.
+    pub user: Option<EnrollUser>,
 }
 
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
@@ -166,7 +180,7 @@ impl Enroller {
 
     /// Create a single-use secret of `kind`, valid for `ttl` seconds.
     pub async fn new_secret(&self, kind: SecretKind, purpose: &str, ttl: i64) -> Result<(String, i64), ServiceError> {
-        self.new_secret_for(kind, purpose, ttl, None, false).await
+        self.new_secret_with(kind, purpose, ttl, SecretFor::default()).await
     }
 
     /// A single-use secret for one device (`vouched`: it reaches only that device).
@@ -178,19 +192,21 @@ impl Enroller {
         enrollment: Option<String>,
         vouched: bool,
     ) -> Result<(String, i64), ServiceError> {
-        self.new_secret_with(kind, purpose, ttl, enrollment, vouched, None).await
+        self.new_secret_with(
+            kind,
+            purpose,
+            ttl,
+            SecretFor {
+                enrollment,
+                vouched,
+                ..SecretFor::default()
+            },
+        )
+        .await
     }
 
-    /// `new_secret_for`, and the identity (SHA-256) a renewal challenge renews.
-    async fn new_secret_with(
-        &self,
-        kind: SecretKind,
-        purpose: &str,
-        ttl: i64,
-        enrollment: Option<String>,
-        vouched: bool,
-        renews: Option<String>,
-    ) -> Result<(String, i64), ServiceError> {
+    /// A single-use secret with everything it carries (`SecretFor`).
+    pub async fn new_secret_with(&self, kind: SecretKind, purpose: &str, ttl: i64, f: SecretFor) -> Result<(String, i64), ServiceError> {
         let token = crate::pki::random_token(20);
         let t = now();
         let rec = OneTimeSecret {
@@ -198,9 +214,10 @@ impl Enroller {
             expires_at: t + ttl,
             purpose: purpose.to_owned(),
             used_at: None,
-            enrollment,
-            vouched,
-            renews,
+            enrollment: f.enrollment,
+            vouched: f.vouched,
+            renews: f.renews,
+            user: f.user,
         };
         self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
@@ -283,9 +300,19 @@ impl Enroller {
         Ok(crate::protocol::to_xml(&top))
     }
 
-    /// A signed enrollment profile with a fresh single-use challenge.
-    pub async fn signed_profile(&self, purpose: &str, ttl: i64) -> Result<Vec<u8>, ServiceError> {
-        let (challenge, _) = self.new_secret(SecretKind::Challenge, purpose, ttl).await?;
+    /// A signed enrollment profile with a fresh single-use challenge (for `user`, who signed in for it).
+    pub async fn signed_profile(&self, purpose: &str, ttl: i64, user: Option<EnrollUser>) -> Result<Vec<u8>, ServiceError> {
+        let (challenge, _) = self
+            .new_secret_with(
+                SecretKind::Challenge,
+                purpose,
+                ttl,
+                SecretFor {
+                    user,
+                    ..SecretFor::default()
+                },
+            )
+            .await?;
         let plist = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;
@@ -314,24 +341,31 @@ impl Enroller {
                 SecretKind::Challenge,
                 &format!("renewal:{}", e.id),
                 30 * 86_400,
-                Some(e.id.clone()),
-                current.vouched,
-                Some(hash),
+                SecretFor {
+                    enrollment: Some(e.id.clone()),
+                    vouched: current.vouched,
+                    renews: Some(hash),
+                    user: None,
+                },
             )
             .await?;
         let xml = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::internal("building the renewal profile", e))?;
         let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the renewal profile", e))?;
+        if let Some(managed) = e.user.as_ref().and_then(|u| u.managed_apple_id.as_deref()) {
+            let mode = if e.is_user_enrollment() { account::Mode::Byod } else { account::Mode::Adde };
+            account::mark_account_driven(&mut top, mode, managed);
+        }
         crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::internal("encrypting the renewal profile", e))?;
         cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the renewal profile", e))
     }
 
-    /// Use an invitation token once.
-    pub async fn use_invitation(&self, token: &str) -> Result<Result<(), &'static str>, ServiceError> {
+    /// Use an invitation token once: the person it was issued to, if any.
+    pub async fn use_invitation(&self, token: &str) -> Result<Result<Option<EnrollUser>, &'static str>, ServiceError> {
         Ok(
             match self.store.consume_secret(SecretKind::Invitation, &sha256_hex(token), now()).await? {
-                Consumed::Ok(_) => Ok(()),
+                Consumed::Ok(s) => Ok(s.user),
                 Consumed::Unknown => Err("unknown invitation"),
                 Consumed::AlreadyUsed => Err("this invitation has already been used"),
                 Consumed::Expired => Err("this invitation has expired"),
@@ -438,6 +472,7 @@ impl Enroller {
             udid: grant.udid,
             vouched: grant.vouched,
             renewed_from: grant.renewed_from,
+            user: grant.user,
         };
         // Recorded durably before the certificate leaves the server.
         match consume {

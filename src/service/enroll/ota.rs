@@ -23,9 +23,9 @@ use plist::{Dictionary, Value};
 use crate::clock::now;
 use crate::pki::cms;
 use crate::pki::sha256_hex;
-use crate::service::enroll::Enroller;
+use crate::service::enroll::{Enroller, SecretFor};
 use crate::service::ServiceError;
-use crate::store::{Consumed, SecretKind};
+use crate::store::{Consumed, EnrollUser, SecretKind};
 
 /// The attributes a device is asked for in phase 1.
 pub const DEVICE_ATTRIBUTES: &[&str] = &["UDID", "SERIAL", "PRODUCT", "VERSION", "IMEI", "MEID", "ICCID"];
@@ -36,8 +36,18 @@ fn rejected(m: impl Into<String>) -> ServiceError {
 
 impl Enroller {
     /// The phase-1 profile: a signed `Profile Service` payload with a fresh challenge.
-    pub async fn profile_service_profile(&self, purpose: &str, ttl: i64) -> Result<Vec<u8>, ServiceError> {
-        let (challenge, _) = self.new_secret(SecretKind::ProfileService, purpose, ttl).await?;
+    pub async fn profile_service_profile(&self, purpose: &str, ttl: i64, user: Option<EnrollUser>) -> Result<Vec<u8>, ServiceError> {
+        let (challenge, _) = self
+            .new_secret_with(
+                SecretKind::ProfileService,
+                purpose,
+                ttl,
+                SecretFor {
+                    user,
+                    ..SecretFor::default()
+                },
+            )
+            .await?;
         let id = self.profile_identifier();
         let org = &self.cfg.organization;
         let mut content = Dictionary::new();
@@ -107,23 +117,27 @@ impl Enroller {
             .get("CHALLENGE")
             .and_then(Value::as_string)
             .ok_or_else(|| ServiceError::Forbidden("phase 1: no CHALLENGE in the device attributes".into()))?;
-        match self
+        let user = match self
             .store
             .consume_secret(SecretKind::ProfileService, &sha256_hex(challenge), now())
             .await?
         {
-            Consumed::Ok(_) => {}
+            Consumed::Ok(s) => s.user,
             Consumed::Unknown => return Err(ServiceError::Forbidden("phase 1: unknown challenge".into())),
             Consumed::AlreadyUsed => return Err(ServiceError::Forbidden("phase 1: the challenge was already used".into())),
             Consumed::Expired => return Err(ServiceError::Forbidden("phase 1: the challenge has expired".into())),
-        }
+        };
         let (scep_challenge, _) = self
-            .new_secret_for(
+            .new_secret_with(
                 SecretKind::Challenge,
                 &format!("profile-service:{udid}"),
                 self.cfg.challenge_ttl,
-                Some(udid.to_owned()),
-                attested,
+                SecretFor {
+                    enrollment: Some(udid.to_owned()),
+                    vouched: attested,
+                    renews: None,
+                    user,
+                },
             )
             .await?;
         tracing::info!(%udid, attested, "profile service phase 1");
@@ -163,12 +177,16 @@ impl Enroller {
             )));
         }
         let (challenge, _) = self
-            .new_secret_for(
+            .new_secret_with(
                 SecretKind::Challenge,
                 &format!("enroll:{udid}"),
                 self.cfg.challenge_ttl,
-                Some(udid.to_owned()),
-                rec.vouched,
+                SecretFor {
+                    enrollment: Some(udid.to_owned()),
+                    vouched: rec.vouched,
+                    renews: None,
+                    user: rec.user.clone(),
+                },
             )
             .await?;
         let xml = self

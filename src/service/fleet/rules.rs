@@ -240,12 +240,15 @@ pub fn device_object(f: &DeviceFacts<'_>) -> Json {
         .or_else(|| inventory_value(f.inventory, "DeviceInformation", "QueryResponses").and_then(|q| q.get("IsSupervised")))
         .and_then(Json::as_bool)
         .unwrap_or(false);
-    let username = e
-        .attributes
-        .get("USERNAME")
-        .cloned()
-        .or_else(|| e.user_short_name.clone())
-        .unwrap_or_default();
+    let username = e.username().unwrap_or_default();
+    let user = json!({
+        "name": username,
+        "username": username,
+        "email": e.email().unwrap_or_default(),
+        "full_name": e.full_name().unwrap_or_default(),
+        "groups": e.user.as_ref().map(|u| u.groups.clone()).unwrap_or_default(),
+        "method": e.user.as_ref().map(|u| u.method.clone()).unwrap_or_default(),
+    });
     json!({
         "id": e.id,
         "udid": s(&e.udid),
@@ -266,11 +269,7 @@ pub fn device_object(f: &DeviceFacts<'_>) -> Json {
         "enrolled_at": e.enrolled_at,
         "awaiting_configuration": e.awaiting_configuration,
         "attributes": e.attributes,
-        "user": {
-            "name": username,
-            "full_name": e.attributes.get("FULL_NAME").cloned().or_else(|| e.user_long_name.clone()).unwrap_or_default(),
-            "email": e.attributes.get("EMAIL").cloned().unwrap_or_default(),
-        },
+        "user": user,
         "compliance": f.compliance.map_or("unknown", |c| c.state.as_str()),
         "compliance_reasons": f.compliance.map(|c| c.reasons.clone()).unwrap_or_default(),
         "ddm": f.ddm,

@@ -59,6 +59,40 @@ impl LookupKey {
 }
 
 impl Enrollment {
+    /// A User Enrollment (a personal device, known by its EnrollmentID, never its UDID).
+    pub fn is_user_enrollment(&self) -> bool {
+        self.udid.is_none() && self.user_enrollment_id.is_some()
+    }
+
+    /// The device's user name: an admin-set `USERNAME`, else who enrolled it, else the user channel's.
+    pub fn username(&self) -> Option<String> {
+        self.attributes
+            .get("USERNAME")
+            .cloned()
+            .or_else(|| self.user.as_ref().map(|u| u.username.clone()))
+            .or_else(|| self.user_short_name.clone())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The device's user's email: an admin-set `EMAIL`, else who enrolled it.
+    pub fn email(&self) -> Option<String> {
+        self.attributes
+            .get("EMAIL")
+            .cloned()
+            .or_else(|| self.user.as_ref().and_then(|u| u.email.clone()))
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The device's user's full name: an admin-set `FULL_NAME`, else who enrolled it, else the user channel's.
+    pub fn full_name(&self) -> Option<String> {
+        self.attributes
+            .get("FULL_NAME")
+            .cloned()
+            .or_else(|| self.user.as_ref().and_then(|u| u.full_name.clone()))
+            .or_else(|| self.user_long_name.clone())
+            .filter(|u| !u.is_empty())
+    }
+
     /// A stable GUID for the device channel (from its id), in the upper-case
     /// 8-4-4-4-12 form Cisco ISE uses.
     pub fn device_guid(&self) -> String {
@@ -90,6 +124,10 @@ impl Enrollment {
             add(LookupKey::Guid, Some(&self.device_guid()));
             add(LookupKey::User, self.attributes.get("USERNAME"));
             add(LookupKey::User, self.attributes.get("EMAIL"));
+            if let Some(u) = &self.user {
+                add(LookupKey::User, Some(&u.username));
+                add(LookupKey::User, u.email.as_ref());
+            }
         }
         add(LookupKey::User, self.user_short_name.as_ref());
         out

@@ -111,6 +111,28 @@ pub struct PushRecord {
     pub disable: bool,
 }
 
+/// The person an enrollment was made for: who signed in to download the
+/// enrollment profile (the directory, the identity provider, an invitation
+/// issued to them), carried from the single-use challenge to the identity
+/// certificate to the enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollUser {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    /// Directory or identity-provider groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How they signed in: `ldap`, `oidc`, `invitation`, `account-driven` …
+    pub method: String,
+    pub signed_in_at: i64,
+    /// The Managed Apple Account of an account-driven enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_apple_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub id: String,
@@ -167,6 +189,9 @@ pub struct Enrollment {
     pub refused_reenroll_at: Option<i64>,
     #[serde(default)]
     pub refused_reenroll_count: u32,
+    /// Who enrolled it (see `EnrollUser`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EnrollUser>,
 }
 
 impl Enrollment {
@@ -199,6 +224,7 @@ impl Enrollment {
             last_seen_at: now,
             refused_reenroll_at: None,
             refused_reenroll_count: 0,
+            user: None,
         }
     }
 }
@@ -486,6 +512,9 @@ pub struct IssuedCert {
     /// replace that identity at `Authenticate` while that one is current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewed_from: Option<String>,
+    /// Who signed in for it (from the challenge it was issued against, or the identity it renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EnrollUser>,
 }
 
 /// A single-use secret: a SCEP challenge or an enrollment invitation.
@@ -507,6 +536,9 @@ pub struct OneTimeSecret {
     /// (encrypted) to; the certificate it yields renews that identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renews: Option<String>,
+    /// Who signed in for it: the certificate it yields, and its enrollment, record them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EnrollUser>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -523,6 +555,9 @@ pub enum SecretKind {
     /// A provider app's token to upload one device's derived credentials
     /// (valid until it expires; not used up).
     DerivedUpload,
+    /// The access token an account-driven enrollment's web sign-in hands the
+    /// device (`Authorization: Bearer`): used once, for one enrollment profile.
+    AccountDriven,
 }
 
 impl SecretKind {
@@ -534,6 +569,7 @@ impl SecretKind {
             3 => SecretKind::ProfileService,
             4 => SecretKind::ScepProxy,
             5 => SecretKind::DerivedUpload,
+            6 => SecretKind::AccountDriven,
             _ => return None,
         })
     }

@@ -1,5 +1,7 @@
 //! `mdmd serve`: wires configuration, store, service and HTTP together.
 
+mod directory;
+
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -444,7 +446,9 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         }
     }
     spawn_reconcile_sweep(fleet.clone(), cfg.reconcile_interval.max(10), &instance);
+    let directory = Arc::new(directory::build(&cfg.directory, &cfg.public_url(), secrets.clone())?);
     let app = Arc::new(App {
+        directory,
         mdm: mdm.clone(),
         pki: pki.clone(),
         enroller,
