@@ -499,6 +499,22 @@ async fn ldap_sign_in_gates_enrollment_and_the_enrollment_records_the_user() {
     let found = admin.get("/v1/devices?user=a.archer").await.unwrap();
     assert!(found.to_string().contains(&dev.udid), "{found}");
 
+    // Group rules read who enrolled the device and their directory groups.
+    let (st, body) = admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/groups/directory-sales",
+            Some(serde_json::json!({"rule": "\"sales\" in device.user.groups && device.user.method == \"ldap\""})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+    let member = common::wait_until(Duration::from_secs(15), || async {
+        admin.get("/v1/groups/directory-sales").await.map(|g| g.to_string().contains(&dev.udid)).unwrap_or(false)
+    })
+    .await;
+    assert!(member, "{}", admin.get("/v1/groups/directory-sales").await.unwrap());
+
     // Wrong password, a disabled account, a filter metacharacter, an empty password: 401.
     for (user, pw) in [("alice", "wrong"), ("carol", "carol-pw"), ("*", "alice-pw"), ("alice)(uid=*", "x"), ("alice", "")] {
         let (s, body) = enroll_get(&srv, user, pw).await;

@@ -135,6 +135,7 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
             method: "invitation".into(),
             signed_in_at: crate::clock::now(),
             managed_apple_id: None,
+            enrollment_mode: None,
         }),
         None if b.email.is_some() || b.full_name.is_some() => {
             return Err(ApiError::bad_request("email and full_name describe a user: give `user` too"))

@@ -115,7 +115,7 @@ pub enum DerivedCmd {
     Add {
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
         device: Option<String>,
-        /// Every device of this user (USERNAME attribute or user channel).
+        /// Every device of this user (who enrolled it, a USERNAME attribute, or the user channel).
         #[arg(long)]
         user: Option<String>,
         /// authentication, signing or encryption.

@@ -73,6 +73,21 @@ pub enum SimCmd {
         #[arg(long, default_value_t = 60)]
         provider_wait: u64,
     },
+    /// Account-driven enrollment, as a person typing their work account in Settings:
+    /// service discovery, the 401 Bearer challenge, the directory sign-in form (serve
+    /// with --ldap-url and --account-driven), the access token, the profile, SCEP,
+    /// Authenticate and TokenUpdate. `--kind byod` enrolls a personal device (User
+    /// Enrollment: an EnrollmentID, no UDID); `adde` an organisation's.
+    AccountEnroll {
+        /// The work account typed in Settings (its domain's discovery is read from --server).
+        #[arg(long)]
+        email: String,
+        /// Directory credentials USER:PASSWORD for the sign-in form.
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "byod", value_parser = ["byod", "adde"])]
+        kind: String,
+    },
     /// A long-running fleet woken by push: an APNs stand-in (HTTP/2, TLS, client certificate
     /// required) and N enrolled devices that answer when pushed. Start mdmd with
     /// `--apns-url` (printed) and `--apns-ca FILE` (written here).
@@ -234,6 +249,22 @@ impl SimCmd {
                         println!("{} answered {} more commands", d.udid, handled.len());
                     }
                 }
+            }
+            SimCmd::AccountEnroll { email, user, kind } => {
+                let (u, p) = parse_user(&user)?;
+                let mut b = reqwest::Client::builder()
+                    .user_agent("MDM/1.0 mdmd-sim")
+                    .timeout(std::time::Duration::from_secs(30))
+                    .redirect(reqwest::redirect::Policy::none());
+                if let Some(pem) = client.trust_pem()? {
+                    b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+                }
+                let version = format!("mdm-{kind}");
+                let mut d = mdmd::sim::account::enroll_with_directory(b.build()?, &client.server, &version, &email, &u, &p).await?;
+                d.enroll().await?;
+                let handled = d.session().await?;
+                let what = if d.enrollment_id.is_some() { "User Enrollment" } else { "device enrollment" };
+                println!("{} enrolled ({what}, {} commands answered)", d.id(), handled.len());
             }
             SimCmd::Fleet {
                 devices,

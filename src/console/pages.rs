@@ -1082,14 +1082,29 @@ async fn enrollment_page(c: &Console, s: &Session, invitation: Option<&Value>, f
                 (csrf(s))
                 label for="days" { "Valid for (days)" }
                 input id="days" name="days" type="number" min="1" max="90" value="7";
+                label for="invite-user" { "For user (optional: the enrollment records them)" }
+                input id="invite-user" name="user" autocomplete="off";
                 button type="submit" { "Create an invitation" }
             }
         }
         h2 { "Enrollment profile" }
         p { "Devices can also enroll at " code { (s_of(&ca.body, "public_url")) "/mdm/enroll" } " with an enrollment user's name and password." }
-        h3 { "Enrollment users" }
-        @if users.is_empty() { p { "None configured (" code { "--enroll-user" } ")." } }
-        @else { ul { @for u in &users { li { (u) } } } }
+        h3 { "Who may enroll" }
+        @if let Some(l) = c.app.directory.ldap.as_ref() {
+            p { "Directory users (LDAP " code { (l.config().url) } ")"
+                @if let Some(g) = &l.config().required_group { " in " code { (g) } } "." }
+        }
+        @if c.app.directory.oidc.is_some() {
+            p { "People who sign in at " (c.app.directory.idp_name)
+                @if let Some(g) = &c.app.directory.oidc_required_group { " and are in " code { (g) } } "." }
+        }
+        @if !c.app.directory.account_driven.is_empty() {
+            p { "Account-driven enrollment: " (c.app.directory.account_driven.join(", ")) " (Settings → Sign in to Work or School Account)." }
+        }
+        @if users.is_empty() {
+            @if !c.app.directory.enabled() { p { "No enrollment users configured (" code { "--enroll-user" } ", " code { "--ldap-url" } " or " code { "--oidc-issuer" } ")." } }
+        }
+        @else { p { "Enrollment users: " (users.join(", ")) } }
         h2 { "Push certificate" }
         @if p["configured"] == json!(true) {
             table.kv { tbody {
@@ -1114,13 +1129,15 @@ async fn enrollment_page(c: &Console, s: &Session, invitation: Option<&Value>, f
 pub struct InviteForm {
     csrf: Option<String>,
     days: Option<i64>,
+    user: Option<String>,
 }
 
 pub async fn invite(State(c): State<Shared>, h: HeaderMap, axum::Form(f): axum::Form<InviteForm>) -> Response {
     let s = posted!(c, h, f.csrf.as_deref());
     let days = f.days.unwrap_or(7).clamp(1, 90);
+    let user = f.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let r = c
-        .post_json(&s, "/v1/enrollments/invitations", &json!({"expires_in": days * 86_400}))
+        .post_json(&s, "/v1/enrollments/invitations", &json!({"expires_in": days * 86_400, "user": user}))
         .await;
     if r.ok() {
         tracing::info!(account = %s.name, "console invitation created");

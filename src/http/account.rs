@@ -86,18 +86,26 @@ pub async fn enroll(
         return r;
     }
     let Some(token) = bearer(&headers) else { return challenge(&app, mode) };
-    if body.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "expected the device attributes as CMS SignedData\n".into());
-    }
-    // Checked before the token is used: a garbled request does not burn it.
-    if let Err(e) = crate::service::enroll::ota::read_body(&body) {
-        return service_error(&app, e);
-    }
     let ip = source(&app, peer.as_deref(), &headers);
     let attempt = match app.limiter.begin(ip, "account-driven") {
         Ok(a) => a,
         Err(wait) => return too_many(wait, "failed enrollment attempts"),
     };
+    // Ours are 40 hex digits: anything else is refused (counted) before any work.
+    if token.len() != 40 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return challenge(&app, mode);
+    }
+    if body.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "expected the device attributes as CMS SignedData\n".into());
+    }
+    // Checked before the token is used (a garbled request does not burn it), and paid for.
+    if let Err(wait) = app.enroll_budget.take(ip) {
+        return too_many(wait, "enrollment profiles");
+    }
+    if let Err(e) = crate::service::enroll::ota::read_body(&body) {
+        attempt.succeeded();
+        return service_error(&app, e);
+    }
     let user = match app.enroller.use_token(mode, token).await {
         Ok(Some(u)) => {
             attempt.succeeded();
@@ -126,6 +134,7 @@ pub async fn hand_back(app: &App, mode: Mode, mut user: EnrollUser) -> Response 
         );
     }
     user.method = format!("account-driven-{}", user.method);
+    user.enrollment_mode = Some(mode.enrollment_mode().to_owned());
     match app.enroller.account_token(mode, user).await {
         Ok(token) => (
             StatusCode::PERMANENT_REDIRECT,
@@ -143,8 +152,17 @@ pub async fn hand_back(app: &App, mode: Mode, mut user: EnrollUser) -> Response 
 }
 
 /// `GET /mdm/account/{mode}/signin`: the identity provider, or the directory's sign-in form.
-pub async fn signin_page(State(app): State<Arc<App>>, Path(mode): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn signin_page(
+    State(app): State<Arc<App>>,
+    Path(mode): Path<String>,
+    peer: Option<axum::extract::Extension<super::listener::PeerAddr>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(mode) = offered(&app, &mode) else { return not_offered() };
+    if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
+        return r;
+    }
     let hint = q.get("user-identifier").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control));
     if app.directory.oidc.is_some() {
         return super::enroll::to_identity_provider(
@@ -206,7 +224,11 @@ pub async fn signin(
     axum::Form(f): axum::Form<SigninForm>,
 ) -> Response {
     let Some(mode) = offered(&app, &mode) else { return not_offered() };
-    let Some(ldap) = app.directory.ldap.as_ref() else {
+    if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
+        return r;
+    }
+    // With an identity provider, people sign in there (its MFA and policies apply), not here.
+    let Some(ldap) = app.directory.ldap.as_ref().filter(|_| app.directory.oidc.is_none()) else {
         return text(StatusCode::NOT_FOUND, "Sign in with the identity provider.\n".into());
     };
     let ip = source(&app, peer.as_deref(), &headers);

@@ -145,7 +145,9 @@ pub async fn get(
     }
     let ttl = app.enroller.cfg.challenge_ttl;
     let ip = source(&app, peer.as_deref(), &headers);
-    let attempt = match app.limiter.begin(ip, "enroll") {
+    // Failures count per address, and per user name typed (a spray over many addresses).
+    let typed = basic(&headers).map(|(u, _)| u);
+    let attempt = match app.limiter.begin(ip, typed.as_deref().unwrap_or("enroll")) {
         Ok(a) => a,
         Err(wait) => {
             tracing::warn!(client = %ip, "enrollment refused: too many failed credential checks");

@@ -139,6 +139,15 @@ impl SecretBox {
         ))
     }
 
+    /// `open` for values that come from outside (a browser's cookie): only a
+    /// value this keyring sealed, never the legacy plain form.
+    pub fn open_sealed(&self, sealed: &str, aad: &str) -> Result<Vec<u8>, PkiError> {
+        if !sealed.starts_with(PREFIX) {
+            return Err(PkiError::BadMessage("not a sealed value".into()));
+        }
+        self.open(sealed, aad)
+    }
+
     pub fn open(&self, sealed: &str, aad: &str) -> Result<Vec<u8>, PkiError> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some(rest) = sealed.strip_prefix(PREFIX) else {

@@ -128,8 +128,12 @@ impl Mdm {
                     }
                     None => info,
                 };
-                // Who signed in for this identity (a renewal's inherits it).
-                let signed_in = cert.as_ref().and_then(|c| c.user.clone());
+                // Who signed in for this identity (a renewal's inherits it). A user channel
+                // (a macOS user) shares the device's identity but is not who enrolled it.
+                let signed_in = cert
+                    .as_ref()
+                    .and_then(|c| c.user.clone())
+                    .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
                 let admission = self.admit(&id, &req.ids, old.as_ref(), &hash, cert).await?;
                 // The current identity again (re-sent or replayed) or its renewal keeps the
                 // channel, escrow and queue; a (re-)enrollment waits for TokenUpdate.

@@ -180,9 +180,10 @@ impl Directory {
         if sealed.len() > 8192 {
             return None;
         }
-        let raw = self.secrets.open(sealed, PENDING_AAD).ok()?;
+        // Only what this keyring sealed: the legacy plain form would let a browser write its own state.
+        let raw = self.secrets.open_sealed(sealed, PENDING_AAD).ok()?;
         let p: Pending = serde_json::from_slice(&raw).ok()?;
-        let age = crate::clock::now() - p.login.created_at;
+        let age = crate::clock::now().checked_sub(p.login.created_at)?;
         (0..=PENDING_SECONDS).contains(&age).then_some(p)
     }
 
@@ -239,6 +240,66 @@ impl SignedIn {
             method: method.to_owned(),
             signed_in_at: crate::clock::now(),
             managed_apple_id: None,
+            enrollment_mode: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Directory {
+        Directory::new(std::sync::Arc::new(crate::pki::secrets::SecretBox::ephemeral()))
+    }
+
+    fn pending(created_at: i64) -> Pending {
+        Pending {
+            login: oidc::PendingLogin {
+                state: "s".into(),
+                nonce: "n".into(),
+                pkce_verifier: "v".repeat(43),
+                created_at,
+            },
+            purpose: Purpose::Enroll,
+        }
+    }
+
+    #[test]
+    fn only_sealed_fresh_state_is_taken_back() {
+        let d = dir();
+        let now = crate::clock::now();
+        let sealed = d.seal(&pending(now)).unwrap();
+        assert!(d.open(&sealed).is_some());
+        // Written by the browser itself (unsealed JSON, base64): refused.
+        use base64::Engine as _;
+        let forged = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&pending(now)).unwrap());
+        assert!(d.open(&forged).is_none());
+        // Changed by one character: refused.
+        let mut bytes = sealed.clone().into_bytes();
+        let i = bytes.len() - 3;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert!(d.open(&String::from_utf8(bytes).unwrap()).is_none());
+        // Too old, from the future, or absurd: refused, without overflow.
+        for t in [now - PENDING_SECONDS - 1, now + 60, i64::MIN, i64::MAX] {
+            assert!(d.open(&d.seal(&pending(t)).unwrap()).is_none(), "{t}");
+        }
+        // Another keyring's: refused.
+        assert!(dir().open(&sealed).is_none());
+        assert!(d.open(&"x".repeat(10_000)).is_none());
+    }
+
+    #[test]
+    fn roles_come_from_configured_groups_only() {
+        use crate::service::access::accounts::Role;
+        let r = RoleGroups {
+            admin: Some("mdm-admins".into()),
+            operator: Some("ops".into()),
+            read_only: None,
+        };
+        assert_eq!(r.role(&["ops".into(), "mdm-admins".into()]), Some(Role::Admin));
+        assert_eq!(r.role(&["ops".into()]), Some(Role::Operator));
+        assert_eq!(r.role(&["admin".into(), "Admin".into(), "MDM-ADMINS".into()]), None);
+        assert_eq!(RoleGroups::default().role(&["".into()]), None);
     }
 }

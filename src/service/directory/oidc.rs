@@ -31,7 +31,7 @@
 //!    - `nonce` equal to the pending nonce.
 //!
 //!    Then it maps the verified claims to a [`SignedIn`] (see [`OidcConfig`] for
-//!    the claim names): the user name falls back to the e-mail's local part,
+//!    the claim names): the user name falls back to the whole e-mail address,
 //!    then to `sub`; an e-mail with `email_verified: false` is ignored; groups
 //!    are bounded (at most 256, each at most 256 characters, or the sign-in is
 //!    refused). The access token is not used for anything (so `at_hash` is
@@ -133,7 +133,7 @@ pub struct OidcConfig {
     pub redirect_url: String,
     /// Requested scopes; `openid` is always requested.
     pub scopes: Vec<String>,
-    /// The user name's claim; falls back to the e-mail's local part, then `sub`.
+    /// The user name's claim (one only the provider's admins can set); falls back to the e-mail, then `sub`.
     /// A dotted name (`realm_access.name`) reaches into nested objects when no
     /// top-level claim has that exact name (the same holds for every claim below).
     pub username_claim: String,
@@ -822,7 +822,7 @@ fn verified_payload(jwt: &str) -> Result<Value, String> {
 
 /// Verified claims to `SignedIn`, with the configured claim names.
 ///
-/// - user name: `username_claim`, else the local part of the e-mail, else
+/// - user name: `username_claim`, else the (whole) e-mail, else
 ///   `sub`; Refused when none is usable (a string of 1 to 256 characters
 ///   without control characters);
 /// - e-mail: `email_claim`, ignored when `email_verified` is false;
@@ -844,10 +844,8 @@ fn map_claims(cfg: &OidcConfig, claims: &Value) -> Result<SignedIn, DirectoryErr
     };
     let full_name = text_claim(claims, &cfg.name_claim, MAX_CLAIM_CHARS);
     let username = text_claim(claims, &cfg.username_claim, MAX_CLAIM_CHARS)
-        .or_else(|| {
-            let local = email.as_deref()?.split_once('@')?.0.trim();
-            usable_text(local, MAX_CLAIM_CHARS).then(|| local.to_owned())
-        })
+        // The whole address, never its local part: `ceo@gmail.com` is not `ceo@corp`.
+        .or_else(|| email.clone())
         .or_else(|| subject.clone())
         .ok_or_else(|| {
             refused(format!(
@@ -1154,9 +1152,10 @@ mod tests {
 
     #[test]
     fn username_falls_back_to_the_email_then_sub() {
+        // The whole address: bob@gmail.com must not become the organisation's bob.
         let s = map(json!({"sub": "u-1", "email": "bob@example.org"})).unwrap();
-        assert_eq!(s.username, "bob");
-        let s = map(json!({"sub": "u-1", "preferred_username": "", "email": "@example.org"})).unwrap();
+        assert_eq!(s.username, "bob@example.org");
+        let s = map(json!({"sub": "u-1", "preferred_username": "", "email": "bob@example.org", "email_verified": false})).unwrap();
         assert_eq!(s.username, "u-1");
         let s = map(json!({"sub": "u-1", "preferred_username": 42})).unwrap();
         assert_eq!(s.username, "u-1");

@@ -353,9 +353,16 @@ impl Enroller {
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::internal("building the renewal profile", e))?;
         let mut top = crate::profiles::parse_stored(&xml).map_err(|e| ServiceError::internal("reading the renewal profile", e))?;
-        if let Some(managed) = e.user.as_ref().and_then(|u| u.managed_apple_id.as_deref()) {
-            let mode = if e.is_user_enrollment() { account::Mode::Byod } else { account::Mode::Adde };
-            account::mark_account_driven(&mut top, mode, managed);
+        if let Some(u) = e.user.as_ref() {
+            // The same EnrollmentMode and Managed Apple Account as the profile installed.
+            let mode = match u.enrollment_mode.as_deref() {
+                Some("BYOD") => Some(account::Mode::Byod),
+                Some("ADDE") => Some(account::Mode::Adde),
+                _ => None,
+            };
+            if let (Some(mode), Some(managed)) = (mode, u.managed_apple_id.as_deref()) {
+                account::mark_account_driven(&mut top, mode, managed);
+            }
         }
         crate::profiles::encrypt_payloads(&mut top, &cert).map_err(|e| ServiceError::internal("encrypting the renewal profile", e))?;
         cms::sign_profile(&self.pki, &crate::protocol::to_xml(&top)).map_err(|e| ServiceError::internal("signing the renewal profile", e))

@@ -64,12 +64,17 @@ impl Enrollment {
         self.udid.is_none() && self.user_enrollment_id.is_some()
     }
 
+    /// Who enrolled the device, for its device channel (a user channel is its own user).
+    fn enrolled_by(&self) -> Option<&EnrollUser> {
+        self.user.as_ref().filter(|_| self.id == self.device)
+    }
+
     /// The device's user name: an admin-set `USERNAME`, else who enrolled it, else the user channel's.
     pub fn username(&self) -> Option<String> {
         self.attributes
             .get("USERNAME")
             .cloned()
-            .or_else(|| self.user.as_ref().map(|u| u.username.clone()))
+            .or_else(|| self.enrolled_by().map(|u| u.username.clone()))
             .or_else(|| self.user_short_name.clone())
             .filter(|u| !u.is_empty())
     }
@@ -79,7 +84,7 @@ impl Enrollment {
         self.attributes
             .get("EMAIL")
             .cloned()
-            .or_else(|| self.user.as_ref().and_then(|u| u.email.clone()))
+            .or_else(|| self.enrolled_by().and_then(|u| u.email.clone()))
             .filter(|u| !u.is_empty())
     }
 
@@ -88,7 +93,7 @@ impl Enrollment {
         self.attributes
             .get("FULL_NAME")
             .cloned()
-            .or_else(|| self.user.as_ref().and_then(|u| u.full_name.clone()))
+            .or_else(|| self.enrolled_by().and_then(|u| u.full_name.clone()))
             .or_else(|| self.user_long_name.clone())
             .filter(|u| !u.is_empty())
     }

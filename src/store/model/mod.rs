@@ -131,6 +131,9 @@ pub struct EnrollUser {
     /// The Managed Apple Account of an account-driven enrollment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_apple_id: Option<String>,
+    /// The `EnrollmentMode` (`BYOD`, `ADDE`) its account-driven profile said: renewals say it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
