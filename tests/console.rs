@@ -6,68 +6,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use common::{free_port, KillOnDrop, Server, API_KEY};
-use fantoccini::{Client, ClientBuilder, Locator};
+use common::{Server, API_KEY};
+use fantoccini::{Client, Locator};
 use serde_json::json;
 
-struct Driver {
-    _child: KillOnDrop,
-    port: u16,
-}
-
-fn browser_available() -> bool {
-    let have = std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists();
-    if !have {
-        assert!(
-            std::env::var("MDMD_TEST_REQUIRE_BROWSER").is_err(),
-            "MDMD_TEST_REQUIRE_BROWSER is set but chromium / chromedriver are missing"
-        );
-        eprintln!("chromium or chromedriver missing (apt-get install chromium chromium-driver): browser test skipped");
-    }
-    have
-}
-
-async fn start_driver() -> Driver {
-    let port = free_port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver");
-    let d = Driver {
-        _child: KillOnDrop(child),
-        port,
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not start");
-}
-
-async fn browser(d: &Driver, width: u32) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert("acceptInsecureCerts".into(), json!(true));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     format!("--window-size={width},1100"), "--lang=en-US"],
-        }),
-    );
-    ClientBuilder::native()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("WebDriver session")
-}
+use common::browser::{browser, browser_available, click_then, start_driver};
 
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
@@ -84,16 +27,6 @@ async fn sign_in(c: &Client, base: &str, name: &str, secret: &str) {
     c.find(Locator::Id("secret")).await.unwrap().send_keys(secret).await.unwrap();
     // The sign-in page has neither navigation nor a message: wait for the page that follows.
     click_then(c, "button[type=submit]", "header, .flash.error").await;
-}
-
-/// Click, then wait for an element of the page the click leads to.
-async fn click_then(c: &Client, click: &str, then: &str) {
-    c.find(Locator::Css(click)).await.unwrap().click().await.unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css(then))
-        .await
-        .unwrap_or_else(|e| panic!("after clicking {click}: no {then}: {e}"));
 }
 
 /// Upload a file on the profiles page and wait for the message about it.

@@ -831,3 +831,36 @@ async fn account_driven_enrollment_with_the_identity_provider_and_an_invitation_
     assert_eq!(v["user"]["full_name"], "Dora D");
     assert_eq!(v["user"]["method"], "invitation");
 }
+
+/// Console sign-in at the identity provider in a real browser: the cookies'
+/// SameSite rules, the IdP's form and the hand-back to the console as Chromium does them.
+#[tokio::test]
+async fn console_sign_in_with_the_identity_provider_in_a_real_browser() {
+    if !common::browser::browser_available() {
+        return;
+    }
+    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else { return };
+    let keep = tempfile::tempdir().unwrap();
+    let sf = secret_file(keep.path(), "client-secret", &idp.client_secret);
+    let flags = oidc_flags(&idp, &sf);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let srv = Server::start_with(&flags);
+    let base = public(&srv);
+    idp.set_redirect_uris(&[format!("{base}/auth/oidc/callback")]);
+    let driver = common::browser::start_driver().await;
+    let c = common::browser::browser(&driver, 1200).await;
+    c.goto(&format!("{base}/ui/devices")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/ui/login"));
+    // "Sign in with Example IdP" → the IdP's form.
+    common::browser::click_then(&c, "#sso", "#login").await;
+    assert!(c.current_url().await.unwrap().as_str().starts_with(&idp.issuer));
+    c.find(fantoccini::Locator::Id("login")).await.unwrap().send_keys("oscar").await.unwrap();
+    c.find(fantoccini::Locator::Id("password")).await.unwrap().send_keys("oscar-pw").await.unwrap();
+    // Back at the console, signed in as an operator, on the page asked for.
+    common::browser::click_then(&c, "#submit", "header").await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/ui/devices", "{url}");
+    let header = c.find(fantoccini::Locator::Css("header")).await.unwrap().text().await.unwrap();
+    assert!(header.contains("oscar (operator)"), "{header}");
+    c.close().await.unwrap();
+}

@@ -149,10 +149,7 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
             SecretKind::Invitation,
             "invitation",
             ttl,
-            crate::service::enroll::SecretFor {
-                user,
-                ..Default::default()
-            },
+            crate::service::enroll::SecretFor::user(user),
         )
         .await?;
     let url = format!("{}/mdm/enroll?invite={token}", app.enroller.cfg.public_url);

@@ -105,10 +105,7 @@ impl Enroller {
                 SecretKind::AccountDriven,
                 &format!("account-driven:{}", mode.as_str()),
                 TOKEN_SECONDS,
-                SecretFor {
-                    user: Some(user),
-                    ..SecretFor::default()
-                },
+                SecretFor::user(Some(user)),
             )
             .await?;
         Ok(token)
@@ -139,10 +136,7 @@ impl Enroller {
                 SecretKind::Challenge,
                 &format!("account-driven:{}", mode.as_str()),
                 self.cfg.challenge_ttl,
-                SecretFor {
-                    user: Some(user),
-                    ..SecretFor::default()
-                },
+                SecretFor::user(Some(user)),
             )
             .await?;
         let xml = self

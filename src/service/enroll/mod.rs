@@ -92,6 +92,16 @@ pub struct SecretFor {
     pub user: Option<EnrollUser>,
 }
 
+impl SecretFor {
+    /// For no device in particular, carrying who signed in.
+    pub fn user(user: Option<EnrollUser>) -> SecretFor {
+        SecretFor {
+            user,
+            ..SecretFor::default()
+        }
+    }
+}
+
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
     let mut d = Dictionary::new();
     d.insert("PayloadType".into(), kind.into());
@@ -302,17 +312,7 @@ impl Enroller {
 
     /// A signed enrollment profile with a fresh single-use challenge (for `user`, who signed in for it).
     pub async fn signed_profile(&self, purpose: &str, ttl: i64, user: Option<EnrollUser>) -> Result<Vec<u8>, ServiceError> {
-        let (challenge, _) = self
-            .new_secret_with(
-                SecretKind::Challenge,
-                purpose,
-                ttl,
-                SecretFor {
-                    user,
-                    ..SecretFor::default()
-                },
-            )
-            .await?;
+        let (challenge, _) = self.new_secret_with(SecretKind::Challenge, purpose, ttl, SecretFor::user(user)).await?;
         let plist = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;

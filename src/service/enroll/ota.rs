@@ -38,15 +38,7 @@ impl Enroller {
     /// The phase-1 profile: a signed `Profile Service` payload with a fresh challenge.
     pub async fn profile_service_profile(&self, purpose: &str, ttl: i64, user: Option<EnrollUser>) -> Result<Vec<u8>, ServiceError> {
         let (challenge, _) = self
-            .new_secret_with(
-                SecretKind::ProfileService,
-                purpose,
-                ttl,
-                SecretFor {
-                    user,
-                    ..SecretFor::default()
-                },
-            )
+            .new_secret_with(SecretKind::ProfileService, purpose, ttl, SecretFor::user(user))
             .await?;
         let id = self.profile_identifier();
         let org = &self.cfg.organization;
