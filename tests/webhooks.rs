@@ -221,6 +221,31 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
                 .any(|e| e.topic == "mdmd.CertificateRevoked" && e.mdmd_event.as_ref().unwrap()["serial"] == serial.as_str())
     })
     .await;
+    // mdmd.Enrolled, once per enrollment, with who enrolled it: nobody for the shared
+    // --enroll-user credentials, the person an invitation was issued to.
+    let (ok, out, err) = srv.cli(&["invite", "--user", "erin", "--email", "erin@example.org"]);
+    assert!(ok, "{err}");
+    let der = mdmd::sim::download_profile(&srv.client(), out.lines().next().unwrap(), None).await.unwrap();
+    let erin = mdmd::sim::SimDevice::from_profile(srv.client(), &der, None).await.unwrap();
+    erin.enroll().await.unwrap();
+    let enrolled = |r: &Received, id: &str| {
+        r.events
+            .iter()
+            .filter(|e| e.topic == "mdmd.Enrolled" && e.mdmd_event.as_ref().unwrap()["enrollment"] == id)
+            .map(|e| e.mdmd_event.clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    wait_for(&state, "mdmd.Enrolled for erin", |r| !enrolled(r, &erin.udid).is_empty()).await;
+    let r = state.lock().unwrap();
+    let first = enrolled(&r, &d.udid);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["user"], serde_json::Value::Null);
+    assert_eq!(first[0]["serial"], d.serial.as_str());
+    let e = enrolled(&r, &erin.udid);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["user"]["username"], "erin");
+    assert_eq!(e[0]["user"]["email"], "erin@example.org");
+    assert_eq!(e[0]["user"]["method"], "invitation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
