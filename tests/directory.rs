@@ -532,9 +532,13 @@ async fn ldap_sign_in_gates_enrollment_and_the_enrollment_records_the_user() {
     assert_eq!(s, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("directory cannot be reached"));
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+    let health = srv.admin().get("/v1/health").await.unwrap();
+    assert!(health["warnings"].to_string().contains("LDAP"), "{health}");
     d.start_again();
     let (s, _) = enroll_get(&srv, "alice", "alice-pw").await;
     assert_eq!(s, 200);
+    let health = srv.admin().get("/v1/health").await.unwrap();
+    assert!(!health["warnings"].to_string().contains("LDAP"), "{health}");
 
     // The service account's password is nowhere in the store, the certificates or the log.
     assert!(!srv.log_text().contains(&d.bind_password), "the bind password was logged");

@@ -176,7 +176,16 @@ pub async fn get(
         let signed_in = if static_ok(&app, &user, &pass) {
             Some(None)
         } else if let Some(ldap) = app.directory.ldap.as_ref() {
-            match ldap.authenticate(&user, &pass).await {
+            let r = ldap.authenticate(&user, &pass).await;
+            // A sign-in tells whether the directory answers, before the next periodic check does.
+            app.directory.note(
+                "ldap",
+                match &r {
+                    Err(e @ crate::service::directory::DirectoryError::Unavailable(_)) => Some(format!("LDAP {}: {e}", ldap.config().url)),
+                    _ => None,
+                },
+            );
+            match r {
                 Ok(s) => Some(Some(s.enroll_user("ldap"))),
                 // Counted as a failed check (the attempt is dropped), then asked again.
                 Err(crate::service::directory::DirectoryError::BadCredentials) => None,

@@ -447,6 +447,16 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     }
     spawn_reconcile_sweep(fleet.clone(), cfg.reconcile_interval.max(10), &instance);
     let directory = Arc::new(directory::build(&cfg.directory, &cfg.public_url(), secrets.clone())?);
+    if directory.enabled() {
+        // Every instance checks its own way to the directory: a warning in /v1/health, not a failed sign-in, says it first.
+        let d = directory.clone();
+        tokio::spawn(async move {
+            loop {
+                d.check_now().await;
+                tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+            }
+        });
+    }
     let app = Arc::new(App {
         directory,
         mdm: mdm.clone(),

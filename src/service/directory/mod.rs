@@ -141,6 +141,8 @@ pub struct Directory {
     pub account_driven: Vec<String>,
     /// `None`: the Managed Apple Account is the user's email; `Some(domain)`: `username@domain`.
     pub managed_apple_id: Option<String>,
+    /// What the last check of each found wrong (`check_now`), for `/v1/health`.
+    problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
     secrets: std::sync::Arc<crate::pki::secrets::SecretBox>,
 }
 
@@ -158,6 +160,7 @@ impl Directory {
             oidc_required_group: None,
             account_driven: Vec::new(),
             managed_apple_id: None,
+            problems: Default::default(),
             secrets,
         }
     }
@@ -220,6 +223,45 @@ impl Directory {
 }
 
 impl Directory {
+    /// Check that the directory answers mdmd's service account and the
+    /// identity provider its discovery document; keep what is wrong (logged once per change).
+    pub async fn check_now(&self) {
+        if let Some(l) = &self.ldap {
+            let r = l.check().await.map_err(|e| match e {
+                DirectoryError::BadCredentials => format!("LDAP {}: the directory refused mdmd's service account (--ldap-bind-dn / password)", l.config().url),
+                other => format!("LDAP {}: {other}", l.config().url),
+            });
+            self.note("ldap", r.err());
+        }
+        if let Some(o) = &self.oidc {
+            let r = o.discover().await.map_err(|e| format!("identity provider {}: {e}", o.config().issuer));
+            self.note("oidc", r.err());
+        }
+    }
+
+    /// Record what a check or a sign-in found about `what` (`ldap`, `oidc`): a problem, or none.
+    pub fn note(&self, what: &'static str, problem: Option<String>) {
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        match problem {
+            Some(m) => {
+                if p.get(what) != Some(&m) {
+                    tracing::warn!(problem = %m, "directory check");
+                }
+                p.insert(what, m);
+            }
+            None => {
+                if p.remove(what).is_some() {
+                    tracing::info!(directory = what, "directory check: reachable again");
+                }
+            }
+        }
+    }
+
+    /// What the last checks found wrong, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
     /// The Managed Apple Account an account-driven enrollment assigns this person.
     pub fn managed_apple_id(&self, s: &SignedIn) -> Option<String> {
         match &self.managed_apple_id {
