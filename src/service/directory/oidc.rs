@@ -354,9 +354,15 @@ impl Oidc {
 
     /// Fetch the provider's metadata and JWKS now, replacing the cache (a
     /// health check, or a warm-up at start).
+    /// A failure here is reported, not remembered: a health check must not
+    /// make the next sign-ins fail fast.
     pub async fn discover(&self) -> Result<(), DirectoryError> {
         let _one = self.fetching.lock().await;
-        self.fetch().await.map(|_| ())
+        let r = self.fetch().await.map(|_| ());
+        if r.is_err() {
+            *lock(&self.last_failure) = None;
+        }
+        r
     }
 
     /// The cached provider, fetched first when absent or older than an hour.
