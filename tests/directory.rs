@@ -792,6 +792,12 @@ async fn account_driven_user_enrollment_with_the_directory() {
     let v = device_json(&srv, &dev2.udid).await;
     assert_eq!(v["user"]["username"], "alice", "{v}");
 
+    // The same from the command line: `mdmd sim account-enroll`, both kinds.
+    for (kind, what) in [("byod", "User Enrollment"), ("adde", "device enrollment")] {
+        let (ok, out, err) = srv.cli(&["sim", "account-enroll", "--email", "alice@example.org", "--user", "alice:alice-pw", "--kind", kind]);
+        assert!(ok && out.contains(what), "{kind}: {out} {err}");
+    }
+
     // bob is not in the enrollment group: no token.
     let (_, _, ch) = mdmd::sim::account::discover(&c, &srv.base, "bob@example.org", "mdm-byod").await.unwrap();
     let r = c.post(&ch.url).form(&[("user", "bob"), ("password", "bob-pw")]).send().await.unwrap();
