@@ -119,6 +119,7 @@ fn bench(c: &mut Criterion) {
                         vouched: false,
                         renewed_from: None,
                         user: None,
+                        ade: None,
                     })
                     .await
                     .expect("cert");

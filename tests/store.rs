@@ -64,6 +64,7 @@ fn cert(serial: &str, hash: &str) -> IssuedCert {
         vouched: false,
         renewed_from: None,
         user: None,
+        ade: None,
     }
 }
 
@@ -77,6 +78,7 @@ fn secret(expires_at: i64) -> OneTimeSecret {
         vouched: false,
         renews: None,
         user: None,
+        ade: None,
     }
 }
 

@@ -514,6 +514,7 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         vouched: false,
         renews: None,
         user: None,
+        ade: None,
     };
     let hash = crate::pki::sha256_hex(&id);
     app.mdm

@@ -186,5 +186,6 @@ fn facts(d: &plist::Dictionary) -> crate::store::DeviceInfo {
         wifi_mac: s("WiFiMAC"),
         bluetooth_mac: s("BluetoothMAC"),
         phone_number: s("PhoneNumber"),
+        is_supervised: q.and_then(|q| q.get("IsSupervised")).and_then(plist::Value::as_boolean),
     }
 }

@@ -134,6 +134,10 @@ impl Mdm {
                     .as_ref()
                     .and_then(|c| c.user.clone())
                     .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
+                let ade = cert
+                    .as_ref()
+                    .and_then(|c| c.ade.clone())
+                    .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
                 let admission = self.admit(&id, &req.ids, old.as_ref(), &hash, cert).await?;
                 // The current identity again (re-sent or replayed) or its renewal keeps the
                 // channel, escrow and queue; a (re-)enrollment waits for TokenUpdate.
@@ -189,6 +193,8 @@ impl Mdm {
                     } else {
                         signed_in
                     },
+                    // The same for how it enrolled (ADE).
+                    ade: if keep { ade.or_else(|| old.as_ref().and_then(|o| o.ade.clone())) } else { ade },
                 };
                 if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
                     return Err(ServiceError::Forbidden(format!(

@@ -391,6 +391,7 @@ impl Renderer {
                 vouched: false,
                 renews: None,
                 user: None,
+                ade: None,
             },
         ));
         token
@@ -491,6 +492,7 @@ impl Renderer {
                                 vouched: false,
                                 renews: None,
                                 user: None,
+                                ade: None,
                             },
                         ));
                         return Some(token);
@@ -509,6 +511,7 @@ impl Renderer {
                                 vouched: false,
                                 renews: None,
                                 user: None,
+                                ade: None,
                             },
                         ));
                         return Some(format!("{}/scep-proxy/{ca}/{token}", self.public_url));

@@ -25,7 +25,7 @@
 //! - Before any of this, a SCEP request is bounded (`pki::scep::policy`):
 //!   subject size, no CA's name, RSA 2048 to `--scep-max-key-bits`.
 
-use crate::store::{EnrollUser, Enrollment, IssuedCert, OneTimeSecret};
+use crate::store::{AdeOrigin, EnrollUser, Enrollment, IssuedCert, OneTimeSecret};
 
 /// The purpose of an MDM identity.
 pub const MDM: &str = "mdm";
@@ -56,6 +56,8 @@ pub struct Grant {
     pub renewed_from: Option<String>,
     /// Who signed in for it.
     pub user: Option<EnrollUser>,
+    /// The ADE enrollment it is for.
+    pub ade: Option<AdeOrigin>,
 }
 
 /// What a PKCSReq with this challenge gets: `None` is the static challenge
@@ -69,6 +71,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
             vouched: false,
             renewed_from: None,
             user: None,
+            ade: None,
         };
     };
     let p = s.purpose.as_str();
@@ -81,6 +84,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
             vouched: false,
             renewed_from: None,
             user: None,
+            ade: None,
         };
     }
     let purpose = if p.starts_with("profile-service:") { PROFILE_SERVICE } else { MDM };
@@ -92,6 +96,7 @@ pub fn grant_for_challenge(secret: Option<&OneTimeSecret>) -> Grant {
         vouched: s.enrollment.is_some() && s.vouched,
         renewed_from: s.renews.clone(),
         user: s.user.clone(),
+        ade: s.ade.clone(),
     }
 }
 
@@ -128,6 +133,7 @@ pub fn grant_for_renewal(
         vouched: signer.vouched && signer.purpose.is_some(),
         renewed_from: Some(signer_hash.to_owned()),
         user: signer.user.clone(),
+        ade: signer.ade.clone(),
     };
     if !is_mdm(signer.purpose.as_deref()) {
         return Ok(inherited);
@@ -242,6 +248,7 @@ mod tests {
             vouched,
             renewed_from: renewed_from.map(str::to_owned),
             user: None,
+            ade: None,
         }
     }
 
@@ -262,6 +269,7 @@ mod tests {
             vouched,
             renews: None,
             user: None,
+            ade: None,
         }
     }
 

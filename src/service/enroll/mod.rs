@@ -90,6 +90,8 @@ pub struct SecretFor {
     pub renews: Option<String>,
     /// Who signed in for it.
     pub user: Option<EnrollUser>,
+    /// The ADE enrollment it is for.
+    pub ade: Option<crate::store::AdeOrigin>,
 }
 
 impl SecretFor {
@@ -228,6 +230,7 @@ impl Enroller {
             vouched: f.vouched,
             renews: f.renews,
             user: f.user,
+            ade: f.ade,
         };
         self.store.add_secret(kind, &sha256_hex(&token), rec).await?;
         Ok((token, t + ttl))
@@ -346,6 +349,7 @@ impl Enroller {
                     vouched: current.vouched,
                     renews: Some(hash),
                     user: None,
+                    ade: None,
                 },
             )
             .await?;
@@ -480,6 +484,7 @@ impl Enroller {
             vouched: grant.vouched,
             renewed_from: grant.renewed_from,
             user: grant.user,
+            ade: grant.ade,
         };
         // Recorded durably before the certificate leaves the server.
         match consume {

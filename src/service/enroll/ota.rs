@@ -129,6 +129,7 @@ impl Enroller {
                     vouched: attested,
                     renews: None,
                     user,
+                    ade: None,
                 },
             )
             .await?;
@@ -178,6 +179,7 @@ impl Enroller {
                     vouched: rec.vouched,
                     renews: None,
                     user: rec.user.clone(),
+                    ade: rec.ade.clone(),
                 },
             )
             .await?;

@@ -41,6 +41,9 @@ pub struct DeviceInfo {
     pub bluetooth_mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
+    /// What DeviceInformation last said of `IsSupervised`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_supervised: Option<bool>,
 }
 
 impl DeviceInfo {
@@ -61,7 +64,8 @@ impl DeviceInfo {
             model_name,
             wifi_mac,
             bluetooth_mac,
-            phone_number
+            phone_number,
+            is_supervised
         );
     }
 }
@@ -136,6 +140,28 @@ pub struct EnrollUser {
     pub enrollment_mode: Option<String>,
 }
 
+/// An Automated Device Enrollment: Apple Business Manager assigned the
+/// device (by serial) to one of our ADE server tokens, and the device's
+/// machine info named it. Carried like `EnrollUser`: challenge → identity
+/// certificate → enrollment; a renewal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdeOrigin {
+    /// The server token (one ABM server) the device is assigned to.
+    pub server: String,
+    pub serial: String,
+    /// The ADE profile it enrolled with (its UUID at Apple), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_uuid: Option<String>,
+    /// The profile's `is_supervised` (every ADE iPhone since iOS 13 is).
+    pub supervised: bool,
+    /// The profile's `await_device_configured`: Setup Assistant waits for `DeviceConfigured`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_configured: bool,
+    /// The machine info was signed by a device certificate from `--device-attestation-ca`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attested: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub id: String,
@@ -195,9 +221,25 @@ pub struct Enrollment {
     /// Who enrolled it (see `EnrollUser`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<EnrollUser>,
+    /// Enrolled through Automated Device Enrollment (see `AdeOrigin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ade: Option<AdeOrigin>,
 }
 
 impl Enrollment {
+    /// Is the device supervised? `Some(true)` when its ADE profile made it so or
+    /// it said so; `Some(false)` for a User Enrollment (never supervised) or when
+    /// it said it is not; `None` before it has said.
+    pub fn supervised(&self) -> Option<bool> {
+        if self.ade.as_ref().is_some_and(|a| a.supervised) {
+            return Some(true);
+        }
+        if self.is_user_enrollment() {
+            return Some(false);
+        }
+        self.info.is_supervised
+    }
+
     /// A fresh, inactive enrollment with no facts, tokens or identity.
     pub fn blank(id: &str, device: &str, kind: EnrollmentKind, topic: &str, now: i64) -> Enrollment {
         Enrollment {
@@ -228,6 +270,7 @@ impl Enrollment {
             refused_reenroll_at: None,
             refused_reenroll_count: 0,
             user: None,
+            ade: None,
         }
     }
 }
@@ -518,6 +561,9 @@ pub struct IssuedCert {
     /// Who signed in for it (from the challenge it was issued against, or the identity it renews).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<EnrollUser>,
+    /// Issued for an Automated Device Enrollment (from the challenge, or the identity it renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ade: Option<AdeOrigin>,
 }
 
 /// A single-use secret: a SCEP challenge or an enrollment invitation.
@@ -542,6 +588,9 @@ pub struct OneTimeSecret {
     /// Who signed in for it: the certificate it yields, and its enrollment, record them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<EnrollUser>,
+    /// An ADE enrollment's origin: the certificate it yields, and its enrollment, record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ade: Option<AdeOrigin>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
