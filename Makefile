@@ -66,6 +66,7 @@ push-latency: release
 # Regenerate src/protocol/schema.json from ../shared/apple-device-management (needs python3-yaml).
 schema:
 	python3 tools/gen_schema.py
+	python3 tools/gen_ade.py
 
 # Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz, installed if missing): the device
 # request parser, SCEP PKIOperation, the profile-service body and templates, admin JSON commands.

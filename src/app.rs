@@ -29,6 +29,8 @@ impl Stats {
 pub use crate::pki::tls::LiveTls;
 
 pub struct App {
+    /// Automated Device Enrollment: server tokens, ADE profiles, sync, Setup Assistant.
+    pub ade: Arc<crate::service::ade::Ade>,
     /// The organisation's directory and identity provider (enrollment and console sign-in).
     pub directory: Arc<crate::service::directory::Directory>,
     pub mdm: Arc<Mdm>,

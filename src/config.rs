@@ -271,6 +271,31 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
     #[command(flatten)]
     pub directory: DirectoryConfig,
+    #[command(flatten)]
+    pub ade: AdeFlags,
+}
+
+/// Automated Device Enrollment (Apple Business Manager). See docs/ade.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Automated Device Enrollment (Apple Business Manager)")]
+pub struct AdeFlags {
+    /// Apple's ADE API (the default), or a stand-in: `http://` is allowed only on loopback.
+    #[arg(long, env = "MDMD_ADE_URL", default_value = crate::ade::APPLE_URL)]
+    pub ade_url: String,
+    /// Sync devices with Apple this often, in seconds (also on demand: `mdmd ade sync`).
+    #[arg(long, env = "MDMD_ADE_SYNC_INTERVAL", default_value_t = 1800)]
+    pub ade_sync_interval: u64,
+    /// Serve the ADE enrollment profile to serials no sync has seen (a device assigned in ABM
+    /// minutes ago). Off: an unknown serial is refused (403).
+    #[arg(long, env = "MDMD_ADE_ALLOW_UNKNOWN")]
+    pub ade_allow_unknown: bool,
+    /// Release a device waiting in Setup Assistant (`await_device_configured`) after this many
+    /// seconds even if its blueprint items are still pending, with a warning.
+    #[arg(long, env = "MDMD_ADE_AWAIT_TIMEOUT", default_value_t = 1800)]
+    pub ade_await_timeout: i64,
+    /// Devices asked of Apple per page (1–1000).
+    #[arg(long, env = "MDMD_ADE_PAGE_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ade_page_size: u32,
 }
 
 /// Who enrolls and who signs in to the console: the organisation's directory

@@ -5,6 +5,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod ade;
 pub mod api;
 pub mod app;
 pub mod clock;

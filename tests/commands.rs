@@ -206,6 +206,8 @@ async fn raw_commands_are_validated_the_same_way() {
     let srv = Server::start();
     let admin = srv.admin();
     let mut a = srv.enrolled().await;
+    // EnableLostMode below is supervised-only: the device takes it.
+    a.supervised = true;
     // Any RequestType in Apple's schema, as JSON or plist.
     enqueue(&admin, &[&a.udid], json!({"RequestType": "ScheduleOSUpdateScan", "Force": true})).await;
     let plist = r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>RequestType</key><string>EnableLostMode</string>

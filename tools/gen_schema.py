@@ -27,9 +27,19 @@ TYPES = {
 MAX_DEPTH = 10
 
 
-def keys(items, depth=0):
+def ios_supervised(supported_os):
+    """Apple's `supportedOS.iOS.supervised`: only a supervised iPhone or iPad
+    accepts it (and iOS has it at all)."""
+    ios = (supported_os or {}).get("iOS") or {}
+    return ios.get("supervised") is True and ios.get("introduced") != "n/a"
+
+
+def keys(items, depth=0, flags=True):
     # Some schemas are recursive (YAML anchors): below MAX_DEPTH a key keeps its
     # type but its subkeys are not described (anything is accepted there).
+    # With `flags` (MDM commands and profiles), a key only a supervised iOS
+    # device accepts gets "sup": 1, and, when Apple gives a scalar default,
+    # "d": the default (a restriction left at it is a no-op anywhere).
     if depth > MAX_DEPTH:
         return []
     out = []
@@ -47,7 +57,12 @@ def keys(items, depth=0):
             e["min"] = rng["min"]
         if isinstance(rng.get("max"), (int, float)) and not isinstance(rng.get("max"), bool):
             e["max"] = rng["max"]
-        sub = keys(k.get("subkeys"), depth + 1)
+        if flags and ios_supervised(k.get("supportedOS")):
+            e["sup"] = 1
+            dflt = k.get("default")
+            if isinstance(dflt, (bool, int, float, str)):
+                e["d"] = dflt
+        sub = keys(k.get("subkeys"), depth + 1, flags)
         if sub:
             e["s"] = sub
         out.append(e)
@@ -79,6 +94,8 @@ def main():
             "ios": ios.get("introduced", "n/a") != "n/a",
             # Refused by an iOS User Enrollment (a personal device): Apple's `userenrollment.mode`.
             "ue_forbidden": (ios.get("userenrollment") or {}).get("mode") == "forbidden",
+            # Only a supervised iOS device accepts it: Apple's `supervised`.
+            "supervised": ios_supervised(payload.get("supportedOS")),
             "req": keys(doc.get("payloadkeys")),
             "resp": keys(doc.get("responsekeys")),
         }
@@ -111,6 +128,7 @@ def main():
                 "ios": ios.get("introduced", "n/a") != "n/a",
                 "ue_forbidden": (ios.get("userenrollment") or {}).get("mode") == "forbidden",
                 "multiple": bool(ios.get("multiple", True)),
+                "supervised": ios_supervised(payload.get("supportedOS")),
                 "keys": ks,
             }
         else:
@@ -118,6 +136,8 @@ def main():
             have = {k["n"] for k in entry["keys"]}
             entry["keys"].extend(k for k in ks if k["n"] not in have)
             entry["ios"] = entry["ios"] or ios.get("introduced", "n/a") != "n/a"
+            # Supervised-only when every file describing it says so.
+            entry["supervised"] = entry["supervised"] and ios_supervised(payload.get("supportedOS"))
     with open(dst, "w") as f:
         json.dump(table, f, separators=(",", ":"), sort_keys=True)
         f.write("\n")
@@ -150,7 +170,7 @@ def declarative(src, dst):
                     "file": os.path.relpath(os.path.join(root, name), ddir),
                     "kind": kind.rstrip("s"),
                     "ios": ios.get("introduced", "n/a") != "n/a",
-                    "keys": keys(doc.get("payloadkeys")),
+                    "keys": keys(doc.get("payloadkeys"), flags=False),
                 }
     sdir = os.path.join(base, "status")
     for name in sorted(os.listdir(sdir)):
@@ -160,7 +180,7 @@ def declarative(src, dst):
             doc = yaml.safe_load(f)
         item = doc.get("payload", {}).get("statusitemtype")
         if item:
-            out["status_items"][item] = {"file": name, "keys": keys(doc.get("payloadkeys"))}
+            out["status_items"][item] = {"file": name, "keys": keys(doc.get("payloadkeys"), flags=False)}
     with open(dst, "w") as f:
         json.dump(out, f, separators=(",", ":"), sort_keys=True)
         f.write("\n")

@@ -261,3 +261,16 @@ mod tests {
         );
     }
 }
+
+/// ADE: a wrong request is 400, Apple's refusal or failure 502 with Apple's reason.
+impl From<crate::service::ade::AdeFailure> for ApiError {
+    fn from(e: crate::service::ade::AdeFailure) -> Self {
+        use crate::service::ade::AdeFailure;
+        match e {
+            AdeFailure::Invalid(m) => ApiError::bad_request(m),
+            AdeFailure::NotFound(m) => ApiError::not_found(m),
+            e @ AdeFailure::Apple(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            AdeFailure::Service(e) => e.into(),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod access;
 mod accounts;
+mod ade;
 mod credentials;
 mod ddm;
 pub mod error;
@@ -78,6 +79,20 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
         put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
         post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
+        get "/v1/ade/public-key" ade::public_key, "ade", "", "The certificate to upload to Apple Business Manager (PEM): server tokens are encrypted to it";
+        get "/v1/ade/tokens" ade::list_tokens, "ade", "", "ADE server tokens (never their secrets): expiry, ABM server, last sync and error";
+        get "/v1/ade/tokens/{name}" ade::get_token, "ade", "", "One ADE server token";
+        put "/v1/ade/tokens/{name}" ade::put_token, "ade", "application/pkcs7-mime", "Upload the server token file from Apple Business Manager (S/MIME, encrypted to the public key)";
+        delete "/v1/ade/tokens/{name}" ade::delete_token, "ade", "", "Forget an ADE server token";
+        get "/v1/ade/profiles" ade::list_profiles, "ade", "", "ADE profiles with their UUID at each ABM server";
+        get "/v1/ade/profiles/{name}" ade::get_profile, "ade", "", "One ADE profile";
+        put "/v1/ade/profiles/{name}" ade::put_profile, "ade", "json", "Define an ADE profile at Apple (Apple's profile JSON; ?default=true assigns it to new devices, &server=, &rule=CEL)";
+        delete "/v1/ade/profiles/{name}" ade::delete_profile, "ade", "", "Forget an ADE profile";
+        post "/v1/ade/profiles/{name}/assign" ade::assign_profile, "ade", "json", "Assign an ADE profile to devices now: {\"devices\": [serial…]}";
+        get "/v1/ade/devices" ade::devices, "ade", "", "Devices ABM assigned to this server: ABM state, profile, whether enrolled (?after=&limit=&server=)";
+        post "/v1/ade/sync" ade::sync, "ade", "", "Sync devices with Apple now (every token)";
+        get "/v1/ade/waiting" ade::waiting, "ade", "", "Devices waiting in Setup Assistant (and recently released)";
+        post "/v1/ade/waiting/{id}/release" ade::release, "ade", "", "Send DeviceConfigured now: Setup Assistant goes on";
         get "/v1/groups" fleet::list_groups, "fleet", "", "Groups (static members or a CEL rule)";
         get "/v1/groups/{name}" fleet::get_group, "fleet", "", "A group with its current members and the blueprints that use it";
         put "/v1/groups/{name}" fleet::put_group, "fleet", "json", "Create or replace a group: {\"members\": [UDID or serial…]} or {\"rule\": CEL}";

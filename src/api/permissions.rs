@@ -21,6 +21,8 @@ pub fn area(path: &str) -> Area {
         Area::AccessTokens
     } else if path.starts_with("/v1/push-cert") {
         Area::PushCert
+    } else if path.starts_with("/v1/ade/tokens") {
+        Area::AdeTokens
     } else if path.starts_with("/v1/cas") {
         Area::Cas
     } else if path.starts_with("/v1/acme") {

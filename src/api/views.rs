@@ -35,6 +35,8 @@ pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
             "signed_in_at": time(u.signed_in_at),
             "managed_apple_id": u.managed_apple_id,
         })),
+        "ade": e.ade,
+        "supervised": e.supervised(),
         "topic": e.topic,
         "info": e.info,
         "attributes": e.attributes,

@@ -7,6 +7,7 @@
 //! `main.rs` only parses, starts logging and calls `run`.
 
 pub mod access_tokens;
+pub mod ade;
 pub mod accounts;
 pub mod blueprints;
 pub mod ca;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Blueprints: profiles, apps, declaration sets and enrollment commands for
     /// groups of devices, reconciled on every device that is or joins them.
     Blueprints(blueprints::BlueprintsArgs),
+    /// Automated Device Enrollment (Apple Business Manager): the public key,
+    /// server tokens, ADE profiles, devices, sync, and Setup Assistant.
+    Ade(ade::AdeArgs),
     /// Simulated devices that speak the real protocol (tests and load).
     Sim(sim::SimArgs),
 }
@@ -104,6 +108,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Compliance(c) => c.run().await,
         Command::Groups(c) => c.run().await,
         Command::Blueprints(c) => c.run().await,
+        Command::Ade(c) => c.run().await,
         Command::Sim(c) => c.run().await,
     }
 }

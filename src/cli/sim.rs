@@ -72,6 +72,10 @@ pub enum SimCmd {
         /// How long to wait for the app's configuration (seconds).
         #[arg(long, default_value_t = 60)]
         provider_wait: u64,
+        /// The devices are supervised (DeviceInformation says IsSupervised and they take
+        /// Apple's supervised-only commands and settings); unsupervised otherwise.
+        #[arg(long)]
+        supervised: bool,
     },
     /// Account-driven enrollment, as a person typing their work account in Settings:
     /// service discovery, the 401 Bearer challenge, the directory sign-in form (serve
@@ -116,6 +120,10 @@ pub enum SimCmd {
         /// Devices enrolled at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// The devices are supervised (DeviceInformation says IsSupervised and they take
+        /// Apple's supervised-only commands and settings); unsupervised otherwise.
+        #[arg(long)]
+        supervised: bool,
     },
     /// SCEP issuance benchmark against any SCEP URL (mdmd's /scep or a peer) with a static challenge.
     ScepBench {
@@ -207,6 +215,7 @@ impl SimCmd {
                 provider_app,
                 provider_usage,
                 provider_wait,
+                supervised,
             } => {
                 let test_ca = match &provider_app {
                     Some(_) => Some(mdmd::sim::pki::test_ca("mdmd sim derived-credential CA")?),
@@ -227,6 +236,7 @@ impl SimCmd {
                         (None, None) => anyhow::bail!("pass --user USER:PASSWORD or --invite URL"),
                     };
                     let mut d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, None).await?;
+                    d.supervised = supervised;
                     d.enroll().await?;
                     let handled = d.session().await?;
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
@@ -275,6 +285,7 @@ impl SimCmd {
                 seconds,
                 measure_rounds,
                 concurrency,
+                supervised,
             } => {
                 let http = client.http()?;
                 let cas = openssl::x509::X509::stack_from_pem(
@@ -306,7 +317,8 @@ impl SimCmd {
                     joins.push(tokio::spawn(async move {
                         let _permit = sem.acquire_owned().await?;
                         let der = mdmd::sim::download_profile(&http, &url, Some((&u, &p))).await?;
-                        let d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, Some(key)).await?;
+                        let mut d = mdmd::sim::SimDevice::from_profile(http.clone(), &der, Some(key)).await?;
+                        d.supervised = supervised;
                         d.enroll().await?;
                         let udid = d.udid.clone();
                         mdmd::sim::fleet::serve(&standin, d, stats);

@@ -2,6 +2,7 @@
 //! The rules live in `service`; shared state in `app`.
 
 pub mod account;
+pub mod ade;
 pub mod acme;
 pub mod conn;
 pub mod enroll;
@@ -29,6 +30,7 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/scep-proxy/{ca}/{token}", get(scep_proxy::get).post(scep_proxy::post))
         .route("/mdm/enroll", get(enroll::get))
         .route("/mdm/profile-service", axum::routing::post(enroll::profile_service))
+        .route(crate::service::ade::ENROLL_PATH, get(ade::get).post(ade::post))
         .route("/.well-known/com.apple.remotemanagement", get(account::discovery))
         .route("/mdm/account/{mode}", axum::routing::post(account::enroll))
         .route("/mdm/account/{mode}/signin", get(account::signin_page).post(account::signin))

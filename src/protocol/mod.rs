@@ -1,6 +1,7 @@
 //! Pure protocol types: check-in messages, command reports, commands, and the
 //! schema table generated from Apple's device-management YAML. No I/O here.
 
+pub mod ade;
 pub mod builders;
 pub mod checkin;
 pub mod command;

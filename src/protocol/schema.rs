@@ -32,10 +32,25 @@ pub struct KeySpec {
     pub min: Option<f64>,
     #[serde(default)]
     pub max: Option<f64>,
+    /// Only a supervised iOS device accepts it (Apple's `supportedOS.iOS.supervised`).
+    #[serde(rename = "sup", default, deserialize_with = "flag")]
+    pub supervised: bool,
+    /// Apple's default, kept for supervised-only keys with a scalar one.
+    #[serde(rename = "d", default)]
+    pub default: Option<Json>,
 }
 
 fn any() -> String {
     "*".into()
+}
+
+/// A flag written as `1` (or `true`) in the table.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Json::deserialize(d)? {
+        Json::Bool(b) => b,
+        Json::Number(n) => n.as_u64().is_some_and(|n| n != 0),
+        _ => false,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +60,9 @@ pub struct CommandSchema {
     /// An iOS User Enrollment (a personal device) refuses it.
     #[serde(default)]
     pub ue_forbidden: bool,
+    /// Only a supervised iOS device accepts it.
+    #[serde(default)]
+    pub supervised: bool,
     pub req: Vec<KeySpec>,
     pub resp: Vec<KeySpec>,
 }
@@ -65,6 +83,9 @@ pub struct PayloadSchema {
     pub ue_forbidden: bool,
     /// More than one payload of this type may be installed.
     pub multiple: bool,
+    /// Only a supervised iOS device accepts it.
+    #[serde(default)]
+    pub supervised: bool,
     pub keys: Vec<KeySpec>,
 }
 
@@ -538,6 +559,145 @@ impl Schema {
     }
 }
 
+/// Apple's restrictions payload: an unsupervised device ignores its
+/// supervised-only restrictions, so one left at Apple's default asks nothing.
+#[cfg(test)]
+const RESTRICTIONS: &str = "com.apple.applicationaccess";
+
+impl Schema {
+    /// The first part of a command (`{RequestType, …}`) that only a supervised
+    /// iOS device accepts, as a path for people: the command itself
+    /// (`RestartDevice`), a Settings item (`Settings[0] (DeviceName)`) or a
+    /// key. None: nothing in it needs supervision (the common case).
+    pub fn supervised_only_command(&self, d: &plist::Dictionary) -> Option<String> {
+        let rt = d.get("RequestType").and_then(plist::Value::as_string)?;
+        let cs = self.command(rt)?;
+        if cs.supervised {
+            return Some(rt.to_owned());
+        }
+        supervised_in_dict(&cs.req, d, "", false)
+    }
+
+    /// The first part of a configuration profile that only a supervised iOS
+    /// device accepts: a top-level key (`PayloadRemovalDisallowed`), a payload
+    /// type (`a com.apple.app.lock payload`) or a payload's key
+    /// (`com.apple.applicationaccess: allowAppInstallation`). A key left at
+    /// Apple's default (a restriction not restricting, `PayloadRemovalDisallowed`
+    /// false) is not counted: an unsupervised device has it so anyway. None:
+    /// nothing needs supervision.
+    pub fn supervised_only_profile(&self, profile: &plist::Dictionary) -> Option<String> {
+        let top: plist::Dictionary = profile
+            .iter()
+            .filter(|(k, _)| k.as_str() != "PayloadContent")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(p) = supervised_in_dict(&self.profile_top, &top, "", true) {
+            return Some(p);
+        }
+        let payloads = profile
+            .get("PayloadContent")
+            .and_then(plist::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(plist::Value::as_dictionary);
+        for p in payloads {
+            let Some(pt) = p.get("PayloadType").and_then(plist::Value::as_string) else {
+                continue;
+            };
+            let Some(ps) = self.payload(pt) else { continue };
+            if ps.supervised {
+                return Some(format!("a {pt} payload"));
+            }
+            if let Some(k) = supervised_in_dict(&ps.keys, p, "", true) {
+                return Some(format!("{pt}: {k}"));
+            }
+        }
+        None
+    }
+}
+
+/// Does a plist value equal a default from the table?
+fn same_as(v: &plist::Value, d: &Json) -> bool {
+    use plist::Value as P;
+    match (v, d) {
+        (P::Boolean(a), Json::Bool(b)) => a == b,
+        (P::Integer(a), Json::Number(b)) => a.as_signed().is_some_and(|a| b.as_i64() == Some(a)),
+        (P::Real(a), Json::Number(b)) => b.as_f64() == Some(*a),
+        (P::String(a), Json::String(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The first supervised-only key present in `d` (walking its dictionaries
+/// and arrays of dictionaries). With `at_default_ok`, a key set to Apple's
+/// default does not count.
+fn supervised_in_dict(specs: &[KeySpec], d: &plist::Dictionary, path: &str, at_default_ok: bool) -> Option<String> {
+    if specs.is_empty() {
+        return None;
+    }
+    let any_spec = specs.iter().find(|s| s.name == "ANY");
+    for (k, v) in d {
+        let Some(spec) = specs.iter().find(|s| &s.name == k).or(any_spec) else {
+            continue;
+        };
+        let p = join(path, k);
+        if spec.supervised && !(at_default_ok && spec.default.as_ref().is_some_and(|x| same_as(v, x))) {
+            return Some(p);
+        }
+        if let Some(found) = supervised_in_value(spec, v, &p, at_default_ok) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn supervised_in_value(spec: &KeySpec, v: &plist::Value, path: &str, at_default_ok: bool) -> Option<String> {
+    use plist::Value as P;
+    match (spec.ty.as_str(), v) {
+        ("D", P::Dictionary(d)) => supervised_in_dict(&spec.sub, d, path, at_default_ok),
+        ("a", P::Array(items)) => {
+            // Several item specs (Settings): alternatives, named by the item's `Item`.
+            let alternatives = spec.sub.len() > 1 && spec.sub.iter().all(|s| s.ty == "D");
+            for (i, item) in items.iter().enumerate() {
+                // Only dictionaries hold request keys (not a string item's value names).
+                let P::Dictionary(d) = item else { continue };
+                let p = format!("{path}[{i}]");
+                let alt = if alternatives {
+                    alternative(&spec.sub, item)
+                } else {
+                    spec.sub.first()
+                };
+                let Some(alt) = alt.filter(|a| a.ty == "D") else { continue };
+                if alt.supervised {
+                    return Some(if alternatives { format!("{p} ({})", alt.name) } else { p });
+                }
+                if let Some(found) = supervised_in_dict(&alt.sub, d, &p, at_default_ok) {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The alternative an array item is: the one its `Item` names, else the
+/// first it fits without errors (as `Findings::check_value` chooses).
+fn alternative<'a>(alts: &'a [KeySpec], item: &plist::Value) -> Option<&'a KeySpec> {
+    let named = item
+        .as_dictionary()
+        .and_then(|d| d.get("Item"))
+        .and_then(plist::Value::as_string)
+        .and_then(|n| alts.iter().find(|a| a.name == n));
+    named.or_else(|| {
+        alts.iter().find(|alt| {
+            let mut f = Findings::default();
+            f.check_value(alt, item, "");
+            f.errors.is_empty()
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +726,149 @@ mod tests {
             assert!(s.command(rt).is_some(), "{rt}");
         }
         assert_eq!(s.checkin.len(), 9);
+    }
+
+    fn dict(j: Json) -> plist::Dictionary {
+        match convert_any(&j, "") {
+            Ok(plist::Value::Dictionary(d)) => d,
+            other => panic!("not a dictionary: {other:?}"),
+        }
+    }
+
+    fn profile(payloads: Vec<Json>, top: Json) -> plist::Dictionary {
+        let mut p = json!({
+            "PayloadType": "Configuration", "PayloadVersion": 1,
+            "PayloadIdentifier": "com.example.p", "PayloadUUID": "6F1C2B7E-8C2F-4C8B-9C5B-0D3A2E1F4A11",
+            "PayloadContent": payloads,
+        });
+        if let (Some(o), Json::Object(extra)) = (p.as_object_mut(), top) {
+            o.extend(extra);
+        }
+        dict(p)
+    }
+
+    fn payload(ty: &str, keys: Json) -> Json {
+        let mut p = json!({"PayloadType": ty, "PayloadVersion": 1, "PayloadIdentifier": format!("com.example.{ty}"),
+            "PayloadUUID": "0D3A2E1F-8C2F-4C8B-9C5B-6F1C2B7E4A11"});
+        if let (Some(o), Json::Object(extra)) = (p.as_object_mut(), keys) {
+            o.extend(extra);
+        }
+        p
+    }
+
+    #[test]
+    fn supervised_only_commands_come_from_the_table() {
+        let s = Schema::get();
+        let c = |j: Json| s.supervised_only_command(&dict(j));
+        // The command itself.
+        for rt in ["RestartDevice", "ShutDownDevice", "DeviceConfigured"] {
+            assert_eq!(c(json!({"RequestType": rt})).as_deref(), Some(rt));
+        }
+        assert_eq!(
+            c(json!({"RequestType": "EnableLostMode", "Message": "lost"})).as_deref(),
+            Some("EnableLostMode")
+        );
+        // Not supervised-only.
+        assert_eq!(c(json!({"RequestType": "DeviceLock"})), None);
+        assert_eq!(c(json!({"RequestType": "ProfileList"})), None);
+        assert_eq!(c(json!({"RequestType": "EraseDevice"})), None);
+        // Query names flagged supervised are values of string items, not request keys.
+        assert_eq!(
+            c(json!({"RequestType": "DeviceInformation", "Queries": ["MaximumResidentUsers", "QuotaSize", "OSVersion"]})),
+            None
+        );
+        // Settings: the alternative its Item names.
+        assert_eq!(
+            c(json!({"RequestType": "Settings", "Settings": [
+                {"Item": "DataRoaming", "Enabled": false},
+                {"Item": "DeviceName", "DeviceName": "Kiosk 1"}
+            ]}))
+            .as_deref(),
+            Some("Settings[1] (DeviceName)")
+        );
+        assert_eq!(
+            c(json!({"RequestType": "Settings", "Settings": [{"Item": "Bluetooth", "Enabled": true}]})).as_deref(),
+            Some("Settings[0] (Bluetooth)")
+        );
+        assert_eq!(
+            c(json!({"RequestType": "Settings", "Settings": [{"Item": "TimeZone", "TimeZone": "Europe/Berlin"}]})).as_deref(),
+            Some("Settings[0] (TimeZone)")
+        );
+        assert_eq!(
+            c(json!({"RequestType": "Settings", "Settings": [
+                {"Item": "DataRoaming", "Enabled": false},
+                {"Item": "ApplicationConfiguration", "Identifier": "com.example.app", "Configuration": {"k": "v"}}
+            ]})),
+            None
+        );
+        // Every flagged command or key comes from Apple's schema, not from us.
+        let flagged: Vec<&String> = s.commands.iter().filter(|(_, c)| c.supervised).map(|(n, _)| n).collect();
+        assert!(flagged.len() >= 10, "{flagged:?}");
+        assert!(!s.command("DeviceInformation").unwrap().supervised);
+    }
+
+    #[test]
+    fn supervised_only_profiles() {
+        let s = Schema::get();
+        let p = |payloads: Vec<Json>, top: Json| s.supervised_only_profile(&profile(payloads, top));
+        let wifi = payload("com.apple.wifi.managed", json!({"SSID_STR": "corp", "EncryptionType": "WPA2"}));
+        assert_eq!(p(vec![wifi.clone()], json!({})), None);
+        // A payload only supervised devices take.
+        assert_eq!(
+            p(
+                vec![
+                    wifi.clone(),
+                    payload("com.apple.app.lock", json!({"App": {"Identifier": "com.example.kiosk"}}))
+                ],
+                json!({})
+            )
+            .as_deref(),
+            Some("a com.apple.app.lock payload")
+        );
+        assert_eq!(
+            p(
+                vec![payload("com.apple.proxy.http.global", json!({"ProxyType": "Auto"}))],
+                json!({})
+            )
+            .as_deref(),
+            Some("a com.apple.proxy.http.global payload")
+        );
+        // A top-level key.
+        assert_eq!(
+            p(vec![wifi.clone()], json!({"PayloadRemovalDisallowed": true})).as_deref(),
+            Some("PayloadRemovalDisallowed")
+        );
+        // Restrictions: a supervised-only key set away from its default…
+        let r = |keys: Json| p(vec![payload(RESTRICTIONS, keys)], json!({}));
+        assert_eq!(
+            r(json!({"allowCamera": false, "allowAppInstallation": false})).as_deref(),
+            Some("com.apple.applicationaccess: allowAppInstallation")
+        );
+        assert_eq!(
+            r(json!({"forceAutomaticDateAndTime": true})).as_deref(),
+            Some("com.apple.applicationaccess: forceAutomaticDateAndTime")
+        );
+        assert_eq!(
+            r(json!({"enforcedSoftwareUpdateDelay": 60})).as_deref(),
+            Some("com.apple.applicationaccess: enforcedSoftwareUpdateDelay")
+        );
+        assert_eq!(
+            r(json!({"blockedAppBundleIDs": ["com.example.game"]})).as_deref(),
+            Some("com.apple.applicationaccess: blockedAppBundleIDs")
+        );
+        // …but not one left at it, nor a key any device takes.
+        assert_eq!(r(json!({"allowAppInstallation": true, "allowCamera": false})), None);
+        assert_eq!(r(json!({"enforcedSoftwareUpdateDelay": 30})), None);
+        // Every restriction at Apple's default (as admins' restriction profiles often list them).
+        let all: serde_json::Map<String, Json> = s
+            .payload(RESTRICTIONS)
+            .unwrap()
+            .keys
+            .iter()
+            .filter_map(|k| k.default.clone().map(|d| (k.name.clone(), d)))
+            .collect();
+        assert!(all.len() > 90, "{}", all.len());
+        assert_eq!(r(Json::Object(all)), None);
     }
 
     #[test]

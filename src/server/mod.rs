@@ -1,5 +1,6 @@
 //! `mdmd serve`: wires configuration, store, service and HTTP together.
 
+mod ade;
 mod directory;
 
 use std::io::Write as _;
@@ -457,7 +458,19 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             }
         });
     }
+    let ade = ade::build(
+        &cfg.ade,
+        &cfg.public_url(),
+        store.clone(),
+        secrets.clone(),
+        commander.clone(),
+        enroller.clone(),
+        fleet.clone(),
+        &instance,
+    )
+    .await?;
     let app = Arc::new(App {
+        ade,
         directory,
         mdm: mdm.clone(),
         pki: pki.clone(),

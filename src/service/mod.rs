@@ -23,6 +23,7 @@
 //! outbox and ACME (`crate::ops`), wake-ups (`crate::push`).
 
 pub mod access;
+pub mod ade;
 pub mod checkin;
 pub mod commands;
 pub mod credentials;

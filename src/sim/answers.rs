@@ -21,6 +21,16 @@ pub fn error_chain(code: i64, domain: &str, text: &str) -> Value {
     ]))])
 }
 
+/// An Error chain like the one iOS gives an unsupervised device asked for a
+/// supervised-only command or setting.
+fn not_supervised(what: &str) -> Value {
+    error_chain(
+        12081,
+        "MCMDMErrorDomain",
+        &format!("{what} is only available on supervised devices."),
+    )
+}
+
 fn default_for(spec: &KeySpec) -> Value {
     match spec.ty.as_str() {
         "s" => Value::String(String::new()),
@@ -69,8 +79,8 @@ fn query_value(dev: &SimDevice, q: &str) -> Option<Value> {
         "BatteryLevel" => Value::Real(0.82),
         "CellularTechnology" => 3.into(),
         "ModemFirmwareVersion" => "2.10.03".into(),
-        "IsSupervised"
-        | "IsMultiUser"
+        "IsSupervised" => dev.supervised.into(),
+        "IsMultiUser"
         | "IsActivationLockEnabled"
         | "IsDoNotDisturbInEffect"
         | "IsMDMLostModeEnabled"
@@ -211,6 +221,9 @@ fn apps() -> Value {
 /// Err((status, ErrorChain)).
 pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status, Value)> {
     let c = &cmd.command;
+    if !dev.supervised && Schema::get().command(&cmd.request_type).is_some_and(|s| s.supervised) {
+        return Err((Status::Error, not_supervised(&cmd.request_type)));
+    }
     Ok(match cmd.request_type.as_str() {
         "DeviceInformation" => device_information(dev, cmd),
         "SecurityInfo" => security_info(dev),
@@ -416,6 +429,17 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 ])),
             ),
         ]),
+        "DeviceConfigured" => {
+            // Only in Setup Assistant (an ADE enrollment that awaits configuration).
+            if !dev.awaiting_configuration {
+                return Err((
+                    Status::Error,
+                    error_chain(12070, "MCMDMErrorDomain", "The device is not awaiting configuration."),
+                ));
+            }
+            dev.awaiting_configuration = false;
+            Dictionary::new()
+        }
         "DeviceLock" => {
             if c.contains_key("Message") || c.contains_key("PhoneNumber") {
                 d(vec![("MessageResult", "Success".into())])
@@ -473,13 +497,24 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                             *slot = config;
                         }
                     }
+                    // An item only a supervised device takes fails on its own.
+                    let alone = Dictionary::from_iter([
+                        ("RequestType".to_owned(), Value::from("Settings")),
+                        ("Settings".to_owned(), Value::Array(vec![i.clone()])),
+                    ]);
+                    if !dev.supervised && Schema::get().supervised_only_command(&alone).is_some() {
+                        return Value::Dictionary(d(vec![
+                            ("Item", item.into()),
+                            ("Status", "Error".into()),
+                            ("ErrorChain", not_supervised(item)),
+                        ]));
+                    }
                     Value::Dictionary(d(vec![("Item", item.into()), ("Status", "Acknowledged".into())]))
                 })
                 .collect();
             d(vec![("Settings", Value::Array(results))])
         }
-        "DeviceConfigured"
-        | "RestartDevice"
+        "RestartDevice"
         | "ShutDownDevice"
         | "EnableLostMode"
         | "DisableLostMode"

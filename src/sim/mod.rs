@@ -4,6 +4,8 @@
 //! by the load generator (`mdmd sim load`).
 
 pub mod account;
+pub mod ade;
+pub mod ade_api;
 pub mod answers;
 pub mod apns;
 pub mod ddm;
@@ -52,6 +54,12 @@ pub struct SimDevice {
     pub renewals: u32,
     /// A passcode is set (SecurityInfo; data protection follows it).
     pub passcode: bool,
+    /// Supervised (DeviceInformation's IsSupervised): an unsupervised device
+    /// answers Apple's supervised-only commands and Settings items with Error.
+    pub supervised: bool,
+    /// In Setup Assistant after an ADE enrollment whose profile says
+    /// `await_device_configured`: TokenUpdate says so until DeviceConfigured.
+    pub awaiting_configuration: bool,
     /// Its Wi-Fi MAC address (Apple's OUI, the rest from the UDID).
     pub wifi_mac: String,
     pub checkin_url: String,
@@ -178,6 +186,8 @@ impl SimDevice {
             profile: None,
             renewals: 0,
             passcode: true,
+            supervised: false,
+            awaiting_configuration: false,
             wifi_mac,
             ddm: Default::default(),
             checkin_url: format!("{}/mdm/checkin", base_url.trim_end_matches('/')),
@@ -452,7 +462,7 @@ impl SimDevice {
             ("Topic", self.topic.clone().into()),
             ("Token", plist::Value::Data(self.token.clone())),
             ("PushMagic", self.push_magic.clone().into()),
-            ("AwaitingConfiguration", false.into()),
+            ("AwaitingConfiguration", self.awaiting_configuration.into()),
         ];
         // No UnlockToken in User Enrollment: the organisation cannot clear a personal device's passcode.
         if self.enrollment_id.is_none() {

@@ -78,7 +78,7 @@ impl Role {
         let read = action == Action::Read;
         let sensitive = match area {
             Accounts | Secrets | AccessTokens => true,
-            PushCert | Cas | Acme | DerivedCredentials | DerivedCredential => !read,
+            PushCert | Cas | AdeTokens | Acme | DerivedCredentials | DerivedCredential => !read,
             _ => false,
         };
         match self {
@@ -109,6 +109,8 @@ pub enum Area {
     PushCert,
     /// Organisation CAs.
     Cas,
+    /// ADE server tokens (Apple Business Manager's credentials for this server).
+    AdeTokens,
     /// mdmd's ACME certificate.
     Acme,
     /// The derived-credential collection (a provider lists and posts here).

@@ -246,6 +246,7 @@ impl Mdm {
                             "udid": b.udid,
                             "enrollment_id": b.user_enrollment_id,
                             "serial": b.info.serial_number,
+                            "ade": b.ade.as_ref().map(|a| serde_json::json!({"server": a.server, "supervised": a.supervised})),
                             "user": b.user.as_ref().map(|u| serde_json::json!({
                                 "username": u.username,
                                 "email": u.email,
@@ -265,6 +266,12 @@ impl Mdm {
                     Some(pending) => {
                         tracing::info!(enrollment = %id, pending, "TokenUpdate");
                         self.waker.token_updated(&token_hex);
+                        if awaiting_configuration && id == req.enrollment.device {
+                            // In Setup Assistant until DeviceConfigured (`service::ade::setup`).
+                            if let Some(e) = self.store.enrollment(&id).await? {
+                                crate::service::ade::setup::note_awaiting(self.store.as_ref(), &id, e.enrolled_at).await?;
+                            }
+                        }
                         if before.is_some() {
                             // Blueprints first: what the device should have is queued
                             // before its inventory and anything else.

@@ -263,8 +263,12 @@ impl Commander {
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let (command, unlock_token) = Self::validated(input)?;
         let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
-        if crate::protocol::schema::Schema::get().command(&rt).is_some_and(|c| c.ue_forbidden) {
+        let schema = crate::protocol::schema::Schema::get();
+        if schema.command(&rt).is_some_and(|c| c.ue_forbidden) {
             self.refuse_user_enrollments(&rt, &targets).await?;
+        }
+        if let Some(what) = schema.supervised_only_command(&command) {
+            self.refuse_unsupervised(&what, &targets).await?;
         }
         match rt.as_str() {
             "InstallProfile" => {
@@ -332,6 +336,44 @@ impl Commander {
             format!(
                 "{what} is not allowed on a User Enrollment (a personal device): {}",
                 personal.join(", ")
+            ),
+        ))
+    }
+
+    /// Apple's supervised-only commands, Settings items, payloads and keys
+    /// (`what`, from `Schema::supervised_only_command` / `_profile`): naming
+    /// a device known not to be supervised among `targets` is an error
+    /// (nothing is queued). A device that has not said yet is let through:
+    /// it refuses by itself. Only called when there is such a part, so the
+    /// common command never reads an enrollment here.
+    async fn refuse_unsupervised(&self, what: &str, targets: &[String]) -> Result<(), CommandError> {
+        use futures_util::StreamExt as _;
+        // Read a few at a time (a fan-out may name 100,000 devices); owned
+        // values, so the future stays Send.
+        let mut reads = futures_util::stream::iter(targets.to_vec())
+            .map(|t| {
+                let store = self.mdm.store.clone();
+                async move { store.enrollment(&t).await.map(|e| (t, e)) }
+            })
+            .buffered(32);
+        let mut unsupervised = Vec::new();
+        while let Some(read) = reads.next().await {
+            let (t, e) = read?;
+            if e.is_some_and(|e| e.supervised() == Some(false)) {
+                unsupervised.push(t);
+                if unsupervised.len() == 10 {
+                    break;
+                }
+            }
+        }
+        if unsupervised.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            "",
+            format!(
+                "{what} is supervised-only (Apple's schema); these devices are not supervised: {}",
+                unsupervised.join(", ")
             ),
         ))
     }
@@ -573,6 +615,9 @@ impl Commander {
             .find(|t| schema.payload(t).is_some_and(|p| p.ue_forbidden))
         {
             self.refuse_user_enrollments(&format!("a {t} payload"), &targets).await?;
+        }
+        if let Some(what) = schema.supervised_only_profile(&template) {
+            self.refuse_unsupervised(&what, &targets).await?;
         }
         let tag = ProfileTag {
             identifier: identifier.to_owned(),

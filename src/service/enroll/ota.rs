@@ -80,31 +80,36 @@ impl Enroller {
         }
     }
 
-    async fn phase1(&self, signer: &X509, udid: &str, attrs: &Dictionary) -> Result<Vec<u8>, ServiceError> {
-        let attested = match &self.cfg.device_attestation_ca {
-            Some(store) => {
-                verify_in(store, signer).map_err(|e| match e {
-                    ChainError::Refused(e) => ServiceError::Forbidden(format!(
-                        "phase 1: the signer is not a device certificate from the attestation CA: {e}"
-                    )),
-                    ChainError::Setup(e) => ServiceError::internal("verifying against the attestation CA", e),
-                })?;
-                // The device certificate names the device: it must be the UDID claimed.
-                let cn = signer
-                    .subject_name()
-                    .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                    .next()
-                    .and_then(|e| e.data().to_string().ok())
-                    .unwrap_or_default();
-                if cn != udid {
-                    return Err(ServiceError::Forbidden(format!(
-                        "phase 1: the device certificate is for {cn:?}, not for the UDID claimed ({udid})"
-                    )));
-                }
-                true
-            }
-            None => false,
+    /// With `--device-attestation-ca`, check that `signer` is a device
+    /// certificate from that CA naming `udid` (403 otherwise): true. Without
+    /// it nothing can be proven: false.
+    pub(crate) fn attest(&self, signer: &X509, udid: &str, phase: &str) -> Result<bool, ServiceError> {
+        let Some(store) = &self.cfg.device_attestation_ca else {
+            return Ok(false);
         };
+        verify_in(store, signer).map_err(|e| match e {
+            ChainError::Refused(e) => {
+                ServiceError::Forbidden(format!("{phase}: the signer is not a device certificate from the attestation CA: {e}"))
+            }
+            ChainError::Setup(e) => ServiceError::internal("verifying against the attestation CA", e),
+        })?;
+        // The device certificate names the device: it must be the UDID claimed.
+        let cn = signer
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+            .unwrap_or_default();
+        if cn != udid {
+            return Err(ServiceError::Forbidden(format!(
+                "{phase}: the device certificate is for {cn:?}, not for the UDID claimed ({udid})"
+            )));
+        }
+        Ok(true)
+    }
+
+    async fn phase1(&self, signer: &X509, udid: &str, attrs: &Dictionary) -> Result<Vec<u8>, ServiceError> {
+        let attested = self.attest(signer, udid, "phase 1")?;
         let challenge = attrs
             .get("CHALLENGE")
             .and_then(Value::as_string)

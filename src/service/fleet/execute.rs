@@ -154,8 +154,17 @@ impl Fleet {
         let b = match batch {
             Ok(b) => b,
             Err(crate::service::commands::CommandError::Service(e)) => return Err(e),
+            // Refused because of some of the devices (a supervised-only item and a
+            // device that is not supervised, a User Enrollment): halve until each
+            // refusal is its own devices', so the others still get the item.
+            Err(_) if targets.len() > 1 => {
+                let (first, second) = targets.split_at(targets.len() / 2);
+                let mut out = Box::pin(self.install(want, first.to_vec())).await?;
+                out.extend(Box::pin(self.install(want, second.to_vec())).await?);
+                return Ok(out);
+            }
             Err(e) => {
-                // The item itself is wrong (a schema problem): every device fails it.
+                // The item itself is wrong (a schema problem) or refused for this device: it fails it.
                 for t in targets {
                     out.insert(t, Err(e.to_string()));
                 }

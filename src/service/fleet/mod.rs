@@ -544,6 +544,26 @@ impl Fleet {
         )
     }
 
+    /// Has everything the blueprints sent this enrollment (`enrolled_at`) been
+    /// answered (installed or failed)? `None` before the reconciler has looked
+    /// at this enrollment; `Some(false)` while an item is pending or the device
+    /// is being reconciled. (Setup Assistant waits on this.)
+    pub async fn settled(&self, id: &str, enrolled_at: i64) -> Result<Option<bool>, FleetError> {
+        let store = &self.commander.mdm.store;
+        let Some(r) = store.record(DEVICES, id).await? else {
+            return Ok(None);
+        };
+        let s: DeviceState = serde_json::from_value(r.value).map_err(crate::store::StoreError::from)?;
+        if s.epoch != enrolled_at || s.updated_at < enrolled_at {
+            return Ok(None);
+        }
+        if s.claim.is_some() {
+            return Ok(Some(false));
+        }
+        let profiles = store.device_profiles(id).await?;
+        Ok(Some(s.blueprints.iter().all(|b| blueprint_status(&s, b, &profiles).0 != "pending")))
+    }
+
     /// A device's groups and blueprints, with each blueprint's state there.
     pub async fn device_view(&self, id: &str) -> Result<Json, FleetError> {
         let store = &self.commander.mdm.store;

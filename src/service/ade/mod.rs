@@ -1,0 +1,757 @@
+//! Automated Device Enrollment (ADE): devices an organisation bought through
+//! Apple Business Manager (ABM) enroll themselves during Setup Assistant,
+//! supervised, and wait there until mdmd says they are configured.
+//!
+//! - `keys`: the key pair ABM encrypts server tokens to, and opening a token file.
+//! - This file: server tokens (sealed records, one per ABM server), ADE
+//!   profiles (defined at Apple, their UUID kept per server, a default one
+//!   assigned automatically), the devices ABM says are ours, and health.
+//! - `sync`: fetching and syncing devices with cursors (leased: one instance
+//!   at a time), and assigning default profiles.
+//! - `enroll`: the device's MachineInfo POST → its enrollment profile.
+//! - `setup`: devices waiting in Setup Assistant, released with
+//!   `DeviceConfigured` once their blueprint items are acknowledged (or by an
+//!   admin, or after `--ade-await-timeout`).
+//!
+//! Records live in the shared `RecordStore` collections below, so several
+//! instances see one state; every change is compare-and-set.
+
+mod enroll;
+pub mod keys;
+pub mod setup;
+mod sync;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+use crate::ade::{AdeClient, AdeError, ServerToken};
+use crate::clock::{now, rfc3339};
+use crate::pki::secrets::SecretBox;
+use crate::service::commands::Commander;
+use crate::service::enroll::Enroller;
+use crate::service::fleet::Fleet;
+use crate::service::ServiceError;
+use crate::store::{LookupKey, Store, StoreError};
+
+pub use keys::{AdeKey, TokenFileError};
+pub use setup::Waiting;
+pub use sync::SyncReport;
+
+/// Server tokens by name (`TokenRecord`).
+pub const TOKENS: &str = "ade_tokens";
+/// ADE profiles by name (`ProfileRecord`).
+pub const PROFILES: &str = "ade_profiles";
+/// Devices ABM assigned to us, by serial (`DeviceRecord`).
+pub const DEVICES: &str = "ade_devices";
+/// Enrollments waiting in Setup Assistant, by enrollment id (`Waiting`).
+pub const WAITING: &str = "ade_waiting";
+
+/// Where devices POST their MachineInfo (an ADE profile's default `url`).
+pub const ENROLL_PATH: &str = "/mdm/ade/enroll";
+
+/// Warn this long before a server token expires.
+pub const EXPIRY_WARNING: i64 = 30 * 86_400;
+
+/// The AAD a server token is sealed under.
+fn token_aad(name: &str) -> String {
+    format!("ade-token:{name}")
+}
+
+#[derive(Debug, Clone)]
+pub struct AdeConfig {
+    /// Apple's ADE API, or a stand-in (`--ade-url`).
+    pub url: String,
+    /// Where devices POST their MachineInfo (an ADE profile's default `url`).
+    pub enroll_url: String,
+    pub sync_interval: Duration,
+    /// Serve an enrollment profile to serials no sync has seen (`--ade-allow-unknown`).
+    pub allow_unknown: bool,
+    /// Release a device waiting in Setup Assistant after this long (seconds), with a warning.
+    pub await_timeout: i64,
+    /// Devices per page asked of Apple (at most 1000).
+    pub page_size: u32,
+}
+
+/// An ADE operation's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AdeFailure {
+    /// The request is wrong (400), nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Apple's service refused or failed (502), with Apple's reason.
+    #[error("Apple's ADE service: {0}")]
+    Apple(#[from] AdeError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for AdeFailure {
+    fn from(e: StoreError) -> Self {
+        AdeFailure::Service(e.into())
+    }
+}
+
+impl From<TokenFileError> for AdeFailure {
+    fn from(e: TokenFileError) -> Self {
+        AdeFailure::Invalid(e.to_string())
+    }
+}
+
+/// One ABM server's token and its sync state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The `ServerToken` JSON, sealed.
+    pub sealed: String,
+    pub expires_at: i64,
+    pub uploaded_at: i64,
+    /// The first characters of the consumer key (to tell tokens apart).
+    pub consumer_key_hint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_name: Option<String>,
+    /// Where the next sync resumes (none: the next run is a full fetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<i64>,
+}
+
+/// An ADE profile: Apple's JSON, and its UUID at each ABM server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    pub profile: Json,
+    /// Token name → the profile's UUID at that ABM server.
+    #[serde(default)]
+    pub uuids: BTreeMap<String, String>,
+    /// Assigned automatically to new devices.
+    #[serde(default)]
+    pub default: bool,
+    /// As the default, only for devices of these servers (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// As the default, only for devices this CEL rule matches (`device.serial`, `.model`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub updated_at: i64,
+}
+
+impl ProfileRecord {
+    pub fn supervised(&self) -> bool {
+        self.profile.get("is_supervised").and_then(Json::as_bool).unwrap_or(true)
+    }
+    pub fn await_configured(&self) -> bool {
+        self.profile.get("await_device_configured").and_then(Json::as_bool).unwrap_or(false)
+    }
+}
+
+/// A device ABM assigned to one of our servers, as the last sync saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceRecord {
+    pub serial: String,
+    /// The token (ABM server) it belongs to.
+    pub server: String,
+    /// `added`, `modified`, `deleted` (a sync's op), or `fetched` (a full fetch).
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_assign_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_assigned_date: Option<String>,
+    /// Our profile's name, when we assigned it (or recognise its UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What Apple answered when we last assigned a profile, if not SUCCESS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_error: Option<String>,
+    pub updated_at: i64,
+}
+
+pub struct Ade {
+    pub(crate) store: Arc<dyn Store>,
+    secrets: Arc<SecretBox>,
+    pub key: AdeKey,
+    pub cfg: AdeConfig,
+    pub(crate) commander: Arc<Commander>,
+    pub(crate) enroller: Arc<Enroller>,
+    pub(crate) fleet: Arc<Fleet>,
+    instance: String,
+    http: reqwest::Client,
+    /// Token name → (its record's `sealed`, a client holding its session).
+    clients: Mutex<HashMap<String, (String, Arc<AdeClient>)>>,
+}
+
+impl Ade {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        cfg: AdeConfig,
+        commander: Arc<Commander>,
+        enroller: Arc<Enroller>,
+        fleet: Arc<Fleet>,
+        instance: &str,
+        host: &str,
+    ) -> Result<Arc<Ade>, ServiceError> {
+        let key = AdeKey::load_or_create(store.as_ref(), &secrets, host).await?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ServiceError::internal("building the ADE HTTP client", e))?;
+        Ok(Arc::new(Ade {
+            store,
+            secrets,
+            key,
+            cfg,
+            commander,
+            enroller,
+            fleet,
+            instance: instance.to_owned(),
+            http,
+            clients: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Sync periodically and watch devices waiting in Setup Assistant.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.sync_loop().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.setup_loop().await });
+    }
+
+    // ---- server tokens ----
+
+    /// Store a server-token file ABM handed back (replacing a token of the same name).
+    pub async fn put_token(&self, name: &str, file: &[u8]) -> Result<Json, AdeFailure> {
+        if !crate::service::fleet::valid_name(name) {
+            return Err(AdeFailure::Invalid(format!(
+                "{name:?} is not a token name (letters, digits, '.', '-', '_'; at most 64)"
+            )));
+        }
+        let token = self.key.open_token_file(file)?;
+        let expires_at = token.expires_at().map_err(|e| AdeFailure::Invalid(e.to_string()))?;
+        let plain = serde_json::to_vec(&token).map_err(StoreError::from)?;
+        let sealed = self
+            .secrets
+            .seal(&plain, &token_aad(name))
+            .map_err(|e| ServiceError::internal("sealing the server token", e))?;
+        let old = self.token_record(name).await?;
+        let same_server = old
+            .as_ref()
+            .is_some_and(|(o, _)| o.consumer_key_hint == hint(&token.consumer_key));
+        let rec = TokenRecord {
+            sealed,
+            expires_at,
+            uploaded_at: now(),
+            consumer_key_hint: hint(&token.consumer_key),
+            // A renewed token of the same server keeps where its sync was.
+            cursor: old.as_ref().filter(|_| same_server).and_then(|(o, _)| o.cursor.clone()),
+            fetched_at: old.as_ref().filter(|_| same_server).and_then(|(o, _)| o.fetched_at),
+            synced_at: old.as_ref().filter(|_| same_server).and_then(|(o, _)| o.synced_at),
+            server_name: old.as_ref().filter(|_| same_server).and_then(|(o, _)| o.server_name.clone()),
+            org_name: old.as_ref().filter(|_| same_server).and_then(|(o, _)| o.org_name.clone()),
+            last_error: None,
+            last_error_at: None,
+        };
+        let expect = old.as_ref().map_or(0, |(_, v)| *v);
+        let v = serde_json::to_value(&rec).map_err(StoreError::from)?;
+        if self.store.put_record(TOKENS, name, v, now(), Some(expect)).await?.is_none() {
+            return Err(AdeFailure::Service(ServiceError::Busy(
+                "the token changed at the same time: try again".into(),
+            )));
+        }
+        tracing::info!(token = %name, expires = ?rfc3339(expires_at), "ADE server token stored");
+        // Ask Apple who we are (best effort: a sync follows and reports problems).
+        let account = match self.client(name).await {
+            Ok(c) => match c.account().await {
+                Ok(a) => {
+                    self.note_account(name, &a).await;
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::warn!(token = %name, error = %e, "ADE account not read");
+                    self.note_error(name, &e.to_string()).await;
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(token = %name, error = %e, "ADE client not built");
+                None
+            }
+        };
+        let mut view = self.token_view(name).await?.unwrap_or(Json::Null);
+        if account.is_none() {
+            view["warning"] = json!("Apple's ADE service did not answer /account with this token yet; see last_error after the next sync");
+        }
+        Ok(view)
+    }
+
+    async fn note_account(&self, name: &str, a: &Json) {
+        let server = a.get("server_name").and_then(Json::as_str).map(str::to_owned);
+        let org = a.get("org_name").and_then(Json::as_str).map(str::to_owned);
+        let _ = self
+            .update_token(name, |r| {
+                r.server_name = server.clone();
+                r.org_name = org.clone();
+            })
+            .await;
+    }
+
+    /// Record a sync or account failure on the token (shown in health).
+    pub(crate) async fn note_error(&self, name: &str, error: &str) {
+        let e: String = error.chars().take(500).collect();
+        let _ = self
+            .update_token(name, |r| {
+                r.last_error = Some(e.clone());
+                r.last_error_at = Some(now());
+            })
+            .await;
+    }
+
+    /// Change a token record with compare-and-set (a few tries).
+    pub(crate) async fn update_token(&self, name: &str, f: impl Fn(&mut TokenRecord)) -> Result<bool, StoreError> {
+        for _ in 0..5 {
+            let Some((mut rec, v)) = self.token_record(name).await? else {
+                return Ok(false);
+            };
+            f(&mut rec);
+            let value = serde_json::to_value(&rec)?;
+            if self.store.put_record(TOKENS, name, value, now(), Some(v)).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Db(format!("ADE token {name} kept changing")))
+    }
+
+    pub(crate) async fn token_record(&self, name: &str) -> Result<Option<(TokenRecord, u64)>, StoreError> {
+        match self.store.record(TOKENS, name).await? {
+            Some(r) => Ok(Some((serde_json::from_value(r.value)?, r.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// The token (never shown), opened.
+    fn open_token(&self, name: &str, rec: &TokenRecord) -> Result<ServerToken, ServiceError> {
+        let plain = self
+            .secrets
+            .open(&rec.sealed, &token_aad(name))
+            .map_err(|e| ServiceError::internal("opening the stored server token", e))?;
+        serde_json::from_slice(&plain).map_err(|e| ServiceError::internal("the stored server token is corrupt", e))
+    }
+
+    /// A client for a token, kept while the token is the same (it holds the session).
+    pub(crate) async fn client(&self, name: &str) -> Result<Arc<AdeClient>, AdeFailure> {
+        let (rec, _) = self
+            .token_record(name)
+            .await?
+            .ok_or_else(|| AdeFailure::NotFound(format!("no ADE server token {name}")))?;
+        if let Ok(map) = self.clients.lock() {
+            if let Some((sealed, c)) = map.get(name) {
+                if *sealed == rec.sealed {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let token = self.open_token(name, &rec)?;
+        let c = Arc::new(AdeClient::new(&self.cfg.url, token, self.http.clone())?);
+        if let Ok(mut map) = self.clients.lock() {
+            map.insert(name.to_owned(), (rec.sealed.clone(), c.clone()));
+        }
+        Ok(c)
+    }
+
+    fn token_json(name: &str, r: &TokenRecord) -> Json {
+        let t = now();
+        json!({
+            "name": name,
+            "consumer_key": format!("{}…", r.consumer_key_hint),
+            "expires_at": rfc3339(r.expires_at),
+            "expired": r.expires_at <= t,
+            "expires_soon": r.expires_at > t && r.expires_at - t < EXPIRY_WARNING,
+            "uploaded_at": rfc3339(r.uploaded_at),
+            "server_name": r.server_name,
+            "org_name": r.org_name,
+            "fetched_at": r.fetched_at.and_then(rfc3339),
+            "synced_at": r.synced_at.and_then(rfc3339),
+            "last_error": r.last_error,
+            "last_error_at": r.last_error_at.and_then(rfc3339),
+        })
+    }
+
+    pub async fn token_view(&self, name: &str) -> Result<Option<Json>, StoreError> {
+        Ok(self.token_record(name).await?.map(|(r, _)| Self::token_json(name, &r)))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<Json>, StoreError> {
+        let mut out = Vec::new();
+        for (name, r) in self.store.records(TOKENS).await? {
+            let rec: TokenRecord = serde_json::from_value(r.value)?;
+            out.push(Self::token_json(&name, &rec));
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        if let Ok(mut m) = self.clients.lock() {
+            m.remove(name);
+        }
+        self.store.delete_record(TOKENS, name, None).await
+    }
+
+    /// Warnings for `/v1/health` and the console: tokens expired or expiring
+    /// within 30 days, and tokens whose last use failed.
+    pub async fn problems(&self) -> Vec<String> {
+        let Ok(all) = self.store.records(TOKENS).await else {
+            return vec!["ADE: the server tokens could not be read".into()];
+        };
+        let t = now();
+        let mut out = Vec::new();
+        for (name, r) in all {
+            let Ok(rec) = serde_json::from_value::<TokenRecord>(r.value) else {
+                continue;
+            };
+            let when = rfc3339(rec.expires_at).unwrap_or_default();
+            if rec.expires_at <= t {
+                out.push(format!("ADE server token {name} expired at {when}: download a new one from Apple Business Manager and upload it (mdmd ade upload-token)"));
+            } else if rec.expires_at - t < EXPIRY_WARNING {
+                let days = (rec.expires_at - t) / 86_400;
+                out.push(format!("ADE server token {name} expires in {days} days ({when}): renew it in Apple Business Manager"));
+            }
+            if let Some(e) = &rec.last_error {
+                out.push(format!("ADE server token {name}: {e}"));
+            }
+        }
+        out
+    }
+
+    // ---- profiles ----
+
+    /// Define (or redefine) an ADE profile at Apple on every server (or the
+    /// ones named) and keep it. Apple's profiles cannot change: a changed one
+    /// is defined anew and devices that had the old one get the new one.
+    pub async fn put_profile(
+        &self,
+        name: &str,
+        body: &Json,
+        default: bool,
+        servers: Vec<String>,
+        rule: Option<String>,
+    ) -> Result<Json, AdeFailure> {
+        if !crate::service::fleet::valid_name(name) {
+            return Err(AdeFailure::Invalid(format!("{name:?} is not a profile name")));
+        }
+        let (profile, warnings) = self.check_profile(body)?;
+        if let Some(r) = rule.as_deref() {
+            crate::service::fleet::rules::Rule::compile(r).map_err(|e| AdeFailure::Invalid(format!("rule: {e}")))?;
+        }
+        let tokens: Vec<String> = self.store.records(TOKENS).await?.into_iter().map(|(n, _)| n).collect();
+        for s in &servers {
+            if !tokens.contains(s) {
+                return Err(AdeFailure::Invalid(format!("no ADE server token {s}")));
+            }
+        }
+        let old = self.profile_record(name).await?;
+        // Defined at Apple before anything is stored: a profile Apple refuses changes nothing.
+        let mut uuids = BTreeMap::new();
+        for t in &tokens {
+            let c = self.client(t).await?;
+            let r = c.define_profile(&profile).await?;
+            let uuid = r
+                .profile_uuid
+                .ok_or_else(|| AdeFailure::Apple(AdeError::Decode("no profile_uuid in Apple's answer".into())))?;
+            uuids.insert(t.clone(), uuid);
+        }
+        let rec = ProfileRecord {
+            profile,
+            uuids: uuids.clone(),
+            default,
+            servers,
+            rule,
+            updated_at: now(),
+        };
+        let expect = old.as_ref().map_or(0, |(_, v)| *v);
+        let v = serde_json::to_value(&rec).map_err(StoreError::from)?;
+        if self.store.put_record(PROFILES, name, v, now(), Some(expect)).await?.is_none() {
+            return Err(AdeFailure::Service(ServiceError::Busy("the profile changed at the same time: try again".into())));
+        }
+        tracing::info!(profile = %name, default, defined_at = uuids.len(), "ADE profile defined");
+        // Devices that had this profile get the new definition.
+        let mut reassigned = 0;
+        if old.is_some() {
+            for (t, uuid) in &uuids {
+                let serials = self.devices_with_profile(t, name).await?;
+                if !serials.is_empty() {
+                    reassigned += self.assign(t, name, uuid, serials).await?;
+                }
+            }
+        }
+        let mut view = Self::profile_json(name, &rec);
+        view["reassigned"] = json!(reassigned);
+        if !warnings.is_empty() {
+            view["warnings"] = json!(warnings);
+        }
+        Ok(view)
+    }
+
+    /// Apple's profile JSON checked and completed: `url` defaults to our
+    /// enrollment URL; skip keys must be Apple's; anchor certificates must parse.
+    fn check_profile(&self, body: &Json) -> Result<(Json, Vec<String>), AdeFailure> {
+        let Some(obj) = body.as_object() else {
+            return Err(AdeFailure::Invalid("an ADE profile is a JSON object".into()));
+        };
+        let mut p = obj.clone();
+        let mut warnings = Vec::new();
+        match p.get("profile_name") {
+            Some(Json::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {}
+            _ => return Err(AdeFailure::Invalid("profile_name is required (a non-empty string)".into())),
+        }
+        match p.get("url") {
+            None => {
+                p.insert("url".into(), json!(self.cfg.enroll_url));
+            }
+            Some(Json::String(u)) if u.starts_with("https://") && u.len() <= 2048 => {}
+            Some(_) => return Err(AdeFailure::Invalid("url must be an https:// URL".into())),
+        }
+        const BOOLS: [&str; 7] = [
+            "allow_pairing",
+            "is_supervised",
+            "is_multi_user",
+            "is_mandatory",
+            "await_device_configured",
+            "is_mdm_removable",
+            "auto_advance_setup",
+        ];
+        const STRINGS: [&str; 8] = [
+            "department",
+            "support_phone_number",
+            "support_email_address",
+            "org_magic",
+            "language",
+            "region",
+            "configuration_web_url",
+            "profile_name",
+        ];
+        for (k, v) in &p {
+            if BOOLS.contains(&k.as_str()) {
+                if !v.is_boolean() {
+                    return Err(AdeFailure::Invalid(format!("{k} must be true or false")));
+                }
+            } else if STRINGS.contains(&k.as_str()) {
+                if !v.as_str().is_some_and(|s| s.len() <= 2048) {
+                    return Err(AdeFailure::Invalid(format!("{k} must be a string")));
+                }
+            } else if !matches!(
+                k.as_str(),
+                "url" | "skip_setup_items" | "anchor_certs" | "supervising_host_certs" | "devices"
+            ) {
+                warnings.push(format!("{k} is not a profile key mdmd knows: passed to Apple as given"));
+            }
+        }
+        if p.get("is_supervised") == Some(&json!(false)) {
+            warnings.push("is_supervised false: iOS 13 and later supervise every ADE device anyway".into());
+        }
+        if let Some(items) = p.get("skip_setup_items") {
+            let Some(items) = items.as_array().filter(|a| a.len() <= 100) else {
+                return Err(AdeFailure::Invalid("skip_setup_items must be an array of Apple's skip keys".into()));
+            };
+            let names: Vec<&str> = items.iter().filter_map(Json::as_str).collect();
+            if names.len() != items.len() {
+                return Err(AdeFailure::Invalid("skip_setup_items must be an array of strings".into()));
+            }
+            let unknown = crate::protocol::ade::unknown_skip_keys(names);
+            if !unknown.is_empty() {
+                return Err(AdeFailure::Invalid(format!(
+                    "skip_setup_items: not Setup Assistant skip keys in Apple's schema: {}",
+                    unknown.join(", ")
+                )));
+            }
+        }
+        for k in ["anchor_certs", "supervising_host_certs"] {
+            let Some(certs) = p.get(k) else { continue };
+            let Some(certs) = certs.as_array().filter(|a| a.len() <= 20) else {
+                return Err(AdeFailure::Invalid(format!("{k} must be an array of base64 DER certificates")));
+            };
+            for (i, c) in certs.iter().enumerate() {
+                use base64::Engine as _;
+                let der = c
+                    .as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
+                    .ok_or_else(|| AdeFailure::Invalid(format!("{k}[{i}] is not base64")))?;
+                openssl::x509::X509::from_der(&der)
+                    .map_err(|_| AdeFailure::Invalid(format!("{k}[{i}] is not a DER certificate")))?;
+            }
+        }
+        Ok((Json::Object(p), warnings))
+    }
+
+    pub(crate) async fn profile_record(&self, name: &str) -> Result<Option<(ProfileRecord, u64)>, StoreError> {
+        match self.store.record(PROFILES, name).await? {
+            Some(r) => Ok(Some((serde_json::from_value(r.value)?, r.version))),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn profile_records(&self) -> Result<Vec<(String, ProfileRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for (n, r) in self.store.records(PROFILES).await? {
+            out.push((n, serde_json::from_value(r.value)?));
+        }
+        Ok(out)
+    }
+
+    fn profile_json(name: &str, r: &ProfileRecord) -> Json {
+        json!({
+            "name": name,
+            "profile": r.profile,
+            "uuids": r.uuids,
+            "default": r.default,
+            "servers": r.servers,
+            "rule": r.rule,
+            "updated_at": rfc3339(r.updated_at),
+        })
+    }
+
+    pub async fn profiles(&self) -> Result<Vec<Json>, StoreError> {
+        Ok(self.profile_records().await?.iter().map(|(n, r)| Self::profile_json(n, r)).collect())
+    }
+
+    pub async fn profile(&self, name: &str) -> Result<Option<Json>, StoreError> {
+        Ok(self.profile_record(name).await?.map(|(r, _)| Self::profile_json(name, &r)))
+    }
+
+    pub async fn delete_profile(&self, name: &str) -> Result<bool, StoreError> {
+        self.store.delete_record(PROFILES, name, None).await
+    }
+
+    /// Our profile (name and record) with this UUID at Apple, if any.
+    pub(crate) async fn profile_by_uuid(&self, uuid: &str) -> Result<Option<(String, ProfileRecord)>, StoreError> {
+        Ok(self
+            .profile_records()
+            .await?
+            .into_iter()
+            .find(|(_, r)| r.uuids.values().any(|u| u.eq_ignore_ascii_case(uuid))))
+    }
+
+    // ---- devices ----
+
+    pub(crate) async fn device_record(&self, serial: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        match self.store.record(DEVICES, serial).await? {
+            Some(r) => Ok(Some(serde_json::from_value(r.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn devices_with_profile(&self, server: &str, profile: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.records_after(DEVICES, after.clone(), 1000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (serial, r) in page {
+                let d: DeviceRecord = serde_json::from_value(r.value)?;
+                if d.server == server && d.profile.as_deref() == Some(profile) && d.op != "deleted" {
+                    out.push(serial);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Devices ABM assigned to us, by serial, with whether each has enrolled.
+    pub async fn devices(&self, after: Option<String>, limit: usize, server: Option<&str>) -> Result<Json, StoreError> {
+        let page = self.store.records_after(DEVICES, after, limit.clamp(1, 1000)).await?;
+        let next = if page.len() >= limit.clamp(1, 1000) {
+            page.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        for (serial, r) in page {
+            let d: DeviceRecord = serde_json::from_value(r.value)?;
+            if server.is_some_and(|s| s != d.server) {
+                continue;
+            }
+            let enrollments = self.store.find(LookupKey::Serial, &serial).await?;
+            let mut enrolled = None;
+            for id in enrollments {
+                if let Some(e) = self.store.enrollment(&id).await? {
+                    enrolled = Some(json!({
+                        "id": e.id,
+                        "active": e.active && e.checked_out_at.is_none(),
+                        "ade": e.ade.is_some(),
+                        "supervised": e.supervised(),
+                        "awaiting_configuration": e.awaiting_configuration,
+                        "enrolled_at": rfc3339(e.enrolled_at),
+                    }));
+                    break;
+                }
+            }
+            let mut v = serde_json::to_value(&d).unwrap_or(Json::Null);
+            v["updated_at"] = json!(rfc3339(d.updated_at));
+            v["enrolled"] = json!(enrolled.is_some());
+            v["enrollment"] = enrolled.unwrap_or(Json::Null);
+            out.push(v);
+        }
+        Ok(json!({"devices": out, "next": next}))
+    }
+
+    /// Assign one of our profiles to devices of one server now.
+    pub async fn assign_now(&self, profile: &str, serials: Vec<String>) -> Result<Json, AdeFailure> {
+        let (p, _) = self
+            .profile_record(profile)
+            .await?
+            .ok_or_else(|| AdeFailure::NotFound(format!("no ADE profile {profile}")))?;
+        let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in serials {
+            let d = self
+                .device_record(&s)
+                .await?
+                .filter(|d| d.op != "deleted")
+                .ok_or_else(|| AdeFailure::Invalid(format!("{s} is not a device ABM assigned to this server")))?;
+            by_server.entry(d.server).or_default().push(s);
+        }
+        let mut assigned = 0;
+        for (server, serials) in by_server {
+            let uuid = match p.uuids.get(&server) {
+                Some(u) => u.clone(),
+                None => self.define_at(profile, &server).await?,
+            };
+            assigned += self.assign(&server, profile, &uuid, serials).await?;
+        }
+        Ok(json!({"profile": profile, "assigned": assigned}))
+    }
+}
+
+fn hint(consumer_key: &str) -> String {
+    consumer_key.chars().take(10).collect()
+}
