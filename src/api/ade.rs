@@ -15,7 +15,7 @@ use super::{ApiError, ApiResult};
 use crate::app::App;
 
 pub async fn public_key(State(app): State<Arc<App>>) -> ApiResult {
-    let pem = app.ade.key.cert_pem()?;
+    let pem = app.ade.key()?.cert_pem()?;
     Ok((
         StatusCode::OK,
         [

@@ -197,7 +197,9 @@ pub struct DeviceRecord {
 pub struct Ade {
     pub(crate) store: Arc<dyn Store>,
     secrets: Arc<SecretBox>,
-    pub key: AdeKey,
+    /// The key pair, or why the stored one does not open (ADE is then out of
+    /// service, said in health; everything else serves on).
+    key: Result<AdeKey, String>,
     pub cfg: AdeConfig,
     pub(crate) commander: Arc<Commander>,
     pub(crate) enroller: Arc<Enroller>,
@@ -220,7 +222,11 @@ impl Ade {
         instance: &str,
         host: &str,
     ) -> Result<Arc<Ade>, ServiceError> {
-        let key = AdeKey::load_or_create(store.as_ref(), &secrets, host).await?;
+        let key = AdeKey::load_or_create(store.as_ref(), &secrets, host).await.map_err(|e| {
+            let why = crate::logfmt::chain(&e);
+            tracing::error!(error = %why, "ADE: the key pair server tokens are encrypted to is not usable; ADE is out of service");
+            why
+        });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -248,6 +254,13 @@ impl Ade {
         tokio::spawn(async move { me.setup_loop().await });
     }
 
+    /// The key pair server tokens are encrypted to.
+    pub fn key(&self) -> Result<&AdeKey, ServiceError> {
+        self.key.as_ref().map_err(|why| {
+            ServiceError::internal("the ADE key pair", std::io::Error::other(why.clone()))
+        })
+    }
+
     // ---- server tokens ----
 
     /// Store a server-token file ABM handed back (replacing a token of the same name).
@@ -257,7 +270,7 @@ impl Ade {
                 "{name:?} is not a token name (letters, digits, '.', '-', '_'; at most 64)"
             )));
         }
-        let token = self.key.open_token_file(file)?;
+        let token = self.key()?.open_token_file(file)?;
         let expires_at = token.expires_at().map_err(|e| AdeFailure::Invalid(e.to_string()))?;
         let plain = serde_json::to_vec(&token).map_err(StoreError::from)?;
         let sealed = self
@@ -435,6 +448,9 @@ impl Ade {
         };
         let t = now();
         let mut out = Vec::new();
+        if let Err(why) = &self.key {
+            out.push(format!("ADE: the stored key pair does not open ({why}); server tokens cannot be read (same certs/secrets.keys on every instance?)"));
+        }
         for (name, r) in all {
             let Ok(rec) = serde_json::from_value::<TokenRecord>(r.value) else {
                 continue;
