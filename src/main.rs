@@ -65,3 +65,14 @@ fn real_main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(cli::run(cli.cmd))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags are consistent (clap checks them only when a
+    /// subcommand is used: a clash would panic in an admin's hands).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

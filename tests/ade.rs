@@ -488,3 +488,72 @@ async fn attested_ade_reenrollment_of_the_same_serial_is_vouched_and_nobody_laun
     let dev = srv.admin().get(&format!("/v1/devices/{udid}")).await.unwrap();
     assert_eq!(dev["ade"]["attested"], true, "{dev}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdmd_sim_plays_abm_and_an_ade_iphone_from_the_real_binary() {
+    use std::io::BufRead as _;
+    // `mdmd sim abm` needs the server's public key first; its URL is known only once it runs,
+    // so the server starts pointing at a placeholder and a second one at the stand-in.
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("ade.pem");
+    let token_file = tmp.path().join("abm-token.p7m");
+    // One data dir for both runs: the key pair persists (sealed in the store).
+    let placeholder = AdeStandIn::start("placeholder").await.unwrap();
+    let mut srv = start(&placeholder, &[]);
+    let (ok, _, err) = srv.cli(&["ade", "public-key", "--out", key_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mut abm = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
+        .args(["sim", "abm", "-n", "3", "--seconds", "120", "--public-key"])
+        .arg(&key_file)
+        .arg("--token-out")
+        .arg(&token_file)
+        .env("MDMD_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let mut lines = std::io::BufReader::new(abm.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        out.push_str(&l);
+        if l == "}" {
+            break;
+        }
+    }
+    let _kill = common::KillOnDrop(abm);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let url = v["ade_url"].as_str().unwrap().to_owned();
+    let first = v["serials"][0].as_str().unwrap().to_owned();
+    srv.kill9();
+    let at = srv.extra.iter().position(|a| a == "--ade-url").unwrap() + 1;
+    srv.extra[at] = url.clone();
+    srv.restart();
+    let v = srv.cli_json(&["ade", "upload-token", "abm", token_file.to_str().unwrap()]);
+    assert_eq!(v["server_name"], "mdmd (simulated ABM)", "{v}");
+    let profile = tmp.path().join("profile.json");
+    std::fs::write(&profile, r#"{"profile_name": "Corporate", "await_device_configured": true}"#).unwrap();
+    srv.cli_json(&["ade", "set-profile", "corporate", profile.to_str().unwrap(), "--default"]);
+    let v = srv.cli_json(&["ade", "sync"]);
+    assert_eq!(v["tokens"][0]["assigned"], 3, "{v}");
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let srv_args = (srv.base.clone(), srv.certs_dir().join("ca.pem"));
+        move || {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
+                .args(["sim", "ade-iphone", "--abm", &url, "--serial", &first, "--wait", "60", "--server", &srv_args.0, "--trust-ca"])
+                .arg(&srv_args.1)
+                .env("MDMD_LOG", "error")
+                .output()
+                .unwrap();
+            (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["setup_assistant"], "done", "{v}");
+    assert_eq!(v["supervised"], true, "{v}");
+    assert!(v["commands"].as_array().unwrap().iter().any(|c| c == "DeviceConfigured"), "{v}");
+    let devices = srv.cli_json(&["ade", "devices"]);
+    assert_eq!(devices["devices"].as_array().unwrap().iter().filter(|d| d["enrolled"] == true).count(), 1, "{devices}");
+}

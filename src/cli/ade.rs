@@ -55,7 +55,7 @@ pub enum AdeCmd {
         #[arg(long)]
         default: bool,
         /// As the default, only for devices of this server token (repeat for several).
-        #[arg(long = "server")]
+        #[arg(long = "abm-server")]
         servers: Vec<String>,
         /// As the default, only for devices this CEL rule matches, e.g. `device.model.startsWith("iPad")`
         /// (fields: serial, model, description, color, os, device_family, server).
@@ -76,7 +76,7 @@ pub enum AdeCmd {
     Devices {
         /// Only devices of this server token.
         #[arg(long)]
-        server: Option<String>,
+        abm_server: Option<String>,
         /// Serials after this one (paging).
         #[arg(long)]
         after: Option<String>,
@@ -232,9 +232,9 @@ impl AdeCmd {
                 let body = serde_json::json!({ "devices": serials });
                 print(&a.post(&format!("/v1/ade/profiles/{}/assign", enc(&profile)), body).await?);
             }
-            AdeCmd::Devices { server, after, limit } => {
+            AdeCmd::Devices { abm_server, after, limit } => {
                 let mut q = vec![format!("limit={limit}")];
-                if let Some(s) = server {
+                if let Some(s) = abm_server {
                     q.push(format!("server={}", enc(&s)));
                 }
                 if let Some(s) = after {

@@ -26,6 +26,7 @@ pub mod push_cert;
 pub mod secrets;
 pub mod serve;
 pub mod sim;
+pub mod sim_ade;
 pub mod table;
 
 use std::sync::OnceLock;

@@ -30,6 +30,10 @@ impl SimArgs {
 
 #[derive(Subcommand)]
 pub enum SimCmd {
+    /// A stand-in of Apple's ADE API with devices assigned to it, and a server token for mdmd.
+    Abm(super::sim_ade::AbmArgs),
+    /// An ADE iPhone's first boot: MachineInfo, enrollment, Setup Assistant until DeviceConfigured.
+    AdeIphone(super::sim_ade::AdeIphoneArgs),
     /// Seed a store (a data dir or postgres:// URL, mdmd stopped) with N devices as
     /// inventory would leave them, for fleet-sized figures (`make ise-bench`).
     Seed {
@@ -208,6 +212,8 @@ pub enum SimCmd {
 impl SimCmd {
     pub async fn run(self, client: &ClientOpts) -> anyhow::Result<()> {
         match self {
+            SimCmd::Abm(a) => a.run().await?,
+            SimCmd::AdeIphone(a) => a.run(client).await?,
             SimCmd::Enroll {
                 devices,
                 user,

@@ -208,6 +208,8 @@ pub struct Ade {
     http: reqwest::Client,
     /// Token name → (its record's `sealed`, a client holding its session).
     clients: Mutex<HashMap<String, (String, Arc<AdeClient>)>>,
+    /// One sync at a time in this process (the lease covers the others).
+    sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl Ade {
@@ -243,6 +245,7 @@ impl Ade {
             instance: instance.to_owned(),
             http,
             clients: Mutex::new(HashMap::new()),
+            sync_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

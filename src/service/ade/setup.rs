@@ -74,7 +74,7 @@ fn fresh(epoch: i64) -> Waiting {
 
 impl Ade {
     pub(super) async fn setup_loop(self: &Arc<Self>) {
-        let lease = Lease::new(self.store.clone(), "ade-setup", &self.instance, std::time::Duration::from_secs(30));
+        let lease = Lease::new(self.store.clone(), "ade-setup", &self.instance, std::time::Duration::from_secs(10));
         loop {
             if lease.held().await {
                 if let Err(e) = self.setup_pass().await {

@@ -15,6 +15,7 @@ use super::{Ade, AdeFailure, DeviceRecord, ProfileRecord, DEVICES, TOKENS};
 use crate::ade::{AdeError, Device};
 use crate::clock::now;
 use crate::ops::lease::Lease;
+use crate::service::ServiceError;
 use crate::store::{RecordWrite, StoreError};
 
 /// What one token's sync did.
@@ -59,8 +60,21 @@ impl Ade {
         }
     }
 
-    /// Sync every token now (the periodic run, `POST /v1/ade/sync`).
-    pub async fn sync_all(&self) -> Result<Vec<SyncReport>, StoreError> {
+    /// Sync every token now (the periodic run, `POST /v1/ade/sync`). One
+    /// run at a time across instances (lease `ade-sync-run`, held while it
+    /// runs): another instance's run in progress is `Busy`.
+    pub async fn sync_all(&self) -> Result<Vec<SyncReport>, ServiceError> {
+        let _one_here = self.sync_lock.lock().await;
+        let run = Lease::new(self.store.clone(), "ade-sync-run", &self.instance, std::time::Duration::from_secs(600));
+        if !run.held().await {
+            return Err(ServiceError::Busy("an ADE sync is running on another instance: try again shortly".into()));
+        }
+        let out = self.sync_tokens().await;
+        run.release().await;
+        Ok(out?)
+    }
+
+    async fn sync_tokens(&self) -> Result<Vec<SyncReport>, StoreError> {
         let names: Vec<String> = self.store.records(TOKENS).await?.into_iter().map(|(n, _)| n).collect();
         let mut out = Vec::new();
         for name in names {
@@ -87,6 +101,9 @@ impl Ade {
             return Err(AdeFailure::Apple(AdeError::TokenRejected(
                 "the server token has expired: upload a new one".into(),
             )));
+        }
+        if rec.expires_at - now() < super::EXPIRY_WARNING {
+            tracing::warn!(token = %name, expires = ?crate::clock::rfc3339(rec.expires_at), "ADE server token expires within 30 days: renew it in Apple Business Manager and upload the new one");
         }
         let client = self.client(name).await?;
         let mut cursor = rec.cursor.clone();
