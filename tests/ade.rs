@@ -404,11 +404,36 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
         p.not_now.insert("InstallProfile".into());
         phones.push((udid, p));
     }
-    // The admin releases the first.
+    // An operator releases the first in the console.
     let (first, second) = (phones[0].0.clone(), phones[1].0.clone());
-    let v = srv.cli_json(&["ade", "release", &first]);
-    assert_eq!(v["state"], "releasing", "{v}");
-    assert_eq!(v["reason"], "admin", "{v}");
+    let secret = srv.account("ops", "operator");
+    let (http, session, token) = console_session(&srv, "ops", &secret).await;
+    let page = http
+        .get(format!("{}/ui/ade", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&first) && page.contains("Release"), "the waiting device is listed");
+    let r = http
+        .post(format!("{}/ui/ade/waiting/{first}/release", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["location"].to_str().unwrap().contains("done="), "{:?}", r.headers());
+    let v = srv.cli_json(&["ade", "waiting"]);
+    let mine = v["devices"].as_array().unwrap().iter().find(|d| d["enrollment"] == first.as_str()).unwrap().clone();
+    assert_eq!(mine["state"], "releasing", "{mine}");
+    assert_eq!(mine["reason"], "admin", "{mine}");
+    // A second release of the same device is refused.
+    let (ok, _, err) = srv.cli(&["ade", "release", &first]);
+    assert!(!ok && err.contains("already"), "{err}");
     let handled = until_configured(&mut phones[0].1, 20, Duration::from_millis(300)).await.unwrap();
     assert!(handled.contains(&"DeviceConfigured".to_owned()));
     // The second is released after --ade-await-timeout, with a warning.
@@ -419,6 +444,52 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
     let mine = w["devices"].as_array().unwrap().iter().find(|d| d["enrollment"] == second.as_str()).unwrap().clone();
     assert_eq!(mine["reason"], "timeout", "{mine}");
     assert!(mine["warning"].as_str().unwrap().contains("--ade-await-timeout"), "{mine}");
+}
+
+/// Sign in to the console over HTTPS: (client, session cookie, CSRF token).
+async fn console_session(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, String, String) {
+    let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
+    let http = mdmd::sim::http_client_builder(Some(&pem))
+        .unwrap()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let between = |h: &str, a: &str, b: &str| -> String {
+        let i = h.find(a).expect("marker") + a.len();
+        h[i..i + h[i..].find(b).expect("end")].to_owned()
+    };
+    let cookie = |r: &reqwest::Response, n: &str| -> String {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{n}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+            .expect("cookie")
+    };
+    let form = http.get(format!("{}/ui/login", srv.base)).send().await.unwrap();
+    let login = cookie(&form, "mdmd_ui_login");
+    let html = form.text().await.unwrap();
+    let token = between(&html, "name=\"csrf\" value=\"", "\"");
+    let r = http
+        .post(format!("{}/ui/login", srv.base))
+        .header("cookie", format!("mdmd_ui_login={login}"))
+        .form(&[("csrf", token.as_str()), ("name", name), ("secret", secret), ("next", "/ui/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = cookie(&r, "mdmd_ui");
+    let html = http
+        .get(format!("{}/ui/", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = between(&html, "name=\"csrf\" value=\"", "\"");
+    (http, session, csrf)
 }
 
 /// Apple's device CA, as a test CA: devices carry certificates named by their UDID.

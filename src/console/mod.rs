@@ -35,6 +35,7 @@ macro_rules! posted {
     };
 }
 
+mod ade;
 mod fleet;
 mod pages;
 mod policy;
@@ -145,6 +146,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/blueprints", get(policy::blueprints))
         .route("/ui/blueprints/{name}", get(policy::blueprint))
         .route("/ui/enrollment", get(pages::enrollment))
+        .route("/ui/ade", get(ade::page))
+        .route("/ui/ade/waiting/{id}/release", post(ade::release))
         .route("/ui/enrollment/invitations", post(pages::invite))
         .route("/ui/certificates", get(pages::certificates))
         .route("/ui/certificates/{serial}/revoke", post(pages::revoke))

@@ -34,6 +34,7 @@ pub(super) fn layout(s: &Session, title: &str, flash: Option<&Flash>, body: Mark
         ("/ui/groups", "Groups"),
         ("/ui/blueprints", "Blueprints"),
         ("/ui/enrollment", "Enrollment"),
+        ("/ui/ade", "ADE"),
         ("/ui/certificates", "Certificates"),
     ];
     let page = html! {
@@ -524,7 +525,7 @@ pub struct FlashQuery {
 }
 
 impl FlashQuery {
-    fn flash(&self) -> Option<Flash> {
+    pub(super) fn flash(&self) -> Option<Flash> {
         if let Some(e) = &self.error {
             return Some(Flash::error(e.clone()));
         }
@@ -1009,7 +1010,7 @@ pub struct ProfileActionForm {
 }
 
 /// Back to a page after a form, with what happened above it (`done=` or `error=`).
-fn back_to(page: &str, outcome: Result<String, String>) -> Response {
+pub(super) fn back_to(page: &str, outcome: Result<String, String>) -> Response {
     let q = match outcome {
         Ok(t) => format!("done={}", urlencoding(&t)),
         Err(e) => format!("error={}", urlencoding(&e)),

@@ -236,10 +236,13 @@ pub fn device_object(f: &DeviceFacts<'_>) -> Json {
     let s = |v: &Option<String>| v.clone().unwrap_or_default();
     let os = i.os_version.clone().unwrap_or_default();
     let os_parts: Vec<i64> = os.split('.').filter_map(|p| p.parse().ok()).collect();
-    let supervised = inventory_value(f.inventory, "DeviceInformation", "IsSupervised")
-        .or_else(|| inventory_value(f.inventory, "DeviceInformation", "QueryResponses").and_then(|q| q.get("IsSupervised")))
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
+    // An ADE profile's supervision, or what the device said (its inventory, then its facts).
+    let supervised = e.ade.as_ref().is_some_and(|a| a.supervised)
+        || inventory_value(f.inventory, "DeviceInformation", "IsSupervised")
+            .or_else(|| inventory_value(f.inventory, "DeviceInformation", "QueryResponses").and_then(|q| q.get("IsSupervised")))
+            .and_then(Json::as_bool)
+            .or(e.info.is_supervised)
+            .unwrap_or(false);
     let username = e.username().unwrap_or_default();
     let user = json!({
         "name": username,
@@ -264,6 +267,8 @@ pub fn device_object(f: &DeviceFacts<'_>) -> Json {
         "meid": s(&i.meid),
         "phone_number": s(&i.phone_number),
         "supervised": supervised,
+        "ade": e.ade.is_some(),
+        "abm_server": e.ade.as_ref().map(|a| a.server.clone()).unwrap_or_default(),
         "kind": serde_json::to_value(e.kind).unwrap_or(Json::Null),
         "enrolled": e.active && e.checked_out_at.is_none(),
         "enrolled_at": e.enrolled_at,
