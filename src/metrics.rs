@@ -69,6 +69,12 @@ pub struct Metrics {
     pub scep: Family<OutcomeLabels, Counter>,
     pub push: Family<OutcomeLabels, Counter>,
     pub acme: Family<OutcomeLabels, Counter>,
+    /// ADE syncs by outcome (ok, failed), profiles assigned, MachineInfo POSTs by outcome.
+    pub ade_syncs: Family<OutcomeLabels, Counter>,
+    pub ade_assigned: Counter,
+    pub ade_enrollments: Family<OutcomeLabels, Counter>,
+    /// Devices waiting in Setup Assistant (set by the watch).
+    pub ade_waiting: Gauge,
     pub tls: Family<OutcomeLabels, Counter>,
     /// Account secret checks by outcome (ok, wrong, unknown-account, known-wrong, refused).
     pub credential_checks: Family<OutcomeLabels, Counter>,
@@ -109,6 +115,10 @@ impl Metrics {
             scep: Family::default(),
             push: Family::default(),
             acme: Family::default(),
+            ade_syncs: Family::default(),
+            ade_assigned: Counter::default(),
+            ade_enrollments: Family::default(),
+            ade_waiting: Gauge::default(),
             tls: Family::default(),
             credential_checks: Family::default(),
             password_hashes: Counter::default(),
@@ -158,6 +168,14 @@ impl Metrics {
             "Argon2id verifications of older account records",
             m.password_hashes.clone(),
         );
+        r.register("ade_syncs", "ADE syncs with Apple by outcome (ok, failed), per token", m.ade_syncs.clone());
+        r.register("ade_profiles_assigned", "Devices an ADE profile was assigned to", m.ade_assigned.clone());
+        r.register(
+            "ade_enrollments",
+            "ADE MachineInfo requests by outcome (served, refused, bad)",
+            m.ade_enrollments.clone(),
+        );
+        r.register("ade_waiting", "Devices waiting in Setup Assistant for DeviceConfigured", m.ade_waiting.clone());
         r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",
@@ -253,6 +271,14 @@ impl Metrics {
 
     pub fn tls_handshake(&self, resumed: bool) {
         count(&self.tls, if resumed { "resumed" } else { "full" });
+    }
+
+    pub fn ade_sync(&self, ok: bool) {
+        count(&self.ade_syncs, if ok { "ok" } else { "failed" });
+    }
+
+    pub fn ade_enrollment(&self, outcome: &str) {
+        count(&self.ade_enrollments, outcome);
     }
 
     pub fn acme(&self, issued: bool) {

@@ -263,6 +263,10 @@ async fn sync_pages_resumes_and_recovers_from_apple_errors() {
     let (s, v) = sync(&srv).await;
     assert_eq!(s, 502, "{v}");
     assert_eq!(abm.stats().bad_signatures, 0, "our OAuth signatures always verified");
+    let (_, m) = srv.admin().call(reqwest::Method::GET, "/metrics", None).await.unwrap();
+    let m = m.as_str().unwrap_or_default().to_owned();
+    assert!(m.contains("mdmd_ade_syncs_total{outcome=\"ok\"}") && m.contains("mdmd_ade_syncs_total{outcome=\"failed\"}"), "{m}");
+    assert!(m.contains("mdmd_ade_profiles_assigned_total 27"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,17 @@ use crate::store::{AdeOrigin, SecretKind};
 impl Ade {
     /// A MachineInfo POST: the signed enrollment profile, or why not.
     pub async fn machine_info(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let r = self.serve_machine_info(body).await;
+        crate::metrics::get().ade_enrollment(match &r {
+            Ok(_) => "served",
+            Err(ServiceError::Forbidden(_)) => "refused",
+            Err(ServiceError::Rejected(_)) => "bad",
+            Err(_) => "error",
+        });
+        r
+    }
+
+    async fn serve_machine_info(&self, body: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let (signer, attrs) = crate::service::enroll::ota::read_body(body)?;
         if let Some(p) = crate::protocol::ade::machine_info_problem(&attrs) {
             return Err(ServiceError::Rejected(format!("MachineInfo: {p}")));

@@ -87,7 +87,10 @@ impl Ade {
 
     /// One look at every waiting device.
     pub async fn setup_pass(&self) -> Result<(), AdeFailure> {
-        for (id, r) in self.store.records(WAITING).await? {
+        let all = self.store.records(WAITING).await?;
+        let waiting = all.iter().filter(|(_, r)| r.value.get("state").and_then(|s| s.as_str()) == Some("waiting")).count();
+        crate::metrics::get().ade_waiting.set(waiting as i64);
+        for (id, r) in all {
             let Ok(w) = serde_json::from_value::<Waiting>(r.value) else {
                 continue;
             };

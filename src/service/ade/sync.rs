@@ -82,7 +82,9 @@ impl Ade {
                 token: name.clone(),
                 ..SyncReport::default()
             };
-            if let Err(e) = self.sync_token(&name, &mut r).await {
+            let outcome = self.sync_token(&name, &mut r).await;
+            crate::metrics::get().ade_sync(outcome.is_ok());
+            if let Err(e) = outcome {
                 let msg = e.to_string();
                 self.note_error(&name, &msg).await;
                 r.error = Some(msg);
@@ -299,6 +301,7 @@ impl Ade {
             }
             self.store.put_records(writes, now()).await?;
         }
+        crate::metrics::get().ade_assigned.inc_by(ok);
         tracing::info!(server, profile, assigned = ok, "ADE profile assigned");
         Ok(ok)
     }
