@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench push-latency schema fuzz clean
+.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -58,6 +58,10 @@ console-bench: release
 # Blueprints at fleet size: edit → every command queued, sweeps, per-device reconcile (DEVICES=, default 100,000).
 fleet-bench: release
 	bash tools/fleet-bench.sh
+
+# ADE sync at fleet size against the ADE API stand-in (DEVICES=, default 10,000).
+ade-bench: release
+	bash tools/ade-bench.sh
 
 # Push figures: 10,000 simulated devices woken through the APNs stand-in (DEVICES=, ROUNDS=).
 push-latency: release

@@ -552,6 +552,13 @@ async fn attested_ade_reenrollment_of_the_same_serial_is_vouched_and_nobody_laun
         .err()
         .expect("refused");
     assert!(format!("{err:#}").contains("403"), "{err:#}");
+    // Another UDID claiming the victim's serial (a clone): refused, even attested.
+    let clone = mdmd::sim::random_udid();
+    let err = first_boot(srv.client(), &conf, &clone, &victim_sn, Some(&device_cert(&ca, &clone)))
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("enrolled as another device"), "{err:#}");
     let still = srv.admin().get(&format!("/v1/devices/{udid}")).await.unwrap();
     assert_eq!(still["active"], true, "{still}");
 

@@ -11,7 +11,8 @@
 //!
 //! Vouched (it may replace an active enrollment's identity under the strict
 //! re-enrollment policy) only when attested, and only for the same serial:
-//! a UDID enrolled with another serial is refused.
+//! a UDID enrolled with another serial is refused, and so is a serial
+//! actively enrolled under another UDID.
 
 use plist::Value;
 
@@ -61,6 +62,24 @@ impl Ade {
                         "{udid} is enrolled with serial {known}, not {serial}"
                     )));
                 }
+            }
+        }
+        // A serial is one device: an active enrollment of it under another UDID is not this one
+        // (a UDID does not change when a device is erased).
+        for other in self.store.find(crate::store::LookupKey::Serial, &serial).await? {
+            if other == udid {
+                continue;
+            }
+            if self
+                .store
+                .enrollment(&other)
+                .await?
+                .is_some_and(|e| e.active && e.checked_out_at.is_none() && e.id == e.device)
+            {
+                tracing::warn!(%serial, %udid, enrolled = %other, "ADE enrollment refused: the serial is enrolled as another device");
+                return Err(ServiceError::Forbidden(format!(
+                    "serial {serial} is enrolled as another device ({other})"
+                )));
             }
         }
         let origin = self.origin(device.as_ref(), &serial, attested).await?;

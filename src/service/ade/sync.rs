@@ -132,12 +132,22 @@ impl Ade {
                 Err(e) => return Err(e.into()),
             };
             r.pages += 1;
-            let mut writes = Vec::with_capacity(page.devices.len());
-            for d in &page.devices {
-                if d.serial_number.is_empty() || d.serial_number.len() > 64 {
-                    continue;
-                }
-                let old = self.device_record(&d.serial_number).await?;
+            let devices: Vec<&Device> = page
+                .devices
+                .iter()
+                .filter(|d| !d.serial_number.is_empty() && d.serial_number.len() <= 64)
+                .collect();
+            // What we had of them, in one read.
+            let olds = self
+                .store
+                .records_of(DEVICES, devices.iter().map(|d| d.serial_number.clone()).collect())
+                .await?;
+            let mut writes = Vec::with_capacity(devices.len());
+            for (d, old) in devices.into_iter().zip(olds) {
+                let old: Option<DeviceRecord> = match old {
+                    Some(r) => Some(serde_json::from_value(r.value).map_err(StoreError::from)?),
+                    None => None,
+                };
                 let rec = merge(old.as_ref(), d, name, full);
                 r.devices += 1;
                 match rec.op.as_str() {
@@ -277,10 +287,12 @@ impl Ade {
         let mut ok = 0;
         for chunk in serials.chunks(1000) {
             let res = client.assign_profile(uuid, chunk).await?;
+            let olds = self.store.records_of(DEVICES, chunk.to_vec()).await?;
             let mut writes = Vec::new();
-            for s in chunk {
+            for (s, old) in chunk.iter().zip(olds) {
                 let status = res.devices.get(s).cloned().unwrap_or_else(|| "NOT_REPORTED".into());
-                let Some(mut d) = self.device_record(s).await? else { continue };
+                let Some(old) = old else { continue };
+                let mut d: DeviceRecord = serde_json::from_value(old.value).map_err(StoreError::from)?;
                 if status == "SUCCESS" {
                     ok += 1;
                     d.profile_status = Some("assigned".into());
