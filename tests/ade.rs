@@ -563,6 +563,8 @@ async fn attested_ade_reenrollment_of_the_same_serial_is_vouched_and_nobody_laun
     assert_eq!(still["active"], true, "{still}");
 
     // The real phone, erased and set up again: attested, same serial → vouched, no approval needed.
+    // (A second later: the same signed bytes again would be a replay, served but not vouched.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = first_boot(srv.client(), &conf, &udid, &victim_sn, Some(&device_cert(&ca, &udid)))
         .await
         .expect("an attested ADE re-enrollment of the same serial is vouched");

@@ -179,7 +179,29 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
 }
 
 pub fn router() -> Router<Arc<App>> {
-    table().into_iter().fold(Router::new(), |r, (op, mr)| r.route(op.path, mr))
+    table()
+        .into_iter()
+        .fold(Router::new(), |r, (op, mr)| r.route(op.path, mr))
+        .layer(axum::middleware::from_fn(no_control_characters))
+}
+
+/// A path or query with a control character (`%00` …) names nothing: 400
+/// before any handler (a store would refuse a NUL in a key, and a log line
+/// must not carry one).
+async fn no_control_characters(req: Request, next: Next) -> Response {
+    let raw = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+    let bytes = raw.as_bytes();
+    let encoded_control = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
+                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
+            )
+    });
+    if encoded_control || bytes.iter().any(|b| b.is_ascii_control()) {
+        return ApiError::bad_request("the path or query has a control character").into_response();
+    }
+    next.run(req).await
 }
 
 /// Every operation (for the OpenAPI description and its test).

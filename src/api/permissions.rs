@@ -21,7 +21,7 @@ pub fn area(path: &str) -> Area {
         Area::AccessTokens
     } else if path.starts_with("/v1/push-cert") {
         Area::PushCert
-    } else if path.starts_with("/v1/ade/tokens") {
+    } else if path.starts_with("/v1/ade/tokens") || path.starts_with("/v1/ade/profiles") {
         Area::AdeTokens
     } else if path.starts_with("/v1/cas") {
         Area::Cas
@@ -74,6 +74,14 @@ mod tests {
         assert!(allowed(Role::Operator, &p, "/v1/commands"));
         assert!(!allowed(Role::Operator, &Method::PUT, "/v1/push-cert"));
         assert!(allowed(Role::Operator, &g, "/v1/push-cert"));
+        // ABM's credentials and where its devices enroll: only admins change them.
+        assert!(!allowed(Role::Operator, &Method::PUT, "/v1/ade/tokens/main"));
+        assert!(!allowed(Role::Operator, &Method::PUT, "/v1/ade/profiles/corp"));
+        assert!(!allowed(Role::Operator, &p, "/v1/ade/profiles/corp/assign"));
+        assert!(allowed(Role::Operator, &g, "/v1/ade/profiles"));
+        assert!(allowed(Role::Operator, &p, "/v1/ade/sync"));
+        assert!(allowed(Role::Operator, &p, "/v1/ade/waiting/X/release"));
+        assert!(!allowed(Role::ReadOnly, &p, "/v1/ade/sync"));
         assert!(allowed(Role::ReadOnly, &g, "/v1/devices"));
         assert!(!allowed(Role::ReadOnly, &p, "/v1/commands"));
         // Enrollment material (a profile with a live challenge) is not a read.

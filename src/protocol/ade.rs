@@ -57,9 +57,20 @@ pub fn machine_info_problem(d: &plist::Dictionary) -> Option<String> {
                 if s.len() > 256 {
                     return Some(format!("{} is longer than 256 bytes", k.n));
                 }
+                if s.chars().any(char::is_control) {
+                    return Some(format!("{} has a control character", k.n));
+                }
             }
             (Some(plist::Value::Boolean(_)), "boolean") | (Some(plist::Value::Data(_)), "data") => {}
             (Some(_), t) => return Some(format!("{} is not a {t}", k.n)),
+        }
+    }
+    // The UDID becomes an enrollment id, the serial a record key: Apple's characters only.
+    for k in ["UDID", "SERIAL"] {
+        if let Some(v) = d.get(k).and_then(plist::Value::as_string) {
+            if !crate::protocol::ids::is_valid_part(v) {
+                return Some(format!("{k} is not an identifier (1–128 of A–Z, a–z, 0–9, '-', '_', '.', '@')"));
+            }
         }
     }
     None
@@ -90,5 +101,10 @@ mod tests {
         assert_eq!(machine_info_problem(&d).as_deref(), Some("SERIAL is empty"));
         d.remove("SERIAL");
         assert_eq!(machine_info_problem(&d).as_deref(), Some("SERIAL is missing"));
+        d.insert("SERIAL".into(), "S\0X".into());
+        assert_eq!(machine_info_problem(&d).as_deref(), Some("SERIAL has a control character"));
+        d.insert("SERIAL".into(), "S".into());
+        d.insert("UDID".into(), "../../v1/accounts".into());
+        assert!(machine_info_problem(&d).unwrap().starts_with("UDID is not an identifier"));
     }
 }

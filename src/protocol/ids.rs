@@ -35,6 +35,12 @@ pub struct EnrollmentId {
     pub kind: EnrollmentKind,
 }
 
+/// Is this a valid id part (a UDID, EnrollmentID, user id): 1–128 of
+/// `A-Z a-z 0-9 - _ . @`?
+pub fn is_valid_part(s: &str) -> bool {
+    valid_part(s).is_ok()
+}
+
 fn valid_part(s: &str) -> Result<&str, ProtocolError> {
     if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) {
         return Err(ProtocolError::BadIdentifier(s.chars().take(64).collect()));

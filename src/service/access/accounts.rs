@@ -109,7 +109,8 @@ pub enum Area {
     PushCert,
     /// Organisation CAs.
     Cas,
-    /// ADE server tokens (Apple Business Manager's credentials for this server).
+    /// ADE server tokens and profiles (Apple Business Manager's credentials for
+    /// this server, and where its devices enroll).
     AdeTokens,
     /// mdmd's ACME certificate.
     Acme,

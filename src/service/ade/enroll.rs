@@ -20,7 +20,27 @@ use super::{Ade, DeviceRecord};
 use crate::clock::now;
 use crate::service::enroll::SecretFor;
 use crate::service::ServiceError;
-use crate::store::{AdeOrigin, SecretKind};
+use crate::store::{AdeOrigin, SecretKind, Store, StoreError};
+
+/// Attested MachineInfo already served (by the SHA-256 of its bytes).
+const SEEN: &str = "ade_machine_info_seen";
+
+/// Another active device enrollment that ADE pinned to `serial`, besides `id`.
+/// (Only ADE serials count: a serial a device merely reported proves nothing,
+/// and must not lock the real device out.)
+pub async fn serial_enrolled_elsewhere(store: &dyn Store, serial: &str, id: &str) -> Result<Option<String>, StoreError> {
+    for other in store.find(crate::store::LookupKey::Serial, serial).await? {
+        if other == id {
+            continue;
+        }
+        if store.enrollment(&other).await?.is_some_and(|e| {
+            e.active && e.checked_out_at.is_none() && e.id == e.device && e.ade.as_ref().is_some_and(|a| a.serial == serial)
+        }) {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
+}
 
 impl Ade {
     /// A MachineInfo POST: the signed enrollment profile, or why not.
@@ -42,8 +62,14 @@ impl Ade {
         }
         let get = |k: &str| attrs.get(k).and_then(Value::as_string).unwrap_or_default().to_owned();
         let (udid, serial) = (get("UDID"), get("SERIAL"));
-        let attested = self.enroller.attest(&signer, &udid, "ADE enrollment")?;
-        let device = self.device_record(&serial).await?.filter(|d| d.op != "deleted");
+        let mut attested = self.enroller.attest(&signer, &udid, "ADE enrollment")?;
+        let mut device = self.device_record(&serial).await?.filter(|d| d.op != "deleted");
+        if let Some(d) = &device {
+            // A device of a server token that was deleted is no longer ours.
+            if self.token_record(&d.server).await?.is_none() {
+                device = None;
+            }
+        }
         let device = match device {
             Some(d) => Some(d),
             None if self.cfg.allow_unknown => None,
@@ -64,22 +90,24 @@ impl Ade {
                 }
             }
         }
-        // A serial is one device: an active enrollment of it under another UDID is not this one
-        // (a UDID does not change when a device is erased).
-        for other in self.store.find(crate::store::LookupKey::Serial, &serial).await? {
-            if other == udid {
-                continue;
-            }
-            if self
+        // A serial is one device: an active ADE enrollment of it under another UDID is not this
+        // one (a UDID does not change when a device is erased).
+        if let Some(other) = serial_enrolled_elsewhere(self.store.as_ref(), &serial, &udid).await? {
+            tracing::warn!(%serial, %udid, enrolled = %other, "ADE enrollment refused: the serial is enrolled as another device");
+            return Err(ServiceError::Forbidden(format!("serial {serial} is enrolled as another device ({other})")));
+        }
+        if attested {
+            // Attested once: the same signed bytes again (a replay by whoever saw them) are
+            // served, but not vouched — they cannot replace an active identity.
+            let seen = serde_json::json!({ "udid": udid, "at": now() });
+            let first = self
                 .store
-                .enrollment(&other)
+                .put_record(SEEN, &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)), seen, now(), Some(0))
                 .await?
-                .is_some_and(|e| e.active && e.checked_out_at.is_none() && e.id == e.device)
-            {
-                tracing::warn!(%serial, %udid, enrolled = %other, "ADE enrollment refused: the serial is enrolled as another device");
-                return Err(ServiceError::Forbidden(format!(
-                    "serial {serial} is enrolled as another device ({other})"
-                )));
+                .is_some();
+            if !first {
+                tracing::warn!(%udid, %serial, "ADE MachineInfo seen before: served, not vouched");
+                attested = false;
             }
         }
         let origin = self.origin(device.as_ref(), &serial, attested).await?;

@@ -16,7 +16,7 @@
 //! Records live in the shared `RecordStore` collections below, so several
 //! instances see one state; every change is compare-and-set.
 
-mod enroll;
+pub mod enroll;
 pub mod keys;
 pub mod setup;
 mod sync;
@@ -553,12 +553,22 @@ impl Ade {
             Some(Json::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {}
             _ => return Err(AdeFailure::Invalid("profile_name is required (a non-empty string)".into())),
         }
+        // Devices go where `url` says: this server, nowhere else.
+        let origin = origin_of(&self.cfg.enroll_url);
         match p.get("url") {
             None => {
                 p.insert("url".into(), json!(self.cfg.enroll_url));
             }
-            Some(Json::String(u)) if u.starts_with("https://") && u.len() <= 2048 => {}
-            Some(_) => return Err(AdeFailure::Invalid("url must be an https:// URL".into())),
+            Some(Json::String(u)) if u.len() <= 2048 && u.starts_with(&format!("{origin}/")) => {}
+            Some(_) => {
+                return Err(AdeFailure::Invalid(format!(
+                    "url must be this server's (under {origin}/; leave it out for {})",
+                    self.cfg.enroll_url
+                )))
+            }
+        }
+        if p.contains_key("supervising_host_certs") {
+            warnings.push("supervising_host_certs: those computers may pair with and manage these devices (Apple Configurator)".into());
         }
         const BOOLS: [&str; 7] = [
             "allow_pairing",
@@ -768,6 +778,17 @@ impl Ade {
             assigned += self.assign(&server, profile, &uuid, serials).await?;
         }
         Ok(json!({"profile": profile, "assigned": assigned}))
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> &str {
+    match url.find("://") {
+        Some(i) => match url[i + 3..].find('/') {
+            Some(j) => &url[..i + 3 + j],
+            None => url,
+        },
+        None => url,
     }
 }
 

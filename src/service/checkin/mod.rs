@@ -108,8 +108,28 @@ impl Mdm {
                         return Err(ServiceError::Forbidden(format!("{id}: certificate is not the device's identity")));
                     }
                 }
+                // An ADE identity is for one serial: the device says that one, and only one
+                // enrollment has it (`service::ade::enroll`).
+                let ade = cert
+                    .as_ref()
+                    .and_then(|c| c.ade.clone())
+                    .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
+                if let Some(a) = &ade {
+                    if f.serial_number.as_deref().is_some_and(|s| s != a.serial) {
+                        return Err(ServiceError::Forbidden(format!(
+                            "{id}: this identity was issued for serial {}",
+                            a.serial
+                        )));
+                    }
+                    if let Some(other) = crate::service::ade::enroll::serial_enrolled_elsewhere(self.store.as_ref(), &a.serial, &id).await? {
+                        return Err(ServiceError::Forbidden(format!(
+                            "{id}: serial {} is enrolled as another device ({other})",
+                            a.serial
+                        )));
+                    }
+                }
                 let info = DeviceInfo {
-                    serial_number: f.serial_number,
+                    serial_number: ade.as_ref().map(|a| a.serial.clone()).or(f.serial_number),
                     product_name: f.product_name,
                     os_version: f.os_version,
                     build_version: f.build_version,
@@ -133,10 +153,6 @@ impl Mdm {
                 let signed_in = cert
                     .as_ref()
                     .and_then(|c| c.user.clone())
-                    .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
-                let ade = cert
-                    .as_ref()
-                    .and_then(|c| c.ade.clone())
                     .filter(|_| req.enrollment.kind == EnrollmentKind::Device);
                 let admission = self.admit(&id, &req.ids, old.as_ref(), &hash, cert).await?;
                 // The current identity again (re-sent or replayed) or its renewal keeps the
@@ -268,7 +284,8 @@ impl Mdm {
                         self.waker.token_updated(&token_hex);
                         if awaiting_configuration && id == req.enrollment.device {
                             // In Setup Assistant until DeviceConfigured (`service::ade::setup`).
-                            if let Some(e) = self.store.enrollment(&id).await? {
+                            // Only an ADE enrollment is in Setup Assistant for us to release.
+                            if let Some(e) = self.store.enrollment(&id).await?.filter(|e| e.ade.is_some()) {
                                 crate::service::ade::setup::note_awaiting(self.store.as_ref(), &id, e.enrolled_at).await?;
                             }
                         }

@@ -189,11 +189,13 @@ pub fn admission(
         return Err(Refusal::OtherPurpose(p.to_owned()));
     }
     let bound = cert.and_then(|c| c.udid.as_deref());
-    if let (Some(b), Some(u)) = (bound, udid) {
-        if b != u {
+    if let Some(b) = bound {
+        // An identity issued for a UDID speaks only for that UDID: not for another, nor for
+        // a channel without one (an EnrollmentID).
+        if udid != Some(b) {
             return Err(Refusal::OtherDevice {
                 bound: b.to_owned(),
-                claimed: u.to_owned(),
+                claimed: udid.unwrap_or(id).to_owned(),
             });
         }
     }

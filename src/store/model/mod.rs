@@ -231,11 +231,11 @@ impl Enrollment {
     /// it said so; `Some(false)` for a User Enrollment (never supervised) or when
     /// it said it is not; `None` before it has said.
     pub fn supervised(&self) -> Option<bool> {
-        if self.ade.as_ref().is_some_and(|a| a.supervised) {
-            return Some(true);
-        }
         if self.is_user_enrollment() {
             return Some(false);
+        }
+        if self.ade.as_ref().is_some_and(|a| a.supervised) {
+            return Some(true);
         }
         self.info.is_supervised
     }

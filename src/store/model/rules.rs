@@ -43,6 +43,16 @@ impl IssuedCert {
 }
 
 impl Enrollment {
+    /// Facts a device reported (DeviceInformation), merged in. An ADE
+    /// enrollment keeps the serial its ADE origin pinned: ABM said which
+    /// serial this identity is for, the device's word does not change it.
+    pub fn merge_facts(&mut self, mut info: DeviceInfo) {
+        if self.ade.is_some() {
+            info.serial_number = None;
+        }
+        self.info.merge(info);
+    }
+
     /// The record an Authenticate stores over `old`: a device that
     /// authenticates again keeps the time it first enrolled.
     pub fn reauthenticated(self, old: Option<&Enrollment>) -> Enrollment {

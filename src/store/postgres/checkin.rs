@@ -153,7 +153,7 @@ async fn set_bootstrap_token_tx(tx: &Transaction<'_>, (id, sealed, now): (String
 }
 
 async fn update_info_tx(tx: &Transaction<'_>, (id, info): (String, DeviceInfo)) -> Result<bool> {
-    let r = modify(tx, &id, |e| (true, e.info.merge(info))).await?;
+    let r = modify(tx, &id, |e| (true, e.merge_facts(info))).await?;
     Ok(r.is_some())
 }
 

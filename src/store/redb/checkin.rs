@@ -168,7 +168,7 @@ impl CheckinStore for RedbStore {
             let Some(mut e) = get_enrollment(txn, &id)? else {
                 return Ok(false);
             };
-            e.info.merge(info);
+            e.merge_facts(info);
             put_enrollment(txn, &e)?;
             Ok(true)
         })

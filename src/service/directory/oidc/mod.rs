@@ -400,8 +400,17 @@ impl Oidc {
             ROTATION_REFETCH_INTERVAL
         };
         if last != i64::MIN && now >= last && now - last < interval {
-            debug!(issuer = %self.cfg.issuer, "oidc: unknown signing key; keys were refetched moments ago");
-            return Ok(None);
+            if !unknown_key {
+                debug!(issuer = %self.cfg.issuer, "oidc: bad signature; keys were refetched moments ago");
+                return Ok(None);
+            }
+            // A key we do not have, the keys fetched within the last second (for another
+            // token): wait out the second rather than refuse a freshly rotated key.
+            debug!(issuer = %self.cfg.issuer, "oidc: unknown signing key; keys were refetched moments ago, waiting a second");
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            if let Some(p) = self.cached().filter(|p| !Arc::ptr_eq(p, seen)) {
+                return Ok(Some(p));
+            }
         }
         self.last_rotation_fetch.store(now, Ordering::Relaxed);
         info!(issuer = %self.cfg.issuer, "oidc: ID token signed with an unknown key; fetching the provider's keys again");
