@@ -488,7 +488,7 @@ impl Findings {
         if !spec.values.is_empty() {
             let as_json = match v {
                 P::String(s) => Some(Json::String(s.clone())),
-                P::Integer(i) => i.as_signed().map(|i| Json::from(i)),
+                P::Integer(i) => i.as_signed().map(Json::from),
                 _ => None,
             };
             if let Some(j) = as_json {

@@ -595,7 +595,7 @@ impl Ade {
                     return Err(AdeFailure::Invalid(format!("{k} must be true or false")));
                 }
             } else if STRINGS.contains(&k.as_str()) {
-                if !v.as_str().is_some_and(|s| s.len() <= 2048) {
+                if v.as_str().is_none_or(|s| s.len() > 2048) {
                     return Err(AdeFailure::Invalid(format!("{k} must be a string")));
                 }
             } else if !matches!(
