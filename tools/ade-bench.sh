@@ -16,7 +16,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 key=bench-key-0123456789abcdefgh
 base=https://127.0.0.1:18651
-cli=($BIN --server "$base" --api-key "$key" --trust-ca "$work/c/ca.pem")
+m() { $BIN "$@" --server "$base" --api-key "$key" --trust-ca "$work/c/ca.pem"; }
 serve() {
   MDMD_LOG=info $BIN serve --listen 127.0.0.1:18651 --data-dir "$work/d" --certs-dir "$work/c" --api-key "$key" \
     --inventory-interval 0 --ade-sync-interval 100000 "$@" >>"$work/serve.log" 2>&1 &
@@ -24,20 +24,20 @@ serve() {
   for _ in $(seq 1 600); do [ "$(grep -c "mdmd listening on" "$work/serve.log")" -ge "$serves" ] && break; sleep 0.1; done
 }
 serves=1; serve --ade-url http://127.0.0.1:1
-"${cli[@]}" ade public-key --out "$work/ade.pem"
+m ade public-key --out "$work/ade.pem"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 $BIN sim abm --public-key "$work/ade.pem" --token-out "$work/token.p7m" -n "$N" --seconds 3600 >"$work/abm.json" &
 pids+=($!)
 for _ in $(seq 1 600); do grep -q '^}' "$work/abm.json" 2>/dev/null && break; sleep 0.1; done
 url=$(grep '"ade_url"' "$work/abm.json" | sed -E 's/.*"(http[^"]+)".*/\1/')
 serves=2; serve --ade-url "$url"
-"${cli[@]}" ade upload-token bench "$work/token.p7m" >/dev/null
+m ade upload-token bench "$work/token.p7m" >/dev/null
 echo '{"profile_name": "Bench", "await_device_configured": true}' >"$work/p.json"
-"${cli[@]}" ade set-profile bench "$work/p.json" --default >/dev/null
+m ade set-profile bench "$work/p.json" --default >/dev/null
 now() { date +%s.%N; }
-s=$(now); "${cli[@]}" ade sync >"$work/s1.json"; e=$(now)
+s=$(now); m ade sync >"$work/s1.json"; e=$(now)
 echo "first sync ($N devices, full fetch + assignment): $(echo "$e - $s" | bc) s; assigned $(grep -m1 '"assigned"' "$work/s1.json" | tr -dc 0-9)"
-s=$(now); "${cli[@]}" ade sync >"$work/s2.json"; e=$(now)
+s=$(now); m ade sync >"$work/s2.json"; e=$(now)
 echo "second sync (Apple reports the $N assignments as modified): $(echo "$e - $s" | bc) s; modified $(grep -m1 '"modified"' "$work/s2.json" | tr -dc 0-9)"
-s=$(now); "${cli[@]}" ade sync >/dev/null; e=$(now)
+s=$(now); m ade sync >/dev/null; e=$(now)
 echo "sync with nothing changed: $(echo "$e - $s" | bc) s"
