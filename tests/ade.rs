@@ -8,57 +8,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::ade::{connect, device_cert, public_key, start, sync};
 use common::{Server, API_KEY};
 use mdmd::ade::ServerToken;
 use mdmd::sim::ade::{activation, first_boot, seal_token_file, until_configured};
 use mdmd::sim::ade_api::AdeStandIn;
 use serde_json::{json, Value};
 
-fn start(abm: &AdeStandIn, extra: &[&str]) -> Server {
-    let mut args = vec!["--ade-url", abm.url().leak() as &str, "--ade-sync-interval", "3600"];
-    args.extend_from_slice(extra);
-    Server::start_with(&args)
-}
-
-async fn public_key(srv: &Server) -> openssl::x509::X509 {
-    let pem = srv
-        .client()
-        .get(format!("{}/v1/ade/public-key", srv.base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    openssl::x509::X509::from_pem(&pem).expect("the public key is a PEM certificate")
-}
-
 async fn put_token(srv: &Server, key: &str, name: &str, file: Vec<u8>) -> (u16, Value) {
-    let resp = srv
-        .client()
-        .put(format!("{}/v1/ade/tokens/{name}", srv.base))
-        .bearer_auth(key)
-        .header("content-type", "application/pkcs7-mime")
-        .body(file)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Upload the stand-in's token, encrypted to the server's key as ABM does.
-async fn connect(srv: &Server, abm: &AdeStandIn, name: &str) {
-    let cert = public_key(srv).await;
-    let file = seal_token_file(&abm.token, &cert).unwrap();
-    let (s, v) = put_token(srv, API_KEY, name, file).await;
-    assert_eq!(s, 200, "{v}");
-}
-
-async fn sync(srv: &Server) -> (u16, Value) {
-    srv.admin().call(reqwest::Method::POST, "/v1/ade/sync", None).await.unwrap()
+    let (s, text) = common::ade::put_token(srv, key, name, file).await;
+    (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 async fn put_profile(srv: &Server, name: &str, query: &str, body: Value) -> (u16, Value) {
@@ -494,24 +453,6 @@ async fn console_session(srv: &Server, name: &str, secret: &str) -> (reqwest::Cl
         .unwrap();
     let csrf = between(&html, "name=\"csrf\" value=\"", "\"");
     (http, session, csrf)
-}
-
-/// Apple's device CA, as a test CA: devices carry certificates named by their UDID.
-fn device_cert(ca: &common::push::TestCa, udid: &str) -> mdmd::sim::pki::SimIdentity {
-    use openssl::asn1::Asn1Time;
-    let key = common::pool_key();
-    let mut n = openssl::x509::X509NameBuilder::new().unwrap();
-    n.append_entry_by_text("CN", udid).unwrap();
-    let mut b = openssl::x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&mdmd::pki::ca::random_serial().unwrap()).unwrap();
-    b.set_subject_name(&n.build()).unwrap();
-    b.set_issuer_name(ca.cert.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.sign(&ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
-    mdmd::sim::pki::SimIdentity { cert: b.build(), key }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::ade::{connect, device_cert, public_key, put_token, start, start_logged, sync};
 use common::{Server, API_KEY};
 use mdmd::ade::ServerToken;
 use mdmd::sim::ade::{first_boot, machine_info, seal_token_file, CloudConfiguration};
@@ -23,32 +24,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- helpers
-
-fn start(abm: &AdeStandIn, extra: &[&str]) -> Server {
-    let mut args = vec!["--ade-url", abm.url().leak() as &str, "--ade-sync-interval", "3600"];
-    args.extend_from_slice(extra);
-    Server::start_with(&args)
-}
-
-fn start_logged(abm: &AdeStandIn, extra: &[&str]) -> Server {
-    let mut args = vec!["--ade-url", abm.url().leak() as &str, "--ade-sync-interval", "3600"];
-    args.extend_from_slice(extra);
-    Server::start_logged(&args)
-}
-
-async fn public_key(srv: &Server) -> openssl::x509::X509 {
-    let pem = srv
-        .client()
-        .get(format!("{}/v1/ade/public-key", srv.base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    openssl::x509::X509::from_pem(&pem).expect("the public key is a PEM certificate")
-}
 
 /// Any request to the admin API with raw bytes; (status, body as text).
 async fn raw(srv: &Server, key: &str, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
@@ -61,9 +36,6 @@ async fn raw(srv: &Server, key: &str, method: Method, path: &str, body: Option<V
     (s, resp.text().await.unwrap_or_default())
 }
 
-async fn put_token(srv: &Server, key: &str, name: &str, file: Vec<u8>) -> (u16, String) {
-    raw(srv, key, Method::PUT, &format!("/v1/ade/tokens/{name}"), Some(file)).await
-}
 
 /// JSON call as any key (admin key or account secret).
 async fn call_as(srv: &Server, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -71,16 +43,6 @@ async fn call_as(srv: &Server, key: &str, method: Method, path: &str, body: Opti
         .call(method, path, body)
         .await
         .unwrap()
-}
-
-async fn connect(srv: &Server, abm: &AdeStandIn, name: &str) {
-    let cert = public_key(srv).await;
-    let (s, v) = put_token(srv, API_KEY, name, seal_token_file(&abm.token, &cert).unwrap()).await;
-    assert_eq!(s, 200, "{v}");
-}
-
-async fn sync(srv: &Server) -> (u16, Value) {
-    srv.admin().call(Method::POST, "/v1/ade/sync", None).await.unwrap()
 }
 
 /// A serial number unique to this test process.
@@ -97,24 +59,6 @@ fn self_signed(udid: &str) -> SimIdentity {
         cert: mdmd::sim::pki::self_signed(&key, &n.build()).unwrap(),
         key,
     }
-}
-
-/// Apple's device CA, as a test CA: devices carry certificates named by their UDID.
-fn device_cert(ca: &common::push::TestCa, udid: &str) -> SimIdentity {
-    use openssl::asn1::Asn1Time;
-    let key = common::pool_key();
-    let mut n = openssl::x509::X509NameBuilder::new().unwrap();
-    n.append_entry_by_text("CN", udid).unwrap();
-    let mut b = openssl::x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&mdmd::pki::ca::random_serial().unwrap()).unwrap();
-    b.set_subject_name(&n.build()).unwrap();
-    b.set_issuer_name(ca.cert.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.sign(&ca.key, openssl::hash::MessageDigest::sha256()).unwrap();
-    SimIdentity { cert: b.build(), key }
 }
 
 /// The MachineInfo an iPhone sends, as the simulator builds it.

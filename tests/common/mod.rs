@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ade;
 pub mod browser;
 pub mod ldap;
 pub mod oidc;
