@@ -4,7 +4,7 @@
 //!
 //! Rules:
 //! - `protocol` imports nothing of ours: no path into another room.
-//! - `pki`, `store`, `push`, `profiles` never import `service`, `http`, `api`,
+//! - `pki`, `store`, `push`, `profiles`, `ops`, `ade`, `vpp` never import `service`, `http`, `api`,
 //!   `console`, `server`, `cli`, `app` or `config`.
 //! - HTTP server types (`axum::`) only in `http`, `api`, `console`, `server`.
 //! - `#![deny(unsafe_code)]` at the crate root (src/lib.rs); `unsafe` and
@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Rooms that must not reach the application and HTTP layers.
-const LOWER: &[&str] = &["pki", "store", "push", "profiles", "ops", "ade"];
+const LOWER: &[&str] = &["pki", "store", "push", "profiles", "ops", "ade", "vpp"];
 const UPPER: &[&str] = &["service", "http", "api", "console", "server", "cli", "app", "config"];
 /// Rooms where axum (HTTP server types) belongs.
 const HTTP_ROOMS: &[&str] = &["http", "api", "console", "server"];

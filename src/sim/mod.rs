@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod load;
 pub mod nac;
 pub mod pki;
+pub mod vpp_api;
 
 use std::collections::{BTreeMap, HashSet};
 
