@@ -14,6 +14,7 @@ pub mod console;
 pub mod http;
 pub mod logfmt;
 pub mod metrics;
+pub mod outbound;
 pub mod ops;
 pub mod pki;
 pub mod profiles;

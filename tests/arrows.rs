@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Rooms that must not reach the application and HTTP layers.
-const LOWER: &[&str] = &["pki", "store", "push", "profiles", "ops", "ade", "vpp"];
+const LOWER: &[&str] = &["pki", "store", "push", "profiles", "ops", "ade", "vpp", "outbound"];
 const UPPER: &[&str] = &["service", "http", "api", "console", "server", "cli", "app", "config"];
 /// Rooms where axum (HTTP server types) belongs.
 const HTTP_ROOMS: &[&str] = &["http", "api", "console", "server"];

@@ -70,35 +70,9 @@ impl AdeClient {
     /// `base`: Apple's URL or a stand-in; `http://` only to a loopback host
     /// (127.0.0.0/8, ::1, localhost), otherwise `https://`.
     pub fn new(base: &str, token: ServerToken, http: reqwest::Client) -> Result<AdeClient, AdeError> {
-        let u = reqwest::Url::parse(base.trim()).map_err(|e| AdeError::BadUrl(format!("{base:?}: {e}")))?;
-        if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
-            return Err(AdeError::BadUrl(format!(
-                "{}: no credentials, query or fragment in the service URL",
-                bounded(base, 200)
-            )));
-        }
-        let Some(host) = u.host_str() else {
-            return Err(AdeError::BadUrl(format!("{}: no host", bounded(base, 200))));
-        };
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        match u.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(AdeError::BadUrl(format!(
-                    "{}: plain http only to a loopback address (a local stand-in); Apple's service is https",
-                    bounded(base, 200)
-                )))
-            }
-            s => return Err(AdeError::BadUrl(format!("{}: unsupported scheme {s}", bounded(base, 200)))),
-        }
+        let base = crate::outbound::service_url(base).map_err(AdeError::BadUrl)?;
         Ok(AdeClient {
-            base: u.as_str().trim_end_matches('/').to_owned(),
+            base,
             token,
             http,
             user_agent: format!("mdmd/{}", env!("CARGO_PKG_VERSION")),

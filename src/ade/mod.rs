@@ -94,26 +94,7 @@ impl ServerToken {
         let obj = v
             .as_object()
             .ok_or_else(|| AdeError::BadToken("the token's JSON is not an object".into()))?;
-        let field = |name: &str| -> Result<String, AdeError> {
-            let s = match obj.get(name) {
-                None | Some(serde_json::Value::Null) => return Err(AdeError::BadToken(format!("the server token has no {name}"))),
-                Some(serde_json::Value::String(s)) => s.trim(),
-                Some(_) => return Err(AdeError::BadToken(format!("the server token's {name} is not a string"))),
-            };
-            if s.is_empty() {
-                return Err(AdeError::BadToken(format!("the server token's {name} is empty")));
-            }
-            if s.len() > MAX_TOKEN_FIELD {
-                return Err(AdeError::BadToken(format!(
-                    "the server token's {name} is {} characters long (at most {MAX_TOKEN_FIELD})",
-                    s.len()
-                )));
-            }
-            if s.chars().any(|c| c.is_control()) {
-                return Err(AdeError::BadToken(format!("the server token's {name} contains control characters")));
-            }
-            Ok(s.to_owned())
-        };
+        let field = |name: &str| crate::outbound::token_field(obj, name, "server token", MAX_TOKEN_FIELD).map_err(AdeError::BadToken);
         let token = ServerToken {
             consumer_key: field("consumer_key")?,
             consumer_secret: field("consumer_secret")?,
@@ -234,17 +215,7 @@ pub enum AdeError {
     BadUrl(String),
 }
 
-/// `s` cut to at most `max` bytes on a character boundary.
-pub(crate) fn bounded(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use crate::outbound::bounded;
 
 #[cfg(test)]
 mod tests {

@@ -11,14 +11,7 @@ use crate::service::fleet::Fleet;
 
 /// `--ade-url` must be https, or http on loopback (a stand-in).
 fn check_url(u: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(u).map_err(|e| anyhow::anyhow!("--ade-url {u:?}: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => anyhow::bail!("--ade-url {u:?}: must be https:// (http:// only on loopback, for a stand-in)"),
-    }
+    crate::outbound::service_url(u).map(drop).map_err(|e| anyhow::anyhow!("--ade-url {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -141,28 +141,7 @@ impl ContentToken {
         let obj = v
             .as_object()
             .ok_or_else(|| VppError::BadToken("the token's JSON is not an object".into()))?;
-        let field = |name: &str| -> Result<String, VppError> {
-            let s = match obj.get(name) {
-                None | Some(serde_json::Value::Null) => return Err(VppError::BadToken(format!("the content token has no {name}"))),
-                Some(serde_json::Value::String(s)) => s.trim(),
-                Some(_) => return Err(VppError::BadToken(format!("the content token's {name} is not a string"))),
-            };
-            if s.is_empty() {
-                return Err(VppError::BadToken(format!("the content token's {name} is empty")));
-            }
-            if s.len() > MAX_TOKEN_FIELD {
-                return Err(VppError::BadToken(format!(
-                    "the content token's {name} is {} characters long (at most {MAX_TOKEN_FIELD})",
-                    s.len()
-                )));
-            }
-            if s.chars().any(char::is_control) {
-                return Err(VppError::BadToken(format!(
-                    "the content token's {name} contains control characters"
-                )));
-            }
-            Ok(s.to_owned())
-        };
+        let field = |name: &str| crate::outbound::token_field(obj, name, "content token", MAX_TOKEN_FIELD).map_err(VppError::BadToken);
         field("token")?;
         let org_name = field("orgName")?;
         let exp = field("expDate")?;
@@ -357,17 +336,7 @@ fn describe_failures(f: &[Failure]) -> String {
     parts.join("; ")
 }
 
-/// `s` cut to at most `max` bytes on a character boundary.
-pub(crate) fn bounded(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use crate::outbound::bounded;
 
 #[cfg(test)]
 mod tests {
