@@ -582,3 +582,22 @@ async fn mdmd_sim_plays_abm_and_an_ade_iphone_from_the_real_binary() {
     let devices = srv.cli_json(&["ade", "devices"]);
     assert_eq!(devices["devices"].as_array().unwrap().iter().filter(|d| d["enrolled"] == true).count(), 1, "{devices}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ade_allow_unknown_serves_serials_no_sync_has_seen() {
+    let abm = AdeStandIn::start("permissive server").await.unwrap();
+    let srv = start(&abm, &["--ade-allow-unknown"]);
+    let conf = mdmd::sim::ade::CloudConfiguration {
+        url: format!("{}/mdm/ade/enroll", srv.base),
+        ..Default::default()
+    };
+    let udid = mdmd::sim::random_udid();
+    // Assigned in ABM minutes ago: no sync has seen it, and it still enrolls.
+    first_boot(srv.client(), &conf, &udid, "JUSTASSIGNED1", None)
+        .await
+        .expect("an unknown serial is served with --ade-allow-unknown");
+    let dev = srv.admin().get(&format!("/v1/devices/{udid}")).await.unwrap();
+    assert_eq!(dev["ade"]["serial"], "JUSTASSIGNED1", "{dev}");
+    assert_eq!(dev["ade"]["server"], "", "no ABM server known for it: {dev}");
+    assert_eq!(dev["supervised"], true, "{dev}");
+}
