@@ -7,6 +7,7 @@ pub mod checkin;
 pub mod command;
 pub mod declarative;
 pub mod ids;
+pub mod ipa;
 pub mod json;
 pub mod limits;
 pub mod schema;
