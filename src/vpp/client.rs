@@ -45,7 +45,7 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 
 pub struct VppClient {
     /// Scheme, host, port and path (`…/mdm/v2`), without a trailing `/`.
-    base: String,
+    pub(super) base: String,
     token: ContentToken,
     http: reqwest::Client,
     user_agent: String,
@@ -278,6 +278,21 @@ impl VppClient {
                 q.append_pair(k, v);
             }
         }
+        self.send(method, url, path, body, true, adam_id).await
+    }
+
+    /// One request to `url` (`path` names it in logs and messages), with the
+    /// token as `Authorization: Bearer` when `bearer`; throttling retried,
+    /// errors sorted; the JSON answer.
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        path: &str,
+        body: Option<&Value>,
+        bearer: bool,
+        adam_id: Option<&str>,
+    ) -> Result<Value, VppError> {
         let body = match body {
             Some(v) => Some(serde_json::to_vec(v).map_err(|e| VppError::Decode(format!("request body: {e}")))?),
             None => None,
@@ -289,9 +304,11 @@ impl VppClient {
                 .http
                 .request(method.clone(), url.clone())
                 .timeout(REQUEST_TIMEOUT)
-                .bearer_auth(&self.token.stoken)
                 .header(reqwest::header::USER_AGENT, &self.user_agent)
                 .header(reqwest::header::ACCEPT, "application/json");
+            if bearer {
+                r = r.bearer_auth(&self.token.stoken);
+            }
             if let Some(b) = &body {
                 r = r.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
             }

@@ -15,7 +15,10 @@
 //! /status` until COMPLETE or FAILED), and the assignments (`GET
 //! /assignments`, every page). What each Apple answer means for the caller is
 //! one `VppError` variant: a token to replace, no licences left, an event that
-//! failed for some serials, throttling that outlasted the retries. It sits
+//! failed for some serials, throttling that outlasted the retries. What the
+//! service says about itself (`GET /service/config`) and the apps' names,
+//! bundle ids and versions (the legacy content metadata lookup) are
+//! `lookup`'s. It sits
 //! below the services (like `ade`): it reads the clock and nothing above it;
 //! which app goes to which device is the caller's.
 //!
@@ -32,6 +35,7 @@
 //! The stand-in of Apple's side for tests and `mdmd sim` is `sim::vpp_api`.
 
 pub mod client;
+pub mod lookup;
 
 pub use client::VppClient;
 
@@ -242,6 +246,33 @@ impl std::fmt::Debug for ClientConfig {
             .field("uid", &self.uid)
             .finish_non_exhaustive()
     }
+}
+
+/// What the service says about itself (`GET /service/config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// `urls.contentMetadataLookup`: where `VppClient::lookup` asks.
+    pub content_metadata_lookup: Option<String>,
+    /// The whole answer.
+    pub raw: serde_json::Value,
+}
+
+/// An app as the content metadata lookup describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppMeta {
+    pub adam_id: String,
+    /// `name` (the bundle id, or the adamId, when Apple gave none).
+    pub name: String,
+    /// `bundleId`.
+    pub bundle_id: Option<String>,
+    /// `offers[0].version.display`: the current version in the store.
+    pub version: Option<String>,
+    /// `minimumOSVersion`.
+    pub minimum_os: Option<String>,
+    /// `artistName`.
+    pub artist: Option<String>,
+    /// The first `artwork` URL.
+    pub icon_url: Option<String>,
 }
 
 /// An asynchronous event's state (`GET /status?eventId=…`).
