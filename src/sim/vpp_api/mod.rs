@@ -37,8 +37,12 @@
 //!   what went through. With a delay of 0 the work is done at once.
 //! - Knobs: throttling (429 9646 with `Retry-After`), a revoked token, the
 //!   page size, the event delay.
+//! - `GET /service/config`, Apple's content metadata lookup (`GET /lookup`,
+//!   no token) and the device's licence check (`GET /sim/licence`, no
+//!   token): `meta`.
 //!
-//! `assigned` is what a simulated device asks before it installs an app.
+//! `assigned` (in process) and `GET /sim/licence` (over HTTP) are what a
+//! simulated device asks before it installs an app.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -52,6 +56,8 @@ use rand::Rng as _;
 use serde_json::{json, Map, Value};
 
 use crate::vpp::{apple_time, errors, MAX_ASSETS, MAX_SERIALS};
+
+mod meta;
 
 /// The largest request body read.
 const MAX_BODY: usize = 1024 * 1024;
@@ -116,6 +122,8 @@ struct Event {
 }
 
 struct State {
+    /// `http://127.0.0.1:PORT/mdm/v2`.
+    base: String,
     org_name: String,
     uid: String,
     /// The token file text this "Apple" issued, its expiry, and an expired one.
@@ -124,6 +132,8 @@ struct State {
     expired_stoken: String,
     revoked: bool,
     assets: BTreeMap<String, AssetRec>,
+    /// What the content metadata lookup says of an app, by adamId.
+    meta: BTreeMap<String, meta::AppMetaRec>,
     version: String,
     events: HashMap<String, Event>,
     event_seq: u64,
@@ -167,7 +177,10 @@ impl VppStandIn {
     pub async fn start(org_name: &str) -> anyhow::Result<VppStandIn> {
         let now = crate::clock::now();
         let expires_at = now + 365 * 86_400;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
+            base: format!("http://127.0.0.1:{}{PREFIX}", addr.port()),
             org_name: org_name.to_owned(),
             uid: format!("{}", rand::thread_rng().gen_range(1_000_000_000_000_000u64..10_000_000_000_000_000)),
             stoken: token_file(org_name, expires_at)?,
@@ -175,6 +188,7 @@ impl VppStandIn {
             expired_stoken: token_file(org_name, now - 86_400)?,
             revoked: false,
             assets: BTreeMap::new(),
+            meta: BTreeMap::new(),
             version: uuid::Uuid::new_v4().to_string(),
             events: HashMap::new(),
             event_seq: 0,
@@ -184,8 +198,6 @@ impl VppStandIn {
             throttle_secs: 0,
             stats: VppStats::default(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -207,7 +219,7 @@ impl VppStandIn {
 
     /// `http://127.0.0.1:PORT/mdm/v2`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}{PREFIX}", self.addr.port())
+        self.lock().base.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -451,13 +463,17 @@ impl State {
     fn route(&mut self, parts: &hyper::http::request::Parts, body: &[u8]) -> Reply {
         let method = parts.method.as_str();
         let sub = parts.uri.path().strip_prefix(PREFIX).unwrap_or("");
+        if let Some(r) = self.tokenless(method, sub, parts) {
+            return r;
+        }
         let known_path = matches!(
             sub,
-            "/client/config" | "/assets" | "/assignments" | "/status" | "/assets/associate" | "/assets/disassociate"
+            "/client/config" | "/service/config" | "/assets" | "/assignments" | "/status" | "/assets/associate" | "/assets/disassociate"
         );
         let known = matches!(
             (method, sub),
             ("GET", "/client/config")
+                | ("GET", "/service/config")
                 | ("GET", "/assets")
                 | ("GET", "/assignments")
                 | ("GET", "/status")
@@ -503,6 +519,7 @@ impl State {
         };
         match (method, sub) {
             ("GET", "/client/config") => self.client_config(),
+            ("GET", "/service/config") => self.service_config(),
             ("GET", "/assets") => self.get_assets(&q),
             ("GET", "/assignments") => self.get_assignments(&q),
             ("GET", "/status") => self.status(&q),
