@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const APP: &str = "com.pingidentity.pingid";
 
 fn app_config(d: &mdmd::sim::SimDevice, key: &str) -> Option<String> {
-    d.apps.get(APP)?.as_ref()?.get(key)?.as_string().map(str::to_owned)
+    d.apps.get(APP)?.config.as_ref()?.get(key)?.as_string().map(str::to_owned)
 }
 
 /// Poll until the re-sent configuration arrives; the token the app has then.
@@ -66,7 +66,7 @@ fn settings_command() -> Value {
 async fn access_tokens_reach_apps_and_rotate() {
     let srv = Server::start_with(&["--enroll-flow", "single"]);
     let mut d = srv.enrolled().await;
-    d.apps.insert(APP.into(), None);
+    d.apps.insert(APP.into(), mdmd::sim::SimApp::managed(APP, "1.0"));
     let admin = srv.admin();
 
     // No token yet: the configuration cannot be filled for the device, and says why.

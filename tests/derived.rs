@@ -686,7 +686,7 @@ async fn the_provider_app_uploads_with_its_device_token() {
         .unwrap();
     assert_eq!(b["waiting"], json!([d.udid]));
     d.session().await.unwrap();
-    let config = d.apps["com.entrust.pivd"].clone().expect("app configuration");
+    let config = d.apps["com.entrust.pivd"].config.clone().expect("app configuration");
     let port = srv.base.rsplit(':').next().unwrap().to_owned();
     assert!(
         config["UploadURL"]

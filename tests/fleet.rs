@@ -308,7 +308,11 @@ async fn apps_with_configuration_reach_every_member_and_devices_joining_later() 
     assert_eq!(c, 200, "{v}");
     assert_eq!(settle(&srv, &a.udid, 1).await, vec!["InstallApplication"]);
     a.session().await.unwrap();
-    let conf = a.apps.get("store.1234").cloned().flatten().expect("app with configuration");
+    let conf = a
+        .apps
+        .get("store.1234")
+        .and_then(|a| a.config.clone())
+        .expect("app with configuration");
     assert_eq!(conf.get("deviceId").and_then(plist::Value::as_string), Some(a.udid.as_str()));
     assert_eq!(conf.get("username").and_then(plist::Value::as_string), Some("alice"));
     assert!(
@@ -429,8 +433,7 @@ async fn the_identity_providers_app_follows_token_rotation() {
     let token = |d: &mdmd::sim::SimDevice| {
         d.apps
             .get("store.1015034463")
-            .cloned()
-            .flatten()
+            .and_then(|a| a.config.clone())
             .and_then(|c| c.get("PINGID_MDM_TOKEN").and_then(plist::Value::as_string).map(str::to_owned))
     };
     assert_eq!(token(&d).as_deref(), Some(t1v.as_str()));

@@ -181,7 +181,10 @@ async fn json_logs_carry_requests_and_no_secrets() {
     )
     .await;
     d.session().await.unwrap();
-    let token = d.apps["com.example.pivd"].clone().unwrap()["Token"].as_string().unwrap().to_owned();
+    let token = d.apps["com.example.pivd"].config.clone().unwrap()["Token"]
+        .as_string()
+        .unwrap()
+        .to_owned();
     let unlock = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &d.unlock_token);
     // Wrong credentials are logged as refused, without the secret tried.
     let _ = get(&srv, "/v1/devices", Some("not-the-key-Wrong-7731")).await;

@@ -343,7 +343,7 @@ async fn variables_without_a_value_stop_that_install_and_attributes_fill_them() 
     ]);
     assert_eq!(v["queued"], 1, "{v}");
     dev.session().await.unwrap();
-    let cfg = dev.apps["store.361309726"].clone().unwrap();
+    let cfg = dev.apps["store.361309726"].config.clone().unwrap();
     assert_eq!(cfg["user"].as_string(), Some("ann"));
     assert_eq!(cfg["device"].as_string(), Some(udid.as_str()));
 }

@@ -253,7 +253,7 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
 
     // An enrolled device: its enrollment challenge and its escrowed UnlockToken.
     let mut d = srv.enrolled().await;
-    d.apps.insert(APP.into(), None);
+    d.apps.insert(APP.into(), mdmd::sim::SimApp::managed(APP, "1.0"));
     let enroll_challenge = d.profile.as_ref().unwrap().challenge.clone();
 
     // A shared access token.
@@ -316,7 +316,7 @@ async fn secrets_reach_their_device_and_no_lesser_role_no_table_no_log() {
     assert_eq!(status_of(&settings), "Acknowledged");
     assert_eq!(status_of(&install), "Acknowledged");
     assert_eq!(status_of(&lock), "Acknowledged");
-    let conf = d.apps[APP].clone().expect("configuration");
+    let conf = d.apps[APP].config.clone().expect("configuration");
     let s = |k: &str| conf[k].as_string().unwrap().to_owned();
     assert_eq!(s("SHARED"), shared);
     assert_eq!(s("org.example.bearer"), format!("Bearer {shared}"));

@@ -248,7 +248,7 @@ impl SimCmd {
                     println!("{} enrolled ({} commands answered)", d.udid, handled.len());
                     if let (Some(app), Some(ca)) = (&provider_app, &test_ca) {
                         let until = std::time::Instant::now() + std::time::Duration::from_secs(provider_wait);
-                        while d.apps.get(app).cloned().flatten().is_none() {
+                        while d.apps.get(app).and_then(|a| a.config.as_ref()).is_none() {
                             if std::time::Instant::now() > until {
                                 anyhow::bail!("{app} got no managed configuration within {provider_wait} s");
                             }

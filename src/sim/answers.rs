@@ -1,6 +1,7 @@
 //! Realistic command responses of an iPhone on iOS 18. Values for
 //! DeviceInformation queries come from a table of typical answers, and the
-//! type of any other query from Apple's response schema.
+//! type of any other query from Apple's response schema. The app commands
+//! are `apps`'.
 
 use plist::{Dictionary, Value};
 
@@ -192,37 +193,15 @@ fn profile_entry(identifier: &str, uuid: &str, name: &str, encrypted: bool, payl
     ]))
 }
 
-fn apps() -> Value {
-    let app = |id: &str, name: &str, v: &str, size: i64| {
-        Value::Dictionary(d(vec![
-            ("Identifier", id.into()),
-            ("Name", name.into()),
-            ("Version", v.into()),
-            ("ShortVersion", v.into()),
-            ("BundleSize", size.into()),
-            ("DynamicSize", (size / 4).into()),
-            ("Installing", false.into()),
-            ("IsValidated", true.into()),
-            ("AppStoreVendable", true.into()),
-            ("DeviceBasedVPP", false.into()),
-            ("BetaApp", false.into()),
-            ("AdHocCodeSigned", false.into()),
-            ("HasUpdateAvailable", false.into()),
-        ]))
-    };
-    Value::Array(vec![
-        app("com.microsoft.Office.Outlook", "Outlook", "4.2445.0", 245_000_000),
-        app("com.cisco.anyconnect", "Cisco Secure Client", "5.1.4", 61_000_000),
-        app("com.apple.Keynote", "Keynote", "14.2", 612_000_000),
-    ])
-}
-
 /// Answer a command like an iPhone: Ok(response keys) for Acknowledged, or
 /// Err((status, ErrorChain)).
 pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status, Value)> {
     let c = &cmd.command;
     if !dev.supervised && Schema::get().command(&cmd.request_type).is_some_and(|s| s.supervised) {
         return Err((Status::Error, not_supervised(&cmd.request_type)));
+    }
+    if let Some(r) = super::apps::respond(dev, cmd) {
+        return r;
     }
     Ok(match cmd.request_type.as_str() {
         "DeviceInformation" => device_information(dev, cmd),
@@ -322,50 +301,6 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
             }
             d(vec![("CertificateList", Value::Array(list))])
         }
-        "InstalledApplicationList" => d(vec![("InstalledApplicationList", apps())]),
-        "ManagedApplicationList" => {
-            let wanted: Option<Vec<&str>> = c
-                .get("Identifiers")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_string).collect());
-            let mut list = Dictionary::new();
-            for (id, config) in &dev.apps {
-                if wanted.as_ref().is_some_and(|w| !w.contains(&id.as_str())) {
-                    continue;
-                }
-                list.insert(
-                    id.clone(),
-                    Value::Dictionary(d(vec![
-                        ("Status", "Managed".into()),
-                        ("ManagementFlags", 1.into()),
-                        ("HasConfiguration", config.is_some().into()),
-                        ("HasFeedback", false.into()),
-                        ("IsValidated", true.into()),
-                        ("UnusedRedemptionCode", "".into()),
-                        ("ExternalVersionIdentifier", 862_512_042.into()),
-                    ])),
-                );
-            }
-            d(vec![("ManagedApplicationList", Value::Dictionary(list))])
-        }
-        "ManagedApplicationConfiguration" => {
-            let ids: Vec<String> = c
-                .get("Identifiers")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_string).map(str::to_owned).collect())
-                .unwrap_or_default();
-            let items = ids
-                .iter()
-                .filter_map(|id| {
-                    let config = dev.apps.get(id)?.clone()?;
-                    Some(Value::Dictionary(d(vec![
-                        ("Identifier", id.clone().into()),
-                        ("Configuration", Value::Dictionary(config)),
-                    ])))
-                })
-                .collect();
-            d(vec![("ApplicationConfigurations", Value::Array(items))])
-        }
         "InstallProvisioningProfile" => {
             let data = c.get("ProvisioningProfile").and_then(Value::as_data).unwrap_or_default();
             let parsed = crate::profiles::signed_content(data)
@@ -447,25 +382,6 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 Dictionary::new()
             }
         }
-        "InstallApplication" => {
-            // By bundle id, App Store id or manifest URL (a store id stands for its app).
-            let id = match (c.get("Identifier"), c.get("iTunesStoreID"), c.get("ManifestURL")) {
-                (Some(Value::String(id)), _, _) => id.clone(),
-                (_, Some(Value::Integer(n)), _) => format!("store.{n}"),
-                (_, _, Some(Value::String(u))) => format!("manifest.{}", u.rsplit('/').next().unwrap_or("app")),
-                _ => return Err((Status::Error, error_chain(12021, "MCMDMErrorDomain", "No app to install."))),
-            };
-            let config = c.get("Configuration").and_then(Value::as_dictionary).cloned();
-            dev.apps.insert(id.clone(), config);
-            d(vec![("Identifier", id.into()), ("State", "Queued".into())])
-        }
-        "RemoveApplication" => {
-            let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
-            if dev.apps.remove(id).is_none() {
-                return Err((Status::Error, error_chain(12029, "MCMDMErrorDomain", "The app is not managed.")));
-            }
-            Dictionary::new()
-        }
         "ClearPasscode" => {
             if c.get("UnlockToken").and_then(Value::as_data) != Some(dev.unlock_token.as_slice()) {
                 return Err((
@@ -493,9 +409,7 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                     if item == "ApplicationConfiguration" {
                         let id = x.and_then(|x| x.get("Identifier")).and_then(Value::as_string).unwrap_or("");
                         let config = x.and_then(|x| x.get("Configuration")).and_then(Value::as_dictionary).cloned();
-                        if let Some(slot) = dev.apps.get_mut(id) {
-                            *slot = config;
-                        }
+                        super::apps::set_configuration(dev, id, config);
                     }
                     // An item only a supervised device takes fails on its own.
                     let alone = Dictionary::from_iter([

@@ -8,6 +8,7 @@ pub mod ade;
 pub mod ade_api;
 pub mod answers;
 pub mod apns;
+pub mod apps;
 pub mod ddm;
 pub mod fleet;
 pub mod load;
@@ -21,6 +22,8 @@ use anyhow::{bail, Context as _};
 use rand::Rng as _;
 
 use crate::protocol::{Command, Status};
+
+pub use apps::SimApp;
 
 /// One simulated iPhone.
 pub struct SimDevice {
@@ -43,8 +46,16 @@ pub struct SimDevice {
     pub profiles: BTreeMap<String, InstalledProfile>,
     /// Provisioning profiles: UUID -> (name, expiry).
     pub provisioning: BTreeMap<String, (String, Option<plist::Date>)>,
-    /// Managed apps: bundle id -> managed app configuration.
-    pub apps: BTreeMap<String, Option<plist::Dictionary>>,
+    /// Managed apps by bundle id (or `store.<id>` / `manifest.<file>` until
+    /// the bundle id is known): installed, queued or failed (`apps`).
+    pub apps: BTreeMap<String, SimApp>,
+    /// The App Store as this device reaches it: the Apps and Books stand-in's
+    /// URL (`VppStandIn::url`); none: no store (App Store installs fail).
+    pub app_store: Option<String>,
+    /// What installs fetched (manifests, apps) and the HTTP status (0: no answer).
+    pub fetches: Vec<(String, u16)>,
+    /// Installs acknowledged, done by `settle_apps` at the next session.
+    pending_apps: BTreeMap<String, apps::PendingInstall>,
     /// Set when an EraseDevice was acknowledged: the device goes quiet.
     pub erased: bool,
     /// The SCEP-issued identity that signs every message (`Mdm-Signature`).
@@ -182,6 +193,9 @@ impl SimDevice {
             profiles: BTreeMap::new(),
             provisioning: BTreeMap::new(),
             apps: BTreeMap::new(),
+            app_store: None,
+            fetches: Vec::new(),
+            pending_apps: BTreeMap::new(),
             erased: false,
             identity: None,
             profile: None,
@@ -506,8 +520,11 @@ impl SimDevice {
         Ok(Some(Command::from_xml(&body).context("server sent a malformed command")?))
     }
 
-    /// A full session: Idle, then answer every command until the empty body.
+    /// A full session: the queued installs done (`settle_apps`), Idle, then
+    /// answer every command until the empty body.
     pub async fn session(&mut self) -> anyhow::Result<Vec<Handled>> {
+        // Installs queued in the last session happen first, as in the background.
+        self.settle_apps().await;
         let mut handled = Vec::new();
         let mut report = self.idle_report();
         let mut sync = false;
@@ -678,8 +695,7 @@ impl SimDevice {
         let config = self
             .apps
             .get(bundle_id)
-            .cloned()
-            .flatten()
+            .and_then(|a| a.config.clone())
             .with_context(|| format!("app {bundle_id} has no managed configuration"))?;
         let strings: Vec<&str> = config.values().filter_map(plist::Value::as_string).collect();
         let url = strings
