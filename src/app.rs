@@ -31,6 +31,8 @@ pub use crate::pki::tls::LiveTls;
 pub struct App {
     /// Automated Device Enrollment: server tokens, ADE profiles, sync, Setup Assistant.
     pub ade: Arc<crate::service::ade::Ade>,
+    /// The app catalog: Apps and Books licences, in-house apps, each device's apps.
+    pub apps: Arc<crate::service::apps::Apps>,
     /// The organisation's directory and identity provider (enrollment and console sign-in).
     pub directory: Arc<crate::service::directory::Directory>,
     pub mdm: Arc<Mdm>,

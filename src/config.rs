@@ -273,6 +273,30 @@ pub struct ServeConfig {
     pub directory: DirectoryConfig,
     #[command(flatten)]
     pub ade: AdeFlags,
+    #[command(flatten)]
+    pub apps: AppsFlags,
+}
+
+/// Apps: Apps and Books licences and in-house apps. See docs/apps.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Apps (Apps and Books licences, in-house apps)")]
+pub struct AppsFlags {
+    /// Apple's Apps and Books API (the default), or a stand-in: `http://` is allowed only on loopback.
+    #[arg(long, env = "MDMD_APPS_AND_BOOKS_URL", default_value = crate::vpp::APPLE_URL)]
+    pub apps_and_books_url: String,
+    /// Refresh licence counts and App Store versions, and release the licences of devices that
+    /// left, this often, in seconds (also on demand: `mdmd apps sync`).
+    #[arg(long, env = "MDMD_APPS_SYNC_INTERVAL", default_value_t = 3600)]
+    pub apps_sync_interval: u64,
+    /// How long the download link of an in-house app sent to a device works, in seconds.
+    #[arg(long, env = "MDMD_APP_DOWNLOAD_LIFETIME", default_value_t = 7 * 86_400)]
+    pub app_download_lifetime: i64,
+    /// The largest in-house app (.ipa) taken, in MiB.
+    #[arg(long, env = "MDMD_APP_MAX_SIZE", default_value_t = 2048)]
+    pub app_max_size: u64,
+    /// How long to wait for Apple to confirm a licence assignment, in seconds.
+    #[arg(long, env = "MDMD_APPS_EVENT_TIMEOUT", default_value_t = 60)]
+    pub apps_event_timeout: u64,
 }
 
 /// Automated Device Enrollment (Apple Business Manager). See docs/ade.md.

@@ -75,6 +75,12 @@ pub struct Metrics {
     pub ade_enrollments: Family<OutcomeLabels, Counter>,
     /// Devices waiting in Setup Assistant (set by the watch).
     pub ade_waiting: Gauge,
+    /// Apps: InstallApplication queued for catalog apps, licences associated and released.
+    pub app_installs: Counter,
+    pub app_licences_associated: Counter,
+    pub app_licences_released: Counter,
+    /// In-house app downloads by outcome (manifest, ipa, refused).
+    pub app_downloads: Family<OutcomeLabels, Counter>,
     pub tls: Family<OutcomeLabels, Counter>,
     /// Account secret checks by outcome (ok, wrong, unknown-account, known-wrong, refused).
     pub credential_checks: Family<OutcomeLabels, Counter>,
@@ -119,6 +125,10 @@ impl Metrics {
             ade_assigned: Counter::default(),
             ade_enrollments: Family::default(),
             ade_waiting: Gauge::default(),
+            app_installs: Counter::default(),
+            app_licences_associated: Counter::default(),
+            app_licences_released: Counter::default(),
+            app_downloads: Family::default(),
             tls: Family::default(),
             credential_checks: Family::default(),
             password_hashes: Counter::default(),
@@ -176,6 +186,22 @@ impl Metrics {
             m.ade_enrollments.clone(),
         );
         r.register("ade_waiting", "Devices waiting in Setup Assistant for DeviceConfigured", m.ade_waiting.clone());
+        r.register("app_installs", "InstallApplication commands queued for catalog apps", m.app_installs.clone());
+        r.register(
+            "app_licences_associated",
+            "Apps and Books licences associated with device serial numbers",
+            m.app_licences_associated.clone(),
+        );
+        r.register(
+            "app_licences_released",
+            "Apps and Books licences released (app removed, device left)",
+            m.app_licences_released.clone(),
+        );
+        r.register(
+            "app_downloads",
+            "In-house app downloads by outcome (manifest, ipa, refused)",
+            m.app_downloads.clone(),
+        );
         r.register("acme_orders", "ACME certificate orders by outcome (issued, failed)", m.acme.clone());
         r.register(
             "store_commit_batch_size",
@@ -279,6 +305,10 @@ impl Metrics {
 
     pub fn ade_enrollment(&self, outcome: &str) {
         count(&self.ade_enrollments, outcome);
+    }
+
+    pub fn app_download(&self, outcome: &str) {
+        count(&self.app_downloads, outcome);
     }
 
     pub fn acme(&self, issued: bool) {

@@ -404,10 +404,16 @@ async fn two_instances_never_queue_the_same_install_twice() {
 /// Seed 000 through a blueprint: the identity provider's app with the shared
 /// token in its configuration reaches the group; a rotation re-sends the
 /// configuration alone.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_identity_providers_app_follows_token_rotation() {
     let (hook, events) = receiver().await;
+    let vpp = mdmd::sim::vpp_api::VppStandIn::start("Example Org").await.unwrap();
+    vpp.add_app("1015034463", 10);
+    vpp.set_app_meta("1015034463", "PingID", "com.pingidentity.pingid", "2.4");
+    let vpp_url = vpp.url();
     let srv = Server::start_with(&[
+        "--apps-and-books-url",
+        &vpp_url,
         "--inventory-interval",
         "0",
         "--webhook-url",
@@ -418,21 +424,48 @@ async fn the_identity_providers_app_follows_token_rotation() {
     let admin = srv.admin();
     let t1 = srv.cli_json(&["access-tokens", "generate"]);
     let t1v = t1["value"].as_str().unwrap().to_owned();
+    // PingID from the App Store, on a licence (a device has no Apple Account to buy it with).
+    let (s, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/apps-and-books/tokens/main",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 400, "an empty body is not a token: {v}");
+    let r = srv
+        .client()
+        .put(format!("{}/v1/apps-and-books/tokens/main", srv.base))
+        .bearer_auth(common::API_KEY)
+        .body(vpp.token_file())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let (s, v) = admin
+        .call(reqwest::Method::POST, "/v1/apps", Some(json!({"itunes_store_id": 1015034463u64})))
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{v}");
     let mut d = srv.enrolled().await;
+    d.app_store = Some(vpp.url());
     d.session().await.unwrap();
     let (c, v) = put(
         &srv,
         "/v1/blueprints/pingid",
-        json!({"groups": ["*"], "apps": [{"itunes_store_id": 1015034463u64, "identifier": "store.1015034463",
+        json!({"groups": ["*"], "apps": [{"app": "com.pingidentity.pingid",
             "configuration": {"PINGID_MDM_TOKEN": "$ACCESS_TOKEN"}}]}),
     )
     .await;
     assert_eq!(c, 200, "{v}");
     assert_eq!(settle(&srv, &d.udid, 1).await, vec!["InstallApplication"]);
+    assert!(vpp.assigned("1015034463", &d.serial), "the licence came first");
     d.session().await.unwrap();
+    d.settle_apps().await;
     let token = |d: &mdmd::sim::SimDevice| {
         d.apps
-            .get("store.1015034463")
+            .get("com.pingidentity.pingid")
             .and_then(|a| a.config.clone())
             .and_then(|c| c.get("PINGID_MDM_TOKEN").and_then(plist::Value::as_string).map(str::to_owned))
     };

@@ -263,6 +263,19 @@ mod tests {
 }
 
 /// ADE: a wrong request is 400, Apple's refusal or failure 502 with Apple's reason.
+impl From<crate::service::apps::AppsFailure> for ApiError {
+    fn from(e: crate::service::apps::AppsFailure) -> Self {
+        use crate::service::apps::AppsFailure;
+        match e {
+            AppsFailure::Invalid(m) => ApiError::bad_request(m),
+            AppsFailure::NotFound(m) => ApiError::not_found(m),
+            AppsFailure::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            e @ AppsFailure::Apple(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            AppsFailure::Service(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::service::ade::AdeFailure> for ApiError {
     fn from(e: crate::service::ade::AdeFailure) -> Self {
         use crate::service::ade::AdeFailure;

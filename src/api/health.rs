@@ -127,6 +127,7 @@ pub async fn warnings(app: &App) -> Vec<String> {
     }
     out.extend(app.directory.problems());
     out.extend(app.ade.problems().await);
+    out.extend(app.apps.problems().await);
     if let Some(e) = app.acme.as_ref().and_then(|a| a.last_error()) {
         out.push(format!("ACME: the last certificate order failed: {e}"));
     }

@@ -4,6 +4,7 @@
 mod access;
 mod accounts;
 mod ade;
+mod apps;
 mod credentials;
 mod ddm;
 pub mod error;
@@ -79,6 +80,19 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
         put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
         post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
+        get "/v1/apps-and-books/tokens" apps::list_tokens, "apps", "", "Apps and Books content tokens (never their secrets): location, expiry, last sync and error";
+        get "/v1/apps-and-books/tokens/{name}" apps::get_token, "apps", "", "One content token";
+        put "/v1/apps-and-books/tokens/{name}" apps::put_token, "apps", "text/plain", "Upload a content token (the .vpptoken file from Apple Business Manager, as is); checked with Apple first";
+        delete "/v1/apps-and-books/tokens/{name}" apps::delete_token, "apps", "", "Forget a content token (refused while catalog apps use it)";
+        post "/v1/apps-and-books/sync" apps::sync, "apps", "", "Refresh licence counts and versions, release licences of devices that left";
+        get "/v1/apps" apps::list, "apps", "", "The app catalog with licence counts and device counts";
+        post "/v1/apps" apps::add, "apps", "application/octet-stream", "Add an app: JSON {\"itunes_store_id\": N, …} (App Store, on licences) or an .ipa as application/octet-stream (in-house; a known bundle id is a new version)";
+        get "/v1/apps/{id}" apps::get, "apps", "", "One app and every device's state of it";
+        put "/v1/apps/{id}" apps::set, "apps", "json", "Change an app's managed configuration or flags: {\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}";
+        delete "/v1/apps/{id}" apps::delete, "apps", "", "Remove an app from the catalog (refused while devices have it)";
+        post "/v1/apps/{id}/install" apps::install, "apps", "json", "Install on devices: {\"targets\": [enrollment id…]}; App Store apps get a licence first (refused when too few)";
+        post "/v1/apps/{id}/remove" apps::remove, "apps", "json", "Remove from devices and release their licences: {\"targets\": […]}";
+        get "/v1/devices/{id}/apps" apps::device_apps, "apps", "", "One enrollment's catalog apps and their states";
         get "/v1/ade/public-key" ade::public_key, "ade", "", "The certificate to upload to Apple Business Manager (PEM): server tokens are encrypted to it";
         get "/v1/ade/tokens" ade::list_tokens, "ade", "", "ADE server tokens (never their secrets): expiry, ABM server, last sync and error";
         get "/v1/ade/tokens/{name}" ade::get_token, "ade", "", "One ADE server token";

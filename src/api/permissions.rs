@@ -23,6 +23,8 @@ pub fn area(path: &str) -> Area {
         Area::PushCert
     } else if path.starts_with("/v1/ade/tokens") || path.starts_with("/v1/ade/profiles") {
         Area::AdeTokens
+    } else if path.starts_with("/v1/apps-and-books/tokens") {
+        Area::AppTokens
     } else if path.starts_with("/v1/cas") {
         Area::Cas
     } else if path.starts_with("/v1/acme") {
@@ -82,6 +84,13 @@ mod tests {
         assert!(allowed(Role::Operator, &p, "/v1/ade/sync"));
         assert!(allowed(Role::Operator, &p, "/v1/ade/waiting/X/release"));
         assert!(!allowed(Role::ReadOnly, &p, "/v1/ade/sync"));
+        // The organisation's licences: only admins change the content tokens.
+        assert!(!allowed(Role::Operator, &Method::PUT, "/v1/apps-and-books/tokens/main"));
+        assert!(!allowed(Role::Operator, &Method::DELETE, "/v1/apps-and-books/tokens/main"));
+        assert!(allowed(Role::Operator, &g, "/v1/apps-and-books/tokens"));
+        assert!(allowed(Role::Operator, &p, "/v1/apps/com.x/install"));
+        assert!(!allowed(Role::ReadOnly, &p, "/v1/apps/com.x/install"));
+        assert!(allowed(Role::ReadOnly, &g, "/v1/apps"));
         assert!(allowed(Role::ReadOnly, &g, "/v1/devices"));
         assert!(!allowed(Role::ReadOnly, &p, "/v1/commands"));
         // Enrollment material (a profile with a live challenge) is not a read.

@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod ade;
+pub mod apps;
 pub mod checkin;
 pub mod commands;
 pub mod credentials;
@@ -96,6 +97,32 @@ pub trait IdentityHook: Send + Sync {
     async fn command_finished(&self, _enrollment: &str, _request_type: &str, _raw: &[u8]) {}
 }
 
+/// Told what devices say about apps (command results) and when a device
+/// leaves management (check-out, erase): the app catalog (`apps`) follows
+/// its licences and states through this. Set once, after both exist.
+#[async_trait::async_trait]
+pub trait DeviceObserver: Send + Sync {
+    async fn command_result(
+        &self,
+        enrollment: &str,
+        request_type: &str,
+        acknowledged: bool,
+        command: &str,
+        answer: &plist::Dictionary,
+        error: Option<String>,
+    );
+    async fn device_left(&self, enrollment: &str);
+}
+
+/// The request types a `DeviceObserver` hears about.
+pub const OBSERVED: &[&str] = &[
+    "InstallApplication",
+    "RemoveApplication",
+    "ManagedApplicationList",
+    "InstalledApplicationList",
+    "EraseDevice",
+];
+
 pub struct Mdm {
     pub store: Arc<dyn Store>,
     /// The APNs topic devices must name (from the push certificate or configuration).
@@ -120,6 +147,8 @@ pub struct Mdm {
     ddm: Option<Arc<ddm::Ddm>>,
     /// Devices whose facts changed, for the blueprint reconciler (`fleet`).
     pub nudges: Arc<fleet::Nudges>,
+    /// The app catalog, told of app results and devices leaving (`set_observer`).
+    observer: std::sync::OnceLock<std::sync::Weak<dyn DeviceObserver>>,
 }
 
 impl Mdm {
@@ -137,6 +166,42 @@ impl Mdm {
             webhooks: None,
             ddm: None,
             nudges: Arc::new(fleet::Nudges::new()),
+            observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Who hears of app results and devices leaving (once; later calls are ignored).
+    pub fn set_observer(&self, o: std::sync::Weak<dyn DeviceObserver>) {
+        let _ = self.observer.set(o);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn DeviceObserver>> {
+        self.observer.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// A finished command the observer cares about.
+    pub(crate) async fn observe_result(
+        &self,
+        id: &str,
+        request_type: &str,
+        acknowledged: bool,
+        command: &str,
+        answer: &plist::Dictionary,
+        error: Option<String>,
+    ) {
+        if !OBSERVED.contains(&request_type) {
+            return;
+        }
+        if let Some(o) = self.observer() {
+            o.command_result(id, request_type, acknowledged, command, answer, error).await;
+        }
+    }
+
+    /// A device left management: the observer releases what it held, in the background.
+    pub(crate) fn observe_left(&self, id: &str) {
+        if let Some(o) = self.observer() {
+            let id = id.to_owned();
+            tokio::spawn(async move { o.device_left(&id).await });
         }
     }
 

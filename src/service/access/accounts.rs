@@ -78,7 +78,7 @@ impl Role {
         let read = action == Action::Read;
         let sensitive = match area {
             Accounts | Secrets | AccessTokens => true,
-            PushCert | Cas | AdeTokens | Acme | DerivedCredentials | DerivedCredential => !read,
+            PushCert | Cas | AdeTokens | AppTokens | Acme | DerivedCredentials | DerivedCredential => !read,
             _ => false,
         };
         match self {
@@ -112,6 +112,8 @@ pub enum Area {
     /// ADE server tokens and profiles (Apple Business Manager's credentials for
     /// this server, and where its devices enroll).
     AdeTokens,
+    /// Apps and Books content tokens (the organisation's licences).
+    AppTokens,
     /// mdmd's ACME certificate.
     Acme,
     /// The derived-credential collection (a provider lists and posts here).

@@ -35,6 +35,14 @@ impl Mdm {
                     ),
                     None => Vec::new(),
                 };
+                let chain_text = (!report.error_chain.is_empty()).then(|| {
+                    report
+                        .error_chain
+                        .iter()
+                        .map(|c| format!("{} ({} {})", c.localized_description, c.domain, c.code))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
                 let rec = ReportRecord {
                     events,
                     status: match status {
@@ -68,6 +76,8 @@ impl Mdm {
                         if request_type == "InstallProfile" {
                             self.profile_event(id, &uuid, status).await;
                         }
+                        self.observe_result(id, &request_type, status == Status::Acknowledged, &uuid, &answer, chain_text)
+                            .await;
                         if status == Status::Acknowledged {
                             self.learn(id, &device_id, &request_type, raw, answer).await;
                             // A follow-up (CertificateList after an install) is answered in this session.

@@ -315,6 +315,7 @@ impl Mdm {
                 }
                 tracing::info!(enrollment = %id, "CheckOut");
                 self.fact_changed(&id);
+                self.observe_left(&id);
                 Ok(CheckinReply::Empty)
             }
             CheckinMessage::UserAuthenticate { digest_response } => {

@@ -8,7 +8,8 @@
 //! token or a token where others than its device could read it: not
 //! encrypted to the device, or outside its encrypted payloads — a derived
 //! credential is only ever sent encrypted) or when Apple's schema key says so
-//! (`UnlockToken`, `PIN`, passwords, …: [`SECRET_KEYS`]). The service marks
+//! (`UnlockToken`, `PIN`, passwords, …: [`SECRET_KEYS`]), and mdmd's own
+//! in-house app download links ([`APP_LINK`]). The service marks
 //! each one by its key path when it builds the command. A command with any
 //! secret is stored sealed with the keyring (`pki::secrets`, AES-256-GCM,
 //! the command's UUID as associated data):
@@ -50,6 +51,10 @@ pub const SECRET_KEYS: &[&str] = &[
     "PrivateKeyExportPassword",
     "RedemptionCode",
 ];
+
+/// The path of mdmd's per-device app download links (`service::apps::files`):
+/// a `ManifestURL` carrying one is sealed and redacted like a token.
+pub const APP_LINK: &str = "/mdm/apps/";
 
 /// Keys of a device's command result whose values are secret.
 pub const SECRET_RESULT_KEYS: &[&str] = &["ActivationLockBypassCode", "UnlockToken", "BootstrapToken"];
@@ -140,7 +145,9 @@ pub fn secret_paths(command: &Dictionary) -> Vec<KeyPath> {
             }
             _ => false,
         };
-        schema || var
+        // mdmd's own download link for an in-house app: whoever holds it can fetch the app.
+        let link = key == Some("ManifestURL") && matches!(v, Value::String(s) if s.contains(APP_LINK));
+        schema || var || link
     };
     for (k, x) in command {
         walk(x, &mut vec![Step::Key(k.clone())], &mut out, &hit);

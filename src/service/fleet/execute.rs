@@ -72,7 +72,7 @@ impl Fleet {
                             None => continue,
                         };
                         let bundle_id = match &wanted.want {
-                            Want::App(a) => a.identifier.clone(),
+                            Want::App(a) => a.app.clone().or_else(|| a.identifier.clone()),
                             _ => None,
                         };
                         entry.push((
@@ -124,6 +124,36 @@ impl Fleet {
         let mut out = HashMap::new();
         let batch = match want {
             Want::Profile { identifier, .. } => c.install_template(identifier, targets.clone(), true).await,
+            Want::App(a) if a.app.is_some() => {
+                let id = a.app.clone().unwrap_or_default();
+                let apps = self
+                    .apps()
+                    .ok_or_else(|| ServiceError::Rejected("the app catalog is not available".into()))?;
+                let opts = crate::service::apps::install::InstallOptions {
+                    configuration: a.configuration.clone(),
+                };
+                match apps.install(&id, targets.clone(), opts).await {
+                    Ok(r) => {
+                        for f in r.failed {
+                            out.insert(f.target, Err(f.error));
+                        }
+                        for (t, uuid) in r.commands {
+                            out.insert(t, Ok(Some(uuid)));
+                        }
+                        for t in targets {
+                            out.entry(t).or_insert_with(|| Err("not queued".into()));
+                        }
+                    }
+                    Err(crate::service::apps::AppsFailure::Service(e)) => return Err(e),
+                    Err(e) => {
+                        // Refused for every target (too few licences, Apple's refusal): each fails, tried again later.
+                        for t in targets {
+                            out.insert(t, Err(e.to_string()));
+                        }
+                    }
+                }
+                return Ok(out);
+            }
             Want::App(a) => {
                 let cmd = app_command(a);
                 let b = c.enqueue(CommandInput::Json(cmd.clone()), targets.clone(), true).await;
@@ -195,6 +225,19 @@ impl Fleet {
         };
         match a.kind.as_str() {
             "profile" => Ok(c.remove_profile(&a.label, targets, true).await.map_err(err)?.queued),
+            "app" if a.label.starts_with("catalog:") => {
+                let Some(id) = &a.bundle_id else { return Ok(0) };
+                let apps = self
+                    .apps()
+                    .ok_or_else(|| ServiceError::Rejected("the app catalog is not available".into()))?;
+                match apps.remove(id, targets).await {
+                    Ok(r) => Ok(r.queued),
+                    Err(crate::service::apps::AppsFailure::Service(e)) => Err(e),
+                    // Gone from the catalog: nothing mdmd can still send for it.
+                    Err(crate::service::apps::AppsFailure::NotFound(_)) => Ok(0),
+                    Err(e) => Err(ServiceError::Rejected(e.to_string())),
+                }
+            }
             "app" => {
                 let Some(bundle) = &a.bundle_id else { return Ok(0) };
                 let cmd = json!({"RequestType": "RemoveApplication", "Identifier": bundle});

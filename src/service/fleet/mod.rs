@@ -81,6 +81,8 @@ pub struct Fleet {
     recent: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
     /// Whole-fleet runs of this instance, one at a time.
     pub(crate) fleet_run: tokio::sync::Mutex<()>,
+    /// The app catalog blueprints name apps from (`set_apps`).
+    apps: std::sync::OnceLock<Arc<crate::service::apps::Apps>>,
 }
 
 impl Fleet {
@@ -95,7 +97,23 @@ impl Fleet {
             wake_everyone: tokio::sync::Notify::new(),
             recent: Mutex::new(None),
             fleet_run: tokio::sync::Mutex::new(()),
+            apps: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Blueprints may name catalog apps; a catalog change reconciles the fleet.
+    pub fn set_apps(self: &Arc<Self>, apps: Arc<crate::service::apps::Apps>) {
+        let me = Arc::downgrade(self);
+        apps.on_change(Box::new(move || {
+            if let Some(f) = me.upgrade() {
+                f.everyone(false, false);
+            }
+        }));
+        let _ = self.apps.set(apps);
+    }
+
+    pub fn apps(&self) -> Option<&Arc<crate::service::apps::Apps>> {
+        self.apps.get()
     }
 
     /// Start the reconciler: devices nudged by facts, and whole-fleet runs.
@@ -357,13 +375,38 @@ impl Fleet {
                 return Err(bad(format!("no profile template {p} (add it first: mdmd profiles add FILE)")));
             }
         }
-        let mut apps = BTreeSet::new();
+        let mut apps_seen = BTreeSet::new();
         for (i, a) in spec.apps.iter().enumerate() {
+            if a.catalog_version.is_some() {
+                return Err(bad(format!("apps[{i}].catalog_version is mdmd's own: leave it out")));
+            }
+            if let Some(id) = &a.app {
+                if a.itunes_store_id.is_some() || a.manifest_url.is_some() || a.identifier.is_some() || a.management_flags.is_some() {
+                    return Err(bad(format!(
+                        "apps[{i}]: a catalog app (\"app\") takes only \"configuration\" besides; its flags are the catalog's (mdmd apps set)"
+                    )));
+                }
+                let apps = self.apps().ok_or_else(|| bad("the app catalog is not available on this server"))?;
+                if let Err(e) = apps.app(id).await {
+                    return Err(bad(format!("apps[{i}]: {e} (add it first: mdmd apps add)")));
+                }
+                if let Some(c) = &a.configuration {
+                    if !c.is_object() {
+                        return Err(bad(format!("apps[{i}].configuration: a JSON object")));
+                    }
+                    let probe = json!({"RequestType": "InstallApplication", "iTunesStoreID": 1, "Configuration": c});
+                    Commander::validated(CommandInput::Json(probe)).map_err(|e| bad(format!("apps[{i}]: {e}")))?;
+                }
+                if !apps_seen.insert(a.key()) {
+                    return Err(bad(format!("apps[{i}]: this app is listed twice")));
+                }
+                continue;
+            }
             match (a.itunes_store_id, &a.manifest_url) {
                 (Some(_), None) => {}
                 (None, Some(u)) if u.starts_with("https://") && u.len() <= 2048 => {}
                 (None, Some(_)) => return Err(bad(format!("apps[{i}].manifest_url: an https:// URL"))),
-                _ => return Err(bad(format!("apps[{i}]: exactly one of itunes_store_id and manifest_url"))),
+                _ => return Err(bad(format!("apps[{i}]: exactly one of app, itunes_store_id and manifest_url"))),
             }
             if a.configuration.as_ref().is_some_and(|c| !c.is_object()) {
                 return Err(bad(format!("apps[{i}].configuration: a JSON object")));
@@ -373,7 +416,7 @@ impl Fleet {
                     return Err(bad(format!("apps[{i}].identifier: a bundle identifier")));
                 }
             }
-            if !apps.insert(a.key()) {
+            if !apps_seen.insert(a.key()) {
                 return Err(bad(format!("apps[{i}]: this app is listed twice")));
             }
             Commander::validated(CommandInput::Json(execute::app_command(a))).map_err(|e| bad(format!("apps[{i}]: {e}")))?;

@@ -35,6 +35,14 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
+    /// A catalog app (`mdmd apps`), by its id (bundle identifier): installed
+    /// with its licence (App Store) or its per-device download URL (in-house).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Set by the reconciler, never by a blueprint: the catalog app's version
+    /// digest, so a new version or configuration re-sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub itunes_store_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +61,9 @@ pub struct AppSpec {
 impl AppSpec {
     /// What identifies the app across blueprints.
     pub fn key(&self) -> String {
+        if let Some(id) = &self.app {
+            return format!("app:catalog:{id}");
+        }
         match (&self.itunes_store_id, &self.manifest_url) {
             (Some(n), _) => format!("app:itunes:{n}"),
             (None, Some(u)) => format!("app:manifest:{u}"),
@@ -169,6 +180,8 @@ pub struct Wanted {
 #[derive(Debug, Clone, Default)]
 pub struct Templates {
     pub versions: BTreeMap<String, (String, Vec<String>)>,
+    /// Catalog apps: id → version digest.
+    pub apps: BTreeMap<String, String>,
 }
 
 /// The union of the blueprints that apply, and the conflicts found on the way.
@@ -243,7 +256,21 @@ pub fn desired(blueprints: &[Blueprint], groups: &BTreeSet<String>, templates: &
                     .push(format!("blueprint {} names profile {p}, which does not exist", b.name)),
             }
         }
-        wants.extend(b.spec.apps.iter().cloned().map(Want::App));
+        for a in &b.spec.apps {
+            match &a.app {
+                Some(id) => match templates.apps.get(id) {
+                    Some(v) => {
+                        let mut a = a.clone();
+                        a.catalog_version = Some(v.clone());
+                        wants.push(Want::App(a));
+                    }
+                    None => d
+                        .problems
+                        .push(format!("blueprint {} names app {id}, which is not in the catalog", b.name)),
+                },
+                None => wants.push(Want::App(a.clone())),
+            }
+        }
         wants.extend(b.spec.declaration_sets.iter().cloned().map(Want::Set));
         wants.extend(b.spec.enrollment_commands.iter().cloned().map(Want::Command));
         for w in wants {
@@ -548,6 +575,7 @@ mod tests {
                 .iter()
                 .map(|(id, sha, inner)| (id.to_string(), (sha.to_string(), inner.iter().map(|s| s.to_string()).collect())))
                 .collect(),
+            apps: BTreeMap::new(),
         }
     }
 
@@ -575,6 +603,8 @@ mod tests {
         // Apps: same app, two configurations.
         let mut x = bp("x", &["*"], &[]);
         x.spec.apps = vec![AppSpec {
+            app: None,
+            catalog_version: None,
             itunes_store_id: Some(1),
             manifest_url: None,
             identifier: None,

@@ -112,6 +112,11 @@ impl Fleet {
             let inner = self.inner_payloads(&t.sha256, &t.xml);
             templates.versions.insert(t.identifier, (t.sha256, inner));
         }
+        if let Some(apps) = self.apps() {
+            for a in apps.catalog().await? {
+                templates.apps.insert(a.id.clone(), a.digest());
+            }
+        }
         Ok(Snapshot {
             groups,
             blueprints,
