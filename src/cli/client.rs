@@ -208,6 +208,44 @@ impl AdminClient {
         Ok(req.send().await?)
     }
 
+    /// Send `method path` with a body of `content_type`; the answer unchecked.
+    pub async fn send_bytes(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Reply> {
+        let resp = self
+            .request(method, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        Self::reply(resp).await
+    }
+
+    /// POST a file as the body, read as it is sent (never whole in memory), with its length;
+    /// the answer unchecked. The client's 30-second limit becomes `timeout` for this request
+    /// (a large app on a slow link takes a while).
+    pub async fn post_file(
+        &self,
+        path: &str,
+        content_type: &str,
+        file: &std::path::Path,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Reply> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        let len = f.metadata().await.with_context(|| format!("reading {}", file.display()))?.len();
+        let resp = self
+            .request(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .timeout(timeout)
+            .body(reqwest::Body::wrap(FileBody { file: f, left: len }))
+            .send()
+            .await
+            .with_context(|| format!("sending {} to {path}", file.display()))?;
+        Self::reply(resp).await
+    }
+
     /// GET raw bytes, expecting success; otherwise `HTTP status: body as text`.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
         let resp = self.request(Method::GET, path).send().await?;
@@ -217,5 +255,96 @@ impl AdminClient {
             bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
         }
         Ok(body)
+    }
+}
+
+/// A file as a request body, read in chunks as the connection takes them. `left` is the length
+/// announced in Content-Length: a file that grows is cut there, one that shrinks is an error.
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(self.left.min(64 * 1024)).unwrap_or(64 * 1024);
+        let mut buf = vec![0u8; want];
+        let mut rb = tokio::io::ReadBuf::new(&mut buf);
+        match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.file), cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file became shorter while it was being sent",
+                    ))));
+                }
+                self.left -= n as u64;
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(buf)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileBody;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn a_file_body_streams_the_whole_file_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app.ipa");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let file = tokio::fs::File::open(&p).await.unwrap();
+        let mut body = FileBody {
+            file,
+            left: data.len() as u64,
+        };
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while let Some(f) = body.frame().await {
+            got.extend_from_slice(f.unwrap().data_ref().unwrap());
+            frames += 1;
+        }
+        assert_eq!(got, data);
+        assert!(frames > 1, "read in chunks, not at once");
+        // A file shorter than announced is an error, not a short body.
+        let file = tokio::fs::File::open(&p).await.unwrap();
+        let mut body = FileBody {
+            file,
+            left: data.len() as u64 + 1,
+        };
+        let mut failed = false;
+        while let Some(f) = body.frame().await {
+            if f.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
     }
 }

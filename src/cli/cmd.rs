@@ -246,7 +246,7 @@ fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<Strin
 }
 
 /// Targets as given, with `@FILE` (one id per line; `@-`: stdin) expanded.
-fn expand_targets(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+pub(super) fn expand_targets(given: Vec<String>) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::with_capacity(given.len());
     for t in given {
         match t.strip_prefix('@') {

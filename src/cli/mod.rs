@@ -9,6 +9,7 @@
 pub mod access_tokens;
 pub mod ade;
 pub mod accounts;
+pub mod apps;
 pub mod blueprints;
 pub mod ca;
 pub mod client;
@@ -83,6 +84,15 @@ pub enum Command {
     /// Automated Device Enrollment (Apple Business Manager): the public key,
     /// server tokens, ADE profiles, devices, sync, and Setup Assistant.
     Ade(ade::AdeArgs),
+    /// The app catalog: App Store apps licensed through Apple's Apps and Books content
+    /// tokens, and in-house apps (.ipa); install and remove them on devices.
+    ///
+    /// `tokens` manages the content tokens (admin only) and `sync` refreshes licence counts;
+    /// `add`, `list`, `show`, `set` and `rm` manage the catalog; `install` and `remove` act on
+    /// devices (an App Store app gets a licence per device, released when it is removed);
+    /// `device` shows one device's apps.
+    #[command(after_help = apps::EXAMPLES)]
+    Apps(apps::AppsArgs),
     /// Simulated devices that speak the real protocol (tests and load).
     Sim(sim::SimArgs),
 }
@@ -110,6 +120,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Groups(c) => c.run().await,
         Command::Blueprints(c) => c.run().await,
         Command::Ade(c) => c.run().await,
+        Command::Apps(c) => c.run().await,
         Command::Sim(c) => c.run().await,
     }
 }

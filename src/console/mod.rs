@@ -36,6 +36,7 @@ macro_rules! posted {
 }
 
 mod ade;
+mod apps;
 mod fleet;
 mod pages;
 mod policy;
@@ -148,6 +149,10 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/enrollment", get(pages::enrollment))
         .route("/ui/ade", get(ade::page))
         .route("/ui/ade/waiting/{id}/release", post(ade::release))
+        .route("/ui/apps", get(apps::page).post(apps::catalog_action))
+        .route("/ui/apps/{id}", get(apps::app))
+        .route("/ui/apps/{id}/install", post(apps::install))
+        .route("/ui/apps/{id}/remove", post(apps::remove))
         .route("/ui/enrollment/invitations", post(pages::invite))
         .route("/ui/certificates", get(pages::certificates))
         .route("/ui/certificates/{serial}/revoke", post(pages::revoke))

@@ -33,6 +33,7 @@ pub(super) fn layout(s: &Session, title: &str, flash: Option<&Flash>, body: Mark
         ("/ui/profiles", "Profiles"),
         ("/ui/groups", "Groups"),
         ("/ui/blueprints", "Blueprints"),
+        ("/ui/apps", "Apps"),
         ("/ui/enrollment", "Enrollment"),
         ("/ui/ade", "ADE"),
         ("/ui/certificates", "Certificates"),
@@ -103,7 +104,7 @@ impl Flash {
         }
     }
 
-    fn error(text: impl Into<String>) -> Flash {
+    pub(super) fn error(text: impl Into<String>) -> Flash {
         Flash {
             ok: false,
             text: text.into(),
