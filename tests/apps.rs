@@ -378,3 +378,92 @@ async fn token_rotation_resends_only_the_configuration_and_blueprints_install_wi
     let gone = wait_until(Duration::from_secs(20), || async { !vpp.assigned(PAGES, &d.serial) }).await;
     assert!(gone, "the licence was released when the blueprint stopped wanting the app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_console_drive_the_catalog() {
+    let vpp = vpp().await;
+    vpp.add_app(PAGES, 3);
+    vpp.set_app_meta(PAGES, "Pages", PAGES_ID, "13.1");
+    let srv = start(&vpp, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("sToken_for_Example.vpptoken");
+    std::fs::write(&token, vpp.token_file()).unwrap();
+    let ipa = dir.path().join("Field.ipa");
+    std::fs::write(&ipa, mdmd::protocol::ipa::build_ipa("com.example.cli", "3.0", "Field CLI")).unwrap();
+    let not_ipa = dir.path().join("notes.txt");
+    std::fs::write(&not_ipa, "hello").unwrap();
+
+    let v = srv.cli_json(&["apps", "tokens", "add", "main", token.to_str().unwrap()]);
+    assert_eq!(v["org_name"], "Example Org", "{v}");
+    let v = srv.cli_json(&["apps", "add", "--itunes-id", PAGES]);
+    assert_eq!(v["bundle_id"], PAGES_ID, "{v}");
+    let v = srv.cli_json(&["apps", "add", ipa.to_str().unwrap()]);
+    assert_eq!((v["kind"].as_str(), v["version"].as_str()), (Some("in_house"), Some("3.0")), "{v}");
+    let (ok, _, err) = srv.cli(&["apps", "add", not_ipa.to_str().unwrap()]);
+    assert!(!ok && err.contains("400"), "{err}");
+    let list = srv.cli_json(&["apps", "list"]);
+    assert_eq!(list["apps"].as_array().unwrap().len(), 2, "{list}");
+
+    let d = device(&srv, &vpp).await;
+    let v = srv.cli_json(&["apps", "install", PAGES_ID, &d.udid]);
+    assert_eq!((v["queued"].as_u64(), v["licences_associated"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert!(vpp.assigned(PAGES, &d.serial));
+    let (ok, _, err) = srv.cli(&["apps", "install", PAGES_ID, "NO-SUCH-DEVICE"]);
+    assert!(!ok, "a target that failed makes the command fail: {err}");
+    let v = srv.cli_json(&["apps", "device", &d.udid]);
+    assert_eq!(v["apps"][0]["state"], "queued", "{v}");
+    let v = srv.cli_json(&["apps", "show", PAGES_ID]);
+    assert_eq!(v["device_states"][0]["enrollment"], d.udid.as_str(), "{v}");
+
+    // An operator in the console: the catalog, then an install from the app's page.
+    let secret = srv.account("ops", "operator");
+    let (http, session, csrf) = common::console_login(&srv, "ops", &secret).await;
+    let page = |p: String| {
+        let http = http.clone();
+        let session = session.clone();
+        async move {
+            http.get(p)
+                .header("cookie", format!("mdmd_ui={session}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let html = page(format!("{}/ui/apps", srv.base)).await;
+    assert!(html.contains("Pages") && html.contains("Field CLI") && html.contains("Example Org"), "{html}");
+    assert!(!html.contains(&vpp.token_file()), "the token never shows");
+    let other = device(&srv, &vpp).await;
+    let r = http
+        .post(format!("{}/ui/apps/com.example.cli/install", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .form(&[("csrf", csrf.as_str()), ("targets", other.udid.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let html = page(format!("{}/ui/apps/com.example.cli", srv.base)).await;
+    assert!(html.contains(&other.udid) && html.contains("queued"), "{html}");
+    // A read-only account sees the catalog but cannot install.
+    let ro = srv.account("auditor", "read-only");
+    let (s, _) = {
+        let r = srv
+            .client()
+            .post(format!("{}/v1/apps/{PAGES_ID}/install", srv.base))
+            .bearer_auth(&ro)
+            .json(&json!({"targets": [other.udid]}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 403);
+
+    let v = srv.cli_json(&["apps", "remove", PAGES_ID, &d.udid]);
+    assert_eq!(v["licences_released"], 1, "{v}");
+    assert!(!vpp.assigned(PAGES, &d.serial));
+    let (ok, _, err) = srv.cli(&["apps", "rm", "com.example.cli"]);
+    assert!(!ok && err.contains("409"), "a device still has it: {err}");
+}
