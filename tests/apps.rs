@@ -228,6 +228,17 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     assert_eq!(s, 201, "{v}");
     assert_eq!((v["kind"].as_str(), v["version"].as_str(), v["name"].as_str()), (Some("in_house"), Some("1.0"), Some("Field")));
 
+    // The derived-credential provider's app: its upload URL and this device's token in its configuration.
+    let (s, v) = call(
+        &srv,
+        reqwest::Method::PUT,
+        "/v1/apps/com.example.field",
+        Some(json!({"configuration": {"upload": "$DERIVED_CREDENTIAL_URL", "token": "$DERIVED_CREDENTIAL_TOKEN"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(&srv, reqwest::Method::PUT, "/v1/apps/com.example.field", Some(json!({"configuration": ["not", "a", "dictionary"]}))).await;
+    assert_eq!(s, 400, "a configuration is a dictionary: {v}");
     let mut d = device(&srv, &vpp).await;
     let other = device(&srv, &vpp).await;
     let (s, v) = post(&srv, "/v1/apps/com.example.field/install", json!({"targets": [d.udid]})).await;
@@ -244,6 +255,10 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     assert_eq!(app.version, "1.0");
     let st = state(&srv, &d.udid, "com.example.field").await.unwrap();
     assert_eq!(st["state"], "installed", "{st}");
+    let conf = app.config.clone().expect("configured");
+    let upload = conf.get("upload").and_then(|v| v.as_string()).unwrap_or_default();
+    assert!(upload.starts_with("https://") && upload.ends_with("/v1/derived-credentials"), "{upload}");
+    assert!(conf.get("token").and_then(|v| v.as_string()).is_some_and(|t| t.len() > 20), "{conf:?}");
 
     // Guessed links: a changed MAC, another device in the path, a later expiry.
     let client = srv.client();
