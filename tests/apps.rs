@@ -169,7 +169,7 @@ async fn store_apps_need_a_licence_first_and_give_it_back() {
     assert!(!vpp.assigned(PAGES, &d1.serial));
     let h = d1.session().await.unwrap();
     assert_eq!(handled(&h, "RemoveApplication"), 1, "{h:?}");
-    assert!(d1.apps.get(PAGES_ID).is_none());
+    assert!(!d1.apps.contains_key(PAGES_ID));
     assert!(state(&srv, &d1.udid, PAGES_ID).await.is_none());
 
     // Check-out gives the licence back too.

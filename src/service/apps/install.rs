@@ -25,12 +25,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use plist::{Dictionary, Value};
+use plist::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::catalog::{AppKind, AppRecord};
-use super::{read, to_json, with_prefix, Apps, AppsFailure, DEVICE_APPS, LICENCES};
+use super::{read, to_json, Apps, AppsFailure, DEVICE_APPS, LICENCES};
 use crate::clock::{now, rfc3339};
 use crate::service::commands::CommandInput;
 use crate::service::ServiceError;
@@ -99,11 +99,11 @@ pub struct Licence {
     pub at: i64,
 }
 
-fn licence_key(token: &str, adam: &str, serial: &str) -> String {
+pub(super) fn licence_key(token: &str, adam: &str, serial: &str) -> String {
     format!("{token}/{adam}/{serial}")
 }
 
-fn device_app_key(app: &str, enrollment: &str) -> String {
+pub(super) fn device_app_key(app: &str, enrollment: &str) -> String {
     format!("{app}/{enrollment}")
 }
 
@@ -147,7 +147,7 @@ fn fail(target: &str, error: impl Into<String>) -> crate::service::commands::Fai
 }
 
 /// Apple's `State`/`Status` → ours.
-fn state_of(apple: &str) -> &'static str {
+pub(super) fn state_of(apple: &str) -> &'static str {
     match apple {
         "Managed" => "installed",
         "Failed" => "failed",
@@ -591,7 +591,7 @@ impl Apps {
             let Ok((token, adam, _)) = store_ids(a) else { continue };
             let mut serials: Vec<String> = serial.iter().cloned().collect();
             if let Some((d, _)) = read::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &device_app_key(&a.id, enrollment)).await? {
-                serials.extend(d.serial.filter(|s| !serial.as_ref().is_some_and(|x| x == s)));
+                serials.extend(d.serial.filter(|s| serial.as_ref() != Some(s)));
             }
             for s in serials {
                 keys.push(licence_key(&token, &adam, &s));
@@ -647,207 +647,6 @@ impl Apps {
         Ok(r.queued as usize)
     }
 
-    /// What a finished command says about apps on the device.
-    pub async fn command_result(&self, enrollment: &str, request_type: &str, acknowledged: bool, command: &str, answer: &Dictionary, error: Option<String>) {
-        let r = match request_type {
-            "InstallApplication" => self.install_result(enrollment, command, acknowledged, answer, error).await,
-            "RemoveApplication" => self.remove_result(enrollment, command, acknowledged, error).await,
-            "ManagedApplicationList" if acknowledged => self.managed_list(enrollment, answer).await,
-            "InstalledApplicationList" if acknowledged => self.installed_list(enrollment, answer).await,
-            "EraseDevice" if acknowledged => self.device_left(enrollment).await.map(drop),
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
-            tracing::warn!(%enrollment, request_type, error = %e, "app state not updated");
-        }
-    }
-
-    /// The record a command was sent for.
-    async fn record_of_command(&self, enrollment: &str, command: &str) -> Result<Option<(String, DeviceApp)>, AppsFailure> {
-        for a in self.catalog().await? {
-            let key = device_app_key(&a.id, enrollment);
-            if let Some((d, _)) = read::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key).await? {
-                if d.command.as_deref() == Some(command) {
-                    return Ok(Some((key, d)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn install_result(&self, enrollment: &str, command: &str, ok: bool, answer: &Dictionary, error: Option<String>) -> Result<(), AppsFailure> {
-        let Some((key, _)) = self.record_of_command(enrollment, command).await? else {
-            return Ok(());
-        };
-        let apple_state = answer.get("State").and_then(Value::as_string).unwrap_or("Queued").to_owned();
-        let rejection = answer.get("RejectionReason").and_then(Value::as_string).map(str::to_owned);
-        let t = now();
-        super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key, |d| {
-            if ok {
-                d.state = if rejection.is_some() { "failed".into() } else { state_of(&apple_state).into() };
-                d.error = rejection.as_ref().map(|r| format!("the device refused the install: {r}"));
-            } else {
-                d.state = "failed".into();
-                d.error = Some(error.clone().unwrap_or_else(|| "the device answered Error".into()));
-            }
-            d.updated_at = t;
-        })
-        .await?;
-        Ok(())
-    }
-
-    async fn remove_result(&self, enrollment: &str, command: &str, ok: bool, error: Option<String>) -> Result<(), AppsFailure> {
-        let Some((key, _)) = self.record_of_command(enrollment, command).await? else {
-            return Ok(());
-        };
-        if ok {
-            self.store.delete_record(DEVICE_APPS, &key, None).await?;
-        } else {
-            let t = now();
-            super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key, |d| {
-                d.state = "failed".into();
-                d.error = Some(format!("removal failed: {}", error.clone().unwrap_or_default()));
-                d.updated_at = t;
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn managed_list(&self, enrollment: &str, answer: &Dictionary) -> Result<(), AppsFailure> {
-        let Some(list) = answer.get("ManagedApplicationList").and_then(Value::as_dictionary) else {
-            return Ok(());
-        };
-        let t = now();
-        for (bundle, v) in list {
-            let Some(status) = v.as_dictionary().and_then(|d| d.get("Status")).and_then(Value::as_string) else {
-                continue;
-            };
-            let key = device_app_key(bundle, enrollment);
-            let new = state_of(status);
-            let status = status.to_owned();
-            super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key, |d| {
-                if d.state == "removing" {
-                    return;
-                }
-                if d.state == "update_available" && new == "installed" {
-                    return;
-                }
-                d.state = new.into();
-                d.error = match new {
-                    "failed" => Some(format!("the device reports {status}")),
-                    "rejected" => Some(format!("the user declined ({status})")),
-                    _ => None,
-                };
-                d.updated_at = t;
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn installed_list(&self, enrollment: &str, answer: &Dictionary) -> Result<(), AppsFailure> {
-        let Some(list) = answer.get("InstalledApplicationList").and_then(Value::as_array) else {
-            return Ok(());
-        };
-        let catalog: HashMap<String, AppRecord> = self.catalog().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
-        let t = now();
-        for item in list.iter().filter_map(Value::as_dictionary) {
-            let Some(bundle) = item.get("Identifier").and_then(Value::as_string) else {
-                continue;
-            };
-            let Some(app) = catalog.get(bundle) else { continue };
-            let version = item
-                .get("ShortVersion")
-                .or_else(|| item.get("Version"))
-                .and_then(Value::as_string)
-                .map(str::to_owned);
-            let installing = item.get("Installing").and_then(Value::as_boolean).unwrap_or(false);
-            let key = device_app_key(bundle, enrollment);
-            super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key, |d| {
-                d.version = version.clone();
-                if d.state == "removing" || installing {
-                    return;
-                }
-                let behind = !app.version.is_empty() && version.as_deref().is_some_and(|v| v != app.version);
-                d.state = if behind { "update_available".into() } else { "installed".into() };
-                d.error = None;
-                d.updated_at = t;
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Refresh licence counts and versions; finish or undo interrupted
-    /// associations; release licences of devices no longer enrolled.
-    pub async fn sync(&self) -> SyncReport {
-        let _one = self.sync_lock.lock().await;
-        let mut report = SyncReport::default();
-        let names = match self.token_names().await {
-            Ok(n) => n,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
-        };
-        for name in &names {
-            report.tokens += 1;
-            if let Some((r, _)) = self.token_record(name).await.ok().flatten() {
-                if r.expires_at - now() < super::EXPIRY_WARNING {
-                    tracing::warn!(token = %name, expires = ?rfc3339(r.expires_at), "Apps and Books content token expires soon: renew it in Apple Business Manager");
-                }
-            }
-            match self.refresh_token_apps(name).await {
-                Ok(n) => {
-                    report.assets += n;
-                    self.note_token_error(name, None).await;
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.note_token_error(name, Some(&msg)).await;
-                    report.errors.push(format!("{name}: {msg}"));
-                }
-            }
-        }
-        match self.reconcile_licences().await {
-            Ok(n) => report.released = n,
-            Err(e) => report.errors.push(e.to_string()),
-        }
-        report
-    }
-
-    async fn reconcile_licences(&self) -> Result<usize, AppsFailure> {
-        let all = with_prefix::<Licence>(self.store.as_ref(), LICENCES, "").await?;
-        let t = now();
-        let mut release = Vec::new();
-        for (k, l, _) in all {
-            let e = self.store.enrollment(&l.enrollment).await?;
-            let enrolled = e.as_ref().is_some_and(|e| e.active && e.checked_out_at.is_none());
-            if l.state == "associating" {
-                if t - l.at < 300 {
-                    continue;
-                }
-                // Interrupted: ask Apple whether the serial holds it.
-                let client = self.client(&l.token).await?;
-                let holds = !client.assignments(Some(&l.adam_id), Some(&l.serial)).await?.is_empty();
-                if !holds {
-                    self.store.delete_record(LICENCES, &k, None).await?;
-                    continue;
-                }
-                let mut done = l.clone();
-                done.state = "associated".into();
-                self.store.put_record(LICENCES, &k, to_json(&done), t, None).await?;
-            }
-            if !enrolled {
-                release.push((k, l));
-            }
-        }
-        if release.is_empty() {
-            return Ok(0);
-        }
-        self.release(release).await
-    }
 }
 
 fn store_ids(app: &AppRecord) -> Result<(String, String, String), AppsFailure> {

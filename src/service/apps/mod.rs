@@ -16,7 +16,9 @@
 //!   number first, refused before anything is sent when the licences would
 //!   not suffice) and removing (licence released), each device's app state
 //!   learned from command results and app lists, devices that leave
-//!   (check-out, erase), and the leased licence reconciliation.
+//!   (check-out, erase).
+//! - `results`: each device's app state from what it answers.
+//! - `sync`: the leased licence reconciliation and refresh.
 //!
 //! Records live in `RecordStore` collections (below), so several instances
 //! share one state; changes are compare-and-set. Licences are recorded
@@ -26,6 +28,8 @@
 pub mod catalog;
 pub mod files;
 pub mod install;
+mod results;
+mod sync;
 pub mod tokens;
 
 use std::collections::HashMap;
