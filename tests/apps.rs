@@ -482,3 +482,42 @@ async fn the_cli_and_the_console_drive_the_catalog() {
     let (ok, _, err) = srv.cli(&["apps", "rm", "com.example.cli"]);
     assert!(!ok && err.contains("409"), "a device still has it: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_updates_are_offered_and_an_erased_device_gives_its_licence_back() {
+    let vpp = vpp().await;
+    vpp.add_app(PAGES, 2);
+    vpp.set_app_meta(PAGES, "Pages", PAGES_ID, "13.1");
+    let srv = start(&vpp, &[]);
+    assert_eq!(put_token(&srv, API_KEY, "main", &vpp.token_file()).await.0, 201);
+    let (s, v) = post(&srv, "/v1/apps", json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()})).await;
+    assert_eq!(s, 201, "{v}");
+    let mut d = device(&srv, &vpp).await;
+    let (s, v) = post(&srv, &format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d.udid]})).await;
+    assert_eq!(s, 200, "{v}");
+    d.session().await.unwrap();
+    report_apps(&srv, &mut d).await;
+    assert_eq!(d.apps.get(PAGES_ID).map(|a| a.version.as_str()), Some("13.1"));
+
+    // Apple publishes 13.2: the sync sees it and offers it to the device that has the app (no new licence).
+    vpp.set_app_meta(PAGES, "Pages", PAGES_ID, "13.2");
+    let (s, v) = post(&srv, "/v1/apps-and-books/sync", json!({})).await;
+    assert_eq!((s, v["errors"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let v = srv.admin().get(&format!("/v1/apps/{PAGES_ID}")).await.unwrap();
+    assert_eq!(v["version"], "13.2", "{v}");
+    let h = d.session().await.unwrap();
+    assert_eq!(handled(&h, "InstallApplication"), 1, "the update was offered: {h:?}");
+    report_apps(&srv, &mut d).await;
+    assert_eq!(d.apps.get(PAGES_ID).map(|a| a.version.as_str()), Some("13.2"));
+    let st = state(&srv, &d.udid, PAGES_ID).await.unwrap();
+    assert_eq!((st["state"].as_str(), st["version"].as_str()), (Some("installed"), Some("13.2")), "{st}");
+    assert_eq!(vpp.licences(PAGES).0, 1, "still one licence in use");
+
+    // The device is erased: once it acknowledges, its licence goes back.
+    enqueue(&srv.admin(), &[&d.udid], json!({"RequestType": "EraseDevice"})).await;
+    d.session().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || async { !vpp.assigned(PAGES, &d.serial) }).await,
+        "an erased device's licence is released"
+    );
+}

@@ -426,7 +426,35 @@ async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> A
         .command(&uuid)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no command {uuid}")))?;
-    Ok(Json(views::command(&app.mdm.secrets, &rec, &deliveries)).into_response())
+    let mut v = views::command(&app.mdm.secrets, &rec, &deliveries);
+    redact_app_configs(&app, &mut v).await;
+    Ok(Json(v).into_response())
+}
+
+/// Managed app configurations a device echoes back (`ManagedApplicationConfiguration`)
+/// carry what mdmd filled in: the values its token variables became are
+/// redacted like the command's own (every role), using the configurations
+/// mdmd remembers for token rotation, and any value equal to a live shared token.
+async fn redact_app_configs(app: &App, v: &mut serde_json::Value) {
+    let text = v.to_string();
+    if !text.contains("ApplicationConfigurations") {
+        return;
+    }
+    let Some(access) = app.commander.access() else { return };
+    let mut paths: std::collections::HashMap<String, Vec<crate::service::commands::sealed::KeyPath>> = Default::default();
+    if let Ok(list) = access.app_configs().await {
+        for (bundle, c) in list {
+            if let Ok(plist::Value::Dictionary(d)) = plist::Value::from_reader_xml(std::io::Cursor::new(c.configuration.as_bytes())) {
+                paths.insert(bundle, crate::service::commands::sealed::secret_paths(&d));
+            }
+        }
+    }
+    let live: Vec<String> = access
+        .list()
+        .await
+        .map(|l| l.into_iter().map(|t| t.value).filter(|t| !t.is_empty()).collect())
+        .unwrap_or_default();
+    views::redact_echoed_configs(v, &paths, &live);
 }
 
 /// The enrollment, or 404 `no enrollment {id}`.
@@ -530,7 +558,9 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiR
 async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     enrollment(&app, &id).await?;
     let list = app.mdm.store.device_commands(&id, 1000).await?;
-    Ok(Json(json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()})).into_response())
+    let mut v = json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()});
+    redact_app_configs(&app, &mut v).await;
+    Ok(Json(v).into_response())
 }
 
 async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {

@@ -118,3 +118,51 @@ pub fn command(secrets: &SecretBox, rec: &CommandRecord, deliveries: &[Delivery]
         "deliveries": deliveries.iter().map(delivery).collect::<Vec<_>>(),
     })
 }
+
+/// In every `ApplicationConfigurations` array of `v` (a device's echo of
+/// managed app configurations), redact the values at `paths[Identifier]`
+/// (the secret paths of the configuration mdmd sent that app) and any string
+/// equal to one of `live` (shared access tokens).
+pub fn redact_echoed_configs(v: &mut Value, paths: &std::collections::HashMap<String, Vec<sealed::KeyPath>>, live: &[String]) {
+    fn strings(v: &mut Value, live: &[String]) {
+        match v {
+            Value::String(s) if live.iter().any(|t| t == s) => *s = sealed::REDACTED.into(),
+            Value::Array(a) => a.iter_mut().for_each(|x| strings(x, live)),
+            Value::Object(o) => o.values_mut().for_each(|x| strings(x, live)),
+            _ => {}
+        }
+    }
+    fn at<'a>(v: &'a mut Value, p: &[sealed::Step]) -> Option<&'a mut Value> {
+        let mut cur = v;
+        for step in p {
+            cur = match step {
+                sealed::Step::Key(k) => cur.get_mut(k.as_str())?,
+                sealed::Step::Index(i) => cur.get_mut(*i)?,
+            };
+        }
+        Some(cur)
+    }
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "ApplicationConfigurations" {
+                    for item in x.as_array_mut().into_iter().flatten() {
+                        let id = item.get("Identifier").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        if let Some(conf) = item.get_mut("Configuration") {
+                            for p in paths.get(&id).into_iter().flatten() {
+                                if let Some(slot) = at(conf, p) {
+                                    *slot = Value::String(sealed::REDACTED.into());
+                                }
+                            }
+                            strings(conf, live);
+                        }
+                    }
+                } else {
+                    redact_echoed_configs(x, paths, live);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| redact_echoed_configs(x, paths, live)),
+        _ => {}
+    }
+}

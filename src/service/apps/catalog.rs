@@ -384,6 +384,24 @@ impl Apps {
                 "{held} device(s) still have {id}: remove it from them first (mdmd apps remove {id} …), or from the blueprints that install it"
             )));
         }
+        // Licences still associated for it (devices whose install failed or was declined) go back first.
+        if rec.kind == AppKind::AppStore {
+            if let (Some(token), Some(adam)) = (&rec.token, &rec.adam_id) {
+                let held: Vec<(String, super::install::Licence)> =
+                    with_prefix::<super::install::Licence>(self.store.as_ref(), super::LICENCES, &format!("{token}/{adam}/"))
+                        .await?
+                        .into_iter()
+                        .map(|(k, l, _)| (k, l))
+                        .collect();
+                if !held.is_empty() {
+                    let n = held.len();
+                    self.release(held).await?;
+                    tracing::info!(app = %id, licences = n, "licences of a deleted app released");
+                }
+            }
+        }
+        // (Releasing moved the cached counts: the record's version now.)
+        let v = read::<AppRecord>(self.store.as_ref(), APPS, id).await?.map_or(v, |(_, v)| v);
         if !self.store.delete_record(APPS, id, Some(v)).await? {
             return Err(AppsFailure::Service(ServiceError::Busy(format!("{id} changed at the same time: try again"))));
         }

@@ -113,8 +113,8 @@ pub fn check_link(key: &[u8], parts: [&str; 5], now: i64) -> Result<Download, Do
 }
 
 impl Apps {
-    fn mac(&self, d: &Download) -> String {
-        link_mac(&self.url_key, d)
+    fn mac(&self, d: &Download) -> Option<String> {
+        self.url_key.as_ref().ok().map(|k| link_mac(k, d))
     }
 
     /// The manifest URL one device is sent for an in-house app.
@@ -126,26 +126,27 @@ impl Apps {
             sha256: f.sha256.clone(),
             expires: now() + self.cfg.download_lifetime.max(1),
         };
-        Some(format!("{}/manifest.plist", self.download_base(&d)))
+        Some(format!("{}/manifest.plist", self.download_base(&d)?))
     }
 
-    fn download_base(&self, d: &Download) -> String {
+    fn download_base(&self, d: &Download) -> Option<String> {
         let enc = |s: &str| urlencoding::encode(s).into_owned();
-        format!(
+        Some(format!(
             "{}/mdm/apps/{}/{}/{}/{}/{}",
             self.cfg.public_url.trim_end_matches('/'),
             enc(&d.app),
             enc(&d.enrollment),
             d.sha256,
             d.expires,
-            self.mac(d)
-        )
+            self.mac(d)?
+        ))
     }
 
     /// Check a download path's parts: the MAC (constant time), the expiry,
     /// the enrollment (still active), the app (still that file).
     pub async fn check_download(&self, app: &str, enrollment: &str, sha: &str, expires: &str, mac: &str) -> Result<(Download, AppRecord), DownloadError> {
-        let d = check_link(&self.url_key, [app, enrollment, sha, expires, mac], now())?;
+        let key = self.url_key.as_ref().map_err(|_| DownloadError::Gone)?;
+        let d = check_link(key, [app, enrollment, sha, expires, mac], now())?;
         let e = self.store.enrollment(enrollment).await.map_err(|_| DownloadError::Gone)?;
         if !e.is_some_and(|e| e.active && e.checked_out_at.is_none()) {
             return Err(DownloadError::Gone);
@@ -156,6 +157,12 @@ impl Apps {
         };
         if rec.kind != AppKind::InHouse || rec.ipa.as_ref().map(|f| f.sha256.as_str()) != Some(sha) {
             return Err(DownloadError::Gone);
+        }
+        // Only while the device is to have it: not after it was removed from the device.
+        let key = format!("{app}/{enrollment}");
+        match read::<super::install::DeviceApp>(self.store.as_ref(), super::DEVICE_APPS, &key).await {
+            Ok(Some((d, _))) if d.state != "removing" => {}
+            _ => return Err(DownloadError::Gone),
         }
         Ok((d, rec))
     }
@@ -170,7 +177,7 @@ impl Apps {
             minimum_os: rec.minimum_os.clone(),
             size: rec.ipa.as_ref().map_or(0, |f| f.size),
         };
-        crate::protocol::ipa::manifest(&info, &format!("{}/app.ipa", self.download_base(d)))
+        crate::protocol::ipa::manifest(&info, &format!("{}/app.ipa", self.download_base(d).unwrap_or_default()))
     }
 
     /// One stored chunk of a file.

@@ -63,6 +63,9 @@ pub struct DeviceApp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     pub updated_at: i64,
+    /// When mdmd last asked the device for its managed apps about this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polled_at: Option<i64>,
 }
 
 impl DeviceApp {
@@ -208,14 +211,42 @@ impl Apps {
                 .collect();
             let have = self.store.records_of(LICENCES, keys).await?;
             let mut need: Vec<(String, String)> = Vec::new();
+            let mut unsure: Vec<(String, String, Licence)> = Vec::new();
             for ((t, s), rec) in ok.iter().zip(have) {
-                let held = rec
-                    .and_then(|r| serde_json::from_value::<Licence>(r.value).ok())
-                    .is_some_and(|l| l.state == "associated");
-                match (held, s) {
-                    (true, _) => with_licence.push((t.clone(), s.clone())),
-                    (false, Some(s)) => need.push((t.clone(), s.clone())),
-                    (false, None) => {}
+                let Some(s) = s else { continue };
+                let lic = rec.and_then(|r| serde_json::from_value::<Licence>(r.value).ok());
+                match lic {
+                    None => need.push((t.clone(), s.clone())),
+                    Some(l) if l.enrollment != *t && self.enrolled(&l.enrollment).await? => report.failed.push(fail(
+                        t,
+                        format!(
+                            "its serial number {s} already holds this app's licence for enrollment {}: two enrolled devices cannot share a serial number",
+                            l.enrollment
+                        ),
+                    )),
+                    Some(l) if l.state == "associated" => {
+                        if l.enrollment != *t {
+                            // The same serial re-enrolled under another id: the licence follows it.
+                            self.adopt_licence(&token, &adam, s, t, &l).await?;
+                        }
+                        with_licence.push((t.clone(), Some(s.clone())));
+                    }
+                    Some(l) => unsure.push((t.clone(), s.clone(), l)),
+                }
+            }
+            // Associations not confirmed yet (a timeout, a crash): Apple's assignments say.
+            if !unsure.is_empty() {
+                let client = self.client(&token).await?;
+                for (t, s, l) in unsure {
+                    if client.assignments(Some(&adam), Some(&s)).await?.is_empty() {
+                        self.store.delete_record(LICENCES, &licence_key(&token, &adam, &s), None).await?;
+                        need.push((t, s));
+                    } else {
+                        let mut done = l.clone();
+                        done.state = "associated".into();
+                        self.adopt_licence(&token, &adam, &s, &t, &done).await?;
+                        with_licence.push((t, Some(s)));
+                    }
                 }
             }
             if !need.is_empty() {
@@ -244,6 +275,27 @@ impl Apps {
         }
         self.queue_install(&app, &with_licence, &opts, &mut report).await?;
         Ok(report)
+    }
+
+    /// Is this enrollment enrolled (active, not checked out)?
+    pub(super) async fn enrolled(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .enrollment(id)
+            .await?
+            .is_some_and(|e| e.active && e.checked_out_at.is_none()))
+    }
+
+    /// Record a licence as this enrollment's (associated).
+    async fn adopt_licence(&self, token: &str, adam: &str, serial: &str, enrollment: &str, l: &Licence) -> Result<(), StoreError> {
+        let mut mine = l.clone();
+        mine.enrollment = enrollment.to_owned();
+        mine.state = "associated".into();
+        mine.at = now();
+        self.store
+            .put_record(LICENCES, &licence_key(token, adam, serial), to_json(&mine), now(), None)
+            .await?;
+        Ok(())
     }
 
     /// Associate licences with serials: (target, serial) done, (target, why) failed.
@@ -415,7 +467,10 @@ impl Apps {
             AppKind::InHouse => {
                 for t in &ids {
                     let Some(url) = self.manifest_url(app, t) else {
-                        report.failed.push(fail(t, "the app's file is missing"));
+                        report.failed.push(fail(
+                            t,
+                            "in-house app links are out of service: the key they are signed with does not open (see /v1/health)",
+                        ));
                         continue;
                     };
                     let mut cmd = base.clone();
@@ -430,7 +485,6 @@ impl Apps {
                         Err(e) => report.failed.push(fail(t, e.to_string())),
                     }
                 }
-                c.mdm.wake(sent.keys().cloned().collect());
             }
         }
         // A configuration with token variables is re-sent alone when the token changes.
@@ -455,12 +509,17 @@ impl Apps {
                     licence: app.kind == AppKind::AppStore,
                     command: Some(uuid.clone()),
                     updated_at: t,
+                    polled_at: None,
                 }),
                 expect: None,
             })
             .collect();
         report.queued = sent.len() as u64;
         self.store.put_records(writes, t).await?;
+        if app.kind == AppKind::InHouse {
+            // Woken once the records exist: a link works only for a device whose record says it was sent.
+            c.mdm.wake(sent.keys().cloned().collect());
+        }
         report.commands = sent;
         crate::metrics::get().app_installs.inc_by(report.queued);
         Ok(())
@@ -512,17 +571,23 @@ impl Apps {
             return Ok(0);
         }
         let (token, adam, _) = store_ids(app)?;
-        let mut keys = Vec::new();
+        // The serial it says now and the one its licence was given for.
+        let mut keys: Vec<(String, String)> = Vec::new();
         for e in enrollments {
+            let mut serials: Vec<String> = Vec::new();
             if let Some(en) = self.store.enrollment(e).await? {
-                if let Some(s) = en.info.serial_number.filter(|s| !s.is_empty()) {
-                    keys.push(licence_key(&token, &adam, &s));
-                }
+                serials.extend(en.info.serial_number.filter(|s| !s.is_empty()));
             }
+            if let Some((d, _)) = read::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &device_app_key(&app.id, e)).await? {
+                serials.extend(d.serial.filter(|s| !serials.contains(s)));
+            }
+            keys.extend(serials.into_iter().map(|s| (e.clone(), licence_key(&token, &adam, &s))));
         }
+        let just_keys: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
         let mut held = Vec::new();
-        for (k, r) in keys.iter().zip(self.store.records_of(LICENCES, keys.clone()).await?) {
-            if let Some(l) = r.and_then(|r| serde_json::from_value::<Licence>(r.value).ok()) {
+        for ((e, k), r) in keys.iter().zip(self.store.records_of(LICENCES, just_keys).await?) {
+            // Only the licence this enrollment was given: a device naming another's serial releases nothing.
+            if let Some(l) = r.and_then(|r| serde_json::from_value::<Licence>(r.value).ok()).filter(|l| l.enrollment == *e) {
                 held.push((k.clone(), l));
             }
         }

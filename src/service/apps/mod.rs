@@ -113,8 +113,10 @@ pub struct Apps {
     http: reqwest::Client,
     /// Token name → (its record's `sealed`, its client).
     clients: Mutex<HashMap<String, (String, Arc<VppClient>)>>,
-    /// The key download URLs are signed with (shared by every instance).
-    url_key: Vec<u8>,
+    /// The key download URLs are signed with (shared by every instance), or
+    /// why the stored one does not open (in-house links are then out of
+    /// service, said in health; everything else serves on).
+    url_key: Result<Vec<u8>, String>,
     /// One licence reconciliation at a time in this process.
     sync_lock: tokio::sync::Mutex<()>,
     /// Told when the catalog changes (the fleet reconciles blueprints naming apps).
@@ -130,7 +132,11 @@ impl Apps {
         instance: &str,
     ) -> Result<Arc<Apps>, ServiceError> {
         crate::outbound::service_url(&cfg.url).map_err(|e| ServiceError::Rejected(format!("--apps-and-books-url {e}")))?;
-        let url_key = files::load_or_create_key(store.as_ref(), &secrets).await?;
+        let url_key = files::load_or_create_key(store.as_ref(), &secrets).await.map_err(|e| {
+            let why = crate::logfmt::chain(&e);
+            tracing::error!(error = %why, "apps: the key in-house app links are signed with is not usable; in-house installs are out of service");
+            why
+        });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -180,11 +186,33 @@ impl Apps {
                 }
             },
         );
+        let me = self.clone();
+        crate::ops::lease::spawn_leased(
+            self.store.clone(),
+            "apps-states",
+            &self.instance,
+            Duration::from_secs(300),
+            true,
+            move || {
+                let me = me.clone();
+                async move {
+                    if let Err(e) = me.poll_states().await {
+                        tracing::warn!(error = %e, "app states not polled");
+                    }
+                }
+            },
+        );
     }
 
     /// Warnings for `/v1/health` and the console.
     pub async fn problems(&self) -> Vec<String> {
-        self.token_problems().await
+        let mut out = self.token_problems().await;
+        if let Err(why) = &self.url_key {
+            out.push(format!(
+                "Apps: the stored key in-house app links are signed with does not open ({why}); in-house apps cannot be installed (same certs/secrets.keys on every instance?)"
+            ));
+        }
+        out
     }
 }
 

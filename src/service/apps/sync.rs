@@ -3,8 +3,13 @@
 //! associations a crash interrupted finished or undone (Apple's assignments
 //! say which), and the licences of devices no longer enrolled released.
 
-use super::install::{Licence, SyncReport};
-use super::{to_json, with_prefix, Apps, AppsFailure, LICENCES};
+use super::install::{DeviceApp, Licence, SyncReport};
+use super::{to_json, with_prefix, Apps, AppsFailure, DEVICE_APPS, LICENCES};
+
+/// An install still unanswered after this long is asked about (ManagedApplicationList).
+const POLL_AFTER: i64 = 120;
+/// And asked again at most this often while it stays so.
+const POLL_EVERY: i64 = 3600;
 use crate::clock::{now, rfc3339};
 
 impl Apps {
@@ -76,5 +81,31 @@ impl Apps {
             return Ok(0);
         }
         self.release(release).await
+    }
+
+    /// Ask devices whose installs are still queued or installing for their
+    /// managed apps (one fan-out), at most every `POLL_EVERY` per record.
+    pub async fn poll_states(&self) -> Result<usize, AppsFailure> {
+        let t = now();
+        let mut due: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for (k, d, _) in with_prefix::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, "").await? {
+            let waiting = matches!(d.state.as_str(), "queued" | "installing");
+            if !waiting || t - d.updated_at < POLL_AFTER || d.polled_at.is_some_and(|p| t - p < POLL_EVERY) {
+                continue;
+            }
+            due.insert(d.enrollment.clone());
+            let _ = super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &k, |r| r.polled_at = Some(t)).await;
+        }
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let n = due.len();
+        let cmd = serde_json::json!({"RequestType": "ManagedApplicationList"});
+        self.commander
+            .enqueue(crate::service::commands::CommandInput::Json(cmd), due.into_iter().collect(), true)
+            .await
+            .map_err(|e| AppsFailure::Invalid(e.to_string()))?;
+        tracing::debug!(devices = n, "asked for managed app lists");
+        Ok(n)
     }
 }

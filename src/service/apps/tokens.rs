@@ -29,6 +29,9 @@ pub struct TokenRecord {
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// Apple's id of the location's library (`uId`): a replacement must be the same location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// Apple's content metadata lookup URL (from `/service/config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup_url: Option<String>,
@@ -63,6 +66,17 @@ impl Apps {
             VppError::TokenRejected(_) => AppsFailure::Invalid(e.to_string()),
             other => AppsFailure::Apple(other),
         })?;
+        if let Some((old, _)) = self.token_record(name).await? {
+            let another = matches!((&old.uid, &config.uid), (Some(a), Some(b)) if a != b);
+            let used = self.apps_of_token(name).await? > 0
+                || !super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/")).await?.is_empty();
+            if another && used {
+                return Err(AppsFailure::Conflict(format!(
+                    "this token is for another location ({}) than the one token {name} holds licences in: upload it under another name",
+                    config.location_name.as_deref().unwrap_or("unnamed")
+                )));
+            }
+        }
         let lookup_url = match client.service_config().await {
             Ok(s) => s.content_metadata_lookup,
             Err(e) => {
@@ -81,6 +95,7 @@ impl Apps {
             uploaded_at: now(),
             location: config.location_name.clone(),
             country: config.country.clone(),
+            uid: config.uid.clone(),
             lookup_url,
             synced_at: None,
             last_error: None,
@@ -193,6 +208,12 @@ impl Apps {
         if n > 0 {
             return Err(AppsFailure::Conflict(format!(
                 "{n} catalog app(s) take their licences from token {name}: remove them first (mdmd apps rm)"
+            )));
+        }
+        let held = super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/")).await?.len();
+        if held > 0 {
+            return Err(AppsFailure::Conflict(format!(
+                "{held} licence(s) mdmd assigned with token {name} are still held: `mdmd apps sync` releases those of devices that left"
             )));
         }
         if let Ok(mut m) = self.clients.lock() {
