@@ -65,3 +65,18 @@ pub fn bounded(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+/// A token's expiry as health and the console say it: expired, or expiring
+/// within `warn` seconds of `now`; None otherwise. `what` names the token
+/// ("ADE server token main"), `renew` says how to replace it.
+pub fn expiry_problem(what: &str, renew: &str, expires_at: i64, now: i64, warn: i64) -> Option<String> {
+    let when = crate::clock::rfc3339(expires_at).unwrap_or_default();
+    if expires_at <= now {
+        Some(format!("{what} expired at {when}: {renew}"))
+    } else if expires_at - now < warn {
+        let days = (expires_at - now) / 86_400;
+        Some(format!("{what} expires in {days} days ({when}): renew it in Apple Business Manager"))
+    } else {
+        None
+    }
+}

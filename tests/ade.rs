@@ -411,48 +411,7 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
 
 /// Sign in to the console over HTTPS: (client, session cookie, CSRF token).
 async fn console_session(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, String, String) {
-    let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
-    let http = mdmd::sim::http_client_builder(Some(&pem))
-        .unwrap()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let between = |h: &str, a: &str, b: &str| -> String {
-        let i = h.find(a).expect("marker") + a.len();
-        h[i..i + h[i..].find(b).expect("end")].to_owned()
-    };
-    let cookie = |r: &reqwest::Response, n: &str| -> String {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| v.strip_prefix(&format!("{n}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
-            .expect("cookie")
-    };
-    let form = http.get(format!("{}/ui/login", srv.base)).send().await.unwrap();
-    let login = cookie(&form, "mdmd_ui_login");
-    let html = form.text().await.unwrap();
-    let token = between(&html, "name=\"csrf\" value=\"", "\"");
-    let r = http
-        .post(format!("{}/ui/login", srv.base))
-        .header("cookie", format!("mdmd_ui_login={login}"))
-        .form(&[("csrf", token.as_str()), ("name", name), ("secret", secret), ("next", "/ui/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let session = cookie(&r, "mdmd_ui");
-    let html = http
-        .get(format!("{}/ui/", srv.base))
-        .header("cookie", format!("mdmd_ui={session}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = between(&html, "name=\"csrf\" value=\"", "\"");
-    (http, session, csrf)
+    common::console_login(srv, name, secret).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

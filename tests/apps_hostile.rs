@@ -263,42 +263,10 @@ fn ipa_with_info(info_plist: &[u8]) -> Vec<u8> {
 
 // ---- the console
 
-fn cookie(r: &reqwest::Response, name: &str) -> String {
-    for v in r.headers().get_all("set-cookie") {
-        let v = v.to_str().unwrap();
-        if let Some(rest) = v.strip_prefix(&format!("{name}=")) {
-            return rest.split(';').next().unwrap().to_owned();
-        }
-    }
-    panic!("no {name} cookie");
-}
-
-fn between(s: &str, a: &str, b: &str) -> String {
-    let start = s.find(a).expect(a) + a.len();
-    s[start..][..s[start..].find(b).unwrap()].to_owned()
-}
-
 /// Sign in to the console: (client, session cookie).
 async fn console(srv: &Server, name: &str, secret: &str) -> (reqwest::Client, String) {
-    let pem = std::fs::read(srv.certs_dir().join("ca.pem")).unwrap();
-    let http = mdmd::sim::http_client_builder(Some(&pem))
-        .unwrap()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let form = http.get(format!("{}/ui/login", srv.base)).send().await.unwrap();
-    let login_cookie = cookie(&form, "mdmd_ui_login");
-    let html = form.text().await.unwrap();
-    let token = between(&html, "name=\"csrf\" value=\"", "\"");
-    let r = http
-        .post(format!("{}/ui/login", srv.base))
-        .header("cookie", format!("mdmd_ui_login={login_cookie}"))
-        .form(&[("csrf", token.as_str()), ("name", name), ("secret", secret), ("next", "/ui/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    (http, cookie(&r, "mdmd_ui"))
+    let (http, session, _) = common::console_login(srv, name, secret).await;
+    (http, session)
 }
 
 async fn page(http: &reqwest::Client, srv: &Server, path: &str, session: &str) -> String {

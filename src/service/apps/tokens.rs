@@ -232,13 +232,13 @@ impl Apps {
             let Ok(rec) = serde_json::from_value::<TokenRecord>(r.value) else {
                 continue;
             };
-            let when = rfc3339(rec.expires_at).unwrap_or_default();
-            if rec.expires_at <= t {
-                out.push(format!("Apps and Books content token {name} expired at {when}: download a new one from Apple Business Manager and upload it (mdmd apps tokens add)"));
-            } else if rec.expires_at - t < EXPIRY_WARNING {
-                let days = (rec.expires_at - t) / 86_400;
-                out.push(format!("Apps and Books content token {name} expires in {days} days ({when}): renew it in Apple Business Manager"));
-            }
+            out.extend(crate::outbound::expiry_problem(
+                &format!("Apps and Books content token {name}"),
+                "download a new one from Apple Business Manager and upload it (mdmd apps tokens add)",
+                rec.expires_at,
+                t,
+                EXPIRY_WARNING,
+            ));
             if let Some(e) = &rec.last_error {
                 out.push(format!("Apps and Books content token {name}: {e}"));
             }
