@@ -988,7 +988,7 @@ async fn hostile_ipa_uploads_are_refused_cleanly() {
     }
     cases.push((
         "a 10k bundle id",
-        ipa_with_info(&plist_xml(info(&"a.".repeat(5_000).trim_end_matches('.').to_owned()))),
+        ipa_with_info(&plist_xml(info("a.".repeat(5_000).trim_end_matches('.')))),
     ));
     // The wrong platform, the wrong shape.
     {
@@ -1629,7 +1629,7 @@ async fn apple_throttling_and_revocation_leave_no_half_state() {
         .filter(|l| l.contains("vpp: event") && l.contains("/assets/associate"))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v["fields"]["event"].as_str().or(v["event"].as_str()).map(str::to_owned))
-        .last()
+        .next_back()
         .expect("the association's event id in the debug log");
     let apple = reqwest::Client::new();
     let done = wait_until(Duration::from_secs(10), || {
