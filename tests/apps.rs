@@ -521,3 +521,38 @@ async fn store_updates_are_offered_and_an_erased_device_gives_its_licence_back()
         "an erased device's licence is released"
     );
 }
+
+/// Apple's guide: "An IT administrator can end the MDM relationship". The
+/// enrollment profile is removed, the device checks out, its licences go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unenrolling_a_device_ends_management_and_gives_its_licences_back() {
+    let vpp = vpp().await;
+    vpp.add_app(PAGES, 2);
+    vpp.set_app_meta(PAGES, "Pages", PAGES_ID, "13.1");
+    let srv = start(&vpp, &[]);
+    assert_eq!(put_token(&srv, API_KEY, "main", &vpp.token_file()).await.0, 201);
+    assert_eq!(post(&srv, "/v1/apps", json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()})).await.0, 201);
+    let mut d = device(&srv, &vpp).await;
+    let (s, v) = post(&srv, &format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d.udid]})).await;
+    assert_eq!(s, 200, "{v}");
+    d.session().await.unwrap();
+    d.settle_apps().await;
+    assert!(d.apps.get(PAGES_ID).is_some_and(|a| a.installed()));
+
+    let (ok, _, err) = srv.cli(&["devices", "unenroll", "NO-SUCH-DEVICE"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let v = srv.cli_json(&["devices", "unenroll", &d.udid]);
+    assert_eq!(v["queued"], 1, "{v}");
+    let h = d.session().await.unwrap();
+    assert_eq!(handled(&h, "RemoveProfile"), 1, "{h:?}");
+    assert!(d.unenrolled && d.profile.is_some());
+    assert!(d.apps.is_empty(), "the managed app went with the enrollment profile (remove on unenroll)");
+    let v = srv.admin().get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
+    assert!(v["checked_out_at"].is_string(), "the device checked out: {v}");
+    assert!(
+        wait_until(Duration::from_secs(20), || async { !vpp.assigned(PAGES, &d.serial) }).await,
+        "its licence went back"
+    );
+    let (s, v) = post(&srv, &format!("/v1/devices/{}/unenroll", d.udid), json!({})).await;
+    assert_eq!(s, 409, "already gone: {v}");
+}

@@ -80,6 +80,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
         put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
         post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
+        post "/v1/devices/{id}/unenroll" unenroll, "devices", "", "End management: remove the enrollment profile (the device then checks out)";
         get "/v1/apps-and-books/tokens" apps::list_tokens, "apps", "", "Apps and Books content tokens (never their secrets): location, expiry, last sync and error";
         get "/v1/apps-and-books/tokens/{name}" apps::get_token, "apps", "", "One content token";
         put "/v1/apps-and-books/tokens/{name}" apps::put_token, "apps", "text/plain", "Upload a content token (the .vpptoken file from Apple Business Manager, as is); checked with Apple first";
@@ -567,6 +568,26 @@ async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<Strin
     enrollment(&app, &id).await?;
     let n = app.mdm.store.clear_queue(&id, now()).await?;
     Ok(Json(json!({"enrollment": id, "cleared": n})).into_response())
+}
+
+/// End the MDM relationship (Apple's deployment guide): `RemoveProfile` of
+/// mdmd's enrollment profile, on the device channel. The device removes what
+/// came with it and checks out; check-out releases its licences.
+async fn unenroll(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+    let e = enrollment(&app, &id).await?;
+    if e.device != e.id {
+        return Err(ApiError::bad_request(format!(
+            "{id} is a user channel: unenroll the device ({})",
+            e.device
+        )));
+    }
+    if !e.active || e.checked_out_at.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("{id} is not enrolled (checked out or never finished)")));
+    }
+    let identifier = app.enroller.profile_identifier();
+    let b = app.commander.remove_profile(&identifier, vec![id.clone()], true).await?;
+    tracing::info!(enrollment = %id, "unenroll queued (RemoveProfile of the enrollment profile)");
+    Ok(Json(json!({"enrollment": id, "command_uuid": b.command_uuid, "queued": b.queued, "profile": identifier})).into_response())
 }
 
 #[derive(Deserialize)]

@@ -54,6 +54,11 @@ pub enum DevicesCmd {
         #[arg(required = true, value_name = "KEY=VALUE")]
         attributes: Vec<String>,
     },
+    /// End management of a device: mdmd removes its enrollment profile (RemoveProfile). The
+    /// device then removes everything mdmd installed with it (profiles, managed apps whose
+    /// flags say so), checks out, and stops answering; its licences go back. It can enroll
+    /// again later like a new device.
+    Unenroll { id: String },
     /// Queue an inventory refresh now (DeviceInformation, SecurityInfo, CertificateList,
     /// ProfileList, InstalledApplicationList).
     Refresh { id: String },
@@ -87,6 +92,7 @@ impl DevicesCmd {
                 )
                 .await?
             }
+            DevicesCmd::Unenroll { id } => a.post(&format!("/v1/devices/{}/unenroll", enc(&id)), json!({})).await?,
             DevicesCmd::Set { id, attributes } => {
                 let mut m = serde_json::Map::new();
                 for kv in attributes {

@@ -267,6 +267,14 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
         }
         "RemoveProfile" => {
             let id = c.get("Identifier").and_then(Value::as_string).unwrap_or("");
+            // The enrollment profile itself: the device leaves management
+            // (CheckOutWhenRemoved), taking what came with it.
+            if dev.profile.as_ref().is_some_and(|p| p.identifier == id) {
+                dev.unenrolled = true;
+                dev.profiles.clear();
+                dev.apps.retain(|_, a| a.management_flags & 1 == 0);
+                return Ok(Dictionary::new());
+            }
             if dev.profiles.remove(id).is_none() {
                 return Err((
                     Status::Error,

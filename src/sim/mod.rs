@@ -58,6 +58,8 @@ pub struct SimDevice {
     pending_apps: BTreeMap<String, apps::PendingInstall>,
     /// Set when an EraseDevice was acknowledged: the device goes quiet.
     pub erased: bool,
+    /// Set when its enrollment profile was removed: it checks out and goes quiet.
+    pub unenrolled: bool,
     /// The SCEP-issued identity that signs every message (`Mdm-Signature`).
     pub identity: Option<pki::SimIdentity>,
     /// The enrollment profile as installed.
@@ -197,6 +199,7 @@ impl SimDevice {
             fetches: Vec::new(),
             pending_apps: BTreeMap::new(),
             erased: false,
+            unenrolled: false,
             identity: None,
             profile: None,
             renewals: 0,
@@ -565,6 +568,12 @@ impl SimDevice {
             if self.erased {
                 // The report is sent, then the device wipes itself.
                 self.connect(&report).await?;
+                break;
+            }
+            if self.unenrolled {
+                // The report is sent, then CheckOut (CheckOutWhenRemoved), then nothing.
+                self.connect(&report).await?;
+                self.checkout().await?;
                 break;
             }
         }
