@@ -406,7 +406,7 @@ async fn two_instances_never_queue_the_same_install_twice() {
 /// configuration alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_identity_providers_app_follows_token_rotation() {
-    let (hook, events) = receiver().await;
+    let (hook, events) = common::webhook_receiver().await;
     let vpp = mdmd::sim::vpp_api::VppStandIn::start("Example Org").await.unwrap();
     vpp.add_app("1015034463", 10);
     vpp.set_app_meta("1015034463", "PingID", "com.pingidentity.pingid", "2.4");
@@ -495,29 +495,6 @@ async fn the_identity_providers_app_follows_token_rotation() {
     assert_eq!(r["commands"], 0, "{r}");
 }
 
-/// A webhook receiver on loopback: every event body it was sent.
-async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    g.lock().unwrap().push(v);
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    (format!("http://{a}/hook"), got)
-}
 
 /// The 802.1X Wi-Fi profile through a blueprint: every device that enrolls
 /// gets its own copy, encrypted to it, with a single-use SCEP challenge, and

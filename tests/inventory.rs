@@ -27,6 +27,7 @@ async fn inventory_and_compliance() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
+    let (hook, events) = common::webhook_receiver().await;
     let args = vec![
         "--enroll-flow",
         "single",
@@ -34,6 +35,10 @@ async fn inventory_and_compliance() {
         "3600",
         "--compliance-policy",
         policy.to_str().unwrap(),
+        "--webhook-url",
+        &hook,
+        "--webhook-secret",
+        "inventory-hook-secret-0123456789",
     ];
     let srv = Server::start_with(&args);
 
@@ -91,6 +96,70 @@ async fn inventory_and_compliance() {
     let r = srv.admin().get("/v1/devices?imei=000000000000000").await.unwrap();
     assert_eq!(r["devices"].as_array().unwrap().len(), 0);
 
+    // SphereShield's registration match: user + device type + OS version.
+    let (ok, _, err) = srv.cli(&["devices", "set", &good.udid, "USERNAME=alice"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = srv.cli(&["devices", "set", &bad.udid, "USERNAME=alice"]);
+    assert!(ok, "{err}");
+    let major = good.os_version.split('.').next().unwrap().to_owned();
+    let found = |q: String| {
+        let srv = &srv;
+        async move {
+            let r = srv.admin().get(&format!("/v1/devices?{q}")).await.unwrap();
+            let mut ids: Vec<String> = r["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["udid"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![good.udid.clone(), bad.udid.clone()];
+    both.sort();
+    assert_eq!(found("user=alice".into()).await, both);
+    assert_eq!(
+        found(format!("user=alice&model={}&os={major}", good.product_name.to_lowercase())).await.len(),
+        2
+    );
+    assert_eq!(found(format!("user=alice&os={}", good.os_version)).await.len(), 2);
+    assert!(found("user=alice&model=iPad8,1".into()).await.is_empty());
+    assert!(found("user=alice&os=1".into()).await.is_empty(), "a prefix of whole parts only");
+    let (s, _) = srv
+        .admin()
+        .call(reqwest::Method::GET, "/v1/devices?model=iPhone", None)
+        .await
+        .unwrap();
+    assert_eq!(s, 400, "model alone would scan the fleet");
+
+    // Compliance changes are events for conditional access (SphereShield).
+    let change = |udid: String, to: &'static str| {
+        let events = events.clone();
+        move || {
+            events.lock().unwrap().iter().any(|e| {
+                e["topic"] == "mdmd.ComplianceChanged"
+                    && e["mdmd_event"]["enrollment"] == udid.as_str()
+                    && e["mdmd_event"]["new_status"] == to
+            })
+        }
+    };
+    let bad_noted = change(bad.udid.clone(), "non_compliant");
+    assert!(
+        common::wait_until(Duration::from_secs(20), || async { bad_noted() }).await,
+        "{:?}",
+        events.lock().unwrap()
+    );
+    {
+        let ev = events.lock().unwrap();
+        let e = ev
+            .iter()
+            .find(|e| e["topic"] == "mdmd.ComplianceChanged" && e["mdmd_event"]["enrollment"] == bad.udid.as_str())
+            .unwrap();
+        assert_eq!(e["mdmd_event"]["serial_number"], bad.serial.as_str(), "{e}");
+        assert!(e["mdmd_event"]["reasons"].to_string().contains("passcode"), "{e}");
+    }
+
     // The summary.
     let c = srv.admin().get("/v1/compliance").await.unwrap();
     assert_eq!(
@@ -112,6 +181,15 @@ async fn inventory_and_compliance() {
         assert!(Instant::now() < deadline, "policy change not applied");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let back = change(bad.udid.clone(), "compliant");
+    assert!(
+        common::wait_until(Duration::from_secs(20), || async { back() }).await,
+        "back to compliant is an event too"
+    );
+    assert!(events.lock().unwrap().iter().any(|e| e["topic"] == "mdmd.ComplianceChanged"
+        && e["mdmd_event"]["enrollment"] == bad.udid.as_str()
+        && e["mdmd_event"]["old_status"] == "non_compliant"
+        && e["mdmd_event"]["user"] == "alice"));
     // A broken policy file keeps the one in force.
     std::fs::write(&policy, "min_os_version = [\n").unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -33,11 +33,14 @@ pub fn compliance_view(c: Option<&ComplianceRecord>) -> serde_json::Value {
 }
 
 /// `GET /v1/devices?serial=…` (or udid, imei, meid, mac, phone, user): the devices found.
-pub async fn search(app: &App, key: LookupKey, value: &str) -> ApiResult {
+pub async fn search(app: &App, key: LookupKey, value: &str, model: Option<&str>, os: Option<&str>) -> ApiResult {
     let ids = app.mdm.store.find(key, value).await?;
     let mut devices = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(e) = app.mdm.store.enrollment(&id).await? {
+            if !matches_model_os(&e.info, model, os) {
+                continue;
+            }
             let c = app.mdm.store.compliance(&id).await?;
             let mut v = views::enrollment(&e, None);
             if let Some(o) = v.as_object_mut() {
@@ -47,6 +50,25 @@ pub async fn search(app: &App, key: LookupKey, value: &str) -> ApiResult {
         }
     }
     Ok(Json(json!({"devices": devices, "next": null})).into_response())
+}
+
+/// A registration match (SphereShield's user + device type + OS version):
+/// `model` any of the product name, model or model name (any case); `os`
+/// the version or a prefix of whole parts.
+pub fn matches_model_os(i: &crate::store::DeviceInfo, model: Option<&str>, os: Option<&str>) -> bool {
+    let model_ok = model.is_none_or(|m| {
+        let m = m.trim();
+        [&i.product_name, &i.model, &i.model_name]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(m)))
+    });
+    let os_ok = os.is_none_or(|want| {
+        let want = want.trim();
+        i.os_version
+            .as_deref()
+            .is_some_and(|v| v == want || v.strip_prefix(want).is_some_and(|rest| rest.starts_with('.')))
+    });
+    model_ok && os_ok
 }
 
 /// `POST /v1/devices/{id}/inventory`: queue an inventory refresh now.
@@ -106,4 +128,29 @@ pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuer
         "next": next,
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_model_os;
+    use crate::store::DeviceInfo;
+
+    #[test]
+    fn registration_match() {
+        let i = DeviceInfo {
+            product_name: Some("iPhone16,1".into()),
+            model_name: Some("iPhone".into()),
+            os_version: Some("17.4.1".into()),
+            ..Default::default()
+        };
+        assert!(matches_model_os(&i, None, None));
+        assert!(matches_model_os(&i, Some("iphone16,1"), Some("17")));
+        assert!(matches_model_os(&i, Some("iPhone"), Some("17.4")));
+        assert!(matches_model_os(&i, None, Some("17.4.1")));
+        assert!(!matches_model_os(&i, Some("iPad"), None));
+        assert!(!matches_model_os(&i, None, Some("1")), "a prefix of whole parts only");
+        assert!(!matches_model_os(&i, None, Some("17.4.")));
+        assert!(!matches_model_os(&i, None, Some("16")));
+        assert!(!matches_model_os(&DeviceInfo::default(), Some("iPhone"), None));
+    }
 }

@@ -72,7 +72,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
     routes![
         post "/v1/commands" profiles::post_command, "commands", "json", "Queue a command (validated against Apple's schema) for devices";
         get "/v1/commands/{uuid}" get_command, "commands", "", "A command and its result on every target";
-        get "/v1/devices" list_devices, "devices", "", "Enrollments, paged; or devices found by serial, IMEI, MAC, phone, user";
+        get "/v1/devices" list_devices, "devices", "", "Enrollments, paged; or devices found by serial, IMEI, MAC, phone, user (narrowed by model=, os=)";
         get "/v1/devices/{id}" get_device, "devices", "", "One enrollment: facts, inventory, compliance, push, credentials";
         get "/v1/devices/{id}/commands" device_commands, "devices", "", "Pending and finished commands of an enrollment";
         delete "/v1/devices/{id}/commands" clear_device_commands, "devices", "", "Clear pending commands";
@@ -478,6 +478,10 @@ struct Page {
     mac: Option<String>,
     phone: Option<String>,
     user: Option<String>,
+    /// Narrows a search: the product name (`iPhone16,1`), model (`MU663LL/A`) or model name (`iPhone`), any case.
+    model: Option<String>,
+    /// Narrows a search: the OS version (`17.4.1`), or a prefix of whole parts (`17`, `17.4`).
+    os: Option<String>,
 }
 
 async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
@@ -492,7 +496,12 @@ async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Api
         (K::User, &p.user),
     ];
     if let Some((k, Some(v))) = search.iter().find(|(_, v)| v.is_some()) {
-        return inventory::search(&app, *k, v).await;
+        return inventory::search(&app, *k, v, p.model.as_deref(), p.os.as_deref()).await;
+    }
+    if p.model.is_some() || p.os.is_some() {
+        return Err(ApiError::bad_request(
+            "model and os narrow a search: give user (or udid, serial, imei, meid, mac, phone) too",
+        ));
     }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let list = app.mdm.store.enrollments(p.after, limit).await?;

@@ -507,3 +507,27 @@ pub async fn console_login(srv: &Server, name: &str, secret: &str) -> (reqwest::
     let csrf = between(&html, "name=\"csrf\" value=\"", "\"");
     (http, session, csrf)
 }
+
+/// A webhook receiver on loopback: (its URL, every event body it was sent).
+pub async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (format!("http://{a}/hook"), got)
+}

@@ -101,8 +101,34 @@ impl Mdm {
             }
             self.store.set_compliance(device, rec.clone()).await?;
             self.fact_changed(device);
+            if old.as_ref().is_none_or(|o| o.state != rec.state) {
+                self.compliance_event(&e, old.as_ref(), &rec).await;
+            }
         }
         Ok(Some(rec))
+    }
+
+    /// `mdmd.ComplianceChanged`: a conditional-access partner (SphereShield,
+    /// an identity provider) learns at once that a device fell out of (or
+    /// back into) compliance, with who and what the device is.
+    async fn compliance_event(&self, e: &crate::store::Enrollment, old: Option<&ComplianceRecord>, rec: &ComplianceRecord) {
+        let Some(w) = self.webhooks() else { return };
+        let detail = serde_json::json!({
+            "enrollment": e.id,
+            "udid": e.udid,
+            "serial_number": e.info.serial_number,
+            "imei": e.info.imei,
+            "product_name": e.info.product_name,
+            "os_version": e.info.os_version,
+            "user": crate::service::commands::var_value(e, "USERNAME", ""),
+            "old_status": old.map(|o| o.state.as_str()),
+            "new_status": rec.state.as_str(),
+            "reasons": rec.reasons,
+            "policy": rec.policy,
+        });
+        if let Err(err) = w.emit(w.own_event("mdmd.ComplianceChanged", detail)).await {
+            tracing::warn!(enrollment = %e.id, error = %err, "compliance event not stored");
+        }
     }
 
     /// Queue an inventory refresh (the five query commands) for these devices.
