@@ -30,7 +30,7 @@ fn failed(e: ServiceError) -> ApiError {
 }
 
 fn view(t: &TokenView) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "id": t.id,
         "value": t.value,
         "created_at": views::time(t.created_at),
@@ -38,7 +38,11 @@ fn view(t: &TokenView) -> serde_json::Value {
         "revoked_at": t.revoked_at.map(views::time),
         "active": t.active,
         "effective": t.effective,
-    })
+    });
+    if let Some(w) = &t.warning {
+        v["warning"] = json!(w);
+    }
+    v
 }
 
 fn parse_time(s: &Option<String>) -> Result<Option<i64>, ApiError> {

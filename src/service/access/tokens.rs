@@ -59,7 +59,15 @@ pub struct TokenView {
     pub active: bool,
     /// Active and past its effective date: accepted now.
     pub effective: bool,
+    /// Said of a value an admin typed that is easy to guess (shorter than 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
+
+/// The shortest value not warned about.
+const SHORT_TOKEN: usize = 16;
+/// The longest value taken (a token goes into app configurations).
+const MAX_TOKEN: usize = 4096;
 
 /// What a verification says.
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +217,7 @@ impl Access {
             revoked_at: t.revoked_at,
             active: t.revoked_at.is_none(),
             effective: t.revoked_at.is_none() && t.effective_at <= at,
+            warning: None,
         })
     }
 
@@ -251,10 +260,12 @@ impl Access {
     }
 
     fn new_stored(&self, value: &str, effective_at: Option<i64>) -> Result<StoredToken, ServiceError> {
-        if value.trim().len() < 16 || value.trim() != value {
-            return Err(ServiceError::Rejected(
-                "a token must be at least 16 characters, without surrounding spaces".into(),
-            ));
+        // The identity provider sets the rule (PingID sets none): any value, but not
+        // empty, padded with spaces, multi-line or enormous.
+        if value.is_empty() || value.trim() != value || value.len() > MAX_TOKEN || value.chars().any(char::is_control) {
+            return Err(ServiceError::Rejected(format!(
+                "a token is 1 to {MAX_TOKEN} characters, without surrounding spaces or control characters"
+            )));
         }
         let t = now();
         Ok(StoredToken {
@@ -290,7 +301,13 @@ impl Access {
                 Ok(fresh.clone())
             })
             .await?;
-        self.view(&added, now())
+        let mut v = self.view(&added, now())?;
+        if value.chars().count() < SHORT_TOKEN {
+            v.warning = Some(format!(
+                "this token has fewer than {SHORT_TOKEN} characters: easy to guess (let mdmd generate one unless your identity provider dictates it)"
+            ));
+        }
+        Ok(v)
     }
 
     /// Change a token's value or effective date.
