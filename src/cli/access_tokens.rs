@@ -33,7 +33,7 @@ pub enum AccessTokensCmd {
         #[arg(long)]
         revoke: Option<String>,
     },
-    /// Add a token you choose (at least 16 characters).
+    /// Add a token you choose (any value your identity provider dictates; a short one is warned about).
     Add {
         value: String,
         #[arg(long)]
