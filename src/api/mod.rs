@@ -437,8 +437,11 @@ async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> A
 /// redacted like the command's own (every role), using the configurations
 /// mdmd remembers for token rotation, and any value equal to a live shared token.
 async fn redact_app_configs(app: &App, v: &mut serde_json::Value) {
-    let text = v.to_string();
-    if !text.contains("ApplicationConfigurations") {
+    // Only answers to ManagedApplicationConfiguration echo configurations.
+    const ECHO: &str = "ManagedApplicationConfiguration";
+    let echoes = v["request_type"] == ECHO
+        || v["commands"].as_array().is_some_and(|l| l.iter().any(|c| c["request_type"] == ECHO));
+    if !echoes {
         return;
     }
     let Some(access) = app.commander.access() else { return };

@@ -1,6 +1,7 @@
 //! `mdmd serve`: wires configuration, store, service and HTTP together.
 
 mod ade;
+mod apps;
 mod directory;
 
 use std::io::Write as _;
@@ -105,27 +106,6 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
 /// Connections the plain-HTTP ACME challenge port serves at once (well inside the
 /// reserve of open files that `--max-connections`'s default leaves).
 const ACME_PORT_MAX_CONNECTIONS: usize = 64;
-
-/// `serve`'s app flags → `service::apps::Apps`.
-async fn build_apps(
-    flags: &crate::config::AppsFlags,
-    public_url: &str,
-    store: Arc<dyn crate::store::Store>,
-    secrets: Arc<crate::pki::secrets::SecretBox>,
-    commander: Arc<Commander>,
-    instance: &str,
-) -> anyhow::Result<Arc<crate::service::apps::Apps>> {
-    crate::outbound::service_url(&flags.apps_and_books_url).map_err(|e| anyhow::anyhow!("--apps-and-books-url {e}"))?;
-    let cfg = crate::service::apps::AppsConfig {
-        url: flags.apps_and_books_url.trim_end_matches('/').to_owned(),
-        public_url: public_url.to_owned(),
-        download_lifetime: flags.app_download_lifetime.max(1),
-        max_ipa: flags.app_max_size.clamp(1, 16 * 1024) * 1024 * 1024,
-        sync_interval: std::time::Duration::from_secs(flags.apps_sync_interval.max(10)),
-        event_timeout: std::time::Duration::from_secs(flags.apps_event_timeout.clamp(1, 600)),
-    };
-    Ok(crate::service::apps::Apps::new(store, secrets, cfg, commander, instance).await?)
-}
 
 /// The listener's limits from the `Limits` flags.
 pub fn conn_limits(c: &crate::config::LimitsConfig) -> crate::http::listener::ConnLimits {
@@ -429,7 +409,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     });
     let mdm = commander.mdm.clone();
     let fleet = crate::service::fleet::Fleet::new(commander.clone(), mdm.nudges.clone(), &instance);
-    let apps = build_apps(&cfg.apps, &cfg.public_url(), store.clone(), secrets.clone(), commander.clone(), &instance).await?;
+    let apps = apps::build(&cfg.apps, &cfg.public_url(), store.clone(), secrets.clone(), commander.clone(), &instance).await?;
     fleet.set_apps(apps.clone());
     {
         let o: Arc<dyn crate::service::DeviceObserver> = apps.clone();
