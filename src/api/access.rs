@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{views, ApiError, ApiResult, Caller};
 use crate::app::App;
 use crate::service::access::accounts::Role;
-use crate::service::access::tokens::{Access, TokenView};
+use crate::service::access::tokens::{Access, Schedule, TokenView};
 use crate::service::ServiceError;
 
 fn access(app: &App) -> Result<&Arc<Access>, ApiError> {
@@ -38,6 +38,8 @@ fn view(t: &TokenView) -> serde_json::Value {
         "revoked_at": t.revoked_at.map(views::time),
         "active": t.active,
         "effective": t.effective,
+        "status": t.status,
+        "carried": t.carried,
     });
     if let Some(w) = &t.warning {
         v["warning"] = json!(w);
@@ -70,14 +72,23 @@ pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>
     let a = access(&app)?;
     let admin = caller.is_some_and(|c| c.role == Role::Admin);
     let l = a.list().await.map_err(failed)?;
-    Ok(Json(json!({"tokens": l.iter().map(|t| {
-        let mut v = view(t);
-        if !admin {
-            v["value"] = serde_json::Value::Null;
-            v["value_hidden"] = json!(true);
-        }
-        v
-    }).collect::<Vec<_>>()}))
+    let sched = Schedule::of(&l);
+    Ok(Json(json!({
+        "tokens": l.iter().map(|t| {
+            let mut v = view(t);
+            if !admin {
+                v["value"] = serde_json::Value::Null;
+                v["value_hidden"] = json!(true);
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "schedule": {
+            "required": sched.required.as_ref().map(|(id, since)| json!({"id": id, "since": views::time(*since)})),
+            "next": sched.next.as_ref().map(|(id, from)| json!({"id": id, "from": views::time(*from)})),
+            "carried": sched.carried,
+            "summary": sched.summary(),
+        },
+    }))
     .into_response())
 }
 

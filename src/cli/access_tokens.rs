@@ -24,9 +24,11 @@ impl AccessTokensArgs {
 
 #[derive(Subcommand)]
 pub enum AccessTokensCmd {
-    /// Generate a new token (a UUID); apps using $ACCESS_TOKEN get it once it is in effect.
+    /// Generate a new token (a UUID). Apps using $ACCESS_TOKEN get it at once, so it is on every
+    /// device before the identity provider starts requiring it (its effective date).
     Generate {
-        /// When it takes effect (RFC 3339); default now.
+        /// When the identity provider starts requiring it (RFC 3339); default now. Give the
+        /// same date in the identity provider (PingID: the MDM token's effective date).
         #[arg(long)]
         effective_at: Option<String>,
         /// Revoke this token in the same step (rotation).
@@ -36,11 +38,13 @@ pub enum AccessTokensCmd {
     /// Add a token you choose (any value your identity provider dictates; a short one is warned about).
     Add {
         value: String,
+        /// When the identity provider starts requiring it (RFC 3339); default now.
         #[arg(long)]
         effective_at: Option<String>,
         #[arg(long)]
         revoke: Option<String>,
     },
+    /// The tokens, and which one the identity provider should require from when (`schedule`).
     List,
     /// Change a token's value or effective date.
     Edit {
@@ -66,6 +70,10 @@ pub enum AccessTokensCmd {
 
 impl AccessTokensCmd {
     pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
+        let changes = matches!(
+            self,
+            AccessTokensCmd::Generate { .. } | AccessTokensCmd::Add { .. } | AccessTokensCmd::Edit { .. } | AccessTokensCmd::Revoke { .. }
+        );
         let v = match self {
             AccessTokensCmd::Generate { effective_at, revoke } => a
                 .send(
@@ -103,6 +111,15 @@ impl AccessTokensCmd {
             AccessTokensCmd::Verify { token, device } => a.post("/v1/access/verify", json!({"token": token, "device": device})).await?,
         };
         print(&v);
+        // Which token the identity provider should require from when, said once more for people.
+        let summary = if changes {
+            a.get("/v1/access-tokens").await.ok().map(|l| l["schedule"]["summary"].clone())
+        } else {
+            Some(v["schedule"]["summary"].clone())
+        };
+        if let Some(serde_json::Value::String(s)) = summary {
+            eprintln!("{s}");
+        }
         Ok(())
     }
 }

@@ -95,9 +95,10 @@ pub enum AppsCmd {
         /// than have the server learn it from Apple.
         #[arg(long, value_name = "ID")]
         bundle_id: Option<String>,
-        /// Managed app configuration: a file holding a JSON object (`-` reads standard input),
+        /// Managed app configuration: a file holding a JSON object or the vendor's AppConfig
+        /// `key=value` lines (`-` reads standard input),
         /// delivered to devices with the app.
-        #[arg(long, value_name = "FILE.json")]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Leave the app on a device when it unenrolls (default: removed with mdmd's profile).
         #[arg(long)]
@@ -125,8 +126,8 @@ pub enum AppsCmd {
     Set {
         /// The app's id (`mdmd apps list`).
         id: String,
-        /// New managed app configuration: a file holding a JSON object (`-` reads standard input).
-        #[arg(long, value_name = "FILE.json", conflicts_with = "no_config")]
+        /// New managed app configuration: a JSON object or `key=value` lines (`-` reads standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_config")]
         config: Option<PathBuf>,
         /// Drop the app's managed configuration.
         #[arg(long)]
@@ -216,13 +217,11 @@ fn checked(r: Reply) -> anyhow::Result<Value> {
     anyhow::bail!("HTTP {}: {text}", r.status)
 }
 
-/// A JSON object from a file (`-`: stdin).
+/// A managed app configuration from a file (`-`: stdin): a JSON object, or
+/// the `key=value` lines app vendors ship as "AppConfig".
 fn read_object(file: &std::path::Path) -> anyhow::Result<Map<String, Value>> {
     let text = super::read_text_or_stdin(file)?;
-    match serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))? {
-        Value::Object(o) => Ok(o),
-        _ => anyhow::bail!("{}: managed app configuration must be a JSON object", file.display()),
-    }
+    super::cmd::app_config_text(&text, file)
 }
 
 /// The JSON body of `POST /v1/apps` for an App Store app.

@@ -156,7 +156,7 @@ pub enum CmdCmd {
         /// 1 remove with MDM profile, 4 prevent data backup, 5 both.
         #[arg(long)]
         management_flags: Option<i64>,
-        /// Managed app configuration: a JSON object file (values may use $VARIABLES).
+        /// Managed app configuration: a JSON object or key=value lines file (values may use $VARIABLES).
         #[arg(long)]
         config: Option<std::path::PathBuf>,
     },
@@ -205,7 +205,7 @@ pub enum CmdCmd {
         data_roaming: Option<bool>,
         #[arg(long, value_parser = on_off, value_name = "on|off")]
         voice_roaming: Option<bool>,
-        /// BUNDLE_ID=FILE: a JSON object file as the app's managed configuration.
+        /// BUNDLE_ID=FILE: the app's managed configuration (a JSON object or key=value lines).
         #[arg(long, value_name = "BUNDLE_ID=FILE")]
         app_config: Vec<String>,
     },
@@ -239,10 +239,17 @@ impl CmdCmd {
 
 fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    match serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))? {
-        Value::Object(o) => Ok(o),
-        _ => anyhow::bail!("{}: expected a JSON object", p.display()),
+    app_config_text(&text, p)
+}
+
+/// A managed app configuration: a JSON object, or `key=value` lines (an
+/// app vendor's AppConfig file); warnings go to standard error.
+pub(super) fn app_config_text(text: &str, p: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let i = mdmd::profiles::appconfig::parse(text).with_context(|| format!("{}: not a managed app configuration (a JSON object or key=value lines)", p.display()))?;
+    for w in &i.warnings {
+        eprintln!("warning: {}: {w}", p.display());
     }
+    Ok(i.configuration)
 }
 
 /// Targets as given, with `@FILE` (one id per line; `@-`: stdin) expanded.

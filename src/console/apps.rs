@@ -129,7 +129,7 @@ fn add_form(s: &Session, tokens: &Value) -> Markup {
             }
             label for="bundle_id" { "Bundle id (optional: learned from Apple otherwise)" }
             input id="bundle_id" name="bundle_id";
-            label for="configuration" { "Managed app configuration (optional: a JSON object)" }
+            label for="configuration" { "Managed app configuration (optional: a JSON object, or the vendor's AppConfig key=value lines)" }
             textarea id="configuration" name="configuration" rows="3" {}
             label.check { input type="checkbox" name="remove_on_unenroll" checked; "Remove the app when the device unenrolls" }
             label.check { input type="checkbox" name="prevent_backup" checked; "Keep its data out of device backups" }
@@ -205,10 +205,9 @@ fn add_body(f: &CatalogForm) -> Result<Value, String> {
         b["bundle_id"] = json!(f.bundle_id.trim());
     }
     if !f.configuration.trim().is_empty() {
-        match serde_json::from_str::<Value>(&f.configuration) {
-            Ok(Value::Object(o)) => b["configuration"] = Value::Object(o),
-            Ok(_) => return Err("The managed app configuration must be a JSON object ({…}).".into()),
-            Err(e) => return Err(format!("The managed app configuration is not JSON: {e}.")),
+        match crate::profiles::appconfig::parse(&f.configuration) {
+            Ok(i) => b["configuration"] = Value::Object(i.configuration),
+            Err(e) => return Err(format!("The managed app configuration (a JSON object or key=value lines): {e}.")),
         }
     }
     Ok(b)

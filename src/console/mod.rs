@@ -35,6 +35,7 @@ macro_rules! posted {
     };
 }
 
+mod tokens;
 mod ade;
 mod apps;
 mod fleet;
@@ -148,6 +149,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/blueprints/{name}", get(policy::blueprint))
         .route("/ui/enrollment", get(pages::enrollment))
         .route("/ui/ade", get(ade::page))
+        .route("/ui/access-tokens", get(tokens::page))
         .route("/ui/ade/waiting/{id}/release", post(ade::release))
         .route("/ui/apps", get(apps::page).post(apps::catalog_action))
         .route("/ui/apps/{id}", get(apps::app))

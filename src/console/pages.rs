@@ -36,6 +36,7 @@ pub(super) fn layout(s: &Session, title: &str, flash: Option<&Flash>, body: Mark
         ("/ui/apps", "Apps"),
         ("/ui/enrollment", "Enrollment"),
         ("/ui/ade", "ADE"),
+        ("/ui/access-tokens", "Access tokens"),
         ("/ui/certificates", "Certificates"),
     ];
     let page = html! {

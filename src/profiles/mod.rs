@@ -5,6 +5,7 @@
 //! (EncryptedPayloadContent, CMS EnvelopedData AES-256), and CMS-signed by the
 //! profile-signing identity.
 
+pub mod appconfig;
 pub mod validate;
 pub mod vars;
 

@@ -167,6 +167,14 @@ pub fn validate(top: &Dictionary) -> Findings {
     if used.iter().any(|n| vars::split(n).0 == "SCEP_CHALLENGE") && !types_seen.contains_key("com.apple.security.scep") {
         f.error("PayloadContent", "$SCEP_CHALLENGE is used but the profile has no SCEP payload");
     }
+    // Supervised-only parts: a device that is not supervised refuses the
+    // whole profile, so mdmd will not send it to one (it says which at install).
+    for part in schema.supervised_only_parts(top, 20) {
+        f.warn(
+            &part,
+            "supervised-only (Apple's schema): devices that are not supervised refuse this profile, and mdmd refuses to send it to them",
+        );
+    }
     f
 }
 
@@ -339,6 +347,27 @@ mod tests {
         let f = validate(&parse(&p));
         assert!(f.is_ok(), "{f:?}");
         assert!(f.warnings.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn supervised_only_keys_are_warned_about() {
+        let p = wrap(
+            &[
+                payload(
+                    "com.apple.applicationaccess",
+                    "R",
+                    // allowAppRemoval is supervised-only; allowCamera is not; allowAirDrop left at Apple's default.
+                    "<key>allowAppRemoval</key><false/><key>allowCamera</key><false/><key>allowAirDrop</key><true/>",
+                ),
+                payload("com.apple.app.lock", "L", "<key>App</key><dict><key>Identifier</key><string>com.example.kiosk</string></dict>"),
+            ]
+            .concat(),
+        );
+        let f = validate(&parse(&p));
+        assert!(f.is_ok(), "{f:?}");
+        let paths: Vec<&str> = f.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(paths, ["com.apple.applicationaccess: allowAppRemoval", "a com.apple.app.lock payload"], "{f:?}");
+        assert!(f.warnings[0].to_string().contains("supervised-only"), "{f:?}");
     }
 
     #[test]

@@ -575,7 +575,9 @@ impl Schema {
         if cs.supervised {
             return Some(rt.to_owned());
         }
-        supervised_in_dict(&cs.req, d, "", false)
+        let mut found = Vec::new();
+        supervised_in_dict(&cs.req, d, "", false, &mut found, 1);
+        found.pop()
     }
 
     /// The first part of a configuration profile that only a supervised iOS
@@ -586,14 +588,19 @@ impl Schema {
     /// false) is not counted: an unsupervised device has it so anyway. None:
     /// nothing needs supervision.
     pub fn supervised_only_profile(&self, profile: &plist::Dictionary) -> Option<String> {
+        self.supervised_only_parts(profile, 1).pop()
+    }
+
+    /// Every part of a profile only a supervised iOS device accepts (as
+    /// [`Schema::supervised_only_profile`] names them), at most `max`.
+    pub fn supervised_only_parts(&self, profile: &plist::Dictionary, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
         let top: plist::Dictionary = profile
             .iter()
             .filter(|(k, _)| k.as_str() != "PayloadContent")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if let Some(p) = supervised_in_dict(&self.profile_top, &top, "", true) {
-            return Some(p);
-        }
+        supervised_in_dict(&self.profile_top, &top, "", true, &mut out, max);
         let payloads = profile
             .get("PayloadContent")
             .and_then(plist::Value::as_array)
@@ -601,18 +608,22 @@ impl Schema {
             .flatten()
             .filter_map(plist::Value::as_dictionary);
         for p in payloads {
+            if out.len() >= max {
+                break;
+            }
             let Some(pt) = p.get("PayloadType").and_then(plist::Value::as_string) else {
                 continue;
             };
             let Some(ps) = self.payload(pt) else { continue };
             if ps.supervised {
-                return Some(format!("a {pt} payload"));
+                out.push(format!("a {pt} payload"));
+                continue;
             }
-            if let Some(k) = supervised_in_dict(&ps.keys, p, "", true) {
-                return Some(format!("{pt}: {k}"));
-            }
+            let mut keys = Vec::new();
+            supervised_in_dict(&ps.keys, p, "", true, &mut keys, max - out.len());
+            out.extend(keys.into_iter().map(|k| format!("{pt}: {k}")));
         }
-        None
+        out
     }
 }
 
@@ -628,37 +639,41 @@ fn same_as(v: &plist::Value, d: &Json) -> bool {
     }
 }
 
-/// The first supervised-only key present in `d` (walking its dictionaries
-/// and arrays of dictionaries). With `at_default_ok`, a key set to Apple's
-/// default does not count.
-fn supervised_in_dict(specs: &[KeySpec], d: &plist::Dictionary, path: &str, at_default_ok: bool) -> Option<String> {
+/// The supervised-only keys present in `d` (walking its dictionaries and
+/// arrays of dictionaries), into `out` until it holds `max`. With
+/// `at_default_ok`, a key set to Apple's default does not count.
+fn supervised_in_dict(specs: &[KeySpec], d: &plist::Dictionary, path: &str, at_default_ok: bool, out: &mut Vec<String>, max: usize) {
     if specs.is_empty() {
-        return None;
+        return;
     }
     let any_spec = specs.iter().find(|s| s.name == "ANY");
     for (k, v) in d {
+        if out.len() >= max {
+            return;
+        }
         let Some(spec) = specs.iter().find(|s| &s.name == k).or(any_spec) else {
             continue;
         };
         let p = join(path, k);
         if spec.supervised && !(at_default_ok && spec.default.as_ref().is_some_and(|x| same_as(v, x))) {
-            return Some(p);
+            out.push(p);
+            continue;
         }
-        if let Some(found) = supervised_in_value(spec, v, &p, at_default_ok) {
-            return Some(found);
-        }
+        supervised_in_value(spec, v, &p, at_default_ok, out, max);
     }
-    None
 }
 
-fn supervised_in_value(spec: &KeySpec, v: &plist::Value, path: &str, at_default_ok: bool) -> Option<String> {
+fn supervised_in_value(spec: &KeySpec, v: &plist::Value, path: &str, at_default_ok: bool, out: &mut Vec<String>, max: usize) {
     use plist::Value as P;
     match (spec.ty.as_str(), v) {
-        ("D", P::Dictionary(d)) => supervised_in_dict(&spec.sub, d, path, at_default_ok),
+        ("D", P::Dictionary(d)) => supervised_in_dict(&spec.sub, d, path, at_default_ok, out, max),
         ("a", P::Array(items)) => {
             // Several item specs (Settings): alternatives, named by the item's `Item`.
             let alternatives = spec.sub.len() > 1 && spec.sub.iter().all(|s| s.ty == "D");
             for (i, item) in items.iter().enumerate() {
+                if out.len() >= max {
+                    return;
+                }
                 // Only dictionaries hold request keys (not a string item's value names).
                 let P::Dictionary(d) = item else { continue };
                 let p = format!("{path}[{i}]");
@@ -669,15 +684,13 @@ fn supervised_in_value(spec: &KeySpec, v: &plist::Value, path: &str, at_default_
                 };
                 let Some(alt) = alt.filter(|a| a.ty == "D") else { continue };
                 if alt.supervised {
-                    return Some(if alternatives { format!("{p} ({})", alt.name) } else { p });
+                    out.push(if alternatives { format!("{p} ({})", alt.name) } else { p });
+                    continue;
                 }
-                if let Some(found) = supervised_in_dict(&alt.sub, d, &p, at_default_ok) {
-                    return Some(found);
-                }
+                supervised_in_dict(&alt.sub, d, &p, at_default_ok, out, max);
             }
-            None
         }
-        _ => None,
+        _ => {}
     }
 }
 

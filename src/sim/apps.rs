@@ -22,9 +22,11 @@
 //! Anything else fails: the app is not installed and `ManagedApplicationList`
 //! reports it `Failed` until the next `InstallApplication` or
 //! `RemoveApplication` of it. A failed update leaves the installed version.
-//! Until settled, an app is listed under its `Identifier`, or `store.<id>` /
-//! `manifest.<file>` when the command named none; once the store or the
-//! .ipa says its bundle id, under that. The lists describe exactly what is
+//! Until settled, an app is listed under its `Identifier`; when the command
+//! named none, under the bundle id the store's lookup gives for an
+//! `iTunesStoreID` (as a device answers), else `store.<id>` /
+//! `manifest.<file>`; once the store or the .ipa says its bundle id, under
+//! that. The lists describe exactly what is
 //! installed, beside a few apps the user installed (`BUILT_IN`).
 
 use anyhow::Context as _;
@@ -180,10 +182,12 @@ pub(super) fn install(dev: &mut SimDevice, c: &Dictionary) -> Result<Dictionary,
         (None, None) if identifier.is_some() => (Source::Identifier, String::new()),
         (None, None) => return Err(format_error("No app to install.")),
     };
-    // The app's key: the Identifier, an installed app of this store id, or the placeholder.
+    // The app's key: the Identifier, an installed app of this store id, the
+    // bundle id the store's lookup gave, or the placeholder.
     let key = identifier
         .clone()
         .or_else(|| store_id.and_then(|n| dev.apps.iter().find(|(_, a)| a.adam_id == Some(n)).map(|(k, _)| k.clone())))
+        .or_else(|| store_id.and_then(|n| dev.store_names.get(&n).cloned()))
         .unwrap_or(placeholder);
     let app = dev.apps.entry(key.clone()).or_default();
     if !app.installed() {
@@ -331,6 +335,27 @@ fn older(a: &str, b: &str) -> bool {
 }
 
 impl SimDevice {
+    /// Before answering an `InstallApplication` that names an App Store app
+    /// by `iTunesStoreID` only, learn its bundle id from the store's lookup
+    /// (a device answers with the app's bundle identifier). Unreachable or
+    /// unknown: the answer names a placeholder.
+    pub(super) async fn name_store_app(&mut self, c: &Dictionary) {
+        let (Some(n), None) = (int(c.get("iTunesStoreID")), c.get("Identifier")) else { return };
+        if self.store_names.contains_key(&n) {
+            return;
+        }
+        let Some(store) = self.app_store.clone() else { return };
+        let url = format!("{}/lookup?version=2&id={n}&p=mdm-lockup&caller=MDM&platform=iphone", store.trim_end_matches('/'));
+        let Ok((200, body)) = self.get_bounded(&url, MAX_LICENCE_ANSWER).await else { return };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else { return };
+        if let Some(b) = v["results"][n.to_string()]["bundleId"]
+            .as_str()
+            .filter(|b| crate::protocol::ipa::bundle_id_problem(b).is_none())
+        {
+            self.store_names.insert(n, b.to_owned());
+        }
+    }
+
     /// Do the queued installs (the start of every session): ask the store,
     /// fetch manifests and apps; each ends installed or `Failed`.
     pub async fn settle_apps(&mut self) {

@@ -56,6 +56,9 @@ pub struct SimDevice {
     pub fetches: Vec<(String, u16)>,
     /// Installs acknowledged, done by `settle_apps` at the next session.
     pending_apps: BTreeMap<String, apps::PendingInstall>,
+    /// Bundle ids of App Store items, learned from the store's lookup when an
+    /// `InstallApplication` names an app by `iTunesStoreID` only.
+    store_names: BTreeMap<i64, String>,
     /// Set when an EraseDevice was acknowledged: the device goes quiet.
     pub erased: bool,
     /// Set when its enrollment profile was removed: it checks out and goes quiet.
@@ -198,6 +201,7 @@ impl SimDevice {
             app_store: None,
             fetches: Vec::new(),
             pending_apps: BTreeMap::new(),
+            store_names: BTreeMap::new(),
             erased: false,
             unenrolled: false,
             identity: None,
@@ -557,6 +561,9 @@ impl SimDevice {
                 d.insert("Status".into(), status.as_str().into());
                 (status, d)
             } else {
+                if cmd.request_type == "InstallApplication" {
+                    self.name_store_app(&cmd.command).await;
+                }
                 self.answer(&cmd)
             };
             handled.push(Handled {

@@ -31,6 +31,12 @@ use crate::store::Store;
 const COLLECTION: &str = "access";
 const TOKENS_KEY: &str = "tokens";
 const APP_CONFIGS: &str = "app-configs";
+/// Configurations sent by `InstallApplication` without an `Identifier`
+/// (`iTunesStoreID` or `ManifestURL`), keyed by command UUID until the
+/// device's answer names the app.
+const PENDING_CONFIGS: &str = "app-configs-pending";
+/// A pending configuration whose device never answered is dropped after this.
+const PENDING_LIFETIME: i64 = 30 * 86_400;
 const AUDIENCE: &str = "mdmd-access";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +47,14 @@ struct StoredToken {
     effective_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingConfig {
+    enrollment: String,
+    configuration: String,
+    per_device: bool,
+    at: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,9 +73,59 @@ pub struct TokenView {
     pub active: bool,
     /// Active and past its effective date: accepted now.
     pub effective: bool,
+    /// Where it stands for the identity provider: `required` (the newest in
+    /// effect: what the provider requires now), `scheduled` (required from
+    /// `effective_at`; already on the devices), `superseded` (in effect, a
+    /// newer one too; still accepted until revoked) or `revoked`.
+    pub status: &'static str,
+    /// The token devices carry: the newest active one, in effect or not, so
+    /// it is on every device before the provider starts requiring it.
+    pub carried: bool,
     /// Said of a value an admin typed that is easy to guess (shorter than 16).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// What the identity provider requires when, in one place: the token it
+/// requires now, the next one and from when, and the one devices carry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Schedule {
+    /// (id, effective since)
+    pub required: Option<(String, i64)>,
+    /// (id, required from): the earliest scheduled token.
+    pub next: Option<(String, i64)>,
+    pub carried: Option<String>,
+}
+
+impl Schedule {
+    pub fn of(list: &[TokenView]) -> Schedule {
+        Schedule {
+            required: list.iter().find(|t| t.status == "required").map(|t| (t.id.clone(), t.effective_at)),
+            next: list
+                .iter()
+                .filter(|t| t.status == "scheduled")
+                .min_by_key(|t| (t.effective_at, t.created_at))
+                .map(|t| (t.id.clone(), t.effective_at)),
+            carried: list.iter().find(|t| t.carried).map(|t| t.id.clone()),
+        }
+    }
+
+    /// One sentence for people.
+    pub fn summary(&self) -> String {
+        let at = |t: i64| crate::clock::rfc3339(t).unwrap_or_else(|| t.to_string());
+        let mut s = match &self.required {
+            Some((id, since)) => format!("the identity provider should require token {id} now (in effect since {})", at(*since)),
+            None => "no token is in effect yet".to_owned(),
+        };
+        if let Some((id, from)) = &self.next {
+            s.push_str(&format!("; token {id} from {}", at(*from)));
+        }
+        match &self.carried {
+            Some(id) => s.push_str(&format!("; devices carry token {id}")),
+            None => s.push_str("; no token to distribute"),
+        }
+        s
+    }
 }
 
 /// The shortest value not warned about.
@@ -88,6 +152,9 @@ pub struct Verdict {
     pub compliance: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// A shared token's effective date (told with "not yet effective").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +176,11 @@ pub struct AppConfig {
     pub targets: Vec<String>,
     pub per_device: bool,
     pub sent_at: i64,
+    /// The shared token the last sending carried (`None`: sent before this
+    /// was kept, or no token existed); another one carried now means the
+    /// configuration is due again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 pub struct Access {
@@ -217,27 +289,49 @@ impl Access {
             revoked_at: t.revoked_at,
             active: t.revoked_at.is_none(),
             effective: t.revoked_at.is_none() && t.effective_at <= at,
+            status: if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.effective_at > at {
+                "scheduled"
+            } else {
+                "superseded"
+            },
+            carried: false,
             warning: None,
         })
     }
 
+    /// Every token, with where each stands (`status`, `carried`).
     pub async fn list(&self) -> Result<Vec<TokenView>, ServiceError> {
         let (t, _) = self.load().await?;
         let at = now();
-        t.tokens.iter().map(|x| self.view(x, at)).collect()
+        let mut l = t.tokens.iter().map(|x| self.view(x, at)).collect::<Result<Vec<_>, _>>()?;
+        let newest = |l: &[TokenView], only_effective: bool| {
+            l.iter()
+                .enumerate()
+                .filter(|(_, t)| t.active && (!only_effective || t.effective))
+                .max_by_key(|(_, t)| (t.effective_at, t.created_at))
+                .map(|(i, _)| i)
+        };
+        if let Some(i) = newest(&l, true) {
+            l[i].status = "required";
+        }
+        if let Some(i) = newest(&l, false) {
+            l[i].carried = true;
+        }
+        Ok(l)
     }
 
-    /// The token apps get: the newest one in effect.
+    /// The token apps get: the newest active one, even before its effective
+    /// date (the identity provider's effective date is when it starts
+    /// *requiring* the token; it must be on the devices by then).
+    pub async fn carried(&self) -> Result<Option<TokenView>, ServiceError> {
+        Ok(self.list().await?.into_iter().find(|t| t.carried))
+    }
+
+    /// The value of [`Access::carried`].
     pub async fn current(&self) -> Result<Option<String>, ServiceError> {
-        let at = now();
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .filter(|t| t.effective)
-            .max_by_key(|t| (t.effective_at, t.created_at))
-            .map(|t| t.value)
-            .filter(|_| at > 0))
+        Ok(self.carried().await?.map(|t| t.value))
     }
 
     /// Apply `change` to the token list with compare-and-set (retried on a
@@ -395,6 +489,7 @@ impl Access {
             managed: None,
             compliance: None,
             expires_at: None,
+            effective_at: None,
         };
         if token.matches('.').count() == 2 && token.starts_with("ey") {
             v.kind = "device";
@@ -434,7 +529,11 @@ impl Access {
             }
             Some(t) if t.effective_at > at => {
                 v.token_id = Some(t.id.clone());
-                v.reason = Some(format!("not in effect until {}", t.effective_at));
+                v.effective_at = Some(t.effective_at);
+                v.reason = Some(format!(
+                    "not yet effective (from {})",
+                    crate::clock::rfc3339(t.effective_at).unwrap_or_else(|| t.effective_at.to_string())
+                ));
             }
             Some(t) => {
                 v.token_id = Some(t.id.clone());
@@ -467,6 +566,7 @@ impl Access {
         per_device: bool,
     ) -> Result<(), ServiceError> {
         let xml = String::from_utf8_lossy(&crate::protocol::to_xml(configuration)).into_owned();
+        let token_id = self.carried().await?.map(|t| t.id);
         for _ in 0..10 {
             let cur = self.store.record(APP_CONFIGS, identifier).await?;
             let (mut ac, version) = match cur {
@@ -480,6 +580,7 @@ impl Access {
                         targets: Vec::new(),
                         per_device,
                         sent_at: 0,
+                        token_id: None,
                     },
                     0,
                 ),
@@ -487,6 +588,7 @@ impl Access {
             ac.configuration = xml.clone();
             ac.per_device = per_device;
             ac.sent_at = now();
+            ac.token_id = token_id.clone();
             for t in targets {
                 if !ac.targets.contains(t) {
                     ac.targets.push(t.clone());
@@ -503,6 +605,64 @@ impl Access {
             }
         }
         Err(ServiceError::Busy("app configuration kept changing; try again".into()))
+    }
+
+    /// Remember a configuration sent by `InstallApplication` without an
+    /// `Identifier` until the device's answer names the app
+    /// ([`Access::identifier_learned`]).
+    pub async fn await_identifier(
+        &self,
+        command_uuid: &str,
+        enrollment: &str,
+        configuration: &plist::Dictionary,
+        per_device: bool,
+    ) -> Result<(), ServiceError> {
+        let p = PendingConfig {
+            enrollment: enrollment.to_owned(),
+            configuration: String::from_utf8_lossy(&crate::protocol::to_xml(configuration)).into_owned(),
+            per_device,
+            at: now(),
+        };
+        let value = serde_json::to_value(&p).map_err(crate::store::StoreError::from)?;
+        self.store.put_record(PENDING_CONFIGS, command_uuid, value, now(), None).await?;
+        Ok(())
+    }
+
+    /// A device acknowledged `InstallApplication` `command_uuid` for the app
+    /// `identifier`: a configuration waiting for that name is remembered
+    /// under it. Returns whether one was waiting.
+    pub async fn identifier_learned(&self, command_uuid: &str, enrollment: &str, identifier: &str) -> Result<bool, ServiceError> {
+        let Some(r) = self.store.record(PENDING_CONFIGS, command_uuid).await? else {
+            return Ok(false);
+        };
+        let Ok(p) = serde_json::from_value::<PendingConfig>(r.value) else {
+            self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
+            return Ok(false);
+        };
+        if p.enrollment != enrollment {
+            // Another channel's answer cannot name this device's app.
+            return Ok(false);
+        }
+        let Ok(plist::Value::Dictionary(conf)) = crate::protocol::limits::parse_value(p.configuration.as_bytes()) else {
+            self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
+            return Ok(false);
+        };
+        self.bind_app_config(identifier, &conf, &[p.enrollment], p.per_device).await?;
+        self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
+        Ok(true)
+    }
+
+    /// Drop pending configurations whose device never answered.
+    pub async fn expire_pending(&self) -> Result<usize, ServiceError> {
+        let horizon = now() - PENDING_LIFETIME;
+        let mut n = 0;
+        for (k, r) in self.store.records(PENDING_CONFIGS).await? {
+            let old = serde_json::from_value::<PendingConfig>(r.value).map_or(true, |p| p.at < horizon);
+            if old && self.store.delete_record(PENDING_CONFIGS, &k, Some(r.version)).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     pub async fn app_configs(&self) -> Result<Vec<(String, AppConfig)>, ServiceError> {

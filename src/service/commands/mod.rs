@@ -24,6 +24,7 @@
 //! SCEP issues against such a challenge records its purpose and device and
 //! is never accepted as an MDM identity.
 
+mod app_configs;
 pub mod enqueue;
 mod per_device;
 
@@ -73,35 +74,6 @@ pub struct Commander {
 }
 
 /// Where a command carries managed app configuration: (bundle id, Configuration).
-fn app_configurations(command: &Dictionary) -> Vec<(String, Dictionary)> {
-    let mut out = Vec::new();
-    match command.get("RequestType").and_then(Value::as_string) {
-        Some("Settings") => {
-            for item in command.get("Settings").and_then(Value::as_array).into_iter().flatten() {
-                let Some(d) = item.as_dictionary() else { continue };
-                if d.get("Item").and_then(Value::as_string) == Some("ApplicationConfiguration") {
-                    if let (Some(id), Some(c)) = (
-                        d.get("Identifier").and_then(Value::as_string),
-                        d.get("Configuration").and_then(Value::as_dictionary),
-                    ) {
-                        out.push((id.to_owned(), c.clone()));
-                    }
-                }
-            }
-        }
-        Some("InstallApplication") => {
-            if let (Some(id), Some(c)) = (
-                command.get("Identifier").and_then(Value::as_string),
-                command.get("Configuration").and_then(Value::as_dictionary),
-            ) {
-                out.push((id.to_owned(), c.clone()));
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
 /// A command as an admin sends it.
 pub enum CommandInput {
     /// JSON (data as base64, dates as RFC 3339), converted by the schema.
@@ -225,39 +197,6 @@ impl Commander {
         self.access.as_ref()
     }
 
-    /// Re-send every remembered app configuration that uses token variables
-    /// (all of them, or only those with per-device tokens older than half
-    /// their lifetime). Returns how many configurations were re-sent.
-    pub async fn resend_app_configs(&self, only_due_device_tokens: bool) -> Result<usize, CommandError> {
-        let Some(access) = self.access.as_ref() else { return Ok(0) };
-        let lifetime = match self.derived.as_ref() {
-            Some(d) => access.device_token_secs().min(d.upload_ttl),
-            None => access.device_token_secs(),
-        };
-        let horizon = now() - lifetime / 2;
-        let mut n = 0;
-        for (identifier, ac) in access.app_configs().await? {
-            if only_due_device_tokens && (!ac.per_device || ac.sent_at > horizon) {
-                continue;
-            }
-            let Ok(Value::Dictionary(conf)) = crate::protocol::limits::parse_value(ac.configuration.as_bytes()) else {
-                tracing::warn!(app = %identifier, "stored app configuration is not a dictionary: skipped");
-                continue;
-            };
-            let mut item = Dictionary::new();
-            item.insert("Item".into(), "ApplicationConfiguration".into());
-            item.insert("Identifier".into(), identifier.clone().into());
-            item.insert("Configuration".into(), Value::Dictionary(conf));
-            let mut d = Dictionary::new();
-            d.insert("RequestType".into(), "Settings".into());
-            d.insert("Settings".into(), Value::Array(vec![Value::Dictionary(item)]));
-            let b = self.enqueue(CommandInput::Plist(d), ac.targets.clone(), true).await?;
-            tracing::info!(app = %identifier, queued = b.queued, failed = b.failed.len(), "app configuration re-sent with current tokens");
-            n += 1;
-        }
-        Ok(n)
-    }
-
     /// Validate and queue a command for `targets`.
     /// With `push`, the targets are woken (APNs) once it is queued.
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
@@ -300,14 +239,21 @@ impl Commander {
                 } else {
                     let per_device = used.contains("DEVICE_ACCESS_TOKEN") || used.contains("DERIVED_CREDENTIAL_TOKEN");
                     let tokens = used.contains("ACCESS_TOKEN") || per_device;
-                    let configs = if tokens { app_configurations(&command) } else { Vec::new() };
+                    let configs = if tokens { app_configs::app_configurations(&command) } else { Vec::new() };
                     let b = self
                         .queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
                         .await?;
                     if let Some(access) = self.access.as_ref() {
                         let sent: Vec<String> = b.commands.keys().cloned().collect();
                         for (id, conf) in configs {
-                            access.bind_app_config(&id, &conf, &sent, per_device).await?;
+                            match id {
+                                Some(id) => access.bind_app_config(&id, &conf, &sent, per_device).await?,
+                                None => {
+                                    for (target, uuid) in &b.commands {
+                                        access.await_identifier(uuid, target, &conf, per_device).await?;
+                                    }
+                                }
+                            }
                         }
                     }
                     Ok(b)
@@ -768,6 +714,10 @@ fn template_error(e: TemplateError) -> CommandError {
 #[async_trait::async_trait]
 impl crate::service::IdentityHook for Commander {
     async fn command_finished(&self, enrollment: &str, request_type: &str, raw: &[u8]) {
+        if request_type == "InstallApplication" {
+            self.app_identified(enrollment, raw).await;
+            return;
+        }
         self.follow_up(enrollment, request_type, raw).await;
     }
 
