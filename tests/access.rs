@@ -146,7 +146,7 @@ async fn access_tokens_reach_apps_and_rotate() {
     let got = resent_token(&mut d).await;
     assert_eq!(got.as_deref(), Some(t3v.as_str()));
 
-    // A token with a future effective date is active but not yet accepted, and not sent yet.
+    // A token with a future effective date is active, not yet accepted, and on the devices at once.
     let t4 = srv.cli_json(&[
         "access-tokens",
         "add",
@@ -155,10 +155,23 @@ async fn access_tokens_reach_apps_and_rotate() {
         "2027-01-01T00:00:00Z",
     ]);
     assert_eq!((t4["active"].as_bool(), t4["effective"].as_bool()), (Some(true), Some(false)));
+    let got = resent_token(&mut d).await;
+    assert_eq!(got.as_deref(), Some("pingid-shared-secret-2027"), "distributed before it takes effect");
     let v = srv.cli_json(&["access-tokens", "verify", "pingid-shared-secret-2027"]);
-    assert!(v["reason"].as_str().unwrap().starts_with("not in effect"), "{v}");
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["reason"], "not yet effective (from 2027-01-01T00:00:00Z)", "{v}");
+    assert_eq!(v["effective_at"], 1_798_761_600, "{v}");
+    assert_eq!(srv.cli_json(&["access-tokens", "verify", &t3v])["valid"], true, "the old one is still required");
     let list = srv.cli_json(&["access-tokens", "list"]);
     assert_eq!(list["tokens"].as_array().unwrap().len(), 4);
+    let t3id = r["replacement"]["id"].as_str().unwrap();
+    let t4id = t4["id"].as_str().unwrap();
+    assert_eq!(list["schedule"]["required"]["id"], t3id, "{list}");
+    assert_eq!(list["schedule"]["next"]["id"], t4id, "{list}");
+    assert_eq!(list["schedule"]["next"]["from"], "2027-01-01T00:00:00Z", "{list}");
+    assert_eq!(list["schedule"]["carried"], t4id, "{list}");
+    let status = |id: &str| list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap()["status"].clone();
+    assert_eq!((status(t3id), status(t4id), status(&t1id)), (json!("required"), json!("scheduled"), json!("revoked")));
     // Any value the identity provider dictates is taken; a short one with a warning.
     let short = srv.cli_json(&["access-tokens", "add", "short"]);
     assert!(short["warning"].as_str().unwrap().contains("16"), "{short}");
@@ -166,10 +179,69 @@ async fn access_tokens_reach_apps_and_rotate() {
     let (ok, _, err) = srv.cli(&["access-tokens", "add", " padded "]);
     assert!(!ok && err.contains("surrounding spaces"), "{err}");
     // Editing moves the date; it is accepted from then on.
-    let t4id = t4["id"].as_str().unwrap().to_owned();
-    srv.cli_json(&["access-tokens", "edit", &t4id, "--effective-at", "2020-01-01T00:00:00Z"]);
+    srv.cli_json(&["access-tokens", "edit", t4id, "--effective-at", "2020-01-01T00:00:00Z"]);
     assert_eq!(
         srv.cli_json(&["access-tokens", "verify", "pingid-shared-secret-2027"])["valid"],
         true
     );
+}
+
+/// A configuration sent with the app's install by store id only (as
+/// `mdmd cmd install-app --itunes-id` does) is remembered under the bundle id
+/// the device names, and follows every token change; the vendor's
+/// `key=value` AppConfig file is taken as the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_application_configurations_follow_tokens() {
+    let srv = Server::start_with(&["--enroll-flow", "single"]);
+    let store = mdmd::sim::vpp_api::VppStandIn::start("Example").await.unwrap();
+    store.set_app_meta("1114013151", "PingID", APP, "2.4");
+    let mut d = srv.enrolled().await;
+    d.app_store = Some(store.url());
+    d.apps.insert(APP.into(), mdmd::sim::SimApp::managed(APP, "2.3"));
+    let t1 = srv.cli_json(&["access-tokens", "generate"]);
+    let t1v = t1["value"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("AppConfig");
+    std::fs::write(&file, "# from the vendor\r\nPINGID_MDM_TOKEN=$ACCESS_TOKEN\r\norg = \"Example Corp\"\r\ndeviceId={DeviceUid}\r\n").unwrap();
+    let (ok, out, err) = srv.cli(&[
+        "cmd",
+        "install-app",
+        &d.udid,
+        "--itunes-id",
+        "1114013151",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("deviceId") && err.contains("placeholder"), "another MDM's placeholder is warned about: {err}");
+    assert!(out.contains("queued"), "{out}");
+    let h = d.session().await.unwrap();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(app_config(&d, "PINGID_MDM_TOKEN").as_deref(), Some(t1v.as_str()));
+    assert_eq!(app_config(&d, "org").as_deref(), Some("Example Corp"));
+
+    // A new token with a future date: the configuration is re-sent under the app's bundle id at once.
+    let t2 = srv.cli_json(&["access-tokens", "generate", "--effective-at", "2030-01-01T00:00:00Z"]);
+    let t2v = t2["value"].as_str().unwrap().to_owned();
+    assert_eq!(resent_token(&mut d).await.as_deref(), Some(t2v.as_str()));
+    assert_eq!(app_config(&d, "org").as_deref(), Some("Example Corp"));
+    let (ok, _, err) = srv.cli(&["access-tokens", "list"]);
+    assert!(ok && err.contains("from 2030-01-01T00:00:00Z") && err.contains(t2["id"].as_str().unwrap()), "{err}");
+
+    // The console says the same, without values.
+    let secret = srv.account("ops", "operator");
+    let (http, session, _) = common::console_login(&srv, "ops", &secret).await;
+    let html = http
+        .get(format!("{}/ui/access-tokens", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("required from 2030-01-01T00:00:00Z"), "{html}");
+    assert!(html.contains(t1["id"].as_str().unwrap()), "{html}");
+    assert!(!html.contains(&t1v) && !html.contains(&t2v), "no token value in the console");
 }
