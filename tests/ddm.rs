@@ -31,6 +31,19 @@ async fn declarations_reach_devices_and_status_comes_back() {
     assert_eq!(st["items"]["passcode.is-compliant"]["value"], true, "{st}");
     assert_eq!(st["declarations"]["mdmd.status-subscriptions"]["valid"], "valid", "{st}");
     assert_eq!(st["declarations"]["mdmd.activation.status-subscriptions"]["active"], true, "{st}");
+    // SyncTokens carry the time of the device's last real change: its first
+    // sync here (not 1970), unchanged while nothing changes.
+    let parse = |s: &Option<String>| {
+        time::OffsetDateTime::parse(s.as_deref().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp()
+    };
+    let ts1 = parse(&d.ddm.tokens_timestamp);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(ts1 > now - 120 && ts1 <= now, "{:?}", d.ddm.tokens_timestamp);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(d.ddm_sync().await.unwrap().is_empty());
+    assert_eq!(parse(&d.ddm.tokens_timestamp), ts1, "nothing changed");
 
     // Bad declarations: 400 naming the key path; nothing stored.
     for (bad, path) in [
@@ -101,6 +114,7 @@ async fn declarations_reach_devices_and_status_comes_back() {
     let before = d.ddm.fetched;
     wait_for_sync(&mut d).await;
     assert_eq!(d.ddm.fetched - before, 3, "pc, act, math fetched; mdmd's own not again");
+    assert!(parse(&d.ddm.tokens_timestamp) > ts1, "the assignment is a change: {:?}", d.ddm.tokens_timestamp);
     assert!(d.ddm.declarations["pc"].active && d.ddm.declarations["act"].active);
     assert!(!d.ddm.declarations["math"].active, "nothing activates math");
     let eff = admin.get(&format!("/v1/devices/{}/declarations", d.udid)).await.unwrap();

@@ -28,6 +28,8 @@ pub struct Held {
 pub struct DdmState {
     pub enabled: bool,
     pub declarations_token: Option<String>,
+    /// The SyncTokens `Timestamp` of the last sync (RFC 3339, as served).
+    pub tokens_timestamp: Option<String>,
     pub declarations: BTreeMap<String, Held>,
     /// Declarations fetched (GET declaration/…), over the device's life.
     pub fetched: u64,
@@ -97,6 +99,7 @@ impl SimDevice {
         self.ddm.enabled = true;
         let tokens = self.ddm_json("tokens").await?;
         let token = tokens["SyncTokens"]["DeclarationsToken"].as_str().unwrap_or_default().to_owned();
+        self.ddm.tokens_timestamp = tokens["SyncTokens"]["Timestamp"].as_str().map(str::to_owned);
         let mut fetched = Vec::new();
         if self.ddm.declarations_token.as_deref() != Some(token.as_str()) {
             let items = self.ddm_json("declaration-items").await?;

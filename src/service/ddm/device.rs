@@ -65,11 +65,34 @@ impl Ddm {
         (declarative::declarations_token(&pairs), latest)
     }
 
-    /// `{SyncTokens: …}` for an enrollment.
+    /// `{SyncTokens: …}` for an enrollment. `Timestamp` is when this
+    /// enrollment's set of declarations last really changed: the first time
+    /// its current DeclarationsToken was computed (kept per enrollment, so a
+    /// set assigned or withdrawn counts, and built-in declarations alone
+    /// date from the first sync, not 1970), never earlier than the newest
+    /// declaration's own change.
     pub async fn sync_tokens(&self, enrollment: &str) -> Result<Json, DdmError> {
         let decls = self.effective(enrollment).await?;
         let (token, latest) = Self::tokens_of(&decls);
-        Ok(json!({"SyncTokens": {"DeclarationsToken": token, "Timestamp": rfc3339(latest.max(1))}}))
+        let changed = self.token_changed_at(enrollment, &token, latest).await?;
+        Ok(json!({"SyncTokens": {"DeclarationsToken": token, "Timestamp": rfc3339(changed.max(latest).max(1))}}))
+    }
+
+    /// Since when `enrollment` has had `token` (now, if it is new to it).
+    async fn token_changed_at(&self, enrollment: &str, token: &str, latest: i64) -> Result<i64, DdmError> {
+        let cur = self.store.record(SYNCED, enrollment).await?;
+        if let Some(r) = &cur {
+            if r.value["token"].as_str() == Some(token) {
+                return Ok(r.value["since"].as_i64().unwrap_or(latest));
+            }
+        }
+        let at = crate::clock::now();
+        let value = json!({"token": token, "since": at});
+        // Another instance may have just written the same: either answer is right.
+        self.store
+            .put_record(SYNCED, enrollment, value, at, Some(cur.map_or(0, |r| r.version)))
+            .await?;
+        Ok(at)
     }
 
     /// A DeclarativeManagement check-in. `Ok(None)`: no such declaration (404).

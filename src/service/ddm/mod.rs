@@ -37,6 +37,9 @@ const DECLS: &str = "ddm-declarations";
 const SETS: &str = "ddm-sets";
 const ASSIGNED: &str = "ddm-enrollment-sets";
 const STATUS: &str = "ddm-status";
+/// Per enrollment: the DeclarationsToken it was last given and since when
+/// (the SyncTokens `Timestamp`: the time of the last real change).
+const SYNCED: &str = "ddm-sync-tokens";
 
 /// mdmd's own status subscription and the activation that applies it.
 pub const STATUS_SUBSCRIPTION_ID: &str = "mdmd.status-subscriptions";
