@@ -64,6 +64,11 @@ async fn inventory_and_compliance() {
         good.serial.as_str()
     );
     assert_eq!(v["inventory"]["SecurityInfo"]["data"]["SecurityInfo"]["PasscodePresent"], true);
+    // The guide's network queries and the modem firmware are asked and kept.
+    let qr = &v["inventory"]["DeviceInformation"]["data"]["QueryResponses"];
+    for k in ["ICCID", "CurrentCarrierNetwork", "SubscriberCarrierNetwork", "CarrierSettingsVersion", "ModemFirmwareVersion", "DataRoamingEnabled"] {
+        assert!(!qr[k].is_null(), "{k} in {qr}");
+    }
     assert_eq!(v["compliance"]["status"], "compliant", "{}", v["compliance"]);
 
     // A device without a passcode: non-compliant, with the reasons.

@@ -99,6 +99,7 @@ def main():
             "req": keys(doc.get("payloadkeys")),
             "resp": keys(doc.get("responsekeys")),
         }
+    table["device_queries"] = device_queries(src)
     for name, doc in yaml_docs(src, "checkin"):
         mt = None
         for k in doc.get("payloadkeys") or []:
@@ -143,6 +144,34 @@ def main():
         f.write("\n")
     print(f"wrote {dst}: {len(table['commands'])} commands, {len(table['checkin'])} check-in messages, {len(table['profiles'])} payload types")
     declarative(src, os.path.join(os.path.dirname(dst), "declarative.json"))
+
+
+def device_queries(src):
+    """DeviceInformation's query names with what iOS says of each: `net`, a
+    network query (access right AllowQueryNetworkInformation); `dev`, a
+    device-information query (AllowQueryDeviceInformation); `ue`, refused by
+    a User Enrollment; `dep`, the iOS version that deprecated it. Only those
+    iOS has."""
+    with open(os.path.join(src, "mdm", "commands", "information.device.yaml")) as f:
+        doc = yaml.safe_load(f)
+    queries = next(k for k in doc["payloadkeys"] if k["key"] == "Queries")
+    names = queries["subkeys"][0].get("subkeys") or []
+    out = []
+    for q in names:
+        ios = (q.get("supportedOS") or {}).get("iOS") or {}
+        if ios.get("introduced") == "n/a":
+            continue
+        e = {"n": q["key"]}
+        if ios.get("accessrights") == "AllowQueryNetworkInformation":
+            e["net"] = 1
+        if ios.get("accessrights") == "AllowQueryDeviceInformation":
+            e["dev"] = 1
+        if (ios.get("userenrollment") or {}).get("mode") == "forbidden":
+            e["ue"] = 1
+        if ios.get("deprecated"):
+            e["dep"] = str(ios["deprecated"])
+        out.append(e)
+    return out
 
 
 def declarative(src, dst):

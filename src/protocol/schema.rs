@@ -89,8 +89,37 @@ pub struct PayloadSchema {
     pub keys: Vec<KeySpec>,
 }
 
+/// One of DeviceInformation's query names, with what Apple says of it on iOS.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceQuery {
+    #[serde(rename = "n")]
+    pub name: String,
+    #[serde(default)]
+    net: u8,
+    #[serde(default)]
+    ue: u8,
+    /// The iOS version that deprecated it.
+    #[serde(default, rename = "dep")]
+    pub deprecated: Option<String>,
+}
+
+impl DeviceQuery {
+    /// A network query (Apple's access right AllowQueryNetworkInformation).
+    pub fn network(&self) -> bool {
+        self.net == 1
+    }
+
+    /// Refused by a User Enrollment.
+    pub fn ue_forbidden(&self) -> bool {
+        self.ue == 1
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Schema {
+    /// DeviceInformation's queries iOS has (Apple's `Queries` list).
+    #[serde(default)]
+    pub device_queries: Vec<DeviceQuery>,
     pub commands: BTreeMap<String, CommandSchema>,
     pub checkin: BTreeMap<String, CheckinSchema>,
     /// Payload types of configuration profiles, by PayloadType.

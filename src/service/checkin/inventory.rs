@@ -17,8 +17,9 @@ pub const KINDS: [&str; 5] = [
     "InstalledApplicationList",
 ];
 
-/// What a refresh asks DeviceInformation for.
-pub const QUERIES: [&str; 18] = [
+/// The device facts a refresh asks DeviceInformation for, beside the
+/// network queries ([`queries_for`]).
+pub const QUERIES: [&str; 19] = [
     "UDID",
     "DeviceName",
     "OSVersion",
@@ -29,6 +30,7 @@ pub const QUERIES: [&str; 18] = [
     "SerialNumber",
     "IMEI",
     "MEID",
+    "ModemFirmwareVersion",
     "WiFiMAC",
     "BluetoothMAC",
     "PhoneNumber",
@@ -39,10 +41,27 @@ pub const QUERIES: [&str; 18] = [
     "BatteryLevel",
 ];
 
-/// The commands of one inventory refresh, as admin-API JSON.
+/// What a refresh asks one device: [`QUERIES`] and every network query
+/// Apple's schema gives iOS (ICCID, carriers, carrier settings, roaming,
+/// hotspot, MCC/MNC, service subscriptions …), less what a User Enrollment
+/// refuses. Queries iOS deprecated stay: a device answers what it still
+/// supports and leaves out the rest, and older devices have only those.
+pub fn queries_for(user_enrollment: bool) -> Vec<&'static str> {
+    let schema = crate::protocol::schema::Schema::get();
+    let refused = |n: &str| user_enrollment && schema.device_queries.iter().any(|q| q.name == n && q.ue_forbidden());
+    let mut out: Vec<&'static str> = QUERIES.iter().copied().filter(|n| !refused(n)).collect();
+    for q in schema.device_queries.iter().filter(|q| q.network() && !(user_enrollment && q.ue_forbidden())) {
+        if !out.contains(&q.name.as_str()) {
+            out.push(q.name.as_str());
+        }
+    }
+    out
+}
+
+/// The query commands of one inventory refresh other than DeviceInformation,
+/// as admin-API JSON.
 pub fn refresh_commands() -> Vec<serde_json::Value> {
     vec![
-        serde_json::json!({"RequestType": "DeviceInformation", "Queries": QUERIES}),
         serde_json::json!({"RequestType": "SecurityInfo"}),
         serde_json::json!({"RequestType": "CertificateList"}),
         serde_json::json!({"RequestType": "ProfileList"}),
@@ -136,9 +155,20 @@ impl Mdm {
         if ids.is_empty() {
             return Ok(0);
         }
+        // DeviceInformation asks what each device can answer: grouped by query list.
+        let mut groups: std::collections::BTreeMap<Vec<&'static str>, Vec<String>> = std::collections::BTreeMap::new();
+        for id in &ids {
+            let ue = self.store.enrollment(id).await?.is_some_and(|e| e.is_user_enrollment());
+            groups.entry(queries_for(ue)).or_default().push(id.clone());
+        }
+        let mut commands: Vec<(serde_json::Value, Vec<String>)> = groups
+            .into_iter()
+            .map(|(q, ids)| (serde_json::json!({"RequestType": "DeviceInformation", "Queries": q}), ids))
+            .collect();
+        commands.extend(refresh_commands().into_iter().map(|c| (c, ids.clone())));
         let mut queued = 0;
-        for c in refresh_commands() {
-            match self.enqueue_json(&c, ids.clone()).await {
+        for (c, ids) in commands {
+            match self.enqueue_json(&c, ids).await {
                 Ok((_, out)) => queued = out.queued,
                 Err(crate::service::commands::enqueue::EnqueueError::Service(e)) => return Err(e),
                 Err(crate::service::commands::enqueue::EnqueueError::Invalid(e)) => {
@@ -187,5 +217,30 @@ impl Mdm {
             }
         }
         Ok((n, evaluated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_network_query_of_apples_schema_is_asked() {
+        let all = queries_for(false);
+        for q in ["ICCID", "CurrentCarrierNetwork", "SubscriberCarrierNetwork", "CarrierSettingsVersion", "ModemFirmwareVersion",
+            "DataRoamingEnabled", "VoiceRoamingEnabled", "PersonalHotspotEnabled", "ServiceSubscriptions", "IsRoaming",
+            "CurrentMCC", "SubscriberMNC", "PhoneNumber", "UDID"]
+        {
+            assert!(all.contains(&q), "{q} in {all:?}");
+        }
+        let n = all.len();
+        let mut dedup = all.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), n, "no query twice");
+        // A User Enrollment is not asked what it refuses.
+        let ue = queries_for(true);
+        assert!(!ue.contains(&"UDID") && !ue.contains(&"IMEI") && !ue.contains(&"ICCID"), "{ue:?}");
+        assert!(ue.contains(&"OSVersion"), "{ue:?}");
     }
 }
