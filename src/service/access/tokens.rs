@@ -163,6 +163,9 @@ pub struct DeviceClaims {
     pub aud: String,
     pub sub: String,
     pub iat: i64,
+    /// Not before: when it was issued (relying parties honour it).
+    #[serde(default)]
+    pub nbf: i64,
     pub exp: i64,
     pub compliance: String,
     pub managed: bool,
@@ -464,6 +467,7 @@ impl Access {
             aud: AUDIENCE.into(),
             sub: device.to_owned(),
             iat: t,
+            nbf: t,
             exp: t + self.device_token_secs,
             compliance: compliance.to_owned(),
             managed,
@@ -497,6 +501,7 @@ impl Access {
             val.set_audience(&[AUDIENCE]);
             val.set_issuer(&[&self.issuer]);
             val.leeway = 30;
+            val.validate_nbf = true;
             match jsonwebtoken::decode::<DeviceClaims>(token, &self.decoding, &val) {
                 Ok(d) => {
                     let c = d.claims;
@@ -647,9 +652,37 @@ impl Access {
             self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
             return Ok(false);
         };
-        self.bind_app_config(identifier, &conf, &[p.enrollment], p.per_device).await?;
+        // A configuration sent for this app after this one stays: the device's
+        // answer only adds it as a target (an old or lying answer cannot
+        // replace what the admin sent since).
+        let newer = match self.store.record(APP_CONFIGS, identifier).await? {
+            Some(r) => serde_json::from_value::<AppConfig>(r.value).is_ok_and(|ac| ac.sent_at > p.at),
+            None => false,
+        };
+        if newer {
+            self.add_target(identifier, &p.enrollment).await?;
+        } else {
+            self.bind_app_config(identifier, &conf, &[p.enrollment], p.per_device).await?;
+        }
         self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
         Ok(true)
+    }
+
+    /// Add a device to a remembered configuration's targets.
+    async fn add_target(&self, identifier: &str, enrollment: &str) -> Result<(), ServiceError> {
+        for _ in 0..10 {
+            let Some(r) = self.store.record(APP_CONFIGS, identifier).await? else { return Ok(()) };
+            let mut ac = serde_json::from_value::<AppConfig>(r.value).map_err(crate::store::StoreError::from)?;
+            if ac.targets.iter().any(|t| t == enrollment) {
+                return Ok(());
+            }
+            ac.targets.push(enrollment.to_owned());
+            let value = serde_json::to_value(&ac).map_err(crate::store::StoreError::from)?;
+            if self.store.put_record(APP_CONFIGS, identifier, value, now(), Some(r.version)).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(ServiceError::Busy("app configuration kept changing; try again".into()))
     }
 
     /// Drop pending configurations whose device never answered.
