@@ -13,9 +13,12 @@
 //!      (queued, installing, installed, update available: `app_devices`
 //!      records), removed through the catalog so their Apps and Books
 //!      licences go back; and the apps the device itself last reported
-//!      managed in a ManagedApplicationList answer (or acknowledged
-//!      installing with InstallApplication) since, unless a RemoveApplication
-//!      of them is already queued or done;
+//!      managed (or on their way) in a ManagedApplicationList answer, unless
+//!      a RemoveApplication of them was queued or done since. (An
+//!      InstallApplication's answer is not taken: before the app is
+//!      downloaded its `Identifier` may be a placeholder.) A list only
+//!      updates the apps it names: one asked with `Identifiers` says nothing
+//!      of the others;
 //!   2. every provisioning profile mdmd installed (RemoveProvisioningProfile);
 //!   3. every configuration profile mdmd installed that is on the device or
 //!      on its way (RemoveProfile; their Wi-Fi, VPN, mail and app payloads
@@ -144,7 +147,7 @@ pub struct Past {
     pub status: DeliveryStatus,
     /// The command as sent (for the types that name what they act on).
     pub command: Option<Dictionary>,
-    /// The device's answer (acknowledged queries and installs).
+    /// The device's answer (acknowledged queries).
     pub answer: Option<Dictionary>,
 }
 
@@ -199,14 +202,6 @@ pub fn known_from_history(history: &[Past]) -> Known {
                     } else {
                         k.apps.remove(bundle);
                     }
-                }
-            }
-            "InstallApplication" if done => {
-                let a = p.answer.as_ref();
-                let state = s(a, "State").unwrap_or_default();
-                let rejected = a.is_some_and(|a| a.contains_key("RejectionReason")) || state == "Failed";
-                if let Some(id) = s(a, "Identifier").filter(|id| !id.is_empty() && !rejected) {
-                    k.apps.insert(id);
                 }
             }
             "RemoveApplication" if queued_or_done => {
@@ -386,7 +381,7 @@ impl Commander {
                 "InstallProvisioningProfile" => done,
                 _ => false,
             };
-            let answer = done && matches!(c.request_type.as_str(), "ManagedApplicationList" | "ProvisioningProfileList" | "InstallApplication");
+            let answer = done && matches!(c.request_type.as_str(), "ManagedApplicationList" | "ProvisioningProfileList");
             if !body && !answer {
                 continue;
             }
@@ -468,24 +463,15 @@ mod tests {
         let h = vec![
             managed_list(&[("com.a", "Managed"), ("com.b", "Installing"), ("com.c", "ManagedButUninstalled"), ("com.d", "Managed")]),
             remove_app("com.d", DeliveryStatus::Acknowledged),
+            // An install's answer adds nothing (its Identifier may be a placeholder).
             past(
                 "InstallApplication",
                 DeliveryStatus::Acknowledged,
                 None,
-                Some(dict(vec![("Identifier", "com.e".into()), ("State", "Queued".into())])),
+                Some(dict(vec![("Identifier", "store.361309726".into()), ("State", "Queued".into())])),
             ),
-            past(
-                "InstallApplication",
-                DeliveryStatus::Acknowledged,
-                None,
-                Some(dict(vec![
-                    ("Identifier", "com.f".into()),
-                    ("State", "Queued".into()),
-                    ("RejectionReason", "AppStoreDisabled".into()),
-                ])),
-            ),
-            // A later list: com.b failed (transient), com.a still there.
-            managed_list(&[("com.a", "Managed"), ("com.b", "Failed")]),
+            // A later list: com.b failed (transient), com.a still there, com.e coming.
+            managed_list(&[("com.a", "Managed"), ("com.b", "Failed"), ("com.e", "Queued")]),
             // A removal still queued counts: the app is on its way out.
             remove_app("com.e", DeliveryStatus::Pending),
             // A removal the device refused does not.
