@@ -35,7 +35,11 @@ fn ise(srv: &Server, password: String) -> Ise {
 
 /// The udids of a device list.
 fn udids(xml: &str) -> Vec<String> {
-    parse(xml).1.iter().map(|d| d.attrs.get("udid").cloned().unwrap_or_default()).collect()
+    parse(xml)
+        .1
+        .iter()
+        .map(|d| d.attrs.get("udid").cloned().unwrap_or_default())
+        .collect()
 }
 
 fn action_body(tag: &str, value: &str) -> String {
@@ -68,7 +72,11 @@ async fn every_query_criterion_finds_its_device_and_only_it() {
         let admin = srv.admin();
         async move {
             let (s, v) = admin
-                .call(reqwest::Method::PUT, &format!("/v1/devices/{udid}/attributes"), Some(json!({"USERNAME": user})))
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/v1/devices/{udid}/attributes"),
+                    Some(json!({"USERNAME": user})),
+                )
                 .await
                 .unwrap();
             assert_eq!(s, 200, "{v}");
@@ -131,11 +139,19 @@ async fn every_query_criterion_finds_its_device_and_only_it() {
     }
     set_user(b.udid.clone(), "alice").await;
     let (_, body) = ise.get(&query(&v2, "username", "ALICE")).await;
-    assert_eq!(udids(&body).into_iter().collect::<BTreeSet<_>>(), BTreeSet::from([a.udid.clone(), b.udid.clone()]), "{body}");
+    assert_eq!(
+        udids(&body).into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([a.udid.clone(), b.udid.clone()]),
+        "{body}"
+    );
     let (_, body) = ise.get(&query(&v2, "udid", &b.udid)).await;
     let attrs = &parse(&body).1[0].attrs;
     assert_eq!(
-        (attrs["pin_lock_on"].as_str(), attrs["disk_encryption_on"].as_str(), attrs["compliance.status"].as_str()),
+        (
+            attrs["pin_lock_on"].as_str(),
+            attrs["disk_encryption_on"].as_str(),
+            attrs["compliance.status"].as_str()
+        ),
         ("false", "false", "false"),
         "{body}"
     );
@@ -159,7 +175,10 @@ async fn every_query_criterion_finds_its_device_and_only_it() {
     // ISE's names for the compliance block in a filter.
     for f in ["compliance", "compliance_status", "compliant_status"] {
         let (_, body) = ise
-            .get(&format!("{v2}/devices/?paging=0&querycriteria=udid&value={}&filter=register_status+{f}", b.udid))
+            .get(&format!(
+                "{v2}/devices/?paging=0&querycriteria=udid&value={}&filter=register_status+{f}",
+                b.udid
+            ))
             .await;
         let attrs = &parse(&body).1[0].attrs;
         assert_eq!(attrs.get("compliance.status").map(String::as_str), Some("false"), "{f}: {body}");
@@ -230,14 +249,21 @@ async fn paging_walks_every_device_exactly_once() {
     let (compliant, sizes) = walk("&querycriteria=compliance&value=true").await;
     let want: BTreeSet<String> = (0..SEEDED).filter(|i| i % 10 != 0).map(seeded).collect();
     assert_eq!(sizes.len(), 2, "{sizes:?}");
-    assert_eq!((compliant.len(), compliant.into_iter().collect::<BTreeSet<_>>()), (want.len(), want));
+    assert_eq!(
+        (compliant.len(), compliant.into_iter().collect::<BTreeSet<_>>()),
+        (want.len(), want)
+    );
     let (non, sizes) = walk("&querycriteria=compliance&value=false").await;
     assert_eq!(sizes, vec![SEEDED / 10]);
     let want: BTreeSet<String> = (0..SEEDED).filter(|i| i % 10 == 0).map(seeded).collect();
     assert!(non.into_iter().collect::<BTreeSet<_>>() == want, "the non-compliant ones");
     // Past the end: nothing, and the end. Not a page number: refused.
     let (s, body) = ise.get(&format!("{v2}/devices/?paging=2&filter=all")).await;
-    assert_eq!((s, parse(&body).1.len(), field(&body, "paging_info").as_deref()), (200, 0, Some("0")), "{body}");
+    assert_eq!(
+        (s, parse(&body).1.len(), field(&body, "paging_info").as_deref()),
+        (200, 0, Some("0")),
+        "{body}"
+    );
     for bad in ["abc", "-1", "1e3", "99999999999999999999"] {
         let (s, body) = ise.get(&format!("{v2}/devices/?paging={bad}&filter=all")).await;
         assert_eq!(s, 400, "{bad}: {body}");
@@ -252,7 +278,9 @@ async fn paging_walks_every_device_exactly_once() {
         ("imei", format!("35{i:013}")),
         ("phonenumber", format!("1555{:07}", i)),
     ] {
-        let (_, body) = ise.get(&format!("{v2}/devices/?paging=0&querycriteria={crit}&value={value}&filter=all")).await;
+        let (_, body) = ise
+            .get(&format!("{v2}/devices/?paging=0&querycriteria={crit}&value={value}&filter=all"))
+            .await;
         assert_eq!(udids(&body), vec![seeded(i)], "{crit}: {body}");
     }
 }
@@ -301,44 +329,74 @@ async fn corporate_wipe_takes_back_what_mdmd_installed_and_nothing_else() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let (s, v) = admin.call(reqwest::Method::POST, "/v1/apps", Some(json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()}))).await.unwrap();
+    let (s, v) = admin
+        .call(
+            reqwest::Method::POST,
+            "/v1/apps",
+            Some(json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()})),
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 201, "{v}");
     admin.post_bytes("/v1/profiles", webclip("com.example.intranet")).await.unwrap();
 
     let mut d = srv.enrolled().await;
     d.app_store = Some(vpp.url());
     // A catalog App Store app (its licence associated with the device's serial).
-    let v = admin.post(&format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d.udid]})).await.unwrap();
+    let v = admin
+        .post(&format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d.udid]}))
+        .await
+        .unwrap();
     assert_eq!(v["queued"], 1, "{v}");
     d.session().await.unwrap();
     d.settle_apps().await;
     assert!(d.apps.get(PAGES_ID).is_some_and(|a| a.installed()), "{:?}", d.apps);
     assert!(vpp.assigned(PAGES, &d.serial));
     // A managed app outside the catalog (say, installed before the catalog had it).
-    d.apps.insert("com.example.legacy".into(), SimApp::managed("com.example.legacy", "2.0"));
+    d.apps
+        .insert("com.example.legacy".into(), SimApp::managed("com.example.legacy", "2.0"));
     // A configuration profile and a provisioning profile from mdmd.
-    let v = admin.post("/v1/profiles/com.example.intranet/install", json!({"targets": [d.udid]})).await.unwrap();
+    let v = admin
+        .post("/v1/profiles/com.example.intranet/install", json!({"targets": [d.udid]}))
+        .await
+        .unwrap();
     assert_eq!(v["queued"], 1, "{v}");
     let pp_uuid = "5A5A5A5A-1111-4222-8333-444455556666";
     let pp = common::b64(&provisioning_profile(pp_uuid));
-    enqueue(&admin, &[&d.udid], json!({"RequestType": "InstallProvisioningProfile", "ProvisioningProfile": pp})).await;
+    enqueue(
+        &admin,
+        &[&d.udid],
+        json!({"RequestType": "InstallProvisioningProfile", "ProvisioningProfile": pp}),
+    )
+    .await;
     // What the device has that mdmd did not put there: an app's provisioning profile.
-    d.provisioning.insert("0A0A0A0A-2222-4333-8444-555566667777".into(), ("From the App Store".into(), None));
+    d.provisioning
+        .insert("0A0A0A0A-2222-4333-8444-555566667777".into(), ("From the App Store".into(), None));
     enqueue(&admin, &[&d.udid], json!({"RequestType": "ManagedApplicationList"})).await;
-    enqueue(&admin, &[&d.udid], json!({"RequestType": "DeviceInformation", "Queries": ["WiFiMAC"]})).await;
+    enqueue(
+        &admin,
+        &[&d.udid],
+        json!({"RequestType": "DeviceInformation", "Queries": ["WiFiMAC"]}),
+    )
+    .await;
     d.session().await.unwrap();
     assert!(d.profiles.contains_key("com.example.intranet") && d.provisioning.contains_key(pp_uuid));
 
     let ise = ise(&srv, srv.account("ise", "nac"));
     let v2 = ise.api_path(2).await;
     let mac = d.wifi_mac.replace(':', "").to_uppercase();
-    let (s, resp) = ise.post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("macaddress", &mac)).await;
+    let (s, resp) = ise
+        .post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("macaddress", &mac))
+        .await;
     assert_eq!(s, 200, "{resp}");
     let (name, devs) = parse(&resp);
     assert_eq!(name, "action");
     assert_eq!(devs[0].mac, mac);
     assert_eq!(
-        (devs[0].attrs["result.action_status"].as_str(), devs[0].attrs["result.failure_reason"].as_str()),
+        (
+            devs[0].attrs["result.action_status"].as_str(),
+            devs[0].attrs["result.failure_reason"].as_str()
+        ),
         ("true", ""),
         "{resp}"
     );
@@ -347,14 +405,22 @@ async fn corporate_wipe_takes_back_what_mdmd_installed_and_nothing_else() {
     done.sort_unstable();
     assert_eq!(
         done,
-        vec!["RemoveApplication", "RemoveApplication", "RemoveProfile", "RemoveProvisioningProfile"],
+        vec![
+            "RemoveApplication",
+            "RemoveApplication",
+            "RemoveProfile",
+            "RemoveProvisioningProfile"
+        ],
         "{h:?}"
     );
     assert!(h.iter().all(|x| x.status == mdmd::protocol::Status::Acknowledged), "{h:?}");
     // The device: no managed app, profile or provisioning profile from mdmd; still enrolled; the rest untouched.
     assert!(d.apps.is_empty(), "{:?}", d.apps);
     assert!(d.profiles.is_empty(), "{:?}", d.profiles.keys());
-    assert_eq!(d.provisioning.keys().collect::<Vec<_>>(), vec!["0A0A0A0A-2222-4333-8444-555566667777"]);
+    assert_eq!(
+        d.provisioning.keys().collect::<Vec<_>>(),
+        vec!["0A0A0A0A-2222-4333-8444-555566667777"]
+    );
     assert!(d.profile.is_some() && !d.unenrolled);
     let v = admin.get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
     assert!(v["checked_out_at"].is_null() && v["active"] == true, "{v}");
@@ -382,13 +448,17 @@ async fn corporate_wipe_takes_back_what_mdmd_installed_and_nothing_else() {
     assert_eq!(removals, 4, "{cmds}");
 
     // Again: nothing of mdmd's is left, and the answer says so.
-    let (_, resp) = ise.post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("udid", &d.udid)).await;
+    let (_, resp) = ise
+        .post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("udid", &d.udid))
+        .await;
     let a = &parse(&resp).1[0].attrs;
     assert_eq!(a["result.action_status"], "false", "{resp}");
     assert!(a["result.failure_reason"].contains("nothing to remove"), "{resp}");
     // A device mdmd installed nothing on.
     let mut e = srv.enrolled().await;
-    let (_, resp) = ise.post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("udid", &e.udid)).await;
+    let (_, resp) = ise
+        .post(&format!("{v2}/action/?actionType=corporate_wipe"), action_body("udid", &e.udid))
+        .await;
     let a = &parse(&resp).1[0].attrs;
     assert_eq!(
         (a["result.action_status"].as_str(), a["result.failure_reason"].as_str()),

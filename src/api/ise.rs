@@ -240,7 +240,11 @@ async fn page_of(
                 let batch = store.enrollments(after.clone(), BATCH).await?;
                 let last = batch.last().map(|e| e.id.clone());
                 let full = batch.len() == BATCH;
-                (batch.into_iter().filter(|e| e.id == e.device).map(|e| e.id).collect::<Vec<_>>(), last, full)
+                (
+                    batch.into_iter().filter(|e| e.id == e.device).map(|e| e.id).collect::<Vec<_>>(),
+                    last,
+                    full,
+                )
             }
             Listing::Compliance(state) => {
                 let batch = store.by_compliance(state, after.clone(), BATCH).await?;
@@ -295,7 +299,10 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
             StatusCode::BAD_REQUEST,
             "attributes",
             version,
-            &format!("paging {:?}: a page number (0 for the first), as paging_info said", crate::outbound::bounded(paging, 40)),
+            &format!(
+                "paging {:?}: a page number (0 for the first), as paging_info said",
+                crate::outbound::bounded(paging, 40)
+            ),
         );
     };
     let crit = q.get("querycriteria").map(String::as_str).unwrap_or("");

@@ -104,4 +104,3 @@ impl Ise {
         f("api_path")
     }
 }
-

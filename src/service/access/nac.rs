@@ -135,7 +135,11 @@ mod tests {
 
     #[test]
     fn disk_encryption_needs_hardware_encryption_and_a_passcode() {
-        let p = |caps: i64, passcode: bool| with_security(Some(serde_json::json!({"HardwareEncryptionCaps": caps, "PasscodePresent": passcode})));
+        let p = |caps: i64, passcode: bool| {
+            with_security(Some(
+                serde_json::json!({"HardwareEncryptionCaps": caps, "PasscodePresent": passcode}),
+            ))
+        };
         let both = p(3, true);
         assert!(both.disk_encryption_on && both.pin_lock_on);
         // Hardware encryption without a passcode: data protection is off.

@@ -134,7 +134,13 @@ impl NacOutcome {
             }
         }
         by.iter()
-            .map(|(rt, t)| if t.is_empty() { (*rt).to_owned() } else { format!("{rt} {}", t.join(", ")) })
+            .map(|(rt, t)| {
+                if t.is_empty() {
+                    (*rt).to_owned()
+                } else {
+                    format!("{rt} {}", t.join(", "))
+                }
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -267,10 +273,10 @@ fn enrollment_profiles(inventory: &[InventoryItem]) -> BTreeSet<String> {
         .and_then(serde_json::Value::as_array);
     let mut out = BTreeSet::new();
     for p in list.into_iter().flatten() {
-        let mdm = p
-            .get("PayloadContent")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|c| c.iter().any(|x| x.get("PayloadType").and_then(serde_json::Value::as_str) == Some("com.apple.mdm")));
+        let mdm = p.get("PayloadContent").and_then(serde_json::Value::as_array).is_some_and(|c| {
+            c.iter()
+                .any(|x| x.get("PayloadType").and_then(serde_json::Value::as_str) == Some("com.apple.mdm"))
+        });
         if let (true, Some(id)) = (mdm, p.get("PayloadIdentifier").and_then(serde_json::Value::as_str)) {
             out.insert(id.to_owned());
         }
@@ -285,7 +291,8 @@ impl Commander {
         let mut out = NacOutcome::new(action);
         match action {
             "pin_lock" => {
-                let c = serde_json::json!({"RequestType": "DeviceLock", "Message": "Locked by your organisation's network access control."});
+                let c =
+                    serde_json::json!({"RequestType": "DeviceLock", "Message": "Locked by your organisation's network access control."});
                 if self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?.queued > 0 {
                     out.push("DeviceLock", "");
                 }
@@ -358,7 +365,10 @@ impl Commander {
         // 3. Configuration profiles mdmd installed, on the device or on their way; never the enrollment.
         let enrollment = enrollment_profiles(&self.mdm.store.inventory(id).await?);
         for p in self.mdm.store.device_profiles(id).await? {
-            let there = matches!(p.state, ProfileState::Installed | ProfileState::Pending | ProfileState::RemoveFailed);
+            let there = matches!(
+                p.state,
+                ProfileState::Installed | ProfileState::Pending | ProfileState::RemoveFailed
+            );
             if !there || p.identifier == ctx.enrollment_profile || enrollment.contains(&p.identifier) {
                 continue;
             }
@@ -461,7 +471,12 @@ mod tests {
     #[test]
     fn apps_follow_the_latest_list_and_removals() {
         let h = vec![
-            managed_list(&[("com.a", "Managed"), ("com.b", "Installing"), ("com.c", "ManagedButUninstalled"), ("com.d", "Managed")]),
+            managed_list(&[
+                ("com.a", "Managed"),
+                ("com.b", "Installing"),
+                ("com.c", "ManagedButUninstalled"),
+                ("com.d", "Managed"),
+            ]),
             remove_app("com.d", DeliveryStatus::Acknowledged),
             // An install's answer adds nothing (its Identifier may be a placeholder).
             past(
@@ -505,10 +520,16 @@ mod tests {
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\"><dict><key>Name</key><string>In-House</string><key>UUID</key><string>{uuid}</string></dict></plist>"
         );
-        openssl::cms::CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(body.as_bytes()), openssl::cms::CMSOptions::BINARY)
-            .unwrap()
-            .to_der()
-            .unwrap()
+        openssl::cms::CmsContentInfo::sign(
+            Some(&cert),
+            Some(&key),
+            None,
+            Some(body.as_bytes()),
+            openssl::cms::CMSOptions::BINARY,
+        )
+        .unwrap()
+        .to_der()
+        .unwrap()
     }
 
     fn install_pp(uuid: &str, status: DeliveryStatus) -> Past {
