@@ -18,9 +18,10 @@
 //! schema, so mdmd's is the number of the next page: page `n` is the
 //! `n`-th run of `query_max_size` devices in the store's order (each page
 //! computed afresh: a device enrolled meanwhile may shift a later page by
-//! one). Single-device queries and batches are one page. No XML crate writes these: the documents are
-//! small and fixed, so they are built with escaping here; requests are read
-//! with roxmltree.
+//! one). Single-device queries and batches are one page.
+//!
+//! No XML crate writes these: the documents are small and fixed, so they
+//! are built with escaping here; requests are read with roxmltree.
 
 use std::collections::HashMap;
 use std::sync::Arc;

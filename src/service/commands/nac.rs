@@ -12,7 +12,8 @@
 //!      (RemoveApplication): the app catalog's apps the device holds
 //!      (queued, installing, installed, update available: `app_devices`
 //!      records), removed through the catalog so their Apps and Books
-//!      licences go back; and the apps the device itself last reported
+//!      licences go back (ISE waits at most `CATALOG_WAIT` for Apple to
+//!      confirm a release; it goes on after the answer); and the apps the device itself last reported
 //!      managed (or on their way) in a ManagedApplicationList answer, unless
 //!      a RemoveApplication of them was queued or done since. (An
 //!      InstallApplication's answer is not taken: before the app is
@@ -43,6 +44,7 @@
 //! `action_status` and `failure_reason`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use plist::{Dictionary, Value};
 use serde::Serialize;
@@ -54,6 +56,10 @@ use crate::store::{DeliveryStatus, InventoryItem, ProfileState};
 /// How many of a device's newest commands a corporate wipe reads.
 pub const HISTORY: usize = 5000;
 
+/// How long a corporate wipe waits for a catalog app's removal (the
+/// licence release included) before it answers.
+const CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a corporate wipe with nothing to remove answers.
 pub const NOTHING_INSTALLED: &str = "nothing to remove: no managed app, configuration profile or provisioning profile \
 that mdmd installed is on this device (or its removal is already queued); the enrollment stays";
@@ -61,7 +67,7 @@ that mdmd installed is on this device (or its removal is already queued); the en
 /// What an action needs besides the commander.
 pub struct NacContext<'a> {
     /// The app catalog: its apps are removed through it (licences go back).
-    pub apps: &'a Apps,
+    pub apps: &'a Arc<Apps>,
     /// The MDM enrollment profile's identifier: never removed.
     pub enrollment_profile: &'a str,
 }
@@ -331,20 +337,7 @@ impl Commander {
         }
         for bundle in &apps {
             match through_catalog.get(bundle) {
-                Some(app) => match ctx.apps.remove(app, vec![id.to_owned()]).await {
-                    Ok(r) if r.queued > 0 => out.push("RemoveApplication", bundle),
-                    Ok(r) => out.warnings.push(format!(
-                        "RemoveApplication {bundle} not queued: {}",
-                        r.failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>().join("; ")
-                    )),
-                    // Queued; Apple's service did not take the licence back.
-                    Err(AppsFailure::Apple(e)) => {
-                        out.push("RemoveApplication", bundle);
-                        out.warnings.push(format!("the licence of {bundle} was not released: {e}"));
-                    }
-                    Err(AppsFailure::Service(e)) => return Err(CommandError::Service(e)),
-                    Err(e) => out.warnings.push(format!("RemoveApplication {bundle} not queued: {e}")),
-                },
+                Some(app) => self.remove_catalog_app(ctx, app, bundle, id, out).await?,
                 None => {
                     let c = serde_json::json!({"RequestType": "RemoveApplication", "Identifier": bundle});
                     if self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?.queued > 0 {
@@ -374,6 +367,54 @@ impl Commander {
             }
             if self.remove_profile(&p.identifier, vec![id.to_owned()], true).await?.queued > 0 {
                 out.push("RemoveProfile", &p.identifier);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a catalog app through the catalog (its licence goes back).
+    /// Apple's confirmation of the licence release may take a while
+    /// (`--apps-event-timeout`): ISE is not kept waiting past
+    /// `CATALOG_WAIT`; the removal goes on, and the app's record tells
+    /// whether RemoveApplication was queued.
+    async fn remove_catalog_app(
+        &self,
+        ctx: &NacContext<'_>,
+        app: &str,
+        bundle: &str,
+        id: &str,
+        out: &mut NacOutcome,
+    ) -> Result<(), CommandError> {
+        let apps = ctx.apps.clone();
+        let (app_id, target) = (app.to_owned(), id.to_owned());
+        let task = tokio::spawn(async move { apps.remove(&app_id, vec![target]).await });
+        match tokio::time::timeout(CATALOG_WAIT, task).await {
+            Ok(Ok(Ok(r))) if r.queued > 0 => out.push("RemoveApplication", bundle),
+            Ok(Ok(Ok(r))) => out.warnings.push(format!(
+                "RemoveApplication {bundle} not queued: {}",
+                r.failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>().join("; ")
+            )),
+            // Queued; Apple's service did not take the licence back.
+            Ok(Ok(Err(AppsFailure::Apple(e)))) => {
+                out.push("RemoveApplication", bundle);
+                out.warnings.push(format!("the licence of {bundle} was not released: {e}"));
+            }
+            Ok(Ok(Err(AppsFailure::Service(e)))) => return Err(CommandError::Service(e)),
+            Ok(Ok(Err(e))) => out.warnings.push(format!("RemoveApplication {bundle} not queued: {e}")),
+            Ok(Err(e)) => out.warnings.push(format!("RemoveApplication {bundle} not queued: {e}")),
+            Err(_) => {
+                let rec = self.mdm.store.record(DEVICE_APPS, &format!("{app}/{id}")).await?;
+                let removing = rec
+                    .and_then(|r| serde_json::from_value::<DeviceApp>(r.value).ok())
+                    .is_some_and(|d| d.state == "removing");
+                if removing {
+                    out.push("RemoveApplication", bundle);
+                    out.warnings.push(format!("the licence of {bundle} is still being released"));
+                } else {
+                    out.warnings.push(format!(
+                        "RemoveApplication {bundle} not confirmed within {CATALOG_WAIT:?}; it may still be queued"
+                    ));
+                }
             }
         }
         Ok(())
