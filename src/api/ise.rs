@@ -9,9 +9,19 @@
 //!
 //! Answers come from local state (the lookup index, inventory and
 //! compliance), never from asking devices. An unknown device is an empty
-//! `deviceList`, not an error. No XML crate writes these: the documents are
-//! small and fixed, so they are built with escaping here; requests are read
-//! with roxmltree.
+//! `deviceList`, not an error.
+//!
+//! Paging (Cisco's MDM API: ISE's first call says `paging=0`; an MDM with
+//! more than `query_max_size` devices to return designs its own scheme and
+//! answers `paging_info`, which ISE puts in its next call; `0`, or none,
+//! means everything was returned). `paging_info` is an integer in Cisco's
+//! schema, so mdmd's is the number of the next page: page `n` is the
+//! `n`-th run of `query_max_size` devices in the store's order (each page
+//! computed afresh: a device enrolled meanwhile may shift a later page by
+//! one). Single-device queries and batches are one page.
+//!
+//! No XML crate writes these: the documents are small and fixed, so they
+//! are built with escaping here; requests are read with roxmltree.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 use crate::service::access::nac::Posture;
+use crate::service::commands::nac::NacContext;
 use crate::store::{ComplianceState, LookupKey};
 
 /// Devices per answer; ISE pages with `paging` beyond it.
@@ -88,7 +99,11 @@ fn b(v: bool) -> &'static str {
     }
 }
 
-/// Which attributes a `filter` asks for (`all`, or names joined by `+`).
+/// Which attributes a `filter` asks for (`all`, or names joined by `+`),
+/// as the element names mdmd writes (lower case). ISE's own names for the
+/// compliance block (`compliance_status` in Cisco's examples, the MDM
+/// dictionary's `compliant_status`) and the spellings without underscores
+/// are taken too.
 fn wanted(filter: Option<&str>) -> Option<Vec<String>> {
     let f = filter.unwrap_or("all").trim();
     if f.is_empty() || f.eq_ignore_ascii_case("all") {
@@ -97,7 +112,20 @@ fn wanted(filter: Option<&str>) -> Option<Vec<String>> {
     Some(
         f.split(['+', ' ', ','])
             .filter(|s| !s.is_empty())
-            .map(|s| s.to_ascii_lowercase())
+            .map(|s| {
+                let s = s.to_ascii_lowercase();
+                match s.as_str() {
+                    "compliance_status" | "compliant_status" | "compliancestatus" | "compliantstatus" => "compliance".to_owned(),
+                    "registerstatus" => "register_status".to_owned(),
+                    "diskencryptionon" => "disk_encryption_on".to_owned(),
+                    "pinlockon" => "pin_lock_on".to_owned(),
+                    "jailbroken" => "jail_broken".to_owned(),
+                    "serialnumber" => "serial_number".to_owned(),
+                    "osversion" => "os_version".to_owned(),
+                    "phonenumber" => "phone_number".to_owned(),
+                    _ => s,
+                }
+            })
             .collect(),
     )
 }
@@ -174,6 +202,75 @@ fn criteria(c: &str) -> Option<LookupKey> {
     })
 }
 
+/// A device listing ISE pages through.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    /// Every device (device channels).
+    All,
+    /// The devices in one compliance state.
+    Compliance(ComplianceState),
+}
+
+/// `paging` as a page number: `0` (or nothing) is the first.
+fn page_number(paging: &str) -> Option<u64> {
+    if paging.is_empty() {
+        return Some(0);
+    }
+    if paging.len() > 12 || !paging.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    paging.parse().ok()
+}
+
+/// Page `page` (0-based) of `size` device ids of a listing, in the store's
+/// order, and whether any device follows it.
+async fn page_of(
+    store: &dyn crate::store::Store,
+    listing: Listing,
+    page: u64,
+    size: usize,
+) -> Result<(Vec<String>, bool), crate::store::StoreError> {
+    const BATCH: usize = 1000;
+    let skip = page.saturating_mul(size as u64);
+    let mut seen = 0u64;
+    let mut out = Vec::with_capacity(size.min(BATCH));
+    let mut after: Option<String> = None;
+    loop {
+        let (ids, last, full) = match listing {
+            Listing::All => {
+                let batch = store.enrollments(after.clone(), BATCH).await?;
+                let last = batch.last().map(|e| e.id.clone());
+                let full = batch.len() == BATCH;
+                (
+                    batch.into_iter().filter(|e| e.id == e.device).map(|e| e.id).collect::<Vec<_>>(),
+                    last,
+                    full,
+                )
+            }
+            Listing::Compliance(state) => {
+                let batch = store.by_compliance(state, after.clone(), BATCH).await?;
+                let last = batch.last().cloned();
+                let full = batch.len() == BATCH;
+                (batch, last, full)
+            }
+        };
+        for id in ids {
+            if seen < skip {
+                seen += 1;
+                continue;
+            }
+            if out.len() == size {
+                return Ok((out, true));
+            }
+            out.push(id);
+        }
+        if !full || last.is_none() {
+            return Ok((out, false));
+        }
+        after = last;
+    }
+}
+
 pub async fn mdminfo(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let asked: u32 = q.get("ise_api_version").and_then(|v| v.trim().parse().ok()).unwrap_or(2);
     let version = asked.clamp(2, 3);
@@ -197,8 +294,18 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
         return (StatusCode::NOT_FOUND, "no such API version\n").into_response();
     };
     let filter = wanted(q.get("filter").map(String::as_str));
-    let paging = q.get("paging").map(String::as_str).unwrap_or("0");
-    let after = (paging != "0" && !paging.is_empty()).then(|| paging.to_owned());
+    let paging = q.get("paging").map(|p| p.trim()).unwrap_or("0");
+    let Some(page) = page_number(paging) else {
+        return error_xml(
+            StatusCode::BAD_REQUEST,
+            "attributes",
+            version,
+            &format!(
+                "paging {:?}: a page number (0 for the first), as paging_info said",
+                crate::outbound::bounded(paging, 40)
+            ),
+        );
+    };
     let crit = q.get("querycriteria").map(String::as_str).unwrap_or("");
     let value = q.get("value").map(String::as_str).unwrap_or("");
     let err = |e: crate::service::ServiceError| match e {
@@ -216,17 +323,23 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
             )
         }
     };
-    if crit.eq_ignore_ascii_case("compliance") {
-        let state = if value.eq_ignore_ascii_case("true") {
-            ComplianceState::Compliant
+    let listing = if crit.eq_ignore_ascii_case("compliance") {
+        Some(if value.eq_ignore_ascii_case("true") {
+            Listing::Compliance(ComplianceState::Compliant)
         } else {
-            ComplianceState::NonCompliant
-        };
-        let ids = match app.mdm.store.by_compliance(state, after, QUERY_MAX_SIZE).await {
-            Ok(ids) => ids,
+            Listing::Compliance(ComplianceState::NonCompliant)
+        })
+    } else if crit.is_empty() {
+        Some(Listing::All)
+    } else {
+        None
+    };
+    if let Some(listing) = listing {
+        let (ids, more) = match page_of(app.mdm.store.as_ref(), listing, page, QUERY_MAX_SIZE).await {
+            Ok(p) => p,
             Err(e) => return err(e.into()),
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
         for id in &ids {
             match app.mdm.posture_of(id).await {
                 Ok(Some(p)) => out.push(p),
@@ -234,36 +347,18 @@ pub async fn devices(State(app): State<Arc<App>>, Path(ver): Path<String>, Query
                 Err(e) => return err(e),
             }
         }
-        let next = if ids.len() == QUERY_MAX_SIZE { ids.last().cloned() } else { None };
-        return device_list(version, &out, &filter, next.as_deref().unwrap_or("0"));
-    }
-    if crit.is_empty() {
-        // Every device, paged.
-        let page = match app.mdm.store.enrollments(after, QUERY_MAX_SIZE).await {
-            Ok(p) => p,
-            Err(e) => return err(e.into()),
-        };
-        let mut out = Vec::new();
-        for e in page.iter().filter(|e| e.id == e.device) {
-            match app.mdm.posture_of(&e.id).await {
-                Ok(Some(p)) => out.push(p),
-                Ok(None) => {}
-                Err(e) => return err(e),
-            }
-        }
-        let next = if page.len() == QUERY_MAX_SIZE {
-            page.last().map(|e| e.id.clone())
-        } else {
-            None
-        };
-        return device_list(version, &out, &filter, next.as_deref().unwrap_or("0"));
+        let next = if more { (page + 1).to_string() } else { "0".to_owned() };
+        return device_list(version, &out, &filter, &next);
     }
     let Some(key) = criteria(crit) else {
         return error_xml(
             StatusCode::BAD_REQUEST,
             "attributes",
             version,
-            &format!("unknown querycriteria {crit:?}: macaddress, udid, imei, meid, serialnumber, username, guid, compliance"),
+            &format!(
+                "unknown querycriteria {:?}: macaddress, udid, imei, meid, serialnumber, username, phonenumber, guid, compliance",
+                crate::outbound::bounded(crit, 40)
+            ),
         );
     };
     match app.mdm.postures(key, value).await {
@@ -377,6 +472,7 @@ pub async fn action(
         Ok(ids) => ids,
         Err(e) => return error_xml(StatusCode::BAD_REQUEST, "action", version, &e.to_string()),
     };
+    let enrollment_profile = app.enroller.profile_identifier();
     let mut s = String::from("<ise_api>");
     el(&mut s, "name", "action");
     el(&mut s, "api_version", &version.to_string());
@@ -391,17 +487,34 @@ pub async fn action(
         };
         let (ok, reason) = match found.as_slice() {
             [] => (false, "device not found".to_owned()),
-            [id] => match app.commander.nac_action(&kind, id).await {
-                Ok(n) => {
-                    tracing::info!(action = %kind, enrollment = %id, commands = n, "NAC action queued");
-                    (true, String::new())
+            [id] => {
+                let ctx = NacContext {
+                    apps: &app.apps,
+                    enrollment_profile: &enrollment_profile,
+                };
+                match app.commander.nac_action(&kind, id, &ctx).await {
+                    Ok(o) if o.applied() => {
+                        tracing::info!(
+                            action = %kind,
+                            enrollment = %id,
+                            commands = o.queued.len(),
+                            queued = %o.summary(),
+                            warnings = ?o.warnings,
+                            "NAC action queued"
+                        );
+                        (true, String::new())
+                    }
+                    Ok(o) => {
+                        tracing::info!(action = %kind, enrollment = %id, warnings = ?o.warnings, "NAC action: nothing queued");
+                        (false, o.why_nothing())
+                    }
+                    Err(crate::service::commands::CommandError::Service(e)) => {
+                        let id = super::error::internal("a NAC action", &e);
+                        (false, format!("internal error (request id {id})"))
+                    }
+                    Err(e) => (false, e.to_string()),
                 }
-                Err(crate::service::commands::CommandError::Service(e)) => {
-                    let id = super::error::internal("a NAC action", &e);
-                    (false, format!("internal error (request id {id})"))
-                }
-                Err(e) => (false, e.to_string()),
-            },
+            }
             _ => (false, "the identifier matches more than one device".to_owned()),
         };
         s.push_str("<device>");

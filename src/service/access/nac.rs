@@ -14,7 +14,12 @@ pub struct Posture {
     pub compliant: bool,
     pub failure_reason: String,
     pub remediation: String,
+    /// Data protection is on: hardware encryption (SecurityInfo
+    /// `HardwareEncryptionCaps` block and file level, 3) and a passcode
+    /// (`PasscodePresent`): iOS protects files with keys derived from the
+    /// passcode, so without one the file-level encryption protects nothing.
     pub disk_encryption_on: bool,
+    /// SecurityInfo `PasscodePresent`.
     pub pin_lock_on: bool,
     /// iOS does not tell an MDM; always false.
     pub jail_broken: bool,
@@ -66,7 +71,7 @@ pub fn posture(e: &Enrollment, inventory: &[InventoryItem], compliance: Option<&
             "Open Settings on the device and resolve what is listed, or contact IT.".to_owned()
         },
         failure_reason: if registered { failure_reason } else { "not enrolled".to_owned() },
-        disk_encryption_on: caps & 3 == 3,
+        disk_encryption_on: caps & 3 == 3 && flag("PasscodePresent"),
         pin_lock_on: flag("PasscodePresent"),
         jail_broken: false,
         manufacturer: "Apple Inc.",
@@ -106,5 +111,48 @@ impl Mdm {
         let inv = self.store.inventory(id).await?;
         let c = self.store.compliance(id).await?;
         Ok(Some(posture(&e, &inv, c.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EnrollmentKind;
+
+    fn with_security(info: Option<serde_json::Value>) -> Posture {
+        let mut e = Enrollment::blank("U1", "U1", EnrollmentKind::Device, "com.apple.mgmt.External.t", 1);
+        e.active = true;
+        let inv: Vec<InventoryItem> = info
+            .into_iter()
+            .map(|v| InventoryItem {
+                kind: "SecurityInfo".into(),
+                reported_at: 1,
+                data: serde_json::json!({ "SecurityInfo": v }),
+            })
+            .collect();
+        posture(&e, &inv, None)
+    }
+
+    #[test]
+    fn disk_encryption_needs_hardware_encryption_and_a_passcode() {
+        let p = |caps: i64, passcode: bool| {
+            with_security(Some(
+                serde_json::json!({"HardwareEncryptionCaps": caps, "PasscodePresent": passcode}),
+            ))
+        };
+        let both = p(3, true);
+        assert!(both.disk_encryption_on && both.pin_lock_on);
+        // Hardware encryption without a passcode: data protection is off.
+        let no_passcode = p(3, false);
+        assert!(!no_passcode.disk_encryption_on && !no_passcode.pin_lock_on);
+        // A passcode on hardware with block-level encryption only.
+        assert!(!p(1, true).disk_encryption_on);
+        assert!(!p(2, true).disk_encryption_on);
+        assert!(p(7, true).disk_encryption_on, "other bits do not matter");
+        // Nothing reported yet: off.
+        let unknown = with_security(None);
+        assert!(!unknown.disk_encryption_on && !unknown.pin_lock_on);
+        // A PasscodePresent that is not a boolean is not a passcode.
+        assert!(!with_security(Some(serde_json::json!({"HardwareEncryptionCaps": 3, "PasscodePresent": "yes"}))).disk_encryption_on);
     }
 }

@@ -26,6 +26,7 @@
 
 mod app_configs;
 pub mod enqueue;
+pub mod nac;
 mod per_device;
 
 pub use per_device::CopyError;
@@ -341,42 +342,6 @@ impl Commander {
     pub async fn install_template(&self, identifier: &str, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
         let (t, dict) = self.stored_template(identifier).await?;
         self.install(identifier, Some(t.sha256.clone()), dict, targets, push).await
-    }
-
-    /// A network access control's action on one device: `pin_lock`
-    /// (DeviceLock), `full_wipe` (EraseDevice) or `corporate_wipe` (remove
-    /// every profile mdmd installed, which takes their payloads, managed
-    /// settings and the apps and accounts they brought with them). Returns
-    /// how many commands were queued.
-    pub async fn nac_action(&self, action: &str, id: &str) -> Result<usize, CommandError> {
-        match action {
-            "pin_lock" => {
-                let c =
-                    serde_json::json!({"RequestType": "DeviceLock", "Message": "Locked by your organisation's network access control."});
-                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?;
-                Ok(1)
-            }
-            "full_wipe" => {
-                let c = serde_json::json!({"RequestType": "EraseDevice"});
-                self.enqueue(CommandInput::Json(c), vec![id.to_owned()], true).await?;
-                Ok(1)
-            }
-            "corporate_wipe" => {
-                let profiles = self.mdm.store.device_profiles(id).await?;
-                let mut n = 0;
-                for p in profiles.iter().filter(|p| {
-                    matches!(
-                        p.state,
-                        ProfileState::Installed | ProfileState::Pending | ProfileState::Missing | ProfileState::Failed
-                    )
-                }) {
-                    self.remove_profile(&p.identifier, vec![id.to_owned()], true).await?;
-                    n += 1;
-                }
-                Ok(n)
-            }
-            other => Err(CommandError::NotFound(format!("unknown action {other}"))),
-        }
     }
 
     /// Queue RemoveProfile of a profile identifier.
