@@ -14,7 +14,6 @@ use common::derived::{call_as, credential, derived_p12, ended, identity_of, post
 use common::{b64, device_profile, free_port, template, wait_until, Server};
 use serde_json::{json, Value};
 
-
 const PROFILE: &str = "com.agency.pivd.wifi";
 const PW: &str = "pin-1234";
 
@@ -41,7 +40,10 @@ async fn device_with_credential(srv: &Server, issuer: &str, p12: &[u8]) -> (mdmd
 
 async fn deliver(srv: &Server, issuer: &str, mut d: mdmd::sim::SimDevice, p12: &[u8]) -> (mdmd::sim::SimDevice, String) {
     let admin = srv.admin();
-    let t = template(PROFILE, &format!("{}{}", derived_p12("DC-AUTH", "authentication"), wifi_eap_tls("WIFI-1", "DC-AUTH")));
+    let t = template(
+        PROFILE,
+        &format!("{}{}", derived_p12("DC-AUTH", "authentication"), wifi_eap_tls("WIFI-1", "DC-AUTH")),
+    );
     let (s, v) = admin.call_bytes("/v1/profiles", t).await.unwrap();
     assert!(s == 200 || s == 201, "{s} {v}");
     let (s, v) = post_as(
@@ -144,7 +146,15 @@ async fn the_provider_revokes_a_credential_and_it_stays_revoked() {
 
     // The provider revokes by serial (as Entrust knows it, with colons and a leading zero).
     let serial = common::serial_hex(&cert);
-    let colons = format!("00:{}", serial.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":"));
+    let colons = format!(
+        "00:{}",
+        serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":")
+    );
     let (s, v) = call_as(&srv, &issuer, path, json!({"serial": colons.to_lowercase(), "reason": "card lost"})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["revoked"]["id"], id.as_str());
@@ -329,7 +339,10 @@ async fn revocation_sources_that_fail_remove_nothing() {
     // Failures count up and nothing ended; the profile stays on the device.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            credential(&srv, &ids[1].0).await["revocation_check"]["failures"].as_u64().unwrap_or(0) >= 2
+            credential(&srv, &ids[1].0).await["revocation_check"]["failures"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 2
         })
         .await
     );
@@ -348,7 +361,13 @@ async fn sources_on_refused_addresses_are_not_fetched() {
     let srv = Server::start_with(&["--derived-check-interval", "1", "--derived-revocation-interval", "1"]);
     let issuer = srv.account("entrust", "issuer");
     let by_name = format!("{}/crl", crls.base.replace("127.0.0.1", "localhost"));
-    let (p12, _) = ca.issue("Alice Agent", 86_400, Some(&by_name), Some("http://169.254.169.254/latest/meta-data/"), PW);
+    let (p12, _) = ca.issue(
+        "Alice Agent",
+        86_400,
+        Some(&by_name),
+        Some("http://169.254.169.254/latest/meta-data/"),
+        PW,
+    );
     let (mut d, id) = device_with_credential(&srv, &issuer, &p12).await;
     assert!(
         wait_until(Duration::from_secs(10), || async {

@@ -66,14 +66,21 @@ fn resolves_to(d: &mdmd::sim::SimDevice, reference: &str, want: &X509, what: &st
     );
     assert!(p.get("PayloadContent").and_then(plist::Value::as_data).is_some(), "{what}: no data");
     let id = identity_of(d, PROFILE, reference);
-    assert_eq!(id.cert.to_der().unwrap(), want.to_der().unwrap(), "{what}: not the credential of its usage");
-    assert!(id.cert.public_key().unwrap().public_eq(&id.key), "{what}: the key is not the certificate's");
+    assert_eq!(
+        id.cert.to_der().unwrap(),
+        want.to_der().unwrap(),
+        "{what}: not the credential of its usage"
+    );
+    assert!(
+        id.cert.public_key().unwrap().public_eq(&id.key),
+        "{what}: the key is not the certificate's"
+    );
 }
 
 fn reference(p: &plist::Dictionary, path: &[&str]) -> String {
     let mut v = p.get(path[0]).unwrap_or_else(|| panic!("no {}", path[0]));
     for k in &path[1..] {
-        v = v.as_dictionary().and_then(|d| d.get(*k)).unwrap_or_else(|| panic!("no {k}"));
+        v = v.as_dictionary().and_then(|d| d.get(k)).unwrap_or_else(|| panic!("no {k}"));
     }
     v.as_string().unwrap().to_owned()
 }
@@ -138,7 +145,10 @@ async fn exchange_smime_vpn_and_wifi_carry_the_derived_credential_of_each_usage(
             .any(|h| h.request_type == "InstallProfile" && h.status == mdmd::protocol::Status::Acknowledged),
         "{handled:?}"
     );
-    assert!(d.profiles[PROFILE].encrypted, "a profile with credentials goes encrypted to the device");
+    assert!(
+        d.profiles[PROFILE].encrypted,
+        "a profile with credentials goes encrypted to the device"
+    );
     let (auth_c, sign_c, enc_c) = (cert_of(&auth, pw), cert_of(&sign, pw), cert_of(&enc, pw));
 
     // Exchange: identity = authentication; S/MIME signing and encryption, each its own credential.
@@ -147,13 +157,23 @@ async fn exchange_smime_vpn_and_wifi_carry_the_derived_credential_of_each_usage(
     assert_eq!(eas.get("SMIMEEncryptionEnabled").and_then(plist::Value::as_boolean), Some(true));
     resolves_to(&d, &reference(&eas, &["PayloadCertificateUUID"]), &auth_c, "Exchange identity");
     resolves_to(&d, &reference(&eas, &["SMIMESigningCertificateUUID"]), &sign_c, "S/MIME signing");
-    resolves_to(&d, &reference(&eas, &["SMIMEEncryptionCertificateUUID"]), &enc_c, "S/MIME encryption");
+    resolves_to(
+        &d,
+        &reference(&eas, &["SMIMEEncryptionCertificateUUID"]),
+        &enc_c,
+        "S/MIME encryption",
+    );
     // VPN: IKEv2 with certificate authentication.
     let vpn = payload_on(&d, "VPN-1");
     assert_eq!(reference(&vpn, &["IKEv2", "AuthenticationMethod"]), "Certificate");
     resolves_to(&d, &reference(&vpn, &["IKEv2", "PayloadCertificateUUID"]), &auth_c, "VPN");
     // Wi-Fi EAP-TLS.
-    resolves_to(&d, &reference(&payload_on(&d, "WIFI-1"), &["PayloadCertificateUUID"]), &auth_c, "Wi-Fi");
+    resolves_to(
+        &d,
+        &reference(&payload_on(&d, "WIFI-1"), &["PayloadCertificateUUID"]),
+        &auth_c,
+        "Wi-Fi",
+    );
     // The password that opened each PKCS#12 came inside the encrypted profile.
     assert_eq!(payload_on(&d, "DC-ENC").get("Password").and_then(plist::Value::as_string), Some(pw));
 
@@ -161,7 +181,12 @@ async fn exchange_smime_vpn_and_wifi_carry_the_derived_credential_of_each_usage(
     let creds = dev["derived_credentials"].as_array().unwrap();
     let owners: Vec<(String, String)> = creds
         .iter()
-        .map(|c| (c["usage"].as_str().unwrap().to_owned(), c["owner"]["kind"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["usage"].as_str().unwrap().to_owned(),
+                c["owner"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         owners,
@@ -185,7 +210,12 @@ async fn exchange_smime_vpn_and_wifi_carry_the_derived_credential_of_each_usage(
     assert_eq!(v["profiles_sent"][&d.udid], json!([PROFILE]), "{v}");
     d.session().await.unwrap();
     let eas = payload_on(&d, "EAS-1");
-    resolves_to(&d, &reference(&eas, &["SMIMEEncryptionCertificateUUID"]), &cert_of(&enc2, "pin-1357"), "renewed encryption");
+    resolves_to(
+        &d,
+        &reference(&eas, &["SMIMEEncryptionCertificateUUID"]),
+        &cert_of(&enc2, "pin-1357"),
+        "renewed encryption",
+    );
     resolves_to(&d, &reference(&eas, &["SMIMESigningCertificateUUID"]), &sign_c, "signing unchanged");
     resolves_to(&d, &reference(&eas, &["PayloadCertificateUUID"]), &auth_c, "identity unchanged");
 }
@@ -213,10 +243,7 @@ async fn exchange_references_must_resolve_when_the_template_is_uploaded() {
 <key>LocalIdentifier</key><string>a</string><key>RemoteIdentifier</key><string>b</string>\
 <key>AuthenticationMethod</key><string>Certificate</string><key>PayloadCertificateUUID</key><string>DC-AUTH</string></dict>",
         );
-        let t = template(
-            "com.agency.bad",
-            &format!("{}{eas}{vpn}", derived_p12("DC-AUTH", "authentication")),
-        );
+        let t = template("com.agency.bad", &format!("{}{eas}{vpn}", derived_p12("DC-AUTH", "authentication")));
         let (s, v) = admin.call_bytes("/v1/profiles", t).await.unwrap();
         assert_eq!(s, 400, "{v}");
         assert!(v.to_string().contains(why), "{why}: {v}");

@@ -183,9 +183,13 @@ impl DerivedCmd {
                         body.insert(k.into(), json!(v));
                     }
                 }
-                a.send(Method::POST, "/v1/derived-credentials/revocations", Some(serde_json::Value::Object(body)))
-                    .await?
-                    .ok()?
+                a.send(
+                    Method::POST,
+                    "/v1/derived-credentials/revocations",
+                    Some(serde_json::Value::Object(body)),
+                )
+                .await?
+                .ok()?
             }
         };
         print(&v);

@@ -72,9 +72,9 @@ pub fn sources(cert: &X509Ref) -> Sources {
 /// The certificate in `chain` that issued `cert` (names match and its key
 /// verifies the signature).
 pub fn issuer_of<'a>(cert: &X509Ref, chain: &'a [X509]) -> Option<&'a X509> {
-    chain.iter().find(|c| {
-        c.issued(cert) == X509VerifyResult::OK && c.public_key().and_then(|k| cert.verify(&k)).unwrap_or(false)
-    })
+    chain
+        .iter()
+        .find(|c| c.issued(cert) == X509VerifyResult::OK && c.public_key().and_then(|k| cert.verify(&k)).unwrap_or(false))
 }
 
 /// What a CRL or an OCSP responder says of one certificate.
@@ -194,11 +194,7 @@ pub fn issuers_crl(body: &[u8], issuer: &X509Ref) -> Result<X509Crl, RevocationE
     let crl = X509Crl::from_der(body)
         .or_else(|_| X509Crl::from_pem(body))
         .map_err(|_| RevocationError::NotACrl)?;
-    let same = crl
-        .issuer_name()
-        .try_cmp(issuer.subject_name())
-        .map(|o| o.is_eq())
-        .unwrap_or(false);
+    let same = crl.issuer_name().try_cmp(issuer.subject_name()).map(|o| o.is_eq()).unwrap_or(false);
     if !same {
         let name = crl
             .issuer_name()
@@ -265,7 +261,8 @@ mod tests {
         let mut b = X509Builder::new().unwrap();
         b.set_version(2).unwrap();
         b.set_subject_name(&name(cn)).unwrap();
-        b.set_issuer_name(issuer.map_or(name(cn).as_ref(), |(i, _)| i.subject_name())).unwrap();
+        b.set_issuer_name(issuer.map_or(name(cn).as_ref(), |(i, _)| i.subject_name()))
+            .unwrap();
         b.set_pubkey(key).unwrap();
         b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
         b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
@@ -294,9 +291,15 @@ mod tests {
         );
         let s = sources(&leaf);
         assert_eq!(s.ocsp, vec!["http://ocsp.example/".to_owned()]);
-        assert_eq!(s.crl, vec!["http://crl.example/a.crl".to_owned(), "https://crl.example/b.crl".to_owned()]);
+        assert_eq!(
+            s.crl,
+            vec!["http://crl.example/a.crl".to_owned(), "https://crl.example/b.crl".to_owned()]
+        );
         assert!(sources(&ca).is_empty());
-        assert_eq!(issuer_of(&leaf, &[leaf.clone(), ca.clone()]).map(|c| c.to_der().unwrap()), Some(ca.to_der().unwrap()));
+        assert_eq!(
+            issuer_of(&leaf, &[leaf.clone(), ca.clone()]).map(|c| c.to_der().unwrap()),
+            Some(ca.to_der().unwrap())
+        );
         let other = cert("CA", &key(), None, &[]);
         assert!(issuer_of(&leaf, &[other]).is_none(), "same name, other key");
     }
@@ -312,7 +315,10 @@ mod tests {
         assert!(matches!(ocsp_verdict(&[], &leaf, &ca), Err(RevocationError::NotOcsp)));
         // tryLater: a well-formed response without a body.
         let later = OcspResponse::create(OcspResponseStatus::TRY_LATER, None).unwrap().to_der().unwrap();
-        assert!(matches!(ocsp_verdict(&later, &leaf, &ca), Err(RevocationError::OcspStatus("tryLater"))));
+        assert!(matches!(
+            ocsp_verdict(&later, &leaf, &ca),
+            Err(RevocationError::OcspStatus("tryLater"))
+        ));
         let req = ocsp_request(&leaf, &ca).unwrap();
         assert!(OcspRequest::from_der(&req).is_ok());
         assert_eq!(reason_name(1), "keyCompromise");

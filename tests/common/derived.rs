@@ -224,7 +224,17 @@ certificate = ca.pem\nprivate_key = ca.key\ndefault_md = sha256\ndefault_crl_day
     pub async fn ocsp_responder(&self, port: u16) -> KillOnDrop {
         let mut child = Command::new("openssl")
             .args(["ocsp", "-index", "index.txt", "-port", &port.to_string()])
-            .args(["-rsigner", "ca.pem", "-rkey", "ca.key", "-CA", "ca.pem", "-nmin", "5", "-ignore_err"])
+            .args([
+                "-rsigner",
+                "ca.pem",
+                "-rkey",
+                "ca.key",
+                "-CA",
+                "ca.pem",
+                "-nmin",
+                "5",
+                "-ignore_err",
+            ])
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -4,6 +4,11 @@
 //! their last check is `--derived-revocation-interval` old, and one that is
 //! revoked ends. An ended credential's profiles leave the devices and wait
 //! again, as when it is deleted (`Commander::derived_deleted`).
+//!
+//! A pass asks the least recently checked credentials first and stops
+//! asking sources once it has run for its budget (the check interval, at
+//! least 30 s): the rest stay due for the next pass, and a pass never runs
+//! into the next one however many sources hang.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,14 +33,19 @@ pub struct Swept {
 }
 
 impl Commander {
-    /// One pass over the derived credentials.
-    pub async fn derived_sweep(&self) -> Result<Swept, DerivedError> {
+    /// One pass over the derived credentials; revocation sources are asked
+    /// until `budget` has passed.
+    pub async fn derived_sweep(&self, budget: std::time::Duration) -> Result<Swept, DerivedError> {
         let Some(derived) = self.derived().cloned() else {
             return Ok(Swept::default());
         };
+        let started = std::time::Instant::now();
         let mut out = Swept::default();
         let mut run = Run::default();
-        for (key, s) in derived.active().await? {
+        let mut active = derived.active().await?;
+        active.sort_by_key(|(_, s)| s.revocation.as_ref().map_or(i64::MIN, |c| c.checked_at));
+        for (key, s) in active {
+            run.out_of_time = started.elapsed() >= budget;
             if let Err(e) = self.check_one(&key, &s, &mut run, &mut out).await {
                 tracing::warn!(id = %s.id, error = %e, "derived credential check failed");
             }
@@ -55,7 +65,7 @@ impl Commander {
             Some(Ending::expired())
         } else {
             let Some(checker) = derived.checker() else { return Ok(()) };
-            if s.sources.is_empty() || !checker.due(s.revocation.as_ref().map(|c| c.checked_at), t) {
+            if run.out_of_time || s.sources.is_empty() || !checker.due(s.revocation.as_ref().map(|c| c.checked_at), t) {
                 return Ok(());
             }
             let (cert, chain) = derived.certificates(key, s)?;
@@ -99,7 +109,7 @@ pub fn spawn(commander: Arc<Commander>, every: std::time::Duration, instance: &s
     crate::ops::lease::spawn_leased(store, "derived-credential-check", instance, every, false, move || {
         let commander = commander.clone();
         async move {
-            match commander.derived_sweep().await {
+            match commander.derived_sweep(every.max(std::time::Duration::from_secs(30))).await {
                 Ok(s) => {
                     if !(s.expired.is_empty() && s.revoked.is_empty()) {
                         tracing::info!(expired = ?s.expired, revoked = ?s.revoked, profiles_removed = ?s.removed, "derived credentials ended");

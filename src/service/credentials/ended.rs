@@ -79,7 +79,10 @@ pub enum Named {
     Id(String),
     /// The certificate's serial (hex, any case, colons allowed) and
     /// optionally its issuer (as the credential shows it).
-    Serial { serial: String, issuer: Option<String> },
+    Serial {
+        serial: String,
+        issuer: Option<String>,
+    },
 }
 
 /// What a revocation did.
@@ -93,7 +96,11 @@ pub struct Revoked {
 
 /// Serials as `CertView` writes them: upper-case hex, no leading zeros.
 fn normal_serial(s: &str) -> String {
-    let hex: String = s.chars().filter(|c| !matches!(c, ':' | ' ')).collect::<String>().to_ascii_uppercase();
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect::<String>()
+        .to_ascii_uppercase();
     let t = hex.trim_start_matches('0');
     if t.is_empty() {
         "0".into()
@@ -148,9 +155,12 @@ impl Derived {
         let p = openssl::pkcs12::Pkcs12::from_der(&d.pkcs12)
             .and_then(|p| p.parse2(&d.password))
             .map_err(|e| DerivedError::internal("reading a stored derived credential", format!("credential {}: {e}", s.id)))?;
-        let cert = p
-            .cert
-            .ok_or_else(|| DerivedError::internal("reading a stored derived credential", format!("credential {}: no certificate", s.id)))?;
+        let cert = p.cert.ok_or_else(|| {
+            DerivedError::internal(
+                "reading a stored derived credential",
+                format!("credential {}: no certificate", s.id),
+            )
+        })?;
         Ok((cert, p.ca.map(|c| c.into_iter().collect()).unwrap_or_default()))
     }
 
@@ -223,9 +233,11 @@ impl Derived {
     /// The revocation of this certificate, if it was revoked (a hold does
     /// not count: it may be released).
     pub(super) async fn revoked(&self, issuer: &str, serial: &str) -> Result<Option<EndedView>, DerivedError> {
-        Ok(self.ended().await?.into_iter().find(|e| {
-            e.status == "revoked" && e.issuer == issuer && e.serial == serial && e.reason.as_deref() != Some("certificateHold")
-        }))
+        Ok(self
+            .ended()
+            .await?
+            .into_iter()
+            .find(|e| e.status == "revoked" && e.issuer == issuer && e.serial == serial && e.reason.as_deref() != Some("certificateHold")))
     }
 
     /// Forget ended records older than `before`.

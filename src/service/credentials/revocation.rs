@@ -105,9 +105,17 @@ pub struct RevocationCheck {
 /// What one check found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Good { via: String },
-    Revoked { via: String, reason: String, at: Option<String> },
-    Unknown { via: String },
+    Good {
+        via: String,
+    },
+    Revoked {
+        via: String,
+        reason: String,
+        at: Option<String>,
+    },
+    Unknown {
+        via: String,
+    },
     Failed(String),
     /// Nothing to ask, or nothing to verify an answer with.
     NotChecked(String),
@@ -146,6 +154,8 @@ pub struct Run {
     dead: HashMap<String, String>,
     /// Requests made in this sweep.
     pub fetches: usize,
+    /// The sweep's budget is spent: no more sources are asked.
+    pub out_of_time: bool,
 }
 
 /// A refused address: why, or None when it may be reached.
@@ -312,9 +322,7 @@ impl Checker {
             return Outcome::NotChecked("the certificate names no OCSP responder or CRL (http)".into());
         }
         let Some(issuer) = rev::issuer_of(cert, chain) else {
-            return Outcome::NotChecked(
-                "the PKCS#12 holds no issuer certificate to verify CRL or OCSP answers with".into(),
-            );
+            return Outcome::NotChecked("the PKCS#12 holds no issuer certificate to verify CRL or OCSP answers with".into());
         };
         let mut errors = Vec::new();
         let mut unknown = None;
@@ -325,7 +333,11 @@ impl Checker {
             }
             run.fetches += 1;
             match self.ask_ocsp(url, cert, issuer).await {
-                Ok(Verdict::Good) => return Outcome::Good { via: format!("ocsp {url}") },
+                Ok(Verdict::Good) => {
+                    return Outcome::Good {
+                        via: format!("ocsp {url}"),
+                    }
+                }
                 Ok(Verdict::Revoked { reason, at }) => {
                     return Outcome::Revoked {
                         via: format!("ocsp {url}"),
@@ -440,7 +452,11 @@ mod tests {
         for u in ["ftp://x.example/crl", "http://u:p@x.example/crl", "file:///etc/passwd", "nonsense"] {
             assert!(matches!(c.fetch(u, None, 10).await, Err(FetchError::BadUrl)), "{u}");
         }
-        for u in ["http://127.0.0.1:9/crl", "http://[::1]:9/", "http://169.254.169.254/latest/meta-data/"] {
+        for u in [
+            "http://127.0.0.1:9/crl",
+            "http://[::1]:9/",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
             assert!(matches!(c.fetch(u, None, 10).await, Err(FetchError::Refused(..))), "{u}");
         }
         // A name that resolves to loopback is refused by the resolver.
