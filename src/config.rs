@@ -67,6 +67,26 @@ pub struct ServeConfig {
     /// in hours; the app configuration is re-sent with a new one halfway.
     #[arg(long, env = "MDMD_DERIVED_TOKEN_HOURS", default_value_t = 24)]
     pub derived_token_hours: i64,
+    /// How often one instance looks at the derived credentials, in seconds:
+    /// an expired one ends (its profiles leave the devices and wait again),
+    /// and those due are checked for revocation.
+    #[arg(long, env = "MDMD_DERIVED_CHECK_INTERVAL", default_value_t = 600)]
+    pub derived_check_interval: u64,
+    /// Ask each derived credential's OCSP responder or CRL (named in its
+    /// certificate) at most this often, in seconds; 0: never.
+    #[arg(long, env = "MDMD_DERIVED_REVOCATION_INTERVAL", default_value_t = 3600)]
+    pub derived_revocation_interval: i64,
+    /// Bound on each CRL download or OCSP request (seconds).
+    #[arg(long, env = "MDMD_DERIVED_REVOCATION_TIMEOUT", default_value_t = 10)]
+    pub derived_revocation_timeout: u64,
+    /// The largest CRL read, in MiB.
+    #[arg(long, env = "MDMD_DERIVED_CRL_MAX_MB", default_value_t = 32)]
+    pub derived_crl_max_mb: usize,
+    /// Networks (CIDR) revocation checks may reach although refused by
+    /// default: loopback, link-local (cloud metadata), e.g. `127.0.0.1/32`
+    /// for a responder on this host. Repeat or comma-separate.
+    #[arg(long = "derived-revocation-allow", env = "MDMD_DERIVED_REVOCATION_ALLOW", value_delimiter = ',')]
+    pub derived_revocation_allow: Vec<String>,
     /// Post every check-in and command result here (MicroMDM/NanoMDM webhook JSON); repeatable.
     #[arg(long = "webhook-url", env = "MDMD_WEBHOOK_URLS", value_delimiter = ',')]
     pub webhook_urls: Vec<String>,

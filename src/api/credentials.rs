@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{ApiError, ApiResult, Caller};
 use crate::app::App;
 use crate::service::credentials::derived::Owner;
+use crate::service::credentials::ended::Named;
 use crate::service::credentials::orgca::Challenge;
 
 /// A provider app's upload token, when that is how the caller signed in.
@@ -144,7 +145,44 @@ pub async fn post_credential(
 
 pub async fn list_credentials(State(app): State<Arc<App>>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    Ok(Json(json!({"derived_credentials": derived.list().await?})).into_response())
+    Ok(Json(json!({"derived_credentials": derived.list().await?, "ended": derived.ended().await?})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRevocation {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    serial: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/derived-credentials/revocations`: the provider (an `issuer`
+/// account) or an admin says a credential is revoked. It ends with an audit
+/// record and its profiles leave the devices; already ended: 200, `"already"`.
+pub async fn revoke_credential(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>, body: axum::body::Bytes) -> ApiResult {
+    let derived = service!(app, derived, "derived credentials");
+    let n: NewRevocation = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be {{\"id\"}} or {{\"serial\" (hex), \"issuer\"?}}, with \"reason\"?: {e}"
+        ))
+    })?;
+    let named = match (n.id, n.serial, n.issuer) {
+        (Some(id), None, None) => Named::Id(id),
+        (None, Some(serial), issuer) => Named::Serial { serial, issuer },
+        _ => return Err(ApiError::bad_request("give the id, or the serial (and optionally the issuer)")),
+    };
+    let who = caller.map(|Extension(c)| c.name).unwrap_or_else(|| "admin".into());
+    let r = derived.revoke(named, n.reason, format!("account:{who}")).await?;
+    let Some(was) = r.was_active else {
+        return Ok(Json(json!({"revoked": r.ended, "already": r.ended.status})).into_response());
+    };
+    let f = app.commander.derived_deleted(&was).await?;
+    Ok(Json(json!({"revoked": r.ended, "profiles_removed": f.removed, "profiles_reinstalled": f.installed})).into_response())
 }
 
 pub async fn delete_credential(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {

@@ -138,6 +138,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/derived-credentials" credentials::list_credentials, "credentials", "", "Derived credentials";
         post "/v1/derived-credentials" credentials::post_credential, "credentials", "json", "Post a derived credential (PKCS#12)";
         delete "/v1/derived-credentials/{id}" credentials::delete_credential, "credentials", "", "Delete a derived credential; dependent profiles are removed";
+        post "/v1/derived-credentials/revocations" credentials::revoke_credential, "credentials", "json", "The provider revokes a derived credential: {\"id\"} or {\"serial\", \"issuer\"?}, \"reason\"?; dependent profiles are removed, an audit record kept";
         get "/v1/declarations" ddm::list_declarations, "declarative", "", "Declarations (with mdmd's own status subscription)";
         put "/v1/declarations" ddm::put_declaration, "declarative", "json", "Create or replace a declaration (validated against Apple's schema)";
         get "/v1/declarations/{id}" ddm::get_declaration, "declarative", "", "One declaration with its ServerToken";

@@ -29,7 +29,7 @@ pub fn area(path: &str) -> Area {
         Area::Cas
     } else if path.starts_with("/v1/acme") {
         Area::Acme
-    } else if path == "/v1/derived-credentials" {
+    } else if path == "/v1/derived-credentials" || path == "/v1/derived-credentials/revocations" {
         Area::DerivedCredentials
     } else if path.starts_with("/v1/derived-credentials") {
         Area::DerivedCredential
@@ -108,6 +108,10 @@ mod tests {
         assert!(allowed(Role::Issuer, &g, "/v1/derived-credentials"));
         assert!(!allowed(Role::Issuer, &Method::DELETE, "/v1/derived-credentials"));
         assert!(!allowed(Role::Issuer, &g, "/v1/derived-credentials/x"));
+        // …and says which are revoked; operators may not.
+        assert!(allowed(Role::Issuer, &p, "/v1/derived-credentials/revocations"));
+        assert!(!allowed(Role::Operator, &p, "/v1/derived-credentials/revocations"));
+        assert!(!allowed(Role::Issuer, &Method::DELETE, "/v1/derived-credentials/x"));
         assert!(!allowed(Role::Issuer, &g, "/v1/devices"));
     }
 }

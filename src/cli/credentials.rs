@@ -128,10 +128,26 @@ pub enum DerivedCmd {
         #[arg(long, env = "MDMD_PKCS12_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Active credentials, and those that ended (revoked, expired).
     List,
     /// Delete a credential: profiles that carry it are removed from the devices and wait again.
     Rm {
         id: String,
+    },
+    /// Revoke a credential as its provider would: like rm, but an audit
+    /// record is kept and the certificate cannot be posted again.
+    Revoke {
+        /// The credential's id (dc_…).
+        #[arg(conflicts_with = "serial", required_unless_present = "serial")]
+        id: Option<String>,
+        /// The certificate's serial number (hex) instead of the id.
+        #[arg(long)]
+        serial: Option<String>,
+        /// With --serial: the issuer as the credential shows it.
+        #[arg(long, requires = "serial")]
+        issuer: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -155,6 +171,26 @@ impl DerivedCmd {
                 .send(Method::DELETE, &format!("/v1/derived-credentials/{}", enc(&id)), None)
                 .await?
                 .ok()?,
+            DerivedCmd::Revoke {
+                id,
+                serial,
+                issuer,
+                reason,
+            } => {
+                let mut body = serde_json::Map::new();
+                for (k, v) in [("id", id), ("serial", serial), ("issuer", issuer), ("reason", reason)] {
+                    if let Some(v) = v {
+                        body.insert(k.into(), json!(v));
+                    }
+                }
+                a.send(
+                    Method::POST,
+                    "/v1/derived-credentials/revocations",
+                    Some(serde_json::Value::Object(body)),
+                )
+                .await?
+                .ok()?
+            }
         };
         print(&v);
         Ok(())

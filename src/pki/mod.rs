@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cms;
 pub mod identity;
 pub mod ossl;
+pub mod revocation;
 pub mod scep;
 pub mod secrets;
 pub mod tls;

@@ -378,11 +378,22 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         )
         .map_err(|e| anyhow::anyhow!("organisation CA client: {e}"))?,
     );
-    let derived = Arc::new(crate::service::credentials::derived::Derived::new(
+    let derived = crate::service::credentials::derived::Derived::new(
         store.clone(),
         secrets.clone(),
         cfg.derived_token_hours.max(1) * 3600,
-    ));
+    );
+    let derived = Arc::new(match cfg.derived_revocation_interval {
+        0 => derived,
+        every => derived.with_revocation(crate::service::credentials::revocation::Checker::new(
+            crate::service::credentials::revocation::RevocationConfig {
+                every,
+                timeout: std::time::Duration::from_secs(cfg.derived_revocation_timeout.clamp(1, 300)),
+                max_crl_bytes: cfg.derived_crl_max_mb.clamp(1, 1024) << 20,
+                allow: cfg.derived_revocation_allow.clone(),
+            },
+        )?),
+    });
     let ddm_cfg = crate::service::ddm::DdmConfig {
         status_subscriptions: cfg.ddm_status_subscriptions,
         enable_after_enroll: cfg.ddm_enable,
@@ -434,6 +445,11 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     );
     spawn_token_renewal(commander.clone(), &instance);
     spawn_org_cert_renewal(commander.clone(), &instance);
+    crate::service::credentials::checks::spawn(
+        commander.clone(),
+        std::time::Duration::from_secs(cfg.derived_check_interval.max(1)),
+        &instance,
+    );
     if webhooks.enabled() {
         spawn_webhook_delivery(webhooks, store.clone(), &instance);
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod ade;
 pub mod browser;
+pub mod derived;
 pub mod ldap;
 pub mod oidc;
 pub mod pg;

@@ -12,6 +12,12 @@
 //! Profiles that need a credential the device does not have yet wait
 //! (`WAITING`, one record per enrollment) and are sent when it arrives; the
 //! glue with profile installs lives in `commands`.
+//!
+//! A credential whose certificate has expired is no longer delivered (it
+//! counts as missing at once); the periodic check (`checks`) ends it, as it
+//! ends one its CRL or OCSP responder says is revoked (`revocation`), and
+//! the provider can revoke one (`ended`): an ended credential leaves an
+//! audit record (`ENDED`) and its profiles leave the devices.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +25,9 @@ use std::sync::Arc;
 use openssl::pkcs12::Pkcs12;
 use serde::{Deserialize, Serialize};
 
+use super::revocation::{Checker, RevocationCheck};
 use crate::clock::now;
+use crate::pki::revocation::Sources;
 use crate::pki::secrets::SecretBox;
 use crate::service::ServiceError;
 use crate::store::{Enrollment, LookupKey, SecretKind, Store, StoreError};
@@ -55,7 +63,7 @@ pub enum DerivedError {
 }
 
 impl DerivedError {
-    fn internal(what: &'static str, source: impl Into<crate::service::BoxError>) -> Self {
+    pub(super) fn internal(what: &'static str, source: impl Into<crate::service::BoxError>) -> Self {
         DerivedError::Internal {
             what,
             source: source.into(),
@@ -92,20 +100,31 @@ impl Owner {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    id: String,
-    owner: Owner,
-    usage: String,
-    subject: String,
-    issuer: String,
-    serial: String,
-    not_before: i64,
-    not_after: i64,
+pub(super) struct Stored {
+    pub(super) id: String,
+    pub(super) owner: Owner,
+    pub(super) usage: String,
+    pub(super) subject: String,
+    pub(super) issuer: String,
+    pub(super) serial: String,
+    pub(super) not_before: i64,
+    pub(super) not_after: i64,
     /// Sealed base64 PKCS#12 and sealed password.
     pkcs12: String,
     password: String,
-    source: String,
-    created_at: i64,
+    pub(super) source: String,
+    pub(super) created_at: i64,
+    /// The certificate and the chain that came with it (base64 DER, public),
+    /// for revocation checks; empty in records from before them (then the
+    /// PKCS#12 is opened).
+    #[serde(default)]
+    pub(super) cert: String,
+    #[serde(default)]
+    pub(super) chain: Vec<String>,
+    #[serde(default)]
+    pub(super) sources: Sources,
+    #[serde(default)]
+    pub(super) revocation: Option<RevocationCheck>,
 }
 
 /// What the API shows of a credential (never the key or password).
@@ -123,9 +142,13 @@ pub struct CredentialView {
     pub created_at: i64,
     /// Within 30 days of expiry (or expired).
     pub expiring: bool,
+    /// The OCSP responders and CRLs its certificate names.
+    pub revocation_sources: Sources,
+    /// The last revocation check (none yet, or nothing to check with).
+    pub revocation_check: Option<RevocationCheck>,
 }
 
-fn view(s: &Stored) -> CredentialView {
+pub(super) fn view(s: &Stored) -> CredentialView {
     CredentialView {
         id: s.id.clone(),
         owner: s.owner.clone(),
@@ -138,6 +161,8 @@ fn view(s: &Stored) -> CredentialView {
         source: s.source.clone(),
         created_at: s.created_at,
         expiring: s.not_after - now() < EXPIRY_WARNING,
+        revocation_sources: s.sources.clone(),
+        revocation_check: s.revocation.clone(),
     }
 }
 
@@ -161,9 +186,10 @@ pub struct WaitingProfile {
 }
 
 pub struct Derived {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     secrets: Arc<SecretBox>,
     pub upload_ttl: i64,
+    checker: Option<Checker>,
 }
 
 /// Check a PKCS#12: it opens with the password, has a key and a certificate
@@ -203,7 +229,18 @@ impl Derived {
             store,
             secrets,
             upload_ttl,
+            checker: None,
         }
+    }
+
+    /// Check revocation (CRL, OCSP) in the periodic check.
+    pub fn with_revocation(mut self, checker: Checker) -> Derived {
+        self.checker = Some(checker);
+        self
+    }
+
+    pub fn checker(&self) -> Option<&Checker> {
+        self.checker.as_ref()
     }
 
     fn aad(key: &str, field: &str) -> String {
@@ -238,8 +275,20 @@ impl Derived {
                 }
             }
         }
-        let (cert, _chain) = check_pkcs12(pkcs12, password)?;
+        let (cert, chain) = check_pkcs12(pkcs12, password)?;
         let v = crate::service::credentials::orgca::describe_cert(&cert);
+        if let Some(r) = self.revoked(&v.issuer, &v.serial).await? {
+            return Err(DerivedError::Invalid(format!(
+                "pkcs12: this certificate was revoked ({}, {}): post a new one",
+                r.by,
+                r.reason.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        let der = |c: &openssl::x509::X509| {
+            c.to_der()
+                .map(|d| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d))
+                .map_err(|e| DerivedError::internal("encoding a certificate", e))
+        };
         let key = owner.key(usage);
         let old = self.store.record(CREDENTIALS, &key).await?;
         let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pkcs12);
@@ -261,6 +310,10 @@ impl Derived {
             password: seal(password.as_bytes(), "password")?,
             source: source.to_owned(),
             created_at: now(),
+            cert: der(&cert)?,
+            chain: chain.iter().map(der).collect::<Result<_, _>>()?,
+            sources: crate::pki::revocation::sources(&cert),
+            revocation: None,
         };
         let value = serde_json::to_value(&rec).map_err(StoreError::from)?;
         self.store.put_record(CREDENTIALS, &key, value, now(), None).await?;
@@ -310,9 +363,14 @@ impl Derived {
         if let Some(u) = Self::user_of(e) {
             keys.push(Owner::User(u).key(usage));
         }
+        let t = now();
         for k in keys {
             if let Some(r) = self.store.record(CREDENTIALS, &k).await? {
                 let s: Stored = serde_json::from_value(r.value).map_err(StoreError::from)?;
+                // An expired certificate is not delivered: the periodic check ends it.
+                if s.not_after <= t {
+                    continue;
+                }
                 return Ok(Some((k, s)));
             }
         }
@@ -325,9 +383,14 @@ impl Derived {
         let Some((key, s)) = self.stored_for(e, usage).await? else {
             return Ok(None);
         };
+        self.open(&key, &s).map(Some)
+    }
+
+    /// A stored credential's PKCS#12 and password.
+    pub(super) fn open(&self, key: &str, s: &Stored) -> Result<Delivery, DerivedError> {
         let open = |v: &str, f: &str| {
             self.secrets
-                .open(v, &Self::aad(&key, f))
+                .open(v, &Self::aad(key, f))
                 .map_err(|err| DerivedError::internal("opening a stored derived credential", format!("credential {}: {err}", s.id)))
         };
         let b64 = open(&s.pkcs12, "pkcs12")?;
@@ -335,7 +398,7 @@ impl Derived {
             .map_err(|e| DerivedError::internal("reading a stored derived credential", format!("credential {}: {e}", s.id)))?;
         let password = String::from_utf8(open(&s.password, "password")?)
             .map_err(|e| DerivedError::internal("reading a stored derived credential", format!("credential {}: {e}", s.id)))?;
-        Ok(Some(Delivery { pkcs12, password }))
+        Ok(Delivery { pkcs12, password })
     }
 
     /// The credentials that apply to an enrollment (one per usage).

@@ -19,7 +19,15 @@
 //! stores a credential for the device or its user; `Commander::derived_posted`
 //! then installs the waiting profiles (the PKCS#12 and its password are put
 //! into the payload before encryption), and `derived_deleted` removes them.
+//! A credential also ends when its certificate expires or is revoked (the
+//! provider's `POST /v1/derived-credentials/revocations`, or its CRL or OCSP
+//! responder in the periodic check): `ended` keeps the audit record,
+//! `revocation` asks the CRL/OCSP sources (bounded), `checks` is the
+//! periodic pass; the profiles leave as with a deletion.
 
+pub mod checks;
 pub mod derived;
+pub mod ended;
 pub mod followup;
 pub mod orgca;
+pub mod revocation;
