@@ -350,6 +350,12 @@ async fn revocation_sources_that_fail_remove_nothing() {
     assert_eq!(list["ended"], json!([]), "{list}");
     assert!(d.session().await.unwrap().is_empty());
     assert!(d.profiles.contains_key(PROFILE));
+    // The health check says so.
+    let h = srv.admin().get("/v1/health").await.unwrap();
+    assert!(
+        h["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("could not be checked for revocation")),
+        "{h}"
+    );
 }
 
 /// Without `--derived-revocation-allow`, a source on loopback (or any

@@ -171,6 +171,17 @@ pub async fn warnings(app: &App) -> Vec<String> {
                 ));
             }
         }
+        if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), d.list()).await {
+            let failing = list
+                .iter()
+                .filter(|c| c.revocation_check.as_ref().is_some_and(|r| r.status == "failed"))
+                .count();
+            if failing > 0 {
+                out.push(format!(
+                    "{failing} derived credential(s) could not be checked for revocation: their CRL or OCSP responder did not answer usably (GET /v1/derived-credentials: \"revocation_check\")"
+                ));
+            }
+        }
     }
     if let Some(c) = app.commander.orgcas() {
         if let Ok(Ok(cas)) = tokio::time::timeout(Duration::from_secs(5), c.list()).await {

@@ -146,6 +146,7 @@ pub enum DerivedCmd {
         /// With --serial: the issuer as the credential shows it.
         #[arg(long, requires = "serial")]
         issuer: Option<String>,
+        /// Why, kept in the audit record (e.g. keyCompromise; at most 200 characters).
         #[arg(long)]
         reason: Option<String>,
     },
