@@ -38,6 +38,9 @@ use crate::store::{ComplianceState, LookupKey};
 
 /// Devices per answer; ISE pages with `paging` beyond it.
 pub const QUERY_MAX_SIZE: usize = 5000;
+/// Devices one action request may name (ISE asks one device at a time): a
+/// body naming more queues nothing.
+pub const ACTION_MAX_SIZE: usize = 100;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -472,6 +475,17 @@ pub async fn action(
         Ok(ids) => ids,
         Err(e) => return error_xml(StatusCode::BAD_REQUEST, "action", version, &e.to_string()),
     };
+    if ids.len() > ACTION_MAX_SIZE {
+        tracing::warn!(action = %kind, devices = ids.len(), "ISE action naming too many devices refused");
+        return error_xml(
+            StatusCode::BAD_REQUEST,
+            "action",
+            version,
+            &format!("more than {ACTION_MAX_SIZE} devices in one action"),
+        );
+    }
+    // A device named twice (by the same or another identifier) is acted on once.
+    let mut done: HashMap<String, (bool, String)> = HashMap::new();
     let enrollment_profile = app.enroller.profile_identifier();
     let mut s = String::from("<ise_api>");
     el(&mut s, "name", "action");
@@ -487,12 +501,13 @@ pub async fn action(
         };
         let (ok, reason) = match found.as_slice() {
             [] => (false, "device not found".to_owned()),
+            [id] if done.contains_key(id) => done.get(id).cloned().unwrap_or_default(),
             [id] => {
                 let ctx = NacContext {
                     apps: &app.apps,
                     enrollment_profile: &enrollment_profile,
                 };
-                match app.commander.nac_action(&kind, id, &ctx).await {
+                let r = match app.commander.nac_action(&kind, id, &ctx).await {
                     Ok(o) if o.applied() => {
                         tracing::info!(
                             action = %kind,
@@ -513,7 +528,9 @@ pub async fn action(
                         (false, format!("internal error (request id {id})"))
                     }
                     Err(e) => (false, e.to_string()),
-                }
+                };
+                done.insert(id.clone(), r.clone());
+                r
             }
             _ => (false, "the identifier matches more than one device".to_owned()),
         };

@@ -44,6 +44,20 @@ impl Sources {
     }
 }
 
+/// Clears OpenSSL's error queue for this thread when dropped. Checks that
+/// answer "no" without an error (`X509Crl::verify`, `X509::verify` → false,
+/// an undecodable extension → None) leave their reasons queued, and the next
+/// TLS read or write on the same thread — a PostgreSQL connection of the
+/// store, an HTTPS client — takes them for its own failure and drops the
+/// connection. Every function here that reads outside bytes holds one.
+struct ClearErrors;
+
+impl Drop for ClearErrors {
+    fn drop(&mut self) {
+        let _ = ErrorStack::get();
+    }
+}
+
 fn http_url(u: &str) -> bool {
     let l = u.trim().to_ascii_lowercase();
     (l.starts_with("http://") || l.starts_with("https://")) && u.len() <= MAX_URL_LEN
@@ -52,6 +66,7 @@ fn http_url(u: &str) -> bool {
 /// The http(s) OCSP responders and CRL distribution points a certificate
 /// names (at most [`MAX_URLS`] of each).
 pub fn sources(cert: &X509Ref) -> Sources {
+    let _clear = ClearErrors;
     let ocsp = cert
         .ocsp_responders()
         .map(|s| s.iter().map(|u| u.to_string()).filter(|u| http_url(u)).take(MAX_URLS).collect())
@@ -72,6 +87,7 @@ pub fn sources(cert: &X509Ref) -> Sources {
 /// The certificate in `chain` that issued `cert` (names match and its key
 /// verifies the signature).
 pub fn issuer_of<'a>(cert: &X509Ref, chain: &'a [X509]) -> Option<&'a X509> {
+    let _clear = ClearErrors;
     chain
         .iter()
         .find(|c| c.issued(cert) == X509VerifyResult::OK && c.public_key().and_then(|k| cert.verify(&k)).unwrap_or(false))
@@ -139,6 +155,7 @@ fn cert_id(cert: &X509Ref, issuer: &X509Ref) -> Result<OcspCertId, ErrorStack> {
 
 /// A DER OCSP request for `cert` (SHA-1 CertID, as responders expect).
 pub fn ocsp_request(cert: &X509Ref, issuer: &X509Ref) -> Result<Vec<u8>, RevocationError> {
+    let _clear = ClearErrors;
     let mut req = OcspRequest::new()?;
     req.add_id(cert_id(cert, issuer)?)?;
     Ok(req.to_der()?)
@@ -148,6 +165,7 @@ pub fn ocsp_request(cert: &X509Ref, issuer: &X509Ref) -> Result<Vec<u8>, Revocat
 /// responder the issuer delegated (OCSPSigning), answering for this
 /// certificate, and current.
 pub fn ocsp_verdict(der: &[u8], cert: &X509Ref, issuer: &X509Ref) -> Result<Verdict, RevocationError> {
+    let _clear = ClearErrors;
     let resp = OcspResponse::from_der(der).map_err(|_| RevocationError::NotOcsp)?;
     let status = resp.status();
     if status != OcspResponseStatus::SUCCESSFUL {
@@ -191,6 +209,7 @@ pub fn ocsp_verdict(der: &[u8], cert: &X509Ref, issuer: &X509Ref) -> Result<Verd
 /// Parse a CRL (DER, else PEM) and check it is `issuer`'s: same name, its
 /// signature verifies with the issuer's key.
 pub fn issuers_crl(body: &[u8], issuer: &X509Ref) -> Result<X509Crl, RevocationError> {
+    let _clear = ClearErrors;
     let crl = X509Crl::from_der(body)
         .or_else(|_| X509Crl::from_pem(body))
         .map_err(|_| RevocationError::NotACrl)?;
@@ -215,6 +234,7 @@ pub fn issuers_crl(body: &[u8], issuer: &X509Ref) -> Result<X509Crl, RevocationE
 /// `now`. A listed certificate is revoked even in an out-of-date CRL; an
 /// unlisted one is good only while the CRL is current.
 pub fn crl_verdict(crl: &X509CrlRef, cert: &X509Ref, now: i64) -> Result<Verdict, RevocationError> {
+    let _clear = ClearErrors;
     match crl.get_by_serial(cert.serial_number()) {
         CrlStatus::Revoked(entry) => {
             let reason = entry

@@ -56,8 +56,13 @@ pub fn parse(text: &str) -> Result<Imported, AppConfigError> {
     }
     let configuration = if trimmed.starts_with('{') {
         // serde_json refuses nesting past 128 levels on its own.
-        match serde_json::from_str::<Value>(trimmed) {
-            Ok(Value::Object(o)) => o,
+        let mut de = serde_json::Deserializer::from_str(trimmed);
+        let read = <Strict as serde::Deserialize>::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+        match read {
+            Ok(Strict(Value::Object(o))) => {
+                unsendable_keys(&o, "")?;
+                o
+            }
             Ok(_) => return Err(AppConfigError::NotAnObject),
             Err(e) => return Err(AppConfigError::Json(e.to_string())),
         }
@@ -101,7 +106,7 @@ fn lines(text: &str) -> Result<Map<String, Value>, AppConfigError> {
             return Err(AppConfigError::TooManyKeys);
         }
         let v = unquote(v.trim());
-        if v.chars().any(|c| c.is_control() && c != '\t') {
+        if v.chars().any(|c| (c.is_control() && c != '\t') || not_xml(c)) {
             return Err(err(format!("the value of {k} contains a control character")));
         }
         if out.insert(k.to_owned(), Value::String(v.to_owned())).is_some() {
@@ -112,6 +117,110 @@ fn lines(text: &str) -> Result<Map<String, Value>, AppConfigError> {
         return Err(AppConfigError::Empty);
     }
     Ok(out)
+}
+
+/// U+FFFE and U+FFFF: not characters XML (the plist sent) can carry.
+fn not_xml(c: char) -> bool {
+    matches!(c, '\u{fffe}' | '\u{ffff}')
+}
+
+/// A key or string of the JSON form the device could not read (control
+/// characters other than tab, newline and CR; U+FFFE, U+FFFF), named with
+/// where it is. Depth is bounded by serde_json (128).
+fn unsendable(v: &Value, at: &str) -> Result<(), AppConfigError> {
+    let bad = |s: &str| s.chars().any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || not_xml(c));
+    let here = |k: &str| if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
+    match v {
+        Value::String(s) if bad(s) => Err(AppConfigError::Json(format!(
+            "{}: a control character (or U+FFFE/U+FFFF) in the value",
+            if at.is_empty() { "the configuration" } else { at }
+        ))),
+        Value::Array(a) => a.iter().enumerate().try_for_each(|(i, x)| unsendable(x, &here(&i.to_string()))),
+        Value::Object(o) => unsendable_keys(o, at),
+        _ => Ok(()),
+    }
+}
+
+/// [`unsendable`] for an object's keys and values.
+fn unsendable_keys(o: &Map<String, Value>, at: &str) -> Result<(), AppConfigError> {
+    o.iter().try_for_each(|(k, x)| {
+        let here = if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
+        if k.chars().any(|c| c.is_control() || not_xml(c)) {
+            return Err(AppConfigError::Json(format!("the key {here:?} contains a control character")));
+        }
+        unsendable(x, &here)
+    })
+}
+
+/// A JSON value read strictly: a key given twice in one object is an error
+/// (serde_json's `Value` keeps the last one silently).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = a.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        use serde::de::Error as _;
+        let mut out = Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            let Strict(v) = a.next_value()?;
+            if out.contains_key(&k) {
+                return Err(A::Error::custom(format!("the key {k:?} is given twice")));
+            }
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// `"…"` or `'…'` around a whole value come off.
@@ -166,6 +275,9 @@ mod tests {
         assert_eq!(parse("[1]"), Err(AppConfigError::Line { line: 1, why: "expected key=value".into() }));
         assert_eq!(parse("{\"a\": 1"), Err(AppConfigError::Json("EOF while parsing an object at line 1 column 7".into())));
         assert!(matches!(parse(&format!("{}{}", "{\"a\":".repeat(200), "1")), Err(AppConfigError::Json(_))));
+        assert!(matches!(parse(r#"{"a": 1, "b": {"c": 2, "c": 3}}"#), Err(AppConfigError::Json(e)) if e.contains("\"c\" is given twice")));
+        assert!(matches!(parse("{\"a\": \"x\\u0001\"}"), Err(AppConfigError::Json(_))));
+        assert_eq!(parse("{\"a\": \"1\\n2\", \"n\": null, \"f\": 1.5}").unwrap().configuration["a"], "1\n2");
     }
 
     #[test]

@@ -413,6 +413,13 @@ impl Access {
             Some(v) => Some(self.new_stored(v, None)?.sealed),
             None => None,
         };
+        // As `add`: two active tokens with one value would keep it accepted
+        // after either is revoked.
+        if let Some(v) = &value {
+            if self.list().await?.iter().any(|t| t.active && t.id != id && &t.value == v) {
+                return Err(ServiceError::Rejected("another active token has that value".into()));
+            }
+        }
         let t = self
             .update(|t| {
                 let Some(x) = t.tokens.iter_mut().find(|x| x.id == id && x.revoked_at.is_none()) else {
@@ -523,9 +530,14 @@ impl Access {
         }
         let at = now();
         let list = self.list().await?;
+        // A value revoked once may be added again later: the active token
+        // answers for it, not the revoked one listed first.
+        let same = |t: &&TokenView| bool::from(subtle::ConstantTimeEq::ct_eq(t.value.as_bytes(), token.as_bytes()));
         match list
             .iter()
-            .find(|t| bool::from(subtle::ConstantTimeEq::ct_eq(t.value.as_bytes(), token.as_bytes())))
+            .filter(same)
+            .find(|t| t.active)
+            .or_else(|| list.iter().find(same))
         {
             None => v.reason = Some("unknown token".into()),
             Some(t) if !t.active => {
