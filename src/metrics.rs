@@ -178,15 +178,31 @@ impl Metrics {
             "Argon2id verifications of older account records",
             m.password_hashes.clone(),
         );
-        r.register("ade_syncs", "ADE syncs with Apple by outcome (ok, failed), per token", m.ade_syncs.clone());
-        r.register("ade_profiles_assigned", "Devices an ADE profile was assigned to", m.ade_assigned.clone());
+        r.register(
+            "ade_syncs",
+            "ADE syncs with Apple by outcome (ok, failed), per token",
+            m.ade_syncs.clone(),
+        );
+        r.register(
+            "ade_profiles_assigned",
+            "Devices an ADE profile was assigned to",
+            m.ade_assigned.clone(),
+        );
         r.register(
             "ade_enrollments",
             "ADE MachineInfo requests by outcome (served, refused, bad)",
             m.ade_enrollments.clone(),
         );
-        r.register("ade_waiting", "Devices waiting in Setup Assistant for DeviceConfigured", m.ade_waiting.clone());
-        r.register("app_installs", "InstallApplication commands queued for catalog apps", m.app_installs.clone());
+        r.register(
+            "ade_waiting",
+            "Devices waiting in Setup Assistant for DeviceConfigured",
+            m.ade_waiting.clone(),
+        );
+        r.register(
+            "app_installs",
+            "InstallApplication commands queued for catalog apps",
+            m.app_installs.clone(),
+        );
         r.register(
             "app_licences_associated",
             "Apps and Books licences associated with device serial numbers",

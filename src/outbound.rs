@@ -8,7 +8,10 @@
 pub fn service_url(base: &str) -> Result<String, String> {
     let u = reqwest::Url::parse(base.trim()).map_err(|e| format!("{:?}: {e}", bounded(base, 200)))?;
     if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
-        return Err(format!("{}: no credentials, query or fragment in the service URL", bounded(base, 200)));
+        return Err(format!(
+            "{}: no credentials, query or fragment in the service URL",
+            bounded(base, 200)
+        ));
     }
     let Some(host) = u.host_str() else {
         return Err(format!("{}: no host", bounded(base, 200)));
@@ -75,7 +78,9 @@ pub fn expiry_problem(what: &str, renew: &str, expires_at: i64, now: i64, warn: 
         Some(format!("{what} expired at {when}: {renew}"))
     } else if expires_at - now < warn {
         let days = (expires_at - now) / 86_400;
-        Some(format!("{what} expires in {days} days ({when}): renew it in Apple Business Manager"))
+        Some(format!(
+            "{what} expires in {days} days ({when}): renew it in Apple Business Manager"
+        ))
     } else {
         None
     }

@@ -156,12 +156,20 @@ async fn access_tokens_reach_apps_and_rotate() {
     ]);
     assert_eq!((t4["active"].as_bool(), t4["effective"].as_bool()), (Some(true), Some(false)));
     let got = resent_token(&mut d).await;
-    assert_eq!(got.as_deref(), Some("pingid-shared-secret-2027"), "distributed before it takes effect");
+    assert_eq!(
+        got.as_deref(),
+        Some("pingid-shared-secret-2027"),
+        "distributed before it takes effect"
+    );
     let v = srv.cli_json(&["access-tokens", "verify", "pingid-shared-secret-2027"]);
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["reason"], "not yet effective (from 2027-01-01T00:00:00Z)", "{v}");
     assert_eq!(v["effective_at"], 1_798_761_600, "{v}");
-    assert_eq!(srv.cli_json(&["access-tokens", "verify", &t3v])["valid"], true, "the old one is still required");
+    assert_eq!(
+        srv.cli_json(&["access-tokens", "verify", &t3v])["valid"],
+        true,
+        "the old one is still required"
+    );
     let list = srv.cli_json(&["access-tokens", "list"]);
     assert_eq!(list["tokens"].as_array().unwrap().len(), 4);
     let t3id = r["replacement"]["id"].as_str().unwrap();
@@ -171,7 +179,10 @@ async fn access_tokens_reach_apps_and_rotate() {
     assert_eq!(list["schedule"]["next"]["from"], "2027-01-01T00:00:00Z", "{list}");
     assert_eq!(list["schedule"]["carried"], t4id, "{list}");
     let status = |id: &str| list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap()["status"].clone();
-    assert_eq!((status(t3id), status(t4id), status(&t1id)), (json!("required"), json!("scheduled"), json!("revoked")));
+    assert_eq!(
+        (status(t3id), status(t4id), status(&t1id)),
+        (json!("required"), json!("scheduled"), json!("revoked"))
+    );
     // Any value the identity provider dictates is taken; a short one with a warning.
     let short = srv.cli_json(&["access-tokens", "add", "short"]);
     assert!(short["warning"].as_str().unwrap().contains("16"), "{short}");
@@ -203,7 +214,11 @@ async fn install_application_configurations_follow_tokens() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("AppConfig");
-    std::fs::write(&file, "# from the vendor\r\nPINGID_MDM_TOKEN=$ACCESS_TOKEN\r\norg = \"Example Corp\"\r\ndeviceId={DeviceUid}\r\n").unwrap();
+    std::fs::write(
+        &file,
+        "# from the vendor\r\nPINGID_MDM_TOKEN=$ACCESS_TOKEN\r\norg = \"Example Corp\"\r\ndeviceId={DeviceUid}\r\n",
+    )
+    .unwrap();
     let (ok, out, err) = srv.cli(&[
         "cmd",
         "install-app",
@@ -214,7 +229,10 @@ async fn install_application_configurations_follow_tokens() {
         file.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(err.contains("deviceId") && err.contains("placeholder"), "another MDM's placeholder is warned about: {err}");
+    assert!(
+        err.contains("deviceId") && err.contains("placeholder"),
+        "another MDM's placeholder is warned about: {err}"
+    );
     assert!(out.contains("queued"), "{out}");
     let h = d.session().await.unwrap();
     assert_eq!(h.len(), 1, "{h:?}");
@@ -227,7 +245,10 @@ async fn install_application_configurations_follow_tokens() {
     assert_eq!(resent_token(&mut d).await.as_deref(), Some(t2v.as_str()));
     assert_eq!(app_config(&d, "org").as_deref(), Some("Example Corp"));
     let (ok, _, err) = srv.cli(&["access-tokens", "list"]);
-    assert!(ok && err.contains("from 2030-01-01T00:00:00Z") && err.contains(t2["id"].as_str().unwrap()), "{err}");
+    assert!(
+        ok && err.contains("from 2030-01-01T00:00:00Z") && err.contains(t2["id"].as_str().unwrap()),
+        "{err}"
+    );
 
     // The console says the same, without values.
     let secret = srv.account("ops", "operator");
@@ -244,4 +265,26 @@ async fn install_application_configurations_follow_tokens() {
     assert!(html.contains("required from 2030-01-01T00:00:00Z"), "{html}");
     assert!(html.contains(t1["id"].as_str().unwrap()), "{html}");
     assert!(!html.contains(&t1v) && !html.contains(&t2v), "no token value in the console");
+
+    // The admin later sends this app's configuration by name: it replaces the
+    // one the device named, and a token change re-sends that one only.
+    let settings = json!({"RequestType": "Settings", "Settings": [{"Item": "ApplicationConfiguration",
+        "Identifier": APP, "Configuration": {"PINGID_MDM_TOKEN": "$ACCESS_TOKEN", "org": "Renamed Corp"}}]});
+    common::enqueue(&srv.admin(), &[&d.udid], settings).await;
+    assert_eq!(d.session().await.unwrap().len(), 1);
+    assert_eq!(app_config(&d, "org").as_deref(), Some("Renamed Corp"));
+    // (Devices carry the newest by effective date: still the 2030 token.)
+    srv.cli_json(&["access-tokens", "generate"]);
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        sent = d.session().await.unwrap();
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent.len(), 1, "one configuration re-sent, not the superseded one too: {sent:?}");
+    assert_eq!(app_config(&d, "PINGID_MDM_TOKEN").as_deref(), Some(t2v.as_str()));
+    assert_eq!(app_config(&d, "org").as_deref(), Some("Renamed Corp"));
+    assert!(d.session().await.unwrap().is_empty(), "nothing else follows");
 }

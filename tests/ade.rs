@@ -55,9 +55,18 @@ async fn server_tokens_are_decrypted_sealed_and_refused_when_wrong() {
     let other = common::push::TestCa::new("someone else");
     let (s, v) = put_token(&srv, API_KEY, "main", seal_token_file(&abm.token, &other.cert).unwrap()).await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("not encrypted to this server's public key"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not encrypted to this server's public key"),
+        "{v}"
+    );
     // Corrupt.
-    let (s, v) = put_token(&srv, API_KEY, "main", b"Content-Type: application/pkcs7-mime\r\n\r\nnot base64 at all".to_vec()).await;
+    let (s, v) = put_token(
+        &srv,
+        API_KEY,
+        "main",
+        b"Content-Type: application/pkcs7-mime\r\n\r\nnot base64 at all".to_vec(),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("not a server token file"), "{v}");
     // Expired.
@@ -102,7 +111,10 @@ async fn server_tokens_are_decrypted_sealed_and_refused_when_wrong() {
         for entry in std::fs::read_dir(srv.data_dir()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
             let hay = String::from_utf8_lossy(&bytes);
-            assert!(!hay.contains(abm.token.access_secret.as_str()), "the access secret is stored in the clear");
+            assert!(
+                !hay.contains(abm.token.access_secret.as_str()),
+                "the access secret is stored in the clear"
+            );
         }
     }
     // Expiring within 30 days: a warning in /v1/health.
@@ -115,7 +127,11 @@ async fn server_tokens_are_decrypted_sealed_and_refused_when_wrong() {
     assert_eq!(v["expires_soon"], true, "{v}");
     let h = srv.admin().get("/v1/health").await.unwrap();
     assert!(
-        h["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("ADE server token soon expires in")),
+        h["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("ADE server token soon expires in")),
         "{h}"
     );
 }
@@ -139,7 +155,10 @@ async fn sync_pages_resumes_and_recovers_from_apple_errors() {
     .await;
     assert_eq!(s, 200, "{v}");
     let phones_uuid = v["uuids"]["main"].as_str().expect("defined at Apple").to_owned();
-    assert!(v["profile"]["url"].as_str().unwrap().ends_with("/mdm/ade/enroll"), "url defaults to ours: {v}");
+    assert!(
+        v["profile"]["url"].as_str().unwrap().ends_with("/mdm/ade/enroll"),
+        "url defaults to ours: {v}"
+    );
     assert_eq!(abm.profile(&phones_uuid).unwrap()["profile_name"], "Phones");
     let (s, v) = put_profile(
         &srv,
@@ -156,20 +175,34 @@ async fn sync_pages_resumes_and_recovers_from_apple_errors() {
     assert!(v["error"].as_str().unwrap().contains("NotAPane"), "{v}");
     let (s, v) = put_profile(&srv, "bad", "", json!({"is_supervised": true})).await;
     assert_eq!(s, 400, "{v}");
-    assert!(srv.admin().call(reqwest::Method::GET, "/v1/ade/profiles/bad", None).await.unwrap().0 == 404);
+    assert!(
+        srv.admin()
+            .call(reqwest::Method::GET, "/v1/ade/profiles/bad", None)
+            .await
+            .unwrap()
+            .0
+            == 404
+    );
 
     // First sync: a full fetch over three pages; every device gets its default.
     let (s, v) = sync(&srv).await;
     assert_eq!(s, 200, "{v}");
     let r = &v["tokens"][0];
-    assert_eq!((r["full"].as_bool(), r["pages"].as_u64(), r["devices"].as_u64()), (Some(true), Some(3), Some(25)), "{v}");
+    assert_eq!(
+        (r["full"].as_bool(), r["pages"].as_u64(), r["devices"].as_u64()),
+        (Some(true), Some(3), Some(25)),
+        "{v}"
+    );
     assert_eq!(r["assigned"], 25, "{v}");
     assert_eq!(abm.device(&serial(0)).unwrap().profile_uuid.as_deref(), Some(phones_uuid.as_str()));
     assert_eq!(abm.device(&serial(1)).unwrap().profile_uuid.as_deref(), Some(ipads_uuid.as_str()));
     let devs = srv.admin().get("/v1/ade/devices?limit=1000").await.unwrap();
     let devs = devs["devices"].as_array().unwrap();
     assert_eq!(devs.len(), 25);
-    assert!(devs.iter().all(|d| d["profile_status"] == "assigned" && d["enrolled"] == false), "{devs:?}");
+    assert!(
+        devs.iter().all(|d| d["profile_status"] == "assigned" && d["enrolled"] == false),
+        "{devs:?}"
+    );
 
     // ABM changes: two added, one renamed, one released; the next sync sees only those.
     abm.add_device(&serial(100), "iPhone 16");
@@ -183,7 +216,11 @@ async fn sync_pages_resumes_and_recovers_from_apple_errors() {
     assert_eq!((r["added"].as_u64(), r["deleted"].as_u64()), (Some(2), Some(1)), "{v}");
     assert_eq!(r["assigned"], 2, "only the added devices: {v}");
     assert_eq!(abm.device(&serial(101)).unwrap().profile_uuid.as_deref(), Some(ipads_uuid.as_str()));
-    let d3 = srv.admin().get(&format!("/v1/ade/devices?after={}&limit=1", serial(2))).await.unwrap();
+    let d3 = srv
+        .admin()
+        .get(&format!("/v1/ade/devices?after={}&limit=1", serial(2)))
+        .await
+        .unwrap();
     assert_eq!(d3["devices"][0]["op"], "deleted", "{d3}");
 
     // The cursor expires at Apple: a full fetch again, said in the report.
@@ -224,7 +261,10 @@ async fn sync_pages_resumes_and_recovers_from_apple_errors() {
     assert_eq!(abm.stats().bad_signatures, 0, "our OAuth signatures always verified");
     let (_, m) = srv.admin().call(reqwest::Method::GET, "/metrics", None).await.unwrap();
     let m = m.as_str().unwrap_or_default().to_owned();
-    assert!(m.contains("mdmd_ade_syncs_total{outcome=\"ok\"}") && m.contains("mdmd_ade_syncs_total{outcome=\"failed\"}"), "{m}");
+    assert!(
+        m.contains("mdmd_ade_syncs_total{outcome=\"ok\"}") && m.contains("mdmd_ade_syncs_total{outcome=\"failed\"}"),
+        "{m}"
+    );
     assert!(m.contains("mdmd_ade_profiles_assigned_total 27"), "{m}");
 }
 
@@ -291,7 +331,13 @@ async fn an_ade_iphone_enrolls_supervised_and_waits_until_its_blueprint_is_insta
     assert_eq!(w["devices"][0]["reason"], "configured", "{w}");
     // ABM's view: enrolled.
     let d = admin.get("/v1/ade/devices").await.unwrap();
-    let mine = d["devices"].as_array().unwrap().iter().find(|d| d["serial"] == sn.as_str()).unwrap().clone();
+    let mine = d["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == sn.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(mine["enrolled"], true, "{mine}");
 
     // Supervised: supervised-only commands are accepted for it.
@@ -344,12 +390,22 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
     let abm = AdeStandIn::start("release server").await.unwrap();
     let srv = start(&abm, &["--ade-await-timeout", "10"]);
     connect(&srv, &abm, "main").await;
-    let (s, v) = put_profile(&srv, "wait", "?default=true", json!({"profile_name": "Wait", "await_device_configured": true})).await;
+    let (s, v) = put_profile(
+        &srv,
+        "wait",
+        "?default=true",
+        json!({"profile_name": "Wait", "await_device_configured": true}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let admin = srv.admin();
     admin.post_bytes("/v1/profiles", webclip("com.example.slow")).await.unwrap();
     let (s, v) = admin
-        .call(reqwest::Method::PUT, "/v1/blueprints/slow", Some(json!({"groups": ["*"], "profiles": ["com.example.slow"]})))
+        .call(
+            reqwest::Method::PUT,
+            "/v1/blueprints/slow",
+            Some(json!({"groups": ["*"], "profiles": ["com.example.slow"]})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
@@ -391,7 +447,13 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
     assert_eq!(r.status(), 303);
     assert!(r.headers()["location"].to_str().unwrap().contains("done="), "{:?}", r.headers());
     let v = srv.cli_json(&["ade", "waiting"]);
-    let mine = v["devices"].as_array().unwrap().iter().find(|d| d["enrollment"] == first.as_str()).unwrap().clone();
+    let mine = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["enrollment"] == first.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(mine["state"], "releasing", "{mine}");
     assert_eq!(mine["reason"], "admin", "{mine}");
     // A second release of the same device is refused.
@@ -404,7 +466,13 @@ async fn an_admin_releases_a_waiting_device_and_a_stuck_one_is_released_after_th
     let handled = until_configured(p, 60, Duration::from_millis(500)).await.unwrap();
     assert!(handled.contains(&"DeviceConfigured".to_owned()));
     let w = admin.get("/v1/ade/waiting").await.unwrap();
-    let mine = w["devices"].as_array().unwrap().iter().find(|d| d["enrollment"] == second.as_str()).unwrap().clone();
+    let mine = w["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["enrollment"] == second.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(mine["reason"], "timeout", "{mine}");
     assert!(mine["warning"].as_str().unwrap().contains("--ade-await-timeout"), "{mine}");
 }
@@ -437,7 +505,10 @@ async fn attested_ade_reenrollment_of_the_same_serial_is_vouched_and_nobody_laun
     phone.session().await.unwrap();
 
     // Unattested (a self-signed "device" certificate): refused outright here.
-    let err = first_boot(srv.client(), &conf, &udid, &victim_sn, None).await.err().expect("refused");
+    let err = first_boot(srv.client(), &conf, &udid, &victim_sn, None)
+        .await
+        .err()
+        .expect("refused");
     assert!(format!("{err:#}").contains("403"), "{err:#}");
     // Another device's attested certificate claiming the victim's UDID: refused.
     let attacker = mdmd::sim::random_udid();
@@ -523,12 +594,28 @@ async fn mdmd_sim_plays_abm_and_an_ade_iphone_from_the_real_binary() {
         let srv_args = (srv.base.clone(), srv.certs_dir().join("ca.pem"));
         move || {
             let o = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
-                .args(["sim", "ade-iphone", "--abm", &url, "--serial", &first, "--wait", "60", "--server", &srv_args.0, "--trust-ca"])
+                .args([
+                    "sim",
+                    "ade-iphone",
+                    "--abm",
+                    &url,
+                    "--serial",
+                    &first,
+                    "--wait",
+                    "60",
+                    "--server",
+                    &srv_args.0,
+                    "--trust-ca",
+                ])
                 .arg(&srv_args.1)
                 .env("MDMD_LOG", "error")
                 .output()
                 .unwrap();
-            (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
         }
     })
     .await
@@ -539,7 +626,16 @@ async fn mdmd_sim_plays_abm_and_an_ade_iphone_from_the_real_binary() {
     assert_eq!(v["supervised"], true, "{v}");
     assert!(v["commands"].as_array().unwrap().iter().any(|c| c == "DeviceConfigured"), "{v}");
     let devices = srv.cli_json(&["ade", "devices"]);
-    assert_eq!(devices["devices"].as_array().unwrap().iter().filter(|d| d["enrolled"] == true).count(), 1, "{devices}");
+    assert_eq!(
+        devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["enrolled"] == true)
+            .count(),
+        1,
+        "{devices}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,6 @@ async fn raw(srv: &Server, key: &str, method: Method, path: &str, body: Option<V
     (s, resp.text().await.unwrap_or_default())
 }
 
-
 /// JSON call as any key (admin key or account secret).
 async fn call_as(srv: &Server, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     mdmd::sim::load::Admin::new(&srv.base, key, srv.client())

@@ -75,7 +75,11 @@ async fn device(srv: &Server, vpp: &VppStandIn) -> SimDevice {
     let mut d = srv.enrolled().await;
     d.app_store = Some(vpp.url());
     let v = srv.admin().get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
-    assert_eq!(v["info"]["serial_number"], d.serial.as_str(), "the serial is known from Authenticate: {v}");
+    assert_eq!(
+        v["info"]["serial_number"],
+        d.serial.as_str(),
+        "the serial is known from Authenticate: {v}"
+    );
     d
 }
 
@@ -123,7 +127,10 @@ async fn store_apps_need_a_licence_first_and_give_it_back() {
     assert_eq!(s, 400, "no licences of an app the organisation does not own: {v}");
     let (s, v) = post(&srv, "/v1/apps", json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()})).await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!((v["id"].as_str(), v["name"].as_str(), v["version"].as_str()), (Some(PAGES_ID), Some("Pages"), Some("13.1")));
+    assert_eq!(
+        (v["id"].as_str(), v["name"].as_str(), v["version"].as_str()),
+        (Some(PAGES_ID), Some("Pages"), Some("13.1"))
+    );
     assert_eq!(v["licences"]["available"], 2, "{v}");
 
     let mut d1 = device(&srv, &vpp).await;
@@ -139,7 +146,10 @@ async fn store_apps_need_a_licence_first_and_give_it_back() {
     .await;
     d3.session().await.unwrap();
     d3.session().await.unwrap();
-    assert!(d3.apps.get(PAGES_ID).is_none_or(|a| a.status == "Failed"), "installed without a licence");
+    assert!(
+        d3.apps.get(PAGES_ID).is_none_or(|a| a.status == "Failed"),
+        "installed without a licence"
+    );
 
     // Install: the licence is associated before the command exists.
     let (s, v) = post(&srv, &format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d1.udid]})).await;
@@ -152,10 +162,19 @@ async fn store_apps_need_a_licence_first_and_give_it_back() {
     let app = d1.apps.get(PAGES_ID).expect("installed");
     assert_eq!((app.status.as_str(), app.version.as_str()), ("Managed", "13.1"));
     let st = state(&srv, &d1.udid, PAGES_ID).await.expect("state");
-    assert_eq!((st["state"].as_str(), st["version"].as_str(), st["licence"].as_bool()), (Some("installed"), Some("13.1"), Some(true)), "{st}");
+    assert_eq!(
+        (st["state"].as_str(), st["version"].as_str(), st["licence"].as_bool()),
+        (Some("installed"), Some("13.1"), Some(true)),
+        "{st}"
+    );
 
     // Two more devices, one licence left: refused before anything is sent.
-    let (s, v) = post(&srv, &format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d2.udid, d3.udid]})).await;
+    let (s, v) = post(
+        &srv,
+        &format!("/v1/apps/{PAGES_ID}/install"),
+        json!({"targets": [d2.udid, d3.udid]}),
+    )
+    .await;
     assert_eq!(s, 409, "{v}");
     let e = v["error"].as_str().unwrap();
     assert!(e.contains("only 1 licence") && e.contains("2 device"), "{e}");
@@ -199,7 +218,11 @@ async fn fetched_manifest(srv: &Server, d: &SimDevice) -> String {
     let v = srv.admin().get(&format!("/v1/devices/{}/commands", d.udid)).await.unwrap();
     for c in v["commands"].as_array().unwrap() {
         if c["request_type"] == "InstallApplication" {
-            let full = srv.admin().get(&format!("/v1/commands/{}", c["command_uuid"].as_str().unwrap())).await.unwrap();
+            let full = srv
+                .admin()
+                .get(&format!("/v1/commands/{}", c["command_uuid"].as_str().unwrap()))
+                .await
+                .unwrap();
             assert!(!full.to_string().contains("/mdm/apps/"), "the link is redacted: {full}");
         }
     }
@@ -226,7 +249,10 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
 
     let (s, v) = upload_ipa(&srv, mdmd::protocol::ipa::build_ipa("com.example.field", "1.0", "Field")).await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!((v["kind"].as_str(), v["version"].as_str(), v["name"].as_str()), (Some("in_house"), Some("1.0"), Some("Field")));
+    assert_eq!(
+        (v["kind"].as_str(), v["version"].as_str(), v["name"].as_str()),
+        (Some("in_house"), Some("1.0"), Some("Field"))
+    );
 
     // The derived-credential provider's app: its upload URL and this device's token in its configuration.
     let (s, v) = call(
@@ -237,7 +263,13 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(&srv, reqwest::Method::PUT, "/v1/apps/com.example.field", Some(json!({"configuration": ["not", "a", "dictionary"]}))).await;
+    let (s, v) = call(
+        &srv,
+        reqwest::Method::PUT,
+        "/v1/apps/com.example.field",
+        Some(json!({"configuration": ["not", "a", "dictionary"]})),
+    )
+    .await;
     assert_eq!(s, 400, "a configuration is a dictionary: {v}");
     let mut d = device(&srv, &vpp).await;
     let other = device(&srv, &vpp).await;
@@ -249,16 +281,30 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     report_apps(&srv, &mut d).await;
     let url = fetched_manifest(&srv, &d).await;
     assert!(url.contains(&format!("/mdm/apps/com.example.field/{}/", d.udid)), "{url}");
-    assert!(d.fetches.iter().any(|(u, s)| u.ends_with("manifest.plist") && *s == 200), "{:?}", d.fetches);
-    assert!(d.fetches.iter().any(|(u, s)| u.ends_with("app.ipa") && *s == 200), "{:?}", d.fetches);
+    assert!(
+        d.fetches.iter().any(|(u, s)| u.ends_with("manifest.plist") && *s == 200),
+        "{:?}",
+        d.fetches
+    );
+    assert!(
+        d.fetches.iter().any(|(u, s)| u.ends_with("app.ipa") && *s == 200),
+        "{:?}",
+        d.fetches
+    );
     let app = d.apps.get("com.example.field").expect("installed");
     assert_eq!(app.version, "1.0");
     let st = state(&srv, &d.udid, "com.example.field").await.unwrap();
     assert_eq!(st["state"], "installed", "{st}");
     let conf = app.config.clone().expect("configured");
     let upload = conf.get("upload").and_then(|v| v.as_string()).unwrap_or_default();
-    assert!(upload.starts_with("https://") && upload.ends_with("/v1/derived-credentials"), "{upload}");
-    assert!(conf.get("token").and_then(|v| v.as_string()).is_some_and(|t| t.len() > 20), "{conf:?}");
+    assert!(
+        upload.starts_with("https://") && upload.ends_with("/v1/derived-credentials"),
+        "{upload}"
+    );
+    assert!(
+        conf.get("token").and_then(|v| v.as_string()).is_some_and(|t| t.len() > 20),
+        "{conf:?}"
+    );
 
     // Guessed links: a changed MAC, another device in the path, a later expiry.
     let client = srv.client();
@@ -277,7 +323,10 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     let later = (expires.parse::<i64>().unwrap() + 86_400).to_string();
     assert_eq!(get(url.replace(expires, &later)).await, 403);
     assert_eq!(get(url.replace("manifest.plist", "app.ipa")).await, 200);
-    assert_eq!(get(format!("{}/mdm/apps/com.example.field/x/y/z/w/manifest.plist", srv.base)).await, 403);
+    assert_eq!(
+        get(format!("{}/mdm/apps/com.example.field/x/y/z/w/manifest.plist", srv.base)).await,
+        403
+    );
 
     // A new build: the device that has the app is offered it; the old link is gone.
     let (s, v) = upload_ipa(&srv, mdmd::protocol::ipa::build_ipa("com.example.field", "1.1", "Field")).await;
@@ -289,7 +338,11 @@ async fn in_house_apps_are_served_only_through_the_link_a_device_was_sent() {
     report_apps(&srv, &mut d).await;
     assert_eq!(d.apps.get("com.example.field").unwrap().version, "1.1");
     let st = state(&srv, &d.udid, "com.example.field").await.unwrap();
-    assert_eq!((st["state"].as_str(), st["version"].as_str()), (Some("installed"), Some("1.1")), "{st}");
+    assert_eq!(
+        (st["state"].as_str(), st["version"].as_str()),
+        (Some("installed"), Some("1.1")),
+        "{st}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +501,10 @@ async fn the_cli_and_the_console_drive_the_catalog() {
         }
     };
     let html = page(format!("{}/ui/apps", srv.base)).await;
-    assert!(html.contains("Pages") && html.contains("Field CLI") && html.contains("Example Org"), "{html}");
+    assert!(
+        html.contains("Pages") && html.contains("Field CLI") && html.contains("Example Org"),
+        "{html}"
+    );
     assert!(!html.contains(&vpp.token_file()), "the token never shows");
     let other = device(&srv, &vpp).await;
     let r = http
@@ -510,7 +566,11 @@ async fn store_updates_are_offered_and_an_erased_device_gives_its_licence_back()
     report_apps(&srv, &mut d).await;
     assert_eq!(d.apps.get(PAGES_ID).map(|a| a.version.as_str()), Some("13.2"));
     let st = state(&srv, &d.udid, PAGES_ID).await.unwrap();
-    assert_eq!((st["state"].as_str(), st["version"].as_str()), (Some("installed"), Some("13.2")), "{st}");
+    assert_eq!(
+        (st["state"].as_str(), st["version"].as_str()),
+        (Some("installed"), Some("13.2")),
+        "{st}"
+    );
     assert_eq!(vpp.licences(PAGES).0, 1, "still one licence in use");
 
     // The device is erased: once it acknowledges, its licence goes back.
@@ -531,7 +591,12 @@ async fn unenrolling_a_device_ends_management_and_gives_its_licences_back() {
     vpp.set_app_meta(PAGES, "Pages", PAGES_ID, "13.1");
     let srv = start(&vpp, &[]);
     assert_eq!(put_token(&srv, API_KEY, "main", &vpp.token_file()).await.0, 201);
-    assert_eq!(post(&srv, "/v1/apps", json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()})).await.0, 201);
+    assert_eq!(
+        post(&srv, "/v1/apps", json!({"itunes_store_id": PAGES.parse::<u64>().unwrap()}))
+            .await
+            .0,
+        201
+    );
     let mut d = device(&srv, &vpp).await;
     let (s, v) = post(&srv, &format!("/v1/apps/{PAGES_ID}/install"), json!({"targets": [d.udid]})).await;
     assert_eq!(s, 200, "{v}");
@@ -546,7 +611,10 @@ async fn unenrolling_a_device_ends_management_and_gives_its_licences_back() {
     let h = d.session().await.unwrap();
     assert_eq!(handled(&h, "RemoveProfile"), 1, "{h:?}");
     assert!(d.unenrolled && d.profile.is_some());
-    assert!(d.apps.is_empty(), "the managed app went with the enrollment profile (remove on unenroll)");
+    assert!(
+        d.apps.is_empty(),
+        "the managed app went with the enrollment profile (remove on unenroll)"
+    );
     let v = srv.admin().get(&format!("/v1/devices/{}", d.udid)).await.unwrap();
     assert!(v["checked_out_at"].is_string(), "the device checked out: {v}");
     assert!(

@@ -114,7 +114,11 @@ async fn declarations_reach_devices_and_status_comes_back() {
     let before = d.ddm.fetched;
     wait_for_sync(&mut d).await;
     assert_eq!(d.ddm.fetched - before, 3, "pc, act, math fetched; mdmd's own not again");
-    assert!(parse(&d.ddm.tokens_timestamp) > ts1, "the assignment is a change: {:?}", d.ddm.tokens_timestamp);
+    assert!(
+        parse(&d.ddm.tokens_timestamp) > ts1,
+        "the assignment is a change: {:?}",
+        d.ddm.tokens_timestamp
+    );
     assert!(d.ddm.declarations["pc"].active && d.ddm.declarations["act"].active);
     assert!(!d.ddm.declarations["math"].active, "nothing activates math");
     let eff = admin.get(&format!("/v1/devices/{}/declarations", d.udid)).await.unwrap();

@@ -353,7 +353,11 @@ async fn revocation_sources_that_fail_remove_nothing() {
     // The health check says so.
     let h = srv.admin().get("/v1/health").await.unwrap();
     assert!(
-        h["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("could not be checked for revocation")),
+        h["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("could not be checked for revocation")),
         "{h}"
     );
 }

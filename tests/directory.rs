@@ -457,7 +457,9 @@ async fn ldap_sign_in_gates_enrollment_and_the_enrollment_records_the_user() {
     // The right password of a member of the required group: the profile, and the enrollment is alice's.
     let (s, der) = enroll_get(&srv, "alice", "alice-pw").await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&der));
-    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key())).await.unwrap();
+    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key()))
+        .await
+        .unwrap();
     dev.enroll().await.unwrap();
     let v = device_json(&srv, &dev.udid).await;
     let u = &v["user"];
@@ -510,13 +512,23 @@ async fn ldap_sign_in_gates_enrollment_and_the_enrollment_records_the_user() {
         .unwrap();
     assert_eq!(st, 200, "{body}");
     let member = common::wait_until(Duration::from_secs(15), || async {
-        admin.get("/v1/groups/directory-sales").await.map(|g| g.to_string().contains(&dev.udid)).unwrap_or(false)
+        admin
+            .get("/v1/groups/directory-sales")
+            .await
+            .map(|g| g.to_string().contains(&dev.udid))
+            .unwrap_or(false)
     })
     .await;
     assert!(member, "{}", admin.get("/v1/groups/directory-sales").await.unwrap());
 
     // Wrong password, a disabled account, a filter metacharacter, an empty password: 401.
-    for (user, pw) in [("alice", "wrong"), ("carol", "carol-pw"), ("*", "alice-pw"), ("alice)(uid=*", "x"), ("alice", "")] {
+    for (user, pw) in [
+        ("alice", "wrong"),
+        ("carol", "carol-pw"),
+        ("*", "alice-pw"),
+        ("alice)(uid=*", "x"),
+        ("alice", ""),
+    ] {
         let (s, body) = enroll_get(&srv, user, pw).await;
         assert_eq!(s, 401, "{user}: {}", String::from_utf8_lossy(&body));
     }
@@ -626,7 +638,9 @@ fn oidc_flags(idp: &Idp, secret_file: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn oidc_sign_in_for_enrollment_and_the_console_checks_everything_the_idp_says() {
-    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else { return };
+    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else {
+        return;
+    };
     let keep = tempfile::tempdir().unwrap();
     let sf = secret_file(keep.path(), "client-secret", &idp.client_secret);
     let flags = oidc_flags(&idp, &sf);
@@ -639,7 +653,9 @@ async fn oidc_sign_in_for_enrollment_and_the_console_checks_everything_the_idp_s
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()[reqwest::header::CONTENT_TYPE], "application/x-apple-aspen-config");
     let der = r.bytes().await.unwrap();
-    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key())).await.unwrap();
+    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key()))
+        .await
+        .unwrap();
     dev.enroll().await.unwrap();
     let v = device_json(&srv, &dev.udid).await;
     assert_eq!(v["user"]["username"], "alice", "{v}");
@@ -648,7 +664,12 @@ async fn oidc_sign_in_for_enrollment_and_the_console_checks_everything_the_idp_s
     assert_eq!(v["user"]["groups"], serde_json::json!(["mdm-admins", "sales"]));
 
     // Console: each group maps to its role; no console group, no session.
-    for (user, role) in [("alice", Some("admin")), ("oscar", Some("operator")), ("rita", Some("read-only")), ("nadia", None)] {
+    for (user, role) in [
+        ("alice", Some("admin")),
+        ("oscar", Some("operator")),
+        ("rita", Some("read-only")),
+        ("nadia", None),
+    ] {
         let r = browser_sign_in(&srv, &idp, "/ui/sso?next=/ui/devices", user, &format!("{user}-pw")).await;
         match role {
             Some(role) => {
@@ -672,7 +693,12 @@ async fn oidc_sign_in_for_enrollment_and_the_console_checks_everything_the_idp_s
     }
 
     // Whatever the IdP's token endpoint answers is checked: signature, nonce, expiry, audience.
-    for t in [Tamper::BadSignature, Tamper::WrongNonce, Tamper::ExpiredToken, Tamper::OtherAudience] {
+    for t in [
+        Tamper::BadSignature,
+        Tamper::WrongNonce,
+        Tamper::ExpiredToken,
+        Tamper::OtherAudience,
+    ] {
         idp.tamper(t);
         let r = browser_sign_in(&srv, &idp, "/mdm/enroll", "alice", "alice-pw").await;
         assert_eq!(r.status(), 403, "{t:?}");
@@ -705,7 +731,6 @@ async fn oidc_sign_in_for_enrollment_and_the_console_checks_everything_the_idp_s
     let r = c.get(&callback).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
-
 }
 
 #[tokio::test]
@@ -721,25 +746,40 @@ async fn account_driven_user_enrollment_with_the_directory() {
 
     // Service discovery names both kinds.
     let doc: Value = c
-        .get(format!("{}/.well-known/com.apple.remotemanagement?user-identifier=alice%40example.org&model-family=iPhone", srv.base))
+        .get(format!(
+            "{}/.well-known/com.apple.remotemanagement?user-identifier=alice%40example.org&model-family=iPhone",
+            srv.base
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let versions: Vec<&str> = doc["Servers"].as_array().unwrap().iter().filter_map(|s| s["Version"].as_str()).collect();
+    let versions: Vec<&str> = doc["Servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Version"].as_str())
+        .collect();
     assert_eq!(versions, ["mdm-byod", "mdm-adde"], "{doc}");
 
     // A personal iPhone: 401 with Apple's challenge, the web sign-in, the 308, the profile.
-    let (base_url, body, ch) = mdmd::sim::account::discover(&c, &srv.base, "alice@example.org", "mdm-byod").await.unwrap();
+    let (base_url, body, ch) = mdmd::sim::account::discover(&c, &srv.base, "alice@example.org", "mdm-byod")
+        .await
+        .unwrap();
     assert_eq!(ch.url, format!("{}/mdm/account/byod/signin", public(&srv)));
     // Wrong password: the form again, 401; nothing handed back.
     let bad = mdmd::sim::account::directory_signin(&c, &ch.url, "alice@example.org", "alice", "nope").await;
     assert!(bad.is_err());
-    let loc = mdmd::sim::account::directory_signin(&c, &ch.url, "alice@example.org", "alice", "alice-pw").await.unwrap();
+    let loc = mdmd::sim::account::directory_signin(&c, &ch.url, "alice@example.org", "alice", "alice-pw")
+        .await
+        .unwrap();
     let token = mdmd::sim::account::token_from_location(&loc).expect("token");
-    let profile = mdmd::sim::account::fetch_profile(&c, &base_url, &body, &token).await.unwrap().expect("profile");
+    let profile = mdmd::sim::account::fetch_profile(&c, &base_url, &body, &token)
+        .await
+        .unwrap()
+        .expect("profile");
     // The token is used up: a replay is a fresh 401 challenge.
     let replay = c
         .post(&base_url)
@@ -750,7 +790,10 @@ async fn account_driven_user_enrollment_with_the_directory() {
         .await
         .unwrap();
     assert_eq!(replay.status(), 401);
-    assert!(replay.headers()[reqwest::header::WWW_AUTHENTICATE].to_str().unwrap().contains("apple-as-web"));
+    assert!(replay.headers()[reqwest::header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .contains("apple-as-web"));
     // A made-up token too.
     let fake = mdmd::sim::account::fetch_profile(&c, &base_url, &body, "made-up").await.unwrap();
     assert_eq!(fake.err().map(|e| e.0), Some(401));
@@ -758,7 +801,9 @@ async fn account_driven_user_enrollment_with_the_directory() {
     let p = mdmd::sim::pki::read_profile(&profile).unwrap();
     assert_eq!(p.enrollment_mode.as_deref(), Some("BYOD"));
     assert_eq!(p.assigned_managed_apple_id.as_deref(), Some("alice@example.org"));
-    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &profile, Some(common::pool_key())).await.unwrap();
+    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &profile, Some(common::pool_key()))
+        .await
+        .unwrap();
     let eid = dev.enrollment_id.clone().expect("a User Enrollment");
     dev.enroll().await.unwrap();
     let v = device_json(&srv, &eid).await;
@@ -772,13 +817,19 @@ async fn account_driven_user_enrollment_with_the_directory() {
     let admin = srv.admin();
     for rt in ["EraseDevice", "RestartDevice", "DeviceLocation"] {
         let r = admin
-            .post("/v1/commands", serde_json::json!({"targets": [eid], "command": {"RequestType": rt}}))
+            .post(
+                "/v1/commands",
+                serde_json::json!({"targets": [eid], "command": {"RequestType": rt}}),
+            )
             .await;
         let e = r.expect_err(rt);
         assert!(e.to_string().contains("User Enrollment"), "{rt}: {e}");
     }
     let ok = admin
-        .post("/v1/commands", serde_json::json!({"targets": [eid], "command": {"RequestType": "ProfileList"}}))
+        .post(
+            "/v1/commands",
+            serde_json::json!({"targets": [eid], "command": {"RequestType": "ProfileList"}}),
+        )
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 
@@ -794,19 +845,37 @@ async fn account_driven_user_enrollment_with_the_directory() {
 
     // The same from the command line: `mdmd sim account-enroll`, both kinds.
     for (kind, what) in [("byod", "User Enrollment"), ("adde", "device enrollment")] {
-        let (ok, out, err) = srv.cli(&["sim", "account-enroll", "--email", "alice@example.org", "--user", "alice:alice-pw", "--kind", kind]);
+        let (ok, out, err) = srv.cli(&[
+            "sim",
+            "account-enroll",
+            "--email",
+            "alice@example.org",
+            "--user",
+            "alice:alice-pw",
+            "--kind",
+            kind,
+        ]);
         assert!(ok && out.contains(what), "{kind}: {out} {err}");
     }
 
     // bob is not in the enrollment group: no token.
-    let (_, _, ch) = mdmd::sim::account::discover(&c, &srv.base, "bob@example.org", "mdm-byod").await.unwrap();
-    let r = c.post(&ch.url).form(&[("user", "bob"), ("password", "bob-pw")]).send().await.unwrap();
+    let (_, _, ch) = mdmd::sim::account::discover(&c, &srv.base, "bob@example.org", "mdm-byod")
+        .await
+        .unwrap();
+    let r = c
+        .post(&ch.url)
+        .form(&[("user", "bob"), ("password", "bob-pw")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]
 async fn account_driven_enrollment_with_the_identity_provider_and_an_invitation_for_a_user() {
-    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else { return };
+    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else {
+        return;
+    };
     let keep = tempfile::tempdir().unwrap();
     let sf = secret_file(keep.path(), "client-secret", &idp.client_secret);
     let mut flags = oidc_flags(&idp, &sf);
@@ -816,13 +885,25 @@ async fn account_driven_enrollment_with_the_identity_provider_and_an_invitation_
     idp.set_redirect_uris(&[format!("{}/auth/oidc/callback", public(&srv))]);
     let c = hop_client(&srv);
 
-    let (base_url, body, ch) = mdmd::sim::account::discover(&c, &srv.base, "oscar@example.org", "mdm-byod").await.unwrap();
+    let (base_url, body, ch) = mdmd::sim::account::discover(&c, &srv.base, "oscar@example.org", "mdm-byod")
+        .await
+        .unwrap();
     let path = ch.url.strip_prefix(&public(&srv)).unwrap().to_owned();
-    let r = browser_sign_in(&srv, &idp, &format!("{path}?user-identifier=oscar%40example.org"), "oscar", "oscar-pw").await;
+    let r = browser_sign_in(
+        &srv,
+        &idp,
+        &format!("{path}?user-identifier=oscar%40example.org"),
+        "oscar",
+        "oscar-pw",
+    )
+    .await;
     assert_eq!(r.status(), 308);
     let loc = r.headers()[reqwest::header::LOCATION].to_str().unwrap().to_owned();
     let token = mdmd::sim::account::token_from_location(&loc).expect("token");
-    let profile = mdmd::sim::account::fetch_profile(&c, &base_url, &body, &token).await.unwrap().expect("profile");
+    let profile = mdmd::sim::account::fetch_profile(&c, &base_url, &body, &token)
+        .await
+        .unwrap()
+        .expect("profile");
     let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &profile, None).await.unwrap();
     dev.enroll().await.unwrap();
     let v = device_json(&srv, &dev.id()).await;
@@ -834,7 +915,9 @@ async fn account_driven_enrollment_with_the_identity_provider_and_an_invitation_
     assert!(ok, "{err}");
     let url = out.lines().next().unwrap().to_owned();
     let der = mdmd::sim::download_profile(&srv.client(), &url, None).await.unwrap();
-    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key())).await.unwrap();
+    let dev = mdmd::sim::SimDevice::from_profile(srv.client(), &der, Some(common::pool_key()))
+        .await
+        .unwrap();
     dev.enroll().await.unwrap();
     let v = device_json(&srv, &dev.udid).await;
     assert_eq!(v["user"]["username"], "dora", "{v}");
@@ -849,7 +932,9 @@ async fn console_sign_in_with_the_identity_provider_in_a_real_browser() {
     if !common::browser::browser_available() {
         return;
     }
-    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else { return };
+    let Some(mut idp) = Idp::start(&["http://127.0.0.1:1/placeholder".to_owned()]) else {
+        return;
+    };
     let keep = tempfile::tempdir().unwrap();
     let sf = secret_file(keep.path(), "client-secret", &idp.client_secret);
     let flags = oidc_flags(&idp, &sf);
@@ -864,8 +949,18 @@ async fn console_sign_in_with_the_identity_provider_in_a_real_browser() {
     // "Sign in with Example IdP" → the IdP's form.
     common::browser::click_then(&c, "#sso", "#login").await;
     assert!(c.current_url().await.unwrap().as_str().starts_with(&idp.issuer));
-    c.find(fantoccini::Locator::Id("login")).await.unwrap().send_keys("oscar").await.unwrap();
-    c.find(fantoccini::Locator::Id("password")).await.unwrap().send_keys("oscar-pw").await.unwrap();
+    c.find(fantoccini::Locator::Id("login"))
+        .await
+        .unwrap()
+        .send_keys("oscar")
+        .await
+        .unwrap();
+    c.find(fantoccini::Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("oscar-pw")
+        .await
+        .unwrap();
     // Back at the console, signed in as an operator, on the page asked for.
     common::browser::click_then(&c, "#submit", "header").await;
     let url = c.current_url().await.unwrap();

@@ -426,11 +426,7 @@ async fn the_identity_providers_app_follows_token_rotation() {
     let t1v = t1["value"].as_str().unwrap().to_owned();
     // PingID from the App Store, on a licence (a device has no Apple Account to buy it with).
     let (s, v) = admin
-        .call(
-            reqwest::Method::PUT,
-            "/v1/apps-and-books/tokens/main",
-            None,
-        )
+        .call(reqwest::Method::PUT, "/v1/apps-and-books/tokens/main", None)
         .await
         .unwrap();
     assert_eq!(s, 400, "an empty body is not a token: {v}");
@@ -494,7 +490,6 @@ async fn the_identity_providers_app_follows_token_rotation() {
     let r = admin.post(&format!("/v1/reconcile?device={}", d.udid), json!({})).await.unwrap();
     assert_eq!(r["commands"], 0, "{r}");
 }
-
 
 /// The 802.1X Wi-Fi profile through a blueprint: every device that enrolls
 /// gets its own copy, encrypted to it, with a single-use SCEP challenge, and

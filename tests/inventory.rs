@@ -66,7 +66,14 @@ async fn inventory_and_compliance() {
     assert_eq!(v["inventory"]["SecurityInfo"]["data"]["SecurityInfo"]["PasscodePresent"], true);
     // The guide's network queries and the modem firmware are asked and kept.
     let qr = &v["inventory"]["DeviceInformation"]["data"]["QueryResponses"];
-    for k in ["ICCID", "CurrentCarrierNetwork", "SubscriberCarrierNetwork", "CarrierSettingsVersion", "ModemFirmwareVersion", "DataRoamingEnabled"] {
+    for k in [
+        "ICCID",
+        "CurrentCarrierNetwork",
+        "SubscriberCarrierNetwork",
+        "CarrierSettingsVersion",
+        "ModemFirmwareVersion",
+        "DataRoamingEnabled",
+    ] {
         assert!(!qr[k].is_null(), "{k} in {qr}");
     }
     assert_eq!(v["compliance"]["status"], "compliant", "{}", v["compliance"]);
@@ -125,7 +132,9 @@ async fn inventory_and_compliance() {
     both.sort();
     assert_eq!(found("user=alice".into()).await, both);
     assert_eq!(
-        found(format!("user=alice&model={}&os={major}", good.product_name.to_lowercase())).await.len(),
+        found(format!("user=alice&model={}&os={major}", good.product_name.to_lowercase()))
+            .await
+            .len(),
         2
     );
     assert_eq!(found(format!("user=alice&os={}", good.os_version)).await.len(), 2);

@@ -156,7 +156,14 @@ async fn verify_refuses_revoked_unknown_and_future_tokens() {
     let a = new_token(&srv, json!({})).await;
     let b = new_token(&srv, json!({})).await;
     let future = new_token(&srv, json!({"effective_at": "2031-01-01T00:00:00Z"})).await;
-    let (s, v) = call(&srv, API_KEY, Method::DELETE, &format!("/v1/access-tokens/{}", a["id"].as_str().unwrap()), None).await;
+    let (s, v) = call(
+        &srv,
+        API_KEY,
+        Method::DELETE,
+        &format!("/v1/access-tokens/{}", a["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let verify = |token: String| {
         let srv = &srv;
@@ -295,7 +302,11 @@ async fn forged_device_tokens_are_refused() {
         jsonwebtoken::encode(&es, &c, &real).unwrap()
     };
     let control = sign(&|_| {});
-    assert_eq!(verify(control, None).await["valid"], true, "a token made right with the real key verifies");
+    assert_eq!(
+        verify(control, None).await["valid"],
+        true,
+        "a token made right with the real key verifies"
+    );
     forgeries.push(sign(&|c| c["exp"] = json!(now - 3600)));
     forgeries.push(sign(&|c| c["nbf"] = json!(now + 3600)));
     forgeries.push(sign(&|c| c["aud"] = json!("someone-else")));
@@ -338,25 +349,21 @@ fn install_with_config(store_id: u64, who: &str) -> Value {
 /// `Identifier`) it answers naming *another* app, one whose configuration
 /// mdmd remembers for other devices: the lie must not replace what those
 /// devices get when tokens change, nor hand the other app's configuration
-/// to the liar.
-///
-/// BUG (not fixed, a design choice): `Access::identifier_learned` believes
-/// the device's `Identifier`. When the pending configuration is as new as or
-/// newer than the remembered one, `bind_app_config` replaces the victim
-/// app's configuration for every target (here `who` becomes "lie"); when it
-/// is older, the liar is added to the victim app's targets and receives its
-/// configuration. The fix needs the bundle id from a source mdmd trusts
-/// (the App Store lookup / catalog for `iTunesStoreID`, the manifest for
-/// `ManifestURL`) instead of the device's word.
+/// to the liar. (A device's word names the app for that device only:
+/// `service::access::app_configs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a device's InstallApplication answer can rebind another app's remembered configuration (see comment)"]
 async fn a_lying_install_answer_cannot_rebind_another_apps_configuration() {
     let srv = Server::start_with(&["--enroll-flow", "single"]);
     new_token(&srv, json!({})).await;
     let admin = srv.admin();
     let mut victim = srv.enrolled().await;
     victim.apps.insert(VICTIM.into(), mdmd::sim::SimApp::managed(VICTIM, "1.0"));
-    enqueue(&admin, &[&victim.udid], settings(VICTIM, json!({"TOKEN": "$ACCESS_TOKEN", "who": "victim"}))).await;
+    enqueue(
+        &admin,
+        &[&victim.udid],
+        settings(VICTIM, json!({"TOKEN": "$ACCESS_TOKEN", "who": "victim"})),
+    )
+    .await;
     assert_eq!(session_types(&mut victim).await, vec!["Settings"]);
     assert_eq!(config_value(&victim, VICTIM, "who").as_deref(), Some("victim"));
 
@@ -405,7 +412,12 @@ async fn another_devices_command_uuid_binds_nothing() {
     owner.apps.insert(APP.into(), mdmd::sim::SimApp::managed(APP, "1.0"));
     thief.apps.insert(VICTIM.into(), mdmd::sim::SimApp::managed(VICTIM, "1.0"));
     enqueue(&admin, &[&owner.udid], install_with_config(2_222_222, "owner")).await;
-    enqueue(&admin, &[&thief.udid], json!({"RequestType": "InstallApplication", "iTunesStoreID": 3_333_333})).await;
+    enqueue(
+        &admin,
+        &[&thief.udid],
+        json!({"RequestType": "InstallApplication", "iTunesStoreID": 3_333_333}),
+    )
+    .await;
     // The owner fetches its command but has not answered yet; the thief answers with its UUID.
     let cmd = owner.connect(&owner.idle_report()).await.unwrap().expect("the owner's command");
     answer_install(&thief, Some(&cmd.uuid), VICTIM).await;
@@ -472,7 +484,10 @@ fn hostile_appconfig_texts_are_clear_errors() {
     // Taken: `=` in a value, a tab, a newline inside a JSON string.
     let ok = parse("a=b=c\nt=x\ty\n").unwrap();
     assert_eq!(ok.configuration["a"], "b=c");
-    assert_eq!(parse("{\"a\": \"line 1\\nline 2\\ttab\"}").unwrap().configuration["a"], "line 1\nline 2\ttab");
+    assert_eq!(
+        parse("{\"a\": \"line 1\\nline 2\\ttab\"}").unwrap().configuration["a"],
+        "line 1\nline 2\ttab"
+    );
     // Huge and deep: errors, not a stack overflow.
     for text in [
         "{\"a\":".repeat(100_000),
@@ -501,7 +516,15 @@ async fn hostile_config_files_queue_nothing() {
     for (name, bytes) in files {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
-        let (ok, out, err) = srv.cli(&["cmd", "install-app", &d.udid, "--itunes-id", "1234", "--config", p.to_str().unwrap()]);
+        let (ok, out, err) = srv.cli(&[
+            "cmd",
+            "install-app",
+            &d.udid,
+            "--itunes-id",
+            "1234",
+            "--config",
+            p.to_str().unwrap(),
+        ]);
         assert!(!ok, "{name}: taken: {out}");
         assert!(err.contains(name), "{name}: the error names the file: {err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -530,7 +553,17 @@ async fn ise_paging_values_are_refused_or_empty() {
     let srv = Server::start();
     let nac = srv.account("ise", "nac");
     let d = srv.enrolled().await;
-    for p in ["-1", "1.5", "0x10", "abc", "99999999999999999999999", "18446744073709551616", "1e9", "1%20OR%201=1", "%00"] {
+    for p in [
+        "-1",
+        "1.5",
+        "0x10",
+        "abc",
+        "99999999999999999999999",
+        "18446744073709551616",
+        "1e9",
+        "1%20OR%201=1",
+        "%00",
+    ] {
         let (s, body) = ise(&srv, "ise", &nac, Method::GET, &format!("{V2}/devices/?paging={p}"), None).await;
         assert_eq!(s, 400, "paging={p}: {body}");
         assert!(body.len() < 2000, "{body}");
@@ -550,7 +583,15 @@ async fn ise_paging_values_are_refused_or_empty() {
         ("username", ""),
         ("serialnumber", "%20"),
     ] {
-        let (s, body) = ise(&srv, "ise", &nac, Method::GET, &format!("{V2}/devices/?querycriteria={c}&value={v}&paging=0"), None).await;
+        let (s, body) = ise(
+            &srv,
+            "ise",
+            &nac,
+            Method::GET,
+            &format!("{V2}/devices/?querycriteria={c}&value={v}&paging=0"),
+            None,
+        )
+        .await;
         assert!(s == 200 || s == 400, "{c}={v}: {s} {body}");
         assert!(!body.contains(&d.udid), "{c}={v} found a device: {body}");
     }
@@ -571,7 +612,10 @@ async fn ise_hostile_xml_bodies_are_400() {
             let prev = format!("&l{};", i - 1);
             s.push_str(&format!("<!ENTITY l{i} \"{}\">", prev.repeat(10)));
         }
-        s.push_str(&format!("]><ise_api><deviceList><device><udid>&l9;{}</udid></device></deviceList></ise_api>", d.udid));
+        s.push_str(&format!(
+            "]><ise_api><deviceList><device><udid>&l9;{}</udid></device></deviceList></ise_api>",
+            d.udid
+        ));
         s
     };
     let xxe = format!(
@@ -579,7 +623,10 @@ async fn ise_hostile_xml_bodies_are_400() {
         d.udid
     );
     let deep = format!("<ise_api>{}{}</ise_api>", "<a>".repeat(100_000), "</a>".repeat(100_000));
-    let huge = format!("<ise_api><deviceList><device><udid>{}</udid></device></deviceList></ise_api>", "A".repeat(3 << 20));
+    let huge = format!(
+        "<ise_api><deviceList><device><udid>{}</udid></device></deviceList></ise_api>",
+        "A".repeat(3 << 20)
+    );
     let mut latin1 = b"<ise_api><deviceList><device><udid>caf\xe9</udid></device></deviceList></ise_api>".to_vec();
     latin1.extend_from_slice(d.udid.as_bytes());
     for (name, body) in [
@@ -595,7 +642,15 @@ async fn ise_hostile_xml_bodies_are_400() {
         }
     }
     // A huge text node: refused (400, or 413 over the body limit), never found.
-    let (s, resp) = ise(&srv, "ise", &nac, Method::POST, &format!("{V2}/batchdevices/"), Some(huge.into_bytes())).await;
+    let (s, resp) = ise(
+        &srv,
+        "ise",
+        &nac,
+        Method::POST,
+        &format!("{V2}/batchdevices/"),
+        Some(huge.into_bytes()),
+    )
+    .await;
     assert!(s == 200 || s == 400 || s == 413, "{s}");
     assert!(!resp.contains(&d.udid));
     still_up(&srv).await;
@@ -611,7 +666,15 @@ async fn ise_action_batches_are_bounded_and_deduplicated() {
     let mut d = srv.enrolled().await;
     let many: Vec<&str> = std::iter::repeat_n(d.udid.as_str(), 5000).collect();
     let started = std::time::Instant::now();
-    let (s, body) = ise(&srv, "ise", &nac, Method::POST, &format!("{V2}/action/?actionType=pin_lock"), Some(action_body(&many))).await;
+    let (s, body) = ise(
+        &srv,
+        "ise",
+        &nac,
+        Method::POST,
+        &format!("{V2}/action/?actionType=pin_lock"),
+        Some(action_body(&many)),
+    )
+    .await;
     assert_eq!(s, 400, "{}", &body[..body.len().min(300)]);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(session_types(&mut d).await.is_empty(), "nothing queued by a refused batch");
@@ -638,15 +701,31 @@ async fn nac_accounts_can_do_only_the_three_actions() {
     let nac = srv.account("ise", "nac");
     let mut d = srv.enrolled().await;
     for action in ["erase", "unenroll", "FULL_WIPE%00", "remove_profile", "corporate_wipe;pin_lock", ""] {
-        let (s, body) = ise(&srv, "ise", &nac, Method::POST, &format!("{V2}/action/?actionType={action}"), Some(action_body(&[&d.udid]))).await;
+        let (s, body) = ise(
+            &srv,
+            "ise",
+            &nac,
+            Method::POST,
+            &format!("{V2}/action/?actionType={action}"),
+            Some(action_body(&[&d.udid])),
+        )
+        .await;
         assert_eq!(s, 400, "{action}: {body}");
     }
     for (m, path, body) in [
-        (Method::POST, "/v1/commands".to_owned(), Some(json!({"targets": [d.udid], "command": {"RequestType": "EraseDevice"}}))),
+        (
+            Method::POST,
+            "/v1/commands".to_owned(),
+            Some(json!({"targets": [d.udid], "command": {"RequestType": "EraseDevice"}})),
+        ),
         (Method::POST, format!("/v1/devices/{}/unenroll", d.udid), None),
         (Method::DELETE, format!("/v1/devices/{}", d.udid), None),
         (Method::GET, "/v1/access-tokens".to_owned(), None),
-        (Method::POST, "/v1/derived-credentials/revocations".to_owned(), Some(json!({"id": "x"}))),
+        (
+            Method::POST,
+            "/v1/derived-credentials/revocations".to_owned(),
+            Some(json!({"id": "x"})),
+        ),
     ] {
         let (s, v) = call(&srv, &nac, m.clone(), &path, body).await;
         assert_eq!(s, 403, "nac {m} {path}: {v}");
@@ -684,7 +763,11 @@ async fn hostile_revocation_requests_are_refused() {
         assert_eq!(s, 400, "{body}: {v}");
         assert!(v.to_string().len() < 2000, "the error is bounded: {v}");
     }
-    for body in [json!({"id": "../../etc/passwd"}), json!({"serial": "00:01"}), json!({"serial": "01", "issuer": "CN=' OR 1=1"})] {
+    for body in [
+        json!({"id": "../../etc/passwd"}),
+        json!({"serial": "00:01"}),
+        json!({"serial": "01", "issuer": "CN=' OR 1=1"}),
+    ] {
         let (s, v) = call(&srv, &iss, Method::POST, "/v1/derived-credentials/revocations", Some(body.clone())).await;
         assert_eq!(s, 404, "{body}: {v}");
     }
@@ -709,11 +792,22 @@ async fn hostile_revocation_requests_are_refused() {
 async fn device_searches_and_unenroll_resist_abuse() {
     let srv = Server::start();
     let mut d = srv.enrolled().await;
-    let (s, v) = call(&srv, API_KEY, Method::PUT, &format!("/v1/devices/{}/attributes", d.udid), Some(json!({"USERNAME": "alice"}))).await;
+    let (s, v) = call(
+        &srv,
+        API_KEY,
+        Method::PUT,
+        &format!("/v1/devices/{}/attributes", d.udid),
+        Some(json!({"USERNAME": "alice"})),
+    )
+    .await;
     assert!(s < 300, "{v}");
     let (s, v) = call(&srv, API_KEY, Method::GET, "/v1/devices?user=alice", None).await;
     assert_eq!(s, 200);
-    assert_eq!(v["devices"].as_array().map(Vec::len), Some(1), "control: the search finds alice's device: {v}");
+    assert_eq!(
+        v["devices"].as_array().map(Vec::len),
+        Some(1),
+        "control: the search finds alice's device: {v}"
+    );
     for q in [
         "user=%27%20OR%20%271%27%3D%271",
         "user=%25",
@@ -793,20 +887,27 @@ async fn forged_crls_revoke_nothing() {
                 let id = id.clone();
                 async move {
                     let c = credential(srv, &id).await;
-                    c["revocation_check"]["status"] == want
-                        && c["revocation_check"]["error"].as_str().unwrap_or_default().contains(why)
+                    c["revocation_check"]["status"] == want && c["revocation_check"]["error"].as_str().unwrap_or_default().contains(why)
                 }
             })
             .await
         }
     };
-    assert!(status("good", "").await, "control: the real CRL is believed: {}", credential(&srv, &id).await);
+    assert!(
+        status("good", "").await,
+        "control: the real CRL is believed: {}",
+        credential(&srv, &id).await
+    );
     impostor.revoke(&cert);
     crls.set(impostor.crl());
     assert!(status("failed", "signature").await, "{}", credential(&srv, &id).await);
     stranger.revoke(&cert);
     crls.set(stranger.crl());
-    assert!(status("failed", "not by the certificate's issuer").await, "{}", credential(&srv, &id).await);
+    assert!(
+        status("failed", "not by the certificate's issuer").await,
+        "{}",
+        credential(&srv, &id).await
+    );
     let list = srv.admin().get("/v1/derived-credentials").await.unwrap();
     assert_eq!(list["ended"], json!([]), "{list}");
     assert!(!credential(&srv, &id).await.is_null(), "still active");
@@ -822,16 +923,38 @@ async fn reused_token_values_verify_as_the_active_token() {
     const V: &str = "dictated-by-the-idp-0123456789";
     let a = new_token(&srv, json!({"value": V})).await;
     let b = new_token(&srv, json!({})).await;
-    let (s, v) = call(&srv, API_KEY, Method::DELETE, &format!("/v1/access-tokens/{}", a["id"].as_str().unwrap()), None).await;
+    let (s, v) = call(
+        &srv,
+        API_KEY,
+        Method::DELETE,
+        &format!("/v1/access-tokens/{}", a["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let c = new_token(&srv, json!({"value": V})).await;
     let (s, v) = call(&srv, API_KEY, Method::POST, "/v1/access/verify", Some(json!({"token": V}))).await;
     assert_eq!(s, 200);
-    assert_eq!((v["valid"].as_bool(), v["token_id"].as_str()), (Some(true), c["id"].as_str()), "{v}");
+    assert_eq!(
+        (v["valid"].as_bool(), v["token_id"].as_str()),
+        (Some(true), c["id"].as_str()),
+        "{v}"
+    );
 
     // An edit copying C's value onto B is refused; B keeps its value.
-    let (s, v) = call(&srv, API_KEY, Method::PUT, &format!("/v1/access-tokens/{}", b["id"].as_str().unwrap()), Some(json!({"value": V}))).await;
+    let (s, v) = call(
+        &srv,
+        API_KEY,
+        Method::PUT,
+        &format!("/v1/access-tokens/{}", b["id"].as_str().unwrap()),
+        Some(json!({"value": V})),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     let (s, v) = call(&srv, API_KEY, Method::POST, "/v1/access/verify", Some(json!({"token": b["value"]}))).await;
-    assert_eq!((s, v["valid"].as_bool(), v["token_id"].as_str()), (200, Some(true), b["id"].as_str()), "{v}");
+    assert_eq!(
+        (s, v["valid"].as_bool(), v["token_id"].as_str()),
+        (200, Some(true), b["id"].as_str()),
+        "{v}"
+    );
 }

@@ -225,7 +225,9 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
     // --enroll-user credentials, the person an invitation was issued to.
     let (ok, out, err) = srv.cli(&["invite", "--user", "erin", "--email", "erin@example.org"]);
     assert!(ok, "{err}");
-    let der = mdmd::sim::download_profile(&srv.client(), out.lines().next().unwrap(), None).await.unwrap();
+    let der = mdmd::sim::download_profile(&srv.client(), out.lines().next().unwrap(), None)
+        .await
+        .unwrap();
     let erin = mdmd::sim::SimDevice::from_profile(srv.client(), &der, None).await.unwrap();
     erin.enroll().await.unwrap();
     let enrolled = |r: &Received, id: &str| {

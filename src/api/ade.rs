@@ -67,7 +67,8 @@ pub async fn put_profile(
     Query(q): Query<ProfileQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be Apple's profile JSON: {e}")))?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be Apple's profile JSON: {e}")))?;
     let servers = q
         .server
         .as_deref()
@@ -94,7 +95,10 @@ pub async fn delete_profile(State(app): State<Arc<App>>, Path(name): Path<String
     if !app.ade.delete_profile(&name).await? {
         return Err(ApiError::not_found(format!("no ADE profile {name}")));
     }
-    Ok(Json(json!({"name": name, "deleted": true, "note": "devices keep the profile Apple has for them until another is assigned"})).into_response())
+    Ok(
+        Json(json!({"name": name, "deleted": true, "note": "devices keep the profile Apple has for them until another is assigned"}))
+            .into_response(),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,7 +61,11 @@ pub struct UploadQuery {
 /// `POST /v1/apps`: JSON `{itunes_store_id, …}`, or an `.ipa` as
 /// `application/octet-stream` (streamed to a private file, bounded by
 /// `--app-max-size`; the API's JSON body limit does not apply to it).
-pub async fn add(State(app): State<Arc<App>>, q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>, req: Request) -> ApiResult {
+pub async fn add(
+    State(app): State<Arc<App>>,
+    q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
     let ctype = req
         .headers()
@@ -116,8 +120,11 @@ pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResu
 }
 
 pub async fn set(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
-    let s: AppSettings = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body: {e} (JSON {{\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}})")))?;
+    let s: AppSettings = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body: {e} (JSON {{\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}})"
+        ))
+    })?;
     Ok(Json(app.apps.set_app(&id, s).await?).into_response())
 }
 
@@ -133,7 +140,8 @@ pub struct Targets {
 }
 
 fn targets(body: &[u8]) -> Result<Vec<String>, ApiError> {
-    let t: Targets = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e} (JSON {{\"targets\": [enrollment id …]}})")))?;
+    let t: Targets =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e} (JSON {{\"targets\": [enrollment id …]}})")))?;
     if t.targets.is_empty() {
         return Err(ApiError::bad_request("targets: name at least one enrollment"));
     }

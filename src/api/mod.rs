@@ -441,17 +441,27 @@ async fn redact_app_configs(app: &App, v: &mut serde_json::Value) {
     // Only answers to ManagedApplicationConfiguration echo configurations.
     const ECHO: &str = "ManagedApplicationConfiguration";
     let echoes = v["request_type"] == ECHO
-        || v["commands"].as_array().is_some_and(|l| l.iter().any(|c| c["request_type"] == ECHO));
+        || v["commands"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["request_type"] == ECHO));
     if !echoes {
         return;
     }
     let Some(access) = app.commander.access() else { return };
     let mut paths: std::collections::HashMap<String, Vec<crate::service::commands::sealed::KeyPath>> = Default::default();
+    let mut configs: Vec<(String, String)> = Vec::new();
     if let Ok(list) = access.app_configs().await {
-        for (bundle, c) in list {
-            if let Ok(plist::Value::Dictionary(d)) = plist::Value::from_reader_xml(std::io::Cursor::new(c.configuration.as_bytes())) {
-                paths.insert(bundle, crate::service::commands::sealed::secret_paths(&d));
-            }
+        configs.extend(list.into_iter().map(|(bundle, c)| (bundle, c.configuration)));
+    }
+    if let Ok(list) = access.device_app_configs().await {
+        configs.extend(list.into_iter().map(|d| (d.identifier, d.configuration)));
+    }
+    for (bundle, xml) in configs {
+        if let Ok(plist::Value::Dictionary(d)) = plist::Value::from_reader_xml(std::io::Cursor::new(xml.as_bytes())) {
+            paths
+                .entry(bundle)
+                .or_default()
+                .extend(crate::service::commands::sealed::secret_paths(&d));
         }
     }
     let live: Vec<String> = access
@@ -595,7 +605,10 @@ async fn unenroll(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiRes
         )));
     }
     if !e.active || e.checked_out_at.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("{id} is not enrolled (checked out or never finished)")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{id} is not enrolled (checked out or never finished)"),
+        ));
     }
     let identifier = app.enroller.profile_identifier();
     let b = app.commander.remove_profile(&identifier, vec![id.clone()], true).await?;

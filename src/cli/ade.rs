@@ -129,7 +129,11 @@ fn profiles_table(v: &Value) -> String {
             vec![
                 s(&p["name"]),
                 s(&p["profile"]["profile_name"]),
-                if p["default"].as_bool() == Some(true) { "yes".into() } else { String::new() },
+                if p["default"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
                 s(&p["rule"]),
                 p["uuids"].as_object().map(|m| m.len().to_string()).unwrap_or_default(),
             ]
@@ -151,11 +155,18 @@ fn devices_table(v: &Value) -> String {
                 s(&d["op"]),
                 s(&d["profile_status"]),
                 s(&d["profile"]),
-                if d["enrolled"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                if d["enrolled"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
             ]
         })
         .collect();
-    table(&["SERIAL", "MODEL", "SERVER", "ABM", "PROFILE STATUS", "PROFILE", "ENROLLED"], &rows)
+    table(
+        &["SERIAL", "MODEL", "SERVER", "ABM", "PROFILE STATUS", "PROFILE", "ENROLLED"],
+        &rows,
+    )
 }
 
 fn waiting_table(v: &Value) -> String {
@@ -202,9 +213,11 @@ impl AdeCmd {
                 print(&v);
             }
             AdeCmd::Tokens => show(&a.get("/v1/ade/tokens").await?, tokens_table),
-            AdeCmd::RmToken { name } => {
-                print(&a.send(Method::DELETE, &format!("/v1/ade/tokens/{}", enc(&name)), None).await?.ok()?)
-            }
+            AdeCmd::RmToken { name } => print(
+                &a.send(Method::DELETE, &format!("/v1/ade/tokens/{}", enc(&name)), None)
+                    .await?
+                    .ok()?,
+            ),
             AdeCmd::SetProfile {
                 name,
                 file,
@@ -225,9 +238,11 @@ impl AdeCmd {
                 print(&a.send(Method::PUT, &path, Some(body)).await?.ok()?);
             }
             AdeCmd::Profiles => show(&a.get("/v1/ade/profiles").await?, profiles_table),
-            AdeCmd::RmProfile { name } => {
-                print(&a.send(Method::DELETE, &format!("/v1/ade/profiles/{}", enc(&name)), None).await?.ok()?)
-            }
+            AdeCmd::RmProfile { name } => print(
+                &a.send(Method::DELETE, &format!("/v1/ade/profiles/{}", enc(&name)), None)
+                    .await?
+                    .ok()?,
+            ),
             AdeCmd::Assign { profile, serials } => {
                 let body = serde_json::json!({ "devices": serials });
                 print(&a.post(&format!("/v1/ade/profiles/{}/assign", enc(&profile)), body).await?);

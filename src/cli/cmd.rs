@@ -245,7 +245,12 @@ fn read_json_object(p: &std::path::Path) -> anyhow::Result<serde_json::Map<Strin
 /// A managed app configuration: a JSON object, or `key=value` lines (an
 /// app vendor's AppConfig file); warnings go to standard error.
 pub(super) fn app_config_text(text: &str, p: &std::path::Path) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let i = mdmd::profiles::appconfig::parse(text).with_context(|| format!("{}: not a managed app configuration (a JSON object or key=value lines)", p.display()))?;
+    let i = mdmd::profiles::appconfig::parse(text).with_context(|| {
+        format!(
+            "{}: not a managed app configuration (a JSON object or key=value lines)",
+            p.display()
+        )
+    })?;
     for w in &i.warnings {
         eprintln!("warning: {}: {w}", p.display());
     }

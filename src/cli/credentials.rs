@@ -131,9 +131,7 @@ pub enum DerivedCmd {
     /// Active credentials, and those that ended (revoked, expired).
     List,
     /// Delete a credential: profiles that carry it are removed from the devices and wait again.
-    Rm {
-        id: String,
-    },
+    Rm { id: String },
     /// Revoke a credential as its provider would: like rm, but an audit
     /// record is kept and the certificate cannot be posted again.
     Revoke {

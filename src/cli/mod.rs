@@ -7,8 +7,8 @@
 //! `main.rs` only parses, starts logging and calls `run`.
 
 pub mod access_tokens;
-pub mod ade;
 pub mod accounts;
+pub mod ade;
 pub mod apps;
 pub mod blueprints;
 pub mod ca;

@@ -279,7 +279,11 @@ impl SimCmd {
                 let mut d = mdmd::sim::account::enroll_with_directory(b.build()?, &client.server, &version, &email, &u, &p).await?;
                 d.enroll().await?;
                 let handled = d.session().await?;
-                let what = if d.enrollment_id.is_some() { "User Enrollment" } else { "device enrollment" };
+                let what = if d.enrollment_id.is_some() {
+                    "User Enrollment"
+                } else {
+                    "device enrollment"
+                };
                 println!("{} enrolled ({what}, {} commands answered)", d.id(), handled.len());
             }
             SimCmd::Fleet {

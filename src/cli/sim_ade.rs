@@ -93,11 +93,17 @@ pub struct AdeIphoneArgs {
 impl AdeIphoneArgs {
     pub async fn run(self, client: &ClientOpts) -> anyhow::Result<()> {
         let http = client.http()?;
-        let conf = mdmd::sim::ade::activation(&http, &self.abm, &self.serial)
-            .await?
-            .with_context(|| format!("no ADE profile is assigned to {} (mdmd ade set-profile … --default; mdmd ade sync)", self.serial))?;
+        let conf = mdmd::sim::ade::activation(&http, &self.abm, &self.serial).await?.with_context(|| {
+            format!(
+                "no ADE profile is assigned to {} (mdmd ade set-profile … --default; mdmd ade sync)",
+                self.serial
+            )
+        })?;
         let udid = self.udid.unwrap_or_else(mdmd::sim::random_udid);
-        eprintln!("{}: Apple says enroll at {} (supervised, await configured: {})", self.serial, conf.url, conf.await_configured);
+        eprintln!(
+            "{}: Apple says enroll at {} (supervised, await configured: {})",
+            self.serial, conf.url, conf.await_configured
+        );
         let mut dev = mdmd::sim::ade::first_boot(http, &conf, &udid, &self.serial, None).await?;
         eprintln!("{udid}: enrolled; in Setup Assistant: {}", dev.awaiting_configuration);
         let sessions = (self.wait / 2).max(1) as usize;

@@ -95,7 +95,9 @@ pub struct ReleaseForm {
 
 pub async fn release(State(c): State<Shared>, h: HeaderMap, Path(id): Path<String>, axum::Form(f): axum::Form<ReleaseForm>) -> Response {
     let s = posted!(c, h, f.csrf.as_deref());
-    let r = c.post_json(&s, &format!("/v1/ade/waiting/{}/release", seg(&id)), &serde_json::json!({})).await;
+    let r = c
+        .post_json(&s, &format!("/v1/ade/waiting/{}/release", seg(&id)), &serde_json::json!({}))
+        .await;
     back_to(
         "/ui/ade",
         if r.ok() {

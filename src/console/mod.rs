@@ -35,13 +35,13 @@ macro_rules! posted {
     };
 }
 
-mod tokens;
 mod ade;
 mod apps;
 mod fleet;
 mod pages;
 mod policy;
 mod sso;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -451,7 +451,11 @@ pub(crate) async fn new_session(c: &Console, name: &str, role: Role, account_cre
     };
     if let Err(e) = stored {
         tracing::error!(error = %e, "console sign-in: cannot store the session");
-        return Err(pages::plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Storage is unavailable; try again."));
+        return Err(pages::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Storage is unavailable; try again.",
+        ));
     }
     prune_sessions(c, t).await;
     tracing::info!(account = %s.name, role = s.role.as_str(), idp, "console sign-in");

@@ -1140,7 +1140,11 @@ pub async fn invite(State(c): State<Shared>, h: HeaderMap, axum::Form(f): axum::
     let days = f.days.unwrap_or(7).clamp(1, 90);
     let user = f.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let r = c
-        .post_json(&s, "/v1/enrollments/invitations", &json!({"expires_in": days * 86_400, "user": user}))
+        .post_json(
+            &s,
+            "/v1/enrollments/invitations",
+            &json!({"expires_in": days * 86_400, "user": user}),
+        )
         .await;
     if r.ok() {
         tracing::info!(account = %s.name, "console invitation created");

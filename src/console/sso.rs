@@ -24,7 +24,11 @@ use crate::service::directory::Purpose;
 /// `GET /ui/sso?next=/ui/…`: off to the identity provider.
 pub async fn start(State(c): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     if c.app.directory.oidc.is_none() {
-        return pages::plain(StatusCode::NOT_FOUND, "Not configured", "No identity provider is configured (--oidc-issuer).");
+        return pages::plain(
+            StatusCode::NOT_FOUND,
+            "Not configured",
+            "No identity provider is configured (--oidc-issuer).",
+        );
     }
     let next = safe_next(q.get("next").map(String::as_str));
     to_identity_provider(&c.app, Purpose::Console { next }, None).await
@@ -65,10 +69,18 @@ async fn finish(
     if let Some(err) = q.get("error") {
         let err: String = err.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
         tracing::info!(error = %err, "identity provider refused the sign-in");
-        return pages::plain(StatusCode::FORBIDDEN, "Sign-in refused", &format!("The identity provider refused the sign-in ({err})."));
+        return pages::plain(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            &format!("The identity provider refused the sign-in ({err})."),
+        );
     }
     let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
-        return pages::plain(StatusCode::BAD_REQUEST, "Bad request", "The identity provider's answer has no code and state.");
+        return pages::plain(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The identity provider's answer has no code and state.",
+        );
     };
     let ip = crate::service::access::limits::client_ip(&app.enroll_networks, peer, |name| {
         headers.get_all(name).iter().filter_map(|v| v.to_str().ok())

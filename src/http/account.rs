@@ -85,7 +85,9 @@ pub async fn enroll(
     if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
         return r;
     }
-    let Some(token) = bearer(&headers) else { return challenge(&app, mode) };
+    let Some(token) = bearer(&headers) else {
+        return challenge(&app, mode);
+    };
     let ip = source(&app, peer.as_deref(), &headers);
     let attempt = match app.limiter.begin(ip, "account-driven") {
         Ok(a) => a,
@@ -130,7 +132,10 @@ pub async fn hand_back(app: &App, mode: Mode, mut user: EnrollUser) -> Response 
     if user.managed_apple_id.is_none() {
         return text(
             StatusCode::FORBIDDEN,
-            format!("{} has no email address in the directory, so no Managed Apple Account to enroll with.\n", user.username),
+            format!(
+                "{} has no email address in the directory, so no Managed Apple Account to enroll with.\n",
+                user.username
+            ),
         );
     }
     user.method = format!("account-driven-{}", user.method);
@@ -163,7 +168,9 @@ pub async fn signin_page(
     if let Some(r) = network_refused(&app, peer.as_deref(), &headers) {
         return r;
     }
-    let hint = q.get("user-identifier").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control));
+    let hint = q
+        .get("user-identifier")
+        .filter(|h| h.len() <= 256 && !h.chars().any(char::is_control));
     if app.directory.oidc.is_some() {
         return super::enroll::to_identity_provider(
             &app,
@@ -202,7 +209,10 @@ fn form(app: &App, mode: Mode, user: &str, error: Option<&str>, status: StatusCo
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
         ],
         page.into_string(),
     )

@@ -33,7 +33,10 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let Some(info) = headers.get("x-apple-aspen-deviceinfo").and_then(|v| v.to_str().ok()) else {
-        return text(StatusCode::BAD_REQUEST, "expected the device's MachineInfo (POST it, or the x-apple-aspen-deviceinfo header)\n".into());
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected the device's MachineInfo (POST it, or the x-apple-aspen-deviceinfo header)\n".into(),
+        );
     };
     if info.len() > MAX_MACHINE_INFO * 4 / 3 + 4 {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "the MachineInfo is too large\n".into());
@@ -49,7 +52,10 @@ async fn enroll(app: &App, peer: Option<&super::listener::PeerAddr>, headers: &H
         return r;
     }
     if body.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "expected the device's MachineInfo as CMS SignedData\n".into());
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected the device's MachineInfo as CMS SignedData\n".into(),
+        );
     }
     if body.len() > MAX_MACHINE_INFO {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "the MachineInfo is too large\n".into());

@@ -92,7 +92,10 @@ pub fn directory_error(e: &crate::service::directory::DirectoryError) -> Respons
         }
         E::Config(why) => {
             tracing::error!(error = %why, "directory configuration");
-            text(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is not configured correctly on the server.\n".into())
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is not configured correctly on the server.\n".into(),
+            )
         }
     }
 }

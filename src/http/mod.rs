@@ -2,9 +2,9 @@
 //! The rules live in `service`; shared state in `app`.
 
 pub mod account;
+pub mod acme;
 pub mod ade;
 pub mod apps;
-pub mod acme;
 pub mod conn;
 pub mod enroll;
 pub mod listener;
@@ -37,7 +37,10 @@ pub fn router(max_body: usize) -> Router<Arc<App>> {
         .route("/mdm/account/{mode}/signin", get(account::signin_page).post(account::signin))
         .route("/.well-known/acme-challenge/{token}", get(acme::challenge))
         .route("/mdm/ddm/profiles/{template}", get(mdm::ddm_profile))
-        .route("/mdm/apps/{app}/{enrollment}/{sha}/{expires}/{mac}/manifest.plist", get(apps::manifest))
+        .route(
+            "/mdm/apps/{app}/{enrollment}/{sha}/{expires}/{mac}/manifest.plist",
+            get(apps::manifest),
+        )
         .route("/mdm/apps/{app}/{enrollment}/{sha}/{expires}/{mac}/app.ipa", get(apps::ipa))
         .route("/mdm/ddm/assets/{identifier}", get(mdm::ddm_asset))
         .layer(DefaultBodyLimit::max(max_body))

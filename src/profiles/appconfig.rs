@@ -128,7 +128,10 @@ fn not_xml(c: char) -> bool {
 /// characters other than tab, newline and CR; U+FFFE, U+FFFF), named with
 /// where it is. Depth is bounded by serde_json (128).
 fn unsendable(v: &Value, at: &str) -> Result<(), AppConfigError> {
-    let bad = |s: &str| s.chars().any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || not_xml(c));
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || not_xml(c))
+    };
     let here = |k: &str| if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
     match v {
         Value::String(s) if bad(s) => Err(AppConfigError::Json(format!(
@@ -238,9 +241,9 @@ fn unquote(v: &str) -> &str {
 fn foreign_placeholder(s: &str) -> bool {
     let word = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     // `{Name}` / `{{Name}}`, but not mdmd's `${NAME}`.
-    let braced = s.match_indices('{').any(|(i, _)| {
-        !s[..i].ends_with('$') && s[i + 1..].trim_start_matches('{').split_once('}').is_some_and(|(t, _)| word(t))
-    });
+    let braced = s
+        .match_indices('{')
+        .any(|(i, _)| !s[..i].ends_with('$') && s[i + 1..].trim_start_matches('{').split_once('}').is_some_and(|(t, _)| word(t)));
     // `%name%` and `$NAME$`: a word between two of the same sign.
     let between = |sign: char| {
         let parts: Vec<&str> = s.split(sign).collect();
@@ -272,23 +275,44 @@ mod tests {
         let i = parse(r#" {"companyName": "X", "port": 443, "flags": {"a": true}, "hosts": ["a", "b"]} "#).unwrap();
         assert_eq!(i.configuration["port"], 443);
         assert_eq!(i.configuration["flags"]["a"], true);
-        assert_eq!(parse("[1]"), Err(AppConfigError::Line { line: 1, why: "expected key=value".into() }));
-        assert_eq!(parse("{\"a\": 1"), Err(AppConfigError::Json("EOF while parsing an object at line 1 column 7".into())));
-        assert!(matches!(parse(&format!("{}{}", "{\"a\":".repeat(200), "1")), Err(AppConfigError::Json(_))));
+        assert_eq!(
+            parse("[1]"),
+            Err(AppConfigError::Line {
+                line: 1,
+                why: "expected key=value".into()
+            })
+        );
+        assert_eq!(
+            parse("{\"a\": 1"),
+            Err(AppConfigError::Json("EOF while parsing an object at line 1 column 7".into()))
+        );
+        assert!(matches!(
+            parse(&format!("{}{}", "{\"a\":".repeat(200), "1")),
+            Err(AppConfigError::Json(_))
+        ));
         assert!(matches!(parse(r#"{"a": 1, "b": {"c": 2, "c": 3}}"#), Err(AppConfigError::Json(e)) if e.contains("\"c\" is given twice")));
         assert!(matches!(parse("{\"a\": \"x\\u0001\"}"), Err(AppConfigError::Json(_))));
-        assert_eq!(parse("{\"a\": \"1\\n2\", \"n\": null, \"f\": 1.5}").unwrap().configuration["a"], "1\n2");
+        assert_eq!(
+            parse("{\"a\": \"1\\n2\", \"n\": null, \"f\": 1.5}").unwrap().configuration["a"],
+            "1\n2"
+        );
     }
 
     #[test]
     fn bad_lines_are_named_never_guessed() {
         assert_eq!(
             parse("a=1\nno equals here\n"),
-            Err(AppConfigError::Line { line: 2, why: "expected key=value".into() })
+            Err(AppConfigError::Line {
+                line: 2,
+                why: "expected key=value".into()
+            })
         );
         assert_eq!(
             parse("a=1\na=2"),
-            Err(AppConfigError::Line { line: 2, why: "a is given twice".into() })
+            Err(AppConfigError::Line {
+                line: 2,
+                why: "a is given twice".into()
+            })
         );
         assert!(matches!(parse("=1"), Err(AppConfigError::Line { line: 1, .. })));
         assert!(matches!(parse("a b=1"), Err(AppConfigError::Line { line: 1, .. })));

@@ -359,14 +359,22 @@ mod tests {
                     // allowAppRemoval is supervised-only; allowCamera is not; allowAirDrop left at Apple's default.
                     "<key>allowAppRemoval</key><false/><key>allowCamera</key><false/><key>allowAirDrop</key><true/>",
                 ),
-                payload("com.apple.app.lock", "L", "<key>App</key><dict><key>Identifier</key><string>com.example.kiosk</string></dict>"),
+                payload(
+                    "com.apple.app.lock",
+                    "L",
+                    "<key>App</key><dict><key>Identifier</key><string>com.example.kiosk</string></dict>",
+                ),
             ]
             .concat(),
         );
         let f = validate(&parse(&p));
         assert!(f.is_ok(), "{f:?}");
         let paths: Vec<&str> = f.warnings.iter().map(|w| w.path.as_str()).collect();
-        assert_eq!(paths, ["com.apple.applicationaccess: allowAppRemoval", "a com.apple.app.lock payload"], "{f:?}");
+        assert_eq!(
+            paths,
+            ["com.apple.applicationaccess: allowAppRemoval", "a com.apple.app.lock payload"],
+            "{f:?}"
+        );
         assert!(f.warnings[0].to_string().contains("supervised-only"), "{f:?}");
     }
 

@@ -37,7 +37,11 @@ pub fn table() -> &'static AdeTable {
 /// The skip keys among `items` that Apple's schema does not know.
 pub fn unknown_skip_keys<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let t = table();
-    items.into_iter().filter(|k| !t.skip_keys.contains_key(*k)).map(str::to_owned).collect()
+    items
+        .into_iter()
+        .filter(|k| !t.skip_keys.contains_key(*k))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What is wrong with a device's MachineInfo, if anything: a key every

@@ -11,7 +11,9 @@ use crate::service::fleet::Fleet;
 
 /// `--ade-url` must be https, or http on loopback (a stand-in).
 fn check_url(u: &str) -> anyhow::Result<()> {
-    crate::outbound::service_url(u).map(drop).map_err(|e| anyhow::anyhow!("--ade-url {e}"))
+    crate::outbound::service_url(u)
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("--ade-url {e}"))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -15,9 +15,16 @@ fn secret(value: &Option<String>, file: &Option<std::path::PathBuf>, what: &str)
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(p).with_context(|| format!("{what}: {}", p.display()))?.permissions().mode();
+            let mode = std::fs::metadata(p)
+                .with_context(|| format!("{what}: {}", p.display()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
-                anyhow::bail!("{what}: {} is readable by others (mode {:o}); chmod 600 it", p.display(), mode & 0o777);
+                anyhow::bail!(
+                    "{what}: {} is readable by others (mode {:o}); chmod 600 it",
+                    p.display(),
+                    mode & 0o777
+                );
             }
         }
         let s = std::fs::read_to_string(p).with_context(|| format!("{what}: reading {}", p.display()))?;

@@ -379,11 +379,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         )
         .map_err(|e| anyhow::anyhow!("organisation CA client: {e}"))?,
     );
-    let derived = crate::service::credentials::derived::Derived::new(
-        store.clone(),
-        secrets.clone(),
-        cfg.derived_token_hours.max(1) * 3600,
-    );
+    let derived = crate::service::credentials::derived::Derived::new(store.clone(), secrets.clone(), cfg.derived_token_hours.max(1) * 3600);
     let derived = Arc::new(match cfg.derived_revocation_interval {
         0 => derived,
         every => derived.with_revocation(crate::service::credentials::revocation::Checker::new(
@@ -421,7 +417,15 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
     });
     let mdm = commander.mdm.clone();
     let fleet = crate::service::fleet::Fleet::new(commander.clone(), mdm.nudges.clone(), &instance);
-    let apps = apps::build(&cfg.apps, &cfg.public_url(), store.clone(), secrets.clone(), commander.clone(), &instance).await?;
+    let apps = apps::build(
+        &cfg.apps,
+        &cfg.public_url(),
+        store.clone(),
+        secrets.clone(),
+        commander.clone(),
+        &instance,
+    )
+    .await?;
     fleet.set_apps(apps.clone());
     {
         let o: Arc<dyn crate::service::DeviceObserver> = apps.clone();

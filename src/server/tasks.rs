@@ -12,7 +12,12 @@ use crate::service::Mdm;
 /// ACME: the lease holder orders a certificate when one is due (checked
 /// every 30 s, cheap when none is); every instance installs the stored one
 /// in its files and serves it at once.
-pub(super) fn spawn_acme(acme: Arc<crate::ops::acme::Acme>, tls: Arc<crate::app::LiveTls>, store: Arc<dyn crate::store::Store>, instance: &str) {
+pub(super) fn spawn_acme(
+    acme: Arc<crate::ops::acme::Acme>,
+    tls: Arc<crate::app::LiveTls>,
+    store: Arc<dyn crate::store::Store>,
+    instance: &str,
+) {
     let install = {
         let (acme, tls) = (acme.clone(), tls.clone());
         move || {

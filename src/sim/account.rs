@@ -33,15 +33,18 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
             _ => {}
         }
     }
-    Some(Challenge { method: method?, url: url? })
+    Some(Challenge {
+        method: method?,
+        url: url?,
+    })
 }
 
 /// The access token in the 308's Location.
 pub fn token_from_location(loc: &str) -> Option<String> {
     let q = loc.strip_prefix("apple-remotemanagement-user-login://authentication-results?")?;
-    q.split('&').find_map(|kv| kv.strip_prefix("access-token=")).map(|t| {
-        urlencoding::decode(t).map(|c| c.into_owned()).unwrap_or_else(|_| t.to_owned())
-    })
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix("access-token="))
+        .map(|t| urlencoding::decode(t).map(|c| c.into_owned()).unwrap_or_else(|_| t.to_owned()))
 }
 
 /// A device's first steps: discovery for `email` and `version` (`mdm-byod` /
@@ -52,7 +55,14 @@ pub async fn discover(client: &reqwest::Client, base: &str, email: &str, version
         base.trim_end_matches('/'),
         urlencoding::encode(email)
     );
-    let doc: serde_json::Value = client.get(&url).send().await?.error_for_status()?.json().await.context("service discovery")?;
+    let doc: serde_json::Value = client
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+        .context("service discovery")?;
     let Some(base_url) = doc["Servers"]
         .as_array()
         .into_iter()
@@ -121,7 +131,12 @@ pub async fn directory_signin(client: &reqwest::Client, url: &str, email: &str, 
 }
 
 /// The second POST, with the token: the enrollment profile (or the HTTP status and body).
-pub async fn fetch_profile(client: &reqwest::Client, base_url: &str, body: &[u8], token: &str) -> anyhow::Result<Result<Vec<u8>, (u16, String)>> {
+pub async fn fetch_profile(
+    client: &reqwest::Client,
+    base_url: &str,
+    body: &[u8],
+    token: &str,
+) -> anyhow::Result<Result<Vec<u8>, (u16, String)>> {
     let resp = client
         .post(base_url)
         .bearer_auth(token)

@@ -82,7 +82,9 @@ pub async fn first_boot(
     probe.serial = serial.to_owned();
     let info = machine_info(&probe);
     let profile = probe.post_attributes(&conf.url, &info, &own).await.context("MachineInfo")?;
-    let mut dev = SimDevice::from_profile(client, &profile, None).await.context("the ADE enrollment profile")?;
+    let mut dev = SimDevice::from_profile(client, &profile, None)
+        .await
+        .context("the ADE enrollment profile")?;
     dev.udid = udid.to_owned();
     dev.serial = serial.to_owned();
     // iOS 13 and later supervise every ADE device, whatever the profile says.

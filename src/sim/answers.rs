@@ -436,12 +436,9 @@ pub fn respond(dev: &mut SimDevice, cmd: &Command) -> Result<Dictionary, (Status
                 .collect();
             d(vec![("Settings", Value::Array(results))])
         }
-        "RestartDevice"
-        | "ShutDownDevice"
-        | "EnableLostMode"
-        | "DisableLostMode"
-        | "PlayLostModeSound"
-        | "ClearRestrictionsPassword" => Dictionary::new(),
+        "RestartDevice" | "ShutDownDevice" | "EnableLostMode" | "DisableLostMode" | "PlayLostModeSound" | "ClearRestrictionsPassword" => {
+            Dictionary::new()
+        }
         other => match Schema::get().command(other) {
             // Anything else an iPhone supports: its required response keys, typed.
             Some(s) if s.ios => s

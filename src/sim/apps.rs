@@ -340,14 +340,23 @@ impl SimDevice {
     /// (a device answers with the app's bundle identifier). Unreachable or
     /// unknown: the answer names a placeholder.
     pub(super) async fn name_store_app(&mut self, c: &Dictionary) {
-        let (Some(n), None) = (int(c.get("iTunesStoreID")), c.get("Identifier")) else { return };
+        let (Some(n), None) = (int(c.get("iTunesStoreID")), c.get("Identifier")) else {
+            return;
+        };
         if self.store_names.contains_key(&n) {
             return;
         }
         let Some(store) = self.app_store.clone() else { return };
-        let url = format!("{}/lookup?version=2&id={n}&p=mdm-lockup&caller=MDM&platform=iphone", store.trim_end_matches('/'));
-        let Ok((200, body)) = self.get_bounded(&url, MAX_LICENCE_ANSWER).await else { return };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else { return };
+        let url = format!(
+            "{}/lookup?version=2&id={n}&p=mdm-lockup&caller=MDM&platform=iphone",
+            store.trim_end_matches('/')
+        );
+        let Ok((200, body)) = self.get_bounded(&url, MAX_LICENCE_ANSWER).await else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return;
+        };
         if let Some(b) = v["results"][n.to_string()]["bundleId"]
             .as_str()
             .filter(|b| crate::protocol::ipa::bundle_id_problem(b).is_none())

@@ -480,7 +480,10 @@ pub async fn console_login(srv: &Server, name: &str, secret: &str) -> (reqwest::
             .get_all("set-cookie")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|v| v.strip_prefix(&format!("{n}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+            .find_map(|v| {
+                v.strip_prefix(&format!("{n}="))
+                    .map(|v| v.split(';').next().unwrap_or("").to_owned())
+            })
             .expect("cookie")
     };
     let form = http.get(format!("{}/ui/login", srv.base)).send().await.unwrap();

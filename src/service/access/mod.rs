@@ -8,11 +8,15 @@
 //!   per source and per account) and for secrets created without
 //!   credentials.
 //! - `tokens`: access tokens for identity providers and gateways (shared
-//!   tokens, per-device JWTs, and the app configurations that carry them).
+//!   tokens, per-device JWTs).
+//! - `app_configs`: the app configurations that carry those tokens,
+//!   remembered for re-sending (admin-named, and device-named for that
+//!   device only).
 //! - `compliance`: the policy file's rules, evaluated per device.
 //! - `nac`: a device's posture for network access control (Cisco ISE).
 
 pub mod accounts;
+pub mod app_configs;
 pub mod compliance;
 pub mod limits;
 pub mod nac;

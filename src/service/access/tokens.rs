@@ -12,8 +12,8 @@
 //! enrollment, its compliance and an expiry, verifiable by anyone with the
 //! keys at `/.well-known/jwks.json`; re-sent to the app before it expires.
 //!
-//! **App configurations** that use either variable are remembered (by bundle
-//! identifier and targets) and re-sent as `Settings` →
+//! **App configurations** that use either variable are remembered
+//! (`super::app_configs`) and re-sent as `Settings` →
 //! `ApplicationConfiguration` whenever the shared token changes, and for
 //! per-device tokens when half their lifetime has passed.
 
@@ -30,13 +30,6 @@ use crate::store::Store;
 
 const COLLECTION: &str = "access";
 const TOKENS_KEY: &str = "tokens";
-const APP_CONFIGS: &str = "app-configs";
-/// Configurations sent by `InstallApplication` without an `Identifier`
-/// (`iTunesStoreID` or `ManifestURL`), keyed by command UUID until the
-/// device's answer names the app.
-const PENDING_CONFIGS: &str = "app-configs-pending";
-/// A pending configuration whose device never answered is dropped after this.
-const PENDING_LIFETIME: i64 = 30 * 86_400;
 const AUDIENCE: &str = "mdmd-access";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,14 +40,6 @@ struct StoredToken {
     effective_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revoked_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PendingConfig {
-    enrollment: String,
-    configuration: String,
-    per_device: bool,
-    at: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -114,7 +99,10 @@ impl Schedule {
     pub fn summary(&self) -> String {
         let at = |t: i64| crate::clock::rfc3339(t).unwrap_or_else(|| t.to_string());
         let mut s = match &self.required {
-            Some((id, since)) => format!("the identity provider should require token {id} now (in effect since {})", at(*since)),
+            Some((id, since)) => format!(
+                "the identity provider should require token {id} now (in effect since {})",
+                at(*since)
+            ),
             None => "no token is in effect yet".to_owned(),
         };
         if let Some((id, from)) = &self.next {
@@ -171,23 +159,8 @@ pub struct DeviceClaims {
     pub managed: bool,
 }
 
-/// A remembered managed app configuration that uses token variables.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AppConfig {
-    /// The `Configuration` dictionary before filling, as XML plist.
-    pub configuration: String,
-    pub targets: Vec<String>,
-    pub per_device: bool,
-    pub sent_at: i64,
-    /// The shared token the last sending carried (`None`: sent before this
-    /// was kept, or no token existed); another one carried now means the
-    /// configuration is due again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
-}
-
 pub struct Access {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     secrets: Arc<SecretBox>,
     issuer: String,
     device_token_secs: i64,
@@ -533,12 +506,7 @@ impl Access {
         // A value revoked once may be added again later: the active token
         // answers for it, not the revoked one listed first.
         let same = |t: &&TokenView| bool::from(subtle::ConstantTimeEq::ct_eq(t.value.as_bytes(), token.as_bytes()));
-        match list
-            .iter()
-            .filter(same)
-            .find(|t| t.active)
-            .or_else(|| list.iter().find(same))
-        {
+        match list.iter().filter(same).find(|t| t.active).or_else(|| list.iter().find(same)) {
             None => v.reason = Some("unknown token".into()),
             Some(t) if !t.active => {
                 v.token_id = Some(t.id.clone());
@@ -572,151 +540,5 @@ impl Access {
         v.managed = Some(e.as_ref().is_some_and(|e| e.active && e.checked_out_at.is_none()));
         v.compliance = Some(self.store.compliance(id).await?.map_or("unknown", |c| c.state.as_str()).to_owned());
         Ok(())
-    }
-
-    /// Remember an app configuration that uses token variables.
-    pub async fn bind_app_config(
-        &self,
-        identifier: &str,
-        configuration: &plist::Dictionary,
-        targets: &[String],
-        per_device: bool,
-    ) -> Result<(), ServiceError> {
-        let xml = String::from_utf8_lossy(&crate::protocol::to_xml(configuration)).into_owned();
-        let token_id = self.carried().await?.map(|t| t.id);
-        for _ in 0..10 {
-            let cur = self.store.record(APP_CONFIGS, identifier).await?;
-            let (mut ac, version) = match cur {
-                Some(r) => (
-                    serde_json::from_value::<AppConfig>(r.value).map_err(crate::store::StoreError::from)?,
-                    r.version,
-                ),
-                None => (
-                    AppConfig {
-                        configuration: xml.clone(),
-                        targets: Vec::new(),
-                        per_device,
-                        sent_at: 0,
-                        token_id: None,
-                    },
-                    0,
-                ),
-            };
-            ac.configuration = xml.clone();
-            ac.per_device = per_device;
-            ac.sent_at = now();
-            ac.token_id = token_id.clone();
-            for t in targets {
-                if !ac.targets.contains(t) {
-                    ac.targets.push(t.clone());
-                }
-            }
-            let value = serde_json::to_value(&ac).map_err(crate::store::StoreError::from)?;
-            if self
-                .store
-                .put_record(APP_CONFIGS, identifier, value, now(), Some(version))
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-        }
-        Err(ServiceError::Busy("app configuration kept changing; try again".into()))
-    }
-
-    /// Remember a configuration sent by `InstallApplication` without an
-    /// `Identifier` until the device's answer names the app
-    /// ([`Access::identifier_learned`]).
-    pub async fn await_identifier(
-        &self,
-        command_uuid: &str,
-        enrollment: &str,
-        configuration: &plist::Dictionary,
-        per_device: bool,
-    ) -> Result<(), ServiceError> {
-        let p = PendingConfig {
-            enrollment: enrollment.to_owned(),
-            configuration: String::from_utf8_lossy(&crate::protocol::to_xml(configuration)).into_owned(),
-            per_device,
-            at: now(),
-        };
-        let value = serde_json::to_value(&p).map_err(crate::store::StoreError::from)?;
-        self.store.put_record(PENDING_CONFIGS, command_uuid, value, now(), None).await?;
-        Ok(())
-    }
-
-    /// A device acknowledged `InstallApplication` `command_uuid` for the app
-    /// `identifier`: a configuration waiting for that name is remembered
-    /// under it. Returns whether one was waiting.
-    pub async fn identifier_learned(&self, command_uuid: &str, enrollment: &str, identifier: &str) -> Result<bool, ServiceError> {
-        let Some(r) = self.store.record(PENDING_CONFIGS, command_uuid).await? else {
-            return Ok(false);
-        };
-        let Ok(p) = serde_json::from_value::<PendingConfig>(r.value) else {
-            self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
-            return Ok(false);
-        };
-        if p.enrollment != enrollment {
-            // Another channel's answer cannot name this device's app.
-            return Ok(false);
-        }
-        let Ok(plist::Value::Dictionary(conf)) = crate::protocol::limits::parse_value(p.configuration.as_bytes()) else {
-            self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
-            return Ok(false);
-        };
-        // A configuration sent for this app after this one stays: the device's
-        // answer only adds it as a target (an old or lying answer cannot
-        // replace what the admin sent since).
-        let newer = match self.store.record(APP_CONFIGS, identifier).await? {
-            Some(r) => serde_json::from_value::<AppConfig>(r.value).is_ok_and(|ac| ac.sent_at > p.at),
-            None => false,
-        };
-        if newer {
-            self.add_target(identifier, &p.enrollment).await?;
-        } else {
-            self.bind_app_config(identifier, &conf, &[p.enrollment], p.per_device).await?;
-        }
-        self.store.delete_record(PENDING_CONFIGS, command_uuid, None).await?;
-        Ok(true)
-    }
-
-    /// Add a device to a remembered configuration's targets.
-    async fn add_target(&self, identifier: &str, enrollment: &str) -> Result<(), ServiceError> {
-        for _ in 0..10 {
-            let Some(r) = self.store.record(APP_CONFIGS, identifier).await? else { return Ok(()) };
-            let mut ac = serde_json::from_value::<AppConfig>(r.value).map_err(crate::store::StoreError::from)?;
-            if ac.targets.iter().any(|t| t == enrollment) {
-                return Ok(());
-            }
-            ac.targets.push(enrollment.to_owned());
-            let value = serde_json::to_value(&ac).map_err(crate::store::StoreError::from)?;
-            if self.store.put_record(APP_CONFIGS, identifier, value, now(), Some(r.version)).await?.is_some() {
-                return Ok(());
-            }
-        }
-        Err(ServiceError::Busy("app configuration kept changing; try again".into()))
-    }
-
-    /// Drop pending configurations whose device never answered.
-    pub async fn expire_pending(&self) -> Result<usize, ServiceError> {
-        let horizon = now() - PENDING_LIFETIME;
-        let mut n = 0;
-        for (k, r) in self.store.records(PENDING_CONFIGS).await? {
-            let old = serde_json::from_value::<PendingConfig>(r.value).map_or(true, |p| p.at < horizon);
-            if old && self.store.delete_record(PENDING_CONFIGS, &k, Some(r.version)).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    pub async fn app_configs(&self) -> Result<Vec<(String, AppConfig)>, ServiceError> {
-        let mut out = Vec::new();
-        for (k, r) in self.store.records(APP_CONFIGS).await? {
-            if let Ok(ac) = serde_json::from_value::<AppConfig>(r.value) {
-                out.push((k, ac));
-            }
-        }
-        Ok(out)
     }
 }

@@ -94,7 +94,9 @@ impl Ade {
         // one (a UDID does not change when a device is erased).
         if let Some(other) = serial_enrolled_elsewhere(self.store.as_ref(), &serial, &udid).await? {
             tracing::warn!(%serial, %udid, enrolled = %other, "ADE enrollment refused: the serial is enrolled as another device");
-            return Err(ServiceError::Forbidden(format!("serial {serial} is enrolled as another device ({other})")));
+            return Err(ServiceError::Forbidden(format!(
+                "serial {serial} is enrolled as another device ({other})"
+            )));
         }
         if attested {
             // Attested once: the same signed bytes again (a replay by whoever saw them) are
@@ -102,7 +104,13 @@ impl Ade {
             let seen = serde_json::json!({ "udid": udid, "at": now() });
             let first = self
                 .store
-                .put_record(SEEN, &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)), seen, now(), Some(0))
+                .put_record(
+                    SEEN,
+                    &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)),
+                    seen,
+                    now(),
+                    Some(0),
+                )
                 .await?
                 .is_some();
             if !first {

@@ -31,7 +31,9 @@ pub struct AdeKey {
 
 impl std::fmt::Debug for AdeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdeKey").field("cert", &self.cert.subject_name()).finish_non_exhaustive()
+        f.debug_struct("AdeKey")
+            .field("cert", &self.cert.subject_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,12 +88,15 @@ impl AdeKey {
         let key = PKey::from_rsa(rsa).map_err(internal("making the ADE key"))?;
         let mut name = X509NameBuilder::new().map_err(internal("naming the ADE certificate"))?;
         let cn: String = format!("mdmd ADE {host}").chars().take(64).collect();
-        name.append_entry_by_text("CN", &cn).map_err(internal("naming the ADE certificate"))?;
+        name.append_entry_by_text("CN", &cn)
+            .map_err(internal("naming the ADE certificate"))?;
         let name = name.build();
         let mut b = X509::builder().map_err(internal("building the ADE certificate"))?;
         b.set_version(2).map_err(internal("building the ADE certificate"))?;
         let mut serial = BigNum::new().map_err(internal("building the ADE certificate"))?;
-        serial.rand(64, MsbOption::MAYBE_ZERO, false).map_err(internal("building the ADE certificate"))?;
+        serial
+            .rand(64, MsbOption::MAYBE_ZERO, false)
+            .map_err(internal("building the ADE certificate"))?;
         let serial = serial.to_asn1_integer().map_err(internal("building the ADE certificate"))?;
         b.set_serial_number(&serial).map_err(internal("building the ADE certificate"))?;
         b.set_subject_name(&name).map_err(internal("building the ADE certificate"))?;
@@ -101,7 +106,8 @@ impl AdeKey {
         let until = Asn1Time::days_from_now(3650).map_err(internal("building the ADE certificate"))?;
         b.set_not_before(&from).map_err(internal("building the ADE certificate"))?;
         b.set_not_after(&until).map_err(internal("building the ADE certificate"))?;
-        b.sign(&key, MessageDigest::sha256()).map_err(internal("signing the ADE certificate"))?;
+        b.sign(&key, MessageDigest::sha256())
+            .map_err(internal("signing the ADE certificate"))?;
         Ok(AdeKey { key, cert: b.build() })
     }
 

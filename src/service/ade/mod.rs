@@ -259,9 +259,9 @@ impl Ade {
 
     /// The key pair server tokens are encrypted to.
     pub fn key(&self) -> Result<&AdeKey, ServiceError> {
-        self.key.as_ref().map_err(|why| {
-            ServiceError::internal("the ADE key pair", std::io::Error::other(why.clone()))
-        })
+        self.key
+            .as_ref()
+            .map_err(|why| ServiceError::internal("the ADE key pair", std::io::Error::other(why.clone())))
     }
 
     // ---- server tokens ----
@@ -281,9 +281,7 @@ impl Ade {
             .seal(&plain, &token_aad(name))
             .map_err(|e| ServiceError::internal("sealing the server token", e))?;
         let old = self.token_record(name).await?;
-        let same_server = old
-            .as_ref()
-            .is_some_and(|(o, _)| o.consumer_key_hint == hint(&token.consumer_key));
+        let same_server = old.as_ref().is_some_and(|(o, _)| o.consumer_key_hint == hint(&token.consumer_key));
         let rec = TokenRecord {
             sealed,
             expires_at,
@@ -452,7 +450,9 @@ impl Ade {
         let t = now();
         let mut out = Vec::new();
         if let Err(why) = &self.key {
-            out.push(format!("ADE: the stored key pair does not open ({why}); server tokens cannot be read (same certs/secrets.keys on every instance?)"));
+            out.push(format!(
+                "ADE: the stored key pair does not open ({why}); server tokens cannot be read (same certs/secrets.keys on every instance?)"
+            ));
         }
         for (name, r) in all {
             let Ok(rec) = serde_json::from_value::<TokenRecord>(r.value) else {
@@ -520,7 +520,9 @@ impl Ade {
         let expect = old.as_ref().map_or(0, |(_, v)| *v);
         let v = serde_json::to_value(&rec).map_err(StoreError::from)?;
         if self.store.put_record(PROFILES, name, v, now(), Some(expect)).await?.is_none() {
-            return Err(AdeFailure::Service(ServiceError::Busy("the profile changed at the same time: try again".into())));
+            return Err(AdeFailure::Service(ServiceError::Busy(
+                "the profile changed at the same time: try again".into(),
+            )));
         }
         tracing::info!(profile = %name, default, defined_at = uuids.len(), "ADE profile defined");
         // Devices that had this profile get the new definition.
@@ -635,8 +637,7 @@ impl Ade {
                     .as_str()
                     .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
                     .ok_or_else(|| AdeFailure::Invalid(format!("{k}[{i}] is not base64")))?;
-                openssl::x509::X509::from_der(&der)
-                    .map_err(|_| AdeFailure::Invalid(format!("{k}[{i}] is not a DER certificate")))?;
+                openssl::x509::X509::from_der(&der).map_err(|_| AdeFailure::Invalid(format!("{k}[{i}] is not a DER certificate")))?;
             }
         }
         Ok((Json::Object(p), warnings))
@@ -670,7 +671,12 @@ impl Ade {
     }
 
     pub async fn profiles(&self) -> Result<Vec<Json>, StoreError> {
-        Ok(self.profile_records().await?.iter().map(|(n, r)| Self::profile_json(n, r)).collect())
+        Ok(self
+            .profile_records()
+            .await?
+            .iter()
+            .map(|(n, r)| Self::profile_json(n, r))
+            .collect())
     }
 
     pub async fn profile(&self, name: &str) -> Result<Option<Json>, StoreError> {

@@ -53,10 +53,14 @@ pub async fn note_awaiting(store: &dyn Store, id: &str, enrolled_at: i64) -> Res
             return Ok(());
         }
         let fresh = fresh(enrolled_at);
-        store.put_record(WAITING, id, serde_json::to_value(&fresh)?, now(), Some(r.version)).await?;
+        store
+            .put_record(WAITING, id, serde_json::to_value(&fresh)?, now(), Some(r.version))
+            .await?;
         return Ok(());
     }
-    store.put_record(WAITING, id, serde_json::to_value(fresh(enrolled_at))?, now(), Some(0)).await?;
+    store
+        .put_record(WAITING, id, serde_json::to_value(fresh(enrolled_at))?, now(), Some(0))
+        .await?;
     Ok(())
 }
 
@@ -88,7 +92,10 @@ impl Ade {
     /// One look at every waiting device.
     pub async fn setup_pass(&self) -> Result<(), AdeFailure> {
         let all = self.store.records(WAITING).await?;
-        let waiting = all.iter().filter(|(_, r)| r.value.get("state").and_then(|s| s.as_str()) == Some("waiting")).count();
+        let waiting = all
+            .iter()
+            .filter(|(_, r)| r.value.get("state").and_then(|s| s.as_str()) == Some("waiting"))
+            .count();
         crate::metrics::get().ade_waiting.set(waiting as i64);
         for (id, r) in all {
             let Ok(w) = serde_json::from_value::<Waiting>(r.value) else {
@@ -167,7 +174,11 @@ impl Ade {
     async fn release(&self, id: &str, mut w: Waiting, version: u64, reason: &str, warning: Option<String>) -> Result<(), AdeFailure> {
         let b = self
             .commander
-            .enqueue(CommandInput::Json(json!({"RequestType": "DeviceConfigured"})), vec![id.to_owned()], true)
+            .enqueue(
+                CommandInput::Json(json!({"RequestType": "DeviceConfigured"})),
+                vec![id.to_owned()],
+                true,
+            )
             .await
             .map_err(|e| AdeFailure::Invalid(format!("DeviceConfigured not queued: {e}")))?;
         w.state = "releasing".into();
@@ -175,7 +186,13 @@ impl Ade {
         w.reason = Some(reason.to_owned());
         w.warning = warning;
         self.store
-            .put_record(WAITING, id, serde_json::to_value(&w).map_err(StoreError::from)?, now(), Some(version))
+            .put_record(
+                WAITING,
+                id,
+                serde_json::to_value(&w).map_err(StoreError::from)?,
+                now(),
+                Some(version),
+            )
             .await?;
         tracing::info!(enrollment = %id, reason, "DeviceConfigured queued");
         Ok(())

@@ -65,9 +65,16 @@ impl Ade {
     /// runs): another instance's run in progress is `Busy`.
     pub async fn sync_all(&self) -> Result<Vec<SyncReport>, ServiceError> {
         let _one_here = self.sync_lock.lock().await;
-        let run = Lease::new(self.store.clone(), "ade-sync-run", &self.instance, std::time::Duration::from_secs(600));
+        let run = Lease::new(
+            self.store.clone(),
+            "ade-sync-run",
+            &self.instance,
+            std::time::Duration::from_secs(600),
+        );
         if !run.held().await {
-            return Err(ServiceError::Busy("an ADE sync is running on another instance: try again shortly".into()));
+            return Err(ServiceError::Busy(
+                "an ADE sync is running on another instance: try again shortly".into(),
+            ));
         }
         let out = self.sync_tokens().await;
         run.release().await;
@@ -270,10 +277,17 @@ impl Ade {
             .profile_uuid
             .ok_or_else(|| AdeFailure::Apple(AdeError::Decode("no profile_uuid in Apple's answer".into())))?;
         for _ in 0..5 {
-            let Some((mut rec, v)) = self.profile_record(profile).await? else { break };
+            let Some((mut rec, v)) = self.profile_record(profile).await? else {
+                break;
+            };
             rec.uuids.insert(server.to_owned(), uuid.clone());
             let value = serde_json::to_value(&rec).map_err(StoreError::from)?;
-            if self.store.put_record(super::PROFILES, profile, value, now(), Some(v)).await?.is_some() {
+            if self
+                .store
+                .put_record(super::PROFILES, profile, value, now(), Some(v))
+                .await?
+                .is_some()
+            {
                 break;
             }
         }
@@ -333,7 +347,17 @@ fn merge(old: Option<&DeviceRecord>, d: &Device, server: &str, full: bool) -> De
     macro_rules! take {
         ($($f:ident),*) => {$( if d.$f.is_some() { rec.$f = d.$f.clone(); } )*};
     }
-    take!(model, description, color, os, device_family, profile_status, profile_uuid, profile_assign_time, device_assigned_date);
+    take!(
+        model,
+        description,
+        color,
+        os,
+        device_family,
+        profile_status,
+        profile_uuid,
+        profile_assign_time,
+        device_assigned_date
+    );
     if d.profile_uuid.is_some() && d.profile_uuid != old.and_then(|o| o.profile_uuid.clone()) {
         // Assigned elsewhere (in ABM, or by another MDM server's tooling): our name no longer applies.
         rec.profile = None;

@@ -86,7 +86,12 @@ impl AppRecord {
 
     /// What a blueprint's copy depends on: any change re-sends.
     pub fn digest(&self) -> String {
-        let sent = json!([self.version, self.ipa.as_ref().map(|i| &i.sha256), self.configuration, self.management_flags()]);
+        let sent = json!([
+            self.version,
+            self.ipa.as_ref().map(|i| &i.sha256),
+            self.configuration,
+            self.management_flags()
+        ]);
         crate::service::fleet::model::digest(&serde_json::to_vec(&sent).unwrap_or_default())
     }
 }
@@ -130,7 +135,9 @@ fn some_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Jso
 /// A configuration is a dictionary whose variables exist (checked like a command's).
 fn check_configuration(c: &Json) -> Result<(), AppsFailure> {
     if !c.is_object() {
-        return Err(AppsFailure::Invalid("configuration must be a JSON object (the app's managed configuration)".into()));
+        return Err(AppsFailure::Invalid(
+            "configuration must be a JSON object (the app's managed configuration)".into(),
+        ));
     }
     let probe = json!({"RequestType": "InstallApplication", "iTunesStoreID": 1, "Configuration": c});
     crate::service::commands::Commander::validated(crate::service::commands::CommandInput::Json(probe))
@@ -154,7 +161,10 @@ impl Apps {
     pub async fn app(&self, id: &str) -> Result<AppRecord, AppsFailure> {
         match read::<AppRecord>(self.store.as_ref(), APPS, id).await? {
             Some((a, _)) => Ok(a),
-            None => Err(AppsFailure::NotFound(format!("no app {} in the catalog", crate::outbound::bounded(id, 160)))),
+            None => Err(AppsFailure::NotFound(format!(
+                "no app {} in the catalog",
+                crate::outbound::bounded(id, 160)
+            ))),
         }
     }
 
@@ -166,7 +176,8 @@ impl Apps {
         };
         if names.is_empty() {
             return Err(AppsFailure::Invalid(
-                "no Apps and Books content token is uploaded: App Store apps are installed on licences (mdmd apps tokens add NAME FILE)".into(),
+                "no Apps and Books content token is uploaded: App Store apps are installed on licences (mdmd apps tokens add NAME FILE)"
+                    .into(),
             ));
         }
         for name in &names {
@@ -185,7 +196,9 @@ impl Apps {
     /// Add an App Store app (or refresh one already there).
     pub async fn add_store_app(&self, req: StoreAppRequest) -> Result<Json, AppsFailure> {
         if req.itunes_store_id == 0 {
-            return Err(AppsFailure::Invalid("itunes_store_id must be the app's App Store id (a positive number)".into()));
+            return Err(AppsFailure::Invalid(
+                "itunes_store_id must be the app's App Store id (a positive number)".into(),
+            ));
         }
         if let Some(c) = &req.configuration {
             check_configuration(c)?;
@@ -213,7 +226,10 @@ impl Apps {
             }
         };
         if !valid_bundle_id(&bundle_id) {
-            return Err(AppsFailure::Invalid(format!("{:?} is not a bundle identifier", crate::outbound::bounded(&bundle_id, 160))));
+            return Err(AppsFailure::Invalid(format!(
+                "{:?} is not a bundle identifier",
+                crate::outbound::bounded(&bundle_id, 160)
+            )));
         }
         let old = read::<AppRecord>(self.store.as_ref(), APPS, &bundle_id).await?;
         if let Some((o, _)) = &old {
@@ -235,7 +251,11 @@ impl Apps {
             bundle_id: bundle_id.clone(),
             version: meta.as_ref().and_then(|m| m.version.clone()).unwrap_or_default(),
             adam_id: Some(adam),
-            pricing_param: Some(if asset.pricing_param.is_empty() { "STDQ".into() } else { asset.pricing_param.clone() }),
+            pricing_param: Some(if asset.pricing_param.is_empty() {
+                "STDQ".into()
+            } else {
+                asset.pricing_param.clone()
+            }),
             token: Some(token),
             minimum_os: meta.as_ref().and_then(|m| m.minimum_os.clone()),
             ipa: None,
@@ -244,7 +264,10 @@ impl Apps {
                 assigned: asset.assigned_count,
                 available: asset.available_count,
             }),
-            configuration: req.configuration.clone().or_else(|| old.as_ref().and_then(|(o, _)| o.configuration.clone())),
+            configuration: req
+                .configuration
+                .clone()
+                .or_else(|| old.as_ref().and_then(|(o, _)| o.configuration.clone())),
             remove_on_unenroll: req
                 .remove_on_unenroll
                 .or(old.as_ref().map(|(o, _)| o.remove_on_unenroll))
@@ -254,8 +277,15 @@ impl Apps {
             updated_at: t,
         };
         let expect = old.as_ref().map_or(0, |(_, v)| *v);
-        if self.store.put_record(APPS, &bundle_id, to_json(&rec), t, Some(expect)).await?.is_none() {
-            return Err(AppsFailure::Service(ServiceError::Busy(format!("{bundle_id} changed at the same time: try again"))));
+        if self
+            .store
+            .put_record(APPS, &bundle_id, to_json(&rec), t, Some(expect))
+            .await?
+            .is_none()
+        {
+            return Err(AppsFailure::Service(ServiceError::Busy(format!(
+                "{bundle_id} changed at the same time: try again"
+            ))));
         }
         tracing::info!(app = %bundle_id, adam = ?rec.adam_id, "App Store app added to the catalog");
         self.fleet_changed();
@@ -324,21 +354,30 @@ impl Apps {
             ipa: Some(file),
             licences: None,
             configuration: old.as_ref().and_then(|(o, _)| o.configuration.clone()),
-            remove_on_unenroll: remove_on_unenroll.or(old.as_ref().map(|(o, _)| o.remove_on_unenroll)).unwrap_or(true),
+            remove_on_unenroll: remove_on_unenroll
+                .or(old.as_ref().map(|(o, _)| o.remove_on_unenroll))
+                .unwrap_or(true),
             prevent_backup: prevent_backup.or(old.as_ref().map(|(o, _)| o.prevent_backup)).unwrap_or(true),
             created_at: old.as_ref().map_or(t, |(o, _)| o.created_at),
             updated_at: t,
         };
         let expect = old.as_ref().map_or(0, |(_, v)| *v);
         if self.store.put_record(APPS, &id, to_json(&rec), t, Some(expect)).await?.is_none() {
-            return Err(AppsFailure::Service(ServiceError::Busy(format!("{id} changed at the same time: try again"))));
+            return Err(AppsFailure::Service(ServiceError::Busy(format!(
+                "{id} changed at the same time: try again"
+            ))));
         }
-        let replaced = old.as_ref().and_then(|(o, _)| o.ipa.clone()).filter(|f| f.sha256 != rec.ipa.as_ref().map_or("", |n| n.sha256.as_str()));
+        let replaced = old
+            .as_ref()
+            .and_then(|(o, _)| o.ipa.clone())
+            .filter(|f| f.sha256 != rec.ipa.as_ref().map_or("", |n| n.sha256.as_str()));
         if let Some(f) = replaced {
             self.drop_file_later(f);
         }
         tracing::info!(app = %id, version = %rec.version, size, "in-house app stored");
-        let new_version = old.as_ref().is_some_and(|(o, _)| o.ipa.as_ref().map(|f| &f.sha256) != rec.ipa.as_ref().map(|f| &f.sha256));
+        let new_version = old
+            .as_ref()
+            .is_some_and(|(o, _)| o.ipa.as_ref().map(|f| &f.sha256) != rec.ipa.as_ref().map(|f| &f.sha256));
         let mut view = self.app_view(&rec, false).await?;
         if new_version {
             let n = self.offer_update(&rec).await?;
@@ -403,7 +442,9 @@ impl Apps {
         // (Releasing moved the cached counts: the record's version now.)
         let v = read::<AppRecord>(self.store.as_ref(), APPS, id).await?.map_or(v, |(_, v)| v);
         if !self.store.delete_record(APPS, id, Some(v)).await? {
-            return Err(AppsFailure::Service(ServiceError::Busy(format!("{id} changed at the same time: try again"))));
+            return Err(AppsFailure::Service(ServiceError::Busy(format!(
+                "{id} changed at the same time: try again"
+            ))));
         }
         for (k, _, _) in with_prefix::<Json>(self.store.as_ref(), DEVICE_APPS, &format!("{id}/")).await? {
             let _ = self.store.delete_record(DEVICE_APPS, &k, None).await;
@@ -499,8 +540,17 @@ impl Apps {
     pub(crate) async fn refresh_token_apps(&self, token: &str) -> Result<usize, AppsFailure> {
         let client = self.client(token).await?;
         let assets = client.assets().await?;
-        let apps: Vec<AppRecord> = self.catalog().await?.into_iter().filter(|a| a.token.as_deref() == Some(token)).collect();
-        let metas = match self.token_record(token).await?.and_then(|(r, _)| r.lookup_url.clone().map(|u| (u, r.country))) {
+        let apps: Vec<AppRecord> = self
+            .catalog()
+            .await?
+            .into_iter()
+            .filter(|a| a.token.as_deref() == Some(token))
+            .collect();
+        let metas = match self
+            .token_record(token)
+            .await?
+            .and_then(|(r, _)| r.lookup_url.clone().map(|u| (u, r.country)))
+        {
             Some((url, country)) if !apps.is_empty() => {
                 let ids: Vec<String> = apps.iter().filter_map(|a| a.adam_id.clone()).collect();
                 client.lookup(&url, &ids, country.as_deref()).await.unwrap_or_else(|e| {

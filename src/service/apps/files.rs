@@ -144,7 +144,14 @@ impl Apps {
 
     /// Check a download path's parts: the MAC (constant time), the expiry,
     /// the enrollment (still active), the app (still that file).
-    pub async fn check_download(&self, app: &str, enrollment: &str, sha: &str, expires: &str, mac: &str) -> Result<(Download, AppRecord), DownloadError> {
+    pub async fn check_download(
+        &self,
+        app: &str,
+        enrollment: &str,
+        sha: &str,
+        expires: &str,
+        mac: &str,
+    ) -> Result<(Download, AppRecord), DownloadError> {
         let key = self.url_key.as_ref().map_err(|_| DownloadError::Gone)?;
         let d = check_link(key, [app, enrollment, sha, expires, mac], now())?;
         let e = self.store.enrollment(enrollment).await.map_err(|_| DownloadError::Gone)?;
@@ -208,7 +215,9 @@ impl Apps {
         for i in 0..chunks {
             let mut n = 0;
             while n < CHUNK {
-                let r = f.read(&mut buf[n..]).map_err(|e| ServiceError::internal("reading the spooled upload", e))?;
+                let r = f
+                    .read(&mut buf[n..])
+                    .map_err(|e| ServiceError::internal("reading the spooled upload", e))?;
                 if r == 0 {
                     break;
                 }
@@ -262,7 +271,10 @@ where
     use sha2::Digest as _;
     use std::io::Write as _;
     let tmp = tempfile::NamedTempFile::new().map_err(|e| ServiceError::internal("a temporary file for the upload", e))?;
-    let mut out = std::io::BufWriter::new(tmp.reopen().map_err(|e| ServiceError::internal("a temporary file for the upload", e))?);
+    let mut out = std::io::BufWriter::new(
+        tmp.reopen()
+            .map_err(|e| ServiceError::internal("a temporary file for the upload", e))?,
+    );
     let mut h = sha2::Sha256::new();
     let mut size: u64 = 0;
     while let Some(part) = body.next().await {
@@ -275,7 +287,8 @@ where
             )));
         }
         h.update(&part);
-        out.write_all(&part).map_err(|e| ServiceError::internal("writing the upload to disk", e))?;
+        out.write_all(&part)
+            .map_err(|e| ServiceError::internal("writing the upload to disk", e))?;
     }
     out.flush().map_err(|e| ServiceError::internal("writing the upload to disk", e))?;
     if size == 0 {
@@ -307,9 +320,15 @@ mod tests {
         let parts = |app: &str, e: &str, sha: &str, x: &str, m: &str| check_link(&key, [app, e, sha, x, m], 999).map(|d| d.app);
         assert_eq!(parts(&d.app, &d.enrollment, &d.sha256, &exp, &mac), Ok(d.app.clone()));
         // Every part is bound: another app, device, file, expiry or MAC.
-        assert_eq!(parts("com.example.other", &d.enrollment, &d.sha256, &exp, &mac), Err(DownloadError::BadLink));
+        assert_eq!(
+            parts("com.example.other", &d.enrollment, &d.sha256, &exp, &mac),
+            Err(DownloadError::BadLink)
+        );
         assert_eq!(parts(&d.app, "UDID-2", &d.sha256, &exp, &mac), Err(DownloadError::BadLink));
-        assert_eq!(parts(&d.app, &d.enrollment, &"b".repeat(64), &exp, &mac), Err(DownloadError::BadLink));
+        assert_eq!(
+            parts(&d.app, &d.enrollment, &"b".repeat(64), &exp, &mac),
+            Err(DownloadError::BadLink)
+        );
         assert_eq!(parts(&d.app, &d.enrollment, &d.sha256, "100000", &mac), Err(DownloadError::BadLink));
         let mut m2 = mac.clone();
         m2.pop();
@@ -319,9 +338,15 @@ mod tests {
             assert_eq!(parts(&d.app, &d.enrollment, &d.sha256, &exp, &m2), Err(DownloadError::BadLink));
         }
         // Another key (another server) makes other links.
-        assert_eq!(check_link(&[8u8; 32], [&d.app, &d.enrollment, &d.sha256, &exp, &mac], 999), Err(DownloadError::BadLink));
+        assert_eq!(
+            check_link(&[8u8; 32], [&d.app, &d.enrollment, &d.sha256, &exp, &mac], 999),
+            Err(DownloadError::BadLink)
+        );
         // Expired: the clock passes it.
-        assert_eq!(check_link(&key, [&d.app, &d.enrollment, &d.sha256, &exp, &mac], 1_000), Err(DownloadError::Expired));
+        assert_eq!(
+            check_link(&key, [&d.app, &d.enrollment, &d.sha256, &exp, &mac], 1_000),
+            Err(DownloadError::Expired)
+        );
         // Garbage of every size, never a panic.
         for junk in ["", "x", &"9".repeat(30), "-1", "1e9", &"/".repeat(500)] {
             assert!(check_link(&key, [junk, junk, junk, junk, junk], 0).is_err());

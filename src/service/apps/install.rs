@@ -193,7 +193,10 @@ impl Apps {
                     continue;
                 }
                 if serial.is_none() {
-                    report.failed.push(fail(&t, "its serial number is not known yet (it is read at the first inventory): try again shortly"));
+                    report.failed.push(fail(
+                        &t,
+                        "its serial number is not known yet (it is read at the first inventory): try again shortly",
+                    ));
                     continue;
                 }
             }
@@ -452,7 +455,10 @@ impl Apps {
         let mut sent: BTreeMap<String, String> = BTreeMap::new();
         match app.kind {
             AppKind::AppStore => {
-                let b = c.enqueue(CommandInput::Json(base.clone()), ids.clone(), true).await.map_err(command_failure)?;
+                let b = c
+                    .enqueue(CommandInput::Json(base.clone()), ids.clone(), true)
+                    .await
+                    .map_err(command_failure)?;
                 for f in b.failed {
                     report.failed.push(f);
                 }
@@ -587,7 +593,10 @@ impl Apps {
         let mut held = Vec::new();
         for ((e, k), r) in keys.iter().zip(self.store.records_of(LICENCES, just_keys).await?) {
             // Only the licence this enrollment was given: a device naming another's serial releases nothing.
-            if let Some(l) = r.and_then(|r| serde_json::from_value::<Licence>(r.value).ok()).filter(|l| l.enrollment == *e) {
+            if let Some(l) = r
+                .and_then(|r| serde_json::from_value::<Licence>(r.value).ok())
+                .filter(|l| l.enrollment == *e)
+            {
                 held.push((k.clone(), l));
             }
         }
@@ -650,7 +659,12 @@ impl Apps {
     pub async fn device_left(&self, enrollment: &str) -> Result<usize, AppsFailure> {
         // The licences its serial can hold: one per App Store app of the catalog.
         let apps = self.catalog().await?;
-        let serial = self.store.enrollment(enrollment).await?.and_then(|e| e.info.serial_number).filter(|s| !s.is_empty());
+        let serial = self
+            .store
+            .enrollment(enrollment)
+            .await?
+            .and_then(|e| e.info.serial_number)
+            .filter(|s| !s.is_empty());
         let mut keys = Vec::new();
         for a in apps.iter().filter(|a| a.kind == AppKind::AppStore) {
             let Ok((token, adam, _)) = store_ids(a) else { continue };
@@ -672,7 +686,10 @@ impl Apps {
         }
         let n = self.release(held).await?;
         for a in &apps {
-            let _ = self.store.delete_record(DEVICE_APPS, &device_app_key(&a.id, enrollment), None).await;
+            let _ = self
+                .store
+                .delete_record(DEVICE_APPS, &device_app_key(&a.id, enrollment), None)
+                .await;
         }
         if n > 0 {
             tracing::info!(%enrollment, licences = n, "device left: licences released");
@@ -711,7 +728,6 @@ impl Apps {
         let r = self.install(&app.id, targets, InstallOptions::default()).await?;
         Ok(r.queued as usize)
     }
-
 }
 
 fn store_ids(app: &AppRecord) -> Result<(String, String, String), AppsFailure> {

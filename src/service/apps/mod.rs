@@ -245,7 +245,11 @@ pub(crate) async fn update<T: DeserializeOwned + Serialize>(
 }
 
 /// Every record of a collection whose key starts with `prefix`, in key order.
-pub(crate) async fn with_prefix<T: DeserializeOwned>(store: &dyn Store, collection: &str, prefix: &str) -> Result<Vec<(String, T, u64)>, StoreError> {
+pub(crate) async fn with_prefix<T: DeserializeOwned>(
+    store: &dyn Store,
+    collection: &str,
+    prefix: &str,
+) -> Result<Vec<(String, T, u64)>, StoreError> {
     let mut out = Vec::new();
     let mut after: Option<String> = if prefix.is_empty() { None } else { Some(prefix.to_owned()) };
     // Keys sort after the prefix itself; the first record may equal it exactly.

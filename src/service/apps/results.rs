@@ -16,7 +16,15 @@ use crate::clock::now;
 
 impl Apps {
     /// What a finished command says about apps on the device.
-    pub async fn command_result(&self, enrollment: &str, request_type: &str, acknowledged: bool, command: &str, answer: &Dictionary, error: Option<String>) {
+    pub async fn command_result(
+        &self,
+        enrollment: &str,
+        request_type: &str,
+        acknowledged: bool,
+        command: &str,
+        answer: &Dictionary,
+        error: Option<String>,
+    ) {
         let r = match request_type {
             "InstallApplication" => self.install_result(enrollment, command, acknowledged, answer, error).await,
             "RemoveApplication" => self.remove_result(enrollment, command, acknowledged, error).await,
@@ -43,7 +51,14 @@ impl Apps {
         Ok(None)
     }
 
-    async fn install_result(&self, enrollment: &str, command: &str, ok: bool, answer: &Dictionary, error: Option<String>) -> Result<(), AppsFailure> {
+    async fn install_result(
+        &self,
+        enrollment: &str,
+        command: &str,
+        ok: bool,
+        answer: &Dictionary,
+        error: Option<String>,
+    ) -> Result<(), AppsFailure> {
         let Some((key, _)) = self.record_of_command(enrollment, command).await? else {
             return Ok(());
         };
@@ -52,7 +67,11 @@ impl Apps {
         let t = now();
         super::update::<DeviceApp>(self.store.as_ref(), DEVICE_APPS, &key, |d| {
             if ok {
-                d.state = if rejection.is_some() { "failed".into() } else { state_of(&apple_state).into() };
+                d.state = if rejection.is_some() {
+                    "failed".into()
+                } else {
+                    state_of(&apple_state).into()
+                };
                 d.error = rejection.as_ref().map(|r| format!("the device refused the install: {r}"));
             } else {
                 d.state = "failed".into();

@@ -69,7 +69,9 @@ impl Apps {
         if let Some((old, _)) = self.token_record(name).await? {
             let another = matches!((&old.uid, &config.uid), (Some(a), Some(b)) if a != b);
             let used = self.apps_of_token(name).await? > 0
-                || !super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/")).await?.is_empty();
+                || !super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/"))
+                    .await?
+                    .is_empty();
             if another && used {
                 return Err(AppsFailure::Conflict(format!(
                     "this token is for another location ({}) than the one token {name} holds licences in: upload it under another name",
@@ -101,9 +103,7 @@ impl Apps {
             last_error: None,
             last_error_at: None,
         };
-        self.store
-            .put_record(TOKENS, name, super::to_json(&rec), now(), None)
-            .await?;
+        self.store.put_record(TOKENS, name, super::to_json(&rec), now(), None).await?;
         if let Ok(mut m) = self.clients.lock() {
             m.remove(name);
         }
@@ -210,7 +210,9 @@ impl Apps {
                 "{n} catalog app(s) take their licences from token {name}: remove them first (mdmd apps rm)"
             )));
         }
-        let held = super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/")).await?.len();
+        let held = super::with_prefix::<Json>(self.store.as_ref(), super::LICENCES, &format!("{name}/"))
+            .await?
+            .len();
         if held > 0 {
             return Err(AppsFailure::Conflict(format!(
                 "{held} licence(s) mdmd assigned with token {name} are still held: `mdmd apps sync` releases those of devices that left"

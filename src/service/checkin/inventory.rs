@@ -50,7 +50,11 @@ pub fn queries_for(user_enrollment: bool) -> Vec<&'static str> {
     let schema = crate::protocol::schema::Schema::get();
     let refused = |n: &str| user_enrollment && schema.device_queries.iter().any(|q| q.name == n && q.ue_forbidden());
     let mut out: Vec<&'static str> = QUERIES.iter().copied().filter(|n| !refused(n)).collect();
-    for q in schema.device_queries.iter().filter(|q| q.network() && !(user_enrollment && q.ue_forbidden())) {
+    for q in schema
+        .device_queries
+        .iter()
+        .filter(|q| q.network() && !(user_enrollment && q.ue_forbidden()))
+    {
         if !out.contains(&q.name.as_str()) {
             out.push(q.name.as_str());
         }
@@ -227,10 +231,22 @@ mod tests {
     #[test]
     fn every_network_query_of_apples_schema_is_asked() {
         let all = queries_for(false);
-        for q in ["ICCID", "CurrentCarrierNetwork", "SubscriberCarrierNetwork", "CarrierSettingsVersion", "ModemFirmwareVersion",
-            "DataRoamingEnabled", "VoiceRoamingEnabled", "PersonalHotspotEnabled", "ServiceSubscriptions", "IsRoaming",
-            "CurrentMCC", "SubscriberMNC", "PhoneNumber", "UDID"]
-        {
+        for q in [
+            "ICCID",
+            "CurrentCarrierNetwork",
+            "SubscriberCarrierNetwork",
+            "CarrierSettingsVersion",
+            "ModemFirmwareVersion",
+            "DataRoamingEnabled",
+            "VoiceRoamingEnabled",
+            "PersonalHotspotEnabled",
+            "ServiceSubscriptions",
+            "IsRoaming",
+            "CurrentMCC",
+            "SubscriberMNC",
+            "PhoneNumber",
+            "UDID",
+        ] {
             assert!(all.contains(&q), "{q} in {all:?}");
         }
         let n = all.len();

@@ -121,7 +121,8 @@ impl Mdm {
                             a.serial
                         )));
                     }
-                    if let Some(other) = crate::service::ade::enroll::serial_enrolled_elsewhere(self.store.as_ref(), &a.serial, &id).await? {
+                    if let Some(other) = crate::service::ade::enroll::serial_enrolled_elsewhere(self.store.as_ref(), &a.serial, &id).await?
+                    {
                         return Err(ServiceError::Forbidden(format!(
                             "{id}: serial {} is enrolled as another device ({other})",
                             a.serial
@@ -210,7 +211,11 @@ impl Mdm {
                         signed_in
                     },
                     // The same for how it enrolled (ADE).
-                    ade: if keep { ade.or_else(|| old.as_ref().and_then(|o| o.ade.clone())) } else { ade },
+                    ade: if keep {
+                        ade.or_else(|| old.as_ref().and_then(|o| o.ade.clone()))
+                    } else {
+                        ade
+                    },
                 };
                 if self.store.authenticate(rec, keep).await? == AuthOutcome::CertBoundElsewhere {
                     return Err(ServiceError::Forbidden(format!(

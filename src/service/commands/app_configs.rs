@@ -1,12 +1,15 @@
 //! App configurations that carry access tokens (`$ACCESS_TOKEN`,
 //! `$DEVICE_ACCESS_TOKEN`, `$DERIVED_CREDENTIAL_TOKEN`): remembered per app
 //! when sent (by `Settings`, or `InstallApplication` with or without an
-//! `Identifier`: without one, the device's answer names the app) and re-sent
-//! as `Settings` → `ApplicationConfiguration` when tokens change or fall due.
+//! `Identifier`: without one, the device's answer names the app, for that
+//! device only) and re-sent as `Settings` → `ApplicationConfiguration` when
+//! tokens change or fall due (`service::access::app_configs` keeps them).
 
 use plist::{Dictionary, Value};
 
-use super::{CommandError, CommandInput, Commander};
+use std::collections::BTreeMap;
+
+use super::{CommandError, CommandInput, Commander, Remember};
 use crate::clock::now;
 use crate::profiles::vars;
 
@@ -38,6 +41,28 @@ pub(super) fn app_configurations(command: &Dictionary) -> Vec<(Option<String>, D
         _ => {}
     }
     out
+}
+
+/// `Settings` → `ApplicationConfiguration` for one app.
+fn settings(identifier: &str, conf: Dictionary) -> Dictionary {
+    let mut item = Dictionary::new();
+    item.insert("Item".into(), "ApplicationConfiguration".into());
+    item.insert("Identifier".into(), identifier.into());
+    item.insert("Configuration".into(), Value::Dictionary(conf));
+    let mut d = Dictionary::new();
+    d.insert("RequestType".into(), "Settings".into());
+    d.insert("Settings".into(), Value::Array(vec![Value::Dictionary(item)]));
+    d
+}
+
+/// Whether a stored configuration (XML) uses `$ACCESS_TOKEN`.
+fn uses_shared_token(configuration: &str) -> bool {
+    let Ok(v) = crate::protocol::limits::parse_value(configuration.as_bytes()) else {
+        return false;
+    };
+    let mut used = std::collections::BTreeSet::new();
+    vars::used(&v, &mut used);
+    used.contains("ACCESS_TOKEN")
 }
 
 impl Commander {
@@ -77,15 +102,39 @@ impl Commander {
                     continue;
                 }
             }
-            let mut item = Dictionary::new();
-            item.insert("Item".into(), "ApplicationConfiguration".into());
-            item.insert("Identifier".into(), identifier.clone().into());
-            item.insert("Configuration".into(), Value::Dictionary(conf));
-            let mut d = Dictionary::new();
-            d.insert("RequestType".into(), "Settings".into());
-            d.insert("Settings".into(), Value::Array(vec![Value::Dictionary(item)]));
-            let b = self.enqueue(CommandInput::Plist(d), ac.targets.clone(), true).await?;
+            if ac.targets.is_empty() {
+                continue;
+            }
+            let b = self
+                .enqueue(CommandInput::Plist(settings(&identifier, conf)), ac.targets.clone(), true)
+                .await?;
             tracing::info!(app = %identifier, queued = b.queued, failed = b.failed.len(), "app configuration re-sent with current tokens");
+            n += 1;
+        }
+        // Configurations a device named the app of: each to its own device,
+        // devices sharing one configuration in one batch.
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for d in access.device_app_configs().await? {
+            if only_due_device_tokens {
+                let due = (d.per_device && d.sent_at <= horizon) || (d.token_id != carried && uses_shared_token(&d.configuration));
+                if !due {
+                    continue;
+                }
+            }
+            groups.entry((d.identifier, d.configuration)).or_default().push(d.enrollment);
+        }
+        for ((identifier, configuration), targets) in groups {
+            let Ok(Value::Dictionary(conf)) = crate::protocol::limits::parse_value(configuration.as_bytes()) else {
+                tracing::warn!(app = %identifier, "stored app configuration is not a dictionary: skipped");
+                continue;
+            };
+            let b = self
+                .enqueue_as(CommandInput::Plist(settings(&identifier, conf)), targets, true, Remember::No)
+                .await?;
+            for enrollment in b.commands.keys() {
+                access.device_app_config_sent(enrollment, &identifier, carried.clone()).await?;
+            }
+            tracing::info!(app = %identifier, queued = b.queued, failed = b.failed.len(), "device-named app configuration re-sent with current tokens");
             n += 1;
         }
         Ok(n)

@@ -161,6 +161,13 @@ pub fn var_value(e: &Enrollment, name: &str, public_url: &str) -> Option<String>
     v.filter(|s| !s.trim().is_empty())
 }
 
+/// Whether [`Commander::enqueue_as`] remembers the app configurations it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remember {
+    Yes,
+    No,
+}
+
 impl Commander {
     pub fn new(mdm: Arc<Mdm>, pki: Arc<Pki>, cfg: CommanderConfig) -> Self {
         Commander {
@@ -201,6 +208,13 @@ impl Commander {
     /// Validate and queue a command for `targets`.
     /// With `push`, the targets are woken (APNs) once it is queued.
     pub async fn enqueue(&self, input: CommandInput, targets: Vec<String>, push: bool) -> Result<Batch, CommandError> {
+        self.enqueue_as(input, targets, push, Remember::Yes).await
+    }
+
+    /// [`Commander::enqueue`]; with [`Remember::No`], app configurations in
+    /// the command are not remembered as the admin's (a device-named one
+    /// being re-sent).
+    async fn enqueue_as(&self, input: CommandInput, targets: Vec<String>, push: bool, remember: Remember) -> Result<Batch, CommandError> {
         let (command, unlock_token) = Self::validated(input)?;
         let rt = command.get("RequestType").and_then(Value::as_string).unwrap_or_default().to_owned();
         let schema = crate::protocol::schema::Schema::get();
@@ -240,7 +254,11 @@ impl Commander {
                 } else {
                     let per_device = used.contains("DEVICE_ACCESS_TOKEN") || used.contains("DERIVED_CREDENTIAL_TOKEN");
                     let tokens = used.contains("ACCESS_TOKEN") || per_device;
-                    let configs = if tokens { app_configs::app_configurations(&command) } else { Vec::new() };
+                    let configs = if tokens && remember == Remember::Yes {
+                        app_configs::app_configurations(&command)
+                    } else {
+                        Vec::new()
+                    };
                     let b = self
                         .queue_each(PerDevice::Fill { command, unlock_token }, targets, None, push)
                         .await?;

@@ -78,7 +78,10 @@ pub async fn bounded<T>(
 ) -> Result<T, DirectoryError> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
-        Err(_) => Err(DirectoryError::Unavailable(format!("{what}: no answer within {} s", limit.as_secs_f32()))),
+        Err(_) => Err(DirectoryError::Unavailable(format!(
+            "{what}: no answer within {} s",
+            limit.as_secs_f32()
+        ))),
     }
 }
 
@@ -228,13 +231,19 @@ impl Directory {
     pub async fn check_now(&self) {
         if let Some(l) = &self.ldap {
             let r = l.check().await.map_err(|e| match e {
-                DirectoryError::BadCredentials => format!("LDAP {}: the directory refused mdmd's service account (--ldap-bind-dn / password)", l.config().url),
+                DirectoryError::BadCredentials => format!(
+                    "LDAP {}: the directory refused mdmd's service account (--ldap-bind-dn / password)",
+                    l.config().url
+                ),
                 other => format!("LDAP {}: {other}", l.config().url),
             });
             self.note("ldap", r.err());
         }
         if let Some(o) = &self.oidc {
-            let r = o.discover().await.map_err(|e| format!("identity provider {}: {e}", o.config().issuer));
+            let r = o
+                .discover()
+                .await
+                .map_err(|e| format!("identity provider {}: {e}", o.config().issuer));
             self.note("oidc", r.err());
         }
     }

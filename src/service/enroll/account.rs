@@ -118,7 +118,11 @@ impl Enroller {
         }
         let purpose = format!("account-driven:{}", mode.as_str());
         Ok(
-            match self.store.consume_secret(SecretKind::AccountDriven, &sha256_hex(token), now()).await? {
+            match self
+                .store
+                .consume_secret(SecretKind::AccountDriven, &sha256_hex(token), now())
+                .await?
+            {
                 Consumed::Ok(s) if s.purpose == purpose => s.user,
                 _ => None,
             },

@@ -315,7 +315,9 @@ impl Enroller {
 
     /// A signed enrollment profile with a fresh single-use challenge (for `user`, who signed in for it).
     pub async fn signed_profile(&self, purpose: &str, ttl: i64, user: Option<EnrollUser>) -> Result<Vec<u8>, ServiceError> {
-        let (challenge, _) = self.new_secret_with(SecretKind::Challenge, purpose, ttl, SecretFor::user(user)).await?;
+        let (challenge, _) = self
+            .new_secret_with(SecretKind::Challenge, purpose, ttl, SecretFor::user(user))
+            .await?;
         let plist = self
             .profile_plist(&challenge, &uuid::Uuid::new_v4().to_string().to_uppercase())
             .map_err(|e| ServiceError::internal("building the enrollment profile", e))?;

@@ -88,9 +88,9 @@ impl Enroller {
             return Ok(false);
         };
         verify_in(store, signer).map_err(|e| match e {
-            ChainError::Refused(e) => {
-                ServiceError::Forbidden(format!("{phase}: the signer is not a device certificate from the attestation CA: {e}"))
-            }
+            ChainError::Refused(e) => ServiceError::Forbidden(format!(
+                "{phase}: the signer is not a device certificate from the attestation CA: {e}"
+            )),
             ChainError::Setup(e) => ServiceError::internal("verifying against the attestation CA", e),
         })?;
         // The device certificate names the device: it must be the UDID claimed.
