@@ -7,155 +7,196 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address to listen on (devices, SCEP and the admin API share it).
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: String,
     /// Where the database and generated secrets live (created on first start).
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// PostgreSQL instead of the embedded store, e.g.
     /// `postgres://mdmd:PASSWORD@db.example.com/mdmd?sslmode=require`. Every
     /// instance on one database (same certs dir contents) serves any request.
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Page cache of the embedded store, in MiB (the store itself may be larger).
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DB_CACHE_MB", default_value_t = 256)]
     pub db_cache_mb: usize,
     /// Verify the database's TLS certificate against this CA (PEM).
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATABASE_CA")]
     pub database_ca: Option<PathBuf>,
     /// Database connections per instance.
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: usize,
     /// Give up on any one database operation after this many seconds (the
     /// device gets a 503 and retries).
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATABASE_TIMEOUT", default_value_t = 10)]
     pub database_timeout: u64,
     /// How often to pick up shared settings changed on another instance
     /// (the push certificate), in milliseconds.
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_SHARED_REFRESH_MS", default_value_t = 3000)]
     pub shared_refresh_ms: u64,
     /// Conditional enrollment: serve the enrollment profile only to clients on
     /// these networks (CIDR, repeat or comma-separate), e.g. the corporate Wi-Fi
     /// and VPN ranges. Empty: from anywhere (credentials or an invitation still needed).
+    #[arg(help_heading = "Enrollment")]
     #[arg(long = "enroll-network", env = "MDMD_ENROLL_NETWORKS", value_delimiter = ',')]
     pub enroll_networks: Vec<String>,
     /// Proxies (CIDR) whose X-Forwarded-For / Forwarded header names the client.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long = "trusted-proxy", env = "MDMD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
     /// The one header the trusted proxies write the client's address into:
     /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is ignored, so a
     /// client cannot name its own address through a proxy that only appends.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_FORWARDED_HEADER", default_value = "x-forwarded-for")]
     pub forwarded_header: String,
     /// Lifetime of per-device access tokens (`$DEVICE_ACCESS_TOKEN`), in days;
     /// apps get a new one when half of it has passed.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DEVICE_TOKEN_DAYS", default_value_t = 30)]
     pub device_token_days: i64,
     /// How long a SCEP proxy token (`$SCEP_PROXY_URL:CA` in a profile) stays
     /// valid, in days: the device must run SCEP within this time.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_SCEP_PROXY_TOKEN_DAYS", default_value_t = 7)]
     pub scep_proxy_token_days: i64,
     /// Re-install a profile this many days before the certificate an
     /// organisation CA issued through it expires.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_ORG_CERT_RENEW_DAYS", default_value_t = 30)]
     pub org_cert_renew_days: i64,
     /// Bound on every request to an organisation CA (seconds); a CA slower
     /// than this is a 504 for the device.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_CA_TIMEOUT", default_value_t = 15)]
     pub ca_timeout: u64,
     /// Lifetime of a provider app's upload token (`$DERIVED_CREDENTIAL_TOKEN`),
     /// in hours; the app configuration is re-sent with a new one halfway.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DERIVED_TOKEN_HOURS", default_value_t = 24)]
     pub derived_token_hours: i64,
     /// How often one instance looks at the derived credentials, in seconds:
     /// an expired one ends (its profiles leave the devices and wait again),
     /// and those due are checked for revocation.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DERIVED_CHECK_INTERVAL", default_value_t = 600)]
     pub derived_check_interval: u64,
     /// Ask each derived credential's OCSP responder or CRL (named in its
     /// certificate) at most this often, in seconds; 0: never.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DERIVED_REVOCATION_INTERVAL", default_value_t = 3600)]
     pub derived_revocation_interval: i64,
     /// Bound on each CRL download or OCSP request (seconds).
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DERIVED_REVOCATION_TIMEOUT", default_value_t = 10)]
     pub derived_revocation_timeout: u64,
     /// The largest CRL read, in MiB.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long, env = "MDMD_DERIVED_CRL_MAX_MB", default_value_t = 32)]
     pub derived_crl_max_mb: usize,
     /// Networks (CIDR) revocation checks may reach although refused by
     /// default: loopback, link-local (cloud metadata), e.g. `127.0.0.1/32`
     /// for a responder on this host. Repeat or comma-separate.
+    #[arg(help_heading = "Access tokens and derived credentials")]
     #[arg(long = "derived-revocation-allow", env = "MDMD_DERIVED_REVOCATION_ALLOW", value_delimiter = ',')]
     pub derived_revocation_allow: Vec<String>,
     /// Post every check-in and command result here (MicroMDM/NanoMDM webhook JSON); repeatable.
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long = "webhook-url", env = "MDMD_WEBHOOK_URLS", value_delimiter = ',')]
     pub webhook_urls: Vec<String>,
     /// Sign webhook bodies: `X-Hmac-Signature: base64(HMAC-SHA256(secret, body))`.
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long, env = "MDMD_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Give an undelivered webhook event up after this many hours.
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long, env = "MDMD_WEBHOOK_MAX_AGE_HOURS", default_value_t = 24)]
     pub webhook_max_age_hours: i64,
     /// A bearer token Prometheus may use for `GET /metrics` (the admin key works too).
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long, env = "MDMD_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Serve `GET /metrics` without credentials (behind a private network only).
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long, env = "MDMD_METRICS_PUBLIC")]
     pub metrics_public: bool,
     /// Compliance policy (TOML, see docs/compliance.md); re-read when it changes.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_COMPLIANCE_POLICY")]
     pub compliance_policy: Option<PathBuf>,
     /// Refresh each device's inventory (DeviceInformation, SecurityInfo,
     /// CertificateList, ProfileList, InstalledApplicationList) this often, in
     /// seconds, and right after it enrolls; never more often than it checks in.
     /// 0: only when an admin asks.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_INVENTORY_INTERVAL", default_value_t = 4 * 3600)]
     pub inventory_interval: i64,
     /// How often to look for stale inventory and re-evaluate compliance, in seconds.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_INVENTORY_SWEEP", default_value_t = 900)]
     pub inventory_sweep: u64,
     /// How often one instance compares every device with its blueprints, in
     /// seconds (devices are also reconciled as their facts change).
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_RECONCILE_INTERVAL", default_value_t = 900)]
     pub reconcile_interval: u64,
     /// Where certificates and keys live (created on first start).
+    #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_CERTS_DIR", default_value = "./certs")]
     pub certs_dir: PathBuf,
     /// The URL devices use to reach this server; it goes into profiles.
     /// Default: https://localhost:<port>.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Admin API key. If unset, one is generated on first start, stored 0600
     /// in the data dir as `api-key`, and printed once.
+    #[arg(help_heading = "Admin API, metrics and webhooks")]
     #[arg(long, env = "MDMD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// APNs topic devices enroll with: the UID of your MDM push certificate.
     /// Default: a generated `com.apple.mgmt.External.<uuid>` kept in the data dir.
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_TOPIC")]
     pub topic: Option<String>,
     /// Largest accepted device request body, in bytes.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     pub max_body: usize,
     /// Serve plain HTTP: only behind a TLS-terminating proxy, which must pass
     /// the device's client certificate in an RFC 9440 `Client-Cert` header
     /// (or leave authentication to `Mdm-Signature`).
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_PLAIN_HTTP")]
     pub plain_http: bool,
     /// Use this CA certificate (PEM) instead of the generated one (with --ca-key).
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_CA_CERT", requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
     /// Private key (PEM) of --ca-cert.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_CA_KEY", requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
     /// Use this TLS certificate chain (PEM, e.g. from a public CA) instead of one from our CA.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Obtain and renew the TLS certificate over ACME (RFC 8555, e.g. Let's
     /// Encrypt) for this name; repeatable (the first is the public URL's host
     /// by default). The enrollment profile then installs no private root.
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     #[arg(long = "acme-domain", env = "MDMD_ACME_DOMAINS", value_delimiter = ',', conflicts_with_all = ["tls_cert", "plain_http"])]
     pub acme_domains: Vec<String>,
     /// The ACME CA's directory URL.
@@ -164,127 +205,161 @@ pub struct ServeConfig {
         env = "MDMD_ACME_DIRECTORY",
         default_value = "https://acme-v02.api.letsencrypt.org/directory"
     )]
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     pub acme_directory: String,
     /// Contact address for the ACME account (expiry notices); repeatable.
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     #[arg(long = "acme-email", env = "MDMD_ACME_EMAILS", value_delimiter = ',')]
     pub acme_emails: Vec<String>,
     /// Trust this CA (PEM) for the ACME directory's own HTTPS (a test CA such as Pebble's).
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     #[arg(long, env = "MDMD_ACME_ROOT")]
     pub acme_root: Option<PathBuf>,
     /// Where to answer HTTP-01 challenges (the CA connects to port 80 of the
     /// domain); `off` when port 80 is forwarded to the main listener instead,
     /// which answers `/.well-known/acme-challenge/` too.
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     #[arg(long, env = "MDMD_ACME_HTTP_LISTEN", default_value = "[::]:80")]
     pub acme_http_listen: String,
     /// Renew the ACME certificate this many days before it expires.
+    #[arg(help_heading = "ACME (public TLS certificate)")]
     #[arg(long, env = "MDMD_ACME_RENEW_DAYS", default_value_t = 30)]
     pub acme_renew_days: i64,
     /// Turn declarative management on (a DeclarativeManagement command) when an
     /// iOS 15+ device enrolls.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_DDM_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub ddm_enable: bool,
     /// Subscribe every device to mdmd's status items (OS version and build,
     /// model, passcode compliance, declaration status, software update state).
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_DDM_STATUS_SUBSCRIPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub ddm_status_subscriptions: bool,
     /// Collect declaration changes this long (ms) before sending each device one sync command.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_DDM_COALESCE_MS", default_value_t = 500)]
     pub ddm_coalesce_ms: u64,
     /// Sign profiles with this identity (PEM) instead of one from our CA.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_SIGNER_CERT", requires = "signer_key")]
     pub signer_cert: Option<PathBuf>,
     /// Private key (PEM) of --signer-cert.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_SIGNER_KEY", requires = "signer_cert")]
     pub signer_key: Option<PathBuf>,
     /// Organisation name shown in profiles and certificates.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_ORGANIZATION", default_value = "mdmd")]
     pub organization: String,
     /// Validity of issued device identities, in days.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_IDENTITY_DAYS", default_value_t = 365)]
     pub identity_days: u32,
     /// Renew a device identity (re-send the enrollment profile) this many days before it expires.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_RENEW_BEFORE_DAYS", default_value_t = 60)]
     pub renew_before_days: i64,
     /// Largest RSA key (bits) a SCEP request may ask us to certify; smaller
     /// than 2048 bits is always refused. Subjects are bounded too (at most 16
     /// attributes of 64 characters, no CA's name): see `pki::scep::policy`.
     #[arg(long, env = "MDMD_SCEP_MAX_KEY_BITS", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(2048..=16384), help_heading = "Certificates")]
+          value_parser = clap::value_parser!(u32).range(2048..=16384), help_heading = "Certificates (CA, SCEP, profile signing)")]
     pub scep_max_key_bits: u32,
     /// How often to look for identities to renew, in seconds.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_RENEW_INTERVAL", default_value_t = 6 * 3600)]
     pub renew_interval: u64,
     /// Lifetime of the single-use SCEP challenge in a downloaded profile, in seconds.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_CHALLENGE_TTL", default_value_t = 3600)]
     pub challenge_ttl: i64,
     /// A static SCEP challenge accepted in addition to the single-use ones (optional; at
     /// least 24 characters: it enrolls a device).
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_SCEP_CHALLENGE", hide_env_values = true)]
     pub scep_challenge: Option<String>,
     /// Who may download the enrollment profile with HTTP basic auth: USER:PASSWORD
     /// (repeat the flag, or comma-separate in MDMD_ENROLL_USERS).
+    #[arg(help_heading = "Enrollment")]
     #[arg(long = "enroll-user", env = "MDMD_ENROLL_USERS", value_delimiter = ',', hide_env_values = true)]
     pub enroll_users: Vec<String>,
     /// Load every `*.mobileconfig` in this folder as a profile template at
     /// start (validated; an invalid file is logged and skipped). Empty: none.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_PROFILES_DIR", default_value = "./profiles")]
     pub profiles_dir: Option<PathBuf>,
     /// Load every `*.json` in this folder as a blueprint at start, named
     /// after the file (`sales.json` → `sales`; checked like the API's; an
     /// invalid file is logged and skipped). Empty: none.
+    #[arg(help_heading = "Fleet policy (profiles, blueprints, compliance, inventory, DDM)")]
     #[arg(long, env = "MDMD_BLUEPRINTS_DIR", default_value = "./blueprints")]
     pub blueprints_dir: Option<PathBuf>,
     /// Encrypt every profile's payloads to its device's identity certificate
     /// (EncryptedPayloadContent). `--encrypt-profiles false` sends them signed only.
+    #[arg(help_heading = "Certificates (CA, SCEP, profile signing)")]
     #[arg(long, env = "MDMD_ENCRYPT_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
     pub encrypt_profiles: bool,
     /// APNs base URL. Default: Apple's production host (`--apns-sandbox` for the sandbox);
     /// a local APNs stand-in for tests.
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_APNS_URL")]
     pub apns_url: Option<String>,
     /// Use Apple's sandbox APNs host (development devices only).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_APNS_SANDBOX")]
     pub apns_sandbox: bool,
     /// Also trust this CA (PEM) for the APNs server's certificate (a local stand-in).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_APNS_CA")]
     pub apns_ca: Option<PathBuf>,
     /// `apns-expiration`: seconds APNs may hold a push for an offline device (0: try once).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_APNS_EXPIRATION", default_value_t = 86_400)]
     pub apns_expiration: i64,
     /// Wake-ups for one device within this many milliseconds become one push.
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_PUSH_COALESCE_MS", default_value_t = 200)]
     pub push_coalesce_ms: u64,
     /// Attempts per push for retryable failures (429, 5xx, network), with exponential backoff and jitter.
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_PUSH_MAX_ATTEMPTS", default_value_t = 5)]
     pub push_max_attempts: u32,
     /// First retry delay in milliseconds (doubles per attempt).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_PUSH_BACKOFF_MS", default_value_t = 1000)]
     pub push_backoff_ms: u64,
     /// Pushes in flight at once (HTTP/2 streams).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_PUSH_MAX_IN_FLIGHT", default_value_t = 1000)]
     pub push_max_in_flight: usize,
     /// Push again a device that has commands waiting and has not checked in for this many seconds (0: never).
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_REPUSH_AFTER", default_value_t = 3600)]
     pub repush_after: i64,
     /// How often to look for such devices, in seconds.
+    #[arg(help_heading = "Push (APNs)")]
     #[arg(long, env = "MDMD_REPUSH_INTERVAL", default_value_t = 900)]
     pub repush_interval: u64,
     /// What `GET /mdm/enroll` serves: `three-phase` (Apple's profile service: the device identifies
     /// itself, then gets its SCEP identity, then the MDM profile encrypted to it) or `single` (one
     /// profile with CA, SCEP and MDM payloads; also what `mdmd enroll-profile` gives).
+    #[arg(help_heading = "Enrollment")]
     #[arg(long, env = "MDMD_ENROLL_FLOW", default_value = "three-phase", value_parser = ["three-phase", "single"])]
     pub enroll_flow: String,
     /// Apple's device CA certificates (PEM): a phase-1 request must be signed by a device
     /// certificate from them, and only such attested devices may re-enroll over an active enrollment.
+    #[arg(help_heading = "Enrollment")]
     #[arg(long, env = "MDMD_DEVICE_ATTESTATION_CA")]
     pub device_attestation_ca: Option<PathBuf>,
     /// Re-enrollment of an active device by another identity: `strict` (default) accepts it only
     /// after the device checked out, through an attested (profile-service) enrollment or our own
     /// renewal, or with an admin's approval (`mdmd devices approve-reenroll`); `open` accepts any
     /// identity our CA issued (labs only: anyone with an enrollment profile can take over a device).
+    #[arg(help_heading = "Enrollment")]
     #[arg(long, env = "MDMD_REENROLL_POLICY", default_value = "strict", value_parser = ["strict", "open"])]
     pub reenroll_policy: String,
     /// Largest accepted admin API request body, in bytes (a 100,000-target enqueue is ~5 MB).
+    #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,
     #[command(flatten)]

@@ -313,9 +313,18 @@ async fn tokens_are_sealed_at_rest_and_clear_passcode_uses_escrow() {
     // A device without an escrowed token: a clear error, nothing queued.
     let b = srv.device().await;
     b.authenticate().await.unwrap();
-    let (ok, _, err) = srv.cli(&["cmd", "clear-passcode", &b.udid]);
-    assert!(ok, "{err}");
-    let v = srv.cli_json(&["cmd", "clear-passcode", &b.udid]);
+    // The CLI prints the answer and fails: the command reached no device.
+    let (ok, out, err) = srv.cli(&["cmd", "clear-passcode", &b.udid]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("reached no device") && err.contains("no UnlockToken"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["queued"], 0);
     assert!(v["failed"][0]["error"].as_str().unwrap().contains("no UnlockToken"), "{v}");
+
+    // A command to a device that is not enrolled: nothing is created, the CLI fails.
+    let (ok, out, err) = srv.cli(&["cmd", "device-info", "NO-SUCH-UDID"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("reached no device") && err.contains("NO-SUCH-UDID"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["queued"].as_u64(), v["command_uuid"].is_null()), (Some(0), true), "{v}");
 }

@@ -40,7 +40,7 @@ async fn inventory_and_compliance() {
         "--webhook-secret",
         "inventory-hook-secret-0123456789",
     ];
-    let srv = Server::start_with(&args);
+    let mut srv = Server::start_with(&args);
 
     // Enrolling queues the first inventory; the device answers it at its first poll.
     let mut good = srv.enrolled().await;
@@ -223,5 +223,22 @@ async fn inventory_and_compliance() {
         v["compliance"]["reasons"][0].as_str().unwrap().contains("16.7"),
         "{}",
         v["compliance"]
+    );
+    // The device list says it too.
+    let list = srv.cli_json(&["devices", "-o", "json"]);
+    let row = list["devices"].as_array().unwrap().iter().find(|d| d["id"] == good.udid.as_str()).unwrap().clone();
+    assert_eq!(row["compliance"]["status"], "non_compliant", "{row}");
+
+    // A new policy given at start applies at once, without waiting for an edit.
+    srv.kill9();
+    std::fs::write(&policy, POLICY.replace("min_os_version = \"17.0\"", "min_os_version = \"16.0\"")).unwrap();
+    srv.restart();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || async {
+            device(&srv, &good.udid).await["compliance"]["status"] == "compliant"
+        })
+        .await,
+        "the policy given at start was applied: {}",
+        device(&srv, &good.udid).await["compliance"]
     );
 }

@@ -438,6 +438,130 @@ async fn cli_errors_say_what_to_do_next() {
     assert!(err.contains("hint: is mdmd serving there?"), "{err}");
     let err = run(&["devices", "--server", &srv.base, "--api-key", "wrong-key"]);
     assert!(err.contains("hint: check the API key"), "{err}");
+
+    // A CA that is not the server's: the TLS failure, not "is mdmd serving there?".
+    let other_ca = common::repo_file("fixtures/push-certs/mock_push_cert.pem");
+    let (ok, _, err) = common::mdmd(&[
+        "devices",
+        "--server",
+        &srv.base,
+        "--api-key",
+        API_KEY,
+        "--trust-ca",
+        other_ca.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("hint: the server's TLS certificate is not trusted") && err.contains("--trust-ca"),
+        "{err}"
+    );
+    // http:// against the HTTPS listener.
+    let plain = format!("http://{}", srv.addr);
+    let err = run(&["devices", "--server", &plain, "--api-key", API_KEY]);
+    assert!(err.contains("hint: mdmd serves HTTPS"), "{err}");
+
+    // Enrollment credentials the server does not know: about enrollment, not the API key.
+    let (ok, _, err) = srv.cli(&["sim", "enroll", "--user", "nobody:wrong"]);
+    assert!(!ok);
+    assert!(
+        err.contains("hint: the server refused these enrollment credentials") && err.contains("--enroll-user"),
+        "{err}"
+    );
+    // A used invitation says so.
+    let (ok, out, err) = srv.cli(&["invite"]);
+    assert!(ok, "{err}");
+    let url = out.lines().next().unwrap().to_owned();
+    let (ok, _, err) = srv.cli(&["sim", "enroll", "--invite", &url]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = srv.cli(&["sim", "enroll", "--invite", &url]);
+    assert!(!ok);
+    assert!(
+        err.contains("already been used") && err.contains("hint: an invitation enrolls one device"),
+        "{err}"
+    );
+
+    // A push certificate without its key: name --key, not an OpenSSL decoder error.
+    let (ok, _, err) = srv.cli(&[
+        "push-cert",
+        "set",
+        common::repo_file("fixtures/push-certs/mock_push_cert.pem").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no private key") && err.contains("--key"), "{err}");
+}
+
+/// `mdmd serve --help` groups its flags under headings, and every flag has one.
+#[test]
+fn serve_help_groups_its_flags() {
+    let (ok, out, err) = common::mdmd(&["serve", "--help"]);
+    assert!(ok, "{err}");
+    for h in [
+        "Listener and TLS:",
+        "Storage:",
+        "Enrollment:",
+        "Push (APNs):",
+        "Certificates (CA, SCEP, profile signing):",
+        "Directory and identity provider:",
+        "Limits:",
+    ] {
+        assert!(out.contains(h), "no heading {h}: {out}");
+    }
+    // clap puts flags without a heading under "Options:": only --help is left there.
+    let mut heading = "";
+    let mut unheaded = Vec::new();
+    for l in out.lines() {
+        if !l.starts_with(' ') && l.ends_with(':') {
+            heading = l;
+        } else if heading == "Options:" && l.trim_start().starts_with('-') && !l.contains("--help") {
+            unheaded.push(l.trim());
+        }
+    }
+    assert!(unheaded.is_empty(), "flags without a heading: {unheaded:?}");
+}
+
+/// `GET /` leads to the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_leads_to_the_console() {
+    let srv = Server::start();
+    let r = srv.client().get(format!("{}/", srv.base)).send().await.unwrap();
+    let landed = if r.status().is_redirection() {
+        r.headers()["location"].to_str().unwrap().to_owned()
+    } else {
+        assert!(r.status().is_success(), "{}", r.status());
+        r.url().path().to_owned()
+    };
+    assert!(landed.starts_with("/ui/"), "{landed}");
+}
+
+/// Output for scripts: a reader that goes away early (`| head -1`) ends the
+/// CLI quietly, never with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_cli_quietly() {
+    let srv = Server::start();
+    for _ in 0..3 {
+        srv.enrolled().await;
+    }
+    let bin = env!("CARGO_BIN_EXE_mdmd");
+    let ca = srv.certs_dir().join("ca.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let errs = dir.path().join("stderr");
+    for args in ["devices -o table", "devices -o json", "invite", "profiles vars"] {
+        // `true` reads nothing and exits at once: every write mdmd makes meets a closed pipe.
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{bin} {args} --server {} --api-key {API_KEY} --trust-ca {} 2>{} | true; exit ${{PIPESTATUS[0]}}",
+                srv.base,
+                ca.display(),
+                errs.display()
+            ))
+            .env("MDMD_LOG", "error")
+            .output()
+            .unwrap();
+        let err = std::fs::read_to_string(&errs).unwrap_or_default() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "mdmd {args}: {err}");
+        assert_eq!(out.status.code(), Some(0), "mdmd {args}: {err}");
+    }
 }
 
 /// The default TLS certificate is ECDSA P-256 (signed by the RSA CA), and

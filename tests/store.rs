@@ -197,6 +197,11 @@ async fn queue(s: &Arc<dyn Store>) {
     let a = command("SecurityInfo", None);
     let out = s.enqueue(a.clone(), vec!["Q1".into(), "Q2".into(), "GONE".into()]).await.unwrap();
     assert_eq!((out.queued, out.unknown.clone()), (2, vec!["GONE".to_owned()]));
+    // A command for nobody is not stored.
+    let nobody = command("DeviceInformation", None);
+    let out = s.enqueue(nobody.clone(), vec!["GONE".into()]).await.unwrap();
+    assert_eq!((out.queued, out.unknown.clone()), (0, vec!["GONE".to_owned()]));
+    assert!(s.command(&nobody.uuid).await.unwrap().is_none());
     let b = command("ProfileList", None);
     s.enqueue(b.clone(), vec!["Q1".into()]).await.unwrap();
     // FIFO; NotNow is skipped for the session, redelivered on Idle.

@@ -524,7 +524,26 @@ async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Api
     } else {
         None
     };
-    let devices: Vec<_> = list.iter().map(|e| views::enrollment(e, None)).collect();
+    // Each device's compliance beside it (a few lookups at a time).
+    use futures_util::StreamExt as _;
+    let store = app.mdm.store.clone();
+    let ids: Vec<String> = list.iter().map(|e| e.device.clone()).collect();
+    let comps: Vec<_> = futures_util::stream::iter(ids)
+        .map(move |id| {
+            let store = store.clone();
+            async move { store.compliance(&id).await }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut devices = Vec::with_capacity(list.len());
+    for (e, c) in list.iter().zip(comps) {
+        let mut v = views::enrollment(e, None);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("compliance".into(), inventory::compliance_view(c?.as_ref()));
+        }
+        devices.push(v);
+    }
     Ok(Json(json!({"devices": devices, "next": next})).into_response())
 }
 

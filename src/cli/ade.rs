@@ -197,7 +197,7 @@ impl AdeCmd {
                         std::fs::write(&p, &pem)?;
                         eprintln!("wrote {}: upload it to Apple Business Manager", p.display());
                     }
-                    None => print!("{}", String::from_utf8_lossy(&pem)),
+                    None => super::out(&String::from_utf8_lossy(&pem)),
                 }
             }
             AdeCmd::UploadToken { name, file } => {

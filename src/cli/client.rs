@@ -136,6 +136,20 @@ impl AdminClient {
         }
     }
 
+    /// A request that got no HTTP answer, said with its URL; an `http://`
+    /// URL that reached a server which did not speak plain HTTP is most
+    /// likely mdmd's HTTPS listener.
+    fn transport(&self, e: reqwest::Error, path: &str) -> anyhow::Error {
+        let url = format!("{}{path}", self.base);
+        if self.base.starts_with("http://") && !e.is_connect() && !e.is_timeout() {
+            anyhow::Error::new(e).context(format!(
+                "calling {url}: no HTTP answer (if mdmd is serving there, it answers HTTPS, not HTTP)"
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("calling {url}"))
+        }
+    }
+
     /// A request to `path` with the key, not yet sent.
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.key)
@@ -155,7 +169,7 @@ impl AdminClient {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
+        let resp = req.send().await.map_err(|e| self.transport(e, path))?;
         Self::reply(resp).await
     }
 
@@ -183,7 +197,7 @@ impl AdminClient {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("calling {path}"))?;
+            .map_err(|e| self.transport(e, path))?;
         match Self::reply(resp).await? {
             Reply { status: 200 | 201, body } => Ok(body),
             Reply { status, body } => bail!("POST {path}: HTTP {status}: {body}"),
@@ -205,7 +219,7 @@ impl AdminClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        Ok(req.send().await?)
+        req.send().await.map_err(|e| self.transport(e, path))
     }
 
     /// Send `method path` with a body of `content_type`; the answer unchecked.
@@ -216,7 +230,7 @@ impl AdminClient {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("calling {path}"))?;
+            .map_err(|e| self.transport(e, path))?;
         Self::reply(resp).await
     }
 
@@ -242,13 +256,14 @@ impl AdminClient {
             .body(reqwest::Body::wrap(FileBody { file: f, left: len }))
             .send()
             .await
-            .with_context(|| format!("sending {} to {path}", file.display()))?;
+            .map_err(|e| self.transport(e, path))
+            .with_context(|| format!("sending {}", file.display()))?;
         Self::reply(resp).await
     }
 
     /// GET raw bytes, expecting success; otherwise `HTTP status: body as text`.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
-        let resp = self.request(Method::GET, path).send().await?;
+        let resp = self.request(Method::GET, path).send().await.map_err(|e| self.transport(e, path))?;
         let status = resp.status();
         let body = resp.bytes().await?;
         if !status.is_success() {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::{enc, AdminClient, ClientOpts};
-use super::{print, show, table};
+use super::{print_batch, show, table};
 
 #[derive(Args)]
 pub struct CmdArgs {
@@ -221,16 +221,16 @@ impl CmdCmd {
                     command
                 };
                 let cmd: Value = serde_json::from_str(&text).context("the command must be JSON")?;
-                print(&enqueue(a, expand_targets(targets)?, cmd).await?);
+                print_batch(&enqueue(a, expand_targets(targets)?, cmd).await?)?;
             }
             CmdCmd::Show { uuid } => show(&a.get(&format!("/v1/commands/{}", enc(&uuid))).await?, table::command),
             CmdCmd::SendPlist { targets, file } => {
                 let xml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                print(&enqueue(a, expand_targets(targets)?, json!(xml)).await?);
+                print_batch(&enqueue(a, expand_targets(targets)?, json!(xml)).await?)?;
             }
             typed => {
                 let (spec, targets) = typed_command(typed)?;
-                print(&enqueue(a, expand_targets(targets)?, spec.to_json()).await?);
+                print_batch(&enqueue(a, expand_targets(targets)?, spec.to_json()).await?)?;
             }
         }
         Ok(())

@@ -48,13 +48,13 @@ impl DbCmd {
                 if !status {
                     let applied = s.migrate().await.context("applying migrations")?;
                     if applied.is_empty() {
-                        println!("schema up to date");
+                        outln!("schema up to date");
                     } else {
-                        println!("applied migration(s) {applied:?}");
+                        outln!("applied migration(s) {applied:?}");
                     }
                 }
                 for (v, name, done) in s.migration_status().await? {
-                    println!("{v:>4}  {:<8} {name}", if done { "applied" } else { "pending" });
+                    outln!("{v:>4}  {:<8} {name}", if done { "applied" } else { "pending" });
                 }
                 Ok(())
             }
@@ -73,9 +73,9 @@ impl DbCmd {
                 eprintln!("copying {} -> {}", src.describe(), dst.describe());
                 let t0 = std::time::Instant::now();
                 let rep = mdmd::store::copy::copy_all(&*src, &*dst).await?;
-                println!("{:<16} {:>10} {:>10}  {:<16} ", "table", "source", "target", "checksum");
+                outln!("{:<16} {:>10} {:>10}  {:<16} ", "table", "source", "target", "checksum");
                 for (name, (a, b)) in &rep.tables {
-                    println!(
+                    outln!(
                         "{name:<16} {:>10} {:>10}  {:016x} {}",
                         a.rows,
                         b.rows,
@@ -87,7 +87,7 @@ impl DbCmd {
                     anyhow::bail!("the copy does not match its source (see MISMATCH above)");
                 }
                 let total: u64 = rep.tables.values().map(|(a, _)| a.rows).sum();
-                println!(
+                outln!(
                     "copied {total} records from {} to {} in {:.1} s; counts and checksums match",
                     rep.from,
                     rep.to,

@@ -61,13 +61,13 @@ impl Invite {
         if let Some(p) = self.svg {
             std::fs::write(&p, v["qr_svg"].as_str().unwrap_or_default()).with_context(|| format!("writing {}", p.display()))?;
         }
-        println!(
+        outln!(
             "{}\nexpires {}",
             v["url"].as_str().unwrap_or_default(),
             v["expires_at"].as_str().unwrap_or_default()
         );
         if let Some(u) = v["user"].as_str() {
-            println!("for {u}");
+            outln!("for {u}");
         }
         Ok(())
     }

@@ -5,6 +5,15 @@
 //! themselves; every other family is a client of a running server's admin API
 //! and gets one `AdminClient` (`client`). Tables for people live in `table`.
 //! `main.rs` only parses, starts logging and calls `run`.
+//!
+//! Everything for stdout goes through [`out`] (`outln!`): when the reader
+//! goes away (`mdmd devices | head -1`) the program ends quietly instead of
+//! panicking on the broken pipe.
+
+/// `println!` to stdout through [`out`].
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::out(&format!("{}\n", format_args!($($t)*))) };
+}
 
 pub mod access_tokens;
 pub mod accounts;
@@ -136,10 +145,25 @@ pub fn set_output(mode: &str) {
     });
 }
 
+/// Write to stdout. A reader that went away (a closed pipe) ends the
+/// program quietly with success, as Unix tools do; any other write error
+/// ends it with a message.
+pub fn out(s: &str) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(s.as_bytes()).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "mdmd: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Print for people (when tables are on) or as JSON.
 pub fn show(v: &Value, render: fn(&Value) -> String) {
     if *TABLES.get().unwrap_or(&false) {
-        print!("{}", render(v));
+        out(&render(v));
     } else {
         print(v);
     }
@@ -147,7 +171,40 @@ pub fn show(v: &Value, render: fn(&Value) -> String) {
 
 /// Print the API's JSON, pretty.
 pub fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+}
+
+/// Print an enqueue's answer; an error (non-zero exit) when the command
+/// reached no device, saying why (unknown targets, per-device failures).
+pub fn print_batch(v: &Value) -> anyhow::Result<()> {
+    print(v);
+    let waiting = v["waiting"].as_array().is_some_and(|w| !w.is_empty());
+    if v["queued"].as_u64().unwrap_or(0) > 0 || waiting {
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    if let Some(u) = v["unknown_targets"].as_array().filter(|u| !u.is_empty()) {
+        let names: Vec<&str> = u.iter().filter_map(Value::as_str).take(5).collect();
+        let more = if u.len() > 5 {
+            format!(" and {} more", u.len() - 5)
+        } else {
+            String::new()
+        };
+        why.push(format!("not enrolled here: {}{more}", names.join(", ")));
+    }
+    if let Some(f) = v["failed"].as_array().filter(|f| !f.is_empty()) {
+        for x in f.iter().take(3) {
+            why.push(format!(
+                "{}: {}",
+                x["target"].as_str().unwrap_or("?"),
+                x["error"].as_str().unwrap_or("failed")
+            ));
+        }
+    }
+    if why.is_empty() {
+        why.push("no targets".into());
+    }
+    anyhow::bail!("the command reached no device ({})", why.join("; "))
 }
 
 /// `USER:PASSWORD` as a pair.

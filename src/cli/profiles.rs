@@ -82,12 +82,16 @@ impl ProfilesCmd {
                     .ok_200()?
             }
             ProfilesCmd::Install { identifier, targets } => {
-                a.post(&format!("/v1/profiles/{}/install", enc(&identifier)), json!({"targets": targets}))
-                    .await?
+                let v = a
+                    .post(&format!("/v1/profiles/{}/install", enc(&identifier)), json!({"targets": targets}))
+                    .await?;
+                return super::print_batch(&v);
             }
             ProfilesCmd::Remove { identifier, targets } => {
-                a.post(&format!("/v1/profiles/{}/remove", enc(&identifier)), json!({"targets": targets}))
-                    .await?
+                let v = a
+                    .post(&format!("/v1/profiles/{}/remove", enc(&identifier)), json!({"targets": targets}))
+                    .await?;
+                return super::print_batch(&v);
             }
             ProfilesCmd::Vars => {
                 vars();
@@ -102,6 +106,6 @@ impl ProfilesCmd {
 /// `profiles vars`: the variables templates may use (no server needed).
 fn vars() {
     for (name, what) in mdmd::profiles::vars::VARIABLES {
-        println!("${name:<16} {what}");
+        outln!("${name:<16} {what}");
     }
 }

@@ -150,23 +150,23 @@ async fn request(
         Ok(a) => a.get("/v1/push-cert").await.ok().filter(|v| v["configured"] == true),
         Err(_) => None,
     };
-    println!(
+    outln!(
         "Wrote {} (0600), {} and {}.",
         key_path.display(),
         out_dir.join("push-request.csr").display(),
         req_path.display()
     );
-    println!("1. Sign in at https://identity.apple.com/pushcert with your organisation's Apple Account.");
+    outln!("1. Sign in at https://identity.apple.com/pushcert with your organisation's Apple Account.");
     match &current {
-        Some(v) => println!(
+        Some(v) => outln!(
             "2. RENEWAL: choose \"Renew\" next to the certificate with topic {} (expires in {} days) and upload {}.\n   Renewing keeps the topic: enrolled devices keep working. \"Create a Certificate\" would give a NEW topic and every enrolled device would have to re-enroll.",
             v["topic"].as_str().unwrap_or("?"),
             v["days_left"],
             req_path.display()
         ),
-        None => println!("2. Choose \"Create a Certificate\" and upload {} (for a renewal choose \"Renew\" on the existing certificate instead: same topic).", req_path.display()),
+        None => outln!("2. Choose \"Create a Certificate\" and upload {} (for a renewal choose \"Renew\" on the existing certificate instead: same topic).", req_path.display()),
     }
-    println!("3. Download the certificate (MDM_…_Certificate.pem), then:");
-    println!("   mdmd push-cert set MDM_Certificate.pem --key {}", key_path.display());
+    outln!("3. Download the certificate (MDM_…_Certificate.pem), then:");
+    outln!("   mdmd push-cert set MDM_Certificate.pem --key {}", key_path.display());
     Ok(())
 }

@@ -245,7 +245,7 @@ impl SimCmd {
                     d.supervised = supervised;
                     d.enroll().await?;
                     let handled = d.session().await?;
-                    println!("{} enrolled ({} commands answered)", d.udid, handled.len());
+                    outln!("{} enrolled ({} commands answered)", d.udid, handled.len());
                     if let (Some(app), Some(ca)) = (&provider_app, &test_ca) {
                         let until = std::time::Instant::now() + std::time::Duration::from_secs(provider_wait);
                         while d.apps.get(app).and_then(|a| a.config.as_ref()).is_none() {
@@ -259,10 +259,10 @@ impl SimCmd {
                             let password = mdmd::pki::random_token(12);
                             let p12 = mdmd::sim::pki::issue_pkcs12(ca, &format!("{} {usage}", d.udid), 365, &password)?;
                             let (status, v) = d.provider_app_upload(app, usage, &p12, &password).await?;
-                            println!("{app}: {usage} credential posted: HTTP {status} {v}");
+                            outln!("{app}: {usage} credential posted: HTTP {status} {v}");
                         }
                         let handled = d.session().await?;
-                        println!("{} answered {} more commands", d.udid, handled.len());
+                        outln!("{} answered {} more commands", d.udid, handled.len());
                     }
                 }
             }
@@ -284,7 +284,7 @@ impl SimCmd {
                 } else {
                     "device enrollment"
                 };
-                println!("{} enrolled ({what}, {} commands answered)", d.id(), handled.len());
+                outln!("{} enrolled ({what}, {} commands answered)", d.id(), handled.len());
             }
             SimCmd::Fleet {
                 devices,
@@ -404,7 +404,7 @@ impl SimCmd {
                 if !l.local_addr()?.ip().is_loopback() {
                     anyhow::bail!("the bare server listens on loopback only");
                 }
-                println!("bare server listening on https://{}", l.local_addr()?);
+                outln!("bare server listening on https://{}", l.local_addr()?);
                 mdmd::http::listener::serve_bare(l, tls).await;
             }
             SimCmd::IdleBench {

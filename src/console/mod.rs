@@ -130,6 +130,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     });
     let tls = !app.plain_http;
     Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::dashboard))
         .route("/ui/console.css", get(css))

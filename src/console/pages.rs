@@ -1115,14 +1115,22 @@ async fn enrollment_page(c: &Console, s: &Session, invitation: Option<&Value>, f
                 tr { th { "Subject" } td { (text(&p["subject"])) } }
                 tr { th { "Expires" } td class=(days_class(p["days_left"].as_i64())) { (text(&p["not_after"])) " (" (text(&p["days_left"])) " days)" } }
             } }
+            h3 { "Renewing it" }
+            ol {
+                li { "In Apple's Push Certificates Portal, choose " strong { "Renew" } " on the certificate with this topic — not " em { "Create" } ": a new certificate has a new topic, and every enrolled device would have to re-enroll." }
+                li { "Upload the CSR mdmd's operator gives you, download the renewed certificate." }
+                li { "Set it: " code { "mdmd push-cert set renewed.pem --key push.key" } " (or PUT /v1/push-cert). mdmd refuses a certificate whose topic differs from the enrolled devices' unless told to strand them." }
+            }
         } @else {
-            p.bad { "No push certificate: devices cannot be woken." }
-        }
-        h3 { "Renewing it" }
-        ol {
-            li { "In Apple's Push Certificates Portal, choose " strong { "Renew" } " on the certificate with this topic — not " em { "Create" } ": a new certificate has a new topic, and every enrolled device would have to re-enroll." }
-            li { "Upload the CSR mdmd's operator gives you, download the renewed certificate." }
-            li { "Set it: " code { "mdmd push-cert set renewed.pem" } " (or PUT /v1/push-cert). mdmd refuses a certificate whose topic differs from the enrolled devices' unless told to strand them." }
+            p.bad { "No push certificate: devices cannot be woken, so commands wait until a device checks in by itself." }
+            h3 { "Creating one" }
+            ol {
+                li { "Make the push key and the signed request with your MDM vendor certificate (no server needed): "
+                     code { "mdmd push-cert request --vendor-cert vendor.pem --vendor-key vendor.key --out-dir push/" } "." }
+                li { "At Apple's Push Certificates Portal (identity.apple.com/pushcert), sign in with the organisation's Apple Account, choose " strong { "Create a Certificate" } " and upload " code { "push/push-request.b64" } "." }
+                li { "Download the certificate and set it: " code { "mdmd push-cert set MDM_Certificate.pem --key push/push-request.key" } " (or PUT /v1/push-cert)." }
+                li { "Devices that enrolled under another topic would have to re-enroll: mdmd refuses such a certificate unless told to strand them (" code { "--force" } ")." }
+            }
         }
     };
     layout(s, "Enrollment", flash.as_ref(), body)

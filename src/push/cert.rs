@@ -95,6 +95,13 @@ impl PushCert {
         let certs = X509::stack_from_pem(pem).map_err(|e| PushError::Certificate(format!("no PEM certificate: {e}")))?;
         let mut certs = certs.into_iter();
         let cert = certs.next().ok_or_else(|| PushError::Certificate("no PEM certificate".into()))?;
+        if !pem.windows(17).any(|w| w == b"PRIVATE KEY-----\n" || w == b"PRIVATE KEY-----\r") {
+            return Err(PushError::Certificate(
+                "the PEM holds the certificate but no private key: give the key too (mdmd push-cert set CERT.pem --key push.key, \
+                 the key `mdmd push-cert request` wrote; or the key appended to the same file)"
+                    .into(),
+            ));
+        }
         let key = match password {
             Some(p) => PKey::private_key_from_pem_passphrase(pem, p.as_bytes()),
             None => PKey::private_key_from_pem(pem),

@@ -97,11 +97,39 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");
+    println!(
+        "console: {}/ui/ (sign in with an account: mdmd accounts add NAME --role admin)",
+        cfg.public_url()
+    );
+    if let Some(host) = loopback_host(&cfg.public_url()) {
+        tracing::warn!(public_url = %cfg.public_url(), "the public URL names this machine only ({host}): phones cannot reach it; set --public-url");
+        // Loud for a person at a terminal; the log line above is for the rest.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "WARNING: --public-url is {} ({host} is this machine only). Phones cannot reach it: enrollment links,\n\
+             invitations and their QR codes will not work on a real device. Give the name devices use:\n\
+             mdmd serve --public-url https://mdm.example.com (MDMD_PUBLIC_URL). Simulated devices are fine.",
+                cfg.public_url()
+            );
+        }
+    }
     let _ = std::io::stdout().flush();
     crate::http::listener::serve(listener, router, tls, conn_limits(&cfg.limits), shutdown_signal()).await;
     mdm.flush_seen().await.ok();
     pusher.flush().await;
     Ok(())
+}
+
+/// The host of `url` when it is loopback (`localhost`, 127.0.0.0/8, `::1`):
+/// a public URL no phone can reach.
+fn loopback_host(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    let loopback = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(a) => a.is_loopback() || a.is_unspecified(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    };
+    loopback.then_some(host)
 }
 
 /// Connections the plain-HTTP ACME challenge port serves at once (well inside the
@@ -593,5 +621,34 @@ pub fn pg_config(cfg: &ServeConfig, url: &str) -> crate::store::postgres::PgConf
         writers: (cfg.database_pool / 4).clamp(1, 8),
         op_timeout: std::time::Duration::from_secs(cfg.database_timeout.max(1)),
         ca_file: cfg.database_ca.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_public_urls_are_named() {
+        for u in [
+            "https://localhost:8443",
+            "https://LOCALHOST",
+            "https://127.0.0.1:8443",
+            "https://127.9.9.9",
+            "https://[::1]:8443",
+            "https://0.0.0.0",
+            "https://mdm.localhost",
+        ] {
+            assert!(loopback_host(u).is_some(), "{u}");
+        }
+        for u in [
+            "https://mdm.example.com",
+            "https://192.168.1.10:8443",
+            "https://[2001:db8::1]",
+            "https://localhost.example.com",
+            "not a url",
+        ] {
+            assert!(loopback_host(u).is_none(), "{u}");
+        }
     }
 }

@@ -230,15 +230,17 @@ pub(super) fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
     // The policy file is watched every few seconds; a new policy re-evaluates every device here.
     let watcher = mdm.clone();
     tokio::spawn(async move {
+        // The policy given at start applies at once: the fleet is re-evaluated
+        // when the version last applied (kept in the store, for every
+        // instance) is another.
+        apply_policy_if_new(&watcher).await;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
         loop {
             tick.tick().await;
             match watcher.policy.reload() {
                 Ok(true) => {
                     tracing::info!(version = %watcher.policy.get().1, "compliance policy changed: re-evaluating");
-                    if let Err(e) = watcher.inventory_sweep(0).await {
-                        tracing::warn!(error = %e, "compliance re-evaluation failed");
-                    }
+                    apply_policy_if_new(&watcher).await;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "compliance policy not reloaded (the previous one stays in force)"),
@@ -255,6 +257,43 @@ pub(super) fn spawn_inventory(mdm: Arc<Mdm>, every_secs: u64, instance: &str) {
             }
         }
     });
+}
+
+/// Where the version of the compliance policy last applied to the fleet is kept.
+const POLICY_APPLIED: (&str, &str) = ("compliance", "applied-policy");
+
+/// Re-evaluate every device when the policy in force is not the one last
+/// applied; then remember it as applied.
+async fn apply_policy_if_new(mdm: &Arc<Mdm>) {
+    let version = mdm.policy.get().1;
+    let applied = match mdm.store.record(POLICY_APPLIED.0, POLICY_APPLIED.1).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read which compliance policy was applied");
+            return;
+        }
+    };
+    if applied
+        .as_ref()
+        .is_some_and(|r| r.value["version"].as_str() == Some(version.as_str()))
+    {
+        return;
+    }
+    match mdm.inventory_sweep(0).await {
+        Ok((_, evaluated)) => tracing::info!(%version, evaluated, "compliance policy applied to the fleet"),
+        Err(e) => {
+            tracing::warn!(error = %e, "compliance re-evaluation failed");
+            return;
+        }
+    }
+    let value = serde_json::json!({"version": version});
+    if let Err(e) = mdm
+        .store
+        .put_record(POLICY_APPLIED.0, POLICY_APPLIED.1, value, crate::clock::now(), None)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the compliance policy as applied");
+    }
 }
 
 pub(super) fn spawn_renewals(enroller: Arc<Enroller>, mdm: Arc<Mdm>, every_secs: u64, instance: &str) {

@@ -522,7 +522,8 @@ impl Commander {
             .map_err(|e| ServiceError::internal("sealing the command's secrets", e))?;
         let out = self.mdm.fan_out(rec, targets, push).await?;
         Ok(Batch {
-            command_uuid: Some(cmd.uuid),
+            // Nothing is stored when no target is known.
+            command_uuid: (out.queued > 0).then_some(cmd.uuid),
             queued: out.queued,
             unknown_targets: out.unknown,
             ..Batch::default()

@@ -107,6 +107,10 @@ async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<St
         let k: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
         targets.iter().filter(|t| !k.contains(t.as_str())).cloned().collect()
     };
+    if known.is_empty() {
+        // No command is stored for nobody.
+        return Ok(EnqueueOutcome { queued: 0, unknown });
+    }
     let mut rec = cmd;
     rec.targets = known.len() as u64;
     rec.seq = next_seqs(tx, 1).await?.first().copied().unwrap_or(0) as u64;

@@ -454,9 +454,12 @@ impl QueueStore for RedbStore {
         let policy = self.fanout;
         self.write(move |txn| {
             let (known, unknown) = split_known(txn, targets)?;
-            let mut t = QueueTables::open(txn, policy)?;
-            let mut rec = cmd;
-            t.enqueue(&mut rec, &known)?;
+            // No command is stored for nobody.
+            if !known.is_empty() {
+                let mut t = QueueTables::open(txn, policy)?;
+                let mut rec = cmd;
+                t.enqueue(&mut rec, &known)?;
+            }
             Ok(EnqueueOutcome {
                 queued: known.len() as u64,
                 unknown,
