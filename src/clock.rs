@@ -27,6 +27,11 @@ pub fn rfc3339(t: i64) -> Option<String> {
         .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
+/// A time for JSON answers: RFC 3339 (UTC), or null when out of range.
+pub fn json_time(t: i64) -> serde_json::Value {
+    rfc3339(t).map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
 /// Move the clock by `secs` (negative: back) for the whole process. For
 /// tests that need time to pass; returns the new offset.
 pub fn advance(secs: i64) -> i64 {

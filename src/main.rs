@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, env = "MDMD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true, help_heading = "Logging and output")]
     log_format: String,
     /// Answers as `table` (for people) or `json` (the API's JSON, for scripts). Default: a table
-    /// on a terminal, JSON when piped (devices, devices show, cmd show, ca certs, ade, apps; the rest is JSON).
+    /// on a terminal, JSON when piped. Every list and `show` has a table; other answers are JSON.
     #[arg(short = 'o', long, env = "MDMD_OUTPUT", value_parser = ["auto", "table", "json"], default_value = "auto", global = true, help_heading = "Logging and output")]
     output: String,
 }

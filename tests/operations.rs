@@ -488,6 +488,47 @@ async fn cli_errors_say_what_to_do_next() {
     ]);
     assert!(!ok);
     assert!(err.contains("no private key") && err.contains("--key"), "{err}");
+
+    // A push that reached nobody fails and says how to get a certificate; its time is RFC 3339.
+    let d = srv.enrolled().await;
+    let (ok, out, err) = srv.cli(&["push", &d.udid]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("nothing was pushed") && err.contains("push-cert request"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["results"][&d.udid]["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+}
+
+/// Every list the CLI prints has a table for people (`-o table`), never JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_has_a_table() {
+    let srv = Server::start();
+    let d = srv.enrolled().await;
+    srv.cli_json(&["accounts", "add", "ops", "--role", "operator"]);
+    srv.cli_json(&["access-tokens", "generate"]);
+    srv.cli_json(&["cmd", "device-info", &d.udid]);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["devices"], "COMPLIANCE"),
+        (vec!["devices", "commands", &d.udid], "STATUS"),
+        (vec!["profiles", "list"], "IDENTIFIER"),
+        (vec!["compliance", "--status", "compliant"], "non-compliant"),
+        (vec!["push-cert", "show"], "Topic"),
+        (vec!["access-tokens", "list"], "EFFECTIVE"),
+        (vec!["accounts", "list"], "ROLE"),
+        (vec!["cas", "list"], "No organisation CAs"),
+        (vec!["derived-credentials", "list"], "No derived credentials"),
+        (vec!["ddm", "list"], "IDENTIFIER"),
+        (vec!["ddm", "sets"], "No sets"),
+    ];
+    for (args, want) in cases {
+        let (ok, out, err) = srv.cli(&[&args[..], &["-o", "table"]].concat());
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.contains(want), "{args:?}: {out}");
+        assert!(!out.trim_start().starts_with('{'), "{args:?} printed JSON: {out}");
+    }
+    // The device list shows each device's compliance.
+    let (_, out, _) = srv.cli(&["devices", "-o", "table"]);
+    let row = out.lines().find(|l| l.starts_with(&d.udid)).unwrap_or_default();
+    assert!(row.contains("compliant") || row.contains("unknown"), "{out}");
 }
 
 /// `mdmd serve --help` groups its flags under headings, and every flag has one.

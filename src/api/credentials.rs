@@ -58,12 +58,12 @@ pub async fn add_ca(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
 
 pub async fn list_cas(State(app): State<Arc<App>>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    Ok(Json(json!({"cas": cas.list().await?})).into_response())
+    Ok(Json(super::views::rfc3339_times(json!({"cas": cas.list().await?}))).into_response())
 }
 
 pub async fn show_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    Ok(Json(cas.show(&name).await?).into_response())
+    Ok(Json(super::views::rfc3339_times(json!(cas.show(&name).await?))).into_response())
 }
 
 pub async fn remove_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
@@ -76,7 +76,8 @@ pub async fn ca_certificates(State(app): State<Arc<App>>, Path(name): Path<Strin
     let cas = service!(app, orgcas, "organisation CAs");
     cas.show(&name).await?;
     let v = cas.certificates(None).await?;
-    Ok(Json(json!({"ca": name, "certificates": v.into_iter().filter(|c| c.ca == name).collect::<Vec<_>>()})).into_response())
+    let v = json!({"ca": name, "certificates": v.into_iter().filter(|c| c.ca == name).collect::<Vec<_>>()});
+    Ok(Json(super::views::rfc3339_times(v)).into_response())
 }
 
 /// Run the renewal check now (it also runs hourly).
@@ -135,7 +136,7 @@ pub async fn post_credential(
     };
     let (view, old) = derived.post(owner, &n.usage, &der, &n.password, &source).await?;
     let followed = app.commander.derived_posted(&view, old.is_some()).await?;
-    let mut v = serde_json::to_value(&view).unwrap_or_default();
+    let mut v = super::views::rfc3339_times(serde_json::to_value(&view).unwrap_or_default());
     if let Some(o) = v.as_object_mut() {
         o.insert("replaced".into(), json!(old.map(|o| o.id)));
         o.insert("profiles_sent".into(), json!(followed.installed));
@@ -145,7 +146,8 @@ pub async fn post_credential(
 
 pub async fn list_credentials(State(app): State<Arc<App>>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    Ok(Json(json!({"derived_credentials": derived.list().await?, "ended": derived.ended().await?})).into_response())
+    let v = json!({"derived_credentials": derived.list().await?, "ended": derived.ended().await?});
+    Ok(Json(super::views::rfc3339_times(v)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -179,10 +181,11 @@ pub async fn revoke_credential(State(app): State<Arc<App>>, caller: Option<Exten
     let who = caller.map(|Extension(c)| c.name).unwrap_or_else(|| "admin".into());
     let r = derived.revoke(named, n.reason, format!("account:{who}")).await?;
     let Some(was) = r.was_active else {
-        return Ok(Json(json!({"revoked": r.ended, "already": r.ended.status})).into_response());
+        return Ok(Json(super::views::rfc3339_times(json!({"revoked": r.ended, "already": r.ended.status}))).into_response());
     };
     let f = app.commander.derived_deleted(&was).await?;
-    Ok(Json(json!({"revoked": r.ended, "profiles_removed": f.removed, "profiles_reinstalled": f.installed})).into_response())
+    let v = json!({"revoked": r.ended, "profiles_removed": f.removed, "profiles_reinstalled": f.installed});
+    Ok(Json(super::views::rfc3339_times(v)).into_response())
 }
 
 pub async fn delete_credential(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
@@ -198,7 +201,7 @@ pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serd
     if let Some(d) = app.commander.derived() {
         let creds = d.list_for(e).await?;
         let waiting = d.waiting(&e.id).await?;
-        out.insert("derived_credentials".into(), json!(creds));
+        out.insert("derived_credentials".into(), super::views::rfc3339_times(json!(creds)));
         out.insert(
             "waiting_for_derived_credential".into(),
             json!(waiting

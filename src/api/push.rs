@@ -87,7 +87,11 @@ pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiRe
     let results = app.pusher.push_now(t.targets).await;
     let map: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
-        .map(|(id, s)| (id, serde_json::to_value(s).unwrap_or_default()))
+        .map(|(id, s)| {
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["at"] = crate::clock::json_time(s.at);
+            (id, v)
+        })
         .collect();
     Ok(Json(json!({"results": map})).into_response())
 }

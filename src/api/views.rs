@@ -14,6 +14,29 @@ pub fn time(t: i64) -> Value {
     crate::clock::rfc3339(t).map_or(Value::Null, Value::String)
 }
 
+/// Times in a view serialised from a stored type (Unix seconds there): every
+/// integer under a key ending in `_at`, or named `not_before` / `not_after`,
+/// becomes RFC 3339, at any depth, so the API speaks one time format.
+pub fn rfc3339_times(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    let timed = k.ends_with("_at") || k == "not_before" || k == "not_after";
+                    match x.as_i64() {
+                        Some(t) if timed => *x = time(t),
+                        _ => walk(x),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
 fn opt_time(t: Option<i64>) -> Value {
     t.map(time).unwrap_or(Value::Null)
 }

@@ -95,7 +95,14 @@ impl AccessTokensCmd {
                 )
                 .await?
                 .ok()?,
-            AccessTokensCmd::List => a.get("/v1/access-tokens").await?,
+            AccessTokensCmd::List => {
+                let v = a.get("/v1/access-tokens").await?;
+                super::show(&v, super::table::access_tokens);
+                if let Some(s) = v["schedule"]["summary"].as_str() {
+                    eprintln!("{s}");
+                }
+                return Ok(());
+            }
             AccessTokensCmd::Edit { id, value, effective_at } => a
                 .send(
                     Method::PUT,

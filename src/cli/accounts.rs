@@ -40,7 +40,10 @@ impl AccountsCmd {
     pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
         let v = match self {
             AccountsCmd::Add { name, role } => a.post("/v1/accounts", json!({"name": name, "role": role})).await?,
-            AccountsCmd::List => a.get("/v1/accounts").await?,
+            AccountsCmd::List => {
+                super::show(&a.get("/v1/accounts").await?, super::table::accounts);
+                return Ok(());
+            }
             AccountsCmd::Rm { name } => a
                 .send(Method::DELETE, &format!("/v1/accounts/{}", enc(&name)), None)
                 .await?

@@ -3,7 +3,6 @@
 use clap::Args;
 
 use super::client::{enc, AdminClient, ClientOpts};
-use super::print;
 
 #[derive(Args)]
 pub struct ComplianceArgs {
@@ -38,7 +37,7 @@ impl Compliance {
         if let Some(s) = self.after {
             q.push(format!("after={}", enc(&s)));
         }
-        print(&a.get(&format!("/v1/compliance?{}", q.join("&"))).await?);
+        super::show(&a.get(&format!("/v1/compliance?{}", q.join("&"))).await?, super::table::compliance);
         Ok(())
     }
 }

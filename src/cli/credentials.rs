@@ -95,7 +95,10 @@ impl CasCmd {
                 )
                 .await?
                 .ok()?,
-            CasCmd::List => a.get("/v1/cas").await?,
+            CasCmd::List => {
+                super::show(&a.get("/v1/cas").await?, super::table::cas);
+                return Ok(());
+            }
             CasCmd::Show { name } => a.send(Method::GET, &format!("/v1/cas/{}", enc(&name)), None).await?.ok()?,
             CasCmd::Certificates { name } => a
                 .send(Method::GET, &format!("/v1/cas/{}/certificates", enc(&name)), None)
@@ -165,7 +168,10 @@ impl DerivedCmd {
                 let body = json!({"device": device, "user": user, "usage": usage, "pkcs12": base64::engine::general_purpose::STANDARD.encode(der), "password": password});
                 a.send(Method::POST, "/v1/derived-credentials", Some(body)).await?.ok()?
             }
-            DerivedCmd::List => a.get("/v1/derived-credentials").await?,
+            DerivedCmd::List => {
+                super::show(&a.get("/v1/derived-credentials").await?, super::table::derived);
+                return Ok(());
+            }
             DerivedCmd::Rm { id } => a
                 .send(Method::DELETE, &format!("/v1/derived-credentials/{}", enc(&id)), None)
                 .await?

@@ -88,10 +88,16 @@ impl DdmCmd {
                 let body: Value = serde_json::from_str(&text).context("the declaration must be JSON")?;
                 call(Method::PUT, "/v1/declarations".into(), Some(body)).await?
             }
-            DdmCmd::List => a.get("/v1/declarations").await?,
+            DdmCmd::List => {
+                super::show(&a.get("/v1/declarations").await?, super::table::declarations);
+                return Ok(());
+            }
             DdmCmd::Show { identifier } => call(Method::GET, format!("/v1/declarations/{}", enc(&identifier)), None).await?,
             DdmCmd::Rm { identifier } => call(Method::DELETE, format!("/v1/declarations/{}", enc(&identifier)), None).await?,
-            DdmCmd::Sets { set: None } => a.get("/v1/sets").await?,
+            DdmCmd::Sets { set: None } => {
+                super::show(&a.get("/v1/sets").await?, super::table::sets);
+                return Ok(());
+            }
             DdmCmd::Sets { set: Some(s) } => call(Method::GET, format!("/v1/sets/{}", enc(&s)), None).await?,
             DdmCmd::SetAdd { set, identifiers } | DdmCmd::SetRm { set, identifiers } if identifiers.is_empty() => {
                 anyhow::bail!("name the declarations to change in set {set}")

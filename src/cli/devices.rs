@@ -72,6 +72,7 @@ impl DevicesCmd {
         let render: Option<fn(&Value) -> String> = match &self {
             DevicesCmd::List { .. } => Some(table::devices),
             DevicesCmd::Show { .. } => Some(table::device),
+            DevicesCmd::Commands { .. } => Some(table::device_commands),
             _ => None,
         };
         let v = match self {

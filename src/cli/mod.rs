@@ -161,7 +161,7 @@ pub fn out(s: &str) {
 }
 
 /// Print for people (when tables are on) or as JSON.
-pub fn show(v: &Value, render: fn(&Value) -> String) {
+pub fn show(v: &Value, render: impl Fn(&Value) -> String) {
     if *TABLES.get().unwrap_or(&false) {
         out(&render(v));
     } else {

@@ -70,7 +70,10 @@ impl ProfilesCmd {
                 let q = if reinstall { "?reinstall=true" } else { "" };
                 a.post_profile(&format!("/v1/profiles{q}"), body).await?
             }
-            ProfilesCmd::List => a.get("/v1/profiles").await?,
+            ProfilesCmd::List => {
+                super::show(&a.get("/v1/profiles").await?, super::table::profiles);
+                return Ok(());
+            }
             ProfilesCmd::Show { identifier } => a.get(&format!("/v1/profiles/{}", enc(&identifier))).await?,
             ProfilesCmd::Rm {
                 identifier,

@@ -29,7 +29,17 @@ pub struct Push {
 
 impl Push {
     pub async fn run(self, a: &AdminClient) -> anyhow::Result<()> {
-        print(&a.post("/v1/push", json!({"targets": self.targets})).await?);
+        let v = a.post("/v1/push", json!({"targets": self.targets})).await?;
+        print(&v);
+        // Nothing reached APNs: say why and fail, so scripts notice.
+        let results: Vec<&serde_json::Value> = v["results"].as_object().map(|m| m.values().collect()).unwrap_or_default();
+        if !results.is_empty() && results.iter().all(|r| r["accepted"] != true) {
+            let why = results.iter().filter_map(|r| r["outcome"].as_str()).next().unwrap_or("refused");
+            if why.contains("no push certificate") {
+                anyhow::bail!("nothing was pushed: {why} (create one: mdmd push-cert request, then mdmd push-cert set)");
+            }
+            anyhow::bail!("nothing was pushed: {why}");
+        }
         Ok(())
     }
 }

@@ -109,7 +109,7 @@ impl PushCertCmd {
                 }
                 print(&v);
             }
-            PushCertCmd::Show => print(&a.get("/v1/push-cert").await?),
+            PushCertCmd::Show => super::show(&a.get("/v1/push-cert").await?, super::table::push_cert),
             PushCertCmd::Request { .. } => anyhow::bail!("`push-cert request` runs without a server"),
         }
         Ok(())

@@ -269,3 +269,201 @@ mod tests {
         );
     }
 }
+
+/// One cell: RFC 3339 times as relative ones, lists joined, nothing as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(x) if x.len() >= 20 && x.ends_with('Z') && x.as_bytes().get(10) == Some(&b'T') => relative(v),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(", "),
+        other => s(other),
+    }
+}
+
+/// The list under `key` as a table: one column per (header, JSON pointer
+/// into each item); `empty` when there is nothing.
+pub fn list(v: &Value, key: &str, cols: &[(&str, &str)], empty: &str) -> String {
+    let items = v[key].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return format!("{empty}\n");
+    }
+    let header: Vec<&str> = cols.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| cols.iter().map(|(_, p)| cell(it.pointer(p).unwrap_or(&Value::Null))).collect())
+        .collect();
+    table(&header, &rows)
+}
+
+/// `mdmd compliance`: the counts, then the devices in the status asked for.
+pub fn compliance(v: &Value) -> String {
+    let c = &v["counts"];
+    let mut out = format!(
+        "compliant {}   non-compliant {}   unknown {}   (policy {}{})\n\n",
+        s(&c["compliant"]),
+        s(&c["non_compliant"]),
+        s(&c["unknown"]),
+        s(&v["policy"]["version"]),
+        v["policy"]["file"].as_str().map(|f| format!(", {f}")).unwrap_or_default()
+    );
+    let status = v["status"].as_str().unwrap_or("non_compliant");
+    out.push_str(&list(
+        v,
+        "devices",
+        &[
+            ("DEVICE", "/enrollment"),
+            ("REASONS", "/compliance/reasons"),
+            ("EVALUATED", "/compliance/evaluated_at"),
+        ],
+        &format!("No devices are {status}."),
+    ));
+    if let Some(n) = v["next"].as_str() {
+        out.push_str(&format!("… more: mdmd compliance --status {status} --after {n}\n"));
+    }
+    out
+}
+
+/// `mdmd push-cert show`.
+pub fn push_cert(v: &Value) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, x: String| out.push_str(&format!("{k:<14}{x}\n"));
+    if v["configured"] != true {
+        kv("Push", "no certificate: devices cannot be woken".into());
+        kv("Topic", s(&v["topic"]));
+        kv(
+            "Create one",
+            "mdmd push-cert request --vendor-cert vendor.pem --vendor-key vendor.key --out-dir push/ (README: Push)".into(),
+        );
+        return out;
+    }
+    kv("Topic", s(&v["topic"]));
+    kv("Subject", s(&v["subject"]));
+    kv("Serial", s(&v["serial"]));
+    kv("Expires", format!("{} ({})", s(&v["not_after"]), relative(&v["not_after"])));
+    if !v["certificate_error"].is_null() {
+        kv("APNs refused", s(&v["certificate_error"]));
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        kv("Warning", s(w));
+    }
+    out
+}
+
+/// `mdmd devices commands ID`: one line a command, no results (`cmd show` has them).
+pub fn device_commands(v: &Value) -> String {
+    list(
+        v,
+        "commands",
+        &[
+            ("COMMAND", "/command_uuid"),
+            ("TYPE", "/request_type"),
+            ("STATUS", "/status"),
+            ("QUEUED", "/queued_at"),
+            ("UPDATED", "/updated_at"),
+        ],
+        "No commands.",
+    )
+}
+
+/// `mdmd profiles list`.
+pub fn profiles(v: &Value) -> String {
+    list(
+        v,
+        "profiles",
+        &[
+            ("IDENTIFIER", "/identifier"),
+            ("NAME", "/display_name"),
+            ("PAYLOADS", "/payload_types"),
+            ("VARIABLES", "/variables"),
+            ("UPDATED", "/updated_at"),
+        ],
+        "No profile templates. Add one: mdmd profiles add FILE.mobileconfig",
+    )
+}
+
+/// `mdmd access-tokens list` (values stay in the JSON: `-o json`).
+pub fn access_tokens(v: &Value) -> String {
+    list(
+        v,
+        "tokens",
+        &[
+            ("ID", "/id"),
+            ("STATUS", "/status"),
+            ("CARRIED", "/carried"),
+            ("EFFECTIVE", "/effective_at"),
+            ("CREATED", "/created_at"),
+        ],
+        "No access tokens. Make one: mdmd access-tokens generate",
+    )
+}
+
+/// `mdmd accounts list`.
+pub fn accounts(v: &Value) -> String {
+    list(
+        v,
+        "accounts",
+        &[("NAME", "/name"), ("ROLE", "/role"), ("CREATED", "/created_at")],
+        "No accounts. Add one: mdmd accounts add NAME --role operator",
+    )
+}
+
+/// `mdmd cas list`.
+pub fn cas(v: &Value) -> String {
+    list(
+        v,
+        "cas",
+        &[("NAME", "/name"), ("SCEP URL", "/scep_url"), ("CREATED", "/created_at")],
+        "No organisation CAs.",
+    )
+}
+
+/// `mdmd derived-credentials list`: active ones, then those that ended.
+pub fn derived(v: &Value) -> String {
+    let mut out = list(
+        v,
+        "derived_credentials",
+        &[
+            ("ID", "/id"),
+            ("USAGE", "/usage"),
+            ("SUBJECT", "/subject"),
+            ("EXPIRES", "/not_after"),
+            ("REVOCATION", "/revocation_check/status"),
+        ],
+        "No derived credentials.",
+    );
+    if v["ended"].as_array().is_some_and(|e| !e.is_empty()) {
+        out.push_str("\nEnded:\n");
+        out.push_str(&list(
+            v,
+            "ended",
+            &[("ID", "/id"), ("STATUS", "/status"), ("BY", "/by"), ("ENDED", "/ended_at")],
+            "",
+        ));
+    }
+    out
+}
+
+/// `mdmd ddm list`.
+pub fn declarations(v: &Value) -> String {
+    list(
+        v,
+        "declarations",
+        &[
+            ("IDENTIFIER", "/Identifier"),
+            ("TYPE", "/Type"),
+            ("KIND", "/kind"),
+            ("UPDATED", "/updated_at"),
+        ],
+        "No declarations.",
+    )
+}
+
+/// `mdmd ddm sets`.
+pub fn sets(v: &Value) -> String {
+    list(
+        v,
+        "sets",
+        &[("SET", "/set"), ("DECLARATIONS", "/declarations")],
+        "No sets. Make one: mdmd ddm set-add SET DECLARATION…",
+    )
+}

@@ -349,7 +349,7 @@ impl Pusher {
                     "topic": pc.topic,
                     "subject": pc.subject(),
                     "serial": pc.serial_hex(),
-                    "not_after": pc.not_after,
+                    "not_after": crate::clock::json_time(pc.not_after),
                     "days_left": days,
                     "expiring_soon": days < 30,
                     "certificate_error": cert_error.map(|(_, r)| r),

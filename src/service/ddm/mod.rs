@@ -170,7 +170,8 @@ impl StoredDeclaration {
             "ServerToken": self.server_token,
             "Payload": self.payload,
             "kind": self.kind,
-            "updated_at": self.updated_at,
+            // Built-in declarations were never changed: no time.
+            "updated_at": if self.updated_at > 0 { crate::clock::json_time(self.updated_at) } else { serde_json::Value::Null },
         })
     }
 }
