@@ -243,33 +243,6 @@ pub fn certificates(v: &Value) -> String {
     table(&["SERIAL", "SUBJECT", "PURPOSE", "ENROLLMENT", "EXPIRES", ""], &rows)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_and_times_read() {
-        let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]]);
-        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
-        let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
-        let v = Value::String(past.format(&time::format_description::well_known::Rfc3339).unwrap());
-        assert_eq!(relative(&v), "5 min ago");
-        assert_eq!(relative(&Value::Null), "-");
-        let now = time::OffsetDateTime::now_utc();
-        assert_eq!(
-            relative(&Value::String(now.format(&time::format_description::well_known::Rfc3339).unwrap())),
-            "just now"
-        );
-        let later = now + time::Duration::days(3) + time::Duration::hours(1);
-        assert_eq!(
-            relative(&Value::String(
-                later.format(&time::format_description::well_known::Rfc3339).unwrap()
-            )),
-            "in 3 days"
-        );
-    }
-}
-
 /// One cell: RFC 3339 times as relative ones, lists joined, nothing as `-`.
 fn cell(v: &Value) -> String {
     match v {
@@ -466,4 +439,31 @@ pub fn sets(v: &Value) -> String {
         &[("SET", "/set"), ("DECLARATIONS", "/declarations")],
         "No sets. Make one: mdmd ddm set-add SET DECLARATION…",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_times_read() {
+        let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()], vec!["z".into(), "w".into()]]);
+        assert_eq!(t, "A     LONGER\nxxxx  y\nz     w\n");
+        let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+        let v = Value::String(past.format(&time::format_description::well_known::Rfc3339).unwrap());
+        assert_eq!(relative(&v), "5 min ago");
+        assert_eq!(relative(&Value::Null), "-");
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(
+            relative(&Value::String(now.format(&time::format_description::well_known::Rfc3339).unwrap())),
+            "just now"
+        );
+        let later = now + time::Duration::days(3) + time::Duration::hours(1);
+        assert_eq!(
+            relative(&Value::String(
+                later.format(&time::format_description::well_known::Rfc3339).unwrap()
+            )),
+            "in 3 days"
+        );
+    }
 }
