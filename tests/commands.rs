@@ -321,6 +321,14 @@ async fn tokens_are_sealed_at_rest_and_clear_passcode_uses_escrow() {
     assert_eq!(v["queued"], 0);
     assert!(v["failed"][0]["error"].as_str().unwrap().contains("no UnlockToken"), "{v}");
 
+    // Typos get "did you mean", and nothing is queued.
+    let (ok, _, err) = srv.cli(&["cmd", "send", "--target", &b.udid, r#"{"RequestType": "DeviceInfomation"}"#]);
+    assert!(!ok);
+    assert!(err.contains("did you mean") && err.contains("DeviceInformation"), "{err}");
+    let (ok, _, err) = srv.cli(&["cmd", "device-info", &b.udid, "--query", "SerialNumbr", "--query", "OSVersion"]);
+    assert!(!ok);
+    assert!(err.contains("did you mean") && err.contains("SerialNumber"), "{err}");
+
     // A command to a device that is not enrolled: nothing is created, the CLI fails.
     let (ok, out, err) = srv.cli(&["cmd", "device-info", "NO-SUCH-UDID"]);
     assert!(!ok, "{out}");

@@ -104,10 +104,13 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// Every DeviceInformation query key in Apple's schema.
+/// Every DeviceInformation query iOS answers, from Apple's schema.
 pub fn all_device_queries() -> Vec<String> {
-    Schema::get()
-        .command("DeviceInformation")
+    let s = Schema::get();
+    if !s.device_queries.is_empty() {
+        return s.device_queries.iter().map(|q| q.name.clone()).collect();
+    }
+    s.command("DeviceInformation")
         .and_then(|c| c.resp.iter().find(|k| k.name == "QueryResponses"))
         .map(|q| q.sub.iter().map(|k| k.name.clone()).filter(|n| n != "ANY").collect())
         .unwrap_or_default()

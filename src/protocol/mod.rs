@@ -11,6 +11,7 @@ pub mod ipa;
 pub mod json;
 pub mod limits;
 pub mod schema;
+pub mod suggest;
 
 pub use checkin::{CheckinMessage, CheckinRequest};
 pub use command::{Command, CommandReport, ErrorChainItem, Status};

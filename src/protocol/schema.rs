@@ -138,6 +138,15 @@ pub struct SchemaError {
     pub problem: String,
 }
 
+/// A DeviceInformation command's `Queries` (strings only; the schema check
+/// reports anything else).
+fn query_names(d: &plist::Dictionary) -> Vec<&str> {
+    d.get("Queries")
+        .and_then(plist::Value::as_array)
+        .map(|a| a.iter().filter_map(plist::Value::as_string).collect())
+        .unwrap_or_default()
+}
+
 fn err(path: &str, problem: impl Into<String>) -> SchemaError {
     SchemaError {
         path: path.to_owned(),
@@ -171,7 +180,7 @@ impl Schema {
         };
         let cs = self
             .command(rt)
-            .ok_or_else(|| err("RequestType", format!("unknown request type {rt:?}")))?;
+            .ok_or_else(|| err("RequestType", super::suggest::unknown_request_type(self, rt)))?;
         let mut out = plist::Dictionary::new();
         out.insert("RequestType".into(), plist::Value::String(rt.to_owned()));
         let rest: serde_json::Map<String, Json> = obj
@@ -181,6 +190,9 @@ impl Schema {
             .collect();
         if let plist::Value::Dictionary(d) = convert_dict(&cs.req, &rest, "")? {
             out.extend(d);
+        }
+        if rt == "DeviceInformation" {
+            super::suggest::check_queries(self, &query_names(&out))?;
         }
         Ok(out)
     }
@@ -578,8 +590,15 @@ impl Schema {
         let mut f = Findings::default();
         match d.get("RequestType") {
             Some(plist::Value::String(rt)) => match self.command(rt) {
-                Some(cs) => f.check_dict(&cs.req, d, "", &["RequestType"]),
-                None => f.error("RequestType", format!("unknown request type {rt:?}")),
+                Some(cs) => {
+                    f.check_dict(&cs.req, d, "", &["RequestType"]);
+                    if rt == "DeviceInformation" {
+                        if let Err(e) = super::suggest::check_queries(self, &query_names(d)) {
+                            f.error(&e.path, e.problem);
+                        }
+                    }
+                }
+                None => f.error("RequestType", super::suggest::unknown_request_type(self, rt)),
             },
             Some(_) => f.error("RequestType", "must be a string"),
             None => f.error("RequestType", "is required"),
