@@ -56,6 +56,9 @@ pub async fn prepare(cfg: &mut ServeConfig) -> anyhow::Result<Option<Demo>> {
     if cfg.limits.enroll_per_source != 0 && cfg.limits.enroll_per_source < needed {
         cfg.limits.enroll_per_source = needed;
     }
+    if cfg.listen.parse::<std::net::SocketAddr>().map_or(true, |a| !a.ip().is_loopback()) {
+        tracing::warn!(listen = %cfg.listen, user = %user.0, "--demo listens beyond this machine: anyone who reaches it can enroll with the demo's credentials (use --listen 127.0.0.1:PORT, as `make demo` does)");
+    }
     let push_ca = crate::sim::pki::test_ca("mdmd demo push CA (not Apple)").context("demo: the push CA")?;
     let standin = StandIn::start("127.0.0.1:0", vec![push_ca.cert.clone()])
         .await
@@ -274,6 +277,9 @@ fn ready_banner(base: &str, cli: &str, udids: &[String], ok: usize) -> String {
     let mut s = format!("=== DEMO: {ok} of {} simulated iPhones enrolled and online ===\n", udids.len());
     for u in udids {
         s.push_str(&format!("  {u}\n"));
+    }
+    if ok < udids.len() {
+        s.push_str("  (some did not enroll: the log says why; `mdmd devices` lists those that did)\n");
     }
     s.push_str(&format!(
         "console: {base}/ui/ (sign in as admin with the API key)\n\

@@ -306,6 +306,8 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             }
             topic.set(t);
         }
+        // The demo sets its own right after (`demo::Demo::start`).
+        None if cfg.demo.is_some() => {}
         None => tracing::warn!(
             topic = %topic.get(),
             "no push certificate (mdmd push-cert set): devices cannot be woken, and devices enrolled now use this placeholder topic and will have to re-enroll once a certificate is set"
