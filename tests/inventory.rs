@@ -226,13 +226,7 @@ async fn inventory_and_compliance() {
     );
     // The device list says it too.
     let list = srv.cli_json(&["devices", "-o", "json"]);
-    let row = list["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == good.udid.as_str())
-        .unwrap()
-        .clone();
+    let row = list["devices"].as_array().unwrap().iter().find(|d| d["id"] == good.udid.as_str()).unwrap().clone();
     assert_eq!(row["compliance"]["status"], "non_compliant", "{row}");
 
     // A new policy given at start applies at once, without waiting for an edit.
