@@ -2,10 +2,15 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
+.PHONY: run demo build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
+
+# A demo where everything finishes: 5 simulated iPhones, an in-process APNs stand-in, a throwaway
+# push certificate; loopback only, its own state in ./demo-data and ./demo-certs (delete them to start over).
+demo:
+	$(CARGO) run --release -- serve --demo 5 --listen 127.0.0.1:8443 --data-dir ./demo-data --certs-dir ./demo-certs
 
 build:
 	$(CARGO) build

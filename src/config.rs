@@ -362,6 +362,15 @@ pub struct ServeConfig {
     #[arg(help_heading = "Listener and TLS")]
     #[arg(long, env = "MDMD_MAX_API_BODY", default_value_t = 64 * 1024 * 1024)]
     pub max_api_body: usize,
+    /// A demo where everything finishes: an enrollment user (demo:demo unless
+    /// --enroll-user is given), an APNs stand-in on loopback with a throwaway
+    /// push certificate, and N simulated iPhones that enroll over HTTPS, stay
+    /// online and answer commands. Refuses a store holding enrollments that
+    /// are not the demo's: give it a data dir of its own (`make demo`).
+    #[arg(help_heading = "Demo")]
+    #[arg(long, env = "MDMD_DEMO", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000),
+          conflicts_with_all = ["apns_url", "apns_ca", "apns_sandbox"])]
+    pub demo: Option<u32>,
     #[command(flatten)]
     pub limits: LimitsConfig,
     #[command(flatten)]

@@ -80,6 +80,13 @@ pub enum SimCmd {
         /// Apple's supervised-only commands and settings); unsupervised otherwise.
         #[arg(long)]
         supervised: bool,
+        /// Stay online after enrolling: every device polls the server (a connect
+        /// session) every --poll-secs and answers what is queued, until Ctrl-C.
+        #[arg(long)]
+        stay: bool,
+        /// With --stay: seconds between polls.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        poll_secs: u64,
     },
     /// Account-driven enrollment, as a person typing their work account in Settings:
     /// service discovery, the 401 Bearer challenge, the directory sign-in form (serve
@@ -222,6 +229,8 @@ impl SimCmd {
                 provider_usage,
                 provider_wait,
                 supervised,
+                stay,
+                poll_secs,
             } => {
                 let test_ca = match &provider_app {
                     Some(_) => Some(mdmd::sim::pki::test_ca("mdmd sim derived-credential CA")?),
@@ -229,6 +238,7 @@ impl SimCmd {
                 };
                 let http = client.http()?;
                 let n = if invite.is_some() { 1 } else { devices.min(10_000) };
+                let mut online = Vec::new();
                 let creds = match &user {
                     Some(u) => Some(parse_user(u)?),
                     None => None,
@@ -264,6 +274,12 @@ impl SimCmd {
                         let handled = d.session().await?;
                         outln!("{} answered {} more commands", d.udid, handled.len());
                     }
+                    if stay {
+                        online.push(d);
+                    }
+                }
+                if stay {
+                    stay_online(online, Duration::from_secs(poll_secs)).await;
                 }
             }
             SimCmd::AccountEnroll { email, user, kind } => {
@@ -482,6 +498,32 @@ impl SimCmd {
             }
         }
         Ok(())
+    }
+}
+
+/// `sim enroll --stay`: every device polls every `every` and answers what is
+/// queued (an erased or unenrolled device goes quiet), until Ctrl-C.
+async fn stay_online(mut devices: Vec<mdmd::sim::SimDevice>, every: Duration) {
+    eprintln!(
+        "{} device(s) online, polling every {} s; Ctrl-C to stop",
+        devices.len(),
+        every.as_secs()
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for d in devices.iter_mut().filter(|d| !d.erased && !d.unenrolled) {
+            match d.session().await {
+                Ok(handled) => {
+                    for h in handled {
+                        outln!("{} answered {} {} ({:?})", d.udid, h.request_type, h.command_uuid, h.status);
+                    }
+                }
+                Err(e) => tracing::warn!(udid = %d.udid, error = %format!("{e:#}"), "poll failed"),
+            }
+        }
     }
 }
 

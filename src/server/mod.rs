@@ -2,6 +2,7 @@
 
 mod ade;
 mod apps;
+mod demo;
 mod directory;
 mod tasks;
 
@@ -67,7 +68,11 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
             p => format!("{scheme}://{host}:{p}"),
         });
     }
+    let demo = demo::prepare(&mut cfg).await?;
     let app = build(&cfg).await?;
+    if let Some(d) = &demo {
+        d.start(app.clone(), &cfg).await?;
+    }
     let (mdm, pki, topic, pusher) = (app.mdm.clone(), app.pki.clone(), app.mdm.topic.get(), app.pusher.clone());
     let tls = app.tls.clone();
     if let (Some(acme), Some(t)) = (app.acme.clone(), &tls) {
@@ -101,6 +106,9 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         "console: {}/ui/ (sign in with an account: mdmd accounts add NAME --role admin)",
         cfg.public_url()
     );
+    if let Some(d) = &demo {
+        println!("{}", d.banner(&cfg));
+    }
     if let Some(host) = loopback_host(&cfg.public_url()) {
         tracing::warn!(public_url = %cfg.public_url(), "the public URL names this machine only ({host}): phones cannot reach it; set --public-url");
         // Loud for a person at a terminal; the log line above is for the rest.
@@ -298,6 +306,8 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
             }
             topic.set(t);
         }
+        // The demo sets its own right after (`demo::Demo::start`).
+        None if cfg.demo.is_some() => {}
         None => tracing::warn!(
             topic = %topic.get(),
             "no push certificate (mdmd push-cert set): devices cannot be woken, and devices enrolled now use this placeholder topic and will have to re-enroll once a certificate is set"

@@ -51,7 +51,13 @@ impl FleetStats {
 /// Runs until the stand-in goes away.
 pub fn serve(standin: &StandIn, dev: SimDevice, stats: Arc<FleetStats>) -> tokio::task::JoinHandle<SimDevice> {
     let rx = standin.register(&hex::encode(&dev.token), &dev.topic);
-    tokio::spawn(run(dev, rx, stats))
+    answer_pushes(dev, rx, stats)
+}
+
+/// As `serve`, for a device whose token was registered already (`StandIn::register`,
+/// e.g. before it enrolled, so that no push sent during enrollment is lost).
+pub fn answer_pushes(dev: SimDevice, wakes: mpsc::UnboundedReceiver<String>, stats: Arc<FleetStats>) -> tokio::task::JoinHandle<SimDevice> {
+    tokio::spawn(run(dev, wakes, stats))
 }
 
 async fn run(mut dev: SimDevice, mut wakes: mpsc::UnboundedReceiver<String>, stats: Arc<FleetStats>) -> SimDevice {

@@ -258,6 +258,27 @@ pub fn test_ca(cn: &str) -> anyhow::Result<SimIdentity> {
     Ok(SimIdentity { key, cert: b.build() })
 }
 
+/// An MDM push certificate for `topic` (subject `UID=topic, CN=cn`) issued
+/// by `ca`, valid `days`, with a fresh key: what Apple's push CA would issue,
+/// for an APNs stand-in that trusts `ca` (`apns::StandIn`).
+pub fn issue_push_cert(ca: &SimIdentity, topic: &str, cn: &str, days: u32) -> anyhow::Result<SimIdentity> {
+    let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+    let mut n = X509Name::builder()?;
+    n.append_entry_by_text("UID", topic)?;
+    n.append_entry_by_text("CN", cn)?;
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let serial = crate::pki::ca::random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&n.build())?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.set_pubkey(&key)?;
+    b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0)?)?;
+    b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(days)?)?;
+    b.sign(&ca.key, MessageDigest::sha256())?;
+    Ok(SimIdentity { key, cert: b.build() })
+}
+
 /// A credential issued by `ca` for `cn`, valid `days` (negative: already
 /// expired), as a PKCS#12 with `password`.
 pub fn issue_pkcs12(ca: &SimIdentity, cn: &str, days: i64, password: &str) -> anyhow::Result<Vec<u8>> {
