@@ -149,6 +149,9 @@ impl DdmCmd {
             DdmCmd::Update { set, .. } => call(Method::GET, format!("/v1/software-updates/{}", enc(&set)), None).await?,
         };
         print(&v);
+        for w in v["warnings"].as_array().into_iter().flatten() {
+            eprintln!("warning: {}", w.as_str().unwrap_or_default());
+        }
         Ok(())
     }
 }

@@ -103,7 +103,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, public_url = %cfg.public_url(), %topic, "mdmd serving");
     println!("mdmd listening on {scheme}://{addr}");
     println!(
-        "console: {}/ui/ (sign in with an account: mdmd accounts add NAME --role admin)",
+        "console: {}/ui/ (sign in as admin with the API key, or an account: mdmd accounts add NAME --role operator)",
         cfg.public_url()
     );
     if let Some(d) = &demo {

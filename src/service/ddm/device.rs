@@ -396,11 +396,14 @@ impl Ddm {
     ) -> Result<Json, DdmError> {
         check_name("set", set)?;
         let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-        if time::PrimitiveDateTime::parse(deadline, &fmt).is_err() {
+        let Ok(local) = time::PrimitiveDateTime::parse(deadline, &fmt) else {
             return Err(DdmError::BadRequest(format!(
                 "deadline {deadline:?}: local time as yyyy-mm-ddThh:mm:ss"
             )));
-        }
+        };
+        // Local time on each device: past everywhere once it is 14 hours
+        // behind UTC (the furthest time zone ahead).
+        let past = local.assume_utc().unix_timestamp() + 14 * 3600 < crate::clock::now();
         if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
             return Err(DdmError::BadRequest(format!("version {version:?}: such as 17.2")));
         }
@@ -427,7 +430,13 @@ impl Ddm {
         .await?;
         self.set_add(set, &cfg_id).await?;
         self.set_add(set, &act_id).await?;
-        self.software_updates(set).await
+        let mut v = self.software_updates(set).await?;
+        if past {
+            v["warnings"] = json!([format!(
+                "the deadline {deadline} has already passed: devices that lack {version} install it at once, without notice"
+            )]);
+        }
+        Ok(v)
     }
 
     /// Per enrollment of `set`: the required version and what the status
