@@ -248,3 +248,38 @@ async fn inventory_and_compliance() {
         device(&srv, &good.udid).await["compliance"]
     );
 }
+
+/// A required profile counts from the moment the device acknowledges its
+/// install (and stops counting at its removal), not from the next
+/// ProfileList hours later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_profile_counts_once_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "required_profiles = [\"com.example.mdmd.webclip\"]\n").unwrap();
+    let srv = Server::start_with(&[
+        "--enroll-flow",
+        "single",
+        "--inventory-interval",
+        "3600",
+        "--compliance-policy",
+        policy.to_str().unwrap(),
+    ]);
+    let mut d = srv.enrolled().await;
+    d.session().await.unwrap();
+    let c = &device(&srv, &d.udid).await["compliance"];
+    assert_eq!(c["status"], "non_compliant", "{c}");
+    assert!(c["reasons"].to_string().contains("com.example.mdmd.webclip"), "{c}");
+
+    srv.cli_json(&["profiles", "install", "com.example.mdmd.webclip", "--target", &d.udid]);
+    let types: Vec<String> = d.session().await.unwrap().into_iter().map(|h| h.request_type).collect();
+    assert_eq!(types, ["InstallProfile"]);
+    let c = &device(&srv, &d.udid).await["compliance"];
+    assert_eq!(c["status"], "compliant", "at once, without a new ProfileList: {c}");
+
+    srv.cli_json(&["profiles", "remove", "com.example.mdmd.webclip", "--target", &d.udid]);
+    let types: Vec<String> = d.session().await.unwrap().into_iter().map(|h| h.request_type).collect();
+    assert_eq!(types, ["RemoveProfile"]);
+    let c = &device(&srv, &d.udid).await["compliance"];
+    assert_eq!(c["status"], "non_compliant", "{c}");
+}

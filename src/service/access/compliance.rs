@@ -160,10 +160,23 @@ pub fn evaluate(policy: &Policy, version: &str, f: &Facts<'_>) -> ComplianceReco
             a.as_array()
                 .map(|a| a.iter().filter_map(|p| p.get("PayloadIdentifier")?.as_str()).collect())
         });
+        let listed_at = f.inventory.iter().find(|i| i.kind == "ProfileList").map_or(0, |i| i.reported_at);
         for want in &policy.required_profiles {
-            let has = match &listed {
-                Some(l) => Some(l.contains(&want.as_str())),
-                None => f
+            // An install or removal the device acknowledged after its last
+            // ProfileList counts at once (the list is refreshed hours apart).
+            let since_list = f
+                .profiles
+                .iter()
+                .find(|p| &p.identifier == want && p.updated_at >= listed_at)
+                .and_then(|p| match p.state {
+                    ProfileState::Installed => Some(true),
+                    ProfileState::Removed | ProfileState::Missing => Some(false),
+                    _ => None,
+                });
+            let has = match (&listed, since_list) {
+                (Some(_), Some(known)) => Some(known),
+                (Some(l), None) => Some(l.contains(&want.as_str())),
+                (None, _) => f
                     .profiles
                     .iter()
                     .any(|p| &p.identifier == want && p.state == ProfileState::Installed)

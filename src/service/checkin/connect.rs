@@ -168,7 +168,10 @@ impl Mdm {
         if let Err(e) = self.record_inventory(device, request_type, answer).await {
             tracing::warn!(enrollment = %device, request_type, error = %e, "could not store inventory");
         }
-        if matches!(request_type, "InstallProfile" | "CertificateList" | "InstallApplication") {
+        if matches!(
+            request_type,
+            "InstallProfile" | "RemoveProfile" | "CertificateList" | "InstallApplication"
+        ) {
             self.command_finished(id, request_type, raw).await;
         }
     }

@@ -702,6 +702,12 @@ impl crate::service::IdentityHook for Commander {
             self.app_identified(enrollment, raw).await;
             return;
         }
+        if matches!(request_type, "InstallProfile" | "RemoveProfile") {
+            // Required profiles: compliance follows the result in the same step.
+            if let Err(e) = self.mdm.evaluate_compliance(enrollment).await {
+                tracing::warn!(%enrollment, error = %e, "compliance not re-evaluated after a profile result");
+            }
+        }
         self.follow_up(enrollment, request_type, raw).await;
     }
 
