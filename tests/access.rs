@@ -253,15 +253,7 @@ async fn install_application_configurations_follow_tokens() {
     // The console says the same, without values.
     let secret = srv.account("ops", "operator");
     let (http, session, _) = common::console_login(&srv, "ops", &secret).await;
-    let html = http
-        .get(format!("{}/ui/access-tokens", srv.base))
-        .header("cookie", format!("mdmd_ui={session}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = common::console_page(&http, &srv, &session, "/ui/access-tokens").await;
     assert!(html.contains("required from 2030-01-01T00:00:00Z"), "{html}");
     assert!(html.contains(t1["id"].as_str().unwrap()), "{html}");
     assert!(!html.contains(&t1v) && !html.contains(&t2v), "no token value in the console");

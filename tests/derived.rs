@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::derived::post_as;
 use common::{b64, device_profile, enqueue, free_port, serial_hex, template, KillOnDrop, Server};
 use openssl::x509::X509;
 use serde_json::{json, Value};
@@ -412,19 +413,6 @@ async fn a_hanging_organisation_ca_is_a_504_for_the_device() {
     let p = device_profile(&srv, &d.udid, "com.example.wifi.corp").await;
     assert_eq!(p["state"], "failed", "{p}");
     assert!(p.to_string().contains("504"), "{p}");
-}
-
-async fn post_as(srv: &Server, bearer: &str, body: Value) -> (u16, Value) {
-    let r = srv
-        .client()
-        .post(format!("{}/v1/derived-credentials", srv.base))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

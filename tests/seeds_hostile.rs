@@ -51,6 +51,17 @@ async fn session_types(d: &mut mdmd::sim::SimDevice) -> Vec<String> {
     d.session().await.expect("session").into_iter().map(|h| h.request_type).collect()
 }
 
+/// Poll (bounded) until a session brings the device something.
+async fn got_commands(d: &mut mdmd::sim::SimDevice) -> bool {
+    for _ in 0..50 {
+        if !session_types(d).await.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn config_value(d: &mdmd::sim::SimDevice, app: &str, key: &str) -> Option<String> {
     d.apps.get(app)?.config.as_ref()?.get(key)?.as_string().map(str::to_owned)
 }
@@ -133,15 +144,7 @@ async fn lesser_roles_never_read_token_values() {
     // The console page, as operator and as read-only.
     for (name, secret) in [("ops", &op), ("viewer", &ro)] {
         let (http, session, _) = common::console_login(&srv, name, secret).await;
-        let html = http
-            .get(format!("{}/ui/access-tokens", srv.base))
-            .header("cookie", format!("mdmd_ui={session}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = common::console_page(&http, &srv, &session, "/ui/access-tokens").await;
         assert!(!leaks(&html), "{name}: a token value in the console");
     }
     assert!(!leaks(&srv.log_text()), "a token value in the logs");
@@ -375,14 +378,7 @@ async fn a_lying_install_answer_cannot_rebind_another_apps_configuration() {
     // A token change re-sends every remembered configuration.
     let t2 = new_token(&srv, json!({})).await;
     let t2v = t2["value"].as_str().unwrap().to_owned();
-    let mut got = false;
-    for _ in 0..50 {
-        if !session_types(&mut victim).await.is_empty() {
-            got = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let got = got_commands(&mut victim).await;
     assert!(got, "the victim's configuration is re-sent");
     assert_eq!(config_value(&victim, VICTIM, "TOKEN").as_deref(), Some(t2v.as_str()));
     assert_eq!(
@@ -431,14 +427,7 @@ async fn another_devices_command_uuid_binds_nothing() {
 
     let t2 = new_token(&srv, json!({})).await;
     let t2v = t2["value"].as_str().unwrap().to_owned();
-    let mut got = false;
-    for _ in 0..50 {
-        if !session_types(&mut owner).await.is_empty() {
-            got = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let got = got_commands(&mut owner).await;
     assert!(got, "the owner's configuration was remembered under its app");
     assert_eq!(config_value(&owner, APP, "TOKEN").as_deref(), Some(t2v.as_str()));
     assert_eq!(config_value(&owner, APP, "who").as_deref(), Some("owner"));

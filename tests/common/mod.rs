@@ -512,6 +512,18 @@ pub async fn console_login(srv: &Server, name: &str, secret: &str) -> (reqwest::
     (http, session, csrf)
 }
 
+/// A console page's HTML, fetched with a session from [`console_login`].
+pub async fn console_page(http: &reqwest::Client, srv: &Server, session: &str, path: &str) -> String {
+    http.get(format!("{}{path}", srv.base))
+        .header("cookie", format!("mdmd_ui={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A webhook receiver on loopback: (its URL, every event body it was sent).
 pub async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
