@@ -263,7 +263,7 @@ async fn a_dead_receiver_and_a_killed_server_lose_nothing() {
             enqueue(
                 &srv.admin(),
                 &[&d.udid],
-                json!({"RequestType": "DeviceInformation", "Queries": [format!("Q{i}")]}),
+                json!({"RequestType": "DeviceInformation", "Queries": [["OSVersion", "SerialNumber", "UDID", "DeviceName", "BuildVersion"][i]]}),
             )
             .await,
         );
