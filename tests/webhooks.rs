@@ -258,12 +258,12 @@ async fn a_dead_receiver_and_a_killed_server_lose_nothing() {
     let mut srv = Server::start_with(&["--webhook-url", &url, "--webhook-secret", SECRET]);
     let mut d = srv.enrolled().await;
     let mut uuids = Vec::new();
-    for i in 0..5 {
+    for q in ["OSVersion", "SerialNumber", "UDID", "DeviceName", "BuildVersion"] {
         uuids.push(
             enqueue(
                 &srv.admin(),
                 &[&d.udid],
-                json!({"RequestType": "DeviceInformation", "Queries": [["OSVersion", "SerialNumber", "UDID", "DeviceName", "BuildVersion"][i]]}),
+                json!({"RequestType": "DeviceInformation", "Queries": [q]}),
             )
             .await,
         );
