@@ -483,6 +483,23 @@ async fn changes_are_pushed_and_only_ios_15_and_later_get_ddm() {
     )
     .await;
     rec.wait_for(&tok, pushed + 2, std::time::Duration::from_secs(5)).await;
+    // The device stayed away through both changes: one sync is pending, the
+    // older one was replaced.
+    let (_, cmds) = call(&admin, Method::GET, &format!("/v1/devices/{}/commands", d.udid), None).await;
+    let ddm: Vec<&str> = cmds["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["request_type"] == "DeclarativeManagement")
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(ddm.iter().filter(|s| **s == "Pending").count(), 1, "{cmds}");
+    assert!(ddm.contains(&"Superseded"), "{cmds}");
     wait_for_sync(&mut d).await;
     assert_eq!(d.ddm.declarations["pc"].payload["MinimumLength"], 5);
+    let (_, cmds) = call(&admin, Method::GET, &format!("/v1/devices/{}/commands", d.udid), None).await;
+    assert!(
+        !cmds["commands"].as_array().unwrap().iter().any(|c| c["status"] == "Pending"),
+        "{cmds}"
+    );
 }

@@ -703,9 +703,65 @@ async fn records(s: &Arc<dyn Store>) {
 }
 
 /// Everything a backend must do, on a fresh store.
+/// A command with a replacement key withdraws the enrollment's pending ones
+/// with the same key (NotNow'ed included), not other keys, other commands,
+/// other enrollments or answered ones; a late answer to a withdrawn one
+/// changes nothing.
+async fn supersede(s: &Arc<dyn Store>) {
+    for id in ["S1", "S2"] {
+        s.authenticate(enrollment(id, None), false).await.unwrap();
+    }
+    let keyed = |k: &str| command("DeclarativeManagement", None).superseding(k);
+    let plain = command("DeviceInformation", None);
+    s.enqueue(plain.clone(), vec!["S1".into()]).await.unwrap();
+    let first = keyed("ddm");
+    s.enqueue(first.clone(), vec!["S1".into(), "S2".into()]).await.unwrap();
+    let other_key = keyed("other");
+    s.enqueue_each(vec![(other_key.clone(), "S1".into())], vec![]).await.unwrap();
+    // S1 answers the plain command, and NotNow to the first keyed one.
+    s.report("S1", report(&plain.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    s.report("S1", report(&first.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    let second = keyed("ddm");
+    let third = keyed("ddm");
+    s.enqueue_each(vec![(second.clone(), "S1".into())], vec![]).await.unwrap();
+    s.enqueue_each(vec![(third.clone(), "S1".into())], vec![]).await.unwrap();
+    let status = |hist: &[mdmd::store::DeviceCommand], uuid: &str| {
+        hist.iter().find(|c| c.command_uuid == uuid).map(|c| c.delivery.status)
+    };
+    let hist = s.device_commands("S1", 100).await.unwrap();
+    assert_eq!(status(&hist, &plain.uuid), Some(DeliveryStatus::Acknowledged));
+    assert_eq!(status(&hist, &first.uuid), Some(DeliveryStatus::Superseded));
+    assert_eq!(status(&hist, &second.uuid), Some(DeliveryStatus::Superseded));
+    assert_eq!(status(&hist, &third.uuid), Some(DeliveryStatus::Pending));
+    assert_eq!(status(&hist, &other_key.uuid), Some(DeliveryStatus::Pending));
+    let pending: Vec<&str> = hist
+        .iter()
+        .filter(|c| c.delivery.status.is_pending() && c.request_type == "DeclarativeManagement")
+        .map(|c| c.command_uuid.as_str())
+        .collect();
+    assert_eq!(pending.len(), 2, "one per key: {pending:?}");
+    // The queue serves what is left, in order.
+    assert_eq!(s.next_command("S1", false).await.unwrap().unwrap().uuid, other_key.uuid);
+    s.report("S1", report(&other_key.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(s.next_command("S1", false).await.unwrap().unwrap().uuid, third.uuid);
+    // S2 still has the first.
+    let hist2 = s.device_commands("S2", 100).await.unwrap();
+    assert_eq!(status(&hist2, &first.uuid), Some(DeliveryStatus::Pending));
+    // A late answer to a withdrawn command is not applied.
+    assert_eq!(
+        s.report("S1", report(&first.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
+        ReportOutcome::NotPending
+    );
+    let hist = s.device_commands("S1", 100).await.unwrap();
+    assert_eq!(status(&hist, &first.uuid), Some(DeliveryStatus::Superseded));
+    // The key is kept with the command.
+    assert_eq!(s.command(&third.uuid).await.unwrap().unwrap().0.supersede.as_deref(), Some("ddm"));
+}
+
 async fn conformance(s: Arc<dyn Store>) {
     checkin(&s).await;
     queue(&s).await;
+    supersede(&s).await;
     profiles(&s).await;
     pki(&s).await;
     leases(&s).await;
@@ -791,7 +847,7 @@ async fn populated(s: Arc<dyn Store>) -> CommandRecord {
     conformance(s.clone()).await;
     s.authenticate(enrollment("M1", None), false).await.unwrap();
     let a = command("DeviceLock", None);
-    let b = command("ProfileList", None);
+    let b = command("ProfileList", None).superseding("copied-key");
     s.enqueue(a.clone(), vec!["M1".into()]).await.unwrap();
     s.enqueue(b.clone(), vec!["M1".into()]).await.unwrap();
     s.report("M1", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
@@ -806,6 +862,9 @@ async fn serves_copied_queue(t: &Arc<dyn Store>, first: &CommandRecord) {
     let hist = t.device_commands("M1", 10).await.unwrap();
     assert_eq!(hist.last().unwrap().command_uuid, c.uuid, "new commands queue after copied ones");
     assert_eq!(hist[0].delivery.status, DeliveryStatus::NotNow);
+    // Replacement keys are copied with their commands.
+    let keyed = t.command(&hist[1].command_uuid).await.unwrap().unwrap().0;
+    assert_eq!(keyed.supersede.as_deref(), Some("copied-key"));
 }
 
 #[tokio::test]

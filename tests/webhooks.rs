@@ -191,6 +191,9 @@ async fn checkins_and_results_reach_the_receiver_in_the_micromdm_format() {
     let issued: Vec<&Event> = r.events.iter().filter(|e| e.topic == "mdmd.CertificateIssued").collect();
     assert_eq!(issued.len(), 2, "{:?}", r.events.iter().map(|e| &e.topic).collect::<Vec<_>>());
     let serial = issued[1].mdmd_event.as_ref().unwrap()["serial"].as_str().unwrap().to_owned();
+    // Times are RFC 3339, as everywhere in the API.
+    let not_after = issued[1].mdmd_event.as_ref().unwrap()["not_after"].as_str().unwrap().to_owned();
+    assert!(time::OffsetDateTime::parse(&not_after, &time::format_description::well_known::Rfc3339).is_ok(), "{not_after}");
     drop(r);
     // A profile installed, and a certificate revoked.
     let clip = format!(

@@ -6,14 +6,14 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509};
 use serde_json::Value;
 
-use super::{openssl, KillOnDrop, Server};
+use super::{free_port, openssl, KillOnDrop, Server};
 
 /// One payload of a template.
 pub fn payload(ty: &str, uuid: &str, body: &str) -> String {
@@ -313,4 +313,98 @@ impl CrlServer {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+pub const CHALLENGE: &str = "org-ca-Challenge-7f3a9c";
+
+/// Debian's scepserver with its own CA, on a free loopback port.
+pub struct ScepServer {
+    _child: KillOnDrop,
+    pub url: String,
+    pub ca: X509,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn scepserver() -> ScepServer {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = dir.path().join("depot");
+    let ok = Command::new("scepserver")
+        .args(["ca", "-init", "-depot"])
+        .arg(&depot)
+        .args(["-organization", "Org CA Test", "-keySize", "2048"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("scepserver (apt-get install scep)");
+    assert!(ok.success(), "scepserver ca -init failed");
+    let port = free_port();
+    let child = Command::new("scepserver")
+        .arg("-depot")
+        .arg(&depot)
+        .args(["-port", &port.to_string(), "-challenge", CHALLENGE, "-allowrenew", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scepserver");
+    let url = format!("http://127.0.0.1:{port}/scep");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{url}?operation=GetCACaps")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "scepserver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ca = X509::from_pem(&std::fs::read(depot.join("ca.pem")).unwrap()).unwrap();
+    ScepServer {
+        _child: KillOnDrop(child),
+        url,
+        ca,
+        _dir: dir,
+    }
+}
+
+/// An NDES `mscep_admin` stand-in: basic auth, a UTF-16 page with the
+/// challenge (or "password cache is full" once `full` is set), counting requests.
+pub async fn ndes_admin(
+    challenge: &'static str,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let full = std::sync::Arc::new(AtomicBool::new(false));
+    let (h, f) = (hits.clone(), full.clone());
+    let app = axum::Router::new().route(
+        "/certsrv/mscep_admin/",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let (h, f) = (h.clone(), f.clone());
+            async move {
+                let want = format!("Basic {}", super::b64(b"CORP\\ndes-svc:svc-pw"));
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, Vec::new());
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let page = if f.load(Ordering::SeqCst) {
+                    "<HTML><Body>The password cache is full. Use unassigned passwords or wait until the passwords expire.</Body></HTML>".to_owned()
+                } else {
+                    format!("<HTML><Body><P> The thumbprint (hash value) for the CA certificate is: <B> 1234 </B> <P> The enrollment challenge password is: <B> {challenge} </B><P> This password can be used only once</Body></HTML>")
+                };
+                let mut body = vec![0xFF, 0xFE];
+                body.extend(page.encode_utf16().flat_map(|u| u.to_le_bytes()));
+                (axum::http::StatusCode::OK, body)
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (format!("http://CORP%5Cndes-svc:svc-pw@{addr}/certsrv/mscep_admin/"), hits, full)
 }

@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// The replacement key of DeclarativeManagement sync commands: a newer one
+/// supersedes the one still pending (`CommandRecord::supersede`).
+const SYNC_KEY: &str = "ddm-sync";
+
 impl Ddm {
     // ---- what a device gets
 
@@ -355,11 +359,15 @@ impl Ddm {
     }
 
     /// Queue one DeclarativeManagement command (with the current tokens) per
-    /// enrollment, and push.
+    /// enrollment, and push. It replaces the enrollment's sync still pending,
+    /// so a device that stays away finds one, not one per change.
     pub async fn send_sync(&self, ids: Vec<String>) -> Result<usize, DdmError> {
         let Some(mdm) = self.mdm.upgrade() else {
             return Ok(0);
         };
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
         let mut items = Vec::with_capacity(ids.len());
         for id in &ids {
             let tokens = self.sync_tokens(id).await?;
@@ -370,7 +378,7 @@ impl Ddm {
                 what: "building the DeclarativeManagement command",
                 source: e.into(),
             })?;
-            items.push((CommandRecord::new(&cmd, now(), None), id.clone()));
+            items.push((CommandRecord::new(&cmd, now(), None).superseding(SYNC_KEY), id.clone()));
         }
         let out = self.store.enqueue_each(items, Vec::new()).await?;
         let unknown: HashSet<&String> = out.unknown.iter().collect();

@@ -404,7 +404,7 @@ impl Enroller {
                     let v = crate::service::credentials::orgca::describe_cert(&x509);
                     let ev = w.own_event(
                         "mdmd.CertificateIssued",
-                        serde_json::json!({"serial": v.serial, "subject": v.subject, "not_after": v.not_after, "sha256": v.sha256}),
+                        serde_json::json!({"serial": v.serial, "subject": v.subject, "not_after": crate::clock::json_time(v.not_after), "sha256": v.sha256}),
                     );
                     w.emit(ev).await?;
                 }

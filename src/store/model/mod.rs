@@ -304,6 +304,13 @@ pub struct CommandRecord {
     /// on each target this command changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<ProfileTag>,
+    /// A replacement key: queuing a command with this key withdraws
+    /// (`Superseded`) every still-pending command with the same key on the
+    /// same enrollment, so an offline device finds at most one (e.g. one
+    /// DeclarativeManagement sync, however many changes were made). Such a
+    /// command never fans out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersede: Option<String>,
 }
 
 impl CommandRecord {
@@ -317,7 +324,14 @@ impl CommandRecord {
             targets: 0,
             seq: 0,
             profile,
+            supersede: None,
         }
+    }
+
+    /// The same record, replacing pending commands queued with `key` (see `supersede`).
+    pub fn superseding(mut self, key: &str) -> CommandRecord {
+        self.supersede = Some(key.to_owned());
+        self
     }
 }
 

@@ -160,7 +160,7 @@ impl CopyStore for PgStore {
                 .collect::<Result<Vec<_>>>()?,
                 Table::Commands => rows(
                     c,
-                    "SELECT uuid, seq, request_type, created_at, targets, profile, body FROM commands WHERE $1 OR uuid > $2 ORDER BY uuid LIMIT $3",
+                    "SELECT uuid, seq, request_type, created_at, targets, profile, body, supersede FROM commands WHERE $1 OR uuid > $2 ORDER BY uuid LIMIT $3",
                     &[&first, &a, &limit],
                 )
                 .await?

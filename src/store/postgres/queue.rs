@@ -55,10 +55,11 @@ pub(super) async fn insert_commands(tx: &Transaction<'_>, recs: &[CommandRecord]
         .map(|r| r.profile.as_ref().map(to_json).transpose())
         .collect::<Result<_>>()?;
     let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
+    let keys: Vec<Option<&str>> = recs.iter().map(|r| r.supersede.as_deref()).collect();
     exec(
         tx,
-        "INSERT INTO commands (uuid, seq, request_type, created_at, targets, profile, body) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], $7::bytea[])",
-        &[&uuids, &seqs, &types, &created, &targets, &profiles, &bodies],
+        "INSERT INTO commands (uuid, seq, request_type, created_at, targets, profile, body, supersede) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], $7::bytea[], $8::text[])",
+        &[&uuids, &seqs, &types, &created, &targets, &profiles, &bodies, &keys],
     )
     .await?;
     Ok(())
@@ -101,6 +102,17 @@ async fn track_profile(tx: &Transaction<'_>, rec: &CommandRecord, tag: &ProfileT
     put_device_profile(tx, id, &tag.identifier, &dp).await
 }
 
+/// Withdraw (`Superseded`) the pending commands of `ids` queued with
+/// replacement key `key`: one statement over the pending-queue index.
+async fn supersede(tx: &Transaction<'_>, ids: &[&str], key: &str, now: i64) -> Result<u64> {
+    exec(
+        tx,
+        "UPDATE deliveries d SET status = 'Superseded', updated_at = $3 FROM commands c WHERE d.enrollment = ANY($1) AND d.status IN ('Pending', 'NotNow') AND c.uuid = d.command_uuid AND c.supersede = $2",
+        &[&ids, &key, &now],
+    )
+    .await
+}
+
 async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<String>)) -> Result<EnqueueOutcome> {
     let known = known_ids(tx, &targets).await?;
     let unknown: Vec<String> = {
@@ -114,6 +126,10 @@ async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<St
     let mut rec = cmd;
     rec.targets = known.len() as u64;
     rec.seq = next_seqs(tx, 1).await?.first().copied().unwrap_or(0) as u64;
+    if let Some(key) = &rec.supersede {
+        let ids: Vec<&str> = known.iter().map(String::as_str).collect();
+        supersede(tx, &ids, key, rec.created_at).await?;
+    }
     insert_commands(tx, std::slice::from_ref(&rec)).await?;
     if let Some(tag) = &rec.profile {
         for id in &known {
@@ -149,6 +165,11 @@ async fn enqueue_each_tx(tx: &Transaction<'_>, (items, secrets): (Vec<(CommandRe
     for ((rec, _), seq) in recs.iter_mut().zip(&seqs) {
         rec.targets = 1;
         rec.seq = *seq as u64;
+    }
+    for (rec, target) in &recs {
+        if let Some(key) = &rec.supersede {
+            supersede(tx, &[target.as_str()], key, rec.created_at).await?;
+        }
     }
     let only: Vec<CommandRecord> = recs.iter().map(|(r, _)| r.clone()).collect();
     insert_commands(tx, &only).await?;
@@ -277,7 +298,7 @@ impl QueueStore for PgStore {
         self.read(|c| async move {
             let Some(r) = opt(
                 &c,
-                "SELECT uuid, seq, request_type, created_at, targets, profile, body FROM commands WHERE uuid = $1",
+                "SELECT uuid, seq, request_type, created_at, targets, profile, body, supersede FROM commands WHERE uuid = $1",
                 &[&uuid],
             )
             .await?
@@ -305,5 +326,6 @@ pub(super) fn command_row(r: &tokio_postgres::Row) -> Result<CommandRecord> {
         targets: targets as u64,
         profile: opt_json(r, 5)?,
         body: r.try_get(6)?,
+        supersede: r.try_get(7)?,
     })
 }

@@ -123,6 +123,11 @@ CREATE TABLE records (
         "CREATE TABLE outbox (seq bigserial PRIMARY KEY, next_at bigint NOT NULL, data jsonb NOT NULL);
 CREATE INDEX outbox_due ON outbox (next_at, seq);",
     ),
+    (
+        6,
+        "command replacement keys",
+        "ALTER TABLE commands ADD COLUMN supersede text COLLATE \"C\";",
+    ),
 ];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).

@@ -270,7 +270,7 @@ impl<'t> QueueTables<'t> {
         rec.targets = known.len() as u64;
         rec.seq = self.next_seq()?;
         self.commands.insert(rec.uuid.as_str(), enc(&*rec)?.as_slice())?;
-        if rec.profile.is_none() && !known.is_empty() && known.len() >= self.policy.min_targets {
+        if rec.profile.is_none() && rec.supersede.is_none() && !known.is_empty() && known.len() >= self.policy.min_targets {
             use ::redb::ReadableTableMetadata as _;
             while self.fanouts.len()? as usize >= self.policy.max_open.max(1) {
                 let oldest = match self.fanouts.first()? {
@@ -300,6 +300,9 @@ impl<'t> QueueTables<'t> {
     fn queue_one(&mut self, rec: &CommandRecord, id: &str) -> Result<()> {
         if let Some(tag) = &rec.profile {
             self.track_profile(rec, tag, id)?;
+        }
+        if let Some(key) = &rec.supersede {
+            self.supersede(rec, key, id)?;
         }
         self.queue.insert((id, rec.seq), queue_value(false, &rec.uuid).as_slice())?;
         self.history.insert((id, rec.seq), rec.uuid.as_str())?;
@@ -396,6 +399,34 @@ impl<'t> QueueTables<'t> {
             }
         }
         Ok(n)
+    }
+
+    /// Withdraw the enrollment's pending commands queued with replacement
+    /// key `key` (`Superseded`). The enrollment's queue is walked: it holds
+    /// what the device has not answered, short unless it stays away, and keyed
+    /// commands never fan out, so none hides in a fan-out.
+    fn supersede(&mut self, rec: &CommandRecord, key: &str, id: &str) -> Result<()> {
+        let queued: Vec<(u64, String)> = self
+            .queue
+            .range((id, 0u64)..=(id, u64::MAX))?
+            .map(|r| r.map(|(k, v)| (k.value().1, split_queue_value(v.value()).1.to_owned())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (seq, uuid) in queued {
+            let Some(old) = load_command(&self.commands, &uuid)? else { continue };
+            if old.supersede.as_deref() != Some(key) {
+                continue;
+            }
+            let pending = match self.deliveries.get((uuid.as_str(), id))? {
+                Some(v) => Some(delivery_from(v.value(), Some(&old))?).filter(|d| d.status.is_pending()),
+                None => None,
+            };
+            self.queue.remove((id, seq))?;
+            if let Some(mut d) = pending {
+                d.withdraw(DeliveryStatus::Superseded, rec.created_at);
+                self.deliveries.insert((uuid.as_str(), id), enc(&d)?.as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     /// A newer command for a profile supersedes the pending one, and the
