@@ -1,82 +1,601 @@
-//! Docs that run: command blocks from the README are run, as written,
-//! against a real server (placeholders such as `UDID` filled in). A block
-//! whose commands no longer work fails here before it misleads a reader.
+//! Docs that run: every ```sh block of README.md and docs/*.md is run here,
+//! as written, against a real server (placeholders such as `<UDID>` filled
+//! in, example hosts pointed at local stand-ins). A block whose commands no
+//! longer work fails here before it misleads a reader, and a new block with
+//! no test fails `every_command_block_is_run`.
 //!
 //! On redb, and on PostgreSQL with `MDMD_TEST_STORE=postgres` (tests/common).
 
 mod common;
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use common::{Server, API_KEY};
+use serde_json::Value;
 
-/// The first ```sh block after the heading `heading` in `file`.
-fn sh_block(file: &str, heading: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(common::repo_file(file)).expect("read the doc");
-    let after = text
-        .split_once(heading)
-        .unwrap_or_else(|| panic!("{file}: no heading {heading:?}"))
-        .1;
-    let body = after.split_once("```sh\n").expect("a sh block").1;
-    let body = body.split_once("```").expect("the block ends").0;
-    body.lines().map(str::to_owned).collect()
+/// A fenced block of a doc: the heading it is under, its language, its text
+/// (indentation of a block inside a list removed).
+#[derive(Debug)]
+struct Block {
+    file: String,
+    heading: String,
+    /// Which block of this language under that heading (0, 1 …).
+    n: usize,
+    lang: String,
+    body: String,
 }
 
-/// Run `lines` with bash in a fresh directory, the CLI on PATH and pointed at
-/// `srv`; every line must succeed. Returns stderr.
-fn run(srv: &Server, lines: &[String], fill: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_mdmd")).parent().unwrap().to_owned();
-    let mut script = String::from("set -euo pipefail\n");
-    for l in lines {
-        let mut l = l.clone();
-        for (k, v) in fill {
-            l = l.replace(k, v);
+/// Every fenced block of README.md and docs/*.md.
+fn blocks() -> Vec<Block> {
+    let mut files = vec!["README.md".to_owned()];
+    let mut docs: Vec<String> = std::fs::read_dir(common::repo_file("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(common::repo_file(&file)).expect("read the doc");
+        let mut heading = String::new();
+        let mut counts: std::collections::HashMap<(String, String), usize> = Default::default();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let trimmed = line.trim_start();
+            if line.starts_with('#') {
+                heading = line.to_owned();
+                continue;
+            }
+            let Some(lang) = trimmed.strip_prefix("```") else { continue };
+            let indent = line.len() - trimmed.len();
+            let mut body = String::new();
+            for l in lines.by_ref() {
+                if l.trim_start().starts_with("```") {
+                    break;
+                }
+                body.push_str(l.get(indent.min(l.len() - l.trim_start().len())..).unwrap_or(l));
+                body.push('\n');
+            }
+            let n = counts.entry((heading.clone(), lang.to_owned())).or_default();
+            out.push(Block {
+                file: file.clone(),
+                heading: heading.clone(),
+                n: *n,
+                lang: lang.trim().to_owned(),
+                body,
+            });
+            *n += 1;
         }
-        script.push_str(&l);
-        script.push('\n');
     }
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(dir.path())
-        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
-        .env("MDMD_SERVER", &srv.base)
-        .env("MDMD_API_KEY", API_KEY)
-        .env("MDMD_TRUST_CA", srv.certs_dir().join("ca.pem"))
-        .env("MDMD_LOG", "error")
-        .env("MDMD_OUTPUT", "json")
-        .output()
-        .expect("bash");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "the documented commands failed:\n{script}\n--- stderr:\n{err}\n--- stdout:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    err
+    out
 }
 
-/// README "Declarative management": declarations, the activation, a set,
-/// an assignment, status, a search and an OS requirement.
+/// The `n`th ```sh block under `heading` in `file`, as lines.
+fn sh_block(file: &str, heading: &str, n: usize) -> Vec<String> {
+    blocks()
+        .into_iter()
+        .find(|b| b.file == file && b.heading == heading && b.lang == "sh" && b.n == n)
+        .unwrap_or_else(|| panic!("{file}: no sh block {n} under {heading:?}"))
+        .body
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Which test runs each command block: (file, heading, n, test).
+const RUNNERS: &[(&str, &str, usize, &str)] = &[
+    ("README.md", "# mdmd", 0, "the_first_screen_runs"),
+    ("README.md", "# mdmd", 1, "the_first_screen_runs"),
+    ("README.md", "## Manage", 0, "managing_a_demo_fleet_runs"),
+    ("README.md", "## Manage", 1, "managing_a_demo_fleet_runs"),
+    ("README.md", "## Profiles", 0, "managing_a_demo_fleet_runs"),
+    ("README.md", "## Groups and blueprints", 0, "managing_a_demo_fleet_runs"),
+    ("docs/groups.md", "# Groups and blueprints", 0, "managing_a_demo_fleet_runs"),
+    ("docs/access-tokens.md", "## Shared access tokens (PingID and others)", 0, "managing_a_demo_fleet_runs"),
+    ("README.md", "## Declarative management", 0, "the_ddm_blocks_run"),
+    ("README.md", "## Enroll a device", 0, "serving_and_enrolling_run"),
+    ("README.md", "## Push (APNs)", 0, "the_push_certificate_steps_run"),
+    ("README.md", "## Several instances on PostgreSQL", 0, "the_postgresql_block_runs"),
+    ("README.md", "## Organisation CAs and derived credentials", 0, "organisation_cas_and_derived_credentials_run"),
+    ("README.md", "## Organisation CAs and derived credentials", 1, "organisation_cas_and_derived_credentials_run"),
+    ("docs/derived-credentials.md", "## An organisation CA behind mdmd's SCEP proxy", 0, "organisation_cas_and_derived_credentials_run"),
+    ("docs/ddm.md", "## Declarations", 0, "the_ddm_blocks_run"),
+    ("docs/ddm.md", "## Sets and assignments", 0, "the_ddm_blocks_run"),
+    ("docs/ddm.md", "## The status channel", 0, "the_ddm_blocks_run"),
+    ("docs/ddm.md", "## Software updates", 0, "the_ddm_blocks_run"),
+];
+
+/// Every ```sh block is run by a test (`RUNNERS`), every fenced block says
+/// what it is (a language), and every runner names a block that exists.
+#[test]
+fn every_command_block_is_run() {
+    let all = blocks();
+    let mut missing = Vec::new();
+    for b in &all {
+        assert!(!b.lang.is_empty(), "{} under {:?}: a fenced block without a language", b.file, b.heading);
+        if b.lang == "sh" && !RUNNERS.iter().any(|r| (r.0, r.1, r.2) == (b.file.as_str(), b.heading.as_str(), b.n)) {
+            missing.push(format!("(\"{}\", \"{}\", {}, …)", b.file, b.heading, b.n));
+        }
+        assert!(
+            b.lang != "sh" || !b.body.lines().any(|l| l.trim_start().starts_with("mdmd ") && l.contains(" | mdmd ")),
+            "{} under {:?}: alternatives written as a pipe",
+            b.file,
+            b.heading
+        );
+    }
+    assert!(missing.is_empty(), "command blocks no test runs:\n{}", missing.join("\n"));
+    let me = include_str!("docs.rs");
+    for (file, heading, n, test) in RUNNERS {
+        assert!(
+            all.iter().any(|b| b.file == *file && b.heading == *heading && b.lang == "sh" && b.n == *n),
+            "{file}: no sh block {n} under {heading:?}"
+        );
+        assert!(me.contains(&format!("async fn {test}(")) || me.contains(&format!("fn {test}(")), "no test {test}");
+    }
+}
+
+/// A shell for documented commands: `mdmd` on PATH (its output kept, so a
+/// later line can use what an earlier one printed: `last command_uuid`),
+/// pointed at `srv`, in `dir`.
+struct Shell<'a> {
+    dir: &'a Path,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> Shell<'a> {
+    fn new(dir: &'a Path, srv: &Server) -> Self {
+        Shell {
+            dir,
+            env: vec![
+                ("MDMD_SERVER".into(), srv.base.clone()),
+                ("MDMD_API_KEY".into(), API_KEY.into()),
+                ("MDMD_TRUST_CA".into(), srv.certs_dir().join("ca.pem").display().to_string()),
+            ],
+        }
+    }
+
+    /// Run `lines` (placeholders replaced by `fill`) with bash; every command
+    /// must succeed. Returns (stdout, stderr).
+    fn run(&self, lines: &[String], fill: &[(&str, &str)]) -> (String, String) {
+        let bin = Path::new(env!("CARGO_BIN_EXE_mdmd")).parent().unwrap().to_owned();
+        let mut script = String::from(
+            "set -euo pipefail\n\
+             touch .out\n\
+             mdmd() { command mdmd \"$@\" | tee -a .out; }\n\
+             last() { grep -o \"\\\"$1\\\": *\\\"[^\\\"]*\\\"\" .out | tail -1 | sed 's/.*: *\"\\(.*\\)\"/\\1/'; }\n\n\
+             trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n\
+             serve_here() {\n\
+               command mdmd serve \"$@\" > serve.out 2> serve.err &\n\
+               for _ in $(seq 1 600); do grep -q 'mdmd listening on' serve.out && break; sleep 0.1; done\n\
+               grep -q 'mdmd listening on' serve.out || { cat serve.err >&2; return 1; }\n\
+               export MDMD_SERVER=\"$(grep -o 'mdmd listening on [^ ]*' serve.out | head -1 | cut -d' ' -f4)\"\n\
+               export MDMD_TRUST_CA=\"$PWD/certs/ca.pem\"\n\
+               if [ -f data/api-key ]; then export MDMD_API_KEY=\"$(cat data/api-key)\"; fi\n\
+             }\n",
+        );
+        for l in lines {
+            let mut l = l.clone();
+            for (k, v) in fill {
+                l = l.replace(k, v);
+            }
+            script.push_str(&l);
+            script.push('\n');
+        }
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["120", "bash", "-c", &script])
+            .current_dir(self.dir)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("MDMD_LOG", "error")
+            .env("MDMD_OUTPUT", "json");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("bash");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "the documented commands failed ({}):\n{script}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// Run the `n`th sh block under `heading` of `file`.
+    fn block(&self, file: &str, heading: &str, n: usize, fill: &[(&str, &str)]) -> (String, String) {
+        self.run(&sh_block(file, heading, n), fill)
+    }
+}
+
+/// The active, enrolled devices of a demo server (bounded wait for `n`).
+async fn demo_devices(srv: &Server, n: usize) -> Vec<String> {
+    let admin = srv.admin();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = admin.get("/v1/devices?limit=100").await.expect("devices");
+        let ids: Vec<String> = v["devices"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|d| d["active"] == true && d["push_token_present"] == true)
+                    .filter_map(|d| d["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.len() >= n {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} demo devices enrolled within 60 s", ids.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Wait (bounded) until every delivery of command `uuid` is final; returns them.
+async fn finished(srv: &Server, uuid: &str) -> Vec<Value> {
+    let admin = srv.admin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = admin.get(&format!("/v1/commands/{uuid}")).await.expect("command");
+        let d = v["deliveries"].as_array().cloned().unwrap_or_default();
+        if !d.is_empty() && d.iter().all(|d| d["status"] != "Pending" && d["status"] != "NotNow") {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "command {uuid} not finished within 30 s: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The README's first screen: `make run` and `make test` are real targets
+/// (their recipes checked with `make -n`: running them here would build a
+/// release and run this suite inside itself; CI runs `make test` for real),
+/// then the demo block as written — `make demo`'s paths, its devices answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_ddm_block_runs() {
+async fn the_first_screen_runs() {
+    for line in sh_block("README.md", "# mdmd", 0) {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let target = line.strip_prefix("make ").expect("make lines");
+        let out = std::process::Command::new("make")
+            .args(["-n", target])
+            .current_dir(common::repo_file(""))
+            .output()
+            .expect("make");
+        assert!(out.status.success(), "make -n {target}: {}", String::from_utf8_lossy(&out.stderr));
+        let makefile = std::fs::read_to_string(common::repo_file("Makefile")).unwrap();
+        assert!(makefile.lines().any(|l| l.starts_with(&format!("{target}:"))), "no target {target}");
+    }
+
+    let srv = Server::start_with(&["--demo", "2"]);
+    let devices = demo_devices(&srv, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    // `make demo`'s layout: demo-certs, demo-data/api-key, target/release/mdmd.
+    std::os::unix::fs::symlink(srv.certs_dir(), dir.path().join("demo-certs")).unwrap();
+    std::fs::create_dir(dir.path().join("demo-data")).unwrap();
+    std::fs::write(dir.path().join("demo-data/api-key"), API_KEY).unwrap();
+    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mdmd"), dir.path().join("target/release/mdmd")).unwrap();
+    let mut sh = Shell::new(dir.path(), &srv);
+    sh.env.retain(|(k, _)| k == "MDMD_SERVER");
+    let (out, _) = sh.block("README.md", "# mdmd", 1, &[("<UDID>", &devices[0]), ("<UUID>", "\"$(last command_uuid)\"")]);
+    assert!(out.contains(&devices[1]), "mdmd devices lists the demo devices: {out}");
+    let uuid = out
+        .split("\"command_uuid\"")
+        .nth(1)
+        .and_then(|s| s.split('"').nth(1))
+        .expect("a command_uuid printed")
+        .to_owned();
+    let d = finished(&srv, &uuid).await;
+    assert_eq!(d[0]["status"], "Acknowledged", "{d:?}");
+}
+
+const WIFI: &str = r#"<dict><key>PayloadType</key><string>com.apple.wifi.managed</string>
+<key>PayloadVersion</key><integer>1</integer><key>PayloadIdentifier</key><string>com.example.wifi.w</string>
+<key>PayloadUUID</key><string>0F1E0000-0000-4000-8000-00000000D0C5</string>
+<key>SSID_STR</key><string>Example</string><key>EncryptionType</key><string>WPA2</string>
+<key>Password</key><string>correct horse</string><key>AutoJoin</key><true/></dict>"#;
+
+/// README "Manage", "Profiles", "Groups and blueprints", docs/groups.md and
+/// docs/access-tokens.md, against `serve --demo`: every command succeeds
+/// and the commands it queued are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managing_a_demo_fleet_runs() {
+    let srv = Server::start_with(&["--demo", "3"]);
+    let devices = demo_devices(&srv, 3).await;
+    let (d0, d1, d2) = (devices[0].as_str(), devices[1].as_str(), devices[2].as_str());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    // The files the commands name.
+    std::fs::write(p.join("wifi.mobileconfig"), common::template("com.example.wifi", WIFI)).unwrap();
+    std::fs::write(p.join("appconfig.json"), r#"{"server": "https://app.example.com", "device": "$UDID"}"#).unwrap();
+    std::fs::write(p.join("cfg.json"), r#"{"mode": "kiosk"}"#).unwrap();
+    std::fs::write(
+        p.join("pp.plist"),
+        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>UUID</key><string>6F1A0000-0000-4000-8000-000000000001</string><key>Name</key><string>Example</string></dict></plist>"#,
+    )
+    .unwrap();
+    common::sign_with_throwaway(p, "iPhone Distribution: Example", "pp.plist", "app.mobileprovision");
+    // A certificate that is no device's current identity (a phase-1 identity), to revoke.
+    let certs = srv.admin().get("/v1/certificates?limit=1000").await.unwrap();
+    let serial = certs["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["purpose"] == "profile-service")
+        .and_then(|c| c["serial"].as_str())
+        .expect("a profile-service identity")
+        .to_owned();
+    let sh = Shell::new(p, &srv);
+    let uuid = ("<COMMAND-UUID>", "\"$(last command_uuid)\"");
+
+    sh.block("README.md", "## Manage", 0, &[("<UDID>", d0), uuid, ("<SERIAL>", &serial)]);
+    let (out, _) = sh.block(
+        "README.md",
+        "## Manage",
+        1,
+        &[("mdmd cmd erase <UDID>", &format!("mdmd cmd erase {d2}")), ("<UDID>", d0)],
+    );
+    // Every command it queued is answered (the demo devices are woken by push).
+    let queued: Vec<&str> = out
+        .split("\"command_uuid\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').nth(1))
+        .collect();
+    assert!(queued.len() >= 10, "{out}");
+    for u in queued {
+        let d = finished(&srv, u).await;
+        assert!(d.iter().all(|d| d["status"] != "CommandFormatError"), "{u}: {d:?}");
+    }
+    let revoked = srv.admin().get(&format!("/v1/certificates/{serial}")).await.unwrap();
+    assert!(revoked.to_string().contains("revoked"), "{revoked}");
+
+    sh.block("README.md", "## Profiles", 0, &[("UDID1", d0), ("UDID2", d1), ("<UDID>", d0)]);
+    assert!(srv.admin().get("/v1/profiles/com.example.wifi").await.is_err(), "the last line removed the template");
+
+    sh.block("README.md", "## Groups and blueprints", 0, &[]);
+    let st = srv.admin().get("/v1/blueprints/sales/status").await.unwrap();
+    assert!(st.is_object(), "{st}");
+    // docs/groups.md names a declaration set: give it one.
+    sh.run(
+        &[
+            "echo '{\"Type\":\"com.apple.configuration.passcode.settings\",\"Identifier\":\"pc\",\"Payload\":{}}' > pc.json".into(),
+            "mdmd ddm put pc.json && mdmd ddm set-add staff pc".into(),
+        ],
+        &[],
+    );
+    sh.block(
+        "docs/groups.md",
+        "# Groups and blueprints",
+        0,
+        &[("F2LXK0ABCD12", d1), ("00008101-001A2B3C4D5E6F70", d2)],
+    );
+    let pilot = srv.admin().get("/v1/groups/pilot").await.unwrap();
+    assert!(pilot.to_string().contains(d1), "{pilot}");
+
+    // A shared access token, then the Settings command that carries it.
+    sh.run(&["mdmd access-tokens generate".into()], &[]);
+    let (out, _) = sh.block(
+        "docs/access-tokens.md",
+        "## Shared access tokens (PingID and others)",
+        0,
+        &[("UDID1", d0), ("UDID2", d1)],
+    );
+    let u = out.split("\"command_uuid\"").nth(1).and_then(|s| s.split('"').nth(1)).expect("queued").to_owned();
+    let d = finished(&srv, &u).await;
+    assert!(d.iter().all(|d| d["status"] == "Acknowledged"), "{d:?}");
+}
+
+/// README "Declarative management" and docs/ddm.md: declarations, the
+/// activation, a set, an assignment, status, a search and an OS requirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ddm_blocks_run() {
     let srv = Server::start();
     let d = srv.enrolled().await;
-    let lines = sh_block("README.md", "## Declarative management");
-    assert!(lines.iter().any(|l| l.contains("ddm set-add")), "{lines:?}");
-    let err = run(&srv, &lines, &[("UDID", &d.udid)]);
+    let dir = tempfile::tempdir().unwrap();
+    let sh = Shell::new(dir.path(), &srv);
+    let (_, err) = sh.block("README.md", "## Declarative management", 0, &[("UDID", &d.udid)]);
     assert!(!err.contains("warning"), "a future deadline gives no warning: {err}");
     let set = srv.admin().get("/v1/sets/staff").await.unwrap();
     assert!(set["declarations"].to_string().contains("\"act\""), "{set}");
     assert_eq!(set["missing_references"], serde_json::json!([]), "{set}");
 
     // A deadline already past is taken, with a warning.
-    let err = run(
-        &srv,
-        &["mdmd ddm update staff --version 17.2 --deadline 2020-01-01T00:00:00".to_owned()],
+    let (_, err) = sh.run(&["mdmd ddm update staff --version 17.2 --deadline 2020-01-01T00:00:00".to_owned()], &[]);
+    assert!(err.contains("warning: the deadline 2020-01-01T00:00:00 has already passed"), "{err}");
+
+    // docs/ddm.md, block by block (its first block ends by deleting pc: put it back for the next).
+    let fill = [("UDID…", d.udid.as_str()), ("UDID", d.udid.as_str())];
+    sh.block("docs/ddm.md", "## Declarations", 0, &fill);
+    assert!(srv.admin().get("/v1/declarations/pc").await.is_err(), "ddm rm pc deleted it");
+    sh.run(&["mdmd ddm put pc.json".into()], &[]);
+    sh.block("docs/ddm.md", "## Sets and assignments", 0, &fill);
+    sh.block("docs/ddm.md", "## The status channel", 0, &fill);
+    let (out, _) = sh.block("docs/ddm.md", "## Software updates", 0, &fill);
+    assert!(out.contains("17.2"), "{out}");
+}
+
+/// README "Organisation CAs and derived credentials" and
+/// docs/derived-credentials.md: the example CAs are Debian's `scepserver`
+/// and an NDES admin-page stand-in on 127.0.0.1; the PKCS#12 files come from
+/// a PIV-D test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_cas_and_derived_credentials_run() {
+    use common::derived::{ndes_admin, scepserver, TestCa, CHALLENGE};
+    let srv = Server::start();
+    let d = srv.enrolled().await;
+    let scep = scepserver().await;
+    let (challenge_url, _, _) = ndes_admin(CHALLENGE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sh = Shell::new(dir.path(), &srv);
+    sh.block(
+        "README.md",
+        "## Organisation CAs and derived credentials",
+        0,
+        &[
+            ("https://ndes.corp.example/certsrv/mscep/mscep.dll", &scep.url),
+            ("'https://CORP%5Cndes-svc:PASSWORD@ndes.corp.example/certsrv/mscep_admin/'", &challenge_url),
+            ("http://ca.lab.example:8080/scep", &scep.url),
+            ("S3CRET", CHALLENGE),
+        ],
+    );
+    let cas = srv.admin().get("/v1/cas").await.unwrap().to_string();
+    assert!(cas.contains("\"lab\"") && !cas.contains("\"corp\""), "lab added, corp added then removed: {cas}");
+    sh.block(
+        "docs/derived-credentials.md",
+        "## An organisation CA behind mdmd's SCEP proxy",
+        0,
+        &[("http://ca.corp.example:8080/scep", &scep.url), ("S3CRET", CHALLENGE)],
+    );
+
+    let piv = TestCa::new("PIV-D Test CA");
+    let (auth, _) = piv.issue("Alice Auth", 86_400 * 30, None, None, "PIN");
+    let (sign, sign_cert) = piv.issue("Alice Signing", 86_400 * 30, None, None, "PIN");
+    std::fs::write(dir.path().join("alice.p12"), auth).unwrap();
+    std::fs::write(dir.path().join("alice-sign.p12"), sign).unwrap();
+    let serial = common::serial_hex(&sign_cert);
+    let (out, _) = sh.block(
+        "README.md",
+        "## Organisation CAs and derived credentials",
+        1,
+        &[
+            ("--device UDID", &format!("--device {}", d.udid)),
+            ("<SERIAL>", &serial),
+            ("<ID>", "\"$(grep -o '\"dc_[^\"]*\"' .out | head -1 | tr -d '\"')\""),
+        ],
+    );
+    assert!(out.contains("keyCompromise") || out.contains("revoked"), "{out}");
+    let left = srv.admin().get("/v1/derived-credentials").await.unwrap();
+    assert_eq!(left["derived_credentials"].as_array().map(Vec::len), Some(0), "one revoked, one removed: {left}");
+    assert_eq!(left["ended"].as_array().map(Vec::len), Some(1), "the revoked one is kept as ended: {left}");
+}
+
+/// `lines` with each `mdmd serve …` command (continuation lines joined)
+/// turned into `serve_here …`: in the background, on a free loopback port,
+/// the shell then pointed at it (`MDMD_SERVER`, `MDMD_TRUST_CA`, the API key).
+fn serving(lines: Vec<String>) -> Vec<String> {
+    let mut joined: Vec<String> = Vec::new();
+    let mut cont = false;
+    for l in lines {
+        if cont {
+            let last = joined.last_mut().expect("a line to continue");
+            last.truncate(last.trim_end().trim_end_matches('\\').len());
+            last.push(' ');
+            last.push_str(l.trim_start());
+        } else {
+            joined.push(l.clone());
+        }
+        cont = l.trim_end().ends_with('\\');
+    }
+    joined
+        .into_iter()
+        .map(|l| {
+            let Some(rest) = l.trim_start().strip_prefix("mdmd serve") else { return l };
+            let code = rest.split(" #").next().unwrap_or("").trim_end();
+            let code = code.strip_suffix('&').unwrap_or(code).trim_end();
+            let mut words: Vec<String> = code.split(' ').map(str::to_owned).collect();
+            match words.iter().position(|w| w == "--listen") {
+                Some(i) if i + 1 < words.len() => words[i + 1] = "127.0.0.1:0".into(),
+                _ => words.extend(["--listen".into(), "127.0.0.1:0".into()]),
+            }
+            format!("serve_here{}", words.join(" "))
+        })
+        .collect()
+}
+
+impl<'a> Shell<'a> {
+    /// A shell with no server yet (a block that starts its own).
+    fn bare(dir: &'a Path) -> Self {
+        Shell { dir, env: Vec::new() }
+    }
+}
+
+/// README "Enroll a device": serve with an enrollment user, an invitation
+/// with its QR code, the signed enrollment profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_and_enrolling_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let sh = Shell::bare(dir.path());
+    let (out, _) = sh.run(&serving(sh_block("README.md", "## Enroll a device", 0)), &[]);
+    assert!(out.contains("https://mdm.example.com:8443/"), "the invitation is for the public URL: {out}");
+    let png = std::fs::read(dir.path().join("invite.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    let profile = std::fs::read(dir.path().join("enroll.mobileconfig")).unwrap();
+    let cms = openssl::pkcs7::Pkcs7::from_der(&profile).expect("a CMS-signed profile");
+    assert!(cms.signed().is_some());
+}
+
+/// README "Push (APNs)": the request for Apple's portal, then (playing the
+/// portal: a certificate for the request's key, from a test CA) setting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_certificate_steps_run() {
+    use base64::Engine as _;
+    use common::push::TestCa;
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = TestCa::new("MDM Vendor: Example");
+    std::fs::write(dir.path().join("vendor.pem"), vendor.cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.path().join("vendor.key"), vendor.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let lines = sh_block("README.md", "## Push (APNs)", 0);
+    let at = lines.iter().position(|l| l.starts_with("# 2.")).expect("step 2");
+    let sh = Shell::new(dir.path(), &srv);
+    sh.run(&lines[..at], &[]);
+    // Apple's portal.
+    let b64 = std::fs::read_to_string(dir.path().join("push/push-request.b64")).unwrap();
+    let req: plist::Dictionary =
+        plist::from_bytes(&base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap()).unwrap();
+    let csr = base64::engine::general_purpose::STANDARD
+        .decode(req["PushCertRequestCSR"].as_string().unwrap())
+        .unwrap();
+    let topic = common::push::new_topic();
+    let cert = TestCa::new("Test Apple Push CA").sign_push_csr(&csr, &topic, 365);
+    std::fs::write(dir.path().join("MDM_Certificate.pem"), cert.to_pem().unwrap()).unwrap();
+    let (out, _) = sh.run(&lines[at..], &[]);
+    assert!(out.contains(&topic), "push-cert show names the topic: {out}");
+    assert_eq!(srv.admin().get("/v1/info").await.unwrap()["topic"], topic.as_str());
+}
+
+/// README "Several instances on PostgreSQL": `createdb`, `db copy` of an
+/// installation with an enrolled device, and an instance behind a
+/// TLS-terminating balancer (`--plain-http`) serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgresql_block_runs() {
+    let name = format!("mdmd_docs_{}", uuid::Uuid::new_v4().simple());
+    let Some((base, db)) = common::pg::TestDb::adopt(&name) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shell::bare(dir.path());
+    // An existing installation in ./data and ./certs, with a device.
+    let (out, _) = sh.run(
+        &[
+            "serve_here --enroll-user sim:sim --listen 127.0.0.1:0 --ddm-enable false --inventory-interval 0".into(),
+            "mdmd sim enroll -n 1 --user sim:sim".into(),
+            "mdmd devices".into(),
+            "kill %1 && wait".into(),
+        ],
         &[],
     );
-    assert!(
-        err.contains("warning: the deadline 2020-01-01T00:00:00 has already passed"),
-        "{err}"
+    let udid = out
+        .split("\"udid\": \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("an enrolled device")
+        .to_owned();
+    sh.env.push(("KEY".into(), std::fs::read_to_string(dir.path().join("data/api-key")).unwrap().trim().to_owned()));
+    let mut lines = serving(sh_block("README.md", "## Several instances on PostgreSQL", 0));
+    lines.push("mdmd devices".into());
+    let (out, _) = sh.run(
+        &lines,
+        &[
+            ("createdb mdmd", &format!("createdb --maintenance-db='{base}' {name}")),
+            ("postgres://mdmd:PASSWORD@db.example.com/mdmd?sslmode=require", &db.url),
+        ],
     );
+    assert!(out.contains(&udid), "the copied device is served from PostgreSQL: {out}");
+    drop(db);
 }

@@ -57,6 +57,19 @@ async fn admin(base: &str, sql: &str) {
 }
 
 impl TestDb {
+    /// A database named `name` that the test itself creates (e.g. with
+    /// `createdb`): only its URL, and it is dropped after the test.
+    /// Returns (the URL of the server's maintenance database, the database).
+    pub fn adopt(name: &str) -> Option<(String, TestDb)> {
+        let base = base_url()?;
+        let db = TestDb {
+            url: with_db(&base, name),
+            base: base.clone(),
+            name: name.to_owned(),
+        };
+        Some((base, db))
+    }
+
     pub async fn create() -> Option<TestDb> {
         let base = base_url()?;
         let name = format!("mdmd_t_{}", uuid::Uuid::new_v4().simple());

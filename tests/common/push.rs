@@ -50,6 +50,19 @@ impl TestCa {
     /// An MDM push certificate for `topic`, valid `days`, with a fresh key.
     pub fn push_cert(&self, topic: &str, days: u32) -> (X509, PKey<Private>) {
         let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        (self.push_cert_for(&key, topic, days), key)
+    }
+
+    /// What Apple's portal does with an uploaded request: a push certificate
+    /// for the CSR's key (the CSR's signature checked first).
+    pub fn sign_push_csr(&self, csr_der: &[u8], topic: &str, days: u32) -> X509 {
+        let csr = openssl::x509::X509Req::from_der(csr_der).unwrap();
+        let key = csr.public_key().unwrap();
+        assert!(csr.verify(&key).unwrap(), "the CSR is signed by its key");
+        self.push_cert_for(&key, topic, days)
+    }
+
+    fn push_cert_for<T: openssl::pkey::HasPublic>(&self, key: &openssl::pkey::PKeyRef<T>, topic: &str, days: u32) -> X509 {
         let mut n = X509NameBuilder::new().unwrap();
         n.append_entry_by_text("UID", topic).unwrap();
         n.append_entry_by_text("CN", &format!("APSP:{}", uuid::Uuid::new_v4())).unwrap();
@@ -59,11 +72,11 @@ impl TestCa {
         b.set_serial_number(&serial()).unwrap();
         b.set_subject_name(&n.build()).unwrap();
         b.set_issuer_name(self.cert.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
+        b.set_pubkey(key).unwrap();
         b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
         b.set_not_after(&Asn1Time::days_from_now(days).unwrap()).unwrap();
         b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        (b.build(), key)
+        b.build()
     }
 }
 
