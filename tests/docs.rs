@@ -98,6 +98,11 @@ const RUNNERS: &[(&str, &str, usize, &str)] = &[
     ("docs/access-tokens.md", "## Shared access tokens (PingID and others)", 0, "managing_a_demo_fleet_runs"),
     ("README.md", "## Declarative management", 0, "the_ddm_blocks_run"),
     ("README.md", "## Enroll a device", 0, "serving_and_enrolling_run"),
+    ("README.md", "## Apps", 0, "the_apps_blocks_run"),
+    ("docs/apps.md", "## Apps and Books: the content token", 0, "the_apps_blocks_run"),
+    ("docs/apps.md", "## The catalog", 0, "the_apps_blocks_run"),
+    ("docs/apps.md", "## Install and remove", 0, "the_apps_blocks_run"),
+    ("README.md", "## Try it without an iPhone", 0, "trying_it_without_an_iphone_runs"),
     ("README.md", "## Push (APNs)", 0, "the_push_certificate_steps_run"),
     ("README.md", "## Several instances on PostgreSQL", 0, "the_postgresql_block_runs"),
     ("README.md", "## Organisation CAs and derived credentials", 0, "organisation_cas_and_derived_credentials_run"),
@@ -170,7 +175,7 @@ impl<'a> Shell<'a> {
              trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n\
              serve_here() {\n\
                command mdmd serve \"$@\" > serve.out 2> serve.err &\n\
-               for _ in $(seq 1 600); do grep -q 'mdmd listening on' serve.out && break; sleep 0.1; done\n\
+               for _ in $(seq 1 600); do grep -q 'mdmd listening on' serve.out && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done\n\
                grep -q 'mdmd listening on' serve.out || { cat serve.err >&2; return 1; }\n\
                export MDMD_SERVER=\"$(grep -o 'mdmd listening on [^ ]*' serve.out | head -1 | cut -d' ' -f4)\"\n\
                export MDMD_TRUST_CA=\"$PWD/certs/ca.pem\"\n\
@@ -598,4 +603,82 @@ async fn the_postgresql_block_runs() {
     );
     assert!(out.contains(&udid), "the copied device is served from PostgreSQL: {out}");
     drop(db);
+}
+
+/// README "Apps" and docs/apps.md, against the stand-in of Apple's Apps and
+/// Books API (a content token of its own, Pages with licences) and an .ipa
+/// built here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_blocks_run() {
+    use mdmd::sim::vpp_api::VppStandIn;
+    let vpp = VppStandIn::start("Example Org").await.expect("stand-in");
+    vpp.add_app("361309726", 5);
+    vpp.set_app_meta("361309726", "Pages", "com.apple.Pages", "13.1");
+    let url = vpp.url();
+    let args = ["--apps-and-books-url", url.as_str(), "--apps-sync-interval", "3600"];
+    for (blocks, bundle) in [
+        (vec![("README.md", "## Apps")], "com.example.field"),
+        (
+            vec![
+                ("docs/apps.md", "## Apps and Books: the content token"),
+                ("docs/apps.md", "## The catalog"),
+                ("docs/apps.md", "## Install and remove"),
+            ],
+            "com.example.field",
+        ),
+    ] {
+        let srv = Server::start_with(&args);
+        let d = srv.enrolled().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sToken_for_Example.vpptoken"), vpp.token_file()).unwrap();
+        std::fs::write(dir.path().join("Field.ipa"), mdmd::protocol::ipa::build_ipa(bundle, "1.0", "Field")).unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"server": "https://field.example.com", "device": "$UDID"}"#).unwrap();
+        let sh = Shell::new(dir.path(), &srv);
+        for (file, heading) in blocks {
+            sh.block(
+                file,
+                heading,
+                0,
+                &[("~/Downloads/", ""), ("DEVICE-UDID …", &d.udid), ("DEVICE-UDID", &d.udid)],
+            );
+        }
+        let apps = srv.admin().get("/v1/apps").await.unwrap().to_string();
+        assert!(apps.contains("com.apple.Pages"), "{apps}");
+        let mine = srv.admin().get(&format!("/v1/devices/{}/apps", d.udid)).await.unwrap();
+        assert!(mine.to_string().contains("com.apple.Pages"), "{mine}");
+    }
+}
+
+/// README "Try it without an iPhone": a server, simulated devices enrolling,
+/// two load runs (bounded here: tens of devices, not thousands), and — with
+/// the directory the comment names (OpenLDAP's slapd) — account-driven
+/// enrollment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trying_it_without_an_iphone_runs() {
+    let Some(ldap) = common::ldap::Slapd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bind-pw"), &ldap.bind_password).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path().join("bind-pw"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let directory = format!(
+        "--ldap-url {} --ldap-ca {} --ldap-base-dn {} --ldap-bind-dn {} --ldap-bind-password-file bind-pw \
+         --ldap-required-group cn=mdm-users,ou=groups,{} --account-driven byod,adde",
+        ldap.ldaps_url,
+        ldap.ca_pem.display(),
+        ldap.base_dn,
+        ldap.bind_dn,
+        ldap.base_dn
+    );
+    let sh = Shell::bare(dir.path());
+    let lines = serving(sh_block("README.md", "## Try it without an iPhone", 0));
+    let (out, _) = sh.run(
+        &lines,
+        &[
+            ("serve_here --enroll-user sim:sim", &format!("serve_here --enroll-user sim:sim {directory}")),
+            ("-n 1000", "-n 40"),
+            ("-n 300", "-n 20"),
+            ("alice@example.com --user alice:PASSWORD", "alice@example.org --user alice:alice-pw"),
+        ],
+    );
+    assert!(out.contains("User Enrollment"), "{out}");
 }

@@ -76,6 +76,9 @@ pub struct LoadReport {
     pub devices: usize,
     pub rounds: usize,
     pub round_trips: u64,
+    /// Commands the server queued on its own during the rounds (a first
+    /// inventory, a DeclarativeManagement sync), answered as a device would.
+    pub server_commands: u64,
     pub requests: u64,
     pub seconds: f64,
     pub round_trips_per_second: f64,
@@ -307,6 +310,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let db2 = local_postgres_cpu();
     let t0 = Instant::now();
     let mut round_trips = 0u64;
+    let mut server_commands = 0u64;
     let mut rounds = 0;
     for _ in 0..cfg.rounds {
         if t0.elapsed() > cfg.deadline {
@@ -318,6 +322,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         if q.get("queued").and_then(Value::as_u64) != Some(ids.len() as u64) {
             bail!("enqueue did not reach every device: {q}");
         }
+        let uuid = q.get("command_uuid").and_then(Value::as_str).unwrap_or_default().to_owned();
         let mut tasks = Vec::new();
         for d in &devices {
             let d = d.clone();
@@ -330,9 +335,14 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         }
         for t in tasks {
             let handled = t.await??;
-            if handled.len() != 1 || handled[0].status != Status::Acknowledged {
+            // The round's command, answered once. A server may queue its own
+            // (the first inventory, a DeclarativeManagement sync) right after
+            // enrollment: those are answered too and counted apart.
+            let ours: Vec<_> = handled.iter().filter(|h| h.command_uuid == uuid).collect();
+            if ours.len() != 1 || ours[0].status != Status::Acknowledged {
                 bail!("unexpected session: {handled:?}");
             }
+            server_commands += handled.len() as u64 - 1;
             round_trips += 1;
         }
         rounds += 1;
@@ -353,6 +363,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         devices: cfg.devices,
         rounds,
         round_trips,
+        server_commands,
         requests,
         seconds,
         round_trips_per_second: round_trips as f64 / seconds,
