@@ -103,6 +103,12 @@ const RUNNERS: &[(&str, &str, usize, &str)] = &[
     ("docs/apps.md", "## The catalog", 0, "the_apps_blocks_run"),
     ("docs/apps.md", "## Install and remove", 0, "the_apps_blocks_run"),
     ("README.md", "## Try it without an iPhone", 0, "trying_it_without_an_iphone_runs"),
+    ("docs/ade.md", "## 1. Connect mdmd to ABM (once per ABM server, yearly for the token)", 0, "the_ade_blocks_run"),
+    ("docs/ade.md", "## 1. Connect mdmd to ABM (once per ABM server, yearly for the token)", 1, "the_ade_blocks_run"),
+    ("docs/ade.md", "## 2. Assign devices to mdmd in ABM", 0, "the_ade_blocks_run"),
+    ("docs/ade.md", "## 3. Define the ADE profile", 0, "the_ade_blocks_run"),
+    ("docs/ade.md", "## 5. Setup Assistant waits (`await_device_configured`)", 0, "the_ade_blocks_run"),
+    ("docs/ade.md", "## Try it without Apple", 0, "the_ade_blocks_run"),
     ("README.md", "## Push (APNs)", 0, "the_push_certificate_steps_run"),
     ("README.md", "## Several instances on PostgreSQL", 0, "the_postgresql_block_runs"),
     ("README.md", "## Organisation CAs and derived credentials", 0, "organisation_cas_and_derived_credentials_run"),
@@ -190,24 +196,44 @@ impl<'a> Shell<'a> {
             script.push_str(&l);
             script.push('\n');
         }
-        let mut cmd = std::process::Command::new("timeout");
-        cmd.args(["120", "bash", "-c", &script])
+        // Its own process group, output to files: whatever it leaves in the
+        // background is killed with it, and nothing holds a pipe open.
+        use std::os::unix::process::CommandExt as _;
+        let (out_file, err_file) = (self.dir.join(".script.out"), self.dir.join(".script.err"));
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", &script])
             .current_dir(self.dir)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_file).unwrap())
+            .stderr(std::fs::File::create(&err_file).unwrap())
             .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
             .env("MDMD_LOG", "error")
             .env("MDMD_OUTPUT", "json");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("bash");
+        let mut child = cmd.spawn().expect("bash");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::process::Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
+        let _ = child.wait();
         let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            std::fs::read_to_string(&out_file).unwrap_or_default(),
+            std::fs::read_to_string(&err_file).unwrap_or_default(),
         );
         assert!(
-            out.status.success(),
+            status.is_some_and(|s| s.success()),
             "the documented commands failed ({}):\n{script}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}",
-            out.status
+            status.map_or("timed out after 120 s".to_owned(), |s| s.to_string())
         );
         (stdout, stderr)
     }
@@ -681,4 +707,69 @@ async fn trying_it_without_an_iphone_runs() {
         ],
     );
     assert!(out.contains("User Enrollment"), "{out}");
+}
+
+/// docs/ade.md: connecting to ABM, syncing, ADE profiles and a device
+/// waiting in Setup Assistant, against the stand-in of Apple's ADE API (the
+/// token file made as ABM makes it, encrypted to the key mdmd printed); then
+/// "Try it without Apple" as written, `mdmd sim abm` and `sim ade-iphone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ade_blocks_run() {
+    use mdmd::sim::ade_api::AdeStandIn;
+    const FILE: &str = "docs/ade.md";
+    const CONNECT: &str = "## 1. Connect mdmd to ABM (once per ABM server, yearly for the token)";
+    let abm = AdeStandIn::start("docs server").await.unwrap();
+    let serial = "DOCS00000001";
+    abm.add_device(serial, "iPhone 15");
+    let srv = common::ade::start(&abm, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let sh = Shell::new(p, &srv);
+    sh.block(FILE, CONNECT, 0, &[]);
+    // ABM: the server token, encrypted to the certificate uploaded there.
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(p.join("mdmd-ade.pem")).unwrap()).unwrap();
+    let token = mdmd::sim::ade::seal_token_file(&abm.token, &cert).unwrap();
+    std::fs::write(p.join("mdmd_Token_2026-12-04.p7m"), token).unwrap();
+    sh.block(FILE, CONNECT, 1, &[("~/Downloads/", "")]);
+    let (out, _) = sh.block(FILE, "## 2. Assign devices to mdmd in ABM", 0, &[]);
+    assert!(out.contains(serial), "{out}");
+    // The profile files: the doc's own JSON, and one for iPads.
+    let corporate = blocks()
+        .into_iter()
+        .find(|b| b.file == FILE && b.heading == "## 3. Define the ADE profile" && b.lang == "json")
+        .expect("the profile JSON")
+        .body;
+    std::fs::write(p.join("corporate.json"), corporate).unwrap();
+    std::fs::write(p.join("ipads.json"), r#"{"profile_name": "iPads", "is_supervised": true}"#).unwrap();
+    let (out, _) = sh.block(FILE, "## 3. Define the ADE profile", 0, &[]);
+    assert!(out.contains("Example Corp"), "{out}");
+    // A device ABM assigns now gets the default profile at the next sync.
+    let serial = "DOCS00000002";
+    abm.add_device(serial, "iPhone 15");
+    sh.run(&["mdmd ade sync".into()], &[]);
+    // It boots, enrolls and waits in Setup Assistant.
+    let conf = mdmd::sim::ade::activation(&srv.client(), &abm.url(), serial).await.unwrap().expect("a profile assigned");
+    let udid = mdmd::sim::random_udid();
+    let phone = mdmd::sim::ade::first_boot(srv.client(), &conf, &udid, serial, None).await.unwrap();
+    assert!(phone.awaiting_configuration);
+    let (out, _) = sh.block(FILE, "## 5. Setup Assistant waits (`await_device_configured`)", 0, &[("UDID", &udid)]);
+    assert!(out.contains("releasing"), "{out}");
+
+    // "Try it without Apple", with its own server.
+    let dir = tempfile::tempdir().unwrap();
+    let sh = Shell::bare(dir.path());
+    let (out, err) = sh.run(
+        &serving(sh_block(FILE, "## Try it without Apple", 0)),
+        &[
+            (
+                "# restart mdmd with --ade-url http://127.0.0.1:PORT (the URL printed), then:",
+                "for _ in $(seq 1 100); do grep -q '\"ade_url\"' .out && break; sleep 0.1; done\n\
+                 ABM_URL=\"$(last ade_url)\"; kill %1; wait %1 || true\n\
+                 serve_here --enroll-user sim:sim --ade-url \"$ABM_URL\" --listen 127.0.0.1:0",
+            ),
+            ("http://127.0.0.1:PORT", "\"$ABM_URL\""),
+        ],
+    );
+    assert!(err.contains("SIM000000001: Apple says enroll at"), "{err}");
+    assert!(out.contains("DeviceConfigured"), "{out}");
 }
