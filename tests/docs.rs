@@ -4,7 +4,9 @@
 //! longer work fails here before it misleads a reader, and a new block with
 //! no test fails `every_command_block_is_run`.
 //!
-//! On redb, and on PostgreSQL with `MDMD_TEST_STORE=postgres` (tests/common).
+//! They are about the docs, not the store: on the PostgreSQL pass of the
+//! suite (`MDMD_TEST_STORE=postgres`) they return at once; the README's
+//! PostgreSQL block runs on PostgreSQL in the redb pass.
 
 mod common;
 
@@ -109,6 +111,15 @@ const RUNNERS: &[(&str, &str, usize, &str)] = &[
     ("docs/ade.md", "## 3. Define the ADE profile", 0, "the_ade_blocks_run"),
     ("docs/ade.md", "## 5. Setup Assistant waits (`await_device_configured`)", 0, "the_ade_blocks_run"),
     ("docs/ade.md", "## Try it without Apple", 0, "the_ade_blocks_run"),
+    ("docs/directory.md", "## LDAP (Active Directory, OpenLDAP)", 0, "the_directory_blocks_run"),
+    ("docs/directory.md", "## LDAP (Active Directory, OpenLDAP)", 1, "the_directory_blocks_run"),
+    ("docs/directory.md", "## OpenID Connect (Entra ID, Okta, Keycloak)", 0, "the_directory_blocks_run"),
+    (
+        "docs/performance.md",
+        "## Connect requests beside the floor (`mdmd sim bare-server` + `mdmd sim idle-bench`, 2026-11-24)",
+        0,
+        "the_benchmark_commands_run",
+    ),
     ("README.md", "## Push (APNs)", 0, "the_push_certificate_steps_run"),
     ("README.md", "## Several instances on PostgreSQL", 0, "the_postgresql_block_runs"),
     ("README.md", "## Organisation CAs and derived credentials", 0, "organisation_cas_and_derived_credentials_run"),
@@ -184,7 +195,7 @@ impl<'a> Shell<'a> {
                for _ in $(seq 1 600); do grep -q 'mdmd listening on' serve.out && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done\n\
                grep -q 'mdmd listening on' serve.out || { cat serve.err >&2; return 1; }\n\
                export MDMD_SERVER=\"$(grep -o 'mdmd listening on [^ ]*' serve.out | head -1 | cut -d' ' -f4)\"\n\
-               export MDMD_TRUST_CA=\"$PWD/certs/ca.pem\"\n\
+               export MDMD_TRUST_CA=\"$PWD/certs/ca.pem\" MDMD_SERVE_PID=$!\n\
                if [ -f data/api-key ]; then export MDMD_API_KEY=\"$(cat data/api-key)\"; fi\n\
              }\n",
         );
@@ -224,7 +235,10 @@ impl<'a> Shell<'a> {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let _ = std::process::Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", "--", &format!("-{}", child.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = child.wait();
         let (stdout, stderr) = (
             std::fs::read_to_string(&out_file).unwrap_or_default(),
@@ -242,6 +256,14 @@ impl<'a> Shell<'a> {
     fn block(&self, file: &str, heading: &str, n: usize, fill: &[(&str, &str)]) -> (String, String) {
         self.run(&sh_block(file, heading, n), fill)
     }
+}
+
+/// Run the docs once, in the redb pass (see the module doc).
+fn second_pass() -> bool {
+    if common::on_postgres() {
+        eprintln!("docs run in the redb pass of the suite");
+    }
+    common::on_postgres()
 }
 
 /// The active, enrolled devices of a demo server (bounded wait for `n`).
@@ -288,6 +310,9 @@ async fn finished(srv: &Server, uuid: &str) -> Vec<Value> {
 /// then the demo block as written — `make demo`'s paths, its devices answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_screen_runs() {
+    if second_pass() {
+        return;
+    }
     for line in sh_block("README.md", "# mdmd", 0) {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -338,6 +363,9 @@ const WIFI: &str = r#"<dict><key>PayloadType</key><string>com.apple.wifi.managed
 /// and the commands it queued are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managing_a_demo_fleet_runs() {
+    if second_pass() {
+        return;
+    }
     let srv = Server::start_with(&["--demo", "3"]);
     let devices = demo_devices(&srv, 3).await;
     let (d0, d1, d2) = (devices[0].as_str(), devices[1].as_str(), devices[2].as_str());
@@ -427,6 +455,9 @@ async fn managing_a_demo_fleet_runs() {
 /// activation, a set, an assignment, status, a search and an OS requirement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ddm_blocks_run() {
+    if second_pass() {
+        return;
+    }
     let srv = Server::start();
     let d = srv.enrolled().await;
     let dir = tempfile::tempdir().unwrap();
@@ -458,6 +489,9 @@ async fn the_ddm_blocks_run() {
 /// a PIV-D test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organisation_cas_and_derived_credentials_run() {
+    if second_pass() {
+        return;
+    }
     use common::derived::{ndes_admin, scepserver, TestCa, CHALLENGE};
     let srv = Server::start();
     let d = srv.enrolled().await;
@@ -551,6 +585,9 @@ impl<'a> Shell<'a> {
 /// with its QR code, the signed enrollment profile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_and_enrolling_run() {
+    if second_pass() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let sh = Shell::bare(dir.path());
     let (out, _) = sh.run(&serving(sh_block("README.md", "## Enroll a device", 0)), &[]);
@@ -566,6 +603,9 @@ async fn serving_and_enrolling_run() {
 /// portal: a certificate for the request's key, from a test CA) setting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_push_certificate_steps_run() {
+    if second_pass() {
+        return;
+    }
     use base64::Engine as _;
     use common::push::TestCa;
     let srv = Server::start();
@@ -597,6 +637,9 @@ async fn the_push_certificate_steps_run() {
 /// TLS-terminating balancer (`--plain-http`) serving it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgresql_block_runs() {
+    if second_pass() {
+        return;
+    }
     let name = format!("mdmd_docs_{}", uuid::Uuid::new_v4().simple());
     let Some((base, db)) = common::pg::TestDb::adopt(&name) else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -636,6 +679,9 @@ async fn the_postgresql_block_runs() {
 /// built here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_blocks_run() {
+    if second_pass() {
+        return;
+    }
     use mdmd::sim::vpp_api::VppStandIn;
     let vpp = VppStandIn::start("Example Org").await.expect("stand-in");
     vpp.add_app("361309726", 5);
@@ -681,6 +727,9 @@ async fn the_apps_blocks_run() {
 /// enrollment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trying_it_without_an_iphone_runs() {
+    if second_pass() {
+        return;
+    }
     let Some(ldap) = common::ldap::Slapd::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bind-pw"), &ldap.bind_password).unwrap();
@@ -715,6 +764,9 @@ async fn trying_it_without_an_iphone_runs() {
 /// "Try it without Apple" as written, `mdmd sim abm` and `sim ade-iphone`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ade_blocks_run() {
+    if second_pass() {
+        return;
+    }
     use mdmd::sim::ade_api::AdeStandIn;
     const FILE: &str = "docs/ade.md";
     const CONNECT: &str = "## 1. Connect mdmd to ABM (once per ABM server, yearly for the token)";
@@ -747,7 +799,23 @@ async fn the_ade_blocks_run() {
     let serial = "DOCS00000002";
     abm.add_device(serial, "iPhone 15");
     sh.run(&["mdmd ade sync".into()], &[]);
-    // It boots, enrolls and waits in Setup Assistant.
+    // A blueprint gives every device a profile: Setup Assistant waits for it.
+    let clip = r#"<dict><key>PayloadType</key><string>com.apple.webClip.managed</string>
+<key>PayloadVersion</key><integer>1</integer><key>PayloadIdentifier</key><string>com.example.docs-clip.c</string>
+<key>PayloadUUID</key><string>D0C50000-0000-4000-8000-000000000003</string><key>URL</key><string>https://it.example.com</string>
+<key>Label</key><string>IT</string></dict>"#;
+    let admin = srv.admin();
+    admin.post_bytes("/v1/profiles", common::template("com.example.docs-clip", clip)).await.unwrap();
+    let (s, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            "/v1/blueprints/setup",
+            Some(serde_json::json!({"groups": ["*"], "profiles": ["com.example.docs-clip"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    // It boots, enrolls and waits in Setup Assistant (it has not answered yet).
     let conf = mdmd::sim::ade::activation(&srv.client(), &abm.url(), serial).await.unwrap().expect("a profile assigned");
     let udid = mdmd::sim::random_udid();
     let phone = mdmd::sim::ade::first_boot(srv.client(), &conf, &udid, serial, None).await.unwrap();
@@ -772,4 +840,131 @@ async fn the_ade_blocks_run() {
     );
     assert!(err.contains("SIM000000001: Apple says enroll at"), "{err}");
     assert!(out.contains("DeviceConfigured"), "{out}");
+}
+
+/// Each `mdmd serve` of a block (after `serving`), run on its own with
+/// `fill`: the server must start and, checking its way to the directory and
+/// the identity provider at start, report nothing wrong with them in
+/// `GET /v1/health`. Returns the health answers.
+fn serve_each(dir: &Path, lines: Vec<String>, fill: &[(&str, &str)]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().filter(|l| l.starts_with("serve_here")).enumerate() {
+        let run = tempfile::tempdir_in(dir).unwrap();
+        for f in ["ldap-pw", "oidc-secret", "ldap-ca.pem"] {
+            if dir.join(f).exists() {
+                std::fs::copy(dir.join(f), run.path().join(f)).unwrap();
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(run.path().join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        let sh = Shell::bare(run.path());
+        let check = "sleep 2; curl -sf --cacert \"$MDMD_TRUST_CA\" -H \"Authorization: Bearer $MDMD_API_KEY\" \
+                     \"$MDMD_SERVER/v1/health\" > health.json"
+            .to_owned();
+        sh.run(&[line.clone(), check], fill);
+        let h: Value = serde_json::from_slice(&std::fs::read(run.path().join("health.json")).unwrap()).unwrap();
+        let warnings = h["warnings"].to_string().to_lowercase();
+        assert!(
+            !warnings.contains("ldap") && !warnings.contains("directory") && !warnings.contains("identity provider"),
+            "serve {i}: {h}"
+        );
+        out.push(h);
+    }
+    out
+}
+
+/// docs/directory.md: Active Directory's and OpenLDAP's flags against
+/// OpenLDAP's slapd (the hosts, DNs and files of the examples pointed at it;
+/// AD's filter as written), OpenLDAP's with a sign-in through them; each
+/// identity provider's flags against the certified OpenID provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_blocks_run() {
+    if second_pass() {
+        return;
+    }
+    let Some(ldap) = common::ldap::Slapd::start() else { return };
+    let Some(idp) = common::oidc::Idp::start(&["https://mdm.example.com/auth/oidc/callback".to_owned()]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ldap-pw"), &ldap.bind_password).unwrap();
+    std::fs::write(dir.path().join("oidc-secret"), &idp.client_secret).unwrap();
+    let ca = ldap.ca_pem.display().to_string();
+    const FILE: &str = "docs/directory.md";
+    let base = ldap.base_dn.as_str();
+    let group = format!("cn=mdm-users,ou=groups,{base}");
+    // Active Directory's block.
+    serve_each(
+        dir.path(),
+        serving(sh_block(FILE, "## LDAP (Active Directory, OpenLDAP)", 0)),
+        &[
+            ("ldaps://dc1.corp.example.com", &ldap.ldaps_url),
+            ("corp-root.pem", &ca),
+            ("'dc=corp,dc=example,dc=com'", base),
+            ("'mdmd-svc@corp.example.com'", &ldap.bind_dn),
+            ("/etc/mdmd/ldap-pw", "ldap-pw"),
+            ("'CN=MDM Users,OU=Groups,DC=corp,DC=example,DC=com'", &group),
+        ],
+    );
+    // OpenLDAP's, then a sign-in through it.
+    let mut lines = serving(sh_block(FILE, "## LDAP (Active Directory, OpenLDAP)", 1));
+    let fill = [
+        ("ldap://ldap.example.com", ldap.url.as_str()),
+        ("ldap-ca.pem", ca.as_str()),
+        ("'dc=example,dc=com'", base),
+        ("'cn=mdmd,ou=services,dc=example,dc=com'", ldap.bind_dn.as_str()),
+        ("/etc/mdmd/ldap-pw", "ldap-pw"),
+        ("'cn=mdm-users,ou=groups,dc=example,dc=com'", group.as_str()),
+    ];
+    serve_each(dir.path(), lines.clone(), &fill);
+    lines.push(
+        "curl -sf --cacert \"$MDMD_TRUST_CA\" -u alice:alice-pw \"$MDMD_SERVER/mdm/enroll\" -o enroll.mobileconfig".into(),
+    );
+    lines.push("curl -s -o /dev/null -w '%{http_code}' --cacert \"$MDMD_TRUST_CA\" -u alice:wrong \"$MDMD_SERVER/mdm/enroll\" > wrong.txt || true".into());
+    let run = tempfile::tempdir_in(dir.path()).unwrap();
+    std::fs::copy(dir.path().join("ldap-pw"), run.path().join("ldap-pw")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(run.path().join("ldap-pw"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    Shell::bare(run.path()).run(&lines, &fill);
+    let profile = std::fs::read(run.path().join("enroll.mobileconfig")).unwrap();
+    assert!(openssl::pkcs7::Pkcs7::from_der(&profile).is_ok(), "alice signed in and got her profile");
+    assert_eq!(std::fs::read_to_string(run.path().join("wrong.txt")).unwrap(), "401");
+
+    // The identity providers' flags, each against the certified OpenID provider.
+    serve_each(
+        dir.path(),
+        serving(sh_block(FILE, "## OpenID Connect (Entra ID, Okta, Keycloak)", 0)),
+        &[
+            ("https://login.microsoftonline.com/TENANT-ID/v2.0", &idp.issuer),
+            ("https://example.okta.com", &idp.issuer),
+            ("https://sso.example.com/realms/corp", &idp.issuer),
+            ("APP-ID", &idp.client_id),
+            ("--oidc-client-id mdmd", &format!("--oidc-client-id {}", idp.client_id)),
+            ("/etc/mdmd/oidc-secret", "oidc-secret"),
+        ],
+    );
+}
+
+/// docs/performance.md's connect-request benchmark as written, bounded
+/// (500 requests, not 20,000) and on free ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_commands_run() {
+    if second_pass() {
+        return;
+    }
+    let heading = blocks()
+        .into_iter()
+        .find(|b| b.file == "docs/performance.md" && b.lang == "sh" && b.heading.contains("`mdmd sim idle-bench`"))
+        .expect("the benchmark block")
+        .heading;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = format!("127.0.0.1:{}", common::free_port());
+    let (out, _) = Shell::bare(dir.path()).run(
+        &serving(sh_block("docs/performance.md", &heading, 0)),
+        &[
+            ("127.0.0.1:18651", &bare),
+            ("https://127.0.0.1:18650", "\"$MDMD_SERVER\""),
+            ("-n 20000", "-n 500"),
+            ("<mdmd pid>", "\"$MDMD_SERVE_PID\""),
+        ],
+    );
+    assert!(out.contains("500"), "{out}");
 }
