@@ -37,9 +37,12 @@ macro_rules! posted {
 
 mod ade;
 mod apps;
+mod devices;
+mod enrollment;
 mod fleet;
 mod pages;
 mod policy;
+mod profiles;
 mod sso;
 mod tokens;
 
@@ -138,17 +141,17 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/sso", get(sso::start))
         .route("/auth/oidc/callback", get(sso::callback))
         .route("/ui/logout", post(logout))
-        .route("/ui/devices", get(pages::devices))
-        .route("/ui/devices/{id}", get(pages::device))
-        .route("/ui/devices/{id}/actions", post(pages::device_action))
-        .route("/ui/profiles", get(pages::profiles).post(pages::upload_profile))
-        .route("/ui/profiles/{id}", get(pages::profile))
-        .route("/ui/profiles/{id}/actions", post(pages::profile_action))
+        .route("/ui/devices", get(devices::devices))
+        .route("/ui/devices/{id}", get(devices::device))
+        .route("/ui/devices/{id}/actions", post(devices::device_action))
+        .route("/ui/profiles", get(profiles::profiles).post(profiles::upload_profile))
+        .route("/ui/profiles/{id}", get(profiles::profile))
+        .route("/ui/profiles/{id}/actions", post(profiles::profile_action))
         .route("/ui/groups", get(policy::groups))
         .route("/ui/groups/{name}", get(policy::group))
         .route("/ui/blueprints", get(policy::blueprints))
         .route("/ui/blueprints/{name}", get(policy::blueprint))
-        .route("/ui/enrollment", get(pages::enrollment))
+        .route("/ui/enrollment", get(enrollment::enrollment))
         .route("/ui/ade", get(ade::page))
         .route("/ui/access-tokens", get(tokens::page))
         .route("/ui/ade/waiting/{id}/release", post(ade::release))
@@ -156,9 +159,9 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/apps/{id}", get(apps::app))
         .route("/ui/apps/{id}/install", post(apps::install))
         .route("/ui/apps/{id}/remove", post(apps::remove))
-        .route("/ui/enrollment/invitations", post(pages::invite))
-        .route("/ui/certificates", get(pages::certificates))
-        .route("/ui/certificates/{serial}/revoke", post(pages::revoke))
+        .route("/ui/enrollment/invitations", post(enrollment::invite))
+        .route("/ui/certificates", get(enrollment::certificates))
+        .route("/ui/certificates/{serial}/revoke", post(enrollment::revoke))
         .layer(axum::extract::DefaultBodyLimit::max(app.max_api_body))
         .layer(axum::middleware::map_response(move |r: Response| secure_headers(r, tls)))
         .with_state(console)
