@@ -7,9 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde_json::json;
-
-use super::{views, ApiError, ApiResult, Caller};
+use super::{schema, ApiError, ApiResult, Caller};
+use crate::clock::rfc3339;
 use crate::app::App;
 use crate::service::access::accounts::Role;
 use crate::service::access::tokens::{Access, Schedule, TokenView};
@@ -29,22 +28,20 @@ fn failed(e: ServiceError) -> ApiError {
     }
 }
 
-fn view(t: &TokenView) -> serde_json::Value {
-    let mut v = json!({
-        "id": t.id,
-        "value": t.value,
-        "created_at": views::time(t.created_at),
-        "effective_at": views::time(t.effective_at),
-        "revoked_at": t.revoked_at.map(views::time),
-        "active": t.active,
-        "effective": t.effective,
-        "status": t.status,
-        "carried": t.carried,
-    });
-    if let Some(w) = &t.warning {
-        v["warning"] = json!(w);
+fn view(t: &TokenView) -> schema::AccessTokenView {
+    schema::AccessTokenView {
+        id: t.id.clone(),
+        value: Some(t.value.clone()),
+        created_at: rfc3339(t.created_at),
+        effective_at: rfc3339(t.effective_at),
+        revoked_at: t.revoked_at.and_then(rfc3339),
+        active: t.active,
+        effective: t.effective,
+        status: t.status.into(),
+        carried: t.carried,
+        warning: t.warning.clone(),
+        value_hidden: None,
     }
-    v
 }
 
 fn parse_time(s: &Option<String>) -> Result<Option<i64>, ApiError> {
@@ -73,26 +70,35 @@ pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>
     let admin = caller.is_some_and(|c| c.role == Role::Admin);
     let l = a.list().await.map_err(failed)?;
     let sched = Schedule::of(&l);
-    Ok(Json(json!({
-        "tokens": l.iter().map(|t| {
-            let mut v = view(t);
-            if !admin {
-                v["value"] = serde_json::Value::Null;
-                v["value_hidden"] = json!(true);
-            }
-            v
-        }).collect::<Vec<_>>(),
-        "schedule": {
-            "required": sched.required.as_ref().map(|(id, since)| json!({"id": id, "since": views::time(*since)})),
-            "next": sched.next.as_ref().map(|(id, from)| json!({"id": id, "from": views::time(*from)})),
-            "carried": sched.carried,
-            "summary": sched.summary(),
+    Ok(Json(schema::AccessTokenList {
+        tokens: l
+            .iter()
+            .map(|t| {
+                let mut v = view(t);
+                if !admin {
+                    v.value = None;
+                    v.value_hidden = Some(true);
+                }
+                v
+            })
+            .collect(),
+        schedule: schema::TokenSchedule {
+            required: sched.required.as_ref().map(|(id, since)| schema::TokenSince {
+                id: id.clone(),
+                since: rfc3339(*since),
+            }),
+            next: sched.next.as_ref().map(|(id, from)| schema::TokenFrom {
+                id: id.clone(),
+                from: rfc3339(*from),
+            }),
+            carried: sched.carried.clone(),
+            summary: sched.summary(),
         },
-    }))
+    })
     .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     value: Option<String>,
     effective_at: Option<String>,
@@ -108,7 +114,7 @@ pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> Api
     Ok((StatusCode::CREATED, Json(view(&t))).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct EditToken {
     value: Option<String>,
     effective_at: Option<String>,
@@ -122,7 +128,8 @@ pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): 
     Ok(Json(view(&t)).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     #[serde(default)]
     replace: bool,
@@ -133,10 +140,14 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q
     let new = a.revoke(&id, q.replace).await.map_err(failed)?;
     tracing::info!(token = %id, replaced = new.is_some(), "access token revoked");
     resend(&app);
-    Ok(Json(json!({"revoked": id, "replacement": new.as_ref().map(view)})).into_response())
+    Ok(Json(schema::AccessTokenRevoked {
+        revoked: id,
+        replacement: new.as_ref().map(view),
+    })
+    .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct VerifyRequest {
     token: String,
     device: Option<String>,
@@ -149,5 +160,6 @@ pub async fn verify(State(app): State<Arc<App>>, Json(r): Json<VerifyRequest>) -
 }
 
 pub async fn jwks(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(access(&app)?.jwks()).into_response())
+    let keys: schema::Jwks = super::views::typed(access(&app)?.jwks(), "reading the JWKS")?;
+    Ok(Json(keys).into_response())
 }

@@ -15,8 +15,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
+pub use super::openapi::{ErrorBody, Problem};
 use crate::service::{BoxError, ServiceError};
 use crate::store::StoreError;
 
@@ -28,7 +28,7 @@ pub enum ApiError {
     /// The client is told as is: status and JSON body (`{"error": …}`).
     Client {
         status: StatusCode,
-        body: Value,
+        body: ErrorBody,
         retry_after: Option<u64>,
     },
     /// The store failed: 503, try again.
@@ -42,13 +42,13 @@ impl ApiError {
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         ApiError::Client {
             status,
-            body: json!({"error": msg.into()}),
+            body: ErrorBody::new(msg),
             retry_after: None,
         }
     }
 
-    /// `status` with a JSON body of its own (which has an `error`).
-    pub fn with_body(status: StatusCode, body: Value) -> Self {
+    /// `status` with an error body of its own (more than `error`).
+    pub fn with_body(status: StatusCode, body: ErrorBody) -> Self {
         ApiError::Client {
             status,
             body,
@@ -68,7 +68,7 @@ impl ApiError {
     pub fn busy(msg: impl Into<String>) -> Self {
         ApiError::Client {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: json!({"error": msg.into()}),
+            body: ErrorBody::new(msg),
             retry_after: Some(1),
         }
     }
@@ -114,12 +114,18 @@ impl IntoResponse for ApiError {
             },
             ApiError::Store(e) => {
                 let id = storage(&e);
-                let body = json!({"error": "storage unavailable", "request_id": id});
+                let body = ErrorBody {
+                    request_id: Some(id.clone()),
+                    ..ErrorBody::new("storage unavailable")
+                };
                 with_id((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(), &id)
             }
             ApiError::Internal { what, source } => {
                 let id = internal(what, source.as_ref());
-                let body = json!({"error": format!("internal error (request id {id})"), "request_id": id});
+                let body = ErrorBody {
+                    request_id: Some(id.clone()),
+                    ..ErrorBody::new(format!("internal error (request id {id})"))
+                };
                 with_id((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response(), &id)
             }
         }
@@ -153,10 +159,10 @@ impl From<crate::service::commands::CommandError> for ApiError {
         match e {
             CommandError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
-                json!({
-                    "error": format!("invalid: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                    "problems": problems,
-                }),
+                ErrorBody {
+                    problems: Some(problems.iter().map(Problem::from).collect()),
+                    ..ErrorBody::new(format!("invalid: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))
+                },
             ),
             CommandError::NotFound(m) => ApiError::not_found(m),
             CommandError::Service(e) => e.into(),
@@ -170,10 +176,10 @@ impl From<crate::service::ddm::DdmError> for ApiError {
         match e {
             DdmError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
-                json!({
-                    "error": format!("invalid declaration: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                    "problems": problems,
-                }),
+                ErrorBody {
+                    problems: Some(problems.iter().map(Problem::from).collect()),
+                    ..ErrorBody::new(format!("invalid declaration: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))
+                },
             ),
             DdmError::BadRequest(m) => ApiError::bad_request(m),
             DdmError::NotFound(m) => ApiError::not_found(m),
