@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::{Extension, Json};
+use super::error::{ApiJson, ApiQuery};
 use super::{schema, ApiError, ApiResult, Caller};
-use crate::clock::rfc3339;
 use crate::app::App;
+use crate::clock::rfc3339;
 use crate::service::access::accounts::Role;
 use crate::service::access::tokens::{Access, Schedule, TokenView};
 use crate::service::ServiceError;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
 
 fn access(app: &App) -> Result<&Arc<Access>, ApiError> {
     app.commander
@@ -105,7 +106,7 @@ pub struct NewToken {
     revoke: Option<String>,
 }
 
-pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> ApiResult {
+pub async fn create(State(app): State<Arc<App>>, ApiJson(n): ApiJson<NewToken>) -> ApiResult {
     let a = access(&app)?;
     let eff = parse_time(&n.effective_at)?;
     let t = a.add(n.value, eff, n.revoke).await.map_err(failed)?;
@@ -120,7 +121,7 @@ pub struct EditToken {
     effective_at: Option<String>,
 }
 
-pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): Json<EditToken>) -> ApiResult {
+pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, ApiJson(n): ApiJson<EditToken>) -> ApiResult {
     let a = access(&app)?;
     let eff = parse_time(&n.effective_at)?;
     let t = a.edit(&id, n.value, eff).await.map_err(failed)?;
@@ -135,7 +136,7 @@ pub struct RevokeQuery {
     replace: bool,
 }
 
-pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<RevokeQuery>) -> ApiResult {
+pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, ApiQuery(q): ApiQuery<RevokeQuery>) -> ApiResult {
     let a = access(&app)?;
     let new = a.revoke(&id, q.replace).await.map_err(failed)?;
     tracing::info!(token = %id, replaced = new.is_some(), "access token revoked");
@@ -153,7 +154,7 @@ pub struct VerifyRequest {
     device: Option<String>,
 }
 
-pub async fn verify(State(app): State<Arc<App>>, Json(r): Json<VerifyRequest>) -> ApiResult {
+pub async fn verify(State(app): State<Arc<App>>, ApiJson(r): ApiJson<VerifyRequest>) -> ApiResult {
     let a = access(&app)?;
     let v = a.verify(&r.token, r.device.as_deref()).await.map_err(failed)?;
     Ok(Json(v).into_response())

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use super::error::ApiJson;
+use super::{schema, ApiError, ApiResult};
+use crate::app::App;
+use crate::service::access::accounts::Role;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use super::{schema, ApiError, ApiResult};
-use crate::app::App;
-use crate::service::access::accounts::Role;
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct NewAccount {
@@ -16,7 +17,7 @@ pub struct NewAccount {
     role: String,
 }
 
-pub async fn create(State(app): State<Arc<App>>, Json(a): Json<NewAccount>) -> ApiResult {
+pub async fn create(State(app): State<Arc<App>>, ApiJson(a): ApiJson<NewAccount>) -> ApiResult {
     let role = Role::parse(&a.role)
         .ok_or_else(|| ApiError::bad_request(format!("role {:?}: admin, operator, read-only, nac or issuer", a.role)))?;
     let secret = app.accounts.create(&a.name, role).await?;

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::ApiQuery;
 use super::views::typed;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
@@ -29,7 +30,13 @@ pub async fn public_key(State(app): State<Arc<App>>) -> ApiResult {
 }
 
 pub async fn list_tokens(State(app): State<Arc<App>>) -> ApiResult {
-    let tokens = app.ade.tokens().await?.into_iter().map(|t| typed(t, "reading an ADE token's view")).collect::<Result<_, _>>()?;
+    let tokens = app
+        .ade
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| typed(t, "reading an ADE token's view"))
+        .collect::<Result<_, _>>()?;
     Ok(Json(schema::AdeTokenList { tokens }).into_response())
 }
 
@@ -74,7 +81,7 @@ pub struct ProfileQuery {
 pub async fn put_profile(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<ProfileQuery>,
+    ApiQuery(q): ApiQuery<ProfileQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let body: Value =
@@ -148,7 +155,7 @@ pub struct DevicesQuery {
     server: Option<String>,
 }
 
-pub async fn devices(State(app): State<Arc<App>>, Query(q): Query<DevicesQuery>) -> ApiResult {
+pub async fn devices(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<DevicesQuery>) -> ApiResult {
     let v: schema::AdeDevices = typed(
         app.ade.devices(q.after, q.limit.unwrap_or(500), q.server.as_deref()).await?,
         "reading the ADE devices",

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::Json;
-use serde::Deserialize;
 use super::views::typed;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::service::apps::catalog::{AppSettings, StoreAppRequest};
 use crate::service::apps::install::InstallOptions;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
 
 pub async fn list_tokens(State(app): State<Arc<App>>) -> ApiResult {
     let tokens = app

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::ApiQuery;
 use super::views::typed;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
@@ -237,7 +238,7 @@ fn eq() -> String {
 }
 
 /// `GET /v1/status?item=device.operating-system.version&op=lt&value=17.2`.
-pub async fn find_status(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> ApiResult {
+pub async fn find_status(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<StatusQuery>) -> ApiResult {
     let d = ddm(&app)?;
     let v = d.find_by_status(&q.item, &q.op, &q.value).await?;
     let enrollments = v

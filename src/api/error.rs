@@ -16,7 +16,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-pub use super::openapi::{ErrorBody, Problem};
+pub use super::openapi::ErrorBody;
 use crate::service::{BoxError, ServiceError};
 use crate::store::StoreError;
 
@@ -91,6 +91,34 @@ impl ApiError {
     }
 }
 
+/// `Query<T>` whose refusal is the API's JSON error (400), not axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+    }
+}
+
+/// `Json<T>` whose refusal is the API's JSON error (400), not axum's plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(|e| ApiError::bad_request(format!("body: {}", e.body_text())))
+    }
+}
+
 /// Log a storage failure with a fresh request id; returns the id.
 pub fn storage(e: &(dyn std::error::Error + 'static)) -> String {
     let id = request_id();
@@ -160,8 +188,11 @@ impl From<crate::service::commands::CommandError> for ApiError {
             CommandError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
                 ErrorBody {
-                    problems: Some(problems.iter().map(Problem::from).collect()),
-                    ..ErrorBody::new(format!("invalid: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))
+                    problems: Some(problems.clone()),
+                    ..ErrorBody::new(format!(
+                        "invalid: {}",
+                        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    ))
                 },
             ),
             CommandError::NotFound(m) => ApiError::not_found(m),
@@ -177,8 +208,11 @@ impl From<crate::service::ddm::DdmError> for ApiError {
             DdmError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
                 ErrorBody {
-                    problems: Some(problems.iter().map(Problem::from).collect()),
-                    ..ErrorBody::new(format!("invalid declaration: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))
+                    problems: Some(problems.clone()),
+                    ..ErrorBody::new(format!(
+                        "invalid declaration: {}",
+                        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    ))
                 },
             ),
             DdmError::BadRequest(m) => ApiError::bad_request(m),

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::ApiQuery;
 use super::views::typed;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
@@ -34,7 +35,7 @@ pub async fn list_groups(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(schema::GroupList { groups }).into_response())
 }
 
-pub async fn get_group(State(app): State<Arc<App>>, Path(name): Path<String>, Query(q): Query<LimitQuery>) -> ApiResult {
+pub async fn get_group(State(app): State<Arc<App>>, Path(name): Path<String>, ApiQuery(q): ApiQuery<LimitQuery>) -> ApiResult {
     let v: schema::GroupView = typed(app.fleet.group_view(&name, q.get()).await?, "reading a group's view")?;
     Ok(Json(v).into_response())
 }
@@ -60,12 +61,15 @@ pub async fn delete_group(State(app): State<Arc<App>>, Path(name): Path<String>)
 
 pub async fn list_blueprints(State(app): State<Arc<App>>) -> ApiResult {
     let b = app.fleet.blueprints().await?;
-    Ok(Json(schema::BlueprintList { blueprints: b }).into_response())
+    Ok(Json(schema::BlueprintList {
+        blueprints: b.into_iter().map(Into::into).collect(),
+    })
+    .into_response())
 }
 
 pub async fn get_blueprint(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     Ok(Json(schema::BlueprintOne {
-        blueprint: app.fleet.blueprint(&name).await?,
+        blueprint: app.fleet.blueprint(&name).await?.into(),
     })
     .into_response())
 }
@@ -81,7 +85,7 @@ pub struct PutQuery {
 pub async fn put_blueprint(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<PutQuery>,
+    ApiQuery(q): ApiQuery<PutQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let v = body_json(&body)?;
@@ -92,7 +96,11 @@ pub async fn put_blueprint(
         return Ok(Json(schema::BlueprintPut::Plan(plan)).into_response());
     }
     let (b, changed) = app.fleet.put_blueprint(&name, &v, "api").await?;
-    Ok(Json(schema::BlueprintPut::Saved(schema::BlueprintSaved { blueprint: b, changed })).into_response())
+    Ok(Json(schema::BlueprintPut::Saved(schema::BlueprintSaved {
+        blueprint: b.into(),
+        changed,
+    }))
+    .into_response())
 }
 
 pub async fn delete_blueprint(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
@@ -105,20 +113,20 @@ pub async fn delete_blueprint(State(app): State<Arc<App>>, Path(name): Path<Stri
     .into_response())
 }
 
-pub async fn plan(State(app): State<Arc<App>>, Path(name): Path<String>, Query(q): Query<LimitQuery>) -> ApiResult {
+pub async fn plan(State(app): State<Arc<App>>, Path(name): Path<String>, ApiQuery(q): ApiQuery<LimitQuery>) -> ApiResult {
     let b = app.fleet.blueprint(&name).await?;
     let plan: schema::BlueprintPlan = typed(app.fleet.plan(&name, Some(b.spec), q.get()).await?, "reading a blueprint's plan")?;
     Ok(Json(plan).into_response())
 }
 
-pub async fn status(State(app): State<Arc<App>>, Path(name): Path<String>, Query(q): Query<LimitQuery>) -> ApiResult {
+pub async fn status(State(app): State<Arc<App>>, Path(name): Path<String>, ApiQuery(q): ApiQuery<LimitQuery>) -> ApiResult {
     let status: schema::BlueprintStatus = typed(app.fleet.status(&name, q.get()).await?, "reading a blueprint's status")?;
     Ok(Json(status).into_response())
 }
 
 /// Reconcile now: one device (`?device=ID`) or every device (in full, or
 /// `?sweep=true`: as the periodic sweep does, by digest).
-pub async fn reconcile(State(app): State<Arc<App>>, Query(q): Query<ReconcileQuery>) -> ApiResult {
+pub async fn reconcile(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<ReconcileQuery>) -> ApiResult {
     match q.device {
         Some(id) => {
             super::enrollment(&app, &id).await?;

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{schema, ApiError, ApiResult};
+use crate::app::App;
+use crate::clock::now;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use super::{schema, ApiError, ApiResult};
-use crate::app::App;
-use crate::clock::now;
 
 /// Warn this long before a certificate expires.
 const CERT_WARNING: i64 = 30 * 86_400;
@@ -46,7 +46,14 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         }
     }
     if problems.is_empty() {
-        (StatusCode::OK, Json(schema::Ready { ready: true, problems: None })).into_response()
+        (
+            StatusCode::OK,
+            Json(schema::Ready {
+                ready: true,
+                problems: None,
+            }),
+        )
+            .into_response()
     } else {
         let body = schema::Ready {
             ready: false,

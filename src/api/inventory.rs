@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use std::collections::BTreeMap;
 
+use super::error::ApiQuery;
 use super::{schema, views, ApiError, ApiResult};
 use crate::app::App;
 use crate::store::{ComplianceRecord, ComplianceState, InventoryItem, LookupKey};
@@ -107,7 +108,7 @@ pub struct ComplianceQuery {
 
 /// `GET /v1/compliance`: counts by status and the devices in one status
 /// (default: non-compliant) with their reasons, paged.
-pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuery>) -> ApiResult {
+pub async fn summary(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<ComplianceQuery>) -> ApiResult {
     let state = match q.status.as_deref() {
         None => ComplianceState::NonCompliant,
         Some(s) => {

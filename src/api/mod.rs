@@ -12,11 +12,11 @@ mod fleet;
 mod health;
 mod inventory;
 mod ise;
+pub mod openapi;
 pub mod permissions;
 mod pki;
 mod profiles;
 mod push;
-pub mod openapi;
 pub mod schema;
 mod schema_ops;
 mod schema_views;
@@ -24,7 +24,7 @@ mod views;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::clock::now;
 use crate::service::ServiceError;
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};
 pub use openapi::{Body, Reply};
 
 /// What a handler answers: its response, or the error's.
@@ -227,7 +227,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         get "/v1/openapi.json" openapi_json, "operations", none => 200 (json S::OpenApiDocument), "This description";
         get "/v1/ca" pki::ca_show, "pki", none => 200 (json S::CaShow), "CA, TLS and signing certificates";
         get "/v1/certificates" [pki::CertPage] pki::list_certs, "pki", none => 200 (json S::CertList), "Issued certificates, paged";
-        get "/v1/certificates/{serial}" pki::get_cert, "pki", none => 200 (json S::CertView), "One issued certificate";
+        get "/v1/certificates/{serial}" pki::get_cert, "pki", none => 200 (json S::IssuedCertView), "One issued certificate";
         post "/v1/certificates/{serial}/revoke" pki::revoke, "pki", none => 200 (json S::CertRevoked), "Revoke a certificate";
         get "/v1/enrollments/profile" pki::enrollment_profile, "enrollment", none => 200 (raw "application/x-apple-aspen-config"), "The signed enrollment profile";
         post "/v1/enrollments/invitations" pki::invite, "enrollment", (json pki::InviteBody) => 200 (json S::Invitation), "A single-use enrollment invitation with its QR code";
@@ -501,7 +501,7 @@ struct Page {
     os: Option<String>,
 }
 
-async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
+async fn list_devices(State(app): State<Arc<App>>, ApiQuery(p): ApiQuery<Page>) -> ApiResult {
     use crate::store::LookupKey as K;
     let search = [
         (K::Udid, &p.udid),
@@ -576,7 +576,10 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiR
         }
     }
     let fleet = if e.id == e.device {
-        Some(serde_json::from_value(app.fleet.device_view(&e.id).await?).map_err(|e| ApiError::internal("reading a device's fleet state", e))?)
+        Some(
+            serde_json::from_value(app.fleet.device_view(&e.id).await?)
+                .map_err(|e| ApiError::internal("reading a device's fleet state", e))?,
+        )
     } else {
         None
     };
@@ -617,7 +620,11 @@ async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) ->
 async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     enrollment(&app, &id).await?;
     let n = app.mdm.store.clear_queue(&id, now()).await?;
-    Ok(Json(schema::ClearedCommands { enrollment: id, cleared: n as u64 }).into_response())
+    Ok(Json(schema::ClearedCommands {
+        enrollment: id,
+        cleared: n as u64,
+    })
+    .into_response())
 }
 
 /// End the MDM relationship (Apple's deployment guide): `RemoveProfile` of

@@ -64,7 +64,7 @@ pub struct ErrorBody {
     pub request_id: Option<String>,
     /// Every problem of a refused command, profile or declaration (`path`, `message`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub problems: Option<Vec<Problem>>,
+    pub problems: Option<Vec<crate::protocol::schema::Problem>>,
     /// A push certificate whose topic would strand enrolled devices: how many (409).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stranded_devices: Option<u64>,
@@ -78,24 +78,6 @@ impl ErrorBody {
             request_id: None,
             problems: None,
             stranded_devices: None,
-        }
-    }
-}
-
-/// One problem found validating a command, profile or declaration.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    /// Where (a key path).
-    pub path: String,
-    /// What.
-    pub message: String,
-}
-
-impl From<&crate::protocol::schema::Problem> for Problem {
-    fn from(p: &crate::protocol::schema::Problem) -> Self {
-        Problem {
-            path: p.path.clone(),
-            message: p.message.clone(),
         }
     }
 }
@@ -246,10 +228,25 @@ pub fn document(ops: &[Operation]) -> utoipa::openapi::OpenApi {
                     .build(),
             ),
         );
-    let mut seen = std::collections::BTreeSet::new();
-    for (name, schema) in components {
-        if seen.insert(name.clone()) {
-            cb = cb.schema(name, schema);
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, mut schema) in components {
+        if name == "Value" {
+            // `serde_json::Value` in a type: content mdmd passes through as is.
+            schema = RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .description(Some(
+                        "Any JSON: content Apple (or an app, for its configuration) defines, passed through as is",
+                    ))
+                    .build(),
+            ));
+        }
+        match seen.get(&name) {
+            None => {
+                seen.insert(name.clone(), schema.clone());
+                cb = cb.schema(name, schema);
+            }
+            // Two types under one name would describe one of them wrongly.
+            Some(first) => debug_assert!(first == &schema, "two schemas named {name}"),
         }
     }
     OpenApiBuilder::new()
@@ -324,6 +321,28 @@ pub mod apple {
     pub fn status_value() -> Schema {
         super::apple_object("A status item's value as the device reported it (any JSON)", true)
     }
+    pub fn status_errors() -> Schema {
+        use utoipa::openapi::schema::ArrayBuilder;
+        Schema::Array(
+            ArrayBuilder::new()
+                .items(utoipa::openapi::RefOr::T(super::apple_object(
+                    "An error the device reported on its status channel",
+                    false,
+                )))
+                .build(),
+        )
+    }
+    pub fn commands() -> Schema {
+        use utoipa::openapi::schema::ArrayBuilder;
+        Schema::Array(
+            ArrayBuilder::new()
+                .items(utoipa::openapi::RefOr::T(super::apple_object(
+                    "A command dictionary (Apple's keys)",
+                    false,
+                )))
+                .build(),
+        )
+    }
     pub fn configuration() -> Schema {
         super::apple_object("A managed app configuration (the app's keys)", true)
     }
@@ -332,7 +351,10 @@ pub mod apple {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         Schema::OneOf(
             OneOfBuilder::new()
-                .item(super::apple_object("The command dictionary (Apple's keys, RequestType first)", false))
+                .item(super::apple_object(
+                    "The command dictionary (Apple's keys, RequestType first)",
+                    false,
+                ))
                 .item(
                     ObjectBuilder::new()
                         .schema_type(Type::String)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -11,14 +11,15 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ApiQuery;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::clock::{now, rfc3339};
 use crate::pki::ca::describe;
 use crate::store::{IssuedCert, SecretKind};
 
-fn cert_view(c: &IssuedCert) -> schema::CertView {
-    schema::CertView {
+fn cert_view(c: &IssuedCert) -> schema::IssuedCertView {
+    schema::IssuedCertView {
         serial: c.serial.clone(),
         sha256: c.sha256.clone(),
         subject: c.subject.clone(),
@@ -58,7 +59,7 @@ pub struct CertPage {
     limit: Option<usize>,
 }
 
-pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<CertPage>) -> ApiResult {
+pub async fn list_certs(State(app): State<Arc<App>>, ApiQuery(p): ApiQuery<CertPage>) -> ApiResult {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let list = app.mdm.store.certs(p.after, limit).await?;
     let next = if list.len() == limit {

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::ApiQuery;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::service::commands::{Batch, CommandInput};
@@ -112,7 +113,7 @@ pub struct UploadQuery {
 }
 
 /// Raw `.mobileconfig` body (plain or signed).
-pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, body: axum::body::Bytes) -> ApiResult {
+pub async fn upload(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<UploadQuery>, body: axum::body::Bytes) -> ApiResult {
     if body.is_empty() {
         return Err(ApiError::bad_request("the body must be a .mobileconfig"));
     }
@@ -137,7 +138,7 @@ pub struct DeleteQuery {
     remove: bool,
 }
 
-pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> ApiResult {
+pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, ApiQuery(q): ApiQuery<DeleteQuery>) -> ApiResult {
     let users: Vec<String> = app
         .fleet
         .blueprints()
@@ -226,7 +227,8 @@ pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>
 
 /// `{"USERNAME": "alice", "EMAIL": "alice@example.com"}`; an empty value removes.
 pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
-    let schema::Attributes(attrs) = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
+    let schema::Attributes(attrs) =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
     if let Some(k) = attrs.keys().find(|k| k.is_empty() || k.len() > 64) {
         return Err(ApiError::bad_request(format!("attribute name {k:?}: 1 to 64 characters")));
     }

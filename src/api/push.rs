@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::Json;
-use serde::Deserialize;
+use super::error::ApiQuery;
 use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::push::cert::PushCert;
 use crate::push::PushError;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -23,7 +24,7 @@ pub struct SetQuery {
 
 /// `PUT /v1/push-cert`: PEM certificate + key (`application/x-pem-file`), or
 /// PKCS#12 (`application/x-pkcs12`) with the password in `X-Password`.
-pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+pub async fn set(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -174,7 +174,7 @@ pub struct DeviceStatus {
     /// Declaration identifier → what the device said about it.
     pub declarations: BTreeMap<String, crate::service::ddm::DeclarationStatus>,
     /// Errors the device reported (Apple's shape).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = super::openapi::apple::status_errors)]
     pub errors: Vec<Value>,
     pub reports: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,7 +264,7 @@ pub struct CaShow {
 
 /// An issued certificate.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CertView {
+pub struct IssuedCertView {
     pub serial: String,
     pub sha256: String,
     pub subject: String,
@@ -288,7 +288,7 @@ pub struct CertView {
 /// `GET /v1/certificates`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CertList {
-    pub certificates: Vec<CertView>,
+    pub certificates: Vec<IssuedCertView>,
     pub next: Option<String>,
 }
 

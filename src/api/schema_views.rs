@@ -11,7 +11,7 @@ use crate::protocol::ErrorChainItem;
 use crate::service::credentials::derived::CredentialView;
 use crate::service::credentials::ended::EndedView;
 use crate::service::credentials::orgca::{CaView, OrgCert};
-use crate::service::fleet::model::{Blueprint, Group};
+use crate::service::fleet::model::{AppSpec, Blueprint, Group};
 
 // ---- Apps and Books, the app catalog ----
 
@@ -320,22 +320,54 @@ pub struct GroupPut {
     pub note: String,
 }
 
+/// A blueprint: what its groups' devices get.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlueprintView {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub profiles: Vec<String>,
+    pub apps: Vec<AppSpec>,
+    pub declaration_sets: Vec<String>,
+    /// Commands sent once at enrollment (Apple's keys).
+    #[schema(schema_with = super::openapi::apple::commands)]
+    pub enrollment_commands: Vec<Value>,
+    /// `api` or the file it was loaded from.
+    pub source: String,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl From<Blueprint> for BlueprintView {
+    fn from(b: Blueprint) -> Self {
+        BlueprintView {
+            name: b.name,
+            groups: b.spec.groups,
+            profiles: b.spec.profiles,
+            apps: b.spec.apps,
+            declaration_sets: b.spec.declaration_sets,
+            enrollment_commands: b.spec.enrollment_commands,
+            source: b.source,
+            updated_at: b.updated_at,
+        }
+    }
+}
+
 /// `GET /v1/blueprints`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlueprintList {
-    pub blueprints: Vec<Blueprint>,
+    pub blueprints: Vec<BlueprintView>,
 }
 
 /// `GET /v1/blueprints/{name}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlueprintOne {
-    pub blueprint: Blueprint,
+    pub blueprint: BlueprintView,
 }
 
 /// `PUT /v1/blueprints/{name}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlueprintSaved {
-    pub blueprint: Blueprint,
+    pub blueprint: BlueprintView,
     pub changed: bool,
 }
 

@@ -92,7 +92,7 @@ pub struct BlueprintSpec {
     pub enrollment_commands: Vec<Json>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Blueprint {
     pub name: String,
     #[serde(flatten)]
