@@ -234,6 +234,12 @@ pub struct AdeDevice {
     pub profile_assign_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_assigned_date: Option<String>,
+    /// Our profile's name, when we assigned it (or recognise its UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What Apple answered when we last assigned a profile, if not SUCCESS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_error: Option<String>,
     #[schema(format = DateTime)]
     pub updated_at: Option<String>,
     pub enrolled: bool,
