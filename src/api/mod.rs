@@ -73,6 +73,9 @@ macro_rules! body {
     ((raw $m:literal)) => {
         Body::Raw($m)
     };
+    ((json $t:ty | raw $m:literal)) => {
+        Body::JsonOrRaw(openapi::component::<$t>, $m)
+    };
 }
 
 macro_rules! reply {
@@ -127,7 +130,7 @@ macro_rules! routes {
 /// Every admin-API operation with its handler.
 fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
     use crate::service::access::tokens::Verdict;
-    use crate::service::apps::catalog::AppSettings;
+    use crate::service::apps::catalog::{AppSettings, StoreAppRequest};
     use crate::service::apps::install::{InstallReport, RemoveReport, SyncReport as AppsSyncReport};
     use crate::service::commands::Batch;
     use crate::service::credentials::orgca::CaView;
@@ -151,7 +154,7 @@ fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
         delete "/v1/apps-and-books/tokens/{name}" apps::delete_token, "apps", none => 204 empty, "Forget a content token (refused while catalog apps use it)";
         post "/v1/apps-and-books/sync" apps::sync, "apps", none => 200 (json AppsSyncReport), "Refresh licence counts and versions, release licences of devices that left";
         get "/v1/apps" apps::list, "apps", none => 200 (json S::AppList), "The app catalog with licence counts and device counts";
-        post "/v1/apps" [apps::UploadQuery] apps::add, "apps", (raw "application/octet-stream") => (200 201) (json S::AppView), "Add an app: JSON {\"itunes_store_id\": N, …} (App Store, on licences) or an .ipa as application/octet-stream (in-house; a known bundle id is a new version)";
+        post "/v1/apps" [apps::UploadQuery] apps::add, "apps", (json StoreAppRequest | raw "application/octet-stream") => (200 201) (json S::AppView), "Add an app: JSON {\"itunes_store_id\": N, …} (App Store, on licences) or an .ipa as application/octet-stream (in-house; a known bundle id is a new version)";
         get "/v1/apps/{id}" apps::get, "apps", none => 200 (json S::AppView), "One app and every device's state of it";
         put "/v1/apps/{id}" apps::set, "apps", (json AppSettings) => 200 (json S::AppView), "Change an app's managed configuration or flags: {\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}";
         delete "/v1/apps/{id}" apps::delete, "apps", none => 204 empty, "Remove an app from the catalog (refused while devices have it)";

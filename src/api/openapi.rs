@@ -32,6 +32,8 @@ pub enum Body {
     Json(SchemaFn),
     /// Bytes of this media type (an upload as is).
     Raw(&'static str),
+    /// Either: JSON of this type, or bytes of this media type.
+    JsonOrRaw(SchemaFn, &'static str),
 }
 
 /// What an operation answers on success.
@@ -130,6 +132,15 @@ fn errors(op: &Operation) -> Vec<(&'static str, &'static str)> {
     if !matches!(op.body, Body::None) {
         e.push(("413", "The body is too large"));
     }
+    if matches!(op.body, Body::Raw(_) | Body::JsonOrRaw(..)) {
+        e.push(("415", "Not a content type this operation takes"));
+    }
+    if matches!(op.tag, "ade" | "apps" | "credentials") || op.path.starts_with("/v1/acme") {
+        e.push(("502", "Apple, the CA or the ACME server refused or failed (the error says which)"));
+    }
+    if op.tag == "credentials" {
+        e.push(("504", "The CA did not answer in time"));
+    }
     e.push(("500", "Our failure: the body has a request id, the log the cause"));
     e.push(("503", "Storage unavailable or busy: try again (Retry-After)"));
     e
@@ -176,6 +187,16 @@ pub fn document(ops: &[Operation]) -> utoipa::openapi::OpenApi {
                 b = b.request_body(Some(
                     RequestBodyBuilder::new()
                         .required(Some(Required::True))
+                        .content(media, raw_content(media))
+                        .build(),
+                ));
+            }
+            Body::JsonOrRaw(f, media) => {
+                let s = f(&mut components);
+                b = b.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .required(Some(Required::True))
+                        .content("application/json", json_content(s))
                         .content(media, raw_content(media))
                         .build(),
                 ));
