@@ -255,6 +255,7 @@ pub fn document(ops: &[Operation]) -> utoipa::openapi::OpenApi {
             // `serde_json::Value` in a type: content mdmd passes through as is.
             schema = RefOr::T(Schema::Object(
                 ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
                     .description(Some(
                         "Any JSON: content Apple (or an app, for its configuration) defines, passed through as is",
                     ))
