@@ -736,9 +736,9 @@ async fn stats(State(app): State<Arc<App>>) -> ApiResult {
         checkins: app.stats.checkins.load(Relaxed),
         connects: app.stats.connects.load(Relaxed),
         rejected: app.stats.rejected.load(Relaxed),
-        connections: crate::app::CONNECTIONS.load(Relaxed) as u64,
-        tls_handshakes: crate::app::HANDSHAKES.load(Relaxed) as u64,
-        tls_resumed: crate::app::RESUMED.load(Relaxed) as u64,
+        connections: crate::app::CONNECTIONS.load(Relaxed),
+        tls_handshakes: crate::app::HANDSHAKES.load(Relaxed),
+        tls_resumed: crate::app::RESUMED.load(Relaxed),
         push: schema::PushCountersView {
             requested: c.requested,
             accepted: c.accepted,

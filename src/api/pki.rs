@@ -47,7 +47,7 @@ pub async fn ca_show(State(app): State<Arc<App>>) -> ApiResult {
         signer: described(&app.pki.signer.cert)?,
         public_url: app.enroller.cfg.public_url.clone(),
         identity_days: app.enroller.cfg.identity_days as i64,
-        renew_before_days: app.enroller.cfg.renew_before_days as i64,
+        renew_before_days: app.enroller.cfg.renew_before_days,
     })
     .into_response())
 }

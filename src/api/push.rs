@@ -63,7 +63,7 @@ pub async fn set(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<SetQuery>, h
             Err(ApiError::with_body(
                 StatusCode::CONFLICT,
                 super::error::ErrorBody {
-                    stranded_devices: Some(stranded as u64),
+                    stranded_devices: Some(stranded),
                     ..super::error::ErrorBody::new(e.to_string())
                 },
             ))

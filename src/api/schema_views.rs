@@ -69,10 +69,16 @@ pub struct DeviceAppView {
     pub state: String,
     pub version: Option<String>,
     pub error: Option<String>,
-    /// The licence's state (App Store apps).
-    pub licence: Option<String>,
+    /// A licence is associated with the device's serial number for this app.
+    pub licence: bool,
     #[schema(format = DateTime)]
     pub updated_at: Option<String>,
+    /// The app's name (one enrollment's apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The catalog's version (one enrollment's apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_version: Option<String>,
 }
 
 /// A catalog app.

@@ -148,7 +148,7 @@ pub fn command(secrets: &SecretBox, rec: &CommandRecord, deliveries: &[Delivery]
         created_at: t(rec.created_at),
         command,
         redacted,
-        targets: rec.targets.clone(),
+        targets: rec.targets,
         deliveries: deliveries.iter().map(delivery).collect(),
     }
 }
