@@ -116,6 +116,9 @@ pub struct AppView {
     /// One app's view: every device's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_states: Option<Vec<DeviceAppView>>,
+    /// A new in-house build: devices it was offered to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_to: Option<u64>,
 }
 
 /// `GET /v1/apps`.
@@ -153,6 +156,9 @@ pub struct AdeTokenView {
     pub last_error: Option<String>,
     #[schema(format = DateTime)]
     pub last_error_at: Option<String>,
+    /// An upload Apple has not confirmed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `GET /v1/ade/tokens`.
@@ -185,6 +191,12 @@ pub struct AdeProfileView {
     pub rule: Option<String>,
     #[schema(format = DateTime)]
     pub updated_at: Option<String>,
+    /// `PUT`: devices that had it and got the new definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassigned: Option<u64>,
+    /// `PUT`: what Apple or mdmd warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
 }
 
 /// `GET /v1/ade/profiles`.
