@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::{Extension, Json};
-use serde_json::json;
-
-use super::{views, ApiError, ApiResult, Caller};
+use super::error::{ApiJson, ApiQuery};
+use super::{schema, ApiError, ApiResult, Caller};
 use crate::app::App;
+use crate::clock::rfc3339;
 use crate::service::access::accounts::Role;
 use crate::service::access::tokens::{Access, Schedule, TokenView};
 use crate::service::ServiceError;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
 
 fn access(app: &App) -> Result<&Arc<Access>, ApiError> {
     app.commander
@@ -29,22 +29,20 @@ fn failed(e: ServiceError) -> ApiError {
     }
 }
 
-fn view(t: &TokenView) -> serde_json::Value {
-    let mut v = json!({
-        "id": t.id,
-        "value": t.value,
-        "created_at": views::time(t.created_at),
-        "effective_at": views::time(t.effective_at),
-        "revoked_at": t.revoked_at.map(views::time),
-        "active": t.active,
-        "effective": t.effective,
-        "status": t.status,
-        "carried": t.carried,
-    });
-    if let Some(w) = &t.warning {
-        v["warning"] = json!(w);
+fn view(t: &TokenView) -> schema::AccessTokenView {
+    schema::AccessTokenView {
+        id: t.id.clone(),
+        value: Some(t.value.clone()),
+        created_at: rfc3339(t.created_at),
+        effective_at: rfc3339(t.effective_at),
+        revoked_at: t.revoked_at.and_then(rfc3339),
+        active: t.active,
+        effective: t.effective,
+        status: t.status.into(),
+        carried: t.carried,
+        warning: t.warning.clone(),
+        value_hidden: None,
     }
-    v
 }
 
 fn parse_time(s: &Option<String>) -> Result<Option<i64>, ApiError> {
@@ -73,33 +71,42 @@ pub async fn list(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>
     let admin = caller.is_some_and(|c| c.role == Role::Admin);
     let l = a.list().await.map_err(failed)?;
     let sched = Schedule::of(&l);
-    Ok(Json(json!({
-        "tokens": l.iter().map(|t| {
-            let mut v = view(t);
-            if !admin {
-                v["value"] = serde_json::Value::Null;
-                v["value_hidden"] = json!(true);
-            }
-            v
-        }).collect::<Vec<_>>(),
-        "schedule": {
-            "required": sched.required.as_ref().map(|(id, since)| json!({"id": id, "since": views::time(*since)})),
-            "next": sched.next.as_ref().map(|(id, from)| json!({"id": id, "from": views::time(*from)})),
-            "carried": sched.carried,
-            "summary": sched.summary(),
+    Ok(Json(schema::AccessTokenList {
+        tokens: l
+            .iter()
+            .map(|t| {
+                let mut v = view(t);
+                if !admin {
+                    v.value = None;
+                    v.value_hidden = Some(true);
+                }
+                v
+            })
+            .collect(),
+        schedule: schema::TokenSchedule {
+            required: sched.required.as_ref().map(|(id, since)| schema::TokenSince {
+                id: id.clone(),
+                since: rfc3339(*since),
+            }),
+            next: sched.next.as_ref().map(|(id, from)| schema::TokenFrom {
+                id: id.clone(),
+                from: rfc3339(*from),
+            }),
+            carried: sched.carried.clone(),
+            summary: sched.summary(),
         },
-    }))
+    })
     .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     value: Option<String>,
     effective_at: Option<String>,
     revoke: Option<String>,
 }
 
-pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> ApiResult {
+pub async fn create(State(app): State<Arc<App>>, ApiJson(n): ApiJson<NewToken>) -> ApiResult {
     let a = access(&app)?;
     let eff = parse_time(&n.effective_at)?;
     let t = a.add(n.value, eff, n.revoke).await.map_err(failed)?;
@@ -108,13 +115,13 @@ pub async fn create(State(app): State<Arc<App>>, Json(n): Json<NewToken>) -> Api
     Ok((StatusCode::CREATED, Json(view(&t))).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct EditToken {
     value: Option<String>,
     effective_at: Option<String>,
 }
 
-pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): Json<EditToken>) -> ApiResult {
+pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, ApiJson(n): ApiJson<EditToken>) -> ApiResult {
     let a = access(&app)?;
     let eff = parse_time(&n.effective_at)?;
     let t = a.edit(&id, n.value, eff).await.map_err(failed)?;
@@ -122,32 +129,38 @@ pub async fn edit(State(app): State<Arc<App>>, Path(id): Path<String>, Json(n): 
     Ok(Json(view(&t)).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     #[serde(default)]
     replace: bool,
 }
 
-pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<RevokeQuery>) -> ApiResult {
+pub async fn revoke(State(app): State<Arc<App>>, Path(id): Path<String>, ApiQuery(q): ApiQuery<RevokeQuery>) -> ApiResult {
     let a = access(&app)?;
     let new = a.revoke(&id, q.replace).await.map_err(failed)?;
     tracing::info!(token = %id, replaced = new.is_some(), "access token revoked");
     resend(&app);
-    Ok(Json(json!({"revoked": id, "replacement": new.as_ref().map(view)})).into_response())
+    Ok(Json(schema::AccessTokenRevoked {
+        revoked: id,
+        replacement: new.as_ref().map(view),
+    })
+    .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct VerifyRequest {
     token: String,
     device: Option<String>,
 }
 
-pub async fn verify(State(app): State<Arc<App>>, Json(r): Json<VerifyRequest>) -> ApiResult {
+pub async fn verify(State(app): State<Arc<App>>, ApiJson(r): ApiJson<VerifyRequest>) -> ApiResult {
     let a = access(&app)?;
     let v = a.verify(&r.token, r.device.as_deref()).await.map_err(failed)?;
     Ok(Json(v).into_response())
 }
 
 pub async fn jwks(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(access(&app)?.jwks()).into_response())
+    let keys: schema::Jwks = super::views::typed(access(&app)?.jwks(), "reading the JWKS")?;
+    Ok(Json(keys).into_response())
 }

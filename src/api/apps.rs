@@ -4,25 +4,31 @@
 
 use std::sync::Arc;
 
+use super::views::typed;
+use super::{schema, ApiError, ApiResult};
+use crate::app::App;
+use crate::service::apps::catalog::{AppSettings, StoreAppRequest};
+use crate::service::apps::install::InstallOptions;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-
-use super::{ApiError, ApiResult};
-use crate::app::App;
-use crate::service::apps::catalog::{AppSettings, StoreAppRequest};
-use crate::service::apps::install::InstallOptions;
 
 pub async fn list_tokens(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({"tokens": app.apps.tokens().await?})).into_response())
+    let tokens = app
+        .apps
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| typed(t, "reading a content token's view"))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(schema::AppTokenList { tokens }).into_response())
 }
 
 pub async fn put_token(State(app): State<Arc<App>>, Path(name): Path<String>, body: axum::body::Bytes) -> ApiResult {
     let existed = app.apps.token_view(&name).await?.is_some();
-    let view = app.apps.put_token(&name, &body).await?;
+    let view: schema::AppTokenView = typed(app.apps.put_token(&name, &body).await?, "reading a content token's view")?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(view)).into_response())
 }
@@ -33,6 +39,7 @@ pub async fn get_token(State(app): State<Arc<App>>, Path(name): Path<String>) ->
         .token_view(&name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no Apps and Books content token {name}")))?;
+    let t: schema::AppTokenView = typed(t, "reading a content token's view")?;
     Ok(Json(t).into_response())
 }
 
@@ -44,14 +51,22 @@ pub async fn delete_token(State(app): State<Arc<App>>, Path(name): Path<String>)
 }
 
 pub async fn sync(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!(app.apps.sync().await)).into_response())
+    Ok(Json(app.apps.sync().await).into_response())
 }
 
 pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({"apps": app.apps.list_view().await?})).into_response())
+    let apps = app
+        .apps
+        .list_view()
+        .await?
+        .into_iter()
+        .map(|a| typed(a, "reading an app's view"))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(schema::AppList { apps }).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     remove_on_unenroll: Option<bool>,
@@ -90,7 +105,7 @@ pub async fn add(
             if q.remove_on_unenroll.is_some() || q.prevent_backup.is_some() {
                 return Err(ApiError::bad_request("with a JSON body, give the flags in the body"));
             }
-            let v = app.apps.add_store_app(r).await?;
+            let v: schema::AppView = typed(app.apps.add_store_app(r).await?, "reading an app's view")?;
             Ok((StatusCode::CREATED, Json(v)).into_response())
         }
         "application/octet-stream" => {
@@ -101,6 +116,7 @@ pub async fn add(
                 .add_ipa(file.path(), &sha, size, q.remove_on_unenroll, q.prevent_backup)
                 .await?;
             drop(file);
+            let v: schema::AppView = typed(v, "reading an app's view")?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(v)).into_response())
         }
@@ -116,7 +132,8 @@ pub async fn add(
 
 pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     let a = app.apps.app(&id).await?;
-    Ok(Json(app.apps.app_view(&a, true).await?).into_response())
+    let v: schema::AppView = typed(app.apps.app_view(&a, true).await?, "reading an app's view")?;
+    Ok(Json(v).into_response())
 }
 
 pub async fn set(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
@@ -125,7 +142,8 @@ pub async fn set(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum
             "body: {e} (JSON {{\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}})"
         ))
     })?;
-    Ok(Json(app.apps.set_app(&id, s).await?).into_response())
+    let v: schema::AppView = typed(app.apps.set_app(&id, s).await?, "reading an app's view")?;
+    Ok(Json(v).into_response())
 }
 
 pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
@@ -133,14 +151,14 @@ pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiR
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Targets {
+pub struct AppTargets {
     targets: Vec<String>,
 }
 
 fn targets(body: &[u8]) -> Result<Vec<String>, ApiError> {
-    let t: Targets =
+    let t: AppTargets =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e} (JSON {{\"targets\": [enrollment id …]}})")))?;
     if t.targets.is_empty() {
         return Err(ApiError::bad_request("targets: name at least one enrollment"));
@@ -151,19 +169,25 @@ fn targets(body: &[u8]) -> Result<Vec<String>, ApiError> {
 pub async fn install(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
     let t = targets(&body)?;
     let r = app.apps.install(&id, t, InstallOptions::default()).await?;
-    Ok(Json(json!(r)).into_response())
+    Ok(Json(r).into_response())
 }
 
 pub async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
     let t = targets(&body)?;
     let r = app.apps.remove(&id, t).await?;
-    Ok(Json(json!(r)).into_response())
+    Ok(Json(r).into_response())
 }
 
 pub async fn device_apps(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     if app.mdm.store.enrollment(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no enrollment {id}")));
     }
-    let list: Vec<Value> = app.apps.device_view(&id).await?;
-    Ok(Json(json!({"apps": list})).into_response())
+    let apps = app
+        .apps
+        .device_view(&id)
+        .await?
+        .into_iter()
+        .map(|a| typed(a, "reading a device's app state"))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(schema::DeviceApps { apps }).into_response())
 }

@@ -8,9 +8,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::{ApiError, ApiResult, Caller};
+use super::{schema, views, ApiError, ApiResult, Caller};
 use crate::app::App;
 use crate::service::credentials::derived::Owner;
 use crate::service::credentials::ended::Named;
@@ -29,7 +28,7 @@ macro_rules! service {
     };
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCa {
     name: String,
@@ -53,40 +52,40 @@ pub async fn add_ca(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
         _ => return Err(ApiError::bad_request("give exactly one of challenge and challenge_url")),
     };
     let v = cas.add(&n.name, &n.scep_url, challenge).await?;
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((StatusCode::CREATED, views::timed(&v)).into_response())
 }
 
 pub async fn list_cas(State(app): State<Arc<App>>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    Ok(Json(super::views::rfc3339_times(json!({"cas": cas.list().await?}))).into_response())
+    Ok(views::timed(&schema::CaList { cas: cas.list().await? }))
 }
 
 pub async fn show_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
-    Ok(Json(super::views::rfc3339_times(json!(cas.show(&name).await?))).into_response())
+    Ok(views::timed(&cas.show(&name).await?))
 }
 
 pub async fn remove_ca(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
     cas.remove(&name).await?;
-    Ok(Json(json!({"removed": name})).into_response())
+    Ok(Json(schema::CaRemoved { removed: name }).into_response())
 }
 
 pub async fn ca_certificates(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult {
     let cas = service!(app, orgcas, "organisation CAs");
     cas.show(&name).await?;
     let v = cas.certificates(None).await?;
-    let v = json!({"ca": name, "certificates": v.into_iter().filter(|c| c.ca == name).collect::<Vec<_>>()});
-    Ok(Json(super::views::rfc3339_times(v)).into_response())
+    let certificates = v.into_iter().filter(|c| c.ca == name).collect();
+    Ok(views::timed(&schema::CaCertificates { ca: name, certificates }))
 }
 
 /// Run the renewal check now (it also runs hourly).
 pub async fn renew(State(app): State<Arc<App>>) -> ApiResult {
     let n = app.commander.renew_org_certs().await?;
-    Ok(Json(json!({"renewals_queued": n})).into_response())
+    Ok(Json(schema::RenewalsQueued { renewals_queued: n as u64 }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {
     #[serde(default)]
@@ -136,21 +135,23 @@ pub async fn post_credential(
     };
     let (view, old) = derived.post(owner, &n.usage, &der, &n.password, &source).await?;
     let followed = app.commander.derived_posted(&view, old.is_some()).await?;
-    let mut v = super::views::rfc3339_times(serde_json::to_value(&view).unwrap_or_default());
-    if let Some(o) = v.as_object_mut() {
-        o.insert("replaced".into(), json!(old.map(|o| o.id)));
-        o.insert("profiles_sent".into(), json!(followed.installed));
-    }
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let v = schema::DerivedPosted {
+        credential: view,
+        replaced: old.map(|o| o.id),
+        profiles_sent: followed.installed,
+    };
+    Ok((StatusCode::CREATED, views::timed(&v)).into_response())
 }
 
 pub async fn list_credentials(State(app): State<Arc<App>>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
-    let v = json!({"derived_credentials": derived.list().await?, "ended": derived.ended().await?});
-    Ok(Json(super::views::rfc3339_times(v)).into_response())
+    Ok(views::timed(&schema::DerivedList {
+        derived_credentials: derived.list().await?,
+        ended: derived.ended().await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRevocation {
     #[serde(default)]
@@ -181,50 +182,80 @@ pub async fn revoke_credential(State(app): State<Arc<App>>, caller: Option<Exten
     let who = caller.map(|Extension(c)| c.name).unwrap_or_else(|| "admin".into());
     let r = derived.revoke(named, n.reason, format!("account:{who}")).await?;
     let Some(was) = r.was_active else {
-        return Ok(Json(super::views::rfc3339_times(json!({"revoked": r.ended, "already": r.ended.status}))).into_response());
+        let already = Some(r.ended.status.clone());
+        return Ok(views::timed(&schema::DerivedRevoked {
+            revoked: r.ended,
+            already,
+            profiles_removed: None,
+            profiles_reinstalled: None,
+        }));
     };
     let f = app.commander.derived_deleted(&was).await?;
-    let v = json!({"revoked": r.ended, "profiles_removed": f.removed, "profiles_reinstalled": f.installed});
-    Ok(Json(super::views::rfc3339_times(v)).into_response())
+    Ok(views::timed(&schema::DerivedRevoked {
+        revoked: r.ended,
+        already: None,
+        profiles_removed: Some(f.removed),
+        profiles_reinstalled: Some(f.installed),
+    }))
 }
 
 pub async fn delete_credential(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     let derived = service!(app, derived, "derived credentials");
     let view = derived.delete(&id).await?;
     let f = app.commander.derived_deleted(&view).await?;
-    Ok(Json(json!({"deleted": id, "profiles_removed": f.removed, "profiles_reinstalled": f.installed})).into_response())
+    Ok(Json(schema::DerivedDeleted {
+        deleted: id,
+        profiles_removed: f.removed,
+        profiles_reinstalled: f.installed,
+    })
+    .into_response())
 }
 
 /// What `GET /v1/devices/{id}` shows about credentials.
-pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<serde_json::Value, ApiError> {
-    let mut out = serde_json::Map::new();
+/// An enrollment's credentials (for `GET /v1/devices/{id}`).
+pub struct DeviceCredentials {
+    pub derived_credentials: Option<Vec<crate::service::credentials::derived::CredentialView>>,
+    pub waiting_for_derived_credential: Option<Vec<schema::WaitingForCredential>>,
+    pub org_certificates: Option<Vec<crate::service::credentials::orgca::OrgCert>>,
+}
+
+pub async fn device_view(app: &App, e: &crate::store::Enrollment) -> Result<DeviceCredentials, ApiError> {
+    let mut out = DeviceCredentials {
+        derived_credentials: None,
+        waiting_for_derived_credential: None,
+        org_certificates: None,
+    };
     if let Some(d) = app.commander.derived() {
-        let creds = d.list_for(e).await?;
+        out.derived_credentials = Some(d.list_for(e).await?);
         let waiting = d.waiting(&e.id).await?;
-        out.insert("derived_credentials".into(), super::views::rfc3339_times(json!(creds)));
-        out.insert(
-            "waiting_for_derived_credential".into(),
-            json!(waiting
+        out.waiting_for_derived_credential = Some(
+            waiting
                 .profiles
                 .iter()
-                .map(|(id, w)| json!({"profile": id, "usages": w.usages, "since": super::views::time(w.since)}))
-                .collect::<Vec<_>>()),
+                .map(|(id, w)| schema::WaitingForCredential {
+                    profile: id.clone(),
+                    usages: w.usages.clone(),
+                    since: crate::clock::rfc3339(w.since),
+                })
+                .collect(),
         );
     }
     if let Some(c) = app.commander.orgcas() {
-        out.insert("org_certificates".into(), json!(c.certificates(Some(&e.id)).await?));
+        out.org_certificates = Some(c.certificates(Some(&e.id)).await?);
     }
-    Ok(serde_json::Value::Object(out))
+    Ok(out)
 }
 
-/// Waiting profiles as entries of `GET /v1/devices/{id}/profiles`.
-pub async fn waiting_entries(app: &App, enrollment: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+pub async fn waiting_entries(app: &App, enrollment: &str) -> Result<Vec<schema::WaitingProfile>, ApiError> {
     let Some(d) = app.commander.derived() else { return Ok(Vec::new()) };
     let w = d.waiting(enrollment).await?;
     Ok(w.profiles
         .iter()
-        .map(|(id, p)| {
-            json!({"identifier": id, "state": "waiting for derived credential", "usages": p.usages, "updated_at": super::views::time(p.since)})
+        .map(|(id, p)| schema::WaitingProfile {
+            identifier: id.clone(),
+            state: "waiting for derived credential".into(),
+            usages: p.usages.clone(),
+            updated_at: crate::clock::rfc3339(p.since),
         })
         .collect())
 }

@@ -15,8 +15,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
+pub use super::openapi::ErrorBody;
 use crate::service::{BoxError, ServiceError};
 use crate::store::StoreError;
 
@@ -28,7 +28,7 @@ pub enum ApiError {
     /// The client is told as is: status and JSON body (`{"error": …}`).
     Client {
         status: StatusCode,
-        body: Value,
+        body: ErrorBody,
         retry_after: Option<u64>,
     },
     /// The store failed: 503, try again.
@@ -42,13 +42,13 @@ impl ApiError {
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         ApiError::Client {
             status,
-            body: json!({"error": msg.into()}),
+            body: ErrorBody::new(msg),
             retry_after: None,
         }
     }
 
-    /// `status` with a JSON body of its own (which has an `error`).
-    pub fn with_body(status: StatusCode, body: Value) -> Self {
+    /// `status` with an error body of its own (more than `error`).
+    pub fn with_body(status: StatusCode, body: ErrorBody) -> Self {
         ApiError::Client {
             status,
             body,
@@ -68,7 +68,7 @@ impl ApiError {
     pub fn busy(msg: impl Into<String>) -> Self {
         ApiError::Client {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: json!({"error": msg.into()}),
+            body: ErrorBody::new(msg),
             retry_after: Some(1),
         }
     }
@@ -88,6 +88,34 @@ impl ApiError {
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// `Query<T>` whose refusal is the API's JSON error (400), not axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+    }
+}
+
+/// `Json<T>` whose refusal is the API's JSON error (400), not axum's plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(|e| ApiError::bad_request(format!("body: {}", e.body_text())))
     }
 }
 
@@ -114,12 +142,18 @@ impl IntoResponse for ApiError {
             },
             ApiError::Store(e) => {
                 let id = storage(&e);
-                let body = json!({"error": "storage unavailable", "request_id": id});
+                let body = ErrorBody {
+                    request_id: Some(id.clone()),
+                    ..ErrorBody::new("storage unavailable")
+                };
                 with_id((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(), &id)
             }
             ApiError::Internal { what, source } => {
                 let id = internal(what, source.as_ref());
-                let body = json!({"error": format!("internal error (request id {id})"), "request_id": id});
+                let body = ErrorBody {
+                    request_id: Some(id.clone()),
+                    ..ErrorBody::new(format!("internal error (request id {id})"))
+                };
                 with_id((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response(), &id)
             }
         }
@@ -153,10 +187,13 @@ impl From<crate::service::commands::CommandError> for ApiError {
         match e {
             CommandError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
-                json!({
-                    "error": format!("invalid: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                    "problems": problems,
-                }),
+                ErrorBody {
+                    problems: Some(problems.clone()),
+                    ..ErrorBody::new(format!(
+                        "invalid: {}",
+                        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    ))
+                },
             ),
             CommandError::NotFound(m) => ApiError::not_found(m),
             CommandError::Service(e) => e.into(),
@@ -170,10 +207,13 @@ impl From<crate::service::ddm::DdmError> for ApiError {
         match e {
             DdmError::Invalid(problems) => ApiError::with_body(
                 StatusCode::BAD_REQUEST,
-                json!({
-                    "error": format!("invalid declaration: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                    "problems": problems,
-                }),
+                ErrorBody {
+                    problems: Some(problems.clone()),
+                    ..ErrorBody::new(format!(
+                        "invalid declaration: {}",
+                        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    ))
+                },
             ),
             DdmError::BadRequest(m) => ApiError::bad_request(m),
             DdmError::NotFound(m) => ApiError::not_found(m),

@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{schema, ApiError, ApiResult};
+use crate::app::App;
+use crate::clock::now;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
-
-use super::{ApiError, ApiResult};
-use crate::app::App;
-use crate::clock::now;
 
 /// Warn this long before a certificate expires.
 const CERT_WARNING: i64 = 30 * 86_400;
@@ -48,9 +46,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         }
     }
     if problems.is_empty() {
-        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+        (
+            StatusCode::OK,
+            Json(schema::Ready {
+                ready: true,
+                problems: None,
+            }),
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "problems": problems}))).into_response()
+        let body = schema::Ready {
+            ready: false,
+            problems: Some(problems),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
@@ -65,7 +74,8 @@ pub(crate) fn served_tls(app: &App) -> openssl::x509::X509 {
 /// `GET /v1/acme`: the ACME certificate's state.
 pub async fn acme_status(State(app): State<Arc<App>>) -> ApiResult {
     let a = app.acme.as_ref().ok_or_else(acme_off)?;
-    Ok(Json(a.status().await).into_response())
+    let status: schema::AcmeStatus = super::views::typed(a.status().await, "reading the ACME state")?;
+    Ok(Json(status).into_response())
 }
 
 fn acme_off() -> ApiError {
@@ -86,8 +96,8 @@ pub async fn acme_renew(State(app): State<Arc<App>>) -> ApiResult {
         }
     });
     let installed = job.await;
-    let status = a.status().await;
-    match (installed, status["last_error"].as_str()) {
+    let status: schema::AcmeStatus = super::views::typed(a.status().await, "reading the ACME state")?;
+    match (installed, status.last_error.as_deref()) {
         (Ok(Ok(_)), None) => {
             if let Some(t) = &app.tls {
                 t.reload().map_err(|e| ApiError::internal("loading the new certificate", e))?;
@@ -201,25 +211,32 @@ pub async fn warnings(app: &App) -> Vec<String> {
 }
 
 /// `GET /v1/health`: the warnings, with the certificates' dates.
-pub async fn v1_health(State(app): State<Arc<App>>) -> Response {
+pub async fn v1_health(State(app): State<Arc<App>>) -> ApiResult {
     let w = warnings(&app).await;
     let cert = |c: &openssl::x509::X509| {
         let na = crate::pki::asn1_unix(c.not_after());
-        json!({"not_after": super::views::time(na), "days_left": (na - now()).div_euclid(86_400)})
+        schema::CertExpiry {
+            not_after: crate::clock::rfc3339(na),
+            days_left: Some((na - now()).div_euclid(86_400)),
+        }
     };
-    let push = app.pusher.health();
-    Json(json!({
-        "status": if w.is_empty() { "ok" } else { "warning" },
-        "warnings": w,
-        "certificates": {
-            "ca": cert(&app.pki.ca.cert),
-            "tls": cert(&served_tls(&app)),
-            "signing": cert(&app.pki.signer.cert),
-            "push": {"configured": push["configured"], "not_after": push["not_after"], "days_left": push["days_left"]},
+    let push = super::push::health_view(&app)?;
+    Ok(Json(schema::V1Health {
+        status: if w.is_empty() { "ok" } else { "warning" }.into(),
+        warnings: w,
+        certificates: schema::HealthCertificates {
+            ca: cert(&app.pki.ca.cert),
+            tls: cert(&served_tls(&app)),
+            signing: cert(&app.pki.signer.cert),
+            push: schema::PushExpiry {
+                configured: push.configured,
+                not_after: push.not_after,
+                days_left: push.days_left,
+            },
         },
-        "store": app.mdm.store.describe(),
-    }))
-    .into_response()
+        store: app.mdm.store.describe(),
+    })
+    .into_response())
 }
 
 /// `GET /metrics`: Prometheus text format. The admin key or `--metrics-token`

@@ -3,32 +3,45 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::{views, ApiError, ApiResult};
+use super::error::ApiQuery;
+use super::{schema, views, ApiError, ApiResult};
 use crate::app::App;
 use crate::store::{ComplianceRecord, ComplianceState, InventoryItem, LookupKey};
 
-pub fn inventory_view(items: &[InventoryItem]) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for i in items {
-        m.insert(i.kind.clone(), json!({"reported_at": views::time(i.reported_at), "data": i.data}));
-    }
-    serde_json::Value::Object(m)
+pub fn inventory_view(items: &[InventoryItem]) -> BTreeMap<String, schema::InventoryEntry> {
+    items
+        .iter()
+        .map(|i| {
+            (
+                i.kind.clone(),
+                schema::InventoryEntry {
+                    reported_at: crate::clock::rfc3339(i.reported_at),
+                    data: serde_json::to_value(&i.data).unwrap_or_default(),
+                },
+            )
+        })
+        .collect()
 }
 
-pub fn compliance_view(c: Option<&ComplianceRecord>) -> serde_json::Value {
+pub fn compliance_view(c: Option<&ComplianceRecord>) -> schema::ComplianceView {
     match c {
-        Some(c) => json!({
-            "status": c.state.as_str(),
-            "reasons": c.reasons,
-            "evaluated_at": views::time(c.evaluated_at),
-            "policy": c.policy,
-        }),
-        None => json!({"status": "unknown", "reasons": ["not evaluated yet"]}),
+        Some(c) => schema::ComplianceView {
+            status: c.state.as_str().into(),
+            reasons: c.reasons.clone(),
+            evaluated_at: crate::clock::rfc3339(c.evaluated_at),
+            policy: Some(c.policy.clone()),
+        },
+        None => schema::ComplianceView {
+            status: "unknown".into(),
+            reasons: vec!["not evaluated yet".into()],
+            evaluated_at: None,
+            policy: None,
+        },
     }
 }
 
@@ -42,14 +55,13 @@ pub async fn search(app: &App, key: LookupKey, value: &str, model: Option<&str>,
                 continue;
             }
             let c = app.mdm.store.compliance(&id).await?;
-            let mut v = views::enrollment(&e, None);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("compliance".into(), compliance_view(c.as_ref()));
-            }
-            devices.push(v);
+            devices.push(schema::DeviceSummary {
+                enrollment: views::enrollment(&e, None),
+                compliance: compliance_view(c.as_ref()),
+            });
         }
     }
-    Ok(Json(json!({"devices": devices, "next": null})).into_response())
+    Ok(Json(schema::DeviceList { devices, next: None }).into_response())
 }
 
 /// A registration match (SphereShield's user + device type + OS version):
@@ -78,10 +90,16 @@ pub async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Api
         return Err(ApiError::bad_request("inventory is kept per device channel, not per user channel"));
     }
     let n = app.mdm.request_inventory(vec![id.clone()]).await?;
-    Ok(Json(json!({"enrollment": id, "queued": n > 0, "commands": crate::service::checkin::inventory::KINDS})).into_response())
+    Ok(Json(schema::InventoryQueued {
+        enrollment: id,
+        queued: n > 0,
+        commands: crate::service::checkin::inventory::KINDS.iter().map(|k| k.to_string()).collect(),
+    })
+    .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ComplianceQuery {
     status: Option<String>,
     after: Option<String>,
@@ -90,7 +108,7 @@ pub struct ComplianceQuery {
 
 /// `GET /v1/compliance`: counts by status and the devices in one status
 /// (default: non-compliant) with their reasons, paged.
-pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuery>) -> ApiResult {
+pub async fn summary(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<ComplianceQuery>) -> ApiResult {
     let state = match q.status.as_deref() {
         None => ComplianceState::NonCompliant,
         Some(s) => {
@@ -98,7 +116,7 @@ pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuer
         }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut counts = serde_json::Map::new();
+    let mut counts = BTreeMap::new();
     for s in [ComplianceState::Compliant, ComplianceState::NonCompliant, ComplianceState::Unknown] {
         let mut n = 0u64;
         let mut after = None;
@@ -110,23 +128,29 @@ pub async fn summary(State(app): State<Arc<App>>, Query(q): Query<ComplianceQuer
             }
             after = page.last().cloned();
         }
-        counts.insert(s.as_str().into(), json!(n));
+        counts.insert(s.as_str().to_owned(), n);
     }
     let ids = app.mdm.store.by_compliance(state, q.after, limit).await?;
     let mut devices = Vec::new();
     for id in &ids {
         let c = app.mdm.store.compliance(id).await?;
-        devices.push(json!({"enrollment": id, "compliance": compliance_view(c.as_ref())}));
+        devices.push(schema::ComplianceDevice {
+            enrollment: id.clone(),
+            compliance: compliance_view(c.as_ref()),
+        });
     }
     let next = if ids.len() == limit { ids.last().cloned() } else { None };
     let (_, version) = app.mdm.policy.get();
-    Ok(Json(json!({
-        "policy": {"file": app.mdm.policy.path().map(|p| p.display().to_string()), "version": version},
-        "counts": counts,
-        "status": state.as_str(),
-        "devices": devices,
-        "next": next,
-    }))
+    Ok(Json(schema::ComplianceSummary {
+        policy: schema::PolicyRef {
+            file: app.mdm.policy.path().map(|p| p.display().to_string()),
+            version,
+        },
+        counts,
+        status: state.as_str().into(),
+        devices,
+        next,
+    })
     .into_response())
 }
 

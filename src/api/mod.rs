@@ -12,54 +12,114 @@ mod fleet;
 mod health;
 mod inventory;
 mod ise;
+pub mod openapi;
 pub mod permissions;
 mod pki;
 mod profiles;
 mod push;
+pub mod schema;
+mod schema_ops;
+mod schema_views;
 mod views;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
 use crate::clock::now;
 use crate::service::ServiceError;
-pub use error::ApiError;
+pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};
+pub use openapi::{Body, Reply};
 
 /// What a handler answers: its response, or the error's.
 pub type ApiResult = Result<Response, ApiError>;
 
 /// One admin-API operation: the router and the OpenAPI description are both
-/// built from this table (`routes!`), so neither can forget one.
+/// built from this table (`routes!`), so neither can forget one. Each names
+/// its request body, its success answer and its query parameters by type
+/// (`openapi`), and the handlers serialize those same types.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
     pub tag: &'static str,
     pub summary: &'static str,
-    /// What the request body is: "" (none), "json", or a media type.
-    pub body: &'static str,
+    /// What the request body is: none, JSON of a type, or a media type.
+    pub body: Body,
+    /// What a success answers.
+    pub reply: Reply,
+    /// The statuses a success answers with (200, 201, 204; 502 or 503 with the same body).
+    pub statuses: &'static [u16],
+    /// The query parameters, from the handler's `Query<T>` (`IntoParams`).
+    pub query: Option<fn() -> Vec<utoipa::openapi::path::Parameter>>,
     /// Described in `/v1/openapi.json` (the /v1 API and the health routes).
     pub public_doc: bool,
 }
 
+macro_rules! body {
+    (none) => {
+        Body::None
+    };
+    ((json $t:ty)) => {
+        Body::Json(openapi::component::<$t>)
+    };
+    ((raw $m:literal)) => {
+        Body::Raw($m)
+    };
+    ((json $t:ty | raw $m:literal)) => {
+        Body::JsonOrRaw(openapi::component::<$t>, $m)
+    };
+}
+
+macro_rules! reply {
+    (empty) => {
+        Reply::Empty
+    };
+    ((json $t:ty)) => {
+        Reply::Json(openapi::component::<$t>)
+    };
+    ((raw $m:literal)) => {
+        Reply::Raw($m)
+    };
+}
+
+macro_rules! statuses {
+    ($s:literal) => {
+        &[$s]
+    };
+    (($($s:literal)+)) => {
+        &[$($s),+]
+    };
+}
+
+macro_rules! query {
+    () => {
+        None
+    };
+    ($q:path) => {
+        Some(|| <$q as utoipa::IntoParams>::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query)))
+    };
+}
+
 macro_rules! routes {
-    ($( $m:ident $path:literal $h:path, $tag:literal, $body:literal, $summary:literal; )*) => {
+    ($( $m:ident $path:literal $([$q:path])? $h:path, $tag:literal, $body:tt => $st:tt $reply:tt, $summary:literal; )*) => {
         vec![ $( (
             Operation {
                 method: stringify!($m),
                 path: $path,
                 tag: $tag,
                 summary: $summary,
-                body: $body,
+                body: body!($body),
+                reply: reply!($reply),
+                statuses: statuses!($st),
+                query: query!($($q)?),
                 public_doc: !$path.starts_with("/ciscoise"),
             },
             axum::routing::$m($h),
@@ -69,128 +129,135 @@ macro_rules! routes {
 
 /// Every admin-API operation with its handler.
 fn table() -> Vec<(Operation, axum::routing::MethodRouter<Arc<App>>)> {
+    use crate::service::access::tokens::Verdict;
+    use crate::service::apps::catalog::{AppSettings, StoreAppRequest};
+    use crate::service::apps::install::{InstallReport, RemoveReport, SyncReport as AppsSyncReport};
+    use crate::service::commands::Batch;
+    use crate::service::credentials::orgca::CaView;
+    use crate::service::fleet::model::BlueprintSpec;
+    use schema as S;
     routes![
-        post "/v1/commands" profiles::post_command, "commands", "json", "Queue a command (validated against Apple's schema) for devices";
-        get "/v1/commands/{uuid}" get_command, "commands", "", "A command and its result on every target";
-        get "/v1/devices" list_devices, "devices", "", "Enrollments, paged; or devices found by serial, IMEI, MAC, phone, user (narrowed by model=, os=)";
-        get "/v1/devices/{id}" get_device, "devices", "", "One enrollment: facts, inventory, compliance, push, credentials";
-        get "/v1/devices/{id}/commands" device_commands, "devices", "", "Pending and finished commands of an enrollment";
-        delete "/v1/devices/{id}/commands" clear_device_commands, "devices", "", "Clear pending commands";
-        post "/v1/devices/{id}/inventory" inventory::refresh, "devices", "", "Queue an inventory refresh";
-        get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", "", "The state of every profile on an enrollment";
-        put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", "json", "Set attributes ($USERNAME, $EMAIL)";
-        post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", "json", "Allow one re-enrollment with a new identity";
-        post "/v1/devices/{id}/unenroll" unenroll, "devices", "", "End management: remove the enrollment profile (the device then checks out)";
-        get "/v1/apps-and-books/tokens" apps::list_tokens, "apps", "", "Apps and Books content tokens (never their secrets): location, expiry, last sync and error";
-        get "/v1/apps-and-books/tokens/{name}" apps::get_token, "apps", "", "One content token";
-        put "/v1/apps-and-books/tokens/{name}" apps::put_token, "apps", "text/plain", "Upload a content token (the .vpptoken file from Apple Business Manager, as is); checked with Apple first";
-        delete "/v1/apps-and-books/tokens/{name}" apps::delete_token, "apps", "", "Forget a content token (refused while catalog apps use it)";
-        post "/v1/apps-and-books/sync" apps::sync, "apps", "", "Refresh licence counts and versions, release licences of devices that left";
-        get "/v1/apps" apps::list, "apps", "", "The app catalog with licence counts and device counts";
-        post "/v1/apps" apps::add, "apps", "application/octet-stream", "Add an app: JSON {\"itunes_store_id\": N, …} (App Store, on licences) or an .ipa as application/octet-stream (in-house; a known bundle id is a new version)";
-        get "/v1/apps/{id}" apps::get, "apps", "", "One app and every device's state of it";
-        put "/v1/apps/{id}" apps::set, "apps", "json", "Change an app's managed configuration or flags: {\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}";
-        delete "/v1/apps/{id}" apps::delete, "apps", "", "Remove an app from the catalog (refused while devices have it)";
-        post "/v1/apps/{id}/install" apps::install, "apps", "json", "Install on devices: {\"targets\": [enrollment id…]}; App Store apps get a licence first (refused when too few)";
-        post "/v1/apps/{id}/remove" apps::remove, "apps", "json", "Remove from devices and release their licences: {\"targets\": […]}";
-        get "/v1/devices/{id}/apps" apps::device_apps, "apps", "", "One enrollment's catalog apps and their states";
-        get "/v1/ade/public-key" ade::public_key, "ade", "", "The certificate to upload to Apple Business Manager (PEM): server tokens are encrypted to it";
-        get "/v1/ade/tokens" ade::list_tokens, "ade", "", "ADE server tokens (never their secrets): expiry, ABM server, last sync and error";
-        get "/v1/ade/tokens/{name}" ade::get_token, "ade", "", "One ADE server token";
-        put "/v1/ade/tokens/{name}" ade::put_token, "ade", "application/pkcs7-mime", "Upload the server token file from Apple Business Manager (S/MIME, encrypted to the public key)";
-        delete "/v1/ade/tokens/{name}" ade::delete_token, "ade", "", "Forget an ADE server token";
-        get "/v1/ade/profiles" ade::list_profiles, "ade", "", "ADE profiles with their UUID at each ABM server";
-        get "/v1/ade/profiles/{name}" ade::get_profile, "ade", "", "One ADE profile";
-        put "/v1/ade/profiles/{name}" ade::put_profile, "ade", "json", "Define an ADE profile at Apple (Apple's profile JSON; ?default=true assigns it to new devices, &server=, &rule=CEL)";
-        delete "/v1/ade/profiles/{name}" ade::delete_profile, "ade", "", "Forget an ADE profile";
-        post "/v1/ade/profiles/{name}/assign" ade::assign_profile, "ade", "json", "Assign an ADE profile to devices now: {\"devices\": [serial…]}";
-        get "/v1/ade/devices" ade::devices, "ade", "", "Devices ABM assigned to this server: ABM state, profile, whether enrolled (?after=&limit=&server=)";
-        post "/v1/ade/sync" ade::sync, "ade", "", "Sync devices with Apple now (every token)";
-        get "/v1/ade/waiting" ade::waiting, "ade", "", "Devices waiting in Setup Assistant (and recently released)";
-        post "/v1/ade/waiting/{id}/release" ade::release, "ade", "", "Send DeviceConfigured now: Setup Assistant goes on";
-        get "/v1/groups" fleet::list_groups, "fleet", "", "Groups (static members or a CEL rule)";
-        get "/v1/groups/{name}" fleet::get_group, "fleet", "", "A group with its current members and the blueprints that use it";
-        put "/v1/groups/{name}" fleet::put_group, "fleet", "json", "Create or replace a group: {\"members\": [UDID or serial…]} or {\"rule\": CEL}";
-        delete "/v1/groups/{name}" fleet::delete_group, "fleet", "", "Delete a group no blueprint uses";
-        get "/v1/blueprints" fleet::list_blueprints, "fleet", "", "Blueprints";
-        get "/v1/blueprints/{name}" fleet::get_blueprint, "fleet", "", "One blueprint";
-        put "/v1/blueprints/{name}" fleet::put_blueprint, "fleet", "json", "Create or replace a blueprint (?dry_run=true: only the plan)";
-        delete "/v1/blueprints/{name}" fleet::delete_blueprint, "fleet", "", "Delete a blueprint (what it installed is removed)";
-        get "/v1/blueprints/{name}/plan" fleet::plan, "fleet", "", "Per device, what applying the blueprint would install and remove";
-        get "/v1/blueprints/{name}/status" fleet::status, "fleet", "", "Per device: converged, pending (with what) or failed";
-        post "/v1/reconcile" fleet::reconcile, "fleet", "", "Reconcile one device (?device=) or every device now (?sweep=true: by digest, as the periodic sweep)";
-        get "/v1/compliance" inventory::summary, "devices", "", "Compliance counts and devices in one status";
-        get "/v1/accounts" accounts::list, "accounts", "", "API accounts";
-        post "/v1/accounts" accounts::create, "accounts", "json", "Create an API account (the secret is shown once)";
-        delete "/v1/accounts/{name}" accounts::delete, "accounts", "", "Delete an API account";
-        get "/v1/access-tokens" access::list, "access", "", "Shared access tokens";
-        post "/v1/access-tokens" access::create, "access", "json", "Add or generate a shared access token";
-        put "/v1/access-tokens/{id}" access::edit, "access", "json", "Change a token's value or effective date";
-        delete "/v1/access-tokens/{id}" access::revoke, "access", "", "Revoke a shared access token";
-        post "/v1/access/verify" access::verify, "access", "json", "Is this token accepted now?";
-        get "/.well-known/jwks.json" access::jwks, "access", "", "Public keys of per-device tokens";
-        get "/v1/cas" credentials::list_cas, "credentials", "", "Organisation CAs";
-        post "/v1/cas" credentials::add_ca, "credentials", "json", "Add an organisation CA (checked at once)";
-        post "/v1/cas/renewals" credentials::renew, "credentials", "", "Re-install profiles whose organisation certificates expire soon";
-        get "/v1/cas/{name}" credentials::show_ca, "credentials", "", "One organisation CA with its chain";
-        delete "/v1/cas/{name}" credentials::remove_ca, "credentials", "", "Remove an organisation CA";
-        get "/v1/cas/{name}/certificates" credentials::ca_certificates, "credentials", "", "Certificates an organisation CA issued to devices";
-        get "/v1/derived-credentials" credentials::list_credentials, "credentials", "", "Derived credentials";
-        post "/v1/derived-credentials" credentials::post_credential, "credentials", "json", "Post a derived credential (PKCS#12)";
-        delete "/v1/derived-credentials/{id}" credentials::delete_credential, "credentials", "", "Delete a derived credential; dependent profiles are removed";
-        post "/v1/derived-credentials/revocations" credentials::revoke_credential, "credentials", "json", "The provider revokes a derived credential: {\"id\"} or {\"serial\", \"issuer\"?}, \"reason\"?; dependent profiles are removed, an audit record kept";
-        get "/v1/declarations" ddm::list_declarations, "declarative", "", "Declarations (with mdmd's own status subscription)";
-        put "/v1/declarations" ddm::put_declaration, "declarative", "json", "Create or replace a declaration (validated against Apple's schema)";
-        get "/v1/declarations/{id}" ddm::get_declaration, "declarative", "", "One declaration with its ServerToken";
-        delete "/v1/declarations/{id}" ddm::delete_declaration, "declarative", "", "Delete a declaration (it leaves every set)";
-        get "/v1/sets" ddm::list_sets, "declarative", "", "Declaration sets";
-        get "/v1/sets/{set}" ddm::get_set, "declarative", "", "A set: declarations, enrollments, unreferenced configurations";
-        put "/v1/sets/{set}/declarations/{identifier}" ddm::set_put, "declarative", "", "Add a declaration to a set";
-        delete "/v1/sets/{set}/declarations/{identifier}" ddm::set_delete, "declarative", "", "Remove a declaration from a set";
-        put "/v1/devices/{id}/sets/{set}" ddm::assign, "declarative", "", "Assign a set to an enrollment";
-        delete "/v1/devices/{id}/sets/{set}" ddm::unassign, "declarative", "", "Unassign a set from an enrollment";
-        get "/v1/devices/{id}/declarations" ddm::device_declarations, "declarative", "", "Effective declarations with tokens and device status";
-        get "/v1/devices/{id}/status" ddm::device_status, "declarative", "", "The status channel: latest item values, declaration status";
-        post "/v1/devices/{id}/ddm/sync" ddm::sync_now, "declarative", "", "Send the DeclarativeManagement sync command now";
-        get "/v1/status" ddm::find_status, "declarative", "", "Enrollments by a status item's value (?item=&op=&value=)";
-        get "/v1/software-updates/{set}" ddm::software_updates, "declarative", "", "OS requirement of a set and each device's update state";
-        put "/v1/software-updates/{set}" ddm::require_os, "declarative", "json", "Require an OS version by a deadline for a set";
-        get "/v1/stats" stats, "operations", "", "Counters, CPU time, push and webhook state";
-        get "/v1/info" info, "operations", "", "Topic and version";
-        get "/v1/health" health::v1_health, "operations", "", "Warnings: certificates expiring, disk, credentials";
-        get "/v1/acme" health::acme_status, "operations", "", "The ACME certificate: names, expiry, last attempt and error";
-        post "/v1/acme/renew" health::acme_renew, "operations", "", "Order a new ACME certificate now";
-        get "/v1/openapi.json" openapi_json, "operations", "", "This description";
-        get "/v1/ca" pki::ca_show, "pki", "", "CA, TLS and signing certificates";
-        get "/v1/certificates" pki::list_certs, "pki", "", "Issued certificates, paged";
-        get "/v1/certificates/{serial}" pki::get_cert, "pki", "", "One issued certificate";
-        post "/v1/certificates/{serial}/revoke" pki::revoke, "pki", "", "Revoke a certificate";
-        get "/v1/enrollments/profile" pki::enrollment_profile, "enrollment", "", "The signed enrollment profile";
-        post "/v1/enrollments/invitations" pki::invite, "enrollment", "json", "A single-use enrollment invitation with its QR code";
-        post "/v1/identities/renew" pki::renew_now, "enrollment", "", "Renew device identities that are due now";
-        get "/v1/profiles" profiles::list, "profiles", "", "Profile templates";
-        post "/v1/profiles" profiles::upload, "profiles", "application/x-apple-aspen-config", "Upload a .mobileconfig template (validated)";
-        get "/v1/profiles/{id}" profiles::show, "profiles", "", "A template and its state on every device";
-        delete "/v1/profiles/{id}" profiles::delete, "profiles", "", "Delete a template";
-        post "/v1/profiles/{id}/install" profiles::install, "profiles", "json", "Install a template on devices";
-        post "/v1/profiles/{id}/remove" profiles::remove, "profiles", "json", "Remove a profile from devices";
-        post "/v1/secrets/rotate" profiles::rotate_secrets, "operations", "", "Rotate the key that seals secrets at rest";
-        get "/v1/push-cert" push::show, "push", "", "The push certificate";
-        put "/v1/push-cert" push::set, "push", "application/x-pem-file", "Set the push certificate (PEM or PKCS#12)";
-        post "/v1/push" push::push, "push", "json", "Push to devices now";
-        get "/health" push::health, "operations", "", "Combined health (no credentials)";
-        get "/healthz" health::healthz, "operations", "", "Alive (no credentials)";
-        get "/readyz" health::readyz, "operations", "", "Ready: store writable, certificates in date (no credentials)";
-        get "/metrics" health::metrics, "operations", "", "Prometheus metrics (admin key or metrics token)";
-        get "/ciscoise/mdminfo/" ise::mdminfo, "ise", "", "Cisco ISE: MDM server info";
-        get "/ciscoise/mdminfo" ise::mdminfo, "ise", "", "Cisco ISE: MDM server info";
-        get "/ciscoise/mdm/api/{ver}/devices/" ise::devices, "ise", "", "Cisco ISE: device query";
-        get "/ciscoise/mdm/api/{ver}/devices" ise::devices, "ise", "", "Cisco ISE: device query";
-        post "/ciscoise/mdm/api/{ver}/batchdevices/" ise::batch, "ise", "application/xml", "Cisco ISE: batch query";
-        post "/ciscoise/mdm/api/{ver}/batchdevices" ise::batch, "ise", "application/xml", "Cisco ISE: batch query";
-        post "/ciscoise/mdm/api/{ver}/action/" ise::action, "ise", "application/xml", "Cisco ISE: action";
-        post "/ciscoise/mdm/api/{ver}/action" ise::action, "ise", "application/xml", "Cisco ISE: action";
-        post "/ciscoise/mdm/api/{ver}/action/{action}" ise::action, "ise", "application/xml", "Cisco ISE: action";
+        post "/v1/commands" profiles::post_command, "commands", (json S::EnqueueBody) => 200 (json Batch), "Queue a command (validated against Apple's schema) for devices";
+        get "/v1/commands/{uuid}" get_command, "commands", none => 200 (json S::CommandView), "A command and its result on every target";
+        get "/v1/devices" [Page] list_devices, "devices", none => 200 (json S::DeviceList), "Enrollments, paged; or devices found by serial, IMEI, MAC, phone, user (narrowed by model=, os=)";
+        get "/v1/devices/{id}" get_device, "devices", none => 200 (json S::DeviceDetail), "One enrollment: facts, inventory, compliance, push, credentials";
+        get "/v1/devices/{id}/commands" device_commands, "devices", none => 200 (json S::DeviceCommands), "Pending and finished commands of an enrollment";
+        delete "/v1/devices/{id}/commands" clear_device_commands, "devices", none => 200 (json S::ClearedCommands), "Clear pending commands";
+        post "/v1/devices/{id}/inventory" inventory::refresh, "devices", none => 200 (json S::InventoryQueued), "Queue an inventory refresh";
+        get "/v1/devices/{id}/profiles" profiles::device_profiles, "profiles", none => 200 (json S::DeviceProfiles), "The state of every profile on an enrollment";
+        put "/v1/devices/{id}/attributes" profiles::set_attributes, "devices", (json S::Attributes) => 200 (json S::AttributesSet), "Set attributes ($USERNAME, $EMAIL)";
+        post "/v1/devices/{id}/approve-reenroll" approve_reenroll, "devices", (json Approve) => 200 (json S::ReenrollApproved), "Allow one re-enrollment with a new identity";
+        post "/v1/devices/{id}/unenroll" unenroll, "devices", none => 200 (json S::Unenrolled), "End management: remove the enrollment profile (the device then checks out)";
+        get "/v1/apps-and-books/tokens" apps::list_tokens, "apps", none => 200 (json S::AppTokenList), "Apps and Books content tokens (never their secrets): location, expiry, last sync and error";
+        get "/v1/apps-and-books/tokens/{name}" apps::get_token, "apps", none => 200 (json S::AppTokenView), "One content token";
+        put "/v1/apps-and-books/tokens/{name}" apps::put_token, "apps", (raw "text/plain") => (200 201) (json S::AppTokenView), "Upload a content token (the .vpptoken file from Apple Business Manager, as is); checked with Apple first";
+        delete "/v1/apps-and-books/tokens/{name}" apps::delete_token, "apps", none => 204 empty, "Forget a content token (refused while catalog apps use it)";
+        post "/v1/apps-and-books/sync" apps::sync, "apps", none => 200 (json AppsSyncReport), "Refresh licence counts and versions, release licences of devices that left";
+        get "/v1/apps" apps::list, "apps", none => 200 (json S::AppList), "The app catalog with licence counts and device counts";
+        post "/v1/apps" [apps::UploadQuery] apps::add, "apps", (json StoreAppRequest | raw "application/octet-stream") => (200 201) (json S::AppView), "Add an app: JSON {\"itunes_store_id\": N, …} (App Store, on licences) or an .ipa as application/octet-stream (in-house; a known bundle id is a new version)";
+        get "/v1/apps/{id}" apps::get, "apps", none => 200 (json S::AppView), "One app and every device's state of it";
+        put "/v1/apps/{id}" apps::set, "apps", (json AppSettings) => 200 (json S::AppView), "Change an app's managed configuration or flags: {\"configuration\"?, \"remove_on_unenroll\"?, \"prevent_backup\"?}";
+        delete "/v1/apps/{id}" apps::delete, "apps", none => 204 empty, "Remove an app from the catalog (refused while devices have it)";
+        post "/v1/apps/{id}/install" apps::install, "apps", (json apps::AppTargets) => 200 (json InstallReport), "Install on devices: {\"targets\": [enrollment id…]}; App Store apps get a licence first (refused when too few)";
+        post "/v1/apps/{id}/remove" apps::remove, "apps", (json apps::AppTargets) => 200 (json RemoveReport), "Remove from devices and release their licences: {\"targets\": […]}";
+        get "/v1/devices/{id}/apps" apps::device_apps, "apps", none => 200 (json S::DeviceApps), "One enrollment's catalog apps and their states";
+        get "/v1/ade/public-key" ade::public_key, "ade", none => 200 (raw "application/x-pem-file"), "The certificate to upload to Apple Business Manager (PEM): server tokens are encrypted to it";
+        get "/v1/ade/tokens" ade::list_tokens, "ade", none => 200 (json S::AdeTokenList), "ADE server tokens (never their secrets): expiry, ABM server, last sync and error";
+        get "/v1/ade/tokens/{name}" ade::get_token, "ade", none => 200 (json S::AdeTokenView), "One ADE server token";
+        put "/v1/ade/tokens/{name}" ade::put_token, "ade", (raw "application/pkcs7-mime") => 200 (json S::AdeTokenView), "Upload the server token file from Apple Business Manager (S/MIME, encrypted to the public key)";
+        delete "/v1/ade/tokens/{name}" ade::delete_token, "ade", none => 200 (json S::NameDeleted), "Forget an ADE server token";
+        get "/v1/ade/profiles" ade::list_profiles, "ade", none => 200 (json S::AdeProfileList), "ADE profiles with their UUID at each ABM server";
+        get "/v1/ade/profiles/{name}" ade::get_profile, "ade", none => 200 (json S::AdeProfileView), "One ADE profile";
+        put "/v1/ade/profiles/{name}" [ade::ProfileQuery] ade::put_profile, "ade", (json S::AppleAdeProfile) => 200 (json S::AdeProfileView), "Define an ADE profile at Apple (Apple's profile JSON; ?default=true assigns it to new devices, &server=, &rule=CEL)";
+        delete "/v1/ade/profiles/{name}" ade::delete_profile, "ade", none => 200 (json S::NameDeleted), "Forget an ADE profile";
+        post "/v1/ade/profiles/{name}/assign" ade::assign_profile, "ade", (json ade::AssignBody) => 200 (json S::AdeAssigned), "Assign an ADE profile to devices now: {\"devices\": [serial…]}";
+        get "/v1/ade/devices" [ade::DevicesQuery] ade::devices, "ade", none => 200 (json S::AdeDevices), "Devices ABM assigned to this server: ABM state, profile, whether enrolled (?after=&limit=&server=)";
+        post "/v1/ade/sync" ade::sync, "ade", none => (200 502) (json S::AdeSyncReports), "Sync devices with Apple now (every token)";
+        get "/v1/ade/waiting" ade::waiting, "ade", none => 200 (json S::AdeWaitingList), "Devices waiting in Setup Assistant (and recently released)";
+        post "/v1/ade/waiting/{id}/release" ade::release, "ade", none => 200 (json S::AdeReleased), "Send DeviceConfigured now: Setup Assistant goes on";
+        get "/v1/groups" fleet::list_groups, "fleet", none => 200 (json S::GroupList), "Groups (static members or a CEL rule)";
+        get "/v1/groups/{name}" [fleet::LimitQuery] fleet::get_group, "fleet", none => 200 (json S::GroupView), "A group with its current members and the blueprints that use it";
+        put "/v1/groups/{name}" fleet::put_group, "fleet", (json S::GroupBody) => 200 (json S::GroupPut), "Create or replace a group: {\"members\": [UDID or serial…]} or {\"rule\": CEL}";
+        delete "/v1/groups/{name}" fleet::delete_group, "fleet", none => 200 (json S::NameDeleted), "Delete a group no blueprint uses";
+        get "/v1/blueprints" fleet::list_blueprints, "fleet", none => 200 (json S::BlueprintList), "Blueprints";
+        get "/v1/blueprints/{name}" fleet::get_blueprint, "fleet", none => 200 (json S::BlueprintOne), "One blueprint";
+        put "/v1/blueprints/{name}" [fleet::PutQuery] fleet::put_blueprint, "fleet", (json BlueprintSpec) => 200 (json S::BlueprintPut), "Create or replace a blueprint (?dry_run=true: only the plan)";
+        delete "/v1/blueprints/{name}" fleet::delete_blueprint, "fleet", none => 200 (json S::NameDeleted), "Delete a blueprint (what it installed is removed)";
+        get "/v1/blueprints/{name}/plan" [fleet::LimitQuery] fleet::plan, "fleet", none => 200 (json S::BlueprintPlan), "Per device, what applying the blueprint would install and remove";
+        get "/v1/blueprints/{name}/status" [fleet::LimitQuery] fleet::status, "fleet", none => 200 (json S::BlueprintStatus), "Per device: converged, pending (with what) or failed";
+        post "/v1/reconcile" [fleet::ReconcileQuery] fleet::reconcile, "fleet", none => 200 (json S::Reconciled), "Reconcile one device (?device=) or every device now (?sweep=true: by digest, as the periodic sweep)";
+        get "/v1/compliance" [inventory::ComplianceQuery] inventory::summary, "devices", none => 200 (json S::ComplianceSummary), "Compliance counts and devices in one status";
+        get "/v1/accounts" accounts::list, "accounts", none => 200 (json S::AccountList), "API accounts";
+        post "/v1/accounts" accounts::create, "accounts", (json accounts::NewAccount) => 201 (json S::AccountCreated), "Create an API account (the secret is shown once)";
+        delete "/v1/accounts/{name}" accounts::delete, "accounts", none => 200 (json S::AccountDeleted), "Delete an API account";
+        get "/v1/access-tokens" access::list, "access", none => 200 (json S::AccessTokenList), "Shared access tokens";
+        post "/v1/access-tokens" access::create, "access", (json access::NewToken) => 201 (json S::AccessTokenView), "Add or generate a shared access token";
+        put "/v1/access-tokens/{id}" access::edit, "access", (json access::EditToken) => 200 (json S::AccessTokenView), "Change a token's value or effective date";
+        delete "/v1/access-tokens/{id}" [access::RevokeQuery] access::revoke, "access", none => 200 (json S::AccessTokenRevoked), "Revoke a shared access token";
+        post "/v1/access/verify" access::verify, "access", (json access::VerifyRequest) => 200 (json Verdict), "Is this token accepted now?";
+        get "/.well-known/jwks.json" access::jwks, "access", none => 200 (json S::Jwks), "Public keys of per-device tokens";
+        get "/v1/cas" credentials::list_cas, "credentials", none => 200 (json S::CaList), "Organisation CAs";
+        post "/v1/cas" credentials::add_ca, "credentials", (json credentials::NewCa) => 201 (json CaView), "Add an organisation CA (checked at once)";
+        post "/v1/cas/renewals" credentials::renew, "credentials", none => 200 (json S::RenewalsQueued), "Re-install profiles whose organisation certificates expire soon";
+        get "/v1/cas/{name}" credentials::show_ca, "credentials", none => 200 (json CaView), "One organisation CA with its chain";
+        delete "/v1/cas/{name}" credentials::remove_ca, "credentials", none => 200 (json S::CaRemoved), "Remove an organisation CA";
+        get "/v1/cas/{name}/certificates" credentials::ca_certificates, "credentials", none => 200 (json S::CaCertificates), "Certificates an organisation CA issued to devices";
+        get "/v1/derived-credentials" credentials::list_credentials, "credentials", none => 200 (json S::DerivedList), "Derived credentials";
+        post "/v1/derived-credentials" credentials::post_credential, "credentials", (json credentials::NewCredential) => 201 (json S::DerivedPosted), "Post a derived credential (PKCS#12)";
+        delete "/v1/derived-credentials/{id}" credentials::delete_credential, "credentials", none => 200 (json S::DerivedDeleted), "Delete a derived credential; dependent profiles are removed";
+        post "/v1/derived-credentials/revocations" credentials::revoke_credential, "credentials", (json credentials::NewRevocation) => 200 (json S::DerivedRevoked), "The provider revokes a derived credential: {\"id\"} or {\"serial\", \"issuer\"?}, \"reason\"?; dependent profiles are removed, an audit record kept";
+        get "/v1/declarations" ddm::list_declarations, "declarative", none => 200 (json S::DeclarationList), "Declarations (with mdmd's own status subscription)";
+        put "/v1/declarations" ddm::put_declaration, "declarative", (json S::DeclarationBody) => 200 (json S::DeclarationPut), "Create or replace a declaration (validated against Apple's schema)";
+        get "/v1/declarations/{id}" ddm::get_declaration, "declarative", none => 200 (json S::DeclarationView), "One declaration with its ServerToken";
+        delete "/v1/declarations/{id}" ddm::delete_declaration, "declarative", none => 200 (json S::Deleted), "Delete a declaration (it leaves every set)";
+        get "/v1/sets" ddm::list_sets, "declarative", none => 200 (json S::SetList), "Declaration sets";
+        get "/v1/sets/{set}" ddm::get_set, "declarative", none => 200 (json S::SetView), "A set: declarations, enrollments, unreferenced configurations";
+        put "/v1/sets/{set}/declarations/{identifier}" ddm::set_put, "declarative", none => 200 (json S::SetChanged), "Add a declaration to a set";
+        delete "/v1/sets/{set}/declarations/{identifier}" ddm::set_delete, "declarative", none => 200 (json S::SetChanged), "Remove a declaration from a set";
+        put "/v1/devices/{id}/sets/{set}" ddm::assign, "declarative", none => 200 (json S::SetAssigned), "Assign a set to an enrollment";
+        delete "/v1/devices/{id}/sets/{set}" ddm::unassign, "declarative", none => 200 (json S::SetAssigned), "Unassign a set from an enrollment";
+        get "/v1/devices/{id}/declarations" ddm::device_declarations, "declarative", none => 200 (json S::DeviceDeclarations), "Effective declarations with tokens and device status";
+        get "/v1/devices/{id}/status" ddm::device_status, "declarative", none => 200 (json S::DeviceStatus), "The status channel: latest item values, declaration status";
+        post "/v1/devices/{id}/ddm/sync" ddm::sync_now, "declarative", none => 200 (json S::DdmSynced), "Send the DeclarativeManagement sync command now";
+        get "/v1/status" [ddm::StatusQuery] ddm::find_status, "declarative", none => 200 (json S::StatusMatches), "Enrollments by a status item's value (?item=&op=&value=)";
+        get "/v1/software-updates/{set}" ddm::software_updates, "declarative", none => 200 (json S::SoftwareUpdates), "OS requirement of a set and each device's update state";
+        put "/v1/software-updates/{set}" ddm::require_os, "declarative", (json ddm::OsRequirement) => 200 (json S::OsRequired), "Require an OS version by a deadline for a set";
+        get "/v1/stats" stats, "operations", none => 200 (json S::Stats), "Counters, CPU time, push and webhook state";
+        get "/v1/info" info, "operations", none => 200 (json S::Info), "Topic and version";
+        get "/v1/health" health::v1_health, "operations", none => 200 (json S::V1Health), "Warnings: certificates expiring, disk, credentials";
+        get "/v1/acme" health::acme_status, "operations", none => 200 (json S::AcmeStatus), "The ACME certificate: names, expiry, last attempt and error";
+        post "/v1/acme/renew" health::acme_renew, "operations", none => 200 (json S::AcmeStatus), "Order a new ACME certificate now";
+        get "/v1/openapi.json" openapi_json, "operations", none => 200 (json S::OpenApiDocument), "This description";
+        get "/v1/ca" pki::ca_show, "pki", none => 200 (json S::CaShow), "CA, TLS and signing certificates";
+        get "/v1/certificates" [pki::CertPage] pki::list_certs, "pki", none => 200 (json S::CertList), "Issued certificates, paged";
+        get "/v1/certificates/{serial}" pki::get_cert, "pki", none => 200 (json S::IssuedCertView), "One issued certificate";
+        post "/v1/certificates/{serial}/revoke" pki::revoke, "pki", none => 200 (json S::CertRevoked), "Revoke a certificate";
+        get "/v1/enrollments/profile" pki::enrollment_profile, "enrollment", none => 200 (raw "application/x-apple-aspen-config"), "The signed enrollment profile";
+        post "/v1/enrollments/invitations" pki::invite, "enrollment", (json pki::InviteBody) => 200 (json S::Invitation), "A single-use enrollment invitation with its QR code";
+        post "/v1/identities/renew" pki::renew_now, "enrollment", none => 200 (json S::RenewalRequested), "Renew device identities that are due now";
+        get "/v1/profiles" profiles::list, "profiles", none => 200 (json S::ProfileList), "Profile templates";
+        post "/v1/profiles" [profiles::UploadQuery] profiles::upload, "profiles", (raw "application/x-apple-aspen-config") => 201 (json S::ProfileUploaded), "Upload a .mobileconfig template (validated)";
+        get "/v1/profiles/{id}" profiles::show, "profiles", none => 200 (json S::ProfileDetail), "A template and its state on every device";
+        delete "/v1/profiles/{id}" [profiles::DeleteQuery] profiles::delete, "profiles", none => 200 (json S::ProfileDeleted), "Delete a template";
+        post "/v1/profiles/{id}/install" profiles::install, "profiles", (json profiles::ProfileTargets) => 200 (json Batch), "Install a template on devices";
+        post "/v1/profiles/{id}/remove" profiles::remove, "profiles", (json profiles::ProfileTargets) => 200 (json Batch), "Remove a profile from devices";
+        post "/v1/secrets/rotate" profiles::rotate_secrets, "operations", none => 200 (json S::SecretsRotated), "Rotate the key that seals secrets at rest";
+        get "/v1/push-cert" push::show, "push", none => 200 (json S::PushHealth), "The push certificate";
+        put "/v1/push-cert" [push::SetQuery] push::set, "push", (raw "application/x-pem-file") => 200 (json S::PushCertSet), "Set the push certificate (PEM or PKCS#12)";
+        post "/v1/push" push::push, "push", (json push::PushTargets) => 200 (json S::PushResults), "Push to devices now";
+        get "/health" push::health, "operations", none => (200 503) (json S::Health), "Combined health (no credentials)";
+        get "/healthz" health::healthz, "operations", none => 200 (raw "text/plain"), "Alive (no credentials)";
+        get "/readyz" health::readyz, "operations", none => (200 503) (json S::Ready), "Ready: store writable, certificates in date (no credentials)";
+        get "/metrics" health::metrics, "operations", none => 200 (raw "application/openmetrics-text"), "Prometheus metrics (admin key or metrics token)";
+        get "/ciscoise/mdminfo/" ise::mdminfo, "ise", none => 200 (raw "application/xml"), "Cisco ISE: MDM server info";
+        get "/ciscoise/mdminfo" ise::mdminfo, "ise", none => 200 (raw "application/xml"), "Cisco ISE: MDM server info";
+        get "/ciscoise/mdm/api/{ver}/devices/" ise::devices, "ise", none => 200 (raw "application/xml"), "Cisco ISE: device query";
+        get "/ciscoise/mdm/api/{ver}/devices" ise::devices, "ise", none => 200 (raw "application/xml"), "Cisco ISE: device query";
+        post "/ciscoise/mdm/api/{ver}/batchdevices/" ise::batch, "ise", (raw "application/xml") => 200 (raw "application/xml"), "Cisco ISE: batch query";
+        post "/ciscoise/mdm/api/{ver}/batchdevices" ise::batch, "ise", (raw "application/xml") => 200 (raw "application/xml"), "Cisco ISE: batch query";
+        post "/ciscoise/mdm/api/{ver}/action/" ise::action, "ise", (raw "application/xml") => 200 (raw "application/xml"), "Cisco ISE: action";
+        post "/ciscoise/mdm/api/{ver}/action" ise::action, "ise", (raw "application/xml") => 200 (raw "application/xml"), "Cisco ISE: action";
+        post "/ciscoise/mdm/api/{ver}/action/{action}" ise::action, "ise", (raw "application/xml") => 200 (raw "application/xml"), "Cisco ISE: action";
     ]
 }
 
@@ -225,77 +292,9 @@ pub fn operations() -> Vec<Operation> {
     table().into_iter().map(|(op, _)| op).collect()
 }
 
-/// The OpenAPI 3.1 description of the admin API, built from `table()`.
+/// The OpenAPI 3.1 description of the admin API, built from `table()` (`openapi`).
 pub fn openapi() -> serde_json::Value {
-    let mut paths = serde_json::Map::new();
-    for op in operations().into_iter().filter(|o| o.public_doc) {
-        let params: Vec<serde_json::Value> = op
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let open = matches!(op.path, "/health" | "/healthz" | "/readyz" | "/.well-known/jwks.json");
-        let id: String = format!("{}{}", op.method, op.path)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let mut o = json!({
-            "operationId": id.trim_matches('_'),
-            "summary": op.summary,
-            "tags": [op.tag],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "400": {"$ref": "#/components/responses/Error"},
-                "404": {"$ref": "#/components/responses/Error"},
-            },
-        });
-        if !params.is_empty() {
-            o["parameters"] = json!(params);
-        }
-        if open {
-            o["security"] = json!([]);
-        } else {
-            o["responses"]["401"] = json!({"$ref": "#/components/responses/Error"});
-            o["responses"]["403"] = json!({"$ref": "#/components/responses/Error"});
-        }
-        match op.body {
-            "" => {}
-            "json" => o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
-            media => {
-                o["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}})
-            }
-        }
-        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        entry[op.method] = o;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "mdmd admin API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Apple MDM server administration. Generated from the server's route table.",
-            "license": {"name": "MIT", "identifier": "MIT"},
-        },
-        "security": [{"bearer": []}, {"basic": []}],
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "The admin API key or an account secret NAME.RANDOM"},
-                "basic": {"type": "http", "scheme": "basic", "description": "admin:<api key> or NAME:SECRET"},
-            },
-            "responses": {
-                "Error": {
-                    "description": "An error",
-                    "content": {"application/json": {"schema": {
-                        "type": "object",
-                        "properties": {"error": {"type": "string"}},
-                        "required": ["error"],
-                    }}},
-                },
-            },
-        },
-        "paths": paths,
-    })
+    serde_json::to_value(openapi::document(&operations())).unwrap_or_default()
 }
 
 async fn openapi_json() -> Response {
@@ -341,7 +340,9 @@ pub async fn auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"mdmd\", charset=\"UTF-8\"")],
-            Json(json!({"error": "missing or wrong credentials (Authorization: Bearer <admin key or account secret>, or Basic NAME:SECRET)"})),
+            Json(ErrorBody::new(
+                "missing or wrong credentials (Authorization: Bearer <admin key or account secret>, or Basic NAME:SECRET)",
+            )),
         )
             .into_response()
     };
@@ -416,7 +417,10 @@ pub fn too_many(wait: crate::service::access::limits::RetryAfter) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, wait.0.max(1).to_string())],
-        Json(json!({"error": format!("too many failed credential checks; try again in {} s", wait.0.max(1))})),
+        Json(ErrorBody::new(format!(
+            "too many failed credential checks; try again in {} s",
+            wait.0.max(1)
+        ))),
     )
         .into_response()
 }
@@ -429,7 +433,9 @@ async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> A
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no command {uuid}")))?;
     let mut v = views::command(&app.mdm.secrets, &rec, &deliveries);
-    redact_app_configs(&app, &mut v).await;
+    if v.request_type == APP_CONFIG_ECHO {
+        redact_app_configs(&app, v.deliveries.iter_mut().map(|d| &mut d.result).collect()).await;
+    }
     Ok(Json(v).into_response())
 }
 
@@ -437,14 +443,8 @@ async fn get_command(State(app): State<Arc<App>>, Path(uuid): Path<String>) -> A
 /// carry what mdmd filled in: the values its token variables became are
 /// redacted like the command's own (every role), using the configurations
 /// mdmd remembers for token rotation, and any value equal to a live shared token.
-async fn redact_app_configs(app: &App, v: &mut serde_json::Value) {
-    // Only answers to ManagedApplicationConfiguration echo configurations.
-    const ECHO: &str = "ManagedApplicationConfiguration";
-    let echoes = v["request_type"] == ECHO
-        || v["commands"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["request_type"] == ECHO));
-    if !echoes {
+async fn redact_app_configs(app: &App, results: Vec<&mut serde_json::Value>) {
+    if results.is_empty() {
         return;
     }
     let Some(access) = app.commander.access() else { return };
@@ -469,8 +469,13 @@ async fn redact_app_configs(app: &App, v: &mut serde_json::Value) {
         .await
         .map(|l| l.into_iter().map(|t| t.value).filter(|t| !t.is_empty()).collect())
         .unwrap_or_default();
-    views::redact_echoed_configs(v, &paths, &live);
+    for v in results {
+        views::redact_echoed_configs(v, &paths, &live);
+    }
 }
+
+/// Only answers to ManagedApplicationConfiguration echo configurations.
+const APP_CONFIG_ECHO: &str = "ManagedApplicationConfiguration";
 
 /// The enrollment, or 404 `no enrollment {id}`.
 pub(crate) async fn enrollment(app: &App, id: &str) -> Result<crate::store::Enrollment, ApiError> {
@@ -481,7 +486,8 @@ pub(crate) async fn enrollment(app: &App, id: &str) -> Result<crate::store::Enro
         .ok_or_else(|| ApiError::not_found(format!("no enrollment {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     after: Option<String>,
     limit: Option<usize>,
@@ -498,7 +504,7 @@ struct Page {
     os: Option<String>,
 }
 
-async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
+async fn list_devices(State(app): State<Arc<App>>, ApiQuery(p): ApiQuery<Page>) -> ApiResult {
     use crate::store::LookupKey as K;
     let search = [
         (K::Udid, &p.udid),
@@ -538,13 +544,12 @@ async fn list_devices(State(app): State<Arc<App>>, Query(p): Query<Page>) -> Api
         .await;
     let mut devices = Vec::with_capacity(list.len());
     for (e, c) in list.iter().zip(comps) {
-        let mut v = views::enrollment(e, None);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("compliance".into(), inventory::compliance_view(c?.as_ref()));
-        }
-        devices.push(v);
+        devices.push(schema::DeviceSummary {
+            enrollment: views::enrollment(e, None),
+            compliance: inventory::compliance_view(c?.as_ref()),
+        });
     }
-    Ok(Json(json!({"devices": devices, "next": next})).into_response())
+    Ok(Json(schema::DeviceList { devices, next }).into_response())
 }
 
 async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
@@ -564,52 +569,65 @@ async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiR
         Some(h) => app.mdm.store.cert_by_hash(h).await?,
         None => None,
     };
-    let mut v = views::enrollment(&e, Some(pending));
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "identity_certificate".into(),
-            identity.map_or(serde_json::Value::Null, |c| {
-                json!({
-                    "serial": c.serial,
-                    "not_after": views::time(c.not_after),
-                    "revoked": c.revoked_at.is_some(),
-                })
-            }),
-        );
-        o.insert("inventory".into(), inventory::inventory_view(&inv));
-        o.insert("compliance".into(), inventory::compliance_view(comp.as_ref()));
-        if e.id == e.device {
-            o.insert("fleet".into(), app.fleet.device_view(&e.id).await?);
-        }
-        if let serde_json::Value::Object(c) = creds {
-            o.extend(c);
-        }
-    }
+    let mut enrollment = views::enrollment(&e, Some(pending));
     // The latest push may not be flushed to the store yet.
-    if let (Some(s), Some(o)) = (app.pusher.latest(&id), v.as_object_mut()) {
-        if let Some(p) = o.get_mut("push").and_then(|p| p.as_object_mut()) {
-            p.insert("last_push_at".into(), views::time(s.at));
-            p.insert("last_push_outcome".into(), json!(s.outcome));
-            if s.token_disabled {
-                p.insert("disabled".into(), json!(s.outcome));
-            }
+    if let (Some(s), Some(p)) = (app.pusher.latest(&id), enrollment.push.as_mut()) {
+        p.last_push_at = crate::clock::rfc3339(s.at);
+        p.last_push_outcome = Some(s.outcome.clone());
+        if s.token_disabled {
+            p.disabled = Some(s.outcome);
         }
     }
-    Ok(Json(v).into_response())
+    let fleet = if e.id == e.device {
+        Some(
+            serde_json::from_value(app.fleet.device_view(&e.id).await?)
+                .map_err(|e| ApiError::internal("reading a device's fleet state", e))?,
+        )
+    } else {
+        None
+    };
+    let v = schema::DeviceDetail {
+        enrollment,
+        identity_certificate: identity.map(|c| schema::IdentityCertificate {
+            serial: c.serial,
+            not_after: crate::clock::rfc3339(c.not_after),
+            revoked: c.revoked_at.is_some(),
+        }),
+        inventory: inventory::inventory_view(&inv),
+        compliance: inventory::compliance_view(comp.as_ref()),
+        fleet,
+        derived_credentials: creds.derived_credentials,
+        waiting_for_derived_credential: creds.waiting_for_derived_credential,
+        org_certificates: creds.org_certificates,
+    };
+    Ok(views::timed(&v))
 }
 
 async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     enrollment(&app, &id).await?;
     let list = app.mdm.store.device_commands(&id, 1000).await?;
-    let mut v = json!({"enrollment": id, "commands": list.iter().map(views::device_command).collect::<Vec<_>>()});
-    redact_app_configs(&app, &mut v).await;
+    let mut v = schema::DeviceCommands {
+        enrollment: id,
+        commands: list.iter().map(views::device_command).collect(),
+    };
+    let echoes: Vec<_> = v
+        .commands
+        .iter_mut()
+        .filter(|c| c.request_type == APP_CONFIG_ECHO)
+        .map(|c| &mut c.delivery.result)
+        .collect();
+    redact_app_configs(&app, echoes).await;
     Ok(Json(v).into_response())
 }
 
 async fn clear_device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     enrollment(&app, &id).await?;
     let n = app.mdm.store.clear_queue(&id, now()).await?;
-    Ok(Json(json!({"enrollment": id, "cleared": n})).into_response())
+    Ok(Json(schema::ClearedCommands {
+        enrollment: id,
+        cleared: n as u64,
+    })
+    .into_response())
 }
 
 /// End the MDM relationship (Apple's deployment guide): `RemoveProfile` of
@@ -632,10 +650,16 @@ async fn unenroll(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiRes
     let identifier = app.enroller.profile_identifier();
     let b = app.commander.remove_profile(&identifier, vec![id.clone()], true).await?;
     tracing::info!(enrollment = %id, "unenroll queued (RemoveProfile of the enrollment profile)");
-    Ok(Json(json!({"enrollment": id, "command_uuid": b.command_uuid, "queued": b.queued, "profile": identifier})).into_response())
+    Ok(Json(schema::Unenrolled {
+        enrollment: id,
+        command_uuid: b.command_uuid,
+        queued: b.queued,
+        profile: identifier,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Approve {
     #[serde(default)]
     expires_in: Option<i64>,
@@ -669,18 +693,22 @@ async fn approve_reenroll(State(app): State<Arc<App>>, Path(id): Path<String>, b
         .add_secret(crate::store::SecretKind::ReenrollApproval, &hash, rec)
         .await?;
     tracing::info!(enrollment = %id, ttl, "re-enrollment approved");
-    Ok(Json(json!({"enrollment": id, "approved_until": views::time(t + ttl)})).into_response())
+    Ok(Json(schema::ReenrollApproved {
+        enrollment: id,
+        approved_until: crate::clock::rfc3339(t + ttl),
+    })
+    .into_response())
 }
 
-async fn info(State(app): State<Arc<App>>) -> Response {
-    let push = app.pusher.health();
-    Json(json!({
-        "topic": app.mdm.topic.get(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "push_configured": push["configured"],
-        "push_warning": push.get("warning").cloned().unwrap_or(serde_json::Value::Null),
-    }))
-    .into_response()
+async fn info(State(app): State<Arc<App>>) -> ApiResult {
+    let push = push::health_view(&app)?;
+    Ok(Json(schema::Info {
+        topic: app.mdm.topic.get(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        push_configured: push.configured,
+        push_warning: push.warning,
+    })
+    .into_response())
 }
 
 /// Process accounting, so load tests can measure the server's own CPU per request.
@@ -689,24 +717,37 @@ async fn stats(State(app): State<Arc<App>>) -> ApiResult {
     let (user, sys) = cpu_time();
     let day = crate::metrics::get().results_last_day();
     let counts = app.mdm.store.counts().await?;
-    Ok(Json(json!({
-        "enrollments": counts.enrollments,
-        "pending_commands": counts.pending_commands,
-        "commands_last_day": {"acknowledged": day.0, "failed": day.1, "not_now": day.2, "scope": "this instance since it started"},
-        "cpu_user_seconds": user,
-        "cpu_system_seconds": sys,
-        "checkins": app.stats.checkins.load(Relaxed),
-        "connects": app.stats.connects.load(Relaxed),
-        "rejected": app.stats.rejected.load(Relaxed),
-        "connections": crate::app::CONNECTIONS.load(Relaxed),
-        "tls_handshakes": crate::app::HANDSHAKES.load(Relaxed),
-        "tls_resumed": crate::app::RESUMED.load(Relaxed),
-        "push": app.pusher.counters(),
-        "webhooks": match app.mdm.webhooks() {
-            Some(w) => w.state().await,
-            None => serde_json::Value::Null,
+    let c = app.pusher.counters();
+    let webhooks = match app.mdm.webhooks() {
+        Some(w) => Some(serde_json::from_value(w.state().await).map_err(|e| ApiError::internal("reading the webhook state", e))?),
+        None => None,
+    };
+    Ok(Json(schema::Stats {
+        enrollments: counts.enrollments as u64,
+        pending_commands: counts.pending_commands as u64,
+        commands_last_day: schema::DayCounts {
+            acknowledged: day.0,
+            failed: day.1,
+            not_now: day.2,
+            scope: "this instance since it started".into(),
         },
-    }))
+        cpu_user_seconds: user,
+        cpu_system_seconds: sys,
+        checkins: app.stats.checkins.load(Relaxed),
+        connects: app.stats.connects.load(Relaxed),
+        rejected: app.stats.rejected.load(Relaxed),
+        connections: crate::app::CONNECTIONS.load(Relaxed),
+        tls_handshakes: crate::app::HANDSHAKES.load(Relaxed),
+        tls_resumed: crate::app::RESUMED.load(Relaxed),
+        push: schema::PushCountersView {
+            requested: c.requested,
+            accepted: c.accepted,
+            retried: c.retried,
+            failed: c.failed,
+            skipped: c.skipped,
+        },
+        webhooks,
+    })
     .into_response())
 }
 

@@ -3,57 +3,63 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{views, ApiError, ApiResult};
+use super::error::ApiQuery;
+use super::{schema, ApiError, ApiResult};
 use crate::app::App;
-use crate::clock::now;
+use crate::clock::{now, rfc3339};
 use crate::pki::ca::describe;
 use crate::store::{IssuedCert, SecretKind};
 
-fn cert_view(c: &IssuedCert) -> serde_json::Value {
-    json!({
-        "serial": c.serial,
-        "sha256": c.sha256,
-        "subject": c.subject,
-        "not_before": views::time(c.not_before),
-        "not_after": views::time(c.not_after),
-        "issued_at": views::time(c.issued_at),
-        "enrollment": c.enrollment,
-        "purpose": c.purpose.as_deref().unwrap_or("mdm"),
-        "udid": c.udid,
-        "vouched": c.vouched,
-        "renewed_from": c.renewed_from,
-        "revoked": c.revoked_at.is_some(),
-        "revoked_at": c.revoked_at.map(views::time),
+fn cert_view(c: &IssuedCert) -> schema::IssuedCertView {
+    schema::IssuedCertView {
+        serial: c.serial.clone(),
+        sha256: c.sha256.clone(),
+        subject: c.subject.clone(),
+        not_before: rfc3339(c.not_before),
+        not_after: rfc3339(c.not_after),
+        issued_at: rfc3339(c.issued_at),
+        enrollment: c.enrollment.clone(),
+        purpose: c.purpose.as_deref().unwrap_or("mdm").into(),
+        udid: c.udid.clone(),
+        vouched: c.vouched,
+        renewed_from: c.renewed_from.clone(),
+        revoked: c.revoked_at.is_some(),
+        revoked_at: c.revoked_at.and_then(rfc3339),
+    }
+}
+
+fn described(c: &openssl::x509::X509Ref) -> Result<schema::CertDescription, ApiError> {
+    super::views::typed(describe(c), "describing a certificate")
+}
+
+pub async fn ca_show(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(schema::CaShow {
+        ca: described(&app.pki.ca.cert)?,
+        tls: described(&super::health::served_tls(&app))?,
+        signer: described(&app.pki.signer.cert)?,
+        public_url: app.enroller.cfg.public_url.clone(),
+        identity_days: app.enroller.cfg.identity_days as i64,
+        renew_before_days: app.enroller.cfg.renew_before_days,
     })
+    .into_response())
 }
 
-pub async fn ca_show(State(app): State<Arc<App>>) -> Response {
-    Json(json!({
-        "ca": describe(&app.pki.ca.cert),
-        "tls": describe(&super::health::served_tls(&app)),
-        "signer": describe(&app.pki.signer.cert),
-        "public_url": app.enroller.cfg.public_url,
-        "identity_days": app.enroller.cfg.identity_days,
-        "renew_before_days": app.enroller.cfg.renew_before_days,
-    }))
-    .into_response()
-}
-
-#[derive(Deserialize)]
-pub struct Page {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CertPage {
     after: Option<String>,
     limit: Option<usize>,
 }
 
-pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> ApiResult {
+pub async fn list_certs(State(app): State<Arc<App>>, ApiQuery(p): ApiQuery<CertPage>) -> ApiResult {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let list = app.mdm.store.certs(p.after, limit).await?;
     let next = if list.len() == limit {
@@ -61,7 +67,11 @@ pub async fn list_certs(State(app): State<Arc<App>>, Query(p): Query<Page>) -> A
     } else {
         None
     };
-    Ok(Json(json!({"certificates": list.iter().map(cert_view).collect::<Vec<_>>(), "next": next})).into_response())
+    Ok(Json(schema::CertList {
+        certificates: list.iter().map(cert_view).collect(),
+        next,
+    })
+    .into_response())
 }
 
 pub async fn get_cert(State(app): State<Arc<App>>, Path(serial): Path<String>) -> ApiResult {
@@ -92,7 +102,7 @@ pub async fn revoke(State(app): State<Arc<App>>, Path(serial): Path<String>) -> 
         let ev = w.own_event("mdmd.CertificateRevoked", json!({"serial": serial, "enrollment": enrollment}));
         w.emit(ev).await?;
     }
-    Ok(Json(json!({"serial": serial, "revoked": true})).into_response())
+    Ok(Json(schema::CertRevoked { serial, revoked: true }).into_response())
 }
 
 pub async fn enrollment_profile(State(app): State<Arc<App>>) -> ApiResult {
@@ -103,7 +113,7 @@ pub async fn enrollment_profile(State(app): State<Arc<App>>) -> ApiResult {
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-apple-aspen-config")], der).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct InviteBody {
     /// Seconds until the invitation expires (default 7 days).
     expires_in: Option<i64>,
@@ -154,13 +164,13 @@ pub async fn invite(State(app): State<Arc<App>>, body: Option<Json<InviteBody>>)
         .await?;
     let url = format!("{}/mdm/enroll?invite={token}", app.enroller.cfg.public_url);
     let (svg, png) = qr(&url).map_err(|e| ApiError::internal("drawing the invitation's QR code", e))?;
-    Ok(Json(json!({
-        "url": url,
-        "user": for_user,
-        "expires_at": views::time(expires),
-        "qr_svg": svg,
-        "qr_png_base64": base64::engine::general_purpose::STANDARD.encode(png),
-    }))
+    Ok(Json(schema::Invitation {
+        url,
+        user: for_user,
+        expires_at: rfc3339(expires),
+        qr_svg: svg,
+        qr_png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+    })
     .into_response())
 }
 
@@ -176,5 +186,5 @@ pub fn qr(url: &str) -> anyhow::Result<(String, Vec<u8>)> {
 
 pub async fn renew_now(State(app): State<Arc<App>>) -> ApiResult {
     let ids = app.enroller.renewal_sweep(&app.mdm).await?;
-    Ok(Json(json!({"renewal_requested": ids})).into_response())
+    Ok(Json(schema::RenewalRequested { renewal_requested: ids }).into_response())
 }

@@ -3,39 +3,30 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{views, ApiError, ApiResult};
+use super::error::ApiQuery;
+use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::service::commands::{Batch, CommandInput};
 use crate::store::{DeviceProfile, ProfileTemplate};
 
 fn batch(b: &Batch) -> ApiResult {
-    let v = serde_json::to_value(b).map_err(|e| ApiError::internal("encoding the batch", e))?;
-    Ok(Json(v).into_response())
+    Ok(Json(b).into_response())
 }
 
 fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
-struct EnqueueBody {
-    targets: Vec<String>,
-    command: Value,
-    /// Wake the targets (APNs) once queued; `false` leaves them to check in.
-    #[serde(default = "yes")]
-    push: bool,
-}
-
 /// `{"targets": [...], "command": {JSON command} | "<plist XML>"}`.
 pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
-    let req: EnqueueBody = serde_json::from_slice(&body).map_err(|e| {
+    let req: schema::EnqueueBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "body must be {{\"targets\": [...], \"command\": {{...}} or \"<plist>\"}}: {e}"
         ))
@@ -53,36 +44,39 @@ pub async fn post_command(State(app): State<Arc<App>>, body: axum::body::Bytes) 
     batch(&app.commander.enqueue(input, req.targets, req.push).await?)
 }
 
-fn template_view(t: &ProfileTemplate) -> Value {
-    json!({
-        "identifier": t.identifier,
-        "uuid": t.uuid,
-        "display_name": t.display_name,
-        "payload_types": t.payload_types,
-        "variables": t.variables,
-        "sha256": t.sha256,
-        "warnings": t.warnings,
-        "source": t.source,
-        "created_at": views::time(t.created_at),
-        "updated_at": views::time(t.updated_at),
-    })
+fn template_view(t: &ProfileTemplate) -> schema::TemplateView {
+    schema::TemplateView {
+        identifier: t.identifier.clone(),
+        uuid: t.uuid.clone(),
+        display_name: t.display_name.clone(),
+        payload_types: t.payload_types.clone(),
+        variables: t.variables.clone(),
+        sha256: t.sha256.clone(),
+        warnings: t.warnings.clone(),
+        source: t.source.clone(),
+        created_at: crate::clock::rfc3339(t.created_at),
+        updated_at: crate::clock::rfc3339(t.updated_at),
+    }
 }
 
-pub fn device_profile_view(d: &DeviceProfile) -> Value {
-    json!({
-        "enrollment": d.enrollment,
-        "identifier": d.identifier,
-        "state": d.state,
-        "command_uuid": d.command_uuid,
-        "sha256": d.sha256,
-        "updated_at": views::time(d.updated_at),
-        "error_chain": d.error_chain,
-    })
+pub fn device_profile_view(d: &DeviceProfile) -> schema::DeviceProfileView {
+    schema::DeviceProfileView {
+        enrollment: d.enrollment.clone(),
+        identifier: d.identifier.clone(),
+        state: d.state,
+        command_uuid: d.command_uuid.clone(),
+        sha256: d.sha256.clone(),
+        updated_at: crate::clock::rfc3339(d.updated_at),
+        error_chain: d.error_chain.clone(),
+    }
 }
 
 pub async fn list(State(app): State<Arc<App>>) -> ApiResult {
     let list = app.mdm.store.templates().await?;
-    Ok(Json(json!({"profiles": list.iter().map(template_view).collect::<Vec<_>>()})).into_response())
+    Ok(Json(schema::ProfileList {
+        profiles: list.iter().map(template_view).collect(),
+    })
+    .into_response())
 }
 
 pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
@@ -93,25 +87,25 @@ pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiRes
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))?;
     let devices = app.mdm.store.profile_devices(&id).await?;
-    let mut counts = serde_json::Map::new();
+    let mut states = std::collections::BTreeMap::new();
     for d in &devices {
         let k = serde_json::to_value(d.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let n = counts.get(&k).and_then(Value::as_u64).unwrap_or(0) + 1;
-        counts.insert(k, json!(n));
+        *states.entry(k).or_insert(0u64) += 1;
     }
-    let mut v = template_view(&t);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("template".into(), json!(String::from_utf8_lossy(&t.xml)));
-        o.insert("states".into(), Value::Object(counts));
-        o.insert("devices".into(), json!(devices.iter().map(device_profile_view).collect::<Vec<_>>()));
-    }
-    Ok(Json(v).into_response())
+    Ok(Json(schema::ProfileDetail {
+        view: template_view(&t),
+        template: String::from_utf8_lossy(&t.xml).into_owned(),
+        states,
+        devices: devices.iter().map(device_profile_view).collect(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// Queue the new version to every enrollment that has the profile.
     #[serde(default)]
@@ -119,7 +113,7 @@ pub struct UploadQuery {
 }
 
 /// Raw `.mobileconfig` body (plain or signed).
-pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, body: axum::body::Bytes) -> ApiResult {
+pub async fn upload(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<UploadQuery>, body: axum::body::Bytes) -> ApiResult {
     if body.is_empty() {
         return Err(ApiError::bad_request("the body must be a .mobileconfig"));
     }
@@ -128,27 +122,23 @@ pub async fn upload(State(app): State<Arc<App>>, Query(q): Query<UploadQuery>, b
         // Blueprints that name it converge on the new version.
         app.fleet.everyone(false, false);
     }
-    let mut v = template_view(&t);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("changed".into(), json!(changed));
-        o.insert(
-            "reinstall".into(),
-            reinstalled
-                .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null),
-        );
-    }
+    let v = schema::ProfileUploaded {
+        template: template_view(&t),
+        changed,
+        reinstall: reinstalled,
+    };
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Also queue RemoveProfile to every enrollment that has it.
     #[serde(default)]
     remove: bool,
 }
 
-pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> ApiResult {
+pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, ApiQuery(q): ApiQuery<DeleteQuery>) -> ApiResult {
     let users: Vec<String> = app
         .fleet
         .blueprints()
@@ -187,11 +177,16 @@ pub async fn delete(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q
     if !app.mdm.store.delete_template(&id).await? {
         return Err(ApiError::not_found(format!("no profile {id}")));
     }
-    Ok(Json(json!({"identifier": id, "deleted": true, "removal": removal})).into_response())
+    Ok(Json(schema::ProfileDeleted {
+        identifier: id,
+        deleted: true,
+        removal,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
-pub struct Targets {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ProfileTargets {
     targets: Vec<String>,
     #[serde(default = "yes")]
     push: bool,
@@ -199,7 +194,7 @@ pub struct Targets {
 
 /// `{"targets": [...]}` with at least one target, or the 400 to answer.
 fn targets(body: &[u8]) -> Result<(Vec<String>, bool), ApiError> {
-    let t: Targets =
+    let t: ProfileTargets =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() {
         return Err(ApiError::bad_request("targets: at least one enrollment id is required"));
@@ -223,16 +218,16 @@ pub async fn device_profiles(State(app): State<Arc<App>>, Path(id): Path<String>
     let list = app.mdm.store.device_profiles(&id).await?;
     let mut profiles: Vec<_> = list
         .iter()
-        .filter(|p| !waiting.iter().any(|w| w["identifier"] == p.identifier.as_str()))
-        .map(device_profile_view)
+        .filter(|p| !waiting.iter().any(|w| w.identifier == p.identifier))
+        .map(|p| schema::DeviceProfileEntry::Sent(device_profile_view(p)))
         .collect();
-    profiles.extend(waiting);
-    Ok(Json(json!({"enrollment": id, "profiles": profiles})).into_response())
+    profiles.extend(waiting.into_iter().map(schema::DeviceProfileEntry::Waiting));
+    Ok(Json(schema::DeviceProfiles { enrollment: id, profiles }).into_response())
 }
 
 /// `{"USERNAME": "alice", "EMAIL": "alice@example.com"}`; an empty value removes.
 pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult {
-    let attrs: std::collections::BTreeMap<String, String> =
+    let schema::Attributes(attrs) =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be a JSON object of strings: {e}")))?;
     if let Some(k) = attrs.keys().find(|k| k.is_empty() || k.len() > 64) {
         return Err(ApiError::bad_request(format!("attribute name {k:?}: 1 to 64 characters")));
@@ -244,7 +239,11 @@ pub async fn set_attributes(State(app): State<Arc<App>>, Path(id): Path<String>,
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no enrollment {id}")))?;
     app.mdm.fact_changed(&id);
-    Ok(Json(json!({"enrollment": id, "attributes": a})).into_response())
+    Ok(Json(schema::AttributesSet {
+        enrollment: id,
+        attributes: a,
+    })
+    .into_response())
 }
 
 /// Add a new current key to the secrets keyring and reseal every stored token.
@@ -263,5 +262,9 @@ pub async fn rotate_secrets(State(app): State<Arc<App>>) -> ApiResult {
     }
     let n = app.mdm.reseal_all().await? + others;
     tracing::info!(key = %key, resealed = n, "secrets key rotated");
-    Ok(Json(json!({"key_id": key, "resealed": n})).into_response())
+    Ok(Json(schema::SecretsRotated {
+        key_id: key,
+        resealed: n as u64,
+    })
+    .into_response())
 }

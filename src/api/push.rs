@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
-
-use super::{ApiError, ApiResult};
+use super::error::ApiQuery;
+use super::{schema, ApiError, ApiResult};
 use crate::app::App;
 use crate::push::cert::PushCert;
 use crate::push::PushError;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SetQuery {
     /// Accept a certificate whose topic strands enrolled devices.
     #[serde(default)]
@@ -24,7 +24,7 @@ pub struct SetQuery {
 
 /// `PUT /v1/push-cert`: PEM certificate + key (`application/x-pem-file`), or
 /// PKCS#12 (`application/x-pkcs12`) with the password in `X-Password`.
-pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+pub async fn set(State(app): State<Arc<App>>, ApiQuery(q): ApiQuery<SetQuery>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -49,9 +49,12 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
     };
     let pc = parsed.map_err(|e| ApiError::bad_request(e.to_string()))?;
     match app.pusher.set_certificate(pc, q.force).await {
-        Ok((topic, stranded)) => {
-            Ok(Json(json!({"topic": topic, "stranded_devices": stranded, "push": app.pusher.health()})).into_response())
-        }
+        Ok((topic, stranded)) => Ok(Json(schema::PushCertSet {
+            topic,
+            stranded_devices: stranded,
+            push: health_view(&app)?,
+        })
+        .into_response()),
         Err(e @ PushError::TopicChange { .. }) => {
             let stranded = match &e {
                 PushError::TopicChange { stranded, .. } => *stranded,
@@ -59,7 +62,10 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
             };
             Err(ApiError::with_body(
                 StatusCode::CONFLICT,
-                json!({"error": e.to_string(), "stranded_devices": stranded}),
+                super::error::ErrorBody {
+                    stranded_devices: Some(stranded),
+                    ..super::error::ErrorBody::new(e.to_string())
+                },
             ))
         }
         Err(PushError::Store(e)) => Err(e.into()),
@@ -68,39 +74,48 @@ pub async fn set(State(app): State<Arc<App>>, Query(q): Query<SetQuery>, headers
     }
 }
 
-pub async fn show(State(app): State<Arc<App>>) -> Response {
-    Json(app.pusher.health()).into_response()
+pub async fn show(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(health_view(&app)?).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct Targets {
+/// The push certificate's health, typed.
+pub fn health_view(app: &App) -> Result<schema::PushHealth, ApiError> {
+    super::views::typed(app.pusher.health(), "reading the push certificate's health")
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct PushTargets {
     targets: Vec<String>,
 }
 
 /// `POST /v1/push`: push these enrollments now; the answer says what APNs said.
 pub async fn push(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
-    let t: Targets =
+    let t: PushTargets =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body must be {{\"targets\": [...]}}: {e}")))?;
     if t.targets.is_empty() || t.targets.len() > 10_000 {
         return Err(ApiError::bad_request("targets: 1 to 10,000 enrollment ids"));
     }
     let results = app.pusher.push_now(t.targets).await;
-    let map: serde_json::Map<String, serde_json::Value> = results
+    let results = results
         .into_iter()
         .map(|(id, s)| {
-            let mut v = serde_json::to_value(&s).unwrap_or_default();
-            v["at"] = crate::clock::json_time(s.at);
+            let v = schema::PushOutcome {
+                at: crate::clock::rfc3339(s.at),
+                outcome: s.outcome,
+                accepted: s.accepted,
+                token_disabled: s.token_disabled,
+            };
             (id, v)
         })
         .collect();
-    Ok(Json(json!({"results": map})).into_response())
+    Ok(Json(schema::PushResults { results }).into_response())
 }
 
 /// `GET /health` (no key): for load balancers and monitoring. 200 with
 /// `status: ok` or `warning` (push certificate missing, expiring within 30
 /// days, or refused by APNs); no secrets.
-pub async fn health(State(app): State<Arc<App>>) -> Response {
-    let push = app.pusher.health();
+pub async fn health(State(app): State<Arc<App>>) -> ApiResult {
+    let push = health_view(&app)?;
     let mut warnings = super::health::warnings(&app).await;
     // A balancer takes an instance out when its database is unreachable.
     let store = match tokio::time::timeout(std::time::Duration::from_secs(5), app.mdm.store.setting("topic")).await {
@@ -116,18 +131,18 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     if let Some(e) = &store {
         warnings.insert(0, format!("storage unavailable: {e}"));
     }
-    let body = Json(json!({
-        "status": status,
-        "warnings": warnings,
-        "store": app.mdm.store.describe(),
-        "push": {
-            "configured": push["configured"],
-            "topic": push["topic"],
-            "not_after": push["not_after"],
-            "days_left": push["days_left"],
-            "expiring_soon": push["expiring_soon"],
-            "certificate_error": push["certificate_error"],
+    let body = Json(schema::Health {
+        status: status.into(),
+        warnings,
+        store: app.mdm.store.describe(),
+        push: schema::HealthPush {
+            configured: push.configured,
+            topic: Some(push.topic),
+            not_after: push.not_after,
+            days_left: push.days_left,
+            expiring_soon: push.expiring_soon,
+            certificate_error: push.certificate_error,
         },
-    }));
-    (code, body).into_response()
+    });
+    Ok((code, body).into_response())
 }

@@ -3,12 +3,14 @@
 //! service, or secret by Apple's key name) and secrets in a device's answers
 //! are redacted for every role (`service::commands::sealed`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::pki::secrets::SecretBox;
 use crate::protocol::json::plist_to_json;
 use crate::service::commands::sealed;
 use crate::store::{CommandRecord, Delivery, DeviceCommand, Enrollment};
+
+use super::schema::{CommandView, DeliveryView, DeviceCommandView, EnrollUserView, EnrollmentView, PushView};
 
 pub fn time(t: i64) -> Value {
     crate::clock::rfc3339(t).map_or(Value::Null, Value::String)
@@ -37,58 +39,68 @@ pub fn rfc3339_times(mut v: Value) -> Value {
     v
 }
 
-fn opt_time(t: Option<i64>) -> Value {
-    t.map(time).unwrap_or(Value::Null)
+/// `v` as JSON with [`rfc3339_times`]: for views that embed service types
+/// whose times are Unix seconds in Rust (their schemas say RFC 3339).
+pub fn timed<T: serde::Serialize>(v: &T) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    axum::Json(rfc3339_times(serde_json::to_value(v).unwrap_or_default())).into_response()
 }
 
-pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> Value {
-    let mut v = json!({
-        "id": e.id,
-        "device": e.device,
-        "kind": e.kind,
-        "udid": e.udid,
-        "user_enrollment_id": e.user_enrollment_id,
-        "user_short_name": e.user_short_name,
-        "user": e.user.as_ref().map(|u| json!({
-            "username": u.username,
-            "email": u.email,
-            "full_name": u.full_name,
-            "groups": u.groups,
-            "method": u.method,
-            "signed_in_at": time(u.signed_in_at),
-            "managed_apple_id": u.managed_apple_id,
-        })),
-        "ade": e.ade,
-        "supervised": e.supervised(),
-        "topic": e.topic,
-        "info": e.info,
-        "attributes": e.attributes,
-        "active": e.active,
-        "checked_out": e.checked_out_at.is_some(),
-        "push_token_present": e.push.is_some(),
-        "push": e.push.as_ref().map(|p| json!({
-            "token_updated_at": time(p.updated_at),
-            "last_push_at": opt_time(p.last_push_at),
-            "last_push_outcome": p.last_push_outcome,
-            "disabled": p.disabled,
-        })),
-        "unlock_token_escrowed": e.unlock_token.is_some(),
-        "bootstrap_token_escrowed": e.bootstrap_token.is_some(),
-        "awaiting_configuration": e.awaiting_configuration,
-        "identity_certificate_sha256": e.cert_hash,
-        "enrolled_at": time(e.enrolled_at),
-        "authenticated_at": time(e.authenticated_at),
-        "token_updated_at": opt_time(e.token_updated_at),
-        "checked_out_at": opt_time(e.checked_out_at),
-        "last_checkin_at": time(e.last_checkin_at),
-        "last_seen_at": time(e.last_seen_at),
-        "refused_reenroll_count": e.refused_reenroll_count,
-        "refused_reenroll_at": opt_time(e.refused_reenroll_at),
-    });
-    if let (Some(p), Some(o)) = (pending, v.as_object_mut()) {
-        o.insert("pending_commands".into(), json!(p));
+/// A service's JSON view read into the API's type for it (a view that does
+/// not fit is our failure, and `tests/openapi.rs` checks every one).
+pub fn typed<T: serde::de::DeserializeOwned>(v: Value, what: &'static str) -> Result<T, super::ApiError> {
+    serde_json::from_value(v).map_err(|e| super::ApiError::internal(what, e))
+}
+
+fn t(at: i64) -> Option<String> {
+    crate::clock::rfc3339(at)
+}
+
+pub fn enrollment(e: &Enrollment, pending: Option<usize>) -> EnrollmentView {
+    EnrollmentView {
+        id: e.id.clone(),
+        device: e.device.clone(),
+        kind: e.kind,
+        udid: e.udid.clone(),
+        user_enrollment_id: e.user_enrollment_id.clone(),
+        user_short_name: e.user_short_name.clone(),
+        user: e.user.as_ref().map(|u| EnrollUserView {
+            username: u.username.clone(),
+            email: u.email.clone(),
+            full_name: u.full_name.clone(),
+            groups: u.groups.clone(),
+            method: u.method.clone(),
+            signed_in_at: t(u.signed_in_at),
+            managed_apple_id: u.managed_apple_id.clone(),
+        }),
+        ade: e.ade.clone(),
+        supervised: e.supervised(),
+        topic: e.topic.clone(),
+        info: e.info.clone(),
+        attributes: e.attributes.clone(),
+        active: e.active,
+        checked_out: e.checked_out_at.is_some(),
+        push_token_present: e.push.is_some(),
+        push: e.push.as_ref().map(|p| PushView {
+            token_updated_at: t(p.updated_at),
+            last_push_at: p.last_push_at.and_then(t),
+            last_push_outcome: p.last_push_outcome.clone(),
+            disabled: p.disabled.clone(),
+        }),
+        unlock_token_escrowed: e.unlock_token.is_some(),
+        bootstrap_token_escrowed: e.bootstrap_token.is_some(),
+        awaiting_configuration: e.awaiting_configuration,
+        identity_certificate_sha256: e.cert_hash.clone(),
+        enrolled_at: t(e.enrolled_at),
+        authenticated_at: t(e.authenticated_at),
+        token_updated_at: e.token_updated_at.and_then(t),
+        checked_out_at: e.checked_out_at.and_then(t),
+        last_checkin_at: t(e.last_checkin_at),
+        last_seen_at: t(e.last_seen_at),
+        refused_reenroll_count: e.refused_reenroll_count,
+        refused_reenroll_at: e.refused_reenroll_at.and_then(t),
+        pending_commands: pending.map(|p| p as u64),
     }
-    v
 }
 
 fn result_json(d: &Delivery) -> Value {
@@ -104,42 +116,41 @@ fn result_json(d: &Delivery) -> Value {
     }
 }
 
-pub fn delivery(d: &Delivery) -> Value {
-    json!({
-        "enrollment": d.enrollment,
-        "status": d.status,
-        "queued_at": time(d.queued_at),
-        "updated_at": time(d.updated_at),
-        "not_now_count": d.not_now_count,
-        "error_chain": d.error_chain,
-        "result": result_json(d),
-    })
+pub fn delivery(d: &Delivery) -> DeliveryView {
+    DeliveryView {
+        enrollment: d.enrollment.clone(),
+        status: d.status,
+        queued_at: t(d.queued_at),
+        updated_at: t(d.updated_at),
+        not_now_count: d.not_now_count,
+        error_chain: d.error_chain.clone(),
+        result: result_json(d),
+    }
 }
 
-pub fn device_command(c: &DeviceCommand) -> Value {
-    let mut v = delivery(&c.delivery);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("command_uuid".into(), json!(c.command_uuid));
-        o.insert("request_type".into(), json!(c.request_type));
+pub fn device_command(c: &DeviceCommand) -> DeviceCommandView {
+    DeviceCommandView {
+        delivery: delivery(&c.delivery),
+        command_uuid: c.command_uuid.clone(),
+        request_type: c.request_type.clone(),
     }
-    v
 }
 
 /// A command with its secrets redacted (`redacted`: the key paths left out).
-pub fn command(secrets: &SecretBox, rec: &CommandRecord, deliveries: &[Delivery]) -> Value {
+pub fn command(secrets: &SecretBox, rec: &CommandRecord, deliveries: &[Delivery]) -> CommandView {
     let (command, redacted) = match sealed::redacted_command(secrets, &rec.uuid, &rec.body) {
         Some((d, paths)) => (plist_to_json(&plist::Value::Dictionary(d)), paths),
         None => (Value::Null, Vec::new()),
     };
-    json!({
-        "command_uuid": rec.uuid,
-        "request_type": rec.request_type,
-        "created_at": time(rec.created_at),
-        "command": command,
-        "redacted": redacted,
-        "targets": rec.targets,
-        "deliveries": deliveries.iter().map(delivery).collect::<Vec<_>>(),
-    })
+    CommandView {
+        command_uuid: rec.uuid.clone(),
+        request_type: rec.request_type.clone(),
+        created_at: t(rec.created_at),
+        command,
+        redacted,
+        targets: rec.targets,
+        deliveries: deliveries.iter().map(delivery).collect(),
+    }
 }
 
 /// In every `ApplicationConfigurations` array of `v` (a device's echo of

@@ -30,7 +30,7 @@ const MAX_OCSP_AGE: u32 = 7 * 86_400;
 const OCSP_SKEW: u32 = 300;
 
 /// Where a certificate says its revocation can be learned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sources {
     /// OCSP responders (Authority Information Access).
     pub ocsp: Vec<String>,

@@ -405,7 +405,7 @@ fn validate_value(spec: &KeySpec, v: &plist::Value, path: &str, strict: bool) ->
 }
 
 /// One problem found in a document, with the key path where it is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Problem {
     pub path: String,
     pub message: String,

@@ -122,7 +122,7 @@ const SHORT_TOKEN: usize = 16;
 const MAX_TOKEN: usize = 4096;
 
 /// What a verification says.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Verdict {
     pub valid: bool,
     /// "shared" or "device".

@@ -19,7 +19,8 @@ use crate::service::ServiceError;
 use crate::store::{RecordWrite, StoreError};
 
 /// What one token's sync did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = AdeSyncReport)]
 pub struct SyncReport {
     pub token: String,
     /// A full fetch (first run, or the cursor had expired).

@@ -97,7 +97,7 @@ impl AppRecord {
 }
 
 /// How a new catalog app is asked for (`POST /v1/apps` as JSON).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreAppRequest {
     pub itunes_store_id: u64,
@@ -116,7 +116,7 @@ pub struct StoreAppRequest {
 }
 
 /// Changes to a catalog app (`PUT /v1/apps/{id}`): absent keys stay.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSettings {
     /// `null` removes the configuration.

@@ -110,7 +110,7 @@ pub(super) fn device_app_key(app: &str, enrollment: &str) -> String {
     format!("{app}/{enrollment}")
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct InstallReport {
     pub queued: u64,
     pub licences_associated: u64,
@@ -120,14 +120,15 @@ pub struct InstallReport {
     pub commands: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct RemoveReport {
     pub queued: u64,
     pub licences_released: u64,
     pub failed: Vec<crate::service::commands::Failed>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = AppsSyncReport)]
 pub struct SyncReport {
     pub tokens: usize,
     pub assets: usize,

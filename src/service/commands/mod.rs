@@ -83,14 +83,14 @@ pub enum CommandInput {
     Plist(Dictionary),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Failed {
     pub target: String,
     pub error: String,
 }
 
 /// What an enqueue did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Batch {
     /// The command, when one command serves every target; with per-device
     /// commands, the first target's.

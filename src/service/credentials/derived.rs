@@ -83,7 +83,7 @@ impl From<DerivedError> for ServiceError {
 }
 
 /// Who a credential belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
 pub enum Owner {
     Device(String),
@@ -128,7 +128,7 @@ pub(super) struct Stored {
 }
 
 /// What the API shows of a credential (never the key or password).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialView {
     pub id: String,
     pub owner: Owner,
@@ -136,9 +136,12 @@ pub struct CredentialView {
     pub subject: String,
     pub issuer: String,
     pub serial: String,
+    #[schema(value_type = String, format = DateTime)]
     pub not_before: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: i64,
     pub source: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Within 30 days of expiry (or expired).
     pub expiring: bool,

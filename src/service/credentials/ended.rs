@@ -20,7 +20,7 @@ pub const RETENTION: i64 = 400 * 86_400;
 const MAX_REASON: usize = 200;
 
 /// An ended credential, as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndedView {
     pub id: String,
     pub owner: Owner,
@@ -28,12 +28,16 @@ pub struct EndedView {
     pub subject: String,
     pub issuer: String,
     pub serial: String,
+    #[schema(value_type = String, format = DateTime)]
     pub not_before: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: i64,
     pub source: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// `revoked` or `expired`.
     pub status: String,
+    #[schema(value_type = String, format = DateTime)]
     pub ended_at: i64,
     /// `account:NAME` (the provider's call), `ocsp URL`, `crl URL` or `expiry`.
     pub by: String,

@@ -98,17 +98,19 @@ pub enum Challenge {
     Url(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CertView {
     pub subject: String,
     pub issuer: String,
     pub serial: String,
     pub sha256: String,
+    #[schema(value_type = String, format = DateTime)]
     pub not_before: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CaView {
     pub name: String,
     pub scep_url: String,
@@ -118,12 +120,13 @@ pub struct CaView {
     pub challenge_url: Option<String>,
     pub caps: Vec<String>,
     pub chain: Vec<CertView>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A certificate an organisation CA issued to a device, learned from the
 /// device's CertificateList.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct OrgCert {
     pub ca: String,
     pub enrollment: String,
@@ -132,11 +135,15 @@ pub struct OrgCert {
     pub serial: String,
     pub subject: String,
     pub sha256: String,
+    #[schema(value_type = String, format = DateTime)]
     pub not_before: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub learned_at: i64,
     /// When mdmd re-installed the profile to renew it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub renewal_queued_at: Option<i64>,
 }
 

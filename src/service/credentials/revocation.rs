@@ -86,8 +86,9 @@ impl FetchError {
 }
 
 /// The last check of a credential, kept with it and shown in its view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RevocationCheck {
+    #[schema(value_type = String, format = DateTime)]
     pub checked_at: i64,
     /// `good`, `unknown` (the responder does not know it), `failed`
     /// (no source answered usably) or `not checked` (nothing to check with).

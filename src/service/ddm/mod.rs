@@ -204,7 +204,7 @@ pub struct ItemValue {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeclarationStatus {
     pub kind: String,
     pub active: Option<bool>,

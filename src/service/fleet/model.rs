@@ -19,7 +19,7 @@ pub const DEVICES: &str = "fleet.devices";
 /// Every enrolled device channel.
 pub const EVERYONE: &str = "*";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Group {
     pub name: String,
     /// Static members: UDIDs and serial numbers (serials upper-cased).
@@ -32,7 +32,7 @@ pub struct Group {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     /// A catalog app (`mdmd apps`), by its id (bundle identifier): installed
@@ -77,7 +77,7 @@ impl AppSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlueprintSpec {
     #[serde(default)]

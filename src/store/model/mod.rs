@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{EnrollmentKind, ErrorChainItem};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_number: Option<String>,
@@ -144,7 +144,7 @@ pub struct EnrollUser {
 /// device (by serial) to one of our ADE server tokens, and the device's
 /// machine info named it. Carried like `EnrollUser`: challenge → identity
 /// certificate → enrollment; a renewal keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdeOrigin {
     /// The server token (one ABM server) the device is assigned to.
     pub server: String,
@@ -375,7 +375,7 @@ pub struct ProfileTemplate {
 }
 
 /// Where a profile stands on one enrollment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileState {
     /// InstallProfile queued.
@@ -427,7 +427,7 @@ pub struct QueuedCommand {
     pub body: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum DeliveryStatus {
     Pending,
     NotNow,
