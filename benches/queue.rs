@@ -22,15 +22,7 @@ fn command() -> CommandRecord {
     let mut d = plist::Dictionary::new();
     d.insert("RequestType".into(), "SecurityInfo".into());
     let c = mdmd::protocol::Command::new(d).expect("command");
-    CommandRecord {
-        uuid: c.uuid.clone(),
-        request_type: c.request_type.clone(),
-        created_at: 0,
-        body: c.to_xml(),
-        targets: 0,
-        seq: 0,
-        profile: None,
-    }
+    CommandRecord::new(&c, 0, None)
 }
 
 fn bench(c: &mut Criterion) {
