@@ -75,15 +75,20 @@ fn seeded(i: usize, now: i64) -> Vec<Row> {
     ]
 }
 
+/// Devices written per transaction by [`seed`]: each is four statements on
+/// PostgreSQL, so a batch stays a few thousand round trips, well inside the
+/// store's per-commit bound even on a loaded machine.
+const SEED_BATCH: usize = 1000;
+
 /// Write `n` devices (enrollment with facts, SecurityInfo, compliance) in
-/// batches; returns the seconds it took.
+/// batches of [`SEED_BATCH`]; returns the seconds it took.
 pub async fn seed(store: &dyn CopyStore, n: usize) -> anyhow::Result<f64> {
     let t = Instant::now();
     let now = crate::clock::now();
-    let mut batch = Vec::with_capacity(3 * 5000);
+    let mut batch = Vec::with_capacity(3 * SEED_BATCH);
     for i in 0..n {
         batch.extend(seeded(i, now));
-        if batch.len() >= 3 * 5000 {
+        if batch.len() >= 3 * SEED_BATCH {
             store.import(std::mem::take(&mut batch)).await?;
         }
     }
