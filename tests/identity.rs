@@ -468,7 +468,7 @@ async fn scep_subjects_keys_and_transaction_ids_are_bounded() {
     assert!(ok.is_ok(), "{ok:?}", ok = ok.err());
 
     // A transactionID with a newline, and one of 100 KB: 400, never logged.
-    let ca = ca(&srv);
+    let ca = mdmd::sim::pki::get_scep_certs(&srv.client(), &format!("{}/scep", srv.base)).await.unwrap().recipient;
     let csr = mdmd::sim::pki::csr(&id.key, &[("CN".into(), "mdmd device tx".into())], None).unwrap();
     for txid in ["forged\nlevel=ERROR msg=\"admin logged in\"".to_owned(), "T".repeat(100 * 1024)] {
         let (msg, _, _) =

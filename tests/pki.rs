@@ -174,6 +174,11 @@ async fn debian_scepclient_obtains_and_renews_a_certificate() {
     let srv = Server::start_with(&["--scep-challenge", "static-secret-for-scepclient"]);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}/scep", srv.base);
+    // Our CA is ECDSA, so GetCACert answers an RSA RA beside it; scepclient
+    // would encrypt to every certificate given, so it is told the RA's
+    // fingerprint, as with NDES (which also answers RA certificates).
+    let ra = X509::from_pem(&std::fs::read(srv.certs_dir().join("ra.pem")).unwrap()).unwrap();
+    let ra_fingerprint = mdmd::pki::cert_sha256(&ra.to_der().unwrap());
     // scepclient keeps its CSR (csr.pem) and transient certificate beside the key.
     let run_in = |dir: &std::path::Path, challenge: &str| {
         let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
@@ -187,6 +192,8 @@ async fn debian_scepclient_obtains_and_renews_a_certificate() {
                 "scepclient-device",
                 "-organization",
                 "mdmd-test",
+                "-ca-fingerprint",
+                &ra_fingerprint,
             ])
             .arg("-private-key")
             .arg(&key)
@@ -659,7 +666,7 @@ async fn failed_signature_checks_never_break_other_connections() {
     let sig = ia.sign(&idle_a).unwrap();
     let forged = other.sign(&idle_a).unwrap();
     // A SCEP request whose CSR self-signature is broken (last byte flipped).
-    let ca = X509::from_pem(&std::fs::read(srv.certs_dir().join("ca.pem")).unwrap()).unwrap();
+    let ca = mdmd::sim::pki::get_scep_certs(&srv.client(), &format!("{}/scep", srv.base)).await.unwrap().recipient;
     let key = common::pool_key();
     let subject = vec![("CN".to_owned(), "broken csr".to_owned())];
     let mut csr = mdmd::sim::pki::csr(&key, &subject, Some("whatever")).unwrap();

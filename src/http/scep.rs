@@ -39,8 +39,8 @@ fn decode_message(m: &str) -> Option<Vec<u8>> {
 pub async fn get(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
     match q.get("operation").map(String::as_str) {
         Some("GetCACaps") => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], CAPABILITIES).into_response(),
-        Some("GetCACert") => match app.pki.ca.cert.to_der() {
-            Ok(der) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-x509-ca-cert")], der).into_response(),
+        Some("GetCACert") => match app.pki.get_ca_cert() {
+            Ok((content_type, der)) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], der).into_response(),
             Err(e) => super::mdm::internal_error("encoding our CA certificate", &e),
         },
         Some("PKIOperation") => match q.get("message").and_then(|m| decode_message(m)) {

@@ -96,23 +96,97 @@ impl EnrollmentProfile {
     }
 }
 
-/// GetCACert: the CA certificate (the first of a PKCS#7 bundle).
+/// GetCACert: the CA certificate.
 pub async fn get_ca_cert(client: &reqwest::Client, url: &str) -> anyhow::Result<X509> {
-    let ca_der = client
+    Ok(get_scep_certs(client, url).await?.ca)
+}
+
+/// What a SCEP client takes from GetCACert: the CA, and who to encrypt the
+/// request to and expect the CertRep from (the CA itself, or its RA).
+#[derive(Debug, Clone)]
+pub struct ScepCerts {
+    pub ca: X509,
+    pub recipient: X509,
+}
+
+/// GetCACert as iOS reads it (RFC 8894 §4.2.1): one certificate is the CA
+/// and the recipient; a certs-only PKCS#7 holds the CA (a CA certificate the
+/// others are issued by) and an RA (not a CA, keyEncipherment, RSA, issued
+/// by that CA), which the request is encrypted to.
+pub async fn get_scep_certs(client: &reqwest::Client, url: &str) -> anyhow::Result<ScepCerts> {
+    let der = client
         .get(format!("{url}?operation=GetCACert"))
         .send()
         .await?
         .error_for_status()?
         .bytes()
         .await?;
-    match X509::from_der(&ca_der) {
-        Ok(c) => Ok(c),
-        Err(_) => {
-            let p7 = Pkcs7::from_der(&ca_der).context("GetCACert: neither a certificate nor a PKCS#7")?;
-            p7.signed()
-                .and_then(|s| s.certificates())
-                .and_then(|c| c.iter().next().map(|c| c.to_owned()))
-                .context("GetCACert: no certificate")
+    if let Ok(c) = X509::from_der(&der) {
+        return Ok(ScepCerts { ca: c.clone(), recipient: c });
+    }
+    let p7 = Pkcs7::from_der(&der).context("GetCACert: neither a certificate nor a PKCS#7")?;
+    let certs: Vec<X509> = p7
+        .signed()
+        .and_then(|s| s.certificates())
+        .map(|c| c.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    scep_certs_of(certs)
+}
+
+/// Pick the CA and the recipient out of GetCACert's certificates.
+pub fn scep_certs_of(certs: Vec<X509>) -> anyhow::Result<ScepCerts> {
+    use x509_parser::prelude::FromDer as _;
+    struct Facts {
+        ca: bool,
+        key_encipherment: bool,
+    }
+    let facts = |c: &X509| -> anyhow::Result<Facts> {
+        let der = c.to_der()?;
+        let (_, p) = x509_parser::certificate::X509Certificate::from_der(&der).map_err(|e| anyhow::anyhow!("GetCACert: {e}"))?;
+        Ok(Facts {
+            ca: p.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca),
+            // No keyUsage extension: any use.
+            key_encipherment: p.key_usage().ok().flatten().map_or(true, |k| k.value.key_encipherment()),
+        })
+    };
+    match certs.len() {
+        0 => bail!("GetCACert: no certificate"),
+        1 => {
+            let c = certs.into_iter().next().context("GetCACert: no certificate")?;
+            Ok(ScepCerts { ca: c.clone(), recipient: c })
+        }
+        _ => {
+            let mut cas = Vec::new();
+            let mut others = Vec::new();
+            for c in certs {
+                if facts(&c)?.ca {
+                    cas.push(c);
+                } else {
+                    others.push(c);
+                }
+            }
+            // The issuing CA: the one the RA is issued by (else the only CA).
+            let ra = others
+                .into_iter()
+                .filter(|c| facts(c).is_ok_and(|f| f.key_encipherment) && c.public_key().is_ok_and(|k| k.rsa().is_ok()))
+                .find(|ra| cas.iter().any(|ca| ca.issued(ra) == openssl::x509::X509VerifyResult::OK));
+            match ra {
+                Some(ra) => {
+                    let ca = cas
+                        .into_iter()
+                        .find(|ca| {
+                            ca.issued(&ra) == openssl::x509::X509VerifyResult::OK
+                                && ca.public_key().is_ok_and(|k| ra.verify(&k).unwrap_or(false))
+                        })
+                        .context("GetCACert: the RA certificate is not signed by the CA beside it")?;
+                    Ok(ScepCerts { ca, recipient: ra })
+                }
+                None if cas.len() == 1 => {
+                    let ca = cas.into_iter().next().context("GetCACert: no CA")?;
+                    Ok(ScepCerts { ca: ca.clone(), recipient: ca })
+                }
+                None => bail!("GetCACert: {} CA certificates and no RA to encrypt to", cas.len()),
+            }
         }
     }
 }
@@ -337,7 +411,7 @@ pub async fn scep_enroll(
         None if caps.lines().any(|l| l.trim() == "AES" || l.trim() == "SCEPStandard") => Cipher::aes_128_cbc(),
         None => Cipher::des_ede3_cbc(),
     };
-    let ca = get_ca_cert(client, url).await?;
+    let ScepCerts { ca, recipient } = get_scep_certs(client, url).await?;
     if let Some(e) = expected_ca {
         if e.to_der()? != ca.to_der()? {
             bail!("GetCACert returned a CA other than the profile's");
@@ -353,7 +427,7 @@ pub async fn scep_enroll(
             (&transient, &key)
         }
     };
-    let (msg, _txid, _nonce) = scep::client_request(&ca, signer_cert, signer_key, &csr_der, renew.is_some(), cipher)?;
+    let (msg, _txid, _nonce) = scep::client_request(&recipient, signer_cert, signer_key, &csr_der, renew.is_some(), cipher)?;
     let resp = if caps.lines().any(|l| l.trim() == "POSTPKIOperation") {
         client
             .post(format!("{url}?operation=PKIOperation"))
@@ -370,9 +444,19 @@ pub async fn scep_enroll(
     if !status.is_success() {
         bail!("PKIOperation: HTTP {status}: {}", String::from_utf8_lossy(&body));
     }
-    let (pki_status, fail, cert) = scep::client_read_rep(&body, &ca, signer_cert, signer_key)?;
+    let (pki_status, fail, cert) = scep::client_read_rep(&body, &recipient, signer_cert, signer_key)?;
     match cert {
-        Some(cert) => Ok(Ok(SimIdentity { key, cert })),
+        Some(cert) => {
+            // As iOS: the new identity must be for this key and issued by the CA.
+            if !cert.public_key()?.public_eq(&key) {
+                bail!("the issued certificate is not for this device's key");
+            }
+            let ca_key = ca.public_key()?;
+            if ca.issued(&cert) != openssl::x509::X509VerifyResult::OK || !cert.verify(&ca_key)? {
+                bail!("the issued certificate is not signed by the SCEP CA");
+            }
+            Ok(Ok(SimIdentity { key, cert }))
+        }
         None => Ok(Err(format!("pkiStatus {pki_status}, failInfo {}", fail.unwrap_or_default()))),
     }
 }

@@ -48,6 +48,7 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 const ID_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 pub const SCEP_MESSAGE_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.2");
 pub const SCEP_PKI_STATUS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.3");
@@ -179,11 +180,18 @@ impl<T> Pool<T> {
     }
 }
 
-/// The CA as the fast path needs it: parsed once at start.
+/// A CA key as the fast path needs it, parsed once at start: the issuing CA
+/// (RSA or ECDSA P-256: it signs certificates) or the SCEP recipient (RSA:
+/// devices encrypt their requests to it and it signs the CertReps), which is
+/// the CA itself for an RSA CA and a separate RA certificate for an EC one.
 pub struct CaFast {
     key: PKey<Private>,
+    /// RSA (PKCS#1 v1.5 signatures, key transport) or else ECDSA.
+    rsa: bool,
     cert_der: Vec<u8>,
     subject: Name,
+    /// The certificate's issuer: with its serial, how CMS names it.
+    issuer: Name,
     serial: SerialNumber,
     /// The CA's subject key identifier (AuthorityKeyIdentifier of what it issues).
     key_id: Vec<u8>,
@@ -194,9 +202,12 @@ pub struct CaFast {
 }
 
 impl CaFast {
-    /// `None` unless the CA key is RSA (SCEP needs it for key transport).
+    /// `None` unless the key is RSA or ECDSA P-256.
     pub fn new(cert: &openssl::x509::X509Ref, key: &PKey<Private>) -> Option<CaFast> {
-        key.rsa().ok()?;
+        let rsa = key.rsa().is_ok();
+        if !rsa && !crate::pki::ca::is_p256(key) {
+            return None;
+        }
         let cert_der = cert.to_der().ok()?;
         let parsed = Certificate::from_der(&cert_der).ok()?;
         let tbs = &parsed.tbs_certificate;
@@ -210,7 +221,9 @@ impl CaFast {
             .unwrap_or_else(|| sha1_of(tbs.subject_public_key_info.subject_public_key.raw_bytes()));
         Some(CaFast {
             key: key.clone(),
+            rsa,
             subject: tbs.subject.clone(),
+            issuer: tbs.issuer.clone(),
             serial: tbs.serial_number.clone(),
             key_id,
             cert_der,
@@ -220,14 +233,38 @@ impl CaFast {
         })
     }
 
-    /// PKCS#1 v1.5 SHA-256 signature by the CA over `data`.
+    /// Can devices encrypt SCEP requests to this key (RSA key transport)?
+    pub fn is_rsa(&self) -> bool {
+        self.rsa
+    }
+
+    /// The signature algorithm of what this key signs: sha256WithRSAEncryption
+    /// (NULL parameters) or ecdsa-with-SHA256 (none, RFC 5758).
+    fn signature_alg(&self) -> AlgorithmIdentifierOwned {
+        if self.rsa {
+            AlgorithmIdentifierOwned {
+                oid: SHA256_WITH_RSA,
+                parameters: Some(Any::null()),
+            }
+        } else {
+            AlgorithmIdentifierOwned {
+                oid: ECDSA_WITH_SHA256,
+                parameters: None,
+            }
+        }
+    }
+
+    /// SHA-256 signature by this key over `data`: PKCS#1 v1.5 for RSA, a DER
+    /// ECDSA-Sig-Value for EC.
     fn sign_sha256(&self, data: &[u8]) -> Option<Vec<u8>> {
         let digest = sha2::Sha256::digest(data);
         self.sign.with(
             || {
                 let mut c = PkeyCtx::new(&self.key).ok()?;
                 c.sign_init().ok()?;
-                c.set_rsa_padding(Padding::PKCS1).ok()?;
+                if self.rsa {
+                    c.set_rsa_padding(Padding::PKCS1).ok()?;
+                }
                 c.set_signature_md(md_named("sha256")?).ok()?;
                 Some(c)
             },
@@ -240,6 +277,9 @@ impl CaFast {
     }
 
     fn decrypt_key(&self, enc: &[u8]) -> Option<Vec<u8>> {
+        if !self.rsa {
+            return None;
+        }
         self.decrypt.with(
             || {
                 let mut c = PkeyCtx::new(&self.key).ok()?;
@@ -260,7 +300,7 @@ impl CaFast {
     /// Was `cert` issued (signed) by this CA? Signature and issuer name only;
     /// the caller checks dates and revocation.
     pub fn issued(&self, cert: &Certificate) -> bool {
-        if cert.tbs_certificate.issuer != self.subject || cert.signature_algorithm.oid != SHA256_WITH_RSA {
+        if cert.tbs_certificate.issuer != self.subject || cert.signature_algorithm.oid != self.signature_alg().oid {
             return false;
         }
         let Ok(tbs) = cert.tbs_certificate.to_der() else { return false };
@@ -271,7 +311,9 @@ impl CaFast {
                 let pk = PKey::public_key_from_der(&self.key.public_key_to_der().ok()?).ok()?;
                 let mut c = PkeyCtx::new(&pk).ok()?;
                 c.verify_init().ok()?;
-                c.set_rsa_padding(Padding::PKCS1).ok()?;
+                if self.rsa {
+                    c.set_rsa_padding(Padding::PKCS1).ok()?;
+                }
                 c.set_signature_md(md_named("sha256")?).ok()?;
                 Some(c)
             },
@@ -497,7 +539,7 @@ fn parse_inner(ca: &CaFast, der: &[u8]) -> Result<Parsed, &'static str> {
         .iter()
         .find_map(|r| match r {
             RecipientInfo::Ktri(k) => match &k.rid {
-                RecipientIdentifier::IssuerAndSerialNumber(i) if i.issuer == ca.subject && i.serial_number == ca.serial => Some(k),
+                RecipientIdentifier::IssuerAndSerialNumber(i) if i.issuer == ca.issuer && i.serial_number == ca.serial => Some(k),
                 _ => None,
             },
             _ => None,
@@ -588,7 +630,8 @@ pub fn name_string(n: &Name) -> String {
 }
 
 /// Issue a device identity (TLS client, RSA key from the CSR) for `days`:
-/// the same profile as `Pki::issue_identity`, encoded here, signed by the CA.
+/// the same profile as `Pki::issue_identity`, encoded here, signed by the
+/// issuing CA `ca` (RSA or ECDSA).
 pub fn issue_identity(ca: &CaFast, csr: &Csr, days: u32) -> Result<Issued, PkiError> {
     use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier};
     let mut serial = [0u8; 16];
@@ -632,10 +675,7 @@ pub fn issue_identity(ca: &CaFast, csr: &Csr, days: u32) -> Result<Issued, PkiEr
             },
         )?,
     ];
-    let alg = AlgorithmIdentifierOwned {
-        oid: SHA256_WITH_RSA,
-        parameters: Some(Any::null()),
-    };
+    let alg = ca.signature_alg();
     let tbs = TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&serial).map_err(der_err)?,
@@ -806,7 +846,7 @@ pub fn cert_rep_success(
         .insert(SignerInfo {
             version: cms::content_info::CmsVersion::V1,
             sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-                issuer: ca.subject.clone(),
+                issuer: ca.issuer.clone(),
                 serial_number: ca.serial.clone(),
             }),
             digest_alg: sha256.clone(),

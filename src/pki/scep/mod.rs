@@ -132,7 +132,8 @@ fn open(pki: &Pki, p7: &Pkcs7, cipher: &mut Sym) -> Result<Csr, (FailInfo, Strin
     *cipher = ossl::envelope_cipher(&env)
         .and_then(Sym::from_symm)
         .ok_or((FailInfo::BadAlg, "unsupported content encryption".to_owned()))?;
-    let csr_der = env.decrypt(&pki.ca.key, &pki.ca.cert, Pkcs7Flags::BINARY).map_err(|e| {
+    let ra = pki.scep_recipient();
+    let csr_der = env.decrypt(&ra.key, &ra.cert, Pkcs7Flags::BINARY).map_err(|e| {
         (
             FailInfo::BadMessageCheck,
             format!("cannot decrypt (not encrypted to this CA?): {e}"),
@@ -183,7 +184,8 @@ pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&[u8], FailInfo>) -
             Vec::new()
         }
     };
-    ossl::sign_with_attributes(&content, &pki.ca.cert, &pki.ca.key, MessageDigest::sha256(), &attrs)
+    let ra = pki.scep_recipient();
+    ossl::sign_with_attributes(&content, &ra.cert, &ra.key, MessageDigest::sha256(), &attrs)
 }
 
 /// What a SCEP client does: build a PKCSReq (or RenewalReq) for `csr`,
@@ -287,6 +289,40 @@ mod tests {
         pki
     }
 
+    /// An installation made before CAs were EC: an RSA-2048 CA that is its
+    /// own SCEP recipient (keyEncipherment and digitalSignature too).
+    fn rsa_pki() -> (tempfile::TempDir, Pki) {
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+        let dir = tempfile::tempdir().unwrap();
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", "old MDM CA").unwrap();
+        let n = n.build();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&crate::pki::ca::random_serial().unwrap()).unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(3650).unwrap()).unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+        let ku = KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().key_encipherment().build();
+        b.append_extension(ku.unwrap()).unwrap();
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None)).unwrap();
+        b.append_extension(ski).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let cfg = super::super::CaConfig {
+            certs_dir: dir.path().to_owned(),
+            public_host: "localhost".into(),
+            ..Default::default()
+        };
+        let pki = Pki::load_or_create(&cfg).unwrap();
+        (dir, pki)
+    }
+
     fn fresh_pki() -> (tempfile::TempDir, Pki) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = super::super::CaConfig {
@@ -352,9 +388,44 @@ mod tests {
         assert_eq!(ossl::signed_attribute(&p7, n.fail_info), Some(AttrValue::Printable("2".into())));
     }
 
+    /// A new installation's PKI: an EC CA with an RSA RA.
+    #[test]
+    fn a_new_ca_is_p256_and_scep_goes_to_its_rsa_ra() {
+        let (_dir, pki) = fresh_pki();
+        assert!(crate::pki::ca::is_p256(&pki.ca.key), "the CA key");
+        assert!(crate::pki::ca::is_p256(&pki.signer.key), "the profile signer's key");
+        let ra = pki.ra.as_ref().expect("an RA");
+        assert_eq!(ra.key.rsa().unwrap().size(), 256, "RSA-2048 RA");
+        assert!(ra.cert.verify(&pki.ca.key).unwrap(), "issued by the CA");
+        let text = String::from_utf8(ra.cert.to_text().unwrap()).unwrap();
+        assert!(text.contains("CA:FALSE") && text.contains("Digital Signature, Key Encipherment"), "{text}");
+        // GetCACert: RA and CA, which a client tells apart as iOS does.
+        let (ct, der) = pki.get_ca_cert().unwrap();
+        assert_eq!(ct, "application/x-x509-ca-ra-cert");
+        let p7 = openssl::pkcs7::Pkcs7::from_der(&der).unwrap();
+        let certs: Vec<X509> = p7.signed().unwrap().certificates().unwrap().iter().map(|c| c.to_owned()).collect();
+        let picked = crate::sim::pki::scep_certs_of(certs).unwrap();
+        assert_eq!(picked.ca.to_der().unwrap(), pki.ca.cert.to_der().unwrap());
+        assert_eq!(picked.recipient.to_der().unwrap(), ra.cert.to_der().unwrap());
+        // A restart keeps the keys.
+        let again = Pki::load_or_create(&super::super::CaConfig {
+            certs_dir: _dir.path().to_owned(),
+            public_host: "localhost".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(again.ra.unwrap().cert.to_der().unwrap(), ra.cert.to_der().unwrap());
+        assert_eq!(again.signer.cert.to_der().unwrap(), pki.signer.cert.to_der().unwrap());
+        // An RSA CA of an older installation is its own recipient.
+        let (_d, old) = rsa_pki();
+        assert!(old.ra.is_none() && old.fast.is_some());
+        assert_eq!(old.get_ca_cert().unwrap().0, "application/x-x509-ca-cert");
+    }
+
     #[test]
     fn round_trip_with_our_client_for_every_cipher() {
-        let (_dir, pki) = fresh_pki();
+        let ((_d1, fresh), (_d2, old)) = (fresh_pki(), rsa_pki());
+        for (pki, sig_alg) in [(&fresh, "ecdsa-with-SHA256"), (&old, "sha256WithRSAEncryption")] {
         for cipher in [
             Cipher::aes_128_cbc(),
             Cipher::aes_256_cbc(),
@@ -362,7 +433,7 @@ mod tests {
             Cipher::des_cbc(),
         ] {
             let (key, csr, selfsigned) = device(&[("CN", "device")], MessageDigest::sha256());
-            let (msg, _, _) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
+            let (msg, _, _) = client_request(&pki.scep_recipient().cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
             let req = parse_request(&pki, &msg).unwrap();
             assert_eq!(req.cipher.symm().nid(), cipher.nid());
             assert!(
@@ -374,7 +445,7 @@ mod tests {
             assert_eq!(csr.challenge, None);
             let issued = pki.issue_for(csr, 365).unwrap();
             let rep = cert_rep(&pki, &req, Ok(&issued.der)).unwrap();
-            let (status, _, cert) = client_read_rep(&rep, &pki.ca.cert, &selfsigned, &key).unwrap();
+            let (status, _, cert) = client_read_rep(&rep, &pki.scep_recipient().cert, &selfsigned, &key).unwrap();
             assert_eq!(status, "0");
             let cert = cert.unwrap();
             assert_eq!(cert.to_der().unwrap(), issued.der);
@@ -396,10 +467,10 @@ mod tests {
                 "TLS Web Client Authentication",
                 "X509v3 Subject Key Identifier",
                 "X509v3 Authority Key Identifier",
-                "Signature Algorithm: sha256WithRSAEncryption",
             ] {
                 assert!(text.contains(want), "{want} missing in\n{text}");
             }
+            assert!(text.contains(&format!("Signature Algorithm: {sig_alg}")), "{sig_alg}: {text}");
             assert_eq!(
                 cert.authority_key_id().unwrap().as_slice(),
                 pki.ca.cert.subject_key_id().unwrap().as_slice()
@@ -407,7 +478,8 @@ mod tests {
             // The identity is then accepted as ours without OpenSSL's chain builder.
             let c = pki.keys.key(&issued.der, None).unwrap();
             pki.verify_chain_cached(&c).unwrap();
-            assert!(crate::pki::Identity::from_der(&pki, &issued.der).is_ok());
+            assert!(crate::pki::Identity::from_der(pki, &issued.der).is_ok());
+        }
         }
     }
 
@@ -415,10 +487,11 @@ mod tests {
     fn the_openssl_path_and_the_fast_path_agree() {
         let (_dir, mut pki) = fresh_pki();
         let (key, csr, selfsigned) = device(&[("O", "Org"), ("CN", "dev")], MessageDigest::sha1());
-        let (msg, txid, nonce) = client_request(&pki.ca.cert, &selfsigned, &key, &csr.to_der().unwrap(), false, Cipher::des_cbc()).unwrap();
+        let (msg, txid, nonce) = client_request(&pki.scep_recipient().cert, &selfsigned, &key, &csr.to_der().unwrap(), false, Cipher::des_cbc()).unwrap();
         let fast = parse_request(&pki, &msg).unwrap();
         let fast_issued = pki.issue_for(fast.csr.as_ref().map_err(|e| e.1.clone()).unwrap(), 30).unwrap();
         let ca_fast = pki.fast.take();
+        let issuing = pki.issuing.take();
         let slow = parse_request(&pki, &msg).unwrap();
         assert_eq!(
             (fast.transaction_id.as_str(), fast.sender_nonce.as_slice()),
@@ -437,13 +510,14 @@ mod tests {
         assert_eq!(fast_issued.subject, slow_issued.subject);
         assert_eq!(fast_issued.subject, "O=Org, CN=dev");
         let rep = cert_rep(&pki, &slow, Ok(&fast_issued.der)).unwrap();
-        let (status, _, cert) = client_read_rep(&rep, &pki.ca.cert, &selfsigned, &key).unwrap();
+        let (status, _, cert) = client_read_rep(&rep, &pki.scep_recipient().cert, &selfsigned, &key).unwrap();
         assert_eq!((status.as_str(), cert.unwrap().to_der().unwrap()), ("0", fast_issued.der.clone()));
         pki.fast = ca_fast;
+        pki.issuing = issuing;
         // A request signed by another key with the same certificate: neither path accepts it.
         let other = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
         let (forged, _, _) = client_request(
-            &pki.ca.cert,
+            &pki.scep_recipient().cert,
             &selfsigned,
             &other,
             &csr.to_der().unwrap(),
