@@ -731,3 +731,92 @@ async fn des_envelopes_and_sha1_signatures_are_accepted() {
             .await;
     }
 }
+
+/// An installation whose CA is RSA (made before CAs were ECDSA, or supplied
+/// so) opts in with `mdmd ca ec-issuing`: new identities come from an ECDSA
+/// issuing CA under the same root, the profile signer becomes ECDSA, and
+/// devices enrolled before keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_installation_opts_into_an_ecdsa_issuing_ca() {
+    let mut srv = Server::start();
+    srv.kill9();
+    let certs = srv.certs_dir();
+    for f in ["ca", "ra", "tls", "signer"] {
+        for ext in ["pem", "key"] {
+            let _ = std::fs::remove_file(certs.join(format!("{f}.{ext}")));
+        }
+    }
+    let p = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The RSA CA and RSA profile signer an older mdmd made.
+    sh(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "3650",
+        "-subj", "/O=Old Org/CN=Old Org MDM CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment",
+    ]);
+    sh(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("signer.key"), "-out", &p("signer.csr"), "-subj", "/O=Old Org/CN=Old Org profile signing"]);
+    std::fs::write(p("signer.cnf"), "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n").unwrap();
+    sh(&[
+        "x509", "-req", "-in", &p("signer.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"), "-CAcreateserial", "-days", "700",
+        "-extfile", &p("signer.cnf"), "-out", &p("signer.pem"),
+    ]);
+    srv.restart();
+    let key_of = |f: &str| {
+        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(certs.join(f)).unwrap())
+            .unwrap()
+            .id()
+    };
+    assert_eq!(key_of("signer.key"), openssl::pkey::Id::RSA, "an older installation's signer is kept");
+    assert!(!certs.join("ra.pem").exists(), "an RSA CA is its own SCEP recipient");
+    let old = srv.enrolled().await;
+    let old_id = old.identity.clone().unwrap();
+    let sig_alg = |c: &X509| c.signature_algorithm().object().nid();
+    assert_eq!(sig_alg(&old_id.cert), openssl::nid::Nid::SHA256WITHRSAENCRYPTION);
+
+    // Opt in, with the server stopped.
+    srv.kill9();
+    let dir = certs.to_string_lossy().into_owned();
+    let (ok, out, err) = common::mdmd(&["ca", "ec-issuing", "--certs-dir", &dir]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("issuing.pem"), "{out}");
+    let (again, _, err) = common::mdmd(&["ca", "ec-issuing", "--certs-dir", &dir]);
+    assert!(!again && err.contains("exists already"), "{err}");
+    srv.restart();
+    assert_eq!(key_of("signer.key"), openssl::pkey::Id::EC, "the profile signer is re-issued as ECDSA");
+    assert_eq!(key_of("issuing.key"), openssl::pkey::Id::EC);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(certs.join("issuing.key")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A new device: its identity is ECDSA-signed by the issuing CA and chains to the same root.
+    let mut new = srv.enrolled().await;
+    let id = new.identity.clone().unwrap();
+    assert_eq!(sig_alg(&id.cert), openssl::nid::Nid::ECDSA_WITH_SHA256);
+    let issuing = X509::from_pem(&std::fs::read(certs.join("issuing.pem")).unwrap()).unwrap();
+    assert_eq!(id.cert.issuer_name().to_der().unwrap(), issuing.subject_name().to_der().unwrap());
+    std::fs::write(p("new.pem"), id.cert.to_pem().unwrap()).unwrap();
+    sh(&["verify", "-CAfile", &p("ca.pem"), "-untrusted", &p("issuing.pem"), &p("new.pem")]);
+    // Both devices are accepted as themselves and answer a command.
+    enqueue(&srv.admin(), &[&old.id(), &new.id()], json!({"RequestType": "ProfileList"})).await;
+    let mut old = old;
+    for d in [&mut old, &mut new] {
+        let handled = d.session().await.unwrap();
+        assert_eq!(handled.len(), 1, "one command answered");
+    }
+    // An identity signed by a different EC key with the issuing CA's name is refused.
+    let forger = mdmd::pki::ca::new_p256().unwrap();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&*mdmd::pki::ca::random_serial().unwrap()).unwrap();
+    b.set_subject_name(id.cert.subject_name()).unwrap();
+    b.set_issuer_name(issuing.subject_name()).unwrap();
+    b.set_pubkey(&id.key).unwrap();
+    b.set_not_before(&*openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&*openssl::asn1::Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.sign(&forger, openssl::hash::MessageDigest::sha256()).unwrap();
+    new.identity = Some(SimIdentity { key: id.key.clone(), cert: b.build() });
+    let r = new.connect(&new.idle_report()).await;
+    assert!(r.is_err(), "a forged issuing-CA identity was accepted");
+}

@@ -17,6 +17,9 @@ pub struct CaArgs {
 
 impl CaArgs {
     pub async fn run(self) -> anyhow::Result<()> {
+        if let CaCmd::EcIssuing(o) = &self.what {
+            return o.run();
+        }
         let a = self.client.admin()?;
         self.what.run(&a).await
     }
@@ -36,6 +39,37 @@ pub enum CaCmd {
     Acme,
     /// Order a new ACME certificate now; waits for the CA.
     AcmeRenew,
+    /// Opt an installation with an RSA CA into ECDSA: create an ECDSA P-256
+    /// issuing CA under the same root for new device identities, and have
+    /// the next start issue an ECDSA profile signer. Works on the certs
+    /// directory; run it with the server stopped, then start it. Devices keep
+    /// trusting the same root and their current identities (docs/pki.md).
+    EcIssuing(EcIssuing),
+}
+
+#[derive(Args)]
+pub struct EcIssuing {
+    /// The server's certs directory.
+    #[arg(long, env = "MDMD_CERTS_DIR", default_value = "./certs")]
+    certs_dir: std::path::PathBuf,
+    /// The CA certificate, if the server is given one (`serve --ca-cert`).
+    #[arg(long, env = "MDMD_CA_CERT", requires = "ca_key")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Its key (`serve --ca-key`).
+    #[arg(long, env = "MDMD_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<std::path::PathBuf>,
+}
+
+impl EcIssuing {
+    fn run(&self) -> anyhow::Result<()> {
+        let wrote = mdmd::pki::ca::create_ec_issuing(&self.certs_dir, self.ca_cert.as_deref(), self.ca_key.as_deref())?;
+        print(&json!({
+            "issuing_ca": wrote[0].display().to_string(),
+            "changed": wrote.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "next": "start mdmd: new device identities are signed by the ECDSA issuing CA",
+        }));
+        Ok(())
+    }
 }
 
 impl CaCmd {
@@ -47,6 +81,7 @@ impl CaCmd {
             CaCmd::Renew => a.post("/v1/identities/renew", json!({})).await?,
             CaCmd::Acme => a.get("/v1/acme").await?,
             CaCmd::AcmeRenew => a.post("/v1/acme/renew", json!({})).await?,
+            CaCmd::EcIssuing(_) => return Ok(()),
         };
         if v.get("certificates").is_some_and(|c| c.is_array()) {
             show(&v, table::certificates);

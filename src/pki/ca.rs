@@ -10,7 +10,9 @@
 //! RSA-2048, keyEncipherment + digitalSignature) and GetCACert answers both
 //! (RFC 8894 §4.2.1.2); device identities are still signed by the EC CA.
 //! An installation made before this keeps its RSA CA (which is its own RA)
-//! and its RSA signer; see docs/pki.md for switching the signer.
+//! and its RSA signer until its admin opts in with `mdmd ca ec-issuing`: an
+//! ECDSA issuing CA under the same RSA root (`issuing.pem`) then signs new
+//! device identities and a new EC profile signer is issued (docs/pki.md).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,9 @@ pub struct Pki {
     /// The SCEP registration authority, when the CA's key cannot be SCEP's
     /// recipient (an EC CA): RSA, issued by the CA.
     pub ra: Option<KeyPair>,
+    /// An ECDSA issuing CA under an RSA root (`mdmd ca ec-issuing`): it signs
+    /// device identities instead of the root.
+    pub issuer: Option<KeyPair>,
     pub tls: KeyPair,
     pub signer: KeyPair,
     trust: X509Store,
@@ -191,6 +196,7 @@ impl Pki {
             tls: placeholder(&ca)?,
             signer: placeholder(&ca)?,
             ra: None,
+            issuer: None,
             ca,
             trust,
             fast: None,
@@ -198,7 +204,17 @@ impl Pki {
             keys: Default::default(),
             chained: Default::default(),
         };
-        pki.issuing = super::scep::fast::CaFast::new(&pki.ca.cert, &pki.ca.key);
+        let issuing = dir.join("issuing.pem");
+        if issuing.exists() {
+            let p = load_pair(&issuing, &dir.join("issuing.key"))?;
+            if !p.cert.verify(&pki.ca.key).unwrap_or(false) {
+                let _ = openssl::error::ErrorStack::get();
+                return Err(PkiError::Io(format!("{} is not issued by this CA", issuing.display())));
+            }
+            pki.issuer = Some(p);
+        }
+        let by = pki.identity_issuer();
+        pki.issuing = super::scep::fast::CaFast::new(&by.cert, &by.key);
         if pki.ca.key.rsa().is_err() {
             // SCEP's envelope is RSA key transport: an EC CA needs an RSA RA.
             let ra = pki.supplied_or_issued((&None, &None), dir, "ra", |p| p.key.rsa().is_ok(), |pki| pki.issue_ra(org))?;
@@ -254,6 +270,11 @@ impl Pki {
 
     pub fn trust(&self) -> &X509Store {
         &self.trust
+    }
+
+    /// Who signs device identities: the issuing CA if there is one, else the CA.
+    pub fn identity_issuer(&self) -> &KeyPair {
+        self.issuer.as_ref().unwrap_or(&self.ca)
     }
 
     /// Who SCEP requests are encrypted to and CertReps signed by: the RA if
@@ -316,14 +337,8 @@ impl Pki {
     }
 
     /// Add the key identifiers and sign with the CA.
-    fn sign(&self, mut b: X509Builder) -> Result<X509, PkiError> {
-        let ctx = b.x509v3_context(Some(&self.ca.cert), None);
-        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
-        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
-        b.append_extension(ski)?;
-        b.append_extension(aki)?;
-        b.sign(&self.ca.key, MessageDigest::sha256())?;
-        Ok(b.build())
+    fn sign(&self, b: X509Builder) -> Result<X509, PkiError> {
+        sign_by(&self.ca, b)
     }
 
     fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
@@ -361,11 +376,12 @@ impl Pki {
 
     /// Issue a device identity (SCEP): subject from the CSR, our policy for the rest.
     pub fn issue_identity(&self, pubkey: &PKeyRef<Public>, subject: &X509NameRef, days: u32) -> Result<X509, PkiError> {
-        let mut b = builder(subject, self.ca.cert.subject_name(), pubkey, days, 300)?;
+        let by = self.identity_issuer();
+        let mut b = builder(subject, by.cert.subject_name(), pubkey, days, 300)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        self.sign(b)
+        sign_by(by, b)
     }
 
     /// Does `cert` chain to our CA and is it within its validity window now?
@@ -404,7 +420,10 @@ impl Pki {
     /// Does `cert` chain to our CA (signature and validity window)?
     pub fn verify_chain(&self, cert: &X509Ref) -> Result<(), PkiError> {
         let mut ctx = openssl::x509::X509StoreContext::new()?;
-        let chain = openssl::stack::Stack::new()?;
+        let mut chain = openssl::stack::Stack::new()?;
+        if let Some(i) = &self.issuer {
+            chain.push(i.cert.clone())?;
+        }
         let (ok, err) = ctx.init(&self.trust, cert, &chain, |c| {
             let ok = c.verify_cert()?;
             Ok((ok, c.error().error_string().to_owned()))
@@ -415,6 +434,73 @@ impl Pki {
             Err(PkiError::BadCertificate(err))
         }
     }
+}
+
+/// Add the key identifiers and sign with `by`.
+fn sign_by(by: &KeyPair, mut b: X509Builder) -> Result<X509, PkiError> {
+    let ctx = b.x509v3_context(Some(&by.cert), None);
+    let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+    let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
+    b.append_extension(ski)?;
+    b.append_extension(aki)?;
+    b.sign(&by.key, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+/// Opt an installation with an RSA root into ECDSA (`mdmd ca ec-issuing`):
+/// an ECDSA P-256 issuing CA under the same root (`issuing.pem`, path length
+/// 0, valid as long as the root) signs device identities from the next start,
+/// and the RSA profile signer is removed so that the next start issues an EC
+/// one. The root, the TLS certificate and every identity already issued stay
+/// as they are: devices trust the same root, and SCEP still encrypts to it.
+/// Run with the server stopped; returns what was written.
+pub fn create_ec_issuing(dir: &Path, ca_cert: Option<&Path>, ca_key: Option<&Path>) -> Result<Vec<PathBuf>, PkiError> {
+    super::ossl::load_providers();
+    let (c, k) = match (ca_cert, ca_key) {
+        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
+        _ => (dir.join("ca.pem"), dir.join("ca.key")),
+    };
+    if !c.exists() {
+        return Err(PkiError::Io(format!("no CA at {} (start mdmd once, or give --certs-dir)", c.display())));
+    }
+    let ca = load_pair(&c, &k)?;
+    if ca.key.rsa().is_err() {
+        return Err(PkiError::Io("the CA is already ECDSA: device identities are signed with it".into()));
+    }
+    let (issuing, issuing_key) = (dir.join("issuing.pem"), dir.join("issuing.key"));
+    if issuing.exists() {
+        return Err(PkiError::Io(format!("{} exists already", issuing.display())));
+    }
+    let org = ca
+        .cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::ORGANIZATIONNAME)
+        .next()
+        .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        .unwrap_or_else(|| "mdmd".into());
+    let key = new_p256()?;
+    let subject = name(&format!("{org} MDM issuing CA (ECDSA)"), &org)?;
+    let left = (asn1_unix(ca.cert.not_after()) - crate::clock::now()) / 86_400;
+    if left < 31 {
+        return Err(PkiError::Io("the CA expires within a month: replace it instead".into()));
+    }
+    let mut b = builder(&subject, ca.cert.subject_name(), &public(&key)?.as_ref(), left.min(3650) as u32, 3600)?;
+    b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
+    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build()?)?;
+    let cert = sign_by(&ca, b)?;
+    super::write_secret(&issuing_key, &key.private_key_to_pem_pkcs8()?)?;
+    std::fs::write(&issuing, cert.to_pem()?)?;
+    let mut wrote = vec![issuing, issuing_key];
+    // The profile signer: an RSA one of ours is re-issued as EC at the next start.
+    let (sc, sk) = (dir.join("signer.pem"), dir.join("signer.key"));
+    if let Ok(p) = load_pair(&sc, &sk) {
+        if p.key.rsa().is_ok() {
+            std::fs::remove_file(&sc)?;
+            std::fs::remove_file(&sk)?;
+            wrote.push(sc);
+        }
+    }
+    Ok(wrote)
 }
 
 fn placeholder(ca: &KeyPair) -> Result<KeyPair, PkiError> {

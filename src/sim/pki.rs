@@ -444,21 +444,35 @@ pub async fn scep_enroll(
     if !status.is_success() {
         bail!("PKIOperation: HTTP {status}: {}", String::from_utf8_lossy(&body));
     }
-    let (pki_status, fail, cert) = scep::client_read_rep(&body, &recipient, signer_cert, signer_key)?;
+    let (pki_status, fail, cert) = scep::client_read_rep_chain(&body, &recipient, signer_cert, signer_key)?;
     match cert {
-        Some(cert) => {
-            // As iOS: the new identity must be for this key and issued by the CA.
+        Some((cert, others)) => {
+            // As iOS: the new identity must be for this key and chain to the
+            // SCEP CA, directly or through an issuing CA the reply carries.
             if !cert.public_key()?.public_eq(&key) {
                 bail!("the issued certificate is not for this device's key");
             }
-            let ca_key = ca.public_key()?;
-            if ca.issued(&cert) != openssl::x509::X509VerifyResult::OK || !cert.verify(&ca_key)? {
-                bail!("the issued certificate is not signed by the SCEP CA");
+            if !chains_to(&cert, &others, &ca)? {
+                bail!("the issued certificate does not chain to the SCEP CA");
             }
             Ok(Ok(SimIdentity { key, cert }))
         }
         None => Ok(Err(format!("pkiStatus {pki_status}, failInfo {}", fail.unwrap_or_default()))),
     }
+}
+
+/// Does `cert` chain to `root` (signatures, names, validity, CA flags), with
+/// `intermediates` as untrusted help?
+fn chains_to(cert: &X509, intermediates: &[X509], root: &X509) -> anyhow::Result<bool> {
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    store.add_cert(root.clone())?;
+    let store = store.build();
+    let mut chain = Stack::new()?;
+    for i in intermediates {
+        chain.push(i.clone())?;
+    }
+    let mut ctx = openssl::x509::X509StoreContext::new()?;
+    Ok(ctx.init(&store, cert, &chain, |c| c.verify_cert())?)
 }
 
 /// Open a signed profile as a device does: the signature must verify and

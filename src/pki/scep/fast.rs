@@ -723,7 +723,8 @@ fn octets(b: &[u8]) -> Result<Any, PkiError> {
     Any::encode_from(&OctetString::new(b).map_err(der_err)?).map_err(der_err)
 }
 
-/// A SUCCESS CertRep: the certificate in a degenerate SignedData, encrypted
+/// A SUCCESS CertRep: the certificate (and `chain`, an issuing CA between it
+/// and the root) in a degenerate SignedData, encrypted
 /// to the request's signer with its cipher, signed by the CA with the SCEP
 /// attributes. The same shape as OpenSSL's path builds.
 pub fn cert_rep_success(
@@ -733,6 +734,7 @@ pub fn cert_rep_success(
     transaction_id: &str,
     recipient_nonce: &[u8],
     cert_der: &[u8],
+    chain: &[Vec<u8>],
 ) -> Result<Vec<u8>, PkiError> {
     use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
     use cms::enveloped_data::{EncryptedContentInfo, KeyTransRecipientInfo, RecipientInfos};
@@ -745,6 +747,11 @@ pub fn cert_rep_success(
     // Degenerate certs-only SignedData.
     let mut certs = SetOfVec::new();
     certs.insert(CertificateChoices::Certificate(issued)).map_err(der_err)?;
+    for c in chain {
+        certs
+            .insert(CertificateChoices::Certificate(Certificate::from_der(c).map_err(der_err)?))
+            .map_err(der_err)?;
+    }
     let degenerate = SignedData {
         version: cms::content_info::CmsVersion::V1,
         digest_algorithms: SetOfVec::new(),

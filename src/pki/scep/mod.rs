@@ -160,7 +160,8 @@ fn nonce() -> Result<Vec<u8>, PkiError> {
 /// request's signer with the request's cipher), or FAILURE with failInfo.
 pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&[u8], FailInfo>) -> Result<Vec<u8>, PkiError> {
     if let (Ok(cert), Some(ca)) = (result, pki.fast.as_ref()) {
-        return fast::cert_rep_success(ca, &req.signer_der, req.cipher, &req.transaction_id, &req.sender_nonce, cert);
+        let chain: Vec<Vec<u8>> = pki.issuer.iter().filter_map(|i| i.cert.to_der().ok()).collect();
+        return fast::cert_rep_success(ca, &req.signer_der, req.cipher, &req.transaction_id, &req.sender_nonce, cert, &chain);
     }
     let n = ossl::nids();
     let mut attrs = vec![
@@ -173,7 +174,9 @@ pub fn cert_rep(pki: &Pki, req: &ScepRequest, result: Result<&[u8], FailInfo>) -
         Ok(cert) => {
             attrs.push((n.pki_status, AttrValue::Printable("0".into())));
             let cert = X509::from_der(cert)?;
-            let inner = ossl::degenerate(&[&cert])?;
+            let mut certs = vec![cert.as_ref()];
+            certs.extend(pki.issuer.iter().map(|i| i.cert.as_ref()));
+            let inner = ossl::degenerate(&certs)?;
             let mut to = Stack::new()?;
             to.push(X509::from_der(&req.signer_der)?)?;
             Pkcs7::encrypt(&to, &inner, req.cipher.symm(), Pkcs7Flags::BINARY)?.to_der()?
@@ -235,6 +238,21 @@ pub fn client_read_rep(
     my_cert: &X509,
     my_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
 ) -> Result<(String, Option<String>, Option<X509>), PkiError> {
+    let (status, fail, issued) = client_read_rep_chain(rep_der, ca, my_cert, my_key)?;
+    Ok((status, fail, issued.map(|(c, _)| c)))
+}
+
+/// The certificate a CertRep issued, and the other certificates it carries.
+pub type IssuedChain = (X509, Vec<X509>);
+
+/// As [`client_read_rep`], with the other certificates the reply carries
+/// (an issuing CA): the issued one is the one for `my_key`.
+pub fn client_read_rep_chain(
+    rep_der: &[u8],
+    ca: &X509,
+    my_cert: &X509,
+    my_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> Result<(String, Option<String>, Option<IssuedChain>), PkiError> {
     let p7 = Pkcs7::from_der(rep_der).map_err(|e| PkiError::BadMessage(e.to_string()))?;
     let mut certs = Stack::new()?;
     certs.push(ca.clone())?;
@@ -257,12 +275,18 @@ pub fn client_read_rep(
     let env = Pkcs7::from_der(&content).map_err(|e| PkiError::BadMessage(e.to_string()))?;
     let inner = env.decrypt(my_key, my_cert, Pkcs7Flags::BINARY)?;
     let degenerate = Pkcs7::from_der(&inner).map_err(|e| PkiError::BadMessage(e.to_string()))?;
-    let cert = degenerate
+    let (mine, others): (Vec<X509>, Vec<X509>) = degenerate
         .signed()
         .and_then(|s| s.certificates())
-        .and_then(|c| c.iter().next().map(|c| c.to_owned()))
-        .ok_or_else(|| PkiError::BadMessage("CertRep without certificate".into()))?;
-    Ok((status, fail, Some(cert)))
+        .map(|c| c.iter().map(|c| c.to_owned()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|c| c.public_key().is_ok_and(|k| k.public_eq(my_key)));
+    let cert = mine
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::BadMessage("CertRep without a certificate for this key".into()))?;
+    Ok((status, fail, Some((cert, others))))
 }
 
 #[cfg(test)]
