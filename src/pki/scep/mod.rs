@@ -246,7 +246,7 @@ pub fn client_read_rep(
 pub type IssuedChain = (X509, Vec<X509>);
 
 /// As [`client_read_rep`], with the other certificates the reply carries
-/// (an issuing CA): the issued one is the one for `my_key`.
+/// (an issuing CA): the issued one is the one that issued none of the others.
 pub fn client_read_rep_chain(
     rep_der: &[u8],
     ca: &X509,
@@ -275,18 +275,23 @@ pub fn client_read_rep_chain(
     let env = Pkcs7::from_der(&content).map_err(|e| PkiError::BadMessage(e.to_string()))?;
     let inner = env.decrypt(my_key, my_cert, Pkcs7Flags::BINARY)?;
     let degenerate = Pkcs7::from_der(&inner).map_err(|e| PkiError::BadMessage(e.to_string()))?;
-    let (mine, others): (Vec<X509>, Vec<X509>) = degenerate
+    let mut certs: Vec<X509> = degenerate
         .signed()
         .and_then(|s| s.certificates())
-        .map(|c| c.iter().map(|c| c.to_owned()).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .partition(|c| c.public_key().is_ok_and(|k| k.public_eq(my_key)));
-    let cert = mine
-        .into_iter()
-        .next()
-        .ok_or_else(|| PkiError::BadMessage("CertRep without a certificate for this key".into()))?;
-    Ok((status, fail, Some((cert, others))))
+        .map(|c| c.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    // A renewal's certificate is for the CSR's new key, not `my_key`: the
+    // issued one is the leaf, the certificate that issued no other here.
+    let leaf = (0..certs.len())
+        .find(|&i| {
+            certs
+                .iter()
+                .enumerate()
+                .all(|(j, d)| i == j || certs[i].issued(d) != openssl::x509::X509VerifyResult::OK)
+        })
+        .ok_or_else(|| PkiError::BadMessage("CertRep without certificate".into()))?;
+    let cert = certs.remove(leaf);
+    Ok((status, fail, Some((cert, certs))))
 }
 
 #[cfg(test)]
