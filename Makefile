@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run demo build release test arrows unit bench load floor load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
+.PHONY: run demo build release test arrows unit bench load floor enroll-cost chaos load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -43,6 +43,16 @@ load: release
 # Connect requests beside a bare TLS endpoint in one run (DEVICES=16, BIN= another build).
 floor: release
 	bash tools/floor.sh
+
+# Chaos at fleet size: 1,000 devices, instances SIGKILLed in turn; redb, then PostgreSQL behind two
+# instances with PostgreSQL restarted once (N=, KILLS=, INTERVAL=, PG_RESTART=, MDMD_BENCH_DATABASE_URL=).
+chaos: release
+	bash tools/chaos.sh
+
+# Server CPU of a whole enrollment (three-phase and single), a fresh TLS connection per request,
+# beside 16 RSA-2048 signatures (BEFORE=older/mdmd compares a build, N= devices, RUNS=).
+enroll-cost: release
+	bash tools/enroll-cost.sh
 
 # redb vs PostgreSQL (one and two instances), same client (MDMD_BENCH_DATABASE_URL=, DEVICES=, ROUNDS=).
 load-pg: release

@@ -214,6 +214,41 @@ pub enum SimCmd {
         #[arg(long)]
         also: Vec<String>,
     },
+    /// Chaos: start mdmd instances (this binary) on one store, enroll N devices that poll and
+    /// answer a stream of commands (queries, a profile install, a blueprint and its change),
+    /// SIGKILL and restart the instances in turn (and PostgreSQL once, with --pg-restart), then
+    /// check from outside that every result answered 200 is stored once, nothing is delivered
+    /// again after its result got 200, no command is lost and every device converged.
+    /// Exits non-zero if any check fails. Loopback only.
+    Chaos {
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        devices: usize,
+        /// PostgreSQL for the instances (several instances); without it, redb and one instance.
+        #[arg(long, env = "MDMD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Instances on PostgreSQL.
+        #[arg(long, default_value_t = 2)]
+        instances: usize,
+        /// Kills, one instance after the other.
+        #[arg(long, default_value_t = 4)]
+        kills: usize,
+        /// Seconds between kills.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// A shell command that restarts PostgreSQL, run once halfway
+        /// (e.g. "pg_ctlcluster 15 main restart").
+        #[arg(long)]
+        pg_restart: Option<String>,
+        /// Seconds the fleet may take to converge after the last kill.
+        #[arg(long, default_value_t = 180)]
+        settle: u64,
+        /// Devices enrolling at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Keep the instances' certs, data and logs here (default: a temporary directory).
+        #[arg(long)]
+        work: Option<std::path::PathBuf>,
+    },
 }
 
 impl SimCmd {
@@ -495,6 +530,38 @@ impl SimCmd {
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);
+            }
+            SimCmd::Chaos {
+                devices,
+                database_url,
+                instances,
+                kills,
+                interval,
+                pg_restart,
+                settle,
+                concurrency,
+                work,
+            } => {
+                let tmp = tempfile::tempdir()?;
+                let work = work.unwrap_or_else(|| tmp.path().to_owned());
+                let r = mdmd::sim::chaos::run(mdmd::sim::chaos::ChaosConfig {
+                    bin: std::env::current_exe()?,
+                    work: work.clone(),
+                    database_url,
+                    instances: instances.clamp(1, 8),
+                    devices: devices.clamp(1, 20_000),
+                    kills,
+                    interval: Duration::from_secs(interval),
+                    pg_restart,
+                    concurrency: concurrency.max(1),
+                    settle: Duration::from_secs(settle),
+                })
+                .await?;
+                print(&serde_json::to_value(&r)?);
+                if !r.ok {
+                    eprint!("{}", mdmd::sim::chaos::logs(&work));
+                    anyhow::bail!("chaos: a check failed (see the report)");
+                }
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod ade_api;
 pub mod answers;
 pub mod apns;
 pub mod apps;
+pub mod chaos;
 pub mod ddm;
 pub mod fleet;
 pub mod load;
@@ -83,6 +84,11 @@ pub struct SimDevice {
     pub server_url: String,
     /// Declarative management as this device holds it.
     pub ddm: ddm::DdmState,
+    /// Commands whose final result (Acknowledged, Error) the server answered
+    /// 200: it must never send them again (`redelivered` counts it if it does).
+    pub results_acked: HashSet<String>,
+    /// Commands the server sent again after their final result got 200.
+    pub redelivered: Vec<String>,
     base: String,
     client: reqwest::Client,
 }
@@ -212,6 +218,8 @@ impl SimDevice {
             awaiting_configuration: false,
             wifi_mac,
             ddm: Default::default(),
+            results_acked: HashSet::new(),
+            redelivered: Vec::new(),
             checkin_url: format!("{}/mdm/checkin", base_url.trim_end_matches('/')),
             server_url: format!("{}/mdm/connect", base_url.trim_end_matches('/')),
             base: base_url.trim_end_matches('/').to_owned(),
@@ -535,9 +543,19 @@ impl SimDevice {
         let mut handled = Vec::new();
         let mut report = self.idle_report();
         let mut sync = false;
-        while let Some(cmd) = self.connect(&report).await? {
+        // The final result `report` carries, if any: once answered 200, it is done.
+        let mut sent: Option<String> = None;
+        loop {
+            let next = self.connect(&report).await?;
+            if let Some(u) = sent.take() {
+                self.results_acked.insert(u);
+            }
+            let Some(cmd) = next else { break };
             if handled.len() > 10_000 {
                 bail!("server keeps sending commands (loop?)");
+            }
+            if self.results_acked.contains(&cmd.uuid) {
+                self.redelivered.push(cmd.uuid.clone());
             }
             let (status, r) = if cmd.request_type == "InstallProfile" && !self.not_now.contains("InstallProfile") {
                 self.install_profile(&cmd).await?
@@ -571,6 +589,7 @@ impl SimDevice {
                 request_type: cmd.request_type.clone(),
                 status,
             });
+            sent = matches!(status, Status::Acknowledged | Status::Error).then(|| cmd.uuid.clone());
             report = r;
             if self.erased {
                 // The report is sent, then the device wipes itself.
