@@ -86,9 +86,14 @@ pub struct LoadReport {
     pub server_cpu_seconds: f64,
     pub server_cpu_ms_per_request: f64,
     pub enroll_seconds: f64,
-    /// Enrollment profiles downloaded first (shared connections), timed apart.
+    /// Enrollment profiles downloaded first (shared connections; a fresh
+    /// one each with `per-request`), timed apart.
     pub profile_seconds: f64,
     pub server_cpu_ms_per_profile: f64,
+    /// The whole enrollment of one device: its profile download plus the rest
+    /// (for three-phase: phase 1, then phases 2 and 3 with two SCEP issuances).
+    pub server_cpu_ms_per_device: f64,
+    pub tls_handshakes_profiles: u64,
     /// Enrollments (SCEP + Authenticate + TokenUpdate, each device on its own
     /// client per `connections`) per second.
     pub enrollments_per_second: f64,
@@ -149,6 +154,7 @@ async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64, f64, f64)> {
     Ok(t)
 }
 
+#[derive(Clone)]
 pub struct Admin {
     pub base: String,
     pub key: String,
@@ -238,13 +244,18 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         .collect();
     let keys = Arc::new(key_pool(8)?);
     let profile_url = format!("{}/mdm/enroll", cfg.server.trim_end_matches('/'));
-    // Profiles first (as clients that enroll in bulk do), timed apart, over the shared pool.
+    // Profiles first (as clients that enroll in bulk do), timed apart: over
+    // the shared pool, or a fresh connection each with `--connections per-request`.
     let p0 = stats_sum(&admins).await?;
     let started = Instant::now();
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = Vec::new();
     for _ in 0..cfg.devices {
-        let (sem, client, url) = (sem.clone(), cfg.client.clone(), profile_url.clone());
+        let client = match cfg.connections {
+            Connections::PerRequest => cfg.device_client()?,
+            _ => cfg.client.clone(),
+        };
+        let (sem, url) = (sem.clone(), profile_url.clone());
         let (u, p) = cfg.enroll_user.clone();
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
@@ -373,6 +384,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         enroll_seconds,
         profile_seconds,
         server_cpu_ms_per_profile: (p1.0 - p0.0) * 1000.0 / cfg.devices.max(1) as f64,
+        server_cpu_ms_per_device: ((p1.0 - p0.0) + enroll_cpu) * 1000.0 / cfg.devices.max(1) as f64,
+        tls_handshakes_profiles: (p1.2 - p0.2) as u64,
         enrollments_per_second: cfg.devices as f64 / enroll_seconds,
         server_cpu_ms_per_enrollment: enroll_cpu * 1000.0 / cfg.devices.max(1) as f64,
         instances: admins.len(),
