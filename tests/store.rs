@@ -104,6 +104,13 @@ async fn checkin(s: &Arc<dyn Store>) {
     assert_eq!((u.kind, u.device.as_str(), u.active), (EnrollmentKind::User, "D1", true));
     let e = s.enrollment("D1").await.unwrap().unwrap();
     assert!(e.active && e.push.as_ref().unwrap().token == "aa" && e.unlock_token.as_deref() == Some("sealed"));
+    // What a device request checks first, read together: each half on its own.
+    let (c, e) = s.identity_and_enrollment("h1", "D1").await.unwrap();
+    assert_eq!((c.unwrap().serial.as_str(), e.unwrap().id.as_str()), ("01", "D1"));
+    let (c, e) = s.identity_and_enrollment("h2", "NOPE").await.unwrap();
+    assert_eq!((c.unwrap().serial.as_str(), e.is_none()), ("02", true));
+    let (c, e) = s.identity_and_enrollment("nope", "D1").await.unwrap();
+    assert!(c.is_none() && e.is_some());
     // Facts merge; attributes set and removed.
     let info = DeviceInfo {
         wifi_mac: Some("m".into()),
@@ -301,6 +308,24 @@ async fn profiles(s: &Arc<dyn Store>) {
     assert_eq!(
         (dp.state, dp.command_uuid.as_deref()),
         (ProfileState::Pending, Some(i2.uuid.as_str()))
+    );
+    // The device had the older one in hand: its answer is recorded (it got
+    // 200), the profile's record still follows the newer command, and a NotNow
+    // for a withdrawn command changes nothing.
+    assert_eq!(
+        s.report("P1", report(&i1.uuid, DeliveryStatus::NotNow)).await.unwrap().0,
+        ReportOutcome::NotPending
+    );
+    let (o, next) = s.report("P1", report(&i1.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(o, ReportOutcome::Finished { request_type: "InstallProfile".into() });
+    assert_eq!(next.unwrap().uuid, i2.uuid);
+    let d1 = &s.command(&i1.uuid).await.unwrap().unwrap().1[0];
+    assert_eq!((d1.status, d1.result.as_deref()), (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..])));
+    assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Pending);
+    assert_eq!(
+        s.report("P1", report(&i1.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
+        ReportOutcome::NotPending,
+        "once"
     );
     // The result updates the profile's state in the same transaction.
     let mut r = report(&i2.uuid, DeliveryStatus::Error);
@@ -747,13 +772,20 @@ async fn supersede(s: &Arc<dyn Store>) {
     // S2 still has the first.
     let hist2 = s.device_commands("S2", 100).await.unwrap();
     assert_eq!(status(&hist2, &first.uuid), Some(DeliveryStatus::Pending));
-    // A late answer to a withdrawn command is not applied.
+    // A late final answer to a withdrawn command (the device had it in hand) is
+    // recorded, once; the queue is not touched: the newest is still pending.
+    assert_eq!(
+        s.report("S1", report(&first.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
+        ReportOutcome::Finished { request_type: "DeclarativeManagement".into() }
+    );
     assert_eq!(
         s.report("S1", report(&first.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
         ReportOutcome::NotPending
     );
     let hist = s.device_commands("S1", 100).await.unwrap();
-    assert_eq!(status(&hist, &first.uuid), Some(DeliveryStatus::Superseded));
+    assert_eq!(status(&hist, &first.uuid), Some(DeliveryStatus::Acknowledged));
+    assert_eq!(status(&hist, &third.uuid), Some(DeliveryStatus::Pending));
+    assert_eq!(s.next_command("S1", false).await.unwrap().unwrap().uuid, third.uuid);
     // The key is kept with the command.
     assert_eq!(s.command(&third.uuid).await.unwrap().unwrap().0.supersede.as_deref(), Some("ddm"));
 }
@@ -952,6 +984,10 @@ async fn fanout(s: &Arc<dyn Store>) {
             DeliveryStatus::Pending
         ]
     );
+    // F1 answers the cleared fan-out command after all: recorded, the fan-out's count untouched.
+    let (o, _) = s.report("F1", report(&all.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert!(matches!(o, ReportOutcome::Finished { .. }));
+    assert!(s.next_command("F1", false).await.unwrap().is_none());
     // Re-enrollment without keep_queue clears too; the last device finishes the fan-out.
     s.authenticate(enrollment("F7", None), false).await.unwrap();
     assert!(s.next_command("F7", false).await.unwrap().is_none());
@@ -1039,9 +1075,85 @@ async fn redb_copy_round_trip() {
     serves_copied_queue(&b, &first).await;
 }
 
+/// The round-trip counter is one per process: the PostgreSQL tests here take turns.
+static PG_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A connect request on PostgreSQL is at most two round trips: `Idle` (identity
+/// and binding, then the queue) and a result (identity and binding, then the
+/// result stored with the next command read in one statement). A result for a
+/// command that tracks a profile takes the transaction (and is still right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connect_requests_take_two_round_trips() {
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    let _turn = PG_TURN.lock().await;
+    let s = mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&db.url))
+        .await
+        .unwrap();
+    use mdmd::store::postgres::round_trips;
+    s.record_cert(cert("01", "h1")).await.unwrap();
+    s.authenticate(enrollment("RT", Some("h1")), false).await.unwrap();
+    let (a, b) = (command("SecurityInfo", None), command("ProfileList", None));
+    s.enqueue(a.clone(), vec!["RT".into()]).await.unwrap();
+    s.enqueue(b.clone(), vec!["RT".into()]).await.unwrap();
+    // Statements are prepared once per connection: warm every pooled one up first.
+    for _ in 0..40 {
+        s.identity_and_enrollment("h1", "RT").await.unwrap();
+        s.next_command("RT", false).await.unwrap();
+        s.report("RT", report("nope", DeliveryStatus::Acknowledged)).await.unwrap();
+    }
+    let n = round_trips();
+    let (c, e) = s.identity_and_enrollment("h1", "RT").await.unwrap();
+    assert!(c.is_some() && e.is_some());
+    assert_eq!(s.next_command("RT", false).await.unwrap().unwrap().uuid, a.uuid);
+    assert_eq!(round_trips() - n, 2, "Idle with a command queued");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    assert_eq!((o, next.unwrap().uuid), (ReportOutcome::NotNowRecorded, b.uuid.clone()));
+    assert_eq!(round_trips() - n, 2, "NotNow and the next command");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(o, ReportOutcome::Finished { request_type: "ProfileList".into() });
+    assert!(next.is_none(), "the NotNow'ed command waits for the next Idle");
+    assert_eq!(round_trips() - n, 2, "a result and the next command");
+    // Stored as the transaction would have: result, status, NotNow count.
+    let hist = s.device_commands("RT", 10).await.unwrap();
+    assert_eq!(hist[0].delivery.not_now_count, 1);
+    assert_eq!((hist[1].delivery.status, hist[1].delivery.result.as_deref()), (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..])));
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert!(matches!(o, ReportOutcome::Finished { .. }) && next.is_none());
+    assert_eq!(round_trips() - n, 2);
+    // The result again (the device got no answer): nothing changes, still two.
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    assert_eq!(s.report("RT", report(&a.uuid, DeliveryStatus::Error)).await.unwrap().0, ReportOutcome::NotPending);
+    assert_eq!(round_trips() - n, 2);
+    // Idle with nothing queued.
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    assert!(s.next_command("RT", false).await.unwrap().is_none());
+    assert_eq!(round_trips() - n, 2, "Idle with nothing queued");
+    // A profile's result updates its record too: the transaction, as before.
+    let tag = ProfileTag {
+        identifier: "com.example.rt".into(),
+        action: ProfileAction::Install,
+        sha256: Some("00".into()),
+    };
+    let p = command("InstallProfile", Some(tag));
+    s.enqueue(p.clone(), vec!["RT".into()]).await.unwrap();
+    let (o, _) = s.report("RT", report(&p.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert!(matches!(o, ReportOutcome::Finished { .. }));
+    let dp = s.device_profiles("RT").await.unwrap();
+    assert_eq!(dp.iter().find(|d| d.identifier == "com.example.rt").unwrap().state, ProfileState::Installed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms() {
     let Some(db) = common::pg::TestDb::create().await else { return };
+    let _turn = PG_TURN.lock().await;
     let s = mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&db.url))
         .await
         .unwrap();
@@ -1053,6 +1165,7 @@ async fn postgres_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_redb_to_postgres_and_back() {
     let Some(db) = common::pg::TestDb::create().await else { return };
+    let _turn = PG_TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let a: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("a.redb")).unwrap());
     let first = populated(a.clone()).await;

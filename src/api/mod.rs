@@ -739,6 +739,7 @@ async fn stats(State(app): State<Arc<App>>) -> ApiResult {
         connections: crate::app::CONNECTIONS.load(Relaxed),
         tls_handshakes: crate::app::HANDSHAKES.load(Relaxed),
         tls_resumed: crate::app::RESUMED.load(Relaxed),
+        db_round_trips: crate::store::postgres::round_trips(),
         push: schema::PushCountersView {
             requested: c.requested,
             accepted: c.accepted,

@@ -418,6 +418,9 @@ pub struct Stats {
     pub connections: u64,
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+    /// Statements sent to PostgreSQL by this instance since it started (each
+    /// one round trip; 0 on redb).
+    pub db_round_trips: u64,
     pub push: PushCountersView,
     /// With webhooks set up.
     pub webhooks: Option<WebhookState>,

@@ -205,6 +205,11 @@ pub enum SimCmd {
         /// Sign Mdm-Signature with SHA-1 (as some clients still do) instead of SHA-256.
         #[arg(long)]
         sha1_signatures: bool,
+        /// The command each round sends: DeviceInformation (its answer is stored as
+        /// inventory and device facts) or one that only stores its result, such as
+        /// ProvisioningProfileList (the command loop's own cost).
+        #[arg(long, default_value = "DeviceInformation")]
+        request_type: String,
         /// Enrollment credentials USER:PASSWORD.
         #[arg(long)]
         user: String,
@@ -485,6 +490,7 @@ impl SimCmd {
                         envelope: mdmd::sim::pki::Envelope::Auto,
                         sha1_signatures,
                     },
+                    request_type: "DeviceInformation".into(),
                 };
                 let devs = mdmd::sim::load::enroll_devices(&cfg, devices.max(1)).await?;
                 let cpu = |pid: Option<u32>| pid.map(proc_cpu).unwrap_or(0.0);
@@ -511,6 +517,7 @@ impl SimCmd {
                 connections,
                 envelope,
                 sha1_signatures,
+                request_type,
             } => {
                 let api_key = client.api_key()?;
                 let r = mdmd::sim::load::run(LoadConfig {
@@ -527,6 +534,7 @@ impl SimCmd {
                     connections,
                     trust_pem: client.trust_pem()?,
                     style: mdmd::sim::pki::ClientStyle { envelope, sha1_signatures },
+                    request_type,
                 })
                 .await?;
                 print(&serde_json::to_value(r)?);

@@ -36,6 +36,8 @@ pub struct LoadConfig {
     pub trust_pem: Option<Vec<u8>>,
     /// SCEP envelope cipher and Mdm-Signature digest of the simulated devices.
     pub style: super::pki::ClientStyle,
+    /// The command of each round.
+    pub request_type: String,
 }
 
 /// How simulated devices use connections.
@@ -105,6 +107,12 @@ pub struct LoadReport {
     pub db_cpu_ms_per_request: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_cpu_ms_per_enrollment: Option<f64>,
+    /// Round trips to the database per connect request in the rounds (PostgreSQL;
+    /// a `/v1/stats` read before and after counts a few too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_round_trips_per_request: Option<f64>,
+    /// The command of each round.
+    pub request_type: String,
     pub connections: Connections,
     pub envelope: super::pki::Envelope,
     pub sha1_signatures: bool,
@@ -140,16 +148,17 @@ pub fn local_postgres_cpu() -> Option<f64> {
     found.then(|| total as f64 / tick)
 }
 
-/// Summed server CPU and connects over every instance.
-/// Summed over instances: (CPU seconds, connect requests, TLS handshakes, resumed handshakes).
-async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let mut t = (0.0, 0.0, 0.0, 0.0);
+/// Summed over instances: (CPU seconds, connect requests, TLS handshakes,
+/// resumed handshakes, database round trips).
+async fn stats_sum(admins: &[Admin]) -> anyhow::Result<(f64, f64, f64, f64, f64)> {
+    let mut t = (0.0, 0.0, 0.0, 0.0, 0.0);
     for a in admins {
         let v = a.get("/v1/stats").await?;
         t.0 += cpu(&v);
         t.1 += num(&v, "connects");
         t.2 += num(&v, "tls_handshakes");
         t.3 += num(&v, "tls_resumed");
+        t.4 += num(&v, "db_round_trips");
     }
     Ok(t)
 }
@@ -327,9 +336,12 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         if t0.elapsed() > cfg.deadline {
             break;
         }
-        let q = admin
-            .post("/v1/commands", json!({"targets": ids, "command": {"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber", "BatteryLevel"]}}))
-            .await?;
+        let command = if cfg.request_type == "DeviceInformation" {
+            json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion", "SerialNumber", "BatteryLevel"]})
+        } else {
+            json!({"RequestType": cfg.request_type})
+        };
+        let q = admin.post("/v1/commands", json!({"targets": ids, "command": command})).await?;
         if q.get("queued").and_then(Value::as_u64) != Some(ids.len() as u64) {
             bail!("enqueue did not reach every device: {q}");
         }
@@ -391,6 +403,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         instances: admins.len(),
         db_cpu_ms_per_request,
         db_cpu_ms_per_enrollment,
+        db_round_trips_per_request: (after.4 > 0.0 && requests > 0).then(|| (after.4 - before.4) / requests as f64),
+        request_type: cfg.request_type.clone(),
         connections: cfg.connections,
         envelope: cfg.style.envelope,
         sha1_signatures: cfg.style.sha1_signatures,

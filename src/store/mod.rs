@@ -138,6 +138,10 @@ pub trait CheckinStore: Send + Sync {
     /// Record a check-in that changes nothing else (last check-in time).
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<()>;
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>>;
+    /// What every device request checks first, read together (one read
+    /// transaction on redb, one round trip on PostgreSQL): the record of the
+    /// certificate with this SHA-256 and the enrollment `id`.
+    async fn identity_and_enrollment(&self, cert_sha256: &str, id: &str) -> Result<(Option<IssuedCert>, Option<Enrollment>)>;
     /// Enrollments ordered by id, strictly after `after`.
     async fn enrollments(&self, after: Option<String>, limit: usize) -> Result<Vec<Enrollment>>;
     /// Enrollments on record and commands pending across all of them (metrics).

@@ -13,8 +13,7 @@ impl Mdm {
     pub async fn connect(&self, mut report: CommandReport, raw: &[u8], caller: &Caller) -> Result<Option<Vec<u8>>, ServiceError> {
         let answer = std::mem::take(&mut report.answer);
         let id = report.enrollment.id.as_str();
-        let hash = self.check_identity(caller).await?;
-        let device = self.check_binding(&report.enrollment.device, &hash).await?;
+        let (_, device) = self.check_identity_and_binding(caller, &report.enrollment.device).await?;
         let device_id = device.id.clone();
         if id == device.id {
             crate::service::checkin::active_or_rejected(id, Some(device))?;

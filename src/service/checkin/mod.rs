@@ -95,10 +95,12 @@ impl Mdm {
         let id = req.enrollment.id.clone();
         let t = now();
         // The identity's record is read once: Authenticate's admission uses it again.
-        let (hash, cert) = self.identity_record(caller).await?;
-        if !matches!(req.message, CheckinMessage::Authenticate(_)) {
-            self.check_binding(&req.enrollment.device, &hash).await?;
-        }
+        // Every other message must come from the identity bound to the device channel.
+        let (hash, cert) = if matches!(req.message, CheckinMessage::Authenticate(_)) {
+            self.identity_record(caller).await?
+        } else {
+            (self.check_identity_and_binding(caller, &req.enrollment.device).await?.0, None)
+        };
         match req.message {
             CheckinMessage::Authenticate(f) => {
                 let topic = self.check_topic(req.topic.as_deref())?;
@@ -439,22 +441,53 @@ impl Mdm {
         )))
     }
 
-    /// The request must carry an identity that our CA issued and has not revoked.
-    pub(crate) async fn check_identity(&self, caller: &Caller) -> Result<String, ServiceError> {
-        self.identity_record(caller).await.map(|(hash, _)| hash)
+    /// The request must carry an identity that our CA issued and has not
+    /// revoked: its hash, and its record (None: not one we issued and recorded).
+    async fn identity_record(&self, caller: &Caller) -> Result<(String, Option<crate::store::IssuedCert>), ServiceError> {
+        let hash = presented(caller)?;
+        let cert = self.store.cert_by_hash(&hash).await?;
+        admit_identity(hash, cert)
     }
 
-    /// As `check_identity`, with the identity's record (None: not one we issued and recorded).
-    async fn identity_record(&self, caller: &Caller) -> Result<(String, Option<crate::store::IssuedCert>), ServiceError> {
-        let Some(hash) = caller.cert_hash.clone() else {
-            return Err(ServiceError::Forbidden(
-                "no device identity: Mdm-Signature or TLS client certificate required".into(),
-            ));
-        };
-        if caller.not_after.is_some_and(|na| na < now()) {
-            return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
-        }
-        let cert = self.store.cert_by_hash(&hash).await?;
+    /// `identity_record`, and the identity must be the one bound to the device
+    /// channel at Authenticate: both from one store read, what every request
+    /// after Authenticate checks first.
+    pub(crate) async fn check_identity_and_binding(&self, caller: &Caller, device: &str) -> Result<(String, Enrollment), ServiceError> {
+        let hash = presented(caller)?;
+        let (cert, e) = self.store.identity_and_enrollment(&hash, device).await?;
+        let (hash, _) = admit_identity(hash, cert)?;
+        let e = bound(device, &hash, e)?;
+        Ok((hash, e))
+    }
+
+    pub(crate) async fn require_known(&self, id: &str) -> Result<Enrollment, ServiceError> {
+        active_or_rejected(id, self.store.enrollment(id).await?)
+    }
+
+    pub(crate) fn wake(&self, ids: Vec<String>) {
+        self.waker.wake(ids)
+    }
+}
+
+/// The hash of the identity the request carries, if it carries a live one.
+fn presented(caller: &Caller) -> Result<String, ServiceError> {
+    let Some(hash) = caller.cert_hash.clone() else {
+        return Err(ServiceError::Forbidden(
+            "no device identity: Mdm-Signature or TLS client certificate required".into(),
+        ));
+    };
+    if caller.not_after.is_some_and(|na| na < now()) {
+        return Err(ServiceError::Forbidden(format!("identity {hash} has expired")));
+    }
+    Ok(hash)
+}
+
+/// An identity we recorded must be unrevoked and issued as an MDM identity.
+fn admit_identity(
+    hash: String,
+    cert: Option<crate::store::IssuedCert>,
+) -> Result<(String, Option<crate::store::IssuedCert>), ServiceError> {
+    {
         if let Some(c) = &cert {
             if c.revoked_at.is_some() {
                 return Err(ServiceError::Forbidden(format!("identity serial {} is revoked", c.serial)));
@@ -466,26 +499,18 @@ impl Mdm {
                 )));
             }
         }
-        Ok((hash, cert))
     }
+    Ok((hash, cert))
+}
 
-    /// The identity must be the one bound to the device channel at Authenticate.
-    pub(crate) async fn check_binding(&self, device: &str, hash: &str) -> Result<Enrollment, ServiceError> {
-        match self.store.enrollment(device).await? {
-            Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(e),
-            Some(_) => Err(ServiceError::Forbidden(format!(
-                "certificate {hash} does not belong to enrollment {device}"
-            ))),
-            None => Err(ServiceError::Rejected(format!("unknown enrollment {device}"))),
-        }
-    }
-
-    pub(crate) async fn require_known(&self, id: &str) -> Result<Enrollment, ServiceError> {
-        active_or_rejected(id, self.store.enrollment(id).await?)
-    }
-
-    pub(crate) fn wake(&self, ids: Vec<String>) {
-        self.waker.wake(ids)
+/// The device channel's enrollment, if `hash` is the identity bound to it at Authenticate.
+fn bound(device: &str, hash: &str, e: Option<Enrollment>) -> Result<Enrollment, ServiceError> {
+    match e {
+        Some(e) if e.cert_hash.as_deref() == Some(hash) => Ok(e),
+        Some(_) => Err(ServiceError::Forbidden(format!(
+            "certificate {hash} does not belong to enrollment {device}"
+        ))),
+        None => Err(ServiceError::Rejected(format!("unknown enrollment {device}"))),
     }
 }
 

@@ -436,13 +436,22 @@ pub enum DeliveryStatus {
     CommandFormatError,
     /// Removed from the queue by an admin or by re-enrollment.
     Cleared,
-    /// Replaced by a newer InstallProfile/RemoveProfile of the same profile before delivery.
+    /// Replaced by a newer command of the same profile (or replacement key)
+    /// before the device answered it.
     Superseded,
 }
 
 impl DeliveryStatus {
     pub fn is_pending(self) -> bool {
         matches!(self, DeliveryStatus::Pending | DeliveryStatus::NotNow)
+    }
+
+    /// A device's final answer: Acknowledged, Error or CommandFormatError.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryStatus::Acknowledged | DeliveryStatus::Error | DeliveryStatus::CommandFormatError
+        )
     }
 }
 

@@ -196,6 +196,9 @@ pub enum DeliveryChange {
     NotNow,
     /// Acknowledged, Error or CommandFormatError: done, with the report.
     Finished,
+    /// A final report for a command withdrawn from the queue after the device
+    /// got it: the result is recorded; the queue is not touched again.
+    Late,
 }
 
 impl Delivery {
@@ -215,6 +218,9 @@ impl Delivery {
 
     /// Apply a device's report at `now`. None (nothing changes) unless the
     /// delivery is pending: a report already applied, sent again, is ignored.
+    /// A command withdrawn (`Superseded`, `Cleared`) while the device had it
+    /// in hand still gets its final result recorded (`Late`): the device did
+    /// run it, and that answer got 200. A NotNow for it changes nothing.
     pub fn apply_report(
         &mut self,
         status: DeliveryStatus,
@@ -222,6 +228,14 @@ impl Delivery {
         raw: Vec<u8>,
         now: i64,
     ) -> Option<DeliveryChange> {
+        let withdrawn = matches!(self.status, DeliveryStatus::Superseded | DeliveryStatus::Cleared);
+        if withdrawn && status.is_final() {
+            self.updated_at = now;
+            self.status = status;
+            self.error_chain = error_chain;
+            self.result = Some(raw);
+            return Some(DeliveryChange::Late);
+        }
         if !self.status.is_pending() {
             return None;
         }

@@ -262,6 +262,19 @@ impl CheckinStore for PgStore {
         self.read(|c| async move { get_enrollment(&c, id, false).await }).await
     }
 
+    async fn identity_and_enrollment(&self, cert_sha256: &str, id: &str) -> Result<(Option<IssuedCert>, Option<Enrollment>)> {
+        self.read(|c| async move {
+            let r = one(
+                &c,
+                "SELECT (SELECT data FROM certs WHERE sha256 = $1), (SELECT data FROM enrollments WHERE id = $2)",
+                &[&cert_sha256, &id],
+            )
+            .await?;
+            Ok((opt_json(&r, 0)?, opt_json(&r, 1)?))
+        })
+        .await
+    }
+
     async fn counts(&self) -> Result<StoreCounts> {
         self.read(|c| async move {
             let r = one(

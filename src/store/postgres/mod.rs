@@ -22,6 +22,13 @@
 //!   lost connection) each of its writes is retried alone, so one bad write
 //!   never fails its neighbours. Nothing is acknowledged before `COMMIT`
 //!   returned.
+//! - **Round trips**: a device's requests are the hot path. Identity and
+//!   binding are one statement (`identity_and_enrollment`), a command
+//!   result with the next command is one statement committed on its own
+//!   (`queue::REPORT_AT_ONCE`; results that update a profile's record, or
+//!   carry webhook events, take a group-commit transaction), so `Idle` and
+//!   a result are two round trips each. `round_trips()` counts statements
+//!   (`GET /v1/stats`: `db_round_trips`).
 //! - **Faults**: every operation is bounded by `op_timeout` (pool wait,
 //!   connect and query): a database that is away or partitioned gives
 //!   a `StoreError` (HTTP 503) within that time, never a hang; the pool
@@ -153,27 +160,46 @@ impl PgStore {
     }
 }
 
+/// Statements sent to PostgreSQL by this process (BEGIN and COMMIT included;
+/// a statement prepared on first use per connection is not counted): each is
+/// one round trip. `GET /v1/stats` shows it, `mdmd sim load` divides it by
+/// the requests it made.
+static ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Round trips to PostgreSQL since this process started.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(super) fn round_trip() {
+    ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 // ---- Row helpers: statements prepared once per connection, JSON columns.
 
 pub(super) type P<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 pub(super) async fn rows<C: GenericClient>(c: &C, sql: &str, p: P<'_>) -> Result<Vec<tokio_postgres::Row>> {
     let st = c.prepare_cached(sql).await?;
+    round_trip();
     c.query(&st, p).await.map_err(StoreError::Postgres)
 }
 
 pub(super) async fn opt<C: GenericClient>(c: &C, sql: &str, p: P<'_>) -> Result<Option<tokio_postgres::Row>> {
     let st = c.prepare_cached(sql).await?;
+    round_trip();
     c.query_opt(&st, p).await.map_err(StoreError::Postgres)
 }
 
 pub(super) async fn one<C: GenericClient>(c: &C, sql: &str, p: P<'_>) -> Result<tokio_postgres::Row> {
     let st = c.prepare_cached(sql).await?;
+    round_trip();
     c.query_one(&st, p).await.map_err(StoreError::Postgres)
 }
 
 pub(super) async fn exec<C: GenericClient>(c: &C, sql: &str, p: P<'_>) -> Result<u64> {
     let st = c.prepare_cached(sql).await?;
+    round_trip();
     c.execute(&st, p).await.map_err(StoreError::Postgres)
 }
 

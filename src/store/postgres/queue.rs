@@ -210,7 +210,7 @@ async fn report_tx(tx: &Transaction<'_>, (id, r): (String, ReportRecord)) -> Res
                     .await?;
                     ReportOutcome::NotNowRecorded
                 }
-                Some(DeliveryChange::Finished) => {
+                Some(DeliveryChange::Finished | DeliveryChange::Late) => {
                     let chain = if d.error_chain.is_empty() {
                         None
                     } else {
@@ -234,6 +234,69 @@ async fn report_tx(tx: &Transaction<'_>, (id, r): (String, ReportRecord)) -> Res
     };
     let next = first_pending(tx, &id, true).await?;
     Ok((outcome, next))
+}
+
+/// A report and the next command in one statement (one round trip, its own
+/// commit): `Delivery::apply_report` as one UPDATE of the delivery (pending,
+/// or withdrawn and answered finally),
+/// and the next `Pending` command read beside it (the statement's snapshot
+/// still shows the reported delivery as pending, so it is left out by uuid).
+/// A command that tracks a profile is left alone (the first column says so):
+/// its result also updates the profile's record, in `report_tx`.
+const REPORT_AT_ONCE: &str = "WITH cur AS (
+    SELECT d.enrollment, d.seq, c.request_type, c.profile IS NOT NULL AS tagged
+    FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid
+    WHERE d.command_uuid = $1 AND d.enrollment = $2
+      AND (d.status IN ('Pending', 'NotNow') OR ($3::text <> 'NotNow' AND d.status IN ('Superseded', 'Cleared')))
+), upd AS (
+    UPDATE deliveries d SET
+        status = $3::text,
+        not_now_count = d.not_now_count + CASE WHEN $3::text = 'NotNow' THEN 1 ELSE 0 END,
+        error_chain = CASE WHEN $3::text = 'NotNow' THEN d.error_chain ELSE $4::jsonb END,
+        result = CASE WHEN $3::text = 'NotNow' THEN d.result ELSE $5::bytea END,
+        updated_at = $6::bigint
+    FROM cur
+    WHERE d.enrollment = cur.enrollment AND d.seq = cur.seq AND NOT cur.tagged
+      AND (d.status IN ('Pending', 'NotNow') OR ($3::text <> 'NotNow' AND d.status IN ('Superseded', 'Cleared')))
+    RETURNING cur.request_type
+), nxt AS (
+    SELECT c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid
+    WHERE d.enrollment = $2 AND d.status = 'Pending' AND d.command_uuid <> $1 ORDER BY d.seq LIMIT 1
+)
+SELECT coalesce((SELECT bool_or(tagged) FROM cur), false), (SELECT request_type FROM upd LIMIT 1), nxt.uuid, nxt.request_type, nxt.body
+FROM (SELECT 1) AS one LEFT JOIN nxt ON true";
+
+/// `REPORT_AT_ONCE`: None when the command tracks a profile (`report_tx` then).
+async fn report_at_once<C: GenericClient>(c: &C, id: &str, r: &ReportRecord) -> Result<Option<(ReportOutcome, Option<QueuedCommand>)>> {
+    let chain = if r.error_chain.is_empty() || r.status == DeliveryStatus::NotNow {
+        None
+    } else {
+        Some(to_json(&r.error_chain)?)
+    };
+    let row = one(
+        c,
+        REPORT_AT_ONCE,
+        &[&r.command_uuid, &id, &status_str(r.status), &chain, &r.raw, &r.now],
+    )
+    .await?;
+    let tagged: bool = row.try_get(0)?;
+    if tagged {
+        return Ok(None);
+    }
+    let outcome = match row.try_get::<_, Option<String>>(1)? {
+        None => ReportOutcome::NotPending,
+        Some(_) if r.status == DeliveryStatus::NotNow => ReportOutcome::NotNowRecorded,
+        Some(request_type) => ReportOutcome::Finished { request_type },
+    };
+    let next = match row.try_get::<_, Option<String>>(2)? {
+        Some(uuid) => Some(QueuedCommand {
+            uuid,
+            request_type: row.try_get(3)?,
+            body: row.try_get(4)?,
+        }),
+        None => None,
+    };
+    Ok(Some((outcome, next)))
 }
 
 async fn clear_queue_tx(tx: &Transaction<'_>, (ids, now): (Vec<String>, i64)) -> Result<u64> {
@@ -264,6 +327,15 @@ impl QueueStore for PgStore {
     }
 
     async fn report(&self, id: &str, report: ReportRecord) -> Result<(ReportOutcome, Option<QueuedCommand>)> {
+        // Most results (no webhook events to store beside them, no profile to
+        // track) are one statement, committed on its own: no group-commit
+        // transaction around it (BEGIN and COMMIT would be two more round trips).
+        if report.events.is_empty() {
+            let r = &report;
+            if let Some(done) = self.read(|c| async move { report_at_once(&c, id, r).await }).await? {
+                return Ok(done);
+            }
+        }
         self.write((id.to_owned(), report), report_tx).await
     }
 

@@ -98,11 +98,13 @@ async fn attempt(pool: &Pool, jobs: &[&Job], op_timeout: Duration) -> Result<Vec
     let started = std::time::Instant::now();
     let work = async {
         let mut c = pool.get().await?;
+        round_trip();
         let tx = c.transaction().await?;
         let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
             out.push((j.run)(&tx).await?);
         }
+        round_trip();
         tx.commit().await?;
         crate::metrics::get().commit("postgres", jobs.len(), started.elapsed());
         Ok(out)

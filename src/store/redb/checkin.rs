@@ -246,6 +246,14 @@ impl CheckinStore for RedbStore {
         .await
     }
 
+    async fn identity_and_enrollment(&self, cert_sha256: &str, id: &str) -> Result<(Option<IssuedCert>, Option<Enrollment>)> {
+        self.read(|txn| {
+            let cert = dec_opt(txn.open_table(CERTS)?.get(cert_sha256)?)?;
+            let e = dec_opt(txn.open_table(ENROLLMENTS)?.get(id)?)?;
+            Ok((cert, e))
+        })
+    }
+
     async fn enrollment(&self, id: &str) -> Result<Option<Enrollment>> {
         self.read(|txn| {
             let t = txn.open_table(ENROLLMENTS)?;

@@ -590,6 +590,16 @@ impl QueueStore for RedbStore {
                             request_type: cmd.map(|c| c.request_type).unwrap_or_default(),
                         }
                     }
+                    Some(DeliveryChange::Late) => {
+                        // Off the queue (and out of any fan-out's count) already.
+                        t.deliveries.insert((r.command_uuid.as_str(), id.as_str()), enc(&d)?.as_slice())?;
+                        if let Some(tag) = cmd.as_ref().and_then(|c| c.profile.as_ref()) {
+                            t.profile_result(&id, tag, &r.command_uuid, &d)?;
+                        }
+                        ReportOutcome::Finished {
+                            request_type: cmd.map(|c| c.request_type).unwrap_or_default(),
+                        }
+                    }
                     None => ReportOutcome::NotPending,
                 },
                 None => ReportOutcome::NotPending,
