@@ -43,8 +43,9 @@ r = json.load(sys.stdin)
 name, flow, run, sign = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 per = r["server_cpu_ms_per_device"]
 hs = (r["tls_handshakes_profiles"] + r["tls_handshakes_enrolling"]) / r["devices"]
+eps = r["enrollments_per_second"]
 print(f"{name:6} {flow:11} run {run}: {per:6.2f} ms server CPU per enrollment = {per / sign:5.1f} RSA-2048 signatures; "
-      f"{hs:.1f} TLS handshakes each; {r[\"enrollments_per_second\"]:.0f} enrollments/s")
+      f"{hs:.1f} TLS handshakes each; {eps:.0f} enrollments/s")
 ' "$name" "$flow" "$run" "$sign_ms"
       port=$((port+1))
     done

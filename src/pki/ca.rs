@@ -299,7 +299,7 @@ impl Pki {
         let subject = name(&format!("{org} MDM SCEP RA"), org)?;
         let left = (asn1_unix(self.ca.cert.not_after()) - crate::clock::now()) / 86_400;
         let days = left.clamp(31, 3650) as u32;
-        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), days, 3600)?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), public(&key)?.as_ref(), days, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
         Ok(KeyPair {
@@ -312,7 +312,7 @@ impl Pki {
     fn issue_tls(&self, host: &str) -> Result<KeyPair, PkiError> {
         let key = new_p256()?;
         let subject = name(host, "")?;
-        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 397, 3600)?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), public(&key)?.as_ref(), 397, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
@@ -344,7 +344,7 @@ impl Pki {
     fn issue_signer(&self, org: &str) -> Result<KeyPair, PkiError> {
         let key = new_p256()?;
         let subject = name(&format!("{org} profile signing"), org)?;
-        let mut b = builder(&subject, self.ca.cert.subject_name(), &public(&key)?.as_ref(), 730, 3600)?;
+        let mut b = builder(&subject, self.ca.cert.subject_name(), public(&key)?.as_ref(), 730, 3600)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().email_protection().code_signing().build()?)?;
@@ -484,7 +484,7 @@ pub fn create_ec_issuing(dir: &Path, ca_cert: Option<&Path>, ca_key: Option<&Pat
     if left < 31 {
         return Err(PkiError::Io("the CA expires within a month: replace it instead".into()));
     }
-    let mut b = builder(&subject, ca.cert.subject_name(), &public(&key)?.as_ref(), left.min(3650) as u32, 3600)?;
+    let mut b = builder(&subject, ca.cert.subject_name(), public(&key)?.as_ref(), left.min(3650) as u32, 3600)?;
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
     b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build()?)?;
     let cert = sign_by(&ca, b)?;
@@ -515,7 +515,7 @@ fn placeholder(ca: &KeyPair) -> Result<KeyPair, PkiError> {
 fn create_ca(org: &str) -> Result<KeyPair, PkiError> {
     let key = new_p256()?;
     let subject = name(&format!("{org} MDM CA"), org)?;
-    let mut b = builder(&subject, &subject, &public(&key)?.as_ref(), 3650, 3600)?;
+    let mut b = builder(&subject, &subject, public(&key)?.as_ref(), 3650, 3600)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
     b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build()?)?;
     let ctx = b.x509v3_context(None, None);

@@ -113,6 +113,9 @@ pub struct LoadReport {
     pub db_round_trips_per_request: Option<f64>,
     /// The command of each round.
     pub request_type: String,
+    /// The rounds after the first one or two (which also answer the server's
+    /// own first inventory and what it sets off): the command loop's steady state.
+    pub steady: Option<SteadyRounds>,
     pub connections: Connections,
     pub envelope: super::pki::Envelope,
     pub sha1_signatures: bool,
@@ -122,6 +125,20 @@ pub struct LoadReport {
     pub tls_handshakes_rounds: u64,
     pub tls_resumed: u64,
     pub tls_handshakes_per_second: f64,
+}
+
+/// The rounds after the first (the first two of four or more), measured on their own.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SteadyRounds {
+    pub rounds: usize,
+    pub requests: u64,
+    /// Commands the server queued itself, answered in these rounds.
+    pub server_commands: u64,
+    pub server_cpu_ms_per_request: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cpu_ms_per_request: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_round_trips_per_request: Option<f64>,
 }
 
 /// CPU seconds (user + system, reaped children included) of every local
@@ -331,6 +348,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     let t0 = Instant::now();
     let mut round_trips = 0u64;
     let mut server_commands = 0u64;
+    let mut steady0 = None;
+    let warmup = if cfg.rounds >= 4 { 2 } else { 1 };
     let mut rounds = 0;
     for _ in 0..cfg.rounds {
         if t0.elapsed() > cfg.deadline {
@@ -369,6 +388,12 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
             round_trips += 1;
         }
         rounds += 1;
+        if rounds == warmup {
+            // The first rounds also answer what the server queued itself after
+            // enrollment (the first inventory, and what its answers set off): the
+            // later rounds are the steady state.
+            steady0 = Some((stats_sum(&admins).await?, local_postgres_cpu(), server_commands));
+        }
         progress(cfg.progress, "rounds", rounds, cfg.rounds);
     }
     let seconds = t0.elapsed().as_secs_f64();
@@ -381,6 +406,20 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         _ => None,
     };
     let db_cpu_ms_per_request = per(db2, db3, requests);
+    let steady = match steady0 {
+        Some((m, db_m, sc)) if rounds > warmup && after.1 > m.1 => {
+            let n = after.1 - m.1;
+            Some(SteadyRounds {
+                rounds: rounds - warmup,
+                requests: n as u64,
+                server_commands: server_commands - sc,
+                server_cpu_ms_per_request: (after.0 - m.0) * 1000.0 / n,
+                db_cpu_ms_per_request: per(db_m, db3, n as u64),
+                db_round_trips_per_request: (after.4 > 0.0).then(|| (after.4 - m.4) / n),
+            })
+        }
+        _ => None,
+    };
     let db_cpu_ms_per_enrollment = per(db0, db1, cfg.devices as u64);
     Ok(LoadReport {
         devices: cfg.devices,
@@ -405,6 +444,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
         db_cpu_ms_per_enrollment,
         db_round_trips_per_request: (after.4 > 0.0 && requests > 0).then(|| (after.4 - before.4) / requests as f64),
         request_type: cfg.request_type.clone(),
+        steady,
         connections: cfg.connections,
         envelope: cfg.style.envelope,
         sha1_signatures: cfg.style.sha1_signatures,

@@ -146,7 +146,7 @@ pub fn scep_certs_of(certs: Vec<X509>) -> anyhow::Result<ScepCerts> {
         Ok(Facts {
             ca: p.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca),
             // No keyUsage extension: any use.
-            key_encipherment: p.key_usage().ok().flatten().map_or(true, |k| k.value.key_encipherment()),
+            key_encipherment: p.key_usage().ok().flatten().is_none_or(|k| k.value.key_encipherment()),
         })
     };
     match certs.len() {

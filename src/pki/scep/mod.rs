@@ -463,7 +463,7 @@ mod tests {
         ] {
             let (key, csr, selfsigned) = device(&[("CN", "device")], MessageDigest::sha256());
             let (msg, _, _) = client_request(&pki.scep_recipient().cert, &selfsigned, &key, &csr.to_der().unwrap(), false, cipher).unwrap();
-            let req = parse_request(&pki, &msg).unwrap();
+            let req = parse_request(pki, &msg).unwrap();
             assert_eq!(req.cipher.symm().nid(), cipher.nid());
             assert!(
                 fast::parse(pki.fast.as_ref().unwrap(), &msg).is_some(),
@@ -473,7 +473,7 @@ mod tests {
             let csr = req.csr.as_ref().map_err(|e| e.1.clone()).unwrap();
             assert_eq!(csr.challenge, None);
             let issued = pki.issue_for(csr, 365).unwrap();
-            let rep = cert_rep(&pki, &req, Ok(&issued.der)).unwrap();
+            let rep = cert_rep(pki, &req, Ok(&issued.der)).unwrap();
             let (status, _, cert) = client_read_rep(&rep, &pki.scep_recipient().cert, &selfsigned, &key).unwrap();
             assert_eq!(status, "0");
             let cert = cert.unwrap();
