@@ -306,16 +306,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = X509::from_pem(&std::fs::read(format!("{FIX}/ca.pem")).unwrap()).unwrap();
         let key = PKey::private_key_from_pem_passphrase(&std::fs::read(format!("{FIX}/ca.key")).unwrap(), b"").unwrap();
-        std::fs::write(dir.path().join("ca.pem"), cert.to_pem().unwrap()).unwrap();
-        std::fs::write(dir.path().join("ca.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        let cfg = super::super::CaConfig {
-            certs_dir: dir.path().to_owned(),
-            public_host: "127.0.0.1".into(),
-            ..Default::default()
-        };
-        let pki = Pki::load_or_create(&cfg).unwrap();
+        let pki = pki_around(dir.path(), &cert, &key, "127.0.0.1");
         std::mem::forget(dir);
         pki
+    }
+
+    /// A Pki loaded from a certs directory holding this CA.
+    fn pki_around(dir: &std::path::Path, cert: &X509, key: &PKey<openssl::pkey::Private>, host: &str) -> Pki {
+        std::fs::write(dir.join("ca.pem"), cert.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let cfg = super::super::CaConfig {
+            certs_dir: dir.to_owned(),
+            public_host: host.into(),
+            ..Default::default()
+        };
+        Pki::load_or_create(&cfg).unwrap()
     }
 
     /// An installation made before CAs were EC: an RSA-2048 CA that is its
@@ -341,14 +346,7 @@ mod tests {
         let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None)).unwrap();
         b.append_extension(ski).unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), b.build().to_pem().unwrap()).unwrap();
-        std::fs::write(dir.path().join("ca.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        let cfg = super::super::CaConfig {
-            certs_dir: dir.path().to_owned(),
-            public_host: "localhost".into(),
-            ..Default::default()
-        };
-        let pki = Pki::load_or_create(&cfg).unwrap();
+        let pki = pki_around(dir.path(), &b.build(), &key, "localhost");
         (dir, pki)
     }
 
