@@ -687,6 +687,18 @@ async fn load_tools_run_as_other_clients_and_beside_the_floor() {
         v["tls_handshakes_rounds"].as_u64().unwrap() >= v["requests"].as_u64().unwrap(),
         "{v}"
     );
+    // Another command per round, and the steady rounds (after the first two) on their own;
+    // on PostgreSQL the database's round trips per request are counted (`db_round_trips`).
+    let v = srv.cli_json(&["sim", "load", "--user", &user, "-n", "2", "-r", "4", "-c", "2", "--request-type", "ProvisioningProfileList"]);
+    assert_eq!((v["round_trips"].as_u64(), v["request_type"].as_str()), (Some(8), Some("ProvisioningProfileList")), "{v}");
+    assert_eq!(v["steady"]["rounds"], 2, "{v}");
+    assert!(v["steady"]["requests"].as_u64().unwrap() >= 8, "{v}");
+    let rt = &v["steady"]["db_round_trips_per_request"];
+    if common::on_postgres() {
+        assert!(rt.as_f64().is_some_and(|r| r >= 2.0), "{v}");
+    } else {
+        assert!(rt.is_null(), "{v}");
+    }
 
     // The floor: a bare endpoint with mdmd's certificate answers any request with an empty 200.
     let mut bare = std::process::Command::new(env!("CARGO_BIN_EXE_mdmd"))
