@@ -211,6 +211,11 @@ pub struct Ade {
     clients: Mutex<HashMap<String, (String, Arc<AdeClient>)>>,
     /// One sync at a time in this process (the lease covers the others).
     sync_lock: tokio::sync::Mutex<()>,
+    /// Were there server tokens when this instance started? Only then does
+    /// the periodic sync run at once; a token uploaded later is synced by the
+    /// next period or `POST /v1/ade/sync`, never by a start-up run that the
+    /// store happened to delay past the upload.
+    tokens_at_start: bool,
 }
 
 impl Ade {
@@ -235,6 +240,7 @@ impl Ade {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ServiceError::internal("building the ADE HTTP client", e))?;
+        let tokens_at_start = !store.records(TOKENS).await?.is_empty();
         Ok(Arc::new(Ade {
             store,
             secrets,
@@ -247,6 +253,7 @@ impl Ade {
             http,
             clients: Mutex::new(HashMap::new()),
             sync_lock: tokio::sync::Mutex::new(()),
+            tokens_at_start,
         }))
     }
 

@@ -46,8 +46,10 @@ impl Ade {
             &self.instance,
             self.cfg.sync_interval.saturating_mul(3).max(std::time::Duration::from_secs(60)),
         );
+        let mut first = true;
         loop {
-            if lease.held().await {
+            let skip = std::mem::replace(&mut first, false) && !self.tokens_at_start;
+            if !skip && lease.held().await {
                 match self.sync_all().await {
                     Ok(r) => {
                         for t in r.iter().filter(|t| t.error.is_some()) {
