@@ -31,14 +31,23 @@ fn bench(c: &mut Criterion) {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).expect("open"));
     bench_store(c, &rt, "redb", store);
     if let Some(base) = pg_base() {
-        let name = format!("mdmd_bench_{}", std::process::id());
-        rt.block_on(admin(&base, &format!("CREATE DATABASE {name}")));
-        let url = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(h, _)| h));
-        let pg = rt
-            .block_on(mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&url)))
-            .expect("PostgreSQL");
-        bench_store(c, &rt, "postgres", Arc::new(pg));
-        rt.block_on(admin(&base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        // Before and after in the same run: first with a delivery row per target (no command
+        // fans out: the layout before fan-outs), then with the default policy.
+        let before = mdmd::store::FanoutPolicy {
+            min_targets: usize::MAX,
+            ..Default::default()
+        };
+        for (label, policy) in [("postgres, a row per target", before), ("postgres", Default::default())] {
+            let name = format!("mdmd_bench_{}", std::process::id());
+            rt.block_on(admin(&base, &format!("CREATE DATABASE {name}")));
+            let url = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(h, _)| h));
+            let pg = rt
+                .block_on(mdmd::store::postgres::PgStore::connect(mdmd::store::postgres::PgConfig::new(&url)))
+                .expect("PostgreSQL")
+                .with_fanout(policy);
+            bench_store(c, &rt, label, Arc::new(pg));
+            rt.block_on(admin(&base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        }
     } else {
         eprintln!("PostgreSQL: none (set MDMD_BENCH_DATABASE_URL): skipped");
     }
@@ -84,7 +93,11 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str, s
     // enrollments and then with more and more already pending on every one of them (nobody
     // answers). redb keeps each as an open fan-out; past `FanoutPolicy::max_open` (32) a new
     // one first settles the oldest, whose 100,000 pending entries are then written one by one.
-    let rounds = if backend == "redb" { 35 } else { 12 };
+    let rounds = match backend {
+        "redb" => 35,
+        "postgres" => 35,
+        _ => 12,
+    };
     let mut times = Vec::new();
     for _ in 0..rounds {
         let t = std::time::Instant::now();
@@ -102,8 +115,10 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str, s
         "{backend}: enqueue one command to {n} enrollments (one transaction, durable), s: {}",
         show(0..12)
     );
-    if rounds > 12 {
+    if rounds > 30 {
         eprintln!("{backend}: … #30-#35 (past 32 open fan-outs): {}", show(29..35));
+    } else if rounds > 12 {
+        eprintln!("{backend}: … #13-#{rounds}: {}", show(12..rounds));
     }
     // A device that has answered everything still checks each open fan-out on every poll.
     rt.block_on(async {

@@ -283,3 +283,38 @@ async fn a_required_profile_counts_once_installed() {
     let c = &device(&srv, &d.udid).await["compliance"];
     assert_eq!(c["status"], "non_compliant", "{c}");
 }
+
+/// The periodic sweep reads what is due: a device seen since its last DeviceInformation is asked
+/// again once that is older than the interval; a device that stays away is not asked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_refreshes_devices_seen_since_their_inventory() {
+    let srv = Server::start_with(&["--enroll-flow", "single", "--inventory-interval", "2", "--inventory-sweep", "10"]);
+    let mut seen = srv.enrolled().await;
+    assert_eq!(seen.session().await.unwrap().len(), 5);
+    let mut away = srv.enrolled().await;
+    assert_eq!(away.session().await.unwrap().len(), 5);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(seen.session().await.unwrap().is_empty(), "seen since its inventory, nothing queued");
+    let asked = |srv: &Server, udid: String| {
+        let admin = srv.admin();
+        async move {
+            let v: Value = admin.get(&format!("/v1/devices/{udid}/commands")).await.unwrap();
+            v["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["request_type"] == "DeviceInformation")
+                .count()
+        }
+    };
+    // Within two sweep periods the one seen is asked again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while asked(&srv, seen.udid.clone()).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "not asked again");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let types: Vec<String> = seen.session().await.unwrap().into_iter().map(|h| h.request_type).collect();
+    assert_eq!(types.first().map(String::as_str), Some("DeviceInformation"), "{types:?}");
+    // The one that stayed away was not asked, however many sweeps ran.
+    assert_eq!(asked(&srv, away.udid.clone()).await, 1);
+}

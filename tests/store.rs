@@ -317,10 +317,18 @@ async fn profiles(s: &Arc<dyn Store>) {
         ReportOutcome::NotPending
     );
     let (o, next) = s.report("P1", report(&i1.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
-    assert_eq!(o, ReportOutcome::Finished { request_type: "InstallProfile".into() });
+    assert_eq!(
+        o,
+        ReportOutcome::Finished {
+            request_type: "InstallProfile".into()
+        }
+    );
     assert_eq!(next.unwrap().uuid, i2.uuid);
     let d1 = &s.command(&i1.uuid).await.unwrap().unwrap().1[0];
-    assert_eq!((d1.status, d1.result.as_deref()), (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..])));
+    assert_eq!(
+        (d1.status, d1.result.as_deref()),
+        (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..]))
+    );
     assert_eq!(s.device_profiles("P1").await.unwrap()[0].state, ProfileState::Pending);
     assert_eq!(
         s.report("P1", report(&i1.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
@@ -626,6 +634,7 @@ async fn inventory(s: &Arc<dyn Store>) {
         reasons: reasons.iter().map(|r| r.to_string()).collect(),
         evaluated_at: 5,
         policy: "p1".into(),
+        recheck_at: None,
     };
     assert!(!s.set_compliance("NOPE", rec(ComplianceState::Compliant, &[])).await.unwrap());
     assert!(s
@@ -650,6 +659,34 @@ async fn inventory(s: &Arc<dyn Store>) {
         s.by_compliance(ComplianceState::Compliant, None, 10).await.unwrap(),
         vec!["I1".to_owned()]
     );
+
+    // The sweep's schedule: per kind, earliest first, moved and cleared in place.
+    s.schedule(
+        "k1",
+        vec![
+            ("S3".into(), Some(30)),
+            ("S1".into(), Some(10)),
+            ("S2".into(), Some(20)),
+            ("S1".into(), Some(15)),
+        ],
+    )
+    .await
+    .unwrap();
+    s.schedule("k2", vec![("S1".into(), Some(1))]).await.unwrap();
+    let due = |v: Vec<(String, i64)>| v.into_iter().map(|(i, d)| format!("{i}@{d}")).collect::<Vec<_>>();
+    assert_eq!(
+        due(s.due("k1", 25, 10).await.unwrap()),
+        ["S1@15", "S2@20"],
+        "the last of one id wins"
+    );
+    assert_eq!(due(s.due("k1", 100, 2).await.unwrap()), ["S1@15", "S2@20"]);
+    assert_eq!(due(s.due("k1", 14, 10).await.unwrap()), Vec::<String>::new());
+    s.schedule("k1", vec![("S2".into(), None), ("S3".into(), Some(5)), ("GONE".into(), None)])
+        .await
+        .unwrap();
+    assert_eq!(due(s.due("k1", 100, 10).await.unwrap()), ["S3@5", "S1@15"]);
+    assert_eq!(due(s.due("k2", 100, 10).await.unwrap()), ["S1@1"]);
+    assert_eq!(due(s.due("k0", i64::MAX, 10).await.unwrap()), Vec::<String>::new());
 }
 
 async fn records(s: &Arc<dyn Store>) {
@@ -750,9 +787,7 @@ async fn supersede(s: &Arc<dyn Store>) {
     let third = keyed("ddm");
     s.enqueue_each(vec![(second.clone(), "S1".into())], vec![]).await.unwrap();
     s.enqueue_each(vec![(third.clone(), "S1".into())], vec![]).await.unwrap();
-    let status = |hist: &[mdmd::store::DeviceCommand], uuid: &str| {
-        hist.iter().find(|c| c.command_uuid == uuid).map(|c| c.delivery.status)
-    };
+    let status = |hist: &[mdmd::store::DeviceCommand], uuid: &str| hist.iter().find(|c| c.command_uuid == uuid).map(|c| c.delivery.status);
     let hist = s.device_commands("S1", 100).await.unwrap();
     assert_eq!(status(&hist, &plain.uuid), Some(DeliveryStatus::Acknowledged));
     assert_eq!(status(&hist, &first.uuid), Some(DeliveryStatus::Superseded));
@@ -776,7 +811,9 @@ async fn supersede(s: &Arc<dyn Store>) {
     // recorded, once; the queue is not touched: the newest is still pending.
     assert_eq!(
         s.report("S1", report(&first.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
-        ReportOutcome::Finished { request_type: "DeclarativeManagement".into() }
+        ReportOutcome::Finished {
+            request_type: "DeclarativeManagement".into()
+        }
     );
     assert_eq!(
         s.report("S1", report(&first.uuid, DeliveryStatus::Acknowledged)).await.unwrap().0,
@@ -1114,13 +1151,21 @@ async fn postgres_connect_requests_take_two_round_trips() {
     let n = round_trips();
     s.identity_and_enrollment("h1", "RT").await.unwrap();
     let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
-    assert_eq!(o, ReportOutcome::Finished { request_type: "ProfileList".into() });
+    assert_eq!(
+        o,
+        ReportOutcome::Finished {
+            request_type: "ProfileList".into()
+        }
+    );
     assert!(next.is_none(), "the NotNow'ed command waits for the next Idle");
     assert_eq!(round_trips() - n, 2, "a result and the next command");
     // Stored as the transaction would have: result, status, NotNow count.
     let hist = s.device_commands("RT", 10).await.unwrap();
     assert_eq!(hist[0].delivery.not_now_count, 1);
-    assert_eq!((hist[1].delivery.status, hist[1].delivery.result.as_deref()), (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..])));
+    assert_eq!(
+        (hist[1].delivery.status, hist[1].delivery.result.as_deref()),
+        (DeliveryStatus::Acknowledged, Some(&b"<plist/>"[..]))
+    );
     let n = round_trips();
     s.identity_and_enrollment("h1", "RT").await.unwrap();
     let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
@@ -1129,7 +1174,10 @@ async fn postgres_connect_requests_take_two_round_trips() {
     // The result again (the device got no answer): nothing changes, still two.
     let n = round_trips();
     s.identity_and_enrollment("h1", "RT").await.unwrap();
-    assert_eq!(s.report("RT", report(&a.uuid, DeliveryStatus::Error)).await.unwrap().0, ReportOutcome::NotPending);
+    assert_eq!(
+        s.report("RT", report(&a.uuid, DeliveryStatus::Error)).await.unwrap().0,
+        ReportOutcome::NotPending
+    );
     assert_eq!(round_trips() - n, 2);
     // Idle with nothing queued.
     let n = round_trips();
@@ -1147,7 +1195,10 @@ async fn postgres_connect_requests_take_two_round_trips() {
     let (o, _) = s.report("RT", report(&p.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
     assert!(matches!(o, ReportOutcome::Finished { .. }));
     let dp = s.device_profiles("RT").await.unwrap();
-    assert_eq!(dp.iter().find(|d| d.identifier == "com.example.rt").unwrap().state, ProfileState::Installed);
+    assert_eq!(
+        dp.iter().find(|d| d.identifier == "com.example.rt").unwrap().state,
+        ProfileState::Installed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1160,6 +1211,117 @@ async fn postgres_store_conforms() {
     // Migrations are idempotent.
     assert!(s.migrate().await.unwrap().is_empty());
     conformance(Arc::new(s)).await;
+}
+
+/// PostgreSQL's fan-outs (targets in chunk rows, a delivery row written by the first answer) give
+/// every answer redb's do: FIFO around them, NotNow, results, clearing, history, counts, the
+/// command's view; with at most one open (a second one settles the first inside its enqueue), and
+/// settled by age. Then the whole suite with every command a fan-out, copied out to redb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fanouts_conform() {
+    use mdmd::store::postgres::{PgConfig, PgStore};
+    use mdmd::store::FanoutPolicy;
+    let _turn = PG_TURN.lock().await;
+    for max_open in [64, 1] {
+        let Some(db) = common::pg::TestDb::create().await else { return };
+        let p = FanoutPolicy {
+            min_targets: 2,
+            settle_at: 0,
+            max_open,
+        };
+        let s: Arc<dyn Store> = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap().with_fanout(p));
+        fanout(&s).await;
+        // Settling what is open changes no answer.
+        let ids: Vec<String> = (0..8).map(|i| format!("F{i}")).collect();
+        let before: Vec<_> = {
+            let mut v = Vec::new();
+            for id in &ids {
+                v.push((
+                    s.next_command(id, false).await.unwrap().map(|q| q.uuid),
+                    s.device_commands(id, 10).await.unwrap().len(),
+                ));
+            }
+            v
+        };
+        let pending = s.counts().await.unwrap().pending_commands;
+        assert!(s.settle_fanouts(i64::MAX).await.unwrap() >= 1);
+        assert_eq!(s.settle_fanouts(i64::MAX).await.unwrap(), 0, "nothing left open");
+        for (id, was) in ids.iter().zip(&before) {
+            let now = (
+                s.next_command(id, false).await.unwrap().map(|q| q.uuid),
+                s.device_commands(id, 10).await.unwrap().len(),
+            );
+            assert_eq!(&now, was, "{id}");
+        }
+        assert_eq!(s.counts().await.unwrap().pending_commands, pending);
+    }
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    let p = FanoutPolicy {
+        min_targets: 1,
+        settle_at: 0,
+        max_open: 10_000,
+    };
+    let s: Arc<dyn Store> = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap().with_fanout(p));
+    conformance(s.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("h.redb")).unwrap());
+    let rep = mdmd::store::copy::copy_all(&*s, &*b).await.unwrap();
+    assert!(rep.verified(), "{rep:?}");
+}
+
+/// A fan-out target's first answer writes its delivery row inside the one result statement:
+/// still two round trips, and a settle that wrote the row meanwhile loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fanout_results_take_two_round_trips() {
+    use mdmd::store::postgres::{round_trips, PgConfig, PgStore};
+    use mdmd::store::FanoutPolicy;
+    let Some(db) = common::pg::TestDb::create().await else { return };
+    let _turn = PG_TURN.lock().await;
+    let p = FanoutPolicy {
+        min_targets: 2,
+        settle_at: 0,
+        max_open: 32,
+    };
+    let s = PgStore::connect(PgConfig::new(&db.url)).await.unwrap().with_fanout(p);
+    s.record_cert(cert("01", "h1")).await.unwrap();
+    s.authenticate(enrollment("RT", Some("h1")), false).await.unwrap();
+    s.authenticate(enrollment("RU", None), false).await.unwrap();
+    for _ in 0..40 {
+        s.identity_and_enrollment("h1", "RT").await.unwrap();
+        s.next_command("RT", false).await.unwrap();
+        s.report("RT", report("nope", DeliveryStatus::Acknowledged)).await.unwrap();
+    }
+    let (a, b) = (command("SecurityInfo", None), command("ProfileList", None));
+    s.enqueue(a.clone(), vec!["RT".into(), "RU".into()]).await.unwrap();
+    s.enqueue(b.clone(), vec!["RT".into(), "RU".into()]).await.unwrap();
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    assert_eq!(s.next_command("RT", false).await.unwrap().unwrap().uuid, a.uuid);
+    assert_eq!(round_trips() - n, 2, "Idle with fan-outs open");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    assert_eq!((o, next.unwrap().uuid), (ReportOutcome::NotNowRecorded, b.uuid.clone()));
+    assert_eq!(round_trips() - n, 2, "NotNow on a fan-out");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(
+        o,
+        ReportOutcome::Finished {
+            request_type: "ProfileList".into()
+        }
+    );
+    assert!(next.is_none());
+    assert_eq!(round_trips() - n, 2, "a fan-out's result");
+    // Settled while RU still holds both: its answers land on the rows the settle wrote.
+    assert_eq!(s.settle_fanouts(i64::MAX).await.unwrap(), 2);
+    let (o, next) = s.report("RU", report(&a.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert!(matches!(o, ReportOutcome::Finished { .. }));
+    assert_eq!(next.unwrap().uuid, b.uuid);
+    let (_, ds) = s.command(&a.uuid).await.unwrap().unwrap();
+    let st: Vec<_> = ds.iter().map(|d| (d.enrollment.as_str(), d.status)).collect();
+    assert_eq!(st, vec![("RT", DeliveryStatus::NotNow), ("RU", DeliveryStatus::Acknowledged)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

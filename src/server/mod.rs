@@ -486,6 +486,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Arc<App>> {
         cfg.limits.secret_grace.max(0),
         &instance,
     );
+    spawn_fanout_settling(store.clone(), &instance);
     spawn_token_renewal(commander.clone(), &instance);
     spawn_org_cert_renewal(commander.clone(), &instance);
     crate::service::credentials::checks::spawn(

@@ -131,6 +131,32 @@ pub(super) fn spawn_secret_pruning(store: Arc<dyn crate::store::Store>, every_se
     );
 }
 
+/// Open fan-outs (a command to many devices, stored once) settle some minutes
+/// after they were queued, when the devices that are online have answered:
+/// the rest get ordinary queue entries, so polls stop checking the fan-out
+/// (PostgreSQL; redb settles as answers come in). One instance, every minute.
+pub(super) fn spawn_fanout_settling(store: Arc<dyn crate::store::Store>, instance: &str) {
+    let s2 = store.clone();
+    spawn_leased(
+        store,
+        "fanout-settle",
+        instance,
+        std::time::Duration::from_secs(60),
+        true,
+        move || {
+            let store = s2.clone();
+            async move {
+                let before = crate::clock::now().saturating_sub(crate::store::postgres::SETTLE_AFTER);
+                match store.settle_fanouts(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(fanouts = n, "open fan-outs settled"),
+                    Err(e) => tracing::warn!(error = %e, "settling open fan-outs failed"),
+                }
+            }
+        },
+    );
+}
+
 /// Per-device access tokens are re-sent to apps before they expire (hourly check, one instance).
 pub(super) fn spawn_token_renewal(commander: Arc<Commander>, instance: &str) {
     let store = commander.mdm.store.clone();
@@ -279,7 +305,7 @@ async fn apply_policy_if_new(mdm: &Arc<Mdm>) {
     {
         return;
     }
-    match mdm.inventory_sweep(0).await {
+    match mdm.full_sweep(0).await {
         Ok((_, evaluated)) => tracing::info!(%version, evaluated, "compliance policy applied to the fleet"),
         Err(e) => {
             tracing::warn!(error = %e, "compliance re-evaluation failed");

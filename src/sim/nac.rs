@@ -70,6 +70,7 @@ fn seeded(i: usize, now: i64) -> Vec<Row> {
                 reasons: if compliant { vec![] } else { vec!["no passcode set".into()] },
                 evaluated_at: now,
                 policy: "seed".into(),
+                recheck_at: None,
             },
         },
     ]

@@ -177,6 +177,14 @@ pub trait QueueStore: Send + Sync {
     async fn clear_queue(&self, id: &str, now: i64) -> Result<u64>;
     async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>>;
     async fn command(&self, uuid: &str) -> Result<Option<(CommandRecord, Vec<Delivery>)>>;
+    /// Settle the open fan-outs queued before `queued_before` (Unix seconds):
+    /// their still-pending targets get ordinary queue entries. Nothing a
+    /// device or an admin sees changes. Returns how many settled. A backend
+    /// that settles as it goes (redb) has nothing to do here.
+    async fn settle_fanouts(&self, queued_before: i64) -> Result<u64> {
+        let _ = queued_before;
+        Ok(0)
+    }
 }
 
 /// Issued certificates, SCEP challenges and enrollment invitations.
@@ -259,6 +267,19 @@ pub trait InventoryStore: Send + Sync {
     async fn compliance(&self, id: &str) -> Result<Option<ComplianceRecord>>;
     /// Enrollments in a compliance state, ordered by id, strictly after `after`.
     async fn by_compliance(&self, state: ComplianceState, after: Option<String>, limit: usize) -> Result<Vec<String>>;
+    /// Set (`Some`) or clear (`None`) when each enrollment is next due for
+    /// `kind` (an inventory refresh, a compliance re-evaluation): what a
+    /// periodic sweep reads instead of every enrollment. Derived state, not
+    /// exported by `db copy` (a sweep rebuilds it). One transaction.
+    async fn schedule(&self, kind: &str, items: Vec<(String, Option<i64>)>) -> Result<()>;
+    /// Up to `limit` (enrollment, due) of `kind` due at or before `now`, earliest first.
+    async fn due(&self, kind: &str, now: i64, limit: usize) -> Result<Vec<(String, i64)>>;
+}
+
+/// `InventoryStore::schedule`'s items, each enrollment once (the last wins), in id order.
+pub fn schedule_items(items: Vec<(String, Option<i64>)>) -> Vec<(String, Option<i64>)> {
+    let m: std::collections::BTreeMap<String, Option<i64>> = items.into_iter().collect();
+    m.into_iter().collect()
 }
 
 /// Small records in named collections (API accounts, access tokens), each

@@ -207,10 +207,18 @@ pub fn evaluate(policy: &Policy, version: &str, f: &Facts<'_>) -> ComplianceReco
             None => undecided.push("apps: InstalledApplicationList not reported yet".to_owned()),
         }
     }
+    // When a time-based rule changes its verdict with no new fact.
+    let mut recheck: Option<i64> = None;
+    let mut at = |t: i64| recheck = Some(recheck.map_or(t, |r: i64| r.min(t)));
     if let Some(h) = policy.max_hours_since_checkin {
-        let age = f.now - f.enrollment.last_seen_at.max(f.enrollment.last_checkin_at);
+        let seen = f.enrollment.last_seen_at.max(f.enrollment.last_checkin_at);
+        let age = f.now - seen;
         if age > i64::from(h) * 3600 {
             failed.push(format!("not seen for {} hours (at most {h})", age / 3600));
+            // Back only with a check-in, which is not a fact that evaluates: look again later.
+            at(f.now + AGE_RECHECK);
+        } else {
+            at(seen + i64::from(h) * 3600 + 1);
         }
     }
     if let Some(days) = policy.identity_min_days_left {
@@ -218,7 +226,7 @@ pub fn evaluate(policy: &Policy, version: &str, f: &Facts<'_>) -> ComplianceReco
             Some(na) if na - f.now < i64::from(days) * 86_400 => {
                 failed.push(format!("identity certificate expires in {} day(s)", (na - f.now).max(0) / 86_400))
             }
-            Some(_) => {}
+            Some(na) => at(na - i64::from(days) * 86_400),
             None => undecided.push("identity certificate expiry unknown".to_owned()),
         }
     }
@@ -238,8 +246,13 @@ pub fn evaluate(policy: &Policy, version: &str, f: &Facts<'_>) -> ComplianceReco
         reasons: failed,
         evaluated_at: f.now,
         policy: version.to_owned(),
+        recheck_at: recheck.filter(|t| *t > f.now),
     }
 }
+
+/// How long a device failing `max_hours_since_checkin` waits before it is
+/// evaluated again (its check-ins do not evaluate it; a report does).
+pub const AGE_RECHECK: i64 = 900;
 
 /// The policy in use, reloaded from its file when the file changes.
 pub struct PolicyFile {
@@ -339,6 +352,27 @@ mod tests {
         };
         let r = evaluate(&p, "v", &f);
         assert_eq!((r.state, r.reasons.len()), (ComplianceState::Compliant, 0), "{:?}", r.reasons);
+        // Looked at again when the first time-based rule can fail: 24 h after the last check-in
+        // (the identity's 14 days left come much later).
+        assert_eq!(r.recheck_at, Some(1000 + 24 * 3600 + 1));
+        let late = Facts {
+            now: 1000 + 25 * 3600,
+            ..f
+        };
+        let r = evaluate(&p, "v", &late);
+        assert_eq!(r.state, ComplianceState::NonCompliant);
+        assert_eq!(
+            r.recheck_at,
+            Some(late.now + AGE_RECHECK),
+            "back only after a check-in: looked at again"
+        );
+        let r = evaluate(&Policy::parse("identity_min_days_left = 14").unwrap(), "v", &f);
+        assert_eq!(r.recheck_at, Some(1000 + 365 * 86_400 - 14 * 86_400));
+        assert_eq!(
+            evaluate(&Policy::parse("passcode_required = true").unwrap(), "v", &f).recheck_at,
+            None,
+            "facts only"
+        );
         let (e, inv) = facts_with(serde_json::json!({"PasscodePresent": false, "HardwareEncryptionCaps": 0}), "16.7.2");
         let f = Facts {
             enrollment: &e,

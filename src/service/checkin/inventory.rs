@@ -1,5 +1,12 @@
 //! Inventory: what devices report about themselves, kept as current state,
 //! refreshed on a schedule, and the compliance evaluated from it.
+//!
+//! The sweep reads what is due, not the fleet: each enrollment has a store
+//! schedule entry (`InventoryStore::schedule`) for its next inventory refresh
+//! (set when a refresh is asked and when DeviceInformation arrives) and, when
+//! a time-based compliance rule can change its verdict, for its next
+//! re-evaluation (`ComplianceRecord::recheck_at`). A store without the
+//! entries (from before them, or a `db copy`) gets them from one full pass.
 
 use std::sync::Arc;
 
@@ -7,6 +14,16 @@ use crate::clock::now;
 use crate::service::access::compliance::{evaluate, Facts};
 use crate::service::{Mdm, ServiceError};
 use crate::store::{ComplianceRecord, InventoryItem};
+
+/// Schedule kinds: the next inventory refresh, the next compliance re-evaluation.
+const INVENTORY_DUE: &str = "inventory";
+const COMPLIANCE_DUE: &str = "compliance";
+/// An entry of this kind is there once the schedule was filled from a full
+/// pass (kept in the schedule itself, which `db copy` leaves behind with it).
+const SCHEDULE_BUILT: &str = "schedule-built";
+/// Due entries read per page, and pages per sweep (the rest waits for the next).
+const PAGE: usize = 1000;
+const MAX_PAGES: usize = 100;
 
 /// The query commands whose answers are kept as inventory.
 pub const KINDS: [&str; 5] = [
@@ -88,7 +105,13 @@ impl Mdm {
             reported_at: now(),
             data: crate::protocol::json::plist_to_json(&plist::Value::Dictionary(d)),
         };
+        let at = item.reported_at;
         self.store.put_inventory(device, item).await?;
+        if kind == "DeviceInformation" && self.inventory_interval > 0 {
+            self.store
+                .schedule(INVENTORY_DUE, vec![(device.to_owned(), Some(at + self.inventory_interval))])
+                .await?;
+        }
         self.evaluate_compliance(device).await?;
         self.fact_changed(device);
         Ok(())
@@ -102,20 +125,36 @@ impl Mdm {
         let inventory = self.store.inventory(device).await?;
         let profiles = self.store.device_profiles(device).await?;
         let (policy, version) = self.policy.get();
-        let rec = evaluate(
+        let t = now();
+        let mut rec = evaluate(
             &policy,
             &version,
             &Facts {
                 enrollment: &e,
                 inventory: &inventory,
                 profiles: &profiles,
-                now: now(),
+                now: t,
             },
         );
         let old = self.store.compliance(device).await?;
-        if old
-            .as_ref()
-            .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
+        // The schedule keeps the earlier of a re-evaluation still to come and
+        // the new one (an early look changes nothing); one that has come is replaced.
+        let scheduled = old.as_ref().and_then(|o| o.recheck_at).filter(|r| *r > t);
+        rec.recheck_at = match (rec.recheck_at, scheduled) {
+            (Some(new), Some(s)) => Some(new.min(s)),
+            (new, s) => new.or(s),
+        };
+        let recheck_moved = old.as_ref().and_then(|o| o.recheck_at) != rec.recheck_at;
+        if recheck_moved {
+            // Before the record: a crash between the two leaves an extra look, never a missed one.
+            self.store
+                .schedule(COMPLIANCE_DUE, vec![(device.to_owned(), rec.recheck_at)])
+                .await?;
+        }
+        if recheck_moved
+            || old
+                .as_ref()
+                .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
         {
             if let Some(o) = &old {
                 if o.state != rec.state {
@@ -123,7 +162,12 @@ impl Mdm {
                 }
             }
             self.store.set_compliance(device, rec.clone()).await?;
-            self.fact_changed(device);
+            if old
+                .as_ref()
+                .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
+            {
+                self.fact_changed(device);
+            }
             if old.as_ref().is_none_or(|o| o.state != rec.state) {
                 self.compliance_event(&e, old.as_ref(), &rec).await;
             }
@@ -159,6 +203,13 @@ impl Mdm {
         if ids.is_empty() {
             return Ok(0);
         }
+        if self.inventory_interval > 0 {
+            // Looked at again after an interval even if no answer comes (DeviceInformation's reschedules).
+            let next = now() + self.inventory_interval;
+            self.store
+                .schedule(INVENTORY_DUE, ids.iter().map(|id| (id.clone(), Some(next))).collect())
+                .await?;
+        }
         // DeviceInformation asks what each device can answer: grouped by query list.
         let mut groups: std::collections::BTreeMap<Vec<&'static str>, Vec<String>> = std::collections::BTreeMap::new();
         for id in &ids {
@@ -189,38 +240,116 @@ impl Mdm {
     /// Refresh the inventory of active devices whose inventory is older than
     /// `interval` seconds: only devices seen since their last report and with
     /// nothing queued, so a device that does not check in is never asked twice.
-    /// Also re-evaluates compliance of every device (time-based rules).
+    /// Also re-evaluates compliance where a time-based rule is due. Reads the
+    /// schedule's due entries, not every enrollment (the first run on a store
+    /// without the schedule is a full pass that fills it). Returns (refreshes
+    /// asked, compliance evaluations).
     pub async fn inventory_sweep(self: &Arc<Self>, interval: i64) -> Result<(usize, usize), ServiceError> {
-        let horizon = now() - interval;
-        let mut after = None;
-        let mut due = Vec::new();
+        if self.store.due(SCHEDULE_BUILT, i64::MAX, 1).await?.is_empty() {
+            let r = self.full_sweep(interval).await?;
+            self.store.schedule(SCHEDULE_BUILT, vec![("v1".into(), Some(0))]).await?;
+            return Ok(r);
+        }
+        let t = now();
         let mut evaluated = 0;
-        loop {
-            let page = self.store.enrollments(after.clone(), 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for e in page.iter().filter(|e| e.id == e.device) {
-                self.evaluate_compliance(&e.id).await?;
-                evaluated += 1;
-                if interval <= 0 || !e.active {
-                    continue;
+        for _ in 0..MAX_PAGES {
+            let due = self.store.due(COMPLIANCE_DUE, t, PAGE).await?;
+            for (id, _) in &due {
+                // Evaluating moves (or clears) the entry.
+                if self.evaluate_compliance(id).await?.is_none() {
+                    self.store.schedule(COMPLIANCE_DUE, vec![(id.clone(), None)]).await?;
                 }
-                let inv = self.store.inventory(&e.id).await?;
-                let reported = inv.iter().filter(|i| i.kind == "DeviceInformation").map(|i| i.reported_at).max();
-                let stale = reported.is_none_or(|r| r < horizon && e.last_seen_at > r);
-                if stale && self.store.next_command(&e.id, false).await?.is_none() {
-                    due.push(e.id.clone());
+                evaluated += 1;
+            }
+            if due.len() < PAGE {
+                break;
+            }
+        }
+        let mut asked = Vec::new();
+        if interval > 0 {
+            for _ in 0..MAX_PAGES {
+                let due = self.store.due(INVENTORY_DUE, t, PAGE).await?;
+                let mut next = Vec::with_capacity(due.len());
+                for (id, _) in &due {
+                    let Some(e) = self.store.enrollment(id).await? else {
+                        next.push((id.clone(), None));
+                        continue;
+                    };
+                    let (stale, at) = self.inventory_due(&e, t, interval).await?;
+                    if stale {
+                        asked.push(id.clone());
+                    }
+                    next.push((id.clone(), at));
+                }
+                self.store.schedule(INVENTORY_DUE, next).await?;
+                if due.len() < PAGE {
+                    break;
                 }
             }
         }
-        let n = due.len();
-        if n > 0 {
-            tracing::info!(devices = n, "refreshing inventory");
+        self.ask_inventory(&asked).await?;
+        Ok((asked.len(), evaluated))
+    }
+
+    /// Whether device `e` gets an inventory refresh now, and when it is next
+    /// looked at (None: not while it is inactive).
+    async fn inventory_due(&self, e: &crate::store::Enrollment, t: i64, interval: i64) -> Result<(bool, Option<i64>), ServiceError> {
+        if !e.active || e.id != e.device {
+            return Ok((false, None));
+        }
+        let inv = self.store.inventory(&e.id).await?;
+        let reported = inv.iter().filter(|i| i.kind == "DeviceInformation").map(|i| i.reported_at).max();
+        let stale = reported.is_none_or(|r| r < t - interval && e.last_seen_at > r);
+        let ask = stale && self.store.next_command(&e.id, false).await?.is_none();
+        // Not stale yet: when it will be; stale (asked, or away): an interval from now.
+        let at = match reported {
+            Some(r) if r >= t - interval => r + interval,
+            _ => t + interval,
+        };
+        Ok((ask, Some(at.max(t + 1))))
+    }
+
+    async fn ask_inventory(&self, due: &[String]) -> Result<(), ServiceError> {
+        if !due.is_empty() {
+            tracing::info!(devices = due.len(), "refreshing inventory");
             for chunk in due.chunks(10_000) {
                 self.request_inventory(chunk.to_vec()).await?;
             }
         }
-        Ok((n, evaluated))
+        Ok(())
+    }
+
+    /// Every device: compliance evaluated (which schedules its re-evaluation)
+    /// and, with `interval`, its inventory refreshed when stale and its next
+    /// look scheduled. The sweep's first run on a store, and a new policy's.
+    pub async fn full_sweep(self: &Arc<Self>, interval: i64) -> Result<(usize, usize), ServiceError> {
+        let t = now();
+        let mut after = None;
+        let mut due = Vec::new();
+        let mut evaluated = 0;
+        loop {
+            let page = self.store.enrollments(after.clone(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let mut next = Vec::new();
+            for e in page.iter().filter(|e| e.id == e.device) {
+                self.evaluate_compliance(&e.id).await?;
+                evaluated += 1;
+                if interval <= 0 {
+                    continue;
+                }
+                let (ask, at) = self.inventory_due(e, t, interval).await?;
+                if ask {
+                    due.push(e.id.clone());
+                }
+                next.push((e.id.clone(), at));
+            }
+            if !next.is_empty() {
+                self.store.schedule(INVENTORY_DUE, next).await?;
+            }
+        }
+        self.ask_inventory(&due).await?;
+        Ok((due.len(), evaluated))
     }
 }
 

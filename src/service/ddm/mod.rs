@@ -7,6 +7,9 @@
 //! - `ddm-declarations/<identifier>`: Type, kind, Payload, ServerToken;
 //! - `ddm-sets/<set>`: the identifiers in a set;
 //! - `ddm-enrollment-sets/<enrollment>`: the sets assigned to an enrollment;
+//! - `ddm-set-members/<set>` / `<enrollment>`: the index the other way, so a
+//!   change to a set or a declaration reads only the affected sets' members
+//!   (built from the assignments once per store; `members_of`);
 //! - `ddm-status/<enrollment>`: the latest value of each status item with
 //!   its time, declaration status, and the last errors.
 //!
@@ -36,6 +39,19 @@ use crate::store::{CommandRecord, Store};
 const DECLS: &str = "ddm-declarations";
 const SETS: &str = "ddm-sets";
 const ASSIGNED: &str = "ddm-enrollment-sets";
+/// The set -> enrollments index (`members_of`) is built from ASSIGNED once per
+/// store; this record says it was.
+const INDEX_MARK: (&str, &str) = ("ddm-index", "set-members-v1");
+
+/// The collection holding one record per enrollment assigned to `set`: a
+/// set's or a declaration's change reads the set's members, not every
+/// assignment. It may hold more than ASSIGNED (each enrollment's own record,
+/// the truth) says, never less: `assign` writes it before and after adding a
+/// set and removes it only after ASSIGNED no longer has the set (then checks
+/// again); readers keep the members ASSIGNED confirms.
+fn members_of(set: &str) -> String {
+    format!("ddm-set-members/{set}")
+}
 const STATUS: &str = "ddm-status";
 /// Per enrollment: the DeclarationsToken it was last given and since when
 /// (the SyncTokens `Timestamp`: the time of the last real change).
@@ -221,6 +237,8 @@ pub struct Ddm {
     mdm: Weak<Mdm>,
     dirty: Mutex<HashSet<String>>,
     kick: tokio::sync::Notify,
+    /// The set -> enrollments index is known to be built (`ensure_index`).
+    indexed: tokio::sync::OnceCell<()>,
 }
 
 fn rfc3339(t: i64) -> String {
@@ -240,6 +258,7 @@ impl Ddm {
             mdm,
             dirty: Mutex::new(HashSet::new()),
             kick: tokio::sync::Notify::new(),
+            indexed: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -454,11 +473,17 @@ impl Ddm {
         if self.store.enrollment(enrollment).await?.is_none() {
             return Err(DdmError::NotFound(format!("no enrollment {enrollment}")));
         }
+        self.ensure_index().await?;
+        let index = members_of(set);
         for _ in 0..5 {
             let (mut a, version) = self.assigned(enrollment).await?;
             let changed = if on { a.sets.insert(set.to_owned()) } else { a.sets.remove(set) };
             if !changed {
                 return Ok(false);
+            }
+            if on {
+                // The index first: it may say more than ASSIGNED, never less.
+                self.store.put_record(&index, enrollment, json!(true), now(), None).await?;
             }
             let value = serde_json::to_value(&a).map_err(crate::store::StoreError::from)?;
             if self
@@ -467,6 +492,16 @@ impl Ddm {
                 .await?
                 .is_some()
             {
+                if on {
+                    // Again: a removal racing this one may have taken it out meanwhile.
+                    self.store.put_record(&index, enrollment, json!(true), now(), None).await?;
+                } else {
+                    self.store.delete_record(&index, enrollment, None).await?;
+                    // An addition racing this removal may have landed in between.
+                    if self.assigned(enrollment).await?.0.sets.contains(set) {
+                        self.store.put_record(&index, enrollment, json!(true), now(), None).await?;
+                    }
+                }
                 self.mark([enrollment.to_owned()]);
                 return Ok(true);
             }
@@ -474,24 +509,76 @@ impl Ddm {
         Err(DdmError::Conflict(format!("{enrollment}'s sets are changing; try again")))
     }
 
+    /// Build the set -> enrollments index from every assignment, once per
+    /// store (a store from before it; several instances may race here, and
+    /// every write is idempotent), then remember it in this process.
+    async fn ensure_index(&self) -> Result<(), DdmError> {
+        self.indexed
+            .get_or_try_init(|| async {
+                if self.store.record(INDEX_MARK.0, INDEX_MARK.1).await?.is_some() {
+                    return Ok(());
+                }
+                let mut after = None;
+                let mut n = 0usize;
+                loop {
+                    let page = self.store.records_after(ASSIGNED, after.clone(), 1000).await?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some(last.clone());
+                    let mut writes = Vec::new();
+                    for (enrollment, r) in &page {
+                        let a: Assigned = serde_json::from_value(r.value.clone()).unwrap_or_default();
+                        for set in a.sets {
+                            writes.push(crate::store::RecordWrite {
+                                collection: members_of(&set),
+                                key: enrollment.clone(),
+                                value: json!(true),
+                                expect: None,
+                            });
+                        }
+                    }
+                    n += writes.len();
+                    if !writes.is_empty() {
+                        self.store.put_records(writes, now()).await?;
+                    }
+                }
+                self.store.put_record(INDEX_MARK.0, INDEX_MARK.1, json!(now()), now(), None).await?;
+                if n > 0 {
+                    tracing::info!(assignments = n, "DDM: set membership index built");
+                }
+                Ok::<(), DdmError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
     pub async fn enrollment_sets(&self, enrollment: &str) -> Result<Vec<String>, DdmError> {
         Ok(self.assigned(enrollment).await?.0.sets.into_iter().collect())
     }
 
+    /// The enrollments assigned to `set`: its index entries that ASSIGNED confirms.
     async fn enrollments_in(&self, set: &str) -> Result<Vec<String>, DdmError> {
-        Ok(self
-            .store
-            .records(ASSIGNED)
-            .await?
+        self.ensure_index().await?;
+        let keys: Vec<String> = self.store.records(&members_of(set)).await?.into_iter().map(|(k, _)| k).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recs = self.store.records_of(ASSIGNED, keys.clone()).await?;
+        Ok(keys
             .into_iter()
-            .filter(|(_, r)| serde_json::from_value::<Assigned>(r.value.clone()).is_ok_and(|a| a.sets.contains(set)))
+            .zip(recs)
+            .filter(|(_, r)| {
+                r.as_ref()
+                    .and_then(|r| serde_json::from_value::<Assigned>(r.value.clone()).ok())
+                    .is_some_and(|a| a.sets.contains(set))
+            })
             .map(|(k, _)| k)
             .collect())
     }
 
-    /// Enrollments whose effective declarations include `id`.
+    /// Enrollments whose effective declarations include `id`: the members of
+    /// the sets that hold it (sets are few; members are read per set).
     async fn enrollments_with(&self, id: &str) -> Result<Vec<String>, DdmError> {
-        let sets: HashSet<String> = self
+        let sets: Vec<String> = self
             .store
             .records(SETS)
             .await?
@@ -499,17 +586,11 @@ impl Ddm {
             .filter(|(_, r)| serde_json::from_value::<SetRecord>(r.value.clone()).is_ok_and(|s| s.declarations.contains(id)))
             .map(|(k, _)| k)
             .collect();
-        if sets.is_empty() {
-            return Ok(Vec::new());
+        let mut out = BTreeSet::new();
+        for set in &sets {
+            out.extend(self.enrollments_in(set).await?);
         }
-        Ok(self
-            .store
-            .records(ASSIGNED)
-            .await?
-            .into_iter()
-            .filter(|(_, r)| serde_json::from_value::<Assigned>(r.value.clone()).is_ok_and(|a| a.sets.iter().any(|s| sets.contains(s))))
-            .map(|(k, _)| k)
-            .collect())
+        Ok(out.into_iter().collect())
     }
 }
 
@@ -528,5 +609,65 @@ impl From<DdmError> for ServiceError {
             DdmError::Internal { what, source } => ServiceError::Internal { what, source },
             other => ServiceError::Rejected(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EnrollmentKind;
+    use crate::store::Enrollment;
+
+    fn ddm(store: &Arc<dyn Store>) -> Arc<Ddm> {
+        let cfg = DdmConfig {
+            status_subscriptions: false,
+            enable_after_enroll: false,
+            coalesce: Duration::from_secs(3600),
+            public_url: "https://mdm.example".into(),
+        };
+        Ddm::new(store.clone(), cfg, Weak::new())
+    }
+
+    /// A set's members come from its index, confirmed by each enrollment's own
+    /// record; a store from before the index gets it built once.
+    #[tokio::test]
+    async fn set_members_come_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("d.redb")).unwrap());
+        for id in ["E1", "E2", "E3"] {
+            let e = Enrollment::blank(id, id, EnrollmentKind::Device, "t", 1);
+            store.authenticate(e, false).await.unwrap();
+        }
+        let d = ddm(&store);
+        assert!(d.assign("E1", "staff", true).await.unwrap());
+        assert!(d.assign("E2", "staff", true).await.unwrap());
+        assert!(d.assign("E3", "lab", true).await.unwrap());
+        assert_eq!(d.enrollments_in("staff").await.unwrap(), vec!["E1", "E2"]);
+        assert!(d.assign("E2", "staff", false).await.unwrap());
+        assert_eq!(d.enrollments_in("staff").await.unwrap(), vec!["E1"]);
+        assert!(store.records(&members_of("staff")).await.unwrap().iter().all(|(k, _)| k == "E1"));
+        // An index entry ASSIGNED does not confirm (a crash between the two writes) is not a member.
+        store.put_record(&members_of("staff"), "E3", json!(true), 1, None).await.unwrap();
+        assert_eq!(d.enrollments_in("staff").await.unwrap(), vec!["E1"]);
+        // A declaration's enrollments: the members of the sets holding it.
+        store
+            .put_record(SETS, "lab", json!({"declarations": ["x.decl"]}), 1, None)
+            .await
+            .unwrap();
+        store
+            .put_record(SETS, "staff", json!({"declarations": ["x.decl", "y.decl"]}), 1, None)
+            .await
+            .unwrap();
+        assert_eq!(d.enrollments_with("x.decl").await.unwrap(), vec!["E1", "E3"]);
+        assert_eq!(d.enrollments_with("y.decl").await.unwrap(), vec!["E1"]);
+        // A store from before the index: assignments only, no index, no mark.
+        for (c, k) in [(members_of("staff"), "E1"), (members_of("staff"), "E3"), (members_of("lab"), "E3")] {
+            store.delete_record(&c, k, None).await.unwrap();
+        }
+        store.delete_record(INDEX_MARK.0, INDEX_MARK.1, None).await.unwrap();
+        let fresh = ddm(&store);
+        assert_eq!(fresh.enrollments_with("x.decl").await.unwrap(), vec!["E1", "E3"]);
+        assert!(store.record(INDEX_MARK.0, INDEX_MARK.1).await.unwrap().is_some());
+        assert_eq!(store.records(&members_of("lab")).await.unwrap().len(), 1);
     }
 }

@@ -726,6 +726,11 @@ pub struct ComplianceRecord {
     /// Version (SHA-256 prefix) of the policy it was evaluated against.
     #[serde(default)]
     pub policy: String,
+    /// When it is evaluated again with no new fact (a time-based rule may
+    /// change its verdict then): the sweep's schedule entry. None: only a new
+    /// fact (a report, a check-in, a policy) can change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_at: Option<i64>,
 }
 
 /// A small typed record in a named collection (API accounts, access tokens),

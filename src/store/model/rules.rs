@@ -382,3 +382,37 @@ pub fn lease_available(cur: Option<(&str, i64)>, holder: &str, now_ms: i64) -> b
         Some((h, expires_at_ms)) => h == holder || expires_at_ms <= now_ms,
     }
 }
+
+/// Fan-outs. redb: when a command without a profile goes to many enrollments, their queue state is written only
+/// to DELIVERIES, keyed (command, enrollment) and so one clustered run of the tree, instead of a
+/// QUEUE and a HISTORY entry per enrollment spread over those trees: at a large fleet those
+/// rewrite nearly every leaf (copy-on-write) in the one transaction. The open fan-outs are few and
+/// `next_command` checks each with point lookups; an enrollment's HISTORY entry is written when it
+/// finishes the command (or has it cleared). When few enrollments are still pending, the fan-out
+/// *settles*: those get ordinary QUEUE and HISTORY entries and the fan-out is closed, so open
+/// fan-outs are only recent or still mostly pending ones. Profile commands never fan out (they
+/// keep per-enrollment profile state). Exports and imports see only deliveries either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutPolicy {
+    /// Commands to at least this many known enrollments fan out.
+    pub min_targets: usize,
+    /// A fan-out settles when its pending enrollments fall to this or to a quarter of its targets.
+    pub settle_at: u64,
+    /// At most this many are open: a new one beyond it settles the oldest first, which bounds
+    /// the point lookups of every `next_command` when devices stay away for long.
+    pub max_open: usize,
+}
+
+impl Default for FanoutPolicy {
+    fn default() -> Self {
+        FanoutPolicy {
+            min_targets: 256,
+            settle_at: 64,
+            max_open: 32,
+        }
+    }
+}
+
+// PostgreSQL (`store::postgres::queue`) keeps a fan-out's targets in chunk rows and a target's
+// delivery row is written by its first answer; it settles by `max_open` and by age, not by
+// `settle_at` (a pending count updated by every answer would serialise them).

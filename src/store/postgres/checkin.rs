@@ -112,13 +112,7 @@ async fn token_update_tx(tx: &Transaction<'_>, (id, parent, mut u): (String, Str
     e.apply_token_update(u);
     put_enrollment(tx, &e).await?;
     put_events(tx, &events).await?;
-    let pending = opt(
-        tx,
-        "SELECT 1 FROM deliveries WHERE enrollment = $1 AND status IN ('Pending', 'NotNow') LIMIT 1",
-        &[&id],
-    )
-    .await?
-    .is_some();
+    let pending: bool = one(tx, HAS_PENDING, &[&id]).await?.try_get(0)?;
     Ok(Some(pending))
 }
 
@@ -277,15 +271,10 @@ impl CheckinStore for PgStore {
 
     async fn counts(&self) -> Result<StoreCounts> {
         self.read(|c| async move {
-            let r = one(
-                &c,
-                "SELECT (SELECT count(*) FROM enrollments), (SELECT count(*) FROM deliveries WHERE status IN ('Pending', 'NotNow'))",
-                &[],
-            )
-            .await?;
+            let r = one(&c, COUNTS, &[]).await?;
             Ok(StoreCounts {
                 enrollments: r.get::<_, i64>(0).max(0) as u64,
-                pending_commands: r.get::<_, i64>(1).max(0) as u64,
+                pending_commands: r.try_get::<_, i64>(1)?.max(0) as u64,
             })
         })
         .await

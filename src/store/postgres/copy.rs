@@ -89,6 +89,10 @@ async fn import_tx(tx: &Transaction<'_>, rows_in: Vec<Row>) -> Result<()> {
 impl CopyStore for PgStore {
     async fn export(&self, table: Table, after: Option<String>, limit: usize) -> Result<Vec<Row>> {
         let limit = limit.min(i64::MAX as usize) as i64;
+        if table == Table::Deliveries && after.is_none() {
+            // Open fan-outs settle first: every pending target then has its row, as on redb.
+            self.settle_fanouts(i64::MAX).await?;
+        }
         self.read(|c| async move {
             let c = &c;
             let (a, b) = after.as_deref().map(split_cursor).unwrap_or(("", ""));

@@ -104,4 +104,42 @@ impl InventoryStore for PgStore {
         })
         .await
     }
+
+    async fn schedule(&self, kind: &str, items: Vec<(String, Option<i64>)>) -> Result<()> {
+        let items = schedule_items(items);
+        self.write((kind.to_owned(), items), schedule_tx).await
+    }
+
+    async fn due(&self, kind: &str, now: i64, limit: usize) -> Result<Vec<(String, i64)>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(|c| async move {
+            let r = rows(
+                &c,
+                "SELECT id, due_at FROM schedule WHERE kind = $1 AND due_at <= $2 ORDER BY due_at, id LIMIT $3",
+                &[&kind, &now, &limit],
+            )
+            .await?;
+            r.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        })
+        .await
+    }
+}
+
+async fn schedule_tx(tx: &Transaction<'_>, (kind, items): (String, Vec<(String, Option<i64>)>)) -> Result<()> {
+    let (set, clear): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, d)| d.is_some());
+    if !set.is_empty() {
+        let ids: Vec<&str> = set.iter().map(|(i, _)| i.as_str()).collect();
+        let due: Vec<i64> = set.iter().map(|(_, d)| d.unwrap_or_default()).collect();
+        exec(
+            tx,
+            "INSERT INTO schedule (kind, id, due_at) SELECT $1, i, d FROM unnest($2::text[], $3::bigint[]) AS x(i, d) ON CONFLICT (kind, id) DO UPDATE SET due_at = EXCLUDED.due_at",
+            &[&kind, &ids, &due],
+        )
+        .await?;
+    }
+    if !clear.is_empty() {
+        let ids: Vec<&str> = clear.iter().map(|(i, _)| i.as_str()).collect();
+        exec(tx, "DELETE FROM schedule WHERE kind = $1 AND id = ANY($2)", &[&kind, &ids]).await?;
+    }
+    Ok(())
 }

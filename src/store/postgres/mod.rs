@@ -70,6 +70,7 @@ use records::*;
 use writer::*;
 
 pub use pool::redact;
+pub use queue::SETTLE_AFTER;
 pub use schema::MIGRATIONS;
 
 #[derive(Debug, Clone)]
@@ -104,6 +105,7 @@ pub struct PgStore {
     jobs: mpsc::UnboundedSender<Job>,
     op_timeout: Duration,
     url_shown: String,
+    fanout: FanoutPolicy,
 }
 
 impl PgStore {
@@ -133,7 +135,14 @@ impl PgStore {
             jobs: tx,
             op_timeout: cfg.op_timeout,
             url_shown: redact(&cfg.url),
+            fanout: FanoutPolicy::default(),
         }
+    }
+
+    /// When commands become fan-outs and how many stay open (`queue`'s module doc).
+    pub fn with_fanout(mut self, p: FanoutPolicy) -> Self {
+        self.fanout = p;
+        self
     }
 
     async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {

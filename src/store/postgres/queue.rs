@@ -1,25 +1,106 @@
 //! PostgreSQL: the command queue (`QueueStore`): commands, and one
 //! delivery row per command and enrollment whose status says whether it is
 //! still queued (`deliveries_pending` makes the queue an index scan).
+//!
+//! **Fan-outs** (the counterpart of redb's): a command without a profile or a
+//! replacement key to at least `FanoutPolicy::min_targets` enrollments is
+//! stored as one `fanouts` row and its sorted targets in `fanout_targets`
+//! rows of `CHUNK` ids each, instead of a delivery row (and three index
+//! entries) per target. A target with no delivery row for the command is
+//! pending as enqueued; its first answer (or a clear) writes its row, so a
+//! row, once there, is the truth. A poll checks each open fan-out with one
+//! index probe into the chunks and one into `deliveries_by_command`. A
+//! fan-out *settles* (every target still without a row gets a `Pending` one,
+//! and the fan-out is closed) when more than `max_open` are open, the oldest
+//! first, and `SETTLE_AFTER` seconds after it was queued (`settle_fanouts`,
+//! a leased periodic task): by then the devices that are online have
+//! answered. No counter is kept per fan-out: one row updated by every answer
+//! would serialise a fleet's answers on its lock. Exports settle first, so
+//! they see only deliveries, as on redb.
 
 use super::*;
 
-/// `Delivery::withdraw(Cleared)` on every pending delivery of `ids`, in one statement.
+/// SQL: whether enrollment `$e` is a target of the fan-out aliased `f` (the
+/// one chunk whose range can hold it, then its array).
+macro_rules! member {
+    ($e:literal) => {
+        concat!(
+            $e,
+            " = ANY((SELECT t.ids FROM fanout_targets t WHERE t.command_uuid = f.command_uuid AND t.first_id <= ",
+            $e,
+            " ORDER BY t.first_id DESC LIMIT 1)::text[])"
+        )
+    };
+}
+
+/// SQL: the open fan-outs pending as enqueued for enrollment `$e` (a target without a delivery row).
+macro_rules! fanout_pending {
+    ($e:literal) => {
+        concat!(
+            "fanouts f JOIN commands c ON c.uuid = f.command_uuid WHERE ",
+            member!($e),
+            " AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.command_uuid = f.command_uuid AND x.enrollment = ",
+            $e,
+            ")"
+        )
+    };
+}
+
+/// `Delivery::withdraw(Cleared)` on every pending delivery of `ids`, in one
+/// statement, and a `Cleared` row for each open fan-out they are pending on.
 pub(super) async fn clear_pending(tx: &Transaction<'_>, ids: &[String], now: i64) -> Result<u64> {
-    exec(
+    let rows = exec(
         tx,
         "UPDATE deliveries SET status = 'Cleared', updated_at = $2 WHERE enrollment = ANY($1) AND status IN ('Pending', 'NotNow')",
         &[&ids, &now],
     )
-    .await
+    .await?;
+    let fanned = exec(
+        tx,
+        concat!(
+            "INSERT INTO deliveries (enrollment, seq, command_uuid, status, queued_at, updated_at) SELECT e.id, f.seq, f.command_uuid, 'Cleared', c.created_at, $2 FROM unnest($1::text[]) AS e(id) CROSS JOIN fanouts f JOIN commands c ON c.uuid = f.command_uuid WHERE ",
+            member!("e.id"),
+            " ON CONFLICT DO NOTHING"
+        ),
+        &[&ids, &now],
+    )
+    .await?;
+    Ok(rows + fanned)
 }
 
+/// Targets per `fanout_targets` row: a row stays below PostgreSQL's TOAST
+/// threshold (~2 kB), so a membership check reads one small in-line array.
+const CHUNK: i64 = 64;
+
+/// Seconds after which a fan-out settles (`settle_fanouts`).
+pub const SETTLE_AFTER: i64 = 600;
+
+/// The first pending command of `$1` by queue position: its own rows, then open fan-outs.
+const FIRST_PENDING: &str = concat!(
+    "SELECT uuid, request_type, body FROM ((SELECT d.seq, c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 AND d.status = 'Pending' ORDER BY d.seq LIMIT 1) UNION ALL (SELECT f.seq, c.uuid, c.request_type, c.body FROM ",
+    fanout_pending!("$1"),
+    " ORDER BY f.seq LIMIT 1)) q ORDER BY seq LIMIT 1"
+);
+
+/// `FIRST_PENDING`, commands that got NotNow included.
+const FIRST_PENDING_ANY: &str = concat!(
+    "SELECT uuid, request_type, body FROM ((SELECT d.seq, c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 AND d.status IN ('Pending', 'NotNow') ORDER BY d.seq LIMIT 1) UNION ALL (SELECT f.seq, c.uuid, c.request_type, c.body FROM ",
+    fanout_pending!("$1"),
+    " ORDER BY f.seq LIMIT 1)) q ORDER BY seq LIMIT 1"
+);
+
+/// Whether `$1` has anything pending.
+pub(super) const HAS_PENDING: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE enrollment = $1 AND status IN ('Pending', 'NotNow')) OR EXISTS (SELECT 1 FROM ",
+    fanout_pending!("$1"),
+    ")"
+);
+
+/// Enrollments, and commands pending across them: rows, and fan-out targets without one.
+pub(super) const COUNTS: &str = "SELECT (SELECT count(*) FROM enrollments), (SELECT count(*) FROM deliveries WHERE status IN ('Pending', 'NotNow')) + coalesce((SELECT sum(f.targets - (SELECT count(*) FROM deliveries x WHERE x.command_uuid = f.command_uuid)) FROM fanouts f), 0)::bigint";
+
 pub(super) async fn first_pending<C: GenericClient>(c: &C, id: &str, skip_not_now: bool) -> Result<Option<QueuedCommand>> {
-    let sql = if skip_not_now {
-        "SELECT c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 AND d.status = 'Pending' ORDER BY d.seq LIMIT 1"
-    } else {
-        "SELECT c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 AND d.status IN ('Pending', 'NotNow') ORDER BY d.seq LIMIT 1"
-    };
+    let sql = if skip_not_now { FIRST_PENDING } else { FIRST_PENDING_ANY };
     match opt(c, sql, &[&id]).await? {
         Some(r) => Ok(Some(QueuedCommand {
             uuid: r.try_get(0)?,
@@ -30,9 +111,78 @@ pub(super) async fn first_pending<C: GenericClient>(c: &C, id: &str, skip_not_no
     }
 }
 
+/// Store a fan-out: its record and its sorted targets in chunks.
+async fn insert_fanout(tx: &Transaction<'_>, rec: &CommandRecord, known: &[&str]) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO fanouts (seq, command_uuid, targets) VALUES ($1, $2, $3)",
+        &[&(rec.seq as i64), &rec.uuid, &(rec.targets as i64)],
+    )
+    .await?;
+    exec(
+        tx,
+        // `known` is sorted, so each chunk is a contiguous range (found by its first id); the
+        // order inside a chunk does not matter (`= ANY`), so the aggregate sorts nothing.
+        "INSERT INTO fanout_targets (command_uuid, first_id, ids) SELECT $1, min(id COLLATE \"C\"), array_agg(id) FROM unnest($2::text[]) WITH ORDINALITY AS x(id, n) GROUP BY (n - 1) / $3",
+        &[&rec.uuid, &known, &CHUNK],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Close fan-out `seq`: every target still without a delivery row gets a
+/// `Pending` one (rows already there, answered or cleared, stay). Returns the
+/// rows written.
+async fn settle(tx: &Transaction<'_>, seq: i64) -> Result<u64> {
+    let n = exec(
+        tx,
+        "INSERT INTO deliveries (enrollment, seq, command_uuid, status, queued_at, updated_at) SELECT x.id, f.seq, f.command_uuid, 'Pending', c.created_at, c.created_at FROM fanouts f JOIN commands c ON c.uuid = f.command_uuid JOIN fanout_targets t ON t.command_uuid = f.command_uuid CROSS JOIN LATERAL unnest(t.ids) AS x(id) WHERE f.seq = $1 ON CONFLICT DO NOTHING",
+        &[&seq],
+    )
+    .await?;
+    exec(
+        tx,
+        "WITH gone AS (DELETE FROM fanouts WHERE seq = $1 RETURNING command_uuid) DELETE FROM fanout_targets WHERE command_uuid IN (SELECT command_uuid FROM gone)",
+        &[&seq],
+    )
+    .await?;
+    Ok(n)
+}
+
+async fn settle_tx(tx: &Transaction<'_>, seq: i64) -> Result<u64> {
+    settle(tx, seq).await
+}
+
+/// A fan-out target's delivery row as enqueued, if `id` is a target of open
+/// fan-out `uuid` without one (before a write that reads the row locked).
+async fn materialize(tx: &Transaction<'_>, uuid: &str, id: &str) -> Result<u64> {
+    exec(
+        tx,
+        concat!(
+            "INSERT INTO deliveries (enrollment, seq, command_uuid, status, queued_at, updated_at) SELECT $2, f.seq, f.command_uuid, 'Pending', c.created_at, c.created_at FROM fanouts f JOIN commands c ON c.uuid = f.command_uuid WHERE f.command_uuid = $1 AND ",
+            member!("$2"),
+            " ON CONFLICT DO NOTHING"
+        ),
+        &[&uuid, &id],
+    )
+    .await
+}
+
+/// The targets that are enrollments, in order (`targets` sorted and without
+/// duplicates, as `enqueue` leaves them): the database returns the unknown
+/// ones, usually none, rather than every known id.
 async fn known_ids(tx: &Transaction<'_>, targets: &[String]) -> Result<Vec<String>> {
-    let r = rows(tx, "SELECT id FROM enrollments WHERE id = ANY($1) ORDER BY id", &[&targets]).await?;
-    Ok(r.iter().map(|r| r.get(0)).collect())
+    let r = rows(
+        tx,
+        "SELECT t.id FROM unnest($1::text[]) AS t(id) WHERE NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.id = t.id)",
+        &[&targets],
+    )
+    .await?;
+    let unknown: std::collections::HashSet<String> = r.iter().map(|r| r.get(0)).collect();
+    let mut known: Vec<String> = targets.iter().filter(|t| !unknown.contains(*t)).cloned().collect();
+    known.sort_unstable();
+    known.dedup();
+    Ok(known)
 }
 
 /// Allocate `n` queue positions.
@@ -113,7 +263,7 @@ async fn supersede(tx: &Transaction<'_>, ids: &[&str], key: &str, now: i64) -> R
     .await
 }
 
-async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<String>)) -> Result<EnqueueOutcome> {
+async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets, policy): (CommandRecord, Vec<String>, FanoutPolicy)) -> Result<EnqueueOutcome> {
     let known = known_ids(tx, &targets).await?;
     let unknown: Vec<String> = {
         let k: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
@@ -126,8 +276,24 @@ async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<St
     let mut rec = cmd;
     rec.targets = known.len() as u64;
     rec.seq = next_seqs(tx, 1).await?.first().copied().unwrap_or(0) as u64;
+    let ids: Vec<&str> = known.iter().map(String::as_str).collect();
+    let n = ids.len();
+    if rec.profile.is_none() && rec.supersede.is_none() && n >= policy.min_targets.max(1) {
+        // Beyond `max_open`, the oldest open fan-outs settle first.
+        let open = rows(
+            tx,
+            "SELECT seq FROM fanouts ORDER BY seq DESC OFFSET $1",
+            &[&(policy.max_open.max(1) as i64 - 1)],
+        )
+        .await?;
+        for r in open.iter().rev() {
+            settle(tx, r.try_get(0)?).await?;
+        }
+        insert_commands(tx, std::slice::from_ref(&rec)).await?;
+        insert_fanout(tx, &rec, &ids).await?;
+        return Ok(EnqueueOutcome { queued: n as u64, unknown });
+    }
     if let Some(key) = &rec.supersede {
-        let ids: Vec<&str> = known.iter().map(String::as_str).collect();
         supersede(tx, &ids, key, rec.created_at).await?;
     }
     insert_commands(tx, std::slice::from_ref(&rec)).await?;
@@ -136,8 +302,6 @@ async fn enqueue_tx(tx: &Transaction<'_>, (cmd, targets): (CommandRecord, Vec<St
             track_profile(tx, &rec, tag, id).await?;
         }
     }
-    let ids: Vec<&str> = known.iter().map(String::as_str).collect();
-    let n = ids.len();
     insert_deliveries(
         tx,
         &ids,
@@ -194,7 +358,10 @@ async fn report_tx(tx: &Transaction<'_>, (id, r): (String, ReportRecord)) -> Res
     let sql = format!(
         "SELECT {DELIVERY_COLS}, c.request_type, c.profile FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.command_uuid = $1 AND d.enrollment = $2 FOR UPDATE OF d"
     );
-    let current = opt(tx, &sql, &[&r.command_uuid, &id]).await?;
+    let mut current = opt(tx, &sql, &[&r.command_uuid, &id]).await?;
+    if current.is_none() && materialize(tx, &r.command_uuid, &id).await? > 0 {
+        current = opt(tx, &sql, &[&r.command_uuid, &id]).await?;
+    }
     let outcome = match current {
         Some(row) => {
             let mut d = delivery_row(&row, 0)?;
@@ -238,12 +405,16 @@ async fn report_tx(tx: &Transaction<'_>, (id, r): (String, ReportRecord)) -> Res
 
 /// A report and the next command in one statement (one round trip, its own
 /// commit): `Delivery::apply_report` as one UPDATE of the delivery (pending,
-/// or withdrawn and answered finally),
-/// and the next `Pending` command read beside it (the statement's snapshot
-/// still shows the reported delivery as pending, so it is left out by uuid).
+/// or withdrawn and answered finally), or, for a fan-out target without a
+/// row, one INSERT of the row as the report leaves it (`ON CONFLICT … DO
+/// UPDATE`: a settle that wrote the row since this statement's snapshot was
+/// taken is updated instead), and the next `Pending` command read beside it
+/// (the statement's snapshot still shows the reported command as pending, so
+/// it is left out by uuid).
 /// A command that tracks a profile is left alone (the first column says so):
 /// its result also updates the profile's record, in `report_tx`.
-const REPORT_AT_ONCE: &str = "WITH cur AS (
+const REPORT_AT_ONCE: &str = concat!(
+    "WITH cur AS (
     SELECT d.enrollment, d.seq, c.request_type, c.profile IS NOT NULL AS tagged
     FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid
     WHERE d.command_uuid = $1 AND d.enrollment = $2
@@ -259,12 +430,42 @@ const REPORT_AT_ONCE: &str = "WITH cur AS (
     WHERE d.enrollment = cur.enrollment AND d.seq = cur.seq AND NOT cur.tagged
       AND (d.status IN ('Pending', 'NotNow') OR ($3::text <> 'NotNow' AND d.status IN ('Superseded', 'Cleared')))
     RETURNING cur.request_type
+), fan AS (
+    SELECT f.seq, c.request_type, c.created_at FROM fanouts f JOIN commands c ON c.uuid = f.command_uuid
+    WHERE f.command_uuid = $1 AND ",
+    member!("$2"),
+    "
+      AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.command_uuid = $1 AND x.enrollment = $2)
+), ins AS (
+    INSERT INTO deliveries AS d (enrollment, seq, command_uuid, status, queued_at, updated_at, not_now_count, error_chain, result)
+    SELECT $2, fan.seq, $1, $3::text, fan.created_at, $6::bigint,
+        CASE WHEN $3::text = 'NotNow' THEN 1 ELSE 0 END,
+        CASE WHEN $3::text = 'NotNow' THEN NULL ELSE $4::jsonb END,
+        CASE WHEN $3::text = 'NotNow' THEN NULL ELSE $5::bytea END
+    FROM fan
+    ON CONFLICT (command_uuid, enrollment) DO UPDATE SET
+        status = EXCLUDED.status,
+        not_now_count = d.not_now_count + EXCLUDED.not_now_count,
+        error_chain = CASE WHEN EXCLUDED.status = 'NotNow' THEN d.error_chain ELSE EXCLUDED.error_chain END,
+        result = CASE WHEN EXCLUDED.status = 'NotNow' THEN d.result ELSE EXCLUDED.result END,
+        updated_at = EXCLUDED.updated_at
+    WHERE d.status IN ('Pending', 'NotNow') OR (EXCLUDED.status <> 'NotNow' AND d.status IN ('Superseded', 'Cleared'))
+    RETURNING 1
 ), nxt AS (
-    SELECT c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid
-    WHERE d.enrollment = $2 AND d.status = 'Pending' AND d.command_uuid <> $1 ORDER BY d.seq LIMIT 1
+    SELECT uuid, request_type, body FROM (
+        (SELECT d.seq, c.uuid, c.request_type, c.body FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid
+         WHERE d.enrollment = $2 AND d.status = 'Pending' AND d.command_uuid <> $1 ORDER BY d.seq LIMIT 1)
+        UNION ALL
+        (SELECT f.seq, c.uuid, c.request_type, c.body FROM ",
+    fanout_pending!("$2"),
+    " AND f.command_uuid <> $1 ORDER BY f.seq LIMIT 1)
+    ) q ORDER BY seq LIMIT 1
 )
-SELECT coalesce((SELECT bool_or(tagged) FROM cur), false), (SELECT request_type FROM upd LIMIT 1), nxt.uuid, nxt.request_type, nxt.body
-FROM (SELECT 1) AS one LEFT JOIN nxt ON true";
+SELECT coalesce((SELECT bool_or(tagged) FROM cur), false),
+    coalesce((SELECT request_type FROM upd LIMIT 1), (SELECT fan.request_type FROM fan WHERE EXISTS (SELECT 1 FROM ins))),
+    nxt.uuid, nxt.request_type, nxt.body
+FROM (SELECT 1) AS one LEFT JOIN nxt ON true"
+);
 
 /// `REPORT_AT_ONCE`: None when the command tracks a profile (`report_tx` then).
 async fn report_at_once<C: GenericClient>(c: &C, id: &str, r: &ReportRecord) -> Result<Option<(ReportOutcome, Option<QueuedCommand>)>> {
@@ -309,7 +510,7 @@ impl QueueStore for PgStore {
         let mut targets = targets;
         targets.sort_unstable();
         targets.dedup();
-        self.write((cmd, targets), enqueue_tx).await
+        self.write((cmd, targets, self.fanout), enqueue_tx).await
     }
 
     async fn enqueue_each(
@@ -346,10 +547,13 @@ impl QueueStore for PgStore {
     async fn device_commands(&self, id: &str, limit: usize) -> Result<Vec<DeviceCommand>> {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|c| async move {
-            let sql = format!(
-                "SELECT {DELIVERY_COLS}, d.command_uuid, c.request_type FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 ORDER BY d.seq DESC LIMIT $2"
+            // Its rows, and the open fan-outs it is a target of without one.
+            const SQL: &str = concat!(
+                "SELECT * FROM (SELECT d.enrollment, d.seq, d.status, d.queued_at, d.updated_at, d.not_now_count, d.error_chain, d.result, d.command_uuid, c.request_type FROM deliveries d JOIN commands c ON c.uuid = d.command_uuid WHERE d.enrollment = $1 UNION ALL SELECT $1, f.seq, 'Pending', c.created_at, c.created_at, 0, NULL::jsonb, NULL::bytea, f.command_uuid, c.request_type FROM ",
+                fanout_pending!("$1"),
+                ") q ORDER BY seq DESC LIMIT $2"
             );
-            let r = rows(&c, &sql, &[&id, &limit]).await?;
+            let r = rows(&c, SQL, &[&id, &limit]).await?;
             let mut out = r
                 .iter()
                 .map(|r| {
@@ -378,12 +582,35 @@ impl QueueStore for PgStore {
                 return Ok(None);
             };
             let rec = command_row(&r)?;
-            let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.command_uuid = $1 ORDER BY d.enrollment");
+            // Its rows, and (an open fan-out) its targets without one, pending as enqueued.
+            let sql = format!(
+                "SELECT * FROM (SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.command_uuid = $1 UNION ALL SELECT x.id, f.seq, 'Pending', c.created_at, c.created_at, 0, NULL::jsonb, NULL::bytea FROM fanouts f JOIN commands c ON c.uuid = f.command_uuid JOIN fanout_targets t ON t.command_uuid = f.command_uuid CROSS JOIN LATERAL unnest(t.ids) AS x(id) WHERE f.command_uuid = $1 AND NOT EXISTS (SELECT 1 FROM deliveries y WHERE y.command_uuid = $1 AND y.enrollment = x.id)) q ORDER BY q.enrollment COLLATE \"C\""
+            );
             let ds = rows(&c, &sql, &[&uuid]).await?;
             let ds = ds.iter().map(|r| delivery_row(r, 0)).collect::<Result<Vec<_>>>()?;
             Ok(Some((rec, ds)))
         })
         .await
+    }
+
+    async fn settle_fanouts(&self, queued_before: i64) -> Result<u64> {
+        let due = self
+            .read(|c| async move {
+                let r = rows(
+                    &c,
+                    "SELECT f.seq FROM fanouts f JOIN commands c ON c.uuid = f.command_uuid WHERE c.created_at < $1 ORDER BY f.seq",
+                    &[&queued_before],
+                )
+                .await?;
+                r.iter().map(|r| Ok(r.try_get::<_, i64>(0)?)).collect::<Result<Vec<i64>>>()
+            })
+            .await?;
+        let mut settled = 0;
+        for seq in due {
+            self.write(seq, settle_tx).await?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 }
 

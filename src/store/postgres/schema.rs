@@ -128,6 +128,36 @@ CREATE INDEX outbox_due ON outbox (next_at, seq);",
         "command replacement keys",
         "ALTER TABLE commands ADD COLUMN supersede text COLLATE \"C\";",
     ),
+    (
+        7,
+        "command fan-outs",
+        r#"
+CREATE TABLE fanouts (
+    seq bigint PRIMARY KEY,
+    command_uuid text COLLATE "C" NOT NULL UNIQUE REFERENCES commands (uuid),
+    targets bigint NOT NULL
+);
+CREATE TABLE fanout_targets (
+    command_uuid text COLLATE "C" NOT NULL,
+    first_id text COLLATE "C" NOT NULL,
+    ids text[] COLLATE "C" NOT NULL,
+    PRIMARY KEY (command_uuid, first_id)
+);
+"#,
+    ),
+    (
+        8,
+        "sweep schedule",
+        r#"
+CREATE TABLE schedule (
+    kind text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    due_at bigint NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX schedule_due ON schedule (kind, due_at, id);
+"#,
+    ),
 ];
 
 /// Serialises migrations across instances (`pg_advisory_xact_lock`).

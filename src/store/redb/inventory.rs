@@ -93,4 +93,46 @@ impl InventoryStore for RedbStore {
             Ok(out)
         })
     }
+
+    async fn schedule(&self, kind: &str, items: Vec<(String, Option<i64>)>) -> Result<()> {
+        let kind = kind.to_owned();
+        let items = schedule_items(items);
+        self.write(move |txn| {
+            let mut at = txn.open_table(SCHEDULED)?;
+            let mut by = txn.open_table(SCHEDULE)?;
+            for (id, due) in &items {
+                let old = at.get((kind.as_str(), id.as_str()))?.map(|v| v.value());
+                if let Some(old) = old {
+                    by.remove((kind.as_str(), old, id.as_str()))?;
+                }
+                match due {
+                    Some(d) => {
+                        at.insert((kind.as_str(), id.as_str()), *d)?;
+                        by.insert((kind.as_str(), *d, id.as_str()), ())?;
+                    }
+                    None => {
+                        at.remove((kind.as_str(), id.as_str()))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due(&self, kind: &str, now: i64, limit: usize) -> Result<Vec<(String, i64)>> {
+        self.read(|txn| {
+            let t = txn.open_table(SCHEDULE)?;
+            let mut out = Vec::new();
+            for item in t.range((kind, i64::MIN, "")..)? {
+                let (k, _) = item?;
+                let (kk, due, id) = k.value();
+                if kk != kind || due > now || out.len() >= limit {
+                    break;
+                }
+                out.push((id.to_owned(), due));
+            }
+            Ok(out)
+        })
+    }
 }

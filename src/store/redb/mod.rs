@@ -40,7 +40,7 @@ use queue::*;
 use tables::*;
 use writer::*;
 
-pub use queue::FanoutPolicy;
+pub use crate::store::FanoutPolicy;
 
 /// Page cache when none is configured.
 pub const DEFAULT_CACHE: usize = 256 << 20;

@@ -43,6 +43,10 @@ pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("le
 pub(super) const INVENTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("inventory");
 /// enrollment -> ComplianceRecord (JSON).
 pub(super) const COMPLIANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("compliance");
+/// (kind, due, enrollment) -> (): what a sweep reads (`InventoryStore::due`).
+pub(super) const SCHEDULE: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("schedule");
+/// (kind, enrollment) -> due: the entry of SCHEDULE to replace.
+pub(super) const SCHEDULED: TableDefinition<(&str, &str), i64> = TableDefinition::new("scheduled");
 /// (lookup key, normalised value, source enrollment) -> device channel found by it.
 pub(super) const LOOKUPS: TableDefinition<(u8, &str, &str), &str> = TableDefinition::new("lookups");
 
@@ -78,6 +82,8 @@ pub(super) fn create(db: &Database) -> Result<()> {
         txn.open_table(LEASES)?;
         txn.open_table(INVENTORY)?;
         txn.open_table(COMPLIANCE)?;
+        txn.open_table(SCHEDULE)?;
+        txn.open_table(SCHEDULED)?;
         txn.open_table(RECORDS)?;
         // The lookup index is derived: (re)built when it is older than this code's.
         let built = txn.open_table(META)?.get("lookups_version")?.map(|v| v.value());
