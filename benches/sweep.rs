@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&policy, "passcode_required = true\nmax_hours_since_checkin = 72\n").expect("policy");
     let (app, _router) = support::app(&rt, dir.path(), &["--compliance-policy", policy.to_str().expect("utf-8")]);
     let mdm = app.mdm.clone();
-    let secs = rt.block_on(mdmd::sim::nac::seed(&*app.store, DEVICES)).expect("seed");
+    let secs = rt.block_on(mdmd::sim::nac::seed(&*app.mdm.store, DEVICES)).expect("seed");
     eprintln!("sweep: {DEVICES} devices seeded in {secs:.1} s");
     // The first sweep on a store without the schedule is the full pass that fills it; it asks
     // every device for its inventory (none reported DeviceInformation), so afterwards each has

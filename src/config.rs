@@ -24,6 +24,11 @@ pub struct ServeConfig {
     #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DB_CACHE_MB", default_value_t = 256)]
     pub db_cache_mb: usize,
+    /// A command (without a profile) to at least this many devices is stored
+    /// once, as a fan-out, instead of one queue entry per device (both stores).
+    #[arg(help_heading = "Storage")]
+    #[arg(long, env = "MDMD_FANOUT_MIN_TARGETS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fanout_min_targets: u64,
     /// Verify the database's TLS certificate against this CA (PEM).
     #[arg(help_heading = "Storage")]
     #[arg(long, env = "MDMD_DATABASE_CA")]

@@ -21,7 +21,23 @@ async fn instances_killed_under_a_polling_fleet_lose_nothing_and_the_fleet_conve
         None
     };
     let dir = work.path().to_string_lossy().into_owned();
-    let mut args = vec!["sim", "chaos", "-n", "100", "--kills", "3", "--interval", "5", "--settle", "120", "--work", &dir];
+    // Commands to the whole fleet are fan-outs here (at 100 devices they would not be by default).
+    let mut args = vec![
+        "sim",
+        "chaos",
+        "-n",
+        "100",
+        "--kills",
+        "3",
+        "--interval",
+        "5",
+        "--settle",
+        "120",
+        "--work",
+        &dir,
+        "--fanout-min-targets",
+        "20",
+    ];
     let restart = std::env::var("MDMD_TEST_PG_RESTART").ok();
     if let Some(db) = &db {
         args.extend(["--database-url", &db.url, "--instances", "2"]);

@@ -253,6 +253,10 @@ pub enum SimCmd {
         /// Keep the instances' certs, data and logs here (default: a temporary directory).
         #[arg(long)]
         work: Option<std::path::PathBuf>,
+        /// Passed to the instances (`serve --fanout-min-targets`): commands to
+        /// at least this many devices are stored as fan-outs.
+        #[arg(long)]
+        fanout_min_targets: Option<u64>,
     },
 }
 
@@ -549,6 +553,7 @@ impl SimCmd {
                 settle,
                 concurrency,
                 work,
+                fanout_min_targets,
             } => {
                 let tmp = tempfile::tempdir()?;
                 let work = work.unwrap_or_else(|| tmp.path().to_owned());
@@ -563,6 +568,7 @@ impl SimCmd {
                     pg_restart,
                     concurrency: concurrency.max(1),
                     settle: Duration::from_secs(settle),
+                    fanout_min_targets,
                 })
                 .await?;
                 print(&serde_json::to_value(&r)?);

@@ -610,18 +610,28 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn crate::stor
             let shown = crate::store::postgres::redact(url);
             let s = crate::store::postgres::PgStore::connect(pc)
                 .await
-                .with_context(|| format!("opening PostgreSQL at {shown}"))?;
+                .with_context(|| format!("opening PostgreSQL at {shown}"))?
+                .with_fanout(fanout_policy(cfg));
             tracing::info!(database = %shown, "store: PostgreSQL");
             Ok(Arc::new(s))
         }
         _ => {
             let db_path = cfg.data_dir.join("mdmd.redb");
-            let store = RedbStore::open_with_cache(&db_path, cfg.db_cache_mb.max(16) << 20).context("opening the database")?;
+            let store = RedbStore::open_with_cache(&db_path, cfg.db_cache_mb.max(16) << 20)
+                .context("opening the database")?
+                .with_fanout(fanout_policy(cfg));
             // The database holds escrowed tokens: owner only.
             std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("chmod {}", db_path.display()))?;
             Ok(Arc::new(store))
         }
+    }
+}
+
+fn fanout_policy(cfg: &ServeConfig) -> crate::store::FanoutPolicy {
+    crate::store::FanoutPolicy {
+        min_targets: usize::try_from(cfg.fanout_min_targets).unwrap_or(usize::MAX).max(1),
+        ..Default::default()
     }
 }
 

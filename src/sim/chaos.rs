@@ -51,6 +51,8 @@ pub struct ChaosConfig {
     pub concurrency: usize,
     /// How long devices may take to converge after the last kill.
     pub settle: Duration,
+    /// `serve --fanout-min-targets` for the instances (None: their default).
+    pub fanout_min_targets: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -118,6 +120,9 @@ impl Instance {
             .stderr(log);
         if let Some(url) = &cfg.database_url {
             cmd.args(["--database-url", url]);
+        }
+        if let Some(n) = cfg.fanout_min_targets {
+            cmd.args(["--fanout-min-targets", &n.to_string()]);
         }
         self.child = Some(cmd.spawn().with_context(|| format!("starting {}", cfg.bin.display()))?);
         Ok(())
