@@ -1115,6 +1115,34 @@ async fn redb_copy_round_trip() {
 /// The round-trip counter is one per process: the PostgreSQL tests here take turns.
 static PG_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// On enrollment `RT` (identity `h1`) with `a` then `b` queued: `Idle` gets `a`, NotNow for `a`
+/// gets `b`, `b` acknowledged gets nothing (the NotNow'ed one waits for the next `Idle`); each is
+/// two round trips.
+async fn two_round_trips_each(s: &mdmd::store::postgres::PgStore, a: &CommandRecord, b: &CommandRecord) {
+    use mdmd::store::postgres::round_trips;
+    let n = round_trips();
+    let (c, e) = s.identity_and_enrollment("h1", "RT").await.unwrap();
+    assert!(c.is_some() && e.is_some());
+    assert_eq!(s.next_command("RT", false).await.unwrap().unwrap().uuid, a.uuid);
+    assert_eq!(round_trips() - n, 2, "Idle with a command queued");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
+    assert_eq!((o, next.unwrap().uuid), (ReportOutcome::NotNowRecorded, b.uuid.clone()));
+    assert_eq!(round_trips() - n, 2, "NotNow and the next command");
+    let n = round_trips();
+    s.identity_and_enrollment("h1", "RT").await.unwrap();
+    let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
+    assert_eq!(
+        o,
+        ReportOutcome::Finished {
+            request_type: b.request_type.clone()
+        }
+    );
+    assert!(next.is_none(), "the NotNow'ed command waits for the next Idle");
+    assert_eq!(round_trips() - n, 2, "a result and the next command");
+}
+
 /// A connect request on PostgreSQL is at most two round trips: `Idle` (identity
 /// and binding, then the queue) and a result (identity and binding, then the
 /// result stored with the next command read in one statement). A result for a
@@ -1138,27 +1166,7 @@ async fn postgres_connect_requests_take_two_round_trips() {
         s.next_command("RT", false).await.unwrap();
         s.report("RT", report("nope", DeliveryStatus::Acknowledged)).await.unwrap();
     }
-    let n = round_trips();
-    let (c, e) = s.identity_and_enrollment("h1", "RT").await.unwrap();
-    assert!(c.is_some() && e.is_some());
-    assert_eq!(s.next_command("RT", false).await.unwrap().unwrap().uuid, a.uuid);
-    assert_eq!(round_trips() - n, 2, "Idle with a command queued");
-    let n = round_trips();
-    s.identity_and_enrollment("h1", "RT").await.unwrap();
-    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
-    assert_eq!((o, next.unwrap().uuid), (ReportOutcome::NotNowRecorded, b.uuid.clone()));
-    assert_eq!(round_trips() - n, 2, "NotNow and the next command");
-    let n = round_trips();
-    s.identity_and_enrollment("h1", "RT").await.unwrap();
-    let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
-    assert_eq!(
-        o,
-        ReportOutcome::Finished {
-            request_type: "ProfileList".into()
-        }
-    );
-    assert!(next.is_none(), "the NotNow'ed command waits for the next Idle");
-    assert_eq!(round_trips() - n, 2, "a result and the next command");
+    two_round_trips_each(&s, &a, &b).await;
     // Stored as the transaction would have: result, status, NotNow count.
     let hist = s.device_commands("RT", 10).await.unwrap();
     assert_eq!(hist[0].delivery.not_now_count, 1);
@@ -1273,7 +1281,7 @@ async fn postgres_fanouts_conform() {
 /// still two round trips, and a settle that wrote the row meanwhile loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fanout_results_take_two_round_trips() {
-    use mdmd::store::postgres::{round_trips, PgConfig, PgStore};
+    use mdmd::store::postgres::{PgConfig, PgStore};
     use mdmd::store::FanoutPolicy;
     let Some(db) = common::pg::TestDb::create().await else { return };
     let _turn = PG_TURN.lock().await;
@@ -1294,26 +1302,7 @@ async fn postgres_fanout_results_take_two_round_trips() {
     let (a, b) = (command("SecurityInfo", None), command("ProfileList", None));
     s.enqueue(a.clone(), vec!["RT".into(), "RU".into()]).await.unwrap();
     s.enqueue(b.clone(), vec!["RT".into(), "RU".into()]).await.unwrap();
-    let n = round_trips();
-    s.identity_and_enrollment("h1", "RT").await.unwrap();
-    assert_eq!(s.next_command("RT", false).await.unwrap().unwrap().uuid, a.uuid);
-    assert_eq!(round_trips() - n, 2, "Idle with fan-outs open");
-    let n = round_trips();
-    s.identity_and_enrollment("h1", "RT").await.unwrap();
-    let (o, next) = s.report("RT", report(&a.uuid, DeliveryStatus::NotNow)).await.unwrap();
-    assert_eq!((o, next.unwrap().uuid), (ReportOutcome::NotNowRecorded, b.uuid.clone()));
-    assert_eq!(round_trips() - n, 2, "NotNow on a fan-out");
-    let n = round_trips();
-    s.identity_and_enrollment("h1", "RT").await.unwrap();
-    let (o, next) = s.report("RT", report(&b.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
-    assert_eq!(
-        o,
-        ReportOutcome::Finished {
-            request_type: "ProfileList".into()
-        }
-    );
-    assert!(next.is_none());
-    assert_eq!(round_trips() - n, 2, "a fan-out's result");
+    two_round_trips_each(&s, &a, &b).await;
     // Settled while RU still holds both: its answers land on the rows the settle wrote.
     assert_eq!(s.settle_fanouts(i64::MAX).await.unwrap(), 2);
     let (o, next) = s.report("RU", report(&a.uuid, DeliveryStatus::Acknowledged)).await.unwrap();
