@@ -151,21 +151,17 @@ impl Mdm {
                 .schedule(COMPLIANCE_DUE, vec![(device.to_owned(), rec.recheck_at)])
                 .await?;
         }
-        if recheck_moved
-            || old
-                .as_ref()
-                .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
-        {
+        let verdict_changed = old
+            .as_ref()
+            .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy);
+        if recheck_moved || verdict_changed {
             if let Some(o) = &old {
                 if o.state != rec.state {
                     tracing::info!(enrollment = %device, from = o.state.as_str(), to = rec.state.as_str(), reasons = ?rec.reasons, "compliance changed");
                 }
             }
             self.store.set_compliance(device, rec.clone()).await?;
-            if old
-                .as_ref()
-                .is_none_or(|o| o.state != rec.state || o.reasons != rec.reasons || o.policy != rec.policy)
-            {
+            if verdict_changed {
                 self.fact_changed(device);
             }
             if old.as_ref().is_none_or(|o| o.state != rec.state) {
