@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run demo build release test arrows unit bench load floor enroll-cost chaos load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
+.PHONY: run demo build release test arrows unit bench load floor enroll-cost chaos soak load-pg ise-bench scale console-bench fleet-bench ade-bench push-latency schema fuzz clean
 
 run:
 	$(CARGO) run --release -- serve
@@ -48,6 +48,11 @@ floor: release
 # instances with PostgreSQL restarted once (N=, KILLS=, INTERVAL=, PG_RESTART=, MDMD_BENCH_DATABASE_URL=).
 chaos: release
 	bash tools/chaos.sh
+
+# An hour at a steady load, sampled each minute and plotted (DEVICES=2000, MINUTES=60, OUT=soak-out;
+# docs/performance.md): RSS, open files, store size, p99; identity and ACME renewals inside the hour.
+soak: release
+	bash tools/soak.sh
 
 # Server CPU of a whole enrollment (three-phase and single), a fresh TLS connection per request,
 # beside 16 RSA-2048 signatures (BEFORE=older/mdmd compares a build, N= devices, RUNS=).

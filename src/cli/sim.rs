@@ -136,6 +136,54 @@ pub enum SimCmd {
         #[arg(long)]
         supervised: bool,
     },
+    /// An hour (or --minutes) at a steady load, sampled each minute: N devices woken by push
+    /// (an APNs stand-in, as `fleet`) that also check in every --poll-secs, a command to a
+    /// random batch every --command-secs, a profile installed on a batch and removed again
+    /// every --profile-secs. Each sample (a JSON line in --out) has the server's RSS, open
+    /// files and CPU (--server-pid), the store's size on disk (--data-dir), the p50/p99/max
+    /// latency of the devices' requests, and the ACME certificate's serial. `make soak`.
+    Soak {
+        #[arg(short = 'n', long, default_value_t = 2000)]
+        devices: usize,
+        /// Enrollment credentials USER:PASSWORD.
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+        minutes: u64,
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        sample_secs: u64,
+        /// Each device checks in this often, besides when pushed.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        poll_secs: u64,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        command_secs: u64,
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        profile_secs: u64,
+        /// Devices per command and per profile install.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Devices enrolled at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Where the APNs stand-in listens (loopback).
+        #[arg(long, default_value = "127.0.0.1:2197")]
+        apns_listen: String,
+        /// CA (PEM) that issued the push certificate: clients must present a certificate from it.
+        #[arg(long)]
+        push_ca: std::path::PathBuf,
+        /// Write the stand-in's TLS certificate here (mdmd's --apns-ca).
+        #[arg(long)]
+        write_apns_ca: std::path::PathBuf,
+        /// The server's process id (RSS, open files, CPU).
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's data directory (store size on disk).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Samples go here, one JSON object per line (appended).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// SCEP issuance benchmark against any SCEP URL (mdmd's /scep or a peer) with a static challenge.
     ScepBench {
         #[arg(long)]
@@ -419,6 +467,46 @@ impl SimCmd {
                     }
                 }
                 print(&serde_json::to_value(stats.report(handles.len(), &standin))?);
+            }
+            SimCmd::Soak {
+                devices,
+                user,
+                minutes,
+                sample_secs,
+                poll_secs,
+                command_secs,
+                profile_secs,
+                batch,
+                concurrency,
+                apns_listen,
+                push_ca,
+                write_apns_ca,
+                server_pid,
+                data_dir,
+                out,
+            } => {
+                let (u, p) = parse_user(&user)?;
+                let cfg = mdmd::sim::soak::SoakConfig {
+                    server: client.server.clone(),
+                    api_key: client.api_key()?,
+                    user: (u, p),
+                    devices,
+                    duration: Duration::from_secs(minutes * 60),
+                    sample_every: Duration::from_secs(sample_secs),
+                    poll_every: Duration::from_secs(poll_secs),
+                    command_every: Duration::from_secs(command_secs),
+                    batch,
+                    profile_every: Duration::from_secs(profile_secs),
+                    concurrency,
+                    apns_listen,
+                    push_ca,
+                    write_apns_ca,
+                    server_pid,
+                    data_dir,
+                    out,
+                };
+                let r = mdmd::sim::soak::run(cfg, client.http()?).await?;
+                print(&serde_json::to_value(r)?);
             }
             SimCmd::Seed { store, devices } => {
                 let s = super::db::open_named_store(&store, true).await?;

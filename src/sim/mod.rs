@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod load;
 pub mod nac;
 pub mod pki;
+pub mod soak;
 pub mod vpp_api;
 
 use std::collections::{BTreeMap, HashSet};
@@ -89,9 +90,15 @@ pub struct SimDevice {
     pub results_acked: HashSet<String>,
     /// Commands the server sent again after their final result got 200.
     pub redelivered: Vec<String>,
+    /// Where to record how long each request to the server took, in ms
+    /// (`mdmd sim soak`); none: not recorded.
+    pub latency: Option<std::sync::Arc<LatencyLog>>,
     base: String,
     client: reqwest::Client,
 }
+
+/// Request latencies in milliseconds, drained by whoever samples them.
+pub type LatencyLog = std::sync::Mutex<Vec<f32>>;
 
 /// A configuration profile as the device holds it (decrypted).
 #[derive(Clone)]
@@ -120,6 +127,18 @@ fn origin(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// A new RSA key pair, generated off the async threads and one at a time
+/// (tens to hundreds of milliseconds each: inline, it would stall every other
+/// simulated device; a fleet's renewals at once would take every core from
+/// the server beside it).
+pub async fn new_rsa_key(bits: u32) -> anyhow::Result<openssl::pkey::PKey<openssl::pkey::Private>> {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = ONE_AT_A_TIME.acquire().await.context("key generation")?;
+    tokio::task::spawn_blocking(move || Ok(openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(bits)?)?))
+        .await
+        .context("key generation")?
 }
 
 pub fn random_udid() -> String {
@@ -220,6 +239,7 @@ impl SimDevice {
             ddm: Default::default(),
             results_acked: HashSet::new(),
             redelivered: Vec::new(),
+            latency: None,
             checkin_url: format!("{}/mdm/checkin", base_url.trim_end_matches('/')),
             server_url: format!("{}/mdm/connect", base_url.trim_end_matches('/')),
             base: base_url.trim_end_matches('/').to_owned(),
@@ -359,7 +379,7 @@ impl SimDevice {
         }
         let ca = p.ensure_ca(&self.client).await?;
         // A new key pair, as iOS makes for every SCEP enrollment.
-        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(p.key_size.max(2048))?)?;
+        let key = new_rsa_key(p.key_size.max(2048)).await?;
         let ident = pki::scep_enroll(&self.client, &p.scep_url, Some(&ca), key, &p.subject, Some(&p.challenge), None)
             .await?
             .map_err(|e| anyhow::anyhow!("SCEP refused: {e}"))?;
@@ -435,6 +455,7 @@ impl SimDevice {
         };
         // A pooled connection may have died with a restarted server: like a
         // device, try once more on a fresh connection.
+        let t0 = std::time::Instant::now();
         let resp = match send().await {
             Ok(r) => r,
             Err(e) if e.is_request() || e.is_connect() => {
@@ -444,7 +465,13 @@ impl SimDevice {
             Err(e) => return Err(e).with_context(|| format!("PUT {path}")),
         };
         let status = resp.status().as_u16();
-        Ok((status, resp.bytes().await?.to_vec()))
+        let body = resp.bytes().await?.to_vec();
+        if let Some(l) = &self.latency {
+            if let Ok(mut v) = l.lock() {
+                v.push(t0.elapsed().as_secs_f32() * 1000.0);
+            }
+        }
+        Ok((status, body))
     }
 
     async fn put_ok(&self, path: &str, content_type: &str, d: &plist::Dictionary) -> anyhow::Result<Vec<u8>> {
@@ -671,9 +698,7 @@ impl SimDevice {
                 .and_then(plist::Value::as_unsigned_integer)
                 .unwrap_or(2048)
                 .max(2048) as u32;
-            let key = openssl::rsa::Rsa::generate(bits)
-                .and_then(openssl::pkey::PKey::from_rsa)
-                .map_err(|e| fail(1002, format!("key generation: {e}")))?;
+            let key = new_rsa_key(bits).await.map_err(|e| fail(1002, format!("key generation: {e:#}")))?;
             // Through mdmd's SCEP proxy the CA is the organisation's, not the one the enrollment profile installed.
             let expected = if url.contains("/scep-proxy/") { None } else { trust.as_ref() };
             let got = pki::scep_enroll(&self.client, &url, expected, key, &subject, s("Challenge").as_deref(), None)
