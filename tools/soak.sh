@@ -69,5 +69,6 @@ echo "== soak: $DEVICES devices, $MINUTES minutes; samples in $OUT/samples.jsonl
 timeout $(( MINUTES * 60 + 1800 )) $BIN sim soak "${client[@]}" -n "$DEVICES" --user sim:sim --minutes "$MINUTES" \
   --poll-secs "$POLL_SECS" --apns-listen 127.0.0.1:$APNS --push-ca "$work/pca.pem" --write-apns-ca "$work/standin.pem" \
   --server-pid $server --data-dir "$work/d" --out "$OUT/samples.jsonl" | tee "$OUT/report.json"
-python3 tools/soak_plot.py "$OUT/samples.jsonl" "$OUT/soak.png"
+python3 tools/soak_plot.py "$OUT/samples.jsonl" "$OUT/soak.png" \
+  "mdmd soak: $DEVICES devices, $MINUTES minutes, redb ($(date -u +%F), $(nproc) cores)"
 echo "== plotted: $OUT/soak.png"

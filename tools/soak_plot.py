@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plot `mdmd sim soak` samples (one JSON object per line) into one PNG.
 
-Usage: soak_plot.py SAMPLES.jsonl OUT.png
+Usage: soak_plot.py SAMPLES.jsonl OUT.png [TITLE]
 
 Panels: server RSS, open files, store size on disk, device request latency
 (p50, p99), server CPU and requests per interval, commands answered. Dashed
@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(src, dst):
+def main(src, dst, title=None):
     rows = [json.loads(l) for l in open(src) if l.strip()]
     if not rows:
         sys.exit(f"{src}: no samples")
@@ -35,17 +35,20 @@ def main(src, dst):
 
     fig, ax = plt.subplots(3, 2, figsize=(12, 10), sharex=True)
     panels = [
-        (ax[0][0], "server RSS (MiB)", [("RSS", col("rss_kib", 1 / 1024))]),
+        (ax[0][0], "server RSS (MiB)", [
+            ("RSS", col("rss_kib", 1 / 1024)),
+            ("RSS minus the store on disk", [a - b for a, b in zip(col("rss_kib", 1 / 1024), col("store_bytes", 1 / 2**20))]),
+        ]),
         (ax[0][1], "open files", [("fds", col("open_files"))]),
         (ax[1][0], "store on disk (MiB)", [("redb", col("store_bytes", 1 / 2**20))]),
         (ax[1][1], "device request latency (ms)", [("p99, devices", col("p99_ms")), ("p50, devices", col("p50_ms")), ("p99, server (bucket bound)", col("server_p99_ms_le"))]),
         (ax[2][0], "server CPU (% of one core)", [("CPU", [c * 100 / interval for c in col("server_cpu_s")])]),
         (ax[2][1], "totals", [("commands answered", col("commands_answered")), ("identity renewals", col("identity_renewals"))]),
     ]
-    for a, title, series in panels:
+    for a, heading, series in panels:
         for label, ys in series:
             a.plot(t, ys, marker=".", label=label)
-        a.set_title(title)
+        a.set_title(heading)
         a.set_ylim(bottom=0)
         a.grid(alpha=0.3)
         for x in acme:
@@ -60,13 +63,12 @@ def main(src, dst):
     rq.set_ylim(bottom=0)
     for a in ax[2]:
         a.set_xlabel("minutes (dashed: new ACME certificate; dotted: identity renewals)")
-    devices = rows[-1].get("devices")
-    fig.suptitle(f"mdmd soak: {len(rows)} samples" + (f", {devices} devices" if devices else ""))
+    fig.suptitle(title or f"mdmd soak: {len(rows)} samples")
     fig.tight_layout()
     fig.savefig(dst, dpi=80)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])
