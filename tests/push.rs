@@ -519,3 +519,95 @@ async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
     assert_eq!(v["fleet"]["standin_rejected"], 0, "{v}");
     assert_eq!(v["fleet"]["errors"], 0, "{v}");
 }
+
+/// `mdmd sim soak` (what `make soak` runs for an hour), for a minute: the
+/// fleet checks in, is pushed, answers the stream of commands and profile
+/// installs, and renews its identities (issued for a day, renewed a day
+/// before expiry, a sweep every 20 s); every sample reads the server's
+/// process and store, and the latency of requests that really happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_soak_subcommand_samples_a_fleet_at_a_steady_load() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let standin_ca = dir.path().join("standin.pem");
+    let ca = TestCa::new("Test Apple Push CA");
+    let push_ca = dir.path().join("push-ca.pem");
+    std::fs::write(&push_ca, ca.cert.to_pem().unwrap()).unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let srv = Server::start_with(&[
+        "--apns-url",
+        &url,
+        "--apns-ca",
+        standin_ca.to_str().unwrap(),
+        "--push-coalesce-ms",
+        "20",
+        "--identity-days",
+        "1",
+        "--renew-before-days",
+        "1",
+        "--renew-interval",
+        "20",
+    ]);
+    set_cert(&srv, &ca, &new_topic()).await;
+    let listen = format!("127.0.0.1:{port}");
+    let user = format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1);
+    let out = dir.path().join("samples.jsonl");
+    let pid = srv.pid().unwrap().to_string();
+    let data = srv.data_dir();
+    let v = srv.cli_json(&[
+        "sim",
+        "soak",
+        "-n",
+        "5",
+        "--user",
+        &user,
+        "--minutes",
+        "1",
+        "--sample-secs",
+        "10",
+        "--poll-secs",
+        "5",
+        "--command-secs",
+        "5",
+        "--profile-secs",
+        "20",
+        "--batch",
+        "3",
+        "--apns-listen",
+        &listen,
+        "--push-ca",
+        push_ca.to_str().unwrap(),
+        "--write-apns-ca",
+        standin_ca.to_str().unwrap(),
+        "--server-pid",
+        &pid,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(v["devices"], 5, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["samples"].as_u64().unwrap() >= 5, "{v}");
+    assert!(v["commands_answered"].as_u64().unwrap() >= 10, "{v}");
+    assert!(v["pushes"].as_u64().unwrap() > 0, "{v}");
+    // Every device renewed at least once, by the server's own sweep.
+    assert!(v["identity_renewals"].as_u64().unwrap() >= 5, "{v}");
+    assert_eq!(v["acme_certificates"], 0, "ACME is off: {v}");
+    let samples: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len() as u64, v["samples"].as_u64().unwrap());
+    for s in &samples {
+        assert!(s["rss_kib"].as_u64().unwrap() > 1000, "{s}");
+        assert!(s["open_files"].as_u64().unwrap() > 3, "{s}");
+        assert!(s["store_bytes"].as_u64().is_some(), "{s}");
+        // Five devices polling every 5 s: about ten requests in each 10 s.
+        assert!(s["requests"].as_u64().unwrap() >= 5, "{s}");
+        assert!(s["p99_ms"].as_f64().unwrap() >= s["p50_ms"].as_f64().unwrap(), "{s}");
+        assert!(s["server_requests"].as_u64().unwrap() >= 5, "{s}");
+        assert!(s["server_p99_ms_le"].as_f64().is_some(), "{s}");
+    }
+}

@@ -28,6 +28,20 @@ impl SimArgs {
     }
 }
 
+/// The APNs stand-in of `sim fleet` and `sim soak`.
+#[derive(Args)]
+pub struct StandInArgs {
+    /// Where the APNs stand-in listens (loopback).
+    #[arg(long, default_value = "127.0.0.1:2197")]
+    apns_listen: String,
+    /// CA (PEM) that issued the push certificate: clients must present a certificate from it.
+    #[arg(long)]
+    push_ca: std::path::PathBuf,
+    /// Write the stand-in's TLS certificate here (mdmd's --apns-ca).
+    #[arg(long)]
+    write_apns_ca: std::path::PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum SimCmd {
     /// A stand-in of Apple's ADE API with devices assigned to it, and a server token for mdmd.
@@ -112,15 +126,8 @@ pub enum SimCmd {
         /// Enrollment credentials USER:PASSWORD.
         #[arg(long)]
         user: String,
-        /// Where the stand-in listens (loopback).
-        #[arg(long, default_value = "127.0.0.1:2197")]
-        apns_listen: String,
-        /// CA (PEM) that issued the push certificate: clients must present a certificate from it.
-        #[arg(long)]
-        push_ca: std::path::PathBuf,
-        /// Write the stand-in's TLS certificate here (mdmd's --apns-ca).
-        #[arg(long)]
-        write_apns_ca: std::path::PathBuf,
+        #[command(flatten)]
+        standin: StandInArgs,
         /// Stop after this many seconds.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
@@ -165,15 +172,8 @@ pub enum SimCmd {
         /// Devices enrolled at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
-        /// Where the APNs stand-in listens (loopback).
-        #[arg(long, default_value = "127.0.0.1:2197")]
-        apns_listen: String,
-        /// CA (PEM) that issued the push certificate: clients must present a certificate from it.
-        #[arg(long)]
-        push_ca: std::path::PathBuf,
-        /// Write the stand-in's TLS certificate here (mdmd's --apns-ca).
-        #[arg(long)]
-        write_apns_ca: std::path::PathBuf,
+        #[command(flatten)]
+        standin: StandInArgs,
         /// The server's process id (RSS, open files, CPU).
         #[arg(long)]
         server_pid: Option<u32>,
@@ -397,9 +397,11 @@ impl SimCmd {
             SimCmd::Fleet {
                 devices,
                 user,
-                apns_listen,
-                push_ca,
-                write_apns_ca,
+                standin: StandInArgs {
+                    apns_listen,
+                    push_ca,
+                    write_apns_ca,
+                },
                 seconds,
                 measure_rounds,
                 concurrency,
@@ -478,9 +480,11 @@ impl SimCmd {
                 profile_secs,
                 batch,
                 concurrency,
-                apns_listen,
-                push_ca,
-                write_apns_ca,
+                standin: StandInArgs {
+                    apns_listen,
+                    push_ca,
+                    write_apns_ca,
+                },
                 server_pid,
                 data_dir,
                 out,
@@ -698,11 +702,5 @@ async fn stay_online(mut devices: Vec<mdmd::sim::SimDevice>, every: Duration) {
 
 /// CPU seconds (user + system) of a process, from /proc/PID/stat.
 fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    t(11) + t(12)
+    mdmd::sim::soak::proc_figures(pid).2.unwrap_or(0.0)
 }

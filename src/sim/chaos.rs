@@ -156,7 +156,8 @@ async fn ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     }
 }
 
-fn template(identifier: &str) -> Vec<u8> {
+/// A web clip profile with this identifier (also `soak`'s).
+pub(super) fn template(identifier: &str) -> Vec<u8> {
     let u = || uuid::Uuid::new_v4().to_string().to_uppercase();
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>

@@ -124,8 +124,8 @@ pub struct SoakReport {
     pub after_warmup: Value,
 }
 
-/// RSS (KiB), open files and CPU seconds of a process.
-fn proc_figures(pid: u32) -> (Option<u64>, Option<u64>, Option<f64>) {
+/// RSS (KiB), open files and CPU seconds (user + system) of a process, from /proc.
+pub fn proc_figures(pid: u32) -> (Option<u64>, Option<u64>, Option<f64>) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -208,23 +208,6 @@ async fn live(mut dev: SimDevice, mut wakes: mpsc::UnboundedReceiver<String>, ev
         }
         c.renewals.fetch_add(u64::from(dev.renewals - renewals), Relaxed);
     }
-}
-
-fn profile_template() -> Vec<u8> {
-    let u = || uuid::Uuid::new_v4().to_string().to_uppercase();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>
-<key>PayloadType</key><string>Configuration</string><key>PayloadVersion</key><integer>1</integer>
-<key>PayloadIdentifier</key><string>{PROFILE}</string><key>PayloadUUID</key><string>{}</string>
-<key>PayloadDisplayName</key><string>Soak web clip</string>
-<key>PayloadContent</key><array><dict><key>PayloadType</key><string>com.apple.webClip.managed</string>
-<key>PayloadVersion</key><integer>1</integer><key>PayloadIdentifier</key><string>{PROFILE}.clip</string>
-<key>PayloadUUID</key><string>{}</string><key>URL</key><string>https://intranet.example.com/soak</string>
-<key>Label</key><string>Intranet</string></dict></array></dict></plist>"#,
-        u(),
-        u()
-    )
-    .into_bytes()
 }
 
 fn commands() -> [Value; 5] {
@@ -336,7 +319,7 @@ pub async fn run(cfg: SoakConfig, http: reqwest::Client) -> anyhow::Result<SoakR
     let enroll_seconds = t_enroll.elapsed().as_secs_f64();
     eprintln!("{} devices enrolled in {enroll_seconds:.1} s; steady load for {} s", ids.len(), cfg.duration.as_secs());
 
-    admin.post_bytes("/v1/profiles", profile_template()).await?;
+    admin.post_bytes("/v1/profiles", super::chaos::template(PROFILE)).await?;
     if let Ok(mut v) = latency.lock() {
         v.clear(); // the steady phase's figures only
     }
