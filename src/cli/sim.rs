@@ -397,16 +397,17 @@ impl SimCmd {
             SimCmd::Fleet {
                 devices,
                 user,
-                standin: StandInArgs {
-                    apns_listen,
-                    push_ca,
-                    write_apns_ca,
-                },
+                standin,
                 seconds,
                 measure_rounds,
                 concurrency,
                 supervised,
             } => {
+                let StandInArgs {
+                    apns_listen,
+                    push_ca,
+                    write_apns_ca,
+                } = standin;
                 let http = client.http()?;
                 let cas = openssl::x509::X509::stack_from_pem(
                     &std::fs::read(&push_ca).with_context(|| format!("reading {}", push_ca.display()))?,
@@ -480,15 +481,16 @@ impl SimCmd {
                 profile_secs,
                 batch,
                 concurrency,
-                standin: StandInArgs {
-                    apns_listen,
-                    push_ca,
-                    write_apns_ca,
-                },
+                standin,
                 server_pid,
                 data_dir,
                 out,
             } => {
+                let StandInArgs {
+                    apns_listen,
+                    push_ca,
+                    write_apns_ca,
+                } = standin;
                 let (u, p) = parse_user(&user)?;
                 let cfg = mdmd::sim::soak::SoakConfig {
                     server: client.server.clone(),

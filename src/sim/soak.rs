@@ -229,16 +229,24 @@ fn pick(ids: &[String], n: usize) -> Vec<String> {
 /// latency histogram, over its `/mdm/` routes.
 async fn server_buckets(http: &reqwest::Client, cfg: &SoakConfig) -> Vec<(f64, u64)> {
     let url = format!("{}/metrics", cfg.server.trim_end_matches('/'));
-    let Ok(r) = http.get(url).bearer_auth(&cfg.api_key).send().await else { return Vec::new() };
+    let Ok(r) = http.get(url).bearer_auth(&cfg.api_key).send().await else {
+        return Vec::new();
+    };
     let Ok(text) = r.text().await else { return Vec::new() };
     let mut by_le: std::collections::BTreeMap<u64, (f64, u64)> = Default::default();
     for l in text.lines() {
-        let Some(rest) = l.strip_prefix("mdmd_http_request_duration_seconds_bucket{") else { continue };
+        let Some(rest) = l.strip_prefix("mdmd_http_request_duration_seconds_bucket{") else {
+            continue;
+        };
         if !rest.contains("route=\"/mdm/") {
             continue;
         }
         let le = rest.split("le=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or("");
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
         let n: u64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
         if le.is_nan() {
             continue;
@@ -277,9 +285,8 @@ async fn acme_serial(admin: &Admin) -> Option<String> {
 }
 
 pub async fn run(cfg: SoakConfig, http: reqwest::Client) -> anyhow::Result<SoakReport> {
-    let cas = openssl::x509::X509::stack_from_pem(
-        &std::fs::read(&cfg.push_ca).with_context(|| format!("reading {}", cfg.push_ca.display()))?,
-    )?;
+    let cas =
+        openssl::x509::X509::stack_from_pem(&std::fs::read(&cfg.push_ca).with_context(|| format!("reading {}", cfg.push_ca.display()))?)?;
     let standin = Arc::new(StandIn::start(&cfg.apns_listen, cas).await?);
     std::fs::write(&cfg.write_apns_ca, standin.server_cert.to_pem()?)?;
     let admin = Admin::new(&cfg.server, &cfg.api_key, http.clone());
@@ -292,8 +299,14 @@ pub async fn run(cfg: SoakConfig, http: reqwest::Client) -> anyhow::Result<SoakR
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut joins = Vec::new();
     for i in 0..cfg.devices.min(100_000) {
-        let (http, standin, sem, key, c, lat) =
-            (http.clone(), standin.clone(), sem.clone(), keys[i % keys.len()].clone(), counters.clone(), latency.clone());
+        let (http, standin, sem, key, c, lat) = (
+            http.clone(),
+            standin.clone(),
+            sem.clone(),
+            keys[i % keys.len()].clone(),
+            counters.clone(),
+            latency.clone(),
+        );
         let url = format!("{}/mdm/enroll", cfg.server.trim_end_matches('/'));
         let (u, p, every) = (cfg.user.0.clone(), cfg.user.1.clone(), cfg.poll_every);
         joins.push(tokio::spawn(async move {
@@ -317,7 +330,11 @@ pub async fn run(cfg: SoakConfig, http: reqwest::Client) -> anyhow::Result<SoakR
         tasks.push(t);
     }
     let enroll_seconds = t_enroll.elapsed().as_secs_f64();
-    eprintln!("{} devices enrolled in {enroll_seconds:.1} s; steady load for {} s", ids.len(), cfg.duration.as_secs());
+    eprintln!(
+        "{} devices enrolled in {enroll_seconds:.1} s; steady load for {} s",
+        ids.len(),
+        cfg.duration.as_secs()
+    );
 
     admin.post_bytes("/v1/profiles", super::chaos::template(PROFILE)).await?;
     if let Ok(mut v) = latency.lock() {
@@ -362,11 +379,17 @@ pub async fn run(cfg: SoakConfig, http: reqwest::Client) -> anyhow::Result<SoakR
             let r = match installed_on.take() {
                 None => {
                     let targets = pick(&ids, cfg.batch);
-                    let r = admin.post(&format!("/v1/profiles/{PROFILE}/install"), json!({"targets": targets})).await;
+                    let r = admin
+                        .post(&format!("/v1/profiles/{PROFILE}/install"), json!({"targets": targets}))
+                        .await;
                     installed_on = Some(targets);
                     r
                 }
-                Some(targets) => admin.post(&format!("/v1/profiles/{PROFILE}/remove"), json!({"targets": targets})).await,
+                Some(targets) => {
+                    admin
+                        .post(&format!("/v1/profiles/{PROFILE}/remove"), json!({"targets": targets}))
+                        .await
+                }
             };
             match r {
                 Ok(_) => queued += cfg.batch.min(ids.len()) as u64,
