@@ -474,9 +474,11 @@ async fn simulated_devices_are_woken_through_the_apns_stand_in() {
     assert!(v["results"][&ids[2]]["outcome"].as_str().unwrap().starts_with("not pushed"), "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
-    // A free loopback port for the stand-in that `mdmd sim fleet` will run.
+/// A server that pushes through the APNs stand-in a `mdmd sim` subcommand
+/// will run on a free loopback port (mdmd reads --apns-ca when it connects:
+/// the subcommand writes it after mdmd starts), with a push certificate set;
+/// and the stand-in flags for that subcommand.
+async fn server_for_sim_standin(extra: &[&str]) -> (Server, tempfile::TempDir, Vec<String>) {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let standin_ca = dir.path().join("standin.pem");
@@ -484,36 +486,30 @@ async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
     let push_ca = dir.path().join("push-ca.pem");
     std::fs::write(&push_ca, ca.cert.to_pem().unwrap()).unwrap();
     let url = format!("https://127.0.0.1:{port}");
-    // mdmd reads --apns-ca when it connects: the fleet writes it after mdmd starts.
-    let srv = Server::start_with(&[
-        "--apns-url",
-        &url,
-        "--apns-ca",
-        standin_ca.to_str().unwrap(),
-        "--push-coalesce-ms",
-        "20",
-    ]);
+    let mut args = vec!["--apns-url", &url, "--apns-ca", standin_ca.to_str().unwrap(), "--push-coalesce-ms", "20"];
+    args.extend_from_slice(extra);
+    let srv = Server::start_with(&args);
     set_cert(&srv, &ca, &new_topic()).await;
-    let listen = format!("127.0.0.1:{port}");
-    let user = format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1);
-    let v = srv.cli_json(&[
-        "sim",
-        "fleet",
-        "-n",
-        "3",
-        "--user",
-        &user,
-        "--apns-listen",
-        &listen,
-        "--push-ca",
-        push_ca.to_str().unwrap(),
-        "--write-apns-ca",
-        standin_ca.to_str().unwrap(),
-        "--measure-rounds",
-        "2",
-        "--seconds",
-        "60",
-    ]);
+    let flags = vec![
+        "--apns-listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--push-ca".to_owned(),
+        push_ca.to_str().unwrap().to_owned(),
+        "--write-apns-ca".to_owned(),
+        standin_ca.to_str().unwrap().to_owned(),
+        "--user".to_owned(),
+        format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1),
+    ];
+    (srv, dir, flags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
+    let (srv, _dir, standin) = server_for_sim_standin(&[]).await;
+    let mut args = vec!["sim", "fleet", "-n", "3"];
+    args.extend(standin.iter().map(String::as_str));
+    args.extend_from_slice(&["--measure-rounds", "2", "--seconds", "60"]);
+    let v = srv.cli_json(&args);
     assert_eq!(v["one_target"]["results"], 2, "{v}");
     assert_eq!(v["all_targets"]["results"], 6, "{v}");
     assert_eq!(v["fleet"]["standin_rejected"], 0, "{v}");
@@ -527,40 +523,16 @@ async fn the_sim_fleet_subcommand_is_woken_by_the_server_and_measures() {
 /// process and store, and the latency of requests that really happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sim_soak_subcommand_samples_a_fleet_at_a_steady_load() {
-    let port = common::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let standin_ca = dir.path().join("standin.pem");
-    let ca = TestCa::new("Test Apple Push CA");
-    let push_ca = dir.path().join("push-ca.pem");
-    std::fs::write(&push_ca, ca.cert.to_pem().unwrap()).unwrap();
-    let url = format!("https://127.0.0.1:{port}");
-    let srv = Server::start_with(&[
-        "--apns-url",
-        &url,
-        "--apns-ca",
-        standin_ca.to_str().unwrap(),
-        "--push-coalesce-ms",
-        "20",
-        "--identity-days",
-        "1",
-        "--renew-before-days",
-        "1",
-        "--renew-interval",
-        "20",
-    ]);
-    set_cert(&srv, &ca, &new_topic()).await;
-    let listen = format!("127.0.0.1:{port}");
-    let user = format!("{}:{}", common::ENROLL_USER.0, common::ENROLL_USER.1);
+    let renewals = ["--identity-days", "1", "--renew-before-days", "1", "--renew-interval", "20"];
+    let (srv, dir, standin) = server_for_sim_standin(&renewals).await;
     let out = dir.path().join("samples.jsonl");
     let pid = srv.pid().unwrap().to_string();
     let data = srv.data_dir();
-    let v = srv.cli_json(&[
+    let mut args = vec![
         "sim",
         "soak",
         "-n",
         "5",
-        "--user",
-        &user,
         "--minutes",
         "1",
         "--sample-secs",
@@ -573,19 +545,15 @@ async fn the_sim_soak_subcommand_samples_a_fleet_at_a_steady_load() {
         "20",
         "--batch",
         "3",
-        "--apns-listen",
-        &listen,
-        "--push-ca",
-        push_ca.to_str().unwrap(),
-        "--write-apns-ca",
-        standin_ca.to_str().unwrap(),
         "--server-pid",
         &pid,
         "--data-dir",
         data.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(standin.iter().map(String::as_str));
+    let v = srv.cli_json(&args);
     assert_eq!(v["devices"], 5, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
     assert!(v["samples"].as_u64().unwrap() >= 5, "{v}");
