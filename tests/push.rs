@@ -486,7 +486,14 @@ async fn server_for_sim_standin(extra: &[&str]) -> (Server, tempfile::TempDir, V
     let push_ca = dir.path().join("push-ca.pem");
     std::fs::write(&push_ca, ca.cert.to_pem().unwrap()).unwrap();
     let url = format!("https://127.0.0.1:{port}");
-    let mut args = vec!["--apns-url", &url, "--apns-ca", standin_ca.to_str().unwrap(), "--push-coalesce-ms", "20"];
+    let mut args = vec![
+        "--apns-url",
+        &url,
+        "--apns-ca",
+        standin_ca.to_str().unwrap(),
+        "--push-coalesce-ms",
+        "20",
+    ];
     args.extend_from_slice(extra);
     let srv = Server::start_with(&args);
     set_cert(&srv, &ca, &new_topic()).await;
