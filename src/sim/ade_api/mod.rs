@@ -100,6 +100,8 @@ struct State {
     terms_required: bool,
     rotate_sessions: bool,
     sessions: HashSet<String>,
+    /// Every session token ever handed out (`issued_sessions`).
+    issued: Vec<String>,
     /// Nonces seen, with their timestamps (pruned once past the skew).
     nonces: HashMap<String, i64>,
     devices: BTreeMap<String, Device>,
@@ -183,6 +185,7 @@ impl AdeStandIn {
             terms_required: false,
             rotate_sessions: false,
             sessions: HashSet::new(),
+            issued: Vec::new(),
             nonces: HashMap::new(),
             devices: BTreeMap::new(),
             ops: Vec::new(),
@@ -275,6 +278,12 @@ impl AdeStandIn {
         for c in self.lock().cursors.values_mut() {
             c.expired = true;
         }
+    }
+
+    /// Every session token handed out so far, valid or not (a test looks
+    /// for them where they must not be).
+    pub fn issued_sessions(&self) -> Vec<String> {
+        self.lock().issued.clone()
     }
 
     /// Every session token becomes invalid (401).
@@ -662,6 +671,7 @@ impl State {
             let fresh = random_alnum(48);
             self.sessions.remove(&session);
             self.sessions.insert(fresh.clone());
+            self.issued.push(fresh.clone());
             reply.headers.push(("X-ADM-Auth-Session", fresh));
         }
         reply
@@ -702,6 +712,7 @@ impl State {
         self.nonces.insert(verified.nonce, verified.timestamp);
         let token = random_alnum(48);
         self.sessions.insert(token.clone());
+        self.issued.push(token.clone());
         self.stats.sessions += 1;
         Reply::json(json!({ "auth_session_token": token }))
     }
